@@ -1,0 +1,69 @@
+//! Stable, machine-readable error codes shared by server responses and the client.
+//!
+//! The code is the contract (scripts match on it); the message is for people and may change.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Every error code the server can answer with, and the rejection codes inside a sync response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// No bearer token, or one the server does not know or has revoked.
+    Unauthorized,
+    /// The token is fine but this staff member may not do this.
+    Forbidden,
+    /// The body could not be decoded (bad CBOR, truncated, wrong shape).
+    MalformedBody,
+    /// The body is larger than `limits::REQUEST_BYTES_MAX`.
+    BodyTooLarge,
+    /// A count or size inside the body is over a limit.
+    LimitExceeded,
+    /// The envelope's version is not one this server speaks.
+    UnsupportedVersion,
+    /// The body was not sent as `application/cbor`.
+    UnsupportedMediaType,
+    /// No such resource.
+    NotFound,
+    /// A pushed change could not be decoded as an Automerge change.
+    MalformedChange,
+    /// A pushed document's case or kind differs from the header the server holds.
+    HeaderMismatch,
+    /// A pushed document names a case the server does not know.
+    UnknownCase,
+    /// Something went wrong on the server; the message carries a request id to quote.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::MalformedBody => "malformed_body",
+            ErrorCode::BodyTooLarge => "body_too_large",
+            ErrorCode::LimitExceeded => "limit_exceeded",
+            ErrorCode::UnsupportedVersion => "unsupported_version",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::MalformedChange => "malformed_change",
+            ErrorCode::HeaderMismatch => "header_mismatch",
+            ErrorCode::UnknownCase => "unknown_case",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The JSON body of every error response: `{"code": "...", "message": "..."}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    pub message: String,
+}

@@ -1,0 +1,15 @@
+//! casenote-protocol: everything the device and the server must agree on.
+//!
+//! The wire types and their versioned CBOR envelope ([`wire`]), the ids ([`ids`]), every limit with
+//! its reason ([`limits`]), the stable error codes ([`error`]) and the shape of each record kind as
+//! an Automerge document ([`record`]). It knows nothing of tokio, sled or HTTP, so both sides (and
+//! the fuzz harnesses) can link it without dragging a runtime along.
+
+pub mod error;
+pub mod ids;
+pub mod limits;
+pub mod record;
+pub mod wire;
+
+pub use error::{ErrorBody, ErrorCode};
+pub use ids::{CaseId, DeviceId, DocId, DocKind, OrgId, Seq, StaffId, TeamId};

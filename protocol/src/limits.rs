@@ -1,0 +1,61 @@
+//! Every limit in casenote, each with the reason for its value.
+//!
+//! Both sides enforce these: the server on every request before it allocates, the device before it
+//! sends. The `const _` checks at the bottom pin how the limits relate to one another.
+
+/// Largest sync request body. A day offline writes perhaps 50 notes of a few KB each plus plan
+/// edits: well under 1 MiB. 16 MiB leaves room for a device re-sending the whole history of a long
+/// co-edited plan after a server restore, while bounding what one request can make the server hold.
+pub const REQUEST_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// Soft limit on the change bytes in one sync response; the rest follows on the next page. Keeps a
+/// cold pull of a large caseload resumable (a cut connection loses one page, not the whole pull)
+/// and bounds the memory the server spends on one response.
+pub const RESPONSE_CHANGE_BYTES_SOFT_MAX: usize = 4 * 1024 * 1024;
+
+/// Largest single Automerge change. A change is one edit session on one document; a whole note's
+/// text is far smaller. 4 MiB refuses pasted blobs without refusing any real edit.
+pub const CHANGE_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// Most documents pushed in one request. A day's caseload work touches tens of documents; a first
+/// sync after a long offline period may touch a few hundred.
+pub const PUSH_DOCS_MAX: usize = 2_000;
+
+/// Most changes for one document in one push. The device saves every edit as its own change, so a
+/// heavily co-edited plan re-sent whole after a restore may carry thousands.
+pub const PUSH_CHANGES_PER_DOC_MAX: usize = 20_000;
+
+/// Most heads in a base. Heads are the concurrent tips of a document's history; more than a few
+/// dozen means something is wrong with the sender.
+pub const HEADS_MAX: usize = 256;
+
+/// Longest free-text field accepted by the record API (a note body, a plan narrative edit). A long
+/// MDT note is tens of KB; 1 MiB refuses accidents without refusing real writing.
+pub const TEXT_BYTES_MAX: usize = 1024 * 1024;
+
+/// Longest short field (a name, a reason, an NHS number, a role).
+pub const SHORT_TEXT_BYTES_MAX: usize = 4 * 1024;
+
+/// Nesting depth the CBOR decoder accepts. Our envelope nests four deep; anything far deeper is an
+/// attack on the decoder's stack.
+pub const CBOR_DEPTH_MAX: usize = 32;
+
+/// Largest request body for the small JSON endpoints (whoami and the like).
+pub const SMALL_BODY_BYTES_MAX: usize = 64 * 1024;
+
+/// Offset between device and server clocks above which the sync is flagged (DESIGN.md, "Time").
+pub const CLOCK_OFFSET_FLAG_MS: i64 = 5 * 60 * 1000;
+
+/// Rounds a device runs in one `sync` before it stops (pages of a large pull plus one re-send of
+/// full history when the server lacks a base). Guards against a server that always says "more".
+pub const SYNC_ROUNDS_MAX: usize = 10_000;
+
+/// Chunks of incremental saves a device keeps for one document before compacting it into one
+/// snapshot. Loading cost grows with chunk count; compaction costs a full save.
+pub const DEVICE_CHUNKS_BEFORE_COMPACT: usize = 64;
+
+const _: () = assert!(CHANGE_BYTES_MAX <= REQUEST_BYTES_MAX);
+const _: () = assert!(RESPONSE_CHANGE_BYTES_SOFT_MAX + CHANGE_BYTES_MAX <= REQUEST_BYTES_MAX);
+const _: () = assert!(TEXT_BYTES_MAX < CHANGE_BYTES_MAX);
+const _: () = assert!(SHORT_TEXT_BYTES_MAX < TEXT_BYTES_MAX);
+const _: () = assert!(SMALL_BODY_BYTES_MAX < REQUEST_BYTES_MAX);

@@ -1,0 +1,481 @@
+//! The shape of each record kind as an Automerge document, and the typed edits on it.
+//!
+//! Both sides share this: the device writes through it, and the server (issue 4) validates
+//! incoming changes against the same rules. Free text that several people edit (About Me, plan
+//! narratives, a draft note's body) is Automerge `Text`, which merges character by character.
+//! Short facts are scalars; when two people write the same scalar concurrently Automerge keeps
+//! both, and [`conflicts`] reports every such field with all its values rather than letting one
+//! silently win.
+
+use crate::ids::{CaseId, DocId};
+use crate::limits;
+use automerge::transaction::Transactable;
+use automerge::{AutoCommit, AutoSerde, ObjId, ObjType, ReadDoc, ScalarValue, Value, ROOT};
+use serde::{Deserialize, Serialize};
+
+/// Field names, in one place so the device, the server and the views agree.
+pub mod field {
+    pub const SCHEMA: &str = "schema";
+    pub const CASE_ID: &str = "case_id";
+    pub const NAME: &str = "name";
+    pub const NHS_NUMBER: &str = "nhs_number";
+    pub const DOB: &str = "dob";
+    pub const ADDRESS: &str = "address";
+    pub const ABOUT_ME: &str = "about_me";
+    pub const ALERTS: &str = "alerts";
+    pub const TEAM: &str = "team";
+    pub const LEGAL_STATUS: &str = "legal_status";
+    pub const STATUS: &str = "status";
+    pub const NOTE_KIND: &str = "note_kind";
+    pub const OCCURRED_AT: &str = "occurred_at_ms";
+    pub const RECORDED_AT: &str = "recorded_at_ms";
+    pub const FILED_AT: &str = "filed_at_ms";
+    pub const AUTHOR: &str = "author";
+    pub const TEXT: &str = "text";
+    pub const AMENDS: &str = "amends";
+    pub const LATE_ENTRY_REASON: &str = "late_entry_reason";
+    pub const NARRATIVE: &str = "narrative";
+    pub const GOALS: &str = "goals";
+    pub const ACTIONS: &str = "actions";
+    pub const DISCHARGE_DATE: &str = "discharge_date";
+    pub const PATHWAY: &str = "pathway";
+}
+
+/// The schema tag written into every document's root, per kind.
+pub const CASE_SCHEMA: &str = "casenote/case/1";
+pub const NOTE_SCHEMA: &str = "casenote/note/1";
+pub const PLAN_SCHEMA: &str = "casenote/plan/1";
+
+/// Why a record edit was refused before it touched the document.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("note {0} is filed and can no longer change; add an amendment with `note amend` instead")]
+    FiledNoteImmutable(DocId),
+    #[error("note {0} is still a draft; edit it instead of amending it")]
+    NoteNotFiled(DocId),
+    #[error("{field} is {len} bytes; the limit is {max}")]
+    TooLong {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
+    #[error("position {pos} is past the end of the text ({len} characters)")]
+    OutOfRange { pos: usize, len: usize },
+    #[error("the document is not a valid {0} record: {1}")]
+    Invalid(&'static str, String),
+    #[error(transparent)]
+    Automerge(#[from] automerge::AutomergeError),
+}
+
+/// Checks a free-text field against its limit before it is written.
+pub fn check_len(field: &'static str, text: &str, max: usize) -> Result<(), RecordError> {
+    if text.len() > max {
+        Err(RecordError::TooLong {
+            field,
+            len: text.len(),
+            max,
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// A person's identity, as written when the case is opened.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub name: String,
+    pub nhs_number: Option<String>,
+    pub dob: Option<String>,
+    pub address: Option<String>,
+}
+
+/// The kind of contact a note records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NoteKind {
+    Visit,
+    Phone,
+    Mdt,
+    CaseNote,
+}
+
+impl NoteKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoteKind::Visit => "visit",
+            NoteKind::Phone => "phone",
+            NoteKind::Mdt => "mdt",
+            NoteKind::CaseNote => "case-note",
+        }
+    }
+}
+
+impl std::str::FromStr for NoteKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "visit" => Ok(NoteKind::Visit),
+            "phone" => Ok(NoteKind::Phone),
+            "mdt" => Ok(NoteKind::Mdt),
+            "case-note" => Ok(NoteKind::CaseNote),
+            other => Err(format!(
+                "unknown note kind {other:?}: use visit, phone, mdt or case-note"
+            )),
+        }
+    }
+}
+
+/// Who wrote a note, as recorded inside it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoteAuthor {
+    pub staff_id: String,
+    pub role: String,
+    pub org: String,
+    pub team: String,
+}
+
+/// What an amendment note amends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Amends {
+    pub note_id: DocId,
+    /// `addendum` or `correction`.
+    pub kind: String,
+    pub reason: String,
+}
+
+/// Everything a new note starts with.
+#[derive(Clone, Debug)]
+pub struct NewNote {
+    pub case_id: CaseId,
+    pub kind: NoteKind,
+    pub author: NoteAuthor,
+    pub occurred_at_ms: i64,
+    pub recorded_at_ms: i64,
+    pub text: String,
+    pub amends: Option<Amends>,
+    pub late_entry_reason: Option<String>,
+}
+
+/// Whether a note can still change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoteStatus {
+    Draft,
+    Filed,
+}
+
+fn put_opt(doc: &mut AutoCommit, obj: &ObjId, key: &str, v: &Option<String>) -> Result<(), RecordError> {
+    if let Some(v) = v {
+        check_len(field_name(key), v, limits::SHORT_TEXT_BYTES_MAX)?;
+        doc.put(obj, key, v.as_str())?;
+    }
+    Ok(())
+}
+
+fn field_name(key: &str) -> &'static str {
+    // Error messages name fields; a static name keeps RecordError cheap and comparable.
+    match key {
+        field::NAME => "name",
+        field::NHS_NUMBER => "NHS number",
+        field::DOB => "date of birth",
+        field::ADDRESS => "address",
+        field::LATE_ENTRY_REASON => "late-entry reason",
+        _ => "field",
+    }
+}
+
+fn new_text(doc: &mut AutoCommit, obj: &ObjId, key: &str, text: &str) -> Result<ObjId, RecordError> {
+    let id = doc.put_object(obj, key, ObjType::Text)?;
+    if !text.is_empty() {
+        doc.splice_text(&id, 0, 0, text)?;
+    }
+    Ok(id)
+}
+
+/// Writes a new case document's skeleton. Only the device that opens the case calls this, so the
+/// objects inside (About Me text, alert and team maps) are created once and never conflict.
+pub fn init_case(doc: &mut AutoCommit, case_id: CaseId, who: &Identity) -> Result<(), RecordError> {
+    check_len("name", &who.name, limits::SHORT_TEXT_BYTES_MAX)?;
+    doc.put(ROOT, field::SCHEMA, CASE_SCHEMA)?;
+    doc.put(ROOT, field::CASE_ID, case_id.to_string())?;
+    doc.put(ROOT, field::NAME, who.name.as_str())?;
+    put_opt(doc, &ROOT, field::NHS_NUMBER, &who.nhs_number)?;
+    put_opt(doc, &ROOT, field::DOB, &who.dob)?;
+    put_opt(doc, &ROOT, field::ADDRESS, &who.address)?;
+    new_text(doc, &ROOT, field::ABOUT_ME, "")?;
+    doc.put_object(ROOT, field::ALERTS, ObjType::Map)?;
+    doc.put_object(ROOT, field::TEAM, ObjType::Map)?;
+    doc.put_object(ROOT, field::LEGAL_STATUS, ObjType::Map)?;
+    Ok(())
+}
+
+/// Writes a new plan document's skeleton (created together with its case).
+pub fn init_plan(doc: &mut AutoCommit, case_id: CaseId) -> Result<(), RecordError> {
+    doc.put(ROOT, field::SCHEMA, PLAN_SCHEMA)?;
+    doc.put(ROOT, field::CASE_ID, case_id.to_string())?;
+    new_text(doc, &ROOT, field::NARRATIVE, "")?;
+    doc.put_object(ROOT, field::GOALS, ObjType::Map)?;
+    doc.put_object(ROOT, field::ACTIONS, ObjType::Map)?;
+    Ok(())
+}
+
+/// Writes a new note, as a draft.
+pub fn init_note(doc: &mut AutoCommit, note: &NewNote) -> Result<(), RecordError> {
+    check_len("note text", &note.text, limits::TEXT_BYTES_MAX)?;
+    doc.put(ROOT, field::SCHEMA, NOTE_SCHEMA)?;
+    doc.put(ROOT, field::CASE_ID, note.case_id.to_string())?;
+    doc.put(ROOT, field::STATUS, "draft")?;
+    doc.put(ROOT, field::NOTE_KIND, note.kind.as_str())?;
+    doc.put(ROOT, field::OCCURRED_AT, note.occurred_at_ms)?;
+    doc.put(ROOT, field::RECORDED_AT, note.recorded_at_ms)?;
+    let author = doc.put_object(ROOT, field::AUTHOR, ObjType::Map)?;
+    for (k, v) in [
+        ("staff_id", &note.author.staff_id),
+        ("role", &note.author.role),
+        ("org", &note.author.org),
+        ("team", &note.author.team),
+    ] {
+        doc.put(&author, k, v.as_str())?;
+    }
+    new_text(doc, &ROOT, field::TEXT, &note.text)?;
+    put_opt(doc, &ROOT, field::LATE_ENTRY_REASON, &note.late_entry_reason)?;
+    if let Some(a) = &note.amends {
+        check_len("amendment reason", &a.reason, limits::SHORT_TEXT_BYTES_MAX)?;
+        let obj = doc.put_object(ROOT, field::AMENDS, ObjType::Map)?;
+        doc.put(&obj, "note_id", a.note_id.to_string())?;
+        doc.put(&obj, "kind", a.kind.as_str())?;
+        doc.put(&obj, "reason", a.reason.as_str())?;
+    }
+    Ok(())
+}
+
+/// A string scalar at `key` in `obj`, if there is one.
+pub fn get_str(doc: &AutoCommit, obj: &ObjId, key: &str) -> Option<String> {
+    match doc.get(obj, key).ok()?? {
+        (Value::Scalar(s), _) => match s.as_ref() {
+            ScalarValue::Str(s) => Some(s.to_string()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// An integer scalar at `key` in `obj`, if there is one.
+pub fn get_i64(doc: &AutoCommit, obj: &ObjId, key: &str) -> Option<i64> {
+    match doc.get(obj, key).ok()?? {
+        (Value::Scalar(s), _) => match s.as_ref() {
+            ScalarValue::Int(i) => Some(*i),
+            ScalarValue::Uint(u) => i64::try_from(*u).ok(),
+            ScalarValue::Timestamp(t) => Some(*t),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The id of the object at `key`, if it is an object of type `ty`.
+pub fn get_obj(doc: &AutoCommit, obj: &ObjId, key: &str, ty: ObjType) -> Option<ObjId> {
+    match doc.get(obj, key).ok()?? {
+        (Value::Object(t), id) if t == ty => Some(id),
+        _ => None,
+    }
+}
+
+/// A note's status; a note whose status is missing or unknown counts as filed (the safe side).
+pub fn note_status(doc: &AutoCommit) -> NoteStatus {
+    match get_str(doc, &ROOT, field::STATUS).as_deref() {
+        Some("draft") => NoteStatus::Draft,
+        _ => NoteStatus::Filed,
+    }
+}
+
+/// Files a draft note. Filing twice is an error: the note is already immutable.
+pub fn file_note(doc: &mut AutoCommit, note_id: DocId, filed_at_ms: i64) -> Result<(), RecordError> {
+    ensure_draft(doc, note_id)?;
+    doc.put(ROOT, field::STATUS, "filed")?;
+    doc.put(ROOT, field::FILED_AT, filed_at_ms)?;
+    Ok(())
+}
+
+/// Refuses any edit to a filed note.
+pub fn ensure_draft(doc: &AutoCommit, note_id: DocId) -> Result<(), RecordError> {
+    match note_status(doc) {
+        NoteStatus::Draft => Ok(()),
+        NoteStatus::Filed => Err(RecordError::FiledNoteImmutable(note_id)),
+    }
+}
+
+/// Replaces a draft note's text (a minimal character diff, so concurrent edits still merge).
+pub fn set_note_text(doc: &mut AutoCommit, note_id: DocId, text: &str) -> Result<(), RecordError> {
+    ensure_draft(doc, note_id)?;
+    check_len("note text", text, limits::TEXT_BYTES_MAX)?;
+    let obj = get_obj(doc, &ROOT, field::TEXT, ObjType::Text)
+        .ok_or_else(|| RecordError::Invalid("note", "it has no text".into()))?;
+    doc.update_text(&obj, text)?;
+    Ok(())
+}
+
+/// Splices a Text field at the root (`about_me` on a case, `narrative` on a plan): delete `del`
+/// characters at `pos`, then insert `text` there. Positions count Unicode code points.
+pub fn splice_root_text(
+    doc: &mut AutoCommit,
+    kind: &'static str,
+    key: &str,
+    pos: usize,
+    del: usize,
+    text: &str,
+) -> Result<(), RecordError> {
+    check_len("inserted text", text, limits::TEXT_BYTES_MAX)?;
+    let obj = get_obj(doc, &ROOT, key, ObjType::Text)
+        .ok_or_else(|| RecordError::Invalid(kind, format!("it has no {key} text")))?;
+    let len = doc.length(&obj);
+    match pos.checked_add(del) {
+        Some(end) if end <= len => {}
+        _ => return Err(RecordError::OutOfRange { pos: pos.saturating_add(del), len }),
+    }
+    let del = isize::try_from(del).map_err(|_| RecordError::OutOfRange { pos, len })?;
+    doc.splice_text(&obj, pos, del, text)?;
+    Ok(())
+}
+
+/// Appends to a root Text field.
+pub fn append_root_text(doc: &mut AutoCommit, kind: &'static str, key: &str, text: &str) -> Result<(), RecordError> {
+    let obj = get_obj(doc, &ROOT, key, ObjType::Text)
+        .ok_or_else(|| RecordError::Invalid(kind, format!("it has no {key} text")))?;
+    let len = doc.length(&obj);
+    splice_root_text(doc, kind, key, len, 0, text)
+}
+
+/// Sets a root scalar string field (discharge date, pathway on a plan).
+pub fn set_root_str(doc: &mut AutoCommit, key: &str, value: &str) -> Result<(), RecordError> {
+    check_len("value", value, limits::SHORT_TEXT_BYTES_MAX)?;
+    doc.put(ROOT, key, value)?;
+    Ok(())
+}
+
+/// One field that holds more than one value because people wrote it concurrently.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Conflict {
+    /// Path from the root, e.g. `["alerts", "<uuid>", "status"]`.
+    pub path: Vec<String>,
+    /// Every concurrent value, in Automerge's deterministic order (the first is the one shown).
+    pub values: Vec<serde_json::Value>,
+}
+
+fn scalar_json(v: &ScalarValue) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
+}
+
+/// Every map field anywhere in the document that holds concurrent values.
+pub fn conflicts(doc: &AutoCommit) -> Vec<Conflict> {
+    let mut out = Vec::new();
+    walk_conflicts(doc, &ROOT, &mut Vec::new(), &mut out);
+    out
+}
+
+fn walk_conflicts(doc: &AutoCommit, obj: &ObjId, path: &mut Vec<String>, out: &mut Vec<Conflict>) {
+    let keys: Vec<String> = doc.keys(obj).collect();
+    for key in keys {
+        let Ok(all) = doc.get_all(obj, key.as_str()) else {
+            continue;
+        };
+        if all.len() > 1 {
+            let mut p = path.clone();
+            p.push(key.clone());
+            out.push(Conflict {
+                path: p,
+                values: all
+                    .iter()
+                    .map(|(v, _)| match v {
+                        Value::Scalar(s) => scalar_json(s),
+                        Value::Object(t) => serde_json::json!({ "object": format!("{t:?}") }),
+                    })
+                    .collect(),
+            });
+        }
+        if let Some((Value::Object(ObjType::Map | ObjType::Table), child)) = all.first() {
+            path.push(key);
+            walk_conflicts(doc, child, path, out);
+            path.pop();
+        }
+    }
+}
+
+/// The document's content as JSON: identical on every device holding the same changes.
+pub fn content_json(doc: &AutoCommit) -> serde_json::Value {
+    serde_json::to_value(AutoSerde::from(doc)).unwrap_or(serde_json::Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fork_pair(doc: &mut AutoCommit) -> AutoCommit {
+        doc.fork().with_actor(automerge::ActorId::random())
+    }
+
+    #[test]
+    fn concurrent_about_me_edits_keep_every_character() {
+        let mut a = AutoCommit::new();
+        init_case(&mut a, CaseId::new_random(), &Identity { name: "Test Person".into(), ..Default::default() }).unwrap();
+        append_root_text(&mut a, "case", field::ABOUT_ME, "Call me Peggy.").unwrap();
+        let mut b = fork_pair(&mut a);
+        append_root_text(&mut a, "case", field::ABOUT_ME, " I feed the birds at 7am.").unwrap();
+        splice_root_text(&mut b, "case", field::ABOUT_ME, 0, 0, "[B] ").unwrap();
+        a.merge(&mut b).unwrap();
+        let text = content_json(&a)[field::ABOUT_ME].as_str().unwrap().to_string();
+        assert_eq!(text, "[B] Call me Peggy. I feed the birds at 7am.");
+    }
+
+    #[test]
+    fn concurrent_scalar_writes_are_reported_with_both_values() {
+        let mut a = AutoCommit::new();
+        init_plan(&mut a, CaseId::new_random()).unwrap();
+        let mut b = fork_pair(&mut a);
+        set_root_str(&mut a, field::DISCHARGE_DATE, "2026-11-30").unwrap();
+        set_root_str(&mut b, field::DISCHARGE_DATE, "2026-12-02").unwrap();
+        a.merge(&mut b).unwrap();
+        let found = conflicts(&a);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].path, vec![field::DISCHARGE_DATE.to_string()]);
+        let mut values: Vec<String> = found[0].values.iter().map(|v| v.as_str().unwrap().to_string()).collect();
+        values.sort();
+        assert_eq!(values, vec!["2026-11-30", "2026-12-02"]);
+    }
+
+    #[test]
+    fn a_filed_note_refuses_every_edit() {
+        let mut doc = AutoCommit::new();
+        let id = DocId::new_random();
+        init_note(
+            &mut doc,
+            &NewNote {
+                case_id: CaseId::new_random(),
+                kind: NoteKind::Visit,
+                author: NoteAuthor::default(),
+                occurred_at_ms: 1,
+                recorded_at_ms: 2,
+                text: "Seen at home.".into(),
+                amends: None,
+                late_entry_reason: None,
+            },
+        )
+        .unwrap();
+        set_note_text(&mut doc, id, "Seen at home; well.").unwrap();
+        file_note(&mut doc, id, 3).unwrap();
+        assert!(matches!(set_note_text(&mut doc, id, "changed"), Err(RecordError::FiledNoteImmutable(_))));
+        assert!(matches!(file_note(&mut doc, id, 4), Err(RecordError::FiledNoteImmutable(_))));
+        assert_eq!(content_json(&doc)[field::TEXT], "Seen at home; well.");
+    }
+
+    #[test]
+    fn a_splice_past_the_end_is_an_error_not_a_panic() {
+        let mut doc = AutoCommit::new();
+        init_plan(&mut doc, CaseId::new_random()).unwrap();
+        append_root_text(&mut doc, "plan", field::NARRATIVE, "abc").unwrap();
+        assert!(matches!(
+            splice_root_text(&mut doc, "plan", field::NARRATIVE, 2, 5, "x"),
+            Err(RecordError::OutOfRange { .. })
+        ));
+        assert!(splice_root_text(&mut doc, "plan", field::NARRATIVE, usize::MAX, usize::MAX, "x").is_err());
+    }
+}

@@ -1,0 +1,371 @@
+//! The sync envelope: one request, one response, CBOR on the wire.
+//!
+//! A device sends its cursor, its clock and, for each document with local edits, the server heads
+//! it last saw (`base`) and the Automerge changes it made since, as Automerge's own compressed
+//! change bytes. The server answers with what it stored, what the device lacks, and a new cursor.
+//! See DESIGN.md, "Sync: one round trip".
+//!
+//! Decoding checks the size before parsing, the version before the shape, and every count after,
+//! so nothing a peer sends can make the other side allocate beyond the limits in [`crate::limits`].
+
+use crate::ids::{CaseId, DocId, DocKind, Seq};
+use crate::limits;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+
+/// The envelope version this build speaks. Bumped on any incompatible change of shape.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// The media type of sync bodies.
+pub const CBOR_MEDIA_TYPE: &str = "application/cbor";
+
+/// A 32-byte Automerge change hash, as bytes on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Hash(pub [u8; 32]);
+
+impl Serialize for Hash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Hash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let buf = ByteBuf::deserialize(d)?;
+        let arr: [u8; 32] = buf
+            .as_slice()
+            .try_into()
+            .map_err(|_| serde::de::Error::invalid_length(buf.len(), &"32 bytes"))?;
+        Ok(Hash(arr))
+    }
+}
+
+impl From<automerge::ChangeHash> for Hash {
+    fn from(h: automerge::ChangeHash) -> Self {
+        Hash(h.0)
+    }
+}
+
+impl From<Hash> for automerge::ChangeHash {
+    fn from(h: Hash) -> Self {
+        automerge::ChangeHash(h.0)
+    }
+}
+
+/// Converts a list of Automerge heads to wire hashes.
+pub fn to_wire_heads(heads: &[automerge::ChangeHash]) -> Vec<Hash> {
+    heads.iter().copied().map(Hash::from).collect()
+}
+
+/// Converts wire hashes back to Automerge heads.
+pub fn from_wire_heads(heads: &[Hash]) -> Vec<automerge::ChangeHash> {
+    heads.iter().copied().map(automerge::ChangeHash::from).collect()
+}
+
+/// Device to server: one sync cycle.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SyncRequest {
+    pub version: u16,
+    /// The highest sequence this device has received; 0 for a new device.
+    pub cursor: Seq,
+    /// The device's clock (ms since the Unix epoch) when it built the request.
+    pub device_clock_ms: i64,
+    /// Documents with local edits the server has not acknowledged.
+    pub docs: Vec<DocPush>,
+}
+
+/// One document's local edits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DocPush {
+    pub doc_id: DocId,
+    /// Header fields; used when the server first sees the document, checked after that.
+    pub case_id: CaseId,
+    pub kind: DocKind,
+    /// The server heads this device last saw for the document (empty: none, send everything).
+    pub base: Vec<Hash>,
+    /// Automerge change bytes made since `base`, in causal order.
+    pub changes: Vec<ByteBuf>,
+}
+
+/// Server to device: the answer to one sync cycle.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SyncResponse {
+    pub version: u16,
+    /// Resume from here next time.
+    pub cursor: Seq,
+    /// True when the response was cut at the page limit: sync again at once with the new cursor.
+    pub more: bool,
+    /// The server's clock when it answered (ms since the Unix epoch).
+    pub server_time_ms: i64,
+    /// Pushed documents the server stored durably, with its heads after storing.
+    pub acks: Vec<DocAck>,
+    /// Changes this device lacks, per document.
+    pub docs: Vec<DocPull>,
+    /// Documents whose base the server does not hold: re-send their whole history.
+    pub need_full_history: Vec<DocId>,
+    /// Pushed documents refused, with the reason; nothing of them was stored.
+    pub rejections: Vec<Rejection>,
+    /// Documents this device may no longer hold: delete them.
+    pub evictions: Vec<DocId>,
+}
+
+/// The server stored a pushed document's changes (or already had them).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DocAck {
+    pub doc_id: DocId,
+    pub heads: Vec<Hash>,
+    /// Changes new to the server.
+    pub stored: u32,
+    /// Changes the server already had (a re-send; harmless).
+    pub duplicates: u32,
+}
+
+/// Changes for one document that the device lacks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DocPull {
+    pub doc_id: DocId,
+    pub case_id: CaseId,
+    pub kind: DocKind,
+    pub changes: Vec<ByteBuf>,
+    /// The server's heads for the document when it answered.
+    pub heads: Vec<Hash>,
+}
+
+/// A pushed document that was refused.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Rejection {
+    pub doc_id: DocId,
+    pub code: crate::ErrorCode,
+    pub reason: String,
+}
+
+/// Who the bearer of a token is, as `GET /v1/whoami` answers (JSON).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhoAmI {
+    pub staff_id: crate::StaffId,
+    pub device_id: crate::DeviceId,
+    pub name: String,
+    pub role: String,
+    pub org: String,
+    pub teams: Vec<TeamRef>,
+}
+
+/// A team as the device sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TeamRef {
+    pub team_id: crate::TeamId,
+    pub name: String,
+}
+
+/// Why a body could not be decoded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("body is {len} bytes; the limit is {max}")]
+    TooLarge { len: usize, max: usize },
+    #[error("body is not a valid casenote envelope: {0}")]
+    Malformed(String),
+    #[error("envelope version {0} is not supported (this build speaks {PROTOCOL_VERSION})")]
+    UnsupportedVersion(u16),
+    #[error("{what} is {len}; the limit is {max}")]
+    OverLimit {
+        what: &'static str,
+        len: usize,
+        max: usize,
+    },
+}
+
+impl DecodeError {
+    /// The stable code a server answers this error with.
+    pub fn code(&self) -> crate::ErrorCode {
+        match self {
+            DecodeError::TooLarge { .. } => crate::ErrorCode::BodyTooLarge,
+            DecodeError::Malformed(_) => crate::ErrorCode::MalformedBody,
+            DecodeError::UnsupportedVersion(_) => crate::ErrorCode::UnsupportedVersion,
+            DecodeError::OverLimit { .. } => crate::ErrorCode::LimitExceeded,
+        }
+    }
+}
+
+/// Encodes any envelope as CBOR.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    // Writing into a Vec cannot fail, and our types serialise infallibly.
+    ciborium::into_writer(value, &mut out).expect("CBOR encoding into a Vec cannot fail");
+    out
+}
+
+#[derive(Deserialize)]
+struct VersionProbe {
+    version: u16,
+}
+
+fn decode_raw<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    ciborium::de::from_reader_with_recursion_limit(bytes, limits::CBOR_DEPTH_MAX)
+        .map_err(|e| DecodeError::Malformed(e.to_string()))
+}
+
+fn decode_versioned<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    if bytes.len() > limits::REQUEST_BYTES_MAX {
+        return Err(DecodeError::TooLarge {
+            len: bytes.len(),
+            max: limits::REQUEST_BYTES_MAX,
+        });
+    }
+    let probe: VersionProbe = decode_raw(bytes)?;
+    if probe.version != PROTOCOL_VERSION {
+        return Err(DecodeError::UnsupportedVersion(probe.version));
+    }
+    decode_raw(bytes)
+}
+
+fn check(what: &'static str, len: usize, max: usize) -> Result<(), DecodeError> {
+    if len > max {
+        Err(DecodeError::OverLimit { what, len, max })
+    } else {
+        Ok(())
+    }
+}
+
+/// Decodes and checks a sync request against every limit.
+pub fn decode_request(bytes: &[u8]) -> Result<SyncRequest, DecodeError> {
+    let req: SyncRequest = decode_versioned(bytes)?;
+    check("documents pushed", req.docs.len(), limits::PUSH_DOCS_MAX)?;
+    for doc in &req.docs {
+        check("base heads", doc.base.len(), limits::HEADS_MAX)?;
+        check(
+            "changes for one document",
+            doc.changes.len(),
+            limits::PUSH_CHANGES_PER_DOC_MAX,
+        )?;
+        for change in &doc.changes {
+            check("one change's bytes", change.len(), limits::CHANGE_BYTES_MAX)?;
+        }
+    }
+    Ok(req)
+}
+
+/// Decodes a sync response (the device side; the server is trusted for shape, not for size).
+pub fn decode_response(bytes: &[u8]) -> Result<SyncResponse, DecodeError> {
+    let resp: SyncResponse = decode_versioned(bytes)?;
+    for doc in &resp.docs {
+        check("heads", doc.heads.len(), limits::HEADS_MAX)?;
+    }
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arb_hash() -> impl Strategy<Value = Hash> {
+        any::<[u8; 32]>().prop_map(Hash)
+    }
+
+    fn arb_push() -> impl Strategy<Value = DocPush> {
+        (
+            any::<u128>(),
+            any::<u128>(),
+            prop::sample::select(vec![
+                DocKind::Case,
+                DocKind::Note,
+                DocKind::Plan,
+                DocKind::Restricted,
+            ]),
+            prop::collection::vec(arb_hash(), 0..4),
+            prop::collection::vec(prop::collection::vec(any::<u8>(), 0..64), 0..4),
+        )
+            .prop_map(|(d, c, kind, base, changes)| DocPush {
+                doc_id: DocId(uuid::Uuid::from_u128(d)),
+                case_id: CaseId(uuid::Uuid::from_u128(c)),
+                kind,
+                base,
+                changes: changes.into_iter().map(ByteBuf::from).collect(),
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn every_request_survives_an_encode_decode_round_trip(
+            cursor in any::<u64>(),
+            clock in any::<i64>(),
+            docs in prop::collection::vec(arb_push(), 0..5),
+        ) {
+            let req = SyncRequest { version: PROTOCOL_VERSION, cursor: Seq(cursor), device_clock_ms: clock, docs };
+            prop_assert_eq!(decode_request(&encode(&req)).unwrap(), req);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic_the_decoders(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_request(&bytes);
+            let _ = decode_response(&bytes);
+        }
+
+        #[test]
+        fn every_truncation_of_a_valid_request_is_an_error(docs in prop::collection::vec(arb_push(), 1..3), cut in 0usize..1000) {
+            let req = SyncRequest { version: PROTOCOL_VERSION, cursor: Seq(1), device_clock_ms: 0, docs };
+            let bytes = encode(&req);
+            let cut = cut % bytes.len();
+            prop_assert!(decode_request(&bytes[..cut]).is_err());
+        }
+    }
+
+    #[test]
+    fn a_request_from_another_version_is_refused_by_version_not_by_shape() {
+        let req = SyncRequest {
+            version: 99,
+            cursor: Seq(0),
+            device_clock_ms: 0,
+            docs: vec![],
+        };
+        assert_eq!(
+            decode_request(&encode(&req)),
+            Err(DecodeError::UnsupportedVersion(99))
+        );
+    }
+
+    #[test]
+    fn a_body_over_the_limit_is_refused_before_parsing() {
+        let bytes = vec![0u8; limits::REQUEST_BYTES_MAX + 1];
+        assert!(matches!(
+            decode_request(&bytes),
+            Err(DecodeError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn too_many_documents_is_an_over_limit_error() {
+        let doc = DocPush {
+            doc_id: DocId(uuid::Uuid::nil()),
+            case_id: CaseId(uuid::Uuid::nil()),
+            kind: DocKind::Note,
+            base: vec![],
+            changes: vec![],
+        };
+        let req = SyncRequest {
+            version: PROTOCOL_VERSION,
+            cursor: Seq(0),
+            device_clock_ms: 0,
+            docs: vec![doc; limits::PUSH_DOCS_MAX + 1],
+        };
+        let err = decode_request(&encode(&req)).unwrap_err();
+        assert_eq!(err.code(), crate::ErrorCode::LimitExceeded);
+    }
+
+    #[test]
+    fn a_byte_string_claiming_four_gigabytes_is_malformed_not_an_allocation() {
+        // A CBOR map {"version": 1, "cursor": 0, "device_clock_ms": 0, "docs": [ {..., "changes": [bytes(2^32-1)]} ]}
+        // truncated right after the huge length: the decoder must fail, not reserve 4 GiB.
+        let mut bytes = encode(&SyncRequest {
+            version: PROTOCOL_VERSION,
+            cursor: Seq(0),
+            device_clock_ms: 0,
+            docs: vec![],
+        });
+        // Replace the empty docs array (0x80, last byte) with a one-element array holding a huge byte string.
+        bytes.pop();
+        bytes.extend_from_slice(&[0x81, 0x5a, 0xff, 0xff, 0xff, 0xff, 0x00]);
+        assert!(decode_request(&bytes).is_err());
+    }
+}
