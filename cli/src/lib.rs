@@ -1,1 +1,347 @@
-//! placeholder
+//! `casenote`, the command-line field client: a thin shell over client-core.
+//!
+//! Every command takes `--store DIR` (the device store); commands that print data take `--json`.
+//! Errors print as `casenote: ...` with an exit code that means something:
+//! 1 the request was refused or invalid, 2 usage, 3 the server could not be reached (edits are
+//! safe on the device), 4 the server refused the token.
+
+use anyhow::{Context, Result};
+use casenote_client_core::{Device, Error as CoreError, TransportError};
+use casenote_protocol::record::{field, Identity, NoteKind};
+use casenote_protocol::{CaseId, DocId};
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "casenote", version, about = "casenote field client: case notes that work offline and sync")]
+struct Cli {
+    /// The device store directory (created if missing).
+    #[arg(long, env = "CASENOTE_STORE", global = true)]
+    store: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Sign this store in to a server with a device token.
+    Login {
+        #[arg(long)]
+        server: String,
+        #[arg(long)]
+        token: String,
+    },
+    /// Who this store is signed in as.
+    Whoami {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Open and list cases.
+    #[command(subcommand)]
+    Case(CaseCmd),
+    /// Write, file and amend notes.
+    #[command(subcommand)]
+    Note(NoteCmd),
+    /// Edit a case's plan.
+    #[command(subcommand)]
+    Plan(PlanCmd),
+    /// Edit a case's About Me text.
+    #[command(subcommand, name = "about-me")]
+    AboutMe(TextCmd),
+    /// Show a whole case: record, notes, plan.
+    Show {
+        case_id: CaseId,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fields of a case written concurrently, with every value.
+    Conflicts {
+        case_id: CaseId,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send local edits and fetch what changed.
+    Sync {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Unsynced changes, refusals, last sync, server.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaseCmd {
+    /// Open a new case; prints its id.
+    New {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        nhs_number: Option<String>,
+        /// Date of birth, YYYY-MM-DD.
+        #[arg(long)]
+        dob: Option<String>,
+        #[arg(long)]
+        address: Option<String>,
+    },
+    /// List the cases on this device.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum NoteCmd {
+    /// Add a draft note to a case; prints the note id.
+    Add {
+        case_id: CaseId,
+        #[arg(long)]
+        text: String,
+        #[arg(long, default_value = "case-note", value_parser = parse_kind)]
+        kind: NoteKind,
+    },
+    /// Replace a draft note's text (a filed note refuses).
+    Edit {
+        note_id: DocId,
+        #[arg(long)]
+        text: String,
+    },
+    /// File a draft note; it never changes again.
+    File { note_id: DocId },
+    /// Amend a filed note with a new note; prints the amendment's id.
+    Amend {
+        note_id: DocId,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        text: String,
+        /// A correction rather than an addendum.
+        #[arg(long)]
+        correction: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PlanCmd {
+    /// Append to the plan narrative.
+    Append {
+        case_id: CaseId,
+        #[arg(long)]
+        text: String,
+    },
+    /// Delete characters at a position in the narrative and insert text there.
+    Splice {
+        case_id: CaseId,
+        #[arg(long)]
+        pos: usize,
+        #[arg(long)]
+        delete: usize,
+        #[arg(long, default_value = "")]
+        text: String,
+    },
+    /// Set a plan field: discharge-date or pathway.
+    Set {
+        case_id: CaseId,
+        #[arg(long, value_parser = ["discharge-date", "pathway"])]
+        field: String,
+        #[arg(long)]
+        value: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TextCmd {
+    /// Append text.
+    Append {
+        case_id: CaseId,
+        #[arg(long)]
+        text: String,
+    },
+    /// Delete characters at a position and insert text there.
+    Splice {
+        case_id: CaseId,
+        #[arg(long)]
+        pos: usize,
+        #[arg(long)]
+        delete: usize,
+        #[arg(long, default_value = "")]
+        text: String,
+    },
+}
+
+fn parse_kind(s: &str) -> Result<NoteKind, String> {
+    s.parse()
+}
+
+/// Runs the CLI with the process's arguments; returns the exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("casenote: {err:#}");
+            ExitCode::from(exit_code(&err))
+        }
+    }
+}
+
+fn exit_code(err: &anyhow::Error) -> u8 {
+    match err.downcast_ref::<CoreError>() {
+        Some(CoreError::Transport(TransportError::Unreachable { .. })) => 3,
+        Some(CoreError::Transport(TransportError::Unauthorized(_))) => 4,
+        _ => 1,
+    }
+}
+
+fn print_json(v: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let store = cli
+        .store
+        .context("no device store given: pass --store DIR (or set CASENOTE_STORE)")?;
+    let device = Device::open(&store).with_context(|| format!("cannot open the device store at {}", store.display()))?;
+    match cli.cmd {
+        Cmd::Login { server, token } => {
+            let who = device.login(&server, &token)?;
+            let teams: Vec<&str> = who.teams.iter().map(|t| t.name.as_str()).collect();
+            println!("signed in as {} ({}, {}; {}) to {server}", who.name, who.role, who.org, teams.join(", "));
+        }
+        Cmd::Whoami { json } => {
+            let who = device.whoami()?;
+            if json {
+                print_json(&who)?;
+            } else {
+                println!("{} ({}, {}), staff {} on device {}", who.name, who.role, who.org, who.staff_id, who.device_id);
+            }
+        }
+        Cmd::Case(CaseCmd::New { name, nhs_number, dob, address }) => {
+            let id = device.case_new(&Identity { name, nhs_number, dob, address })?;
+            println!("{id}");
+        }
+        Cmd::Case(CaseCmd::List { json }) => {
+            let cases = device.cases()?;
+            if json {
+                print_json(&cases)?;
+            } else if cases.is_empty() {
+                println!("no cases on this device yet: `casenote sync` fetches your caseload");
+            } else {
+                for c in cases {
+                    let unsynced = if c.unsynced_docs > 0 { format!(", {} unsynced", c.unsynced_docs) } else { String::new() };
+                    println!("{}  {}  ({} notes, {} drafts{unsynced})", c.case_id, c.name, c.notes, c.drafts);
+                }
+            }
+        }
+        Cmd::Note(NoteCmd::Add { case_id, text, kind }) => println!("{}", device.note_add(case_id, kind, &text, None)?),
+        Cmd::Note(NoteCmd::Edit { note_id, text }) => device.note_edit(note_id, &text)?,
+        Cmd::Note(NoteCmd::File { note_id }) => {
+            device.note_file(note_id)?;
+            println!("filed {note_id}");
+        }
+        Cmd::Note(NoteCmd::Amend { note_id, reason, text, correction }) => {
+            let kind = if correction { "correction" } else { "addendum" };
+            println!("{}", device.note_amend(note_id, kind, &reason, &text)?);
+        }
+        Cmd::Plan(PlanCmd::Append { case_id, text }) => device.plan_append(case_id, &text)?,
+        Cmd::Plan(PlanCmd::Splice { case_id, pos, delete, text }) => device.plan_splice(case_id, pos, delete, &text)?,
+        Cmd::Plan(PlanCmd::Set { case_id, field: f, value }) => {
+            let key = if f == "pathway" { field::PATHWAY } else { field::DISCHARGE_DATE };
+            device.plan_set(case_id, key, &value)?;
+        }
+        Cmd::AboutMe(TextCmd::Append { case_id, text }) => device.about_me_append(case_id, &text)?,
+        Cmd::AboutMe(TextCmd::Splice { case_id, pos, delete, text }) => device.about_me_splice(case_id, pos, delete, &text)?,
+        Cmd::Show { case_id, json } => {
+            let v = device.show(case_id)?;
+            if json {
+                print_json(&v)?;
+            } else {
+                print_case(&v);
+            }
+        }
+        Cmd::Conflicts { case_id, json } => {
+            let found = device.conflicts(case_id)?;
+            if json {
+                let v: Vec<_> = found.iter().map(|(d, c)| json!({"doc_id": d, "path": c.path, "values": c.values})).collect();
+                print_json(&v)?;
+            } else if found.is_empty() {
+                println!("no conflicts");
+            } else {
+                for (doc, c) in found {
+                    let values: Vec<String> = c.values.iter().map(|v| v.to_string()).collect();
+                    println!("{doc} {}: {}", c.path.join("."), values.join(" | "));
+                }
+            }
+        }
+        Cmd::Sync { json } => {
+            let r = device.sync()?;
+            if json {
+                print_json(&r)?;
+            } else {
+                println!(
+                    "sent {} changes in {} documents ({} new to the server, {} it already had); received {} changes in {} documents; {} requests, {} bytes up, {} bytes down, {} ms",
+                    r.changes_up, r.docs_up, r.changes_stored, r.changes_duplicate, r.changes_down, r.docs_down, r.requests, r.bytes_up, r.bytes_down, r.elapsed_ms
+                );
+                for rej in &r.rejections {
+                    println!("refused: document {} ({}): {}", rej.doc_id, rej.code, rej.reason);
+                }
+                if r.evicted > 0 {
+                    println!("removed {} documents this device may no longer hold", r.evicted);
+                }
+                if r.clock_flagged {
+                    println!("warning: this device's clock is {} s off the server's; check its date and time", r.clock_offset_ms / 1000);
+                }
+            }
+        }
+        Cmd::Status { json } => {
+            let s = device.status()?;
+            if json {
+                print_json(&s)?;
+            } else {
+                println!("server: {}", s.server.as_deref().unwrap_or("(not signed in)"));
+                println!("documents held: {}", s.docs_held);
+                println!("unsynced: {} changes in {} documents ({} bytes)", s.unsynced_changes, s.unsynced_docs, s.unsynced_bytes);
+                match &s.last_sync {
+                    Some(r) => println!("last sync: cursor {}, {} bytes up, {} bytes down, {} ms", r.cursor, r.bytes_up, r.bytes_down, r.elapsed_ms),
+                    None => println!("last sync: never"),
+                }
+                for r in &s.refused {
+                    println!("refused by the server: {} ({}): {}", r.doc_id, r.code, r.reason);
+                }
+                println!("store size: {} bytes", s.store_bytes);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_case(v: &serde_json::Value) {
+    let r = &v["record"];
+    println!("{} ({})", r[field::NAME].as_str().unwrap_or("?"), v["case_id"].as_str().unwrap_or("?"));
+    if let Some(a) = r[field::ABOUT_ME].as_str().filter(|s| !s.is_empty()) {
+        println!("About me: {a}");
+    }
+    for p in v["plans"].as_array().into_iter().flatten() {
+        println!("Plan: {}", p["content"][field::NARRATIVE].as_str().unwrap_or(""));
+    }
+    for n in v["notes"].as_array().into_iter().flatten() {
+        let c = &n["content"];
+        println!(
+            "- [{}] {} {}: {}",
+            c[field::STATUS].as_str().unwrap_or("?"),
+            n["note_id"].as_str().unwrap_or("?"),
+            c[field::NOTE_KIND].as_str().unwrap_or("?"),
+            c[field::TEXT].as_str().unwrap_or("")
+        );
+    }
+    let conflicts = v["conflicts"].as_array().map(Vec::len).unwrap_or(0);
+    if conflicts > 0 {
+        println!("{conflicts} conflicting fields: see `casenote conflicts`");
+    }
+}

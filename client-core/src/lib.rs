@@ -1,1 +1,16 @@
-//! placeholder
+//! casenote-client-core: the case record on a device, offline first.
+//!
+//! A [`Device`] holds case records as Automerge documents in a local sled store ([`store`]).
+//! Every edit is durable before the call returns, and stays in the outbox until the server
+//! acknowledges it. [`engine`] is the sans-IO half of sync (it builds requests and decides what a
+//! response means); [`transport`] is the only part that touches the network.
+
+pub mod device;
+pub mod engine;
+pub mod error;
+pub mod store;
+pub mod transport;
+
+pub use device::{CaseSummary, Clock, Device, Status, SyncReport};
+pub use error::Error;
+pub use transport::{HttpTransport, Transport, TransportError};

@@ -59,3 +59,10 @@ const _: () = assert!(RESPONSE_CHANGE_BYTES_SOFT_MAX + CHANGE_BYTES_MAX <= REQUE
 const _: () = assert!(TEXT_BYTES_MAX < CHANGE_BYTES_MAX);
 const _: () = assert!(SHORT_TEXT_BYTES_MAX < TEXT_BYTES_MAX);
 const _: () = assert!(SMALL_BODY_BYTES_MAX < REQUEST_BYTES_MAX);
+
+/// Change bytes a device packs into one push before it leaves the rest for the next round of the
+/// same sync. Half the request limit leaves ample room for CBOR framing and headers, and keeps
+/// each round's acknowledgement (and so what a cut connection costs) small.
+pub const PUSH_BYTES_SOFT_MAX: usize = REQUEST_BYTES_MAX / 2;
+
+const _: () = assert!(CHANGE_BYTES_MAX <= PUSH_BYTES_SOFT_MAX);

@@ -1,0 +1,634 @@
+//! The device API: open a store, sign in, read and edit case records, sync.
+//!
+//! Every edit loads the document, applies a typed edit from `casenote_protocol::record`, and
+//! commits the new change together with the document's outbox mark in one flushed batch before
+//! returning. Sync drives [`crate::engine`] over a [`Transport`] and stores what comes back the
+//! same way, so a crash at any moment leaves the store either before or after each step.
+
+use crate::engine::{self, Outgoing, Plan};
+use crate::error::Error;
+use crate::store::{self, DeviceStore, Header, Writes};
+use crate::transport::{HttpTransport, Transport};
+use automerge::{ActorId, AutoCommit, Author, ChangeHash, ReadDoc};
+use casenote_protocol::record::{self, field, Amends, Identity, NewNote, NoteAuthor, NoteKind};
+use casenote_protocol::wire::{self, Rejection, WhoAmI};
+use casenote_protocol::{limits, CaseId, DocId, DocKind, Seq};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The device's clock, in ms since the Unix epoch. Injected so tests can make it wrong.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    })
+}
+
+/// One line of `case list`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CaseSummary {
+    pub case_id: CaseId,
+    pub name: String,
+    pub notes: usize,
+    pub drafts: usize,
+    pub unsynced_docs: usize,
+}
+
+/// What one `sync` did.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SyncReport {
+    pub requests: usize,
+    pub bytes_up: usize,
+    pub bytes_down: usize,
+    pub docs_up: usize,
+    pub changes_up: usize,
+    pub changes_stored: u64,
+    pub changes_duplicate: u64,
+    pub docs_down: usize,
+    pub changes_down: usize,
+    pub full_history_resends: usize,
+    pub rejections: Vec<Rejection>,
+    pub evicted: usize,
+    pub cursor: Seq,
+    pub clock_offset_ms: i64,
+    pub clock_flagged: bool,
+    pub elapsed_ms: u64,
+    pub finished_at_ms: i64,
+}
+
+/// A refused document, as `status` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Refusal {
+    pub doc_id: DocId,
+    pub code: String,
+    pub reason: String,
+}
+
+/// What `status` shows.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Status {
+    pub server: Option<String>,
+    pub staff_id: Option<String>,
+    pub docs_held: usize,
+    pub unsynced_docs: usize,
+    pub unsynced_changes: usize,
+    pub unsynced_bytes: usize,
+    pub refused: Vec<Refusal>,
+    pub cursor: Seq,
+    pub last_sync: Option<SyncReport>,
+    pub store_bytes: u64,
+}
+
+/// A case record store on one device, signed in as one member of staff.
+pub struct Device {
+    store: DeviceStore,
+    clock: Clock,
+}
+
+const META_SERVER: &str = "server";
+const META_TOKEN: &str = "token";
+const META_WHOAMI: &str = "whoami";
+const META_ACTOR: &str = "actor";
+const META_CURSOR: &str = "cursor";
+const META_LAST_SYNC: &str = "last_sync";
+
+fn case_doc(case: CaseId) -> DocId {
+    DocId(case.0)
+}
+
+impl Device {
+    /// Opens (or creates) the store in `dir`, with the system clock.
+    pub fn open(dir: &Path) -> Result<Self, Error> {
+        Self::open_with_clock(dir, system_clock())
+    }
+
+    /// Opens the store with an injected clock.
+    pub fn open_with_clock(dir: &Path, clock: Clock) -> Result<Self, Error> {
+        let store = DeviceStore::open(dir)?;
+        if store.meta(META_ACTOR)?.is_none() {
+            let mut w = Writes::default();
+            w.put_meta(META_ACTOR, ActorId::random().to_bytes().to_vec());
+            store.commit(w)?;
+        }
+        Ok(Self { store, clock })
+    }
+
+    fn now(&self) -> i64 {
+        (self.clock)()
+    }
+
+    /// Signs this store in to `server` with `token`, after checking the token with the server.
+    pub fn login(&self, server: &str, token: &str) -> Result<WhoAmI, Error> {
+        self.login_with(&HttpTransport::new(server, token), server, token)
+    }
+
+    /// [`Device::login`] over a given transport.
+    pub fn login_with(&self, transport: &dyn Transport, server: &str, token: &str) -> Result<WhoAmI, Error> {
+        let who = transport.whoami()?;
+        if let Some(current) = self.store.meta_json::<WhoAmI>(META_WHOAMI)? {
+            if current.staff_id != who.staff_id {
+                return Err(Error::OtherUser {
+                    current: current.staff_id.to_string(),
+                    other: who.staff_id.to_string(),
+                });
+            }
+        }
+        let mut w = Writes::default();
+        w.put_meta(META_SERVER, server.as_bytes());
+        w.put_meta(META_TOKEN, token.as_bytes());
+        w.put_meta(META_WHOAMI, serde_json::to_vec(&who).expect("WhoAmI serialises"));
+        self.store.commit(w)?;
+        Ok(who)
+    }
+
+    /// Who this store is signed in as.
+    pub fn whoami(&self) -> Result<WhoAmI, Error> {
+        self.store.meta_json(META_WHOAMI)?.ok_or(Error::NotLoggedIn)
+    }
+
+    /// A transport to the server this store is signed in to.
+    pub fn http_transport(&self) -> Result<HttpTransport, Error> {
+        let server = self.store.meta_string(META_SERVER)?.ok_or(Error::NotLoggedIn)?;
+        let token = self.store.meta_string(META_TOKEN)?.ok_or(Error::NotLoggedIn)?;
+        Ok(HttpTransport::new(&server, &token))
+    }
+
+    fn actor(&self) -> Result<ActorId, Error> {
+        let bytes = self.store.meta(META_ACTOR)?.ok_or(Error::NotLoggedIn)?;
+        Ok(ActorId::from(bytes.to_vec()))
+    }
+
+    fn load(&self, doc_id: DocId) -> Result<Option<(AutoCommit, u64)>, Error> {
+        self.store.load(doc_id)
+    }
+
+    fn load_kind(&self, doc_id: DocId, want: DocKind, what: &'static str) -> Result<(AutoCommit, u64), Error> {
+        let header = self
+            .store
+            .header(doc_id)?
+            .ok_or_else(|| Error::NotFound(what, doc_id.to_string()))?;
+        if header.kind != want {
+            return Err(Error::WrongKind(doc_id, header.kind, want));
+        }
+        self.load(doc_id)?
+            .ok_or_else(|| Error::NotFound(what, doc_id.to_string()))
+    }
+
+    /// Prepares a document for a local edit: this device's actor, this staff member as author.
+    fn as_editor(&self, mut doc: AutoCommit) -> Result<AutoCommit, Error> {
+        let who = self.whoami()?;
+        // set_author picks a fresh actor when the author changes, so the device actor goes last.
+        doc.set_author(Some(Author::from(who.staff_id.as_bytes().to_vec())));
+        doc.set_actor(self.actor()?);
+        Ok(doc)
+    }
+
+    /// Runs one edit on a document and makes it durable, outbox mark included, before returning.
+    fn edit<T>(
+        &self,
+        doc_id: DocId,
+        header: Header,
+        existing: Option<(AutoCommit, u64)>,
+        f: impl FnOnce(&mut AutoCommit) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let is_new = existing.is_none();
+        let (doc, next_chunk) = existing.unwrap_or_else(|| (AutoCommit::new(), 0));
+        let mut doc = self.as_editor(doc)?;
+        let before = doc.get_heads();
+        let out = f(&mut doc)?;
+        if doc.get_heads() == before {
+            return Ok(out);
+        }
+        let mut w = Writes::default();
+        if is_new {
+            w.put(store::key(store::HEADER, doc_id), serde_json::to_vec(&header).expect("header serialises"));
+        }
+        self.store.stage_doc(&mut w, doc_id, &mut doc, &before, next_chunk)?;
+        w.put(store::key(store::DIRTY, doc_id), Vec::new());
+        self.store.commit(w)?;
+        Ok(out)
+    }
+
+    fn author(&self) -> Result<NoteAuthor, Error> {
+        let who = self.whoami()?;
+        Ok(NoteAuthor {
+            staff_id: who.staff_id.to_string(),
+            role: who.role.clone(),
+            org: who.org.clone(),
+            team: who.teams.first().map(|t| t.name.clone()).unwrap_or_default(),
+        })
+    }
+
+    /// Opens a new case (its case document and its plan); returns the case id.
+    pub fn case_new(&self, who: &Identity) -> Result<CaseId, Error> {
+        self.whoami()?;
+        let case = CaseId::new_random();
+        let header = Header { case_id: case, kind: DocKind::Case };
+        self.edit(case_doc(case), header, None, |d| Ok(record::init_case(d, case, who)?))?;
+        let plan = Header { case_id: case, kind: DocKind::Plan };
+        self.edit(DocId::new_random(), plan, None, |d| Ok(record::init_plan(d, case)?))?;
+        Ok(case)
+    }
+
+    fn docs_of(&self, case: CaseId) -> Result<Vec<(DocId, Header)>, Error> {
+        Ok(self
+            .store
+            .headers()?
+            .into_iter()
+            .filter(|(_, h)| h.case_id == case)
+            .collect())
+    }
+
+    fn require_case(&self, case: CaseId) -> Result<(), Error> {
+        match self.store.header(case_doc(case))? {
+            Some(h) if h.kind == DocKind::Case => Ok(()),
+            _ => Err(Error::NotFound("case", case.to_string())),
+        }
+    }
+
+    fn plan_of(&self, case: CaseId) -> Result<DocId, Error> {
+        self.require_case(case)?;
+        self.docs_of(case)?
+            .into_iter()
+            .filter(|(_, h)| h.kind == DocKind::Plan)
+            .map(|(id, _)| id)
+            .min()
+            .ok_or_else(|| Error::NotFound("plan for case", case.to_string()))
+    }
+
+    /// Every case on the device.
+    pub fn cases(&self) -> Result<Vec<CaseSummary>, Error> {
+        let headers = self.store.headers()?;
+        let dirty: HashSet<DocId> = self.store.ids_with(store::DIRTY)?.into_iter().map(|(d, _)| d).collect();
+        let mut out = Vec::new();
+        for (doc_id, h) in headers.iter().filter(|(_, h)| h.kind == DocKind::Case) {
+            let Some((doc, _)) = self.load(*doc_id)? else { continue };
+            let mut notes = 0;
+            let mut drafts = 0;
+            let mut unsynced = 0;
+            for (id, other) in headers.iter().filter(|(_, o)| o.case_id == h.case_id) {
+                if dirty.contains(id) {
+                    unsynced += 1;
+                }
+                if other.kind == DocKind::Note {
+                    notes += 1;
+                    if let Some((n, _)) = self.load(*id)? {
+                        if record::note_status(&n) == record::NoteStatus::Draft {
+                            drafts += 1;
+                        }
+                    }
+                }
+            }
+            out.push(CaseSummary {
+                case_id: h.case_id,
+                name: record::get_str(&doc, &automerge::ROOT, field::NAME).unwrap_or_default(),
+                notes,
+                drafts,
+                unsynced_docs: unsynced,
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name).then(a.case_id.cmp(&b.case_id)));
+        Ok(out)
+    }
+
+    fn new_note(&self, case: CaseId, kind: NoteKind, text: &str, occurred_at_ms: Option<i64>, amends: Option<Amends>) -> Result<DocId, Error> {
+        self.require_case(case)?;
+        let now = self.now();
+        let note = NewNote {
+            case_id: case,
+            kind,
+            author: self.author()?,
+            occurred_at_ms: occurred_at_ms.unwrap_or(now),
+            recorded_at_ms: now,
+            text: text.to_string(),
+            amends,
+            late_entry_reason: None,
+        };
+        let id = DocId::new_random();
+        self.edit(id, Header { case_id: case, kind: DocKind::Note }, None, |d| Ok(record::init_note(d, &note)?))?;
+        Ok(id)
+    }
+
+    /// Adds a draft note to a case; returns the note id.
+    pub fn note_add(&self, case: CaseId, kind: NoteKind, text: &str, occurred_at_ms: Option<i64>) -> Result<DocId, Error> {
+        self.new_note(case, kind, text, occurred_at_ms, None)
+    }
+
+    /// Replaces a draft note's text. A filed note refuses.
+    pub fn note_edit(&self, note: DocId, text: &str) -> Result<(), Error> {
+        let (doc, next) = self.load_kind(note, DocKind::Note, "note")?;
+        record::ensure_draft(&doc, note)?;
+        let header = self.store.header(note)?.expect("load_kind checked the header");
+        self.edit(note, header, Some((doc, next)), |d| Ok(record::set_note_text(d, note, text)?))
+    }
+
+    /// Files a draft note: from now on it never changes.
+    pub fn note_file(&self, note: DocId) -> Result<(), Error> {
+        let (doc, next) = self.load_kind(note, DocKind::Note, "note")?;
+        record::ensure_draft(&doc, note)?;
+        let header = self.store.header(note)?.expect("load_kind checked the header");
+        let now = self.now();
+        self.edit(note, header, Some((doc, next)), |d| Ok(record::file_note(d, note, now)?))
+    }
+
+    /// Amends a filed note with a new note that points at it; the amendment is filed at once.
+    pub fn note_amend(&self, note: DocId, kind: &str, reason: &str, text: &str) -> Result<DocId, Error> {
+        let (doc, _) = self.load_kind(note, DocKind::Note, "note")?;
+        if record::note_status(&doc) == record::NoteStatus::Draft {
+            return Err(record::RecordError::NoteNotFiled(note).into());
+        }
+        let header = self.store.header(note)?.expect("load_kind checked the header");
+        let note_kind = record::get_str(&doc, &automerge::ROOT, field::NOTE_KIND)
+            .and_then(|k| k.parse().ok())
+            .unwrap_or(NoteKind::CaseNote);
+        let amends = Amends { note_id: note, kind: kind.to_string(), reason: reason.to_string() };
+        let id = self.new_note(header.case_id, note_kind, text, None, Some(amends))?;
+        self.note_file(id)?;
+        Ok(id)
+    }
+
+    /// Appends to the plan's narrative.
+    pub fn plan_append(&self, case: CaseId, text: &str) -> Result<(), Error> {
+        self.edit_root_text(self.plan_of(case)?, DocKind::Plan, field::NARRATIVE, None, text)
+    }
+
+    /// Splices the plan's narrative: delete `del` characters at `pos`, insert `text`.
+    pub fn plan_splice(&self, case: CaseId, pos: usize, del: usize, text: &str) -> Result<(), Error> {
+        self.edit_root_text(self.plan_of(case)?, DocKind::Plan, field::NARRATIVE, Some((pos, del)), text)
+    }
+
+    /// Sets a scalar field on the plan (`discharge_date`, `pathway`).
+    pub fn plan_set(&self, case: CaseId, key: &str, value: &str) -> Result<(), Error> {
+        let plan = self.plan_of(case)?;
+        let (doc, next) = self.load_kind(plan, DocKind::Plan, "plan")?;
+        let header = self.store.header(plan)?.expect("load_kind checked the header");
+        self.edit(plan, header, Some((doc, next)), |d| Ok(record::set_root_str(d, key, value)?))
+    }
+
+    /// Appends to About Me.
+    pub fn about_me_append(&self, case: CaseId, text: &str) -> Result<(), Error> {
+        self.require_case(case)?;
+        self.edit_root_text(case_doc(case), DocKind::Case, field::ABOUT_ME, None, text)
+    }
+
+    /// Splices About Me.
+    pub fn about_me_splice(&self, case: CaseId, pos: usize, del: usize, text: &str) -> Result<(), Error> {
+        self.require_case(case)?;
+        self.edit_root_text(case_doc(case), DocKind::Case, field::ABOUT_ME, Some((pos, del)), text)
+    }
+
+    fn edit_root_text(&self, doc_id: DocId, kind: DocKind, key: &str, at: Option<(usize, usize)>, text: &str) -> Result<(), Error> {
+        let what = if kind == DocKind::Plan { "plan" } else { "case" };
+        let (doc, next) = self.load_kind(doc_id, kind, what)?;
+        let header = self.store.header(doc_id)?.expect("load_kind checked the header");
+        self.edit(doc_id, header, Some((doc, next)), |d| {
+            match at {
+                None => record::append_root_text(d, what, key, text)?,
+                Some((pos, del)) => record::splice_root_text(d, what, key, pos, del, text)?,
+            }
+            Ok(())
+        })
+    }
+
+    /// The whole case as JSON: record, plan, notes (with what amends what), restricted sections,
+    /// and every conflict. Content only, so it is identical on every device holding the same
+    /// changes.
+    pub fn show(&self, case: CaseId) -> Result<Value, Error> {
+        self.require_case(case)?;
+        let mut record_json = Value::Null;
+        let mut plans = Vec::new();
+        let mut restricted = Vec::new();
+        let mut notes = Vec::new();
+        let mut conflicts = Vec::new();
+        for (doc_id, h) in self.docs_of(case)? {
+            let Some((doc, _)) = self.load(doc_id)? else { continue };
+            for c in record::conflicts(&doc) {
+                conflicts.push(json!({ "doc_id": doc_id, "kind": h.kind, "path": c.path, "values": c.values }));
+            }
+            let content = record::content_json(&doc);
+            match h.kind {
+                DocKind::Case => record_json = content,
+                DocKind::Plan => plans.push(json!({ "doc_id": doc_id, "content": content })),
+                DocKind::Restricted => restricted.push(json!({ "doc_id": doc_id, "content": content })),
+                DocKind::Note => notes.push((doc_id, content)),
+            }
+        }
+        notes.sort_by(|(a_id, a), (b_id, b)| {
+            let at = |v: &Value| v[field::RECORDED_AT].as_i64().unwrap_or(0);
+            at(a).cmp(&at(b)).then(a_id.cmp(b_id))
+        });
+        let notes: Vec<Value> = notes
+            .iter()
+            .map(|(id, content)| {
+                let amended_by: Vec<String> = notes
+                    .iter()
+                    .filter(|(_, other)| other[field::AMENDS]["note_id"].as_str() == Some(id.to_string().as_str()))
+                    .map(|(other_id, _)| other_id.to_string())
+                    .collect();
+                json!({ "note_id": id, "content": content, "amended_by": amended_by })
+            })
+            .collect();
+        Ok(json!({
+            "case_id": case,
+            "record": record_json,
+            "plans": plans,
+            "notes": notes,
+            "restricted": restricted,
+            "conflicts": conflicts,
+        }))
+    }
+
+    /// Every field of a case's documents that holds concurrent values.
+    pub fn conflicts(&self, case: CaseId) -> Result<Vec<(DocId, record::Conflict)>, Error> {
+        self.require_case(case)?;
+        let mut out = Vec::new();
+        for (doc_id, _) in self.docs_of(case)? {
+            if let Some((doc, _)) = self.load(doc_id)? {
+                out.extend(record::conflicts(&doc).into_iter().map(|c| (doc_id, c)));
+            }
+        }
+        Ok(out)
+    }
+
+    fn cursor(&self) -> Result<Seq, Error> {
+        match self.store.meta(META_CURSOR)? {
+            Some(v) => {
+                let b: [u8; 8] = v.as_ref().try_into().map_err(|_| Error::Corrupt("cursor".into()))?;
+                Ok(Seq(u64::from_be_bytes(b)))
+            }
+            None => Ok(Seq(0)),
+        }
+    }
+
+    fn outgoing(&self, skip: &HashSet<DocId>) -> Result<(Vec<Outgoing>, Writes), Error> {
+        let mut out = Vec::new();
+        let mut clean = Writes::default();
+        for (doc_id, _) in self.store.ids_with(store::DIRTY)? {
+            if skip.contains(&doc_id) || self.store.has(store::REFUSED, doc_id)? {
+                continue;
+            }
+            let Some(header) = self.store.header(doc_id)? else { continue };
+            let Some((mut doc, _)) = self.load(doc_id)? else { continue };
+            let base = self.store.base(doc_id)?;
+            let changes: Vec<Vec<u8>> = doc.get_changes(&base).iter().map(|c| c.raw_bytes().to_vec()).collect();
+            if changes.is_empty() {
+                clean.remove(store::key(store::DIRTY, doc_id));
+                continue;
+            }
+            out.push(Outgoing { doc_id, header, base, changes });
+        }
+        Ok((out, clean))
+    }
+
+    /// Sends local edits and fetches what changed, over `transport`, until there is nothing
+    /// more to exchange. Each round's results are durable before the next round starts.
+    pub fn sync_with(&self, transport: &dyn Transport) -> Result<SyncReport, Error> {
+        let started = Instant::now();
+        let mut report = SyncReport::default();
+        let mut sent: HashSet<DocId> = HashSet::new();
+        let mut full_resent: HashSet<DocId> = HashSet::new();
+        for _ in 0..limits::SYNC_ROUNDS_MAX {
+            let (outgoing, clean) = self.outgoing(&sent)?;
+            self.store.commit(clean)?;
+            let now = self.now();
+            let (req, left) = engine::build_request(self.cursor()?, now, outgoing);
+            for d in &req.docs {
+                sent.insert(d.doc_id);
+                report.docs_up += 1;
+                report.changes_up += d.changes.len();
+            }
+            let body = wire::encode(&req);
+            report.bytes_up += body.len();
+            report.requests += 1;
+            let answer = transport.sync(body)?;
+            report.bytes_down += answer.len();
+            let resp = wire::decode_response(&answer).map_err(|e| Error::Protocol(e.to_string()))?;
+            let plan = engine::interpret(resp, now)?;
+            let more = plan.more;
+            let resend: Vec<DocId> = plan
+                .resend_full
+                .iter()
+                .copied()
+                .filter(|d| full_resent.insert(*d))
+                .collect();
+            self.carry_out(plan, &mut report)?;
+            for d in &resend {
+                sent.remove(d);
+                report.full_history_resends += 1;
+            }
+            if !more && left.is_empty() && resend.is_empty() {
+                break;
+            }
+        }
+        report.cursor = self.cursor()?;
+        report.elapsed_ms = started.elapsed().as_millis() as u64;
+        report.finished_at_ms = self.now();
+        let mut w = Writes::default();
+        w.put_meta(META_LAST_SYNC, serde_json::to_vec(&report).expect("report serialises"));
+        self.store.commit(w)?;
+        Ok(report)
+    }
+
+    /// Syncs with the server this store is signed in to.
+    pub fn sync(&self) -> Result<SyncReport, Error> {
+        self.sync_with(&self.http_transport()?)
+    }
+
+    fn carry_out(&self, plan: Plan, report: &mut SyncReport) -> Result<(), Error> {
+        let mut w = Writes::default();
+        for (doc_id, upd) in plan.docs {
+            if let Some((stored, dup)) = upd.acked {
+                report.changes_stored += u64::from(stored);
+                report.changes_duplicate += u64::from(dup);
+            }
+            let existing_header = self.store.header(doc_id)?;
+            let header = match (existing_header, upd.header) {
+                (Some(h), _) => h,
+                (None, Some(h)) => {
+                    w.put(store::key(store::HEADER, doc_id), serde_json::to_vec(&h).expect("header serialises"));
+                    h
+                }
+                (None, None) => continue,
+            };
+            let _ = header;
+            let (mut doc, next) = self.load(doc_id)?.unwrap_or_else(|| (AutoCommit::new(), 0));
+            let before = doc.get_heads();
+            if !upd.changes.is_empty() {
+                report.docs_down += 1;
+                report.changes_down += upd.changes.len();
+                doc.apply_changes(upd.changes)?;
+                self.store.stage_doc(&mut w, doc_id, &mut doc, &before, next)?;
+            }
+            let mut base = self.store.base(doc_id)?;
+            if let Some(heads) = upd.server_heads {
+                if heads.iter().all(|h| doc.get_change_by_hash(h).is_some()) {
+                    w.put(store::key(store::BASE, doc_id), store::encode_heads(&heads));
+                    base = heads;
+                }
+            }
+            if doc.get_changes(&base).is_empty() {
+                w.remove(store::key(store::DIRTY, doc_id));
+            }
+        }
+        for doc_id in &plan.resend_full {
+            w.remove(store::key(store::BASE, *doc_id));
+        }
+        for r in &plan.refused {
+            let refusal = Refusal { doc_id: r.doc_id, code: r.code.to_string(), reason: r.reason.clone() };
+            w.put(store::key(store::REFUSED, r.doc_id), serde_json::to_vec(&refusal).expect("refusal serialises"));
+        }
+        report.rejections.extend(plan.refused);
+        for doc_id in plan.evict {
+            self.store.stage_forget(&mut w, doc_id)?;
+            report.evicted += 1;
+        }
+        w.put_meta(META_CURSOR, plan.cursor.0.to_be_bytes().to_vec());
+        report.clock_offset_ms = plan.clock_offset_ms;
+        report.clock_flagged = plan.clock_offset_ms.abs() > limits::CLOCK_OFFSET_FLAG_MS;
+        self.store.commit(w)
+    }
+
+    /// Unsynced work, refusals, the last sync and the server.
+    pub fn status(&self) -> Result<Status, Error> {
+        let mut unsynced_docs = 0;
+        let mut unsynced_changes = 0;
+        let mut unsynced_bytes = 0;
+        for (doc_id, _) in self.store.ids_with(store::DIRTY)? {
+            let Some((mut doc, _)) = self.load(doc_id)? else { continue };
+            let base: Vec<ChangeHash> = self.store.base(doc_id)?;
+            let changes = doc.get_changes(&base);
+            if !changes.is_empty() {
+                unsynced_docs += 1;
+                unsynced_changes += changes.len();
+                unsynced_bytes += changes.iter().map(|c| c.raw_bytes().len()).sum::<usize>();
+            }
+        }
+        let refused = self
+            .store
+            .ids_with(store::REFUSED)?
+            .into_iter()
+            .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
+            .collect();
+        Ok(Status {
+            server: self.store.meta_string(META_SERVER)?,
+            staff_id: self.store.meta_json::<WhoAmI>(META_WHOAMI)?.map(|w| w.staff_id.to_string()),
+            docs_held: self.store.headers()?.len(),
+            unsynced_docs,
+            unsynced_changes,
+            unsynced_bytes,
+            refused,
+            cursor: self.cursor()?,
+            last_sync: self.store.meta_json(META_LAST_SYNC)?,
+            store_bytes: self.store.size_on_disk()?,
+        })
+    }
+}

@@ -1,0 +1,174 @@
+//! The sans-IO half of sync: builds a request from what the device has to send, and turns a
+//! response into a plan of what to store. It never reads the clock, the disk or the network;
+//! [`crate::device`] hands it time and data and carries out its plan.
+
+use crate::error::Error;
+use crate::store::Header;
+use automerge::{Change, ChangeHash};
+use casenote_protocol::wire::{self, DocPush, Rejection, SyncRequest, SyncResponse, PROTOCOL_VERSION};
+use casenote_protocol::{limits, DocId, Seq};
+use serde_bytes::ByteBuf;
+use std::collections::BTreeMap;
+
+/// One document's local edits that the server has not acknowledged.
+pub struct Outgoing {
+    pub doc_id: DocId,
+    pub header: Header,
+    pub base: Vec<ChangeHash>,
+    pub changes: Vec<Vec<u8>>,
+}
+
+impl Outgoing {
+    fn bytes(&self) -> usize {
+        self.changes.iter().map(Vec::len).sum::<usize>() + 64
+    }
+}
+
+/// Packs as many outgoing documents as fit the push budget into one request; returns the
+/// request and the documents left for the next round. A document is never split across rounds,
+/// and the first one always goes (the server answers if it is too large).
+pub fn build_request(cursor: Seq, now_ms: i64, outgoing: Vec<Outgoing>) -> (SyncRequest, Vec<Outgoing>) {
+    let mut docs = Vec::new();
+    let mut left = Vec::new();
+    let mut budget = 0usize;
+    for out in outgoing {
+        let size = out.bytes();
+        let fits = docs.is_empty()
+            || (budget + size <= limits::PUSH_BYTES_SOFT_MAX && docs.len() < limits::PUSH_DOCS_MAX);
+        if fits && left.is_empty() {
+            budget += size;
+            docs.push(DocPush {
+                doc_id: out.doc_id,
+                case_id: out.header.case_id,
+                kind: out.header.kind,
+                base: wire::to_wire_heads(&out.base),
+                changes: out.changes.into_iter().map(ByteBuf::from).collect(),
+            });
+        } else {
+            left.push(out);
+        }
+    }
+    let req = SyncRequest {
+        version: PROTOCOL_VERSION,
+        cursor,
+        device_clock_ms: now_ms,
+        docs,
+    };
+    (req, left)
+}
+
+/// What the response means for one document.
+#[derive(Default)]
+pub struct DocUpdate {
+    /// Set when the server sent changes for a document the device may not have yet.
+    pub header: Option<Header>,
+    pub changes: Vec<Change>,
+    /// The server's heads for the document, if it said.
+    pub server_heads: Option<Vec<ChangeHash>>,
+    /// The server stored this document's push: (new, duplicate) change counts.
+    pub acked: Option<(u32, u32)>,
+}
+
+/// Everything a response asks the device to do.
+pub struct Plan {
+    pub docs: BTreeMap<DocId, DocUpdate>,
+    pub refused: Vec<Rejection>,
+    pub evict: Vec<DocId>,
+    pub resend_full: Vec<DocId>,
+    pub cursor: Seq,
+    pub more: bool,
+    /// Device clock minus server clock when the answer came (ms).
+    pub clock_offset_ms: i64,
+}
+
+/// Interprets a response: decodes every change (one bad change fails the whole response, so the
+/// cursor never moves past something the device could not store).
+pub fn interpret(resp: SyncResponse, sent_at_ms: i64) -> Result<Plan, Error> {
+    let mut docs: BTreeMap<DocId, DocUpdate> = BTreeMap::new();
+    for ack in resp.acks {
+        let upd = docs.entry(ack.doc_id).or_default();
+        upd.acked = Some((ack.stored, ack.duplicates));
+        upd.server_heads = Some(wire::from_wire_heads(&ack.heads));
+    }
+    for pull in resp.docs {
+        let upd = docs.entry(pull.doc_id).or_default();
+        upd.header = Some(Header {
+            case_id: pull.case_id,
+            kind: pull.kind,
+        });
+        for bytes in pull.changes {
+            let change = Change::from_bytes(bytes.into_vec())
+                .map_err(|e| Error::Protocol(format!("a change for {} does not decode: {e}", pull.doc_id)))?;
+            upd.changes.push(change);
+        }
+        upd.server_heads = Some(wire::from_wire_heads(&pull.heads));
+    }
+    Ok(Plan {
+        docs,
+        refused: resp.rejections,
+        evict: resp.evictions,
+        resend_full: resp.need_full_history,
+        cursor: resp.cursor,
+        more: resp.more,
+        clock_offset_ms: sent_at_ms - resp.server_time_ms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use casenote_protocol::{CaseId, DocKind};
+
+    fn out(n: usize) -> Outgoing {
+        Outgoing {
+            doc_id: DocId::new_random(),
+            header: Header {
+                case_id: CaseId::new_random(),
+                kind: DocKind::Note,
+            },
+            base: vec![],
+            changes: vec![vec![0u8; n]],
+        }
+    }
+
+    #[test]
+    fn a_push_over_budget_is_split_across_rounds_without_splitting_a_document() {
+        let big = limits::PUSH_BYTES_SOFT_MAX / 2;
+        let (req, left) = build_request(Seq(3), 0, vec![out(big), out(big), out(10)]);
+        assert_eq!(req.docs.len(), 1);
+        assert_eq!(left.len(), 2);
+        assert_eq!(req.cursor, Seq(3));
+        let (req, left) = build_request(Seq(3), 0, left);
+        assert_eq!(req.docs.len(), 2);
+        assert!(left.is_empty());
+    }
+
+    #[test]
+    fn a_document_larger_than_the_budget_still_goes_alone() {
+        let (req, left) = build_request(Seq(0), 0, vec![out(limits::PUSH_BYTES_SOFT_MAX + 1), out(1)]);
+        assert_eq!(req.docs.len(), 1);
+        assert_eq!(left.len(), 1);
+    }
+
+    #[test]
+    fn a_response_with_an_undecodable_change_is_refused_whole() {
+        let resp = SyncResponse {
+            version: PROTOCOL_VERSION,
+            cursor: Seq(9),
+            more: false,
+            server_time_ms: 0,
+            acks: vec![],
+            docs: vec![wire::DocPull {
+                doc_id: DocId::new_random(),
+                case_id: CaseId::new_random(),
+                kind: DocKind::Note,
+                changes: vec![ByteBuf::from(vec![1, 2, 3])],
+                heads: vec![],
+            }],
+            need_full_history: vec![],
+            rejections: vec![],
+            evictions: vec![],
+        };
+        assert!(matches!(interpret(resp, 0), Err(Error::Protocol(_))));
+    }
+}

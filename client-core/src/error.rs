@@ -1,0 +1,32 @@
+//! The errors a device API call can end in; each says what to do next.
+
+use casenote_protocol::record::RecordError;
+use casenote_protocol::{DocId, DocKind};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("this store is not signed in: run `casenote --store DIR login --server URL --token TOKEN` first")]
+    NotLoggedIn,
+    #[error("this store belongs to {current}; use another --store directory for {other}")]
+    OtherUser { current: String, other: String },
+    #[error("no {0} with id {1} on this device (has it been synced here?)")]
+    NotFound(&'static str, String),
+    #[error("document {0} is a {1}, not a {2}")]
+    WrongKind(DocId, DocKind, DocKind),
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error("the device store failed: {0}")]
+    Store(#[from] sled::Error),
+    #[error("the device store holds damaged data ({0}); restore it or sign in to a new store")]
+    Corrupt(String),
+    #[error(transparent)]
+    Transport(#[from] crate::transport::TransportError),
+    #[error("the server sent something this device cannot use: {0}")]
+    Protocol(String),
+}
+
+impl From<automerge::AutomergeError> for Error {
+    fn from(e: automerge::AutomergeError) -> Self {
+        Error::Record(RecordError::Automerge(e))
+    }
+}

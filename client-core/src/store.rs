@@ -1,0 +1,238 @@
+//! The device store: one sled tree on disk, every write flushed before it is acknowledged.
+//!
+//! Keys are a one-byte prefix then ids, so one atomic `apply_batch` can change a document, its
+//! outbox mark and the sync cursor together: a crash leaves either all of an edit or none of it.
+//!
+//! | prefix | key after prefix | value |
+//! |---|---|---|
+//! | `m` | meta name | server, token, whoami (JSON), actor, cursor, last sync (JSON) |
+//! | `h` | doc id | header `{case_id, kind}` (JSON) |
+//! | `s` | doc id | snapshot (`Automerge::save`) |
+//! | `c` | doc id, chunk number (u64 BE) | incremental save since the snapshot |
+//! | `b` | doc id | base: the server heads last seen (32 bytes each) |
+//! | `d` | doc id | outbox mark: local changes the server has not acknowledged |
+//! | `r` | doc id | refusal: the server rejected this document's changes (JSON reason) |
+
+use crate::error::Error;
+use automerge::{AutoCommit, ChangeHash};
+use casenote_protocol::{limits, CaseId, DocId, DocKind};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+pub const META: u8 = b'm';
+pub const HEADER: u8 = b'h';
+pub const SNAPSHOT: u8 = b's';
+pub const CHUNK: u8 = b'c';
+pub const BASE: u8 = b'b';
+pub const DIRTY: u8 = b'd';
+pub const REFUSED: u8 = b'r';
+
+/// What the device knows about a document without opening it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    pub case_id: CaseId,
+    pub kind: DocKind,
+}
+
+/// The device's sled store.
+pub struct DeviceStore {
+    db: sled::Db,
+    tree: sled::Tree,
+}
+
+pub fn key(prefix: u8, doc: DocId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(17);
+    k.push(prefix);
+    k.extend_from_slice(doc.as_bytes());
+    k
+}
+
+fn meta_key(name: &str) -> Vec<u8> {
+    let mut k = vec![META];
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+fn chunk_key(doc: DocId, n: u64) -> Vec<u8> {
+    let mut k = key(CHUNK, doc);
+    k.extend_from_slice(&n.to_be_bytes());
+    k
+}
+
+/// Encodes heads as concatenated 32-byte hashes.
+pub fn encode_heads(heads: &[ChangeHash]) -> Vec<u8> {
+    heads.iter().flat_map(|h| h.0).collect()
+}
+
+fn decode_heads(bytes: &[u8]) -> Result<Vec<ChangeHash>, Error> {
+    if bytes.len() % 32 != 0 {
+        return Err(Error::Corrupt("a base record is not whole hashes".into()));
+    }
+    Ok(bytes
+        .chunks_exact(32)
+        .map(|c| ChangeHash(c.try_into().expect("chunks_exact gives 32 bytes")))
+        .collect())
+}
+
+/// A set of writes that land together or not at all.
+#[derive(Default)]
+pub struct Writes {
+    batch: sled::Batch,
+}
+
+impl Writes {
+    pub fn put(&mut self, key: Vec<u8>, value: impl Into<sled::IVec>) {
+        self.batch.insert(key, value.into());
+    }
+    pub fn remove(&mut self, key: Vec<u8>) {
+        self.batch.remove(key);
+    }
+    pub fn put_meta(&mut self, name: &str, value: impl Into<sled::IVec>) {
+        self.put(meta_key(name), value);
+    }
+}
+
+impl DeviceStore {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, Error> {
+        let db = sled::Config::new().path(dir).open()?;
+        let tree = db.open_tree("casenote")?;
+        Ok(Self { db, tree })
+    }
+
+    /// Applies writes atomically and makes them durable before returning.
+    pub fn commit(&self, writes: Writes) -> Result<(), Error> {
+        self.tree.apply_batch(writes.batch)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    pub fn meta(&self, name: &str) -> Result<Option<sled::IVec>, Error> {
+        Ok(self.tree.get(meta_key(name))?)
+    }
+
+    pub fn meta_string(&self, name: &str) -> Result<Option<String>, Error> {
+        self.meta(name)?
+            .map(|v| String::from_utf8(v.to_vec()).map_err(|_| Error::Corrupt(format!("meta {name}"))))
+            .transpose()
+    }
+
+    pub fn meta_json<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Option<T>, Error> {
+        self.meta(name)?
+            .map(|v| serde_json::from_slice(&v).map_err(|_| Error::Corrupt(format!("meta {name}"))))
+            .transpose()
+    }
+
+    pub fn header(&self, doc: DocId) -> Result<Option<Header>, Error> {
+        self.tree
+            .get(key(HEADER, doc))?
+            .map(|v| serde_json::from_slice(&v).map_err(|_| Error::Corrupt(format!("header of {doc}"))))
+            .transpose()
+    }
+
+    /// Every document header on the device.
+    pub fn headers(&self) -> Result<Vec<(DocId, Header)>, Error> {
+        self.ids_with(HEADER)?
+            .into_iter()
+            .map(|(doc, v)| {
+                let h: Header = serde_json::from_slice(&v)
+                    .map_err(|_| Error::Corrupt(format!("header of {doc}")))?;
+                Ok((doc, h))
+            })
+            .collect()
+    }
+
+    /// Every document id under `prefix`, with its value.
+    pub fn ids_with(&self, prefix: u8) -> Result<Vec<(DocId, sled::IVec)>, Error> {
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix([prefix]) {
+            let (k, v) = item?;
+            let doc = DocId::from_slice(&k[1..17.min(k.len())])
+                .ok_or_else(|| Error::Corrupt("a key is not a document id".into()))?;
+            out.push((doc, v));
+        }
+        Ok(out)
+    }
+
+    pub fn has(&self, prefix: u8, doc: DocId) -> Result<bool, Error> {
+        Ok(self.tree.contains_key(key(prefix, doc))?)
+    }
+
+    pub fn get(&self, prefix: u8, doc: DocId) -> Result<Option<sled::IVec>, Error> {
+        Ok(self.tree.get(key(prefix, doc))?)
+    }
+
+    pub fn base(&self, doc: DocId) -> Result<Vec<ChangeHash>, Error> {
+        match self.tree.get(key(BASE, doc))? {
+            Some(v) => decode_heads(&v),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Loads a document from its snapshot and chunks. `None` if the device does not hold it.
+    pub fn load(&self, doc: DocId) -> Result<Option<(AutoCommit, u64)>, Error> {
+        let snapshot = self.tree.get(key(SNAPSHOT, doc))?;
+        let mut chunks = 0u64;
+        let mut next = 0u64;
+        let mut am = match &snapshot {
+            Some(bytes) => AutoCommit::load(bytes).map_err(|e| Error::Corrupt(format!("document {doc}: {e}")))?,
+            None => AutoCommit::new(),
+        };
+        for item in self.tree.scan_prefix(key(CHUNK, doc)) {
+            let (k, v) = item?;
+            am.load_incremental(&v)
+                .map_err(|e| Error::Corrupt(format!("document {doc}: {e}")))?;
+            chunks += 1;
+            let n: [u8; 8] = k[17..]
+                .try_into()
+                .map_err(|_| Error::Corrupt("a chunk key".into()))?;
+            next = u64::from_be_bytes(n) + 1;
+        }
+        if snapshot.is_none() && chunks == 0 {
+            return Ok(None);
+        }
+        Ok(Some((am, next)))
+    }
+
+    /// Adds to `writes` what it takes to persist `doc`'s changes since `heads_before`: one new
+    /// chunk, or, once there are many chunks, one fresh snapshot replacing them all.
+    pub fn stage_doc(
+        &self,
+        writes: &mut Writes,
+        doc_id: DocId,
+        doc: &mut AutoCommit,
+        heads_before: &[ChangeHash],
+        next_chunk: u64,
+    ) -> Result<(), Error> {
+        if next_chunk as usize >= limits::DEVICE_CHUNKS_BEFORE_COMPACT {
+            for item in self.tree.scan_prefix(key(CHUNK, doc_id)) {
+                let (k, _) = item?;
+                writes.remove(k.to_vec());
+            }
+            writes.put(key(SNAPSHOT, doc_id), doc.save());
+        } else {
+            let bytes = doc.save_after(heads_before);
+            if !bytes.is_empty() {
+                writes.put(chunk_key(doc_id, next_chunk), bytes);
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds to `writes` the removal of everything the device holds about `doc`.
+    pub fn stage_forget(&self, writes: &mut Writes, doc: DocId) -> Result<(), Error> {
+        for prefix in [HEADER, SNAPSHOT, BASE, DIRTY, REFUSED] {
+            writes.remove(key(prefix, doc));
+        }
+        for item in self.tree.scan_prefix(key(CHUNK, doc)) {
+            let (k, _) = item?;
+            writes.remove(k.to_vec());
+        }
+        Ok(())
+    }
+
+    /// How many bytes the store's files take on disk.
+    pub fn size_on_disk(&self) -> Result<u64, Error> {
+        Ok(self.db.size_on_disk()?)
+    }
+}
