@@ -15,7 +15,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "casenote", version, about = "casenote field client: case notes that work offline and sync")]
+#[command(
+    name = "casenote",
+    version,
+    about = "casenote field client: case notes that work offline and sync"
+)]
 struct Cli {
     /// The device store directory (created if missing).
     #[arg(long, env = "CASENOTE_STORE", global = true)]
@@ -207,23 +211,43 @@ fn run(cli: Cli) -> Result<()> {
     let store = cli
         .store
         .context("no device store given: pass --store DIR (or set CASENOTE_STORE)")?;
-    let device = Device::open(&store).with_context(|| format!("cannot open the device store at {}", store.display()))?;
+    let device = Device::open(&store)
+        .with_context(|| format!("cannot open the device store at {}", store.display()))?;
     match cli.cmd {
         Cmd::Login { server, token } => {
             let who = device.login(&server, &token)?;
             let teams: Vec<&str> = who.teams.iter().map(|t| t.name.as_str()).collect();
-            println!("signed in as {} ({}, {}; {}) to {server}", who.name, who.role, who.org, teams.join(", "));
+            println!(
+                "signed in as {} ({}, {}; {}) to {server}",
+                who.name,
+                who.role,
+                who.org,
+                teams.join(", ")
+            );
         }
         Cmd::Whoami { json } => {
             let who = device.whoami()?;
             if json {
                 print_json(&who)?;
             } else {
-                println!("{} ({}, {}), staff {} on device {}", who.name, who.role, who.org, who.staff_id, who.device_id);
+                println!(
+                    "{} ({}, {}), staff {} on device {}",
+                    who.name, who.role, who.org, who.staff_id, who.device_id
+                );
             }
         }
-        Cmd::Case(CaseCmd::New { name, nhs_number, dob, address }) => {
-            let id = device.case_new(&Identity { name, nhs_number, dob, address })?;
+        Cmd::Case(CaseCmd::New {
+            name,
+            nhs_number,
+            dob,
+            address,
+        }) => {
+            let id = device.case_new(&Identity {
+                name,
+                nhs_number,
+                dob,
+                address,
+            })?;
             println!("{id}");
         }
         Cmd::Case(CaseCmd::List { json }) => {
@@ -234,29 +258,65 @@ fn run(cli: Cli) -> Result<()> {
                 println!("no cases on this device yet: `casenote sync` fetches your caseload");
             } else {
                 for c in cases {
-                    let unsynced = if c.unsynced_docs > 0 { format!(", {} unsynced", c.unsynced_docs) } else { String::new() };
-                    println!("{}  {}  ({} notes, {} drafts{unsynced})", c.case_id, c.name, c.notes, c.drafts);
+                    let unsynced = if c.unsynced_docs > 0 {
+                        format!(", {} unsynced", c.unsynced_docs)
+                    } else {
+                        String::new()
+                    };
+                    println!(
+                        "{}  {}  ({} notes, {} drafts{unsynced})",
+                        c.case_id, c.name, c.notes, c.drafts
+                    );
                 }
             }
         }
-        Cmd::Note(NoteCmd::Add { case_id, text, kind }) => println!("{}", device.note_add(case_id, kind, &text, None)?),
+        Cmd::Note(NoteCmd::Add {
+            case_id,
+            text,
+            kind,
+        }) => println!("{}", device.note_add(case_id, kind, &text, None)?),
         Cmd::Note(NoteCmd::Edit { note_id, text }) => device.note_edit(note_id, &text)?,
         Cmd::Note(NoteCmd::File { note_id }) => {
             device.note_file(note_id)?;
             println!("filed {note_id}");
         }
-        Cmd::Note(NoteCmd::Amend { note_id, reason, text, correction }) => {
+        Cmd::Note(NoteCmd::Amend {
+            note_id,
+            reason,
+            text,
+            correction,
+        }) => {
             let kind = if correction { "correction" } else { "addendum" };
             println!("{}", device.note_amend(note_id, kind, &reason, &text)?);
         }
         Cmd::Plan(PlanCmd::Append { case_id, text }) => device.plan_append(case_id, &text)?,
-        Cmd::Plan(PlanCmd::Splice { case_id, pos, delete, text }) => device.plan_splice(case_id, pos, delete, &text)?,
-        Cmd::Plan(PlanCmd::Set { case_id, field: f, value }) => {
-            let key = if f == "pathway" { field::PATHWAY } else { field::DISCHARGE_DATE };
+        Cmd::Plan(PlanCmd::Splice {
+            case_id,
+            pos,
+            delete,
+            text,
+        }) => device.plan_splice(case_id, pos, delete, &text)?,
+        Cmd::Plan(PlanCmd::Set {
+            case_id,
+            field: f,
+            value,
+        }) => {
+            let key = if f == "pathway" {
+                field::PATHWAY
+            } else {
+                field::DISCHARGE_DATE
+            };
             device.plan_set(case_id, key, &value)?;
         }
-        Cmd::AboutMe(TextCmd::Append { case_id, text }) => device.about_me_append(case_id, &text)?,
-        Cmd::AboutMe(TextCmd::Splice { case_id, pos, delete, text }) => device.about_me_splice(case_id, pos, delete, &text)?,
+        Cmd::AboutMe(TextCmd::Append { case_id, text }) => {
+            device.about_me_append(case_id, &text)?
+        }
+        Cmd::AboutMe(TextCmd::Splice {
+            case_id,
+            pos,
+            delete,
+            text,
+        }) => device.about_me_splice(case_id, pos, delete, &text)?,
         Cmd::Show { case_id, json } => {
             let v = device.show(case_id)?;
             if json {
@@ -268,7 +328,10 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Conflicts { case_id, json } => {
             let found = device.conflicts(case_id)?;
             if json {
-                let v: Vec<_> = found.iter().map(|(d, c)| json!({"doc_id": d, "path": c.path, "values": c.values})).collect();
+                let v: Vec<_> = found
+                    .iter()
+                    .map(|(d, c)| json!({"doc_id": d, "path": c.path, "values": c.values}))
+                    .collect();
                 print_json(&v)?;
             } else if found.is_empty() {
                 println!("no conflicts");
@@ -289,10 +352,16 @@ fn run(cli: Cli) -> Result<()> {
                     r.changes_up, r.docs_up, r.changes_stored, r.changes_duplicate, r.changes_down, r.docs_down, r.requests, r.bytes_up, r.bytes_down, r.elapsed_ms
                 );
                 for rej in &r.rejections {
-                    println!("refused: document {} ({}): {}", rej.doc_id, rej.code, rej.reason);
+                    println!(
+                        "refused: document {} ({}): {}",
+                        rej.doc_id, rej.code, rej.reason
+                    );
                 }
                 if r.evicted > 0 {
-                    println!("removed {} documents this device may no longer hold", r.evicted);
+                    println!(
+                        "removed {} documents this device may no longer hold",
+                        r.evicted
+                    );
                 }
                 if r.clock_flagged {
                     println!("warning: this device's clock is {} s off the server's; check its date and time", r.clock_offset_ms / 1000);
@@ -304,15 +373,27 @@ fn run(cli: Cli) -> Result<()> {
             if json {
                 print_json(&s)?;
             } else {
-                println!("server: {}", s.server.as_deref().unwrap_or("(not signed in)"));
+                println!(
+                    "server: {}",
+                    s.server.as_deref().unwrap_or("(not signed in)")
+                );
                 println!("documents held: {}", s.docs_held);
-                println!("unsynced: {} changes in {} documents ({} bytes)", s.unsynced_changes, s.unsynced_docs, s.unsynced_bytes);
+                println!(
+                    "unsynced: {} changes in {} documents ({} bytes)",
+                    s.unsynced_changes, s.unsynced_docs, s.unsynced_bytes
+                );
                 match &s.last_sync {
-                    Some(r) => println!("last sync: cursor {}, {} bytes up, {} bytes down, {} ms", r.cursor, r.bytes_up, r.bytes_down, r.elapsed_ms),
+                    Some(r) => println!(
+                        "last sync: cursor {}, {} bytes up, {} bytes down, {} ms",
+                        r.cursor, r.bytes_up, r.bytes_down, r.elapsed_ms
+                    ),
                     None => println!("last sync: never"),
                 }
                 for r in &s.refused {
-                    println!("refused by the server: {} ({}): {}", r.doc_id, r.code, r.reason);
+                    println!(
+                        "refused by the server: {} ({}): {}",
+                        r.doc_id, r.code, r.reason
+                    );
                 }
                 println!("store size: {} bytes", s.store_bytes);
             }
@@ -323,12 +404,19 @@ fn run(cli: Cli) -> Result<()> {
 
 fn print_case(v: &serde_json::Value) {
     let r = &v["record"];
-    println!("{} ({})", r[field::NAME].as_str().unwrap_or("?"), v["case_id"].as_str().unwrap_or("?"));
+    println!(
+        "{} ({})",
+        r[field::NAME].as_str().unwrap_or("?"),
+        v["case_id"].as_str().unwrap_or("?")
+    );
     if let Some(a) = r[field::ABOUT_ME].as_str().filter(|s| !s.is_empty()) {
         println!("About me: {a}");
     }
     for p in v["plans"].as_array().into_iter().flatten() {
-        println!("Plan: {}", p["content"][field::NARRATIVE].as_str().unwrap_or(""));
+        println!(
+            "Plan: {}",
+            p["content"][field::NARRATIVE].as_str().unwrap_or("")
+        );
     }
     for n in v["notes"].as_array().into_iter().flatten() {
         let c = &n["content"];

@@ -9,7 +9,7 @@ use crate::engine::{self, Outgoing, Plan};
 use crate::error::Error;
 use crate::store::{self, DeviceStore, Header, Writes};
 use crate::transport::{HttpTransport, Transport};
-use automerge::{ActorId, AutoCommit, Author, ChangeHash, ReadDoc};
+use automerge::{ActorId, Author, AutoCommit, ChangeHash, ReadDoc};
 use casenote_protocol::record::{self, field, Amends, Identity, NewNote, NoteAuthor, NoteKind};
 use casenote_protocol::wire::{self, Rejection, WhoAmI};
 use casenote_protocol::{limits, CaseId, DocId, DocKind, Seq};
@@ -132,7 +132,12 @@ impl Device {
     }
 
     /// [`Device::login`] over a given transport.
-    pub fn login_with(&self, transport: &dyn Transport, server: &str, token: &str) -> Result<WhoAmI, Error> {
+    pub fn login_with(
+        &self,
+        transport: &dyn Transport,
+        server: &str,
+        token: &str,
+    ) -> Result<WhoAmI, Error> {
         let who = transport.whoami()?;
         if let Some(current) = self.store.meta_json::<WhoAmI>(META_WHOAMI)? {
             if current.staff_id != who.staff_id {
@@ -145,7 +150,10 @@ impl Device {
         let mut w = Writes::default();
         w.put_meta(META_SERVER, server.as_bytes());
         w.put_meta(META_TOKEN, token.as_bytes());
-        w.put_meta(META_WHOAMI, serde_json::to_vec(&who).expect("WhoAmI serialises"));
+        w.put_meta(
+            META_WHOAMI,
+            serde_json::to_vec(&who).expect("WhoAmI serialises"),
+        );
         self.store.commit(w)?;
         Ok(who)
     }
@@ -157,8 +165,14 @@ impl Device {
 
     /// A transport to the server this store is signed in to.
     pub fn http_transport(&self) -> Result<HttpTransport, Error> {
-        let server = self.store.meta_string(META_SERVER)?.ok_or(Error::NotLoggedIn)?;
-        let token = self.store.meta_string(META_TOKEN)?.ok_or(Error::NotLoggedIn)?;
+        let server = self
+            .store
+            .meta_string(META_SERVER)?
+            .ok_or(Error::NotLoggedIn)?;
+        let token = self
+            .store
+            .meta_string(META_TOKEN)?
+            .ok_or(Error::NotLoggedIn)?;
         Ok(HttpTransport::new(&server, &token))
     }
 
@@ -171,7 +185,12 @@ impl Device {
         self.store.load(doc_id)
     }
 
-    fn load_kind(&self, doc_id: DocId, want: DocKind, what: &'static str) -> Result<(AutoCommit, u64), Error> {
+    fn load_kind(
+        &self,
+        doc_id: DocId,
+        want: DocKind,
+        what: &'static str,
+    ) -> Result<(AutoCommit, u64), Error> {
         let header = self
             .store
             .header(doc_id)?
@@ -210,9 +229,13 @@ impl Device {
         }
         let mut w = Writes::default();
         if is_new {
-            w.put(store::key(store::HEADER, doc_id), serde_json::to_vec(&header).expect("header serialises"));
+            w.put(
+                store::key(store::HEADER, doc_id),
+                serde_json::to_vec(&header).expect("header serialises"),
+            );
         }
-        self.store.stage_doc(&mut w, doc_id, &mut doc, &before, next_chunk)?;
+        self.store
+            .stage_doc(&mut w, doc_id, &mut doc, &before, next_chunk)?;
         w.put(store::key(store::DIRTY, doc_id), Vec::new());
         self.store.commit(w)?;
         Ok(out)
@@ -224,7 +247,11 @@ impl Device {
             staff_id: who.staff_id.to_string(),
             role: who.role.clone(),
             org: who.org.clone(),
-            team: who.teams.first().map(|t| t.name.clone()).unwrap_or_default(),
+            team: who
+                .teams
+                .first()
+                .map(|t| t.name.clone())
+                .unwrap_or_default(),
         })
     }
 
@@ -232,10 +259,20 @@ impl Device {
     pub fn case_new(&self, who: &Identity) -> Result<CaseId, Error> {
         self.whoami()?;
         let case = CaseId::new_random();
-        let header = Header { case_id: case, kind: DocKind::Case };
-        self.edit(case_doc(case), header, None, |d| Ok(record::init_case(d, case, who)?))?;
-        let plan = Header { case_id: case, kind: DocKind::Plan };
-        self.edit(DocId::new_random(), plan, None, |d| Ok(record::init_plan(d, case)?))?;
+        let header = Header {
+            case_id: case,
+            kind: DocKind::Case,
+        };
+        self.edit(case_doc(case), header, None, |d| {
+            Ok(record::init_case(d, case, who)?)
+        })?;
+        let plan = Header {
+            case_id: case,
+            kind: DocKind::Plan,
+        };
+        self.edit(DocId::new_random(), plan, None, |d| {
+            Ok(record::init_plan(d, case)?)
+        })?;
         Ok(case)
     }
 
@@ -268,10 +305,17 @@ impl Device {
     /// Every case on the device.
     pub fn cases(&self) -> Result<Vec<CaseSummary>, Error> {
         let headers = self.store.headers()?;
-        let dirty: HashSet<DocId> = self.store.ids_with(store::DIRTY)?.into_iter().map(|(d, _)| d).collect();
+        let dirty: HashSet<DocId> = self
+            .store
+            .ids_with(store::DIRTY)?
+            .into_iter()
+            .map(|(d, _)| d)
+            .collect();
         let mut out = Vec::new();
         for (doc_id, h) in headers.iter().filter(|(_, h)| h.kind == DocKind::Case) {
-            let Some((doc, _)) = self.load(*doc_id)? else { continue };
+            let Some((doc, _)) = self.load(*doc_id)? else {
+                continue;
+            };
             let mut notes = 0;
             let mut drafts = 0;
             let mut unsynced = 0;
@@ -300,7 +344,14 @@ impl Device {
         Ok(out)
     }
 
-    fn new_note(&self, case: CaseId, kind: NoteKind, text: &str, occurred_at_ms: Option<i64>, amends: Option<Amends>) -> Result<DocId, Error> {
+    fn new_note(
+        &self,
+        case: CaseId,
+        kind: NoteKind,
+        text: &str,
+        occurred_at_ms: Option<i64>,
+        amends: Option<Amends>,
+    ) -> Result<DocId, Error> {
         self.require_case(case)?;
         let now = self.now();
         let note = NewNote {
@@ -314,12 +365,26 @@ impl Device {
             late_entry_reason: None,
         };
         let id = DocId::new_random();
-        self.edit(id, Header { case_id: case, kind: DocKind::Note }, None, |d| Ok(record::init_note(d, &note)?))?;
+        self.edit(
+            id,
+            Header {
+                case_id: case,
+                kind: DocKind::Note,
+            },
+            None,
+            |d| Ok(record::init_note(d, &note)?),
+        )?;
         Ok(id)
     }
 
     /// Adds a draft note to a case; returns the note id.
-    pub fn note_add(&self, case: CaseId, kind: NoteKind, text: &str, occurred_at_ms: Option<i64>) -> Result<DocId, Error> {
+    pub fn note_add(
+        &self,
+        case: CaseId,
+        kind: NoteKind,
+        text: &str,
+        occurred_at_ms: Option<i64>,
+    ) -> Result<DocId, Error> {
         self.new_note(case, kind, text, occurred_at_ms, None)
     }
 
@@ -327,30 +392,53 @@ impl Device {
     pub fn note_edit(&self, note: DocId, text: &str) -> Result<(), Error> {
         let (doc, next) = self.load_kind(note, DocKind::Note, "note")?;
         record::ensure_draft(&doc, note)?;
-        let header = self.store.header(note)?.expect("load_kind checked the header");
-        self.edit(note, header, Some((doc, next)), |d| Ok(record::set_note_text(d, note, text)?))
+        let header = self
+            .store
+            .header(note)?
+            .expect("load_kind checked the header");
+        self.edit(note, header, Some((doc, next)), |d| {
+            Ok(record::set_note_text(d, note, text)?)
+        })
     }
 
     /// Files a draft note: from now on it never changes.
     pub fn note_file(&self, note: DocId) -> Result<(), Error> {
         let (doc, next) = self.load_kind(note, DocKind::Note, "note")?;
         record::ensure_draft(&doc, note)?;
-        let header = self.store.header(note)?.expect("load_kind checked the header");
+        let header = self
+            .store
+            .header(note)?
+            .expect("load_kind checked the header");
         let now = self.now();
-        self.edit(note, header, Some((doc, next)), |d| Ok(record::file_note(d, note, now)?))
+        self.edit(note, header, Some((doc, next)), |d| {
+            Ok(record::file_note(d, note, now)?)
+        })
     }
 
     /// Amends a filed note with a new note that points at it; the amendment is filed at once.
-    pub fn note_amend(&self, note: DocId, kind: &str, reason: &str, text: &str) -> Result<DocId, Error> {
+    pub fn note_amend(
+        &self,
+        note: DocId,
+        kind: &str,
+        reason: &str,
+        text: &str,
+    ) -> Result<DocId, Error> {
         let (doc, _) = self.load_kind(note, DocKind::Note, "note")?;
         if record::note_status(&doc) == record::NoteStatus::Draft {
             return Err(record::RecordError::NoteNotFiled(note).into());
         }
-        let header = self.store.header(note)?.expect("load_kind checked the header");
+        let header = self
+            .store
+            .header(note)?
+            .expect("load_kind checked the header");
         let note_kind = record::get_str(&doc, &automerge::ROOT, field::NOTE_KIND)
             .and_then(|k| k.parse().ok())
             .unwrap_or(NoteKind::CaseNote);
-        let amends = Amends { note_id: note, kind: kind.to_string(), reason: reason.to_string() };
+        let amends = Amends {
+            note_id: note,
+            kind: kind.to_string(),
+            reason: reason.to_string(),
+        };
         let id = self.new_note(header.case_id, note_kind, text, None, Some(amends))?;
         self.note_file(id)?;
         Ok(id)
@@ -358,20 +446,43 @@ impl Device {
 
     /// Appends to the plan's narrative.
     pub fn plan_append(&self, case: CaseId, text: &str) -> Result<(), Error> {
-        self.edit_root_text(self.plan_of(case)?, DocKind::Plan, field::NARRATIVE, None, text)
+        self.edit_root_text(
+            self.plan_of(case)?,
+            DocKind::Plan,
+            field::NARRATIVE,
+            None,
+            text,
+        )
     }
 
     /// Splices the plan's narrative: delete `del` characters at `pos`, insert `text`.
-    pub fn plan_splice(&self, case: CaseId, pos: usize, del: usize, text: &str) -> Result<(), Error> {
-        self.edit_root_text(self.plan_of(case)?, DocKind::Plan, field::NARRATIVE, Some((pos, del)), text)
+    pub fn plan_splice(
+        &self,
+        case: CaseId,
+        pos: usize,
+        del: usize,
+        text: &str,
+    ) -> Result<(), Error> {
+        self.edit_root_text(
+            self.plan_of(case)?,
+            DocKind::Plan,
+            field::NARRATIVE,
+            Some((pos, del)),
+            text,
+        )
     }
 
     /// Sets a scalar field on the plan (`discharge_date`, `pathway`).
     pub fn plan_set(&self, case: CaseId, key: &str, value: &str) -> Result<(), Error> {
         let plan = self.plan_of(case)?;
         let (doc, next) = self.load_kind(plan, DocKind::Plan, "plan")?;
-        let header = self.store.header(plan)?.expect("load_kind checked the header");
-        self.edit(plan, header, Some((doc, next)), |d| Ok(record::set_root_str(d, key, value)?))
+        let header = self
+            .store
+            .header(plan)?
+            .expect("load_kind checked the header");
+        self.edit(plan, header, Some((doc, next)), |d| {
+            Ok(record::set_root_str(d, key, value)?)
+        })
     }
 
     /// Appends to About Me.
@@ -381,15 +492,41 @@ impl Device {
     }
 
     /// Splices About Me.
-    pub fn about_me_splice(&self, case: CaseId, pos: usize, del: usize, text: &str) -> Result<(), Error> {
+    pub fn about_me_splice(
+        &self,
+        case: CaseId,
+        pos: usize,
+        del: usize,
+        text: &str,
+    ) -> Result<(), Error> {
         self.require_case(case)?;
-        self.edit_root_text(case_doc(case), DocKind::Case, field::ABOUT_ME, Some((pos, del)), text)
+        self.edit_root_text(
+            case_doc(case),
+            DocKind::Case,
+            field::ABOUT_ME,
+            Some((pos, del)),
+            text,
+        )
     }
 
-    fn edit_root_text(&self, doc_id: DocId, kind: DocKind, key: &str, at: Option<(usize, usize)>, text: &str) -> Result<(), Error> {
-        let what = if kind == DocKind::Plan { "plan" } else { "case" };
+    fn edit_root_text(
+        &self,
+        doc_id: DocId,
+        kind: DocKind,
+        key: &str,
+        at: Option<(usize, usize)>,
+        text: &str,
+    ) -> Result<(), Error> {
+        let what = if kind == DocKind::Plan {
+            "plan"
+        } else {
+            "case"
+        };
         let (doc, next) = self.load_kind(doc_id, kind, what)?;
-        let header = self.store.header(doc_id)?.expect("load_kind checked the header");
+        let header = self
+            .store
+            .header(doc_id)?
+            .expect("load_kind checked the header");
         self.edit(doc_id, header, Some((doc, next)), |d| {
             match at {
                 None => record::append_root_text(d, what, key, text)?,
@@ -410,15 +547,21 @@ impl Device {
         let mut notes = Vec::new();
         let mut conflicts = Vec::new();
         for (doc_id, h) in self.docs_of(case)? {
-            let Some((doc, _)) = self.load(doc_id)? else { continue };
+            let Some((doc, _)) = self.load(doc_id)? else {
+                continue;
+            };
             for c in record::conflicts(&doc) {
-                conflicts.push(json!({ "doc_id": doc_id, "kind": h.kind, "path": c.path, "values": c.values }));
+                conflicts.push(
+                    json!({ "doc_id": doc_id, "kind": h.kind, "path": c.path, "values": c.values }),
+                );
             }
             let content = record::content_json(&doc);
             match h.kind {
                 DocKind::Case => record_json = content,
                 DocKind::Plan => plans.push(json!({ "doc_id": doc_id, "content": content })),
-                DocKind::Restricted => restricted.push(json!({ "doc_id": doc_id, "content": content })),
+                DocKind::Restricted => {
+                    restricted.push(json!({ "doc_id": doc_id, "content": content }))
+                }
                 DocKind::Note => notes.push((doc_id, content)),
             }
         }
@@ -431,7 +574,9 @@ impl Device {
             .map(|(id, content)| {
                 let amended_by: Vec<String> = notes
                     .iter()
-                    .filter(|(_, other)| other[field::AMENDS]["note_id"].as_str() == Some(id.to_string().as_str()))
+                    .filter(|(_, other)| {
+                        other[field::AMENDS]["note_id"].as_str() == Some(id.to_string().as_str())
+                    })
                     .map(|(other_id, _)| other_id.to_string())
                     .collect();
                 json!({ "note_id": id, "content": content, "amended_by": amended_by })
@@ -462,7 +607,10 @@ impl Device {
     fn cursor(&self) -> Result<Seq, Error> {
         match self.store.meta(META_CURSOR)? {
             Some(v) => {
-                let b: [u8; 8] = v.as_ref().try_into().map_err(|_| Error::Corrupt("cursor".into()))?;
+                let b: [u8; 8] = v
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| Error::Corrupt("cursor".into()))?;
                 Ok(Seq(u64::from_be_bytes(b)))
             }
             None => Ok(Seq(0)),
@@ -476,15 +624,28 @@ impl Device {
             if skip.contains(&doc_id) || self.store.has(store::REFUSED, doc_id)? {
                 continue;
             }
-            let Some(header) = self.store.header(doc_id)? else { continue };
-            let Some((mut doc, _)) = self.load(doc_id)? else { continue };
+            let Some(header) = self.store.header(doc_id)? else {
+                continue;
+            };
+            let Some((mut doc, _)) = self.load(doc_id)? else {
+                continue;
+            };
             let base = self.store.base(doc_id)?;
-            let changes: Vec<Vec<u8>> = doc.get_changes(&base).iter().map(|c| c.raw_bytes().to_vec()).collect();
+            let changes: Vec<Vec<u8>> = doc
+                .get_changes(&base)
+                .iter()
+                .map(|c| c.raw_bytes().to_vec())
+                .collect();
             if changes.is_empty() {
                 clean.remove(store::key(store::DIRTY, doc_id));
                 continue;
             }
-            out.push(Outgoing { doc_id, header, base, changes });
+            out.push(Outgoing {
+                doc_id,
+                header,
+                base,
+                changes,
+            });
         }
         Ok((out, clean))
     }
@@ -511,7 +672,8 @@ impl Device {
             report.requests += 1;
             let answer = transport.sync(body)?;
             report.bytes_down += answer.len();
-            let resp = wire::decode_response(&answer).map_err(|e| Error::Protocol(e.to_string()))?;
+            let resp =
+                wire::decode_response(&answer).map_err(|e| Error::Protocol(e.to_string()))?;
             let plan = engine::interpret(resp, now)?;
             let more = plan.more;
             let resend: Vec<DocId> = plan
@@ -533,7 +695,10 @@ impl Device {
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         report.finished_at_ms = self.now();
         let mut w = Writes::default();
-        w.put_meta(META_LAST_SYNC, serde_json::to_vec(&report).expect("report serialises"));
+        w.put_meta(
+            META_LAST_SYNC,
+            serde_json::to_vec(&report).expect("report serialises"),
+        );
         self.store.commit(w)?;
         Ok(report)
     }
@@ -551,22 +716,23 @@ impl Device {
                 report.changes_duplicate += u64::from(dup);
             }
             let existing_header = self.store.header(doc_id)?;
-            let header = match (existing_header, upd.header) {
-                (Some(h), _) => h,
-                (None, Some(h)) => {
-                    w.put(store::key(store::HEADER, doc_id), serde_json::to_vec(&h).expect("header serialises"));
-                    h
-                }
+            match (existing_header, upd.header) {
+                (Some(_), _) => {}
+                (None, Some(h)) => w.put(
+                    store::key(store::HEADER, doc_id),
+                    serde_json::to_vec(&h).expect("header serialises"),
+                ),
+                // An acknowledgement for a document this device does not hold: nothing to store.
                 (None, None) => continue,
-            };
-            let _ = header;
+            }
             let (mut doc, next) = self.load(doc_id)?.unwrap_or_else(|| (AutoCommit::new(), 0));
             let before = doc.get_heads();
             if !upd.changes.is_empty() {
                 report.docs_down += 1;
                 report.changes_down += upd.changes.len();
                 doc.apply_changes(upd.changes)?;
-                self.store.stage_doc(&mut w, doc_id, &mut doc, &before, next)?;
+                self.store
+                    .stage_doc(&mut w, doc_id, &mut doc, &before, next)?;
             }
             let mut base = self.store.base(doc_id)?;
             if let Some(heads) = upd.server_heads {
@@ -583,8 +749,15 @@ impl Device {
             w.remove(store::key(store::BASE, *doc_id));
         }
         for r in &plan.refused {
-            let refusal = Refusal { doc_id: r.doc_id, code: r.code.to_string(), reason: r.reason.clone() };
-            w.put(store::key(store::REFUSED, r.doc_id), serde_json::to_vec(&refusal).expect("refusal serialises"));
+            let refusal = Refusal {
+                doc_id: r.doc_id,
+                code: r.code.to_string(),
+                reason: r.reason.clone(),
+            };
+            w.put(
+                store::key(store::REFUSED, r.doc_id),
+                serde_json::to_vec(&refusal).expect("refusal serialises"),
+            );
         }
         report.rejections.extend(plan.refused);
         for doc_id in plan.evict {
@@ -603,7 +776,9 @@ impl Device {
         let mut unsynced_changes = 0;
         let mut unsynced_bytes = 0;
         for (doc_id, _) in self.store.ids_with(store::DIRTY)? {
-            let Some((mut doc, _)) = self.load(doc_id)? else { continue };
+            let Some((mut doc, _)) = self.load(doc_id)? else {
+                continue;
+            };
             let base: Vec<ChangeHash> = self.store.base(doc_id)?;
             let changes = doc.get_changes(&base);
             if !changes.is_empty() {
@@ -620,7 +795,10 @@ impl Device {
             .collect();
         Ok(Status {
             server: self.store.meta_string(META_SERVER)?,
-            staff_id: self.store.meta_json::<WhoAmI>(META_WHOAMI)?.map(|w| w.staff_id.to_string()),
+            staff_id: self
+                .store
+                .meta_json::<WhoAmI>(META_WHOAMI)?
+                .map(|w| w.staff_id.to_string()),
             docs_held: self.store.headers()?.len(),
             unsynced_docs,
             unsynced_changes,

@@ -5,7 +5,9 @@
 use crate::error::Error;
 use crate::store::Header;
 use automerge::{Change, ChangeHash};
-use casenote_protocol::wire::{self, DocPush, Rejection, SyncRequest, SyncResponse, PROTOCOL_VERSION};
+use casenote_protocol::wire::{
+    self, DocPush, Rejection, SyncRequest, SyncResponse, PROTOCOL_VERSION,
+};
 use casenote_protocol::{limits, DocId, Seq};
 use serde_bytes::ByteBuf;
 use std::collections::BTreeMap;
@@ -27,7 +29,11 @@ impl Outgoing {
 /// Packs as many outgoing documents as fit the push budget into one request; returns the
 /// request and the documents left for the next round. A document is never split across rounds,
 /// and the first one always goes (the server answers if it is too large).
-pub fn build_request(cursor: Seq, now_ms: i64, outgoing: Vec<Outgoing>) -> (SyncRequest, Vec<Outgoing>) {
+pub fn build_request(
+    cursor: Seq,
+    now_ms: i64,
+    outgoing: Vec<Outgoing>,
+) -> (SyncRequest, Vec<Outgoing>) {
     let mut docs = Vec::new();
     let mut left = Vec::new();
     let mut budget = 0usize;
@@ -97,8 +103,9 @@ pub fn interpret(resp: SyncResponse, sent_at_ms: i64) -> Result<Plan, Error> {
             kind: pull.kind,
         });
         for bytes in pull.changes {
-            let change = Change::from_bytes(bytes.into_vec())
-                .map_err(|e| Error::Protocol(format!("a change for {} does not decode: {e}", pull.doc_id)))?;
+            let change = Change::from_bytes(bytes.into_vec()).map_err(|e| {
+                Error::Protocol(format!("a change for {} does not decode: {e}", pull.doc_id))
+            })?;
             upd.changes.push(change);
         }
         upd.server_heads = Some(wire::from_wire_heads(&pull.heads));
@@ -145,7 +152,11 @@ mod tests {
 
     #[test]
     fn a_document_larger_than_the_budget_still_goes_alone() {
-        let (req, left) = build_request(Seq(0), 0, vec![out(limits::PUSH_BYTES_SOFT_MAX + 1), out(1)]);
+        let (req, left) = build_request(
+            Seq(0),
+            0,
+            vec![out(limits::PUSH_BYTES_SOFT_MAX + 1), out(1)],
+        );
         assert_eq!(req.docs.len(), 1);
         assert_eq!(left.len(), 1);
     }

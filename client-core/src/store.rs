@@ -65,7 +65,7 @@ pub fn encode_heads(heads: &[ChangeHash]) -> Vec<u8> {
 }
 
 fn decode_heads(bytes: &[u8]) -> Result<Vec<ChangeHash>, Error> {
-    if bytes.len() % 32 != 0 {
+    if !bytes.len().is_multiple_of(32) {
         return Err(Error::Corrupt("a base record is not whole hashes".into()));
     }
     Ok(bytes
@@ -113,11 +113,16 @@ impl DeviceStore {
 
     pub fn meta_string(&self, name: &str) -> Result<Option<String>, Error> {
         self.meta(name)?
-            .map(|v| String::from_utf8(v.to_vec()).map_err(|_| Error::Corrupt(format!("meta {name}"))))
+            .map(|v| {
+                String::from_utf8(v.to_vec()).map_err(|_| Error::Corrupt(format!("meta {name}")))
+            })
             .transpose()
     }
 
-    pub fn meta_json<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<Option<T>, Error> {
+    pub fn meta_json<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<Option<T>, Error> {
         self.meta(name)?
             .map(|v| serde_json::from_slice(&v).map_err(|_| Error::Corrupt(format!("meta {name}"))))
             .transpose()
@@ -126,7 +131,9 @@ impl DeviceStore {
     pub fn header(&self, doc: DocId) -> Result<Option<Header>, Error> {
         self.tree
             .get(key(HEADER, doc))?
-            .map(|v| serde_json::from_slice(&v).map_err(|_| Error::Corrupt(format!("header of {doc}"))))
+            .map(|v| {
+                serde_json::from_slice(&v).map_err(|_| Error::Corrupt(format!("header of {doc}")))
+            })
             .transpose()
     }
 
@@ -175,7 +182,8 @@ impl DeviceStore {
         let mut chunks = 0u64;
         let mut next = 0u64;
         let mut am = match &snapshot {
-            Some(bytes) => AutoCommit::load(bytes).map_err(|e| Error::Corrupt(format!("document {doc}: {e}")))?,
+            Some(bytes) => AutoCommit::load(bytes)
+                .map_err(|e| Error::Corrupt(format!("document {doc}: {e}")))?,
             None => AutoCommit::new(),
         };
         for item in self.tree.scan_prefix(key(CHUNK, doc)) {

@@ -66,3 +66,16 @@ const _: () = assert!(SMALL_BODY_BYTES_MAX < REQUEST_BYTES_MAX);
 pub const PUSH_BYTES_SOFT_MAX: usize = REQUEST_BYTES_MAX / 2;
 
 const _: () = assert!(CHANGE_BYTES_MAX <= PUSH_BYTES_SOFT_MAX);
+
+/// Most log entries one pull scans before it answers `more = true`. A device whose cursor is far
+/// behind in a store full of documents it may not read would otherwise make one request walk the
+/// whole log; this bounds the work per request while the cursor still advances past every entry
+/// scanned. 100,000 entries is a fraction of a second of sled iteration.
+pub const PULL_SCAN_ENTRIES_MAX: usize = 100_000;
+
+/// How many bytes of an oversized body the server reads and throws away before it answers 413.
+/// An ordinary HTTP client writes its whole body before it reads the answer; if the server closed
+/// the connection with the body unread, that client would see a connection reset instead of the
+/// 413 and its JSON code. Draining up to one more request's worth costs little and is bounded;
+/// a body declared larger than the limit plus this is refused without reading any of it.
+pub const OVERSIZED_BODY_DRAIN_BYTES_MAX: usize = REQUEST_BYTES_MAX;

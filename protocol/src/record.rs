@@ -49,7 +49,9 @@ pub const PLAN_SCHEMA: &str = "casenote/plan/1";
 /// Why a record edit was refused before it touched the document.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
-    #[error("note {0} is filed and can no longer change; add an amendment with `note amend` instead")]
+    #[error(
+        "note {0} is filed and can no longer change; add an amendment with `note amend` instead"
+    )]
     FiledNoteImmutable(DocId),
     #[error("note {0} is still a draft; edit it instead of amending it")]
     NoteNotFiled(DocId),
@@ -163,7 +165,12 @@ pub enum NoteStatus {
     Filed,
 }
 
-fn put_opt(doc: &mut AutoCommit, obj: &ObjId, key: &str, v: &Option<String>) -> Result<(), RecordError> {
+fn put_opt(
+    doc: &mut AutoCommit,
+    obj: &ObjId,
+    key: &str,
+    v: &Option<String>,
+) -> Result<(), RecordError> {
     if let Some(v) = v {
         check_len(field_name(key), v, limits::SHORT_TEXT_BYTES_MAX)?;
         doc.put(obj, key, v.as_str())?;
@@ -183,7 +190,12 @@ fn field_name(key: &str) -> &'static str {
     }
 }
 
-fn new_text(doc: &mut AutoCommit, obj: &ObjId, key: &str, text: &str) -> Result<ObjId, RecordError> {
+fn new_text(
+    doc: &mut AutoCommit,
+    obj: &ObjId,
+    key: &str,
+    text: &str,
+) -> Result<ObjId, RecordError> {
     let id = doc.put_object(obj, key, ObjType::Text)?;
     if !text.is_empty() {
         doc.splice_text(&id, 0, 0, text)?;
@@ -237,7 +249,12 @@ pub fn init_note(doc: &mut AutoCommit, note: &NewNote) -> Result<(), RecordError
         doc.put(&author, k, v.as_str())?;
     }
     new_text(doc, &ROOT, field::TEXT, &note.text)?;
-    put_opt(doc, &ROOT, field::LATE_ENTRY_REASON, &note.late_entry_reason)?;
+    put_opt(
+        doc,
+        &ROOT,
+        field::LATE_ENTRY_REASON,
+        &note.late_entry_reason,
+    )?;
     if let Some(a) = &note.amends {
         check_len("amendment reason", &a.reason, limits::SHORT_TEXT_BYTES_MAX)?;
         let obj = doc.put_object(ROOT, field::AMENDS, ObjType::Map)?;
@@ -289,7 +306,11 @@ pub fn note_status(doc: &AutoCommit) -> NoteStatus {
 }
 
 /// Files a draft note. Filing twice is an error: the note is already immutable.
-pub fn file_note(doc: &mut AutoCommit, note_id: DocId, filed_at_ms: i64) -> Result<(), RecordError> {
+pub fn file_note(
+    doc: &mut AutoCommit,
+    note_id: DocId,
+    filed_at_ms: i64,
+) -> Result<(), RecordError> {
     ensure_draft(doc, note_id)?;
     doc.put(ROOT, field::STATUS, "filed")?;
     doc.put(ROOT, field::FILED_AT, filed_at_ms)?;
@@ -330,7 +351,12 @@ pub fn splice_root_text(
     let len = doc.length(&obj);
     match pos.checked_add(del) {
         Some(end) if end <= len => {}
-        _ => return Err(RecordError::OutOfRange { pos: pos.saturating_add(del), len }),
+        _ => {
+            return Err(RecordError::OutOfRange {
+                pos: pos.saturating_add(del),
+                len,
+            })
+        }
     }
     let del = isize::try_from(del).map_err(|_| RecordError::OutOfRange { pos, len })?;
     doc.splice_text(&obj, pos, del, text)?;
@@ -338,7 +364,12 @@ pub fn splice_root_text(
 }
 
 /// Appends to a root Text field.
-pub fn append_root_text(doc: &mut AutoCommit, kind: &'static str, key: &str, text: &str) -> Result<(), RecordError> {
+pub fn append_root_text(
+    doc: &mut AutoCommit,
+    kind: &'static str,
+    key: &str,
+    text: &str,
+) -> Result<(), RecordError> {
     let obj = get_obj(doc, &ROOT, key, ObjType::Text)
         .ok_or_else(|| RecordError::Invalid(kind, format!("it has no {key} text")))?;
     let len = doc.length(&obj);
@@ -416,13 +447,24 @@ mod tests {
     #[test]
     fn concurrent_about_me_edits_keep_every_character() {
         let mut a = AutoCommit::new();
-        init_case(&mut a, CaseId::new_random(), &Identity { name: "Test Person".into(), ..Default::default() }).unwrap();
+        init_case(
+            &mut a,
+            CaseId::new_random(),
+            &Identity {
+                name: "Test Person".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         append_root_text(&mut a, "case", field::ABOUT_ME, "Call me Peggy.").unwrap();
         let mut b = fork_pair(&mut a);
         append_root_text(&mut a, "case", field::ABOUT_ME, " I feed the birds at 7am.").unwrap();
         splice_root_text(&mut b, "case", field::ABOUT_ME, 0, 0, "[B] ").unwrap();
         a.merge(&mut b).unwrap();
-        let text = content_json(&a)[field::ABOUT_ME].as_str().unwrap().to_string();
+        let text = content_json(&a)[field::ABOUT_ME]
+            .as_str()
+            .unwrap()
+            .to_string();
         assert_eq!(text, "[B] Call me Peggy. I feed the birds at 7am.");
     }
 
@@ -437,7 +479,11 @@ mod tests {
         let found = conflicts(&a);
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].path, vec![field::DISCHARGE_DATE.to_string()]);
-        let mut values: Vec<String> = found[0].values.iter().map(|v| v.as_str().unwrap().to_string()).collect();
+        let mut values: Vec<String> = found[0]
+            .values
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
         values.sort();
         assert_eq!(values, vec!["2026-11-30", "2026-12-02"]);
     }
@@ -462,8 +508,14 @@ mod tests {
         .unwrap();
         set_note_text(&mut doc, id, "Seen at home; well.").unwrap();
         file_note(&mut doc, id, 3).unwrap();
-        assert!(matches!(set_note_text(&mut doc, id, "changed"), Err(RecordError::FiledNoteImmutable(_))));
-        assert!(matches!(file_note(&mut doc, id, 4), Err(RecordError::FiledNoteImmutable(_))));
+        assert!(matches!(
+            set_note_text(&mut doc, id, "changed"),
+            Err(RecordError::FiledNoteImmutable(_))
+        ));
+        assert!(matches!(
+            file_note(&mut doc, id, 4),
+            Err(RecordError::FiledNoteImmutable(_))
+        ));
         assert_eq!(content_json(&doc)[field::TEXT], "Seen at home; well.");
     }
 
@@ -476,6 +528,14 @@ mod tests {
             splice_root_text(&mut doc, "plan", field::NARRATIVE, 2, 5, "x"),
             Err(RecordError::OutOfRange { .. })
         ));
-        assert!(splice_root_text(&mut doc, "plan", field::NARRATIVE, usize::MAX, usize::MAX, "x").is_err());
+        assert!(splice_root_text(
+            &mut doc,
+            "plan",
+            field::NARRATIVE,
+            usize::MAX,
+            usize::MAX,
+            "x"
+        )
+        .is_err());
     }
 }

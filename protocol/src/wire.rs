@@ -60,7 +60,11 @@ pub fn to_wire_heads(heads: &[automerge::ChangeHash]) -> Vec<Hash> {
 
 /// Converts wire hashes back to Automerge heads.
 pub fn from_wire_heads(heads: &[Hash]) -> Vec<automerge::ChangeHash> {
-    heads.iter().copied().map(automerge::ChangeHash::from).collect()
+    heads
+        .iter()
+        .copied()
+        .map(automerge::ChangeHash::from)
+        .collect()
 }
 
 /// Device to server: one sync cycle.

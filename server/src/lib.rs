@@ -1,1 +1,44 @@
-//! placeholder
+//! casenote-server: the sync backend that devices push their case-note edits to and pull their
+//! colleagues' edits from.
+//!
+//! [`run`] serves the HTTP API (see [`http`]) on a listener it is given, over a [`store::Store`]
+//! it is given, so tests and benchmarks bind `127.0.0.1:0` and choose their own storage. The sync
+//! algorithm itself ([`sync`]) knows nothing of HTTP; the admin CLI ([`admin`]) and the demo loader
+//! ([`demo`]) work on the store directly.
+
+pub mod admin;
+pub mod auth;
+pub mod cli;
+pub mod demo;
+pub mod directory;
+pub mod http;
+pub mod store;
+pub mod sync;
+
+#[cfg(test)]
+mod api_tests;
+
+pub use http::{router, ApiError, AppState, Config};
+pub use store::{open, SledStore, Store, StoreError};
+
+use std::sync::Arc;
+
+/// The server's clock, in ms since the Unix epoch. Only adapters read the clock; the sync code is
+/// handed the time.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Serves the API on `listener` until the process ends.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    store: Arc<SledStore>,
+    config: Config,
+) -> anyhow::Result<()> {
+    let app = router(AppState::new(store, config));
+    axum::serve(listener, app).await?;
+    Ok(())
+}

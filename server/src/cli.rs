@@ -1,0 +1,235 @@
+//! The `casenote-server` command line: `serve`, `admin` and `demo`, a thin clap shell over the
+//! library. It lives in the library so that the end-to-end test package can build the same entry
+//! point under its own binary name.
+//!
+//! Errors print as `casenote-server: {err:#}` on stderr. Exit codes: 0 success, 1 failure, 2 usage
+//! (clap's own).
+
+use crate::{admin, demo, now_ms, Config, Store};
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "casenote-server", version, about = "The casenote sync server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the sync API.
+    Serve {
+        /// The data directory (created if missing).
+        #[arg(long)]
+        data: PathBuf,
+        /// The address to listen on; port 0 picks a free one.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+    },
+    /// Manage orgs, teams, staff and device tokens (the server must not be running on DIR).
+    Admin {
+        #[arg(long)]
+        data: PathBuf,
+        #[command(subcommand)]
+        action: AdminCommand,
+    },
+    /// Load the fictional Castlebridge demo and print a token per demo staff member.
+    Demo {
+        #[arg(long)]
+        data: PathBuf,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Organisations.
+    Org {
+        #[command(subcommand)]
+        action: OrgCommand,
+    },
+    /// Teams.
+    Team {
+        #[command(subcommand)]
+        action: TeamCommand,
+    },
+    /// Staff.
+    Staff {
+        #[command(subcommand)]
+        action: StaffCommand,
+    },
+    /// Device tokens.
+    Token {
+        #[command(subcommand)]
+        action: TokenCommand,
+    },
+    /// List orgs, teams, staff and devices (never tokens).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum OrgCommand {
+    /// Add an organisation; prints its id.
+    Add {
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum TeamCommand {
+    /// Add a team to an organisation; prints its id.
+    Add {
+        /// The organisation's exact name.
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum StaffCommand {
+    /// Add a member of staff; prints their id.
+    Add {
+        #[arg(long)]
+        name: String,
+        /// One of: social_worker, nurse, occupational_therapist, gp, team_manager, admin,
+        /// psychiatrist, amhp, family_support_worker.
+        #[arg(long)]
+        role: String,
+        /// The organisation's exact name.
+        #[arg(long)]
+        org: String,
+        /// A team of that organisation (repeat for several).
+        #[arg(long = "team", required = true)]
+        teams: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Enrol a device for a member of staff; prints its token (shown once, never stored).
+    Issue {
+        /// Staff id or exact name.
+        #[arg(long)]
+        staff: String,
+        #[arg(long)]
+        device_name: Option<String>,
+        /// Print {"staff_id","device_id","token"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a device's token.
+    Revoke {
+        #[arg(long)]
+        device: String,
+    },
+}
+
+/// Parses the command line, runs it, and turns the outcome into an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("casenote-server: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn open(data: &std::path::Path) -> anyhow::Result<std::sync::Arc<crate::SledStore>> {
+    Ok(crate::open(data)?)
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { data, listen } => serve(data, listen),
+        Command::Admin { data, action } => {
+            let store = open(&data)?;
+            let out = admin_action(&*store, action)?;
+            store.flush()?;
+            println!("{out}");
+            Ok(())
+        }
+        Command::Demo { data, json } => {
+            let store = open(&data)?;
+            let out = demo::load(&*store, now_ms())?;
+            if json {
+                println!("{}", demo::render_json(&out));
+            } else {
+                print!("{}", demo::render_human(&out));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn admin_action(store: &dyn Store, action: AdminCommand) -> anyhow::Result<String> {
+    Ok(match action {
+        AdminCommand::Org {
+            action: OrgCommand::Add { name },
+        } => admin::org_add(store, &name)?,
+        AdminCommand::Team {
+            action: TeamCommand::Add { org, name },
+        } => admin::team_add(store, &org, &name)?,
+        AdminCommand::Staff {
+            action:
+                StaffCommand::Add {
+                    name,
+                    role,
+                    org,
+                    teams,
+                },
+        } => admin::staff_add(store, &name, &role, &org, &teams)?,
+        AdminCommand::Token {
+            action:
+                TokenCommand::Issue {
+                    staff,
+                    device_name,
+                    json,
+                },
+        } => admin::token_issue(store, &staff, device_name.as_deref(), json, now_ms())?,
+        AdminCommand::Token {
+            action: TokenCommand::Revoke { device },
+        } => admin::token_revoke(store, &device)?,
+        AdminCommand::List { json } => admin::list(store, json)?,
+    })
+}
+
+fn serve(data: PathBuf, listen: String) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("could not start the async runtime")?;
+    runtime.block_on(async move {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            )
+            .init();
+        let store = open(&data)?;
+        let listener = tokio::net::TcpListener::bind(&listen)
+            .await
+            .with_context(|| format!("could not listen on {listen}"))?;
+        let addr = listener.local_addr()?;
+        let mut stdout = std::io::stdout();
+        writeln!(stdout, "casenote-server listening on http://{addr}")?;
+        stdout.flush()?;
+        tracing::info!(%addr, data = %data.display(), "serving");
+        crate::run(listener, store, Config::default()).await
+    })
+}

@@ -1,0 +1,811 @@
+//! `casenote-server demo`: loads the fictional borough of Castlebridge (../shared/DEMO.md) and
+//! issues one device token per demo staff member.
+//!
+//! The records are real Automerge documents written with `casenote_protocol::record`, one fixed
+//! actor (the staff uuid) and author per staff member, and they are stored through
+//! [`sync::push`], the path device pushes take, so they reach devices by ordinary sync. Loading
+//! twice does not duplicate anything: a second run only issues fresh tokens. All names, places and
+//! numbers are invented; NHS numbers start 999 and pass the Modulus 11 check.
+
+use crate::auth::{self, Principal};
+use crate::directory::{self, Staff};
+use crate::store::{Commit, Store};
+use crate::sync;
+use anyhow::{bail, Context};
+use automerge::transaction::Transactable;
+use automerge::{ActorId, Author, AutoCommit, ObjType, ROOT};
+use casenote_protocol::record::{self, field, Amends, Identity, NewNote, NoteAuthor, NoteKind};
+use casenote_protocol::wire::DocPush;
+use casenote_protocol::{CaseId, DeviceId, DocId, DocKind, TeamId};
+use serde::{Deserialize, Serialize};
+use serde_bytes::ByteBuf;
+use std::collections::HashMap;
+
+const COUNCIL: &str = "Castlebridge Council";
+const TRUST: &str = "Castlebridge & Vale NHS Foundation Trust";
+const LTN: &str = "Locality Team North";
+const HUB: &str = "Hospital Discharge Hub";
+const EARLY_HELP: &str = "Children's Early Help";
+const WARD7: &str = "Ward 7";
+const NURSING: &str = "Community Nursing";
+const CMHT: &str = "Community Mental Health Team";
+
+const TEAMS: &[(&str, &str)] = &[
+    (COUNCIL, LTN),
+    (COUNCIL, HUB),
+    (COUNCIL, EARLY_HELP),
+    (TRUST, WARD7),
+    (TRUST, NURSING),
+    (TRUST, CMHT),
+];
+
+/// (name, role, org, team) of every demo staff member.
+const STAFF: &[(&str, &str, &str, &str)] = &[
+    ("Priya Shah", "social_worker", COUNCIL, LTN),
+    ("Mark Ellison", "occupational_therapist", COUNCIL, LTN),
+    ("Ruth Adebayo", "team_manager", COUNCIL, LTN),
+    ("Sam Kowalski", "social_worker", COUNCIL, HUB),
+    ("Grace Liu", "nurse", TRUST, WARD7),
+    ("Owen Hughes", "nurse", TRUST, NURSING),
+    ("Dr Helen Marsh", "psychiatrist", TRUST, CMHT),
+    ("Joe Ward", "amhp", TRUST, CMHT),
+    ("Lena Fischer", "family_support_worker", COUNCIL, EARLY_HELP),
+];
+
+/// The meta key under which the demo remembers that it was loaded.
+const MARKER_KEY: &str = "demo";
+
+/// Whether `number` (spaces allowed) is a ten-digit NHS number with a valid Modulus 11 check digit.
+pub fn nhs_number_is_valid(number: &str) -> bool {
+    let digits: Vec<u32> = number
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .map(|c| c.to_digit(10))
+        .collect::<Option<_>>()
+        .unwrap_or_default();
+    if digits.len() != 10 {
+        return false;
+    }
+    let sum: u32 = digits[..9]
+        .iter()
+        .zip((2..=10).rev())
+        .map(|(d, w)| d * w)
+        .sum();
+    match 11 - sum % 11 {
+        11 => digits[9] == 0,
+        10 => false,
+        check => digits[9] == check,
+    }
+}
+
+/// One demo staff member's token, as printed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DemoToken {
+    pub staff: String,
+    pub staff_id: String,
+    pub team: String,
+    pub role: String,
+    pub org: String,
+    pub token: String,
+}
+
+/// One demo person's case.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DemoCase {
+    pub case_id: CaseId,
+    pub label: String,
+}
+
+/// What `demo` prints.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DemoOutput {
+    pub tokens: Vec<DemoToken>,
+    pub cases: Vec<DemoCase>,
+    /// True when this run loaded the records; false when they were already there.
+    #[serde(skip)]
+    pub loaded: bool,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Marker {
+    staff: Vec<casenote_protocol::StaffId>,
+    cases: Vec<DemoCase>,
+}
+
+/// Loads the demo into `store` (once) and issues a fresh token per demo staff member.
+pub fn load(store: &dyn Store, now_ms: i64) -> anyhow::Result<DemoOutput> {
+    let (marker, loaded) = match store.meta_get(MARKER_KEY)? {
+        Some(bytes) => (
+            serde_json::from_slice::<Marker>(&bytes)
+                .context("the stored demo marker is corrupt")?,
+            false,
+        ),
+        None => {
+            let marker = Loader::new(store, now_ms)?.load_all()?;
+            store.meta_put(MARKER_KEY, &serde_json::to_vec(&marker)?)?;
+            (marker, true)
+        }
+    };
+    let mut tokens = Vec::new();
+    for id in &marker.staff {
+        let staff = store
+            .get_staff(*id)?
+            .with_context(|| format!("demo staff member {id} is missing from the directory"))?;
+        let issued = auth::issue(store, &staff, "demo device", now_ms)?;
+        let org = store
+            .get_org(staff.org_id)?
+            .map(|o| o.name)
+            .unwrap_or_default();
+        let team = match staff.teams.first() {
+            Some(t) => store.get_team(*t)?.map(|t| t.name).unwrap_or_default(),
+            None => String::new(),
+        };
+        tokens.push(DemoToken {
+            staff: staff.name,
+            staff_id: staff.staff_id.to_string(),
+            team,
+            role: staff.role,
+            org,
+            token: issued.token,
+        });
+    }
+    store.flush()?;
+    Ok(DemoOutput {
+        tokens,
+        cases: marker.cases,
+        loaded,
+    })
+}
+
+/// The human rendering: a table of staff, team and token, and how to point a client at it.
+pub fn render_human(out: &DemoOutput) -> String {
+    let w_staff = out
+        .tokens
+        .iter()
+        .map(|t| t.staff.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let w_team = out
+        .tokens
+        .iter()
+        .map(|t| t.team.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let mut s = String::new();
+    s.push_str(if out.loaded {
+        "Loaded the Castlebridge demo (fictional people and numbers).\n\n"
+    } else {
+        "The Castlebridge demo was already loaded; issued fresh tokens.\n\n"
+    });
+    s.push_str(&format!(
+        "{:w_staff$}  {:w_team$}  TOKEN\n",
+        "STAFF", "TEAM"
+    ));
+    for t in &out.tokens {
+        s.push_str(&format!(
+            "{:w_staff$}  {:w_team$}  {}\n",
+            t.staff, t.team, t.token
+        ));
+    }
+    s.push_str("\nCases: ");
+    s.push_str(
+        &out.cases
+            .iter()
+            .map(|c| format!("{} {}", c.label, c.case_id))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    let example = out
+        .tokens
+        .first()
+        .map(|t| t.token.as_str())
+        .unwrap_or("TOKEN");
+    s.push_str(&format!(
+        "\n\nStart the server with `casenote-server serve --data DIR`, then point a client at it, e.g. as Priya:\n  \
+         casenote --store ./priya login --server http://127.0.0.1:8080 --token {example}\n"
+    ));
+    s
+}
+
+/// The `--json` rendering: one object `{"tokens": [...], "cases": [...]}`.
+pub fn render_json(out: &DemoOutput) -> String {
+    serde_json::to_string(out).unwrap_or_else(|_| "{}".into())
+}
+
+/// One demo document being written.
+struct Doc {
+    id: DocId,
+    case_id: CaseId,
+    kind: DocKind,
+    doc: AutoCommit,
+}
+
+struct Loader<'a> {
+    store: &'a dyn Store,
+    now_ms: i64,
+    teams: HashMap<&'static str, TeamId>,
+    staff: HashMap<&'static str, Staff>,
+}
+
+const HOUR_MS: i64 = 60 * 60 * 1000;
+
+impl<'a> Loader<'a> {
+    fn new(store: &'a dyn Store, now_ms: i64) -> anyhow::Result<Self> {
+        for org in [COUNCIL, TRUST] {
+            if directory::find_org(store, org)?.is_none() {
+                directory::add_org(store, org)?;
+            }
+        }
+        let mut teams = HashMap::new();
+        for (org, team) in TEAMS {
+            let t = match directory::find_org(store, org)?
+                .and_then(|o| directory::find_team(store, o.org_id, team).transpose())
+                .transpose()?
+            {
+                Some(t) => t,
+                None => directory::add_team(store, org, team)?,
+            };
+            teams.insert(*team, t.team_id);
+        }
+        let mut staff = HashMap::new();
+        for (name, role, org, team) in STAFF {
+            let s = directory::add_staff(store, name, role, org, &[team.to_string()])?;
+            staff.insert(*name, s);
+        }
+        Ok(Loader {
+            store,
+            now_ms,
+            teams,
+            staff,
+        })
+    }
+
+    fn who(&self, name: &str) -> &Staff {
+        &self.staff[name]
+    }
+
+    /// Makes `name` the actor and author of the next edits to `doc`.
+    fn as_staff(&self, doc: &mut Doc, name: &str) {
+        let id = self.who(name).staff_id;
+        doc.doc.set_actor(ActorId::from(*id.as_bytes()));
+        doc.doc
+            .set_author(Some(Author::from(id.as_bytes().to_vec())));
+    }
+
+    fn new_doc(&self, name: &str, id: DocId, case_id: CaseId, kind: DocKind) -> Doc {
+        let mut doc = Doc {
+            id,
+            case_id,
+            kind,
+            doc: AutoCommit::new(),
+        };
+        self.as_staff(&mut doc, name);
+        doc
+    }
+
+    /// Pushes everything in `doc` as `name` through the sync path (what the server has already
+    /// counts as a duplicate).
+    fn push(&self, doc: &mut Doc, name: &str) -> anyhow::Result<()> {
+        let changes = doc
+            .doc
+            .get_changes(&[])
+            .into_iter()
+            .map(|mut c| ByteBuf::from(c.bytes().into_owned()))
+            .collect();
+        let who = Principal {
+            device_id: DeviceId(uuid::Uuid::nil()),
+            staff: self.who(name).clone(),
+        };
+        let out = sync::push(
+            self.store,
+            &who,
+            vec![DocPush {
+                doc_id: doc.id,
+                case_id: doc.case_id,
+                kind: doc.kind,
+                base: Vec::new(),
+                changes,
+            }],
+            self.now_ms,
+        )?;
+        if let Some(r) = out.rejections.first() {
+            bail!("the demo push of {} was rejected: {}", doc.id, r.reason);
+        }
+        if !out.need_full_history.is_empty() {
+            bail!("the demo push of {} lacked history", doc.id);
+        }
+        Ok(())
+    }
+
+    /// Sets the team around the person (who may hold the case's documents).
+    fn set_case_teams(&self, case_id: CaseId, teams: &[&str]) -> anyhow::Result<()> {
+        let mut case = self
+            .store
+            .get_case(case_id)?
+            .context("a demo case was not created")?;
+        case.teams = teams.iter().map(|t| self.teams[t]).collect();
+        self.store.write(&mut || {
+            Ok(Commit {
+                cases: vec![case.clone()],
+                ..Commit::default()
+            })
+        })?;
+        Ok(())
+    }
+
+    fn open_case(
+        &self,
+        by: &str,
+        who: Identity,
+        about_me: &str,
+        teams: &[&str],
+    ) -> anyhow::Result<Doc> {
+        let case_id = CaseId::new_random();
+        let mut doc = self.new_doc(by, DocId(case_id.0), case_id, DocKind::Case);
+        record::init_case(&mut doc.doc, case_id, &who)?;
+        if !about_me.is_empty() {
+            record::append_root_text(&mut doc.doc, "case", field::ABOUT_ME, about_me)?;
+        }
+        doc.doc.commit();
+        self.push(&mut doc, by)?;
+        self.set_case_teams(case_id, teams)?;
+        Ok(doc)
+    }
+
+    fn add_map_entry(
+        &self,
+        doc: &mut Doc,
+        key: &str,
+        entries: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
+        let parent = record::get_obj(&doc.doc, &ROOT, key, ObjType::Map)
+            .with_context(|| format!("the demo document has no {key} map"))?;
+        let obj = doc
+            .doc
+            .put_object(&parent, uuid::Uuid::new_v4().to_string(), ObjType::Map)?;
+        for (k, v) in entries {
+            doc.doc.put(&obj, *k, *v)?;
+        }
+        doc.doc.commit();
+        Ok(())
+    }
+
+    fn team_member(&self, case: &mut Doc, by: &str, staff: &str) -> anyhow::Result<()> {
+        let s = self.who(staff).clone();
+        let team = STAFF
+            .iter()
+            .find(|(n, ..)| *n == staff)
+            .map(|(_, _, org, team)| (*org, *team))
+            .unwrap_or_default();
+        self.as_staff(case, by);
+        self.add_map_entry(
+            case,
+            field::TEAM,
+            &[
+                ("org", team.0),
+                ("team", team.1),
+                ("role", &s.role),
+                ("worker", &s.name),
+                ("staff_id", &s.staff_id.to_string()),
+            ],
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn note(
+        &self,
+        case_id: CaseId,
+        by: &str,
+        kind: NoteKind,
+        occurred_ago_ms: i64,
+        text: &str,
+        amends: Option<Amends>,
+        late_entry_reason: Option<&str>,
+    ) -> anyhow::Result<DocId> {
+        let id = DocId::new_random();
+        let s = self.who(by).clone();
+        let (org, team) = STAFF
+            .iter()
+            .find(|(n, ..)| *n == by)
+            .map(|(_, _, org, team)| (*org, *team))
+            .unwrap_or_default();
+        let mut doc = self.new_doc(by, id, case_id, DocKind::Note);
+        record::init_note(
+            &mut doc.doc,
+            &NewNote {
+                case_id,
+                kind,
+                author: NoteAuthor {
+                    staff_id: s.staff_id.to_string(),
+                    role: s.role.clone(),
+                    org: org.into(),
+                    team: team.into(),
+                },
+                occurred_at_ms: self.now_ms - occurred_ago_ms,
+                // Written up twenty minutes after the contact, or now for a late entry.
+                recorded_at_ms: if late_entry_reason.is_some() {
+                    self.now_ms
+                } else {
+                    self.now_ms - occurred_ago_ms + HOUR_MS / 3
+                },
+                text: text.into(),
+                amends,
+                late_entry_reason: late_entry_reason.map(Into::into),
+            },
+        )?;
+        doc.doc.commit();
+        record::file_note(&mut doc.doc, id, self.now_ms)?;
+        doc.doc.commit();
+        self.push(&mut doc, by)?;
+        Ok(id)
+    }
+
+    fn load_all(&self) -> anyhow::Result<Marker> {
+        let mut cases = Vec::new();
+
+        // 1. Peggy Doyle, 84: in hospital after a fall, going home on pathway 1.
+        let mut peggy = self.open_case(
+            "Sam Kowalski",
+            Identity {
+                name: "Peggy Doyle".into(),
+                nhs_number: Some("999 234 5675".into()),
+                dob: Some("1941-03-12".into()),
+                address: Some("Rose Cottage, Fell Lane, Castlebridge CB7 0XX".into()),
+            },
+            "Call me Peggy; I feed the birds at 7am. I want to go home to my cottage.",
+            &[HUB, LTN, WARD7, NURSING],
+        )?;
+        for member in ["Sam Kowalski", "Mark Ellison", "Grace Liu", "Owen Hughes"] {
+            self.team_member(&mut peggy, "Sam Kowalski", member)?;
+        }
+        self.as_staff(&mut peggy, "Sam Kowalski");
+        let legal = record::get_obj(&peggy.doc, &ROOT, field::LEGAL_STATUS, ObjType::Map)
+            .context("the case has no legal status map")?;
+        peggy.doc.put(
+            &legal,
+            "mca",
+            "Has capacity to decide to return home (MCA assessment on the ward)",
+        )?;
+        peggy.doc.commit();
+        self.push(&mut peggy, "Sam Kowalski")?;
+
+        let mut plan = self.new_doc(
+            "Sam Kowalski",
+            DocId::new_random(),
+            peggy.case_id,
+            DocKind::Plan,
+        );
+        record::init_plan(&mut plan.doc, peggy.case_id)?;
+        record::append_root_text(
+            &mut plan.doc,
+            "plan",
+            field::NARRATIVE,
+            "Discharge plan. Peggy wants to go home to her cottage and has capacity to make that \
+             decision. Pathway 1: home with support.\n\nRisk Peggy chooses to take: living alone \
+             with no mobile signal. Agreed mitigations: a pendant alarm on the landline, daily \
+             visits for the first two weeks, a neighbour calls in at noon.",
+        )?;
+        record::set_root_str(&mut plan.doc, field::PATHWAY, "1")?;
+        record::set_root_str(&mut plan.doc, field::DISCHARGE_DATE, "2026-03-02")?;
+        plan.doc.commit();
+        self.push(&mut plan, "Sam Kowalski")?;
+        self.as_staff(&mut plan, "Mark Ellison");
+        self.add_map_entry(
+            &mut plan,
+            field::ACTIONS,
+            &[
+                (
+                    "what",
+                    "Fit grab rails by the back door and a perching stool",
+                ),
+                ("who", "Mark Ellison, OT"),
+                ("by_when", "2026-03-01"),
+                ("status", "open"),
+            ],
+        )?;
+        record::append_root_text(
+            &mut plan.doc,
+            "plan",
+            field::NARRATIVE,
+            "\n\nOT: home visit done; the stairs are manageable with a second rail.",
+        )?;
+        plan.doc.commit();
+        self.push(&mut plan, "Mark Ellison")?;
+
+        self.note(
+            peggy.case_id,
+            "Grace Liu",
+            NoteKind::CaseNote,
+            6 * HOUR_MS,
+            "Peggy mobilising with a frame; eating well. Keen to get home to feed the birds.",
+            None,
+            None,
+        )?;
+        self.note(
+            peggy.case_id,
+            "Sam Kowalski",
+            NoteKind::Mdt,
+            4 * HOUR_MS,
+            "MDT on Ward 7: medically fit for discharge. Pathway 1 agreed with Peggy.",
+            None,
+            None,
+        )?;
+        // 5. A district nurse's note about Jean, filed on Peggy's record by mistake, then corrected.
+        let wrong = self.note(
+            peggy.case_id,
+            "Owen Hughes",
+            NoteKind::Visit,
+            3 * HOUR_MS,
+            "Home visit: leg ulcer dressing changed; healing well. Husband present.",
+            None,
+            None,
+        )?;
+        self.note(
+            peggy.case_id,
+            "Owen Hughes",
+            NoteKind::CaseNote,
+            2 * HOUR_MS,
+            "Correction: the visit note above was about Jean Reilly and was filed on this record \
+             by mistake. It does not concern Peggy.",
+            Some(Amends {
+                note_id: wrong,
+                kind: "correction".into(),
+                reason: "Filed on the wrong person's record".into(),
+            }),
+            None,
+        )?;
+        cases.push(DemoCase {
+            case_id: peggy.case_id,
+            label: "Peggy".into(),
+        });
+
+        // 2. Daniel Okafor, 42: visit in pairs; a restricted safeguarding section; a late entry.
+        let mut daniel = self.open_case(
+            "Dr Helen Marsh",
+            Identity {
+                name: "Daniel Okafor".into(),
+                nhs_number: Some("999 345 6780".into()),
+                dob: Some("1983-07-21".into()),
+                address: Some("Flat 4, 17 Mill Street, Castlebridge CB2 0XX".into()),
+            },
+            "I prefer to be called Dan. Phone first; please don't knock unannounced.",
+            &[CMHT, LTN],
+        )?;
+        for member in ["Dr Helen Marsh", "Joe Ward", "Priya Shah"] {
+            self.team_member(&mut daniel, "Dr Helen Marsh", member)?;
+        }
+        self.as_staff(&mut daniel, "Joe Ward");
+        self.add_map_entry(
+            &mut daniel,
+            field::ALERTS,
+            &[
+                ("text", "Visit in pairs"),
+                ("status", "active"),
+                ("raised_by", "Joe Ward, AMHP"),
+            ],
+        )?;
+        self.push(&mut daniel, "Joe Ward")?;
+
+        let mut safeguarding = self.new_doc(
+            "Dr Helen Marsh",
+            DocId::new_random(),
+            daniel.case_id,
+            DocKind::Restricted,
+        );
+        safeguarding
+            .doc
+            .put(ROOT, field::SCHEMA, "casenote/restricted/1")?;
+        safeguarding
+            .doc
+            .put(ROOT, field::CASE_ID, daniel.case_id.to_string())?;
+        safeguarding.doc.put(ROOT, "title", "Safeguarding")?;
+        let text = safeguarding
+            .doc
+            .put_object(ROOT, field::NARRATIVE, ObjType::Text)?;
+        safeguarding.doc.splice_text(
+            &text,
+            0,
+            0,
+            "Safeguarding concern raised; strategy discussion held. Shared with the Community \
+             Mental Health Team only.",
+        )?;
+        safeguarding.doc.commit();
+        self.push(&mut safeguarding, "Dr Helen Marsh")?;
+
+        self.note(
+            daniel.case_id,
+            "Joe Ward",
+            NoteKind::Visit,
+            30 * HOUR_MS,
+            "Joint visit with Dr Marsh. Daniel calm, engaged; agreed to review in a week.",
+            None,
+            Some("No signal after the visit and the tablet battery failed; written up next day."),
+        )?;
+        cases.push(DemoCase {
+            case_id: daniel.case_id,
+            label: "Daniel".into(),
+        });
+
+        // 3. Jean Reilly, 79, and Tom Reilly, 81, her carer.
+        let mut jean = self.open_case(
+            "Priya Shah",
+            Identity {
+                name: "Jean Reilly".into(),
+                nhs_number: Some("999 456 7896".into()),
+                dob: Some("1946-11-02".into()),
+                address: Some("22 Orchard Road, Castlebridge CB4 0XX".into()),
+            },
+            "Tom is my husband. I like the radio on in the mornings.",
+            &[LTN, NURSING],
+        )?;
+        for member in ["Priya Shah", "Owen Hughes"] {
+            self.team_member(&mut jean, "Priya Shah", member)?;
+        }
+        self.push(&mut jean, "Priya Shah")?;
+        let mut jean_plan = self.new_doc(
+            "Priya Shah",
+            DocId::new_random(),
+            jean.case_id,
+            DocKind::Plan,
+        );
+        record::init_plan(&mut jean_plan.doc, jean.case_id)?;
+        record::append_root_text(
+            &mut jean_plan.doc,
+            "plan",
+            field::NARRATIVE,
+            "Best-interests decision about respite: Jean lacks capacity to decide on respite care \
+             (MCA assessment). Consulted Tom (husband and carer) and their son. Decision: two \
+             weeks' respite at Elm House so Tom can rest; Jean's routines kept.",
+        )?;
+        jean_plan.doc.commit();
+        self.push(&mut jean_plan, "Priya Shah")?;
+        self.note(
+            jean.case_id,
+            "Priya Shah",
+            NoteKind::Mdt,
+            24 * HOUR_MS,
+            "Best-interests meeting with Tom and their son; respite agreed.",
+            None,
+            None,
+        )?;
+        cases.push(DemoCase {
+            case_id: jean.case_id,
+            label: "Jean".into(),
+        });
+
+        let tom = self.open_case(
+            "Priya Shah",
+            Identity {
+                name: "Tom Reilly".into(),
+                nhs_number: Some("999 678 9012".into()),
+                dob: Some("1944-05-30".into()),
+                address: Some("22 Orchard Road, Castlebridge CB4 0XX".into()),
+            },
+            "I look after Jean. I need a proper night's sleep now and then.",
+            &[LTN],
+        )?;
+        self.note(
+            tom.case_id,
+            "Priya Shah",
+            NoteKind::Visit,
+            26 * HOUR_MS,
+            "Carer's assessment with Tom: exhausted by night-time care; wants respite and a \
+             carers' group.",
+            None,
+            None,
+        )?;
+        cases.push(DemoCase {
+            case_id: tom.case_id,
+            label: "Tom".into(),
+        });
+
+        // 4. Aisha Rahman, 9: a team around the child with Early Help and the school nurse.
+        let mut aisha = self.open_case(
+            "Lena Fischer",
+            Identity {
+                name: "Aisha Rahman".into(),
+                nhs_number: Some("999 789 0124".into()),
+                dob: Some("2016-09-14".into()),
+                address: Some("5 Canal Walk, Castlebridge CB3 0XX".into()),
+            },
+            "I like drawing and my cat Biscuit.",
+            &[EARLY_HELP],
+        )?;
+        self.team_member(&mut aisha, "Lena Fischer", "Lena Fischer")?;
+        self.add_map_entry(
+            &mut aisha,
+            field::TEAM,
+            &[
+                ("org", "Castlebridge Primary School"),
+                ("team", "School nursing"),
+                ("role", "school nurse"),
+                ("worker", "School nurse"),
+            ],
+        )?;
+        self.push(&mut aisha, "Lena Fischer")?;
+        self.note(
+            aisha.case_id,
+            "Lena Fischer",
+            NoteKind::Visit,
+            5 * HOUR_MS,
+            "Team around the child meeting at school with the school nurse and Aisha's mum.",
+            None,
+            None,
+        )?;
+        cases.push(DemoCase {
+            case_id: aisha.case_id,
+            label: "Aisha".into(),
+        });
+
+        self.store.flush()?;
+        Ok(Marker {
+            staff: STAFF
+                .iter()
+                .map(|(name, ..)| self.who(name).staff_id)
+                .collect(),
+            cases,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_modulus_11_check_accepts_good_numbers_and_refuses_bad_ones() {
+        assert!(nhs_number_is_valid("943 476 5919"));
+        assert!(!nhs_number_is_valid("943 476 5918"));
+        assert!(
+            !nhs_number_is_valid("999 123 4560"),
+            "check digit 10 is never valid"
+        );
+        assert!(!nhs_number_is_valid("12345"));
+        assert!(!nhs_number_is_valid("999 234 567x"));
+    }
+
+    #[test]
+    fn the_demo_loads_once_and_every_nhs_number_is_fictional_and_valid() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::open(dir.path()).unwrap();
+        let first = load(&*store, 1_700_000_000_000).unwrap();
+        assert!(first.loaded);
+        assert_eq!(first.tokens.len(), STAFF.len());
+        assert_eq!(first.cases.len(), 5);
+        let seq_after_first = store.last_seq();
+        assert!(seq_after_first.0 > 20);
+
+        let second = load(&*store, 1_700_000_000_000).unwrap();
+        assert!(!second.loaded);
+        assert_eq!(store.last_seq(), seq_after_first, "nothing is loaded twice");
+        assert_eq!(store.list_staff().unwrap().len(), STAFF.len());
+        assert_ne!(first.tokens[0].token, second.tokens[0].token);
+
+        let json: serde_json::Value = serde_json::from_str(&render_json(&second)).unwrap();
+        assert_eq!(json["tokens"][0]["staff"], "Priya Shah");
+        assert_eq!(json["tokens"][0]["team"], "Locality Team North");
+        assert_eq!(json["cases"][0]["label"], "Peggy");
+        assert!(render_human(&second).contains("casenote --store ./priya login"));
+
+        for case in &first.cases {
+            let rec = store.get_doc(DocId(case.case_id.0)).unwrap().unwrap();
+            assert_eq!(rec.header.kind, DocKind::Case);
+            let mut changes = Vec::new();
+            store
+                .scan_log(casenote_protocol::Seq(0), store.last_seq(), &mut |e| {
+                    if e.doc_id == rec.header.doc_id {
+                        changes.push(automerge::Change::from_bytes(e.bytes.to_vec()).unwrap());
+                    }
+                    true
+                })
+                .unwrap();
+            let mut doc = AutoCommit::new();
+            doc.apply_changes(changes).unwrap();
+            let nhs = record::get_str(&doc, &ROOT, field::NHS_NUMBER).unwrap();
+            assert!(nhs.starts_with("999"), "{nhs}");
+            assert!(nhs_number_is_valid(&nhs), "{nhs}");
+        }
+    }
+}

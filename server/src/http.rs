@@ -1,0 +1,332 @@
+//! The HTTP face of the server: the axum router, bearer-token authentication and [`ApiError`].
+//!
+//! Only this module knows HTTP. Every error leaves as JSON `{code, message}` with a stable code
+//! from `casenote_protocol::ErrorCode`; internal failures are logged with a request id and answered
+//! with that id only. Store calls run on the blocking pool, never on the async executor.
+
+use crate::auth::{self, Principal};
+use crate::store::{Store, StoreError};
+use crate::{now_ms, sync};
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use casenote_protocol::wire::{self, TeamRef, WhoAmI, CBOR_MEDIA_TYPE};
+use casenote_protocol::{limits, ErrorBody, ErrorCode};
+use std::sync::Arc;
+use tower_http::catch_panic::CatchPanicLayer;
+
+/// Server settings that are not limits (limits live in `casenote_protocol::limits`).
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct Config {}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub config: Arc<Config>,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, config: Config) -> Self {
+        AppState {
+            store,
+            config: Arc::new(config),
+        }
+    }
+}
+
+/// Every error the API answers with.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthorized,
+            "send a valid device token as `Authorization: Bearer cn_...`; ask an admin for a new one if it was revoked",
+        )
+    }
+
+    /// An internal failure: the detail is logged under a fresh request id; only the id is sent.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        let request_id = uuid::Uuid::new_v4();
+        tracing::error!(%request_id, error = %detail, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal,
+            format!("internal error; quote request id {request_id} to the administrator"),
+        )
+    }
+
+    fn too_large(len: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::BodyTooLarge,
+            format!(
+                "body is {len} bytes or more; the limit is {} bytes: sync in smaller pieces",
+                limits::REQUEST_BYTES_MAX
+            ),
+        )
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            code: self.code,
+            message: self.message,
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// Runs a store call on the blocking pool.
+async fn blocking<T, F>(f: F) -> Result<T, ApiError>
+where
+    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(join) => Err(ApiError::internal(format!(
+            "a blocking task failed: {join}"
+        ))),
+    }
+}
+
+/// An authenticated device, extracted from `Authorization: Bearer TOKEN`.
+pub struct Authed(pub Principal);
+
+impl FromRequestParts<AppState> for Authed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                let (scheme, token) = v.trim().split_once(' ')?;
+                scheme
+                    .eq_ignore_ascii_case("bearer")
+                    .then(|| token.trim().to_string())
+            })
+            .ok_or_else(ApiError::unauthorized)?;
+        let store = state.store.clone();
+        match blocking(move || auth::authenticate(&*store, &token)).await? {
+            Some(p) => Ok(Authed(p)),
+            None => Err(ApiError::unauthorized()),
+        }
+    }
+}
+
+/// The router with every endpoint.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/v1/whoami", get(whoami))
+        .route(
+            "/v1/sync",
+            post(sync_handler).layer(DefaultBodyLimit::disable()),
+        )
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(limits::SMALL_BODY_BYTES_MAX))
+        .layer(CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                ApiError::internal("a handler panicked").into_response()
+            },
+        ))
+        .with_state(state)
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::NotFound,
+        "no such endpoint",
+    )
+}
+
+async fn whoami(
+    State(state): State<AppState>,
+    Authed(who): Authed,
+) -> Result<Json<WhoAmI>, ApiError> {
+    let store = state.store.clone();
+    let answer = blocking(move || {
+        let org = store
+            .get_org(who.staff.org_id)?
+            .map(|o| o.name)
+            .unwrap_or_default();
+        let mut teams = Vec::new();
+        for id in &who.staff.teams {
+            if let Some(t) = store.get_team(*id)? {
+                teams.push(TeamRef {
+                    team_id: t.team_id,
+                    name: t.name,
+                });
+            }
+        }
+        Ok(WhoAmI {
+            staff_id: who.staff.staff_id,
+            device_id: who.device_id,
+            name: who.staff.name,
+            role: who.staff.role,
+            org,
+            teams,
+        })
+    })
+    .await?;
+    Ok(Json(answer))
+}
+
+fn is_cbor(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case(CBOR_MEDIA_TYPE)
+        })
+        .unwrap_or(false)
+}
+
+use casenote_protocol::limits::OVERSIZED_BODY_DRAIN_BYTES_MAX;
+
+/// Reads and discards up to `max` bytes of `body`.
+async fn drain(mut body: Body, max: usize) {
+    use http_body_util::BodyExt;
+    let mut read = 0usize;
+    while read <= max {
+        match body.frame().await {
+            Some(Ok(frame)) => read += frame.data_ref().map_or(0, |d| d.len()),
+            _ => break,
+        }
+    }
+}
+
+/// Reads the whole body, refusing more than `limits::REQUEST_BYTES_MAX` bytes without buffering
+/// them: by its Content-Length before reading, or as it arrives when the length is not declared.
+/// (This is `axum::body::to_bytes` with the limit, plus draining an oversized body; see
+/// [`OVERSIZED_BODY_DRAIN_BYTES_MAX`].)
+async fn read_body(headers: &HeaderMap, mut body: Body) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    let max = limits::REQUEST_BYTES_MAX;
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|len| usize::try_from(len).unwrap_or(usize::MAX));
+    if let Some(len) = declared {
+        if len > max {
+            if len <= max.saturating_add(OVERSIZED_BODY_DRAIN_BYTES_MAX) {
+                drain(body, len).await;
+            }
+            return Err(ApiError::too_large(len));
+        }
+    }
+    let mut buf: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::MalformedBody,
+                format!("the body could not be read: {e}"),
+            )
+        })?;
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
+        if buf.len() + data.len() > max {
+            let seen = buf.len() + data.len();
+            drop(buf);
+            drain(body, OVERSIZED_BODY_DRAIN_BYTES_MAX).await;
+            return Err(ApiError::too_large(seen));
+        }
+        buf.extend_from_slice(data);
+    }
+    Ok(Bytes::from(buf))
+}
+
+async fn sync_handler(
+    State(state): State<AppState>,
+    Authed(who): Authed,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    if !is_cbor(&headers) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::UnsupportedMediaType,
+            format!("send the sync body as {CBOR_MEDIA_TYPE}"),
+        ));
+    }
+    let bytes = read_body(&headers, body).await?;
+    let started = std::time::Instant::now();
+    let body_bytes = bytes.len();
+    let store = state.store.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let req = match wire::decode_request(&bytes) {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(e)),
+        };
+        sync::handle(&*store, &who, req, now_ms()).map(|resp| Ok(wire::encode(&resp)))
+    })
+    .await;
+    let encoded = match outcome {
+        Ok(Ok(Ok(encoded))) => encoded,
+        Ok(Ok(Err(decode))) => {
+            let code = decode.code();
+            let status = if code == ErrorCode::BodyTooLarge {
+                StatusCode::PAYLOAD_TOO_LARGE
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            return Err(ApiError::new(status, code, decode.to_string()));
+        }
+        Ok(Err(store)) => return Err(ApiError::internal(store)),
+        Err(join) => return Err(ApiError::internal(format!("the sync task failed: {join}"))),
+    };
+    tracing::debug!(
+        body_bytes,
+        response_bytes = encoded.len(),
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "sync answered"
+    );
+    Ok((
+        [(CONTENT_TYPE, HeaderValue::from_static(CBOR_MEDIA_TYPE))],
+        encoded,
+    )
+        .into_response())
+}

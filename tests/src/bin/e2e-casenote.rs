@@ -1,0 +1,5 @@
+//! The `casenote` CLI, built inside this package so end-to-end tests can spawn it.
+
+fn main() -> std::process::ExitCode {
+    casenote_cli::main()
+}

@@ -1,0 +1,258 @@
+//! The end-to-end harness: real server processes on 127.0.0.1:0 over real sled directories,
+//! and real `casenote` CLI processes over real device stores.
+
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const SERVER_BIN: &str = env!("CARGO_BIN_EXE_e2e-casenote-server");
+pub const CLI_BIN: &str = env!("CARGO_BIN_EXE_e2e-casenote");
+
+/// Runs `casenote-server` with `args` to completion; panics with its stderr if it fails.
+pub fn server_cmd(args: &[&str]) -> String {
+    let out = Command::new(SERVER_BIN)
+        .args(args)
+        .output()
+        .expect("run casenote-server");
+    assert!(
+        out.status.success(),
+        "casenote-server {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// One demo staff member's token, as `demo --json` prints it.
+#[derive(Clone, Debug)]
+pub struct Staff {
+    pub name: String,
+    pub team: String,
+    pub token: String,
+}
+
+/// Loads the demo borough into `data` and returns its staff tokens.
+pub fn demo(data: &Path) -> Vec<Staff> {
+    let out = server_cmd(&["demo", "--data", data.to_str().unwrap(), "--json"]);
+    let v: Value = serde_json::from_str(&out).expect("demo --json prints one JSON object");
+    v["tokens"]
+        .as_array()
+        .expect("a tokens array")
+        .iter()
+        .map(|t| Staff {
+            name: t["staff"].as_str().unwrap().to_string(),
+            team: t["team"].as_str().unwrap().to_string(),
+            token: t["token"].as_str().unwrap().to_string(),
+        })
+        .collect()
+}
+
+/// Issues a new device token for a staff member (the server must not be running on `data`).
+pub fn issue_token(data: &Path, staff: &str) -> String {
+    server_cmd(&[
+        "admin",
+        "--data",
+        data.to_str().unwrap(),
+        "token",
+        "issue",
+        "--staff",
+        staff,
+    ])
+    .trim()
+    .to_string()
+}
+
+/// The token of the demo staff member called `name`.
+pub fn token_of(staff: &[Staff], name: &str) -> String {
+    staff
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no demo staff member {name}"))
+        .token
+        .clone()
+}
+
+/// A running server process.
+pub struct Server {
+    child: Child,
+    pub url: String,
+    pub data: PathBuf,
+}
+
+impl Server {
+    /// Starts a server on `data`, on a free port.
+    pub fn start(data: &Path) -> Server {
+        Self::start_on(data, "127.0.0.1:0")
+    }
+
+    /// Starts a server on `data` listening on `addr`.
+    pub fn start_on(data: &Path, addr: &str) -> Server {
+        let mut child = Command::new(SERVER_BIN)
+            .args(["serve", "--data", data.to_str().unwrap(), "--listen", addr])
+            .stdout(Stdio::piped())
+            .stderr(if std::env::var_os("CASENOTE_TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .expect("spawn casenote-server");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the server prints its address within a minute");
+        let url = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .filter(|u| u.starts_with("http://"))
+            .unwrap_or_else(|| panic!("unexpected first line from the server: {line:?}"))
+            .to_string();
+        Server {
+            child,
+            url,
+            data: data.to_path_buf(),
+        }
+    }
+
+    /// The `host:port` the server listens on.
+    pub fn addr(&self) -> String {
+        self.url.trim_start_matches("http://").to_string()
+    }
+
+    /// Kills the server with SIGKILL and waits for it to be gone.
+    pub fn kill9(mut self) {
+        self.child.kill().expect("SIGKILL the server");
+        self.child.wait().expect("reap the server");
+    }
+
+    /// Kills the server with SIGKILL and starts it again on the same data and port.
+    pub fn crash_and_restart(self) -> Server {
+        let (data, addr) = (self.data.clone(), self.addr());
+        self.kill9();
+        Server::start_on(&data, &addr)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A field device: the `casenote` CLI over its own store directory.
+pub struct Cli {
+    pub store: PathBuf,
+}
+
+impl Cli {
+    pub fn new(store: PathBuf) -> Cli {
+        Cli { store }
+    }
+
+    /// A device signed in to `server` with `token`.
+    pub fn login(store: PathBuf, server: &Server, token: &str) -> Cli {
+        let cli = Cli::new(store);
+        cli.ok(&["login", "--server", &server.url, "--token", token]);
+        cli
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(CLI_BIN);
+        cmd.arg("--store").arg(&self.store).args(args);
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run casenote")
+    }
+
+    /// Runs a command that must succeed; returns its stdout, trimmed.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "casenote {args:?} failed ({:?}): {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// Runs a command that must fail; returns its exit code and stderr.
+    pub fn fails(&self, args: &[&str]) -> (i32, String) {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "casenote {args:?} should have failed but printed {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    }
+
+    pub fn json(&self, args: &[&str]) -> Value {
+        serde_json::from_str(&self.ok(args)).expect("valid JSON")
+    }
+
+    pub fn show(&self, case: &str) -> Value {
+        self.json(&["show", case, "--json"])
+    }
+
+    pub fn sync(&self) -> Value {
+        self.json(&["sync", "--json"])
+    }
+}
+
+/// The text of the plan of a `show --json` value.
+pub fn plan_text(show: &Value) -> String {
+    show["plans"][0]["content"]["narrative"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The About Me text of a `show --json` value.
+pub fn about_me(show: &Value) -> String {
+    show["record"]["about_me"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Every byte of every file under `dir`.
+pub fn all_bytes_under(dir: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for entry in walk(dir) {
+        out.extend(std::fs::read(entry).unwrap_or_default());
+    }
+    out
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

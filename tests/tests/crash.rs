@@ -1,0 +1,140 @@
+//! Crashes with real processes and SIGKILL: a server killed right after it acknowledged a sync
+//! keeps every acknowledged change; a device killed mid-edit keeps every edit whose command
+//! returned, and its outbox still syncs.
+
+mod common;
+use common::*;
+use rand::Rng;
+use std::time::{Duration, Instant};
+
+#[test]
+fn a_server_killed_right_after_acknowledging_keeps_every_acknowledged_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("server");
+    let staff = demo(&data);
+    let fresh_token = issue_token(&data, "Priya Shah");
+    let mut server = Server::start(&data);
+    let dev = Cli::login(
+        tmp.path().join("dev"),
+        &server,
+        &token_of(&staff, "Priya Shah"),
+    );
+    let case = dev.ok(&["case", "new", "--name", "Test Person Three"]);
+
+    let mut acknowledged = Vec::new();
+    for round in 0..5 {
+        for i in 0..3 {
+            let marker = format!("ACK-{round}-{i}");
+            let note = dev.ok(&["note", "add", &case, "--text", &marker]);
+            dev.ok(&["note", "file", &note]);
+            dev.ok(&["plan", "append", &case, "--text", &format!(" {marker}")]);
+            acknowledged.push(marker);
+        }
+        let report = dev.sync();
+        assert!(
+            report["changes_stored"].as_u64().unwrap() > 0,
+            "the server stored nothing: {report}"
+        );
+        // The sync returned, so the server acknowledged: kill it at once.
+        server = server.crash_and_restart();
+    }
+
+    let fresh = Cli::login(tmp.path().join("fresh"), &server, &fresh_token);
+    fresh.sync();
+    let show = fresh.show(&case);
+    let notes: Vec<String> = show["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["content"]["text"].as_str().unwrap().to_string())
+        .collect();
+    let plan = plan_text(&show);
+    for marker in &acknowledged {
+        assert!(
+            notes.contains(marker),
+            "acknowledged note {marker} was lost"
+        );
+        assert!(
+            plan.contains(marker),
+            "acknowledged plan edit {marker} was lost"
+        );
+    }
+    assert_eq!(show, dev.show(&case));
+}
+
+#[test]
+fn a_device_killed_mid_edit_keeps_every_edit_that_returned_and_still_syncs_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("server");
+    let staff = demo(&data);
+    let fresh_token = issue_token(&data, "Priya Shah");
+    let server = Server::start(&data);
+    let dev = Cli::login(
+        tmp.path().join("dev"),
+        &server,
+        &token_of(&staff, "Priya Shah"),
+    );
+    let case = dev.ok(&["case", "new", "--name", "Test Person Four"]);
+    dev.sync();
+
+    let mut rng = rand::thread_rng();
+    let mut returned = Vec::new();
+    let mut killed = 0;
+    for i in 0..40 {
+        let marker = format!("EDIT-{i:02}");
+        let mut child = dev
+            .command(&["plan", "append", &case, "--text", &format!(" {marker}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_micros(rng.gen_range(0..60_000));
+        let mut finished = None;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                finished = Some(status);
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        match finished {
+            Some(status) => {
+                assert!(status.success(), "edit {marker} failed on its own");
+                returned.push(marker);
+            }
+            None => {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                killed += 1;
+            }
+        }
+    }
+    assert!(
+        killed > 0,
+        "no edit was interrupted; the test proved nothing"
+    );
+    assert!(
+        !returned.is_empty(),
+        "no edit returned; the test proved nothing"
+    );
+
+    let plan = plan_text(&dev.show(&case));
+    for marker in &returned {
+        assert!(
+            plan.contains(marker.as_str()),
+            "edit {marker} returned but was lost after a crash"
+        );
+    }
+    let status = dev.json(&["status", "--json"]);
+    assert!(status["unsynced_changes"].as_u64().unwrap() >= returned.len() as u64);
+
+    dev.sync();
+    let fresh = Cli::login(tmp.path().join("fresh"), &server, &fresh_token);
+    fresh.sync();
+    let fresh_plan = plan_text(&fresh.show(&case));
+    assert_eq!(
+        fresh_plan, plan,
+        "the outbox did not carry every surviving edit to the server"
+    );
+    assert_eq!(dev.json(&["status", "--json"])["unsynced_changes"], 0);
+}
