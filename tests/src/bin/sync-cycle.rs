@@ -15,18 +15,31 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let docs = args.first().copied().unwrap_or(1000);
     let changed = args.get(1).copied().unwrap_or(20);
     let tmp = tempfile::tempdir()?;
 
     let store = casenote_server::open(&tmp.path().join("server"))?;
     let demo = casenote_server::demo::load(store.as_ref(), casenote_server::now_ms())?;
-    let token = demo.tokens.iter().find(|t| t.staff == "Priya Shah").expect("demo staff").token.clone();
+    let token = demo
+        .tokens
+        .iter()
+        .find(|t| t.staff == "Priya Shah")
+        .expect("demo staff")
+        .token
+        .clone();
     let rt = tokio::runtime::Runtime::new()?;
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let url = format!("http://{}", listener.local_addr()?);
-    rt.spawn(casenote_server::run(listener, store, casenote_server::Config::default()));
+    rt.spawn(casenote_server::run(
+        listener,
+        store,
+        casenote_server::Config::default(),
+    ));
 
     // A device with `docs` documents of its own: cases (case + plan) and notes.
     let dev = Device::open(&tmp.path().join("device"))?;
@@ -35,8 +48,16 @@ fn main() -> anyhow::Result<()> {
     let mut cases = Vec::new();
     let held = dev.status()?.docs_held;
     while dev.status()?.docs_held < docs.max(held + 2) {
-        let case = dev.case_new(&Identity { name: format!("Measure {}", cases.len()), ..Default::default() })?;
-        dev.note_add(case, NoteKind::Visit, "A home visit: kitchen, stairs and mobility reviewed.", None)?;
+        let case = dev.case_new(&Identity {
+            name: format!("Measure {}", cases.len()),
+            ..Default::default()
+        })?;
+        dev.note_add(
+            case,
+            NoteKind::Visit,
+            "A home visit: kitchen, stairs and mobility reviewed.",
+            None,
+        )?;
         cases.push(case);
     }
     let seed = dev.sync()?;
@@ -74,6 +95,9 @@ fn main() -> anyhow::Result<()> {
         serde_json::json!({"scenario": "changed", "docs_held": held, "docs_changed": r.docs_up,
             "median_ms": median(changed_ms), "requests": r.requests, "bytes_up": r.bytes_up, "bytes_down": r.bytes_down})
     );
-    eprintln!("seeded {} documents in {} requests ({} bytes up)", held, seed.requests, seed.bytes_up);
+    eprintln!(
+        "seeded {} documents in {} requests ({} bytes up)",
+        held, seed.requests, seed.bytes_up
+    );
     Ok(())
 }
