@@ -197,7 +197,9 @@ pub fn main() -> ExitCode {
 fn exit_code(err: &anyhow::Error) -> u8 {
     match err.downcast_ref::<CoreError>() {
         Some(CoreError::Transport(TransportError::Unreachable { .. })) => 3,
-        Some(CoreError::Transport(TransportError::Unauthorized(_))) => 4,
+        Some(CoreError::Transport(TransportError::Unauthorized(_)))
+        | Some(CoreError::Transport(TransportError::Revoked(_)))
+        | Some(CoreError::RevokedAndWiped(_)) => 4,
         _ => 1,
     }
 }

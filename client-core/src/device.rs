@@ -8,7 +8,7 @@
 use crate::engine::{self, Outgoing, Plan};
 use crate::error::Error;
 use crate::store::{self, DeviceStore, Header, Writes};
-use crate::transport::{HttpTransport, Transport};
+use crate::transport::{HttpTransport, Transport, TransportError};
 use automerge::{ActorId, Author, AutoCommit, ChangeHash, ReadDoc};
 use casenote_protocol::record::{self, field, Amends, Identity, NewNote, NoteAuthor, NoteKind};
 use casenote_protocol::wire::{self, Rejection, WhoAmI};
@@ -670,7 +670,7 @@ impl Device {
             let body = wire::encode(&req);
             report.bytes_up += body.len();
             report.requests += 1;
-            let answer = transport.sync(body)?;
+            let answer = self.exchange(transport, body)?;
             report.bytes_down += answer.len();
             let resp =
                 wire::decode_response(&answer).map_err(|e| Error::Protocol(e.to_string()))?;
@@ -706,6 +706,25 @@ impl Device {
     /// Syncs with the server this store is signed in to.
     pub fn sync(&self) -> Result<SyncReport, Error> {
         self.sync_with(&self.http_transport()?)
+    }
+
+    /// Deletes every record, the token and the sign-in, files included.
+    pub fn wipe(&self) -> Result<(), Error> {
+        self.store.wipe()?;
+        let mut w = Writes::default();
+        w.put_meta(META_ACTOR, ActorId::random().to_bytes().to_vec());
+        self.store.commit(w)
+    }
+
+    /// Sends one request; a revoked device wipes itself before reporting the revocation.
+    fn exchange(&self, transport: &dyn Transport, body: Vec<u8>) -> Result<Vec<u8>, Error> {
+        match transport.sync(body) {
+            Err(TransportError::Revoked(msg)) => {
+                self.wipe()?;
+                Err(Error::RevokedAndWiped(msg))
+            }
+            other => Ok(other?),
+        }
     }
 
     fn carry_out(&self, plan: Plan, report: &mut SyncReport) -> Result<(), Error> {
@@ -760,14 +779,23 @@ impl Device {
             );
         }
         report.rejections.extend(plan.refused);
+        let evicting = !plan.evict.is_empty();
         for doc_id in plan.evict {
             self.store.stage_forget(&mut w, doc_id)?;
             report.evicted += 1;
         }
+        if evicting {
+            // Recorded with the deletions, so a crash before the rewrite finishes it on reopen.
+            w.put_meta(store::META_REWRITE_PENDING, Vec::new());
+        }
         w.put_meta(META_CURSOR, plan.cursor.0.to_be_bytes().to_vec());
         report.clock_offset_ms = plan.clock_offset_ms;
         report.clock_flagged = plan.clock_offset_ms.abs() > limits::CLOCK_OFFSET_FLAG_MS;
-        self.store.commit(w)
+        self.store.commit(w)?;
+        if evicting {
+            self.store.rewrite()?;
+        }
+        Ok(())
     }
 
     /// Unsynced work, refusals, the last sync and the server.

@@ -21,6 +21,8 @@ pub enum Error {
     Corrupt(String),
     #[error(transparent)]
     Transport(#[from] crate::transport::TransportError),
+    #[error("this device has been revoked by an administrator, so its store has been wiped: every case record is gone from it ({0})")]
+    RevokedAndWiped(String),
     #[error("the server sent something this device cannot use: {0}")]
     Protocol(String),
 }

@@ -2,7 +2,7 @@
 //! beyond the local store.
 
 use casenote_protocol::wire::{WhoAmI, CBOR_MEDIA_TYPE};
-use casenote_protocol::{limits, ErrorBody};
+use casenote_protocol::{limits, ErrorBody, ErrorCode};
 use std::io::Read;
 use std::time::Duration;
 
@@ -11,8 +11,10 @@ use std::time::Duration;
 pub enum TransportError {
     #[error("cannot reach the server at {url}: {detail}; your changes are safe on this device and will go up on the next sync")]
     Unreachable { url: String, detail: String },
-    #[error("the server refused this device's token ({0}): it may have been revoked; ask an administrator for a new one")]
+    #[error("the server refused this device's token ({0}); check the token, or ask an administrator for a new one")]
     Unauthorized(String),
+    #[error("this device has been revoked by an administrator ({0})")]
+    Revoked(String),
     #[error("the server answered {status} {code}: {message}")]
     Server {
         status: u16,
@@ -66,7 +68,9 @@ impl HttpTransport {
                 let (code, message) = body
                     .map(|b| (b.code.to_string(), b.message))
                     .unwrap_or_else(|| ("unknown".into(), "no error body".into()));
-                if status == 401 {
+                if status == 401 && code == ErrorCode::DeviceRevoked.as_str() {
+                    TransportError::Revoked(message)
+                } else if status == 401 {
                     TransportError::Unauthorized(message)
                 } else {
                     TransportError::Server {

@@ -31,6 +31,11 @@ pub enum ErrorCode {
     HeaderMismatch,
     /// A pushed document names a case the server does not know.
     UnknownCase,
+    /// The device's token was revoked (a lost tablet, a leaver): the device must wipe its store.
+    DeviceRevoked,
+    /// A pushed change's actor or author belongs to someone other than the pushing device's
+    /// staff member: authorship cannot be forged.
+    ForgedAuthor,
     /// Something went wrong on the server; the message carries a request id to quote.
     Internal,
 }
@@ -50,6 +55,8 @@ impl ErrorCode {
             ErrorCode::MalformedChange => "malformed_change",
             ErrorCode::HeaderMismatch => "header_mismatch",
             ErrorCode::UnknownCase => "unknown_case",
+            ErrorCode::DeviceRevoked => "device_revoked",
+            ErrorCode::ForgedAuthor => "forged_author",
             ErrorCode::Internal => "internal",
         }
     }
