@@ -54,6 +54,21 @@ enum Cmd {
     /// Edit a case's About Me text.
     #[command(subcommand, name = "about-me")]
     AboutMe(TextCmd),
+    /// Raise alerts on a case and set their status.
+    #[command(subcommand)]
+    Alert(AlertCmd),
+    /// Settle a conflicted field with one value; the resolution is recorded.
+    Resolve {
+        case_id: CaseId,
+        /// The field's path as `conflicts` prints it, e.g. discharge_date or alerts.ID.status.
+        #[arg(long)]
+        field: String,
+        #[arg(long)]
+        value: String,
+        /// The document holding the field, when several have a conflict at that path.
+        #[arg(long)]
+        doc: Option<DocId>,
+    },
     /// Show a whole case: record, notes, plan.
     Show {
         case_id: CaseId,
@@ -108,6 +123,10 @@ enum NoteCmd {
         text: String,
         #[arg(long, default_value = "case-note", value_parser = parse_kind)]
         kind: NoteKind,
+        /// When it happened, as the worker states it: RFC 3339 (2026-11-23T09:30:00Z) or a time
+        /// ago (30h, 90min). Defaults to now.
+        #[arg(long, value_parser = parse_when)]
+        occurred_at: Option<i64>,
     },
     /// Replace a draft note's text (a filed note refuses).
     Edit {
@@ -116,7 +135,12 @@ enum NoteCmd {
         text: String,
     },
     /// File a draft note; it never changes again.
-    File { note_id: DocId },
+    File {
+        note_id: DocId,
+        /// Why the note is filed more than 24 hours after it happened (required then).
+        #[arg(long)]
+        late_entry_reason: Option<String>,
+    },
     /// Amend a filed note with a new note; prints the amendment's id.
     Amend {
         note_id: DocId,
@@ -148,6 +172,39 @@ enum PlanCmd {
         #[arg(long, default_value = "")]
         text: String,
     },
+    /// Record that the plan was agreed with the person (kept with the plan's state; any later
+    /// edit shows as "changed since agreed").
+    Agree {
+        case_id: CaseId,
+        /// Who it was agreed with, e.g. "Peggy and her son".
+        #[arg(long)]
+        with: String,
+    },
+    /// Add a goal, in the person's words; prints its id.
+    Goal {
+        case_id: CaseId,
+        #[arg(long)]
+        text: String,
+    },
+    /// Add an action (what, who, by when); prints its id.
+    Action {
+        case_id: CaseId,
+        #[arg(long)]
+        what: String,
+        #[arg(long, default_value = "")]
+        who: String,
+        #[arg(long, default_value = "")]
+        by: String,
+    },
+    /// Set an action's (or with --goal, a goal's) status: open, in-progress, done, cancelled.
+    Status {
+        case_id: CaseId,
+        id: String,
+        #[arg(long)]
+        status: String,
+        #[arg(long)]
+        goal: bool,
+    },
     /// Set a plan field: discharge-date or pathway.
     Set {
         case_id: CaseId,
@@ -155,6 +212,23 @@ enum PlanCmd {
         field: String,
         #[arg(long)]
         value: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AlertCmd {
+    /// Raise an alert (e.g. "visit in pairs"); prints its id.
+    Add {
+        case_id: CaseId,
+        #[arg(long)]
+        text: String,
+    },
+    /// Set an alert's status: active or resolved.
+    Status {
+        case_id: CaseId,
+        alert_id: String,
+        #[arg(long)]
+        status: String,
     },
 }
 
@@ -180,6 +254,24 @@ enum TextCmd {
 
 fn parse_kind(s: &str) -> Result<NoteKind, String> {
     s.parse()
+}
+
+/// Parses an RFC 3339 time or a duration ago into ms since the Unix epoch.
+fn parse_when(s: &str) -> Result<i64, String> {
+    let at = match humantime::parse_rfc3339_weak(s) {
+        Ok(t) => t,
+        Err(_) => {
+            let ago = humantime::parse_duration(s.trim_end_matches(" ago")).map_err(|_| {
+                format!("{s:?} is neither a time like 2026-11-23T09:30:00Z nor a time ago like 30h")
+            })?;
+            std::time::SystemTime::now()
+                .checked_sub(ago)
+                .ok_or_else(|| format!("{s:?} is too long ago"))?
+        }
+    };
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .map_err(|_| format!("{s:?} is before 1970"))
 }
 
 /// Runs the CLI with the process's arguments; returns the exit code.
@@ -276,10 +368,14 @@ fn run(cli: Cli) -> Result<()> {
             case_id,
             text,
             kind,
-        }) => println!("{}", device.note_add(case_id, kind, &text, None)?),
+            occurred_at,
+        }) => println!("{}", device.note_add(case_id, kind, &text, occurred_at)?),
         Cmd::Note(NoteCmd::Edit { note_id, text }) => device.note_edit(note_id, &text)?,
-        Cmd::Note(NoteCmd::File { note_id }) => {
-            device.note_file(note_id)?;
+        Cmd::Note(NoteCmd::File {
+            note_id,
+            late_entry_reason,
+        }) => {
+            device.note_file_with(note_id, late_entry_reason.as_deref())?;
             println!("filed {note_id}");
         }
         Cmd::Note(NoteCmd::Amend {
@@ -309,6 +405,42 @@ fn run(cli: Cli) -> Result<()> {
                 field::DISCHARGE_DATE
             };
             device.plan_set(case_id, key, &value)?;
+        }
+        Cmd::Plan(PlanCmd::Agree { case_id, with }) => device.plan_agree(case_id, &with)?,
+        Cmd::Plan(PlanCmd::Goal { case_id, text }) => {
+            println!("{}", device.goal_add(case_id, &text)?)
+        }
+        Cmd::Plan(PlanCmd::Action {
+            case_id,
+            what,
+            who,
+            by,
+        }) => {
+            println!("{}", device.action_add(case_id, &what, &who, &by)?)
+        }
+        Cmd::Plan(PlanCmd::Status {
+            case_id,
+            id,
+            status,
+            goal,
+        }) => device.action_status(case_id, &id, &status, goal)?,
+        Cmd::Alert(AlertCmd::Add { case_id, text }) => {
+            println!("{}", device.alert_add(case_id, &text)?)
+        }
+        Cmd::Alert(AlertCmd::Status {
+            case_id,
+            alert_id,
+            status,
+        }) => device.alert_status(case_id, &alert_id, &status)?,
+        Cmd::Resolve {
+            case_id,
+            field: path,
+            value,
+            doc,
+        } => {
+            let path: Vec<String> = path.split('.').map(str::to_string).collect();
+            let doc = device.resolve(case_id, doc, &path, &value)?;
+            println!("resolved {} in {doc}", path.join("."));
         }
         Cmd::AboutMe(TextCmd::Append { case_id, text }) => {
             device.about_me_append(case_id, &text)?

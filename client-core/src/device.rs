@@ -241,6 +241,26 @@ impl Device {
         Ok(out)
     }
 
+    /// Loads an existing document of `kind` and runs one durable edit on it.
+    fn edit_existing<T>(
+        &self,
+        doc_id: DocId,
+        kind: DocKind,
+        what: &'static str,
+        f: impl FnOnce(&mut AutoCommit) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let (doc, next) = self.load_kind(doc_id, kind, what)?;
+        let header = Header {
+            case_id: self
+                .store
+                .header(doc_id)?
+                .map(|h| h.case_id)
+                .ok_or_else(|| Error::NotFound(what, doc_id.to_string()))?,
+            kind,
+        };
+        self.edit(doc_id, header, Some((doc, next)), f)
+    }
+
     fn author(&self) -> Result<NoteAuthor, Error> {
         let who = self.whoami()?;
         Ok(NoteAuthor {
@@ -390,28 +410,32 @@ impl Device {
 
     /// Replaces a draft note's text. A filed note refuses.
     pub fn note_edit(&self, note: DocId, text: &str) -> Result<(), Error> {
-        let (doc, next) = self.load_kind(note, DocKind::Note, "note")?;
-        record::ensure_draft(&doc, note)?;
-        let header = self
-            .store
-            .header(note)?
-            .expect("load_kind checked the header");
-        self.edit(note, header, Some((doc, next)), |d| {
+        self.edit_existing(note, DocKind::Note, "note", |d| {
             Ok(record::set_note_text(d, note, text)?)
         })
     }
 
     /// Files a draft note: from now on it never changes.
     pub fn note_file(&self, note: DocId) -> Result<(), Error> {
-        let (doc, next) = self.load_kind(note, DocKind::Note, "note")?;
-        record::ensure_draft(&doc, note)?;
-        let header = self
-            .store
-            .header(note)?
-            .expect("load_kind checked the header");
+        self.note_file_with(note, None)
+    }
+
+    /// Files a draft note, with a late-entry reason when it is filed more than a day after it
+    /// happened (`limits::LATE_ENTRY_AFTER_MS_DEFAULT`).
+    pub fn note_file_with(
+        &self,
+        note: DocId,
+        late_entry_reason: Option<&str>,
+    ) -> Result<(), Error> {
         let now = self.now();
-        self.edit(note, header, Some((doc, next)), |d| {
-            Ok(record::file_note(d, note, now)?)
+        self.edit_existing(note, DocKind::Note, "note", |d| {
+            Ok(record::file_note_late(
+                d,
+                note,
+                now,
+                late_entry_reason,
+                limits::LATE_ENTRY_AFTER_MS_DEFAULT,
+            )?)
         })
     }
 
@@ -427,10 +451,11 @@ impl Device {
         if record::note_status(&doc) == record::NoteStatus::Draft {
             return Err(record::RecordError::NoteNotFiled(note).into());
         }
-        let header = self
+        let case = self
             .store
             .header(note)?
-            .expect("load_kind checked the header");
+            .map(|h| h.case_id)
+            .ok_or_else(|| Error::NotFound("note", note.to_string()))?;
         let note_kind = record::get_str(&doc, &automerge::ROOT, field::NOTE_KIND)
             .and_then(|k| k.parse().ok())
             .unwrap_or(NoteKind::CaseNote);
@@ -439,20 +464,16 @@ impl Device {
             kind: kind.to_string(),
             reason: reason.to_string(),
         };
-        let id = self.new_note(header.case_id, note_kind, text, None, Some(amends))?;
+        let id = self.new_note(case, note_kind, text, None, Some(amends))?;
         self.note_file(id)?;
         Ok(id)
     }
 
     /// Appends to the plan's narrative.
     pub fn plan_append(&self, case: CaseId, text: &str) -> Result<(), Error> {
-        self.edit_root_text(
-            self.plan_of(case)?,
-            DocKind::Plan,
-            field::NARRATIVE,
-            None,
-            text,
-        )
+        self.edit_existing(self.plan_of(case)?, DocKind::Plan, "plan", |d| {
+            Ok(record::append_root_text(d, "plan", field::NARRATIVE, text)?)
+        })
     }
 
     /// Splices the plan's narrative: delete `del` characters at `pos`, insert `text`.
@@ -463,32 +484,88 @@ impl Device {
         del: usize,
         text: &str,
     ) -> Result<(), Error> {
-        self.edit_root_text(
-            self.plan_of(case)?,
-            DocKind::Plan,
-            field::NARRATIVE,
-            Some((pos, del)),
-            text,
-        )
+        self.edit_existing(self.plan_of(case)?, DocKind::Plan, "plan", |d| {
+            Ok(record::splice_root_text(
+                d,
+                "plan",
+                field::NARRATIVE,
+                pos,
+                del,
+                text,
+            )?)
+        })
     }
 
     /// Sets a scalar field on the plan (`discharge_date`, `pathway`).
     pub fn plan_set(&self, case: CaseId, key: &str, value: &str) -> Result<(), Error> {
-        let plan = self.plan_of(case)?;
-        let (doc, next) = self.load_kind(plan, DocKind::Plan, "plan")?;
-        let header = self
-            .store
-            .header(plan)?
-            .expect("load_kind checked the header");
-        self.edit(plan, header, Some((doc, next)), |d| {
+        self.edit_existing(self.plan_of(case)?, DocKind::Plan, "plan", |d| {
             Ok(record::set_root_str(d, key, value)?)
+        })
+    }
+
+    /// Adds a goal to the plan; returns its id.
+    pub fn goal_add(&self, case: CaseId, text: &str) -> Result<String, Error> {
+        self.edit_existing(self.plan_of(case)?, DocKind::Plan, "plan", |d| {
+            Ok(record::add_goal(d, text)?)
+        })
+    }
+
+    /// Adds an action to the plan (what, who, by when); returns its id.
+    pub fn action_add(
+        &self,
+        case: CaseId,
+        what: &str,
+        who: &str,
+        by_when: &str,
+    ) -> Result<String, Error> {
+        self.edit_existing(self.plan_of(case)?, DocKind::Plan, "plan", |d| {
+            Ok(record::add_action(d, what, who, by_when)?)
+        })
+    }
+
+    /// Sets the status of a plan action, or of a goal when `goal` is true.
+    pub fn action_status(
+        &self,
+        case: CaseId,
+        id: &str,
+        status: &str,
+        goal: bool,
+    ) -> Result<(), Error> {
+        let map = if goal { field::GOALS } else { field::ACTIONS };
+        self.edit_existing(self.plan_of(case)?, DocKind::Plan, "plan", |d| {
+            Ok(record::set_action_status(d, map, id, status)?)
+        })
+    }
+
+    /// Records that the plan was agreed with the person, at its current state.
+    pub fn plan_agree(&self, case: CaseId, with: &str) -> Result<(), Error> {
+        let by = self.whoami()?.staff_id.to_string();
+        let now = self.now();
+        self.edit_existing(self.plan_of(case)?, DocKind::Plan, "plan", |d| {
+            Ok(record::agree_plan(d, with, &by, now)?)
+        })
+    }
+
+    /// Raises an alert on a case; returns its id.
+    pub fn alert_add(&self, case: CaseId, text: &str) -> Result<String, Error> {
+        let by = self.whoami()?.staff_id.to_string();
+        self.edit_existing(case_doc(case), DocKind::Case, "case", |d| {
+            Ok(record::add_alert(d, text, &by)?)
+        })
+    }
+
+    /// Sets an alert's status (`active`, `resolved`).
+    pub fn alert_status(&self, case: CaseId, alert: &str, status: &str) -> Result<(), Error> {
+        self.edit_existing(case_doc(case), DocKind::Case, "case", |d| {
+            Ok(record::set_alert_status(d, alert, status)?)
         })
     }
 
     /// Appends to About Me.
     pub fn about_me_append(&self, case: CaseId, text: &str) -> Result<(), Error> {
-        self.require_case(case)?;
-        self.edit_root_text(case_doc(case), DocKind::Case, field::ABOUT_ME, None, text)
+        self.edit_existing(case_doc(case), DocKind::Case, "case", |d| {
+            Ok(record::append_root_text(d, "case", field::ABOUT_ME, text)?)
+        })
     }
 
     /// Splices About Me.
@@ -499,41 +576,53 @@ impl Device {
         del: usize,
         text: &str,
     ) -> Result<(), Error> {
-        self.require_case(case)?;
-        self.edit_root_text(
-            case_doc(case),
-            DocKind::Case,
-            field::ABOUT_ME,
-            Some((pos, del)),
-            text,
-        )
+        self.edit_existing(case_doc(case), DocKind::Case, "case", |d| {
+            Ok(record::splice_root_text(
+                d,
+                "case",
+                field::ABOUT_ME,
+                pos,
+                del,
+                text,
+            )?)
+        })
     }
 
-    fn edit_root_text(
+    /// Settles a conflicted field of a case's documents with `value`; the resolution is recorded
+    /// in the document. `doc` may be left out when only one document has a conflict at `path`.
+    pub fn resolve(
         &self,
-        doc_id: DocId,
-        kind: DocKind,
-        key: &str,
-        at: Option<(usize, usize)>,
-        text: &str,
-    ) -> Result<(), Error> {
-        let what = if kind == DocKind::Plan {
-            "plan"
-        } else {
-            "case"
+        case: CaseId,
+        doc: Option<DocId>,
+        path: &[String],
+        value: &str,
+    ) -> Result<DocId, Error> {
+        let shown = path.join(".");
+        let candidates: Vec<DocId> = self
+            .conflicts(case)?
+            .into_iter()
+            .filter(|(d, c)| c.path == path && doc.is_none_or(|want| want == *d))
+            .map(|(d, _)| d)
+            .collect();
+        let doc_id = match candidates.as_slice() {
+            [one] => *one,
+            [] => return Err(record::RecordError::NoConflict(shown).into()),
+            _ => {
+                return Err(Error::Ambiguous(format!(
+                    "{shown} is in conflict in several documents; name one with --doc"
+                )))
+            }
         };
-        let (doc, next) = self.load_kind(doc_id, kind, what)?;
         let header = self
             .store
             .header(doc_id)?
-            .expect("load_kind checked the header");
-        self.edit(doc_id, header, Some((doc, next)), |d| {
-            match at {
-                None => record::append_root_text(d, what, key, text)?,
-                Some((pos, del)) => record::splice_root_text(d, what, key, pos, del, text)?,
-            }
-            Ok(())
-        })
+            .ok_or_else(|| Error::NotFound("document", doc_id.to_string()))?;
+        let by = self.whoami()?.staff_id.to_string();
+        let now = self.now();
+        self.edit_existing(doc_id, header.kind, "document", |d| {
+            Ok(record::resolve(d, path, value, &by, now)?)
+        })?;
+        Ok(doc_id)
     }
 
     /// The whole case as JSON: record, plan, notes (with what amends what), restricted sections,
@@ -547,7 +636,7 @@ impl Device {
         let mut notes = Vec::new();
         let mut conflicts = Vec::new();
         for (doc_id, h) in self.docs_of(case)? {
-            let Some((doc, _)) = self.load(doc_id)? else {
+            let Some((mut doc, _)) = self.load(doc_id)? else {
                 continue;
             };
             for c in record::conflicts(&doc) {
@@ -558,7 +647,11 @@ impl Device {
             let content = record::content_json(&doc);
             match h.kind {
                 DocKind::Case => record_json = content,
-                DocKind::Plan => plans.push(json!({ "doc_id": doc_id, "content": content })),
+                DocKind::Plan => plans.push(json!({
+                    "doc_id": doc_id,
+                    "content": content,
+                    "agreement": record::agreement_status(&mut doc),
+                })),
                 DocKind::Restricted => {
                     restricted.push(json!({ "doc_id": doc_id, "content": content }))
                 }

@@ -13,6 +13,8 @@ pub enum Error {
     NotFound(&'static str, String),
     #[error("document {0} is a {1}, not a {2}")]
     WrongKind(DocId, DocKind, DocKind),
+    #[error("{0}")]
+    Ambiguous(String),
     #[error(transparent)]
     Record(#[from] RecordError),
     #[error("the device store failed: {0}")]

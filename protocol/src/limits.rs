@@ -79,3 +79,8 @@ pub const PULL_SCAN_ENTRIES_MAX: usize = 100_000;
 /// 413 and its JSON code. Draining up to one more request's worth costs little and is bounded;
 /// a body declared larger than the limit plus this is refused without reading any of it.
 pub const OVERSIZED_BODY_DRAIN_BYTES_MAX: usize = REQUEST_BYTES_MAX;
+
+/// Default time after `occurred_at` beyond which filing a note needs a late-entry reason
+/// (issue 4: "more than 24 hours"). Records written a day later are still useful, but practice
+/// standards ask the writer to say why; the server may be configured with another value.
+pub const LATE_ENTRY_AFTER_MS_DEFAULT: i64 = 24 * 60 * 60 * 1000;

@@ -39,7 +39,14 @@ pub mod field {
     pub const ACTIONS: &str = "actions";
     pub const DISCHARGE_DATE: &str = "discharge_date";
     pub const PATHWAY: &str = "pathway";
+    pub const RESOLUTIONS: &str = "resolutions";
+    pub const AGREEMENT: &str = "agreement";
 }
+
+/// Statuses an alert may have.
+pub const ALERT_STATUSES: &[&str] = &["active", "resolved"];
+/// Statuses a plan action or goal may have.
+pub const ACTION_STATUSES: &[&str] = &["open", "in-progress", "done", "cancelled"];
 
 /// The schema tag written into every document's root, per kind.
 pub const CASE_SCHEMA: &str = "casenote/case/1";
@@ -63,6 +70,18 @@ pub enum RecordError {
     },
     #[error("position {pos} is past the end of the text ({len} characters)")]
     OutOfRange { pos: usize, len: usize },
+    #[error("note {note} was written more than {hours} hours after it happened: file it with a late-entry reason (--late-entry-reason)")]
+    LateEntryReasonRequired { note: DocId, hours: i64 },
+    #[error("{what} {value:?} is not one of: {allowed}")]
+    NotAllowed {
+        what: &'static str,
+        value: String,
+        allowed: String,
+    },
+    #[error("no {0} with id {1} in this record")]
+    NoEntry(&'static str, String),
+    #[error("{0} holds no conflicting values; nothing to resolve")]
+    NoConflict(String),
     #[error("the document is not a valid {0} record: {1}")]
     Invalid(&'static str, String),
     #[error(transparent)]
@@ -311,7 +330,38 @@ pub fn file_note(
     note_id: DocId,
     filed_at_ms: i64,
 ) -> Result<(), RecordError> {
+    file_note_late(
+        doc,
+        note_id,
+        filed_at_ms,
+        None,
+        limits::LATE_ENTRY_AFTER_MS_DEFAULT,
+    )
+}
+
+/// Files a draft note; one filed more than `late_after_ms` after it happened needs a late-entry
+/// reason, given now or written when it was drafted.
+pub fn file_note_late(
+    doc: &mut AutoCommit,
+    note_id: DocId,
+    filed_at_ms: i64,
+    late_entry_reason: Option<&str>,
+    late_after_ms: i64,
+) -> Result<(), RecordError> {
     ensure_draft(doc, note_id)?;
+    if let Some(reason) = late_entry_reason {
+        check_len("late-entry reason", reason, limits::SHORT_TEXT_BYTES_MAX)?;
+        doc.put(ROOT, field::LATE_ENTRY_REASON, reason)?;
+    }
+    let occurred = get_i64(doc, &ROOT, field::OCCURRED_AT).unwrap_or(filed_at_ms);
+    let has_reason =
+        get_str(doc, &ROOT, field::LATE_ENTRY_REASON).is_some_and(|r| !r.trim().is_empty());
+    if filed_at_ms.saturating_sub(occurred) > late_after_ms && !has_reason {
+        return Err(RecordError::LateEntryReasonRequired {
+            note: note_id,
+            hours: late_after_ms / 3_600_000,
+        });
+    }
     doc.put(ROOT, field::STATUS, "filed")?;
     doc.put(ROOT, field::FILED_AT, filed_at_ms)?;
     Ok(())
@@ -381,6 +431,208 @@ pub fn set_root_str(doc: &mut AutoCommit, key: &str, value: &str) -> Result<(), 
     check_len("value", value, limits::SHORT_TEXT_BYTES_MAX)?;
     doc.put(ROOT, key, value)?;
     Ok(())
+}
+
+fn check_allowed(what: &'static str, value: &str, allowed: &[&str]) -> Result<(), RecordError> {
+    if allowed.contains(&value) {
+        Ok(())
+    } else {
+        Err(RecordError::NotAllowed {
+            what,
+            value: value.to_string(),
+            allowed: allowed.join(", "),
+        })
+    }
+}
+
+fn root_map(doc: &AutoCommit, key: &str, kind: &'static str) -> Result<ObjId, RecordError> {
+    get_obj(doc, &ROOT, key, ObjType::Map)
+        .ok_or_else(|| RecordError::Invalid(kind, format!("it has no {key} map")))
+}
+
+/// Adds an entry keyed by a fresh uuid to a root map, with string fields; returns its id.
+fn add_entry(
+    doc: &mut AutoCommit,
+    kind: &'static str,
+    map: &str,
+    fields: &[(&str, &str)],
+) -> Result<String, RecordError> {
+    let parent = root_map(doc, map, kind)?;
+    let id = uuid::Uuid::new_v4().to_string();
+    let entry = doc.put_object(&parent, id.as_str(), ObjType::Map)?;
+    for (k, v) in fields {
+        check_len("field", v, limits::TEXT_BYTES_MAX)?;
+        doc.put(&entry, *k, *v)?;
+    }
+    Ok(id)
+}
+
+/// Sets `status` on the entry `id` of a root map, if it exists.
+fn set_entry_status(
+    doc: &mut AutoCommit,
+    kind: &'static str,
+    map: &str,
+    what: &'static str,
+    id: &str,
+    status: &str,
+) -> Result<(), RecordError> {
+    let parent = root_map(doc, map, kind)?;
+    let entry = get_obj(doc, &parent, id, ObjType::Map)
+        .ok_or_else(|| RecordError::NoEntry(what, id.to_string()))?;
+    doc.put(&entry, field::STATUS, status)?;
+    Ok(())
+}
+
+/// Raises an alert on a case ("visit in pairs"); returns its id.
+pub fn add_alert(doc: &mut AutoCommit, text: &str, raised_by: &str) -> Result<String, RecordError> {
+    check_len("alert", text, limits::SHORT_TEXT_BYTES_MAX)?;
+    add_entry(
+        doc,
+        "case",
+        field::ALERTS,
+        &[
+            ("text", text),
+            (field::STATUS, "active"),
+            ("raised_by", raised_by),
+        ],
+    )
+}
+
+/// Sets an alert's status (a safety-critical field: concurrent writes show as conflicts).
+pub fn set_alert_status(
+    doc: &mut AutoCommit,
+    alert_id: &str,
+    status: &str,
+) -> Result<(), RecordError> {
+    check_allowed("alert status", status, ALERT_STATUSES)?;
+    set_entry_status(doc, "case", field::ALERTS, "alert", alert_id, status)
+}
+
+/// Adds a goal to a plan (in the person's words); returns its id.
+pub fn add_goal(doc: &mut AutoCommit, text: &str) -> Result<String, RecordError> {
+    add_entry(
+        doc,
+        "plan",
+        field::GOALS,
+        &[("text", text), (field::STATUS, "open")],
+    )
+}
+
+/// Adds an action to a plan: what, who, by when; returns its id.
+pub fn add_action(
+    doc: &mut AutoCommit,
+    what: &str,
+    who: &str,
+    by_when: &str,
+) -> Result<String, RecordError> {
+    add_entry(
+        doc,
+        "plan",
+        field::ACTIONS,
+        &[
+            ("what", what),
+            ("who", who),
+            ("by", by_when),
+            (field::STATUS, "open"),
+        ],
+    )
+}
+
+/// Sets an action's or a goal's status (safety-critical: concurrent writes show as conflicts).
+pub fn set_action_status(
+    doc: &mut AutoCommit,
+    map: &str,
+    id: &str,
+    status: &str,
+) -> Result<(), RecordError> {
+    check_allowed("status", status, ACTION_STATUSES)?;
+    let what = if map == field::GOALS {
+        "goal"
+    } else {
+        "action"
+    };
+    set_entry_status(doc, "plan", map, what, id, status)
+}
+
+/// Settles a conflicted field: writes `value` (which supersedes every concurrent value, since it
+/// comes after all of them) and records the resolution, with the values it replaced, by whom and
+/// when, in the document's `resolutions` map.
+pub fn resolve(
+    doc: &mut AutoCommit,
+    path: &[String],
+    value: &str,
+    by: &str,
+    at_ms: i64,
+) -> Result<(), RecordError> {
+    let shown = path.join(".");
+    let (last, parents) = path
+        .split_last()
+        .ok_or_else(|| RecordError::NoConflict(shown.clone()))?;
+    let mut obj = ROOT;
+    for key in parents {
+        obj = get_obj(doc, &obj, key, ObjType::Map)
+            .ok_or_else(|| RecordError::NoEntry("field", shown.clone()))?;
+    }
+    let before: Vec<serde_json::Value> = doc
+        .get_all(&obj, last.as_str())?
+        .iter()
+        .map(|(v, _)| match v {
+            Value::Scalar(s) => scalar_json(s),
+            Value::Object(t) => serde_json::json!({ "object": format!("{t:?}") }),
+        })
+        .collect();
+    if before.len() < 2 {
+        return Err(RecordError::NoConflict(shown));
+    }
+    check_len("value", value, limits::SHORT_TEXT_BYTES_MAX)?;
+    doc.put(&obj, last.as_str(), value)?;
+    let log = match get_obj(doc, &ROOT, field::RESOLUTIONS, ObjType::Map) {
+        Some(m) => m,
+        None => doc.put_object(ROOT, field::RESOLUTIONS, ObjType::Map)?,
+    };
+    let entry = doc.put_object(&log, uuid::Uuid::new_v4().to_string(), ObjType::Map)?;
+    doc.put(&entry, "field", shown.as_str())?;
+    doc.put(&entry, "chosen", value)?;
+    doc.put(
+        &entry,
+        "replaced",
+        serde_json::Value::Array(before).to_string(),
+    )?;
+    doc.put(&entry, "by", by)?;
+    doc.put(&entry, "at_ms", at_ms)?;
+    Ok(())
+}
+
+/// Records that the plan was agreed with the person, at the plan's current heads.
+pub fn agree_plan(
+    doc: &mut AutoCommit,
+    with: &str,
+    by: &str,
+    at_ms: i64,
+) -> Result<(), RecordError> {
+    check_len("agreed with", with, limits::SHORT_TEXT_BYTES_MAX)?;
+    let heads: Vec<String> = doc.get_heads().iter().map(|h| h.to_string()).collect();
+    let agreement = doc.put_object(ROOT, field::AGREEMENT, ObjType::Map)?;
+    doc.put(&agreement, "with", with)?;
+    doc.put(&agreement, "by", by)?;
+    doc.put(&agreement, "at_ms", at_ms)?;
+    doc.put(&agreement, "heads", heads.join(","))?;
+    Ok(())
+}
+
+/// The plan's agreement, if any, and whether anything changed since: the plan is unchanged only
+/// while the change that recorded the agreement is its one head.
+pub fn agreement_status(doc: &mut AutoCommit) -> Option<serde_json::Value> {
+    let obj = get_obj(doc, &ROOT, field::AGREEMENT, ObjType::Map)?;
+    let recorded_in = doc.hash_for_opid(&obj)?;
+    let changed = doc.get_heads() != vec![recorded_in];
+    Some(serde_json::json!({
+        "with": get_str(doc, &obj, "with"),
+        "by": get_str(doc, &obj, "by"),
+        "at_ms": get_i64(doc, &obj, "at_ms"),
+        "heads": get_str(doc, &obj, "heads"),
+        "changed_since_agreed": changed,
+    }))
 }
 
 /// One field that holds more than one value because people wrote it concurrently.
@@ -517,6 +769,106 @@ mod tests {
             Err(RecordError::FiledNoteImmutable(_))
         ));
         assert_eq!(content_json(&doc)[field::TEXT], "Seen at home; well.");
+    }
+
+    #[test]
+    fn a_resolution_settles_a_conflict_and_is_itself_recorded() {
+        let mut a = AutoCommit::new();
+        init_plan(&mut a, CaseId::new_random()).unwrap();
+        let mut b = fork_pair(&mut a);
+        set_root_str(&mut a, field::PATHWAY, "1").unwrap();
+        set_root_str(&mut b, field::PATHWAY, "2").unwrap();
+        a.merge(&mut b).unwrap();
+        assert!(matches!(
+            resolve(&mut a, &["narrative".into()], "x", "s", 1),
+            Err(RecordError::NoConflict(_))
+        ));
+        resolve(&mut a, &[field::PATHWAY.into()], "1", "staff-1", 5).unwrap();
+        assert!(conflicts(&a).is_empty());
+        let content = content_json(&a);
+        assert_eq!(content[field::PATHWAY], "1");
+        let log: Vec<&serde_json::Value> = content[field::RESOLUTIONS]
+            .as_object()
+            .unwrap()
+            .values()
+            .collect();
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0]["field"], field::PATHWAY);
+        assert_eq!(log[0]["by"], "staff-1");
+        assert!(log[0]["replaced"].as_str().unwrap().contains('2'));
+    }
+
+    #[test]
+    fn an_agreed_plan_shows_changed_since_agreed_after_any_later_edit() {
+        let mut doc = AutoCommit::new();
+        init_plan(&mut doc, CaseId::new_random()).unwrap();
+        append_root_text(&mut doc, "plan", field::NARRATIVE, "Home with support.").unwrap();
+        assert!(agreement_status(&mut doc).is_none());
+        agree_plan(&mut doc, "Peggy and her son", "staff-1", 10).unwrap();
+        doc.commit();
+        assert_eq!(
+            agreement_status(&mut doc).unwrap()["changed_since_agreed"],
+            false
+        );
+        append_root_text(&mut doc, "plan", field::NARRATIVE, " Key safe fitted.").unwrap();
+        doc.commit();
+        assert_eq!(
+            agreement_status(&mut doc).unwrap()["changed_since_agreed"],
+            true
+        );
+        agree_plan(&mut doc, "Peggy", "staff-1", 20).unwrap();
+        doc.commit();
+        assert_eq!(
+            agreement_status(&mut doc).unwrap()["changed_since_agreed"],
+            false
+        );
+    }
+
+    #[test]
+    fn filing_a_day_late_needs_a_reason() {
+        let mut doc = AutoCommit::new();
+        let id = DocId::new_random();
+        let day = limits::LATE_ENTRY_AFTER_MS_DEFAULT;
+        init_note(
+            &mut doc,
+            &NewNote {
+                case_id: CaseId::new_random(),
+                kind: NoteKind::Visit,
+                author: NoteAuthor::default(),
+                occurred_at_ms: 0,
+                recorded_at_ms: day + 6 * 3_600_000,
+                text: "Visited.".into(),
+                amends: None,
+                late_entry_reason: None,
+            },
+        )
+        .unwrap();
+        assert!(matches!(
+            file_note(&mut doc, id, day + 1),
+            Err(RecordError::LateEntryReasonRequired { .. })
+        ));
+        file_note_late(&mut doc, id, day + 1, Some("no signal at the farm"), day).unwrap();
+        assert_eq!(note_status(&doc), NoteStatus::Filed);
+    }
+
+    #[test]
+    fn statuses_outside_the_vocabulary_are_refused() {
+        let mut doc = AutoCommit::new();
+        init_case(&mut doc, CaseId::new_random(), &Identity::default()).unwrap();
+        let alert = add_alert(&mut doc, "Visit in pairs", "staff-1").unwrap();
+        assert!(matches!(
+            set_alert_status(&mut doc, &alert, "gone"),
+            Err(RecordError::NotAllowed { .. })
+        ));
+        assert!(matches!(
+            set_alert_status(&mut doc, "nope", "resolved"),
+            Err(RecordError::NoEntry(..))
+        ));
+        set_alert_status(&mut doc, &alert, "resolved").unwrap();
+        assert_eq!(
+            content_json(&doc)[field::ALERTS][&alert][field::STATUS],
+            "resolved"
+        );
     }
 
     #[test]
