@@ -67,7 +67,7 @@ fn sibling(dir: &Path, suffix: &str) -> PathBuf {
 }
 
 fn open_inner(dir: &Path) -> Result<Inner, Error> {
-    let db = sled::Config::new().path(dir).open()?;
+    let db = casenote_sled_recovery::open(dir)?;
     let tree = db.open_tree(TREE)?;
     Ok(Inner { db, tree })
 }

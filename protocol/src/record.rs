@@ -662,18 +662,19 @@ fn walk_conflicts(doc: &AutoCommit, obj: &ObjId, path: &mut Vec<String>, out: &m
             continue;
         };
         if all.len() > 1 {
-            let mut p = path.clone();
-            p.push(key.clone());
-            out.push(Conflict {
-                path: p,
-                values: all
-                    .iter()
-                    .map(|(v, _)| match v {
-                        Value::Scalar(s) => scalar_json(s),
-                        Value::Object(t) => serde_json::json!({ "object": format!("{t:?}") }),
-                    })
-                    .collect(),
-            });
+            let values: Vec<serde_json::Value> = all
+                .iter()
+                .map(|(v, _)| match v {
+                    Value::Scalar(s) => scalar_json(s),
+                    Value::Object(t) => serde_json::json!({ "object": format!("{t:?}") }),
+                })
+                .collect();
+            // The same value written twice is agreement, not a conflict for a person to settle.
+            if values.iter().any(|v| *v != values[0]) {
+                let mut p = path.clone();
+                p.push(key.clone());
+                out.push(Conflict { path: p, values });
+            }
         }
         if let Some((Value::Object(ObjType::Map | ObjType::Table), child)) = all.first() {
             path.push(key);
@@ -738,6 +739,17 @@ mod tests {
             .collect();
         values.sort();
         assert_eq!(values, vec!["2026-11-30", "2026-12-02"]);
+    }
+
+    #[test]
+    fn the_same_value_written_concurrently_is_not_a_conflict() {
+        let mut a = AutoCommit::new();
+        init_plan(&mut a, CaseId::new_random()).unwrap();
+        let mut b = fork_pair(&mut a);
+        set_root_str(&mut a, field::PATHWAY, "1").unwrap();
+        set_root_str(&mut b, field::PATHWAY, "1").unwrap();
+        a.merge(&mut b).unwrap();
+        assert!(conflicts(&a).is_empty());
     }
 
     #[test]

@@ -1,27 +1,49 @@
 //! The `casenote-server admin` actions: add orgs, teams and staff, issue and revoke device tokens,
-//! list the directory.
+//! revoke staff, change who may see what, list the directory and show a case.
 //!
 //! Each action works on an open store and returns the text to print, so the binary stays a thin
 //! shell and tests can call the actions directly. Nothing here ever prints a token except the one
-//! just issued; listings never show tokens or their hashes.
+//! just issued; listings never show tokens or their hashes, and `case show` never shows content.
+//!
+//! Access changes ([`case_add_team`], [`case_remove_team`], [`staff_add_team`],
+//! [`staff_remove_team`], [`restricted_grant`], [`restricted_revoke`]) take ids, are safe to call
+//! on the store of a running server, write the change, then bump the access epoch (so every
+//! device's next sync is reconciled: evictions and backfill) and audit it as `access_change`.
+//! Changing nothing (adding a team already there) is a success that bumps and audits nothing.
+//! Every directory action is audited too (`admin`, `enrol`, `token_revoke`, `staff_revoke`).
 
+use crate::audit::{AuditKind, AuditRecord};
 use crate::auth;
 use crate::directory::{self, DirectoryError};
-use crate::store::Store;
+use crate::store::{Commit, Store, StoreError};
+use anyhow::{bail, Context};
+use casenote_protocol::{CaseId, DeviceId, DocId, DocKind, StaffId, TeamId};
 use serde_json::json;
 use std::collections::HashMap;
+
+fn audit_admin(store: &dyn Store, details: serde_json::Value) -> Result<(), DirectoryError> {
+    store.audit_append(AuditRecord::new(AuditKind::Admin, crate::now_ms(), details))?;
+    Ok(())
+}
 
 /// The device name used when `token issue` is given none.
 pub const DEFAULT_DEVICE_NAME: &str = "device";
 
 /// `org add`: prints the new org id.
 pub fn org_add(store: &dyn Store, name: &str) -> Result<String, DirectoryError> {
-    Ok(directory::add_org(store, name)?.org_id.to_string())
+    let org = directory::add_org(store, name)?;
+    audit_admin(store, json!({"action": "org_add", "org_id": org.org_id}))?;
+    Ok(org.org_id.to_string())
 }
 
 /// `team add`: prints the new team id.
 pub fn team_add(store: &dyn Store, org: &str, name: &str) -> Result<String, DirectoryError> {
-    Ok(directory::add_team(store, org, name)?.team_id.to_string())
+    let team = directory::add_team(store, org, name)?;
+    audit_admin(
+        store,
+        json!({"action": "team_add", "team_id": team.team_id, "org_id": team.org_id}),
+    )?;
+    Ok(team.team_id.to_string())
 }
 
 /// `staff add`: prints the new staff id.
@@ -32,9 +54,17 @@ pub fn staff_add(
     org: &str,
     teams: &[String],
 ) -> Result<String, DirectoryError> {
-    Ok(directory::add_staff(store, name, role, org, teams)?
-        .staff_id
-        .to_string())
+    let staff = directory::add_staff(store, name, role, org, teams)?;
+    store.audit_append(
+        AuditRecord::new(
+            AuditKind::Admin,
+            crate::now_ms(),
+            json!({"action": "staff_add", "role": staff.role, "org_id": staff.org_id,
+                   "teams": staff.teams}),
+        )
+        .staff(staff.staff_id),
+    )?;
+    Ok(staff.staff_id.to_string())
 }
 
 /// `token issue`: prints the token alone, or `{"staff_id","device_id","token"}` with `json`.
@@ -67,9 +97,325 @@ pub fn token_issue(
 
 /// `token revoke`: revokes a device's token.
 pub fn token_revoke(store: &dyn Store, device: &str) -> Result<String, DirectoryError> {
-    let device = auth::revoke(store, device)?;
+    let device = auth::revoke(store, device, crate::now_ms())?;
     store.flush()?;
     Ok(format!("revoked device {}", device.device_id))
+}
+
+/// `staff revoke`: revokes a member of staff and every device of theirs; their tokens answer
+/// `device_revoked` from now on. Prints what was revoked.
+pub fn staff_revoke_cmd(store: &dyn Store, staff: &str) -> anyhow::Result<String> {
+    let s = directory::find_staff(store, staff)?;
+    let devices = staff_revoke(store, s.staff_id, crate::now_ms())?;
+    Ok(format!(
+        "revoked staff member {} and {} device(s)",
+        s.staff_id,
+        devices.len()
+    ))
+}
+
+/// Revokes a member of staff and all their devices (audited `staff_revoke`); returns the devices.
+pub fn staff_revoke(
+    store: &dyn Store,
+    staff: StaffId,
+    now_ms: i64,
+) -> anyhow::Result<Vec<DeviceId>> {
+    let devices = auth::revoke_staff(store, staff, now_ms)?;
+    store.flush()?;
+    Ok(devices)
+}
+
+fn team_exists(store: &dyn Store, team: TeamId) -> anyhow::Result<()> {
+    if store.get_team(team)?.is_none() {
+        bail!("no team with id {team}; see `admin list`");
+    }
+    Ok(())
+}
+
+/// Bumps the access epoch, audits the change and makes both durable.
+fn access_changed(
+    store: &dyn Store,
+    now_ms: i64,
+    staff: Option<StaffId>,
+    details: serde_json::Value,
+) -> anyhow::Result<()> {
+    let epoch = store.bump_access_epoch()?;
+    let mut details = details;
+    details["access_epoch"] = json!(epoch);
+    let mut record = AuditRecord::new(AuditKind::AccessChange, now_ms, details);
+    record.staff_id = staff;
+    store.audit_append(record)?;
+    store.flush()?;
+    Ok(())
+}
+
+/// Adds (`add`) or removes a team around the person of a case, under the write lock.
+fn case_team(
+    store: &dyn Store,
+    case: CaseId,
+    team: TeamId,
+    add: bool,
+    now_ms: i64,
+) -> anyhow::Result<()> {
+    team_exists(store, team)?;
+    let mut missing = false;
+    let mut changed = false;
+    store.write(&mut || {
+        let Some(mut rec) = store.get_case(case)? else {
+            missing = true;
+            return Ok(Commit::default());
+        };
+        let had = rec.teams.contains(&team);
+        changed = had != add;
+        if !changed {
+            return Ok(Commit::default());
+        }
+        if add {
+            rec.teams.push(team);
+        } else {
+            rec.teams.retain(|t| *t != team);
+        }
+        Ok(Commit {
+            cases: vec![rec],
+            ..Commit::default()
+        })
+    })?;
+    if missing {
+        bail!("no case with id {case}");
+    }
+    if changed {
+        let action = if add {
+            "case_add_team"
+        } else {
+            "case_remove_team"
+        };
+        access_changed(
+            store,
+            now_ms,
+            None,
+            json!({"action": action, "case_id": case, "team_id": team}),
+        )?;
+    }
+    Ok(())
+}
+
+/// Puts `team` around the person of `case`: its members may now hold the case's documents.
+pub fn case_add_team(
+    store: &dyn Store,
+    case: CaseId,
+    team: TeamId,
+    now_ms: i64,
+) -> anyhow::Result<()> {
+    case_team(store, case, team, true, now_ms)
+}
+
+/// Takes `team` off `case`: its members' devices are told to delete the case's documents.
+pub fn case_remove_team(
+    store: &dyn Store,
+    case: CaseId,
+    team: TeamId,
+    now_ms: i64,
+) -> anyhow::Result<()> {
+    case_team(store, case, team, false, now_ms)
+}
+
+fn staff_team(
+    store: &dyn Store,
+    staff: StaffId,
+    team: TeamId,
+    add: bool,
+    now_ms: i64,
+) -> anyhow::Result<()> {
+    team_exists(store, team)?;
+    let mut s = store
+        .get_staff(staff)?
+        .with_context(|| format!("no staff member with id {staff}"))?;
+    if s.teams.contains(&team) == add {
+        return Ok(());
+    }
+    if add {
+        s.teams.push(team);
+    } else {
+        s.teams.retain(|t| *t != team);
+    }
+    store.put_staff(&s)?;
+    let action = if add {
+        "staff_add_team"
+    } else {
+        "staff_remove_team"
+    };
+    access_changed(
+        store,
+        now_ms,
+        Some(staff),
+        json!({"action": action, "team_id": team}),
+    )
+}
+
+/// Adds a member of staff to a team.
+pub fn staff_add_team(
+    store: &dyn Store,
+    staff: StaffId,
+    team: TeamId,
+    now_ms: i64,
+) -> anyhow::Result<()> {
+    staff_team(store, staff, team, true, now_ms)
+}
+
+/// Takes a member of staff off a team.
+pub fn staff_remove_team(
+    store: &dyn Store,
+    staff: StaffId,
+    team: TeamId,
+    now_ms: i64,
+) -> anyhow::Result<()> {
+    staff_team(store, staff, team, false, now_ms)
+}
+
+fn restricted_access(
+    store: &dyn Store,
+    doc: DocId,
+    team: TeamId,
+    grant: bool,
+    now_ms: i64,
+) -> anyhow::Result<()> {
+    team_exists(store, team)?;
+    let mut problem: Option<String> = None;
+    let mut changed = false;
+    store.write(&mut || {
+        let Some(mut rec) = store.get_doc(doc)? else {
+            problem = Some(format!("no document with id {doc}"));
+            return Ok(Commit::default());
+        };
+        if rec.header.kind != DocKind::Restricted {
+            problem = Some(format!(
+                "document {doc} is a {}, not restricted: who may see it follows its case's teams",
+                rec.header.kind
+            ));
+            return Ok(Commit::default());
+        }
+        let list = rec.header.access_teams.get_or_insert_with(Vec::new);
+        changed = list.contains(&team) != grant;
+        if !changed {
+            return Ok(Commit::default());
+        }
+        if grant {
+            list.push(team);
+        } else {
+            list.retain(|t| *t != team);
+        }
+        Ok(Commit {
+            docs: vec![rec],
+            ..Commit::default()
+        })
+    })?;
+    if let Some(p) = problem {
+        bail!(p);
+    }
+    if changed {
+        let action = if grant {
+            "restricted_grant"
+        } else {
+            "restricted_revoke"
+        };
+        access_changed(
+            store,
+            now_ms,
+            None,
+            json!({"action": action, "doc_id": doc, "team_id": team}),
+        )?;
+    }
+    Ok(())
+}
+
+/// Puts `team` on a restricted document's access list.
+pub fn restricted_grant(
+    store: &dyn Store,
+    doc: DocId,
+    team: TeamId,
+    now_ms: i64,
+) -> anyhow::Result<()> {
+    restricted_access(store, doc, team, true, now_ms)
+}
+
+/// Takes `team` off a restricted document's access list.
+pub fn restricted_revoke(
+    store: &dyn Store,
+    doc: DocId,
+    team: TeamId,
+    now_ms: i64,
+) -> anyhow::Result<()> {
+    restricted_access(store, doc, team, false, now_ms)
+}
+
+/// Resolves a team given by id or exact (unique) name.
+pub fn resolve_team(store: &dyn Store, team: &str) -> anyhow::Result<TeamId> {
+    Ok(directory::find_team_any(store, team)?.team_id)
+}
+
+/// Resolves a member of staff given by id or exact (unique) name.
+pub fn resolve_staff(store: &dyn Store, staff: &str) -> anyhow::Result<StaffId> {
+    Ok(directory::find_staff(store, staff)?.staff_id)
+}
+
+/// `case show`: the case's teams and its documents with kind and access list; never content.
+/// JSON: `{"case_id","owner_org","teams":[{"team_id","name"}],"docs":[{"doc_id","kind",
+/// "created_ms","access_teams":[{"team_id","name"}]|null}]}`.
+pub fn case_show(store: &dyn Store, case: CaseId, json: bool) -> anyhow::Result<String> {
+    let rec = store
+        .get_case(case)?
+        .with_context(|| format!("no case with id {case}"))?;
+    let team = |id: &TeamId| -> Result<serde_json::Value, StoreError> {
+        let name = store.get_team(*id)?.map(|t| t.name).unwrap_or_default();
+        Ok(json!({"team_id": id, "name": name}))
+    };
+    let teams = rec.teams.iter().map(team).collect::<Result<Vec<_>, _>>()?;
+    let mut docs = Vec::new();
+    for id in store.docs_of_case(case)? {
+        let Some(d) = store.get_doc(id)? else {
+            continue;
+        };
+        let access = match &d.header.access_teams {
+            Some(list) => Some(list.iter().map(team).collect::<Result<Vec<_>, _>>()?),
+            None => None,
+        };
+        docs.push(json!({
+            "doc_id": id, "kind": d.header.kind.as_str(),
+            "created_ms": d.header.created_ms, "access_teams": access,
+        }));
+    }
+    docs.sort_by_key(|d| (d["created_ms"].as_i64(), d["doc_id"].to_string()));
+    let value = json!({
+        "case_id": case, "owner_org": rec.owner_org, "teams": teams, "docs": docs,
+    });
+    if json {
+        return Ok(value.to_string());
+    }
+    let names = |list: &[serde_json::Value]| {
+        list.iter()
+            .map(|t| {
+                format!(
+                    "{} ({})",
+                    t["name"].as_str().unwrap_or(""),
+                    t["team_id"].as_str().unwrap_or("")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut out = format!("Case {case}\nTeams: {}\nDocuments:\n", names(&teams));
+    for d in &docs {
+        out.push_str(&format!(
+            "  {}  {}",
+            d["doc_id"].as_str().unwrap_or(""),
+            d["kind"].as_str().unwrap_or("")
+        ));
+        if let Some(list) = d["access_teams"].as_array() {
+            out.push_str(&format!("  access: {}", names(list)));
+        }
+        out.push('\n');
+    }
+    Ok(out.trim_end().to_string())
 }
 
 /// `list`: orgs, teams, staff and devices, as text or one JSON object.
@@ -98,7 +444,7 @@ pub fn list(store: &dyn Store, json: bool) -> Result<String, DirectoryError> {
                 "team_id": t.team_id, "org_id": t.org_id, "org": org_of(t.org_id), "name": t.name,
             })).collect::<Vec<_>>(),
             "staff": staff.iter().map(|s| json!({
-                "staff_id": s.staff_id, "name": s.name, "role": s.role,
+                "staff_id": s.staff_id, "name": s.name, "role": s.role, "revoked": s.revoked,
                 "org_id": s.org_id, "org": org_of(s.org_id), "teams": names(&s.teams),
             })).collect::<Vec<_>>(),
             "devices": devices.iter().map(|d| json!({
@@ -126,12 +472,13 @@ pub fn list(store: &dyn Store, json: bool) -> Result<String, DirectoryError> {
     out.push_str("Staff:\n");
     for s in &staff {
         out.push_str(&format!(
-            "  {}  {}, {}, {} [{}]\n",
+            "  {}  {}, {}, {} [{}]{}\n",
             s.staff_id,
             s.name,
             s.role,
             org_of(s.org_id),
-            names(&s.teams).join(", ")
+            names(&s.teams).join(", "),
+            if s.revoked { " (revoked)" } else { "" }
         ));
     }
     out.push_str("Devices:\n");

@@ -6,7 +6,7 @@ use crate::directory::{self, Staff};
 use crate::http::{router, AppState, Config};
 use crate::store::{Commit, SledStore, Store};
 use automerge::transaction::Transactable;
-use automerge::{AutoCommit, ROOT};
+use automerge::{Author, AutoCommit, ROOT};
 use axum::body::{Body, Bytes};
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
@@ -14,7 +14,7 @@ use casenote_protocol::record::{self, Identity};
 use casenote_protocol::wire::{
     self, DocPush, Hash, SyncRequest, SyncResponse, CBOR_MEDIA_TYPE, PROTOCOL_VERSION,
 };
-use casenote_protocol::{limits, CaseId, DocId, DocKind, ErrorBody, ErrorCode, Seq};
+use casenote_protocol::{limits, CaseId, DeviceId, DocId, DocKind, ErrorBody, ErrorCode, Seq};
 use http_body_util::BodyExt;
 use serde_bytes::ByteBuf;
 use std::collections::HashSet;
@@ -29,6 +29,8 @@ struct Fixture {
     alice: String,
     bob: String,
     carol: String,
+    alice_staff: Staff,
+    bob_staff: Staff,
     carol_staff: Staff,
 }
 
@@ -49,10 +51,19 @@ impl Fixture {
             alice: token(&alice),
             bob: token(&bob),
             carol: token(&carol),
+            alice_staff: alice,
+            bob_staff: bob,
             carol_staff: carol,
             app: router(AppState::new(store.clone(), Config::default())),
             store,
             _dir: dir,
+        }
+    }
+
+    fn device_of(&self, token: &str) -> DeviceId {
+        match auth::authenticate(&*self.store, token).unwrap() {
+            auth::Authenticated::Ok(p) => p.device_id,
+            other => panic!("not a live token: {other:?}"),
         }
     }
 
@@ -114,10 +125,17 @@ fn changes_of(doc: &mut AutoCommit) -> Vec<ByteBuf> {
         .collect()
 }
 
-/// A new case document and the push that creates it.
-fn new_case(name: &str) -> (CaseId, AutoCommit, DocPush) {
-    let case_id = CaseId::new_random();
+/// A new document whose changes are authored by `staff` (under a fresh actor).
+fn authored(staff: &Staff) -> AutoCommit {
     let mut doc = AutoCommit::new();
+    doc.set_author(Some(Author::from(staff.staff_id.as_bytes().to_vec())));
+    doc
+}
+
+/// A new case document, written by `staff`, and the push that creates it.
+fn new_case(name: &str, staff: &Staff) -> (CaseId, AutoCommit, DocPush) {
+    let case_id = CaseId::new_random();
+    let mut doc = authored(staff);
     record::init_case(
         &mut doc,
         case_id,
@@ -193,14 +211,11 @@ async fn whoami_names_the_bearer_and_refuses_missing_wrong_or_revoked_tokens() {
         assert_eq!(error_code(&body), ErrorCode::Unauthorized);
     }
 
-    let device = auth::authenticate(&*f.store, &f.alice)
-        .unwrap()
-        .unwrap()
-        .device_id;
-    auth::revoke(&*f.store, &device.to_string()).unwrap();
+    let device = f.device_of(&f.alice);
+    auth::revoke(&*f.store, &device.to_string(), 0).unwrap();
     let (status, body) = f.whoami(Some(&format!("Bearer {}", f.alice))).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
-    assert_eq!(error_code(&body), ErrorCode::Unauthorized);
+    assert_eq!(error_code(&body), ErrorCode::DeviceRevoked);
 }
 
 #[tokio::test]
@@ -227,7 +242,7 @@ async fn sync_without_a_token_is_unauthorized() {
 #[tokio::test]
 async fn a_case_pushed_by_one_device_reaches_a_colleague_and_a_resend_stores_nothing_new() {
     let f = Fixture::new();
-    let (case_id, mut doc, push) = new_case("Test Person");
+    let (case_id, mut doc, push) = new_case("Test Person", &f.alice_staff);
     let sent = hashes(&push.changes);
     let resp = f.sync(&f.alice, Seq(0), vec![push.clone()]).await;
     assert!(resp.rejections.is_empty(), "{:?}", resp.rejections);
@@ -301,7 +316,7 @@ async fn bad_bodies_get_their_codes_and_the_router_keeps_serving() {
         version: PROTOCOL_VERSION,
         cursor: Seq(0),
         device_clock_ms: 0,
-        docs: vec![new_case("X").2],
+        docs: vec![new_case("X", &f.alice_staff).2],
     };
     let bytes = wire::encode(&good);
 
@@ -401,7 +416,7 @@ async fn bad_bodies_get_their_codes_and_the_router_keeps_serving() {
 #[tokio::test]
 async fn an_unknown_base_asks_for_the_full_history_and_the_full_history_is_then_stored() {
     let f = Fixture::new();
-    let (case_id, mut doc, push) = new_case("Y");
+    let (case_id, mut doc, push) = new_case("Y", &f.alice_staff);
     let before = doc.get_heads();
     doc.put(ROOT, "name", "Y2").unwrap();
     let later: Vec<ByteBuf> = doc
@@ -447,7 +462,7 @@ async fn an_unknown_base_asks_for_the_full_history_and_the_full_history_is_then_
 #[tokio::test]
 async fn another_teams_case_is_neither_writable_nor_readable() {
     let f = Fixture::new();
-    let (case_id, mut doc, push) = new_case("Z");
+    let (case_id, mut doc, push) = new_case("Z", &f.alice_staff);
     let created = f.sync(&f.alice, Seq(0), vec![push.clone()]).await;
     let last = f.store.last_seq();
 
@@ -472,7 +487,7 @@ async fn another_teams_case_is_neither_writable_nor_readable() {
             .collect(),
         ..push
     };
-    let mut note = AutoCommit::new();
+    let mut note = authored(&f.carol_staff);
     note.put(ROOT, "x", 1).unwrap();
     let new_note = DocPush {
         doc_id: DocId::new_random(),
@@ -494,8 +509,8 @@ async fn another_teams_case_is_neither_writable_nor_readable() {
 #[tokio::test]
 async fn bad_headers_unknown_cases_and_malformed_changes_are_rejected_per_document() {
     let f = Fixture::new();
-    let (case_id, _, case_push) = new_case("W");
-    let mut note = AutoCommit::new();
+    let (case_id, _, case_push) = new_case("W", &f.alice_staff);
+    let mut note = authored(&f.alice_staff);
     note.put(ROOT, "x", 1).unwrap();
     let note_push = DocPush {
         doc_id: DocId::new_random(),
@@ -525,9 +540,9 @@ async fn bad_headers_unknown_cases_and_malformed_changes_are_rejected_per_docume
         // A new case document whose id is not its case id.
         DocPush {
             doc_id: DocId::new_random(),
-            ..new_case("V").2
+            ..new_case("V", &f.alice_staff).2
         },
-        // A new note of a case the server does not know.
+        // A new note of a case the server does not know: answered like an unreadable case.
         DocPush {
             doc_id: DocId::new_random(),
             case_id: CaseId::new_random(),
@@ -549,7 +564,7 @@ async fn bad_headers_unknown_cases_and_malformed_changes_are_rejected_per_docume
         (ids[0], ErrorCode::HeaderMismatch),
         (ids[1], ErrorCode::HeaderMismatch),
         (ids[2], ErrorCode::HeaderMismatch),
-        (ids[3], ErrorCode::UnknownCase),
+        (ids[3], ErrorCode::Forbidden),
         (ids[4], ErrorCode::MalformedChange),
     ];
     codes.sort_by_key(|(d, c)| (*d, c.as_str()));
@@ -563,7 +578,7 @@ async fn bad_headers_unknown_cases_and_malformed_changes_are_rejected_per_docume
 #[tokio::test]
 async fn a_restricted_document_reaches_only_its_access_list() {
     let f = Fixture::new();
-    let (case_id, _, push) = new_case("R");
+    let (case_id, _, push) = new_case("R", &f.alice_staff);
     f.sync(&f.alice, Seq(0), vec![push]).await;
     // Put South around the person too, so Carol may hold the case but not its restricted part.
     let mut case = f.store.get_case(case_id).unwrap().unwrap();
@@ -576,7 +591,7 @@ async fn a_restricted_document_reaches_only_its_access_list() {
             })
         })
         .unwrap();
-    let mut sealed = AutoCommit::new();
+    let mut sealed = authored(&f.alice_staff);
     sealed.put(ROOT, "title", "Safeguarding").unwrap();
     let restricted = DocPush {
         doc_id: DocId::new_random(),
@@ -615,7 +630,7 @@ async fn a_restricted_document_reaches_only_its_access_list() {
 async fn large_pulls_come_in_pages_and_the_cursor_gets_everything_exactly_once() {
     use rand::distributions::{Alphanumeric, DistString};
     let f = Fixture::new();
-    let (case_id, _, push) = new_case("P");
+    let (case_id, _, push) = new_case("P", &f.alice_staff);
     f.sync(&f.alice, Seq(0), vec![push]).await;
     // Nine notes of about 700 KB each, sent in three requests: more than one page of pulls.
     let mut sent: HashSet<Hash> = HashSet::new();
@@ -623,7 +638,7 @@ async fn large_pulls_come_in_pages_and_the_cursor_gets_everything_exactly_once()
     for _ in 0..3 {
         let mut docs = Vec::new();
         for _ in 0..3 {
-            let mut note = AutoCommit::new();
+            let mut note = authored(&f.alice_staff);
             note.put(
                 ROOT,
                 "blob",
@@ -676,6 +691,593 @@ async fn large_pulls_come_in_pages_and_the_cursor_gets_everything_exactly_once()
     assert!(sent.is_subset(&unique), "every note change arrived");
     assert_eq!(
         got.len(),
-        sent.len() + hashes(&new_case("_").2.changes).len()
+        sent.len() + hashes(&new_case("_", &f.alice_staff).2.changes).len()
     );
+}
+
+// ---- Access control: revocation, access changes, authorship, audit ----
+
+use crate::admin;
+use crate::audit;
+use casenote_protocol::wire::DocPull;
+
+impl Fixture {
+    fn s(&self) -> &dyn Store {
+        &*self.store
+    }
+
+    fn team(&self, name: &str) -> casenote_protocol::TeamId {
+        admin::resolve_team(self.s(), name).unwrap()
+    }
+
+    /// Syncs until `more` is false, collecting everything.
+    async fn sync_all(&self, token: &str, mut cursor: Seq) -> (Vec<DocPull>, Vec<DocId>, Seq) {
+        let mut docs = Vec::new();
+        let mut evictions = Vec::new();
+        for _ in 0..100 {
+            let r = self.sync(token, cursor, vec![]).await;
+            docs.extend(r.docs);
+            evictions.extend(r.evictions);
+            cursor = r.cursor;
+            if !r.more {
+                return (docs, evictions, cursor);
+            }
+        }
+        panic!("the server never stopped saying more");
+    }
+
+    /// Alice opens a case with one note; returns the case, the note and the case document.
+    async fn case_with_note(&self) -> (CaseId, DocId, AutoCommit) {
+        let (case_id, doc, push) = new_case("Person", &self.alice_staff);
+        let mut note = authored(&self.alice_staff);
+        note.put(ROOT, "text", "a visit").unwrap();
+        let note_id = DocId::new_random();
+        let note_push = DocPush {
+            doc_id: note_id,
+            case_id,
+            kind: DocKind::Note,
+            base: vec![],
+            changes: changes_of(&mut note),
+        };
+        let r = self.sync(&self.alice, Seq(0), vec![push, note_push]).await;
+        assert_eq!(r.acks.len(), 2, "{:?}", r.rejections);
+        (case_id, note_id, doc)
+    }
+}
+
+fn ids(docs: &[DocPull]) -> std::collections::BTreeSet<DocId> {
+    docs.iter().map(|d| d.doc_id).collect()
+}
+
+fn all_hashes(docs: &[DocPull]) -> HashSet<Hash> {
+    docs.iter().flat_map(|d| hashes(&d.changes)).collect()
+}
+
+#[tokio::test]
+async fn a_revoked_device_is_told_device_revoked_and_revoking_staff_revokes_all_their_devices() {
+    let f = Fixture::new();
+    let second = auth::issue(f.s(), &f.alice_staff, "phone", 0)
+        .unwrap()
+        .token;
+    let device = f.device_of(&f.alice);
+    auth::revoke(f.s(), &device.to_string(), 0).unwrap();
+
+    let req = SyncRequest {
+        version: PROTOCOL_VERSION,
+        cursor: Seq(0),
+        device_clock_ms: 0,
+        docs: vec![],
+    };
+    let (status, _, body) = f.sync_raw(&f.alice, wire::encode(&req)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let err: ErrorBody = serde_json::from_slice(&body).unwrap();
+    assert_eq!(err.code, ErrorCode::DeviceRevoked);
+    assert_eq!(
+        err.message,
+        "this device has been revoked; its local data must be wiped"
+    );
+    // An unknown token is not told anything about revocation.
+    let (status, _, body) = f.sync_raw("cn_unknown", wire::encode(&req)).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized)
+    );
+    // Alice's other device still works until Alice herself is revoked.
+    f.sync(&second, Seq(0), vec![]).await;
+    let revoked = admin::staff_revoke(f.s(), f.alice_staff.staff_id, 1).unwrap();
+    assert_eq!(revoked.len(), 2);
+    for token in [&f.alice, &second] {
+        let (status, _, body) = f.sync_raw(token, wire::encode(&req)).await;
+        assert_eq!(
+            (status, error_code(&body)),
+            (StatusCode::UNAUTHORIZED, ErrorCode::DeviceRevoked)
+        );
+    }
+    f.sync(&f.bob, Seq(0), vec![]).await;
+    let refused = audit::entries(f.s(), None)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == audit::AuditKind::Refused)
+        .count();
+    assert_eq!(refused, 4, "every 401 is audited");
+}
+
+#[tokio::test]
+async fn adding_a_team_to_a_case_backfills_its_documents_although_the_cursor_is_past_them() {
+    let f = Fixture::new();
+    let (case_id, note_id, _) = f.case_with_note().await;
+    let (docs, _, cursor) = f.sync_all(&f.carol, Seq(0)).await;
+    assert!(docs.is_empty());
+    assert_eq!(
+        cursor,
+        f.store.last_seq(),
+        "Carol's cursor is past the case"
+    );
+    let (_, _, bob_cursor) = f.sync_all(&f.bob, Seq(0)).await;
+
+    admin::case_add_team(f.s(), case_id, f.team("South"), 1).unwrap();
+    let r = f.sync(&f.carol, cursor, vec![]).await;
+    assert_eq!(ids(&r.docs), [DocId(case_id.0), note_id].into());
+    assert!(r.evictions.is_empty());
+    assert_eq!(r.cursor, cursor);
+    let alice_changes: usize = f.store.last_seq().0 as usize;
+    assert_eq!(
+        r.docs.iter().map(|d| d.changes.len()).sum::<usize>(),
+        alice_changes,
+        "the whole history of both documents"
+    );
+    let again = f.sync(&f.carol, r.cursor, vec![]).await;
+    assert!(again.docs.is_empty() && again.evictions.is_empty());
+    // Bob's team was on the case all along: nothing changes for him.
+    let bob = f.sync(&f.bob, bob_cursor, vec![]).await;
+    assert!(bob.docs.is_empty() && bob.evictions.is_empty());
+}
+
+#[tokio::test]
+async fn a_backfill_larger_than_a_page_keeps_the_cursor_until_it_is_complete() {
+    use rand::distributions::{Alphanumeric, DistString};
+    let f = Fixture::new();
+    let (case_id, _, push) = new_case("Big", &f.alice_staff);
+    f.sync(&f.alice, Seq(0), vec![push]).await;
+    let mut rng = rand::thread_rng();
+    // One note whose own history (about 6 MB compressed) is larger than a page, so a page ends
+    // inside it, and two more notes.
+    let mut sent: HashSet<Hash> = HashSet::new();
+    for changes_per_note in [8, 1, 1] {
+        let mut note = authored(&f.alice_staff);
+        for _ in 0..changes_per_note {
+            note.put(
+                ROOT,
+                "blob",
+                Alphanumeric.sample_string(&mut rng, 1024 * 1024),
+            )
+            .unwrap();
+            note.commit();
+        }
+        let changes = changes_of(&mut note);
+        sent.extend(hashes(&changes));
+        let r = f
+            .sync(
+                &f.alice,
+                Seq(0),
+                vec![DocPush {
+                    doc_id: DocId::new_random(),
+                    case_id,
+                    kind: DocKind::Note,
+                    base: vec![],
+                    changes,
+                }],
+            )
+            .await;
+        assert_eq!(r.acks.len(), 1);
+    }
+    let (_, _, cursor) = f.sync_all(&f.carol, Seq(0)).await;
+    admin::case_add_team(f.s(), case_id, f.team("South"), 1).unwrap();
+
+    let mut got: Vec<Hash> = Vec::new();
+    let mut pages = 0;
+    let mut at = cursor;
+    loop {
+        let r = f.sync(&f.carol, at, vec![]).await;
+        pages += 1;
+        let bytes: usize = r
+            .docs
+            .iter()
+            .flat_map(|d| &d.changes)
+            .map(|c| c.len())
+            .sum();
+        assert!(bytes <= limits::RESPONSE_CHANGE_BYTES_SOFT_MAX);
+        assert_eq!(r.cursor, cursor, "the cursor stays during a backfill");
+        got.extend(r.docs.iter().flat_map(|d| hashes(&d.changes)));
+        at = r.cursor;
+        if !r.more {
+            break;
+        }
+        assert!(pages < 50);
+    }
+    assert!(pages >= 2, "the backfill was paged");
+    let unique: HashSet<Hash> = got.iter().copied().collect();
+    assert_eq!(unique.len(), got.len(), "no change comes twice");
+    assert!(sent.is_subset(&unique), "every note change arrived");
+    let idle = f.sync(&f.carol, at, vec![]).await;
+    assert!(idle.docs.is_empty() && !idle.more);
+}
+
+#[tokio::test]
+async fn removing_a_team_from_a_case_evicts_exactly_that_cases_documents() {
+    let f = Fixture::new();
+    let (first, first_note, _) = f.case_with_note().await;
+    let (second, second_note, _) = f.case_with_note().await;
+    let south = f.team("South");
+    admin::case_add_team(f.s(), first, south, 1).unwrap();
+    admin::case_add_team(f.s(), second, south, 1).unwrap();
+    let (docs, _, cursor) = f.sync_all(&f.carol, Seq(0)).await;
+    assert_eq!(ids(&docs).len(), 4);
+    let (_, _, bob_cursor) = f.sync_all(&f.bob, Seq(0)).await;
+
+    admin::case_remove_team(f.s(), first, south, 2).unwrap();
+    let r = f.sync(&f.carol, cursor, vec![]).await;
+    let evicted: std::collections::BTreeSet<DocId> = r.evictions.iter().copied().collect();
+    assert_eq!(evicted, [DocId(first.0), first_note].into());
+    assert_eq!(r.evictions.len(), 2);
+    assert!(r.docs.is_empty());
+    let again = f.sync(&f.carol, r.cursor, vec![]).await;
+    assert!(again.evictions.is_empty(), "an eviction is sent once");
+    let bob = f.sync(&f.bob, bob_cursor, vec![]).await;
+    assert!(bob.evictions.is_empty(), "North is still on the case");
+    // And Carol's device no longer receives the first case's edits, but still the second's.
+    assert!(f
+        .store
+        .get_case(second)
+        .unwrap()
+        .unwrap()
+        .teams
+        .contains(&south));
+    let _ = second_note;
+}
+
+#[tokio::test]
+async fn granting_and_revoking_a_restricted_document_moves_only_that_document() {
+    let f = Fixture::new();
+    let (case_id, _, _) = f.case_with_note().await;
+    let south = f.team("South");
+    admin::case_add_team(f.s(), case_id, south, 1).unwrap();
+    let mut sealed = authored(&f.alice_staff);
+    sealed.put(ROOT, "title", "Safeguarding").unwrap();
+    let restricted = DocId::new_random();
+    let r = f
+        .sync(
+            &f.alice,
+            Seq(0),
+            vec![DocPush {
+                doc_id: restricted,
+                case_id,
+                kind: DocKind::Restricted,
+                base: vec![],
+                changes: changes_of(&mut sealed),
+            }],
+        )
+        .await;
+    assert_eq!(r.acks.len(), 1);
+    let (docs, _, cursor) = f.sync_all(&f.carol, Seq(0)).await;
+    assert_eq!(ids(&docs).len(), 2);
+    assert!(!ids(&docs).contains(&restricted));
+
+    admin::restricted_grant(f.s(), restricted, south, 2).unwrap();
+    let r = f.sync(&f.carol, cursor, vec![]).await;
+    assert_eq!(ids(&r.docs), [restricted].into());
+    assert!(r.evictions.is_empty());
+
+    admin::restricted_revoke(f.s(), restricted, south, 3).unwrap();
+    let r = f.sync(&f.carol, r.cursor, vec![]).await;
+    assert_eq!(r.evictions, vec![restricted]);
+    assert!(r.docs.is_empty());
+    // A note is not restricted: its access follows its case.
+    let note = f.store.docs_of_case(case_id).unwrap();
+    let plain = note
+        .into_iter()
+        .find(|d| *d != restricted && d.0 != case_id.0)
+        .unwrap();
+    assert!(admin::restricted_grant(f.s(), plain, south, 4).is_err());
+}
+
+#[tokio::test]
+async fn a_forged_author_or_a_stolen_actor_is_refused_and_never_reaches_another_device() {
+    let f = Fixture::new();
+    let (case_id, _, mut doc) = f.case_with_note().await;
+    let case_doc = DocId(case_id.0);
+    let alice_actor = doc.get_actor().clone();
+    let base = doc.get_heads();
+    let last = f.store.last_seq();
+    let alice_phone = auth::issue(f.s(), &f.alice_staff, "phone", 0)
+        .unwrap()
+        .token;
+
+    let edit = |author: &Staff, actor: Option<automerge::ActorId>, text: &str| {
+        let mut d = doc.clone();
+        d.set_author(Some(Author::from(author.staff_id.as_bytes().to_vec())));
+        if let Some(a) = actor {
+            d.set_actor(a);
+        }
+        d.put(ROOT, "forged", text).unwrap();
+        DocPush {
+            doc_id: case_doc,
+            case_id,
+            kind: DocKind::Case,
+            base: wire::to_wire_heads(&base),
+            changes: d
+                .get_changes(&base)
+                .into_iter()
+                .map(|mut c| ByteBuf::from(c.bytes().into_owned()))
+                .collect(),
+        }
+    };
+    let mut forged_hashes: HashSet<Hash> = HashSet::new();
+    let attempts = [
+        (
+            "Bob claims Alice as author",
+            &f.bob,
+            edit(&f.alice_staff, Some(automerge::ActorId::random()), "F1"),
+        ),
+        (
+            "Bob writes under Alice's actor",
+            &f.bob,
+            edit(&f.bob_staff, Some(alice_actor.clone()), "F2"),
+        ),
+        (
+            "Alice's phone reuses her laptop's actor",
+            &alice_phone,
+            edit(&f.alice_staff, Some(alice_actor.clone()), "F3"),
+        ),
+    ];
+    for (what, token, push) in attempts {
+        forged_hashes.extend(hashes(&push.changes));
+        let r = f.sync(token, Seq(0), vec![push]).await;
+        assert!(r.acks.is_empty(), "{what}");
+        assert_eq!(r.rejections.len(), 1, "{what}");
+        assert_eq!(r.rejections[0].code, ErrorCode::ForgedAuthor, "{what}");
+        assert!(r.rejections[0].reason.contains("change 0"), "{what}");
+        assert!(!r.rejections[0].reason.contains("Alice"), "{what}");
+    }
+    assert_eq!(f.store.last_seq(), last, "nothing forged was stored");
+
+    // A change without any author under an unknown actor is refused too.
+    let mut anon = doc.clone().with_actor(automerge::ActorId::random());
+    anon.set_author(None);
+    anon.put(ROOT, "forged", "F4").unwrap();
+    let r = f
+        .sync(
+            &f.bob,
+            Seq(0),
+            vec![DocPush {
+                doc_id: case_doc,
+                case_id,
+                kind: DocKind::Case,
+                base: wire::to_wire_heads(&base),
+                changes: anon
+                    .get_changes(&base)
+                    .into_iter()
+                    .map(|mut c| ByteBuf::from(c.bytes().into_owned()))
+                    .collect(),
+            }],
+        )
+        .await;
+    assert_eq!(r.rejections[0].code, ErrorCode::ForgedAuthor);
+
+    // Honest edits still work: Alice on her own device, with her own actor.
+    let before = doc.get_heads();
+    doc.put(ROOT, "honest", "yes").unwrap();
+    let honest = DocPush {
+        doc_id: case_doc,
+        case_id,
+        kind: DocKind::Case,
+        base: wire::to_wire_heads(&before),
+        changes: doc
+            .get_changes(&before)
+            .into_iter()
+            .map(|mut c| ByteBuf::from(c.bytes().into_owned()))
+            .collect(),
+    };
+    let r = f.sync(&f.alice, Seq(0), vec![honest]).await;
+    assert_eq!(r.acks.len(), 1, "{:?}", r.rejections);
+
+    for token in [&f.bob, &alice_phone] {
+        let (docs, _, _) = f.sync_all(token, Seq(0)).await;
+        let got = all_hashes(&docs);
+        assert!(
+            got.is_disjoint(&forged_hashes),
+            "a forged change was handed out"
+        );
+        assert!(!got.is_empty());
+    }
+    let refused: Vec<_> = audit::entries(f.s(), None)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == audit::AuditKind::Refused)
+        .collect();
+    assert_eq!(refused.len(), 4);
+    assert!(refused.iter().all(|e| e.details["code"] == "forged_author"));
+}
+
+#[tokio::test]
+async fn a_resend_of_someone_elses_changes_is_accepted_as_duplicates() {
+    let f = Fixture::new();
+    let (case_id, _, doc) = f.case_with_note().await;
+    let (docs, _, cursor) = f.sync_all(&f.bob, Seq(0)).await;
+    let case_pull = docs.iter().find(|d| d.doc_id.0 == case_id.0).unwrap();
+    let mut bobs = AutoCommit::new();
+    bobs.apply_changes(
+        case_pull
+            .changes
+            .iter()
+            .map(|b| automerge::Change::from_bytes(b.to_vec()).unwrap()),
+    )
+    .unwrap();
+    bobs.set_author(Some(Author::from(f.bob_staff.staff_id.as_bytes().to_vec())));
+    bobs.put(ROOT, "by_bob", 1).unwrap();
+    let everything = changes_of(&mut bobs);
+    let alices = doc.clone().get_changes(&[]).len() as u32;
+    let r = f
+        .sync(
+            &f.bob,
+            cursor,
+            vec![DocPush {
+                doc_id: DocId(case_id.0),
+                case_id,
+                kind: DocKind::Case,
+                base: vec![],
+                changes: everything,
+            }],
+        )
+        .await;
+    assert!(r.rejections.is_empty(), "{:?}", r.rejections);
+    assert_eq!((r.acks[0].stored, r.acks[0].duplicates), (1, alices));
+}
+
+#[tokio::test]
+async fn pushes_to_unreadable_or_unknown_documents_and_cases_get_the_same_answer() {
+    let f = Fixture::new();
+    let (case_id, note_id, _) = f.case_with_note().await;
+    let mut mine = authored(&f.carol_staff);
+    mine.put(ROOT, "x", 1).unwrap();
+    let changes = changes_of(&mut mine);
+    let push = |doc_id: DocId, case_id: CaseId| DocPush {
+        doc_id,
+        case_id,
+        kind: DocKind::Note,
+        base: vec![],
+        changes: changes.clone(),
+    };
+    let existing = push(note_id, case_id);
+    let existing_other_claim = push(note_id, CaseId::new_random());
+    let new_in_unreadable = push(DocId::new_random(), case_id);
+    let new_in_unknown = push(DocId::new_random(), CaseId::new_random());
+    let r = f
+        .sync(
+            &f.carol,
+            Seq(0),
+            vec![
+                existing,
+                existing_other_claim,
+                new_in_unreadable,
+                new_in_unknown,
+            ],
+        )
+        .await;
+    assert_eq!(r.rejections.len(), 4);
+    let answers: HashSet<(ErrorCode, String)> = r
+        .rejections
+        .iter()
+        .map(|x| (x.code, x.reason.replace(&x.doc_id.to_string(), "DOC")))
+        .collect();
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert_eq!(answers.into_iter().next().unwrap().0, ErrorCode::Forbidden);
+    assert!(r
+        .rejections
+        .iter()
+        .all(|x| !x.reason.contains(&case_id.to_string())));
+}
+
+#[tokio::test]
+async fn the_admin_role_reads_no_records_even_on_a_team_of_the_case() {
+    let f = Fixture::new();
+    f.case_with_note().await;
+    let admin_staff =
+        directory::add_staff(f.s(), "Ada", "admin", "Council", &["North".into()]).unwrap();
+    let token = auth::issue(f.s(), &admin_staff, "desk", 0).unwrap().token;
+    let (docs, _, _) = f.sync_all(&token, Seq(0)).await;
+    assert!(docs.is_empty());
+}
+
+#[tokio::test]
+async fn an_idle_reconnect_with_an_unchanged_epoch_does_no_reconciliation() {
+    let f = Fixture::new();
+    let (case_id, note_id, _) = f.case_with_note().await;
+    let (docs, _, cursor) = f.sync_all(&f.bob, Seq(0)).await;
+    assert_eq!(ids(&docs), [DocId(case_id.0), note_id].into());
+    // Make the server forget what Bob's device holds: a reconciliation would now backfill both
+    // documents, so an answer without them shows that none ran.
+    let bob_device = f.device_of(&f.bob);
+    f.store.device_docs_clear(bob_device).unwrap();
+    let idle = f.sync(&f.bob, cursor, vec![]).await;
+    assert!(idle.docs.is_empty() && idle.evictions.is_empty() && !idle.more);
+    assert_eq!(idle.cursor, cursor);
+    // The probe is sensitive: after an access change the same sync reconciles.
+    admin::staff_add_team(f.s(), f.bob_staff.staff_id, f.team("South"), 1).unwrap();
+    let r = f.sync(&f.bob, cursor, vec![]).await;
+    assert_eq!(ids(&r.docs), [DocId(case_id.0), note_id].into());
+}
+
+#[tokio::test]
+async fn the_audit_chain_verifies_after_a_realistic_sequence_and_a_tampered_entry_is_named() {
+    let f = Fixture::new();
+    let (case_id, _, _) = f.case_with_note().await;
+    let (_, _, cursor) = f.sync_all(&f.carol, Seq(0)).await;
+    admin::case_add_team(f.s(), case_id, f.team("South"), 1).unwrap();
+    f.sync(&f.carol, cursor, vec![]).await;
+    admin::case_remove_team(f.s(), case_id, f.team("South"), 2).unwrap();
+    f.sync(&f.carol, cursor, vec![]).await;
+    admin::token_revoke(f.s(), &f.device_of(&f.bob).to_string()).unwrap();
+    let (status, _, _) = f
+        .sync_raw(
+            &f.bob,
+            wire::encode(&SyncRequest {
+                version: PROTOCOL_VERSION,
+                cursor: Seq(0),
+                device_clock_ms: 0,
+                docs: vec![],
+            }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let n = audit::verify(f.s()).unwrap();
+    let entries = audit::entries(f.s(), None).unwrap();
+    assert_eq!(n, entries.len());
+    let kinds: HashSet<&str> = entries.iter().map(|e| e.kind.as_str()).collect();
+    for k in ["enrol", "sync", "access_change", "token_revoke", "refused"] {
+        assert!(kinds.contains(k), "no {k} entry in {kinds:?}");
+    }
+    let syncs: Vec<_> = entries
+        .iter()
+        .filter(|e| e.kind.as_str() == "sync")
+        .collect();
+    assert!(syncs.iter().any(|e| e.details["evictions"]
+        .as_array()
+        .is_some_and(|a| a.len() == 2)));
+    assert!(syncs
+        .iter()
+        .all(|e| e.device_id.is_some() && e.staff_id.is_some()));
+    let text = serde_json::to_string(&entries).unwrap();
+    for name in ["Alice", "Bob", "Carol", "Person", "a visit"] {
+        assert!(!text.contains(name), "the audit log names {name}");
+    }
+
+    // Tamper with one entry's value on disk, as an e2e test does.
+    let target = entries[entries.len() / 2].seq;
+    let Fixture {
+        _dir: dir,
+        store,
+        app,
+        ..
+    } = f;
+    drop(app);
+    store.flush().unwrap();
+    drop(store);
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let tree = db.open_tree(audit::TREE).unwrap();
+        let key = target.to_be_bytes();
+        let mut value: serde_json::Value =
+            serde_json::from_slice(&tree.get(key).unwrap().unwrap()).unwrap();
+        value["at_ms"] = serde_json::json!(value["at_ms"].as_i64().unwrap() + 1);
+        tree.insert(key, serde_json::to_vec(&value).unwrap())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let store = crate::store::open(dir.path()).unwrap();
+    match audit::verify(&*store) {
+        Err(audit::VerifyError::Broken(b)) => assert_eq!(b.seq, target, "{b}"),
+        other => panic!("the tampered entry was not found: {other:?}"),
+    }
 }

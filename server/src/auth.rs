@@ -2,12 +2,17 @@
 //!
 //! A token is `cn_` followed by 32 random bytes in hex. The server keeps only its sha256, mapped to
 //! the device and staff member it was issued for, so a copy of the store does not let anyone sign
-//! in. Each token enrols one device; revoking the device (a lost tablet) ends the token.
+//! in. Each token enrols one device; revoking the device (a lost tablet) ends the token, and
+//! revoking a member of staff (a leaver) ends every token of theirs. A revoked token is told so
+//! ([`Authenticated::Revoked`], answered `device_revoked` so that the device wipes itself); an
+//! unknown one is not. Enrolments and revocations are audited here, whoever calls.
 
+use crate::audit::{AuditKind, AuditRecord};
 use crate::directory::{Device, DirectoryError, Staff};
 use crate::store::{Store, StoreError, TokenRecord};
 use casenote_protocol::{DeviceId, StaffId, TeamId};
 use rand::RngCore;
+use serde_json::json;
 use sha2::{Digest, Sha256};
 
 /// Every token starts with this, so a leaked one is easy to recognise in logs and scanners.
@@ -54,7 +59,10 @@ pub fn issue(
     staff: &Staff,
     device_name: &str,
     now_ms: i64,
-) -> Result<Issued, StoreError> {
+) -> Result<Issued, DirectoryError> {
+    if staff.revoked {
+        return Err(DirectoryError::StaffRevoked(staff.staff_id));
+    }
     let token = new_token();
     let hash = token_hash(&token);
     let device = Device {
@@ -76,17 +84,64 @@ pub fn issue(
             revoked: false,
         },
     )?;
+    store.audit_append(
+        AuditRecord::new(AuditKind::Enrol, now_ms, json!({}))
+            .staff(staff.staff_id)
+            .device(device.device_id),
+    )?;
     Ok(Issued { device, token })
 }
 
 /// Revokes a device and its token. Revoking twice is harmless.
-pub fn revoke(store: &dyn Store, device_id: &str) -> Result<Device, DirectoryError> {
+pub fn revoke(store: &dyn Store, device_id: &str, now_ms: i64) -> Result<Device, DirectoryError> {
     let id: DeviceId = device_id
         .parse()
         .map_err(|_| DirectoryError::NoSuchDevice(device_id.into()))?;
-    let mut device = store
-        .get_device(id)?
-        .ok_or_else(|| DirectoryError::NoSuchDevice(device_id.into()))?;
+    let device =
+        revoke_device(store, id)?.ok_or_else(|| DirectoryError::NoSuchDevice(device_id.into()))?;
+    store.audit_append(
+        AuditRecord::new(AuditKind::TokenRevoke, now_ms, json!({}))
+            .staff(device.staff_id)
+            .device(device.device_id),
+    )?;
+    Ok(device)
+}
+
+/// Revokes a member of staff and every device of theirs; returns the devices. Revoking twice is
+/// harmless.
+pub fn revoke_staff(
+    store: &dyn Store,
+    staff_id: StaffId,
+    now_ms: i64,
+) -> Result<Vec<DeviceId>, DirectoryError> {
+    let mut staff = store
+        .get_staff(staff_id)?
+        .ok_or_else(|| DirectoryError::NoSuchStaff(staff_id.to_string()))?;
+    // The flag first: from here on every token of theirs is refused, whatever happens next.
+    staff.revoked = true;
+    store.put_staff(&staff)?;
+    let mut devices = Vec::new();
+    for d in store.list_devices()? {
+        if d.staff_id == staff_id {
+            revoke_device(store, d.device_id)?;
+            devices.push(d.device_id);
+        }
+    }
+    store.audit_append(
+        AuditRecord::new(
+            AuditKind::StaffRevoke,
+            now_ms,
+            json!({ "devices": devices }),
+        )
+        .staff(staff_id),
+    )?;
+    Ok(devices)
+}
+
+fn revoke_device(store: &dyn Store, id: DeviceId) -> Result<Option<Device>, StoreError> {
+    let Some(mut device) = store.get_device(id)? else {
+        return Ok(None);
+    };
     if let Ok(bytes) = hex::decode(&device.token_sha256) {
         if let Ok(hash) = <[u8; 32]>::try_from(bytes.as_slice()) {
             if let Some(mut rec) = store.get_token(&hash)? {
@@ -97,29 +152,52 @@ pub fn revoke(store: &dyn Store, device_id: &str) -> Result<Device, DirectoryErr
     }
     device.revoked = true;
     store.put_device(&device)?;
-    Ok(device)
+    Ok(Some(device))
 }
 
-/// The principal a token belongs to, or `None` for an unknown or revoked token (the caller answers
-/// both with the same 401, so a probe learns nothing).
-pub fn authenticate(store: &dyn Store, token: &str) -> Result<Option<Principal>, StoreError> {
+/// What a bearer token turned out to be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Authenticated {
+    /// A live token.
+    Ok(Principal),
+    /// A token the server issued and then revoked (its device, or its staff member): the device
+    /// must wipe itself. Only the holder of the token can get this answer.
+    Revoked {
+        device_id: DeviceId,
+        staff_id: StaffId,
+    },
+    /// No such token.
+    Unknown,
+}
+
+/// Looks a token up.
+pub fn authenticate(store: &dyn Store, token: &str) -> Result<Authenticated, StoreError> {
     if !token.starts_with(TOKEN_PREFIX) {
-        return Ok(None);
+        return Ok(Authenticated::Unknown);
     }
     let Some(rec) = store.get_token(&token_hash(token))? else {
-        return Ok(None);
+        return Ok(Authenticated::Unknown);
+    };
+    let revoked = Authenticated::Revoked {
+        device_id: rec.device_id,
+        staff_id: rec.staff_id,
     };
     if rec.revoked {
-        return Ok(None);
+        return Ok(revoked);
     }
     match store.get_device(rec.device_id)? {
         Some(d) if !d.revoked => {}
-        _ => return Ok(None),
+        Some(_) => return Ok(revoked),
+        None => return Ok(Authenticated::Unknown),
     }
-    Ok(store.get_staff(rec.staff_id)?.map(|staff| Principal {
-        device_id: rec.device_id,
-        staff,
-    }))
+    Ok(match store.get_staff(rec.staff_id)? {
+        Some(staff) if staff.revoked => revoked,
+        Some(staff) => Authenticated::Ok(Principal {
+            device_id: rec.device_id,
+            staff,
+        }),
+        None => Authenticated::Unknown,
+    })
 }
 
 #[cfg(test)]
@@ -137,10 +215,48 @@ mod tests {
         let issued = issue(&*store, &staff, "laptop", 0).unwrap();
         assert!(issued.token.starts_with("cn_"));
         assert_eq!(issued.token.len(), 3 + 64);
-        let who = authenticate(&*store, &issued.token).unwrap().unwrap();
+        let Authenticated::Ok(who) = authenticate(&*store, &issued.token).unwrap() else {
+            panic!("a fresh token must work");
+        };
         assert_eq!(who.staff_id(), staff.staff_id);
-        assert_eq!(authenticate(&*store, "cn_nope").unwrap(), None);
-        revoke(&*store, &issued.device.device_id.to_string()).unwrap();
-        assert_eq!(authenticate(&*store, &issued.token).unwrap(), None);
+        assert_eq!(
+            authenticate(&*store, "cn_nope").unwrap(),
+            Authenticated::Unknown
+        );
+        revoke(&*store, &issued.device.device_id.to_string(), 0).unwrap();
+        assert!(matches!(
+            authenticate(&*store, &issued.token).unwrap(),
+            Authenticated::Revoked { device_id, .. } if device_id == issued.device.device_id
+        ));
+    }
+
+    #[test]
+    fn revoking_a_member_of_staff_revokes_every_device_of_theirs_and_no_new_one_is_enrolled() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::open(dir.path()).unwrap();
+        directory::add_org(&*store, "O").unwrap();
+        directory::add_team(&*store, "O", "T").unwrap();
+        let staff = directory::add_staff(&*store, "S", "gp", "O", &["T".into()]).unwrap();
+        let other = directory::add_staff(&*store, "U", "gp", "O", &["T".into()]).unwrap();
+        let a = issue(&*store, &staff, "phone", 0).unwrap();
+        let b = issue(&*store, &staff, "laptop", 0).unwrap();
+        let c = issue(&*store, &other, "laptop", 0).unwrap();
+        let devices = revoke_staff(&*store, staff.staff_id, 1).unwrap();
+        assert_eq!(devices.len(), 2);
+        for t in [&a.token, &b.token] {
+            assert!(matches!(
+                authenticate(&*store, t).unwrap(),
+                Authenticated::Revoked { .. }
+            ));
+        }
+        assert!(matches!(
+            authenticate(&*store, &c.token).unwrap(),
+            Authenticated::Ok(_)
+        ));
+        let revoked = store.get_staff(staff.staff_id).unwrap().unwrap();
+        assert!(matches!(
+            issue(&*store, &revoked, "new", 2),
+            Err(DirectoryError::StaffRevoked(_))
+        ));
     }
 }

@@ -1,12 +1,14 @@
-//! The `casenote-server` command line: `serve`, `admin` and `demo`, a thin clap shell over the
-//! library. It lives in the library so that the end-to-end test package can build the same entry
+//! The `casenote-server` command line: `serve`, `admin`, `demo` and `audit`, a thin clap shell
+//! over the library. It lives in the library so that the end-to-end test package can build the same entry
 //! point under its own binary name.
 //!
 //! Errors print as `casenote-server: {err:#}` on stderr. Exit codes: 0 success, 1 failure, 2 usage
-//! (clap's own).
+//! (clap's own). `audit verify` prints `audit log intact: N entries` and exits 0, or prints
+//! `audit log broken: entry SEQ is the first broken entry: REASON` (stdout and stderr) and exits 1.
 
-use crate::{admin, demo, now_ms, Config, Store};
+use crate::{admin, audit, demo, now_ms, Config, Store};
 use anyhow::Context;
+use casenote_protocol::{CaseId, DocId};
 use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
@@ -45,6 +47,78 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check or show the hash-chained audit log (the server must not be running on DIR).
+    Audit {
+        #[command(subcommand)]
+        action: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check every link of the chain; exit 1 naming the first broken entry.
+    Verify {
+        #[arg(long)]
+        data: PathBuf,
+    },
+    /// Print the entries, oldest first.
+    Show {
+        #[arg(long)]
+        data: PathBuf,
+        /// One JSON array instead of one line per entry.
+        #[arg(long)]
+        json: bool,
+        /// Only the last N entries.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaseCommand {
+    /// Put a team around the person: its members' devices receive the case on their next sync.
+    AddTeam {
+        #[arg(long)]
+        case: CaseId,
+        /// Team id or exact name.
+        #[arg(long)]
+        team: String,
+    },
+    /// Take a team off the case: its members' devices delete the case on their next sync.
+    RemoveTeam {
+        #[arg(long)]
+        case: CaseId,
+        /// Team id or exact name.
+        #[arg(long)]
+        team: String,
+    },
+    /// Show the case's teams and documents (kind and access list; never content).
+    Show {
+        #[arg(long)]
+        case: CaseId,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum RestrictedCommand {
+    /// Put a team on a restricted document's access list.
+    Grant {
+        #[arg(long)]
+        doc: DocId,
+        /// Team id or exact name.
+        #[arg(long)]
+        team: String,
+    },
+    /// Take a team off a restricted document's access list.
+    Revoke {
+        #[arg(long)]
+        doc: DocId,
+        /// Team id or exact name.
+        #[arg(long)]
+        team: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -68,6 +142,16 @@ enum AdminCommand {
     Token {
         #[command(subcommand)]
         action: TokenCommand,
+    },
+    /// Cases: the teams around the person.
+    Case {
+        #[command(subcommand)]
+        action: CaseCommand,
+    },
+    /// Restricted documents' access lists.
+    Restricted {
+        #[command(subcommand)]
+        action: RestrictedCommand,
     },
     /// List orgs, teams, staff and devices (never tokens).
     List {
@@ -113,6 +197,30 @@ enum StaffCommand {
         /// A team of that organisation (repeat for several).
         #[arg(long = "team", required = true)]
         teams: Vec<String>,
+    },
+    /// Add a member of staff to a team.
+    AddTeam {
+        /// Staff id or exact name.
+        #[arg(long)]
+        staff: String,
+        /// Team id or exact name.
+        #[arg(long)]
+        team: String,
+    },
+    /// Take a member of staff off a team.
+    RemoveTeam {
+        /// Staff id or exact name.
+        #[arg(long)]
+        staff: String,
+        /// Team id or exact name.
+        #[arg(long)]
+        team: String,
+    },
+    /// Revoke a member of staff (a leaver) and every device of theirs.
+    Revoke {
+        /// Staff id or exact name.
+        #[arg(long)]
+        staff: String,
     },
 }
 
@@ -172,6 +280,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Audit { action } => match action {
+            AuditCommand::Verify { data } => {
+                let store = open(&data)?;
+                match audit::verify(&*store) {
+                    Ok(n) => {
+                        println!("audit log intact: {n} entries");
+                        Ok(())
+                    }
+                    Err(e) => {
+                        println!("{e}");
+                        Err(e.into())
+                    }
+                }
+            }
+            AuditCommand::Show { data, json, limit } => {
+                let store = open(&data)?;
+                let entries = audit::entries(&*store, limit)?;
+                let out = audit::render(&entries, json);
+                if !out.is_empty() {
+                    println!("{out}");
+                }
+                Ok(())
+            }
+        },
     }
 }
 
@@ -203,6 +335,60 @@ fn admin_action(store: &dyn Store, action: AdminCommand) -> anyhow::Result<Strin
         AdminCommand::Token {
             action: TokenCommand::Revoke { device },
         } => admin::token_revoke(store, &device)?,
+        AdminCommand::Staff {
+            action: StaffCommand::AddTeam { staff, team },
+        } => {
+            let (s, t) = (
+                admin::resolve_staff(store, &staff)?,
+                admin::resolve_team(store, &team)?,
+            );
+            admin::staff_add_team(store, s, t, now_ms())?;
+            format!("staff member {s} is on team {t}")
+        }
+        AdminCommand::Staff {
+            action: StaffCommand::RemoveTeam { staff, team },
+        } => {
+            let (s, t) = (
+                admin::resolve_staff(store, &staff)?,
+                admin::resolve_team(store, &team)?,
+            );
+            admin::staff_remove_team(store, s, t, now_ms())?;
+            format!("staff member {s} is not on team {t}")
+        }
+        AdminCommand::Staff {
+            action: StaffCommand::Revoke { staff },
+        } => admin::staff_revoke_cmd(store, &staff)?,
+        AdminCommand::Case {
+            action: CaseCommand::AddTeam { case, team },
+        } => {
+            let t = admin::resolve_team(store, &team)?;
+            admin::case_add_team(store, case, t, now_ms())?;
+            format!("team {t} is on case {case}")
+        }
+        AdminCommand::Case {
+            action: CaseCommand::RemoveTeam { case, team },
+        } => {
+            let t = admin::resolve_team(store, &team)?;
+            admin::case_remove_team(store, case, t, now_ms())?;
+            format!("team {t} is not on case {case}")
+        }
+        AdminCommand::Case {
+            action: CaseCommand::Show { case, json },
+        } => admin::case_show(store, case, json)?,
+        AdminCommand::Restricted {
+            action: RestrictedCommand::Grant { doc, team },
+        } => {
+            let t = admin::resolve_team(store, &team)?;
+            admin::restricted_grant(store, doc, t, now_ms())?;
+            format!("team {t} may see restricted document {doc}")
+        }
+        AdminCommand::Restricted {
+            action: RestrictedCommand::Revoke { doc, team },
+        } => {
+            let t = admin::resolve_team(store, &team)?;
+            admin::restricted_revoke(store, doc, t, now_ms())?;
+            format!("team {t} may not see restricted document {doc}")
+        }
         AdminCommand::List { json } => admin::list(store, json)?,
     })
 }

@@ -1,12 +1,15 @@
 //! `casenote-server demo`: loads the fictional borough of Castlebridge (../shared/DEMO.md) and
 //! issues one device token per demo staff member.
 //!
-//! The records are real Automerge documents written with `casenote_protocol::record`, one fixed
-//! actor (the staff uuid) and author per staff member, and they are stored through
-//! [`sync::push`], the path device pushes take, so they reach devices by ordinary sync. Loading
+//! The records are real Automerge documents written with `casenote_protocol::record`, each
+//! change authored by its staff member, and they are stored through [`sync::push`], the path
+//! device pushes take, so they reach devices by ordinary sync and pass the same authorship checks:
+//! the loader enrols one "demo loader" device per staff member (its token is thrown away) and
+//! pushes each staff member's edits from that device, which the actors get bound to. Loading
 //! twice does not duplicate anything: a second run only issues fresh tokens. All names, places and
 //! numbers are invented; NHS numbers start 999 and pass the Modulus 11 check.
 
+use crate::audit::{AuditKind, AuditRecord};
 use crate::auth::{self, Principal};
 use crate::directory::{self, Staff};
 use crate::store::{Commit, Store};
@@ -121,8 +124,20 @@ pub fn load(store: &dyn Store, now_ms: i64) -> anyhow::Result<DemoOutput> {
             false,
         ),
         None => {
+            let before = store.last_seq();
             let marker = Loader::new(store, now_ms)?.load_all()?;
             store.meta_put(MARKER_KEY, &serde_json::to_vec(&marker)?)?;
+            // The loader set case teams after creating the cases: reconcile every device.
+            store.bump_access_epoch()?;
+            store.audit_append(AuditRecord::new(
+                AuditKind::DemoLoad,
+                now_ms,
+                serde_json::json!({
+                    "cases": marker.cases.iter().map(|c| c.case_id).collect::<Vec<_>>(),
+                    "staff": marker.staff,
+                    "changes": store.last_seq().0 - before.0,
+                }),
+            ))?;
             (marker, true)
         }
     };
@@ -227,6 +242,8 @@ struct Loader<'a> {
     now_ms: i64,
     teams: HashMap<&'static str, TeamId>,
     staff: HashMap<&'static str, Staff>,
+    /// The device each staff member's edits are pushed from.
+    devices: HashMap<&'static str, DeviceId>,
 }
 
 const HOUR_MS: i64 = 60 * 60 * 1000;
@@ -250,8 +267,11 @@ impl<'a> Loader<'a> {
             teams.insert(*team, t.team_id);
         }
         let mut staff = HashMap::new();
+        let mut devices = HashMap::new();
         for (name, role, org, team) in STAFF {
             let s = directory::add_staff(store, name, role, org, &[team.to_string()])?;
+            let loader = auth::issue(store, &s, "demo loader", now_ms)?;
+            devices.insert(*name, loader.device.device_id);
             staff.insert(*name, s);
         }
         Ok(Loader {
@@ -259,6 +279,7 @@ impl<'a> Loader<'a> {
             now_ms,
             teams,
             staff,
+            devices,
         })
     }
 
@@ -295,7 +316,7 @@ impl<'a> Loader<'a> {
             .map(|mut c| ByteBuf::from(c.bytes().into_owned()))
             .collect();
         let who = Principal {
-            device_id: DeviceId(uuid::Uuid::nil()),
+            device_id: self.devices[name],
             staff: self.who(name).clone(),
         };
         let out = sync::push(
@@ -411,6 +432,12 @@ impl<'a> Loader<'a> {
             .find(|(n, ..)| *n == by)
             .map(|(_, _, org, team)| (*org, *team))
             .unwrap_or_default();
+        // Written up and filed twenty minutes after the contact, or now for a late entry.
+        let recorded_at_ms = if late_entry_reason.is_some() {
+            self.now_ms
+        } else {
+            self.now_ms - occurred_ago_ms + HOUR_MS / 3
+        };
         let mut doc = self.new_doc(by, id, case_id, DocKind::Note);
         record::init_note(
             &mut doc.doc,
@@ -424,19 +451,14 @@ impl<'a> Loader<'a> {
                     team: team.into(),
                 },
                 occurred_at_ms: self.now_ms - occurred_ago_ms,
-                // Written up twenty minutes after the contact, or now for a late entry.
-                recorded_at_ms: if late_entry_reason.is_some() {
-                    self.now_ms
-                } else {
-                    self.now_ms - occurred_ago_ms + HOUR_MS / 3
-                },
+                recorded_at_ms,
                 text: text.into(),
                 amends,
                 late_entry_reason: late_entry_reason.map(Into::into),
             },
         )?;
         doc.doc.commit();
-        record::file_note(&mut doc.doc, id, self.now_ms)?;
+        record::file_note(&mut doc.doc, id, recorded_at_ms)?;
         doc.doc.commit();
         self.push(&mut doc, by)?;
         Ok(id)
@@ -576,6 +598,8 @@ impl<'a> Loader<'a> {
         for member in ["Dr Helen Marsh", "Joe Ward", "Priya Shah"] {
             self.team_member(&mut daniel, "Dr Helen Marsh", member)?;
         }
+        // Each staff member pushes only their own edits: authorship is checked.
+        self.push(&mut daniel, "Dr Helen Marsh")?;
         self.as_staff(&mut daniel, "Joe Ward");
         self.add_map_entry(
             &mut daniel,

@@ -31,6 +31,9 @@ pub struct Staff {
     pub role: String,
     pub org_id: OrgId,
     pub teams: Vec<TeamId>,
+    /// A revoked member of staff (a leaver): every token of theirs answers `device_revoked`.
+    #[serde(default)]
+    pub revoked: bool,
 }
 
 /// An enrolled device. Its token is stored only as a hash, in the `tokens` tree.
@@ -79,6 +82,12 @@ pub enum DirectoryError {
         "{count} staff members are named {name:?}; use the staff id instead (see `admin list`)"
     )]
     AmbiguousStaff { name: String, count: usize },
+    #[error("no team with id or exact name {0:?}; see `admin list`")]
+    NoSuchTeamAnywhere(String),
+    #[error("{count} teams are named {name:?}; use the team id instead (see `admin list`)")]
+    AmbiguousTeam { name: String, count: usize },
+    #[error("staff member {0} has been revoked; enrol no devices for them")]
+    StaffRevoked(StaffId),
     #[error("no device with id {0:?}; see `admin list`")]
     NoSuchDevice(String),
     #[error("a name must not be empty or longer than {max} bytes")]
@@ -190,9 +199,33 @@ pub fn add_staff(
         role: role.into(),
         org_id: org.org_id,
         teams,
+        revoked: false,
     };
     store.put_staff(&staff)?;
     Ok(staff)
+}
+
+/// The team with this id, or else with exactly this name in any organisation (which must be
+/// unique; use the id when two organisations have a team of the same name).
+pub fn find_team_any(store: &dyn Store, id_or_name: &str) -> Result<Team, DirectoryError> {
+    if let Ok(id) = id_or_name.parse::<TeamId>() {
+        if let Some(t) = store.get_team(id)? {
+            return Ok(t);
+        }
+    }
+    let mut found: Vec<Team> = store
+        .list_teams()?
+        .into_iter()
+        .filter(|t| t.name == id_or_name)
+        .collect();
+    match found.len() {
+        0 => Err(DirectoryError::NoSuchTeamAnywhere(id_or_name.into())),
+        1 => Ok(found.remove(0)),
+        count => Err(DirectoryError::AmbiguousTeam {
+            name: id_or_name.into(),
+            count,
+        }),
+    }
 }
 
 /// The member of staff with this id, or else with exactly this name (which must be unique).

@@ -3,8 +3,13 @@
 //! Only this module knows HTTP. Every error leaves as JSON `{code, message}` with a stable code
 //! from `casenote_protocol::ErrorCode`; internal failures are logged with a request id and answered
 //! with that id only. Store calls run on the blocking pool, never on the async executor.
+//!
+//! Authentication: a missing or unknown token is `401 unauthorized`; a token that was revoked
+//! (its device, or its member of staff) is `401 device_revoked` with [`DEVICE_REVOKED_MESSAGE`],
+//! the one answer on which a client wipes its local store. Both are audited as `refused`.
 
-use crate::auth::{self, Principal};
+use crate::audit::{self, AuditKind, AuditRecord};
+use crate::auth::{self, Authenticated, Principal};
 use crate::store::{Store, StoreError};
 use crate::{now_ms, sync};
 use axum::body::{Body, Bytes};
@@ -19,6 +24,10 @@ use casenote_protocol::wire::{self, TeamRef, WhoAmI, CBOR_MEDIA_TYPE};
 use casenote_protocol::{limits, ErrorBody, ErrorCode};
 use std::sync::Arc;
 use tower_http::catch_panic::CatchPanicLayer;
+
+/// The message of the `device_revoked` answer.
+pub const DEVICE_REVOKED_MESSAGE: &str =
+    "this device has been revoked; its local data must be wiped";
 
 /// Server settings that are not limits (limits live in `casenote_protocol::limits`).
 #[derive(Clone, Debug, Default)]
@@ -63,6 +72,16 @@ impl ApiError {
             StatusCode::UNAUTHORIZED,
             ErrorCode::Unauthorized,
             "send a valid device token as `Authorization: Bearer cn_...`; ask an admin for a new one if it was revoked",
+        )
+    }
+
+    /// A token that was revoked (its device, or its staff member). The client wipes its store on
+    /// this code and on no other.
+    pub fn device_revoked() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::DeviceRevoked,
+            DEVICE_REVOKED_MESSAGE,
         )
     }
 
@@ -135,13 +154,50 @@ impl FromRequestParts<AppState> for Authed {
                 scheme
                     .eq_ignore_ascii_case("bearer")
                     .then(|| token.trim().to_string())
-            })
-            .ok_or_else(ApiError::unauthorized)?;
+            });
+        let path = parts.uri.path().to_string();
         let store = state.store.clone();
-        match blocking(move || auth::authenticate(&*store, &token)).await? {
-            Some(p) => Ok(Authed(p)),
-            None => Err(ApiError::unauthorized()),
-        }
+        blocking(move || {
+            let found = match &token {
+                Some(t) => auth::authenticate(&*store, t)?,
+                None => Authenticated::Unknown,
+            };
+            Ok(match found {
+                Authenticated::Ok(p) => Ok(Authed(p)),
+                Authenticated::Revoked {
+                    device_id,
+                    staff_id,
+                } => {
+                    audit::append_or_log(
+                        &*store,
+                        AuditRecord::new(
+                            AuditKind::Refused,
+                            now_ms(),
+                            serde_json::json!({"code": "device_revoked", "path": path}),
+                        )
+                        .staff(staff_id)
+                        .device(device_id),
+                    );
+                    Err(ApiError::device_revoked())
+                }
+                Authenticated::Unknown => {
+                    audit::append_or_log(
+                        &*store,
+                        AuditRecord::new(
+                            AuditKind::Refused,
+                            now_ms(),
+                            serde_json::json!({
+                                "code": "unauthorized",
+                                "path": path,
+                                "token_sent": token.is_some(),
+                            }),
+                        ),
+                    );
+                    Err(ApiError::unauthorized())
+                }
+            })
+        })
+        .await?
     }
 }
 

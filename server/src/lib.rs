@@ -5,8 +5,15 @@
 //! it is given, so tests and benchmarks bind `127.0.0.1:0` and choose their own storage. The sync
 //! algorithm itself ([`sync`]) knows nothing of HTTP; the admin CLI ([`admin`]) and the demo loader
 //! ([`demo`]) work on the store directly.
+//!
+//! Who may see what is decided in one place, [`sync::may_read`]; access changes made by
+//! [`admin`] move a global access epoch, and each device's next sync is reconciled (evictions and
+//! backfill). Authorship of changes is checked and actor ids are bound to staff and device
+//! ([`sync`]). Revoked tokens are told `device_revoked` ([`auth`], [`http`]). Everything that
+//! matters is recorded in a hash-chained audit log ([`audit`]).
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod demo;

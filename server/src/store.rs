@@ -16,8 +16,20 @@
 //! - `cases`: case_id → [`CaseRecord`] (the teams around the person)
 //! - `orgs`, `teams`, `staff`, `devices`: id → record
 //! - `tokens`: sha256 of the token → [`TokenRecord`]
-//! - `meta`: small named values (the demo marker)
+//! - `meta`: small named values (the demo marker; `access_epoch`, a u64 big-endian bumped by
+//!   every access change; `index_v1`, set once the indexes below were built for an older store)
+//! - `case_docs`: case_id (16) ‖ doc_id (16) → empty: the documents of a case (index, kept inside
+//!   [`Store::write`])
+//! - `team_cases`: team_id (16) ‖ case_id (16) → empty: the cases a team is on (index, kept inside
+//!   [`Store::write`])
+//! - `actors`: Automerge actor id bytes → [`ActorBinding`] (who first used the actor), written in
+//!   the same transaction as the changes that bind it
+//! - `device_docs`: device_id (16) ‖ doc_id (16) → empty: what the server has handed a device or
+//!   accepted from it, so that it knows what to evict
+//! - `device_sync`: device_id → [`DeviceSync`] (the access epoch the device was reconciled at)
+//! - `audit`: the hash-chained audit log, JSON values; see [`crate::audit`]
 
+use crate::audit::{self, AuditEntry, AuditRecord};
 use crate::directory::{Device, Org, Staff, Team};
 use casenote_protocol::wire::Hash;
 use casenote_protocol::{CaseId, DeviceId, DocId, DocKind, OrgId, Seq, StaffId, TeamId};
@@ -82,6 +94,23 @@ pub struct TokenRecord {
     pub revoked: bool,
 }
 
+/// Who first used an Automerge actor id: every later change under it must come from the same
+/// staff member on the same device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActorBinding {
+    pub staff_id: StaffId,
+    pub device_id: DeviceId,
+    pub first_seen_ms: i64,
+}
+
+/// Per device: the access epoch it was last reconciled at, and where an unfinished backfill
+/// stopped inside one document (its id and the last sequence sent of it).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceSync {
+    pub reconciled_epoch: Option<u64>,
+    pub backfill_partial: Option<(DocId, u64)>,
+}
+
 /// One change to append to the log.
 #[derive(Clone, Debug)]
 pub struct NewChange {
@@ -96,11 +125,16 @@ pub struct Commit {
     pub cases: Vec<CaseRecord>,
     pub docs: Vec<DocRecord>,
     pub changes: Vec<NewChange>,
+    /// New actor bindings (actor id bytes, binding).
+    pub actors: Vec<(Vec<u8>, ActorBinding)>,
 }
 
 impl Commit {
     pub fn is_empty(&self) -> bool {
-        self.cases.is_empty() && self.docs.is_empty() && self.changes.is_empty()
+        self.cases.is_empty()
+            && self.docs.is_empty()
+            && self.changes.is_empty()
+            && self.actors.is_empty()
     }
 }
 
@@ -141,6 +175,37 @@ pub trait Store: Send + Sync {
     /// Whether the server holds the change `hash` of document `doc`.
     fn has_change(&self, doc: DocId, hash: &Hash) -> Result<bool, StoreError>;
 
+    /// The cases team `team` is on (index `team_cases`).
+    fn cases_of_team(&self, team: TeamId) -> Result<Vec<CaseId>, StoreError>;
+    /// The documents of case `case` (index `case_docs`).
+    fn docs_of_case(&self, case: CaseId) -> Result<Vec<DocId>, StoreError>;
+    /// The sequences of every stored change of `doc`, ascending.
+    fn doc_change_seqs(&self, doc: DocId) -> Result<Vec<Seq>, StoreError>;
+    /// The change stored under `seq`: its document, hash and bytes.
+    fn get_log(&self, seq: Seq) -> Result<Option<(DocId, Hash, Vec<u8>)>, StoreError>;
+    /// Who first used actor id `actor`.
+    fn get_actor(&self, actor: &[u8]) -> Result<Option<ActorBinding>, StoreError>;
+
+    /// The documents the server believes `device` holds.
+    fn device_docs(&self, device: DeviceId) -> Result<Vec<DocId>, StoreError>;
+    fn device_docs_add(&self, device: DeviceId, docs: &[DocId]) -> Result<(), StoreError>;
+    fn device_docs_remove(&self, device: DeviceId, docs: &[DocId]) -> Result<(), StoreError>;
+    fn device_docs_clear(&self, device: DeviceId) -> Result<(), StoreError>;
+    fn get_device_sync(&self, device: DeviceId) -> Result<Option<DeviceSync>, StoreError>;
+    fn put_device_sync(&self, device: DeviceId, state: &DeviceSync) -> Result<(), StoreError>;
+
+    /// The global access epoch (0 before any access change).
+    fn access_epoch(&self) -> Result<u64, StoreError>;
+    /// Bumps the access epoch atomically; returns the new value. Call it after the access change
+    /// itself is written, so that a sync that sees the new epoch also sees the new access.
+    fn bump_access_epoch(&self) -> Result<u64, StoreError>;
+
+    /// Appends one audit entry to the hash chain (serialised by one mutex); returns it.
+    fn audit_append(&self, record: AuditRecord) -> Result<AuditEntry, StoreError>;
+    /// Visits every audit entry's key (its sequence) and raw value, in order, until `visit`
+    /// returns false.
+    fn audit_scan(&self, visit: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError>;
+
     /// Runs `plan` under the write lock (so what it read is still true when its result is
     /// committed) and commits its result atomically. Returns the highest committed sequence after
     /// the write.
@@ -174,7 +239,15 @@ pub struct SledStore {
     devices: sled::Tree,
     tokens: sled::Tree,
     meta: sled::Tree,
+    case_docs: sled::Tree,
+    team_cases: sled::Tree,
+    actors: sled::Tree,
+    device_docs: sled::Tree,
+    device_sync: sled::Tree,
+    audit: sled::Tree,
     write_lock: Mutex<()>,
+    /// The last audit entry's (seq, hash), loaded on first append.
+    audit_head: Mutex<Option<(u64, String)>>,
     committed: AtomicU64,
     durable: AtomicU64,
 }
@@ -199,6 +272,31 @@ fn hash_key(doc: DocId, hash: &Hash) -> [u8; 48] {
     key
 }
 
+fn pair_key(a: &[u8; 16], b: &[u8; 16]) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    key[..16].copy_from_slice(a);
+    key[16..].copy_from_slice(b);
+    key
+}
+
+/// The ids stored after a 16-byte prefix in the keys of `tree` under `prefix`.
+fn suffix_ids<T>(
+    tree: &sled::Tree,
+    prefix: &[u8; 16],
+    make: fn(&[u8]) -> Option<T>,
+) -> Result<Vec<T>, StoreError> {
+    let mut out = Vec::new();
+    for item in tree.scan_prefix(prefix) {
+        let (k, _) = item?;
+        let id = make(&k[16..]).ok_or_else(|| StoreError::Corrupt("an index key".into()))?;
+        out.push(id);
+    }
+    Ok(out)
+}
+
+const ACCESS_EPOCH_KEY: &str = "access_epoch";
+const INDEX_KEY: &str = "index_v1";
+
 fn seq_from(bytes: &[u8]) -> Result<u64, StoreError> {
     let arr: [u8; 8] = bytes
         .try_into()
@@ -209,22 +307,26 @@ fn seq_from(bytes: &[u8]) -> Result<u64, StoreError> {
 impl SledStore {
     /// Opens (or creates) the store; a directory held by another process is [`StoreError::Locked`].
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(data_dir)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(ref io) if io.to_string().contains("could not acquire lock") => {
-                    StoreError::Locked(data_dir.to_path_buf())
-                }
-                other => StoreError::Sled(other),
-            })?;
+        let db = casenote_sled_recovery::open(data_dir).map_err(|e| match e {
+            sled::Error::Io(ref io) if io.to_string().contains("could not acquire lock") => {
+                StoreError::Locked(data_dir.to_path_buf())
+            }
+            other => StoreError::Sled(other),
+        })?;
         let tree = |name: &str| db.open_tree(name);
         let log = tree("log")?;
         let committed = match log.last()? {
             Some((k, _)) => seq_from(&k)?,
             None => 0,
         };
-        Ok(SledStore {
+        let store = SledStore {
+            case_docs: tree("case_docs")?,
+            team_cases: tree("team_cases")?,
+            actors: tree("actors")?,
+            device_docs: tree("device_docs")?,
+            device_sync: tree("device_sync")?,
+            audit: tree(audit::TREE)?,
+            audit_head: Mutex::new(None),
             hashes: tree("hashes")?,
             docs: tree("docs")?,
             cases: tree("cases")?,
@@ -239,7 +341,32 @@ impl SledStore {
             write_lock: Mutex::new(()),
             committed: AtomicU64::new(committed),
             durable: AtomicU64::new(committed),
-        })
+        };
+        store.build_indexes()?;
+        Ok(store)
+    }
+
+    /// Builds `case_docs` and `team_cases` for a store written before they existed (once).
+    fn build_indexes(&self) -> Result<(), StoreError> {
+        if self.meta.contains_key(INDEX_KEY)? {
+            return Ok(());
+        }
+        for item in self.docs.iter().values() {
+            let rec: DocRecord = dec(&item?)?;
+            self.case_docs.insert(
+                pair_key(rec.header.case_id.as_bytes(), rec.header.doc_id.as_bytes()),
+                &[],
+            )?;
+        }
+        for item in self.cases.iter().values() {
+            let case: CaseRecord = dec(&item?)?;
+            for t in &case.teams {
+                self.team_cases
+                    .insert(pair_key(t.as_bytes(), case.case_id.as_bytes()), &[])?;
+            }
+        }
+        self.meta.insert(INDEX_KEY, &[1])?;
+        Ok(())
     }
 
     fn get<T: DeserializeOwned>(tree: &sled::Tree, key: &[u8]) -> Result<Option<T>, StoreError> {
@@ -256,13 +383,39 @@ impl SledStore {
     }
 
     fn apply(&self, commit: &Commit, first: u64) -> Result<(), StoreError> {
-        let result = (&self.log, &self.hashes, &self.docs, &self.cases).transaction(
-            |(log, hashes, docs, cases)| {
+        let trees = (
+            &self.log,
+            &self.hashes,
+            &self.docs,
+            &self.cases,
+            &self.case_docs,
+            &self.team_cases,
+            &self.actors,
+        );
+        let result = trees.transaction(
+            |(log, hashes, docs, cases, case_docs, team_cases, actors)| {
                 for case in &commit.cases {
-                    cases.insert(&case.case_id.as_bytes()[..], enc(case))?;
+                    let key = case.case_id.as_bytes();
+                    // Keep `team_cases` in step: drop the teams that left, add the ones on it now.
+                    if let Some(old) = cases.get(&key[..])? {
+                        let old: CaseRecord = dec(&old)
+                            .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
+                        for t in old.teams.iter().filter(|t| !case.teams.contains(t)) {
+                            team_cases.remove(&pair_key(t.as_bytes(), key)[..])?;
+                        }
+                    }
+                    for t in &case.teams {
+                        team_cases.insert(&pair_key(t.as_bytes(), key)[..], &[][..])?;
+                    }
+                    cases.insert(&key[..], enc(case))?;
                 }
                 for doc in &commit.docs {
-                    docs.insert(&doc.header.doc_id.as_bytes()[..], enc(doc))?;
+                    let h = &doc.header;
+                    docs.insert(&h.doc_id.as_bytes()[..], enc(doc))?;
+                    case_docs.insert(
+                        &pair_key(h.case_id.as_bytes(), h.doc_id.as_bytes())[..],
+                        &[][..],
+                    )?;
                 }
                 for (i, change) in commit.changes.iter().enumerate() {
                     let seq = (first + i as u64).to_be_bytes();
@@ -273,15 +426,18 @@ impl SledStore {
                     log.insert(&seq[..], value)?;
                     hashes.insert(&hash_key(change.doc_id, &change.hash)[..], &seq[..])?;
                 }
-                Ok::<(), ConflictableTransactionError<()>>(())
+                for (actor, binding) in &commit.actors {
+                    actors.insert(&actor[..], enc(binding))?;
+                }
+                Ok::<(), ConflictableTransactionError<String>>(())
             },
         );
         match result {
             Ok(()) => Ok(()),
             Err(TransactionError::Storage(e)) => Err(StoreError::Sled(e)),
-            Err(TransactionError::Abort(())) => {
-                Err(StoreError::Task("the write transaction aborted".into()))
-            }
+            Err(TransactionError::Abort(reason)) => Err(StoreError::Corrupt(format!(
+                "the write transaction aborted: {reason}"
+            ))),
         }
     }
 }
@@ -346,6 +502,120 @@ impl Store for SledStore {
     }
     fn has_change(&self, doc: DocId, hash: &Hash) -> Result<bool, StoreError> {
         Ok(self.hashes.contains_key(hash_key(doc, hash))?)
+    }
+
+    fn cases_of_team(&self, team: TeamId) -> Result<Vec<CaseId>, StoreError> {
+        suffix_ids(&self.team_cases, team.as_bytes(), CaseId::from_slice)
+    }
+    fn docs_of_case(&self, case: CaseId) -> Result<Vec<DocId>, StoreError> {
+        suffix_ids(&self.case_docs, case.as_bytes(), DocId::from_slice)
+    }
+    fn doc_change_seqs(&self, doc: DocId) -> Result<Vec<Seq>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.hashes.scan_prefix(doc.as_bytes()) {
+            let (_, v) = item?;
+            out.push(Seq(seq_from(&v)?));
+        }
+        out.sort();
+        Ok(out)
+    }
+    fn get_log(&self, seq: Seq) -> Result<Option<(DocId, Hash, Vec<u8>)>, StoreError> {
+        let Some(v) = self.log.get(seq.0.to_be_bytes())? else {
+            return Ok(None);
+        };
+        if v.len() < 48 {
+            return Err(StoreError::Corrupt(
+                "a log entry is shorter than its header".into(),
+            ));
+        }
+        let doc = DocId::from_slice(&v[..16])
+            .ok_or_else(|| StoreError::Corrupt("a log entry's doc id".into()))?;
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(&v[16..48]);
+        Ok(Some((doc, Hash(hash), v[48..].to_vec())))
+    }
+    fn get_actor(&self, actor: &[u8]) -> Result<Option<ActorBinding>, StoreError> {
+        Self::get(&self.actors, actor)
+    }
+
+    fn device_docs(&self, device: DeviceId) -> Result<Vec<DocId>, StoreError> {
+        suffix_ids(&self.device_docs, device.as_bytes(), DocId::from_slice)
+    }
+    fn device_docs_add(&self, device: DeviceId, docs: &[DocId]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for d in docs {
+            batch.insert(&pair_key(device.as_bytes(), d.as_bytes())[..], &[][..]);
+        }
+        Ok(self.device_docs.apply_batch(batch)?)
+    }
+    fn device_docs_remove(&self, device: DeviceId, docs: &[DocId]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for d in docs {
+            batch.remove(&pair_key(device.as_bytes(), d.as_bytes())[..]);
+        }
+        Ok(self.device_docs.apply_batch(batch)?)
+    }
+    fn device_docs_clear(&self, device: DeviceId) -> Result<(), StoreError> {
+        let held = self.device_docs(device)?;
+        self.device_docs_remove(device, &held)
+    }
+    fn get_device_sync(&self, device: DeviceId) -> Result<Option<DeviceSync>, StoreError> {
+        Self::get(&self.device_sync, device.as_bytes())
+    }
+    fn put_device_sync(&self, device: DeviceId, state: &DeviceSync) -> Result<(), StoreError> {
+        Self::put(&self.device_sync, device.as_bytes(), state)
+    }
+
+    fn access_epoch(&self) -> Result<u64, StoreError> {
+        match self.meta.get(ACCESS_EPOCH_KEY)? {
+            Some(v) => seq_from(&v),
+            None => Ok(0),
+        }
+    }
+    fn bump_access_epoch(&self) -> Result<u64, StoreError> {
+        let new = self.meta.update_and_fetch(ACCESS_EPOCH_KEY, |old| {
+            let n = old
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            Some(n.wrapping_add(1).to_be_bytes().to_vec())
+        })?;
+        match new {
+            Some(v) => seq_from(&v),
+            None => Err(StoreError::Corrupt("the access epoch vanished".into())),
+        }
+    }
+
+    fn audit_append(&self, record: AuditRecord) -> Result<AuditEntry, StoreError> {
+        // One mutex over read-last, seal and insert: the chain never forks.
+        let mut head = self.audit_head.lock().unwrap_or_else(|e| e.into_inner());
+        if head.is_none() {
+            *head = Some(match self.audit.last()? {
+                Some((k, v)) => {
+                    let seq = seq_from(&k)?;
+                    let hash = serde_json::from_slice::<AuditEntry>(&v)
+                        .map(|e| e.hash)
+                        .map_err(|e| StoreError::Corrupt(format!("audit entry {seq}: {e}")))?;
+                    (seq, hash)
+                }
+                None => (0, audit::GENESIS_HASH.to_string()),
+            });
+        }
+        let (last, prev) = head.clone().unwrap_or((0, audit::GENESIS_HASH.to_string()));
+        let entry = audit::seal(last + 1, &prev, record);
+        self.audit
+            .insert(entry.seq.to_be_bytes(), audit::encode(&entry))?;
+        *head = Some((entry.seq, entry.hash.clone()));
+        Ok(entry)
+    }
+    fn audit_scan(&self, visit: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError> {
+        for item in self.audit.iter() {
+            let (k, v) = item?;
+            if !visit(seq_from(&k)?, &v) {
+                break;
+            }
+        }
+        Ok(())
     }
 
     fn write(&self, plan: &mut Planner<'_>) -> Result<Seq, StoreError> {

@@ -9,16 +9,44 @@
 //!
 //! See DESIGN.md, "Sync: one round trip". The demo loader pushes through [`push`] too, so demo
 //! data reaches devices through exactly the path real edits take.
+//!
+//! Who may see what (DESIGN.md, "Who may see what"): [`may_read`] is the one rule. It depends on
+//! relationship only (a team of the staff member on the case; for a restricted document, also on
+//! its access list); the `admin` role grants no record access. A push to a document the device
+//! may not read, or to a case it may not read or that does not exist, is answered with the same
+//! `forbidden` rejection, so a refusal never tells whether a document exists.
+//!
+//! Authorship: automerge 0.12 writes the author into the first change (seq 1) of each actor only;
+//! later changes of that actor are attributed through it. So for every change new to the server:
+//! an author, when present, must be the pushing staff member's id bytes; the actor, when already
+//! bound (the `actors` tree), must be bound to the same staff member and device; an unbound actor
+//! is bound to the pusher by a change that carries the author (in the same transaction as the
+//! changes), and refused on a change that carries none. A violation refuses the whole document
+//! push with `forged_author`. Changes the server already holds are duplicates and not checked.
+//!
+//! Access changes: the server remembers which documents it handed each device (`device_docs`)
+//! and the access epoch the device was last reconciled at. When an admin changes access the epoch
+//! moves, and the device's next sync is reconciled ([`handle`]): documents it holds but may no
+//! longer read are sent as `evictions`; documents it may now read but never got are backfilled
+//! from their full history, paged like a pull (the cursor does not move until the backfill is
+//! done). With an unchanged epoch a sync costs no per-document work.
+//!
+//! Every sync, and every `forbidden` or `forged_author` refusal, is written to the audit log.
 
+use crate::audit::{AuditKind, AuditRecord};
 use crate::auth::Principal;
-use crate::store::{CaseRecord, Commit, DocHeader, DocRecord, NewChange, Store, StoreError};
+use crate::store::{
+    ActorBinding, CaseRecord, Commit, DeviceSync, DocHeader, DocRecord, NewChange, Store,
+    StoreError,
+};
 use casenote_protocol::limits;
 use casenote_protocol::wire::{
     DocAck, DocPull, DocPush, Hash, Rejection, SyncRequest, SyncResponse, PROTOCOL_VERSION,
 };
 use casenote_protocol::{CaseId, DocId, DocKind, ErrorCode, Seq, TeamId};
 use serde_bytes::ByteBuf;
-use std::collections::{HashMap, HashSet};
+use serde_json::json;
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use casenote_protocol::limits::PULL_SCAN_ENTRIES_MAX;
 
@@ -26,9 +54,15 @@ fn intersects(a: &[TeamId], b: &[TeamId]) -> bool {
     a.iter().any(|t| b.contains(t))
 }
 
+/// The role that manages the service and reads no records.
+pub const ADMIN_ROLE: &str = "admin";
+
 /// Whether `who` may hold a document of `case` with header `header` (`None`: a document not yet
 /// created, judged by its case alone). The one place read access is decided.
 pub fn may_read(who: &Principal, case: &CaseRecord, header: Option<&DocHeader>) -> bool {
+    if who.staff.role == ADMIN_ROLE || who.staff.revoked {
+        return false;
+    }
     if !intersects(who.teams(), &case.teams) {
         return false;
     }
@@ -45,9 +79,12 @@ pub fn may_write(who: &Principal, case: &CaseRecord, header: Option<&DocHeader>)
 
 /// One pushed change, decoded far enough to check it.
 struct Decoded {
+    index: usize,
     hash: Hash,
     deps: Vec<Hash>,
     bytes: Vec<u8>,
+    actor: Vec<u8>,
+    author: Option<Vec<u8>>,
 }
 
 /// One pushed document after decoding, before any store access.
@@ -65,8 +102,11 @@ fn decode_change(index: usize, bytes: &[u8]) -> Result<Decoded, String> {
     let parsed = std::panic::catch_unwind(|| automerge::Change::from_bytes(bytes.to_vec()));
     match parsed {
         Ok(Ok(mut change)) => Ok(Decoded {
+            index,
             hash: change.hash().into(),
             deps: change.deps().iter().copied().map(Hash::from).collect(),
+            actor: change.actor_id().to_bytes().to_vec(),
+            author: change.author().map(|a| a.as_bytes().to_vec()),
             bytes: change.bytes().into_owned(),
         }),
         Ok(Err(e)) => Err(format!("change {index} is not an Automerge change: {e}")),
@@ -90,6 +130,9 @@ fn prepare(push: DocPush) -> Prepared {
     }
 }
 
+/// New actor bindings: actor id bytes and who they are bound to.
+type Bindings = Vec<(Vec<u8>, ActorBinding)>;
+
 /// What happened to one pushed document.
 enum Verdict {
     Accepted {
@@ -109,6 +152,7 @@ struct Plan<'a> {
     cases: HashMap<CaseId, CaseRecord>,
     docs: HashMap<DocId, DocRecord>,
     hashes: HashSet<(DocId, Hash)>,
+    actors: HashMap<Vec<u8>, ActorBinding>,
     commit: Commit,
 }
 
@@ -131,6 +175,60 @@ impl Plan<'_> {
         Ok(self.hashes.contains(&(doc, *hash)) || self.store.has_change(doc, hash)?)
     }
 
+    fn actor(&self, actor: &[u8]) -> Result<Option<ActorBinding>, StoreError> {
+        match self.actors.get(actor) {
+            Some(b) => Ok(Some(b.clone())),
+            None => self.store.get_actor(actor),
+        }
+    }
+
+    /// Checks the authorship of the changes new to the server; returns the actor bindings they
+    /// add, or the `forged_author` reason.
+    fn check_authorship(&self, fresh: &[Decoded]) -> Result<Result<Bindings, String>, StoreError> {
+        let staff = self.who.staff_id();
+        let device = self.who.device_id;
+        let mut new: Bindings = Vec::new();
+        for c in fresh {
+            if let Some(a) = &c.author {
+                if a.as_slice() != staff.as_bytes() {
+                    return Ok(Err(format!(
+                        "change {} is authored by someone other than the pushing staff member",
+                        c.index
+                    )));
+                }
+            }
+            let bound = match new.iter().find(|(a, _)| *a == c.actor) {
+                Some((_, b)) => Some(b.clone()),
+                None => self.actor(&c.actor)?,
+            };
+            match (bound, &c.author) {
+                (Some(b), _) if b.staff_id == staff && b.device_id == device => {}
+                (Some(_), _) => {
+                    return Ok(Err(format!(
+                        "change {} uses an actor id that belongs to another staff member or device",
+                        c.index
+                    )))
+                }
+                (None, Some(_)) => new.push((
+                    c.actor.clone(),
+                    ActorBinding {
+                        staff_id: staff,
+                        device_id: device,
+                        first_seen_ms: self.now_ms,
+                    },
+                )),
+                (None, None) => {
+                    return Ok(Err(format!(
+                    "change {} carries no author and its actor is not known: set the document's \
+                         author to your staff id",
+                    c.index
+                )))
+                }
+            }
+        }
+        Ok(Ok(new))
+    }
+
     fn doc_push(&mut self, p: Prepared) -> Result<Verdict, StoreError> {
         use Verdict::Rejected;
         let changes = match p.changes {
@@ -141,6 +239,15 @@ impl Plan<'_> {
         let mut new_case = None;
         let (header, old_heads) = match existing {
             Some(rec) => {
+                // Access first, against the stored header: a document the device may not read
+                // gets the same answer as one that does not exist, whatever the push claims.
+                let readable = match self.case(rec.header.case_id)? {
+                    Some(case) => may_write(self.who, &case, Some(&rec.header)),
+                    None => false,
+                };
+                if !readable {
+                    return Ok(forbidden(p.doc_id));
+                }
                 if rec.header.case_id != p.case_id || rec.header.kind != p.kind {
                     return Ok(Rejected(
                         ErrorCode::HeaderMismatch,
@@ -149,15 +256,6 @@ impl Plan<'_> {
                             p.doc_id, rec.header.kind, rec.header.case_id, p.kind, p.case_id
                         ),
                     ));
-                }
-                let Some(case) = self.case(rec.header.case_id)? else {
-                    return Ok(Rejected(
-                        ErrorCode::UnknownCase,
-                        format!("case {} is not known to the server", p.case_id),
-                    ));
-                };
-                if !may_write(self.who, &case, Some(&rec.header)) {
-                    return Ok(forbidden(p.doc_id));
                 }
                 (rec.header, rec.heads)
             }
@@ -172,31 +270,28 @@ impl Plan<'_> {
                             ),
                         ));
                     }
+                    // A case record without its case document: never created by a push; refuse
+                    // without saying so.
                     if self.case(p.case_id)?.is_some() {
-                        return Ok(Rejected(
-                            ErrorCode::HeaderMismatch,
-                            format!("case {} already exists", p.case_id),
-                        ));
-                    }
-                    if self.who.teams().is_empty() {
                         return Ok(forbidden(p.doc_id));
                     }
                     // A case created on a device belongs to its creator's teams.
-                    new_case = Some(CaseRecord {
+                    let case = CaseRecord {
                         case_id: p.case_id,
                         owner_org: self.who.staff.org_id,
                         teams: self.who.teams().to_vec(),
                         created_ms: self.now_ms,
-                    });
-                } else {
-                    let Some(case) = self.case(p.case_id)? else {
-                        return Ok(Rejected(
-                            ErrorCode::UnknownCase,
-                            format!("case {} is not known to the server", p.case_id),
-                        ));
                     };
                     if !may_write(self.who, &case, None) {
                         return Ok(forbidden(p.doc_id));
+                    }
+                    new_case = Some(case);
+                } else {
+                    // An unknown case is answered like an unreadable one: a case id is a
+                    // document id too, and its existence is not the device's to learn.
+                    match self.case(p.case_id)? {
+                        Some(case) if may_write(self.who, &case, None) => {}
+                        _ => return Ok(forbidden(p.doc_id)),
                     }
                 }
                 let header = DocHeader {
@@ -241,6 +336,13 @@ impl Plan<'_> {
                 stored: 0,
                 duplicates,
             });
+        }
+        let bindings = match self.check_authorship(&fresh)? {
+            Ok(b) => b,
+            Err(reason) => return Ok(Rejected(ErrorCode::ForgedAuthor, reason)),
+        };
+        for (actor, binding) in bindings {
+            self.actors.insert(actor, binding);
         }
 
         let deps: HashSet<Hash> = fresh.iter().flat_map(|c| c.deps.iter().copied()).collect();
@@ -296,6 +398,8 @@ pub struct PushOutcome {
     pub pushed: HashSet<(DocId, Hash)>,
     /// Changes new to the server.
     pub stored: usize,
+    /// Changes the server already had.
+    pub duplicates: usize,
 }
 
 /// Applies one request's pushes (case documents first) in one atomic write. Not yet durable: call
@@ -323,6 +427,7 @@ pub fn push(
             cases: HashMap::new(),
             docs: HashMap::new(),
             hashes: HashSet::new(),
+            actors: HashMap::new(),
             commit: Commit::default(),
         };
         verdicts.clear();
@@ -338,6 +443,7 @@ pub fn push(
         let mut commit = plan.commit;
         commit.cases = plan.cases.into_values().collect();
         commit.docs = plan.docs.into_values().collect();
+        commit.actors = plan.actors.into_iter().collect();
         Ok(commit)
     })?;
     for (doc_id, hashes, verdict) in verdicts {
@@ -348,6 +454,7 @@ pub fn push(
                 duplicates,
             } => {
                 outcome.stored += stored as usize;
+                outcome.duplicates += duplicates as usize;
                 outcome
                     .pushed
                     .extend(hashes.into_iter().map(|h| (doc_id, h)));
@@ -380,12 +487,14 @@ pub struct Pulled {
 }
 
 /// Collects the changes above `cursor` that `who` may read, leaving out `skip`, up to the page
-/// limit. Only durable changes are handed out, so a cursor never points past what survives a crash.
+/// limit (of which `used` bytes are already taken by this response). Only durable changes are
+/// handed out, so a cursor never points past what survives a crash.
 pub fn pull(
     store: &dyn Store,
     who: &Principal,
     cursor: Seq,
     skip: &HashSet<(DocId, Hash)>,
+    used: usize,
 ) -> Result<Pulled, StoreError> {
     let upto = store.durable_seq();
     if cursor >= upto {
@@ -438,7 +547,8 @@ pub fn pull(
         if skip.contains(&(e.doc_id, e.hash)) {
             return true;
         }
-        if out.bytes > 0 && out.bytes + e.bytes.len() > limits::RESPONSE_CHANGE_BYTES_SOFT_MAX {
+        let taken = used + out.bytes;
+        if taken > 0 && taken + e.bytes.len() > limits::RESPONSE_CHANGE_BYTES_SOFT_MAX {
             out.more = true;
             out.cursor = Seq(e.seq.0 - 1);
             return false;
@@ -481,24 +591,289 @@ fn readable_doc(
     })
 }
 
-/// Handles one sync request from an authenticated device: push, make durable, pull.
+/// Every document `who` may read now, found through the `team_cases` and `case_docs` indexes
+/// and decided by [`may_read`].
+pub fn readable_docs(store: &dyn Store, who: &Principal) -> Result<BTreeSet<DocId>, StoreError> {
+    let mut out = BTreeSet::new();
+    if who.staff.role == ADMIN_ROLE || who.staff.revoked {
+        return Ok(out);
+    }
+    let mut seen: HashSet<CaseId> = HashSet::new();
+    for team in who.teams() {
+        for case_id in store.cases_of_team(*team)? {
+            if !seen.insert(case_id) {
+                continue;
+            }
+            let Some(case) = store.get_case(case_id)? else {
+                continue;
+            };
+            if !may_read(who, &case, None) {
+                continue;
+            }
+            for doc_id in store.docs_of_case(case_id)? {
+                if let Some(rec) = store.get_doc(doc_id)? {
+                    if may_read(who, &case, Some(&rec.header)) {
+                        out.insert(doc_id);
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What a reconciliation sends and how far it got.
+#[derive(Debug, Default)]
+struct Backfill {
+    docs: Vec<DocPull>,
+    bytes: usize,
+    changes: usize,
+    /// Documents whose whole history up to the cursor was sent (or had nothing to send).
+    complete_docs: Vec<DocId>,
+    /// Set when the page filled up: where to resume.
+    stopped_at: Option<(DocId, u64)>,
+}
+
+/// Sends the history (up to `upto`) of `missing`, in document order, within the page budget,
+/// resuming inside a document after `resume`.
+fn backfill(
+    store: &dyn Store,
+    missing: &[DocId],
+    upto: Seq,
+    skip: &HashSet<(DocId, Hash)>,
+    resume: Option<(DocId, u64)>,
+) -> Result<Backfill, StoreError> {
+    let mut out = Backfill::default();
+    for doc_id in missing {
+        let Some(rec) = store.get_doc(*doc_id)? else {
+            out.complete_docs.push(*doc_id);
+            continue;
+        };
+        let after = match resume {
+            Some((d, seq)) if d == *doc_id => seq,
+            _ => 0,
+        };
+        let mut pull = DocPull {
+            doc_id: *doc_id,
+            case_id: rec.header.case_id,
+            kind: rec.header.kind,
+            changes: Vec::new(),
+            heads: rec.heads.clone(),
+        };
+        let mut last_sent = after;
+        let mut full = false;
+        for seq in store.doc_change_seqs(*doc_id)? {
+            if seq.0 <= after || seq > upto {
+                continue;
+            }
+            let Some((_, hash, bytes)) = store.get_log(seq)? else {
+                continue;
+            };
+            if skip.contains(&(*doc_id, hash)) {
+                last_sent = seq.0;
+                continue;
+            }
+            if out.bytes > 0 && out.bytes + bytes.len() > limits::RESPONSE_CHANGE_BYTES_SOFT_MAX {
+                full = true;
+                break;
+            }
+            out.bytes += bytes.len();
+            out.changes += 1;
+            last_sent = seq.0;
+            pull.changes.push(ByteBuf::from(bytes));
+        }
+        if !pull.changes.is_empty() {
+            out.docs.push(pull);
+        }
+        if full {
+            out.stopped_at = Some((*doc_id, last_sent));
+            break;
+        }
+        out.complete_docs.push(*doc_id);
+    }
+    Ok(out)
+}
+
+/// Puts the changes of `extra` into `docs`, one entry per document.
+fn merge_pulls(docs: &mut Vec<DocPull>, extra: Vec<DocPull>) {
+    for p in extra {
+        match docs.iter_mut().find(|d| d.doc_id == p.doc_id) {
+            Some(d) => {
+                d.changes.extend(p.changes);
+                d.heads = p.heads;
+            }
+            None => docs.push(p),
+        }
+    }
+}
+
+/// Handles one sync request from an authenticated device: push, reconcile its access if the
+/// access epoch moved, pull, audit, make durable.
 pub fn handle(
     store: &dyn Store,
     who: &Principal,
     req: SyncRequest,
     now_ms: i64,
 ) -> Result<SyncResponse, StoreError> {
+    let device = who.device_id;
+    // The epoch before anything else: an access change after this point bumps it again, so the
+    // next sync reconciles once more.
+    let epoch = store.access_epoch()?;
+    let state = store.get_device_sync(device)?.unwrap_or_default();
+    let mut new_state = state.clone();
+    let mut wrote = false;
+    let fresh = req.cursor == Seq(0);
+    if fresh {
+        // A device starting from nothing holds nothing the server handed it; the normal log scan
+        // gives it everything it may read.
+        store.device_docs_clear(device)?;
+        new_state = DeviceSync {
+            reconciled_epoch: Some(epoch),
+            backfill_partial: None,
+        };
+    }
+
     let offset_ms = req.device_clock_ms.saturating_sub(now_ms);
-    if offset_ms.saturating_abs() > limits::CLOCK_OFFSET_FLAG_MS {
+    let clock_flagged = offset_ms.saturating_abs() > limits::CLOCK_OFFSET_FLAG_MS;
+    if clock_flagged {
         tracing::warn!(device = %who.device_id, offset_ms, "device clock is off by more than the flag limit");
     }
     let pushed_docs = req.docs.len();
     let pushed = push(store, who, req.docs, now_ms)?;
+    let accepted: Vec<DocId> = pushed.acks.iter().map(|a| a.doc_id).collect();
+    if !accepted.is_empty() {
+        store.device_docs_add(device, &accepted)?;
+    }
     if pushed_docs > 0 {
         // Even a push of duplicates is acknowledged only once what it duplicates is durable.
         store.flush()?;
     }
-    let pulled = pull(store, who, req.cursor, &pushed.pushed)?;
+
+    let mut evictions: Vec<DocId> = Vec::new();
+    let mut docs: Vec<DocPull> = Vec::new();
+    let mut used = 0usize;
+    let mut backfilled = 0usize;
+    let mut reconciled = true;
+    // The document a backfill stopped inside: not held yet, whatever this response carries of it.
+    let mut partial: Option<DocId> = None;
+    if !fresh && state.reconciled_epoch != Some(epoch) {
+        let may = readable_docs(store, who)?;
+        let held: BTreeSet<DocId> = store.device_docs(device)?.into_iter().collect();
+        evictions = held.difference(&may).copied().collect();
+        if !evictions.is_empty() {
+            store.device_docs_remove(device, &evictions)?;
+        }
+        let missing: Vec<DocId> = may.difference(&held).copied().collect();
+        // History up to the cursor comes from here; what is above it comes from the log scan.
+        let upto = req.cursor.min(store.durable_seq());
+        let bf = backfill(
+            store,
+            &missing,
+            upto,
+            &pushed.pushed,
+            state.backfill_partial,
+        )?;
+        if !bf.complete_docs.is_empty() {
+            store.device_docs_add(device, &bf.complete_docs)?;
+        }
+        used = bf.bytes;
+        backfilled = bf.changes;
+        docs = bf.docs;
+        match bf.stopped_at {
+            Some(at) => {
+                reconciled = false;
+                partial = Some(at.0);
+                new_state.backfill_partial = Some(at);
+            }
+            None => {
+                new_state = DeviceSync {
+                    reconciled_epoch: Some(epoch),
+                    backfill_partial: None,
+                };
+            }
+        }
+        wrote = true;
+    }
+
+    let pulled = if reconciled {
+        pull(store, who, req.cursor, &pushed.pushed, used)?
+    } else {
+        // The backfill filled the page: the cursor stays, the device asks again at once.
+        Pulled {
+            cursor: req.cursor.min(store.durable_seq()),
+            more: true,
+            ..Pulled::default()
+        }
+    };
+    let pulled_changes = pulled.changes + backfilled;
+    merge_pulls(&mut docs, pulled.docs);
+    // A document evicted in this response is never also sent in it.
+    if !evictions.is_empty() {
+        docs.retain(|d| !evictions.contains(&d.doc_id));
+    }
+    let pulled_ids: Vec<DocId> = docs.iter().map(|d| d.doc_id).collect();
+    let held_now: Vec<DocId> = pulled_ids
+        .iter()
+        .copied()
+        .filter(|d| Some(*d) != partial)
+        .collect();
+    if !held_now.is_empty() {
+        store.device_docs_add(device, &held_now)?;
+        wrote = true;
+    }
+    if new_state != state {
+        store.put_device_sync(device, &new_state)?;
+        wrote = true;
+    }
+
+    for r in &pushed.rejections {
+        if matches!(r.code, ErrorCode::Forbidden | ErrorCode::ForgedAuthor) {
+            wrote = true;
+            store.audit_append(
+                AuditRecord::new(
+                    AuditKind::Refused,
+                    now_ms,
+                    json!({ "doc_id": r.doc_id, "code": r.code.as_str(), "reason": r.reason }),
+                )
+                .staff(who.staff_id())
+                .device(device),
+            )?;
+        }
+    }
+    store.audit_append(
+        AuditRecord::new(
+            AuditKind::Sync,
+            now_ms,
+            json!({
+                "cursor_in": req.cursor.0,
+                "cursor_out": pulled.cursor.0,
+                "more": pulled.more,
+                "pushed": accepted,
+                "stored": pushed.stored,
+                "duplicates": pushed.duplicates,
+                "need_full_history": pushed.need_full_history,
+                "rejected": pushed.rejections.iter()
+                    .map(|r| json!({"doc_id": r.doc_id, "code": r.code.as_str()}))
+                    .collect::<Vec<_>>(),
+                "pulled": pulled_ids,
+                "pulled_changes": pulled_changes,
+                "backfilled_changes": backfilled,
+                "evictions": evictions,
+                "access_epoch": epoch,
+                "clock_offset_ms": offset_ms,
+                "clock_flagged": clock_flagged,
+            }),
+        )
+        .staff(who.staff_id())
+        .device(device),
+    )?;
+    if wrote {
+        // What the device was handed, what it must delete, and the audit entries are as durable
+        // as the answer. (A sync that only pushed was flushed above; its own `sync` entry follows
+        // with sled's background flush, and an idle reconnect writes nothing but that entry.)
+        store.flush()?;
+    }
+
     tracing::info!(
         device = %who.device_id,
         staff = %who.staff_id(),
@@ -508,9 +883,11 @@ pub fn handle(
         stored = pushed.stored,
         need_full_history = pushed.need_full_history.len(),
         rejections = pushed.rejections.len(),
-        pulled_docs = pulled.docs.len(),
-        pulled_changes = pulled.changes,
-        pulled_bytes = pulled.bytes,
+        pulled_docs = pulled_ids.len(),
+        pulled_changes,
+        backfilled,
+        evictions = evictions.len(),
+        pulled_bytes = used + pulled.bytes,
         more = pulled.more,
         "sync"
     );
@@ -520,9 +897,9 @@ pub fn handle(
         more: pulled.more,
         server_time_ms: now_ms,
         acks: pushed.acks,
-        docs: pulled.docs,
+        docs,
         need_full_history: pushed.need_full_history,
         rejections: pushed.rejections,
-        evictions: Vec::new(),
+        evictions,
     })
 }

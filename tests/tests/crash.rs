@@ -22,7 +22,7 @@ fn a_server_killed_right_after_acknowledging_keeps_every_acknowledged_change() {
     let case = dev.ok(&["case", "new", "--name", "Test Person Three"]);
 
     let mut acknowledged = Vec::new();
-    for round in 0..5 {
+    for round in 0..rounds(5, 20) {
         for i in 0..3 {
             let marker = format!("ACK-{round}-{i}");
             let note = dev.ok(&["note", "add", &case, "--text", &marker]);
@@ -80,12 +80,12 @@ fn a_device_killed_mid_edit_keeps_every_edit_that_returned_and_still_syncs_them(
     let mut rng = rand::thread_rng();
     let mut returned = Vec::new();
     let mut killed = 0;
-    for i in 0..40 {
+    for i in 0..rounds(40, 200) {
         let marker = format!("EDIT-{i:02}");
         let mut child = dev
             .command(&["plan", "append", &case, "--text", &format!(" {marker}")])
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
         let deadline = Instant::now() + Duration::from_micros(rng.gen_range(0..60_000));
@@ -99,7 +99,9 @@ fn a_device_killed_mid_edit_keeps_every_edit_that_returned_and_still_syncs_them(
         }
         match finished {
             Some(status) => {
-                assert!(status.success(), "edit {marker} failed on its own");
+                let mut err = String::new();
+                std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+                assert!(status.success(), "edit {marker} failed on its own: {err}");
                 returned.push(marker);
             }
             None => {

@@ -10,6 +10,16 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+/// How many rounds a randomised test runs: more when slow suites are on
+/// (`CASENOTE_SLOW_TESTS=1`, as CI runs them).
+pub fn rounds(quick: usize, slow: usize) -> usize {
+    if std::env::var_os("CASENOTE_SLOW_TESTS").is_some() {
+        slow
+    } else {
+        quick
+    }
+}
+
 pub const SERVER_BIN: &str = env!("CARGO_BIN_EXE_e2e-casenote-server");
 pub const CLI_BIN: &str = env!("CARGO_BIN_EXE_e2e-casenote");
 
@@ -136,6 +146,16 @@ impl Server {
         self.child.wait().expect("reap the server");
     }
 
+    /// Stops the server, runs `work` on its data directory (admin commands need it to
+    /// themselves), and starts the server again on the same port, so devices need not sign in
+    /// again.
+    pub fn offline(self, work: impl FnOnce(&Path)) -> Server {
+        let (data, addr) = (self.data.clone(), self.addr());
+        drop(self);
+        work(&data);
+        Server::start_on(&data, &addr)
+    }
+
     /// Kills the server with SIGKILL and starts it again on the same data and port.
     pub fn crash_and_restart(self) -> Server {
         let (data, addr) = (self.data.clone(), self.addr());
@@ -255,4 +275,69 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// Runs `casenote-server admin --data DATA args...`; returns stdout, trimmed.
+pub fn admin(data: &Path, args: &[&str]) -> String {
+    let mut all = vec!["admin", "--data", data.to_str().unwrap()];
+    all.extend_from_slice(args);
+    server_cmd(&all).trim().to_string()
+}
+
+/// Raw protocol access for tests that play a device (or an attacker) without client-core.
+pub mod raw {
+    use casenote_protocol::wire::{
+        self, DocPull, DocPush, SyncRequest, SyncResponse, PROTOCOL_VERSION,
+    };
+    use casenote_protocol::{ErrorBody, Seq};
+
+    /// One sync request; `Err((status, body))` for an HTTP error.
+    pub fn sync(
+        url: &str,
+        token: &str,
+        cursor: Seq,
+        docs: Vec<DocPush>,
+    ) -> Result<SyncResponse, (u16, ErrorBody)> {
+        let req = SyncRequest {
+            version: PROTOCOL_VERSION,
+            cursor,
+            device_clock_ms: 0,
+            docs,
+        };
+        let resp = ureq::post(&format!("{url}/v1/sync"))
+            .set("authorization", &format!("Bearer {token}"))
+            .set("content-type", wire::CBOR_MEDIA_TYPE)
+            .send_bytes(&wire::encode(&req));
+        match resp {
+            Ok(r) => {
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut r.into_reader(), &mut bytes).unwrap();
+                Ok(wire::decode_response(&bytes).expect("a valid response"))
+            }
+            Err(ureq::Error::Status(code, r)) => {
+                Err((code, r.into_json().expect("a JSON error body")))
+            }
+            Err(e) => panic!("transport: {e}"),
+        }
+    }
+
+    /// Pulls everything after `cursor`, following pages; returns the pulls and the final cursor.
+    pub fn pull_all(
+        url: &str,
+        token: &str,
+        mut cursor: Seq,
+    ) -> (Vec<DocPull>, Vec<casenote_protocol::DocId>, Seq) {
+        let mut docs = Vec::new();
+        let mut evictions = Vec::new();
+        for _ in 0..1000 {
+            let r = sync(url, token, cursor, vec![]).expect("pull succeeds");
+            docs.extend(r.docs);
+            evictions.extend(r.evictions);
+            cursor = r.cursor;
+            if !r.more {
+                return (docs, evictions, cursor);
+            }
+        }
+        panic!("the server never stopped saying more");
+    }
 }
