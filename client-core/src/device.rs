@@ -12,7 +12,7 @@ use crate::transport::{HttpTransport, Transport, TransportError};
 use automerge::{ActorId, Author, AutoCommit, ChangeHash, ReadDoc};
 use casenote_protocol::record::{self, field, Amends, Identity, NewNote, NoteAuthor, NoteKind};
 use casenote_protocol::wire::{self, Rejection, WhoAmI};
-use casenote_protocol::{limits, CaseId, DocId, DocKind, Seq};
+use casenote_protocol::{limits, CaseId, DocId, DocKind, ErrorCode, Seq};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -56,6 +56,8 @@ pub struct SyncReport {
     pub docs_down: usize,
     pub changes_down: usize,
     pub full_history_resends: usize,
+    /// Times the server said its log was restored, so this device re-sent everything.
+    pub resets: usize,
     pub rejections: Vec<Rejection>,
     pub evicted: usize,
     pub cursor: Seq,
@@ -100,6 +102,8 @@ const META_WHOAMI: &str = "whoami";
 const META_ACTOR: &str = "actor";
 const META_CURSOR: &str = "cursor";
 const META_LAST_SYNC: &str = "last_sync";
+const META_LOG_ID: &str = "log_id";
+const META_CONFIRM: &str = "confirm_reconcile";
 
 fn case_doc(case: CaseId) -> DocId {
     DocId(case.0)
@@ -229,10 +233,7 @@ impl Device {
         }
         let mut w = Writes::default();
         if is_new {
-            w.put(
-                store::key(store::HEADER, doc_id),
-                serde_json::to_vec(&header).expect("header serialises"),
-            );
+            self.store.stage_header(&mut w, doc_id, &header);
         }
         self.store
             .stage_doc(&mut w, doc_id, &mut doc, &before, next_chunk)?;
@@ -297,12 +298,7 @@ impl Device {
     }
 
     fn docs_of(&self, case: CaseId) -> Result<Vec<(DocId, Header)>, Error> {
-        Ok(self
-            .store
-            .headers()?
-            .into_iter()
-            .filter(|(_, h)| h.case_id == case)
-            .collect())
+        self.store.docs_of_case(case)
     }
 
     fn require_case(&self, case: CaseId) -> Result<(), Error> {
@@ -710,6 +706,41 @@ impl Device {
         }
     }
 
+    fn log_id(&self) -> Result<Option<uuid::Uuid>, Error> {
+        self.store
+            .meta(META_LOG_ID)?
+            .map(|v| uuid::Uuid::from_slice(&v).map_err(|_| Error::Corrupt("log id".into())))
+            .transpose()
+    }
+
+    fn confirm(&self) -> Result<Option<u64>, Error> {
+        self.store
+            .meta(META_CONFIRM)?
+            .map(|v| {
+                let b: [u8; 8] = v
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| Error::Corrupt("confirmation".into()))?;
+                Ok(u64::from_be_bytes(b))
+            })
+            .transpose()
+    }
+
+    /// The server's log was restored from backup: forget the cursor and every base, and mark
+    /// every document as unsent, so the next round re-sends everything this device holds (the
+    /// server drops what it already has) and pulls everything it may read.
+    fn start_over(&self, log_id: uuid::Uuid) -> Result<(), Error> {
+        let mut w = Writes::default();
+        for (doc_id, _) in self.store.headers()? {
+            w.remove(store::key(store::BASE, doc_id));
+            w.put(store::key(store::DIRTY, doc_id), Vec::new());
+        }
+        w.put_meta(META_CURSOR, 0u64.to_be_bytes().to_vec());
+        w.put_meta(META_LOG_ID, log_id.as_bytes().to_vec());
+        w.remove(store::meta_key(META_CONFIRM));
+        self.store.commit(w)
+    }
+
     fn outgoing(&self, skip: &HashSet<DocId>) -> Result<(Vec<Outgoing>, Writes), Error> {
         let mut out = Vec::new();
         let mut clean = Writes::default();
@@ -750,11 +781,18 @@ impl Device {
         let mut report = SyncReport::default();
         let mut sent: HashSet<DocId> = HashSet::new();
         let mut full_resent: HashSet<DocId> = HashSet::new();
+        let mut resets = 0;
         for _ in 0..limits::SYNC_ROUNDS_MAX {
             let (outgoing, clean) = self.outgoing(&sent)?;
             self.store.commit(clean)?;
             let now = self.now();
-            let (req, left) = engine::build_request(self.cursor()?, now, outgoing);
+            let (req, left) = engine::build_request(
+                self.cursor()?,
+                now,
+                outgoing,
+                self.log_id()?,
+                self.confirm()?,
+            );
             for d in &req.docs {
                 sent.insert(d.doc_id);
                 report.docs_up += 1;
@@ -768,6 +806,18 @@ impl Device {
             let resp =
                 wire::decode_response(&answer).map_err(|e| Error::Protocol(e.to_string()))?;
             let plan = engine::interpret(resp, now)?;
+            if plan.reset {
+                if resets > 0 {
+                    return Err(Error::Protocol(
+                        "the server asked this device to start over twice in one sync".into(),
+                    ));
+                }
+                resets += 1;
+                self.start_over(plan.log_id)?;
+                sent.clear();
+                report.resets += 1;
+                continue;
+            }
             let more = plan.more;
             let resend: Vec<DocId> = plan
                 .resend_full
@@ -830,10 +880,29 @@ impl Device {
             let existing_header = self.store.header(doc_id)?;
             match (existing_header, upd.header) {
                 (Some(_), _) => {}
-                (None, Some(h)) => w.put(
-                    store::key(store::HEADER, doc_id),
-                    serde_json::to_vec(&h).expect("header serialises"),
-                ),
+                (None, Some(h)) => {
+                    self.store.stage_header(&mut w, doc_id, &h);
+                    // New to this device: keep the changes as received, without materialising
+                    // the document (a cold pull of thousands of documents is I/O, not Automerge
+                    // work). Loading it later replays them in one batch.
+                    report.docs_down += 1;
+                    report.changes_down += upd.changes.len();
+                    let received: HashSet<ChangeHash> =
+                        upd.changes.iter().map(|c| c.hash()).collect();
+                    let bytes: Vec<u8> = upd
+                        .changes
+                        .iter()
+                        .flat_map(|c| c.raw_bytes().iter().copied())
+                        .collect();
+                    self.store.stage_chunk(&mut w, doc_id, 0, bytes);
+                    if let Some(heads) = upd
+                        .server_heads
+                        .filter(|h| h.iter().all(|x| received.contains(x)))
+                    {
+                        w.put(store::key(store::BASE, doc_id), store::encode_heads(&heads));
+                    }
+                    continue;
+                }
                 // An acknowledgement for a document this device does not hold: nothing to store.
                 (None, None) => continue,
             }
@@ -861,6 +930,13 @@ impl Device {
             w.remove(store::key(store::BASE, *doc_id));
         }
         for r in &plan.refused {
+            // This device only ever authors its own changes, so a forged-author refusal means it
+            // relayed a colleague's change the server does not hold (after a restore). That is
+            // settled when the colleague's device re-sends it: keep the document in the outbox
+            // and try again next sync, rather than holding it back for good.
+            if r.code == ErrorCode::ForgedAuthor {
+                continue;
+            }
             let refusal = Refusal {
                 doc_id: r.doc_id,
                 code: r.code.to_string(),
@@ -882,6 +958,11 @@ impl Device {
             w.put_meta(store::META_REWRITE_PENDING, Vec::new());
         }
         w.put_meta(META_CURSOR, plan.cursor.0.to_be_bytes().to_vec());
+        w.put_meta(META_LOG_ID, plan.log_id.as_bytes().to_vec());
+        if let Some(id) = plan.reconcile_id {
+            // Stored with what it confirms, so it is echoed only once the plan is durable.
+            w.put_meta(META_CONFIRM, id.to_be_bytes().to_vec());
+        }
         report.clock_offset_ms = plan.clock_offset_ms;
         report.clock_flagged = plan.clock_offset_ms.abs() > limits::CLOCK_OFFSET_FLAG_MS;
         self.store.commit(w)?;

@@ -8,7 +8,7 @@ use automerge::{Change, ChangeHash};
 use casenote_protocol::wire::{
     self, DocPush, Rejection, SyncRequest, SyncResponse, PROTOCOL_VERSION,
 };
-use casenote_protocol::{limits, DocId, Seq};
+use casenote_protocol::{limits, DocId, DocKind, Seq};
 use serde_bytes::ByteBuf;
 use std::collections::BTreeMap;
 
@@ -28,12 +28,18 @@ impl Outgoing {
 
 /// Packs as many outgoing documents as fit the push budget into one request; returns the
 /// request and the documents left for the next round. A document is never split across rounds,
-/// and the first one always goes (the server answers if it is too large).
+/// and the first one always goes (the server answers if it is too large). Case documents go
+/// first: the server creates a case from its case document, and refuses a note or plan of a case
+/// it does not know yet, so a case must never arrive in a later request than its documents.
 pub fn build_request(
     cursor: Seq,
     now_ms: i64,
     outgoing: Vec<Outgoing>,
+    log_id: Option<uuid::Uuid>,
+    confirmed_reconcile: Option<u64>,
 ) -> (SyncRequest, Vec<Outgoing>) {
+    let mut outgoing = outgoing;
+    outgoing.sort_by_key(|o| (o.header.kind != DocKind::Case, o.doc_id));
     let mut docs = Vec::new();
     let mut left = Vec::new();
     let mut budget = 0usize;
@@ -59,6 +65,8 @@ pub fn build_request(
         cursor,
         device_clock_ms: now_ms,
         docs,
+        log_id,
+        confirmed_reconcile,
     };
     (req, left)
 }
@@ -85,6 +93,12 @@ pub struct Plan {
     pub more: bool,
     /// Device clock minus server clock when the answer came (ms).
     pub clock_offset_ms: i64,
+    /// The server's log id, to keep with the cursor.
+    pub log_id: uuid::Uuid,
+    /// The server's log is not the one the device's cursor and bases refer to: start over.
+    pub reset: bool,
+    /// A reconciliation to confirm in the next request once this plan is stored.
+    pub reconcile_id: Option<u64>,
 }
 
 /// Interprets a response: decodes every change (one bad change fails the whole response, so the
@@ -118,6 +132,9 @@ pub fn interpret(resp: SyncResponse, sent_at_ms: i64) -> Result<Plan, Error> {
         cursor: resp.cursor,
         more: resp.more,
         clock_offset_ms: sent_at_ms - resp.server_time_ms,
+        log_id: resp.log_id,
+        reset: resp.reset,
+        reconcile_id: resp.reconcile_id,
     })
 }
 
@@ -141,13 +158,33 @@ mod tests {
     #[test]
     fn a_push_over_budget_is_split_across_rounds_without_splitting_a_document() {
         let big = limits::PUSH_BYTES_SOFT_MAX / 2;
-        let (req, left) = build_request(Seq(3), 0, vec![out(big), out(big), out(10)]);
-        assert_eq!(req.docs.len(), 1);
+        let (req, left) = build_request(Seq(3), 0, vec![out(big), out(big), out(big)], None, None);
+        assert_eq!(
+            req.docs.len(),
+            1,
+            "two halves and their framing exceed the budget"
+        );
         assert_eq!(left.len(), 2);
         assert_eq!(req.cursor, Seq(3));
-        let (req, left) = build_request(Seq(3), 0, left);
-        assert_eq!(req.docs.len(), 2);
+        let (req, left) = build_request(Seq(3), 0, left, None, Some(7));
+        assert_eq!(req.confirmed_reconcile, Some(7));
+        assert_eq!(req.docs.len(), 1);
+        let (req, left) = build_request(Seq(3), 0, left, None, None);
+        assert_eq!(req.docs.len(), 1);
         assert!(left.is_empty());
+    }
+
+    #[test]
+    fn case_documents_go_in_the_first_request_whatever_their_ids() {
+        let big = limits::PUSH_BYTES_SOFT_MAX / 3;
+        let mut docs: Vec<Outgoing> = (0..6).map(|_| out(big)).collect();
+        let mut case = out(10);
+        case.header.kind = DocKind::Case;
+        case.doc_id = DocId(uuid::Uuid::max());
+        docs.push(case);
+        let (req, left) = build_request(Seq(0), 0, docs, None, None);
+        assert_eq!(req.docs[0].kind, DocKind::Case);
+        assert!(left.iter().all(|o| o.header.kind != DocKind::Case));
     }
 
     #[test]
@@ -156,6 +193,8 @@ mod tests {
             Seq(0),
             0,
             vec![out(limits::PUSH_BYTES_SOFT_MAX + 1), out(1)],
+            None,
+            None,
         );
         assert_eq!(req.docs.len(), 1);
         assert_eq!(left.len(), 1);
@@ -179,6 +218,9 @@ mod tests {
             need_full_history: vec![],
             rejections: vec![],
             evictions: vec![],
+            log_id: uuid::Uuid::nil(),
+            reset: false,
+            reconcile_id: None,
         };
         assert!(matches!(interpret(resp, 0), Err(Error::Protocol(_))));
     }

@@ -12,6 +12,7 @@
 //! | `b` | doc id | base: the server heads last seen (32 bytes each) |
 //! | `d` | doc id | outbox mark: local changes the server has not acknowledged |
 //! | `r` | doc id | refusal: the server rejected this document's changes (JSON reason) |
+//! | `x` | case id, doc id | index of a case's documents (empty value) |
 //!
 //! Deleting a key does not erase its bytes from sled's files: sled rewrites its log segments only
 //! when it garbage-collects them. When documents must leave no trace (an eviction, a revoked
@@ -34,6 +35,7 @@ pub const CHUNK: u8 = b'c';
 pub const BASE: u8 = b'b';
 pub const DIRTY: u8 = b'd';
 pub const REFUSED: u8 = b'r';
+pub const CASE_INDEX: u8 = b'x';
 
 /// What the device knows about a document without opening it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,9 +103,18 @@ pub fn key(prefix: u8, doc: DocId) -> Vec<u8> {
     k
 }
 
-fn meta_key(name: &str) -> Vec<u8> {
+/// The key of a meta value.
+pub fn meta_key(name: &str) -> Vec<u8> {
     let mut k = vec![META];
     k.extend_from_slice(name.as_bytes());
+    k
+}
+
+fn case_index_key(case: CaseId, doc: DocId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(33);
+    k.push(CASE_INDEX);
+    k.extend_from_slice(case.as_bytes());
+    k.extend_from_slice(doc.as_bytes());
     k
 }
 
@@ -338,8 +349,41 @@ impl DeviceStore {
         Ok(())
     }
 
+    /// Adds to `writes` a document's header, and its entry in the by-case index.
+    pub fn stage_header(&self, writes: &mut Writes, doc: DocId, header: &Header) {
+        writes.put(
+            key(HEADER, doc),
+            serde_json::to_vec(header).expect("header serialises"),
+        );
+        writes.put(case_index_key(header.case_id, doc), Vec::new());
+    }
+
+    /// Adds to `writes` one chunk of change bytes for `doc`.
+    pub fn stage_chunk(&self, writes: &mut Writes, doc: DocId, n: u64, bytes: Vec<u8>) {
+        writes.put(chunk_key(doc, n), bytes);
+    }
+
+    /// The documents of one case, by the by-case index.
+    pub fn docs_of_case(&self, case: CaseId) -> Result<Vec<(DocId, Header)>, Error> {
+        let mut prefix = vec![CASE_INDEX];
+        prefix.extend_from_slice(case.as_bytes());
+        let mut out = Vec::new();
+        for item in self.tree().scan_prefix(&prefix) {
+            let (k, _) = item?;
+            let doc = DocId::from_slice(&k[17..])
+                .ok_or_else(|| Error::Corrupt("a case index key".into()))?;
+            if let Some(h) = self.header(doc)? {
+                out.push((doc, h));
+            }
+        }
+        Ok(out)
+    }
+
     /// Adds to `writes` the removal of everything the device holds about `doc`.
     pub fn stage_forget(&self, writes: &mut Writes, doc: DocId) -> Result<(), Error> {
+        if let Some(h) = self.header(doc)? {
+            writes.remove(case_index_key(h.case_id, doc));
+        }
         for prefix in [HEADER, SNAPSHOT, BASE, DIRTY, REFUSED] {
             writes.remove(key(prefix, doc));
         }

@@ -36,6 +36,10 @@ pub enum ErrorCode {
     /// A pushed change's actor or author belongs to someone other than the pushing device's
     /// staff member: authorship cannot be forged.
     ForgedAuthor,
+    /// A pushed change breaks a rule of its record kind (a filed note changed, a field's type
+    /// changed, a note authored as someone else, a late filing without a reason); the change is
+    /// quarantined on the server and never relayed. Added for issue 4 (server-side validation).
+    RuleViolation,
     /// Something went wrong on the server; the message carries a request id to quote.
     Internal,
 }
@@ -57,6 +61,7 @@ impl ErrorCode {
             ErrorCode::UnknownCase => "unknown_case",
             ErrorCode::DeviceRevoked => "device_revoked",
             ErrorCode::ForgedAuthor => "forged_author",
+            ErrorCode::RuleViolation => "rule_violation",
             ErrorCode::Internal => "internal",
         }
     }

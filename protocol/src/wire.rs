@@ -77,6 +77,14 @@ pub struct SyncRequest {
     pub device_clock_ms: i64,
     /// Documents with local edits the server has not acknowledged.
     pub docs: Vec<DocPush>,
+    /// The server log the cursor counts in, as the last response named it (`None` for a new
+    /// device). A server restored from backup gets a new log id, and answers a device still on
+    /// the old one with `reset`.
+    pub log_id: Option<uuid::Uuid>,
+    /// The `reconcile_id` of the last response whose evictions and backfill this device has
+    /// durably applied. Until the server sees it, it sends that reconciliation again, so a lost
+    /// response never leaves evicted records on a device.
+    pub confirmed_reconcile: Option<u64>,
 }
 
 /// One document's local edits.
@@ -112,6 +120,16 @@ pub struct SyncResponse {
     pub rejections: Vec<Rejection>,
     /// Documents this device may no longer hold: delete them.
     pub evictions: Vec<DocId>,
+    /// The server's log id; the device keeps it with its cursor and sends it back.
+    pub log_id: uuid::Uuid,
+    /// The device's log id is not the server's (the server was restored from backup): nothing
+    /// else in this response applies. The device forgets its cursor and every base, marks every
+    /// document it holds as unsent, and syncs again, re-sending everything (the server drops what
+    /// it already has).
+    pub reset: bool,
+    /// Set when this response carries an access reconciliation (evictions or backfill after the
+    /// device's access changed). The device echoes it as `confirmed_reconcile` once applied.
+    pub reconcile_id: Option<u64>,
 }
 
 /// The server stored a pushed document's changes (or already had them).
@@ -160,6 +178,32 @@ pub struct WhoAmI {
 pub struct TeamRef {
     pub team_id: crate::TeamId,
     pub name: String,
+}
+
+/// One change in a document's history, as `GET /v1/history/{doc_id}` answers (a JSON array in
+/// server order, which is the order the server received the changes). Attribution comes from the
+/// server's binding of the change's actor to the staff member and device that first used it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// The server's sequence number of the change.
+    pub seq: u64,
+    /// The change hash, lower-case hex.
+    pub hash: String,
+    pub staff_id: Option<crate::StaffId>,
+    pub staff_name: Option<String>,
+    pub role: Option<String>,
+    /// The staff member's organisation (its name).
+    pub org: Option<String>,
+    pub device_id: Option<crate::DeviceId>,
+    /// The server's clock when it received the change (`None` for changes stored before the
+    /// server kept it).
+    pub received_at_ms: Option<i64>,
+    /// The device's clock in the change (Automerge's change timestamp; may be 0 or wrong).
+    pub device_time_ms: i64,
+    /// How many operations the change holds.
+    pub ops: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// Why a body could not be decoded.
@@ -296,7 +340,7 @@ mod tests {
             clock in any::<i64>(),
             docs in prop::collection::vec(arb_push(), 0..5),
         ) {
-            let req = SyncRequest { version: PROTOCOL_VERSION, cursor: Seq(cursor), device_clock_ms: clock, docs };
+            let req = SyncRequest { version: PROTOCOL_VERSION, cursor: Seq(cursor), device_clock_ms: clock, docs, log_id: None, confirmed_reconcile: Some(cursor) };
             prop_assert_eq!(decode_request(&encode(&req)).unwrap(), req);
         }
 
@@ -308,7 +352,7 @@ mod tests {
 
         #[test]
         fn every_truncation_of_a_valid_request_is_an_error(docs in prop::collection::vec(arb_push(), 1..3), cut in 0usize..1000) {
-            let req = SyncRequest { version: PROTOCOL_VERSION, cursor: Seq(1), device_clock_ms: 0, docs };
+            let req = SyncRequest { version: PROTOCOL_VERSION, cursor: Seq(1), device_clock_ms: 0, docs, log_id: None, confirmed_reconcile: None };
             let bytes = encode(&req);
             let cut = cut % bytes.len();
             prop_assert!(decode_request(&bytes[..cut]).is_err());
@@ -322,6 +366,8 @@ mod tests {
             cursor: Seq(0),
             device_clock_ms: 0,
             docs: vec![],
+            log_id: None,
+            confirmed_reconcile: None,
         };
         assert_eq!(
             decode_request(&encode(&req)),
@@ -352,6 +398,8 @@ mod tests {
             cursor: Seq(0),
             device_clock_ms: 0,
             docs: vec![doc; limits::PUSH_DOCS_MAX + 1],
+            log_id: None,
+            confirmed_reconcile: None,
         };
         let err = decode_request(&encode(&req)).unwrap_err();
         assert_eq!(err.code(), crate::ErrorCode::LimitExceeded);
@@ -359,16 +407,14 @@ mod tests {
 
     #[test]
     fn a_byte_string_claiming_four_gigabytes_is_malformed_not_an_allocation() {
-        // A CBOR map {"version": 1, "cursor": 0, "device_clock_ms": 0, "docs": [ {..., "changes": [bytes(2^32-1)]} ]}
-        // truncated right after the huge length: the decoder must fail, not reserve 4 GiB.
-        let mut bytes = encode(&SyncRequest {
-            version: PROTOCOL_VERSION,
-            cursor: Seq(0),
-            device_clock_ms: 0,
-            docs: vec![],
-        });
-        // Replace the empty docs array (0x80, last byte) with a one-element array holding a huge byte string.
-        bytes.pop();
+        // {"version": 1, "docs": [{"changes": [bytes(2^32 - 1) with one byte present]}]}: the
+        // decoder must fail on the missing bytes, not reserve 4 GiB up front.
+        let mut bytes = vec![0xa2, 0x67];
+        bytes.extend_from_slice(b"version");
+        bytes.extend_from_slice(&[0x01, 0x64]);
+        bytes.extend_from_slice(b"docs");
+        bytes.extend_from_slice(&[0x81, 0xa1, 0x67]);
+        bytes.extend_from_slice(b"changes");
         bytes.extend_from_slice(&[0x81, 0x5a, 0xff, 0xff, 0xff, 0xff, 0x00]);
         assert!(decode_request(&bytes).is_err());
     }

@@ -348,6 +348,62 @@ pub fn restricted_revoke(
     restricted_access(store, doc, team, false, now_ms)
 }
 
+/// `restored`: run after restoring the data directory from a backup. Gives the store a new log
+/// id, so that every device whose cursor and bases count in the lost future is told to reset on
+/// its next sync and re-sends everything it holds (the server drops what it already has).
+/// Audited (`admin`, action `restored`). Prints the old and new log ids.
+pub fn restored(store: &dyn Store, now_ms: i64) -> anyhow::Result<String> {
+    let old = store.log_id()?;
+    let new = store.new_log_id()?;
+    store.audit_append(AuditRecord::new(
+        AuditKind::Admin,
+        now_ms,
+        json!({"action": "restored", "old_log_id": old, "log_id": new}),
+    ))?;
+    store.flush()?;
+    Ok(format!(
+        "log id is now {new} (was {old}): every device will reset and re-send what it holds on its next sync"
+    ))
+}
+
+/// `quarantine list`: the changes refused by the record rules: document, change hash, size,
+/// who pushed it, when, and the rule it broke; never content. JSON: an array of `{"doc_id",
+/// "hash", "bytes", "reason", "staff_id", "device_id", "at_ms"}`, oldest first.
+pub fn quarantine_list(store: &dyn Store, json: bool) -> anyhow::Result<String> {
+    let mut entries = store.quarantine_list()?;
+    entries.sort_by_key(|e| (e.at_ms, e.doc_id, e.hash));
+    let rows: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|e| {
+            json!({
+                "doc_id": e.doc_id, "hash": hex::encode(e.hash.0), "bytes": e.bytes.len(),
+                "reason": e.reason, "staff_id": e.staff_id, "device_id": e.device_id,
+                "at_ms": e.at_ms,
+            })
+        })
+        .collect();
+    if json {
+        return Ok(serde_json::Value::Array(rows).to_string());
+    }
+    if rows.is_empty() {
+        return Ok("no quarantined changes".into());
+    }
+    let mut out = format!("{} quarantined change(s):\n", rows.len());
+    for e in &entries {
+        out.push_str(&format!(
+            "  {}  doc {}  change {}  {} bytes  staff {}  device {}\n    {}\n",
+            e.at_ms,
+            e.doc_id,
+            &hex::encode(e.hash.0)[..16],
+            e.bytes.len(),
+            e.staff_id,
+            e.device_id,
+            e.reason
+        ));
+    }
+    Ok(out.trim_end().to_string())
+}
+
 /// Resolves a team given by id or exact (unique) name.
 pub fn resolve_team(store: &dyn Store, team: &str) -> anyhow::Result<TeamId> {
     Ok(directory::find_team_any(store, team)?.team_id)

@@ -32,6 +32,9 @@ struct Fixture {
     alice_staff: Staff,
     bob_staff: Staff,
     carol_staff: Staff,
+    /// Per token, the last `reconcile_id` received: [`Fixture::sync`] confirms it, as a device
+    /// does once it has applied a response.
+    confirms: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl Fixture {
@@ -57,6 +60,7 @@ impl Fixture {
             app: router(AppState::new(store.clone(), Config::default())),
             store,
             _dir: dir,
+            confirms: Default::default(),
         }
     }
 
@@ -89,13 +93,26 @@ impl Fixture {
         .await
     }
 
+    /// Syncs as a well-behaved device: confirms the last reconciliation it received.
     async fn sync(&self, token: &str, cursor: Seq, docs: Vec<DocPush>) -> SyncResponse {
-        let req = SyncRequest {
-            version: PROTOCOL_VERSION,
-            cursor,
-            device_clock_ms: crate::now_ms(),
-            docs,
-        };
+        let confirmed = self.confirms.lock().unwrap().get(token).copied();
+        let resp = self
+            .sync_req(
+                token,
+                SyncRequest {
+                    confirmed_reconcile: confirmed,
+                    ..request(cursor, docs)
+                },
+            )
+            .await;
+        if let Some(id) = resp.reconcile_id {
+            self.confirms.lock().unwrap().insert(token.to_string(), id);
+        }
+        resp
+    }
+
+    /// Sends `req` as it is and decodes the answer.
+    async fn sync_req(&self, token: &str, req: SyncRequest) -> SyncResponse {
         let (status, ctype, body) = self.sync_raw(token, wire::encode(&req)).await;
         assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
         assert_eq!(ctype.as_deref(), Some(CBOR_MEDIA_TYPE));
@@ -110,6 +127,44 @@ impl Fixture {
         let (status, _, body) = self.send(req.body(Body::empty()).unwrap()).await;
         (status, body)
     }
+}
+
+/// A request from a device that has never synced (no log id, nothing to confirm).
+fn request(cursor: Seq, docs: Vec<DocPush>) -> SyncRequest {
+    SyncRequest {
+        version: PROTOCOL_VERSION,
+        cursor,
+        device_clock_ms: crate::now_ms(),
+        docs,
+        log_id: None,
+        confirmed_reconcile: None,
+    }
+}
+
+/// A new draft note on `case_id` written by `staff`, through the record API.
+fn draft_note(staff: &Staff, case_id: CaseId, text: &str) -> AutoCommit {
+    let mut doc = authored(staff);
+    record::init_note(
+        &mut doc,
+        &record::NewNote {
+            case_id,
+            kind: record::NoteKind::Visit,
+            author: record::NoteAuthor {
+                staff_id: staff.staff_id.to_string(),
+                role: staff.role.clone(),
+                org: "Council".into(),
+                team: String::new(),
+            },
+            occurred_at_ms: 1_000,
+            recorded_at_ms: 2_000,
+            text: text.into(),
+            amends: None,
+            late_entry_reason: None,
+        },
+    )
+    .unwrap();
+    doc.commit();
+    doc
 }
 
 fn error_code(body: &[u8]) -> ErrorCode {
@@ -226,6 +281,8 @@ async fn sync_without_a_token_is_unauthorized() {
         cursor: Seq(0),
         device_clock_ms: 0,
         docs: vec![],
+        log_id: None,
+        confirmed_reconcile: None,
     };
     let (status, _, body) = f
         .send(
@@ -317,6 +374,8 @@ async fn bad_bodies_get_their_codes_and_the_router_keeps_serving() {
         cursor: Seq(0),
         device_clock_ms: 0,
         docs: vec![new_case("X", &f.alice_staff).2],
+        log_id: None,
+        confirmed_reconcile: None,
     };
     let bytes = wire::encode(&good);
 
@@ -510,8 +569,7 @@ async fn another_teams_case_is_neither_writable_nor_readable() {
 async fn bad_headers_unknown_cases_and_malformed_changes_are_rejected_per_document() {
     let f = Fixture::new();
     let (case_id, _, case_push) = new_case("W", &f.alice_staff);
-    let mut note = authored(&f.alice_staff);
-    note.put(ROOT, "x", 1).unwrap();
+    let mut note = draft_note(&f.alice_staff, case_id, "x");
     let note_push = DocPush {
         doc_id: DocId::new_random(),
         case_id,
@@ -638,7 +696,7 @@ async fn large_pulls_come_in_pages_and_the_cursor_gets_everything_exactly_once()
     for _ in 0..3 {
         let mut docs = Vec::new();
         for _ in 0..3 {
-            let mut note = authored(&f.alice_staff);
+            let mut note = draft_note(&f.alice_staff, case_id, "");
             note.put(
                 ROOT,
                 "blob",
@@ -729,8 +787,7 @@ impl Fixture {
     /// Alice opens a case with one note; returns the case, the note and the case document.
     async fn case_with_note(&self) -> (CaseId, DocId, AutoCommit) {
         let (case_id, doc, push) = new_case("Person", &self.alice_staff);
-        let mut note = authored(&self.alice_staff);
-        note.put(ROOT, "text", "a visit").unwrap();
+        let mut note = draft_note(&self.alice_staff, case_id, "a visit");
         let note_id = DocId::new_random();
         let note_push = DocPush {
             doc_id: note_id,
@@ -767,6 +824,8 @@ async fn a_revoked_device_is_told_device_revoked_and_revoking_staff_revokes_all_
         cursor: Seq(0),
         device_clock_ms: 0,
         docs: vec![],
+        log_id: None,
+        confirmed_reconcile: None,
     };
     let (status, _, body) = f.sync_raw(&f.alice, wire::encode(&req)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -844,7 +903,7 @@ async fn a_backfill_larger_than_a_page_keeps_the_cursor_until_it_is_complete() {
     // inside it, and two more notes.
     let mut sent: HashSet<Hash> = HashSet::new();
     for changes_per_note in [8, 1, 1] {
-        let mut note = authored(&f.alice_staff);
+        let mut note = draft_note(&f.alice_staff, case_id, "");
         for _ in 0..changes_per_note {
             note.put(
                 ROOT,
@@ -1226,6 +1285,8 @@ async fn the_audit_chain_verifies_after_a_realistic_sequence_and_a_tampered_entr
                 cursor: Seq(0),
                 device_clock_ms: 0,
                 docs: vec![],
+                log_id: None,
+                confirmed_reconcile: None,
             }),
         )
         .await;
@@ -1280,4 +1341,631 @@ async fn the_audit_chain_verifies_after_a_realistic_sequence_and_a_tampered_entr
         Err(audit::VerifyError::Broken(b)) => assert_eq!(b.seq, target, "{b}"),
         other => panic!("the tampered entry was not found: {other:?}"),
     }
+}
+
+// ---- Sync hardening: log id, confirmed reconciliation ----
+
+#[tokio::test]
+async fn a_device_on_another_log_is_told_to_reset_and_nothing_it_sent_is_stored() {
+    let f = Fixture::new();
+    let ours = f.store.log_id().unwrap();
+    let (_, _, push) = new_case("Reset", &f.alice_staff);
+    let before = f.store.last_seq();
+    let other = uuid::Uuid::new_v4();
+    let r = f
+        .sync_req(
+            &f.alice,
+            SyncRequest {
+                log_id: Some(other),
+                ..request(Seq(7), vec![push.clone()])
+            },
+        )
+        .await;
+    assert!(r.reset);
+    assert_eq!(r.log_id, ours);
+    assert_eq!(r.cursor, Seq(0));
+    assert!(r.acks.is_empty() && r.docs.is_empty() && r.rejections.is_empty());
+    assert!(r.evictions.is_empty() && r.need_full_history.is_empty());
+    assert_eq!(
+        f.store.last_seq(),
+        before,
+        "nothing of a reset request is stored"
+    );
+    let audited = audit::entries(f.s(), None).unwrap();
+    assert!(audited
+        .iter()
+        .any(|e| e.kind == audit::AuditKind::Sync && e.details["reset"] == true));
+
+    // No log id (a new device) and the right one are both handled normally.
+    for log_id in [None, Some(ours)] {
+        let r = f
+            .sync_req(
+                &f.alice,
+                SyncRequest {
+                    log_id,
+                    ..request(Seq(0), vec![push.clone()])
+                },
+            )
+            .await;
+        assert!(!r.reset);
+        assert_eq!(r.log_id, ours);
+        assert_eq!(r.acks.len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn admin_restored_gives_the_store_a_new_log_id_and_devices_on_the_old_one_reset() {
+    let f = Fixture::new();
+    let first = f.sync(&f.alice, Seq(0), vec![]).await.log_id;
+    let said = admin::restored(f.s(), 5).unwrap();
+    let second = f.store.log_id().unwrap();
+    assert_ne!(first, second);
+    assert!(said.contains(&second.to_string()) && said.contains(&first.to_string()));
+    let stale = f
+        .sync_req(
+            &f.alice,
+            SyncRequest {
+                log_id: Some(first),
+                ..request(Seq(3), vec![])
+            },
+        )
+        .await;
+    assert!(stale.reset);
+    assert_eq!(stale.log_id, second);
+    let again = f
+        .sync_req(
+            &f.alice,
+            SyncRequest {
+                log_id: Some(second),
+                ..request(Seq(0), vec![])
+            },
+        )
+        .await;
+    assert!(!again.reset);
+    assert!(audit::entries(f.s(), None)
+        .unwrap()
+        .iter()
+        .any(|e| e.kind == audit::AuditKind::Admin && e.details["action"] == "restored"));
+}
+
+#[test]
+fn the_log_id_is_created_with_the_store_and_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = crate::store::open(dir.path()).unwrap().log_id().unwrap();
+    assert_eq!(id.get_version_num(), 4);
+    assert_eq!(
+        crate::store::open(dir.path()).unwrap().log_id().unwrap(),
+        id
+    );
+}
+
+#[tokio::test]
+async fn a_lost_reconciliation_is_sent_again_until_the_device_confirms_it() {
+    let f = Fixture::new();
+    let (first, first_note, _) = f.case_with_note().await;
+    let south = f.team("South");
+    admin::case_add_team(f.s(), first, south, 1).unwrap();
+    let (docs, _, cursor) = f.sync_all(&f.carol, Seq(0)).await;
+    assert_eq!(ids(&docs), [DocId(first.0), first_note].into());
+    let carol = f.device_of(&f.carol);
+
+    admin::case_remove_team(f.s(), first, south, 2).unwrap();
+    // The device never confirms: its responses were "lost".
+    let lost = f.sync_req(&f.carol, request(cursor, vec![])).await;
+    let expected: std::collections::BTreeSet<DocId> = [DocId(first.0), first_note].into();
+    assert_eq!(
+        lost.evictions
+            .iter()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>(),
+        expected
+    );
+    let first_id = lost
+        .reconcile_id
+        .expect("a reconciling response carries an id");
+    let again = f.sync_req(&f.carol, request(cursor, vec![])).await;
+    assert_eq!(again.evictions, lost.evictions, "the same evictions again");
+    let second_id = again.reconcile_id.unwrap();
+    assert_ne!(first_id, second_id);
+    assert_eq!(
+        f.store.device_docs(carol).unwrap().len(),
+        2,
+        "nothing is committed before the device confirms"
+    );
+    // A stale confirmation (of a response the server has since re-sent) commits nothing.
+    let stale = f
+        .sync_req(
+            &f.carol,
+            SyncRequest {
+                confirmed_reconcile: Some(first_id),
+                ..request(cursor, vec![])
+            },
+        )
+        .await;
+    assert_eq!(stale.evictions, lost.evictions);
+    let confirmed = f
+        .sync_req(
+            &f.carol,
+            SyncRequest {
+                confirmed_reconcile: stale.reconcile_id,
+                ..request(cursor, vec![])
+            },
+        )
+        .await;
+    assert!(confirmed.evictions.is_empty() && confirmed.reconcile_id.is_none());
+    assert!(f.store.device_docs(carol).unwrap().is_empty());
+    let idle = f.sync_req(&f.carol, request(cursor, vec![])).await;
+    assert!(idle.evictions.is_empty() && idle.docs.is_empty() && idle.reconcile_id.is_none());
+
+    // A lost backfill is re-sent the same way.
+    admin::case_add_team(f.s(), first, south, 3).unwrap();
+    let lost = f.sync_req(&f.carol, request(cursor, vec![])).await;
+    assert_eq!(ids(&lost.docs), expected);
+    let again = f.sync_req(&f.carol, request(cursor, vec![])).await;
+    assert_eq!(ids(&again.docs), expected, "the backfill again");
+    let done = f
+        .sync_req(
+            &f.carol,
+            SyncRequest {
+                confirmed_reconcile: again.reconcile_id,
+                ..request(cursor, vec![])
+            },
+        )
+        .await;
+    assert!(done.docs.is_empty() && done.reconcile_id.is_none());
+    assert_eq!(f.store.device_docs(carol).unwrap().len(), 2);
+}
+
+// ---- Record integrity: validation, quarantine, history, export ----
+
+/// The push of `doc`'s changes since `base`.
+fn push_since(
+    doc: &mut AutoCommit,
+    doc_id: DocId,
+    case_id: CaseId,
+    kind: DocKind,
+    base: &[automerge::ChangeHash],
+) -> DocPush {
+    DocPush {
+        doc_id,
+        case_id,
+        kind,
+        base: wire::to_wire_heads(base),
+        changes: doc
+            .get_changes(base)
+            .into_iter()
+            .map(|mut c| ByteBuf::from(c.bytes().into_owned()))
+            .collect(),
+    }
+}
+
+/// Alice's case and one of her notes, filed; returns the case, the note id and the note.
+async fn filed_note(f: &Fixture) -> (CaseId, DocId, AutoCommit) {
+    let (case_id, _, push) = new_case("Filed", &f.alice_staff);
+    let note_id = DocId::new_random();
+    let mut note = draft_note(&f.alice_staff, case_id, "Seen at home.");
+    record::file_note(&mut note, note_id, 3_000).unwrap();
+    note.commit();
+    let r = f
+        .sync(
+            &f.alice,
+            Seq(0),
+            vec![
+                push,
+                push_since(&mut note, note_id, case_id, DocKind::Note, &[]),
+            ],
+        )
+        .await;
+    assert_eq!(r.acks.len(), 2, "{:?}", r.rejections);
+    (case_id, note_id, note)
+}
+
+#[tokio::test]
+async fn a_crafted_change_to_a_filed_note_is_refused_quarantined_and_never_pulled() {
+    let f = Fixture::new();
+    let (case_id, note_id, mut note) = filed_note(&f).await;
+    let base = note.get_heads();
+    let last = f.store.last_seq();
+    // Made with automerge directly, past the record API's own refusal.
+    let text = record::get_obj(&note, &ROOT, "text", automerge::ObjType::Text).unwrap();
+    note.splice_text(&text, 0, 0, "NOT ").unwrap();
+    note.commit();
+    let crafted = push_since(&mut note, note_id, case_id, DocKind::Note, &base);
+    let crafted_hashes: HashSet<Hash> = hashes(&crafted.changes).into_iter().collect();
+    let r = f.sync(&f.alice, Seq(0), vec![crafted]).await;
+    assert!(r.acks.is_empty());
+    assert_eq!(r.rejections.len(), 1);
+    assert_eq!(r.rejections[0].code, ErrorCode::RuleViolation);
+    let reason = &r.rejections[0].reason;
+    assert!(
+        reason.contains("change 0") && reason.contains("filed"),
+        "{reason}"
+    );
+    assert_eq!(f.store.last_seq(), last, "nothing of it was stored");
+
+    let held = f.store.quarantine_list().unwrap();
+    assert_eq!(held.len(), 1);
+    assert!(crafted_hashes.contains(&held[0].hash));
+    assert_eq!(held[0].doc_id, note_id);
+    assert_eq!(held[0].staff_id, f.alice_staff.staff_id);
+    assert!(held[0].reason.contains("filed"));
+    let listed = admin::quarantine_list(f.s(), true).unwrap();
+    assert!(listed.contains(&hex::encode(held[0].hash.0)));
+    assert!(!listed.contains("NOT") && !listed.contains("Seen at home"));
+    assert!(audit::entries(f.s(), None)
+        .unwrap()
+        .iter()
+        .any(|e| { e.kind == audit::AuditKind::Refused && e.details["code"] == "rule_violation" }));
+
+    // A re-send is refused again and not quarantined twice; no device ever receives it.
+    let r = f
+        .sync(
+            &f.alice,
+            Seq(0),
+            vec![push_since(
+                &mut note,
+                note_id,
+                case_id,
+                DocKind::Note,
+                &base,
+            )],
+        )
+        .await;
+    assert_eq!(r.rejections[0].code, ErrorCode::RuleViolation);
+    assert_eq!(f.store.quarantine_list().unwrap().len(), 1);
+    for token in [&f.alice, &f.bob] {
+        let (docs, _, _) = f.sync_all(token, Seq(0)).await;
+        assert!(all_hashes(&docs).is_disjoint(&crafted_hashes));
+        assert!(ids(&docs).contains(&note_id));
+    }
+}
+
+#[tokio::test]
+async fn changing_about_me_into_a_string_is_refused() {
+    let f = Fixture::new();
+    let (case_id, mut doc, push) = new_case("Typed", &f.alice_staff);
+    f.sync(&f.alice, Seq(0), vec![push]).await;
+    let base = doc.get_heads();
+    doc.put(ROOT, "about_me", "a plain string").unwrap();
+    let r = f
+        .sync(
+            &f.alice,
+            Seq(0),
+            vec![push_since(
+                &mut doc,
+                DocId(case_id.0),
+                case_id,
+                DocKind::Case,
+                &base,
+            )],
+        )
+        .await;
+    assert_eq!(r.rejections.len(), 1, "{:?}", r.acks);
+    assert_eq!(r.rejections[0].code, ErrorCode::RuleViolation);
+    assert!(
+        r.rejections[0].reason.contains("about_me"),
+        "{}",
+        r.rejections[0].reason
+    );
+}
+
+#[tokio::test]
+async fn a_note_authored_as_someone_else_is_refused() {
+    let f = Fixture::new();
+    let (case_id, _, push) = new_case("Authored", &f.alice_staff);
+    f.sync(&f.alice, Seq(0), vec![push]).await;
+    // Bob's own change (so authorship of the change itself is fine), naming Alice as the author.
+    let mut note = authored(&f.bob_staff);
+    record::init_note(
+        &mut note,
+        &record::NewNote {
+            case_id,
+            kind: record::NoteKind::Visit,
+            author: record::NoteAuthor {
+                staff_id: f.alice_staff.staff_id.to_string(),
+                ..Default::default()
+            },
+            occurred_at_ms: 0,
+            recorded_at_ms: 0,
+            text: "in Alice's name".into(),
+            amends: None,
+            late_entry_reason: None,
+        },
+    )
+    .unwrap();
+    let note_id = DocId::new_random();
+    let r = f
+        .sync(
+            &f.bob,
+            Seq(0),
+            vec![push_since(&mut note, note_id, case_id, DocKind::Note, &[])],
+        )
+        .await;
+    assert_eq!(r.rejections.len(), 1);
+    assert_eq!(r.rejections[0].code, ErrorCode::RuleViolation);
+    assert!(
+        r.rejections[0].reason.contains("author"),
+        "{}",
+        r.rejections[0].reason
+    );
+    assert!(f.store.get_doc(note_id).unwrap().is_none());
+}
+
+#[tokio::test]
+async fn filing_late_without_a_reason_is_refused_and_with_a_reason_accepted() {
+    let f = Fixture::new();
+    let (case_id, _, push) = new_case("Late", &f.alice_staff);
+    let note_id = DocId::new_random();
+    let mut note = draft_note(&f.alice_staff, case_id, "Visited at the farm.");
+    let r = f
+        .sync(
+            &f.alice,
+            Seq(0),
+            vec![
+                push,
+                push_since(&mut note, note_id, case_id, DocKind::Note, &[]),
+            ],
+        )
+        .await;
+    assert_eq!(r.acks.len(), 2);
+    let base = note.get_heads();
+    let late = 1_000 + limits::LATE_ENTRY_AFTER_MS_DEFAULT + 1;
+
+    // Filed a day late with no reason, written directly (the record API would refuse it).
+    let mut bare = note.clone();
+    bare.put(ROOT, "status", "filed").unwrap();
+    bare.put(ROOT, "filed_at_ms", late).unwrap();
+    bare.commit();
+    let r = f
+        .sync(
+            &f.alice,
+            Seq(0),
+            vec![push_since(
+                &mut bare,
+                note_id,
+                case_id,
+                DocKind::Note,
+                &base,
+            )],
+        )
+        .await;
+    assert_eq!(r.rejections.len(), 1);
+    assert_eq!(r.rejections[0].code, ErrorCode::RuleViolation);
+    assert!(
+        r.rejections[0].reason.contains("late-entry reason"),
+        "{}",
+        r.rejections[0].reason
+    );
+
+    let mut reasoned = note.clone();
+    record::file_note_late(
+        &mut reasoned,
+        note_id,
+        late,
+        Some("No signal at the farm."),
+        limits::LATE_ENTRY_AFTER_MS_DEFAULT,
+    )
+    .unwrap();
+    reasoned.commit();
+    let r = f
+        .sync(
+            &f.alice,
+            Seq(0),
+            vec![push_since(
+                &mut reasoned,
+                note_id,
+                case_id,
+                DocKind::Note,
+                &base,
+            )],
+        )
+        .await;
+    assert_eq!(r.acks.len(), 1, "{:?}", r.rejections);
+}
+
+#[tokio::test]
+async fn a_filing_followed_by_an_edit_in_the_same_push_is_refused_at_the_edit() {
+    let f = Fixture::new();
+    let (case_id, _, push) = new_case("Sneaky", &f.alice_staff);
+    f.sync(&f.alice, Seq(0), vec![push]).await;
+    let note_id = DocId::new_random();
+    let mut note = draft_note(&f.alice_staff, case_id, "First words.");
+    record::file_note(&mut note, note_id, 3_000).unwrap();
+    note.commit();
+    let text = record::get_obj(&note, &ROOT, "text", automerge::ObjType::Text).unwrap();
+    note.splice_text(&text, 0, 0, "Later ").unwrap();
+    note.commit();
+    let r = f
+        .sync(
+            &f.alice,
+            Seq(0),
+            vec![push_since(&mut note, note_id, case_id, DocKind::Note, &[])],
+        )
+        .await;
+    assert_eq!(r.rejections.len(), 1);
+    assert!(
+        r.rejections[0].reason.starts_with("change 2 "),
+        "{}",
+        r.rejections[0].reason
+    );
+}
+
+impl Fixture {
+    async fn history(&self, token: &str, doc: DocId) -> (StatusCode, Bytes) {
+        let (status, _, body) = self
+            .send(
+                Request::get(format!("/v1/history/{doc}"))
+                    .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        (status, body)
+    }
+}
+
+#[tokio::test]
+async fn history_is_in_the_order_received_even_when_device_clocks_disagree() {
+    use automerge::transaction::CommitOptions;
+    let f = Fixture::new();
+    let (case_id, mut alice_doc, push) = new_case("History", &f.alice_staff);
+    f.sync(&f.alice, Seq(0), vec![push]).await;
+    let doc_id = DocId(case_id.0);
+    // Alice's clock is years ahead; Bob's, later, is at 1970.
+    let base = alice_doc.get_heads();
+    alice_doc.put(ROOT, "address", "1 Future Road").unwrap();
+    alice_doc.commit_with(CommitOptions::default().with_time(4_000_000_000_000));
+    f.sync(
+        &f.alice,
+        Seq(0),
+        vec![push_since(
+            &mut alice_doc,
+            doc_id,
+            case_id,
+            DocKind::Case,
+            &base,
+        )],
+    )
+    .await;
+    let (docs, _, _) = f.sync_all(&f.bob, Seq(0)).await;
+    let mut bob_doc = AutoCommit::new();
+    for d in docs.iter().filter(|d| d.doc_id == doc_id) {
+        bob_doc
+            .apply_changes(
+                d.changes
+                    .iter()
+                    .map(|b| automerge::Change::from_bytes(b.to_vec()).unwrap()),
+            )
+            .unwrap();
+    }
+    bob_doc.set_author(Some(Author::from(f.bob_staff.staff_id.as_bytes().to_vec())));
+    let base = bob_doc.get_heads();
+    bob_doc.put(ROOT, "dob", "1940-01-01").unwrap();
+    bob_doc.commit_with(CommitOptions::default().with_time(1_000));
+    let r = f
+        .sync(
+            &f.bob,
+            Seq(0),
+            vec![push_since(
+                &mut bob_doc,
+                doc_id,
+                case_id,
+                DocKind::Case,
+                &base,
+            )],
+        )
+        .await;
+    assert_eq!(r.acks.len(), 1, "{:?}", r.rejections);
+
+    let (status, body) = f.history(&f.alice, doc_id).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let entries: Vec<wire::HistoryEntry> = serde_json::from_slice(&body).unwrap();
+    assert_eq!(entries.len(), 3);
+    assert!(entries.windows(2).all(|w| w[0].seq < w[1].seq));
+    let (future, past) = (&entries[1], &entries[2]);
+    assert_eq!(future.device_time_ms, 4_000_000_000_000);
+    assert_eq!(past.device_time_ms, 1_000);
+    assert_eq!(future.staff_name.as_deref(), Some("Alice"));
+    assert_eq!(past.staff_name.as_deref(), Some("Bob"));
+    assert_eq!(past.role.as_deref(), Some("nurse"));
+    assert_eq!(past.org.as_deref(), Some("Council"));
+    assert_eq!(past.device_id, Some(f.device_of(&f.bob)));
+    assert!(entries
+        .iter()
+        .all(|e| e.received_at_ms.is_some() && e.ops > 0));
+    assert!(past.received_at_ms >= future.received_at_ms);
+    assert!(audit::entries(f.s(), None)
+        .unwrap()
+        .iter()
+        .any(|e| e.kind == audit::AuditKind::Read && e.details["doc_id"] == doc_id.to_string()));
+}
+
+#[tokio::test]
+async fn the_history_of_a_document_you_may_not_read_is_not_found_like_a_missing_one() {
+    let f = Fixture::new();
+    let (_, note_id, _) = f.case_with_note().await;
+    let (status, body) = f.history(&f.carol, note_id).await;
+    let (missing_status, missing_body) = f.history(&f.carol, DocId::new_random()).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(error_code(&body), ErrorCode::NotFound);
+    assert_eq!((status, body), (missing_status, missing_body));
+    let (status, _) = f.history(&f.carol, note_id).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _, body) = f
+        .send(
+            Request::get(format!("/v1/history/{note_id}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized)
+    );
+}
+
+#[test]
+fn the_export_of_a_demo_person_holds_every_note_every_amendment_and_every_original() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::store::open(dir.path()).unwrap();
+    let demo = crate::demo::load(&*store, 1_700_000_000_000).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    for case in &demo.cases {
+        let target = out.path().join(&case.label);
+        let done = crate::export::case(&*store, case.case_id, &target, 1_700_000_001_000).unwrap();
+        assert!(done.to_string().contains("record.html"));
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(target.join("record.json")).unwrap()).unwrap();
+        let html = std::fs::read_to_string(target.join("record.html")).unwrap();
+        assert!(html.contains("includes restricted"));
+        let notes = json["notes"].as_array().unwrap();
+        let note_ids: HashSet<String> = notes
+            .iter()
+            .map(|n| n["note_id"].as_str().unwrap().to_string())
+            .collect();
+        let mut all_docs = 0;
+        for id in store.docs_of_case(case.case_id).unwrap() {
+            let rec = store.get_doc(id).unwrap().unwrap();
+            all_docs += 1;
+            if rec.header.kind == DocKind::Note {
+                assert!(note_ids.contains(&id.to_string()), "note {id} is missing");
+                assert!(html.contains(&id.to_string()));
+            }
+            assert!(json.to_string().contains(&id.to_string()));
+        }
+        assert_eq!(json["documents"].as_array().unwrap().len(), all_docs);
+        for n in notes {
+            assert!(n["occurred_at_ms"].is_i64() && n["filed_at_ms"].is_i64());
+            assert!(n["first_received_at_ms"].is_i64());
+            if let Some(original) = n["amends"]["note_id"].as_str() {
+                assert!(
+                    note_ids.contains(original),
+                    "the original {original} is missing"
+                );
+                let orig = notes.iter().find(|m| m["note_id"] == original).unwrap();
+                assert_eq!(orig["amended_by"][0]["note_id"], n["note_id"]);
+            }
+        }
+        for d in json["documents"].as_array().unwrap() {
+            for h in d["history"].as_array().unwrap() {
+                assert!(h["staff_name"].is_string() && h["received_at_ms"].is_i64());
+            }
+        }
+        if case.label == "Peggy" {
+            assert!(notes.iter().any(|n| n["amends"]["kind"] == "correction"));
+        }
+        if case.label == "Daniel" {
+            assert!(json["documents"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|d| d["kind"] == "restricted"));
+            assert!(html.contains("Safeguarding"));
+        }
+    }
+    assert!(audit::entries(&*store, None)
+        .unwrap()
+        .iter()
+        .any(|e| e.kind == audit::AuditKind::Export));
+    assert!(crate::export::escape("<b>&\"'").starts_with("&lt;b&gt;&amp;"));
 }

@@ -22,7 +22,7 @@
 //! codes only: never names, never record content.
 //!
 //! Kinds ([`AuditKind`]): `enrol`, `token_revoke`, `staff_revoke`, `sync`, `access_change`,
-//! `refused`, `admin`, `demo_load`.
+//! `refused`, `admin`, `demo_load`, `read`, `export`.
 
 use crate::store::{Store, StoreError};
 use casenote_protocol::{DeviceId, StaffId};
@@ -55,6 +55,10 @@ pub enum AuditKind {
     Admin,
     /// The demo was loaded.
     DemoLoad,
+    /// A record was read outside sync (a document's history).
+    Read,
+    /// A person's record was exported by an administrator.
+    Export,
 }
 
 impl AuditKind {
@@ -69,6 +73,8 @@ impl AuditKind {
             AuditKind::Refused => "refused",
             AuditKind::Admin => "admin",
             AuditKind::DemoLoad => "demo_load",
+            AuditKind::Read => "read",
+            AuditKind::Export => "export",
         }
     }
 }

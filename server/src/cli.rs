@@ -1,4 +1,4 @@
-//! The `casenote-server` command line: `serve`, `admin`, `demo` and `audit`, a thin clap shell
+//! The `casenote-server` command line: `serve`, `admin`, `demo`, `audit` and `export`, a thin clap shell
 //! over the library. It lives in the library so that the end-to-end test package can build the same entry
 //! point under its own binary name.
 //!
@@ -31,6 +31,20 @@ enum Command {
         /// The address to listen on; port 0 picks a free one.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
+        /// Filing a note more than this many hours after it happened needs a late-entry reason.
+        #[arg(long, default_value_t = casenote_protocol::limits::LATE_ENTRY_AFTER_MS_DEFAULT / 3_600_000)]
+        late_entry_hours: i64,
+    },
+    /// Export a person's whole record (restricted documents included) as record.json and
+    /// record.html (the server must not be running on DIR).
+    Export {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        case: CaseId,
+        /// The directory to write into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Manage orgs, teams, staff and device tokens (the server must not be running on DIR).
     Admin {
@@ -158,6 +172,22 @@ enum AdminCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Say that DIR was restored from a backup: devices reset and re-send what they hold.
+    Restored,
+    /// Changes refused by the record rules.
+    Quarantine {
+        #[command(subcommand)]
+        action: QuarantineCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum QuarantineCommand {
+    /// List quarantined changes: ids, reasons, sizes (never content).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -262,7 +292,24 @@ fn open(data: &std::path::Path) -> anyhow::Result<std::sync::Arc<crate::SledStor
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { data, listen } => serve(data, listen),
+        Command::Serve {
+            data,
+            listen,
+            late_entry_hours,
+        } => {
+            if late_entry_hours < 0 {
+                anyhow::bail!("--late-entry-hours must be 0 or more");
+            }
+            let config = Config::default()
+                .with_late_entry_after_ms(late_entry_hours.saturating_mul(3_600_000));
+            serve(data, listen, config)
+        }
+        Command::Export { data, case, out } => {
+            let store = open(&data)?;
+            let done = crate::export::case(&*store, case, &out, now_ms())?;
+            println!("{done}");
+            Ok(())
+        }
         Command::Admin { data, action } => {
             let store = open(&data)?;
             let out = admin_action(&*store, action)?;
@@ -390,10 +437,14 @@ fn admin_action(store: &dyn Store, action: AdminCommand) -> anyhow::Result<Strin
             format!("team {t} may not see restricted document {doc}")
         }
         AdminCommand::List { json } => admin::list(store, json)?,
+        AdminCommand::Restored => admin::restored(store, now_ms())?,
+        AdminCommand::Quarantine {
+            action: QuarantineCommand::List { json },
+        } => admin::quarantine_list(store, json)?,
     })
 }
 
-fn serve(data: PathBuf, listen: String) -> anyhow::Result<()> {
+fn serve(data: PathBuf, listen: String, config: Config) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -416,6 +467,6 @@ fn serve(data: PathBuf, listen: String) -> anyhow::Result<()> {
         writeln!(stdout, "casenote-server listening on http://{addr}")?;
         stdout.flush()?;
         tracing::info!(%addr, data = %data.display(), "serving");
-        crate::run(listener, store, Config::default()).await
+        crate::run(listener, store, config).await
     })
 }

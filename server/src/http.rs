@@ -13,7 +13,7 @@ use crate::auth::{self, Authenticated, Principal};
 use crate::store::{Store, StoreError};
 use crate::{now_ms, sync};
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -30,9 +30,36 @@ pub const DEVICE_REVOKED_MESSAGE: &str =
     "this device has been revoked; its local data must be wiped";
 
 /// Server settings that are not limits (limits live in `casenote_protocol::limits`).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 #[non_exhaustive]
-pub struct Config {}
+pub struct Config {
+    /// Filing a note more than this long after it happened needs a late-entry reason
+    /// (`serve --late-entry-hours N`).
+    pub late_entry_after_ms: i64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            late_entry_after_ms: limits::LATE_ENTRY_AFTER_MS_DEFAULT,
+        }
+    }
+}
+
+impl Config {
+    /// The record rules this configuration asks for.
+    pub fn rules(&self) -> crate::validate::Rules {
+        crate::validate::Rules {
+            late_entry_after_ms: self.late_entry_after_ms,
+        }
+    }
+
+    /// This configuration with another late-entry window.
+    pub fn with_late_entry_after_ms(mut self, ms: i64) -> Self {
+        self.late_entry_after_ms = ms;
+        self
+    }
+}
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -206,6 +233,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/v1/whoami", get(whoami))
+        .route("/v1/history/{doc_id}", get(history))
         .route(
             "/v1/sync",
             post(sync_handler).layer(DefaultBodyLimit::disable()),
@@ -262,6 +290,29 @@ async fn whoami(
     })
     .await?;
     Ok(Json(answer))
+}
+
+/// `GET /v1/history/{doc_id}`: who changed a document, when the server received each change, in
+/// the order received (JSON array of [`wire::HistoryEntry`]). A document the bearer may not read
+/// is answered exactly like a missing one (404 `not_found`). Audited as `read`.
+async fn history(
+    State(state): State<AppState>,
+    Authed(who): Authed,
+    Path(doc_id): Path<String>,
+) -> Result<Json<Vec<wire::HistoryEntry>>, ApiError> {
+    let not_found = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            "no such document, or none you may read",
+        )
+    };
+    let Ok(doc_id) = doc_id.parse::<casenote_protocol::DocId>() else {
+        return Err(not_found());
+    };
+    let store = state.store.clone();
+    let entries = blocking(move || crate::history::read(&*store, &who, doc_id, now_ms())).await?;
+    entries.map(Json).ok_or_else(not_found)
 }
 
 fn is_cbor(headers: &HeaderMap) -> bool {
@@ -352,12 +403,13 @@ async fn sync_handler(
     let started = std::time::Instant::now();
     let body_bytes = bytes.len();
     let store = state.store.clone();
+    let rules = state.config.rules();
     let outcome = tokio::task::spawn_blocking(move || {
         let req = match wire::decode_request(&bytes) {
             Ok(r) => r,
             Err(e) => return Ok(Err(e)),
         };
-        sync::handle(&*store, &who, req, now_ms()).map(|resp| Ok(wire::encode(&resp)))
+        sync::handle_with(&*store, &who, req, now_ms(), &rules).map(|resp| Ok(wire::encode(&resp)))
     })
     .await;
     let encoded = match outcome {

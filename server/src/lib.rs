@@ -9,8 +9,11 @@
 //! Who may see what is decided in one place, [`sync::may_read`]; access changes made by
 //! [`admin`] move a global access epoch, and each device's next sync is reconciled (evictions and
 //! backfill). Authorship of changes is checked and actor ids are bound to staff and device
-//! ([`sync`]). Revoked tokens are told `device_revoked` ([`auth`], [`http`]). Everything that
-//! matters is recorded in a hash-chained audit log ([`audit`]).
+//! ([`sync`]). Revoked tokens are told `device_revoked` ([`auth`], [`http`]). Every incoming change
+//! is checked against the record rules of its kind before it is stored or relayed ([`validate`]);
+//! refused changes are quarantined. A document's history ([`history`]) and a person's whole
+//! record ([`export`]) carry the provenance of every change. Everything that matters is recorded
+//! in a hash-chained audit log ([`audit`]).
 
 pub mod admin;
 pub mod audit;
@@ -18,9 +21,12 @@ pub mod auth;
 pub mod cli;
 pub mod demo;
 pub mod directory;
+pub mod export;
+pub mod history;
 pub mod http;
 pub mod store;
 pub mod sync;
+pub mod validate;
 
 #[cfg(test)]
 mod api_tests;

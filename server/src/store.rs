@@ -26,8 +26,19 @@
 //!   the same transaction as the changes that bind it
 //! - `device_docs`: device_id (16) ‖ doc_id (16) → empty: what the server has handed a device or
 //!   accepted from it, so that it knows what to evict
-//! - `device_sync`: device_id → [`DeviceSync`] (the access epoch the device was reconciled at)
+//! - `device_sync`: device_id → [`DeviceSync`] (the access epoch the device was reconciled at,
+//!   and the reconciliation it has been sent but not yet confirmed)
+//! - `received`: seq (u64 big-endian) → i64 big-endian: the server's clock (ms since the Unix
+//!   epoch) when it received the change stored under that seq, written in the same transaction
+//!   as the log entry. Outside the CRDT, so no device can change it.
+//! - `quarantine`: doc_id (16) ‖ change hash (32) → [`QuarantineEntry`]: changes refused by the
+//!   record rules ([`crate::validate`]), kept with the reason, never relayed
 //! - `audit`: the hash-chained audit log, JSON values; see [`crate::audit`]
+//!
+//! `meta` also holds `log_id` (16 bytes, a uuid v4): the identity of this change log. It is
+//! created with the store (or on the first open of an older store) and replaced by
+//! `admin restored` after a restore from backup, so that devices whose cursors count in the lost
+//! future are told to reset ([`crate::sync`]).
 
 use crate::audit::{self, AuditEntry, AuditRecord};
 use crate::directory::{Device, Org, Staff, Team};
@@ -103,12 +114,62 @@ pub struct ActorBinding {
     pub first_seen_ms: i64,
 }
 
-/// Per device: the access epoch it was last reconciled at, and where an unfinished backfill
-/// stopped inside one document (its id and the last sequence sent of it).
+/// Per device: the access epoch it was last reconciled at, and the reconciliation it has been
+/// sent but has not confirmed yet (see [`crate::sync`], "Access changes").
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceSync {
     pub reconciled_epoch: Option<u64>,
-    pub backfill_partial: Option<(DocId, u64)>,
+    #[serde(default)]
+    pub pending: Option<PendingReconcile>,
+}
+
+/// Where a backfill stands: the index into [`PendingReconcile::missing`] of the next document to
+/// send, and inside that document the last sequence already sent (0: none).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackfillPos {
+    pub index: usize,
+    pub after_seq: u64,
+}
+
+/// An access reconciliation sent to a device and not yet confirmed by it. Nothing about the
+/// device's holdings changes in `device_docs` until the device echoes `id` as
+/// `confirmed_reconcile`; until then every response re-sends `evictions` and the backfill from
+/// `confirmed`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingReconcile {
+    /// The `reconcile_id` of the last response that carried this reconciliation: a fresh random
+    /// non-zero u64 per response, so a stale confirmation (or one from before a restore) never
+    /// matches a later response.
+    pub id: u64,
+    /// The access epoch the reconciliation was computed at.
+    pub epoch: u64,
+    /// Documents the device must delete (empty once a confirmation committed them).
+    pub evictions: Vec<DocId>,
+    /// Documents to backfill, in order (their history up to `upto`).
+    pub missing: Vec<DocId>,
+    /// The device's cursor when the reconciliation started: history above it comes from the log
+    /// scan, history up to it from the backfill.
+    pub upto: Seq,
+    /// What the device has confirmed of the backfill.
+    pub confirmed: BackfillPos,
+    /// Where the last response's backfill ended (`index == missing.len()`: complete).
+    pub sent: BackfillPos,
+}
+
+/// A change refused by the record rules: kept for an administrator, never stored in the log and
+/// never relayed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantineEntry {
+    pub doc_id: DocId,
+    pub hash: Hash,
+    #[serde(with = "serde_bytes")]
+    pub bytes: Vec<u8>,
+    /// The rule broken, in plain words (never record content).
+    pub reason: String,
+    pub staff_id: StaffId,
+    pub device_id: DeviceId,
+    /// Server time of the (first) refusal.
+    pub at_ms: i64,
 }
 
 /// One change to append to the log.
@@ -117,6 +178,8 @@ pub struct NewChange {
     pub doc_id: DocId,
     pub hash: Hash,
     pub bytes: Vec<u8>,
+    /// The server's clock when it received the change (stored in `received`).
+    pub received_at_ms: i64,
 }
 
 /// Everything one write commits atomically. Changes get consecutive sequence numbers in order.
@@ -185,6 +248,30 @@ pub trait Store: Send + Sync {
     fn get_log(&self, seq: Seq) -> Result<Option<(DocId, Hash, Vec<u8>)>, StoreError>;
     /// Who first used actor id `actor`.
     fn get_actor(&self, actor: &[u8]) -> Result<Option<ActorBinding>, StoreError>;
+    /// The server time at which the change stored under `seq` was received (`None` for changes
+    /// stored before the server kept it).
+    fn received_at(&self, seq: Seq) -> Result<Option<i64>, StoreError>;
+
+    /// Keeps refused changes; a change already quarantined (the same document and hash, e.g. a
+    /// device re-sending it) keeps its first entry. Returns how many were new.
+    fn quarantine_add(&self, entries: &[QuarantineEntry]) -> Result<usize, StoreError>;
+    /// Every quarantined change, in key order.
+    fn quarantine_list(&self) -> Result<Vec<QuarantineEntry>, StoreError>;
+
+    /// The id of this change log (see the module docs).
+    fn log_id(&self) -> Result<uuid::Uuid, StoreError> {
+        match self.meta_get(LOG_ID_KEY)? {
+            Some(v) => uuid::Uuid::from_slice(&v)
+                .map_err(|_| StoreError::Corrupt("the stored log id is not 16 bytes".into())),
+            None => Err(StoreError::Corrupt("the store has no log id".into())),
+        }
+    }
+    /// Gives the store a new random log id (after a restore from backup); returns it.
+    fn new_log_id(&self) -> Result<uuid::Uuid, StoreError> {
+        let id = uuid::Uuid::new_v4();
+        self.meta_put(LOG_ID_KEY, id.as_bytes())?;
+        Ok(id)
+    }
 
     /// The documents the server believes `device` holds.
     fn device_docs(&self, device: DeviceId) -> Result<Vec<DocId>, StoreError>;
@@ -244,6 +331,8 @@ pub struct SledStore {
     actors: sled::Tree,
     device_docs: sled::Tree,
     device_sync: sled::Tree,
+    received: sled::Tree,
+    quarantine: sled::Tree,
     audit: sled::Tree,
     write_lock: Mutex<()>,
     /// The last audit entry's (seq, hash), loaded on first append.
@@ -295,6 +384,8 @@ fn suffix_ids<T>(
 }
 
 const ACCESS_EPOCH_KEY: &str = "access_epoch";
+/// The meta key of the log id.
+pub const LOG_ID_KEY: &str = "log_id";
 const INDEX_KEY: &str = "index_v1";
 
 fn seq_from(bytes: &[u8]) -> Result<u64, StoreError> {
@@ -325,6 +416,8 @@ impl SledStore {
             actors: tree("actors")?,
             device_docs: tree("device_docs")?,
             device_sync: tree("device_sync")?,
+            received: tree("received")?,
+            quarantine: tree("quarantine")?,
             audit: tree(audit::TREE)?,
             audit_head: Mutex::new(None),
             hashes: tree("hashes")?,
@@ -343,6 +436,12 @@ impl SledStore {
             durable: AtomicU64::new(committed),
         };
         store.build_indexes()?;
+        if !store.meta.contains_key(LOG_ID_KEY)? {
+            store
+                .meta
+                .insert(LOG_ID_KEY, uuid::Uuid::new_v4().as_bytes())?;
+            store.db.flush()?;
+        }
         Ok(store)
     }
 
@@ -391,9 +490,10 @@ impl SledStore {
             &self.case_docs,
             &self.team_cases,
             &self.actors,
+            &self.received,
         );
         let result = trees.transaction(
-            |(log, hashes, docs, cases, case_docs, team_cases, actors)| {
+            |(log, hashes, docs, cases, case_docs, team_cases, actors, received)| {
                 for case in &commit.cases {
                     let key = case.case_id.as_bytes();
                     // Keep `team_cases` in step: drop the teams that left, add the ones on it now.
@@ -425,6 +525,7 @@ impl SledStore {
                     value.extend_from_slice(&change.bytes);
                     log.insert(&seq[..], value)?;
                     hashes.insert(&hash_key(change.doc_id, &change.hash)[..], &seq[..])?;
+                    received.insert(&seq[..], &change.received_at_ms.to_be_bytes()[..])?;
                 }
                 for (actor, binding) in &commit.actors {
                     actors.insert(&actor[..], enc(binding))?;
@@ -536,6 +637,35 @@ impl Store for SledStore {
     }
     fn get_actor(&self, actor: &[u8]) -> Result<Option<ActorBinding>, StoreError> {
         Self::get(&self.actors, actor)
+    }
+    fn received_at(&self, seq: Seq) -> Result<Option<i64>, StoreError> {
+        match self.received.get(seq.0.to_be_bytes())? {
+            Some(v) => {
+                let arr: [u8; 8] = v
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("a received time is not 8 bytes".into()))?;
+                Ok(Some(i64::from_be_bytes(arr)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn quarantine_add(&self, entries: &[QuarantineEntry]) -> Result<usize, StoreError> {
+        let mut added = 0;
+        for e in entries {
+            let key = hash_key(e.doc_id, &e.hash);
+            let swapped =
+                self.quarantine
+                    .compare_and_swap(key, None as Option<&[u8]>, Some(enc(e)))?;
+            if swapped.is_ok() {
+                added += 1;
+            }
+        }
+        Ok(added)
+    }
+    fn quarantine_list(&self) -> Result<Vec<QuarantineEntry>, StoreError> {
+        Self::all(&self.quarantine)
     }
 
     fn device_docs(&self, device: DeviceId) -> Result<Vec<DocId>, StoreError> {
@@ -693,6 +823,7 @@ mod tests {
             doc_id: doc,
             hash: Hash([n; 32]),
             bytes: vec![n; 10],
+            received_at_ms: 1_000 + i64::from(n),
         }
     }
 
@@ -725,6 +856,7 @@ mod tests {
             .unwrap();
         assert_eq!(seen.len(), 2);
         assert_eq!(seen[1], (Seq(2), Hash([2; 32]), vec![2; 10]));
+        assert_eq!(store.received_at(Seq(2)).unwrap(), Some(1_002));
     }
 
     #[test]

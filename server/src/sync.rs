@@ -4,8 +4,9 @@
 //! made since; the server checks access and headers, stores what is new under the next global
 //! sequence numbers, makes it durable, and then hands back every change the device may read that
 //! has a sequence above the device's cursor, paged by bytes. The server never materialises a
-//! document here: it keeps a log of (hash, dependencies, bytes) and the heads per document, which
-//! is all that a relay needs (DESIGN.md, "Facts measured": applying changes one by one is slow).
+//! document to relay it: it keeps a log of (hash, dependencies, bytes) and the heads per
+//! document, which is all that a relay needs (DESIGN.md, "Facts measured": applying changes one
+//! by one is slow). It materialises a document only to validate new changes to it (below).
 //!
 //! See DESIGN.md, "Sync: one round trip". The demo loader pushes through [`push`] too, so demo
 //! data reaches devices through exactly the path real edits take.
@@ -24,21 +25,44 @@
 //! changes), and refused on a change that carries none. A violation refuses the whole document
 //! push with `forged_author`. Changes the server already holds are duplicates and not checked.
 //!
+//! Record rules: after access and authorship, every pushed document with changes new to the
+//! server is checked against the rules of its kind ([`crate::validate`]): the stored document is
+//! materialised (one batch), the new changes applied to a copy, before and after compared. A
+//! violation refuses the document's push with `rule_violation`, naming the change and the rule;
+//! its new changes go to the `quarantine` tree, never to the log, so no device receives them.
+//! Every stored change is stamped with the server's receipt time (`received` tree).
+//!
+//! Log id: every response names the store's log id. A request that names another one (the store
+//! was restored from backup since, and `admin restored` gave it a new id) is answered with
+//! `reset` and nothing else: nothing pushed is applied, nothing is pulled. A request without one
+//! (a new device) is handled normally.
+//!
 //! Access changes: the server remembers which documents it handed each device (`device_docs`)
 //! and the access epoch the device was last reconciled at. When an admin changes access the epoch
 //! moves, and the device's next sync is reconciled ([`handle`]): documents it holds but may no
 //! longer read are sent as `evictions`; documents it may now read but never got are backfilled
 //! from their full history, paged like a pull (the cursor does not move until the backfill is
-//! done). With an unchanged epoch a sync costs no per-document work.
+//! done). The reconciliation is kept in `device_sync` ([`PendingReconcile`]) and every response
+//! that carries part of it has a fresh random `reconcile_id`; nothing about the device's holdings
+//! is committed until the device echoes that id as `confirmed_reconcile`. Without the
+//! confirmation the next response carries the same evictions and the backfill again from where
+//! the device last confirmed, so a lost response costs a re-send, never a device that keeps what
+//! it should have deleted. A confirmation of the last page completes the reconciliation. If the
+//! epoch moves again before that, a new reconciliation starts, counting as held both what was
+//! committed and what the unconfirmed response may have delivered. With an unchanged epoch and
+//! nothing pending a sync costs no per-document work.
 //!
-//! Every sync, and every `forbidden` or `forged_author` refusal, is written to the audit log.
+//! Every sync, every reset, and every `forbidden`, `forged_author` or `rule_violation` refusal is
+//! written to the audit log, and the audit entry is flushed before the response leaves.
 
 use crate::audit::{AuditKind, AuditRecord};
 use crate::auth::Principal;
 use crate::store::{
-    ActorBinding, CaseRecord, Commit, DeviceSync, DocHeader, DocRecord, NewChange, Store,
-    StoreError,
+    ActorBinding, BackfillPos, CaseRecord, Commit, DeviceSync, DocHeader, DocRecord, NewChange,
+    PendingReconcile, QuarantineEntry, Store, StoreError,
 };
+use crate::validate::{self, Rules};
+use automerge::AutoCommit;
 use casenote_protocol::limits;
 use casenote_protocol::wire::{
     DocAck, DocPull, DocPush, Hash, Rejection, SyncRequest, SyncResponse, PROTOCOL_VERSION,
@@ -85,6 +109,7 @@ struct Decoded {
     bytes: Vec<u8>,
     actor: Vec<u8>,
     author: Option<Vec<u8>>,
+    change: automerge::Change,
 }
 
 /// One pushed document after decoding, before any store access.
@@ -108,6 +133,7 @@ fn decode_change(index: usize, bytes: &[u8]) -> Result<Decoded, String> {
             actor: change.actor_id().to_bytes().to_vec(),
             author: change.author().map(|a| a.as_bytes().to_vec()),
             bytes: change.bytes().into_owned(),
+            change,
         }),
         Ok(Err(e)) => Err(format!("change {index} is not an Automerge change: {e}")),
         Err(_) => Err(format!("change {index} could not be parsed")),
@@ -139,6 +165,10 @@ enum Verdict {
         heads: Vec<Hash>,
         stored: u32,
         duplicates: u32,
+        /// Why some of the push was withheld: changes by someone else, new to the server, and
+        /// what depends on them (a relay after a restore, or a forgery: without signatures the
+        /// server cannot tell which, so it stores only the pusher's own work).
+        withheld: Option<String>,
     },
     NeedFullHistory,
     Rejected(ErrorCode, String),
@@ -149,11 +179,17 @@ struct Plan<'a> {
     store: &'a dyn Store,
     who: &'a Principal,
     now_ms: i64,
+    rules: Rules,
     cases: HashMap<CaseId, CaseRecord>,
     docs: HashMap<DocId, DocRecord>,
     hashes: HashSet<(DocId, Hash)>,
     actors: HashMap<Vec<u8>, ActorBinding>,
     commit: Commit,
+    /// Documents validated in this request, in their state after the push (kept in the cache of
+    /// loaded documents once the write committed).
+    validated: HashMap<DocId, AutoCommit>,
+    /// Changes refused by the record rules.
+    quarantine: Vec<QuarantineEntry>,
 }
 
 impl Plan<'_> {
@@ -182,51 +218,75 @@ impl Plan<'_> {
         }
     }
 
-    /// Checks the authorship of the changes new to the server; returns the actor bindings they
-    /// add, or the `forged_author` reason.
-    fn check_authorship(&self, fresh: &[Decoded]) -> Result<Result<Bindings, String>, StoreError> {
+    /// Sorts the changes new to the server into the pusher's own, which it may store (with the
+    /// actor bindings they add), and the rest: changes authored by someone else or under someone
+    /// else's actor, and every change that depends on one of those. Returns the own changes, the
+    /// bindings, and the reason anything was withheld.
+    fn check_authorship(
+        &self,
+        fresh: Vec<Decoded>,
+    ) -> Result<(Vec<Decoded>, Bindings, Option<String>), StoreError> {
         let staff = self.who.staff_id();
         let device = self.who.device_id;
         let mut new: Bindings = Vec::new();
+        let mut withheld: HashSet<Hash> = HashSet::new();
+        let mut reason: Option<String> = None;
+        let mut own = Vec::new();
         for c in fresh {
-            if let Some(a) = &c.author {
-                if a.as_slice() != staff.as_bytes() {
-                    return Ok(Err(format!(
-                        "change {} is authored by someone other than the pushing staff member",
-                        c.index
-                    )));
-                }
-            }
-            let bound = match new.iter().find(|(a, _)| *a == c.actor) {
-                Some((_, b)) => Some(b.clone()),
-                None => self.actor(&c.actor)?,
-            };
-            match (bound, &c.author) {
-                (Some(b), _) if b.staff_id == staff && b.device_id == device => {}
-                (Some(_), _) => {
-                    return Ok(Err(format!(
+            let why = if c.deps.iter().any(|d| withheld.contains(d)) {
+                Some(format!(
+                    "change {} depends on a change this device may not store",
+                    c.index
+                ))
+            } else if c
+                .author
+                .as_ref()
+                .is_some_and(|a| a.as_slice() != staff.as_bytes())
+            {
+                Some(format!(
+                    "change {} is authored by someone other than the pushing staff member",
+                    c.index
+                ))
+            } else {
+                let bound = match new.iter().find(|(a, _)| *a == c.actor) {
+                    Some((_, b)) => Some(b.clone()),
+                    None => self.actor(&c.actor)?,
+                };
+                match (bound, &c.author) {
+                    (Some(b), _) if b.staff_id == staff && b.device_id == device => None,
+                    (Some(_), _) => Some(format!(
                         "change {} uses an actor id that belongs to another staff member or device",
                         c.index
-                    )))
+                    )),
+                    (None, Some(_)) => {
+                        new.push((
+                            c.actor.clone(),
+                            ActorBinding {
+                                staff_id: staff,
+                                device_id: device,
+                                first_seen_ms: self.now_ms,
+                            },
+                        ));
+                        None
+                    }
+                    (None, None) => Some(format!(
+                        "change {} carries no author and its actor is not known: set the \
+                         document's author to your staff id",
+                        c.index
+                    )),
                 }
-                (None, Some(_)) => new.push((
-                    c.actor.clone(),
-                    ActorBinding {
-                        staff_id: staff,
-                        device_id: device,
-                        first_seen_ms: self.now_ms,
-                    },
-                )),
-                (None, None) => {
-                    return Ok(Err(format!(
-                    "change {} carries no author and its actor is not known: set the document's \
-                         author to your staff id",
-                    c.index
-                )))
+            };
+            match why {
+                Some(why) => {
+                    withheld.insert(c.hash);
+                    reason.get_or_insert(why);
                 }
+                None => own.push(c),
             }
         }
-        Ok(Ok(new))
+        let reason =
+            reason.map(|r| format!("{} of the changes were not stored: {r}", withheld.len()));
+        Ok((own, new, reason))
     }
 
     fn doc_push(&mut self, p: Prepared) -> Result<Verdict, StoreError> {
@@ -236,6 +296,7 @@ impl Plan<'_> {
             Err(reason) => return Ok(Rejected(ErrorCode::MalformedChange, reason)),
         };
         let existing = self.doc(p.doc_id)?;
+        let stored_before = existing.is_some();
         let mut new_case = None;
         let (header, old_heads) = match existing {
             Some(rec) => {
@@ -335,12 +396,51 @@ impl Plan<'_> {
                 heads: old_heads,
                 stored: 0,
                 duplicates,
+                withheld: None,
             });
         }
-        let bindings = match self.check_authorship(&fresh)? {
-            Ok(b) => b,
-            Err(reason) => return Ok(Rejected(ErrorCode::ForgedAuthor, reason)),
+        let (fresh, bindings, withheld) = self.check_authorship(fresh)?;
+        if fresh.is_empty() {
+            let reason = withheld.unwrap_or_default();
+            return Ok(Rejected(ErrorCode::ForgedAuthor, reason));
+        }
+        // The record rules, on the document as it would be after this push.
+        let before = match self.validated.remove(&p.doc_id) {
+            Some(doc) => Some(doc),
+            None if stored_before => Some(validate::load(self.store, p.doc_id, &old_heads)?),
+            None => None,
         };
+        let ctx = validate::Context {
+            kind: header.kind,
+            case_id: header.case_id,
+            pusher: self.who.staff_id(),
+            rules: self.rules,
+        };
+        let new_changes: Vec<automerge::Change> = fresh.iter().map(|c| c.change.clone()).collect();
+        match validate::validate(&ctx, before.as_ref(), &new_changes) {
+            Ok(after) => {
+                self.validated.insert(p.doc_id, after);
+            }
+            Err((at, rule)) => {
+                if let Some(before) = before {
+                    self.validated.insert(p.doc_id, before);
+                }
+                let index = fresh.get(at).map_or(at, |c| c.index);
+                let reason = format!("change {index} breaks a record rule: {rule}");
+                for c in &fresh {
+                    self.quarantine.push(QuarantineEntry {
+                        doc_id: p.doc_id,
+                        hash: c.hash,
+                        bytes: c.bytes.clone(),
+                        reason: reason.clone(),
+                        staff_id: self.who.staff_id(),
+                        device_id: self.who.device_id,
+                        at_ms: self.now_ms,
+                    });
+                }
+                return Ok(Rejected(ErrorCode::RuleViolation, reason));
+            }
+        }
         for (actor, binding) in bindings {
             self.actors.insert(actor, binding);
         }
@@ -360,6 +460,7 @@ impl Plan<'_> {
                 doc_id: p.doc_id,
                 hash: c.hash,
                 bytes: c.bytes,
+                received_at_ms: self.now_ms,
             });
         }
         self.docs.insert(
@@ -376,6 +477,7 @@ impl Plan<'_> {
             heads,
             stored,
             duplicates,
+            withheld,
         })
     }
 }
@@ -400,15 +502,29 @@ pub struct PushOutcome {
     pub stored: usize,
     /// Changes the server already had.
     pub duplicates: usize,
+    /// Changes refused by the record rules and put in quarantine (new there or not).
+    pub quarantined: usize,
 }
 
-/// Applies one request's pushes (case documents first) in one atomic write. Not yet durable: call
-/// [`Store::flush`] before acknowledging anything.
+/// [`push_with`] under the default [`Rules`].
 pub fn push(
     store: &dyn Store,
     who: &Principal,
     docs: Vec<DocPush>,
     now_ms: i64,
+) -> Result<PushOutcome, StoreError> {
+    push_with(store, who, docs, now_ms, &Rules::default())
+}
+
+/// Applies one request's pushes (case documents first) in one atomic write, after checking
+/// access, authorship and the record rules ([`validate`]); refused changes go to quarantine. Not
+/// yet durable: call [`Store::flush`] before acknowledging anything.
+pub fn push_with(
+    store: &dyn Store,
+    who: &Principal,
+    docs: Vec<DocPush>,
+    now_ms: i64,
+    rules: &Rules,
 ) -> Result<PushOutcome, StoreError> {
     let mut outcome = PushOutcome::default();
     if docs.is_empty() {
@@ -419,16 +535,21 @@ pub fn push(
     prepared.sort_by_key(|p| p.kind != DocKind::Case);
     let mut pending = Some(prepared);
     let mut verdicts: Vec<(DocId, Vec<Hash>, Verdict)> = Vec::new();
+    let mut quarantine: Vec<QuarantineEntry> = Vec::new();
+    let mut validated: HashMap<DocId, AutoCommit> = HashMap::new();
     store.write(&mut || {
         let mut plan = Plan {
             store,
             who,
             now_ms,
+            rules: *rules,
             cases: HashMap::new(),
             docs: HashMap::new(),
             hashes: HashSet::new(),
             actors: HashMap::new(),
             commit: Commit::default(),
+            validated: HashMap::new(),
+            quarantine: Vec::new(),
         };
         verdicts.clear();
         for p in pending.take().unwrap_or_default() {
@@ -444,15 +565,34 @@ pub fn push(
         commit.cases = plan.cases.into_values().collect();
         commit.docs = plan.docs.into_values().collect();
         commit.actors = plan.actors.into_iter().collect();
+        quarantine = plan.quarantine;
+        validated = plan.validated;
         Ok(commit)
     })?;
+    // Committed: these are the stored states now (an entry whose heads do not match what is
+    // stored is never used, so a failed write above cannot poison the cache).
+    for (doc, state) in validated {
+        validate::keep(doc, state);
+    }
+    if !quarantine.is_empty() {
+        outcome.quarantined = quarantine.len();
+        store.quarantine_add(&quarantine)?;
+    }
     for (doc_id, hashes, verdict) in verdicts {
         match verdict {
             Verdict::Accepted {
                 heads,
                 stored,
                 duplicates,
+                withheld,
             } => {
+                if let Some(reason) = withheld {
+                    outcome.rejections.push(Rejection {
+                        doc_id,
+                        code: ErrorCode::ForgedAuthor,
+                        reason,
+                    });
+                }
                 outcome.stored += stored as usize;
                 outcome.duplicates += duplicates as usize;
                 outcome
@@ -622,36 +762,39 @@ pub fn readable_docs(store: &dyn Store, who: &Principal) -> Result<BTreeSet<DocI
     Ok(out)
 }
 
-/// What a reconciliation sends and how far it got.
+/// What one page of a backfill sends and where it ended.
 #[derive(Debug, Default)]
 struct Backfill {
     docs: Vec<DocPull>,
     bytes: usize,
     changes: usize,
-    /// Documents whose whole history up to the cursor was sent (or had nothing to send).
-    complete_docs: Vec<DocId>,
-    /// Set when the page filled up: where to resume.
-    stopped_at: Option<(DocId, u64)>,
+    /// Where the page ended: `index == missing.len()` when the backfill is complete.
+    end: BackfillPos,
 }
 
-/// Sends the history (up to `upto`) of `missing`, in document order, within the page budget,
-/// resuming inside a document after `resume`.
+/// Sends the history (up to `upto`) of `missing`, in order, from `start`, within the page budget.
 fn backfill(
     store: &dyn Store,
     missing: &[DocId],
+    start: BackfillPos,
     upto: Seq,
     skip: &HashSet<(DocId, Hash)>,
-    resume: Option<(DocId, u64)>,
 ) -> Result<Backfill, StoreError> {
-    let mut out = Backfill::default();
-    for doc_id in missing {
+    let mut out = Backfill {
+        end: BackfillPos {
+            index: missing.len(),
+            after_seq: 0,
+        },
+        ..Backfill::default()
+    };
+    for (index, doc_id) in missing.iter().enumerate().skip(start.index) {
         let Some(rec) = store.get_doc(*doc_id)? else {
-            out.complete_docs.push(*doc_id);
             continue;
         };
-        let after = match resume {
-            Some((d, seq)) if d == *doc_id => seq,
-            _ => 0,
+        let after = if index == start.index {
+            start.after_seq
+        } else {
+            0
         };
         let mut pull = DocPull {
             doc_id: *doc_id,
@@ -686,10 +829,12 @@ fn backfill(
             out.docs.push(pull);
         }
         if full {
-            out.stopped_at = Some((*doc_id, last_sent));
+            out.end = BackfillPos {
+                index,
+                after_seq: last_sent,
+            };
             break;
         }
-        out.complete_docs.push(*doc_id);
     }
     Ok(out)
 }
@@ -707,21 +852,124 @@ fn merge_pulls(docs: &mut Vec<DocPull>, extra: Vec<DocPull>) {
     }
 }
 
-/// Handles one sync request from an authenticated device: push, reconcile its access if the
-/// access epoch moved, pull, audit, make durable.
+/// A fresh reconcile id: random, non-zero, so that no stale confirmation (an older response's,
+/// or one from before a restore) ever matches a later response.
+fn new_reconcile_id() -> u64 {
+    loop {
+        let id = rand::random::<u64>();
+        if id != 0 {
+            return id;
+        }
+    }
+}
+
+/// The documents whose history the last (unconfirmed) response of `p` carried, in whole or in
+/// part: the device may hold them, whatever the server has committed.
+fn sent_unconfirmed(p: &PendingReconcile) -> &[DocId] {
+    let from = p.confirmed.index.min(p.missing.len());
+    let to = p
+        .sent
+        .index
+        .saturating_add(1)
+        .min(p.missing.len())
+        .max(from);
+    &p.missing[from..to]
+}
+
+/// Commits what the last response of `p` carried, now that the device confirmed it: the
+/// evictions leave `device_docs`, the documents whose history was sent in full join it. Returns
+/// whether the reconciliation is complete.
+fn commit_confirmed(
+    store: &dyn Store,
+    device: casenote_protocol::DeviceId,
+    p: &mut PendingReconcile,
+) -> Result<bool, StoreError> {
+    if !p.evictions.is_empty() {
+        store.device_docs_remove(device, &p.evictions)?;
+        p.evictions.clear();
+    }
+    let from = p.confirmed.index.min(p.missing.len());
+    let to = p.sent.index.min(p.missing.len()).max(from);
+    if to > from {
+        store.device_docs_add(device, &p.missing[from..to])?;
+    }
+    p.confirmed = p.sent;
+    Ok(p.confirmed.index >= p.missing.len())
+}
+
+/// [`handle_with`] under the default [`Rules`].
 pub fn handle(
     store: &dyn Store,
     who: &Principal,
     req: SyncRequest,
     now_ms: i64,
 ) -> Result<SyncResponse, StoreError> {
+    handle_with(store, who, req, now_ms, &Rules::default())
+}
+
+/// The answer to a device whose log id is not the store's: reset, and nothing else.
+fn reset(
+    store: &dyn Store,
+    who: &Principal,
+    req: &SyncRequest,
+    theirs: uuid::Uuid,
+    ours: uuid::Uuid,
+    now_ms: i64,
+) -> Result<SyncResponse, StoreError> {
+    store.audit_append(
+        AuditRecord::new(
+            AuditKind::Sync,
+            now_ms,
+            json!({
+                "reset": true,
+                "device_log_id": theirs,
+                "log_id": ours,
+                "cursor_in": req.cursor.0,
+                "pushed_docs": req.docs.len(),
+            }),
+        )
+        .staff(who.staff_id())
+        .device(who.device_id),
+    )?;
+    store.flush()?;
+    tracing::info!(device = %who.device_id, cursor_in = req.cursor.0, "sync reset: the device's log id is not this store's");
+    Ok(SyncResponse {
+        version: PROTOCOL_VERSION,
+        cursor: Seq(0),
+        more: false,
+        server_time_ms: now_ms,
+        acks: Vec::new(),
+        docs: Vec::new(),
+        need_full_history: Vec::new(),
+        rejections: Vec::new(),
+        evictions: Vec::new(),
+        log_id: ours,
+        reset: true,
+        reconcile_id: None,
+    })
+}
+
+/// Handles one sync request from an authenticated device: check the log id, push, commit a
+/// confirmed reconciliation, reconcile its access if needed, pull, audit, make durable.
+pub fn handle_with(
+    store: &dyn Store,
+    who: &Principal,
+    req: SyncRequest,
+    now_ms: i64,
+    rules: &Rules,
+) -> Result<SyncResponse, StoreError> {
     let device = who.device_id;
+    let log_id = store.log_id()?;
+    if let Some(theirs) = req.log_id {
+        if theirs != log_id {
+            return reset(store, who, &req, theirs, log_id, now_ms);
+        }
+    }
     // The epoch before anything else: an access change after this point bumps it again, so the
     // next sync reconciles once more.
     let epoch = store.access_epoch()?;
     let state = store.get_device_sync(device)?.unwrap_or_default();
     let mut new_state = state.clone();
-    let mut wrote = false;
     let fresh = req.cursor == Seq(0);
     if fresh {
         // A device starting from nothing holds nothing the server handed it; the normal log scan
@@ -729,7 +977,7 @@ pub fn handle(
         store.device_docs_clear(device)?;
         new_state = DeviceSync {
             reconciled_epoch: Some(epoch),
-            backfill_partial: None,
+            pending: None,
         };
     }
 
@@ -739,7 +987,7 @@ pub fn handle(
         tracing::warn!(device = %who.device_id, offset_ms, "device clock is off by more than the flag limit");
     }
     let pushed_docs = req.docs.len();
-    let pushed = push(store, who, req.docs, now_ms)?;
+    let pushed = push_with(store, who, req.docs, now_ms, rules)?;
     let accepted: Vec<DocId> = pushed.acks.iter().map(|a| a.doc_id).collect();
     if !accepted.is_empty() {
         store.device_docs_add(device, &accepted)?;
@@ -749,50 +997,63 @@ pub fn handle(
         store.flush()?;
     }
 
+    // A reconciliation the device confirms is committed first.
+    let mut confirmed = false;
+    if let Some(p) = new_state.pending.as_mut() {
+        if req.confirmed_reconcile == Some(p.id) {
+            confirmed = true;
+            if commit_confirmed(store, device, p)? {
+                new_state.reconciled_epoch = Some(p.epoch);
+                new_state.pending = None;
+            }
+        }
+    }
+
     let mut evictions: Vec<DocId> = Vec::new();
     let mut docs: Vec<DocPull> = Vec::new();
     let mut used = 0usize;
     let mut backfilled = 0usize;
     let mut reconciled = true;
-    // The document a backfill stopped inside: not held yet, whatever this response carries of it.
-    let mut partial: Option<DocId> = None;
-    if !fresh && state.reconciled_epoch != Some(epoch) {
-        let may = readable_docs(store, who)?;
-        let held: BTreeSet<DocId> = store.device_docs(device)?.into_iter().collect();
-        evictions = held.difference(&may).copied().collect();
-        if !evictions.is_empty() {
-            store.device_docs_remove(device, &evictions)?;
-        }
-        let missing: Vec<DocId> = may.difference(&held).copied().collect();
-        // History up to the cursor comes from here; what is above it comes from the log scan.
-        let upto = req.cursor.min(store.durable_seq());
-        let bf = backfill(
-            store,
-            &missing,
-            upto,
-            &pushed.pushed,
-            state.backfill_partial,
-        )?;
-        if !bf.complete_docs.is_empty() {
-            store.device_docs_add(device, &bf.complete_docs)?;
-        }
-        used = bf.bytes;
-        backfilled = bf.changes;
-        docs = bf.docs;
-        match bf.stopped_at {
-            Some(at) => {
-                reconciled = false;
-                partial = Some(at.0);
-                new_state.backfill_partial = Some(at);
+    let mut reconcile_id = None;
+    let needs = new_state.pending.is_some() || new_state.reconciled_epoch != Some(epoch);
+    if !fresh && needs {
+        let stale = new_state.pending.as_ref().map(|p| p.epoch) != Some(epoch);
+        if stale {
+            // A new reconciliation. What the device may hold: what was committed, plus whatever
+            // an unconfirmed earlier response may have given it.
+            let committed: BTreeSet<DocId> = store.device_docs(device)?.into_iter().collect();
+            let mut held = committed.clone();
+            if let Some(p) = &new_state.pending {
+                held.extend(sent_unconfirmed(p).iter().copied());
             }
-            None => {
-                new_state = DeviceSync {
-                    reconciled_epoch: Some(epoch),
-                    backfill_partial: None,
-                };
+            let may = readable_docs(store, who)?;
+            new_state.pending = Some(PendingReconcile {
+                id: 0,
+                epoch,
+                evictions: held.difference(&may).copied().collect(),
+                missing: may.difference(&committed).copied().collect(),
+                upto: req.cursor.min(store.durable_seq()),
+                confirmed: BackfillPos::default(),
+                sent: BackfillPos::default(),
+            });
+        }
+        if let Some(p) = new_state.pending.as_mut() {
+            if p.evictions.is_empty() && p.confirmed.index >= p.missing.len() {
+                // Nothing to send and nothing to confirm.
+                new_state.reconciled_epoch = Some(p.epoch);
+                new_state.pending = None;
+            } else {
+                let bf = backfill(store, &p.missing, p.confirmed, p.upto, &pushed.pushed)?;
+                p.sent = bf.end;
+                p.id = new_reconcile_id();
+                reconcile_id = Some(p.id);
+                evictions = p.evictions.clone();
+                used = bf.bytes;
+                backfilled = bf.changes;
+                docs = bf.docs;
+                reconciled = bf.end.index >= p.missing.len();
             }
         }
-        wrote = true;
     }
 
     let pulled = if reconciled {
@@ -806,29 +1067,37 @@ pub fn handle(
         }
     };
     let pulled_changes = pulled.changes + backfilled;
+    // What the log scan hands out is held from now on (holding more than the server believes is
+    // harmless; less would not be), except documents whose backfill awaits confirmation.
+    let unconfirmed: HashSet<DocId> = new_state
+        .pending
+        .as_ref()
+        .map(|p| p.missing.iter().copied().collect())
+        .unwrap_or_default();
+    let held_now: Vec<DocId> = pulled
+        .docs
+        .iter()
+        .map(|d| d.doc_id)
+        .filter(|d| !unconfirmed.contains(d) && !evictions.contains(d))
+        .collect();
     merge_pulls(&mut docs, pulled.docs);
     // A document evicted in this response is never also sent in it.
     if !evictions.is_empty() {
         docs.retain(|d| !evictions.contains(&d.doc_id));
     }
     let pulled_ids: Vec<DocId> = docs.iter().map(|d| d.doc_id).collect();
-    let held_now: Vec<DocId> = pulled_ids
-        .iter()
-        .copied()
-        .filter(|d| Some(*d) != partial)
-        .collect();
     if !held_now.is_empty() {
         store.device_docs_add(device, &held_now)?;
-        wrote = true;
     }
     if new_state != state {
         store.put_device_sync(device, &new_state)?;
-        wrote = true;
     }
 
     for r in &pushed.rejections {
-        if matches!(r.code, ErrorCode::Forbidden | ErrorCode::ForgedAuthor) {
-            wrote = true;
+        if matches!(
+            r.code,
+            ErrorCode::Forbidden | ErrorCode::ForgedAuthor | ErrorCode::RuleViolation
+        ) {
             store.audit_append(
                 AuditRecord::new(
                     AuditKind::Refused,
@@ -851,6 +1120,7 @@ pub fn handle(
                 "pushed": accepted,
                 "stored": pushed.stored,
                 "duplicates": pushed.duplicates,
+                "quarantined": pushed.quarantined,
                 "need_full_history": pushed.need_full_history,
                 "rejected": pushed.rejections.iter()
                     .map(|r| json!({"doc_id": r.doc_id, "code": r.code.as_str()}))
@@ -859,6 +1129,8 @@ pub fn handle(
                 "pulled_changes": pulled_changes,
                 "backfilled_changes": backfilled,
                 "evictions": evictions,
+                "reconcile_id": reconcile_id,
+                "confirmed_reconcile": confirmed.then_some(req.confirmed_reconcile).flatten(),
                 "access_epoch": epoch,
                 "clock_offset_ms": offset_ms,
                 "clock_flagged": clock_flagged,
@@ -867,12 +1139,9 @@ pub fn handle(
         .staff(who.staff_id())
         .device(device),
     )?;
-    if wrote {
-        // What the device was handed, what it must delete, and the audit entries are as durable
-        // as the answer. (A sync that only pushed was flushed above; its own `sync` entry follows
-        // with sled's background flush, and an idle reconnect writes nothing but that entry.)
-        store.flush()?;
-    }
+    // The audit entry (and what the device was handed, what it must delete, what it confirmed)
+    // is as durable as the answer: one flush even for a pull-only sync.
+    store.flush()?;
 
     tracing::info!(
         device = %who.device_id,
@@ -883,10 +1152,13 @@ pub fn handle(
         stored = pushed.stored,
         need_full_history = pushed.need_full_history.len(),
         rejections = pushed.rejections.len(),
+        quarantined = pushed.quarantined,
         pulled_docs = pulled_ids.len(),
         pulled_changes,
         backfilled,
         evictions = evictions.len(),
+        reconciling = reconcile_id.is_some(),
+        confirmed,
         pulled_bytes = used + pulled.bytes,
         more = pulled.more,
         "sync"
@@ -901,5 +1173,8 @@ pub fn handle(
         need_full_history: pushed.need_full_history,
         rejections: pushed.rejections,
         evictions,
+        log_id,
+        reset: false,
+        reconcile_id,
     })
 }

@@ -32,6 +32,8 @@ fn valid_request() -> Vec<u8> {
         cursor: Seq(0),
         device_clock_ms: 0,
         docs: vec![],
+        log_id: None,
+        confirmed_reconcile: None,
     })
 }
 
@@ -110,6 +112,8 @@ fn bad_tokens_and_bad_bodies_get_a_coded_4xx_and_the_server_goes_on_serving() {
                 cursor: Seq(0),
                 device_clock_ms: 0,
                 docs: vec![],
+                log_id: None,
+                confirmed_reconcile: None,
             }),
             400,
             "unsupported_version",

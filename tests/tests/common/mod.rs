@@ -298,11 +298,25 @@ pub mod raw {
         cursor: Seq,
         docs: Vec<DocPush>,
     ) -> Result<SyncResponse, (u16, ErrorBody)> {
+        sync_confirming(url, token, cursor, docs, None)
+    }
+
+    /// One sync request that confirms an earlier reconciliation, as a device does once it has
+    /// applied it.
+    pub fn sync_confirming(
+        url: &str,
+        token: &str,
+        cursor: Seq,
+        docs: Vec<DocPush>,
+        confirmed_reconcile: Option<u64>,
+    ) -> Result<SyncResponse, (u16, ErrorBody)> {
         let req = SyncRequest {
             version: PROTOCOL_VERSION,
             cursor,
             device_clock_ms: 0,
             docs,
+            log_id: None,
+            confirmed_reconcile,
         };
         let resp = ureq::post(&format!("{url}/v1/sync"))
             .set("authorization", &format!("Bearer {token}"))
@@ -329,8 +343,10 @@ pub mod raw {
     ) -> (Vec<DocPull>, Vec<casenote_protocol::DocId>, Seq) {
         let mut docs = Vec::new();
         let mut evictions = Vec::new();
+        let mut confirm = None;
         for _ in 0..1000 {
-            let r = sync(url, token, cursor, vec![]).expect("pull succeeds");
+            let r = sync_confirming(url, token, cursor, vec![], confirm).expect("pull succeeds");
+            confirm = r.reconcile_id.or(confirm);
             docs.extend(r.docs);
             evictions.extend(r.evictions);
             cursor = r.cursor;

@@ -1,0 +1,138 @@
+//! W3, idle reconnect: a device holding many documents syncs with nothing new, many times.
+//!
+//! The documents are seeded on the server ([`crate::seed`]) for a team, a colleague's new device
+//! pulls them all once (reported as `pull_ms`, not part of the figure), then every measured
+//! `Device::sync` is the real thing: a fresh HTTP connection (the device builds its transport per
+//! sync, as the CLI does), one request carrying the cursor, the server's authentication and empty
+//! log scan, and the device's durable bookkeeping of the answer.
+
+use crate::harness::{self, mem, ms_since, percentile, round1, round2, sorted, InProcessServer};
+use crate::progress;
+use crate::seed::{self, Seeder};
+use casenote_client_core::Device;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::Instant;
+
+/// What one series of idle syncs measured.
+pub struct Idle {
+    pub docs_held: usize,
+    pub pull_ms: f64,
+    pub pull_requests: usize,
+    pub pull_bytes_down: usize,
+    pub runs: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub requests: usize,
+    pub bytes_up: usize,
+    pub bytes_down: usize,
+}
+
+/// Opens a device in `dir`, pulls everything, then runs `runs` idle syncs (after 3 unmeasured).
+pub fn run(url: &str, token: &str, dir: &Path, runs: usize) -> anyhow::Result<Idle> {
+    let dev = Device::open(dir)?;
+    dev.login(url, token)?;
+    let started = Instant::now();
+    let pull = dev.sync()?;
+    let pull_ms = ms_since(started);
+    let docs_held = dev.status()?.docs_held;
+    progress!("W3: the device pulled {docs_held} documents in {pull_ms:.0} ms");
+    for _ in 0..3 {
+        dev.sync()?;
+    }
+    let mut times = Vec::with_capacity(runs);
+    let mut last = None;
+    for _ in 0..runs {
+        let t = Instant::now();
+        let r = dev.sync()?;
+        times.push(ms_since(t));
+        anyhow::ensure!(r.changes_down == 0, "W3: an idle sync brought changes");
+        last = Some(r);
+    }
+    let r = last.expect("at least one run");
+    let times = sorted(times);
+    Ok(Idle {
+        docs_held,
+        pull_ms,
+        pull_requests: pull.requests,
+        pull_bytes_down: pull.bytes_down,
+        runs,
+        p50_ms: percentile(&times, 50.0),
+        p99_ms: percentile(&times, 99.0),
+        requests: r.requests,
+        bytes_up: r.bytes_up,
+        bytes_down: r.bytes_down,
+    })
+}
+
+impl Idle {
+    /// The JSON fields common to W3 and W6's idle phase.
+    pub fn fields(&self) -> serde_json::Map<String, Value> {
+        let v = json!({
+            "docs_held": self.docs_held,
+            "runs": self.runs,
+            "wall_ms": round2(self.p50_ms),
+            "p50_ms": round2(self.p50_ms),
+            "p99_ms": round2(self.p99_ms),
+            "requests": self.requests,
+            "bytes_up": self.bytes_up,
+            "bytes_down": self.bytes_down,
+            "pull_ms": round1(self.pull_ms),
+            "pull_requests": self.pull_requests,
+            "pull_bytes_down": self.pull_bytes_down,
+        });
+        match v {
+            Value::Object(m) => m,
+            _ => unreachable!("a JSON object literal"),
+        }
+    }
+}
+
+/// Cases of 20 notes (22 documents each) to reach at least `docs` documents.
+pub fn cases_for(docs: usize) -> usize {
+    docs.div_ceil(crate::caseload::NOTES_PER_CASE + 2)
+}
+
+/// W3 on its own server: `docs` documents seeded for Locality Team North, held by a new device.
+pub fn w3(docs: usize, runs: usize) -> anyhow::Result<Value> {
+    let server = InProcessServer::start()?;
+    let store = server.store.as_ref();
+    let seeder = Seeder::new(harness::principal(
+        store,
+        &harness::issue_token(store, "Priya Shah", "w3 seeder")?,
+    )?);
+    let started = Instant::now();
+    let stored = seed::seed_cases(
+        store,
+        &seeder,
+        cases_for(docs),
+        crate::caseload::NOTES_PER_CASE,
+        3,
+    )?;
+    progress!(
+        "W3: seeded {stored} documents on the server in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let token = harness::issue_token(store, "Ruth Adebayo", "w3 device")?;
+    let idle = run(
+        &server.url,
+        &token,
+        &server.scratch().join("w3-device"),
+        runs,
+    )?;
+    let mut line = serde_json::Map::new();
+    line.insert("workload".into(), "W3".into());
+    line.insert(
+        "what".into(),
+        "idle Device::sync (nothing new) of a device holding the documents; median and p99 of many"
+            .into(),
+    );
+    line.extend(idle.fields());
+    line.insert("server_rss_mb".into(), mem(None).rss_mb.into());
+    line.insert(
+        "client_rss_note".into(),
+        "server and device share this process: server_rss_mb is the whole process".into(),
+    );
+    server.stop();
+    Ok(Value::Object(line))
+}

@@ -1,0 +1,146 @@
+//! casenote-bench: the DESIGN.md benchmark workloads W1-W6, measured on loopback with a real
+//! server, real HTTP, real sled stores and real client-core devices.
+//!
+//! `cargo run --release -p casenote-bench -- [W1|W2|W3|W4|W5|W6|all] [--quick]`
+//!
+//! Prints one JSON line per workload on stdout; progress goes to stderr. `--quick` shrinks every
+//! workload so that `all --quick` takes well under a minute (a smoke run, not a measurement).
+//! W2 and W4 need W1's caseload, so asking for either runs W1 first (and prints it too). `all`
+//! runs W1, W2 and W4 on one server, then W3, W5 and W6 each on their own. See bench/README.md
+//! for what each figure means.
+
+mod caseload;
+mod harness;
+mod idle;
+mod scale;
+mod seed;
+mod team;
+
+use anyhow::bail;
+use serde_json::Value;
+use std::path::PathBuf;
+
+/// The sizes of one run.
+struct Sizes {
+    w1_cases: usize,
+    w2_runs: usize,
+    w3_docs: usize,
+    w3_runs: usize,
+    w4_runs: usize,
+    w5_devices: usize,
+    w5_plans: usize,
+    w5_secs: f64,
+    w6_docs: usize,
+    w6_held: usize,
+    w6_idle_runs: usize,
+    w6_edit_secs: f64,
+}
+
+impl Sizes {
+    fn full() -> Self {
+        Self {
+            w1_cases: 1_000,
+            w2_runs: 1,
+            w3_docs: 10_000,
+            w3_runs: 101,
+            w4_runs: 5,
+            w5_devices: 20,
+            w5_plans: 10,
+            w5_secs: 20.0,
+            w6_docs: 100_000,
+            w6_held: 10_000,
+            w6_idle_runs: 51,
+            w6_edit_secs: 5.0,
+        }
+    }
+
+    fn quick() -> Self {
+        Self {
+            w1_cases: 50,
+            w2_runs: 3,
+            w3_docs: 1_000,
+            w3_runs: 51,
+            w4_runs: 5,
+            w5_devices: 20,
+            w5_plans: 10,
+            w5_secs: 5.0,
+            w6_docs: 10_000,
+            w6_held: 1_000,
+            w6_idle_runs: 21,
+            w6_edit_secs: 3.0,
+        }
+    }
+}
+
+fn emit(mut line: Value, quick: bool) {
+    if let Value::Object(m) = &mut line {
+        m.insert("quick".into(), quick.into());
+        m.insert(
+            "cores".into(),
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(0)
+                .into(),
+        );
+    }
+    println!("{line}");
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("serve-store") {
+        let Some(dir) = args.get(1) else {
+            bail!("usage: casenote-bench serve-store DIR (internal: W6's server process)");
+        };
+        return harness::serve_store(&PathBuf::from(dir));
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let which: Vec<String> = args
+        .iter()
+        .filter(|a| !a.starts_with("--"))
+        .map(|a| a.to_uppercase())
+        .collect();
+    let which = if which.is_empty() {
+        vec!["ALL".to_string()]
+    } else {
+        which
+    };
+    for w in &which {
+        if !["ALL", "W1", "W2", "W3", "W4", "W5", "W6"].contains(&w.as_str()) {
+            bail!("unknown workload {w}; usage: casenote-bench [W1|W2|W3|W4|W5|W6|all] [--quick]");
+        }
+    }
+    let wants = |w: &str| which.iter().any(|x| x == w || x == "ALL");
+    let s = if quick { Sizes::quick() } else { Sizes::full() };
+    let started = std::time::Instant::now();
+
+    if wants("W1") || wants("W2") || wants("W4") {
+        progress!("W1: seeding {} cases through a device", s.w1_cases);
+        let (w1, mut load) = caseload::w1(s.w1_cases)?;
+        emit(w1, quick);
+        if wants("W2") || wants("W4") {
+            emit(caseload::w2(&mut load, s.w2_runs)?, quick);
+        }
+        if wants("W4") {
+            emit(caseload::w4(&load, s.w4_runs)?, quick);
+        }
+        drop(load.puller.take());
+        load.server.stop();
+    }
+    if wants("W3") {
+        progress!("W3: a device holding {} documents", s.w3_docs);
+        emit(idle::w3(s.w3_docs, s.w3_runs)?, quick);
+    }
+    if wants("W5") {
+        emit(team::w5(s.w5_devices, s.w5_plans, s.w5_secs)?, quick);
+    }
+    if wants("W6") {
+        progress!("W6: storing {} documents", s.w6_docs);
+        emit(
+            scale::w6(s.w6_docs, s.w6_held, s.w6_idle_runs, s.w6_edit_secs)?,
+            quick,
+        );
+    }
+    progress!("done in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
