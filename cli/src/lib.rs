@@ -81,6 +81,12 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Who changed a document and when: staff, role, device, server time (from the server).
+    History {
+        doc_id: DocId,
+        #[arg(long)]
+        json: bool,
+    },
     /// Send local edits and fetch what changed.
     Sync {
         #[arg(long)]
@@ -296,6 +302,12 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     }
 }
 
+/// A time in ms since the epoch as RFC 3339 (UTC, seconds).
+fn format_ms(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
 fn print_json(v: &impl serde::Serialize) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
@@ -499,6 +511,26 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 if r.clock_flagged {
                     println!("warning: this device's clock is {} s off the server's; check its date and time", r.clock_offset_ms / 1000);
+                }
+            }
+        }
+        Cmd::History { doc_id, json } => {
+            let entries = device.http_transport()?.history(doc_id).map_err(CoreError::from)?;
+            if json {
+                print_json(&entries)?;
+            } else {
+                for e in entries {
+                    println!(
+                        "#{} received {} (device clock {}) by {} ({}, {}) on device {}: {} ops",
+                        e.seq,
+                        e.received_at_ms.map(format_ms).unwrap_or_else(|| "?".into()),
+                        format_ms(e.device_time_ms),
+                        e.staff_name.as_deref().unwrap_or("unknown"),
+                        e.role.as_deref().unwrap_or("?"),
+                        e.org.as_deref().unwrap_or("?"),
+                        e.device_id.map(|d| d.to_string()).unwrap_or_else(|| "?".into()),
+                        e.ops
+                    );
                 }
             }
         }

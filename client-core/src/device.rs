@@ -228,6 +228,8 @@ impl Device {
         let mut doc = self.as_editor(doc)?;
         let before = doc.get_heads();
         let out = f(&mut doc)?;
+        // The device's clock goes into the change (it may be wrong; the server keeps its own).
+        doc.commit_with(automerge::transaction::CommitOptions::default().with_time(self.now()));
         if doc.get_heads() == before {
             return Ok(out);
         }

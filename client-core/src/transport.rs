@@ -1,8 +1,8 @@
 //! The network adapter: HTTP to a casenote server. The only code in client-core that does I/O
 //! beyond the local store.
 
-use casenote_protocol::wire::{WhoAmI, CBOR_MEDIA_TYPE};
-use casenote_protocol::{limits, ErrorBody, ErrorCode};
+use casenote_protocol::wire::{HistoryEntry, WhoAmI, CBOR_MEDIA_TYPE};
+use casenote_protocol::{limits, DocId, ErrorBody, ErrorCode};
 use std::io::Read;
 use std::time::Duration;
 
@@ -31,6 +31,20 @@ pub trait Transport {
     fn sync(&self, body: Vec<u8>) -> Result<Vec<u8>, TransportError>;
     /// Asks the server who this token belongs to.
     fn whoami(&self) -> Result<WhoAmI, TransportError>;
+}
+
+impl HttpTransport {
+    /// Who changed a document and when the server received each change, in received order.
+    pub fn history(&self, doc: DocId) -> Result<Vec<HistoryEntry>, TransportError> {
+        let resp = self
+            .agent
+            .get(&self.url(&format!("/v1/history/{doc}")))
+            .set("authorization", &format!("Bearer {}", self.token))
+            .call()
+            .map_err(|e| self.map_err(e))?;
+        resp.into_json()
+            .map_err(|e| TransportError::BadAnswer(e.to_string()))
+    }
 }
 
 /// HTTP transport over a blocking client (the CLI and tests; apps may bring their own).
