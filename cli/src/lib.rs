@@ -515,7 +515,10 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Cmd::History { doc_id, json } => {
-            let entries = device.http_transport()?.history(doc_id).map_err(CoreError::from)?;
+            let entries = device
+                .http_transport()?
+                .history(doc_id)
+                .map_err(CoreError::from)?;
             if json {
                 print_json(&entries)?;
             } else {
@@ -523,12 +526,16 @@ fn run(cli: Cli) -> Result<()> {
                     println!(
                         "#{} received {} (device clock {}) by {} ({}, {}) on device {}: {} ops",
                         e.seq,
-                        e.received_at_ms.map(format_ms).unwrap_or_else(|| "?".into()),
+                        e.received_at_ms
+                            .map(format_ms)
+                            .unwrap_or_else(|| "?".into()),
                         format_ms(e.device_time_ms),
                         e.staff_name.as_deref().unwrap_or("unknown"),
                         e.role.as_deref().unwrap_or("?"),
                         e.org.as_deref().unwrap_or("?"),
-                        e.device_id.map(|d| d.to_string()).unwrap_or_else(|| "?".into()),
+                        e.device_id
+                            .map(|d| d.to_string())
+                            .unwrap_or_else(|| "?".into()),
                         e.ops
                     );
                 }

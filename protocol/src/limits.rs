@@ -91,3 +91,54 @@ pub const LATE_ENTRY_AFTER_MS_DEFAULT: i64 = 24 * 60 * 60 * 1000;
 /// again and again; 128 covers the documents being edited at once by a busy team while bounding
 /// memory (a small document costs tens of KB loaded).
 pub const SERVER_DOC_CACHE_DOCS_MAX: usize = 128;
+
+/// Most WebSocket connections one server holds on `GET /v1/live` at once; one more is answered
+/// 503 `limit_exceeded` and falls back to HTTP sync. Each connection costs a task, a small read
+/// buffer (the server expects only pings from devices) and a slot in the broadcast, well under
+/// 64 KiB in all, so 4,096 connections (the staff of a large trust on shift, per server node)
+/// bound the live channel's memory to a few hundred MiB at worst.
+pub const LIVE_CONNECTIONS_MAX: usize = 4_096;
+
+/// Largest WebSocket message (and frame) on the live channel, either direction. Devices send
+/// only ping, pong and close (a few bytes each), and the server's largest event is
+/// [`LIVE_EVENT_DOCS_MAX`] document ids (about 17 bytes each in CBOR): 64 KiB holds that with
+/// ample room, and a device that sends more is disconnected by the WebSocket layer itself before
+/// the server buffers it.
+pub const LIVE_MESSAGE_BYTES_MAX: usize = 64 * 1024;
+
+/// Most document ids one live event names. A sync that changed more (a device back from a week
+/// offline) is announced as an event with an empty list, which means "something you may read
+/// changed; sync". The device learns what changed from the sync anyway; the list only lets an
+/// app skip syncs it does not care about.
+pub const LIVE_EVENT_DOCS_MAX: usize = 1_024;
+
+/// How long the server waits for one live message to be written to a device's socket. A device
+/// that does not read (asleep, on a dead link) fills its socket buffers and then stalls the
+/// write; after this long it is disconnected and will resync over HTTP. Other devices never wait
+/// for it: each connection has its own task. 10 s covers a 64 KiB message on a poor mobile link.
+pub const LIVE_SEND_TIMEOUT_MS: u64 = 10_000;
+
+/// How often the server pings each live connection. Keeps NAT and proxy mappings open (many
+/// drop idle TCP after 60 s or more), finds dead peers (the ping's write times out), and
+/// re-checks the device's token, so a revoked device is disconnected within this interval.
+pub const LIVE_PING_INTERVAL_MS: u64 = 30_000;
+
+/// Events the server's live broadcast holds for its slowest connection. A connection whose task
+/// falls this far behind (its device reads too slowly, or the host is overloaded) is told
+/// `lagged` and closed; it resyncs over HTTP, which loses nothing (the events only say "sync").
+/// 1,024 events is seconds of a busy server's syncs, and at most a few hundred KiB.
+pub const LIVE_BROADCAST_EVENTS_MAX: usize = 1_024;
+
+/// Documents whose readability one live connection remembers before it forgets them all and
+/// asks the store again. Bounds a connection's memory however many documents change while it
+/// is open; a device's working set (the shared plans of its team) is far smaller.
+pub const LIVE_READ_CACHE_DOCS_MAX: usize = 4_096;
+
+/// Bytes of the server's sled page cache (sled's own default is 1 GiB, which a large store would
+/// fill). The server's hot set is the tail of the change log, the indexes of the caseloads being
+/// synced and the directory; 64 MiB holds that for a busy team and keeps the server's resident
+/// memory independent of how many documents it stores (issue "Fast at any caseload").
+pub const SERVER_SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+const _: () = assert!(LIVE_EVENT_DOCS_MAX * 20 + 64 <= LIVE_MESSAGE_BYTES_MAX);
+const _: () = assert!(LIVE_PING_INTERVAL_MS > LIVE_SEND_TIMEOUT_MS);

@@ -419,3 +419,74 @@ mod tests {
         assert!(decode_request(&bytes).is_err());
     }
 }
+
+/// The version of [`LiveEvent`] this build speaks.
+pub const LIVE_VERSION: u16 = 1;
+
+/// One message from the server on the live channel (`GET /v1/live`, a WebSocket; each event is
+/// one binary message holding this as CBOR). It means "the server holds changes up to `seq`;
+/// sync": it carries no record content, so a device that misses one loses nothing (it syncs on
+/// the next, or on reconnect).
+///
+/// The first event after the connection opens has an empty `docs` and the server's current
+/// `seq`: a device whose cursor is below it should sync at once (it may have missed changes
+/// while it was not connected). Every later event follows a sync that stored changes to
+/// documents this device may read, and names them; an empty `docs` there means more than
+/// [`limits::LIVE_EVENT_DOCS_MAX`] changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveEvent {
+    pub version: u16,
+    /// Every change up to this sequence is durable on the server.
+    pub seq: Seq,
+    /// The changed documents this device may read (empty: the hello, or too many to name).
+    pub docs: Vec<DocId>,
+}
+
+/// The close reason the server gives a live connection that fell behind (it resyncs over HTTP).
+pub const LIVE_CLOSE_LAGGED: &str = "lagged";
+/// The close reason for a device whose token was revoked (it wipes its store on its next sync).
+pub const LIVE_CLOSE_REVOKED: &str = "device_revoked";
+
+/// Decodes a live event, checking its size, version and document count.
+pub fn decode_live_event(bytes: &[u8]) -> Result<LiveEvent, DecodeError> {
+    if bytes.len() > limits::LIVE_MESSAGE_BYTES_MAX {
+        return Err(DecodeError::TooLarge {
+            len: bytes.len(),
+            max: limits::LIVE_MESSAGE_BYTES_MAX,
+        });
+    }
+    let probe: VersionProbe = decode_raw(bytes)?;
+    if probe.version != LIVE_VERSION {
+        return Err(DecodeError::UnsupportedVersion(probe.version));
+    }
+    let event: LiveEvent = decode_raw(bytes)?;
+    check(
+        "documents in a live event",
+        event.docs.len(),
+        limits::LIVE_EVENT_DOCS_MAX,
+    )?;
+    Ok(event)
+}
+
+#[cfg(test)]
+mod live_tests {
+    use super::*;
+
+    #[test]
+    fn a_live_event_with_the_most_documents_fits_in_one_message_and_round_trips() {
+        let event = LiveEvent {
+            version: LIVE_VERSION,
+            seq: Seq(u64::MAX),
+            docs: (0..limits::LIVE_EVENT_DOCS_MAX)
+                .map(|i| DocId(uuid::Uuid::from_u128(u128::MAX - i as u128)))
+                .collect(),
+        };
+        let bytes = encode(&event);
+        assert!(
+            bytes.len() <= limits::LIVE_MESSAGE_BYTES_MAX,
+            "{}",
+            bytes.len()
+        );
+        assert_eq!(decode_live_event(&bytes).unwrap(), event);
+    }
+}

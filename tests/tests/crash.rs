@@ -140,3 +140,63 @@ fn a_device_killed_mid_edit_keeps_every_edit_that_returned_and_still_syncs_them(
     );
     assert_eq!(dev.json(&["status", "--json"])["unsynced_changes"], 0);
 }
+
+#[test]
+fn a_device_killed_mid_sync_recovers_and_converges() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("server");
+    let staff = demo(&data);
+    let fresh_token = issue_token(&data, "Priya Shah");
+    let server = Server::start(&data);
+    let dev = Cli::login(
+        tmp.path().join("dev"),
+        &server,
+        &token_of(&staff, "Priya Shah"),
+    );
+    let other = Cli::login(
+        tmp.path().join("other"),
+        &server,
+        &token_of(&staff, "Mark Ellison"),
+    );
+    let case = dev.ok(&["case", "new", "--name", "Test Person Five"]);
+    dev.sync();
+    other.sync();
+
+    let mut rng = rand::thread_rng();
+    let mut killed = 0;
+    for i in 0..rounds(15, 60) {
+        dev.ok(&["plan", "append", &case, "--text", &format!(" <mine-{i}>")]);
+        other.ok(&["plan", "append", &case, "--text", &format!(" <theirs-{i}>")]);
+        other.sync();
+        let mut child = dev
+            .command(&["sync"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_micros(rng.gen_range(0..40_000)));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            killed += 1;
+        }
+        child.wait().unwrap();
+    }
+    assert!(
+        killed > 0,
+        "no sync was interrupted; the test proved nothing"
+    );
+    dev.sync();
+    other.sync();
+    let fresh = Cli::login(tmp.path().join("fresh"), &server, &fresh_token);
+    fresh.sync();
+    let show = fresh.show(&case);
+    assert_eq!(dev.show(&case), show);
+    assert_eq!(other.show(&case), show);
+    let plan = plan_text(&show);
+    for i in 0..rounds(15, 60) {
+        assert!(
+            plan.contains(&format!("<mine-{i}>")) && plan.contains(&format!("<theirs-{i}>")),
+            "round {i} lost an edit"
+        );
+    }
+}
