@@ -57,6 +57,18 @@ enum Cmd {
     /// Raise alerts on a case and set their status.
     #[command(subcommand)]
     Alert(AlertCmd),
+    /// Add someone to the team around the person (org, team, role, worker); prints the entry id.
+    Team {
+        case_id: CaseId,
+        #[arg(long)]
+        org: String,
+        #[arg(long)]
+        team: String,
+        #[arg(long)]
+        role: String,
+        #[arg(long, default_value = "")]
+        worker: String,
+    },
     /// Settle a conflicted field with one value; the resolution is recorded.
     Resolve {
         case_id: CaseId,
@@ -444,6 +456,13 @@ fn run(cli: Cli) -> Result<()> {
             alert_id,
             status,
         }) => device.alert_status(case_id, &alert_id, &status)?,
+        Cmd::Team {
+            case_id,
+            org,
+            team,
+            role,
+            worker,
+        } => println!("{}", device.team_add(case_id, &org, &team, &role, &worker)?),
         Cmd::Resolve {
             case_id,
             field: path,

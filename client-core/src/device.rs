@@ -552,6 +552,20 @@ impl Device {
         })
     }
 
+    /// Adds someone to the team around the person; returns the entry's id.
+    pub fn team_add(
+        &self,
+        case: CaseId,
+        org: &str,
+        team: &str,
+        role: &str,
+        worker: &str,
+    ) -> Result<String, Error> {
+        self.edit_existing(case_doc(case), DocKind::Case, "case", |d| {
+            Ok(record::add_team_member(d, org, team, role, worker)?)
+        })
+    }
+
     /// Sets an alert's status (`active`, `resolved`).
     pub fn alert_status(&self, case: CaseId, alert: &str, status: &str) -> Result<(), Error> {
         self.edit_existing(case_doc(case), DocKind::Case, "case", |d| {

@@ -498,6 +498,31 @@ pub fn add_alert(doc: &mut AutoCommit, text: &str, raised_by: &str) -> Result<St
     )
 }
 
+/// Adds a member to the team around the person (informational, inside the record: who is
+/// involved and how to reach them; which teams may hold the case is decided on the server).
+pub fn add_team_member(
+    doc: &mut AutoCommit,
+    org: &str,
+    team: &str,
+    role: &str,
+    worker: &str,
+) -> Result<String, RecordError> {
+    for v in [org, team, role, worker] {
+        check_len("team member field", v, limits::SHORT_TEXT_BYTES_MAX)?;
+    }
+    add_entry(
+        doc,
+        "case",
+        field::TEAM,
+        &[
+            ("org", org),
+            ("team", team),
+            ("role", role),
+            ("worker", worker),
+        ],
+    )
+}
+
 /// Sets an alert's status (a safety-critical field: concurrent writes show as conflicts).
 pub fn set_alert_status(
     doc: &mut AutoCommit,

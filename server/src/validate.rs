@@ -142,6 +142,53 @@ pub fn fields(kind: DocKind) -> impl Iterator<Item = &'static FieldRule> {
     COMMON.iter().chain(own.iter())
 }
 
+/// The maps of entries keyed by uuid (alerts, goals, actions, the team around the person), with
+/// the statuses each may hold (empty: no status field).
+fn entry_maps(kind: DocKind) -> &'static [(&'static str, &'static [&'static str])] {
+    match kind {
+        DocKind::Case => &[(field::ALERTS, record::ALERT_STATUSES), (field::TEAM, &[])],
+        DocKind::Plan => &[
+            (field::GOALS, record::ACTION_STATUSES),
+            (field::ACTIONS, record::ACTION_STATUSES),
+        ],
+        DocKind::Note | DocKind::Restricted => &[],
+    }
+}
+
+/// Every entry of an entry map is a map of strings, and its status is one of the vocabulary.
+fn check_entries(kind: DocKind, after: &AutoCommit) -> Result<(), String> {
+    for (map, statuses) in entry_maps(kind) {
+        let Some(parent) = record::get_obj(after, &ROOT, map, ObjType::Map) else {
+            continue;
+        };
+        for id in after.keys(&parent).collect::<Vec<_>>() {
+            let Some(entry) = record::get_obj(after, &parent, &id, ObjType::Map) else {
+                return Err(format!("every entry of {map} must stay a map"));
+            };
+            for key in after.keys(&entry).collect::<Vec<_>>() {
+                let values = after.get_all(&entry, key.as_str()).unwrap_or_default();
+                for (v, _) in &values {
+                    if !Ty::Str.matches(v) {
+                        return Err(format!(
+                            "{map} entries hold strings only ({key} is not one)"
+                        ));
+                    }
+                    if key == field::STATUS && !statuses.is_empty() {
+                        let Value::Scalar(s) = v else { continue };
+                        if !s.as_str().is_some_and(|st| statuses.contains(&st)) {
+                            return Err(format!(
+                                "a status in {map} must be one of: {}",
+                                statuses.join(", ")
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Who pushes, into which document.
 #[derive(Clone, Copy, Debug)]
 pub struct Context {
@@ -326,6 +373,7 @@ pub fn check(
             }
         }
     }
+    check_entries(ctx.kind, after)?;
     let old_schema = record::get_str(prior, &ROOT, field::SCHEMA);
     if let Some(schema) = old_schema {
         let same = values(after, field::SCHEMA)
@@ -435,4 +483,76 @@ fn check_note(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod entry_tests {
+    use super::*;
+    use automerge::transaction::Transactable;
+    use casenote_protocol::{CaseId, StaffId};
+
+    fn plan_with_action() -> (AutoCommit, CaseId, String) {
+        let case = CaseId::new_random();
+        let mut doc = AutoCommit::new();
+        record::init_plan(&mut doc, case).unwrap();
+        let action = record::add_action(&mut doc, "Fit a key safe", "OT", "2026-12-01").unwrap();
+        doc.commit();
+        (doc, case, action)
+    }
+
+    fn push(
+        before: &mut AutoCommit,
+        case: CaseId,
+        edit: impl FnOnce(&mut AutoCommit),
+    ) -> Result<AutoCommit, (usize, String)> {
+        let heads = before.get_heads();
+        let mut after = before.fork();
+        edit(&mut after);
+        after.commit();
+        let ctx = Context {
+            kind: DocKind::Plan,
+            case_id: case,
+            pusher: StaffId::new_random(),
+            rules: Rules::default(),
+        };
+        validate(&ctx, Some(before), &after.get_changes(&heads))
+    }
+
+    #[test]
+    fn an_action_status_outside_the_vocabulary_is_refused() {
+        let (mut doc, case, action) = plan_with_action();
+        assert!(push(&mut doc, case, |d| record::set_action_status(
+            d,
+            field::ACTIONS,
+            &action,
+            "done"
+        )
+        .unwrap())
+        .is_ok());
+        let err = push(&mut doc, case, |d| {
+            let actions = record::get_obj(d, &ROOT, field::ACTIONS, ObjType::Map).unwrap();
+            let entry = record::get_obj(d, &actions, &action, ObjType::Map).unwrap();
+            d.put(&entry, field::STATUS, "finished, probably").unwrap();
+        })
+        .unwrap_err();
+        assert!(err.1.contains("must be one of"), "{}", err.1);
+    }
+
+    #[test]
+    fn an_entry_field_that_stops_being_a_string_is_refused() {
+        let (mut doc, case, action) = plan_with_action();
+        let err = push(&mut doc, case, |d| {
+            let actions = record::get_obj(d, &ROOT, field::ACTIONS, ObjType::Map).unwrap();
+            let entry = record::get_obj(d, &actions, &action, ObjType::Map).unwrap();
+            d.put(&entry, "what", 42).unwrap();
+        })
+        .unwrap_err();
+        assert!(err.1.contains("strings only"), "{}", err.1);
+        let err = push(&mut doc, case, |d| {
+            let actions = record::get_obj(d, &ROOT, field::ACTIONS, ObjType::Map).unwrap();
+            d.put(&actions, "not-a-map", "text").unwrap();
+        })
+        .unwrap_err();
+        assert!(err.1.contains("must stay a map"), "{}", err.1);
+    }
 }
