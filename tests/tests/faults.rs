@@ -42,7 +42,7 @@ fn replicas_converge_through_cut_connections_partitions_and_replayed_requests() 
     let server = Server::start(&data);
     let seed = rand::random::<u64>();
     eprintln!("fault schedule seed: {seed}");
-    let proxy = proxy::FaultProxy::start(server.addr(), seed, 0.3);
+    let proxy = proxy::FaultProxy::start(server.addr(), seed, 0.15);
 
     let names = ["Priya Shah", "Mark Ellison", "Ruth Adebayo"];
     let devices: Vec<Device> = names
@@ -77,7 +77,7 @@ fn replicas_converge_through_cut_connections_partitions_and_replayed_requests() 
     let mut failed_syncs = 0;
     let rounds = rounds(30, 120);
     for round in 0..rounds {
-        proxy.partitioned.store(round % 10 >= 7, Ordering::SeqCst); // partitioned 3 rounds in 10
+        proxy.partition(round % 10 >= 7); // partitioned 3 rounds in 10
         for (i, dev) in devices.iter().enumerate() {
             let marker = format!("<r{round}d{i}>");
             match round % 3 {
@@ -103,7 +103,7 @@ fn replicas_converge_through_cut_connections_partitions_and_replayed_requests() 
     }
 
     // Heal: no faults, everyone syncs until quiet.
-    proxy.partitioned.store(false, Ordering::SeqCst);
+    proxy.partition(false);
     for _ in 0..3 {
         for dev in &devices {
             dev.sync().unwrap();
@@ -126,8 +126,9 @@ fn replicas_converge_through_cut_connections_partitions_and_replayed_requests() 
     }
     let c = &proxy.counts;
     eprintln!(
-        "{rounds} rounds: {} connections, {} cut mid-request, {} cut mid-response, {failed_syncs} failed syncs, {} changes acknowledged",
+        "{rounds} rounds: {} connections, {} partitions, {} cut mid-request, {} cut mid-response, {failed_syncs} failed syncs, {} changes acknowledged",
         c.connections.load(Ordering::SeqCst),
+        c.partitions.load(Ordering::SeqCst),
         c.cut_requests.load(Ordering::SeqCst),
         c.cut_responses.load(Ordering::SeqCst),
         acknowledged.len()

@@ -1,10 +1,13 @@
 //! A fault-injecting TCP proxy on loopback: it forwards connections to a server and, by a seeded
-//! schedule, cuts some of them part-way through the request or part-way through the response.
+//! schedule, cuts some of them part-way through a request or part-way through a response. The
+//! decision is taken for every chunk forwarded, so a client that keeps its connections alive
+//! meets faults as often as one that does not. A partition refuses new connections and kills the
+//! open ones.
 
 use rand::{Rng, SeedableRng};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
@@ -14,27 +17,33 @@ pub struct Counts {
     pub connections: AtomicUsize,
     pub cut_requests: AtomicUsize,
     pub cut_responses: AtomicUsize,
+    pub partitions: AtomicUsize,
 }
 
 pub struct FaultProxy {
     pub url: String,
     pub counts: Arc<Counts>,
-    /// While set, every connection is refused at once (a partition).
-    pub partitioned: Arc<AtomicBool>,
+    partitioned: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
     stop: Arc<AtomicBool>,
 }
 
 impl FaultProxy {
-    /// Proxies to `upstream` (host:port). Each connection is cut with probability `cut` in the
-    /// request and `cut` in the response, after a random number of bytes.
+    /// Proxies to `upstream` (host:port); each chunk forwarded is cut with probability `cut`.
     pub fn start(upstream: String, seed: u64, cut: f64) -> FaultProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let counts = Arc::new(Counts::default());
         let partitioned = Arc::new(AtomicBool::new(false));
+        let open = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let rng = Arc::new(Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)));
-        let (c, p, s) = (counts.clone(), partitioned.clone(), stop.clone());
+        let next_seed = Arc::new(AtomicU64::new(seed));
+        let (c, p, o, s) = (
+            counts.clone(),
+            partitioned.clone(),
+            open.clone(),
+            stop.clone(),
+        );
         thread::spawn(move || {
             for client in listener.incoming() {
                 if s.load(Ordering::SeqCst) {
@@ -50,21 +59,22 @@ impl FaultProxy {
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
                 };
-                let (cut_up, cut_down) = {
-                    let mut r = rng.lock().unwrap();
-                    let up = r.gen_bool(cut).then(|| r.gen_range(1..400));
-                    let down = r.gen_bool(cut).then(|| r.gen_range(1..400));
-                    (up, down)
-                };
+                {
+                    let mut open = o.lock().unwrap();
+                    open.push(client.try_clone().unwrap());
+                    open.push(server.try_clone().unwrap());
+                }
+                let up_seed = next_seed.fetch_add(1, Ordering::SeqCst);
+                let down_seed = next_seed.fetch_add(1, Ordering::SeqCst);
                 let (c1, c2) = (c.clone(), c.clone());
                 let (client2, server2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
                 thread::spawn(move || {
-                    pipe(client, server, cut_up, move || {
+                    pipe(client, server, up_seed, cut, || {
                         c1.cut_requests.fetch_add(1, Ordering::SeqCst);
                     })
                 });
                 thread::spawn(move || {
-                    pipe(server2, client2, cut_down, move || {
+                    pipe(server2, client2, down_seed, cut, || {
                         c2.cut_responses.fetch_add(1, Ordering::SeqCst);
                     })
                 });
@@ -74,7 +84,20 @@ impl FaultProxy {
             url,
             counts,
             partitioned,
+            open,
             stop,
+        }
+    }
+
+    /// Starts or ends a partition: while it lasts no connection gets through, open ones included.
+    pub fn partition(&self, on: bool) {
+        if on && !self.partitioned.swap(true, Ordering::SeqCst) {
+            self.counts.partitions.fetch_add(1, Ordering::SeqCst);
+            for s in self.open.lock().unwrap().drain(..) {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+        } else if !on {
+            self.partitioned.store(false, Ordering::SeqCst);
         }
     }
 }
@@ -86,29 +109,27 @@ impl Drop for FaultProxy {
     }
 }
 
-/// Copies `from` to `to`; after `cut_after` bytes, if set, closes both ends.
-fn pipe(mut from: TcpStream, mut to: TcpStream, cut_after: Option<usize>, on_cut: impl FnOnce()) {
+/// Copies `from` to `to`; each chunk is, with probability `cut`, forwarded only in part and then
+/// both ends are closed.
+fn pipe(mut from: TcpStream, mut to: TcpStream, seed: u64, cut: f64, on_cut: impl FnOnce()) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut buf = [0u8; 8192];
-    let mut sent = 0usize;
     loop {
         let n = match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        let n = match cut_after {
-            Some(limit) if sent + n >= limit => {
-                let _ = to.write_all(&buf[..limit - sent]);
-                on_cut();
-                let _ = from.shutdown(Shutdown::Both);
-                let _ = to.shutdown(Shutdown::Both);
-                return;
-            }
-            _ => n,
-        };
+        if rng.gen_bool(cut) {
+            let keep = rng.gen_range(0..n);
+            let _ = to.write_all(&buf[..keep]);
+            on_cut();
+            let _ = from.shutdown(Shutdown::Both);
+            let _ = to.shutdown(Shutdown::Both);
+            return;
+        }
         if to.write_all(&buf[..n]).is_err() {
             break;
         }
-        sent += n;
     }
     let _ = to.shutdown(Shutdown::Write);
 }
