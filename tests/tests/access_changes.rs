@@ -38,20 +38,10 @@ fn case_ids(dev: &Cli) -> Vec<String> {
 
 #[test]
 fn a_device_of_a_team_not_on_the_case_never_receives_a_byte_of_it() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("server");
-    let staff = demo(&data);
+    let (tmp, data, staff) = demo_borough();
     let server = Server::start(&data);
-    let priya = Cli::login(
-        tmp.path().join("priya"),
-        &server,
-        &token_of(&staff, "Priya Shah"),
-    );
-    let lena = Cli::login(
-        tmp.path().join("lena"),
-        &server,
-        &token_of(&staff, "Lena Fischer"),
-    );
+    let priya = device(&tmp, &server, &staff, "priya", "Priya Shah");
+    let lena = device(&tmp, &server, &staff, "lena", "Lena Fischer");
     let marker = "MARKER-never-leaves-locality-north-5c1e";
     let case = case_with_marker(&priya, marker);
     lena.sync();
@@ -68,20 +58,10 @@ fn a_device_of_a_team_not_on_the_case_never_receives_a_byte_of_it() {
 
 #[test]
 fn removing_a_team_from_a_case_leaves_no_trace_of_it_on_that_teams_device() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("server");
-    let staff = demo(&data);
+    let (tmp, data, staff) = demo_borough();
     let server = Server::start(&data);
-    let priya = Cli::login(
-        tmp.path().join("priya"),
-        &server,
-        &token_of(&staff, "Priya Shah"),
-    );
-    let sam = Cli::login(
-        tmp.path().join("sam"),
-        &server,
-        &token_of(&staff, "Sam Kowalski"),
-    );
+    let priya = device(&tmp, &server, &staff, "priya", "Priya Shah");
+    let sam = device(&tmp, &server, &staff, "sam", "Sam Kowalski");
     let marker = "MARKER-discharge-hub-only-while-on-case-77d2";
     let case = case_with_marker(&priya, marker);
     sam.sync();
@@ -146,20 +126,14 @@ fn removing_a_team_from_a_case_leaves_no_trace_of_it_on_that_teams_device() {
 
 #[test]
 fn a_revoked_device_is_refused_and_wipes_its_store() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("server");
-    let staff = demo(&data);
+    let (tmp, data, staff) = demo_borough();
     let issued: serde_json::Value = serde_json::from_str(&admin(
         &data,
         &["token", "issue", "--staff", "Priya Shah", "--json"],
     ))
     .unwrap();
     let server = Server::start(&data);
-    let phone = Cli::login(
-        tmp.path().join("phone"),
-        &server,
-        &token_of(&staff, "Priya Shah"),
-    );
+    let phone = device(&tmp, &server, &staff, "phone", "Priya Shah");
     let tablet = Cli::login(
         tmp.path().join("tablet"),
         &server,
@@ -200,9 +174,7 @@ fn a_revoked_device_is_refused_and_wipes_its_store() {
 
 #[test]
 fn a_change_pushed_under_another_staff_members_identity_is_refused_and_reaches_nobody() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("server");
-    let staff = demo(&data);
+    let (tmp, data, staff) = demo_borough();
     let server = Server::start(&data);
     let priya_token = token_of(&staff, "Priya Shah");
     let mark_token = token_of(&staff, "Mark Ellison");
@@ -295,11 +267,7 @@ fn a_change_pushed_under_another_staff_members_identity_is_refused_and_reaches_n
     // Nobody ever receives a forged change.
     priya.sync();
     // Ruth Adebayo, Priya's and Mark's team manager, on a fresh device.
-    let fresh = Cli::login(
-        tmp.path().join("fresh"),
-        &server,
-        &token_of(&staff, "Ruth Adebayo"),
-    );
+    let fresh = device(&tmp, &server, &staff, "fresh", "Ruth Adebayo");
     fresh.sync();
     for dev in [&priya, &fresh] {
         let text = dev.show(&case).to_string();
@@ -310,15 +278,9 @@ fn a_change_pushed_under_another_staff_members_identity_is_refused_and_reaches_n
 
 #[test]
 fn editing_one_audit_entry_on_disk_is_caught_by_audit_verify() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("server");
-    let staff = demo(&data);
+    let (tmp, data, staff) = demo_borough();
     let server = Server::start(&data);
-    let dev = Cli::login(
-        tmp.path().join("dev"),
-        &server,
-        &token_of(&staff, "Priya Shah"),
-    );
+    let dev = device(&tmp, &server, &staff, "dev", "Priya Shah");
     dev.ok(&["case", "new", "--name", "Audited Person"]);
     dev.sync();
     dev.sync();

@@ -25,20 +25,10 @@ fn conflict_paths(dev: &Cli, case: &str) -> Vec<String> {
 
 #[test]
 fn two_offline_discharge_dates_show_as_a_conflict_until_a_person_resolves_it() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("server");
-    let staff = demo(&data);
+    let (tmp, data, staff) = demo_borough();
     let server = Server::start(&data);
-    let a = Cli::login(
-        tmp.path().join("a"),
-        &server,
-        &token_of(&staff, "Priya Shah"),
-    );
-    let b = Cli::login(
-        tmp.path().join("b"),
-        &server,
-        &token_of(&staff, "Mark Ellison"),
-    );
+    let a = device(&tmp, &server, &staff, "a", "Priya Shah");
+    let b = device(&tmp, &server, &staff, "b", "Mark Ellison");
     let case = a.ok(&["case", "new", "--name", "Conflict Person"]);
     let alert = a.ok(&["alert", "add", &case, "--text", "Visit in pairs"]);
     let action = a.ok(&[
@@ -179,15 +169,9 @@ fn two_offline_discharge_dates_show_as_a_conflict_until_a_person_resolves_it() {
 
 #[test]
 fn a_note_filed_a_day_late_needs_a_reason_and_keeps_both_times() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("server");
-    let staff = demo(&data);
+    let (tmp, data, staff) = demo_borough();
     let server = Server::start(&data);
-    let dev = Cli::login(
-        tmp.path().join("dev"),
-        &server,
-        &token_of(&staff, "Joe Ward"),
-    );
+    let dev = device(&tmp, &server, &staff, "dev", "Joe Ward");
     let case = dev.ok(&["case", "new", "--name", "Late Person"]);
     let note = dev.ok(&[
         "note",
@@ -236,20 +220,10 @@ fn a_note_filed_a_day_late_needs_a_reason_and_keeps_both_times() {
 
 #[test]
 fn an_agreed_plan_shows_changed_since_agreed_after_a_colleagues_edit() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("server");
-    let staff = demo(&data);
+    let (tmp, data, staff) = demo_borough();
     let server = Server::start(&data);
-    let a = Cli::login(
-        tmp.path().join("a"),
-        &server,
-        &token_of(&staff, "Priya Shah"),
-    );
-    let b = Cli::login(
-        tmp.path().join("b"),
-        &server,
-        &token_of(&staff, "Mark Ellison"),
-    );
+    let a = device(&tmp, &server, &staff, "a", "Priya Shah");
+    let b = device(&tmp, &server, &staff, "b", "Mark Ellison");
     let case = a.ok(&["case", "new", "--name", "Agreeing Person"]);
     a.ok(&[
         "plan",

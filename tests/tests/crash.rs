@@ -9,16 +9,10 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn a_server_killed_right_after_acknowledging_keeps_every_acknowledged_change() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("server");
-    let staff = demo(&data);
+    let (tmp, data, staff) = demo_borough();
     let fresh_token = issue_token(&data, "Priya Shah");
     let mut server = Server::start(&data);
-    let dev = Cli::login(
-        tmp.path().join("dev"),
-        &server,
-        &token_of(&staff, "Priya Shah"),
-    );
+    let dev = device(&tmp, &server, &staff, "dev", "Priya Shah");
     let case = dev.ok(&["case", "new", "--name", "Test Person Three"]);
 
     let mut acknowledged = Vec::new();
@@ -64,16 +58,10 @@ fn a_server_killed_right_after_acknowledging_keeps_every_acknowledged_change() {
 
 #[test]
 fn a_device_killed_mid_edit_keeps_every_edit_that_returned_and_still_syncs_them() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("server");
-    let staff = demo(&data);
+    let (tmp, data, staff) = demo_borough();
     let fresh_token = issue_token(&data, "Priya Shah");
     let server = Server::start(&data);
-    let dev = Cli::login(
-        tmp.path().join("dev"),
-        &server,
-        &token_of(&staff, "Priya Shah"),
-    );
+    let dev = device(&tmp, &server, &staff, "dev", "Priya Shah");
     let case = dev.ok(&["case", "new", "--name", "Test Person Four"]);
     dev.sync();
 
@@ -143,21 +131,11 @@ fn a_device_killed_mid_edit_keeps_every_edit_that_returned_and_still_syncs_them(
 
 #[test]
 fn a_device_killed_mid_sync_recovers_and_converges() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("server");
-    let staff = demo(&data);
+    let (tmp, data, staff) = demo_borough();
     let fresh_token = issue_token(&data, "Priya Shah");
     let server = Server::start(&data);
-    let dev = Cli::login(
-        tmp.path().join("dev"),
-        &server,
-        &token_of(&staff, "Priya Shah"),
-    );
-    let other = Cli::login(
-        tmp.path().join("other"),
-        &server,
-        &token_of(&staff, "Mark Ellison"),
-    );
+    let dev = device(&tmp, &server, &staff, "dev", "Priya Shah");
+    let other = device(&tmp, &server, &staff, "other", "Mark Ellison");
     let case = dev.ok(&["case", "new", "--name", "Test Person Five"]);
     dev.sync();
     other.sync();

@@ -13,9 +13,7 @@ use std::time::Duration;
 
 #[test]
 fn a_server_killed_at_random_under_concurrent_load_loses_nothing_it_acknowledged() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("server");
-    let staff = demo(&data);
+    let (tmp, data, staff) = demo_borough();
     let fresh_token = issue_token(&data, "Priya Shah");
     let laptop_token = issue_token(&data, "Priya Shah");
     let mut server = Server::start(&data);

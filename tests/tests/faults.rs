@@ -35,9 +35,7 @@ impl Transport for DuplicatesAndReplays {
 
 #[test]
 fn replicas_converge_through_cut_connections_partitions_and_replayed_requests() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("server");
-    let staff = demo(&data);
+    let (tmp, data, staff) = demo_borough();
     let fresh_token = issue_token(&data, "Priya Shah");
     let server = Server::start(&data);
     let seed = rand::random::<u64>();

@@ -6,15 +6,9 @@ use common::*;
 
 #[test]
 fn editing_a_filed_note_is_refused_and_an_amendment_points_back_at_it() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("server");
-    let staff = demo(&data);
+    let (tmp, data, staff) = demo_borough();
     let server = Server::start(&data);
-    let dev = Cli::login(
-        tmp.path().join("dev"),
-        &server,
-        &token_of(&staff, "Priya Shah"),
-    );
+    let dev = device(&tmp, &server, &staff, "dev", "Priya Shah");
 
     let case = dev.ok(&["case", "new", "--name", "Test Person Two"]);
     let note = dev.ok(&[

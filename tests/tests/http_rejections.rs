@@ -46,9 +46,7 @@ fn still_serving(server: &Server, token: &str) {
 
 #[test]
 fn bad_tokens_and_bad_bodies_get_a_coded_4xx_and_the_server_goes_on_serving() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("server");
-    let staff = demo(&data);
+    let (_tmp, data, staff) = demo_borough();
     let token = token_of(&staff, "Priya Shah");
     let server = Server::start(&data);
     let cbor = wire::CBOR_MEDIA_TYPE;

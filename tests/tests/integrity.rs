@@ -16,17 +16,11 @@ use std::sync::Arc;
 
 #[test]
 fn a_crafted_change_to_a_filed_note_is_refused_quarantined_and_reaches_nobody() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("server");
-    let staff = demo(&data);
+    let (tmp, data, staff) = demo_borough();
     let server = Server::start(&data);
     let priya_token = token_of(&staff, "Priya Shah");
     let priya = Cli::login(tmp.path().join("priya"), &server, &priya_token);
-    let mark = Cli::login(
-        tmp.path().join("mark"),
-        &server,
-        &token_of(&staff, "Mark Ellison"),
-    );
+    let mark = device(&tmp, &server, &staff, "mark", "Mark Ellison");
     let case = priya.ok(&["case", "new", "--name", "Integrity Person"]);
     let note: DocId = priya
         .ok(&["note", "add", &case, "--text", "Seen at home."])
@@ -116,9 +110,7 @@ fn a_crafted_change_to_a_filed_note_is_refused_quarantined_and_reaches_nobody() 
 
 #[test]
 fn a_device_clock_two_hours_fast_is_flagged_and_history_follows_the_servers_clock() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("server");
-    let staff = demo(&data);
+    let (tmp, data, staff) = demo_borough();
     let server = Server::start(&data);
     let two_hours = 2 * 3_600_000;
     let now = || {
@@ -134,11 +126,7 @@ fn a_device_clock_two_hours_fast_is_flagged_and_history_follows_the_servers_cloc
     .unwrap();
     fast.login(&server.url, &token_of(&staff, "Mark Ellison"))
         .unwrap();
-    let priya = Cli::login(
-        tmp.path().join("priya"),
-        &server,
-        &token_of(&staff, "Priya Shah"),
-    );
+    let priya = device(&tmp, &server, &staff, "priya", "Priya Shah");
     let case = priya.ok(&["case", "new", "--name", "Clock Person"]);
     priya.sync();
 

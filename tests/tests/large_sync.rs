@@ -9,9 +9,7 @@ use common::*;
 
 #[test]
 fn a_sync_spanning_several_requests_stores_every_case_and_note() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("server");
-    let staff = demo(&data);
+    let (tmp, data, staff) = demo_borough();
     let fresh_token = issue_token(&data, "Priya Shah");
     let server = Server::start(&data);
     let dev = Device::open(&tmp.path().join("dev")).unwrap();

@@ -6,9 +6,7 @@ use common::*;
 
 #[test]
 fn two_offline_devices_converge_and_keep_every_character_they_typed() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("server");
-    let staff = demo(&data);
+    let (tmp, data, staff) = demo_borough();
     let priya = token_of(&staff, "Priya Shah");
     let mark = token_of(&staff, "Mark Ellison");
     let priya_laptop = issue_token(&data, "Priya Shah");

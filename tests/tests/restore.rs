@@ -26,16 +26,8 @@ fn after_a_restore_from_backup_devices_resend_what_the_server_lost() {
     let staff = demo(&data);
     let fresh_token = issue_token(&data, "Priya Shah");
     let server = Server::start(&data);
-    let a = Cli::login(
-        tmp.path().join("a"),
-        &server,
-        &token_of(&staff, "Priya Shah"),
-    );
-    let b = Cli::login(
-        tmp.path().join("b"),
-        &server,
-        &token_of(&staff, "Mark Ellison"),
-    );
+    let a = device(&tmp, &server, &staff, "a", "Priya Shah");
+    let b = device(&tmp, &server, &staff, "b", "Mark Ellison");
     let case = a.ok(&["case", "new", "--name", "Restored Person"]);
     a.ok(&["plan", "append", &case, "--text", "Before the backup."]);
     a.sync();

@@ -9,16 +9,10 @@ use std::time::Duration;
 
 #[test]
 fn stalled_and_trickling_clients_do_not_hold_up_a_device_that_syncs() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("server");
-    let staff = demo(&data);
+    let (tmp, data, staff) = demo_borough();
     let token = token_of(&staff, "Priya Shah");
     let server = Server::start(&data);
-    let dev = Cli::login(
-        tmp.path().join("dev"),
-        &server,
-        &token_of(&staff, "Mark Ellison"),
-    );
+    let dev = device(&tmp, &server, &staff, "dev", "Mark Ellison");
     let case = dev.ok(&["case", "new", "--name", "Busy Server Person"]);
 
     let mut slow: Vec<TcpStream> = Vec::new();

@@ -61,6 +61,25 @@ pub fn demo(data: &Path) -> Vec<Staff> {
         .collect()
 }
 
+/// A fresh temporary folder with the demo borough loaded into its `server` data directory.
+pub fn demo_borough() -> (tempfile::TempDir, PathBuf, Vec<Staff>) {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("server");
+    let staff = demo(&data);
+    (tmp, data, staff)
+}
+
+/// A device with its store in `tmp/store`, signed in to `server` as the demo staff member `name`.
+pub fn device(
+    tmp: &tempfile::TempDir,
+    server: &Server,
+    staff: &[Staff],
+    store: &str,
+    name: &str,
+) -> Cli {
+    Cli::login(tmp.path().join(store), server, &token_of(staff, name))
+}
+
 /// Issues a new device token for a staff member (the server must not be running on `data`).
 pub fn issue_token(data: &Path, staff: &str) -> String {
     server_cmd(&[
