@@ -174,22 +174,9 @@ enum NoteCmd {
 
 #[derive(Subcommand)]
 enum PlanCmd {
-    /// Append to the plan narrative.
-    Append {
-        case_id: CaseId,
-        #[arg(long)]
-        text: String,
-    },
-    /// Delete characters at a position in the narrative and insert text there.
-    Splice {
-        case_id: CaseId,
-        #[arg(long)]
-        pos: usize,
-        #[arg(long)]
-        delete: usize,
-        #[arg(long, default_value = "")]
-        text: String,
-    },
+    /// Append to, or splice, the plan narrative.
+    #[command(flatten)]
+    Narrative(TextCmd),
     /// Record that the plan was agreed with the person (kept with the plan's state; any later
     /// edit shows as "changed since agreed").
     Agree {
@@ -411,13 +398,15 @@ fn run(cli: Cli) -> Result<()> {
             let kind = if correction { "correction" } else { "addendum" };
             println!("{}", device.note_amend(note_id, kind, &reason, &text)?);
         }
-        Cmd::Plan(PlanCmd::Append { case_id, text }) => device.plan_append(case_id, &text)?,
-        Cmd::Plan(PlanCmd::Splice {
+        Cmd::Plan(PlanCmd::Narrative(TextCmd::Append { case_id, text })) => {
+            device.plan_append(case_id, &text)?
+        }
+        Cmd::Plan(PlanCmd::Narrative(TextCmd::Splice {
             case_id,
             pos,
             delete,
             text,
-        }) => device.plan_splice(case_id, pos, delete, &text)?,
+        })) => device.plan_splice(case_id, pos, delete, &text)?,
         Cmd::Plan(PlanCmd::Set {
             case_id,
             field: f,
