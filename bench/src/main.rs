@@ -1,8 +1,11 @@
 //! casenote-bench: the DESIGN.md benchmark workloads W1-W6, measured on loopback with a real
 //! server, real HTTP, real sled stores and real client-core devices.
 //!
-//! `cargo run --release -p casenote-bench -- [W1|W2|W3|W4|W5|W6|all] [--quick]`
+//! `cargo run --release -p casenote-bench -- [W1|W2|W3|W4|W5|W6|all] [--quick] [--http-poll]
+//! [--edit-interval-ms N]`
 //!
+//! W5 and W6's editing phase use the live WebSocket channel unless `--http-poll` asks for the
+//! polling variant; `--edit-interval-ms` sets how often each device edits there (default 500).
 //! Prints one JSON line per workload on stdout; progress goes to stderr. `--quick` shrinks every
 //! workload so that `all --quick` takes well under a minute (a smoke run, not a measurement).
 //! W2 and W4 need W1's caseload, so asking for either runs W1 first (and prints it too). `all`
@@ -95,9 +98,25 @@ fn main() -> anyhow::Result<()> {
         return harness::serve_store(&PathBuf::from(dir));
     }
     let quick = args.iter().any(|a| a == "--quick");
+    let interval_ms: u64 = match args.iter().position(|a| a == "--edit-interval-ms") {
+        Some(i) => match args.get(i + 1).and_then(|v| v.parse().ok()) {
+            Some(ms) if ms > 0 => ms,
+            _ => bail!("--edit-interval-ms needs a number of milliseconds above 0"),
+        },
+        None => 500,
+    };
+    let mode = if args.iter().any(|a| a == "--http-poll") {
+        team::Mode::HttpPoll
+    } else {
+        team::Mode::WebSocket {
+            edit_interval: std::time::Duration::from_millis(interval_ms),
+        }
+    };
     let which: Vec<String> = args
         .iter()
-        .filter(|a| !a.starts_with("--"))
+        .enumerate()
+        .filter(|(i, a)| !(a.starts_with("--") || *i > 0 && args[i - 1] == "--edit-interval-ms"))
+        .map(|(_, a)| a)
         .map(|a| a.to_uppercase())
         .collect();
     let which = if which.is_empty() {
@@ -107,7 +126,7 @@ fn main() -> anyhow::Result<()> {
     };
     for w in &which {
         if !["ALL", "W1", "W2", "W3", "W4", "W5", "W6"].contains(&w.as_str()) {
-            bail!("unknown workload {w}; usage: casenote-bench [W1|W2|W3|W4|W5|W6|all] [--quick]");
+            bail!("unknown workload {w}; usage: casenote-bench [W1|W2|W3|W4|W5|W6|all] [--quick] [--http-poll] [--edit-interval-ms N]");
         }
     }
     let wants = |w: &str| which.iter().any(|x| x == w || x == "ALL");
@@ -132,12 +151,12 @@ fn main() -> anyhow::Result<()> {
         emit(idle::w3(s.w3_docs, s.w3_runs)?, quick);
     }
     if wants("W5") {
-        emit(team::w5(s.w5_devices, s.w5_plans, s.w5_secs)?, quick);
+        emit(team::w5(s.w5_devices, s.w5_plans, s.w5_secs, mode)?, quick);
     }
     if wants("W6") {
         progress!("W6: storing {} documents", s.w6_docs);
         emit(
-            scale::w6(s.w6_docs, s.w6_held, s.w6_idle_runs, s.w6_edit_secs)?,
+            scale::w6(s.w6_docs, s.w6_held, s.w6_idle_runs, s.w6_edit_secs, mode)?,
             quick,
         );
     }

@@ -41,7 +41,13 @@ fn dir_bytes(dir: &Path) -> u64 {
 
 /// W6: `docs` documents stored, `held` of them readable by the W3 device; `idle_runs` idle syncs
 /// and `edit_secs` of team editing against the child server.
-pub fn w6(docs: usize, held: usize, idle_runs: usize, edit_secs: f64) -> anyhow::Result<Value> {
+pub fn w6(
+    docs: usize,
+    held: usize,
+    idle_runs: usize,
+    edit_secs: f64,
+    mode: team::Mode,
+) -> anyhow::Result<Value> {
     let tmp = tempfile::tempdir()?;
     let data = tmp.path().join("server");
     let (w3_token, w5_tokens, log_entries) = {
@@ -98,7 +104,7 @@ pub fn w6(docs: usize, held: usize, idle_runs: usize, edit_secs: f64) -> anyhow:
         idle_runs,
     )?;
     let after_w3 = mem(pid);
-    let team = team::run(&server.url, &w5_tokens, 10, edit_secs, tmp.path())?;
+    let team = team::run(&server.url, &w5_tokens, 10, edit_secs, tmp.path(), mode)?;
     let peak_sampled = sampler.finish();
     let end = mem(pid);
     server.stop()?;

@@ -8,6 +8,7 @@
 pub mod device;
 pub mod engine;
 pub mod error;
+pub mod live;
 pub mod store;
 pub mod transport;
 

@@ -10,9 +10,11 @@
 
 use crate::audit::{self, AuditKind, AuditRecord};
 use crate::auth::{self, Authenticated, Principal};
+use crate::live::{Live, LiveSettings};
 use crate::store::{Store, StoreError};
 use crate::{now_ms, sync};
 use axum::body::{Body, Bytes};
+use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::request::Parts;
@@ -36,12 +38,15 @@ pub struct Config {
     /// Filing a note more than this long after it happened needs a late-entry reason
     /// (`serve --late-entry-hours N`).
     pub late_entry_after_ms: i64,
+    /// The live channel's settings (`GET /v1/live`).
+    pub live: LiveSettings,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             late_entry_after_ms: limits::LATE_ENTRY_AFTER_MS_DEFAULT,
+            live: LiveSettings::default(),
         }
     }
 }
@@ -52,6 +57,12 @@ impl Config {
         crate::validate::Rules {
             late_entry_after_ms: self.late_entry_after_ms,
         }
+    }
+
+    /// This configuration with other live-channel settings.
+    pub fn with_live(mut self, live: LiveSettings) -> Self {
+        self.live = live;
+        self
     }
 
     /// This configuration with another late-entry window.
@@ -66,12 +77,15 @@ impl Config {
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub config: Arc<Config>,
+    /// The live channel's hub: syncs publish to it, `GET /v1/live` connections listen.
+    pub live: Arc<Live>,
 }
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, config: Config) -> Self {
         AppState {
             store,
+            live: Arc::new(Live::new(config.live.clone())),
             config: Arc::new(config),
         }
     }
@@ -165,6 +179,19 @@ where
     }
 }
 
+/// The token of `Authorization: Bearer TOKEN`, if any.
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| token.trim().to_string())
+        })
+}
+
 /// An authenticated device, extracted from `Authorization: Bearer TOKEN`.
 pub struct Authed(pub Principal);
 
@@ -172,16 +199,7 @@ impl FromRequestParts<AppState> for Authed {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let (scheme, token) = v.trim().split_once(' ')?;
-                scheme
-                    .eq_ignore_ascii_case("bearer")
-                    .then(|| token.trim().to_string())
-            });
+        let token = bearer(&parts.headers);
         let path = parts.uri.path().to_string();
         let store = state.store.clone();
         blocking(move || {
@@ -234,6 +252,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/v1/whoami", get(whoami))
         .route("/v1/history/{doc_id}", get(history))
+        .route("/v1/live", get(live_handler))
         .route(
             "/v1/sync",
             post(sync_handler).layer(DefaultBodyLimit::disable()),
@@ -313,6 +332,44 @@ async fn history(
     let store = state.store.clone();
     let entries = blocking(move || crate::history::read(&*store, &who, doc_id, now_ms())).await?;
     entries.map(Json).ok_or_else(not_found)
+}
+
+/// `GET /v1/live`: the live channel, a WebSocket (see [`crate::live`]). Authenticated like every
+/// endpoint (the bearer token in the upgrade request; 401 `unauthorized` or `device_revoked`
+/// before any upgrade); 503 `limit_exceeded` at `limits::LIVE_CONNECTIONS_MAX` connections; 426
+/// for a request that is not a WebSocket upgrade.
+async fn live_handler(
+    State(state): State<AppState>,
+    Authed(who): Authed,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let upgrade = upgrade.map_err(|e| {
+        ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            ErrorCode::MalformedBody,
+            format!("GET /v1/live is a WebSocket; send a WebSocket upgrade request ({e})"),
+        )
+    })?;
+    let Some(admitted) = state.live.admit() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::LimitExceeded,
+            format!(
+                "the server holds {} live connections already; sync over HTTP and try again later",
+                limits::LIVE_CONNECTIONS_MAX
+            ),
+        ));
+    };
+    let token = bearer(&headers).unwrap_or_default();
+    let (store, live) = (state.store.clone(), state.live.clone());
+    Ok(upgrade
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(2 * limits::LIVE_MESSAGE_BYTES_MAX)
+        .max_message_size(limits::LIVE_MESSAGE_BYTES_MAX)
+        .max_frame_size(limits::LIVE_MESSAGE_BYTES_MAX)
+        .on_upgrade(move |socket| crate::live::serve(socket, admitted, store, live, token, who)))
 }
 
 fn is_cbor(headers: &HeaderMap) -> bool {
@@ -404,16 +461,22 @@ async fn sync_handler(
     let body_bytes = bytes.len();
     let store = state.store.clone();
     let rules = state.config.rules();
+    let device = who.device_id;
     let outcome = tokio::task::spawn_blocking(move || {
         let req = match wire::decode_request(&bytes) {
             Ok(r) => r,
             Err(e) => return Ok(Err(e)),
         };
-        sync::handle_with(&*store, &who, req, now_ms(), &rules).map(|resp| Ok(wire::encode(&resp)))
+        sync::handle_stored(&*store, &who, req, now_ms(), &rules)
+            .map(|(resp, stored)| Ok((wire::encode(&resp), stored)))
     })
     .await;
     let encoded = match outcome {
-        Ok(Ok(Ok(encoded))) => encoded,
+        Ok(Ok(Ok((encoded, stored)))) => {
+            // Durable (the sync flushed): tell the live channel.
+            state.live.publish(stored, Some(device));
+            encoded
+        }
         Ok(Ok(Err(decode))) => {
             let code = decode.code();
             let status = if code == ErrorCode::BodyTooLarge {

@@ -13,7 +13,8 @@
 //! is checked against the record rules of its kind before it is stored or relayed ([`validate`]);
 //! refused changes are quarantined. A document's history ([`history`]) and a person's whole
 //! record ([`export`]) carry the provenance of every change. Everything that matters is recorded
-//! in a hash-chained audit log ([`audit`]).
+//! in a hash-chained audit log ([`audit`]). Devices may listen on a WebSocket ([`live`]) that
+//! tells them when to sync; concurrent syncs share their flushes (group commit, [`store`]).
 
 pub mod admin;
 pub mod audit;
@@ -24,12 +25,15 @@ pub mod directory;
 pub mod export;
 pub mod history;
 pub mod http;
+pub mod live;
 pub mod store;
 pub mod sync;
 pub mod validate;
 
 #[cfg(test)]
 mod api_tests;
+#[cfg(test)]
+mod live_tests;
 
 pub use http::{router, ApiError, AppState, Config};
 pub use store::{open, SledStore, Store, StoreError};

@@ -504,6 +504,8 @@ pub struct PushOutcome {
     pub duplicates: usize,
     /// Changes refused by the record rules and put in quarantine (new there or not).
     pub quarantined: usize,
+    /// The highest committed sequence after this push's write (it covers every stored change).
+    pub upto: Seq,
 }
 
 /// [`push_with`] under the default [`Rules`].
@@ -537,7 +539,7 @@ pub fn push_with(
     let mut verdicts: Vec<(DocId, Vec<Hash>, Verdict)> = Vec::new();
     let mut quarantine: Vec<QuarantineEntry> = Vec::new();
     let mut validated: HashMap<DocId, AutoCommit> = HashMap::new();
-    store.write(&mut || {
+    outcome.upto = store.write(&mut || {
         let mut plan = Plan {
             store,
             who,
@@ -636,7 +638,19 @@ pub fn pull(
     skip: &HashSet<(DocId, Hash)>,
     used: usize,
 ) -> Result<Pulled, StoreError> {
-    let upto = store.durable_seq();
+    pull_upto(store, who, cursor, skip, used, store.durable_seq())
+}
+
+/// [`pull`] of the changes up to `upto`, which may not be durable yet: the caller flushes
+/// before it hands the result out ([`handle_with`] does, once for the whole sync).
+fn pull_upto(
+    store: &dyn Store,
+    who: &Principal,
+    cursor: Seq,
+    skip: &HashSet<(DocId, Hash)>,
+    used: usize,
+    upto: Seq,
+) -> Result<Pulled, StoreError> {
     if cursor >= upto {
         // Nothing new (the idle reconnect), or a cursor from before a restore: resume from here.
         return Ok(Pulled {
@@ -949,6 +963,14 @@ fn reset(
     })
 }
 
+/// What a sync stored, for the live channel: the documents that got changes new to the server
+/// and the sequence that covers them (durable once the sync returned).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stored {
+    pub upto: Seq,
+    pub docs: Vec<DocId>,
+}
+
 /// Handles one sync request from an authenticated device: check the log id, push, commit a
 /// confirmed reconciliation, reconcile its access if needed, pull, audit, make durable.
 pub fn handle_with(
@@ -958,11 +980,30 @@ pub fn handle_with(
     now_ms: i64,
     rules: &Rules,
 ) -> Result<SyncResponse, StoreError> {
+    handle_stored(store, who, req, now_ms, rules).map(|(resp, _)| resp)
+}
+
+/// [`handle_with`], also saying what the sync stored (for [`crate::live`]).
+///
+/// Durability: one flush, at the end, covers everything the sync wrote (its changes, what the
+/// device was handed, its audit entry) and everything its pull handed out. The pull may hand
+/// out changes that are committed but not yet flushed (this sync's own, or a concurrent
+/// sync's), because the response leaves only after a flush that started after the pull chose
+/// its upper bound; so no cursor ever points past what survives a crash. Concurrent syncs share
+/// that flush ([`Store::flush`] is a group commit).
+pub fn handle_stored(
+    store: &dyn Store,
+    who: &Principal,
+    req: SyncRequest,
+    now_ms: i64,
+    rules: &Rules,
+) -> Result<(SyncResponse, Stored), StoreError> {
     let device = who.device_id;
     let log_id = store.log_id()?;
     if let Some(theirs) = req.log_id {
         if theirs != log_id {
-            return reset(store, who, &req, theirs, log_id, now_ms);
+            return reset(store, who, &req, theirs, log_id, now_ms)
+                .map(|resp| (resp, Stored::default()));
         }
     }
     // The epoch before anything else: an access change after this point bumps it again, so the
@@ -992,10 +1033,18 @@ pub fn handle_with(
     if !accepted.is_empty() {
         store.device_docs_add(device, &accepted)?;
     }
-    if pushed_docs > 0 {
-        // Even a push of duplicates is acknowledged only once what it duplicates is durable.
-        store.flush()?;
-    }
+    // Everything committed so far, this push included; handed out only after the flush at the
+    // end (which also makes a push of duplicates durable before it is acknowledged).
+    let visible = store.last_seq();
+    let stored = Stored {
+        upto: pushed.upto,
+        docs: pushed
+            .acks
+            .iter()
+            .filter(|a| a.stored > 0)
+            .map(|a| a.doc_id)
+            .collect(),
+    };
 
     // A reconciliation the device confirms is committed first.
     let mut confirmed = false;
@@ -1032,7 +1081,7 @@ pub fn handle_with(
                 epoch,
                 evictions: held.difference(&may).copied().collect(),
                 missing: may.difference(&committed).copied().collect(),
-                upto: req.cursor.min(store.durable_seq()),
+                upto: req.cursor.min(visible),
                 confirmed: BackfillPos::default(),
                 sent: BackfillPos::default(),
             });
@@ -1057,11 +1106,11 @@ pub fn handle_with(
     }
 
     let pulled = if reconciled {
-        pull(store, who, req.cursor, &pushed.pushed, used)?
+        pull_upto(store, who, req.cursor, &pushed.pushed, used, visible)?
     } else {
         // The backfill filled the page: the cursor stays, the device asks again at once.
         Pulled {
-            cursor: req.cursor.min(store.durable_seq()),
+            cursor: req.cursor.min(visible),
             more: true,
             ..Pulled::default()
         }
@@ -1163,7 +1212,7 @@ pub fn handle_with(
         more = pulled.more,
         "sync"
     );
-    Ok(SyncResponse {
+    let response = SyncResponse {
         version: PROTOCOL_VERSION,
         cursor: pulled.cursor,
         more: pulled.more,
@@ -1176,5 +1225,6 @@ pub fn handle_with(
         log_id,
         reset: false,
         reconcile_id,
-    })
+    };
+    Ok((response, stored))
 }

@@ -154,6 +154,18 @@ impl Server {
         }
     }
 
+    /// The server process's resident memory, in MiB (from /proc).
+    pub fn rss_mb(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+
     /// The `host:port` the server listens on.
     pub fn addr(&self) -> String {
         self.url.trim_start_matches("http://").to_string()

@@ -1,0 +1,432 @@
+//! Tests of the live channel (`GET /v1/live`, [`crate::live`]) over a real listener on
+//! 127.0.0.1:0 and real WebSocket clients, and of group commit ([`crate::store`]).
+
+use crate::auth::{self, Authenticated, Principal};
+use crate::directory::{self, Staff};
+use crate::http::{router, AppState, Config};
+use crate::live::LiveSettings;
+use crate::store::{SledStore, Store};
+use automerge::{Author, AutoCommit};
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use casenote_protocol::record::{self, Identity};
+use casenote_protocol::wire::{
+    self, DocPush, LiveEvent, SyncRequest, CBOR_MEDIA_TYPE, PROTOCOL_VERSION,
+};
+use casenote_protocol::{CaseId, DocId, DocKind, ErrorBody, ErrorCode, Seq};
+use http_body_util::BodyExt;
+use serde_bytes::ByteBuf;
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tower::ServiceExt;
+use tungstenite::{Message, WebSocket};
+
+/// A safety net so that a broken test fails instead of hanging; never a measurement.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+struct Server {
+    _dir: tempfile::TempDir,
+    store: Arc<SledStore>,
+    state: AppState,
+    addr: std::net::SocketAddr,
+    /// Alice and Bob are in North, Carol in South.
+    alice: String,
+    bob: String,
+    carol: String,
+    alice_staff: Staff,
+    carol_staff: Staff,
+}
+
+impl Server {
+    async fn start(config: Config) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::open(dir.path()).unwrap();
+        let s: &dyn Store = &*store;
+        directory::add_org(s, "Council").unwrap();
+        directory::add_team(s, "Council", "North").unwrap();
+        directory::add_team(s, "Council", "South").unwrap();
+        let alice = directory::add_staff(s, "Alice", "social_worker", "Council", &["North".into()])
+            .unwrap();
+        let bob = directory::add_staff(s, "Bob", "nurse", "Council", &["North".into()]).unwrap();
+        let carol = directory::add_staff(s, "Carol", "gp", "Council", &["South".into()]).unwrap();
+        let token = |staff: &Staff| auth::issue(s, staff, "test", 0).unwrap().token;
+        let state = AppState::new(store.clone(), config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = router(state.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Server {
+            alice: token(&alice),
+            bob: token(&bob),
+            carol: token(&carol),
+            alice_staff: alice,
+            carol_staff: carol,
+            store,
+            state,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    /// Pushes a new case through `POST /v1/sync` (the path that publishes live events).
+    async fn push_case(&self, token: &str, staff: &Staff) -> DocId {
+        let (case_id, push) = new_case(staff);
+        let req = SyncRequest {
+            version: PROTOCOL_VERSION,
+            cursor: Seq(0),
+            device_clock_ms: crate::now_ms(),
+            docs: vec![push],
+            log_id: None,
+            confirmed_reconcile: None,
+        };
+        let resp = router(self.state.clone())
+            .oneshot(
+                Request::post("/v1/sync")
+                    .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                    .header(header::CONTENT_TYPE, CBOR_MEDIA_TYPE)
+                    .body(Body::from(wire::encode(&req)))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let resp = wire::decode_response(&body).unwrap();
+        assert_eq!(resp.acks.len(), 1, "{:?}", resp.rejections);
+        DocId(case_id.0)
+    }
+
+    /// Opens the live channel as `token` and reads the hello.
+    async fn listen(&self, token: &str) -> WebSocket<TcpStream> {
+        let (addr, token) = (self.addr, token.to_string());
+        tokio::task::spawn_blocking(move || {
+            let mut ws = connect(addr, &token).expect("the live channel opens");
+            let hello = next_event(&mut ws).expect("a hello");
+            assert!(hello.docs.is_empty());
+            ws
+        })
+        .await
+        .unwrap()
+    }
+}
+
+fn authored(staff: &Staff) -> AutoCommit {
+    let mut doc = AutoCommit::new();
+    doc.set_author(Some(Author::from(staff.staff_id.as_bytes().to_vec())));
+    doc
+}
+
+fn new_case(staff: &Staff) -> (CaseId, DocPush) {
+    let case_id = CaseId::new_random();
+    let mut doc = authored(staff);
+    record::init_case(
+        &mut doc,
+        case_id,
+        &Identity {
+            name: "Peggy".into(),
+            ..Identity::default()
+        },
+    )
+    .unwrap();
+    let changes = doc
+        .get_changes(&[])
+        .into_iter()
+        .map(|mut c| ByteBuf::from(c.bytes().into_owned()))
+        .collect();
+    let push = DocPush {
+        doc_id: DocId(case_id.0),
+        case_id,
+        kind: DocKind::Case,
+        base: vec![],
+        changes,
+    };
+    (case_id, push)
+}
+
+fn connect(
+    addr: std::net::SocketAddr,
+    token: &str,
+) -> Result<WebSocket<TcpStream>, tungstenite::Error> {
+    use tungstenite::client::IntoClientRequest;
+    let mut req = format!("ws://{addr}/v1/live").into_client_request()?;
+    if !token.is_empty() {
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    let stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(PATIENCE))?;
+    match tungstenite::client::client(req, stream) {
+        Ok((ws, _)) => Ok(ws),
+        Err(tungstenite::HandshakeError::Failure(e)) => Err(e),
+        Err(e) => panic!("handshake: {e}"),
+    }
+}
+
+/// The next live event, or the error that ended the connection.
+fn next_event(ws: &mut WebSocket<TcpStream>) -> Result<LiveEvent, tungstenite::Error> {
+    loop {
+        match ws.read()? {
+            Message::Binary(b) => return Ok(wire::decode_live_event(&b).unwrap()),
+            Message::Close(frame) => {
+                return Err(tungstenite::Error::Protocol(
+                    tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+                ))
+                .inspect_err(|_| eprintln!("closed: {frame:?}"))
+            }
+            _ => continue,
+        }
+    }
+}
+
+fn refused_code(err: tungstenite::Error) -> (u16, ErrorCode) {
+    match err {
+        tungstenite::Error::Http(resp) => {
+            let body: ErrorBody = serde_json::from_slice(resp.body().as_deref().unwrap()).unwrap();
+            (resp.status().as_u16(), body.code)
+        }
+        other => panic!("expected an HTTP refusal, got {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_channel_refuses_a_missing_unknown_or_revoked_token_with_the_usual_401s() {
+    let s = Server::start(Config::default()).await;
+    let carol_device = match auth::authenticate(&*s.store, &s.carol).unwrap() {
+        Authenticated::Ok(p) => p.device_id,
+        other => panic!("{other:?}"),
+    };
+    auth::revoke(&*s.store, &carol_device.to_string(), 1).unwrap();
+    let addr = s.addr;
+    let carol = s.carol.clone();
+    tokio::task::spawn_blocking(move || {
+        assert_eq!(
+            refused_code(connect(addr, "").err().unwrap()),
+            (401, ErrorCode::Unauthorized)
+        );
+        assert_eq!(
+            refused_code(connect(addr, "cn_0000").err().unwrap()),
+            (401, ErrorCode::Unauthorized)
+        );
+        assert_eq!(
+            refused_code(connect(addr, &carol).err().unwrap()),
+            (401, ErrorCode::DeviceRevoked)
+        );
+    })
+    .await
+    .unwrap();
+    // A plain GET with a good token is told to upgrade, as JSON.
+    let resp = router(s.state.clone())
+        .oneshot(
+            Request::get("/v1/live")
+                .header(header::AUTHORIZATION, format!("Bearer {}", s.alice))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UPGRADE_REQUIRED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_hears_of_a_colleagues_push_to_a_case_it_may_read_and_never_of_one_it_may_not() {
+    let s = Server::start(Config::default()).await;
+    let mut bob = s.listen(&s.bob).await;
+    let mut alice = s.listen(&s.alice).await;
+
+    let north = s.push_case(&s.alice, &s.alice_staff).await;
+    let south = s.push_case(&s.carol, &s.carol_staff).await;
+    let north_again = s.push_case(&s.alice, &s.alice_staff).await;
+
+    let (bob_events, alice_next) = tokio::task::spawn_blocking(move || {
+        let first = next_event(&mut bob).unwrap();
+        let second = next_event(&mut bob).unwrap();
+        // Alice pushed both North cases herself, so the first thing she hears of is nothing of
+        // her own: check by having her read with a short timeout.
+        alice
+            .get_mut()
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let alice_next = next_event(&mut alice);
+        (vec![first, second], alice_next)
+    })
+    .await
+    .unwrap();
+    // Events come in order, so Carol's South case, pushed between the two, would have shown up
+    // before the second: it never reaches Bob.
+    assert_eq!(bob_events[0].docs, vec![north]);
+    assert_eq!(bob_events[1].docs, vec![north_again]);
+    assert!(bob_events[1].seq > bob_events[0].seq);
+    assert!(bob_events.iter().all(|e| !e.docs.contains(&south)));
+    assert!(
+        alice_next.is_err(),
+        "a device is not told of its own pushes: {alice_next:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_that_never_reads_is_dropped_without_delaying_another_consumers_event() {
+    let live = LiveSettings::default()
+        .with_send_timeout(Duration::from_secs(1))
+        .with_broadcast_events(64);
+    let s = Server::start(Config::default().with_live(live)).await;
+    // A case Bob may read, to make events that concern him.
+    let readable = s.push_case(&s.alice, &s.alice_staff).await;
+    let mut reader = s.listen(&s.bob).await;
+    let stuck = s.listen(&s.bob).await;
+    assert_eq!(s.state.live.connections(), 2);
+
+    // The reader reads everything and counts; it returns the event naming `target`. It keeps the
+    // events that are not the flood, because the event naming `target` may arrive before it
+    // learns what `target` is.
+    let received = Arc::new(AtomicUsize::new(0));
+    let (target_tx, target_rx) = std::sync::mpsc::channel::<DocId>();
+    let counter = received.clone();
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut target = None;
+        let mut others: Vec<LiveEvent> = Vec::new();
+        loop {
+            if target.is_none() {
+                target = target_rx.try_recv().ok();
+            }
+            if let Some(t) = target {
+                if let Some(e) = others.iter().find(|e| e.docs.contains(&t)) {
+                    return e.clone();
+                }
+            }
+            let event = next_event(&mut reader).expect("the reader is never dropped");
+            counter.fetch_add(1, Ordering::SeqCst);
+            if event.docs.iter().any(|d| *d != readable) {
+                others.push(event);
+            }
+        }
+    });
+
+    // Events of a thousand readable ids (about 17 KB each) until the stuck consumer's socket
+    // buffers are full and its send times out, never more than the reader has taken in plus a
+    // few (so the reader never lags).
+    let batch: Vec<DocId> = vec![readable; 1_000];
+    let mut published = 0usize;
+    let began = std::time::Instant::now();
+    while s.state.live.connections() > 1 {
+        assert!(published < 20_000, "the stuck consumer was never dropped");
+        for _ in 0..4 {
+            s.state.live.publish(
+                crate::sync::Stored {
+                    upto: Seq(1),
+                    docs: batch.clone(),
+                },
+                None,
+            );
+            published += 1;
+        }
+        while received.load(Ordering::SeqCst) < published {
+            assert!(!reader.is_finished(), "the reader was dropped");
+            assert!(began.elapsed() < PATIENCE * 4, "the reader fell behind");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    // The stuck consumer is gone; the reader still hears of a real push at once.
+    let bob_case = s.push_case(&s.alice, &s.alice_staff).await;
+    target_tx.send(bob_case).unwrap();
+    // One more event wakes the reader, in case the one naming `bob_case` came before the target.
+    s.state.live.publish(
+        crate::sync::Stored {
+            upto: Seq(1),
+            docs: vec![readable],
+        },
+        None,
+    );
+    let event = reader.await.unwrap();
+    assert_eq!(event.docs, vec![bob_case]);
+
+    // The dropped consumer finds its connection ended after what was buffered.
+    let mut stuck = stuck;
+    let ended = tokio::task::spawn_blocking(move || loop {
+        if let Err(e) = next_event(&mut stuck) {
+            return e;
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        !matches!(ended, tungstenite::Error::Io(ref e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    );
+}
+
+#[test]
+fn concurrent_pushes_share_flushes_and_every_acknowledged_change_survives_a_reopen() {
+    const SYNCS: usize = 16;
+    let dir = tempfile::tempdir().unwrap();
+    let mut pushed: Vec<DocId> = Vec::new();
+    {
+        let store = crate::store::open(dir.path()).unwrap();
+        let s: &dyn Store = &*store;
+        directory::add_org(s, "Council").unwrap();
+        directory::add_team(s, "Council", "North").unwrap();
+        let staff = directory::add_staff(s, "Alice", "social_worker", "Council", &["North".into()])
+            .unwrap();
+        let devices: Vec<Principal> = (0..SYNCS)
+            .map(|i| {
+                let token = auth::issue(s, &staff, &format!("tablet {i}"), 0)
+                    .unwrap()
+                    .token;
+                match auth::authenticate(s, &token).unwrap() {
+                    Authenticated::Ok(p) => p,
+                    other => panic!("{other:?}"),
+                }
+            })
+            .collect();
+        store.flush().unwrap();
+
+        // No flush may start until every sync is waiting for one.
+        store.hold_flushes(true);
+        let before = store.flush_count();
+        let threads: Vec<_> = devices
+            .into_iter()
+            .map(|who| {
+                let store = store.clone();
+                let (case_id, push) = new_case(&who.staff);
+                std::thread::spawn(move || {
+                    let req = SyncRequest {
+                        version: PROTOCOL_VERSION,
+                        cursor: Seq(0),
+                        device_clock_ms: crate::now_ms(),
+                        docs: vec![push],
+                        log_id: None,
+                        confirmed_reconcile: None,
+                    };
+                    let resp = crate::sync::handle(&*store, &who, req, crate::now_ms()).unwrap();
+                    (case_id, resp)
+                })
+            })
+            .collect();
+        let mut polls = 0;
+        while store.flush_waiters() < SYNCS {
+            std::thread::sleep(Duration::from_millis(5));
+            polls += 1;
+            assert!(polls < 12_000, "the syncs never reached their flush");
+        }
+        // Nothing is acknowledged while its flush has not happened.
+        assert!(threads.iter().all(|t| !t.is_finished()));
+        store.hold_flushes(false);
+        for t in threads {
+            let (case_id, resp) = t.join().unwrap();
+            assert_eq!(resp.acks.len(), 1, "{:?}", resp.rejections);
+            assert_eq!(resp.acks[0].stored, 1);
+            pushed.push(DocId(case_id.0));
+        }
+        let flushes = store.flush_count() - before;
+        assert!(
+            flushes < SYNCS as u64,
+            "{SYNCS} concurrent syncs ran {flushes} flushes"
+        );
+        assert!(store.durable_seq() >= Seq(SYNCS as u64));
+    }
+    let store = crate::store::open(dir.path()).unwrap();
+    assert_eq!(store.last_seq(), Seq(SYNCS as u64));
+    for doc in pushed {
+        assert!(store.get_doc(doc).unwrap().is_some(), "{doc} was lost");
+    }
+}
