@@ -430,3 +430,43 @@ fn concurrent_pushes_share_flushes_and_every_acknowledged_change_survives_a_reop
         assert!(store.get_doc(doc).unwrap().is_some(), "{doc} was lost");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_frame_ends_only_the_connection_that_sent_it() {
+    let s = Server::start(Config::default()).await;
+    let mut bob = s.listen(&s.bob).await;
+    let mut noisy = s.listen(&s.bob).await;
+    assert_eq!(s.state.live.connections(), 2);
+    let ended = tokio::task::spawn_blocking(move || {
+        let frame = vec![0u8; casenote_protocol::limits::LIVE_MESSAGE_BYTES_MAX + 1];
+        let _ = noisy.send(Message::Binary(frame.into()));
+        loop {
+            if let Err(e) = next_event(&mut noisy) {
+                return e;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    // Ended by the server, not by our own read timeout.
+    assert!(
+        !matches!(&ended, tungstenite::Error::Io(e)
+            if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+        "the oversized frame did not end the connection: {ended:?}"
+    );
+    let mut polls = 0;
+    while s.state.live.connections() > 1 {
+        polls += 1;
+        assert!(
+            polls < 1_000,
+            "the connection that sent the frame is still counted"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The other connection is untouched and hears of the next push.
+    let case = s.push_case(&s.alice, &s.alice_staff).await;
+    let event = tokio::task::spawn_blocking(move || next_event(&mut bob).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(event.docs, vec![case]);
+}
