@@ -79,7 +79,12 @@ fn seeds() -> Vec<Vec<u8>> {
         reset: false,
         reconcile_id: Some(9),
     };
-    vec![wire::encode(&req), wire::encode(&resp)]
+    let live = wire::LiveEvent {
+        version: wire::LIVE_VERSION,
+        seq: Seq(7),
+        docs: vec![DocId::new_random(), DocId::new_random()],
+    };
+    vec![wire::encode(&req), wire::encode(&resp), wire::encode(&live)]
 }
 
 fn mutate(rng: &mut impl Rng, mut bytes: Vec<u8>, other: &[u8]) -> Vec<u8> {
@@ -127,6 +132,7 @@ fn mutate(rng: &mut impl Rng, mut bytes: Vec<u8>, other: &[u8]) -> Vec<u8> {
 fn decode_all(bytes: &[u8]) {
     let _ = wire::decode_request(bytes);
     let _ = wire::decode_response(bytes);
+    let _ = wire::decode_live_event(bytes);
 }
 
 #[test]

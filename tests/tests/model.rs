@@ -2,8 +2,9 @@
 //! syncs whose answer is lost on the way back; once the network heals and everyone syncs, every
 //! device and a fresh device hold identical records, and every edit whose call returned is there.
 //!
-//! proptest shrinks a failure to a minimal schedule, prints it, and keeps its seed in
-//! `tests/proptest-regressions/model.txt`, which is committed and replayed first on every run.
+//! proptest shrinks a failure to a minimal schedule, prints it, and keeps its seed in a
+//! `proptest-regressions/` file beside this test; commit that file, and every later run replays it
+//! first.
 
 use casenote_client_core::{Device, HttpTransport, Transport, TransportError};
 use casenote_protocol::record::{Identity, NoteKind};
