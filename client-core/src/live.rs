@@ -25,7 +25,7 @@
 
 use crate::transport::TransportError;
 use casenote_protocol::wire::{self, LiveEvent, LIVE_CLOSE_REVOKED};
-use casenote_protocol::{limits, ErrorBody, ErrorCode};
+use casenote_protocol::{limits, ErrorBody};
 use std::io::ErrorKind;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
@@ -99,22 +99,7 @@ pub fn connect(server_url: &str, token: &str) -> Result<LiveListener, TransportE
                 .body()
                 .as_deref()
                 .and_then(|b| serde_json::from_slice(b).ok());
-            let (code, message) = body
-                .map(|b| (b.code.to_string(), b.message))
-                .unwrap_or_else(|| ("unknown".into(), "no error body".into()));
-            return Err(
-                if status == 401 && code == ErrorCode::DeviceRevoked.as_str() {
-                    TransportError::Revoked(message)
-                } else if status == 401 {
-                    TransportError::Unauthorized(message)
-                } else {
-                    TransportError::Server {
-                        status,
-                        code,
-                        message,
-                    }
-                },
-            );
+            return Err(crate::transport::refusal(status, body));
         }
         Err(e) => return Err(unreachable(format!("the WebSocket handshake failed: {e}"))),
     };

@@ -25,6 +25,25 @@ pub enum TransportError {
     BadAnswer(String),
 }
 
+/// What an HTTP error answer from the server means for the device: a revoked device, a refused
+/// token, or another coded refusal. Shared by the HTTP transport and the live channel's handshake.
+pub(crate) fn refusal(status: u16, body: Option<ErrorBody>) -> TransportError {
+    let (code, message) = body
+        .map(|b| (b.code.to_string(), b.message))
+        .unwrap_or_else(|| ("unknown".into(), "no error body".into()));
+    if status == 401 && code == ErrorCode::DeviceRevoked.as_str() {
+        TransportError::Revoked(message)
+    } else if status == 401 {
+        TransportError::Unauthorized(message)
+    } else {
+        TransportError::Server {
+            status,
+            code,
+            message,
+        }
+    }
+}
+
 /// Something that carries one sync request to the server and brings its answer back.
 pub trait Transport {
     /// Sends one CBOR sync request; returns the CBOR response body.
@@ -77,23 +96,7 @@ impl HttpTransport {
 
     fn map_err(&self, err: ureq::Error) -> TransportError {
         match err {
-            ureq::Error::Status(status, resp) => {
-                let body: Option<ErrorBody> = resp.into_json().ok();
-                let (code, message) = body
-                    .map(|b| (b.code.to_string(), b.message))
-                    .unwrap_or_else(|| ("unknown".into(), "no error body".into()));
-                if status == 401 && code == ErrorCode::DeviceRevoked.as_str() {
-                    TransportError::Revoked(message)
-                } else if status == 401 {
-                    TransportError::Unauthorized(message)
-                } else {
-                    TransportError::Server {
-                        status,
-                        code,
-                        message,
-                    }
-                }
-            }
+            ureq::Error::Status(status, resp) => refusal(status, resp.into_json().ok()),
             ureq::Error::Transport(t) => TransportError::Unreachable {
                 url: self.base.clone(),
                 detail: t.to_string(),
