@@ -37,23 +37,33 @@ struct Fixture {
     confirms: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
+/// The test directory: a council with team North (Alice, a social worker; Bob, a nurse) and team
+/// South (Carol, a GP), each with one device token. Shared by the API and live-channel tests.
+pub(crate) fn people(s: &dyn Store) -> [(Staff, String); 3] {
+    directory::add_org(s, "Council").unwrap();
+    directory::add_team(s, "Council", "North").unwrap();
+    directory::add_team(s, "Council", "South").unwrap();
+    [
+        ("Alice", "social_worker", "North"),
+        ("Bob", "nurse", "North"),
+        ("Carol", "gp", "South"),
+    ]
+    .map(|(name, role, team)| {
+        let staff = directory::add_staff(s, name, role, "Council", &[team.into()]).unwrap();
+        let token = auth::issue(s, &staff, "test", 0).unwrap().token;
+        (staff, token)
+    })
+}
+
 impl Fixture {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::open(dir.path()).unwrap();
-        let s: &dyn Store = &*store;
-        directory::add_org(s, "Council").unwrap();
-        directory::add_team(s, "Council", "North").unwrap();
-        directory::add_team(s, "Council", "South").unwrap();
-        let alice = directory::add_staff(s, "Alice", "social_worker", "Council", &["North".into()])
-            .unwrap();
-        let bob = directory::add_staff(s, "Bob", "nurse", "Council", &["North".into()]).unwrap();
-        let carol = directory::add_staff(s, "Carol", "gp", "Council", &["South".into()]).unwrap();
-        let token = |staff: &Staff| auth::issue(s, staff, "test", 0).unwrap().token;
+        let [(alice, alice_token), (bob, bob_token), (carol, carol_token)] = people(&*store);
         Fixture {
-            alice: token(&alice),
-            bob: token(&bob),
-            carol: token(&carol),
+            alice: alice_token,
+            bob: bob_token,
+            carol: carol_token,
             alice_staff: alice,
             bob_staff: bob,
             carol_staff: carol,

@@ -43,24 +43,17 @@ impl Server {
     async fn start(config: Config) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::open(dir.path()).unwrap();
-        let s: &dyn Store = &*store;
-        directory::add_org(s, "Council").unwrap();
-        directory::add_team(s, "Council", "North").unwrap();
-        directory::add_team(s, "Council", "South").unwrap();
-        let alice = directory::add_staff(s, "Alice", "social_worker", "Council", &["North".into()])
-            .unwrap();
-        let bob = directory::add_staff(s, "Bob", "nurse", "Council", &["North".into()]).unwrap();
-        let carol = directory::add_staff(s, "Carol", "gp", "Council", &["South".into()]).unwrap();
-        let token = |staff: &Staff| auth::issue(s, staff, "test", 0).unwrap().token;
+        let [(alice, alice_token), (_, bob_token), (carol, carol_token)] =
+            crate::api_tests::people(&*store);
         let state = AppState::new(store.clone(), config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = router(state.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
         Server {
-            alice: token(&alice),
-            bob: token(&bob),
-            carol: token(&carol),
+            alice: alice_token,
+            bob: bob_token,
+            carol: carol_token,
             alice_staff: alice,
             carol_staff: carol,
             store,

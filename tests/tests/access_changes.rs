@@ -288,17 +288,7 @@ fn editing_one_audit_entry_on_disk_is_caught_by_audit_verify() {
 
     let ok = server_cmd(&["audit", "verify", "--data", data.to_str().unwrap()]);
     assert!(ok.contains("intact"), "{ok}");
-    let entries: serde_json::Value = serde_json::from_str(&server_cmd(&[
-        "audit",
-        "show",
-        "--data",
-        data.to_str().unwrap(),
-        "--json",
-    ]))
-    .unwrap();
-    let entries = entries
-        .as_array()
-        .expect("audit show --json prints an array");
+    let entries = audit_entries(&data);
     let kinds: Vec<&str> = entries
         .iter()
         .map(|e| e["kind"].as_str().unwrap())

@@ -174,17 +174,7 @@ fn a_device_clock_two_hours_fast_is_flagged_and_history_follows_the_servers_cloc
     );
 
     let _server = server.offline(|data| {
-        let audit: Value = serde_json::from_str(&server_cmd(&[
-            "audit",
-            "show",
-            "--data",
-            data.to_str().unwrap(),
-            "--json",
-        ]))
-        .unwrap();
-        let flagged = audit
-            .as_array()
-            .unwrap()
+        let flagged = audit_entries(data)
             .iter()
             .filter(|e| e["kind"] == "sync" && e["details"]["clock_flagged"] == true)
             .count();
@@ -257,20 +247,8 @@ fn the_export_of_a_demo_person_holds_every_note_amendment_and_original() {
             "--out",
             exported.to_str().unwrap(),
         ]);
-        let audit: Value = serde_json::from_str(&server_cmd(&[
-            "audit",
-            "show",
-            "--data",
-            data.to_str().unwrap(),
-            "--json",
-        ]))
-        .unwrap();
         assert!(
-            audit
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|e| e["kind"] == "export"),
+            audit_entries(data).iter().any(|e| e["kind"] == "export"),
             "the export was not audited"
         );
     });

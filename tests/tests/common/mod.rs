@@ -37,6 +37,16 @@ pub fn server_cmd(args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
+/// The audit log of `data`, oldest first, as `audit show --json` prints it (the server must not
+/// be running on `data`).
+pub fn audit_entries(data: &Path) -> Vec<Value> {
+    let out = server_cmd(&["audit", "show", "--data", data.to_str().unwrap(), "--json"]);
+    let v: Value = serde_json::from_str(&out).expect("audit show --json prints JSON");
+    v.as_array()
+        .expect("audit show --json prints an array")
+        .clone()
+}
+
 /// One demo staff member's token, as `demo --json` prints it.
 #[derive(Clone, Debug)]
 pub struct Staff {
