@@ -798,9 +798,23 @@ impl Device {
         let mut sent: HashSet<DocId> = HashSet::new();
         let mut full_resent: HashSet<DocId> = HashSet::new();
         let mut resets = 0;
+        // Documents loaded in an earlier round that did not fit its request: sent as loaded
+        // (their base and changes stay valid), not loaded again.
+        let mut queued: Vec<Outgoing> = Vec::new();
         for _ in 0..limits::SYNC_ROUNDS_MAX {
-            let (outgoing, clean) = self.outgoing(&sent)?;
-            self.store.commit(clean)?;
+            let outgoing = if queued.is_empty() {
+                let (outgoing, clean) = self.outgoing(&sent)?;
+                self.store.commit(clean)?;
+                outgoing
+            } else {
+                let mut still_held = Vec::with_capacity(queued.len());
+                for o in queued.drain(..) {
+                    if self.store.has(store::HEADER, o.doc_id)? {
+                        still_held.push(o);
+                    }
+                }
+                still_held
+            };
             let now = self.now();
             let (req, left) = engine::build_request(
                 self.cursor()?,
@@ -831,6 +845,7 @@ impl Device {
                 resets += 1;
                 self.start_over(plan.log_id)?;
                 sent.clear();
+                queued.clear();
                 report.resets += 1;
                 continue;
             }
@@ -849,6 +864,7 @@ impl Device {
             if !more && left.is_empty() && resend.is_empty() {
                 break;
             }
+            queued = left;
         }
         report.cursor = self.cursor()?;
         report.elapsed_ms = started.elapsed().as_millis() as u64;
