@@ -430,11 +430,10 @@ fn seq_from(bytes: &[u8]) -> Result<u64, StoreError> {
 /// bounded by [`casenote_protocol::limits::SERVER_SLED_CACHE_BYTES`] instead of sled's 1 GiB
 /// default, so the server's memory does not grow with the size of its store.
 fn open_sled(data_dir: &Path) -> sled::Result<sled::Db> {
-    casenote_sled_recovery::remove_partial_snapshots(data_dir)?;
-    sled::Config::new()
-        .path(data_dir)
-        .cache_capacity(casenote_protocol::limits::SERVER_SLED_CACHE_BYTES)
-        .open()
+    casenote_sled_recovery::open_with(
+        data_dir,
+        sled::Config::new().cache_capacity(casenote_protocol::limits::SERVER_SLED_CACHE_BYTES),
+    )
 }
 
 impl SledStore {

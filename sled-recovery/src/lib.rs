@@ -17,8 +17,13 @@ use std::path::Path;
 /// Opens (or creates) the sled database in `dir`, first removing partial snapshots that a crash
 /// left behind.
 pub fn open(dir: &Path) -> sled::Result<sled::Db> {
+    open_with(dir, sled::Config::new())
+}
+
+/// [`open`] with sled settings of the caller's (a cache size, say); the path is set here.
+pub fn open_with(dir: &Path, config: sled::Config) -> sled::Result<sled::Db> {
     remove_partial_snapshots(dir)?;
-    sled::Config::new().path(dir).open()
+    config.path(dir).open()
 }
 
 /// Deletes `snap.*.generating` files in `dir`, but only while no process holds the database (a
