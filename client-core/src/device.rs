@@ -239,7 +239,12 @@ impl Device {
         }
         self.store
             .stage_doc(&mut w, doc_id, &mut doc, &before, next_chunk)?;
-        w.put(store::key(store::DIRTY, doc_id), Vec::new());
+        // The outbox mark holds the heads it covers, so an acknowledgement of exactly these
+        // heads can clear it without loading the document again.
+        w.put(
+            store::key(store::DIRTY, doc_id),
+            store::encode_heads(&doc.get_heads()),
+        );
         self.store.commit(w)?;
         Ok(out)
     }
@@ -938,6 +943,9 @@ impl Device {
                 // An acknowledgement for a document this device does not hold: nothing to store.
                 (None, None) => continue,
             }
+            if upd.changes.is_empty() && self.settle_without_loading(&mut w, doc_id, &upd)? {
+                continue;
+            }
             let (mut doc, next) = self.load(doc_id)?.unwrap_or_else(|| (AutoCommit::new(), 0));
             let before = doc.get_heads();
             if !upd.changes.is_empty() {
@@ -1002,6 +1010,37 @@ impl Device {
             self.store.rewrite()?;
         }
         Ok(())
+    }
+
+    /// An acknowledgement with nothing new whose heads are exactly what the outbox mark covers
+    /// (or the base already stored) settles the document without loading it: the common case
+    /// after a visit, where loading every acknowledged document cost more than the round trip.
+    /// Returns false when the document must be loaded to decide.
+    fn settle_without_loading(
+        &self,
+        w: &mut Writes,
+        doc_id: DocId,
+        upd: &engine::DocUpdate,
+    ) -> Result<bool, Error> {
+        let Some(server) = &upd.server_heads else {
+            return Ok(false);
+        };
+        let same = |a: &[ChangeHash], b: &[ChangeHash]| {
+            a.len() == b.len() && a.iter().all(|h| b.contains(h))
+        };
+        match self.store.get(store::DIRTY, doc_id)? {
+            // An empty mark (set by a restart) says nothing about heads.
+            Some(mark) if !mark.is_empty() => {
+                if same(&store::decode_heads(&mark)?, server) {
+                    w.put(store::key(store::BASE, doc_id), store::encode_heads(server));
+                    w.remove(store::key(store::DIRTY, doc_id));
+                    return Ok(true);
+                }
+                Ok(false)
+            }
+            Some(_) => Ok(false),
+            None => Ok(same(&self.store.base(doc_id)?, server)),
+        }
     }
 
     /// Unsynced work, refusals, the last sync and the server.

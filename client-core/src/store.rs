@@ -124,12 +124,12 @@ fn chunk_key(doc: DocId, n: u64) -> Vec<u8> {
     k
 }
 
-/// Encodes heads as concatenated 32-byte hashes.
+/// Encodes heads as concatenated 32-byte hashes (a base, an outbox mark).
 pub fn encode_heads(heads: &[ChangeHash]) -> Vec<u8> {
     heads.iter().flat_map(|h| h.0).collect()
 }
 
-fn decode_heads(bytes: &[u8]) -> Result<Vec<ChangeHash>, Error> {
+pub fn decode_heads(bytes: &[u8]) -> Result<Vec<ChangeHash>, Error> {
     if !bytes.len().is_multiple_of(32) {
         return Err(Error::Corrupt("a base record is not whole hashes".into()));
     }
