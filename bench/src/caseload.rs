@@ -44,7 +44,10 @@ pub struct Caseload {
 /// them. Returns the JSON line and the server for W2 and W4.
 pub fn w1(cases: usize) -> anyhow::Result<(Value, Caseload)> {
     let server = InProcessServer::start()?;
-    let dev = Device::open(&server.scratch().join("w1-device"))?;
+    let dev = Device::open(
+        &server.scratch().join("w1-device"),
+        &casenote_client_core::StoreKey::generate(),
+    )?;
     dev.login(&server.url, &server.demo_token("Priya Shah")?)?;
     dev.sync()?;
     let mut rng = Rng::new(1);
@@ -171,7 +174,10 @@ pub fn w2(load: &mut Caseload, runs: usize) -> anyhow::Result<Value> {
     let mut token = String::new();
     for run in 0..runs.max(1) {
         token = harness::issue_token(load.server.store.as_ref(), "Mark Ellison", "w2 tablet")?;
-        let dev = Device::open(&load.server.scratch().join(format!("w2-device-{run}")))?;
+        let dev = Device::open(
+            &load.server.scratch().join(format!("w2-device-{run}")),
+            &casenote_client_core::StoreKey::generate(),
+        )?;
         dev.login(&load.server.url, &token)?;
         before = mem(None).rss_mb;
         let sampler = RssSampler::start(None);

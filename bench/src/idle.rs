@@ -30,7 +30,7 @@ pub struct Idle {
 
 /// Opens a device in `dir`, pulls everything, then runs `runs` idle syncs (after 3 unmeasured).
 pub fn run(url: &str, token: &str, dir: &Path, runs: usize) -> anyhow::Result<Idle> {
-    let dev = Device::open(dir)?;
+    let dev = Device::open(dir, &casenote_client_core::StoreKey::generate())?;
     dev.login(url, token)?;
     let started = Instant::now();
     let pull = dev.sync()?;

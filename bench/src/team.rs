@@ -246,7 +246,10 @@ pub fn run(
         .iter()
         .enumerate()
         .map(|(j, token)| -> anyhow::Result<Device> {
-            let dev = Device::open(&dir.join(format!("w5-device-{j}")))?;
+            let dev = Device::open(
+                &dir.join(format!("w5-device-{j}")),
+                &casenote_client_core::StoreKey::generate(),
+            )?;
             dev.login(url, token)?;
             Ok(dev)
         })

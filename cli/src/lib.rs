@@ -3,9 +3,16 @@
 //! Every command takes `--store DIR` (the device store); commands that print data take `--json`.
 //! Errors print as `casenote: ...` with an exit code that means something:
 //! 1 the request was refused or invalid, 2 usage, 3 the server could not be reached (edits are
-//! safe on the device), 4 the server refused the token.
+//! safe on the device), 4 the server refused the token, 5 the device is locked or wiped by its
+//! offline lease (sign in again).
+//!
+//! The store is encrypted; [`keys`] finds its key (a key file, or `--passphrase`).
+
+pub mod keys;
 
 use anyhow::{Context, Result};
+use casenote_client_core::device::system_clock;
+use casenote_client_core::store::Unlock;
 use casenote_client_core::{Device, Error as CoreError, TransportError};
 use casenote_protocol::record::{field, Identity, NoteKind};
 use casenote_protocol::{CaseId, DocId};
@@ -24,6 +31,14 @@ struct Cli {
     /// The device store directory (created if missing).
     #[arg(long, env = "CASENOTE_STORE", global = true)]
     store: Option<PathBuf>,
+    /// The file holding the store's key (created, mode 0600, with a new store). Default: a file
+    /// under $XDG_CONFIG_HOME/casenote/keys named by the store's path.
+    #[arg(long, env = "CASENOTE_KEY_FILE", global = true)]
+    key_file: Option<PathBuf>,
+    /// Derive the store's key from a passphrase (Argon2id) instead of a key file. The passphrase
+    /// comes from CASENOTE_PASSPHRASE, or a prompt when there is a terminal.
+    #[arg(long, global = true, conflicts_with = "key_file")]
+    passphrase: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -297,6 +312,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         Some(CoreError::Transport(TransportError::Unauthorized(_)))
         | Some(CoreError::Transport(TransportError::Revoked(_)))
         | Some(CoreError::RevokedAndWiped(_)) => 4,
+        Some(CoreError::Locked { .. }) | Some(CoreError::ExpiredAndWiped { .. }) => 5,
         _ => 1,
     }
 }
@@ -316,7 +332,12 @@ fn run(cli: Cli) -> Result<()> {
     let store = cli
         .store
         .context("no device store given: pass --store DIR (or set CASENOTE_STORE)")?;
-    let device = Device::open(&store)
+    let key = keys::resolve(&store, cli.key_file, cli.passphrase)?;
+    let unlock = match &key {
+        keys::KeySource::Key(k) => Unlock::Key(k),
+        keys::KeySource::Passphrase(p) => Unlock::Passphrase(p),
+    };
+    let device = Device::open_with(&store, unlock, system_clock())
         .with_context(|| format!("cannot open the device store at {}", store.display()))?;
     match cli.cmd {
         Cmd::Login { server, token } => {
@@ -569,6 +590,20 @@ fn run(cli: Cli) -> Result<()> {
                         r.cursor, r.bytes_up, r.bytes_down, r.elapsed_ms
                     ),
                     None => println!("last sync: never"),
+                }
+                println!(
+                    "all syncs: {} bytes up, {} bytes down",
+                    s.bytes_up_total, s.bytes_down_total
+                );
+                let lease = &s.lease;
+                if lease.locked {
+                    println!("locked: this device has been out of touch too long; sign in again");
+                } else if let (Some(locks), Some(wipes)) = (lease.locks_at_ms, lease.wipes_at_ms) {
+                    println!(
+                        "offline lease: locks at {} and wipes itself at {} unless it reaches the server",
+                        format_ms(locks),
+                        format_ms(wipes)
+                    );
                 }
                 for r in &s.refused {
                     println!(

@@ -5,9 +5,10 @@
 //! returning. Sync drives [`crate::engine`] over a [`Transport`] and stores what comes back the
 //! same way, so a crash at any moment leaves the store either before or after each step.
 
+use crate::crypto::StoreKey;
 use crate::engine::{self, Outgoing, Plan};
 use crate::error::Error;
-use crate::store::{self, DeviceStore, Header, Writes};
+use crate::store::{self, DeviceStore, Header, Unlock, Writes};
 use crate::transport::{HttpTransport, Transport, TransportError};
 use automerge::{ActorId, Author, AutoCommit, ChangeHash, ReadDoc};
 use casenote_protocol::record::{self, field, Amends, Identity, NewNote, NoteAuthor, NoteKind};
@@ -88,6 +89,47 @@ pub struct Status {
     pub cursor: Seq,
     pub last_sync: Option<SyncReport>,
     pub store_bytes: u64,
+    /// Payload sizes: bytes sent and received by the last sync, and by every sync since the
+    /// store was created.
+    pub bytes_up_last: usize,
+    pub bytes_down_last: usize,
+    pub bytes_up_total: u64,
+    pub bytes_down_total: u64,
+    pub lease: LeaseStatus,
+}
+
+/// How long this device may stay out of touch with the server, as `status` shows it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LeaseStatus {
+    /// When the device last reached the server (device clock, ms since the epoch).
+    pub last_contact_ms: Option<i64>,
+    /// When it locks, and when it wipes itself, if it does not reach the server before.
+    pub locks_at_ms: Option<i64>,
+    pub wipes_at_ms: Option<i64>,
+    pub locked: bool,
+}
+
+/// The server-set offline lease: lock, then wipe, after this long without contact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct LeasePolicy {
+    lock_after_ms: i64,
+    wipe_after_ms: i64,
+}
+
+impl Default for LeasePolicy {
+    fn default() -> Self {
+        Self {
+            lock_after_ms: limits::DEVICE_LOCK_AFTER_MS_DEFAULT,
+            wipe_after_ms: limits::DEVICE_WIPE_AFTER_MS_DEFAULT,
+        }
+    }
+}
+
+/// Byte totals over every sync, kept across restarts for `status`.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+struct Traffic {
+    up: u64,
+    down: u64,
 }
 
 /// A case record store on one device, signed in as one member of staff.
@@ -104,26 +146,116 @@ const META_CURSOR: &str = "cursor";
 const META_LAST_SYNC: &str = "last_sync";
 const META_LOG_ID: &str = "log_id";
 const META_CONFIRM: &str = "confirm_reconcile";
+/// Device clock at the last successful exchange with the server.
+const META_LAST_CONTACT: &str = "last_contact";
+/// The highest device clock seen: a clock set back does not extend the lease.
+const META_CLOCK_HIGH: &str = "clock_high";
+/// Present while the device is locked for want of contact.
+const META_LOCKED: &str = "locked";
+const META_LEASE: &str = "lease";
+const META_TRAFFIC: &str = "traffic";
+/// How far the clock may move before `clock_high` is written again: bounds the writes that the
+/// lease check costs to one an hour.
+const CLOCK_HIGH_STEP_MS: i64 = 3600 * 1000;
 
 fn case_doc(case: CaseId) -> DocId {
     DocId(case.0)
 }
 
 impl Device {
-    /// Opens (or creates) the store in `dir`, with the system clock.
-    pub fn open(dir: &Path) -> Result<Self, Error> {
-        Self::open_with_clock(dir, system_clock())
+    /// Opens (or creates) the store in `dir`, encrypted under `key`, with the system clock.
+    pub fn open(dir: &Path, key: &StoreKey) -> Result<Self, Error> {
+        Self::open_with(dir, Unlock::Key(key), system_clock())
     }
 
     /// Opens the store with an injected clock.
-    pub fn open_with_clock(dir: &Path, clock: Clock) -> Result<Self, Error> {
-        let store = DeviceStore::open(dir)?;
+    pub fn open_with_clock(dir: &Path, key: &StoreKey, clock: Clock) -> Result<Self, Error> {
+        Self::open_with(dir, Unlock::Key(key), clock)
+    }
+
+    /// Opens the store with a key or a passphrase, and a clock. A device out of touch with the
+    /// server for longer than its lease wipes itself here ([`Error::ExpiredAndWiped`]); opening
+    /// again gives an empty store.
+    pub fn open_with(dir: &Path, unlock: Unlock<'_>, clock: Clock) -> Result<Self, Error> {
+        let store = DeviceStore::open_with(dir, unlock)?;
         if store.meta(META_ACTOR)?.is_none() {
             let mut w = Writes::default();
             w.put_meta(META_ACTOR, ActorId::random().to_bytes().to_vec());
             store.commit(w)?;
         }
-        Ok(Self { store, clock })
+        let device = Self { store, clock };
+        match device.unlocked() {
+            Err(e @ Error::ExpiredAndWiped { .. }) => Err(e),
+            // Locked still opens: the user signs in again through this handle.
+            _ => Ok(device),
+        }
+    }
+
+    /// Checks the offline lease before records are touched: a device out of touch for longer
+    /// than the lock time is locked (and stays locked until its user signs in again, whatever
+    /// its clock says later); past the wipe time it wipes itself. The clock's highest reading is
+    /// kept, so setting the clock back does not buy time.
+    fn unlocked(&self) -> Result<(), Error> {
+        let Some(last) = self.meta_i64(META_LAST_CONTACT)? else {
+            return Ok(()); // never reached a server: holds nothing from it
+        };
+        let policy: LeasePolicy = self.store.meta_json(META_LEASE)?.unwrap_or_default();
+        let high = self.meta_i64(META_CLOCK_HIGH)?.unwrap_or(last);
+        let now = self.now().max(high);
+        if now >= high + CLOCK_HIGH_STEP_MS {
+            let mut w = Writes::default();
+            w.put_meta(META_CLOCK_HIGH, now.to_be_bytes().to_vec());
+            self.store.commit(w)?;
+        }
+        let away = now - last;
+        if away >= policy.wipe_after_ms {
+            tracing::warn!(
+                away_ms = away,
+                "offline lease expired: wiping the device store"
+            );
+            self.wipe()?;
+            return Err(Error::ExpiredAndWiped {
+                days: policy.wipe_after_ms / (24 * 3600 * 1000),
+            });
+        }
+        let locked = self.store.meta(META_LOCKED)?.is_some();
+        if locked || away >= policy.lock_after_ms {
+            if !locked {
+                tracing::warn!(away_ms = away, "offline lease: locking the device store");
+                let mut w = Writes::default();
+                w.put_meta(META_LOCKED, Vec::new());
+                self.store.commit(w)?;
+            }
+            return Err(Error::Locked {
+                hours: policy.lock_after_ms / (3600 * 1000),
+            });
+        }
+        Ok(())
+    }
+
+    fn meta_i64(&self, name: &str) -> Result<Option<i64>, Error> {
+        self.store
+            .meta(name)?
+            .map(|v| {
+                let b: [u8; 8] = v
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| Error::Corrupt(format!("meta {name}")))?;
+                Ok(i64::from_be_bytes(b))
+            })
+            .transpose()
+    }
+
+    /// The offline lease as `status` shows it.
+    fn lease_status(&self) -> Result<LeaseStatus, Error> {
+        let policy: LeasePolicy = self.store.meta_json(META_LEASE)?.unwrap_or_default();
+        let last = self.meta_i64(META_LAST_CONTACT)?;
+        Ok(LeaseStatus {
+            last_contact_ms: last,
+            locks_at_ms: last.map(|l| l + policy.lock_after_ms),
+            wipes_at_ms: last.map(|l| l + policy.wipe_after_ms),
+            locked: self.store.meta(META_LOCKED)?.is_some(),
+        })
     }
 
     fn now(&self) -> i64 {
@@ -151,7 +283,12 @@ impl Device {
                 });
             }
         }
+        // Signing in is contact with the server: it unlocks a locked device and renews the lease.
+        let now = self.now();
         let mut w = Writes::default();
+        w.remove(store::meta_key(META_LOCKED));
+        w.put_meta(META_LAST_CONTACT, now.to_be_bytes().to_vec());
+        w.put_meta(META_CLOCK_HIGH, now.to_be_bytes().to_vec());
         w.put_meta(META_SERVER, server.as_bytes());
         w.put_meta(META_TOKEN, token.as_bytes());
         w.put_meta(
@@ -186,6 +323,7 @@ impl Device {
     }
 
     fn load(&self, doc_id: DocId) -> Result<Option<(AutoCommit, u64)>, Error> {
+        self.unlocked()?;
         self.store.load(doc_id)
     }
 
@@ -223,6 +361,7 @@ impl Device {
         existing: Option<(AutoCommit, u64)>,
         f: impl FnOnce(&mut AutoCommit) -> Result<T, Error>,
     ) -> Result<T, Error> {
+        self.unlocked()?;
         let is_new = existing.is_none();
         let (doc, next_chunk) = existing.unwrap_or_else(|| (AutoCommit::new(), 0));
         let mut doc = self.as_editor(doc)?;
@@ -309,6 +448,7 @@ impl Device {
     }
 
     fn require_case(&self, case: CaseId) -> Result<(), Error> {
+        self.unlocked()?;
         match self.store.header(case_doc(case))? {
             Some(h) if h.kind == DocKind::Case => Ok(()),
             _ => Err(Error::NotFound("case", case.to_string())),
@@ -327,6 +467,7 @@ impl Device {
 
     /// Every case on the device.
     pub fn cases(&self) -> Result<Vec<CaseSummary>, Error> {
+        self.unlocked()?;
         let headers = self.store.headers()?;
         let dirty: HashSet<DocId> = self
             .store
@@ -718,7 +859,7 @@ impl Device {
         match self.store.meta(META_CURSOR)? {
             Some(v) => {
                 let b: [u8; 8] = v
-                    .as_ref()
+                    .as_slice()
                     .try_into()
                     .map_err(|_| Error::Corrupt("cursor".into()))?;
                 Ok(Seq(u64::from_be_bytes(b)))
@@ -739,7 +880,7 @@ impl Device {
             .meta(META_CONFIRM)?
             .map(|v| {
                 let b: [u8; 8] = v
-                    .as_ref()
+                    .as_slice()
                     .try_into()
                     .map_err(|_| Error::Corrupt("confirmation".into()))?;
                 Ok(u64::from_be_bytes(b))
@@ -798,6 +939,8 @@ impl Device {
     /// Sends local edits and fetches what changed, over `transport`, until there is nothing
     /// more to exchange. Each round's results are durable before the next round starts.
     pub fn sync_with(&self, transport: &dyn Transport) -> Result<SyncReport, Error> {
+        // A locked device does not use its stored token: its user signs in again first.
+        self.unlocked()?;
         let started = Instant::now();
         let mut report = SyncReport::default();
         let mut sent: HashSet<DocId> = HashSet::new();
@@ -861,7 +1004,7 @@ impl Device {
                 .copied()
                 .filter(|d| full_resent.insert(*d))
                 .collect();
-            self.carry_out(plan, &mut report)?;
+            self.carry_out(plan, now, &mut report)?;
             for d in &resend {
                 sent.remove(d);
                 report.full_history_resends += 1;
@@ -874,10 +1017,17 @@ impl Device {
         report.cursor = self.cursor()?;
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         report.finished_at_ms = self.now();
+        let mut traffic: Traffic = self.store.meta_json(META_TRAFFIC)?.unwrap_or_default();
+        traffic.up += report.bytes_up as u64;
+        traffic.down += report.bytes_down as u64;
         let mut w = Writes::default();
         w.put_meta(
             META_LAST_SYNC,
             serde_json::to_vec(&report).expect("report serialises"),
+        );
+        w.put_meta(
+            META_TRAFFIC,
+            serde_json::to_vec(&traffic).expect("traffic serialises"),
         );
         self.store.commit(w)?;
         Ok(report)
@@ -907,8 +1057,20 @@ impl Device {
         }
     }
 
-    fn carry_out(&self, plan: Plan, report: &mut SyncReport) -> Result<(), Error> {
+    fn carry_out(&self, plan: Plan, now: i64, report: &mut SyncReport) -> Result<(), Error> {
         let mut w = Writes::default();
+        // An answer from the server renews the offline lease, on the terms the server sets.
+        w.put_meta(META_LAST_CONTACT, now.to_be_bytes().to_vec());
+        if let Some(lease) = plan.lease {
+            let policy = LeasePolicy {
+                lock_after_ms: lease.lock_after_ms,
+                wipe_after_ms: lease.wipe_after_ms,
+            };
+            w.put_meta(
+                META_LEASE,
+                serde_json::to_vec(&policy).expect("a lease serialises"),
+            );
+        }
         for (doc_id, upd) in plan.docs {
             if let Some((stored, dup)) = upd.acked {
                 report.changes_stored += u64::from(stored);
@@ -1049,7 +1211,8 @@ impl Device {
         let mut unsynced_changes = 0;
         let mut unsynced_bytes = 0;
         for (doc_id, _) in self.store.ids_with(store::DIRTY)? {
-            let Some((mut doc, _)) = self.load(doc_id)? else {
+            // Counts only: status works on a locked device too.
+            let Some((mut doc, _)) = self.store.load(doc_id)? else {
                 continue;
             };
             let base: Vec<ChangeHash> = self.store.base(doc_id)?;
@@ -1066,6 +1229,8 @@ impl Device {
             .into_iter()
             .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
             .collect();
+        let last_sync: Option<SyncReport> = self.store.meta_json(META_LAST_SYNC)?;
+        let traffic: Traffic = self.store.meta_json(META_TRAFFIC)?.unwrap_or_default();
         Ok(Status {
             server: self.store.meta_string(META_SERVER)?,
             staff_id: self
@@ -1078,8 +1243,13 @@ impl Device {
             unsynced_bytes,
             refused,
             cursor: self.cursor()?,
-            last_sync: self.store.meta_json(META_LAST_SYNC)?,
             store_bytes: self.store.size_on_disk()?,
+            bytes_up_last: last_sync.as_ref().map_or(0, |r| r.bytes_up),
+            bytes_down_last: last_sync.as_ref().map_or(0, |r| r.bytes_down),
+            bytes_up_total: traffic.up,
+            bytes_down_total: traffic.down,
+            last_sync,
+            lease: self.lease_status()?,
         })
     }
 }

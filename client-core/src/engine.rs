@@ -99,6 +99,8 @@ pub struct Plan {
     pub reset: bool,
     /// A reconciliation to confirm in the next request once this plan is stored.
     pub reconcile_id: Option<u64>,
+    /// The offline lease the server set, if it sent one.
+    pub lease: Option<wire::Lease>,
 }
 
 /// Interprets a response: decodes every change (one bad change fails the whole response, so the
@@ -135,6 +137,7 @@ pub fn interpret(resp: SyncResponse, sent_at_ms: i64) -> Result<Plan, Error> {
         log_id: resp.log_id,
         reset: resp.reset,
         reconcile_id: resp.reconcile_id,
+        lease: resp.lease,
     })
 }
 
@@ -221,6 +224,7 @@ mod tests {
             log_id: uuid::Uuid::nil(),
             reset: false,
             reconcile_id: None,
+            lease: None,
         };
         assert!(matches!(interpret(resp, 0), Err(Error::Protocol(_))));
     }

@@ -25,6 +25,16 @@ pub enum Error {
     Transport(#[from] crate::transport::TransportError),
     #[error("this device has been revoked by an administrator, so its store has been wiped: every case record is gone from it ({0})")]
     RevokedAndWiped(String),
+    #[error("this key does not open this device store: it was created under another key (or another passphrase). Nothing was read or changed")]
+    WrongKey,
+    #[error("invalid store key: {0}")]
+    InvalidKey(String),
+    #[error("the store at {0} was written without encryption by an older casenote; sync it with that version, then sign in to a new store")]
+    Unencrypted(String),
+    #[error("this device has not reached the server for {hours} hours, so it is locked: sign in again (`login`) to unlock it. Unsynced edits are kept")]
+    Locked { hours: i64 },
+    #[error("this device had not reached the server for {days} days, so it has wiped its store: every case record is gone from it. Sign in again to start afresh")]
+    ExpiredAndWiped { days: i64 },
     #[error("the server sent something this device cannot use: {0}")]
     Protocol(String),
 }

@@ -5,6 +5,7 @@
 //! acknowledges it. [`engine`] is the sans-IO half of sync (it builds requests and decides what a
 //! response means); [`transport`] is the only part that touches the network.
 
+pub mod crypto;
 pub mod device;
 pub mod engine;
 pub mod error;
@@ -12,6 +13,7 @@ pub mod live;
 pub mod store;
 pub mod transport;
 
+pub use crypto::StoreKey;
 pub use device::{CaseSummary, Clock, Device, Status, SyncReport};
 pub use error::Error;
 pub use transport::{HttpTransport, Transport, TransportError};

@@ -1,18 +1,25 @@
-//! The device store: one sled tree on disk, every write flushed before it is acknowledged.
+//! The device store: one sled tree on disk, encrypted, every write flushed before it returns.
 //!
 //! Keys are a one-byte prefix then ids, so one atomic `apply_batch` can change a document, its
 //! outbox mark and the sync cursor together: a crash leaves either all of an edit or none of it.
+//! The code above this module works with these *logical* keys; on disk each id or name in a key
+//! is replaced by its keyed hash and each value is sealed with the logical key inside it
+//! ([`crate::crypto`]), so the files say nothing about anyone without the key.
 //!
-//! | prefix | key after prefix | value |
-//! |---|---|---|
-//! | `m` | meta name | server, token, whoami (JSON), actor, cursor, last sync (JSON) |
-//! | `h` | doc id | header `{case_id, kind}` (JSON) |
-//! | `s` | doc id | snapshot (`Automerge::save`) |
-//! | `c` | doc id, chunk number (u64 BE) | incremental save since the snapshot |
-//! | `b` | doc id | base: the server heads last seen (32 bytes each) |
-//! | `d` | doc id | outbox mark: local changes the server has not acknowledged |
-//! | `r` | doc id | refusal: the server rejected this document's changes (JSON reason) |
-//! | `x` | case id, doc id | index of a case's documents (empty value) |
+//! | prefix | logical key after prefix | on disk after prefix | value |
+//! |---|---|---|---|
+//! | `m` | meta name | hash(name) | server, token, whoami (JSON), actor, cursor, last sync (JSON) |
+//! | `h` | doc id | hash(doc) | header `{case_id, kind}` (JSON) |
+//! | `s` | doc id | hash(doc) | snapshot (`Automerge::save`) |
+//! | `c` | doc id, chunk number (u64 BE) | hash(doc), chunk number | incremental save since the snapshot |
+//! | `b` | doc id | hash(doc) | base: the server heads last seen (32 bytes each) |
+//! | `d` | doc id | hash(doc) | outbox mark: the heads of local changes not yet acknowledged |
+//! | `r` | doc id | hash(doc) | refusal: the server rejected this document's changes (JSON reason) |
+//! | `x` | case id, doc id | hash(case), hash(doc) | index of a case's documents (empty value) |
+//! | `!` | (none) | (none) | in the clear: format, passphrase salt, key check tag |
+//!
+//! What the files still show: how many records of each kind there are, their sizes, and how many
+//! chunks a document has; never an id, a name, or a word of a record.
 //!
 //! Deleting a key does not erase its bytes from sled's files: sled rewrites its log segments only
 //! when it garbage-collects them. When documents must leave no trace (an eviction, a revoked
@@ -21,10 +28,13 @@
 //! is finished or rolled back when the store is next opened, and a pending rewrite is recorded in
 //! the same batch as the deletions that need it.
 
+use crate::crypto::{Sealer, StoreKey, KEY_BYTES, SALT_BYTES};
 use crate::error::Error;
 use automerge::{AutoCommit, ChangeHash};
 use casenote_protocol::{limits, CaseId, DocId, DocKind};
+use rand::RngCore;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{RwLock, RwLockReadGuard};
 
@@ -36,6 +46,10 @@ pub const BASE: u8 = b'b';
 pub const DIRTY: u8 = b'd';
 pub const REFUSED: u8 = b'r';
 pub const CASE_INDEX: u8 = b'x';
+/// The key check record's key: outside every prefix, so no scan meets it.
+const KEY_CHECK: &[u8] = b"!";
+/// The key check record's format.
+const KEY_CHECK_V1: u8 = 1;
 
 /// What the device knows about a document without opening it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,9 +58,21 @@ pub struct Header {
     pub kind: DocKind,
 }
 
+/// A record opened: its logical key and its value.
+pub type Record = (Vec<u8>, Vec<u8>);
+
+/// How a store is unlocked: with a key the host app holds, or a passphrase (Argon2id under the
+/// store's own salt).
+pub enum Unlock<'a> {
+    Key(&'a StoreKey),
+    Passphrase(&'a str),
+}
+
 /// The device's sled store.
 pub struct DeviceStore {
     dir: PathBuf,
+    sealer: Sealer,
+    salt: [u8; SALT_BYTES],
     inner: RwLock<Option<Inner>>,
 }
 
@@ -139,36 +165,139 @@ pub fn decode_heads(bytes: &[u8]) -> Result<Vec<ChangeHash>, Error> {
         .collect())
 }
 
-/// A set of writes that land together or not at all.
+/// A set of writes, by logical key, that land together or not at all. The last write to a key
+/// wins.
 #[derive(Default)]
 pub struct Writes {
-    batch: sled::Batch,
+    ops: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
 impl Writes {
-    pub fn put(&mut self, key: Vec<u8>, value: impl Into<sled::IVec>) {
-        self.batch.insert(key, value.into());
+    pub fn put(&mut self, key: Vec<u8>, value: impl Into<Vec<u8>>) {
+        self.ops.insert(key, Some(value.into()));
     }
     pub fn remove(&mut self, key: Vec<u8>) {
-        self.batch.remove(key);
+        self.ops.insert(key, None);
     }
-    pub fn put_meta(&mut self, name: &str, value: impl Into<sled::IVec>) {
+    pub fn put_meta(&mut self, name: &str, value: impl Into<Vec<u8>>) {
         self.put(meta_key(name), value);
     }
 }
 
+fn key_check_record(salt: &[u8; SALT_BYTES], tag: &[u8; KEY_BYTES]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(1 + SALT_BYTES + KEY_BYTES);
+    v.push(KEY_CHECK_V1);
+    v.extend_from_slice(salt);
+    v.extend_from_slice(tag);
+    v
+}
+
+/// The salt and tag of a key check record.
+fn parse_key_check(v: &[u8]) -> Result<([u8; SALT_BYTES], &[u8]), Error> {
+    if v.len() != 1 + SALT_BYTES + KEY_BYTES || v[0] != KEY_CHECK_V1 {
+        return Err(Error::Corrupt("the store's key check record".into()));
+    }
+    let salt = v[1..1 + SALT_BYTES].try_into().expect("length checked");
+    Ok((salt, &v[1 + SALT_BYTES..]))
+}
+
 impl DeviceStore {
-    /// Opens (or creates) the store in `dir`.
-    pub fn open(dir: &Path) -> Result<Self, Error> {
+    /// Opens (or creates) the store in `dir`, encrypted under `key`.
+    pub fn open(dir: &Path, key: &StoreKey) -> Result<Self, Error> {
+        Self::open_with(dir, Unlock::Key(key))
+    }
+
+    /// Opens (or creates) the store in `dir`. A key other than the one the store was created
+    /// with is [`Error::WrongKey`], before anything is read.
+    pub fn open_with(dir: &Path, unlock: Unlock<'_>) -> Result<Self, Error> {
         recover(dir)?;
+        let inner = open_inner(dir)?;
+        let (salt, tag) = match inner.tree.get(KEY_CHECK)? {
+            Some(v) => {
+                let (salt, tag) = parse_key_check(&v)?;
+                (salt, Some(tag.to_vec()))
+            }
+            None if inner.tree.is_empty() => {
+                let mut salt = [0u8; SALT_BYTES];
+                rand::rngs::OsRng.fill_bytes(&mut salt);
+                (salt, None)
+            }
+            None => return Err(Error::Unencrypted(dir.display().to_string())),
+        };
+        let key = match unlock {
+            Unlock::Key(k) => k.clone(),
+            Unlock::Passphrase(p) => StoreKey::from_passphrase(p, &salt)?,
+        };
+        let sealer = Sealer::new(&key);
+        match tag {
+            Some(tag) if !sealer.is_own_tag(&tag) => return Err(Error::WrongKey),
+            Some(_) => {}
+            None => {
+                inner
+                    .tree
+                    .insert(KEY_CHECK, key_check_record(&salt, sealer.check_tag()))?;
+                inner.db.flush()?;
+            }
+        }
         let store = Self {
             dir: dir.to_path_buf(),
-            inner: RwLock::new(Some(open_inner(dir)?)),
+            sealer,
+            salt,
+            inner: RwLock::new(Some(inner)),
         };
         if store.meta(META_REWRITE_PENDING)?.is_some() {
             store.rewrite()?;
         }
         Ok(store)
+    }
+
+    /// The key of a logical key on disk: each id or name replaced by its keyed hash. A logical
+    /// key prefix maps to a physical key prefix, so prefix scans work unchanged.
+    fn physical(&self, logical: &[u8]) -> Vec<u8> {
+        let Some((&prefix, rest)) = logical.split_first() else {
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(1 + 2 * crate::crypto::NAME_BYTES + 8);
+        out.push(prefix);
+        if rest.is_empty() {
+            return out;
+        }
+        match prefix {
+            CHUNK if rest.len() > 16 => {
+                out.extend_from_slice(&self.sealer.name(&rest[..16]));
+                out.extend_from_slice(&rest[16..]); // the chunk number, kept in order
+            }
+            CASE_INDEX if rest.len() > 16 => {
+                out.extend_from_slice(&self.sealer.name(&rest[..16]));
+                out.extend_from_slice(&self.sealer.name(&rest[16..]));
+            }
+            _ => out.extend_from_slice(&self.sealer.name(rest)),
+        }
+        out
+    }
+
+    fn get_logical(&self, logical: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        let physical = self.physical(logical);
+        let Some(stored) = self.tree().get(&physical)? else {
+            return Ok(None);
+        };
+        let (k, v) = self.sealer.open(&physical, &stored)?;
+        if k != logical {
+            return Err(Error::Corrupt(
+                "a stored record is not the one asked for".into(),
+            ));
+        }
+        Ok(Some(v))
+    }
+
+    /// Every record whose logical key starts with `prefix`, opened, in key order.
+    fn scan_logical(&self, prefix: &[u8]) -> Result<Vec<Record>, Error> {
+        let mut out = Vec::new();
+        for item in self.tree().scan_prefix(self.physical(prefix)) {
+            let (physical, stored) = item?;
+            out.push(self.sealer.open(&physical, &stored)?);
+        }
+        Ok(out)
     }
 
     fn inner(&self) -> RwLockReadGuard<'_, Option<Inner>> {
@@ -187,7 +316,18 @@ impl DeviceStore {
     pub fn commit(&self, writes: Writes) -> Result<(), Error> {
         let guard = self.inner();
         let inner = guard.as_ref().expect("the store is open");
-        inner.tree.apply_batch(writes.batch)?;
+        let mut batch = sled::Batch::default();
+        for (logical, value) in writes.ops {
+            let physical = self.physical(&logical);
+            match value {
+                Some(v) => {
+                    let sealed = self.sealer.seal(&physical, &logical, &v);
+                    batch.insert(physical, sealed);
+                }
+                None => batch.remove(physical),
+            }
+        }
+        inner.tree.apply_batch(batch)?;
         inner.db.flush()?;
         Ok(())
     }
@@ -204,9 +344,10 @@ impl DeviceStore {
         {
             let current = guard.as_ref().expect("the store is open");
             let copy = open_inner(&fresh)?;
+            let pending = self.physical(&meta_key(META_REWRITE_PENDING));
             for item in current.tree.iter() {
                 let (k, v) = item?;
-                if k.as_ref() != meta_key(META_REWRITE_PENDING).as_slice() {
+                if k.as_ref() != pending.as_slice() {
                     copy.tree.insert(k, v)?;
                 }
             }
@@ -225,12 +366,19 @@ impl DeviceStore {
         let mut guard = self.inner.write().unwrap_or_else(|p| p.into_inner());
         *guard = None;
         std::fs::remove_dir_all(&self.dir).map_err(io)?;
-        *guard = Some(open_inner(&self.dir)?);
+        let fresh = open_inner(&self.dir)?;
+        // The emptied store stays under the same key.
+        fresh.tree.insert(
+            KEY_CHECK,
+            key_check_record(&self.salt, self.sealer.check_tag()),
+        )?;
+        fresh.db.flush()?;
+        *guard = Some(fresh);
         Ok(())
     }
 
-    pub fn meta(&self, name: &str) -> Result<Option<sled::IVec>, Error> {
-        Ok(self.tree().get(meta_key(name))?)
+    pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, Error> {
+        self.get_logical(&meta_key(name))
     }
 
     pub fn meta_string(&self, name: &str) -> Result<Option<String>, Error> {
@@ -251,8 +399,7 @@ impl DeviceStore {
     }
 
     pub fn header(&self, doc: DocId) -> Result<Option<Header>, Error> {
-        self.tree()
-            .get(key(HEADER, doc))?
+        self.get_logical(&key(HEADER, doc))?
             .map(|v| {
                 serde_json::from_slice(&v).map_err(|_| Error::Corrupt(format!("header of {doc}")))
             })
@@ -272,27 +419,27 @@ impl DeviceStore {
     }
 
     /// Every document id under `prefix`, with its value.
-    pub fn ids_with(&self, prefix: u8) -> Result<Vec<(DocId, sled::IVec)>, Error> {
-        let mut out = Vec::new();
-        for item in self.tree().scan_prefix([prefix]) {
-            let (k, v) = item?;
-            let doc = DocId::from_slice(&k[1..17.min(k.len())])
-                .ok_or_else(|| Error::Corrupt("a key is not a document id".into()))?;
-            out.push((doc, v));
-        }
-        Ok(out)
+    pub fn ids_with(&self, prefix: u8) -> Result<Vec<(DocId, Vec<u8>)>, Error> {
+        self.scan_logical(&[prefix])?
+            .into_iter()
+            .map(|(k, v)| {
+                let doc = DocId::from_slice(k.get(1..17).unwrap_or_default())
+                    .ok_or_else(|| Error::Corrupt("a key is not a document id".into()))?;
+                Ok((doc, v))
+            })
+            .collect()
     }
 
     pub fn has(&self, prefix: u8, doc: DocId) -> Result<bool, Error> {
-        Ok(self.tree().contains_key(key(prefix, doc))?)
+        Ok(self.tree().contains_key(self.physical(&key(prefix, doc)))?)
     }
 
-    pub fn get(&self, prefix: u8, doc: DocId) -> Result<Option<sled::IVec>, Error> {
-        Ok(self.tree().get(key(prefix, doc))?)
+    pub fn get(&self, prefix: u8, doc: DocId) -> Result<Option<Vec<u8>>, Error> {
+        self.get_logical(&key(prefix, doc))
     }
 
     pub fn base(&self, doc: DocId) -> Result<Vec<ChangeHash>, Error> {
-        match self.tree().get(key(BASE, doc))? {
+        match self.get_logical(&key(BASE, doc))? {
             Some(v) => decode_heads(&v),
             None => Ok(Vec::new()),
         }
@@ -300,7 +447,7 @@ impl DeviceStore {
 
     /// Loads a document from its snapshot and chunks. `None` if the device does not hold it.
     pub fn load(&self, doc: DocId) -> Result<Option<(AutoCommit, u64)>, Error> {
-        let snapshot = self.tree().get(key(SNAPSHOT, doc))?;
+        let snapshot = self.get_logical(&key(SNAPSHOT, doc))?;
         let mut chunks = 0u64;
         let mut next = 0u64;
         let mut am = match &snapshot {
@@ -308,12 +455,13 @@ impl DeviceStore {
                 .map_err(|e| Error::Corrupt(format!("document {doc}: {e}")))?,
             None => AutoCommit::new(),
         };
-        for item in self.tree().scan_prefix(key(CHUNK, doc)) {
-            let (k, v) = item?;
+        for (k, v) in self.scan_logical(&key(CHUNK, doc))? {
             am.load_incremental(&v)
                 .map_err(|e| Error::Corrupt(format!("document {doc}: {e}")))?;
             chunks += 1;
-            let n: [u8; 8] = k[17..]
+            let n: [u8; 8] = k
+                .get(17..)
+                .unwrap_or_default()
                 .try_into()
                 .map_err(|_| Error::Corrupt("a chunk key".into()))?;
             next = u64::from_be_bytes(n) + 1;
@@ -335,9 +483,8 @@ impl DeviceStore {
         next_chunk: u64,
     ) -> Result<(), Error> {
         if next_chunk as usize >= limits::DEVICE_CHUNKS_BEFORE_COMPACT {
-            for item in self.tree().scan_prefix(key(CHUNK, doc_id)) {
-                let (k, _) = item?;
-                writes.remove(k.to_vec());
+            for (k, _) in self.scan_logical(&key(CHUNK, doc_id))? {
+                writes.remove(k);
             }
             writes.put(key(SNAPSHOT, doc_id), doc.save());
         } else {
@@ -368,9 +515,8 @@ impl DeviceStore {
         let mut prefix = vec![CASE_INDEX];
         prefix.extend_from_slice(case.as_bytes());
         let mut out = Vec::new();
-        for item in self.tree().scan_prefix(&prefix) {
-            let (k, _) = item?;
-            let doc = DocId::from_slice(&k[17..])
+        for (k, _) in self.scan_logical(&prefix)? {
+            let doc = DocId::from_slice(k.get(17..).unwrap_or_default())
                 .ok_or_else(|| Error::Corrupt("a case index key".into()))?;
             if let Some(h) = self.header(doc)? {
                 out.push((doc, h));
@@ -387,11 +533,38 @@ impl DeviceStore {
         for prefix in [HEADER, SNAPSHOT, BASE, DIRTY, REFUSED] {
             writes.remove(key(prefix, doc));
         }
-        for item in self.tree().scan_prefix(key(CHUNK, doc)) {
-            let (k, _) = item?;
-            writes.remove(k.to_vec());
+        for (k, _) in self.scan_logical(&key(CHUNK, doc))? {
+            writes.remove(k);
         }
         Ok(())
+    }
+
+    /// Every record in the store, opened: `(logical key, value)`. For diagnostics and tests that
+    /// check what a store holds beneath the API.
+    pub fn dump(&self) -> Result<Vec<Record>, Error> {
+        let mut out = Vec::new();
+        for item in self.tree().iter() {
+            let (physical, stored) = item?;
+            if physical.as_ref() != KEY_CHECK {
+                out.push(self.sealer.open(&physical, &stored)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The sealed bytes, exactly as written to disk, of every record about `doc`. Tests use them
+    /// to show that a deleted document leaves not even its ciphertext in the files.
+    pub fn sealed_records_of(&self, doc: DocId) -> Result<Vec<Vec<u8>>, Error> {
+        let mut out = Vec::new();
+        for prefix in [HEADER, SNAPSHOT, BASE, DIRTY, REFUSED] {
+            if let Some(v) = self.tree().get(self.physical(&key(prefix, doc)))? {
+                out.push(v.to_vec());
+            }
+        }
+        for item in self.tree().scan_prefix(self.physical(&key(CHUNK, doc))) {
+            out.push(item?.1.to_vec());
+        }
+        Ok(out)
     }
 
     /// How many bytes the store's files take on disk.
@@ -410,6 +583,10 @@ mod tests {
     use super::*;
 
     const MARKER: &[u8] = b"UNIQUE-MARKER-7f3a9c";
+
+    fn test_key() -> StoreKey {
+        StoreKey::from_bytes([3; KEY_BYTES])
+    }
 
     fn files_contain(dir: &Path, needle: &[u8]) -> bool {
         fn walk(dir: &Path, needle: &[u8]) -> bool {
@@ -430,32 +607,119 @@ mod tests {
         walk(dir, needle)
     }
 
-    fn store_with_marker(dir: &Path) -> (DeviceStore, DocId) {
-        let store = DeviceStore::open(dir).unwrap();
+    /// A store holding `MARKER` in a document's snapshot; returns the document and the sealed
+    /// bytes of its records as written to disk.
+    fn store_with_marker(dir: &Path) -> (DeviceStore, DocId, Vec<Vec<u8>>) {
+        let store = DeviceStore::open(dir, &test_key()).unwrap();
         let doc = DocId::new_random();
         let mut w = Writes::default();
         w.put(key(SNAPSHOT, doc), MARKER.to_vec());
         w.put(key(DIRTY, DocId::new_random()), b"kept".to_vec());
         store.commit(w).unwrap();
-        (store, doc)
+        let sealed = store.sealed_records_of(doc).unwrap();
+        assert_eq!(sealed.len(), 1);
+        (store, doc, sealed)
+    }
+
+    #[test]
+    fn nothing_written_is_in_the_files_in_the_clear_and_it_reads_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        let (store, doc, _) = store_with_marker(&dir);
+        let mut w = Writes::default();
+        w.put_meta("name-of-a-person", MARKER.to_vec());
+        store.commit(w).unwrap();
+        store.commit(Writes::default()).unwrap();
+        assert_eq!(store.get(SNAPSHOT, doc).unwrap().unwrap(), MARKER);
+        assert_eq!(store.meta("name-of-a-person").unwrap().unwrap(), MARKER);
+        assert!(store.dump().unwrap().iter().any(|(_, v)| v == MARKER));
+        drop(store);
+        assert!(
+            !files_contain(tmp.path(), MARKER),
+            "a value is in the clear"
+        );
+        assert!(
+            !files_contain(tmp.path(), doc.as_bytes()),
+            "an id is in the clear"
+        );
+        assert!(
+            !files_contain(tmp.path(), b"name-of-a-person"),
+            "a name is in the clear"
+        );
+    }
+
+    #[test]
+    fn a_wrong_key_is_refused_before_anything_is_read_and_the_right_one_still_works() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        let (store, doc, _) = store_with_marker(&dir);
+        drop(store);
+        let wrong = StoreKey::from_bytes([4; KEY_BYTES]);
+        assert!(matches!(
+            DeviceStore::open(&dir, &wrong),
+            Err(Error::WrongKey)
+        ));
+        assert!(matches!(
+            DeviceStore::open_with(&dir, Unlock::Passphrase("a passphrase long enough")),
+            Err(Error::WrongKey)
+        ));
+        let store = DeviceStore::open(&dir, &test_key()).unwrap();
+        assert_eq!(store.get(SNAPSHOT, doc).unwrap().unwrap(), MARKER);
+    }
+
+    #[test]
+    fn a_passphrase_store_opens_with_the_same_passphrase_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        let pass = "correct horse battery staple";
+        let store = DeviceStore::open_with(&dir, Unlock::Passphrase(pass)).unwrap();
+        let mut w = Writes::default();
+        w.put_meta("m", MARKER.to_vec());
+        store.commit(w).unwrap();
+        drop(store);
+        assert!(matches!(
+            DeviceStore::open_with(&dir, Unlock::Passphrase("correct horse battery stable")),
+            Err(Error::WrongKey)
+        ));
+        let store = DeviceStore::open_with(&dir, Unlock::Passphrase(pass)).unwrap();
+        assert_eq!(store.meta("m").unwrap().unwrap(), MARKER);
+    }
+
+    #[test]
+    fn a_record_moved_to_another_slot_or_altered_is_damage_not_data() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        let (store, doc, sealed) = store_with_marker(&dir);
+        let other = DocId::new_random();
+        // Copy the sealed snapshot of `doc` into `other`'s slot, as an attacker with the files
+        // could; then flip a byte of `doc`'s own.
+        let tree = store.tree();
+        tree.insert(store.physical(&key(SNAPSHOT, other)), sealed[0].clone())
+            .unwrap();
+        let mut flipped = sealed[0].clone();
+        *flipped.last_mut().unwrap() ^= 0x80;
+        tree.insert(store.physical(&key(SNAPSHOT, doc)), flipped)
+            .unwrap();
+        assert!(matches!(store.get(SNAPSHOT, other), Err(Error::Corrupt(_))));
+        assert!(matches!(store.get(SNAPSHOT, doc), Err(Error::Corrupt(_))));
     }
 
     #[test]
     fn a_deleted_document_survives_in_sled_files_until_the_store_is_rewritten() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("store");
-        let (store, doc) = store_with_marker(&dir);
+        let (store, doc, sealed) = store_with_marker(&dir);
         let mut w = Writes::default();
         store.stage_forget(&mut w, doc).unwrap();
         store.commit(w).unwrap();
         assert!(
-            files_contain(&dir, MARKER),
+            files_contain(&dir, &sealed[0]),
             "sled erased the bytes by itself; the rewrite is not what this test proves"
         );
         store.rewrite().unwrap();
         assert!(
-            !files_contain(tmp.path(), MARKER),
-            "the marker survived the rewrite"
+            !files_contain(tmp.path(), &sealed[0]),
+            "the sealed record survived the rewrite"
         );
         assert_eq!(
             store.ids_with(DIRTY).unwrap().len(),
@@ -466,12 +730,12 @@ mod tests {
     }
 
     #[test]
-    fn a_wipe_leaves_an_empty_store_and_no_trace() {
+    fn a_wipe_leaves_an_empty_store_under_the_same_key_and_no_trace() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("store");
-        let (store, _) = store_with_marker(&dir);
+        let (store, _, sealed) = store_with_marker(&dir);
         store.wipe().unwrap();
-        assert!(!files_contain(tmp.path(), MARKER));
+        assert!(!files_contain(tmp.path(), &sealed[0]));
         assert!(store.ids_with(DIRTY).unwrap().is_empty());
         let mut w = Writes::default();
         w.put_meta("after", b"wipe".to_vec());
@@ -480,18 +744,24 @@ mod tests {
             store.meta("after").unwrap().is_some(),
             "the wiped store is not usable"
         );
+        drop(store);
+        assert!(DeviceStore::open(&dir, &test_key()).is_ok());
+        assert!(matches!(
+            DeviceStore::open(&dir, &StoreKey::from_bytes([9; KEY_BYTES])),
+            Err(Error::WrongKey)
+        ));
     }
 
     #[test]
     fn a_rewrite_interrupted_between_its_renames_is_finished_on_reopen() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("store");
-        let (store, _) = store_with_marker(&dir);
+        let (store, _, _) = store_with_marker(&dir);
         drop(store);
         // The state a crash between `rename(dir, old)` and `rename(fresh, dir)` leaves.
         std::fs::rename(&dir, sibling(&dir, ".rewrite")).unwrap();
         std::fs::create_dir_all(sibling(&dir, ".old")).unwrap();
-        let store = DeviceStore::open(&dir).unwrap();
+        let store = DeviceStore::open(&dir, &test_key()).unwrap();
         assert_eq!(store.ids_with(DIRTY).unwrap().len(), 1);
         assert!(!sibling(&dir, ".old").exists() && !sibling(&dir, ".rewrite").exists());
     }
@@ -500,14 +770,29 @@ mod tests {
     fn a_pending_rewrite_recorded_before_a_crash_runs_on_reopen() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("store");
-        let (store, doc) = store_with_marker(&dir);
+        let (store, doc, sealed) = store_with_marker(&dir);
         let mut w = Writes::default();
         store.stage_forget(&mut w, doc).unwrap();
         w.put_meta(META_REWRITE_PENDING, Vec::new());
         store.commit(w).unwrap();
         drop(store); // the process dies before it rewrites
-        let store = DeviceStore::open(&dir).unwrap();
-        assert!(!files_contain(tmp.path(), MARKER));
+        let store = DeviceStore::open(&dir, &test_key()).unwrap();
+        assert!(!files_contain(tmp.path(), &sealed[0]));
         assert!(store.meta(META_REWRITE_PENDING).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_store_written_in_the_clear_is_refused_with_a_clear_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        {
+            let inner = open_inner(&dir).unwrap();
+            inner.tree.insert(b"hplain", b"{}".to_vec()).unwrap();
+            inner.db.flush().unwrap();
+        }
+        assert!(matches!(
+            DeviceStore::open(&dir, &test_key()),
+            Err(Error::Unencrypted(_))
+        ));
     }
 }

@@ -54,6 +54,38 @@ pub const SYNC_ROUNDS_MAX: usize = 10_000;
 /// snapshot. Loading cost grows with chunk count; compaction costs a full save.
 pub const DEVICE_CHUNKS_BEFORE_COMPACT: usize = 64;
 
+/// Argon2id memory cost for a passphrase-derived device key: 19 MiB with 2 passes is OWASP's
+/// recommended floor. It costs about a tenth of a second per CLI command on this machine, and makes
+/// each guess at a stolen laptop's passphrase cost the same.
+pub const PASSPHRASE_ARGON2_MEMORY_KIB: u32 = 19 * 1024;
+/// Argon2id passes; see [`PASSPHRASE_ARGON2_MEMORY_KIB`].
+pub const PASSPHRASE_ARGON2_ITERATIONS: u32 = 2;
+/// Shortest passphrase accepted for a device key. Argon2id slows guessing; it cannot make a
+/// four-letter word safe.
+pub const PASSPHRASE_BYTES_MIN: usize = 12;
+
+/// How long a device may go without reaching the server before it locks until its user signs in
+/// again (the server may set another value). Three days covers a weekend without signal; longer and
+/// a lost device stays readable to whoever has it.
+pub const DEVICE_LOCK_AFTER_MS_DEFAULT: i64 = 72 * 3600 * 1000;
+/// How long a device may go without reaching the server before it wipes itself (the server may
+/// set another value). Two weeks covers annual leave with the device left at home; a device silent
+/// for longer is lost or out of use, and its records are safer gone (the server has them all except
+/// unsynced edits, which a device this long offline is told about when it locks).
+pub const DEVICE_WIPE_AFTER_MS_DEFAULT: i64 = 14 * 24 * 3600 * 1000;
+
+/// Background sync interval while all is well: often enough that a colleague's edit arrives
+/// within minutes without the live channel, rare enough to cost nothing on battery.
+pub const SYNC_INTERVAL_MS: u64 = 5 * 60 * 1000;
+/// First retry delay after a failed sync; doubles on each failure up to [`SYNC_BACKOFF_MAX_MS`].
+pub const SYNC_BACKOFF_BASE_MS: u64 = 2_000;
+/// Longest wait between retries: a device without signal all day tries a few times an hour, not
+/// thousands of times.
+pub const SYNC_BACKOFF_MAX_MS: u64 = 15 * 60 * 1000;
+/// Shortest wait between two syncs started by events (connectivity changes, live pokes), so a
+/// flapping connection cannot make the device poll in a tight loop.
+pub const SYNC_MIN_GAP_MS: u64 = 1_000;
+
 const _: () = assert!(CHANGE_BYTES_MAX <= REQUEST_BYTES_MAX);
 const _: () = assert!(RESPONSE_CHANGE_BYTES_SOFT_MAX + CHANGE_BYTES_MAX <= REQUEST_BYTES_MAX);
 const _: () = assert!(TEXT_BYTES_MAX < CHANGE_BYTES_MAX);

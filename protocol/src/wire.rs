@@ -130,6 +130,27 @@ pub struct SyncResponse {
     /// Set when this response carries an access reconciliation (evictions or backfill after the
     /// device's access changed). The device echoes it as `confirmed_reconcile` once applied.
     pub reconcile_id: Option<u64>,
+    /// The offline lease the server sets: how long the device may go without reaching it before
+    /// it locks, and before it wipes itself. Absent from older servers (the device keeps its
+    /// defaults).
+    #[serde(default)]
+    pub lease: Option<Lease>,
+}
+
+/// How long a device may stay out of touch with the server (ms), counted from its last contact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub lock_after_ms: i64,
+    pub wipe_after_ms: i64,
+}
+
+impl Default for Lease {
+    fn default() -> Self {
+        Self {
+            lock_after_ms: crate::limits::DEVICE_LOCK_AFTER_MS_DEFAULT,
+            wipe_after_ms: crate::limits::DEVICE_WIPE_AFTER_MS_DEFAULT,
+        }
+    }
 }
 
 /// The server stored a pushed document's changes (or already had them).

@@ -34,6 +34,13 @@ enum Command {
         /// Filing a note more than this many hours after it happened needs a late-entry reason.
         #[arg(long, default_value_t = casenote_protocol::limits::LATE_ENTRY_AFTER_MS_DEFAULT / 3_600_000)]
         late_entry_hours: i64,
+        /// A device that has not reached the server for this many hours locks until its user
+        /// signs in again.
+        #[arg(long, default_value_t = casenote_protocol::limits::DEVICE_LOCK_AFTER_MS_DEFAULT / 3_600_000)]
+        lock_after_hours: i64,
+        /// A device that has not reached the server for this many days wipes itself.
+        #[arg(long, default_value_t = casenote_protocol::limits::DEVICE_WIPE_AFTER_MS_DEFAULT / 86_400_000)]
+        wipe_after_days: i64,
     },
     /// Export a person's whole record (restricted documents included) as record.json and
     /// record.html (the server must not be running on DIR).
@@ -296,12 +303,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             data,
             listen,
             late_entry_hours,
+            lock_after_hours,
+            wipe_after_days,
         } => {
             if late_entry_hours < 0 {
                 anyhow::bail!("--late-entry-hours must be 0 or more");
             }
+            if lock_after_hours < 1 || wipe_after_days < 1 {
+                anyhow::bail!("--lock-after-hours and --wipe-after-days must be at least 1");
+            }
+            let lease = casenote_protocol::wire::Lease {
+                lock_after_ms: lock_after_hours.saturating_mul(3_600_000),
+                wipe_after_ms: wipe_after_days.saturating_mul(86_400_000),
+            };
+            if lease.wipe_after_ms <= lease.lock_after_ms {
+                anyhow::bail!("--wipe-after-days must come after --lock-after-hours");
+            }
             let config = Config::default()
-                .with_late_entry_after_ms(late_entry_hours.saturating_mul(3_600_000));
+                .with_late_entry_after_ms(late_entry_hours.saturating_mul(3_600_000))
+                .with_lease(lease);
             serve(data, listen, config)
         }
         Command::Export { data, case, out } => {

@@ -40,6 +40,9 @@ pub struct Config {
     pub late_entry_after_ms: i64,
     /// The live channel's settings (`GET /v1/live`).
     pub live: LiveSettings,
+    /// The offline lease sent to devices in every sync answer (`serve --lock-after-hours`,
+    /// `--wipe-after-days`).
+    pub lease: wire::Lease,
 }
 
 impl Default for Config {
@@ -47,6 +50,7 @@ impl Default for Config {
         Config {
             late_entry_after_ms: limits::LATE_ENTRY_AFTER_MS_DEFAULT,
             live: LiveSettings::default(),
+            lease: wire::Lease::default(),
         }
     }
 }
@@ -62,6 +66,12 @@ impl Config {
     /// This configuration with other live-channel settings.
     pub fn with_live(mut self, live: LiveSettings) -> Self {
         self.live = live;
+        self
+    }
+
+    /// This configuration with another offline lease for devices.
+    pub fn with_lease(mut self, lease: wire::Lease) -> Self {
+        self.lease = lease;
         self
     }
 
@@ -461,6 +471,7 @@ async fn sync_handler(
     let body_bytes = bytes.len();
     let store = state.store.clone();
     let rules = state.config.rules();
+    let lease = state.config.lease;
     let device = who.device_id;
     let outcome = tokio::task::spawn_blocking(move || {
         let req = match wire::decode_request(&bytes) {
@@ -468,7 +479,10 @@ async fn sync_handler(
             Err(e) => return Ok(Err(e)),
         };
         sync::handle_stored(&*store, &who, req, now_ms(), &rules)
-            .map(|(resp, stored)| Ok((wire::encode(&resp), stored)))
+            .map(|(mut resp, stored)| {
+                resp.lease = Some(lease);
+                Ok((wire::encode(&resp), stored))
+            })
     })
     .await;
     let encoded = match outcome {

@@ -960,6 +960,7 @@ fn reset(
         log_id: ours,
         reset: true,
         reconcile_id: None,
+        lease: None, // set by the HTTP layer from the server's configuration
     })
 }
 
@@ -1225,6 +1226,7 @@ pub fn handle_stored(
         log_id,
         reset: false,
         reconcile_id,
+        lease: None, // set by the HTTP layer from the server's configuration
     };
     Ok((response, stored))
 }

@@ -1,6 +1,10 @@
 //! Who may see what, end to end with real processes: a device outside a case never receives a
 //! byte of it; removing a team or revoking a device leaves no trace of the records in the device's
 //! store files; a forged change is refused and reaches nobody; a tampered audit entry is caught.
+//!
+//! Device stores are encrypted, so a marker is never in their files in the clear. What a store
+//! holds is checked by opening it under its key; "no trace" is checked against the sealed bytes
+//! of the records as they were on disk: after an eviction or a wipe not even those are left.
 
 mod common;
 use automerge::transaction::Transactable;
@@ -46,13 +50,15 @@ fn a_device_of_a_team_not_on_the_case_never_receives_a_byte_of_it() {
     let case = case_with_marker(&priya, marker);
     lena.sync();
     assert!(
-        contains(&all_bytes_under(&priya.store), marker),
-        "the marker is not in the author's own store files, so its absence proves nothing"
+        contains(&priya.decrypted_bytes(), marker),
+        "the marker is not in the author's own store, so its absence proves nothing"
     );
     assert!(
-        !contains(&all_bytes_under(&lena.store), marker),
+        !contains(&lena.decrypted_bytes(), marker),
         "the marker reached a device of a team not on the case"
     );
+    assert!(lena.sealed_records_of(&case).is_empty());
+    assert!(!contains(&all_bytes_under(&lena.store), marker));
     assert!(!case_ids(&lena).contains(&case));
 }
 
@@ -91,8 +97,13 @@ fn removing_a_team_from_a_case_leaves_no_trace_of_it_on_that_teams_device() {
     );
     assert_eq!(sam.show(&case), priya.show(&case));
     assert!(
-        contains(&all_bytes_under(&sam.store), marker),
-        "positive control: the marker is in Sam's files"
+        contains(&sam.decrypted_bytes(), marker),
+        "positive control: the marker is in Sam's store"
+    );
+    let sealed = sam.sealed_records_of(&case);
+    assert!(
+        all_in(&all_bytes_under(&sam.store), &sealed),
+        "positive control: the case's sealed records are in Sam's files"
     );
 
     // The hub leaves the case: the next sync removes it from Sam's device, files included.
@@ -116,9 +127,10 @@ fn removing_a_team_from_a_case_leaves_no_trace_of_it_on_that_teams_device() {
     );
     assert!(!case_ids(&sam).contains(&case));
     assert!(
-        !contains(&all_bytes_under(&sam.store), marker),
-        "a trace of the removed case is left in Sam's store files"
+        !any_in(&all_bytes_under(&sam.store), &sealed),
+        "a trace of the removed case (its sealed records) is left in Sam's store files"
     );
+    assert!(!contains(&sam.decrypted_bytes(), marker));
     // Sam's own caseload is untouched, and the device still syncs.
     assert_eq!(priya.show(&case)["record"]["name"], "Marker Person");
     sam.sync();
@@ -143,7 +155,12 @@ fn a_revoked_device_is_refused_and_wipes_its_store() {
     let case = case_with_marker(&phone, marker);
     tablet.sync();
     assert!(
-        contains(&all_bytes_under(&tablet.store), marker),
+        contains(&tablet.decrypted_bytes(), marker),
+        "positive control"
+    );
+    let sealed = tablet.sealed_records_of(&case);
+    assert!(
+        all_in(&all_bytes_under(&tablet.store), &sealed),
         "positive control"
     );
 
@@ -158,9 +175,10 @@ fn a_revoked_device_is_refused_and_wipes_its_store() {
         "the message should say what happened: {err}"
     );
     assert!(
-        !contains(&all_bytes_under(&tablet.store), marker),
+        !any_in(&all_bytes_under(&tablet.store), &sealed),
         "a revoked device kept a trace of its records"
     );
+    assert!(!contains(&tablet.decrypted_bytes(), marker));
     assert!(case_ids(&tablet).is_empty());
     let (_, err) = tablet.fails(&["case", "new", "--name", "x"]);
     assert!(

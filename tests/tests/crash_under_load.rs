@@ -19,7 +19,7 @@ fn a_server_killed_at_random_under_concurrent_load_loses_nothing_it_acknowledged
     let mut server = Server::start(&data);
     let url = server.url.clone();
     let names = ["Priya Shah", "Mark Ellison", "Ruth Adebayo", "Priya Shah"];
-    let owner = Device::open(&tmp.path().join("owner")).unwrap();
+    let owner = Device::open(&tmp.path().join("owner"), &common::store_key()).unwrap();
     owner.login(&url, &token_of(&staff, "Priya Shah")).unwrap();
     let case = owner
         .case_new(&Identity {
@@ -51,7 +51,7 @@ fn a_server_killed_at_random_under_concurrent_load_loses_nothing_it_acknowledged
             syncs_failed.clone(),
         );
         workers.push(std::thread::spawn(move || {
-            let dev = Device::open(&dir).unwrap();
+            let dev = Device::open(&dir, &common::store_key()).unwrap();
             while dev.login(&url, &token).is_err() {
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -107,14 +107,14 @@ fn a_server_killed_at_random_under_concurrent_load_loses_nothing_it_acknowledged
 
     // Every device syncs until quiet; a fresh device then pulls everything.
     let devices: Vec<Device> = (0..names.len())
-        .map(|i| Device::open(&tmp.path().join(format!("dev{i}"))).unwrap())
+        .map(|i| Device::open(&tmp.path().join(format!("dev{i}")), &common::store_key()).unwrap())
         .collect();
     for _ in 0..2 {
         for d in &devices {
             d.sync().unwrap();
         }
     }
-    let fresh = Device::open(&tmp.path().join("fresh")).unwrap();
+    let fresh = Device::open(&tmp.path().join("fresh"), &common::store_key()).unwrap();
     fresh.login(&server.url, &fresh_token).unwrap();
     fresh.sync().unwrap();
     let expected = fresh.show(case).unwrap();

@@ -47,7 +47,7 @@ fn replicas_converge_through_cut_connections_partitions_and_replayed_requests() 
         .iter()
         .enumerate()
         .map(|(i, name)| {
-            let d = Device::open(&tmp.path().join(format!("d{i}"))).unwrap();
+            let d = Device::open(&tmp.path().join(format!("d{i}")), &common::store_key()).unwrap();
             d.login(&server.url, &token_of(&staff, name)).unwrap();
             d
         })
@@ -107,7 +107,7 @@ fn replicas_converge_through_cut_connections_partitions_and_replayed_requests() 
             dev.sync().unwrap();
         }
     }
-    let fresh = Device::open(&tmp.path().join("fresh")).unwrap();
+    let fresh = Device::open(&tmp.path().join("fresh"), &common::store_key()).unwrap();
     fresh.login(&server.url, &fresh_token).unwrap();
     fresh.sync().unwrap();
     let expected = fresh.show(case).unwrap();

@@ -78,6 +78,7 @@ fn seeds() -> Vec<Vec<u8>> {
         log_id: uuid::Uuid::new_v4(),
         reset: false,
         reconcile_id: Some(9),
+        lease: Some(casenote_protocol::wire::Lease::default()),
     };
     let live = wire::LiveEvent {
         version: wire::LIVE_VERSION,

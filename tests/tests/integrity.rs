@@ -121,6 +121,7 @@ fn a_device_clock_two_hours_fast_is_flagged_and_history_follows_the_servers_cloc
     };
     let fast = Device::open_with_clock(
         &tmp.path().join("fast"),
+        &common::store_key(),
         Arc::new(move || now() + two_hours),
     )
     .unwrap();

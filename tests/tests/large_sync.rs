@@ -12,7 +12,7 @@ fn a_sync_spanning_several_requests_stores_every_case_and_note() {
     let (tmp, data, staff) = demo_borough();
     let fresh_token = issue_token(&data, "Priya Shah");
     let server = Server::start(&data);
-    let dev = Device::open(&tmp.path().join("dev")).unwrap();
+    let dev = Device::open(&tmp.path().join("dev"), &common::store_key()).unwrap();
     dev.login(&server.url, &token_of(&staff, "Priya Shah"))
         .unwrap();
 
@@ -49,7 +49,7 @@ fn a_sync_spanning_several_requests_stores_every_case_and_note() {
     );
     assert_eq!(dev.status().unwrap().unsynced_docs, 0);
 
-    let fresh = Device::open(&tmp.path().join("fresh")).unwrap();
+    let fresh = Device::open(&tmp.path().join("fresh"), &common::store_key()).unwrap();
     fresh.login(&server.url, &fresh_token).unwrap();
     fresh.sync().unwrap();
     assert_eq!(fresh.cases().unwrap().len(), dev.cases().unwrap().len());

@@ -38,7 +38,7 @@ fn many_devices_over_http_and_websocket_sync_without_errors_in_bounded_memory() 
         let (stop, syncs, events, edits) =
             (stop.clone(), syncs.clone(), events.clone(), edits.clone());
         threads.push(std::thread::spawn(move || {
-            let dev = Device::open(&dir).unwrap();
+            let dev = Device::open(&dir, &common::store_key()).unwrap();
             dev.login(&url, &token).unwrap();
             let case = dev
                 .case_new(&Identity {
@@ -90,7 +90,7 @@ fn many_devices_over_http_and_websocket_sync_without_errors_in_bounded_memory() 
 
     // Quiet again: every device syncs once more and holds every case of the team.
     for (_, dir) in finished.iter().take(10) {
-        let dev = Device::open(dir).unwrap();
+        let dev = Device::open(dir, &common::store_key()).unwrap();
         dev.sync().unwrap();
         assert!(
             dev.cases().unwrap().len() >= devices,

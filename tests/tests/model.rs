@@ -14,6 +14,11 @@ use proptest::prelude::*;
 use std::cell::Cell;
 use std::path::PathBuf;
 
+/// Every model device's store key (devices are reopened after simulated crashes).
+fn model_key() -> casenote_client_core::StoreKey {
+    casenote_client_core::StoreKey::from_bytes([0x6d; 32])
+}
+
 const DEVICES: usize = 3;
 const STAFF: [&str; DEVICES] = ["Priya Shah", "Mark Ellison", "Ruth Adebayo"];
 
@@ -117,7 +122,7 @@ impl World {
             .iter()
             .zip(&tokens)
             .map(|(dir, token)| {
-                let d = Device::open(dir).unwrap();
+                let d = Device::open(dir, &model_key()).unwrap();
                 d.login(&url, token).unwrap();
                 Some(d)
             })
@@ -215,7 +220,7 @@ impl World {
             Op::SyncAnswerLost(i) => self.sync(i, true),
             Op::Restart(i) => {
                 self.devices[i] = None;
-                self.devices[i] = Some(Device::open(&self.dirs[i]).unwrap());
+                self.devices[i] = Some(Device::open(&self.dirs[i], &model_key()).unwrap());
             }
             Op::Partition(i) => self.partitioned[i] = true,
             Op::Heal(i) => self.partitioned[i] = false,
@@ -255,7 +260,7 @@ proptest! {
             prop_assert_eq!(&world.dev(i).show(world.case).unwrap(), &first, "device {} differs from device 0", i);
         }
         let fresh_dir = world._tmp.path().join("fresh");
-        let fresh = Device::open(&fresh_dir).unwrap();
+        let fresh = Device::open(&fresh_dir, &model_key()).unwrap();
         // A new store on device 0's token: a reinstalled app pulling everything afresh.
         fresh.login(&world.url, &world.tokens[0]).unwrap();
         fresh.sync().unwrap();

@@ -42,7 +42,10 @@ fn main() -> anyhow::Result<()> {
     ));
 
     // A device with `docs` documents of its own: cases (case + plan) and notes.
-    let dev = Device::open(&tmp.path().join("device"))?;
+    let dev = Device::open(
+        &tmp.path().join("device"),
+        &casenote_client_core::StoreKey::generate(),
+    )?;
     dev.login(&url, &token)?;
     dev.sync()?;
     let mut cases = Vec::new();

@@ -79,6 +79,12 @@ pub fn demo_borough() -> (tempfile::TempDir, PathBuf, Vec<Staff>) {
     (tmp, data, staff)
 }
 
+/// The store key of the devices tests open through the Rust API (the same for every device, so
+/// a test can reopen a store after a crash).
+pub fn store_key() -> casenote_client_core::StoreKey {
+    casenote_client_core::StoreKey::from_bytes([0x5a; 32])
+}
+
 /// A device with its store in `tmp/store`, signed in to `server` as the demo staff member `name`.
 pub fn device(
     tmp: &tempfile::TempDir,
@@ -231,6 +237,13 @@ impl Cli {
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(CLI_BIN);
+        // The CLI's default key file lives under XDG_CONFIG_HOME: keep it beside the test's
+        // store (outside the store directory) rather than in the real home directory.
+        let mut config = self.store.as_os_str().to_owned();
+        config.push(".config");
+        cmd.env("XDG_CONFIG_HOME", config)
+            .env_remove("CASENOTE_KEY_FILE")
+            .env_remove("CASENOTE_PASSPHRASE");
         cmd.arg("--store").arg(&self.store).args(args);
         cmd
     }
@@ -292,6 +305,63 @@ pub fn about_me(show: &Value) -> String {
         .as_str()
         .unwrap_or_default()
         .to_string()
+}
+
+impl Cli {
+    /// The store key the CLI made for this store (its default key file, beside the store).
+    pub fn store_key_file(&self) -> PathBuf {
+        let mut config = self.store.as_os_str().to_owned();
+        config.push(".config");
+        let keys = PathBuf::from(config).join("casenote").join("keys");
+        let files: Vec<PathBuf> = walk(&keys);
+        assert_eq!(files.len(), 1, "one key file under {}", keys.display());
+        files[0].clone()
+    }
+
+    /// Opens this device's store directly, under its key (no CLI process may have it open).
+    pub fn open_store(&self) -> casenote_client_core::store::DeviceStore {
+        let text = std::fs::read_to_string(self.store_key_file()).unwrap();
+        let key = casenote_client_core::StoreKey::from_slice(
+            &(0..64)
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&text.trim()[i..i + 2], 16).unwrap())
+                .collect::<Vec<u8>>(),
+        )
+        .unwrap();
+        casenote_client_core::store::DeviceStore::open(&self.store, &key).unwrap()
+    }
+
+    /// Every record of this device's store, decrypted, concatenated: what the store holds.
+    pub fn decrypted_bytes(&self) -> Vec<u8> {
+        self.open_store()
+            .dump()
+            .unwrap()
+            .into_iter()
+            .flat_map(|(k, v)| k.into_iter().chain(v))
+            .collect()
+    }
+
+    /// The sealed bytes, as on disk, of every record this device holds about `doc`.
+    pub fn sealed_records_of(&self, doc: &str) -> Vec<Vec<u8>> {
+        self.open_store()
+            .sealed_records_of(doc.parse().unwrap())
+            .unwrap()
+    }
+}
+
+/// Whether every one of `records` (non-empty) is in `haystack`.
+pub fn all_in(haystack: &[u8], records: &[Vec<u8>]) -> bool {
+    !records.is_empty()
+        && records
+            .iter()
+            .all(|r| haystack.windows(r.len()).any(|w| w == r.as_slice()))
+}
+
+/// Whether any one of `records` is in `haystack`.
+pub fn any_in(haystack: &[u8], records: &[Vec<u8>]) -> bool {
+    records
+        .iter()
+        .any(|r| haystack.windows(r.len()).any(|w| w == r.as_slice()))
 }
 
 /// Every byte of every file under `dir`.
