@@ -258,6 +258,11 @@ impl Device {
         })
     }
 
+    /// The directory of this device's store.
+    pub fn store_dir(&self) -> &Path {
+        self.store.dir()
+    }
+
     fn now(&self) -> i64 {
         (self.clock)()
     }

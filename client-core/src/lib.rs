@@ -10,10 +10,14 @@ pub mod device;
 pub mod engine;
 pub mod error;
 pub mod live;
+pub mod schedule;
+pub mod shared;
 pub mod store;
 pub mod transport;
 
 pub use crypto::StoreKey;
 pub use device::{CaseSummary, Clock, Device, Status, SyncReport};
 pub use error::Error;
+pub use schedule::SyncSchedule;
+pub use shared::SharedDevice;
 pub use transport::{HttpTransport, Transport, TransportError};

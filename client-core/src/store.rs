@@ -300,6 +300,11 @@ impl DeviceStore {
         Ok(out)
     }
 
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     fn inner(&self) -> RwLockReadGuard<'_, Option<Inner>> {
         self.inner.read().unwrap_or_else(|p| p.into_inner())
     }

@@ -136,8 +136,14 @@ impl Server {
 
     /// Starts a server on `data` listening on `addr`.
     pub fn start_on(data: &Path, addr: &str) -> Server {
+        Self::start_with(data, addr, &[])
+    }
+
+    /// Starts a server on `data` listening on `addr`, with more `serve` options.
+    pub fn start_with(data: &Path, addr: &str, options: &[&str]) -> Server {
         let mut child = Command::new(SERVER_BIN)
             .args(["serve", "--data", data.to_str().unwrap(), "--listen", addr])
+            .args(options)
             .stdout(Stdio::piped())
             .stderr(if std::env::var_os("CASENOTE_TEST_LOG").is_some() {
                 Stdio::inherit()
