@@ -9,6 +9,7 @@
 //! The store is encrypted; [`keys`] finds its key (a key file, or `--passphrase`).
 
 pub mod keys;
+mod watch;
 
 use anyhow::{Context, Result};
 use casenote_client_core::device::system_clock;
@@ -118,6 +119,13 @@ enum Cmd {
     Sync {
         #[arg(long)]
         json: bool,
+        /// Keep syncing: when the server's live channel says something changed, on a timer,
+        /// and with exponential backoff and jitter after failures (never a tight loop).
+        #[arg(long)]
+        watch: bool,
+        /// With --watch: stop after this long (e.g. 30s, 8h); default: until interrupted.
+        #[arg(long = "for", value_parser = humantime::parse_duration, requires = "watch")]
+        for_: Option<std::time::Duration>,
     },
     /// Unsynced changes, refusals, last sync, server.
     Status {
@@ -517,7 +525,12 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
-        Cmd::Sync { json } => {
+        Cmd::Sync {
+            json: _,
+            watch: true,
+            for_,
+        } => watch::run(&device, for_)?,
+        Cmd::Sync { json, .. } => {
             let r = device.sync()?;
             if json {
                 print_json(&r)?;

@@ -322,6 +322,20 @@ impl Device {
         Ok(HttpTransport::new(&server, &token))
     }
 
+    /// Opens the live channel to the server this store is signed in to ([`crate::live`]).
+    pub fn live(&self) -> Result<crate::live::LiveListener, Error> {
+        self.unlocked()?;
+        let server = self
+            .store
+            .meta_string(META_SERVER)?
+            .ok_or(Error::NotLoggedIn)?;
+        let token = self
+            .store
+            .meta_string(META_TOKEN)?
+            .ok_or(Error::NotLoggedIn)?;
+        Ok(crate::live::connect(&server, &token)?)
+    }
+
     fn actor(&self) -> Result<ActorId, Error> {
         let bytes = self.store.meta(META_ACTOR)?.ok_or(Error::NotLoggedIn)?;
         Ok(ActorId::from(bytes.to_vec()))
