@@ -158,6 +158,11 @@ const META_TRAFFIC: &str = "traffic";
 /// lease check costs to one an hour.
 const CLOCK_HIGH_STEP_MS: i64 = 3600 * 1000;
 
+/// Whether two sets of heads are the same, in any order.
+fn same_heads(a: &[ChangeHash], b: &[ChangeHash]) -> bool {
+    a.len() == b.len() && a.iter().all(|h| b.contains(h))
+}
+
 fn case_doc(case: CaseId) -> DocId {
     DocId(case.0)
 }
@@ -397,6 +402,24 @@ impl Device {
         }
         self.store
             .stage_doc(&mut w, doc_id, &mut doc, &before, next_chunk)?;
+        // The outbox list: this edit's changes, kept as bytes so that sync sends them without
+        // loading the document. A list starts only when the document had nothing unsent (its
+        // heads were the server's), so it always holds every change since its base.
+        let new_changes: Vec<Vec<u8>> = doc
+            .get_changes(&before)
+            .iter()
+            .map(|c| c.raw_bytes().to_vec())
+            .collect();
+        if self.store.has(store::OUTBOX_BASE, doc_id)? {
+            self.store
+                .stage_outbox_changes(&mut w, doc_id, None, new_changes)?;
+        } else {
+            let base = self.store.base(doc_id)?;
+            if same_heads(&base, &before) {
+                self.store
+                    .stage_outbox_changes(&mut w, doc_id, Some(&base), new_changes)?;
+            }
+        }
         // The outbox mark holds the heads it covers, so an acknowledgement of exactly these
         // heads can clear it without loading the document again.
         w.put(
@@ -932,10 +955,38 @@ impl Device {
             let Some(header) = self.store.header(doc_id)? else {
                 continue;
             };
+            let base = self.store.base(doc_id)?;
+            if let Some((list_base, changes)) = self.store.outbox_list(doc_id)? {
+                if same_heads(&list_base, &base) && !changes.is_empty() {
+                    self.unlocked()?;
+                    // Debug builds (every test) check the list against the document itself.
+                    #[cfg(debug_assertions)]
+                    if let Some((mut doc, _)) = self.store.load(doc_id)? {
+                        let loaded: Vec<Vec<u8>> = doc
+                            .get_changes(&base)
+                            .iter()
+                            .map(|c| c.raw_bytes().to_vec())
+                            .collect();
+                        let (mut a, mut b) = (loaded, changes.clone());
+                        a.sort();
+                        b.sort();
+                        assert_eq!(
+                            a, b,
+                            "the outbox list of {doc_id} is not its unsent changes"
+                        );
+                    }
+                    out.push(Outgoing {
+                        doc_id,
+                        header,
+                        base,
+                        changes,
+                    });
+                    continue;
+                }
+            }
             let Some((mut doc, _)) = self.load(doc_id)? else {
                 continue;
             };
-            let base = self.store.base(doc_id)?;
             let changes: Vec<Vec<u8>> = doc
                 .get_changes(&base)
                 .iter()
@@ -968,10 +1019,15 @@ impl Device {
         // Documents loaded in an earlier round that did not fit its request: sent as loaded
         // (their base and changes stay valid), not loaded again.
         let mut queued: Vec<Outgoing> = Vec::new();
+        // Every round's writes land in one flushed batch with what the answer brings, and the
+        // last round's batch also records the report: one flush per round trip.
+        let mut finished = false;
         for _ in 0..limits::SYNC_ROUNDS_MAX {
+            let mut writes = Writes::default();
             let outgoing = if queued.is_empty() {
                 let (outgoing, clean) = self.outgoing(&sent)?;
-                self.store.commit(clean)?;
+                // Outbox marks with nothing behind them; cleared with this round's results.
+                writes = clean;
                 outgoing
             } else {
                 let mut still_held = Vec::with_capacity(queued.len());
@@ -1023,23 +1079,39 @@ impl Device {
                 .copied()
                 .filter(|d| full_resent.insert(*d))
                 .collect();
-            self.carry_out(plan, now, &mut report)?;
+            report.full_history_resends += resend.len();
+            finished = !more && left.is_empty() && resend.is_empty();
+            let last = finished.then_some(started);
+            self.carry_out(plan, now, &mut report, writes, last)?;
             for d in &resend {
                 sent.remove(d);
-                report.full_history_resends += 1;
             }
-            if !more && left.is_empty() && resend.is_empty() {
+            if finished {
                 break;
             }
             queued = left;
         }
-        report.cursor = self.cursor()?;
+        if !finished {
+            // Out of rounds: the report is recorded on its own.
+            let mut w = Writes::default();
+            self.stage_report(&mut w, &mut report, started)?;
+            self.store.commit(w)?;
+        }
+        Ok(report)
+    }
+
+    /// Adds the finished report and the running byte totals to `w`.
+    fn stage_report(
+        &self,
+        w: &mut Writes,
+        report: &mut SyncReport,
+        started: Instant,
+    ) -> Result<(), Error> {
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         report.finished_at_ms = self.now();
         let mut traffic: Traffic = self.store.meta_json(META_TRAFFIC)?.unwrap_or_default();
         traffic.up += report.bytes_up as u64;
         traffic.down += report.bytes_down as u64;
-        let mut w = Writes::default();
         w.put_meta(
             META_LAST_SYNC,
             serde_json::to_vec(&report).expect("report serialises"),
@@ -1048,8 +1120,7 @@ impl Device {
             META_TRAFFIC,
             serde_json::to_vec(&traffic).expect("traffic serialises"),
         );
-        self.store.commit(w)?;
-        Ok(report)
+        Ok(())
     }
 
     /// Syncs with the server this store is signed in to.
@@ -1076,8 +1147,16 @@ impl Device {
         }
     }
 
-    fn carry_out(&self, plan: Plan, now: i64, report: &mut SyncReport) -> Result<(), Error> {
-        let mut w = Writes::default();
+    /// Stores what an answer brought, with `w` (this round's own writes), in one flushed batch.
+    /// `last`: this is the sync's last round, started then; the report goes in the batch too.
+    fn carry_out(
+        &self,
+        plan: Plan,
+        now: i64,
+        report: &mut SyncReport,
+        mut w: Writes,
+        last: Option<Instant>,
+    ) -> Result<(), Error> {
         // An answer from the server renews the offline lease, on the terms the server sets.
         w.put_meta(META_LAST_CONTACT, now.to_be_bytes().to_vec());
         if let Some(lease) = plan.lease {
@@ -1097,7 +1176,9 @@ impl Device {
             }
             let existing_header = self.store.header(doc_id)?;
             match (existing_header, upd.header) {
-                (Some(_), _) => {}
+                // What the server said about it makes the outbox list stale: sync loads the
+                // document next time, until an edit starts a list afresh.
+                (Some(_), _) => self.store.stage_drop_outbox_list(&mut w, doc_id)?,
                 (None, Some(h)) => {
                     self.store.stage_header(&mut w, doc_id, &h);
                     // New to this device: keep the changes as received, without materialising
@@ -1149,6 +1230,7 @@ impl Device {
         }
         for doc_id in &plan.resend_full {
             w.remove(store::key(store::BASE, *doc_id));
+            self.store.stage_drop_outbox_list(&mut w, *doc_id)?;
         }
         for r in &plan.refused {
             // This device only ever authors its own changes, so a forged-author refusal means it
@@ -1186,6 +1268,10 @@ impl Device {
         }
         report.clock_offset_ms = plan.clock_offset_ms;
         report.clock_flagged = plan.clock_offset_ms.abs() > limits::CLOCK_OFFSET_FLAG_MS;
+        report.cursor = plan.cursor;
+        if let Some(started) = last {
+            self.stage_report(&mut w, report, started)?;
+        }
         self.store.commit(w)?;
         if evicting {
             self.store.rewrite()?;
@@ -1206,9 +1292,7 @@ impl Device {
         let Some(server) = &upd.server_heads else {
             return Ok(false);
         };
-        let same = |a: &[ChangeHash], b: &[ChangeHash]| {
-            a.len() == b.len() && a.iter().all(|h| b.contains(h))
-        };
+        let same = same_heads;
         match self.store.get(store::DIRTY, doc_id)? {
             // An empty mark (set by a restart) says nothing about heads.
             Some(mark) if !mark.is_empty() => {

@@ -16,6 +16,8 @@
 //! | `d` | doc id | hash(doc) | outbox mark: the heads of local changes not yet acknowledged |
 //! | `r` | doc id | hash(doc) | refusal: the server rejected this document's changes (JSON reason) |
 //! | `x` | case id, doc id | hash(case), hash(doc) | index of a case's documents (empty value) |
+//! | `q` | doc id | hash(doc) | outbox list base: the heads the `o` list is relative to |
+//! | `o` | doc id, number (u64 BE) | hash(doc), number | one unacknowledged change's bytes, in order |
 //! | `!` | (none) | (none) | in the clear: format, passphrase salt, key check tag |
 //!
 //! What the files still show: how many records of each kind there are, their sizes, and how many
@@ -46,6 +48,8 @@ pub const BASE: u8 = b'b';
 pub const DIRTY: u8 = b'd';
 pub const REFUSED: u8 = b'r';
 pub const CASE_INDEX: u8 = b'x';
+pub const OUTBOX_BASE: u8 = b'q';
+pub const OUTBOX_CHANGE: u8 = b'o';
 /// The key check record's key: outside every prefix, so no scan meets it.
 const KEY_CHECK: &[u8] = b"!";
 /// The key check record's format.
@@ -57,6 +61,9 @@ pub struct Header {
     pub case_id: CaseId,
     pub kind: DocKind,
 }
+
+/// A document's outbox list: the base it follows and its unacknowledged changes' bytes.
+pub type OutboxList = (Vec<ChangeHash>, Vec<Vec<u8>>);
 
 /// A record opened: its logical key and its value.
 pub type Record = (Vec<u8>, Vec<u8>);
@@ -145,9 +152,23 @@ fn case_index_key(case: CaseId, doc: DocId) -> Vec<u8> {
 }
 
 fn chunk_key(doc: DocId, n: u64) -> Vec<u8> {
-    let mut k = key(CHUNK, doc);
+    numbered_key(CHUNK, doc, n)
+}
+
+fn numbered_key(prefix: u8, doc: DocId, n: u64) -> Vec<u8> {
+    let mut k = key(prefix, doc);
     k.extend_from_slice(&n.to_be_bytes());
     k
+}
+
+/// The number at the end of a chunk or outbox change key.
+fn chunk_number(k: &[u8]) -> Result<u64, Error> {
+    let n: [u8; 8] = k
+        .get(17..)
+        .unwrap_or_default()
+        .try_into()
+        .map_err(|_| Error::Corrupt("a numbered key".into()))?;
+    Ok(u64::from_be_bytes(n))
 }
 
 /// Encodes heads as concatenated 32-byte hashes (a base, an outbox mark).
@@ -263,7 +284,7 @@ impl DeviceStore {
             return out;
         }
         match prefix {
-            CHUNK if rest.len() > 16 => {
+            CHUNK | OUTBOX_CHANGE if rest.len() > 16 => {
                 out.extend_from_slice(&self.sealer.name(&rest[..16]));
                 out.extend_from_slice(&rest[16..]); // the chunk number, kept in order
             }
@@ -453,27 +474,23 @@ impl DeviceStore {
     /// Loads a document from its snapshot and chunks. `None` if the device does not hold it.
     pub fn load(&self, doc: DocId) -> Result<Option<(AutoCommit, u64)>, Error> {
         let snapshot = self.get_logical(&key(SNAPSHOT, doc))?;
-        let mut chunks = 0u64;
-        let mut next = 0u64;
-        let mut am = match &snapshot {
-            Some(bytes) => AutoCommit::load(bytes)
-                .map_err(|e| Error::Corrupt(format!("document {doc}: {e}")))?,
-            None => AutoCommit::new(),
-        };
-        for (k, v) in self.scan_logical(&key(CHUNK, doc))? {
-            am.load_incremental(&v)
-                .map_err(|e| Error::Corrupt(format!("document {doc}: {e}")))?;
-            chunks += 1;
-            let n: [u8; 8] = k
-                .get(17..)
-                .unwrap_or_default()
-                .try_into()
-                .map_err(|_| Error::Corrupt("a chunk key".into()))?;
-            next = u64::from_be_bytes(n) + 1;
-        }
-        if snapshot.is_none() && chunks == 0 {
+        let chunks = self.scan_logical(&key(CHUNK, doc))?;
+        if snapshot.is_none() && chunks.is_empty() {
             return Ok(None);
         }
+        let next = match chunks.last() {
+            Some((k, _)) => chunk_number(k)? + 1,
+            None => 0,
+        };
+        // One load of the snapshot and every chunk concatenated: Automerge applies them as one
+        // batch, where a `load_incremental` per chunk re-does work for each (DESIGN.md: applying
+        // one call at a time slows down as the history grows).
+        let mut bytes = snapshot.unwrap_or_default();
+        for (_, v) in chunks {
+            bytes.extend_from_slice(&v);
+        }
+        let am =
+            AutoCommit::load(&bytes).map_err(|e| Error::Corrupt(format!("document {doc}: {e}")))?;
         Ok(Some((am, next)))
     }
 
@@ -535,10 +552,61 @@ impl DeviceStore {
         if let Some(h) = self.header(doc)? {
             writes.remove(case_index_key(h.case_id, doc));
         }
-        for prefix in [HEADER, SNAPSHOT, BASE, DIRTY, REFUSED] {
+        for prefix in [HEADER, SNAPSHOT, BASE, DIRTY, REFUSED, OUTBOX_BASE] {
             writes.remove(key(prefix, doc));
         }
         for (k, _) in self.scan_logical(&key(CHUNK, doc))? {
+            writes.remove(k);
+        }
+        self.stage_drop_outbox_list(writes, doc)?;
+        Ok(())
+    }
+
+    /// The outbox list of `doc`: the bytes of its unacknowledged changes, in order, and the base
+    /// they follow. Kept by edits so that a sync sends them without loading the document; `None`
+    /// when there is no list (the document must be loaded to find its changes).
+    pub fn outbox_list(&self, doc: DocId) -> Result<Option<OutboxList>, Error> {
+        let Some(base) = self.get_logical(&key(OUTBOX_BASE, doc))? else {
+            return Ok(None);
+        };
+        let changes = self
+            .scan_logical(&key(OUTBOX_CHANGE, doc))?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect();
+        Ok(Some((decode_heads(&base)?, changes)))
+    }
+
+    /// Adds to `writes` the changes of one edit to `doc`'s outbox list, starting the list (from
+    /// `base`) if `start` says the document had nothing unacknowledged before the edit.
+    pub fn stage_outbox_changes(
+        &self,
+        writes: &mut Writes,
+        doc: DocId,
+        start: Option<&[ChangeHash]>,
+        changes: Vec<Vec<u8>>,
+    ) -> Result<(), Error> {
+        let first = match start {
+            Some(base) => {
+                self.stage_drop_outbox_list(writes, doc)?;
+                writes.put(key(OUTBOX_BASE, doc), encode_heads(base));
+                0
+            }
+            None => match self.scan_logical(&key(OUTBOX_CHANGE, doc))?.last() {
+                Some((k, _)) => chunk_number(k)? + 1,
+                None => 0,
+            },
+        };
+        for (n, bytes) in (first..).zip(changes) {
+            writes.put(numbered_key(OUTBOX_CHANGE, doc, n), bytes);
+        }
+        Ok(())
+    }
+
+    /// Adds to `writes` the removal of `doc`'s outbox list.
+    pub fn stage_drop_outbox_list(&self, writes: &mut Writes, doc: DocId) -> Result<(), Error> {
+        writes.remove(key(OUTBOX_BASE, doc));
+        for (k, _) in self.scan_logical(&key(OUTBOX_CHANGE, doc))? {
             writes.remove(k);
         }
         Ok(())
@@ -561,13 +629,15 @@ impl DeviceStore {
     /// to show that a deleted document leaves not even its ciphertext in the files.
     pub fn sealed_records_of(&self, doc: DocId) -> Result<Vec<Vec<u8>>, Error> {
         let mut out = Vec::new();
-        for prefix in [HEADER, SNAPSHOT, BASE, DIRTY, REFUSED] {
+        for prefix in [HEADER, SNAPSHOT, BASE, DIRTY, REFUSED, OUTBOX_BASE] {
             if let Some(v) = self.tree().get(self.physical(&key(prefix, doc)))? {
                 out.push(v.to_vec());
             }
         }
-        for item in self.tree().scan_prefix(self.physical(&key(CHUNK, doc))) {
-            out.push(item?.1.to_vec());
+        for prefix in [CHUNK, OUTBOX_CHANGE] {
+            for item in self.tree().scan_prefix(self.physical(&key(prefix, doc))) {
+                out.push(item?.1.to_vec());
+            }
         }
         Ok(out)
     }

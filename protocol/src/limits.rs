@@ -54,6 +54,15 @@ pub const SYNC_ROUNDS_MAX: usize = 10_000;
 /// snapshot. Loading cost grows with chunk count; compaction costs a full save.
 pub const DEVICE_CHUNKS_BEFORE_COMPACT: usize = 64;
 
+/// Threads one push may use on the server for its Automerge work (decoding and validating
+/// documents, before the write lock): the machine's cores, at most this many. A push of many
+/// documents (back from a visit, a first sync) then takes a fraction of the time, and one push
+/// cannot take over a large machine.
+pub const VALIDATE_THREADS_MAX: usize = 4;
+
+// How long opening a store waits for sled's lock (a store just closed in the same process lets go
+// a moment later) is `casenote_sled_recovery::LOCK_WAIT`, beside the code that waits.
+
 /// Argon2id memory cost for a passphrase-derived device key: 19 MiB with 2 passes is OWASP's
 /// recommended floor. It costs about a tenth of a second per CLI command on this machine, and makes
 /// each guess at a stolen laptop's passphrase cost the same.

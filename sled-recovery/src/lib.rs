@@ -14,6 +14,11 @@
 use fs2::FileExt;
 use std::path::Path;
 
+/// How long an open waits for sled's lock on the database to be released. A handle closed in this
+/// process lets go within milliseconds; two seconds covers a loaded machine, and a store held by
+/// another live process is reported after that wait rather than at once.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Opens (or creates) the sled database in `dir`, first removing partial snapshots that a crash
 /// left behind.
 pub fn open(dir: &Path) -> sled::Result<sled::Db> {
@@ -37,8 +42,15 @@ pub fn remove_partial_snapshots(dir: &Path) -> std::io::Result<usize> {
     else {
         return Ok(0); // no database yet, or not ours to touch
     };
-    if file.try_lock_exclusive().is_err() {
-        return Ok(0);
+    // sled releases its lock when the last handle's background flusher lets go, a moment after
+    // the `Db` is dropped: wait that moment out, so that closing a store and opening it again
+    // (a user switch on a shared device, a reopen after a wipe) does not fail by a race.
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    while file.try_lock_exclusive().is_err() {
+        if std::time::Instant::now() >= deadline {
+            return Ok(0); // held by a live process: sled's open reports it
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
     let mut removed = 0;
     for entry in std::fs::read_dir(dir)? {
