@@ -13,10 +13,12 @@ use crate::harness::{
 };
 use crate::progress;
 use automerge::AutoCommit;
-use casenote_client_core::{Device, SyncReport};
+use casenote_client_core::{Device, HttpTransport, SyncReport, Transport, TransportError};
 use casenote_protocol::record::{Identity, NoteKind};
+use casenote_protocol::wire::WhoAmI;
 use casenote_protocol::{CaseId, DocId, Seq};
 use serde_json::{json, Value};
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
@@ -221,6 +223,24 @@ pub fn w2(load: &mut Caseload, runs: usize) -> anyhow::Result<Value> {
     }))
 }
 
+/// The device's HTTP transport, adding up the time spent in HTTP round trips.
+struct RoundTrip {
+    inner: HttpTransport,
+    ms: Cell<f64>,
+}
+
+impl Transport for RoundTrip {
+    fn sync(&self, body: Vec<u8>) -> Result<Vec<u8>, TransportError> {
+        let t = Instant::now();
+        let out = self.inner.sync(body);
+        self.ms.set(self.ms.get() + ms_since(t));
+        out
+    }
+    fn whoami(&self) -> Result<WhoAmI, TransportError> {
+        self.inner.whoami()
+    }
+}
+
 /// W4: the device holding the caseload, offline, adds and files 20 notes and appends to 5 plans,
 /// then syncs. Median of `runs` rounds, each on different cases.
 pub fn w4(load: &Caseload, runs: usize) -> anyhow::Result<Value> {
@@ -228,6 +248,7 @@ pub fn w4(load: &Caseload, runs: usize) -> anyhow::Result<Value> {
     let mut rng = Rng::new(4);
     let mut edit_times = Vec::new();
     let mut sync_times = Vec::new();
+    let mut round_trips = Vec::new();
     let mut last = None;
     // A warm-up round, not counted: the first sync after the pull pays for nothing else.
     for round in 0..=runs {
@@ -242,18 +263,24 @@ pub fn w4(load: &Caseload, runs: usize) -> anyhow::Result<Value> {
             dev.plan_append(case, &format!(" {}", prose(&mut rng, 200)))?;
         }
         let edit_ms = ms_since(started);
+        let transport = RoundTrip {
+            inner: dev.http_transport()?,
+            ms: Cell::new(0.0),
+        };
         let synced = Instant::now();
-        let report = dev.sync()?;
+        let report = dev.sync_with(&transport)?;
         let sync_ms = ms_since(synced);
         anyhow::ensure!(report.rejections.is_empty(), "W4: refused documents");
         if round > 0 {
             edit_times.push(edit_ms);
             sync_times.push(sync_ms);
+            round_trips.push(transport.ms.get());
             last = Some(report);
         }
     }
     let report = last.expect("at least one run");
     let (edit_times, sync_times) = (sorted(edit_times), sorted(sync_times));
+    let round_trips = sorted(round_trips);
     Ok(json!({
         "workload": "W4",
         "what": "offline: 20 new notes filed and 5 plan appends on a device holding the caseload, then one Device::sync (wall_ms is the sync)",
@@ -267,6 +294,10 @@ pub fn w4(load: &Caseload, runs: usize) -> anyhow::Result<Value> {
         "p50_ms": round1(percentile(&sync_times, 50.0)),
         "p99_ms": round1(percentile(&sync_times, 99.0)),
         "offline_edits_ms": round1(percentile(&edit_times, 50.0)),
+        // The HTTP round trips of the sync (request written to response read: the server's
+        // share, loopback included); the rest of wall_ms is the device's own work.
+        "round_trip_p50_ms": round1(percentile(&round_trips, 50.0)),
+        "device_side_p50_ms": round1(percentile(&sync_times, 50.0) - percentile(&round_trips, 50.0)),
         "requests": report.requests,
         "bytes_up": report.bytes_up,
         "bytes_down": report.bytes_down,

@@ -1,11 +1,14 @@
 //! casenote-bench: the DESIGN.md benchmark workloads W1-W6, measured on loopback with a real
 //! server, real HTTP, real sled stores and real client-core devices.
 //!
-//! `cargo run --release -p casenote-bench -- [W1|W2|W3|W4|W5|W6|all] [--quick] [--http-poll]
-//! [--edit-interval-ms N]`
+//! `cargo run --release -p casenote-bench -- [W1|W2|W3|W4|W5|W5L|W6|all] [--quick] [--http-poll]
+//! [--edit-interval-ms N] [--rate N] [--pushers N]`
 //!
 //! W5 and W6's editing phase use the live WebSocket channel unless `--http-poll` asks for the
 //! polling variant; `--edit-interval-ms` sets how often each device edits there (default 500).
+//! W5L is W5 with lightweight devices (precomputed changes pushed over HTTP, live listeners), so
+//! that it measures the server; `--rate` is its offered edits per second (default 2,000; 0: as
+//! fast as possible), `--pushers` how many threads send them (default 20: one per device).
 //! Prints one JSON line per workload on stdout; progress goes to stderr. `--quick` shrinks every
 //! workload so that `all --quick` takes well under a minute (a smoke run, not a measurement).
 //! W2 and W4 need W1's caseload, so asking for either runs W1 first (and prints it too). `all`
@@ -15,6 +18,7 @@
 mod caseload;
 mod harness;
 mod idle;
+mod light;
 mod scale;
 mod seed;
 mod team;
@@ -112,10 +116,29 @@ fn main() -> anyhow::Result<()> {
             edit_interval: std::time::Duration::from_millis(interval_ms),
         }
     };
+    let rate: f64 = match args.iter().position(|a| a == "--rate") {
+        Some(i) => match args.get(i + 1).and_then(|v| v.parse().ok()) {
+            Some(r) if r >= 0.0 => r,
+            _ => bail!("--rate needs a number of edits per second (0: as fast as possible)"),
+        },
+        None => 2_000.0,
+    };
+    let pushers: usize = match args.iter().position(|a| a == "--pushers") {
+        Some(i) => match args.get(i + 1).and_then(|v| v.parse().ok()) {
+            Some(n) if n > 0 => n,
+            _ => bail!("--pushers needs a number of threads above 0"),
+        },
+        None => 20,
+    };
     let which: Vec<String> = args
         .iter()
         .enumerate()
-        .filter(|(i, a)| !(a.starts_with("--") || *i > 0 && args[i - 1] == "--edit-interval-ms"))
+        .filter(|(i, a)| {
+            !(a.starts_with("--")
+                || *i > 0
+                    && ["--edit-interval-ms", "--rate", "--pushers"]
+                        .contains(&args[i - 1].as_str()))
+        })
         .map(|(_, a)| a)
         .map(|a| a.to_uppercase())
         .collect();
@@ -125,8 +148,8 @@ fn main() -> anyhow::Result<()> {
         which
     };
     for w in &which {
-        if !["ALL", "W1", "W2", "W3", "W4", "W5", "W6"].contains(&w.as_str()) {
-            bail!("unknown workload {w}; usage: casenote-bench [W1|W2|W3|W4|W5|W6|all] [--quick] [--http-poll] [--edit-interval-ms N]");
+        if !["ALL", "W1", "W2", "W3", "W4", "W5", "W5L", "W6"].contains(&w.as_str()) {
+            bail!("unknown workload {w}; usage: casenote-bench [W1|W2|W3|W4|W5|W5L|W6|all] [--quick] [--http-poll] [--edit-interval-ms N] [--rate N] [--pushers N]");
         }
     }
     let wants = |w: &str| which.iter().any(|x| x == w || x == "ALL");
@@ -152,6 +175,18 @@ fn main() -> anyhow::Result<()> {
     }
     if wants("W5") {
         emit(team::w5(s.w5_devices, s.w5_plans, s.w5_secs, mode)?, quick);
+    }
+    if wants("W5L") {
+        emit(
+            light::w5l(light::Light {
+                devices: s.w5_devices,
+                plans: s.w5_plans,
+                secs: s.w5_secs,
+                rate,
+                pushers: pushers.min(s.w5_devices),
+            })?,
+            quick,
+        );
     }
     if wants("W6") {
         progress!("W6: storing {} documents", s.w6_docs);

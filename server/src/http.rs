@@ -478,11 +478,10 @@ async fn sync_handler(
             Ok(r) => r,
             Err(e) => return Ok(Err(e)),
         };
-        sync::handle_stored(&*store, &who, req, now_ms(), &rules)
-            .map(|(mut resp, stored)| {
-                resp.lease = Some(lease);
-                Ok((wire::encode(&resp), stored))
-            })
+        sync::handle_stored(&*store, &who, req, now_ms(), &rules).map(|(mut resp, stored)| {
+            resp.lease = Some(lease);
+            Ok((wire::encode(&resp), stored))
+        })
     })
     .await;
     let encoded = match outcome {

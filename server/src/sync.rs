@@ -27,7 +27,11 @@
 //!
 //! Record rules: after access and authorship, every pushed document with changes new to the
 //! server is checked against the rules of its kind ([`crate::validate`]): the stored document is
-//! materialised (one batch), the new changes applied to a copy, before and after compared. A
+//! materialised (one batch) or taken from the cache of validated states, the new changes applied
+//! (to a copy for notes, in place otherwise), before and after compared. That Automerge work is
+//! done before the write lock where it can be (`prevalidate`, on several threads for a push of
+//! many documents); the write uses a result only if the stored heads and the new changes are
+//! still the ones it was computed from, and validates again itself otherwise. A
 //! violation refuses the document's push with `rule_violation`, naming the change and the rule;
 //! its new changes go to the `quarantine` tree, never to the log, so no device receives them.
 //! Every stored change is stamped with the server's receipt time (`received` tree).
@@ -102,6 +106,7 @@ pub fn may_write(who: &Principal, case: &CaseRecord, header: Option<&DocHeader>)
 }
 
 /// One pushed change, decoded far enough to check it.
+#[derive(Clone)]
 struct Decoded {
     index: usize,
     hash: Hash,
@@ -190,6 +195,103 @@ struct Plan<'a> {
     validated: HashMap<DocId, AutoCommit>,
     /// Changes refused by the record rules.
     quarantine: Vec<QuarantineEntry>,
+    /// Validations done before the write lock was taken ([`prevalidate`]), used when their
+    /// inputs are still what the store holds.
+    prevalidated: HashMap<DocId, Prevalidated>,
+    /// Set for the pass before the write lock: it validates nothing itself and commits nothing,
+    /// it collects what to validate ahead.
+    pre: Option<PrePass>,
+}
+
+/// What the pass before the write lock collects.
+#[derive(Default)]
+struct PrePass {
+    seen: HashSet<DocId>,
+    candidates: Vec<Candidate>,
+}
+
+/// A pushed document whose validation is worth doing before the write lock: new to the server
+/// (nothing to load), or stored but not in the cache of validated states (loading it costs in
+/// proportion to its history).
+struct Candidate {
+    doc_id: DocId,
+    ctx: validate::Context,
+    stored: bool,
+    old_heads: Vec<Hash>,
+    fresh: Vec<Hash>,
+    changes: Vec<automerge::Change>,
+}
+
+/// A push validated before the write lock: the inputs that decide the result, and the state
+/// after the push (only passes are kept; a refusal is worked out again under the lock).
+struct Prevalidated {
+    ctx: validate::Context,
+    stored: bool,
+    old_heads: Vec<Hash>,
+    fresh: Vec<Hash>,
+    after: AutoCommit,
+}
+
+impl Prevalidated {
+    /// Whether this is the validation the write would do: the same rules and document header,
+    /// the same stored state (the heads name the whole history) and the same new changes in the
+    /// same order. Validation is a function of exactly these, so the result is the same.
+    fn matches(
+        &self,
+        ctx: &validate::Context,
+        stored: bool,
+        old_heads: &[Hash],
+        fresh: &[Hash],
+    ) -> bool {
+        self.ctx.kind == ctx.kind
+            && self.ctx.case_id == ctx.case_id
+            && self.ctx.pusher == ctx.pusher
+            && self.ctx.rules == ctx.rules
+            && self.stored == stored
+            && same_heads(&self.old_heads, old_heads)
+            && self.fresh == fresh
+    }
+}
+
+fn same_heads(a: &[Hash], b: &[Hash]) -> bool {
+    let (mut a, mut b) = (a.to_vec(), b.to_vec());
+    a.sort();
+    b.sort();
+    a == b
+}
+
+/// Validates `c` without the write lock: the stored state is loaded (and must still have the
+/// heads the pass saw) or, for a document new to the server, there is none. `None` when the
+/// state moved or the push does not pass (the write then validates it itself).
+fn validate_ahead(
+    store: &dyn Store,
+    c: Candidate,
+) -> Result<Option<(DocId, Prevalidated)>, StoreError> {
+    let after = if c.stored {
+        let mut doc = validate::materialise(store, c.doc_id)?;
+        if !validate::has_heads(&mut doc, &c.old_heads) {
+            return Ok(None);
+        }
+        if c.ctx.kind == DocKind::Note {
+            validate::validate(&c.ctx, Some(&doc), &c.changes).ok()
+        } else {
+            validate::validate_in_place(&c.ctx, &mut doc, &c.changes).then_some(doc)
+        }
+    } else {
+        validate::validate(&c.ctx, None, &c.changes).ok()
+    };
+    Ok(after.map(|after| {
+        (
+            c.doc_id,
+            Prevalidated {
+                ctx: c.ctx,
+                stored: c.stored,
+                old_heads: c.old_heads,
+                fresh: c.fresh,
+                after,
+            },
+        )
+    }))
 }
 
 impl Plan<'_> {
@@ -289,11 +391,11 @@ impl Plan<'_> {
         Ok((own, new, reason))
     }
 
-    fn doc_push(&mut self, p: Prepared) -> Result<Verdict, StoreError> {
+    fn doc_push(&mut self, p: &Prepared) -> Result<Verdict, StoreError> {
         use Verdict::Rejected;
-        let changes = match p.changes {
+        let changes = match &p.changes {
             Ok(c) => c,
-            Err(reason) => return Ok(Rejected(ErrorCode::MalformedChange, reason)),
+            Err(reason) => return Ok(Rejected(ErrorCode::MalformedChange, reason.clone())),
         };
         let existing = self.doc(p.doc_id)?;
         let stored_before = existing.is_some();
@@ -383,6 +485,7 @@ impl Plan<'_> {
                 in_push.insert(c.hash);
                 continue;
             }
+            let c = c.clone();
             for d in &c.deps {
                 if !in_push.contains(d) && !self.known(p.doc_id, d)? {
                     return Ok(Verdict::NeedFullHistory);
@@ -405,11 +508,6 @@ impl Plan<'_> {
             return Ok(Rejected(ErrorCode::ForgedAuthor, reason));
         }
         // The record rules, on the document as it would be after this push.
-        let before = match self.validated.remove(&p.doc_id) {
-            Some(doc) => Some(doc),
-            None if stored_before => Some(validate::load(self.store, p.doc_id, &old_heads)?),
-            None => None,
-        };
         let ctx = validate::Context {
             kind: header.kind,
             case_id: header.case_id,
@@ -417,28 +515,79 @@ impl Plan<'_> {
             rules: self.rules,
         };
         let new_changes: Vec<automerge::Change> = fresh.iter().map(|c| c.change.clone()).collect();
-        match validate::validate(&ctx, before.as_ref(), &new_changes) {
-            Ok(after) => {
-                self.validated.insert(p.doc_id, after);
+        let fresh_hashes: Vec<Hash> = fresh.iter().map(|c| c.hash).collect();
+        if let Some(pre) = self.pre.as_mut() {
+            // The pass before the write lock: note what to validate ahead, then carry on as if
+            // the push were accepted, so that later documents of this push see it.
+            if pre.seen.insert(p.doc_id)
+                && (!stored_before || !validate::cached(p.doc_id, &old_heads))
+            {
+                pre.candidates.push(Candidate {
+                    doc_id: p.doc_id,
+                    ctx,
+                    stored: stored_before,
+                    old_heads: old_heads.clone(),
+                    fresh: fresh_hashes,
+                    changes: new_changes,
+                });
             }
-            Err((at, rule)) => {
-                if let Some(before) = before {
-                    self.validated.insert(p.doc_id, before);
+        } else {
+            let prevalidated = self.prevalidated.remove(&p.doc_id).filter(|v| {
+                v.matches(&ctx, stored_before, &old_heads, &fresh_hashes)
+                    && !self.validated.contains_key(&p.doc_id)
+            });
+            let validated = match prevalidated {
+                Some(v) => Ok(v.after),
+                None => {
+                    let (before, from_store) = match self.validated.remove(&p.doc_id) {
+                        Some(doc) => (Some(doc), false),
+                        None if stored_before => (
+                            Some(validate::load(self.store, p.doc_id, &old_heads)?),
+                            true,
+                        ),
+                        None => (None, false),
+                    };
+                    match before {
+                        // The stored state, changed in place (no copy of its history); only a
+                        // refusal pays for loading it again to name the change and the rule.
+                        Some(mut doc) if from_store && ctx.kind != DocKind::Note => {
+                            if validate::validate_in_place(&ctx, &mut doc, &new_changes) {
+                                Ok(doc)
+                            } else {
+                                drop(doc);
+                                let before = validate::materialise(self.store, p.doc_id)?;
+                                validate::validate(&ctx, Some(&before), &new_changes)
+                                    .map_err(|e| (e, Some(before)))
+                            }
+                        }
+                        before => validate::validate(&ctx, before.as_ref(), &new_changes)
+                            .map_err(|e| (e, before)),
+                    }
                 }
-                let index = fresh.get(at).map_or(at, |c| c.index);
-                let reason = format!("change {index} breaks a record rule: {rule}");
-                for c in &fresh {
-                    self.quarantine.push(QuarantineEntry {
-                        doc_id: p.doc_id,
-                        hash: c.hash,
-                        bytes: c.bytes.clone(),
-                        reason: reason.clone(),
-                        staff_id: self.who.staff_id(),
-                        device_id: self.who.device_id,
-                        at_ms: self.now_ms,
-                    });
+            };
+            match validated {
+                Ok(after) => {
+                    self.validated.insert(p.doc_id, after);
                 }
-                return Ok(Rejected(ErrorCode::RuleViolation, reason));
+                Err(((at, rule), before)) => {
+                    if let Some(before) = before {
+                        self.validated.insert(p.doc_id, before);
+                    }
+                    let index = fresh.get(at).map_or(at, |c| c.index);
+                    let reason = format!("change {index} breaks a record rule: {rule}");
+                    for c in &fresh {
+                        self.quarantine.push(QuarantineEntry {
+                            doc_id: p.doc_id,
+                            hash: c.hash,
+                            bytes: c.bytes.clone(),
+                            reason: reason.clone(),
+                            staff_id: self.who.staff_id(),
+                            device_id: self.who.device_id,
+                            at_ms: self.now_ms,
+                        });
+                    }
+                    return Ok(Rejected(ErrorCode::RuleViolation, reason));
+                }
             }
         }
         for (actor, binding) in bindings {
@@ -508,6 +657,86 @@ pub struct PushOutcome {
     pub upto: Seq,
 }
 
+impl<'a> Plan<'a> {
+    fn new(store: &'a dyn Store, who: &'a Principal, now_ms: i64, rules: Rules) -> Self {
+        Plan {
+            store,
+            who,
+            now_ms,
+            rules,
+            cases: HashMap::new(),
+            docs: HashMap::new(),
+            hashes: HashSet::new(),
+            actors: HashMap::new(),
+            commit: Commit::default(),
+            validated: HashMap::new(),
+            quarantine: Vec::new(),
+            prevalidated: HashMap::new(),
+            pre: None,
+        }
+    }
+}
+
+/// The Automerge work of a push, done before the write lock so that it neither holds up other
+/// writers nor runs on one core only: the same checks as the write, on what the store holds now
+/// (nothing is committed), to find each document's new changes; then those worth it (see
+/// [`Candidate`]) are validated, in parallel. The write uses a result only if its inputs are
+/// still the same ([`Prevalidated::matches`]); otherwise it validates again itself.
+fn prevalidate(
+    store: &dyn Store,
+    who: &Principal,
+    now_ms: i64,
+    rules: &Rules,
+    prepared: &[Prepared],
+) -> Result<HashMap<DocId, Prevalidated>, StoreError> {
+    let mut plan = Plan::new(store, who, now_ms, *rules);
+    plan.pre = Some(PrePass::default());
+    for p in prepared {
+        plan.doc_push(p)?;
+    }
+    let candidates = plan.pre.take().map(|p| p.candidates).unwrap_or_default();
+    let mut out = HashMap::new();
+    for done in par_map(candidates, |c| validate_ahead(store, c)) {
+        if let Some((doc, v)) = done? {
+            out.insert(doc, v);
+        }
+    }
+    Ok(out)
+}
+
+/// `f` over `items` on up to [`limits::VALIDATE_THREADS_MAX`] threads (this one included), in order.
+fn par_map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = cores.min(limits::VALIDATE_THREADS_MAX).min(items.len());
+    if workers <= 1 {
+        return items.into_iter().map(f).collect();
+    }
+    let slots: Vec<std::sync::Mutex<(Option<T>, Option<R>)>> = items
+        .into_iter()
+        .map(|t| std::sync::Mutex::new((Some(t), None)))
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = || loop {
+        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let Some(slot) = slots.get(i) else { break };
+        let item = slot.lock().unwrap_or_else(|e| e.into_inner()).0.take();
+        if let Some(item) = item {
+            let r = f(item);
+            slot.lock().unwrap_or_else(|e| e.into_inner()).1 = Some(r);
+        }
+    };
+    std::thread::scope(|s| {
+        for _ in 1..workers {
+            s.spawn(work);
+        }
+        work();
+    });
+    slots
+        .into_iter()
+        .filter_map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()).1)
+        .collect()
+}
+
 /// [`push_with`] under the default [`Rules`].
 pub fn push(
     store: &dyn Store,
@@ -532,50 +761,38 @@ pub fn push_with(
     if docs.is_empty() {
         return Ok(outcome);
     }
-    let mut prepared: Vec<Prepared> = docs.into_iter().map(prepare).collect();
+    let mut prepared: Vec<Prepared> = par_map(docs, prepare);
     // Case documents first, so that a new case and its first note can arrive in one request.
     prepared.sort_by_key(|p| p.kind != DocKind::Case);
-    let mut pending = Some(prepared);
+    let prevalidated = prevalidate(store, who, now_ms, rules, &prepared)?;
+    let mut prevalidated = Some(prevalidated);
     let mut verdicts: Vec<(DocId, Vec<Hash>, Verdict)> = Vec::new();
     let mut quarantine: Vec<QuarantineEntry> = Vec::new();
-    let mut validated: HashMap<DocId, AutoCommit> = HashMap::new();
     outcome.upto = store.write(&mut || {
-        let mut plan = Plan {
-            store,
-            who,
-            now_ms,
-            rules: *rules,
-            cases: HashMap::new(),
-            docs: HashMap::new(),
-            hashes: HashSet::new(),
-            actors: HashMap::new(),
-            commit: Commit::default(),
-            validated: HashMap::new(),
-            quarantine: Vec::new(),
-        };
+        let mut plan = Plan::new(store, who, now_ms, *rules);
+        plan.prevalidated = prevalidated.take().unwrap_or_default();
         verdicts.clear();
-        for p in pending.take().unwrap_or_default() {
-            let doc_id = p.doc_id;
+        for p in &prepared {
             let hashes = match &p.changes {
                 Ok(c) => c.iter().map(|c| c.hash).collect(),
                 Err(_) => Vec::new(),
             };
             let verdict = plan.doc_push(p)?;
-            verdicts.push((doc_id, hashes, verdict));
+            verdicts.push((p.doc_id, hashes, verdict));
+        }
+        // These are the stored states once the commit below is done; kept before the lock is
+        // released so that the next writer finds them (an entry whose heads are not what is
+        // stored, should the commit fail, is never used).
+        for (doc, state) in plan.validated.drain() {
+            validate::keep(doc, state);
         }
         let mut commit = plan.commit;
         commit.cases = plan.cases.into_values().collect();
         commit.docs = plan.docs.into_values().collect();
         commit.actors = plan.actors.into_iter().collect();
         quarantine = plan.quarantine;
-        validated = plan.validated;
         Ok(commit)
     })?;
-    // Committed: these are the stored states now (an entry whose heads do not match what is
-    // stored is never used, so a failed write above cannot poison the cache).
-    for (doc, state) in validated {
-        validate::keep(doc, state);
-    }
     if !quarantine.is_empty() {
         outcome.quarantined = quarantine.len();
         store.quarantine_add(&quarantine)?;
