@@ -1,0 +1,273 @@
+//! `CasenoteDevice`: one encrypted case record store on the device, as an object apps hold.
+//!
+//! A thin layer over [`casenote_client_core::Device`]: it parses ids, converts records and maps
+//! errors, and adds nothing else, so the bindings behave exactly as the CLI does. `Device` is
+//! `Sync` and its methods take `&self`, so one object may be shared by the app's threads (UniFFI
+//! hands it out as an `Arc`). Every method blocks: call it off the UI thread.
+
+use crate::error::CasenoteError;
+use crate::types::{
+    parse_case_id, parse_doc_id, AmendKind, CaseSummary, Conflict, DeviceStatus, NewCase, NoteKind,
+    SyncReport, WhoAmI,
+};
+use casenote_client_core::crypto::KEY_BYTES;
+use casenote_client_core::{Device, StoreKey};
+use std::path::Path;
+use std::sync::Arc;
+use zeroize::Zeroize;
+
+/// A case record store on this device, encrypted under a key the app keeps in the platform's key
+/// store, signed in as one member of staff.
+#[derive(uniffi::Object)]
+pub struct CasenoteDevice {
+    inner: Device,
+}
+
+type Result<T> = std::result::Result<T, CasenoteError>;
+
+#[uniffi::export]
+impl CasenoteDevice {
+    /// Opens (or creates) the store in `dir`, encrypted under `key` (32 bytes: keep them in
+    /// Android Keystore or the iOS Keychain, never beside the store). A key that did not create
+    /// the store is `WrongKey`, before anything is read; a key that is not 32 bytes is
+    /// `InvalidInput`. A device past its offline lease's wipe time wipes itself here
+    /// (`ExpiredAndWiped`); a locked one opens, and `login` unlocks it.
+    #[uniffi::constructor]
+    pub fn open(dir: String, key: Vec<u8>) -> Result<Arc<Self>> {
+        let mut key = key;
+        let len = key.len();
+        let bytes: std::result::Result<[u8; KEY_BYTES], _> = key.as_slice().try_into();
+        // The key bytes are not left behind in this copy (StoreKey zeroes its own on drop).
+        key.zeroize();
+        let Ok(mut bytes) = bytes else {
+            return Err(CasenoteError::invalid(format!(
+                "a store key is {KEY_BYTES} bytes; this one is {len} bytes"
+            )));
+        };
+        let store_key = StoreKey::from_bytes(bytes);
+        bytes.zeroize();
+        let inner = Device::open(Path::new(&dir), &store_key)?;
+        Ok(Arc::new(Self { inner }))
+    }
+
+    /// Signs the store in to `server` (`http://host:port`) with the device token an administrator
+    /// issued, after checking it with the server. Signing in again unlocks a locked device.
+    pub fn login(&self, server: String, token: String) -> Result<WhoAmI> {
+        Ok(self.inner.login(&server, &token)?.into())
+    }
+
+    /// Who the store is signed in as (no network).
+    pub fn whoami(&self) -> Result<WhoAmI> {
+        Ok(self.inner.whoami()?.into())
+    }
+
+    /// Opens a new case (its record and its plan); returns the case id.
+    pub fn case_new(&self, person: NewCase) -> Result<String> {
+        Ok(self.inner.case_new(&person.into())?.to_string())
+    }
+
+    /// Every case on the device, by name.
+    pub fn cases(&self) -> Result<Vec<CaseSummary>> {
+        Ok(self
+            .inner
+            .cases()?
+            .into_iter()
+            .map(CaseSummary::from)
+            .collect())
+    }
+
+    /// Adds a draft note to a case; returns the note id. `occurred_at_ms` defaults to now.
+    #[uniffi::method(default(occurred_at_ms = None))]
+    pub fn note_add(
+        &self,
+        case_id: String,
+        kind: NoteKind,
+        text: String,
+        occurred_at_ms: Option<i64>,
+    ) -> Result<String> {
+        let case = parse_case_id(&case_id)?;
+        Ok(self
+            .inner
+            .note_add(case, kind.into(), &text, occurred_at_ms)?
+            .to_string())
+    }
+
+    /// Replaces a draft note's text. A filed note is `Refused`: amend it instead.
+    pub fn note_edit(&self, note_id: String, text: String) -> Result<()> {
+        Ok(self
+            .inner
+            .note_edit(parse_doc_id(&note_id, "note")?, &text)?)
+    }
+
+    /// Files a draft note: from now on it never changes. A note filed more than a day after it
+    /// happened needs a `late_entry_reason`.
+    #[uniffi::method(default(late_entry_reason = None))]
+    pub fn note_file(&self, note_id: String, late_entry_reason: Option<String>) -> Result<()> {
+        Ok(self.inner.note_file_with(
+            parse_doc_id(&note_id, "note")?,
+            late_entry_reason.as_deref(),
+        )?)
+    }
+
+    /// Amends a filed note with a new note that points at it (filed at once); returns its id.
+    pub fn note_amend(
+        &self,
+        note_id: String,
+        kind: AmendKind,
+        reason: String,
+        text: String,
+    ) -> Result<String> {
+        Ok(self
+            .inner
+            .note_amend(
+                parse_doc_id(&note_id, "note")?,
+                kind.as_str(),
+                &reason,
+                &text,
+            )?
+            .to_string())
+    }
+
+    /// Appends to the plan's narrative.
+    pub fn plan_append(&self, case_id: String, text: String) -> Result<()> {
+        Ok(self.inner.plan_append(parse_case_id(&case_id)?, &text)?)
+    }
+
+    /// Adds a goal to the plan; returns its id.
+    pub fn goal_add(&self, case_id: String, text: String) -> Result<String> {
+        Ok(self.inner.goal_add(parse_case_id(&case_id)?, &text)?)
+    }
+
+    /// Adds an action to the plan (what, who, by when); returns its id.
+    pub fn action_add(
+        &self,
+        case_id: String,
+        what: String,
+        who: String,
+        by_when: String,
+    ) -> Result<String> {
+        Ok(self
+            .inner
+            .action_add(parse_case_id(&case_id)?, &what, &who, &by_when)?)
+    }
+
+    /// Sets the status of a plan action, or of a goal when `goal` is true.
+    pub fn action_status(
+        &self,
+        case_id: String,
+        id: String,
+        status: String,
+        goal: bool,
+    ) -> Result<()> {
+        Ok(self
+            .inner
+            .action_status(parse_case_id(&case_id)?, &id, &status, goal)?)
+    }
+
+    /// Appends to the person's About Me.
+    pub fn about_me_append(&self, case_id: String, text: String) -> Result<()> {
+        Ok(self
+            .inner
+            .about_me_append(parse_case_id(&case_id)?, &text)?)
+    }
+
+    /// Raises an alert on a case; returns its id.
+    pub fn alert_add(&self, case_id: String, text: String) -> Result<String> {
+        Ok(self.inner.alert_add(parse_case_id(&case_id)?, &text)?)
+    }
+
+    /// The whole case as JSON text: record, plan, notes (with what amends what), restricted
+    /// sections and conflicts. Content only, so it is identical on every device that holds the
+    /// same changes.
+    pub fn show(&self, case_id: String) -> Result<String> {
+        Ok(self.inner.show(parse_case_id(&case_id)?)?.to_string())
+    }
+
+    /// Every field of a case's documents that holds concurrent values.
+    pub fn conflicts(&self, case_id: String) -> Result<Vec<Conflict>> {
+        Ok(self
+            .inner
+            .conflicts(parse_case_id(&case_id)?)?
+            .into_iter()
+            .map(Conflict::from)
+            .collect())
+    }
+
+    /// Settles a conflicted field with `value`; the resolution is recorded in the document.
+    /// `doc_id` may be left out when only one document of the case has a conflict at `path`.
+    /// Returns the id of the document it settled.
+    #[uniffi::method(default(doc_id = None))]
+    pub fn resolve(
+        &self,
+        case_id: String,
+        path: Vec<String>,
+        value: String,
+        doc_id: Option<String>,
+    ) -> Result<String> {
+        let doc = doc_id
+            .as_deref()
+            .map(|d| parse_doc_id(d, "document"))
+            .transpose()?;
+        Ok(self
+            .inner
+            .resolve(parse_case_id(&case_id)?, doc, &path, &value)?
+            .to_string())
+    }
+
+    /// Sends local edits and fetches colleagues' until there is nothing more to exchange. With
+    /// no network this is `Unreachable` and nothing is lost: call it again when online.
+    pub fn sync(&self) -> Result<SyncReport> {
+        Ok(self.inner.sync()?.into())
+    }
+
+    /// Unsynced work, refusals, payload sizes, the last sync and the offline lease (no network;
+    /// works on a locked device too).
+    pub fn status(&self) -> Result<DeviceStatus> {
+        Ok(self.inner.status()?.into())
+    }
+
+    /// Deletes every record, the token and the sign-in, files included.
+    pub fn wipe(&self) -> Result<()> {
+        Ok(self.inner.wipe()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &Path, key: Vec<u8>) -> Result<Arc<CasenoteDevice>> {
+        CasenoteDevice::open(dir.to_str().unwrap().to_string(), key)
+    }
+
+    #[test]
+    fn a_key_of_the_wrong_length_is_invalid_input() {
+        let tmp = tempfile::tempdir().unwrap();
+        for len in [0, 16, 31, 33, 64] {
+            let err = open(tmp.path(), vec![7; len]).err().unwrap();
+            assert_eq!(err.kind(), "invalid_input", "{len} bytes: {err}");
+        }
+    }
+
+    #[test]
+    fn another_key_is_wrong_key_and_bad_ids_are_invalid_input() {
+        let tmp = tempfile::tempdir().unwrap();
+        drop(open(tmp.path(), vec![1; 32]).unwrap());
+        let err = open(tmp.path(), vec![2; 32]).err().unwrap();
+        assert_eq!(err.kind(), "wrong_key", "{err}");
+
+        let device = open(tmp.path(), vec![1; 32]).unwrap();
+        assert_eq!(device.whoami().unwrap_err().kind(), "not_logged_in");
+        for result in [
+            device.show("nope".into()).map(|_| ()),
+            device.plan_append("".into(), "x".into()),
+            device.note_edit("12345".into(), "x".into()),
+            device.note_file("{}".into(), None),
+        ] {
+            assert_eq!(result.unwrap_err().kind(), "invalid_input");
+        }
+        let missing = casenote_protocol::CaseId::new_random().to_string();
+        assert_eq!(device.show(missing).unwrap_err().kind(), "not_found");
+        assert_eq!(device.status().unwrap().unsynced_bytes, 0);
+    }
+}
