@@ -50,6 +50,23 @@ impl CasenoteDevice {
         Ok(Arc::new(Self { inner }))
     }
 
+    /// Opens (or creates) the slot of one user on a shared device (a ward tablet): the store
+    /// under `root` that `key` names and encrypts (`casenote_client_core::SharedDevice`). The
+    /// directory's name is derived from the key, so it says nothing about whose it is, and no
+    /// other user's key opens it. On a user switch the app releases the previous user's object
+    /// (Kotlin `destroy()`, Swift: drop the last reference), which closes that store, then opens
+    /// the next user's slot.
+    #[uniffi::constructor]
+    pub fn open_user_slot(root: String, key: Vec<u8>) -> Result<Arc<Self>> {
+        let mut key = key;
+        let parsed = StoreKey::from_slice(&key);
+        key.zeroize();
+        let store_key = parsed.map_err(|e| CasenoteError::invalid(e.to_string()))?;
+        let dir = casenote_client_core::SharedDevice::new(Path::new(&root)).slot_dir(&store_key);
+        let inner = Device::open(&dir, &store_key)?;
+        Ok(Arc::new(Self { inner }))
+    }
+
     /// Signs the store in to `server` (`http://host:port`) with the device token an administrator
     /// issued, after checking it with the server. Signing in again unlocks a locked device.
     pub fn login(&self, server: String, token: String) -> Result<WhoAmI> {

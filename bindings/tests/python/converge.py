@@ -9,7 +9,8 @@ Device A opens a case and syncs; B syncs and sees it. Then both edit it without 
 files and amends a note, B appends to the plan and adds a goal. They sync A, B, A, and both `show`
 documents must be equal and hold both edits. Along the way it checks what an app relies on:
 errors arrive as typed exceptions with a message (wrong key, bad id, not signed in), and status
-reports unsynced bytes and payload sizes. Exits non-zero with a message on the first failure.
+reports unsynced bytes and payload sizes, and two users' slots on one shared tablet stay apart.
+Exits non-zero with a message on the first failure.
 """
 
 import json
@@ -118,7 +119,23 @@ def main():
         check(st.bytes_up_last == st.last_sync.bytes_up, f"{name}'s last-sync sizes disagree: {st}")
         check(st.staff_id == dev.whoami().staff_id and st.server == url, f"{name}'s status: {st}")
 
-    print(f"converged: case {case}, {len(show_a['notes'])} note(s), plan and goal from B")
+    # A shared ward tablet: each user's slot, named and encrypted by their own key.
+    root = os.path.join(work, "tablet")
+    slot = cn.CasenoteDevice.open_user_slot(root, key_a)
+    slot.login(url, os.environ["CASENOTE_TOKEN_A"])
+    private = slot.case_new(cn.NewCase(name="Slot Person", nhs_number=None, date_of_birth=None))
+    del slot  # the user switch: A's store closes
+    slot = cn.CasenoteDevice.open_user_slot(root, key_b)
+    expect_error(cn.CasenoteError.NotLoggedIn, "B's slot is a store of its own", slot.whoami)
+    check(slot.cases() == [], f"B's slot shows another user's cases: {slot.cases()}")
+    del slot
+    check(len(os.listdir(os.path.join(root, "users"))) == 2, "two users, two slots")
+    slot = cn.CasenoteDevice.open_user_slot(root, key_a)
+    check([c.case_id for c in slot.cases()] == [private], "A's slot lost A's case")
+    del slot
+
+    print(f"converged: case {case}, {len(show_a['notes'])} note(s), plan and goal from B; "
+          "two user slots kept apart")
 
 
 if __name__ == "__main__":
