@@ -25,6 +25,19 @@ pub struct CasenoteDevice {
 
 type Result<T> = std::result::Result<T, CasenoteError>;
 
+/// The app's key bytes as a store key; the copy that crossed the boundary is zeroed (StoreKey
+/// zeroes its own on drop). Not 32 bytes: `InvalidInput`.
+fn store_key(mut key: Vec<u8>) -> Result<StoreKey> {
+    let len = key.len();
+    let parsed = StoreKey::from_slice(&key);
+    key.zeroize();
+    parsed.map_err(|_| {
+        CasenoteError::invalid(format!(
+            "a store key is {KEY_BYTES} bytes; this one is {len} bytes"
+        ))
+    })
+}
+
 #[uniffi::export]
 impl CasenoteDevice {
     /// Opens (or creates) the store in `dir`, encrypted under `key` (32 bytes: keep them in
@@ -34,18 +47,7 @@ impl CasenoteDevice {
     /// (`ExpiredAndWiped`); a locked one opens, and `login` unlocks it.
     #[uniffi::constructor]
     pub fn open(dir: String, key: Vec<u8>) -> Result<Arc<Self>> {
-        let mut key = key;
-        let len = key.len();
-        let bytes: std::result::Result<[u8; KEY_BYTES], _> = key.as_slice().try_into();
-        // The key bytes are not left behind in this copy (StoreKey zeroes its own on drop).
-        key.zeroize();
-        let Ok(mut bytes) = bytes else {
-            return Err(CasenoteError::invalid(format!(
-                "a store key is {KEY_BYTES} bytes; this one is {len} bytes"
-            )));
-        };
-        let store_key = StoreKey::from_bytes(bytes);
-        bytes.zeroize();
+        let store_key = store_key(key)?;
         let inner = Device::open(Path::new(&dir), &store_key)?;
         Ok(Arc::new(Self { inner }))
     }
@@ -58,10 +60,7 @@ impl CasenoteDevice {
     /// the next user's slot.
     #[uniffi::constructor]
     pub fn open_user_slot(root: String, key: Vec<u8>) -> Result<Arc<Self>> {
-        let mut key = key;
-        let parsed = StoreKey::from_slice(&key);
-        key.zeroize();
-        let store_key = parsed.map_err(|e| CasenoteError::invalid(e.to_string()))?;
+        let store_key = store_key(key)?;
         let dir = casenote_client_core::SharedDevice::new(Path::new(&root)).slot_dir(&store_key);
         let inner = Device::open(&dir, &store_key)?;
         Ok(Arc::new(Self { inner }))
