@@ -109,22 +109,6 @@ pub struct LeaseStatus {
     pub locked: bool,
 }
 
-/// The server-set offline lease: lock, then wipe, after this long without contact.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct LeasePolicy {
-    lock_after_ms: i64,
-    wipe_after_ms: i64,
-}
-
-impl Default for LeasePolicy {
-    fn default() -> Self {
-        Self {
-            lock_after_ms: limits::DEVICE_LOCK_AFTER_MS_DEFAULT,
-            wipe_after_ms: limits::DEVICE_WIPE_AFTER_MS_DEFAULT,
-        }
-    }
-}
-
 /// Byte totals over every sync, kept across restarts for `status`.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 struct Traffic {
@@ -204,7 +188,7 @@ impl Device {
         let Some(last) = self.meta_i64(META_LAST_CONTACT)? else {
             return Ok(()); // never reached a server: holds nothing from it
         };
-        let policy: LeasePolicy = self.store.meta_json(META_LEASE)?.unwrap_or_default();
+        let policy: wire::Lease = self.store.meta_json(META_LEASE)?.unwrap_or_default();
         let high = self.meta_i64(META_CLOCK_HIGH)?.unwrap_or(last);
         let now = self.now().max(high);
         if now >= high + CLOCK_HIGH_STEP_MS {
@@ -253,7 +237,7 @@ impl Device {
 
     /// The offline lease as `status` shows it.
     fn lease_status(&self) -> Result<LeaseStatus, Error> {
-        let policy: LeasePolicy = self.store.meta_json(META_LEASE)?.unwrap_or_default();
+        let policy: wire::Lease = self.store.meta_json(META_LEASE)?.unwrap_or_default();
         let last = self.meta_i64(META_LAST_CONTACT)?;
         Ok(LeaseStatus {
             last_contact_ms: last,
@@ -1160,13 +1144,9 @@ impl Device {
         // An answer from the server renews the offline lease, on the terms the server sets.
         w.put_meta(META_LAST_CONTACT, now.to_be_bytes().to_vec());
         if let Some(lease) = plan.lease {
-            let policy = LeasePolicy {
-                lock_after_ms: lease.lock_after_ms,
-                wipe_after_ms: lease.wipe_after_ms,
-            };
             w.put_meta(
                 META_LEASE,
-                serde_json::to_vec(&policy).expect("a lease serialises"),
+                serde_json::to_vec(&lease).expect("a lease serialises"),
             );
         }
         for (doc_id, upd) in plan.docs {
