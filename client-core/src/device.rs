@@ -298,21 +298,9 @@ impl Device {
         self.store.meta_json(META_WHOAMI)?.ok_or(Error::NotLoggedIn)
     }
 
-    /// A transport to the server this store is signed in to.
-    pub fn http_transport(&self) -> Result<HttpTransport, Error> {
-        let server = self
-            .store
-            .meta_string(META_SERVER)?
-            .ok_or(Error::NotLoggedIn)?;
-        let token = self
-            .store
-            .meta_string(META_TOKEN)?
-            .ok_or(Error::NotLoggedIn)?;
-        Ok(HttpTransport::new(&server, &token))
-    }
-
-    /// Opens the live channel to the server this store is signed in to ([`crate::live`]).
-    pub fn live(&self) -> Result<crate::live::LiveListener, Error> {
+    /// The server and token this store is signed in with. A locked device does not hand out its
+    /// token: its user signs in again first.
+    fn credentials(&self) -> Result<(String, String), Error> {
         self.unlocked()?;
         let server = self
             .store
@@ -322,6 +310,18 @@ impl Device {
             .store
             .meta_string(META_TOKEN)?
             .ok_or(Error::NotLoggedIn)?;
+        Ok((server, token))
+    }
+
+    /// A transport to the server this store is signed in to.
+    pub fn http_transport(&self) -> Result<HttpTransport, Error> {
+        let (server, token) = self.credentials()?;
+        Ok(HttpTransport::new(&server, &token))
+    }
+
+    /// Opens the live channel to the server this store is signed in to ([`crate::live`]).
+    pub fn live(&self) -> Result<crate::live::LiveListener, Error> {
+        let (server, token) = self.credentials()?;
         Ok(crate::live::connect(&server, &token)?)
     }
 
