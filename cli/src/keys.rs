@@ -73,7 +73,8 @@ fn default_key_file(store: &Path) -> Result<PathBuf> {
         .join(format!("{}.key", hex::encode(&digest[..16]))))
 }
 
-fn read_key_file(path: &Path) -> Result<StoreKey> {
+/// Reads a key file: refused if others can read it or if it is not 64 hex digits.
+pub fn read_key_file(path: &Path) -> Result<StoreKey> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

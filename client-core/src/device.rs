@@ -222,17 +222,20 @@ impl Device {
         Ok(())
     }
 
-    fn meta_i64(&self, name: &str) -> Result<Option<i64>, Error> {
+    /// A meta value of 8 bytes (a number, big-endian).
+    fn meta_8(&self, name: &str) -> Result<Option<[u8; 8]>, Error> {
         self.store
             .meta(name)?
             .map(|v| {
-                let b: [u8; 8] = v
-                    .as_slice()
+                v.as_slice()
                     .try_into()
-                    .map_err(|_| Error::Corrupt(format!("meta {name}")))?;
-                Ok(i64::from_be_bytes(b))
+                    .map_err(|_| Error::Corrupt(format!("meta {name}")))
             })
             .transpose()
+    }
+
+    fn meta_i64(&self, name: &str) -> Result<Option<i64>, Error> {
+        Ok(self.meta_8(name)?.map(i64::from_be_bytes))
     }
 
     /// The offline lease as `status` shows it.
@@ -330,17 +333,15 @@ impl Device {
         Ok(ActorId::from(bytes.to_vec()))
     }
 
-    fn load(&self, doc_id: DocId) -> Result<Option<(AutoCommit, u64)>, Error> {
-        self.unlocked()?;
-        self.store.load(doc_id)
-    }
-
     fn load_kind(
         &self,
         doc_id: DocId,
         want: DocKind,
         what: &'static str,
     ) -> Result<(AutoCommit, u64), Error> {
+        // The offline lease is checked where a call enters: here for one document, in `cases`,
+        // `require_case`, `edit` and `sync_with` for the rest, not again for every load.
+        self.unlocked()?;
         let header = self
             .store
             .header(doc_id)?
@@ -348,7 +349,8 @@ impl Device {
         if header.kind != want {
             return Err(Error::WrongKind(doc_id, header.kind, want));
         }
-        self.load(doc_id)?
+        self.store
+            .load(doc_id)?
             .ok_or_else(|| Error::NotFound(what, doc_id.to_string()))
     }
 
@@ -503,7 +505,7 @@ impl Device {
             .collect();
         let mut out = Vec::new();
         for (doc_id, h) in headers.iter().filter(|(_, h)| h.kind == DocKind::Case) {
-            let Some((doc, _)) = self.load(*doc_id)? else {
+            let Some((doc, _)) = self.store.load(*doc_id)? else {
                 continue;
             };
             let mut notes = 0;
@@ -515,7 +517,7 @@ impl Device {
                 }
                 if other.kind == DocKind::Note {
                     notes += 1;
-                    if let Some((n, _)) = self.load(*id)? {
+                    if let Some((n, _)) = self.store.load(*id)? {
                         if record::note_status(&n) == record::NoteStatus::Draft {
                             drafts += 1;
                         }
@@ -820,7 +822,7 @@ impl Device {
         let mut notes = Vec::new();
         let mut conflicts = Vec::new();
         for (doc_id, h) in self.docs_of(case)? {
-            let Some((mut doc, _)) = self.load(doc_id)? else {
+            let Some((mut doc, _)) = self.store.load(doc_id)? else {
                 continue;
             };
             for c in record::conflicts(&doc) {
@@ -874,7 +876,7 @@ impl Device {
         self.require_case(case)?;
         let mut out = Vec::new();
         for (doc_id, _) in self.docs_of(case)? {
-            if let Some((doc, _)) = self.load(doc_id)? {
+            if let Some((doc, _)) = self.store.load(doc_id)? {
                 out.extend(record::conflicts(&doc).into_iter().map(|c| (doc_id, c)));
             }
         }
@@ -882,16 +884,7 @@ impl Device {
     }
 
     fn cursor(&self) -> Result<Seq, Error> {
-        match self.store.meta(META_CURSOR)? {
-            Some(v) => {
-                let b: [u8; 8] = v
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| Error::Corrupt("cursor".into()))?;
-                Ok(Seq(u64::from_be_bytes(b)))
-            }
-            None => Ok(Seq(0)),
-        }
+        Ok(Seq(self.meta_8(META_CURSOR)?.map_or(0, u64::from_be_bytes)))
     }
 
     fn log_id(&self) -> Result<Option<uuid::Uuid>, Error> {
@@ -902,16 +895,7 @@ impl Device {
     }
 
     fn confirm(&self) -> Result<Option<u64>, Error> {
-        self.store
-            .meta(META_CONFIRM)?
-            .map(|v| {
-                let b: [u8; 8] = v
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| Error::Corrupt("confirmation".into()))?;
-                Ok(u64::from_be_bytes(b))
-            })
-            .transpose()
+        Ok(self.meta_8(META_CONFIRM)?.map(u64::from_be_bytes))
     }
 
     /// The server's log was restored from backup: forget the cursor and every base, and mark
@@ -942,7 +926,6 @@ impl Device {
             let base = self.store.base(doc_id)?;
             if let Some((list_base, changes)) = self.store.outbox_list(doc_id)? {
                 if same_heads(&list_base, &base) && !changes.is_empty() {
-                    self.unlocked()?;
                     // Debug builds (every test) check the list against the document itself.
                     #[cfg(debug_assertions)]
                     if let Some((mut doc, _)) = self.store.load(doc_id)? {
@@ -968,7 +951,7 @@ impl Device {
                     continue;
                 }
             }
-            let Some((mut doc, _)) = self.load(doc_id)? else {
+            let Some((mut doc, _)) = self.store.load(doc_id)? else {
                 continue;
             };
             let changes: Vec<Vec<u8>> = doc
@@ -1188,7 +1171,10 @@ impl Device {
             if upd.changes.is_empty() && self.settle_without_loading(&mut w, doc_id, &upd)? {
                 continue;
             }
-            let (mut doc, next) = self.load(doc_id)?.unwrap_or_else(|| (AutoCommit::new(), 0));
+            let (mut doc, next) = self
+                .store
+                .load(doc_id)?
+                .unwrap_or_else(|| (AutoCommit::new(), 0));
             let before = doc.get_heads();
             if !upd.changes.is_empty() {
                 report.docs_down += 1;

@@ -50,6 +50,8 @@ pub const REFUSED: u8 = b'r';
 pub const CASE_INDEX: u8 = b'x';
 pub const OUTBOX_BASE: u8 = b'q';
 pub const OUTBOX_CHANGE: u8 = b'o';
+/// The prefixes of a document's single records (its numbered ones are `CHUNK` and `OUTBOX_CHANGE`).
+const DOC_RECORDS: [u8; 6] = [HEADER, SNAPSHOT, BASE, DIRTY, REFUSED, OUTBOX_BASE];
 /// The key check record's key: outside every prefix, so no scan meets it.
 const KEY_CHECK: &[u8] = b"!";
 /// The key check record's format.
@@ -552,7 +554,7 @@ impl DeviceStore {
         if let Some(h) = self.header(doc)? {
             writes.remove(case_index_key(h.case_id, doc));
         }
-        for prefix in [HEADER, SNAPSHOT, BASE, DIRTY, REFUSED, OUTBOX_BASE] {
+        for prefix in DOC_RECORDS {
             writes.remove(key(prefix, doc));
         }
         for (k, _) in self.scan_logical(&key(CHUNK, doc))? {
@@ -629,7 +631,7 @@ impl DeviceStore {
     /// to show that a deleted document leaves not even its ciphertext in the files.
     pub fn sealed_records_of(&self, doc: DocId) -> Result<Vec<Vec<u8>>, Error> {
         let mut out = Vec::new();
-        for prefix in [HEADER, SNAPSHOT, BASE, DIRTY, REFUSED, OUTBOX_BASE] {
+        for prefix in DOC_RECORDS {
             if let Some(v) = self.tree().get(self.physical(&key(prefix, doc)))? {
                 out.push(v.to_vec());
             }

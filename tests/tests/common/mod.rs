@@ -326,14 +326,7 @@ impl Cli {
 
     /// Opens this device's store directly, under its key (no CLI process may have it open).
     pub fn open_store(&self) -> casenote_client_core::store::DeviceStore {
-        let text = std::fs::read_to_string(self.store_key_file()).unwrap();
-        let key = casenote_client_core::StoreKey::from_slice(
-            &(0..64)
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&text.trim()[i..i + 2], 16).unwrap())
-                .collect::<Vec<u8>>(),
-        )
-        .unwrap();
+        let key = casenote_cli::keys::read_key_file(&self.store_key_file()).unwrap();
         casenote_client_core::store::DeviceStore::open(&self.store, &key).unwrap()
     }
 
