@@ -26,11 +26,14 @@ impl Outgoing {
     }
 }
 
-/// Packs as many outgoing documents as fit the push budget into one request; returns the
-/// request and the documents left for the next round. A document is never split across rounds,
-/// and the first one always goes (the server answers if it is too large). Case documents go
-/// first: the server creates a case from its case document, and refuses a note or plan of a case
-/// it does not know yet, so a case must never arrive in a later request than its documents.
+/// Packs as many outgoing documents as fit the push budget (bytes, documents and changes) into
+/// one request; returns the request and what is left for the next round. The first document
+/// always goes (the server answers if it is too large). A document with more changes than the
+/// change budget has left is split: its first changes go now, the rest in a later round under the
+/// same base (changes are in causal order, so each part's dependencies reach the server first).
+/// Case documents go first: the server creates a case from its case document, and refuses a note
+/// or plan of a case it does not know yet, so a case must never arrive in a later request than
+/// its documents.
 pub fn build_request(
     cursor: Seq,
     now_ms: i64,
@@ -42,23 +45,36 @@ pub fn build_request(
     outgoing.sort_by_key(|o| (o.header.kind != DocKind::Case, o.doc_id));
     let mut docs = Vec::new();
     let mut left = Vec::new();
-    let mut budget = 0usize;
-    for out in outgoing {
+    let (mut bytes, mut changes) = (0usize, 0usize);
+    for mut out in outgoing {
         let size = out.bytes();
+        let room = limits::PUSH_CHANGES_SOFT_MAX.saturating_sub(changes);
         let fits = docs.is_empty()
-            || (budget + size <= limits::PUSH_BYTES_SOFT_MAX && docs.len() < limits::PUSH_DOCS_MAX);
-        if fits && left.is_empty() {
-            budget += size;
-            docs.push(DocPush {
-                doc_id: out.doc_id,
-                case_id: out.header.case_id,
-                kind: out.header.kind,
-                base: wire::to_wire_heads(&out.base),
-                changes: out.changes.into_iter().map(ByteBuf::from).collect(),
-            });
-        } else {
+            || (bytes + size <= limits::PUSH_BYTES_SOFT_MAX
+                && docs.len() < limits::PUSH_DOCS_MAX
+                && room > 0);
+        if !fits || !left.is_empty() {
             left.push(out);
+            continue;
         }
+        if out.changes.len() > room.max(1) {
+            let rest = out.changes.split_off(room.max(1));
+            left.push(Outgoing {
+                doc_id: out.doc_id,
+                header: out.header,
+                base: out.base.clone(),
+                changes: rest,
+            });
+        }
+        bytes += out.bytes();
+        changes += out.changes.len();
+        docs.push(DocPush {
+            doc_id: out.doc_id,
+            case_id: out.header.case_id,
+            kind: out.header.kind,
+            base: wire::to_wire_heads(&out.base),
+            changes: out.changes.into_iter().map(ByteBuf::from).collect(),
+        });
     }
     let req = SyncRequest {
         version: PROTOCOL_VERSION,
@@ -159,7 +175,7 @@ mod tests {
     }
 
     #[test]
-    fn a_push_over_budget_is_split_across_rounds_without_splitting_a_document() {
+    fn a_push_over_the_byte_budget_is_split_across_rounds_between_documents() {
         let big = limits::PUSH_BYTES_SOFT_MAX / 2;
         let (req, left) = build_request(Seq(3), 0, vec![out(big), out(big), out(big)], None, None);
         assert_eq!(
@@ -175,6 +191,36 @@ mod tests {
         let (req, left) = build_request(Seq(3), 0, left, None, None);
         assert_eq!(req.docs.len(), 1);
         assert!(left.is_empty());
+    }
+
+    #[test]
+    fn a_document_with_more_changes_than_the_budget_is_split_in_causal_order() {
+        let n = limits::PUSH_CHANGES_SOFT_MAX * 2 + 10;
+        let long = Outgoing {
+            changes: (0..n).map(|i| (i as u32).to_be_bytes().to_vec()).collect(),
+            ..out(1)
+        };
+        let id = long.doc_id;
+        let mut rounds = Vec::new();
+        let mut pending = vec![long, out(10)];
+        while !pending.is_empty() {
+            let (req, left) = build_request(Seq(0), 0, pending, None, None);
+            let sent: usize = req.docs.iter().map(|d| d.changes.len()).sum();
+            assert!(
+                sent <= limits::PUSH_CHANGES_SOFT_MAX,
+                "{sent} changes in one push"
+            );
+            rounds.push(req);
+            pending = left;
+        }
+        let parts: Vec<Vec<u8>> = rounds
+            .iter()
+            .flat_map(|r| r.docs.iter().filter(|d| d.doc_id == id))
+            .flat_map(|d| d.changes.iter().map(|c| c.to_vec()))
+            .collect();
+        let expected: Vec<Vec<u8>> = (0..n).map(|i| (i as u32).to_be_bytes().to_vec()).collect();
+        assert_eq!(parts, expected, "every change once, in order");
+        assert_eq!(rounds.len(), 3);
     }
 
     #[test]

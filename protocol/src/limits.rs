@@ -21,20 +21,44 @@ pub const CHANGE_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// sync after a long offline period may touch a few hundred.
 pub const PUSH_DOCS_MAX: usize = 2_000;
 
-/// Most changes for one document in one push. The device saves every edit as its own change, so a
-/// heavily co-edited plan re-sent whole after a restore may carry thousands.
-pub const PUSH_CHANGES_PER_DOC_MAX: usize = 20_000;
+/// Most changes in one push, over all its documents. The server stores a push in one atomic
+/// transaction, and sled's memory for a transaction grows with its inserts (measured on the
+/// reference machine: 20,000 changes, three inserts each, took about 250 MB that the process never
+/// gave back; 1,000 changes about 30 MB), so this bounds what one request can make the server
+/// hold. A device splits longer histories (a heavily co-edited plan re-sent whole after a restore
+/// carries thousands of changes) over the rounds of one sync, [`PUSH_CHANGES_SOFT_MAX`] at a time.
+pub const PUSH_CHANGES_MAX: usize = 4_000;
+
+/// Changes a device packs into one push before it leaves the rest (of a document, too) for the
+/// next round of the same sync: half the hard limit, so a device never meets it.
+pub const PUSH_CHANGES_SOFT_MAX: usize = PUSH_CHANGES_MAX / 2;
 
 /// Most heads in a base. Heads are the concurrent tips of a document's history; more than a few
 /// dozen means something is wrong with the sender.
 pub const HEADS_MAX: usize = 256;
 
 /// Longest free-text field accepted by the record API (a note body, a plan narrative edit). A long
-/// MDT note is tens of KB; 1 MiB refuses accidents without refusing real writing.
-pub const TEXT_BYTES_MAX: usize = 1024 * 1024;
+/// MDT note is tens of KB; 128 KiB (about 20,000 words) refuses accidents without refusing real
+/// writing, and keeps a note (one operation per character) well inside [`DOC_OPS_MAX`].
+pub const TEXT_BYTES_MAX: usize = 128 * 1024;
 
 /// Longest short field (a name, a reason, an NHS number, a role).
 pub const SHORT_TEXT_BYTES_MAX: usize = 4 * 1024;
+
+/// Deepest nesting of objects (maps, lists, texts) in one record document, the root being depth
+/// 0. The record schema nests three deep at most (a plan's actions map, an action, its fields; a
+/// future assessment's tests map, a test, its evidence text); 8 leaves room for the schema to
+/// grow. Everything that walks a document (validation, the record views, the export) relies on
+/// this bound; the check itself walks with an explicit stack, so a document far deeper than this
+/// (a device once pushed maps nested 100,000 deep) is refused, never walked by recursion.
+pub const DOC_DEPTH_MAX: usize = 8;
+
+/// Most objects (maps, lists, texts) visible in one record document. A note holds a handful; a
+/// case or plan gains one object per alert, goal, action, team member and resolution, which is
+/// hundreds over years of work with one person. 10,000 refuses a document built to exhaust the
+/// server or a colleague's device while leaving ample room for real records, and bounds the cost
+/// of walking one (validation, views) to a few milliseconds.
+pub const DOC_OBJECTS_MAX: usize = 10_000;
 
 /// Nesting depth the CBOR decoder accepts. Our envelope nests four deep; anything far deeper is an
 /// attack on the decoder's stack.
@@ -126,12 +150,28 @@ pub const OVERSIZED_BODY_DRAIN_BYTES_MAX: usize = REQUEST_BYTES_MAX;
 /// standards ask the writer to say why; the server may be configured with another value.
 pub const LATE_ENTRY_AFTER_MS_DEFAULT: i64 = 24 * 60 * 60 * 1000;
 
-/// Most materialised documents the server keeps between pushes for validating new changes
-/// (issue 4). Materialising a document costs time in proportion to its history (about 10 ms at
-/// 200 changes, over 100 ms at 2,000 on the reference machine), and a co-edited plan is pushed to
-/// again and again; 128 covers the documents being edited at once by a busy team while bounding
-/// memory (a small document costs tens of KB loaded).
-pub const SERVER_DOC_CACHE_DOCS_MAX: usize = 128;
+/// Most operations one document may hold over its whole history (every character typed is an
+/// operation, and so is every field written or deleted). The server materialises a document to
+/// validate changes to it, at 250 to 350 bytes of memory per operation (measured on the reference
+/// machine: 100,001 operations took 35 MB whether they came in 20 changes or 20,000; 1,048,577
+/// took 253 MB), so this bounds what one document can cost it: 250,000 operations is at most
+/// about 85 MB. That holds years of daily work on a plan; a document that reaches the limit takes
+/// no more changes and its writers are told to start a new one.
+pub const DOC_OPS_MAX: u64 = 250_000;
+
+/// Operations the server keeps materialised at once: documents being validated now plus the
+/// cache of recently validated states (which gives way first), at up to 350 bytes each (see
+/// [`DOC_OPS_MAX`]): about 100 MB. With the sled page cache ([`SERVER_SLED_CACHE_BYTES`], which
+/// sled overshoots about fourfold) that keeps the server within the 300 MB the W6 workload
+/// allows, whatever devices send, while holding the plans a busy team edits (each a few
+/// thousand operations) many times over.
+pub const SERVER_RESIDENT_OPS_MAX: u64 = 300_000;
+
+/// Most syncs one device may have in flight at once; one more is answered 429 `limit_exceeded`.
+/// A device syncs one request at a time, so 2 leaves room for a retry that overtakes a stalled
+/// request, while one device (or one stolen token) can keep at most two of the server's cores
+/// busy validating what it sends.
+pub const SYNC_IN_FLIGHT_PER_DEVICE_MAX: usize = 2;
 
 /// Most WebSocket connections one server holds on `GET /v1/live` at once; one more is answered
 /// 503 `limit_exceeded` and falls back to HTTP sync. Each connection costs a task, a small read
@@ -177,9 +217,14 @@ pub const LIVE_READ_CACHE_DOCS_MAX: usize = 4_096;
 
 /// Bytes of the server's sled page cache (sled's own default is 1 GiB, which a large store would
 /// fill). The server's hot set is the tail of the change log, the indexes of the caseloads being
-/// synced and the directory; 64 MiB holds that for a busy team and keeps the server's resident
-/// memory independent of how many documents it stores (issue "Fast at any caseload").
-pub const SERVER_SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// synced and the directory; 32 MiB holds that for a busy team. sled's resident memory runs to
+/// about four times this figure under sustained writes (measured: 2.4 million small inserts
+/// settled at 140 MB with 32 MiB, 200 MB with 64 MiB), and it is that, not the figure itself,
+/// that keeps the server's memory independent of how many documents it stores and inside the W6
+/// bound together with [`SERVER_RESIDENT_OPS_MAX`].
+pub const SERVER_SLED_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
 const _: () = assert!(LIVE_EVENT_DOCS_MAX * 20 + 64 <= LIVE_MESSAGE_BYTES_MAX);
+const _: () = assert!((TEXT_BYTES_MAX as u64) < DOC_OPS_MAX);
+const _: () = assert!(DOC_OPS_MAX <= SERVER_RESIDENT_OPS_MAX);
 const _: () = assert!(LIVE_PING_INTERVAL_MS > LIVE_SEND_TIMEOUT_MS);

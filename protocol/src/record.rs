@@ -673,45 +673,62 @@ fn scalar_json(v: &ScalarValue) -> serde_json::Value {
     serde_json::to_value(v).unwrap_or(serde_json::Value::Null)
 }
 
-/// Every map field anywhere in the document that holds concurrent values.
+/// Every map field anywhere in the document that holds concurrent values. A document that
+/// breaks the structure limits ([`crate::shape`]) is not walked: it reports none, and
+/// [`content_json`] withholds it.
 pub fn conflicts(doc: &AutoCommit) -> Vec<Conflict> {
     let mut out = Vec::new();
-    walk_conflicts(doc, &ROOT, &mut Vec::new(), &mut out);
+    if crate::shape::check(doc).is_err() {
+        return out;
+    }
+    // An explicit stack of (map, its path), in the order a depth-first walk would visit them.
+    let mut stack: Vec<(ObjId, Vec<String>)> = vec![(ROOT, Vec::new())];
+    while let Some((obj, path)) = stack.pop() {
+        let mut children = Vec::new();
+        for key in doc.keys(&obj).collect::<Vec<String>>() {
+            let Ok(all) = doc.get_all(&obj, key.as_str()) else {
+                continue;
+            };
+            let mut here = path.clone();
+            here.push(key);
+            if all.len() > 1 {
+                let values: Vec<serde_json::Value> = all
+                    .iter()
+                    .map(|(v, _)| match v {
+                        Value::Scalar(s) => scalar_json(s),
+                        Value::Object(t) => serde_json::json!({ "object": format!("{t:?}") }),
+                    })
+                    .collect();
+                // The same value written twice is agreement, not a conflict for a person to settle.
+                if values.iter().any(|v| *v != values[0]) {
+                    out.push(Conflict {
+                        path: here.clone(),
+                        values,
+                    });
+                }
+            }
+            if let Some((Value::Object(ObjType::Map | ObjType::Table), child)) = all.first() {
+                children.push((child.clone(), here));
+            }
+        }
+        stack.extend(children.into_iter().rev());
+    }
     out
 }
 
-fn walk_conflicts(doc: &AutoCommit, obj: &ObjId, path: &mut Vec<String>, out: &mut Vec<Conflict>) {
-    let keys: Vec<String> = doc.keys(obj).collect();
-    for key in keys {
-        let Ok(all) = doc.get_all(obj, key.as_str()) else {
-            continue;
-        };
-        if all.len() > 1 {
-            let values: Vec<serde_json::Value> = all
-                .iter()
-                .map(|(v, _)| match v {
-                    Value::Scalar(s) => scalar_json(s),
-                    Value::Object(t) => serde_json::json!({ "object": format!("{t:?}") }),
-                })
-                .collect();
-            // The same value written twice is agreement, not a conflict for a person to settle.
-            if values.iter().any(|v| *v != values[0]) {
-                let mut p = path.clone();
-                p.push(key.clone());
-                out.push(Conflict { path: p, values });
-            }
-        }
-        if let Some((Value::Object(ObjType::Map | ObjType::Table), child)) = all.first() {
-            path.push(key);
-            walk_conflicts(doc, child, path, out);
-            path.pop();
-        }
-    }
-}
+/// What [`content_json`] shows in place of a document that breaks the structure limits.
+pub const WITHHELD: &str = "withheld";
 
-/// The document's content as JSON: identical on every device holding the same changes.
+/// The document's content as JSON: identical on every device holding the same changes. A
+/// document that breaks the structure limits ([`crate::shape`]; only one stored before the
+/// server checked them could) is never walked: the view is `{"withheld": why}` instead.
 pub fn content_json(doc: &AutoCommit) -> serde_json::Value {
-    serde_json::to_value(AutoSerde::from(doc)).unwrap_or(serde_json::Value::Null)
+    match crate::shape::check(doc) {
+        Ok(_) => serde_json::to_value(AutoSerde::from(doc)).unwrap_or(serde_json::Value::Null),
+        Err(e) => serde_json::json!({
+            WITHHELD: format!("this document breaks the structure limits ({e}); it is not shown")
+        }),
+    }
 }
 
 #[cfg(test)]

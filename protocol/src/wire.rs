@@ -300,13 +300,10 @@ fn check(what: &'static str, len: usize, max: usize) -> Result<(), DecodeError> 
 pub fn decode_request(bytes: &[u8]) -> Result<SyncRequest, DecodeError> {
     let req: SyncRequest = decode_versioned(bytes)?;
     check("documents pushed", req.docs.len(), limits::PUSH_DOCS_MAX)?;
+    let changes: usize = req.docs.iter().map(|d| d.changes.len()).sum();
+    check("changes pushed", changes, limits::PUSH_CHANGES_MAX)?;
     for doc in &req.docs {
         check("base heads", doc.base.len(), limits::HEADS_MAX)?;
-        check(
-            "changes for one document",
-            doc.changes.len(),
-            limits::PUSH_CHANGES_PER_DOC_MAX,
-        )?;
         for change in &doc.changes {
             check("one change's bytes", change.len(), limits::CHANGE_BYTES_MAX)?;
         }
@@ -423,6 +420,29 @@ mod tests {
             confirmed_reconcile: None,
         };
         let err = decode_request(&encode(&req)).unwrap_err();
+        assert_eq!(err.code(), crate::ErrorCode::LimitExceeded);
+    }
+
+    #[test]
+    fn more_changes_than_the_limit_over_all_documents_is_an_over_limit_error() {
+        let doc = |n: usize| DocPush {
+            doc_id: DocId(uuid::Uuid::nil()),
+            case_id: CaseId(uuid::Uuid::nil()),
+            kind: DocKind::Note,
+            base: vec![],
+            changes: vec![ByteBuf::from(vec![1u8]); n],
+        };
+        let half = limits::PUSH_CHANGES_MAX / 2;
+        let req = |docs| SyncRequest {
+            version: PROTOCOL_VERSION,
+            cursor: Seq(0),
+            device_clock_ms: 0,
+            docs,
+            log_id: None,
+            confirmed_reconcile: None,
+        };
+        assert!(decode_request(&encode(&req(vec![doc(half), doc(half)]))).is_ok());
+        let err = decode_request(&encode(&req(vec![doc(half), doc(half + 1)]))).unwrap_err();
         assert_eq!(err.code(), crate::ErrorCode::LimitExceeded);
     }
 

@@ -165,8 +165,9 @@ fn draft_note(staff: &Staff, case_id: CaseId, text: &str) -> AutoCommit {
                 org: "Council".into(),
                 team: String::new(),
             },
-            occurred_at_ms: 1_000,
-            recorded_at_ms: 2_000,
+            // Now: the server judges lateness by when it receives the filing.
+            occurred_at_ms: crate::now_ms(),
+            recorded_at_ms: crate::now_ms(),
             text: text.into(),
             amends: None,
             late_entry_reason: None,
@@ -1719,7 +1720,8 @@ async fn filing_late_without_a_reason_is_refused_and_with_a_reason_accepted() {
         .await;
     assert_eq!(r.acks.len(), 2);
     let base = note.get_heads();
-    let late = 1_000 + limits::LATE_ENTRY_AFTER_MS_DEFAULT + 1;
+    let occurred = record::get_i64(&note, &ROOT, "occurred_at_ms").unwrap();
+    let late = occurred + limits::LATE_ENTRY_AFTER_MS_DEFAULT + 1;
 
     // Filed a day late with no reason, written directly (the record API would refuse it).
     let mut bare = note.clone();

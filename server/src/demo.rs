@@ -309,6 +309,12 @@ impl<'a> Loader<'a> {
     /// Pushes everything in `doc` as `name` through the sync path (what the server has already
     /// counts as a duplicate).
     fn push(&self, doc: &mut Doc, name: &str) -> anyhow::Result<()> {
+        self.push_at(doc, name, self.now_ms)
+    }
+
+    /// [`Loader::push`] as the server would have received it at `received_ms`: a demo note
+    /// reached the server when it was written up, as a device in coverage would have sent it.
+    fn push_at(&self, doc: &mut Doc, name: &str, received_ms: i64) -> anyhow::Result<()> {
         let changes = doc
             .doc
             .get_changes(&[])
@@ -329,7 +335,7 @@ impl<'a> Loader<'a> {
                 base: Vec::new(),
                 changes,
             }],
-            self.now_ms,
+            received_ms,
         )?;
         if let Some(r) = out.rejections.first() {
             bail!("the demo push of {} was rejected: {}", doc.id, r.reason);
@@ -460,7 +466,7 @@ impl<'a> Loader<'a> {
         doc.doc.commit();
         record::file_note(&mut doc.doc, id, recorded_at_ms)?;
         doc.doc.commit();
-        self.push(&mut doc, by)?;
+        self.push_at(&mut doc, by, recorded_at_ms)?;
         Ok(id)
     }
 
@@ -601,13 +607,15 @@ impl<'a> Loader<'a> {
         // Each staff member pushes only their own edits: authorship is checked.
         self.push(&mut daniel, "Dr Helen Marsh")?;
         self.as_staff(&mut daniel, "Joe Ward");
+        // Who raised an alert is the raiser's staff id: the server checks it is the pusher's.
+        let joe = self.who("Joe Ward").staff_id.to_string();
         self.add_map_entry(
             &mut daniel,
             field::ALERTS,
             &[
                 ("text", "Visit in pairs"),
                 ("status", "active"),
-                ("raised_by", "Joe Ward, AMHP"),
+                ("raised_by", &joe),
             ],
         )?;
         self.push(&mut daniel, "Joe Ward")?;

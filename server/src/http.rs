@@ -89,6 +89,49 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The live channel's hub: syncs publish to it, `GET /v1/live` connections listen.
     pub live: Arc<Live>,
+    /// Syncs in flight per device (`limits::SYNC_IN_FLIGHT_PER_DEVICE_MAX`).
+    pub in_flight: Arc<InFlight>,
+}
+
+/// Syncs in flight per device: one device (or one stolen token) keeps at most
+/// [`limits::SYNC_IN_FLIGHT_PER_DEVICE_MAX`] of the server's threads busy with what it sends.
+#[derive(Default)]
+pub struct InFlight {
+    per_device: std::sync::Mutex<std::collections::HashMap<casenote_protocol::DeviceId, usize>>,
+}
+
+/// A sync counted in [`InFlight`] until dropped.
+pub struct InFlightSlot {
+    of: Arc<InFlight>,
+    device: casenote_protocol::DeviceId,
+}
+
+impl InFlight {
+    /// A slot for one more sync of `device`, unless it has as many in flight as it may.
+    pub fn enter(of: &Arc<InFlight>, device: casenote_protocol::DeviceId) -> Option<InFlightSlot> {
+        let mut map = of.per_device.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(device).or_insert(0);
+        if *n >= limits::SYNC_IN_FLIGHT_PER_DEVICE_MAX {
+            return None;
+        }
+        *n += 1;
+        Some(InFlightSlot {
+            of: of.clone(),
+            device,
+        })
+    }
+}
+
+impl Drop for InFlightSlot {
+    fn drop(&mut self) {
+        let mut map = self.of.per_device.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.device) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.device);
+            }
+        }
+    }
 }
 
 impl AppState {
@@ -96,6 +139,7 @@ impl AppState {
         AppState {
             store,
             live: Arc::new(Live::new(config.live.clone())),
+            in_flight: Arc::new(InFlight::default()),
             config: Arc::new(config),
         }
     }
@@ -466,6 +510,17 @@ async fn sync_handler(
             format!("send the sync body as {CBOR_MEDIA_TYPE}"),
         ));
     }
+    // Held by the blocking task, so a client that hangs up does not free it before the work ends.
+    let Some(slot) = InFlight::enter(&state.in_flight, who.device_id) else {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::LimitExceeded,
+            format!(
+                "this device already has {} syncs in flight; wait for them to finish",
+                limits::SYNC_IN_FLIGHT_PER_DEVICE_MAX
+            ),
+        ));
+    };
     let bytes = read_body(&headers, body).await?;
     let started = std::time::Instant::now();
     let body_bytes = bytes.len();
@@ -474,6 +529,7 @@ async fn sync_handler(
     let lease = state.config.lease;
     let device = who.device_id;
     let outcome = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         let req = match wire::decode_request(&bytes) {
             Ok(r) => r,
             Err(e) => return Ok(Err(e)),

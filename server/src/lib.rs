@@ -26,6 +26,7 @@ pub mod export;
 pub mod history;
 pub mod http;
 pub mod live;
+pub mod push;
 pub mod store;
 pub mod sync;
 pub mod validate;

@@ -86,6 +86,14 @@ pub struct DocHeader {
 pub struct DocRecord {
     pub header: DocHeader,
     pub heads: Vec<Hash>,
+    /// Operations in the document's history, as of `heads` (0 for a record written before the
+    /// server counted them; the next accepted push counts them).
+    #[serde(default)]
+    pub ops: u64,
+    /// For a note: the server's time when it received the filing. A filed note takes no change
+    /// at all (`crate::validate::header_refusal`).
+    #[serde(default)]
+    pub filed_ms: Option<i64>,
 }
 
 /// A case: the person's record, and the teams around the person who may hold its documents.
@@ -257,6 +265,8 @@ pub trait Store: Send + Sync {
     fn quarantine_add(&self, entries: &[QuarantineEntry]) -> Result<usize, StoreError>;
     /// Every quarantined change, in key order.
     fn quarantine_list(&self) -> Result<Vec<QuarantineEntry>, StoreError>;
+    /// The quarantine entry of change `hash` of document `doc`, if it was refused before.
+    fn quarantined(&self, doc: DocId, hash: &Hash) -> Result<Option<QuarantineEntry>, StoreError>;
 
     /// The id of this change log (see the module docs).
     fn log_id(&self) -> Result<uuid::Uuid, StoreError> {
@@ -730,6 +740,9 @@ impl Store for SledStore {
     }
     fn quarantine_list(&self) -> Result<Vec<QuarantineEntry>, StoreError> {
         Self::all(&self.quarantine)
+    }
+    fn quarantined(&self, doc: DocId, hash: &Hash) -> Result<Option<QuarantineEntry>, StoreError> {
+        Self::get(&self.quarantine, &hash_key(doc, hash))
     }
 
     fn device_docs(&self, device: DeviceId) -> Result<Vec<DocId>, StoreError> {

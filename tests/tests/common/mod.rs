@@ -445,6 +445,24 @@ pub mod raw {
         }
     }
 
+    /// `GET /v1/whoami` for `token`.
+    pub fn whoami(url: &str, token: &str) -> serde_json::Value {
+        ureq::get(&format!("{url}/v1/whoami"))
+            .set("authorization", &format!("Bearer {token}"))
+            .call()
+            .expect("whoami answers")
+            .into_json()
+            .expect("whoami is JSON")
+    }
+
+    /// The staff id behind `token`.
+    pub fn staff_id(url: &str, token: &str) -> casenote_protocol::StaffId {
+        whoami(url, token)["staff_id"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("a staff id")
+    }
+
     /// Pulls everything after `cursor`, following pages; returns the pulls and the final cursor.
     pub fn pull_all(
         url: &str,
@@ -465,5 +483,59 @@ pub mod raw {
             }
         }
         panic!("the server never stopped saying more");
+    }
+}
+
+/// Changes made with automerge directly, past client-core's checks, as a device (or an attacker
+/// holding a device's token) could send them.
+pub mod craft {
+    use automerge::{ActorId, Author, AutoCommit, Change};
+    use casenote_protocol::wire::{self, DocPull, DocPush};
+    use casenote_protocol::{CaseId, DocId, DocKind, StaffId};
+    use serde_bytes::ByteBuf;
+
+    /// A document as the server relays it.
+    pub fn load(pull: &DocPull) -> AutoCommit {
+        let mut doc = AutoCommit::new();
+        doc.apply_changes(
+            pull.changes
+                .iter()
+                .map(|b| Change::from_bytes(b.to_vec()).unwrap()),
+        )
+        .unwrap();
+        doc
+    }
+
+    /// The changes `edit` makes to `doc`, under a fresh actor whose author is `staff`.
+    pub fn craft(
+        doc: &mut AutoCommit,
+        staff: StaffId,
+        edit: impl FnOnce(&mut AutoCommit),
+    ) -> Vec<Change> {
+        let base = doc.get_heads();
+        doc.set_actor(ActorId::random());
+        doc.set_author(Some(Author::from(staff.as_bytes().to_vec())));
+        edit(doc);
+        doc.commit();
+        doc.get_changes(&base)
+    }
+
+    pub fn push_of(
+        doc_id: DocId,
+        case_id: CaseId,
+        kind: DocKind,
+        base: &[automerge::ChangeHash],
+        changes: &[Change],
+    ) -> DocPush {
+        DocPush {
+            doc_id,
+            case_id,
+            kind,
+            base: wire::to_wire_heads(base),
+            changes: changes
+                .iter()
+                .map(|c| ByteBuf::from(c.raw_bytes().to_vec()))
+                .collect(),
+        }
     }
 }

@@ -1,0 +1,933 @@
+//! Push: a device's new changes, checked and stored (DESIGN.md, "Sync: one round trip").
+//!
+//! For each pushed document: access against the stored header (a document the device may not
+//! write gets the same `forbidden` whether or not it exists, an empty push included), the header
+//! the push claims, decoding, dedupe by hash, the dependency/base check (else
+//! `need_full_history`), authorship (below), and the record rules ([`crate::validate`]).
+//! Accepted changes are stored under the next global sequence numbers in one atomic write;
+//! refused ones go to the `quarantine` tree, never to the log, so no device receives them.
+//!
+//! Authorship: automerge 0.12 writes the author into the first change (seq 1) of each actor only;
+//! later changes of that actor are attributed through it. So for every change new to the server:
+//! an author, when present, must be the pushing staff member's id bytes; the actor, when already
+//! bound (the `actors` tree), must be bound to the same staff member and device; an unbound actor
+//! is bound to the pusher by a change that carries the author (in the same transaction as the
+//! changes), and refused on a change that carries none. Changes by someone else, new to the
+//! server, and what depends on them, are withheld (`forged_author`): without signatures the
+//! server cannot tell a relay from a forgery. Changes the server already holds are duplicates and
+//! not checked.
+//!
+//! Where the time goes, and who pays for it: the Automerge work (applying the new changes to the
+//! stored state and checking the rules, and on a refusal finding the change that broke the rule)
+//! is done before the store's write lock, under a lock of the pushed documents only
+//! ([`DocLocks`]), on up to `limits::VALIDATE_THREADS_MAX` threads. So a push that costs seconds
+//! to validate (20,000 changes, the last one refused) holds up only pushes to the same
+//! documents, never another device's sync to another case. The write itself re-runs the cheap
+//! checks under the write lock and uses each validation whose inputs are still what the store
+//! holds (the same header, heads and new changes); only when they are not (another server node
+//! wrote the document meanwhile) does it validate again itself. Changes already in quarantine are
+//! refused again at once, without validating them again.
+
+use crate::auth::Principal;
+use crate::store::{
+    ActorBinding, CaseRecord, Commit, DocHeader, DocRecord, NewChange, QuarantineEntry, Store,
+    StoreError,
+};
+use crate::sync::may_write;
+use crate::validate::{self, Context, Refusal, Rules, Writer};
+use automerge::ReadDoc;
+use casenote_protocol::limits;
+use casenote_protocol::wire::{DocAck, DocPush, Hash, Rejection};
+use casenote_protocol::{CaseId, DocId, DocKind, ErrorCode, Seq};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Condvar, Mutex, OnceLock};
+
+/// One pushed change, decoded far enough to check it.
+#[derive(Clone)]
+struct Decoded {
+    index: usize,
+    hash: Hash,
+    deps: Vec<Hash>,
+    bytes: Vec<u8>,
+    actor: Vec<u8>,
+    author: Option<Vec<u8>>,
+    change: automerge::Change,
+}
+
+/// One pushed document after decoding, before any store access.
+struct Prepared {
+    doc_id: DocId,
+    case_id: CaseId,
+    kind: DocKind,
+    base: Vec<Hash>,
+    changes: Result<Vec<Decoded>, String>,
+}
+
+fn decode_change(index: usize, bytes: &[u8]) -> Result<Decoded, String> {
+    // Automerge parses untrusted bytes here; a panic inside it must cost this document, not the
+    // request or the server. The reason never quotes Automerge's message (it may echo input).
+    let parsed = std::panic::catch_unwind(|| automerge::Change::from_bytes(bytes.to_vec()));
+    match parsed {
+        Ok(Ok(mut change)) => Ok(Decoded {
+            index,
+            hash: change.hash().into(),
+            deps: change.deps().iter().copied().map(Hash::from).collect(),
+            actor: change.actor_id().to_bytes().to_vec(),
+            author: change.author().map(|a| a.as_bytes().to_vec()),
+            bytes: change.bytes().into_owned(),
+            change,
+        }),
+        Ok(Err(_)) => Err(format!("change {index} is not an Automerge change")),
+        Err(_) => Err(format!("change {index} could not be parsed")),
+    }
+}
+
+fn prepare(push: DocPush) -> Prepared {
+    let changes = push
+        .changes
+        .iter()
+        .enumerate()
+        .map(|(i, b)| decode_change(i, b))
+        .collect();
+    Prepared {
+        doc_id: push.doc_id,
+        case_id: push.case_id,
+        kind: push.kind,
+        base: push.base,
+        changes,
+    }
+}
+
+/// The pushed documents a push holds while it validates and writes them: every other push of any
+/// of them waits; pushes of other documents never do. All of a push's documents are taken at
+/// once (or it waits), so two pushes can never each hold what the other waits for.
+#[derive(Default)]
+pub struct DocLocks {
+    held: Mutex<HashSet<DocId>>,
+    freed: Condvar,
+}
+
+/// What [`DocLocks::hold`] holds until dropped.
+pub struct Held<'a> {
+    locks: &'a DocLocks,
+    docs: Vec<DocId>,
+}
+
+impl DocLocks {
+    fn global() -> &'static DocLocks {
+        static LOCKS: OnceLock<DocLocks> = OnceLock::new();
+        LOCKS.get_or_init(DocLocks::default)
+    }
+
+    /// Takes every document of `docs`, waiting until none is held by another push.
+    pub fn hold(&self, docs: impl IntoIterator<Item = DocId>) -> Held<'_> {
+        let docs: Vec<DocId> = docs
+            .into_iter()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        while docs.iter().any(|d| held.contains(d)) {
+            held = self.freed.wait(held).unwrap_or_else(|e| e.into_inner());
+        }
+        held.extend(docs.iter().copied());
+        Held { locks: self, docs }
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let mut held = self.locks.held.lock().unwrap_or_else(|e| e.into_inner());
+        for d in &self.docs {
+            held.remove(d);
+        }
+        drop(held);
+        self.locks.freed.notify_all();
+    }
+}
+
+/// New actor bindings: actor id bytes and who they are bound to.
+type Bindings = Vec<(Vec<u8>, ActorBinding)>;
+
+/// What happened to one pushed document.
+enum Verdict {
+    Accepted {
+        heads: Vec<Hash>,
+        stored: u32,
+        duplicates: u32,
+        /// Why some of the push was withheld: changes by someone else, new to the server, and
+        /// what depends on them.
+        withheld: Option<String>,
+    },
+    NeedFullHistory,
+    Rejected(ErrorCode, String),
+}
+
+fn forbidden(doc_id: DocId) -> Verdict {
+    Verdict::Rejected(
+        ErrorCode::Forbidden,
+        format!("none of your teams may write document {doc_id}"),
+    )
+}
+
+/// The record rules' verdict on one document's new changes.
+#[derive(Clone, Debug)]
+enum Ruled {
+    Pass { ops: u64, files: bool },
+    Refused(Refusal),
+}
+
+/// A document whose new changes the record rules must judge.
+struct Candidate {
+    doc_id: DocId,
+    ctx: Context,
+    stored: bool,
+    old_heads: Vec<Hash>,
+    fresh: Vec<Hash>,
+    changes: Vec<automerge::Change>,
+    /// The operations the validation will hold in memory (the stored history plus the new).
+    ops: u64,
+}
+
+/// A judgement, with the inputs it was made from.
+struct Checked {
+    ctx: Context,
+    stored: bool,
+    old_heads: Vec<Hash>,
+    fresh: Vec<Hash>,
+    ruled: Ruled,
+}
+
+impl Checked {
+    /// Whether this is the judgement the write would make: the same rules, writer and header,
+    /// the same stored state (the heads name the whole history) and the same new changes in the
+    /// same order. Validation is a function of exactly these.
+    fn matches(&self, c: &Candidate) -> bool {
+        self.ctx == c.ctx
+            && self.stored == c.stored
+            && same_heads(&self.old_heads, &c.old_heads)
+            && self.fresh == c.fresh
+    }
+}
+
+fn same_heads(a: &[Hash], b: &[Hash]) -> bool {
+    let (mut a, mut b) = (a.to_vec(), b.to_vec());
+    a.sort();
+    b.sort();
+    a == b
+}
+
+/// Judges `c`: the stored state (cached or materialised; it must still have the heads the
+/// candidate saw) with the new changes applied, under the record rules. `None` when the stored
+/// state moved on meanwhile. The states it produces go to the cache of validated states (keyed
+/// by their heads, so a state that never gets stored is never used).
+fn judge(store: &dyn Store, c: Candidate) -> Result<Option<Checked>, StoreError> {
+    let reserved = validate::reserve(c.ops);
+    let before = if c.stored {
+        let mut doc = validate::load(store, c.doc_id, &c.old_heads)?;
+        if !validate::has_heads(&mut doc, &c.old_heads) {
+            return Ok(None);
+        }
+        Some(doc)
+    } else {
+        None
+    };
+    let (doc_id, stored) = (c.doc_id, c.stored);
+    let outcome = validate::run(&c.ctx, before, &c.changes, &mut || {
+        if stored {
+            validate::materialise(store, doc_id).map(Some)
+        } else {
+            Ok(None)
+        }
+    })?;
+    let ruled = match outcome {
+        Ok(passed) => {
+            let ops = passed.after.stats().num_ops;
+            let files = passed.files;
+            reserved.keep(doc_id, passed.after);
+            Ruled::Pass { ops, files }
+        }
+        Err((refusal, before)) => {
+            if let Some(before) = before {
+                reserved.keep(doc_id, before);
+            }
+            Ruled::Refused(refusal)
+        }
+    };
+    Ok(Some(Checked {
+        ctx: c.ctx,
+        stored: c.stored,
+        old_heads: c.old_heads,
+        fresh: c.fresh,
+        ruled,
+    }))
+}
+
+/// What a push may write under: the header, the stored record (none for a new document), and
+/// the case it creates (for a new case document).
+type Access = (DocHeader, Option<DocRecord>, Option<CaseRecord>);
+
+/// A pushed document's new changes after access, dedupe, dependencies and authorship.
+struct Fresh {
+    header: DocHeader,
+    record: Option<DocRecord>,
+    new_case: Option<CaseRecord>,
+    old_heads: Vec<Hash>,
+    fresh: Vec<Decoded>,
+    bindings: Bindings,
+    withheld: Option<String>,
+    duplicates: u32,
+}
+
+/// The pending state of one request's push: what it will commit, overlaid on the store.
+struct Plan<'a> {
+    store: &'a dyn Store,
+    who: &'a Principal,
+    writer: &'a Writer,
+    now_ms: i64,
+    rules: Rules,
+    cases: HashMap<CaseId, CaseRecord>,
+    docs: HashMap<DocId, DocRecord>,
+    hashes: HashSet<(DocId, Hash)>,
+    actors: HashMap<Vec<u8>, ActorBinding>,
+    commit: Commit,
+    /// Judgements made before the write lock, used when their inputs still hold.
+    checked: HashMap<DocId, Checked>,
+    /// Changes refused by the record rules.
+    quarantine: Vec<QuarantineEntry>,
+    /// Documents this push has named so far.
+    seen: HashSet<DocId>,
+    /// Set for the pass before the write lock: it judges nothing itself and commits nothing; it
+    /// collects what to judge ahead.
+    ahead: Option<Vec<Candidate>>,
+}
+
+impl<'a> Plan<'a> {
+    fn new(
+        store: &'a dyn Store,
+        who: &'a Principal,
+        writer: &'a Writer,
+        now_ms: i64,
+        rules: Rules,
+    ) -> Self {
+        Plan {
+            store,
+            who,
+            writer,
+            now_ms,
+            rules,
+            cases: HashMap::new(),
+            docs: HashMap::new(),
+            hashes: HashSet::new(),
+            actors: HashMap::new(),
+            commit: Commit::default(),
+            checked: HashMap::new(),
+            quarantine: Vec::new(),
+            seen: HashSet::new(),
+            ahead: None,
+        }
+    }
+
+    fn case(&self, id: CaseId) -> Result<Option<CaseRecord>, StoreError> {
+        match self.cases.get(&id) {
+            Some(c) => Ok(Some(c.clone())),
+            None => self.store.get_case(id),
+        }
+    }
+
+    fn doc(&self, id: DocId) -> Result<Option<DocRecord>, StoreError> {
+        match self.docs.get(&id) {
+            Some(d) => Ok(Some(d.clone())),
+            None => self.store.get_doc(id),
+        }
+    }
+
+    fn known(&self, doc: DocId, hash: &Hash) -> Result<bool, StoreError> {
+        Ok(self.hashes.contains(&(doc, *hash)) || self.store.has_change(doc, hash)?)
+    }
+
+    fn actor(&self, actor: &[u8]) -> Result<Option<ActorBinding>, StoreError> {
+        match self.actors.get(actor) {
+            Some(b) => Ok(Some(b.clone())),
+            None => self.store.get_actor(actor),
+        }
+    }
+
+    /// The header a push may write under: the stored one, if the device may write it, or a new
+    /// one for a new document of a case it may write (a new case for a new case document).
+    /// Every refusal here is the same `forbidden`, whether or not the document exists.
+    fn access(&self, p: &Prepared, empty: bool) -> Result<Result<Access, Verdict>, StoreError> {
+        if let Some(rec) = self.doc(p.doc_id)? {
+            let writable = match self.case(rec.header.case_id)? {
+                Some(case) => may_write(self.who, &case, Some(&rec.header)),
+                None => false,
+            };
+            if !writable {
+                return Ok(Err(forbidden(p.doc_id)));
+            }
+            if rec.header.case_id != p.case_id || rec.header.kind != p.kind {
+                return Ok(Err(Verdict::Rejected(
+                    ErrorCode::HeaderMismatch,
+                    format!(
+                        "document {} is a {} of case {}, not a {} of case {}",
+                        p.doc_id, rec.header.kind, rec.header.case_id, p.kind, p.case_id
+                    ),
+                )));
+            }
+            return Ok(Ok((rec.header.clone(), Some(rec), None)));
+        }
+        // Nothing to create: answered as a document that exists and may not be written is.
+        if empty {
+            return Ok(Err(forbidden(p.doc_id)));
+        }
+        let new_case = match self.new_case(p)? {
+            Ok(c) => c,
+            Err(v) => return Ok(Err(v)),
+        };
+        let header = DocHeader {
+            doc_id: p.doc_id,
+            case_id: p.case_id,
+            kind: p.kind,
+            owner_org: self.who.staff.org_id,
+            access_teams: (p.kind == DocKind::Restricted).then(|| self.who.teams().to_vec()),
+            created_by: self.who.staff_id(),
+            created_ms: self.now_ms,
+        };
+        Ok(Ok((header, None, new_case)))
+    }
+
+    /// For a new document: the case it joins may be written by the device, or, for a new case
+    /// document, the case it creates (owned by the creator's organisation and teams).
+    fn new_case(&self, p: &Prepared) -> Result<Result<Option<CaseRecord>, Verdict>, StoreError> {
+        if p.kind != DocKind::Case {
+            // An unknown case is answered like an unreadable one: a case id is a document id
+            // too, and its existence is not the device's to learn.
+            return Ok(match self.case(p.case_id)? {
+                Some(case) if may_write(self.who, &case, None) => Ok(None),
+                _ => Err(forbidden(p.doc_id)),
+            });
+        }
+        if p.doc_id.0 != p.case_id.0 {
+            return Ok(Err(Verdict::Rejected(
+                ErrorCode::HeaderMismatch,
+                format!(
+                    "a case document's id must be its case id ({} is not {})",
+                    p.doc_id, p.case_id
+                ),
+            )));
+        }
+        // A case record without its case document: never created by a push; refuse without
+        // saying so.
+        if self.case(p.case_id)?.is_some() {
+            return Ok(Err(forbidden(p.doc_id)));
+        }
+        let case = CaseRecord {
+            case_id: p.case_id,
+            owner_org: self.who.staff.org_id,
+            teams: self.who.teams().to_vec(),
+            created_ms: self.now_ms,
+        };
+        if !may_write(self.who, &case, None) {
+            return Ok(Err(forbidden(p.doc_id)));
+        }
+        Ok(Ok(Some(case)))
+    }
+
+    /// Access, the base and dependency checks, dedupe and authorship for one document.
+    fn fresh(
+        &self,
+        p: &Prepared,
+        changes: &[Decoded],
+    ) -> Result<Result<Fresh, Verdict>, StoreError> {
+        let (header, record, new_case) = match self.access(p, changes.is_empty())? {
+            Ok(found) => found,
+            Err(v) => return Ok(Err(v)),
+        };
+        for h in &p.base {
+            if !self.known(p.doc_id, h)? {
+                return Ok(Err(Verdict::NeedFullHistory));
+            }
+        }
+        let mut in_push: HashSet<Hash> = HashSet::new();
+        let mut fresh: Vec<Decoded> = Vec::new();
+        let mut duplicates = 0u32;
+        for c in changes {
+            if in_push.contains(&c.hash) || self.known(p.doc_id, &c.hash)? {
+                duplicates += 1;
+                in_push.insert(c.hash);
+                continue;
+            }
+            for d in &c.deps {
+                if !in_push.contains(d) && !self.known(p.doc_id, d)? {
+                    return Ok(Err(Verdict::NeedFullHistory));
+                }
+            }
+            in_push.insert(c.hash);
+            fresh.push(c.clone());
+        }
+        let (fresh, bindings, withheld) = self.check_authorship(fresh)?;
+        let old_heads = record.as_ref().map(|r| r.heads.clone()).unwrap_or_default();
+        Ok(Ok(Fresh {
+            header,
+            record,
+            new_case,
+            old_heads,
+            fresh,
+            bindings,
+            withheld,
+            duplicates,
+        }))
+    }
+
+    /// Sorts the changes new to the server into the pusher's own, which it may store (with the
+    /// actor bindings they add), and the rest: changes authored by someone else or under someone
+    /// else's actor, and every change that depends on one of those. Returns the own changes, the
+    /// bindings, and the reason anything was withheld.
+    fn check_authorship(
+        &self,
+        fresh: Vec<Decoded>,
+    ) -> Result<(Vec<Decoded>, Bindings, Option<String>), StoreError> {
+        let staff = self.who.staff_id();
+        let device = self.who.device_id;
+        let mut new: Bindings = Vec::new();
+        let mut withheld: HashSet<Hash> = HashSet::new();
+        let mut reason: Option<String> = None;
+        let mut own = Vec::new();
+        for c in fresh {
+            let why = if c.deps.iter().any(|d| withheld.contains(d)) {
+                Some(format!(
+                    "change {} depends on a change this device may not store",
+                    c.index
+                ))
+            } else if c
+                .author
+                .as_ref()
+                .is_some_and(|a| a.as_slice() != staff.as_bytes())
+            {
+                Some(format!(
+                    "change {} is authored by someone other than the pushing staff member",
+                    c.index
+                ))
+            } else {
+                let bound = match new.iter().find(|(a, _)| *a == c.actor) {
+                    Some((_, b)) => Some(b.clone()),
+                    None => self.actor(&c.actor)?,
+                };
+                match (bound, &c.author) {
+                    (Some(b), _) if b.staff_id == staff && b.device_id == device => None,
+                    (Some(_), _) => Some(format!(
+                        "change {} uses an actor id that belongs to another staff member or device",
+                        c.index
+                    )),
+                    (None, Some(_)) => {
+                        new.push((
+                            c.actor.clone(),
+                            ActorBinding {
+                                staff_id: staff,
+                                device_id: device,
+                                first_seen_ms: self.now_ms,
+                            },
+                        ));
+                        None
+                    }
+                    (None, None) => Some(format!(
+                        "change {} carries no author and its actor is not known: set the \
+                         document's author to your staff id",
+                        c.index
+                    )),
+                }
+            };
+            match why {
+                Some(why) => {
+                    withheld.insert(c.hash);
+                    reason.get_or_insert(why);
+                }
+                None => own.push(c),
+            }
+        }
+        let reason =
+            reason.map(|r| format!("{} of the changes were not stored: {r}", withheld.len()));
+        Ok((own, new, reason))
+    }
+
+    /// The record rules on `f`'s new changes: refused at once when every one of them was
+    /// refused before or the header refuses them; otherwise judged ahead of the write (or, in the
+    /// pass before the write lock, noted to be).
+    fn rule(&mut self, p: &Prepared, f: &Fresh) -> Result<Result<Ruled, String>, StoreError> {
+        if let Some(reason) = self.refused_before(p.doc_id, &f.fresh)? {
+            return Ok(Err(reason));
+        }
+        let changes: Vec<automerge::Change> = f.fresh.iter().map(|c| c.change.clone()).collect();
+        if let Some(r) = validate::header_refusal(f.record.as_ref(), self.who.staff_id(), &changes)
+        {
+            return Ok(Ok(Ruled::Refused(r)));
+        }
+        let candidate = Candidate {
+            doc_id: p.doc_id,
+            ctx: Context {
+                kind: f.header.kind,
+                case_id: f.header.case_id,
+                writer: self.writer.clone(),
+                rules: self.rules,
+                received_ms: self.now_ms,
+            },
+            stored: f.record.is_some(),
+            old_heads: f.old_heads.clone(),
+            fresh: f.fresh.iter().map(|c| c.hash).collect(),
+            ops: f.record.as_ref().map_or(0, |r| r.ops)
+                + changes.iter().map(|c| c.len() as u64).sum::<u64>(),
+            changes,
+        };
+        if let Some(ahead) = self.ahead.as_mut() {
+            ahead.push(candidate);
+            return Ok(Ok(Ruled::Pass {
+                ops: 0,
+                files: false,
+            }));
+        }
+        match self
+            .checked
+            .remove(&p.doc_id)
+            .filter(|c| c.matches(&candidate))
+        {
+            Some(c) => Ok(Ok(c.ruled)),
+            // The stored state moved on since the judgement (another node wrote it): judge
+            // again, under the write lock, where the state cannot move.
+            None => {
+                let doc = candidate.doc_id;
+                match judge(self.store, candidate)? {
+                    Some(c) => Ok(Ok(c.ruled)),
+                    None => Err(StoreError::Corrupt(format!(
+                        "document {doc}: its stored heads are not the heads of its log"
+                    ))),
+                }
+            }
+        }
+    }
+
+    /// The reason every one of `fresh` was refused before, if each is in quarantine.
+    fn refused_before(&self, doc: DocId, fresh: &[Decoded]) -> Result<Option<String>, StoreError> {
+        let mut reason = None;
+        for c in fresh {
+            match self.store.quarantined(doc, &c.hash)? {
+                Some(q) => {
+                    reason.get_or_insert(q.reason);
+                }
+                None => return Ok(None),
+            }
+        }
+        Ok(reason)
+    }
+
+    fn doc_push(&mut self, p: &Prepared) -> Result<Verdict, StoreError> {
+        let again = !self.seen.insert(p.doc_id);
+        let changes = match &p.changes {
+            Ok(c) => c,
+            Err(reason) => {
+                return Ok(Verdict::Rejected(
+                    ErrorCode::MalformedChange,
+                    reason.clone(),
+                ))
+            }
+        };
+        let f = match self.fresh(p, changes)? {
+            Ok(f) => f,
+            Err(v) => return Ok(v),
+        };
+        if f.fresh.is_empty() {
+            if let Some(reason) = f.withheld {
+                return Ok(Verdict::Rejected(ErrorCode::ForgedAuthor, reason));
+            }
+            return Ok(Verdict::Accepted {
+                heads: f.old_heads,
+                stored: 0,
+                duplicates: f.duplicates,
+                withheld: None,
+            });
+        }
+        if again {
+            // Each document's new changes are judged once per push, against the stored state.
+            return Ok(Verdict::Rejected(
+                ErrorCode::MalformedChange,
+                format!(
+                    "document {} appears twice in this push with new changes; send them in one entry",
+                    p.doc_id
+                ),
+            ));
+        }
+        match self.rule(p, &f)? {
+            Err(reason) => Ok(Verdict::Rejected(ErrorCode::RuleViolation, reason)),
+            Ok(Ruled::Refused(r)) => Ok(self.refuse(p.doc_id, &f.fresh, r)),
+            Ok(Ruled::Pass { ops, files }) => Ok(self.accept(p.doc_id, f, ops, files)),
+        }
+    }
+
+    /// Quarantines `fresh` with the reason for `r`.
+    fn refuse(&mut self, doc_id: DocId, fresh: &[Decoded], r: Refusal) -> Verdict {
+        let index = fresh.get(r.index).map_or(r.index, |c| c.index);
+        let reason = format!("change {index} breaks a record rule: {}", r.rule);
+        for c in fresh {
+            self.quarantine.push(QuarantineEntry {
+                doc_id,
+                hash: c.hash,
+                bytes: c.bytes.clone(),
+                reason: reason.clone(),
+                staff_id: self.who.staff_id(),
+                device_id: self.who.device_id,
+                at_ms: self.now_ms,
+            });
+        }
+        Verdict::Rejected(ErrorCode::RuleViolation, reason)
+    }
+
+    /// Adds `f`'s new changes to the commit, with the document's new heads and record.
+    fn accept(&mut self, doc_id: DocId, f: Fresh, ops: u64, files: bool) -> Verdict {
+        for (actor, binding) in f.bindings {
+            self.actors.insert(actor, binding);
+        }
+        let deps: HashSet<Hash> = f
+            .fresh
+            .iter()
+            .flat_map(|c| c.deps.iter().copied())
+            .collect();
+        let mut heads: Vec<Hash> = f
+            .old_heads
+            .into_iter()
+            .chain(f.fresh.iter().map(|c| c.hash))
+            .filter(|h| !deps.contains(h))
+            .collect();
+        heads.sort();
+        heads.dedup();
+        let stored = f.fresh.len() as u32;
+        for c in f.fresh {
+            self.hashes.insert((doc_id, c.hash));
+            self.commit.changes.push(NewChange {
+                doc_id,
+                hash: c.hash,
+                bytes: c.bytes,
+                received_at_ms: self.now_ms,
+            });
+        }
+        let filed_ms = f.record.as_ref().and_then(|r| r.filed_ms);
+        self.docs.insert(
+            doc_id,
+            DocRecord {
+                header: f.header,
+                heads: heads.clone(),
+                ops,
+                filed_ms: filed_ms.or(files.then_some(self.now_ms)),
+            },
+        );
+        if let Some(case) = f.new_case {
+            self.cases.insert(case.case_id, case);
+        }
+        Verdict::Accepted {
+            heads,
+            stored,
+            duplicates: f.duplicates,
+            withheld: f.withheld,
+        }
+    }
+}
+
+/// What a push did, per document.
+#[derive(Debug, Default)]
+pub struct PushOutcome {
+    pub acks: Vec<DocAck>,
+    pub need_full_history: Vec<DocId>,
+    pub rejections: Vec<Rejection>,
+    /// Every change hash of every accepted document (stored now or before): the device has them,
+    /// so the pull that follows leaves them out.
+    pub pushed: HashSet<(DocId, Hash)>,
+    /// Changes new to the server.
+    pub stored: usize,
+    /// Changes the server already had.
+    pub duplicates: usize,
+    /// Changes refused by the record rules and put in quarantine (new there or not).
+    pub quarantined: usize,
+    /// The highest committed sequence after this push's write (it covers every stored change).
+    pub upto: Seq,
+}
+
+/// The directory's facts about the pusher that a record may state: role, organisation, teams.
+fn writer_of(store: &dyn Store, who: &Principal) -> Result<Writer, StoreError> {
+    let org = store
+        .get_org(who.staff.org_id)?
+        .map(|o| o.name)
+        .unwrap_or_default();
+    let mut teams = Vec::new();
+    for t in who.teams() {
+        if let Some(team) = store.get_team(*t)? {
+            teams.push(team.name);
+        }
+    }
+    Ok(Writer {
+        staff_id: who.staff_id(),
+        role: who.staff.role.clone(),
+        org,
+        teams,
+    })
+}
+
+/// The pass before the write lock: the same checks as the write, on what the store holds now
+/// (nothing is committed), to find each document's new changes; then every document with new
+/// changes is judged, in parallel.
+fn judge_ahead(
+    store: &dyn Store,
+    who: &Principal,
+    writer: &Writer,
+    now_ms: i64,
+    rules: &Rules,
+    prepared: &[Prepared],
+) -> Result<HashMap<DocId, Checked>, StoreError> {
+    let mut plan = Plan::new(store, who, writer, now_ms, *rules);
+    plan.ahead = Some(Vec::new());
+    for p in prepared {
+        plan.doc_push(p)?;
+    }
+    let candidates = plan.ahead.take().unwrap_or_default();
+    let mut out = HashMap::new();
+    for (doc, done) in par_map(candidates, |c| (c.doc_id, judge(store, c))) {
+        if let Some(checked) = done? {
+            out.insert(doc, checked);
+        }
+    }
+    Ok(out)
+}
+
+/// `f` over `items` on up to [`limits::VALIDATE_THREADS_MAX`] threads (this one included), in order.
+fn par_map<T: Send, R: Send>(items: Vec<T>, f: impl Fn(T) -> R + Sync) -> Vec<R> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = cores.min(limits::VALIDATE_THREADS_MAX).min(items.len());
+    if workers <= 1 {
+        return items.into_iter().map(f).collect();
+    }
+    let slots: Vec<Mutex<(Option<T>, Option<R>)>> = items
+        .into_iter()
+        .map(|t| Mutex::new((Some(t), None)))
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = || loop {
+        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let Some(slot) = slots.get(i) else { break };
+        let item = slot.lock().unwrap_or_else(|e| e.into_inner()).0.take();
+        if let Some(item) = item {
+            let r = f(item);
+            slot.lock().unwrap_or_else(|e| e.into_inner()).1 = Some(r);
+        }
+    };
+    std::thread::scope(|s| {
+        for _ in 1..workers {
+            s.spawn(work);
+        }
+        work();
+    });
+    slots
+        .into_iter()
+        .filter_map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()).1)
+        .collect()
+}
+
+/// [`push_with`] under the default [`Rules`].
+pub fn push(
+    store: &dyn Store,
+    who: &Principal,
+    docs: Vec<DocPush>,
+    now_ms: i64,
+) -> Result<PushOutcome, StoreError> {
+    push_with(store, who, docs, now_ms, &Rules::default())
+}
+
+/// Decodes the pushes.
+fn prepare_all(docs: Vec<DocPush>) -> Vec<Prepared> {
+    let mut prepared: Vec<Prepared> = par_map(docs, prepare);
+    // Case documents first, so that a new case and its first note can arrive in one request.
+    prepared.sort_by_key(|p| p.kind != DocKind::Case);
+    prepared
+}
+
+/// Applies one request's pushes (case documents first) in one atomic write, after checking
+/// access, authorship and the record rules ([`validate`]); refused changes go to quarantine. Not
+/// yet durable: call [`Store::flush`] before acknowledging anything.
+pub fn push_with(
+    store: &dyn Store,
+    who: &Principal,
+    docs: Vec<DocPush>,
+    now_ms: i64,
+    rules: &Rules,
+) -> Result<PushOutcome, StoreError> {
+    let mut outcome = PushOutcome::default();
+    if docs.is_empty() {
+        return Ok(outcome);
+    }
+    let prepared = prepare_all(docs);
+    let writer = writer_of(store, who)?;
+    let _held = DocLocks::global().hold(prepared.iter().map(|p| p.doc_id));
+    let mut checked = Some(judge_ahead(store, who, &writer, now_ms, rules, &prepared)?);
+    let mut verdicts: Vec<(DocId, Vec<Hash>, Verdict)> = Vec::new();
+    let mut quarantine: Vec<QuarantineEntry> = Vec::new();
+    outcome.upto = store.write(&mut || {
+        let mut plan = Plan::new(store, who, &writer, now_ms, *rules);
+        plan.checked = checked.take().unwrap_or_default();
+        verdicts.clear();
+        for p in &prepared {
+            let hashes = match &p.changes {
+                Ok(c) => c.iter().map(|c| c.hash).collect(),
+                Err(_) => Vec::new(),
+            };
+            let verdict = plan.doc_push(p)?;
+            verdicts.push((p.doc_id, hashes, verdict));
+        }
+        let mut commit = plan.commit;
+        commit.cases = plan.cases.into_values().collect();
+        commit.docs = plan.docs.into_values().collect();
+        commit.actors = plan.actors.into_iter().collect();
+        quarantine = plan.quarantine;
+        Ok(commit)
+    })?;
+    if !quarantine.is_empty() {
+        outcome.quarantined = quarantine.len();
+        store.quarantine_add(&quarantine)?;
+    }
+    for (doc_id, hashes, verdict) in verdicts {
+        tally(&mut outcome, doc_id, hashes, verdict);
+    }
+    Ok(outcome)
+}
+
+/// Adds one document's verdict to the outcome.
+fn tally(outcome: &mut PushOutcome, doc_id: DocId, hashes: Vec<Hash>, verdict: Verdict) {
+    match verdict {
+        Verdict::Accepted {
+            heads,
+            stored,
+            duplicates,
+            withheld,
+        } => {
+            if let Some(reason) = withheld {
+                outcome.rejections.push(Rejection {
+                    doc_id,
+                    code: ErrorCode::ForgedAuthor,
+                    reason,
+                });
+            }
+            outcome.stored += stored as usize;
+            outcome.duplicates += duplicates as usize;
+            outcome
+                .pushed
+                .extend(hashes.into_iter().map(|h| (doc_id, h)));
+            outcome.acks.push(DocAck {
+                doc_id,
+                heads,
+                stored,
+                duplicates,
+            });
+        }
+        Verdict::NeedFullHistory => outcome.need_full_history.push(doc_id),
+        Verdict::Rejected(code, reason) => outcome.rejections.push(Rejection {
+            doc_id,
+            code,
+            reason,
+        }),
+    }
+}

@@ -1,0 +1,466 @@
+//! One enrolled device against the record: changes crafted with automerge directly, past
+//! client-core's checks, under the device's own (valid) token. None of them may take the server
+//! down, and none may make the record say something untrue: deep nesting, marks on a filed note,
+//! an author block or an alert that names someone else, a colleague's draft, a backdated filing,
+//! text the device chose echoed into the audit log, and a refusal that tells whether a document
+//! exists.
+
+mod common;
+use automerge::transaction::Transactable;
+use automerge::{AutoCommit, ObjType, ReadDoc, ROOT};
+use casenote_protocol::wire::{self, DocPull, DocPush};
+use casenote_protocol::{CaseId, DocId, DocKind, ErrorCode, Seq, StaffId};
+use common::craft::{craft, load, push_of};
+use common::*;
+use serde_json::Value;
+
+/// A demo borough with a server, and Priya's case with one draft note, as her device made them.
+struct Scene {
+    tmp: tempfile::TempDir,
+    server: Server,
+    staff: Vec<Staff>,
+    case: CaseId,
+    note: DocId,
+}
+
+impl Scene {
+    fn new() -> Scene {
+        let (tmp, data, staff) = demo_borough();
+        let server = Server::start(&data);
+        let priya = Cli::login(
+            tmp.path().join("priya"),
+            &server,
+            &token_of(&staff, "Priya Shah"),
+        );
+        let case = priya.ok(&["case", "new", "--name", "Hostile Person"]);
+        let note = priya.ok(&["note", "add", &case, "--text", "Seen at home."]);
+        priya.sync();
+        Scene {
+            tmp,
+            server,
+            staff,
+            case: case.parse().unwrap(),
+            note: note.parse().unwrap(),
+        }
+    }
+
+    fn token(&self, name: &str) -> String {
+        token_of(&self.staff, name)
+    }
+
+    fn staff_id(&self, name: &str) -> StaffId {
+        let cli = device(
+            &self.tmp,
+            &self.server,
+            &self.staff,
+            &format!("who-{}", name.replace(' ', "-")),
+            name,
+        );
+        cli.json(&["whoami", "--json"])["staff_id"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    /// The document `doc` as `name` pulls it, and the cursor after the pull.
+    fn pulled(&self, name: &str, doc: DocId) -> (DocPull, Seq) {
+        let (pulled, _, cursor) = raw::pull_all(&self.server.url, &self.token(name), Seq(0));
+        let pull = pulled
+            .into_iter()
+            .find(|p| p.doc_id == doc)
+            .expect("the document is readable");
+        (pull, cursor)
+    }
+
+    /// `name` edits `doc` with `edit` and pushes the result; returns the server's answer for it.
+    fn crafted_edit(
+        &self,
+        name: &str,
+        doc: DocId,
+        edit: impl FnOnce(&mut AutoCommit),
+    ) -> Result<wire::DocAck, wire::Rejection> {
+        let (pull, cursor) = self.pulled(name, doc);
+        let mut am = load(&pull);
+        let base = am.get_heads();
+        let changes = craft(&mut am, self.staff_id(name), edit);
+        let push = push_of(doc, pull.case_id, pull.kind, &base, &changes);
+        answer(raw::sync(
+            &self.server.url,
+            &self.token(name),
+            cursor,
+            vec![push],
+        ))
+    }
+
+    /// `name` pushes a new note on the case, written by `write` on an empty document.
+    fn crafted_new_note(
+        &self,
+        name: &str,
+        write: impl FnOnce(&mut AutoCommit),
+    ) -> Result<wire::DocAck, wire::Rejection> {
+        let mut am = AutoCommit::new();
+        let changes = craft(&mut am, self.staff_id(name), write);
+        let push = push_of(DocId::new_random(), self.case, DocKind::Note, &[], &changes);
+        answer(raw::sync(
+            &self.server.url,
+            &self.token(name),
+            Seq(0),
+            vec![push],
+        ))
+    }
+
+    /// The server still answers an ordinary authenticated request.
+    fn assert_serving(&self) {
+        let r = ureq::get(&format!("{}/v1/whoami", self.server.url))
+            .set(
+                "authorization",
+                &format!("Bearer {}", self.token("Mark Ellison")),
+            )
+            .call();
+        assert!(r.is_ok(), "the server no longer serves: {r:?}");
+    }
+}
+
+fn answer(
+    r: Result<wire::SyncResponse, (u16, casenote_protocol::ErrorBody)>,
+) -> Result<wire::DocAck, wire::Rejection> {
+    let r = r.unwrap_or_else(|(code, body)| panic!("HTTP {code}: {body:?}"));
+    if let Some(rej) = r.rejections.into_iter().next() {
+        return Err(rej);
+    }
+    Ok(r.acks.into_iter().next().expect("an ack or a rejection"))
+}
+
+fn refused(r: Result<wire::DocAck, wire::Rejection>, what: &str) -> wire::Rejection {
+    match r {
+        Ok(ack) => panic!("{what} was accepted: {ack:?}"),
+        Err(rej) => rej,
+    }
+}
+
+/// A note's skeleton as the record API writes it, authored by `staff`.
+fn note_skeleton(doc: &mut AutoCommit, case: CaseId, staff: StaffId, occurred: i64) {
+    casenote_protocol::record::init_note(
+        doc,
+        &casenote_protocol::record::NewNote {
+            case_id: case,
+            kind: casenote_protocol::record::NoteKind::Visit,
+            author: casenote_protocol::record::NoteAuthor {
+                staff_id: staff.to_string(),
+                role: "social_worker".into(),
+                org: "Castlebridge Council".into(),
+                team: "Locality Team North".into(),
+            },
+            occurred_at_ms: occurred,
+            recorded_at_ms: occurred,
+            text: "Crafted.".into(),
+            amends: None,
+            late_entry_reason: None,
+        },
+    )
+    .unwrap();
+}
+
+fn nest_maps(doc: &mut AutoCommit, depth: usize) {
+    let mut obj = doc.put_object(ROOT, "nested", ObjType::Map).unwrap();
+    for _ in 1..depth {
+        obj = doc.put_object(&obj, "m", ObjType::Map).unwrap();
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+#[test]
+fn maps_nested_500_deep_under_a_draft_are_refused_and_the_server_keeps_serving() {
+    let s = Scene::new();
+    let rej = refused(
+        s.crafted_edit("Priya Shah", s.note, |d| nest_maps(d, 500)),
+        "a 500-deep nesting",
+    );
+    assert_eq!(rej.code, ErrorCode::RuleViolation, "{rej:?}");
+    s.assert_serving();
+}
+
+#[test]
+fn a_new_note_nesting_100000_maps_is_refused_and_colleagues_keep_working() {
+    let s = Scene::new();
+    let priya = s.staff_id("Priya Shah");
+    let case = s.case;
+    let rej = refused(
+        s.crafted_new_note("Priya Shah", |d| {
+            note_skeleton(d, case, priya, now_ms());
+            nest_maps(d, 100_000);
+        }),
+        "a 100,000-deep new note",
+    );
+    assert_eq!(rej.code, ErrorCode::RuleViolation, "{rej:?}");
+    s.assert_serving();
+    // A colleague on the case reads it, and edits the plan, as usual.
+    let mark = device(&s.tmp, &s.server, &s.staff, "mark", "Mark Ellison");
+    mark.sync();
+    let shown = mark.show(&s.case.to_string());
+    assert_eq!(shown["notes"].as_array().unwrap().len(), 1);
+    mark.ok(&["conflicts", &s.case.to_string()]);
+    mark.ok(&[
+        "plan",
+        "append",
+        &s.case.to_string(),
+        "--text",
+        "Still here.",
+    ]);
+    mark.sync();
+    s.assert_serving();
+}
+
+#[test]
+fn many_objects_in_one_document_are_refused() {
+    let s = Scene::new();
+    let rej = refused(
+        s.crafted_edit("Priya Shah", s.note, |d| {
+            let wide = d.put_object(ROOT, "wide", ObjType::Map).unwrap();
+            for i in 0..casenote_protocol::limits::DOC_OBJECTS_MAX + 1 {
+                d.put_object(&wide, i.to_string(), ObjType::Map).unwrap();
+            }
+        }),
+        "a document with more objects than the limit",
+    );
+    assert_eq!(rej.code, ErrorCode::RuleViolation, "{rej:?}");
+    s.assert_serving();
+}
+
+#[test]
+fn a_filed_note_gains_nothing_not_even_a_mark() {
+    let s = Scene::new();
+    let priya = Cli::login(
+        s.tmp.path().join("priya2"),
+        &s.server,
+        &s.token("Priya Shah"),
+    );
+    priya.sync();
+    priya.ok(&["note", "file", &s.note.to_string()]);
+    priya.sync();
+    for (what, mark) in [
+        ("comment", "RETRACTED"),
+        ("link", "https://example.invalid/"),
+    ] {
+        let rej = refused(
+            s.crafted_edit("Mark Ellison", s.note, |d| {
+                let text = match d.get(ROOT, "text").unwrap().unwrap() {
+                    (automerge::Value::Object(ObjType::Text), id) => id,
+                    other => panic!("no text: {other:?}"),
+                };
+                d.mark(
+                    &text,
+                    automerge::marks::Mark::new(what.into(), mark, 0, 4),
+                    automerge::marks::ExpandMark::None,
+                )
+                .unwrap();
+            }),
+            "a mark on a filed note",
+        );
+        assert_eq!(rej.code, ErrorCode::RuleViolation, "{what}: {rej:?}");
+    }
+    // The author's own mark is refused just the same.
+    let rej = refused(
+        s.crafted_edit("Priya Shah", s.note, |d| {
+            let text = match d.get(ROOT, "text").unwrap().unwrap() {
+                (automerge::Value::Object(ObjType::Text), id) => id,
+                other => panic!("no text: {other:?}"),
+            };
+            d.mark(
+                &text,
+                automerge::marks::Mark::new("bold".into(), true, 0, 4),
+                automerge::marks::ExpandMark::None,
+            )
+            .unwrap();
+        }),
+        "the author's mark on her filed note",
+    );
+    assert_eq!(rej.code, ErrorCode::RuleViolation, "{rej:?}");
+}
+
+#[test]
+fn a_note_author_block_must_be_the_writers_own() {
+    let s = Scene::new();
+    let priya = s.staff_id("Priya Shah");
+    let case = s.case;
+    let rej = refused(
+        s.crafted_new_note("Priya Shah", |d| {
+            note_skeleton(d, case, priya, now_ms());
+            let author = match d.get(ROOT, "author").unwrap().unwrap() {
+                (automerge::Value::Object(ObjType::Map), id) => id,
+                other => panic!("no author: {other:?}"),
+            };
+            d.put(&author, "role", "psychiatrist").unwrap();
+            d.put(&author, "team", "Community Mental Health Team")
+                .unwrap();
+        }),
+        "a social worker's note claiming to be a psychiatrist's",
+    );
+    assert_eq!(rej.code, ErrorCode::RuleViolation, "{rej:?}");
+    // The same note with her true role, org and team is accepted.
+    let ok = s.crafted_new_note("Priya Shah", |d| note_skeleton(d, case, priya, now_ms()));
+    assert!(ok.is_ok(), "an honest note was refused: {ok:?}");
+}
+
+#[test]
+fn an_alert_raised_in_someone_elses_name_is_refused() {
+    let s = Scene::new();
+    let helen = s.staff_id("Dr Helen Marsh");
+    let rej = refused(
+        s.crafted_edit("Priya Shah", DocId(s.case.0), |d| {
+            let alerts = match d.get(ROOT, "alerts").unwrap().unwrap() {
+                (automerge::Value::Object(ObjType::Map), id) => id,
+                other => panic!("no alerts: {other:?}"),
+            };
+            let a = d
+                .put_object(&alerts, uuid::Uuid::new_v4().to_string(), ObjType::Map)
+                .unwrap();
+            d.put(&a, "text", "Visit in pairs").unwrap();
+            d.put(&a, "status", "active").unwrap();
+            d.put(&a, "raised_by", helen.to_string()).unwrap();
+        }),
+        "an alert raised in Dr Marsh's name by Priya",
+    );
+    assert_eq!(rej.code, ErrorCode::RuleViolation, "{rej:?}");
+}
+
+#[test]
+fn a_colleagues_draft_can_be_neither_edited_nor_filed() {
+    let s = Scene::new();
+    let rej = refused(
+        s.crafted_edit("Mark Ellison", s.note, |d| {
+            let text = match d.get(ROOT, "text").unwrap().unwrap() {
+                (automerge::Value::Object(ObjType::Text), id) => id,
+                other => panic!("no text: {other:?}"),
+            };
+            d.splice_text(&text, 0, 4, "NOT seen").unwrap();
+        }),
+        "Mark rewriting Priya's draft",
+    );
+    assert_eq!(rej.code, ErrorCode::RuleViolation, "{rej:?}");
+    let rej = refused(
+        s.crafted_edit("Mark Ellison", s.note, |d| {
+            d.put(ROOT, "status", "filed").unwrap();
+            d.put(ROOT, "filed_at_ms", now_ms()).unwrap();
+        }),
+        "Mark filing Priya's draft",
+    );
+    assert_eq!(rej.code, ErrorCode::RuleViolation, "{rej:?}");
+}
+
+#[test]
+fn lateness_is_judged_by_when_the_server_received_the_filing() {
+    let s = Scene::new();
+    let priya = s.staff_id("Priya Shah");
+    let case = s.case;
+    let ten_days_ago = now_ms() - 10 * 24 * 3_600_000;
+    let rej = refused(
+        s.crafted_new_note("Priya Shah", |d| {
+            note_skeleton(d, case, priya, ten_days_ago);
+            d.put(ROOT, "status", "filed").unwrap();
+            d.put(ROOT, "filed_at_ms", ten_days_ago + 3_600_000)
+                .unwrap();
+        }),
+        "a note that happened ten days ago, 'filed' an hour later, with no reason",
+    );
+    assert_eq!(rej.code, ErrorCode::RuleViolation, "{rej:?}");
+    assert!(rej.reason.contains("late-entry"), "{rej:?}");
+}
+
+#[test]
+fn text_a_device_chose_reaches_neither_the_answer_nor_the_audit_log_nor_quarantine() {
+    let s = Scene::new();
+    let chosen = "Peggy Doyle 9990000018";
+    let plan = {
+        let (pulled, _, _) = raw::pull_all(&s.server.url, &s.token("Priya Shah"), Seq(0));
+        pulled
+            .into_iter()
+            .find(|p| p.kind == DocKind::Plan && p.case_id == s.case)
+            .unwrap()
+            .doc_id
+    };
+    let rej = refused(
+        s.crafted_edit("Priya Shah", plan, |d| {
+            let actions = match d.get(ROOT, "actions").unwrap().unwrap() {
+                (automerge::Value::Object(ObjType::Map), id) => id,
+                other => panic!("no actions: {other:?}"),
+            };
+            let a = d.put_object(&actions, chosen, ObjType::Map).unwrap();
+            d.put(&a, chosen, 42).unwrap();
+        }),
+        "an action keyed and named by the device",
+    );
+    assert_eq!(rej.code, ErrorCode::RuleViolation);
+    assert!(
+        !rej.reason.contains(chosen),
+        "the answer echoes: {}",
+        rej.reason
+    );
+    let data = s.server.data.clone();
+    drop(s.server);
+    let audit = serde_json::to_string(&audit_entries(&data)).unwrap();
+    assert!(
+        !audit.contains(chosen),
+        "the audit log echoes the device's text"
+    );
+    let quarantine = admin(&data, &["quarantine", "list", "--json"]);
+    let list: Value = serde_json::from_str(&quarantine).unwrap();
+    assert!(
+        !list.as_array().unwrap().is_empty(),
+        "nothing was quarantined"
+    );
+    assert!(
+        !quarantine.contains(chosen),
+        "quarantine list echoes: {quarantine}"
+    );
+}
+
+#[test]
+fn an_empty_push_answers_the_same_whether_or_not_the_document_exists() {
+    let (tmp, data, staff) = demo_borough();
+    let server = Server::start(&data);
+    // Daniel's safeguarding section: only the mental health team may read it; Priya's team is on
+    // his case.
+    let (helen_docs, _, _) =
+        raw::pull_all(&server.url, &token_of(&staff, "Dr Helen Marsh"), Seq(0));
+    let restricted = helen_docs
+        .iter()
+        .find(|p| p.kind == DocKind::Restricted)
+        .expect("the demo's safeguarding section");
+    let priya = token_of(&staff, "Priya Shah");
+    let empty = |doc: DocId| DocPush {
+        doc_id: doc,
+        case_id: restricted.case_id,
+        kind: DocKind::Restricted,
+        base: vec![],
+        changes: vec![],
+    };
+    let existing = raw::sync(&server.url, &priya, Seq(0), vec![empty(restricted.doc_id)]).unwrap();
+    let missing = raw::sync(
+        &server.url,
+        &priya,
+        Seq(0),
+        vec![empty(DocId::new_random())],
+    )
+    .unwrap();
+    let shape = |r: &wire::SyncResponse| {
+        (
+            r.acks.len(),
+            r.rejections.iter().map(|x| x.code).collect::<Vec<_>>(),
+            r.need_full_history.len(),
+        )
+    };
+    assert_eq!(
+        shape(&existing),
+        shape(&missing),
+        "an existing restricted document and a missing one are told apart"
+    );
+    drop(tmp);
+}
