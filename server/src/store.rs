@@ -385,6 +385,26 @@ pub struct Damage {
     pub found_flush_gen: u64,
 }
 
+impl Damage {
+    /// What sled recovered that falls short of the mark `found`, if anything.
+    fn found(s: &Sled, tip: Tip, flush_gen: u64, found: Found) -> Result<Option<Self>, StoreError> {
+        let findings = check::compare(s, tip, flush_gen, found)?;
+        if findings.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Damage {
+            findings,
+            mark: match found {
+                Found::Valid { mark, .. } => Some(mark),
+                _ => None,
+            },
+            found_log_seq: tip.seq,
+            found_audit_seq: s.audit_tail().map(|t| t.0).unwrap_or(0),
+            found_flush_gen: flush_gen,
+        }))
+    }
+}
+
 /// The mark file: its writer (made at the first flush if the file is missing) and the last mark
 /// written or read.
 #[derive(Default)]
@@ -585,27 +605,14 @@ impl SledStore {
             StoreError::Unwritable(format!("the high-water mark could not be read: {e}"))
         })?;
         let new_store = sled.log_id()?.is_none();
-        let findings = if new_store && found == Found::Missing {
-            Vec::new()
+        let damage = if new_store && found == Found::Missing {
+            None
         } else {
-            check::compare(&sled, tip, flush_gen, found)?
+            Damage::found(&sled, tip, flush_gen, found)?
         };
-        let damage = (!findings.is_empty()).then(|| Damage {
-            findings,
-            mark: match found {
-                Found::Valid { mark, .. } => Some(mark),
-                _ => None,
-            },
-            found_log_seq: tip.seq,
-            found_audit_seq: sled.audit_tail().map(|t| t.0).unwrap_or(0),
-            found_flush_gen: flush_gen,
-        });
         if new_store {
             sled.meta
                 .insert(LOG_ID_KEY, uuid::Uuid::new_v4().as_bytes())?;
-        }
-        if !sled.meta.contains_key(MARKED_KEY)? {
-            sled.meta.insert(MARKED_KEY, &[1])?;
         }
         let mark = match found {
             Found::Valid { mark, counter } => MarkState {

@@ -118,6 +118,7 @@ fn a_flipped_byte_in_the_server_log_is_detected_and_the_devices_send_back_what_i
     flip_first_mention_after_snapshot(&data, &notes[5]);
     let verify = server_run(&["verify", "--data", data.to_str().unwrap()]);
     let audit_verify = server_run(&["audit", "verify", "--data", data.to_str().unwrap()]);
+    eprintln!("verify on the damaged store: {verify:?}\naudit verify: {audit_verify:?}");
 
     let server = Server::start_on(&data, &addr);
     let fresh = Cli::login(tmp.path().join("fresh"), &server, &fresh_token);

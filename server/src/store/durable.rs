@@ -14,7 +14,8 @@
 use super::mark::{self, Found, Mark};
 use super::trees::Sled;
 use super::{
-    audit, check, hex32, limits, lock, Damage, Shared, SledStore, Store, StoreError, FLUSH_GEN_KEY,
+    audit, hex32, limits, lock, Damage, Shared, SledStore, Store, StoreError, FLUSH_GEN_KEY,
+    MARKED_KEY,
 };
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -138,20 +139,32 @@ impl Shared {
             audit_hash: hex32(&audit_hash)?,
             flush_gen,
         };
-        self.write_mark(&mark)
+        let created = self
+            .write_mark(&mark)
             .map_err(|e| StoreError::Unwritable(format!("the high-water mark: {e}")))?;
+        if created {
+            // Only once the file is on disk: from now on a missing mark file is damage.
+            s.meta.insert(MARKED_KEY, &[1][..])?;
+        }
         self.durable.fetch_max(tip.seq, Ordering::AcqRel);
         Ok(())
     }
 
-    pub(super) fn write_mark(&self, mark: &Mark) -> std::io::Result<()> {
+    /// Writes the mark (creating the file if there is none); says whether it created it.
+    pub(super) fn write_mark(&self, mark: &Mark) -> std::io::Result<bool> {
         let mut m = lock(&self.mark);
-        match m.writer.as_mut() {
-            Some(w) => w.write(mark)?,
-            None => m.writer = Some(mark::Writer::create(&self.dir, mark)?),
-        }
+        let created = match m.writer.as_mut() {
+            Some(w) => {
+                w.write(mark)?;
+                false
+            }
+            None => {
+                m.writer = Some(mark::Writer::create(&self.dir, mark)?);
+                true
+            }
+        };
         m.last = Some(*mark);
-        Ok(())
+        Ok(created)
     }
 
     /// The flusher thread: runs the flushes callers ask for, one at a time, until the store
@@ -184,10 +197,15 @@ impl Shared {
         }
     }
 
-    /// After a flush: a stalled store is writable again, and a failed flush fails the store.
+    /// After a flush: a stalled store is writable again, and a flush that sled failed fails the
+    /// store (its callers were refused either way; other failures, such as the mark's, are
+    /// retried by the next flush).
     pub(super) fn flush_ended(&self, result: Result<(), StoreError>) {
         let mut health = lock(&self.health);
         match result {
+            Err(e) if !matches!(e, StoreError::Sled(_)) => {
+                tracing::error!(error = %e, "a flush failed");
+            }
             Ok(()) => {
                 if let Health::Stalled { since } = *health {
                     tracing::warn!(
@@ -279,8 +297,8 @@ impl SledStore {
         match &mut *health {
             Health::Ok => Ok(()),
             Health::Stalled { since } => Err(StoreError::Unwritable(format!(
-                "a flush has not finished after {} s; writes wait until it does (restart the \
-                 server if it never does)",
+                "a flush has not finished after {} s; writes are refused until it does \
+                 (restart the server if it never does)",
                 since.elapsed().as_secs()
             ))),
             Health::Failed { reason, last_try } => {
@@ -363,7 +381,7 @@ impl SledStore {
             Some(mark) => Found::Valid { mark, counter: 0 },
             None => Found::Missing,
         };
-        let findings = check::compare(&sled, tip, flush_gen, found)?;
+        let damage = Damage::found(&sled, tip, flush_gen, found)?;
         *lock(&sh.tip) = tip;
         sh.committed.store(tip.seq, Ordering::Release);
         sh.durable.store(tip.seq, Ordering::Release);
@@ -376,14 +394,8 @@ impl SledStore {
             "the store reopened after a write failure; writes resume"
         );
         drop(_writes);
-        if !findings.is_empty() {
-            self.heal(&Damage {
-                findings,
-                mark: found_mark(found),
-                found_log_seq: tip.seq,
-                found_audit_seq: 0,
-                found_flush_gen: flush_gen,
-            })?;
+        if let Some(damage) = damage {
+            self.heal(&damage)?;
             self.flush()?;
         }
         Ok(())
@@ -402,13 +414,6 @@ impl SledStore {
             free_bytes: free,
             free_bytes_min: min,
         }
-    }
-}
-
-pub(super) fn found_mark(found: Found) -> Option<Mark> {
-    match found {
-        Found::Valid { mark, .. } => Some(mark),
-        _ => None,
     }
 }
 
