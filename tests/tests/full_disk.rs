@@ -189,7 +189,12 @@ fn full_disk(min_free_mb: &str, tries_while_full: usize) {
     let (mut kept, mut refused) = notes_while_full(&a, &case, &padding, tries_while_full);
     acknowledged.append(&mut kept);
     assert!(!refused.is_empty(), "the full disk refused nothing");
+    let asked = Instant::now();
     let answer = raw_sync_bounded(&server.url, &token).expect("a raw sync on the full disk hung");
+    eprintln!(
+        "a pull-only sync on the full disk answered {answer:?} in {} ms",
+        asked.elapsed().as_millis()
+    );
     assert!(
         matches!(answer, Err((503 | 507, ErrorCode::StoreFull))),
         "the full disk's refusal: {answer:?}"
