@@ -40,6 +40,10 @@ pub enum ErrorCode {
     /// changed, a note authored as someone else, a late filing without a reason); the change is
     /// quarantined on the server and never relayed. Added for issue 4 (server-side validation).
     RuleViolation,
+    /// The server's store cannot take writes now (its disk is nearly full, or a flush did not
+    /// finish in time): nothing in the request was acknowledged. Keep the edits and sync again
+    /// later; the server resumes by itself once it can write. HTTP 507.
+    StoreFull,
     /// Something went wrong on the server; the message carries a request id to quote.
     Internal,
 }
@@ -62,6 +66,7 @@ impl ErrorCode {
             ErrorCode::DeviceRevoked => "device_revoked",
             ErrorCode::ForgedAuthor => "forged_author",
             ErrorCode::RuleViolation => "rule_violation",
+            ErrorCode::StoreFull => "store_full",
             ErrorCode::Internal => "internal",
         }
     }

@@ -224,6 +224,48 @@ pub const LIVE_READ_CACHE_DOCS_MAX: usize = 4_096;
 /// bound together with [`SERVER_RESIDENT_OPS_MAX`].
 pub const SERVER_SLED_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
+/// Free bytes the server's data directory must keep for the store to accept a write (operators
+/// may choose another floor with `serve --min-free-mb`). A write that reaches sled with no space
+/// left fails, and sled then refuses every later write until the store is reopened; refusing
+/// before that point is cheap and loses nothing. Before it flushes, sled holds a sync's writes in
+/// memory and writes them in one go, so the floor must cover every sync that passed the check and
+/// has not flushed yet: 256 MiB is sixteen of the largest requests at once, plus sled's 512 KiB
+/// log segments and the snapshot it writes when it opens.
+pub const STORE_FREE_BYTES_MIN_DEFAULT: u64 = 256 * 1024 * 1024;
+
+/// Longest a write waits for the flush that makes it durable before it is refused (503
+/// `store_full`) and the store is marked unwritable until that flush ends. A flush takes
+/// milliseconds on a healthy disk and a second or two for a group of the largest requests on a
+/// slow one; still running after 30 s, the disk (or sled) is stuck, and the device, whose own
+/// request timeout is 120 s, hears a coded answer and keeps its edits instead of hanging.
+pub const STORE_FLUSH_WAIT_MS_MAX: u64 = 30_000;
+
+/// After sled failed a write (say, the disk filled between the free-space check and the write),
+/// the store reopens sled to write again once space is back. A write or a `/ready` check tries
+/// that at most once per this interval: each try reopens the database, and devices retrying
+/// against a full disk must not turn into a storm of reopens, while writes resume within about a
+/// second of space returning.
+pub const STORE_REOPEN_INTERVAL_MS: u64 = 1_000;
+
+/// Free bytes a reopen after a failed write needs, whatever the floor: sled writes a snapshot
+/// and starts a 512 KiB log segment when it opens, and a reopen that fails for lack of space
+/// leaves the store without even its reads until the next try.
+pub const STORE_REOPEN_FREE_BYTES_MIN: u64 = 4 * 1024 * 1024;
+
+/// How long a reopen waits for requests still using the failed sled handle to let go of it (they
+/// are reads of a few milliseconds) before it gives up until the next try.
+pub const STORE_REOPEN_WAIT_MS: u64 = 5_000;
+
+/// Bytes of change log rewritten per transaction when a store written before the log's hash
+/// chain existed gets its chain, once, at its first open: bounds that step's memory whatever the
+/// size of the store.
+pub const STORE_CHAIN_BUILD_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+const _: () = assert!(STORE_FREE_BYTES_MIN_DEFAULT >= 16 * REQUEST_BYTES_MAX as u64);
+const _: () = assert!(STORE_REOPEN_WAIT_MS < STORE_FLUSH_WAIT_MS_MAX);
+const _: () = assert!(STORE_REOPEN_FREE_BYTES_MIN <= STORE_FREE_BYTES_MIN_DEFAULT);
+const _: () = assert!(STORE_CHAIN_BUILD_BYTES_MAX >= CHANGE_BYTES_MAX);
+
 const _: () = assert!(LIVE_EVENT_DOCS_MAX * 20 + 64 <= LIVE_MESSAGE_BYTES_MAX);
 const _: () = assert!((TEXT_BYTES_MAX as u64) < DOC_OPS_MAX);
 const _: () = assert!(DOC_OPS_MAX <= SERVER_RESIDENT_OPS_MAX);

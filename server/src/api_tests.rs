@@ -241,7 +241,10 @@ async fn health_answers_ok_without_a_token() {
         .await;
     assert_eq!(status, StatusCode::OK);
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(v, serde_json::json!({"status": "ok"}));
+    assert_eq!(
+        v,
+        serde_json::json!({"status": "ok", "store_writable": true})
+    );
 }
 
 #[tokio::test]

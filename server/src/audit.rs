@@ -14,8 +14,9 @@
 //! the entry without its `hash` field (the fields in the order above, `details` with its object
 //! keys sorted, no whitespace). `prev_hash` is the previous entry's `hash`, or 64 zeros for the
 //! first entry. Changing any byte of an entry breaks its own hash; recomputing that hash breaks
-//! the next entry's `prev_hash`. (Cutting entries off the end is not detectable from the chain
-//! alone; anchor the last hash elsewhere for that.)
+//! the next entry's `prev_hash`. Cutting entries off the end is not detectable from the chain
+//! alone, so the store anchors the last acknowledged entry's hash outside its own files (its
+//! high-water mark, [`crate::store::mark`]) and [`verify_anchored`] checks the log reaches it.
 //!
 //! Appending goes through [`Store::audit_append`], which holds one mutex for the whole
 //! read-last/compute/insert step, so the chain never forks. `details` carries ids, counts and
@@ -241,6 +242,43 @@ pub fn verify(store: &dyn Store) -> Result<usize, VerifyError> {
         Some(b) => Err(b.into()),
         None => Ok((expected_seq - 1) as usize),
     }
+}
+
+/// [`verify`], then the anchor: the log must reach the last entry the store acknowledged
+/// ([`Store::audit_anchor`], kept outside the store's own files), with that entry's hash. So an
+/// audit log cut short (a damaged disk, a truncation) is found too, which the chain alone cannot
+/// show. Returns the number of entries.
+pub fn verify_anchored(store: &dyn Store) -> Result<usize, VerifyError> {
+    let n = verify(store)?;
+    let Some((seq, hash)) = store.audit_anchor()? else {
+        return Ok(n);
+    };
+    if seq > n as u64 {
+        return Err(AuditBroken {
+            seq: n as u64 + 1,
+            reason: format!(
+                "the log ends at entry {n}, but entries up to {seq} were acknowledged (it was cut short)"
+            ),
+        }
+        .into());
+    }
+    let mut stored = None;
+    store.audit_scan(&mut |key, value| {
+        if key == seq {
+            stored = serde_json::from_slice::<AuditEntry>(value)
+                .ok()
+                .map(|e| e.hash);
+        }
+        key < seq
+    })?;
+    if seq > 0 && stored.as_deref() != Some(hash.as_str()) {
+        return Err(AuditBroken {
+            seq,
+            reason: "it is not the entry acknowledged there (its hash differs)".into(),
+        }
+        .into());
+    }
+    Ok(n)
 }
 
 /// The last `limit` entries (all with `None`), oldest first. Entries that do not parse are

@@ -1,10 +1,12 @@
-//! The `casenote-server` command line: `serve`, `admin`, `demo`, `audit` and `export`, a thin clap shell
+//! The `casenote-server` command line: `serve`, `admin`, `demo`, `audit`, `verify` and `export`, a thin clap shell
 //! over the library. It lives in the library so that the end-to-end test package can build the same entry
 //! point under its own binary name.
 //!
 //! Errors print as `casenote-server: {err:#}` on stderr. Exit codes: 0 success, 1 failure, 2 usage
 //! (clap's own). `audit verify` prints `audit log intact: N entries` and exits 0, or prints
 //! `audit log broken: entry SEQ is the first broken entry: REASON` (stdout and stderr) and exits 1.
+//! `verify` prints `store verified: ...` and exits 0, or `store damaged: FIRST PROBLEM` and exits 1.
+//! Both check the store as it is: they open it without healing ([`crate::SledStore::inspect`]).
 
 use crate::{admin, audit, demo, now_ms, Config, Store};
 use anyhow::Context;
@@ -41,6 +43,17 @@ enum Command {
         /// A device that has not reached the server for this many days wipes itself.
         #[arg(long, default_value_t = casenote_protocol::limits::DEVICE_WIPE_AFTER_MS_DEFAULT / 86_400_000)]
         wipe_after_days: i64,
+        /// Refuse writes (507 `store_full`) while the data directory has less than this many
+        /// MiB free; 0 turns the check off.
+        #[arg(long, default_value_t = casenote_protocol::limits::STORE_FREE_BYTES_MIN_DEFAULT / MIB)]
+        min_free_mb: u64,
+    },
+    /// Check the whole store: every change against its hash and the log's hash chain, the
+    /// indexes against the log, the audit chain, and that everything acknowledged is there
+    /// (the server must not be running on DIR). Exit 1 naming the first problem.
+    Verify {
+        #[arg(long)]
+        data: PathBuf,
     },
     /// Export a person's whole record (restricted documents included) as record.json and
     /// record.html (the server must not be running on DIR).
@@ -293,8 +306,28 @@ pub fn main() -> ExitCode {
     }
 }
 
+const MIB: u64 = 1024 * 1024;
+
+/// Opens the store; a loss found (and healed) on the way is said on stderr too, since the
+/// offline commands have no log. The offline commands write a few small records and have no
+/// free-space floor (`serve` sets its own): revoking a lost device must work on a nearly full
+/// disk.
 fn open(data: &std::path::Path) -> anyhow::Result<std::sync::Arc<crate::SledStore>> {
-    Ok(crate::open(data)?)
+    let store = crate::open(data)?;
+    store.set_free_bytes_min(0);
+    if let Some(damage) = store.damage() {
+        eprintln!(
+            "casenote-server: warning: the store had lost writes it acknowledged ({}); it now \
+             has a new log id, so every device will send back what it holds on its next sync",
+            damage.findings.join("; ")
+        );
+    }
+    Ok(store)
+}
+
+/// Opens the store to check it, healing nothing.
+fn inspect(data: &std::path::Path) -> anyhow::Result<crate::SledStore> {
+    Ok(crate::SledStore::inspect(data)?)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -305,6 +338,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             late_entry_hours,
             lock_after_hours,
             wipe_after_days,
+            min_free_mb,
         } => {
             if late_entry_hours < 0 {
                 anyhow::bail!("--late-entry-hours must be 0 or more");
@@ -322,7 +356,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::default()
                 .with_late_entry_after_ms(late_entry_hours.saturating_mul(3_600_000))
                 .with_lease(lease);
-            serve(data, listen, config)
+            serve(data, listen, config, min_free_mb.saturating_mul(MIB))
+        }
+        Command::Verify { data } => {
+            let store = inspect(&data)?;
+            match store.verify() {
+                Ok(summary) => {
+                    println!("{summary}");
+                    Ok(())
+                }
+                Err(e) => {
+                    println!("{e}");
+                    Err(e.into())
+                }
+            }
         }
         Command::Export { data, case, out } => {
             let store = open(&data)?;
@@ -349,8 +396,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Audit { action } => match action {
             AuditCommand::Verify { data } => {
-                let store = open(&data)?;
-                match audit::verify(&*store) {
+                let store = inspect(&data)?;
+                match audit::verify_anchored(&store) {
                     Ok(n) => {
                         println!("audit log intact: {n} entries");
                         Ok(())
@@ -464,7 +511,7 @@ fn admin_action(store: &dyn Store, action: AdminCommand) -> anyhow::Result<Strin
     })
 }
 
-fn serve(data: PathBuf, listen: String, config: Config) -> anyhow::Result<()> {
+fn serve(data: PathBuf, listen: String, config: Config, free_bytes_min: u64) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -479,6 +526,7 @@ fn serve(data: PathBuf, listen: String, config: Config) -> anyhow::Result<()> {
             )
             .init();
         let store = open(&data)?;
+        store.set_free_bytes_min(free_bytes_min);
         let listener = tokio::net::TcpListener::bind(&listen)
             .await
             .with_context(|| format!("could not listen on {listen}"))?;

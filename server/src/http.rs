@@ -204,8 +204,23 @@ impl ApiError {
 }
 
 impl From<StoreError> for ApiError {
+    /// A store that cannot write answers with a code (`store_full`: 507 when its disk is below
+    /// the floor, 503 otherwise) and says that nothing was kept; any other failure is internal.
     fn from(e: StoreError) -> Self {
-        ApiError::internal(e)
+        let status = match &e {
+            StoreError::Full { .. } => StatusCode::INSUFFICIENT_STORAGE,
+            StoreError::Unwritable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => return ApiError::internal(e),
+        };
+        tracing::warn!(error = %e, "write refused: the store cannot write");
+        Self::new(
+            status,
+            ErrorCode::StoreFull,
+            format!(
+                "{e}. Nothing in this request was stored: keep your edits and sync again later; \
+                 the server resumes by itself once it can write"
+            ),
+        )
     }
 }
 
@@ -304,6 +319,7 @@ impl FromRequestParts<AppState> for Authed {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route("/ready", get(ready))
         .route("/v1/whoami", get(whoami))
         .route("/v1/history/{doc_id}", get(history))
         .route("/v1/live", get(live_handler))
@@ -321,8 +337,46 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn health() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+/// `GET /health` (no auth): the process is up (always 200); `status` is `degraded` and
+/// `store_writable` false while the store refuses writes (see `/ready`).
+async fn health(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let writable = writability(&state).await.writable;
+    Json(serde_json::json!({
+        "status": if writable { "ok" } else { "degraded" },
+        "store_writable": writable,
+    }))
+}
+
+/// `GET /ready` (no auth): 200 when the store accepts writes, 503 with the reason when it does
+/// not (its disk below the free-space floor, a failed or stuck flush). Checking may start the
+/// store's recovery once the cause has gone.
+async fn ready(State(state): State<AppState>) -> Response {
+    let w = writability(&state).await;
+    let status = if w.writable {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({
+        "ready": w.writable,
+        "store_writable": w.writable,
+        "reason": w.reason,
+        "free_bytes": w.free_bytes,
+        "free_bytes_min": w.free_bytes_min,
+    });
+    (status, Json(body)).into_response()
+}
+
+async fn writability(state: &AppState) -> crate::store::Writability {
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || store.writability())
+        .await
+        .unwrap_or_else(|e| crate::store::Writability {
+            writable: false,
+            reason: Some(format!("the check failed: {e}")),
+            free_bytes: None,
+            free_bytes_min: 0,
+        })
 }
 
 async fn not_found() -> ApiError {
@@ -555,7 +609,7 @@ async fn sync_handler(
             };
             return Err(ApiError::new(status, code, decode.to_string()));
         }
-        Ok(Err(store)) => return Err(ApiError::internal(store)),
+        Ok(Err(store)) => return Err(ApiError::from(store)),
         Err(join) => return Err(ApiError::internal(format!("the sync task failed: {join}"))),
     };
     tracing::debug!(

@@ -10,14 +10,19 @@
 //! never sees seq N+1 before N.
 //!
 //! sled layout (one tree each; keys are raw bytes, values CBOR unless noted):
-//! - `log`: seq (u64 big-endian) → doc_id (16) ‖ change hash (32) ‖ change bytes (raw)
+//! - `log`: seq (u64 big-endian) → doc_id (16) ‖ change hash (32) ‖ chain (32) ‖ change bytes
+//!   (raw). `chain` is the log's hash chain, `sha256(previous chain ‖ seq ‖ doc_id ‖ hash)`
+//!   ([`chain_next`], 32 zero bytes before the first entry), so the chain at the tail vouches for
+//!   every entry before it. A store written before the chain existed gets it at its first open.
 //! - `hashes`: doc_id (16) ‖ change hash (32) → seq (u64 big-endian): dedupe and dependency checks
 //! - `docs`: doc_id → [`DocRecord`] (server-side header and current heads)
 //! - `cases`: case_id → [`CaseRecord`] (the teams around the person)
 //! - `orgs`, `teams`, `staff`, `devices`: id → record
 //! - `tokens`: sha256 of the token → [`TokenRecord`]
 //! - `meta`: small named values (the demo marker; `access_epoch`, a u64 big-endian bumped by
-//!   every access change; `index_v1`, set once the indexes below were built for an older store)
+//!   every access change; `index_v1`, set once the indexes below were built for an older store;
+//!   `log_layout`, set once the log has its chain; `flush_gen`, a u64 big-endian that every
+//!   flush bumps just before sled's flush; `marked`, set once the store has had a mark)
 //! - `case_docs`: case_id (16) ‖ doc_id (16) → empty: the documents of a case (index, kept inside
 //!   [`Store::write`])
 //! - `team_cases`: team_id (16) ‖ case_id (16) → empty: the cases a team is on (index, kept inside
@@ -39,17 +44,48 @@
 //! created with the store (or on the first open of an older store) and replaced by
 //! `admin restored` after a restore from backup, so that devices whose cursors count in the lost
 //! future are told to reset ([`crate::sync`]).
+//!
+//! Damaged disks. sled 0.34 recovers its log up to the first entry that fails its checksum and
+//! drops the rest without a word, so one flipped byte can cut off everything written since its
+//! last snapshot. Every flush therefore ends by writing the acknowledged high-water mark
+//! ([`mark`]) outside sled: the log's tip and chain, the audit log's tip and hash, and the flush
+//! generation. Nothing is acknowledged before it is on disk. [`SledStore::open`] compares what
+//! sled recovered with it in O(1) ([`check`]); on a shortfall it heals: the loss goes to the
+//! error log and the audit log, and the log gets a new id exactly as `admin restored` gives it, so
+//! every device starts over and sends back what it holds. `verify` ([`verify`]) checks a store
+//! end to end.
+//!
+//! Full disks. A write that reaches sled with no space left fails, and sled then fails every
+//! later write until it is opened again. So every write first checks the data directory's free
+//! space against a floor ([`limits::STORE_FREE_BYTES_MIN_DEFAULT`]) and is refused with
+//! [`StoreError::Full`] below it; flushes run on a flusher thread and callers wait a bounded time
+//! ([`limits::STORE_FLUSH_WAIT_MS_MAX`]); and a store whose sled failed reopens it by itself once
+//! space is back ([`limits::STORE_REOPEN_INTERVAL_MS`]). [`Store::writability`] says which,
+//! for `/ready`.
 
-use crate::audit::{self, AuditEntry, AuditRecord};
+mod check;
+mod durable;
+pub mod mark;
+mod trees;
+pub mod verify;
+
+use crate::audit::{self, AuditEntry, AuditKind, AuditRecord};
 use crate::directory::{Device, Org, Staff, Team};
+use casenote_protocol::limits;
 use casenote_protocol::wire::Hash;
 use casenote_protocol::{CaseId, DeviceId, DocId, DocKind, OrgId, Seq, StaffId, TeamId};
+use mark::{Found, Mark};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+pub use durable::Writability;
+use durable::{GroupCommit, Health};
+pub use trees::{chain_next, CHAIN_GENESIS};
+use trees::{parse_log, Sled, Tip};
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +100,17 @@ pub enum StoreError {
     Corrupt(String),
     #[error("a storage task failed: {0}")]
     Task(String),
+    /// The data directory has less free space than the floor: nothing was written.
+    #[error(
+        "the store's disk is nearly full ({} MiB free; writes need {} MiB)",
+        free_bytes / (1024 * 1024),
+        min_bytes / (1024 * 1024)
+    )]
+    Full { free_bytes: u64, min_bytes: u64 },
+    /// The store cannot write now (sled failed a write, a flush is stuck, or the store is
+    /// reopening): nothing was acknowledged.
+    #[error("the store cannot write now: {0}")]
+    Unwritable(String),
 }
 
 /// The server-side header of a document: fixed when the server first stores it, never inside the
@@ -297,6 +344,16 @@ pub trait Store: Send + Sync {
     /// itself is written, so that a sync that sees the new epoch also sees the new access.
     fn bump_access_epoch(&self) -> Result<u64, StoreError>;
 
+    /// Whether the store accepts writes now (for `/ready`); may start a recovery that is due.
+    fn writability(&self) -> Writability {
+        Writability::writable()
+    }
+    /// The audit entry (seq, hex hash) the store last acknowledged durably, kept outside the
+    /// store's own files; `audit verify` checks that the log reaches it. `None`: not kept.
+    fn audit_anchor(&self) -> Result<Option<(u64, String)>, StoreError> {
+        Ok(None)
+    }
+
     /// Appends one audit entry to the hash chain (serialised by one mutex); returns it.
     fn audit_append(&self, record: AuditRecord) -> Result<AuditEntry, StoreError>;
     /// Visits every audit entry's key (its sequence) and raw value, in order, until `visit`
@@ -324,65 +381,83 @@ pub trait Store: Send + Sync {
     fn flush(&self) -> Result<(), StoreError>;
 }
 
-/// The sled implementation of [`Store`].
-pub struct SledStore {
-    db: sled::Db,
-    log: sled::Tree,
-    hashes: sled::Tree,
-    docs: sled::Tree,
-    cases: sled::Tree,
-    orgs: sled::Tree,
-    teams: sled::Tree,
-    staff: sled::Tree,
-    devices: sled::Tree,
-    tokens: sled::Tree,
-    meta: sled::Tree,
-    case_docs: sled::Tree,
-    team_cases: sled::Tree,
-    actors: sled::Tree,
-    device_docs: sled::Tree,
-    device_sync: sled::Tree,
-    received: sled::Tree,
-    quarantine: sled::Tree,
-    audit: sled::Tree,
+/// What the store found lost at open: what it had acknowledged, and what sled recovered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Damage {
+    /// Each finding in plain words (sequences, counts; no content).
+    pub findings: Vec<String>,
+    /// The acknowledged high-water mark, when one was readable.
+    pub mark: Option<Mark>,
+    /// What sled recovered: the last change's sequence, the last audit entry's, the flush
+    /// generation.
+    pub found_log_seq: u64,
+    pub found_audit_seq: u64,
+    pub found_flush_gen: u64,
+}
+
+impl Damage {
+    /// What sled recovered that falls short of the mark `found`, if anything.
+    fn found(s: &Sled, tip: Tip, flush_gen: u64, found: Found) -> Result<Option<Self>, StoreError> {
+        let findings = check::compare(s, tip, flush_gen, found)?;
+        if findings.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Damage {
+            findings,
+            mark: match found {
+                Found::Valid { mark, .. } => Some(mark),
+                _ => None,
+            },
+            found_log_seq: tip.seq,
+            found_audit_seq: s.audit_tail().map(|t| t.0).unwrap_or(0),
+            found_flush_gen: flush_gen,
+        }))
+    }
+}
+
+/// The mark file: its writer (made at the first flush if the file is missing) and the last mark
+/// written or read.
+#[derive(Default)]
+struct MarkState {
+    writer: Option<mark::Writer>,
+    last: Option<Mark>,
+}
+
+/// Everything the store and its flusher thread share.
+struct Shared {
+    dir: PathBuf,
+    /// `None` only while the store reopens.
+    sled: RwLock<Option<Arc<Sled>>>,
     write_lock: Mutex<()>,
-    /// The last audit entry's (seq, hash), loaded on first append.
-    audit_head: Mutex<Option<(u64, String)>>,
+    /// The committed tip of the log; updated with `committed`, under `write_lock`.
+    tip: Mutex<Tip>,
     committed: AtomicU64,
     durable: AtomicU64,
-    /// Group commit: concurrent [`Store::flush`] calls share sled flushes.
+    /// The last audit entry's (seq, hash), loaded on first use.
+    audit_head: Mutex<Option<(u64, String)>>,
+    /// The flush generation last made durable.
+    flush_gen: AtomicU64,
     group: GroupCommit,
+    mark: Mutex<MarkState>,
+    health: Mutex<Health>,
+    /// Whether the last free-space check found too little (to log the change once).
+    space_low: AtomicBool,
+    free_bytes_min: AtomicU64,
+    flush_wait_ms: AtomicU64,
+    /// Held while the store reopens.
+    reopening: Mutex<()>,
+    /// What the last open found lost (see [`SledStore::damage`]).
+    damage: Mutex<Option<Damage>>,
 }
 
-/// Group commit (DESIGN.md, "Facts measured": one flush costs about as much as a hundred
-/// inserts, so throughput comes from sharing flushes). A caller of [`Store::flush`] needs a
-/// flush that *starts* after its call (one already running may have started before its writes).
-/// If none is running, the caller runs one itself (the leader); otherwise it waits, and when
-/// the running flush ends one waiter leads the next flush for everyone who arrived meanwhile.
-/// So N concurrent syncs cost about two flushes, not N, while each still returns only once a
-/// flush covering its own writes has completed. No thread of its own: the leader is always a
-/// caller (on the server, a blocking-pool thread of the sync that is waiting anyway).
-#[derive(Default)]
-struct GroupCommit {
-    state: Mutex<FlushState>,
-    done: Condvar,
-    /// sled flushes run so far (see [`SledStore::flush_count`]).
-    flushes: AtomicU64,
+/// The sled implementation of [`Store`].
+pub struct SledStore {
+    shared: Arc<Shared>,
+    flusher: Option<std::thread::JoinHandle<()>>,
 }
 
-#[derive(Default)]
-struct FlushState {
-    /// Tickets of flushes started and completed (successfully), in order; one runs at a time.
-    started: u64,
-    completed: u64,
-    running: bool,
-    /// Callers inside `flush` right now.
-    waiting: usize,
-    /// Tests only: no flush starts while set.
-    held: bool,
-}
-
-/// Opens (or creates) the sled store in `data_dir`.
+/// Opens (or creates) the sled store in `data_dir`, checks it against its acknowledged
+/// high-water mark and heals what it lost (see [`SledStore::open`]).
 pub fn open(data_dir: &Path) -> Result<Arc<SledStore>, StoreError> {
     SledStore::open(data_dir).map(Arc::new)
 }
@@ -428,6 +503,15 @@ const ACCESS_EPOCH_KEY: &str = "access_epoch";
 /// The meta key of the log id.
 pub const LOG_ID_KEY: &str = "log_id";
 const INDEX_KEY: &str = "index_v1";
+/// Set once the log is in the current layout (with its hash chain); its value is the layout.
+const LOG_LAYOUT_KEY: &str = "log_layout";
+const LOG_LAYOUT: u8 = 2;
+/// While an older store's chain is being built: the last sequence rewritten.
+const CHAIN_BUILT_KEY: &str = "chain_built";
+/// The flush generation: written by every flush just before sled's flush.
+const FLUSH_GEN_KEY: &str = "flush_gen";
+/// Set once the store has had a high-water mark: from then on a missing mark file is damage.
+const MARKED_KEY: &str = "marked";
 
 fn seq_from(bytes: &[u8]) -> Result<u64, StoreError> {
     let arr: [u8; 8] = bytes
@@ -446,248 +530,253 @@ fn open_sled(data_dir: &Path) -> sled::Result<sled::Db> {
     )
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned lock only means another thread panicked while holding it; what it guards is
+    // consistent (sled's writes are transactions, counters are written whole).
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn hex32(hex_str: &str) -> Result<[u8; 32], StoreError> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(hex_str, &mut out)
+        .map_err(|_| StoreError::Corrupt("an audit hash is not 32 bytes of hex".into()))?;
+    Ok(out)
+}
+
 impl SledStore {
     /// How many sled flushes this store has run since it was opened. Group commit makes this
     /// smaller than the number of [`Store::flush`] calls when they overlap.
     pub fn flush_count(&self) -> u64 {
-        self.group.flushes.load(Ordering::Relaxed)
+        self.shared.group.flushes.load(Ordering::Relaxed)
     }
 
     /// Tests only: while held, no flush starts (callers of [`Store::flush`] queue up).
     #[cfg(test)]
     pub(crate) fn hold_flushes(&self, hold: bool) {
-        let mut st = self.group.state.lock().unwrap_or_else(|e| e.into_inner());
-        st.held = hold;
-        drop(st);
-        self.group.done.notify_all();
+        let group = &self.shared.group;
+        lock(&group.state).held = hold;
+        group.wake.notify_all();
     }
 
     /// Tests only: how many callers are inside [`Store::flush`] now.
     #[cfg(test)]
     pub(crate) fn flush_waiters(&self) -> usize {
-        let st = self.group.state.lock().unwrap_or_else(|e| e.into_inner());
-        st.waiting
+        lock(&self.shared.group.state).waiting
     }
 
-    /// Opens (or creates) the store; a directory held by another process is [`StoreError::Locked`].
+    /// Tests only: how long [`Store::flush`] waits for its flush.
+    #[cfg(test)]
+    pub(crate) fn set_flush_wait(&self, wait: std::time::Duration) {
+        let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+        self.shared.flush_wait_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Refuses writes while the data directory has fewer than `bytes` free (default
+    /// [`limits::STORE_FREE_BYTES_MIN_DEFAULT`]; 0 turns the check off).
+    pub fn set_free_bytes_min(&self, bytes: u64) {
+        self.shared.free_bytes_min.store(bytes, Ordering::Relaxed);
+    }
+
+    /// What the last open found lost, if anything (it was healed unless the store was opened
+    /// with [`SledStore::inspect`]).
+    pub fn damage(&self) -> Option<Damage> {
+        lock(&self.shared.damage).clone()
+    }
+
+    /// Opens (or creates) the store, checks what sled recovered against the acknowledged
+    /// high-water mark, and heals a loss: logged, audited, a new log id so that every device
+    /// starts over and sends back what it holds (exactly as after `admin restored`), the mark
+    /// anchored anew. A directory held by another process is [`StoreError::Locked`].
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        let db = open_sled(data_dir).map_err(|e| match e {
-            sled::Error::Io(ref io) if io.to_string().contains("could not acquire lock") => {
-                StoreError::Locked(data_dir.to_path_buf())
-            }
-            other => StoreError::Sled(other),
-        })?;
-        let tree = |name: &str| db.open_tree(name);
-        let log = tree("log")?;
-        let committed = match log.last()? {
-            Some((k, _)) => seq_from(&k)?,
-            None => 0,
-        };
-        let store = SledStore {
-            case_docs: tree("case_docs")?,
-            team_cases: tree("team_cases")?,
-            actors: tree("actors")?,
-            device_docs: tree("device_docs")?,
-            device_sync: tree("device_sync")?,
-            received: tree("received")?,
-            quarantine: tree("quarantine")?,
-            audit: tree(audit::TREE)?,
-            audit_head: Mutex::new(None),
-            hashes: tree("hashes")?,
-            docs: tree("docs")?,
-            cases: tree("cases")?,
-            orgs: tree("orgs")?,
-            teams: tree("teams")?,
-            staff: tree("staff")?,
-            devices: tree("devices")?,
-            tokens: tree("tokens")?,
-            meta: tree("meta")?,
-            log,
-            db,
-            write_lock: Mutex::new(()),
-            committed: AtomicU64::new(committed),
-            durable: AtomicU64::new(committed),
-            group: GroupCommit::default(),
-        };
-        store.build_indexes()?;
-        if !store.meta.contains_key(LOG_ID_KEY)? {
-            store
-                .meta
-                .insert(LOG_ID_KEY, uuid::Uuid::new_v4().as_bytes())?;
-            store.db.flush()?;
+        let store = Self::open_unhealed(data_dir)?;
+        if let Some(damage) = store.damage() {
+            store.heal(&damage)?;
         }
+        store.flush()?;
+        store.set_free_bytes_min(limits::STORE_FREE_BYTES_MIN_DEFAULT);
         Ok(store)
     }
 
-    /// Builds `case_docs` and `team_cases` for a store written before they existed (once).
-    fn build_indexes(&self) -> Result<(), StoreError> {
-        if self.meta.contains_key(INDEX_KEY)? {
-            return Ok(());
+    /// Opens the store to check it: what was lost is reported ([`SledStore::damage`]), not
+    /// healed, and the mark is left as it was (`verify`, `audit verify`).
+    pub fn inspect(data_dir: &Path) -> Result<Self, StoreError> {
+        let store = Self::open_unhealed(data_dir)?;
+        store.set_free_bytes_min(limits::STORE_FREE_BYTES_MIN_DEFAULT);
+        Ok(store)
+    }
+
+    fn open_unhealed(dir: &Path) -> Result<Self, StoreError> {
+        let sled = Sled::open(dir)?;
+        sled.build_chain()?;
+        sled.build_indexes()?;
+        let tip = sled.tip()?;
+        let flush_gen = sled.meta_u64(FLUSH_GEN_KEY)?;
+        let found = mark::read(dir).map_err(|e| {
+            StoreError::Unwritable(format!("the high-water mark could not be read: {e}"))
+        })?;
+        let new_store = sled.log_id()?.is_none();
+        let damage = if new_store && found == Found::Missing {
+            None
+        } else {
+            Damage::found(&sled, tip, flush_gen, found)?
+        };
+        if new_store {
+            sled.meta
+                .insert(LOG_ID_KEY, uuid::Uuid::new_v4().as_bytes())?;
         }
-        for item in self.docs.iter().values() {
-            let rec: DocRecord = dec(&item?)?;
-            self.case_docs.insert(
-                pair_key(rec.header.case_id.as_bytes(), rec.header.doc_id.as_bytes()),
-                &[],
-            )?;
-        }
-        for item in self.cases.iter().values() {
-            let case: CaseRecord = dec(&item?)?;
-            for t in &case.teams {
-                self.team_cases
-                    .insert(pair_key(t.as_bytes(), case.case_id.as_bytes()), &[])?;
-            }
-        }
-        self.meta.insert(INDEX_KEY, &[1])?;
-        Ok(())
-    }
-
-    fn get<T: DeserializeOwned>(tree: &sled::Tree, key: &[u8]) -> Result<Option<T>, StoreError> {
-        tree.get(key)?.map(|v| dec(&v)).transpose()
-    }
-
-    fn put<T: Serialize>(tree: &sled::Tree, key: &[u8], value: &T) -> Result<(), StoreError> {
-        tree.insert(key, enc(value))?;
-        Ok(())
-    }
-
-    fn all<T: DeserializeOwned>(tree: &sled::Tree) -> Result<Vec<T>, StoreError> {
-        tree.iter().values().map(|v| dec(&v?)).collect()
-    }
-
-    fn apply(&self, commit: &Commit, first: u64) -> Result<(), StoreError> {
-        let trees = (
-            &self.log,
-            &self.hashes,
-            &self.docs,
-            &self.cases,
-            &self.case_docs,
-            &self.team_cases,
-            &self.actors,
-            &self.received,
-        );
-        let result = trees.transaction(
-            |(log, hashes, docs, cases, case_docs, team_cases, actors, received)| {
-                for case in &commit.cases {
-                    let key = case.case_id.as_bytes();
-                    // Keep `team_cases` in step: drop the teams that left, add the ones on it now.
-                    if let Some(old) = cases.get(&key[..])? {
-                        let old: CaseRecord = dec(&old)
-                            .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
-                        for t in old.teams.iter().filter(|t| !case.teams.contains(t)) {
-                            team_cases.remove(&pair_key(t.as_bytes(), key)[..])?;
-                        }
-                    }
-                    for t in &case.teams {
-                        team_cases.insert(&pair_key(t.as_bytes(), key)[..], &[][..])?;
-                    }
-                    cases.insert(&key[..], enc(case))?;
-                }
-                for doc in &commit.docs {
-                    let h = &doc.header;
-                    docs.insert(&h.doc_id.as_bytes()[..], enc(doc))?;
-                    case_docs.insert(
-                        &pair_key(h.case_id.as_bytes(), h.doc_id.as_bytes())[..],
-                        &[][..],
-                    )?;
-                }
-                for (i, change) in commit.changes.iter().enumerate() {
-                    let seq = (first + i as u64).to_be_bytes();
-                    let mut value = Vec::with_capacity(48 + change.bytes.len());
-                    value.extend_from_slice(change.doc_id.as_bytes());
-                    value.extend_from_slice(&change.hash.0);
-                    value.extend_from_slice(&change.bytes);
-                    log.insert(&seq[..], value)?;
-                    hashes.insert(&hash_key(change.doc_id, &change.hash)[..], &seq[..])?;
-                    received.insert(&seq[..], &change.received_at_ms.to_be_bytes()[..])?;
-                }
-                for (actor, binding) in &commit.actors {
-                    actors.insert(&actor[..], enc(binding))?;
-                }
-                Ok::<(), ConflictableTransactionError<String>>(())
+        let mark = match found {
+            Found::Valid { mark, counter } => MarkState {
+                writer: Some(mark::Writer::open(dir, counter).map_err(|e| {
+                    StoreError::Unwritable(format!("the high-water mark could not be opened: {e}"))
+                })?),
+                last: Some(mark),
             },
+            _ => MarkState::default(),
+        };
+        let shared = Arc::new(Shared {
+            dir: dir.to_path_buf(),
+            sled: RwLock::new(Some(Arc::new(sled))),
+            write_lock: Mutex::new(()),
+            tip: Mutex::new(tip),
+            committed: AtomicU64::new(tip.seq),
+            durable: AtomicU64::new(tip.seq),
+            audit_head: Mutex::new(None),
+            flush_gen: AtomicU64::new(flush_gen),
+            group: GroupCommit::default(),
+            mark: Mutex::new(mark),
+            health: Mutex::new(Health::Ok),
+            space_low: AtomicBool::new(false),
+            // No floor until the open has healed and anchored the mark: those writes are
+            // small, and must not keep a server on a nearly full disk from starting.
+            free_bytes_min: AtomicU64::new(0),
+            flush_wait_ms: AtomicU64::new(limits::STORE_FLUSH_WAIT_MS_MAX),
+            reopening: Mutex::new(()),
+            damage: Mutex::new(damage),
+        });
+        let thread_shared = shared.clone();
+        let flusher = std::thread::Builder::new()
+            .name("casenote-flusher".into())
+            .spawn(move || thread_shared.run_flusher())
+            .map_err(|e| StoreError::Task(format!("could not start the flusher: {e}")))?;
+        Ok(SledStore {
+            shared,
+            flusher: Some(flusher),
+        })
+    }
+
+    /// Heals a loss found at open: logs it, records it in the audit log, and gives the log a
+    /// new id, so that every device resets and re-sends what it holds. The flush that follows
+    /// anchors the mark at what the store now holds.
+    fn heal(&self, damage: &Damage) -> Result<(), StoreError> {
+        let old = self.log_id()?;
+        let new = self.new_log_id()?;
+        tracing::error!(
+            findings = ?damage.findings,
+            old_log_id = %old,
+            log_id = %new,
+            "the store lost writes it had acknowledged (a damaged disk?); it keeps what it has \
+             and starts a new log id, so that every device sends back what it holds"
         );
-        match result {
-            Ok(()) => Ok(()),
-            Err(TransactionError::Storage(e)) => Err(StoreError::Sled(e)),
-            Err(TransactionError::Abort(reason)) => Err(StoreError::Corrupt(format!(
-                "the write transaction aborted: {reason}"
-            ))),
-        }
+        let acknowledged = damage.mark.map(
+            |m| json!({"log_seq": m.log_seq, "audit_seq": m.audit_seq, "flush_gen": m.flush_gen}),
+        );
+        self.audit_append(AuditRecord::new(
+            AuditKind::Admin,
+            crate::now_ms(),
+            json!({
+                "action": "store_damage_detected",
+                "findings": damage.findings,
+                "acknowledged": acknowledged,
+                "found": {
+                    "log_seq": damage.found_log_seq,
+                    "audit_seq": damage.found_audit_seq,
+                    "flush_gen": damage.found_flush_gen,
+                },
+                "old_log_id": old,
+                "log_id": new,
+            }),
+        ))?;
+        Ok(())
     }
 }
 
 impl Store for SledStore {
     fn put_org(&self, org: &Org) -> Result<(), StoreError> {
-        Self::put(&self.orgs, org.org_id.as_bytes(), org)
+        self.writing(|s| put(&s.orgs, org.org_id.as_bytes(), org))
     }
     fn get_org(&self, id: OrgId) -> Result<Option<Org>, StoreError> {
-        Self::get(&self.orgs, id.as_bytes())
+        get(&self.sled()?.orgs, id.as_bytes())
     }
     fn list_orgs(&self) -> Result<Vec<Org>, StoreError> {
-        Self::all(&self.orgs)
+        all(&self.sled()?.orgs)
     }
     fn put_team(&self, team: &Team) -> Result<(), StoreError> {
-        Self::put(&self.teams, team.team_id.as_bytes(), team)
+        self.writing(|s| put(&s.teams, team.team_id.as_bytes(), team))
     }
     fn get_team(&self, id: TeamId) -> Result<Option<Team>, StoreError> {
-        Self::get(&self.teams, id.as_bytes())
+        get(&self.sled()?.teams, id.as_bytes())
     }
     fn list_teams(&self) -> Result<Vec<Team>, StoreError> {
-        Self::all(&self.teams)
+        all(&self.sled()?.teams)
     }
     fn put_staff(&self, staff: &Staff) -> Result<(), StoreError> {
-        Self::put(&self.staff, staff.staff_id.as_bytes(), staff)
+        self.writing(|s| put(&s.staff, staff.staff_id.as_bytes(), staff))
     }
     fn get_staff(&self, id: StaffId) -> Result<Option<Staff>, StoreError> {
-        Self::get(&self.staff, id.as_bytes())
+        get(&self.sled()?.staff, id.as_bytes())
     }
     fn list_staff(&self) -> Result<Vec<Staff>, StoreError> {
-        Self::all(&self.staff)
+        all(&self.sled()?.staff)
     }
     fn put_device(&self, device: &Device) -> Result<(), StoreError> {
-        Self::put(&self.devices, device.device_id.as_bytes(), device)
+        self.writing(|s| put(&s.devices, device.device_id.as_bytes(), device))
     }
     fn get_device(&self, id: DeviceId) -> Result<Option<Device>, StoreError> {
-        Self::get(&self.devices, id.as_bytes())
+        get(&self.sled()?.devices, id.as_bytes())
     }
     fn list_devices(&self) -> Result<Vec<Device>, StoreError> {
-        Self::all(&self.devices)
+        all(&self.sled()?.devices)
     }
     fn put_token(&self, sha256: &[u8; 32], record: &TokenRecord) -> Result<(), StoreError> {
-        Self::put(&self.tokens, sha256, record)
+        self.writing(|s| put(&s.tokens, sha256, record))
     }
     fn get_token(&self, sha256: &[u8; 32]) -> Result<Option<TokenRecord>, StoreError> {
-        Self::get(&self.tokens, sha256)
+        get(&self.sled()?.tokens, sha256)
     }
 
     fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.meta.get(key.as_bytes())?.map(|v| v.to_vec()))
+        Ok(self.sled()?.meta.get(key.as_bytes())?.map(|v| v.to_vec()))
     }
     fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.meta.insert(key.as_bytes(), value)?;
-        Ok(())
+        self.writing(|s| {
+            s.meta.insert(key.as_bytes(), value)?;
+            Ok(())
+        })
     }
 
     fn get_case(&self, id: CaseId) -> Result<Option<CaseRecord>, StoreError> {
-        Self::get(&self.cases, id.as_bytes())
+        get(&self.sled()?.cases, id.as_bytes())
     }
     fn get_doc(&self, id: DocId) -> Result<Option<DocRecord>, StoreError> {
-        Self::get(&self.docs, id.as_bytes())
+        get(&self.sled()?.docs, id.as_bytes())
     }
     fn has_change(&self, doc: DocId, hash: &Hash) -> Result<bool, StoreError> {
-        Ok(self.hashes.contains_key(hash_key(doc, hash))?)
+        Ok(self.sled()?.hashes.contains_key(hash_key(doc, hash))?)
     }
 
     fn cases_of_team(&self, team: TeamId) -> Result<Vec<CaseId>, StoreError> {
-        suffix_ids(&self.team_cases, team.as_bytes(), CaseId::from_slice)
+        suffix_ids(
+            &self.sled()?.team_cases,
+            team.as_bytes(),
+            CaseId::from_slice,
+        )
     }
     fn docs_of_case(&self, case: CaseId) -> Result<Vec<DocId>, StoreError> {
-        suffix_ids(&self.case_docs, case.as_bytes(), DocId::from_slice)
+        suffix_ids(&self.sled()?.case_docs, case.as_bytes(), DocId::from_slice)
     }
     fn doc_change_seqs(&self, doc: DocId) -> Result<Vec<Seq>, StoreError> {
         let mut out = Vec::new();
-        for item in self.hashes.scan_prefix(doc.as_bytes()) {
+        for item in self.sled()?.hashes.scan_prefix(doc.as_bytes()) {
             let (_, v) = item?;
             out.push(Seq(seq_from(&v)?));
         }
@@ -695,25 +784,17 @@ impl Store for SledStore {
         Ok(out)
     }
     fn get_log(&self, seq: Seq) -> Result<Option<(DocId, Hash, Vec<u8>)>, StoreError> {
-        let Some(v) = self.log.get(seq.0.to_be_bytes())? else {
+        let Some(v) = self.sled()?.log.get(seq.0.to_be_bytes())? else {
             return Ok(None);
         };
-        if v.len() < 48 {
-            return Err(StoreError::Corrupt(
-                "a log entry is shorter than its header".into(),
-            ));
-        }
-        let doc = DocId::from_slice(&v[..16])
-            .ok_or_else(|| StoreError::Corrupt("a log entry's doc id".into()))?;
-        let mut hash = [0u8; 32];
-        hash.copy_from_slice(&v[16..48]);
-        Ok(Some((doc, Hash(hash), v[48..].to_vec())))
+        let e = parse_log(&v)?;
+        Ok(Some((e.doc_id, e.hash, e.bytes.to_vec())))
     }
     fn get_actor(&self, actor: &[u8]) -> Result<Option<ActorBinding>, StoreError> {
-        Self::get(&self.actors, actor)
+        get(&self.sled()?.actors, actor)
     }
     fn received_at(&self, seq: Seq) -> Result<Option<i64>, StoreError> {
-        match self.received.get(seq.0.to_be_bytes())? {
+        match self.sled()?.received.get(seq.0.to_be_bytes())? {
             Some(v) => {
                 let arr: [u8; 8] = v
                     .as_ref()
@@ -726,66 +807,71 @@ impl Store for SledStore {
     }
 
     fn quarantine_add(&self, entries: &[QuarantineEntry]) -> Result<usize, StoreError> {
-        let mut added = 0;
-        for e in entries {
-            let key = hash_key(e.doc_id, &e.hash);
-            let swapped =
-                self.quarantine
-                    .compare_and_swap(key, None as Option<&[u8]>, Some(enc(e)))?;
-            if swapped.is_ok() {
-                added += 1;
+        self.writing(|s| {
+            let mut added = 0;
+            for e in entries {
+                let key = hash_key(e.doc_id, &e.hash);
+                let swapped =
+                    s.quarantine
+                        .compare_and_swap(key, None as Option<&[u8]>, Some(enc(e)))?;
+                if swapped.is_ok() {
+                    added += 1;
+                }
             }
-        }
-        Ok(added)
+            Ok(added)
+        })
     }
     fn quarantine_list(&self) -> Result<Vec<QuarantineEntry>, StoreError> {
-        Self::all(&self.quarantine)
+        all(&self.sled()?.quarantine)
     }
     fn quarantined(&self, doc: DocId, hash: &Hash) -> Result<Option<QuarantineEntry>, StoreError> {
-        Self::get(&self.quarantine, &hash_key(doc, hash))
+        get(&self.sled()?.quarantine, &hash_key(doc, hash))
     }
 
     fn device_docs(&self, device: DeviceId) -> Result<Vec<DocId>, StoreError> {
-        suffix_ids(&self.device_docs, device.as_bytes(), DocId::from_slice)
+        suffix_ids(
+            &self.sled()?.device_docs,
+            device.as_bytes(),
+            DocId::from_slice,
+        )
     }
     fn device_docs_add(&self, device: DeviceId, docs: &[DocId]) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for d in docs {
             batch.insert(&pair_key(device.as_bytes(), d.as_bytes())[..], &[][..]);
         }
-        Ok(self.device_docs.apply_batch(batch)?)
+        self.writing(|s| Ok(s.device_docs.apply_batch(batch)?))
     }
     fn device_docs_remove(&self, device: DeviceId, docs: &[DocId]) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for d in docs {
             batch.remove(&pair_key(device.as_bytes(), d.as_bytes())[..]);
         }
-        Ok(self.device_docs.apply_batch(batch)?)
+        self.writing(|s| Ok(s.device_docs.apply_batch(batch)?))
     }
     fn device_docs_clear(&self, device: DeviceId) -> Result<(), StoreError> {
         let held = self.device_docs(device)?;
         self.device_docs_remove(device, &held)
     }
     fn get_device_sync(&self, device: DeviceId) -> Result<Option<DeviceSync>, StoreError> {
-        Self::get(&self.device_sync, device.as_bytes())
+        get(&self.sled()?.device_sync, device.as_bytes())
     }
     fn put_device_sync(&self, device: DeviceId, state: &DeviceSync) -> Result<(), StoreError> {
-        Self::put(&self.device_sync, device.as_bytes(), state)
+        self.writing(|s| put(&s.device_sync, device.as_bytes(), state))
     }
 
     fn access_epoch(&self) -> Result<u64, StoreError> {
-        match self.meta.get(ACCESS_EPOCH_KEY)? {
-            Some(v) => seq_from(&v),
-            None => Ok(0),
-        }
+        self.sled()?.meta_u64(ACCESS_EPOCH_KEY)
     }
     fn bump_access_epoch(&self) -> Result<u64, StoreError> {
-        let new = self.meta.update_and_fetch(ACCESS_EPOCH_KEY, |old| {
-            let n = old
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map(u64::from_be_bytes)
-                .unwrap_or(0);
-            Some(n.wrapping_add(1).to_be_bytes().to_vec())
+        let new = self.writing(|s| {
+            Ok(s.meta.update_and_fetch(ACCESS_EPOCH_KEY, |old| {
+                let n = old
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map(u64::from_be_bytes)
+                    .unwrap_or(0);
+                Some(n.wrapping_add(1).to_be_bytes().to_vec())
+            })?)
         })?;
         match new {
             Some(v) => seq_from(&v),
@@ -794,29 +880,22 @@ impl Store for SledStore {
     }
 
     fn audit_append(&self, record: AuditRecord) -> Result<AuditEntry, StoreError> {
-        // One mutex over read-last, seal and insert: the chain never forks.
-        let mut head = self.audit_head.lock().unwrap_or_else(|e| e.into_inner());
-        if head.is_none() {
-            *head = Some(match self.audit.last()? {
-                Some((k, v)) => {
-                    let seq = seq_from(&k)?;
-                    let hash = serde_json::from_slice::<AuditEntry>(&v)
-                        .map(|e| e.hash)
-                        .map_err(|e| StoreError::Corrupt(format!("audit entry {seq}: {e}")))?;
-                    (seq, hash)
-                }
-                None => (0, audit::GENESIS_HASH.to_string()),
-            });
-        }
-        let (last, prev) = head.clone().unwrap_or((0, audit::GENESIS_HASH.to_string()));
-        let entry = audit::seal(last + 1, &prev, record);
-        self.audit
-            .insert(entry.seq.to_be_bytes(), audit::encode(&entry))?;
-        *head = Some((entry.seq, entry.hash.clone()));
-        Ok(entry)
+        self.writing(|s| {
+            // One mutex over read-last, seal and insert: the chain never forks.
+            let mut head = lock(&self.shared.audit_head);
+            if head.is_none() {
+                *head = Some(s.audit_tail()?);
+            }
+            let (last, prev) = head.clone().unwrap_or((0, audit::GENESIS_HASH.to_string()));
+            let entry = audit::seal(last + 1, &prev, record);
+            s.audit
+                .insert(entry.seq.to_be_bytes(), audit::encode(&entry))?;
+            *head = Some((entry.seq, entry.hash.clone()));
+            Ok(entry)
+        })
     }
     fn audit_scan(&self, visit: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError> {
-        for item in self.audit.iter() {
+        for item in self.sled()?.audit.iter() {
             let (k, v) = item?;
             if !visit(seq_from(&k)?, &v) {
                 break;
@@ -824,24 +903,33 @@ impl Store for SledStore {
         }
         Ok(())
     }
+    fn audit_anchor(&self) -> Result<Option<(u64, String)>, StoreError> {
+        Ok(lock(&self.shared.mark)
+            .last
+            .map(|m| (m.audit_seq, hex::encode(m.audit_hash))))
+    }
 
     fn write(&self, plan: &mut Planner<'_>) -> Result<Seq, StoreError> {
-        // A poisoned lock only means another writer panicked; the store itself is consistent
-        // because its writes are transactions.
-        let _guard = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let last = self.committed.load(Ordering::Acquire);
+        // The checks (which may reopen the store) before the write lock, and the handle after
+        // it: a reopen holds the lock, and waits for handles to be let go.
+        self.healthy()?;
+        let sh = &self.shared;
+        sh.check_space()?;
+        let _guard = lock(&sh.write_lock);
+        let s = sh.sled()?;
+        let tip = *lock(&sh.tip);
         let commit = plan()?;
         if commit.is_empty() {
-            return Ok(Seq(last));
+            return Ok(Seq(tip.seq));
         }
-        self.apply(&commit, last + 1)?;
-        let new_last = last + commit.changes.len() as u64;
-        self.committed.store(new_last, Ordering::Release);
-        Ok(Seq(new_last))
+        let new_tip = s.apply(&commit, tip).map_err(|e| sh.failed(e))?;
+        *lock(&sh.tip) = new_tip;
+        sh.committed.store(new_tip.seq, Ordering::Release);
+        Ok(Seq(new_tip.seq))
     }
 
     fn last_seq(&self) -> Seq {
-        Seq(self.committed.load(Ordering::Acquire))
+        Seq(self.shared.committed.load(Ordering::Acquire))
     }
 
     fn scan_log(
@@ -855,22 +943,14 @@ impl Store for SledStore {
         }
         let start = after.0.saturating_add(1).to_be_bytes();
         let end = upto.0.to_be_bytes();
-        for item in self.log.range(start..=end) {
+        for item in self.sled()?.log.range(start..=end) {
             let (k, v) = item?;
-            if v.len() < 48 {
-                return Err(StoreError::Corrupt(
-                    "a log entry is shorter than its header".into(),
-                ));
-            }
-            let doc_id = DocId::from_slice(&v[..16])
-                .ok_or_else(|| StoreError::Corrupt("a log entry's doc id".into()))?;
-            let mut hash = [0u8; 32];
-            hash.copy_from_slice(&v[16..48]);
+            let e = parse_log(&v)?;
             let entry = LogEntry {
                 seq: Seq(seq_from(&k)?),
-                doc_id,
-                hash: Hash(hash),
-                bytes: &v[48..],
+                doc_id: e.doc_id,
+                hash: e.hash,
+                bytes: e.bytes,
             };
             if !visit(entry) {
                 break;
@@ -880,49 +960,33 @@ impl Store for SledStore {
     }
 
     fn durable_seq(&self) -> Seq {
-        Seq(self.durable.load(Ordering::Acquire))
+        Seq(self.shared.durable.load(Ordering::Acquire))
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        let group = &self.group;
-        let mut st = group.state.lock().unwrap_or_else(|e| e.into_inner());
-        // A flush running now may have started before this caller's writes; the next one to
-        // start covers them.
-        let target = st.started + 1;
-        st.waiting += 1;
-        loop {
-            if st.completed >= target {
-                st.waiting -= 1;
-                return Ok(());
-            }
-            if !st.running && !st.held {
-                st.running = true;
-                st.started += 1;
-                let ticket = st.started;
-                drop(st);
-                let committed = self.committed.load(Ordering::Acquire);
-                let result = self.db.flush();
-                group.flushes.fetch_add(1, Ordering::Relaxed);
-                if result.is_ok() {
-                    self.durable.fetch_max(committed, Ordering::AcqRel);
-                }
-                st = group.state.lock().unwrap_or_else(|e| e.into_inner());
-                st.running = false;
-                if result.is_ok() {
-                    st.completed = ticket;
-                }
-                group.done.notify_all();
-                if let Err(e) = result {
-                    // The others stay unacknowledged: one of them leads a fresh flush.
-                    st.waiting -= 1;
-                    return Err(e.into());
-                }
-                continue;
-            }
-            st = group.done.wait(st).unwrap_or_else(|e| e.into_inner());
-        }
+        self.group_flush()
+    }
+
+    fn writability(&self) -> Writability {
+        self.check_writable()
     }
 }
+
+fn get<T: DeserializeOwned>(tree: &sled::Tree, key: &[u8]) -> Result<Option<T>, StoreError> {
+    tree.get(key)?.map(|v| dec(&v)).transpose()
+}
+
+fn put<T: Serialize>(tree: &sled::Tree, key: &[u8], value: &T) -> Result<(), StoreError> {
+    tree.insert(key, enc(value))?;
+    Ok(())
+}
+
+fn all<T: DeserializeOwned>(tree: &sled::Tree) -> Result<Vec<T>, StoreError> {
+    tree.iter().values().map(|v| dec(&v?)).collect()
+}
+
+#[cfg(test)]
+mod durability_tests;
 
 #[cfg(test)]
 mod tests {

@@ -22,7 +22,9 @@
 //! stamped with the server's receipt time (`received` tree).
 //!
 //! Log id: every response names the store's log id. A request that names another one (the store
-//! was restored from backup since, and `admin restored` gave it a new id) is answered with
+//! was restored from backup since, and `admin restored` gave it a new id, or the store found at
+//! open that it had lost acknowledged writes, [`crate::store`]), or names this one with a cursor
+//! past the end of the log (a backup put back without `admin restored`), is answered with
 //! `reset` and nothing else: nothing pushed is applied, nothing is pulled. A request without one
 //! (a new device) is handled normally.
 //!
@@ -473,7 +475,13 @@ pub fn handle_stored(
     let device = who.device_id;
     let log_id = store.log_id()?;
     if let Some(theirs) = req.log_id {
-        if theirs != log_id {
+        // A cursor past the log: the store lost what it handed this device (a backup put back
+        // without `admin restored`). Like a foreign log id, the device starts over.
+        let past = theirs == log_id && req.cursor > store.last_seq();
+        if past {
+            tracing::warn!(device = %who.device_id, cursor_in = req.cursor.0, last_seq = store.last_seq().0, "the device's cursor is past this store's log");
+        }
+        if theirs != log_id || past {
             return reset(store, who, &req, theirs, log_id, now_ms)
                 .map(|resp| (resp, Stored::default()));
         }

@@ -1,0 +1,310 @@
+//! The store's own defences, on real sled directories: the high-water mark catches a loss at
+//! open and the store heals it; an older store gets its hash chain; `verify` names what it finds;
+//! a flush that does not finish holds up no caller and refuses writes until it does.
+
+use super::*;
+use automerge::transaction::Transactable;
+use automerge::{AutoCommit, ROOT};
+use std::time::{Duration, Instant};
+
+fn org(name: &str) -> Org {
+    Org {
+        org_id: OrgId::new_random(),
+        name: name.into(),
+    }
+}
+
+/// `n` real Automerge changes of one document, as the log stores them.
+fn changes(doc: DocId, n: usize) -> Vec<NewChange> {
+    let mut am = AutoCommit::new();
+    (0..n)
+        .map(|i| {
+            am.put(ROOT, "n", i as i64).unwrap();
+            am.commit();
+            let change = am.get_last_local_change().unwrap().clone();
+            NewChange {
+                doc_id: doc,
+                hash: change.hash().into(),
+                bytes: change.raw_bytes().to_vec(),
+                received_at_ms: 1_000 + i as i64,
+            }
+        })
+        .collect()
+}
+
+/// A store holding one case document with `n` changes, flushed.
+fn store_with(dir: &Path, n: usize) -> (Arc<SledStore>, DocId) {
+    let store = open(dir).unwrap();
+    let doc = DocId::new_random();
+    let new = changes(doc, n);
+    let heads = vec![new[n - 1].hash];
+    let header = DocHeader {
+        doc_id: doc,
+        case_id: CaseId(doc.0),
+        kind: DocKind::Case,
+        owner_org: OrgId::new_random(),
+        access_teams: None,
+        created_by: StaffId::new_random(),
+        created_ms: 0,
+    };
+    let case = CaseRecord {
+        case_id: CaseId(doc.0),
+        owner_org: header.owner_org,
+        teams: vec![],
+        created_ms: 0,
+    };
+    store
+        .write(&mut || {
+            Ok(Commit {
+                cases: vec![case.clone()],
+                docs: vec![DocRecord {
+                    header: header.clone(),
+                    heads: heads.clone(),
+                    ops: 0,
+                    filed_ms: None,
+                }],
+                changes: new.clone(),
+                actors: vec![],
+            })
+        })
+        .unwrap();
+    store
+        .audit_append(AuditRecord::new(AuditKind::Admin, 1, json!({"n": n})))
+        .unwrap();
+    store.flush().unwrap();
+    (store, doc)
+}
+
+/// Copies every file of `from` into `to` (created), except the mark.
+fn copy_sled_files(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() == mark::FILE {
+            continue;
+        }
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_sled_files(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Appends `n` more changes to a new document of the store in `dir`, flushed.
+fn more_changes(dir: &Path, n: usize) {
+    let store = open(dir).unwrap();
+    let doc = DocId::new_random();
+    let new = changes(doc, n);
+    store
+        .write(&mut || {
+            Ok(Commit {
+                changes: new.clone(),
+                ..Commit::default()
+            })
+        })
+        .unwrap();
+    store.flush().unwrap();
+}
+
+#[test]
+fn a_store_that_lost_acknowledged_changes_is_caught_at_open_and_healed_with_a_new_log_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = tempfile::tempdir().unwrap();
+    let log_id = {
+        let (store, _) = store_with(dir.path(), 3);
+        store.log_id().unwrap()
+    };
+    copy_sled_files(dir.path(), before.path());
+    more_changes(dir.path(), 2);
+    // sled comes back with the state before the last two changes, as its recovery leaves a
+    // log cut at a damaged entry; the mark outside it says 5 were acknowledged.
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != mark::FILE {
+            let p = entry.path();
+            if p.is_dir() {
+                std::fs::remove_dir_all(p).unwrap();
+            } else {
+                std::fs::remove_file(p).unwrap();
+            }
+        }
+    }
+    copy_sled_files(before.path(), dir.path());
+
+    // Inspected: the loss is named, nothing is changed.
+    {
+        let store = SledStore::inspect(dir.path()).unwrap();
+        let damage = store.damage().expect("the loss must be found");
+        assert!(
+            damage.findings[0].contains("ends at seq 3, but changes up to seq 5"),
+            "{:?}",
+            damage.findings
+        );
+        assert_eq!(store.log_id().unwrap(), log_id);
+        let err = store.verify().unwrap_err();
+        assert!(err.to_string().starts_with("store damaged: "), "{err}");
+    }
+    // Opened to serve: healed, audited, anchored anew.
+    {
+        let store = open(dir.path()).unwrap();
+        assert!(store.damage().is_some());
+        assert_ne!(
+            store.log_id().unwrap(),
+            log_id,
+            "devices must be told to reset"
+        );
+        let last = audit::entries(&*store, Some(1)).unwrap();
+        assert_eq!(last[0].details["action"], "store_damage_detected");
+        assert_eq!(audit::verify_anchored(&*store).unwrap(), 2);
+    }
+    let store = SledStore::inspect(dir.path()).unwrap();
+    assert_eq!(store.damage(), None, "the healed store opens clean");
+    assert_eq!(store.verify().unwrap().changes, 3);
+}
+
+#[test]
+fn a_missing_or_unreadable_mark_file_is_damage_once_the_store_has_had_one() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(store_with(dir.path(), 2));
+    let path = dir.path().join(mark::FILE);
+    std::fs::write(&path, vec![0u8; 2 * mark::SLOT_BYTES]).unwrap();
+    let findings = SledStore::inspect(dir.path())
+        .unwrap()
+        .damage()
+        .unwrap()
+        .findings;
+    assert!(findings[0].contains("unreadable"), "{findings:?}");
+    std::fs::remove_file(&path).unwrap();
+    let findings = SledStore::inspect(dir.path())
+        .unwrap()
+        .damage()
+        .unwrap()
+        .findings;
+    assert!(findings[0].contains("missing"), "{findings:?}");
+}
+
+#[test]
+fn audit_entries_cut_off_the_end_are_found_by_the_anchor() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(store_with(dir.path(), 1));
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let tree = db.open_tree(audit::TREE).unwrap();
+        let (k, _) = tree.last().unwrap().unwrap();
+        tree.remove(k).unwrap();
+        db.flush().unwrap();
+    }
+    let store = SledStore::inspect(dir.path()).unwrap();
+    assert!(
+        audit::verify(&store).is_ok(),
+        "the chain alone cannot see a cut"
+    );
+    let err = audit::verify_anchored(&store).unwrap_err();
+    assert!(err.to_string().contains("cut short"), "{err}");
+}
+
+#[test]
+fn a_store_written_before_the_chain_gets_it_at_its_first_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let doc = DocId::new_random();
+    let old = changes(doc, 3);
+    {
+        // The previous layout: doc ‖ hash ‖ bytes, and no mark file.
+        let db = sled::open(dir.path()).unwrap();
+        let log = db.open_tree("log").unwrap();
+        for (i, c) in old.iter().enumerate() {
+            let mut v = doc.as_bytes().to_vec();
+            v.extend_from_slice(&c.hash.0);
+            v.extend_from_slice(&c.bytes);
+            log.insert((i as u64 + 1).to_be_bytes(), v).unwrap();
+        }
+        db.open_tree("meta")
+            .unwrap()
+            .insert(LOG_ID_KEY, uuid::Uuid::new_v4().as_bytes())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let store = open(dir.path()).unwrap();
+    assert_eq!(store.damage(), None, "an older store is not damaged");
+    let mut chain = CHAIN_GENESIS;
+    for (i, c) in old.iter().enumerate() {
+        let seq = i as u64 + 1;
+        chain = chain_next(&chain, seq, doc, &c.hash);
+        assert_eq!(
+            store.get_log(Seq(seq)).unwrap(),
+            Some((doc, c.hash, c.bytes.clone()))
+        );
+    }
+    assert_eq!(*lock(&store.shared.tip), Tip { seq: 3, chain });
+    let mark = lock(&store.shared.mark).last.unwrap();
+    assert_eq!((mark.log_seq, mark.chain), (3, chain));
+}
+
+#[test]
+fn verify_names_an_index_that_disagrees_with_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, doc) = store_with(dir.path(), 3);
+    drop(store);
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let hashes = db.open_tree("hashes").unwrap();
+        let (k, _) = hashes.scan_prefix(doc.as_bytes()).next().unwrap().unwrap();
+        hashes.remove(k).unwrap();
+        db.flush().unwrap();
+    }
+    let err = SledStore::inspect(dir.path())
+        .unwrap()
+        .verify()
+        .unwrap_err();
+    assert!(err.to_string().contains("hashes index"), "{err}");
+}
+
+#[test]
+fn a_flush_that_does_not_finish_holds_up_no_caller_and_refuses_writes_until_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = store_with(dir.path(), 1);
+    store.set_flush_wait(Duration::from_millis(200));
+    store.hold_flushes(true);
+    store.put_org(&org("Council")).unwrap();
+    let err = store.flush().unwrap_err();
+    assert!(matches!(err, StoreError::Unwritable(_)), "{err}");
+    let refused = store.put_org(&org("Trust")).unwrap_err();
+    assert!(
+        refused.to_string().contains("has not finished"),
+        "{refused}"
+    );
+    assert!(!store.writability().writable);
+    // The flush ends: writes resume, and the write made before it is durable.
+    store.hold_flushes(false);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !store.writability().writable {
+        assert!(Instant::now() < deadline, "the store never became writable");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    store.put_org(&org("Trust")).unwrap();
+    store.flush().unwrap();
+    let names: Vec<String> = store
+        .list_orgs()
+        .unwrap()
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    assert!(names.contains(&"Council".to_string()) && names.contains(&"Trust".to_string()));
+}
+
+#[test]
+fn writes_are_refused_below_the_free_space_floor_and_reads_still_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, doc) = store_with(dir.path(), 1);
+    store.set_free_bytes_min(u64::MAX);
+    let err = store.put_org(&org("Council")).unwrap_err();
+    assert!(matches!(err, StoreError::Full { .. }), "{err}");
+    assert!(store.get_doc(doc).unwrap().is_some());
+    let w = store.writability();
+    assert!(!w.writable && w.reason.unwrap().contains("nearly full"));
+    store.set_free_bytes_min(0);
+    store.put_org(&org("Council")).unwrap();
+    store.flush().unwrap();
+}

@@ -1,0 +1,529 @@
+//! Writing safely on a disk that fills or stalls: the free-space floor checked before every
+//! write, group commit on a flusher thread with a bounded wait, the high-water mark written after
+//! every flush, and the reopen that lets a store whose sled failed a write resume by itself.
+//!
+//! sled 0.34 fails a write that meets a full disk and then fails every later write (the error
+//! is sticky) until it is opened again. So: writes are refused below the floor
+//! ([`limits::STORE_FREE_BYTES_MIN_DEFAULT`], `serve --min-free-mb`) before sled sees them; if
+//! sled fails anyway (the disk filled between the check and the write), the store is marked
+//! failed, refuses writes with a code, keeps serving reads from the failed handle, and reopens
+//! sled once there is room ([`limits::STORE_REOPEN_FREE_BYTES_MIN`]), at most once per
+//! [`limits::STORE_REOPEN_INTERVAL_MS`]. A flush that does not return within
+//! [`limits::STORE_FLUSH_WAIT_MS_MAX`] answers its callers and refuses writes until it ends.
+
+use super::mark::{self, Found, Mark};
+use super::trees::Sled;
+use super::{
+    audit, hex32, limits, lock, Damage, Shared, SledStore, Store, StoreError, FLUSH_GEN_KEY,
+    MARKED_KEY,
+};
+use serde::Serialize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
+
+/// Whether the store accepts writes now, for `/ready` and `/health`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Writability {
+    pub writable: bool,
+    /// Why not, in plain words (no paths).
+    pub reason: Option<String>,
+    /// Free bytes where the store lives, when known.
+    pub free_bytes: Option<u64>,
+    /// The floor below which writes are refused.
+    pub free_bytes_min: u64,
+}
+
+impl Writability {
+    pub(super) fn writable() -> Self {
+        Writability {
+            writable: true,
+            reason: None,
+            free_bytes: None,
+            free_bytes_min: 0,
+        }
+    }
+}
+
+/// Whether sled can take writes (apart from free space, which is checked on every write).
+#[derive(Clone, Debug)]
+pub(super) enum Health {
+    Ok,
+    /// A flush has run longer than the bounded wait; writes are refused until it ends.
+    Stalled {
+        since: Instant,
+    },
+    /// sled failed a write or a flush; writes are refused until the store reopens.
+    Failed {
+        reason: String,
+        last_try: Option<Instant>,
+    },
+}
+
+/// Group commit (DESIGN.md, "Facts measured": one flush costs about as much as a hundred
+/// inserts, so throughput comes from sharing flushes). A caller of [`Store::flush`] needs a
+/// flush that *starts* after its call (one already running may have started before its writes);
+/// it asks for the next one and waits. The store's flusher thread runs flushes one at a time,
+/// each covering every caller that asked before it started, so N concurrent syncs cost about two
+/// flushes, not N. Each flush ends by writing the high-water mark ([`mark`]), and a caller
+/// returns only after a flush that began after its own writes completed, mark included. The
+/// wait is bounded ([`limits::STORE_FLUSH_WAIT_MS_MAX`]): sled's flush runs on the flusher
+/// thread, so a flush that never returns holds up no request; the callers are answered and the
+/// store refuses writes until that flush ends.
+#[derive(Default)]
+pub(super) struct GroupCommit {
+    pub(super) state: Mutex<FlushState>,
+    /// Wakes the flusher: a flush is wanted, or the store is closing.
+    pub(super) wake: Condvar,
+    /// Wakes callers: a flush ended.
+    pub(super) done: Condvar,
+    /// sled flushes run so far (see [`SledStore::flush_count`]).
+    pub(super) flushes: AtomicU64,
+}
+
+#[derive(Default)]
+pub(super) struct FlushState {
+    /// Tickets of flushes started and completed (successfully), in order; one runs at a time.
+    pub(super) started: u64,
+    pub(super) completed: u64,
+    /// The highest ticket a caller waits for.
+    pub(super) wanted: u64,
+    /// The last flush that failed, and why.
+    pub(super) failed: Option<(u64, String)>,
+    /// Callers inside `flush` right now.
+    pub(super) waiting: usize,
+    /// Tests only: no flush starts while set.
+    pub(super) held: bool,
+    /// The store is closing: the flusher stops.
+    pub(super) closing: bool,
+    /// The flusher has stopped.
+    pub(super) stopped: bool,
+}
+
+impl Shared {
+    /// The current sled handle; refused while the store reopens.
+    pub(super) fn sled(&self) -> Result<Arc<Sled>, StoreError> {
+        self.sled
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| StoreError::Unwritable("the store is reopening; try again".into()))
+    }
+
+    /// The last audit entry's (seq, hash), from memory or the tree.
+    pub(super) fn audit_head(&self, s: &Sled) -> Result<(u64, String), StoreError> {
+        let mut head = lock(&self.audit_head);
+        if head.is_none() {
+            *head = Some(s.audit_tail()?);
+        }
+        Ok(head.clone().unwrap_or((0, audit::GENESIS_HASH.to_string())))
+    }
+
+    /// One flush: the flush generation into sled, sled's flush, then the high-water mark.
+    pub(super) fn flush_once(&self) -> Result<(), StoreError> {
+        let s = self.sled()?;
+        let tip = *lock(&self.tip);
+        let (audit_seq, audit_hash) = self.audit_head(&s)?;
+        let log_id = s
+            .log_id()?
+            .ok_or_else(|| StoreError::Corrupt("the store has no log id".into()))?;
+        let flush_gen = self.flush_gen.load(Ordering::Acquire) + 1;
+        s.meta.insert(FLUSH_GEN_KEY, &flush_gen.to_be_bytes()[..])?;
+        s.db.flush()?;
+        self.flush_gen.store(flush_gen, Ordering::Release);
+        let mark = Mark {
+            log_id,
+            log_seq: tip.seq,
+            chain: tip.chain,
+            audit_seq,
+            audit_hash: hex32(&audit_hash)?,
+            flush_gen,
+        };
+        let created = self
+            .write_mark(&mark)
+            .map_err(|e| StoreError::Unwritable(format!("the high-water mark: {e}")))?;
+        if created {
+            // Only once the file is on disk: from now on a missing mark file is damage.
+            s.meta.insert(MARKED_KEY, &[1][..])?;
+        }
+        self.durable.fetch_max(tip.seq, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// Writes the mark (creating the file if there is none); says whether it created it.
+    pub(super) fn write_mark(&self, mark: &Mark) -> std::io::Result<bool> {
+        let mut m = lock(&self.mark);
+        let created = match m.writer.as_mut() {
+            Some(w) => {
+                w.write(mark)?;
+                false
+            }
+            None => {
+                m.writer = Some(mark::Writer::create(&self.dir, mark)?);
+                true
+            }
+        };
+        m.last = Some(*mark);
+        Ok(created)
+    }
+
+    /// The flusher thread: runs the flushes callers ask for, one at a time, until the store
+    /// closes.
+    pub(super) fn run_flusher(&self) {
+        let group = &self.group;
+        loop {
+            let mut st = lock(&group.state);
+            while !st.closing && (st.held || st.wanted <= st.started) {
+                st = group.wake.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+            if st.closing {
+                st.stopped = true;
+                group.done.notify_all();
+                return;
+            }
+            st.started += 1;
+            let ticket = st.started;
+            drop(st);
+            let result = self.flush_once();
+            group.flushes.fetch_add(1, Ordering::Relaxed);
+            let mut st = lock(&group.state);
+            match &result {
+                Ok(()) => st.completed = ticket,
+                Err(e) => st.failed = Some((ticket, e.to_string())),
+            }
+            group.done.notify_all();
+            drop(st);
+            self.flush_ended(result);
+        }
+    }
+
+    /// After a flush: a stalled store is writable again, and a flush that sled failed fails the
+    /// store (its callers were refused either way; other failures, such as the mark's, are
+    /// retried by the next flush).
+    pub(super) fn flush_ended(&self, result: Result<(), StoreError>) {
+        let mut health = lock(&self.health);
+        match result {
+            Err(e) if !matches!(e, StoreError::Sled(_)) => {
+                tracing::error!(error = %e, "a flush failed");
+            }
+            Ok(()) => {
+                if let Health::Stalled { since } = *health {
+                    tracing::warn!(
+                        stalled_ms = since.elapsed().as_millis() as u64,
+                        "the stalled flush finished; writes resume"
+                    );
+                    *health = Health::Ok;
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "a flush failed; writes are refused until the store reopens");
+                *health = Health::Failed {
+                    reason: e.to_string(),
+                    last_try: Some(Instant::now()),
+                };
+            }
+        }
+    }
+
+    /// Marks the store failed when `e` is an I/O error from sled (it then refuses every write
+    /// until reopened), and says so as a refusal.
+    pub(super) fn failed(&self, e: StoreError) -> StoreError {
+        let StoreError::Sled(sled::Error::Io(io)) = &e else {
+            return e;
+        };
+        tracing::error!(error = %io, "the store failed a write; writes are refused until it reopens");
+        let reason = format!("the store failed a write ({io})");
+        *lock(&self.health) = Health::Failed {
+            reason: reason.clone(),
+            last_try: Some(Instant::now()),
+        };
+        if io.kind() == std::io::ErrorKind::StorageFull {
+            StoreError::Full {
+                free_bytes: 0,
+                min_bytes: self.free_bytes_min.load(Ordering::Relaxed),
+            }
+        } else {
+            StoreError::Unwritable(reason)
+        }
+    }
+
+    /// Refuses a write when the data directory has less free space than the floor.
+    pub(super) fn check_space(&self) -> Result<Option<u64>, StoreError> {
+        let min = self.free_bytes_min.load(Ordering::Relaxed);
+        let free = match fs2::available_space(&self.dir) {
+            Ok(free) => free,
+            Err(e) => {
+                // Unknown: let the write try (sled reports a real failure itself).
+                tracing::warn!(error = %e, "could not read the data directory's free space");
+                return Ok(None);
+            }
+        };
+        if free < min {
+            if !self.space_low.swap(true, Ordering::Relaxed) {
+                tracing::error!(
+                    free_bytes = free,
+                    free_bytes_min = min,
+                    "the store's disk is nearly full: writes are refused until space is freed"
+                );
+            }
+            return Err(StoreError::Full {
+                free_bytes: free,
+                min_bytes: min,
+            });
+        }
+        if self.space_low.swap(false, Ordering::Relaxed) {
+            tracing::info!(
+                free_bytes = free,
+                "the store's disk has space again: writes resume"
+            );
+        }
+        Ok(Some(free))
+    }
+}
+
+impl SledStore {
+    /// The sled handle for a write, after the checks that may refuse it: sled failed (then,
+    /// at most once per [`limits::STORE_REOPEN_INTERVAL_MS`], a reopen is tried if space is
+    /// back), a flush is stuck, or the disk is below the free-space floor.
+    pub(super) fn writer(&self) -> Result<Arc<Sled>, StoreError> {
+        self.healthy()?;
+        self.shared.check_space()?;
+        self.shared.sled()
+    }
+
+    /// Refuses while sled cannot write, trying a due reopen first.
+    pub(super) fn healthy(&self) -> Result<(), StoreError> {
+        let mut health = lock(&self.shared.health);
+        match &mut *health {
+            Health::Ok => Ok(()),
+            Health::Stalled { since } => Err(StoreError::Unwritable(format!(
+                "a flush has not finished after {} s; writes are refused until it does \
+                 (restart the server if it never does)",
+                since.elapsed().as_secs()
+            ))),
+            Health::Failed { reason, last_try } => {
+                let interval = std::time::Duration::from_millis(limits::STORE_REOPEN_INTERVAL_MS);
+                if last_try.is_some_and(|t| t.elapsed() < interval) {
+                    return Err(self.refusal(reason));
+                }
+                *last_try = Some(Instant::now());
+                let reason = reason.clone();
+                drop(health);
+                self.reopen().map_err(|e| {
+                    tracing::warn!(error = %e, "the store could not reopen yet");
+                    self.refusal(&reason)
+                })
+            }
+        }
+    }
+
+    /// The refusal of a store that failed: full when its disk is below the floor now.
+    pub(super) fn refusal(&self, reason: &str) -> StoreError {
+        match self.shared.check_space() {
+            Err(full) => full,
+            Ok(_) => StoreError::Unwritable(format!("{reason}; it reopens by itself")),
+        }
+    }
+
+    /// The current sled handle for a read. Only after a reopen that closed the failed handle
+    /// but could not open the files again is there none: then reads, too, try the reopen when
+    /// it is due.
+    pub(super) fn sled(&self) -> Result<Arc<Sled>, StoreError> {
+        if let Ok(s) = self.shared.sled() {
+            return Ok(s);
+        }
+        self.healthy()?;
+        self.shared.sled()
+    }
+
+    /// Runs a write on the current sled handle; an I/O failure fails the store.
+    pub(super) fn writing<T>(
+        &self,
+        f: impl FnOnce(&Sled) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let s = self.writer()?;
+        f(&s).map_err(|e| self.shared.failed(e))
+    }
+
+    /// Reopens sled after it failed a write, once there is space again: waits (bounded) for
+    /// requests to let go of the failed handle, closes it, opens the files again (sled recovers
+    /// what was flushed; nothing unflushed was acknowledged), checks them against the mark and
+    /// resumes.
+    pub(super) fn reopen(&self) -> Result<(), StoreError> {
+        let sh = &self.shared;
+        let Ok(_one) = sh.reopening.try_lock() else {
+            return Err(StoreError::Unwritable("the store is reopening".into()));
+        };
+        // Opening needs room of its own (sled writes a snapshot and starts a log segment); with
+        // less, keep the failed handle, whose reads still work, and try again later.
+        if sh
+            .check_space()?
+            .is_some_and(|free| free < limits::STORE_REOPEN_FREE_BYTES_MIN)
+        {
+            return Err(StoreError::Unwritable(
+                "too little space to reopen the store".into(),
+            ));
+        }
+        let _writes = lock(&sh.write_lock);
+        let old = sh.sled.write().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(old) = old {
+            if let Err(old) = close_bounded(old) {
+                *sh.sled.write().unwrap_or_else(|e| e.into_inner()) = Some(old);
+                return Err(StoreError::Unwritable(
+                    "requests still hold the failed store".into(),
+                ));
+            }
+        }
+        let sled = Sled::open(&sh.dir)?;
+        let tip = sled.tip()?;
+        let flush_gen = sled.meta_u64(FLUSH_GEN_KEY)?;
+        let found = match lock(&sh.mark).last {
+            Some(mark) => Found::Valid { mark, counter: 0 },
+            None => Found::Missing,
+        };
+        let damage = Damage::found(&sled, tip, flush_gen, found)?;
+        *lock(&sh.tip) = tip;
+        sh.committed.store(tip.seq, Ordering::Release);
+        sh.durable.store(tip.seq, Ordering::Release);
+        sh.flush_gen.store(flush_gen, Ordering::Release);
+        *lock(&sh.audit_head) = None;
+        *sh.sled.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(sled));
+        *lock(&sh.health) = Health::Ok;
+        tracing::warn!(
+            last_seq = tip.seq,
+            "the store reopened after a write failure; writes resume"
+        );
+        drop(_writes);
+        if let Some(damage) = damage {
+            self.heal(&damage)?;
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// [`Store::writability`] for this store.
+    pub(super) fn check_writable(&self) -> Writability {
+        let min = self.shared.free_bytes_min.load(Ordering::Relaxed);
+        let free = fs2::available_space(&self.shared.dir).ok();
+        let refused = self
+            .healthy()
+            .and_then(|()| self.shared.check_space().map(|_| ()));
+        Writability {
+            writable: refused.is_ok(),
+            reason: refused.err().map(|e| e.to_string()),
+            free_bytes: free,
+            free_bytes_min: min,
+        }
+    }
+}
+
+/// Closes a failed sled handle: waits for the other holders to let go, then drops it on a
+/// thread of its own (sled's close may wait for its own flusher), each step bounded by
+/// [`limits::STORE_REOPEN_WAIT_MS`]. Gives the handle back if others still hold it.
+pub(super) fn close_bounded(old: Arc<Sled>) -> Result<(), Arc<Sled>> {
+    let wait = std::time::Duration::from_millis(limits::STORE_REOPEN_WAIT_MS);
+    let started = Instant::now();
+    while Arc::strong_count(&old) > 1 {
+        if started.elapsed() > wait {
+            return Err(old);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        drop(old);
+        let _ = tx.send(());
+    });
+    // If sled's close never ends, the reopen that follows finds the files locked and fails,
+    // and the store stays refused: say it on the log.
+    if rx.recv_timeout(wait).is_err() {
+        tracing::error!("the failed store did not close; restart the server");
+    }
+    Ok(())
+}
+
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        let group = &self.shared.group;
+        let mut st = lock(&group.state);
+        st.closing = true;
+        group.wake.notify_all();
+        let deadline =
+            Instant::now() + std::time::Duration::from_millis(limits::STORE_REOPEN_WAIT_MS);
+        while !st.stopped {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                // A flush that never ends: leave its thread behind.
+                return;
+            }
+            st = group
+                .done
+                .wait_timeout(st, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        drop(st);
+        if let Some(flusher) = self.flusher.take() {
+            let _ = flusher.join();
+        }
+    }
+}
+
+impl SledStore {
+    /// [`Store::flush`]: asks the flusher for a flush that starts after this call and waits for
+    /// it, at most [`limits::STORE_FLUSH_WAIT_MS_MAX`].
+    pub(super) fn group_flush(&self) -> Result<(), StoreError> {
+        // No free-space check here: what is to be flushed is already written, and small.
+        self.healthy()?;
+        let sh = &self.shared;
+        let group = &sh.group;
+        let wait = std::time::Duration::from_millis(sh.flush_wait_ms.load(Ordering::Relaxed));
+        let deadline = Instant::now() + wait;
+        let mut st = lock(&group.state);
+        // A flush running now may have started before this caller's writes; the next one to
+        // start covers them.
+        let target = st.started + 1;
+        st.wanted = st.wanted.max(target);
+        st.waiting += 1;
+        group.wake.notify_one();
+        let outcome = loop {
+            if st.completed >= target {
+                break Ok(());
+            }
+            if let Some((ticket, why)) = &st.failed {
+                if *ticket >= target {
+                    break Err(StoreError::Unwritable(format!("the flush failed: {why}")));
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                // Marked while the flush state is held, so the flush's end (which takes it
+                // first) always comes after, and clears it.
+                self.stalled();
+                break Err(StoreError::Unwritable(format!(
+                    "the flush did not finish within {} s",
+                    wait.as_secs()
+                )));
+            }
+            st = group
+                .done
+                .wait_timeout(st, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        };
+        st.waiting -= 1;
+        outcome
+    }
+
+    /// A flush wait ran out: unless the flush failed meanwhile, the store refuses writes until
+    /// that flush ends.
+    pub(super) fn stalled(&self) {
+        let mut health = lock(&self.shared.health);
+        if matches!(*health, Health::Ok) {
+            tracing::error!("a flush did not finish in time; writes are refused until it does");
+            *health = Health::Stalled {
+                since: Instant::now(),
+            };
+        }
+    }
+}
