@@ -42,6 +42,9 @@ pub enum ErrorCode {
     RuleViolation,
     /// Something went wrong on the server; the message carries a request id to quote.
     Internal,
+    /// The request stalled: no byte of its body arrived for `limits::HTTP_BODY_STALL_TIMEOUT_MS`
+    /// (408). Nothing of it was stored; send it again. Added for issue 11.
+    RequestTimeout,
 }
 
 impl ErrorCode {
@@ -63,6 +66,7 @@ impl ErrorCode {
             ErrorCode::ForgedAuthor => "forged_author",
             ErrorCode::RuleViolation => "rule_violation",
             ErrorCode::Internal => "internal",
+            ErrorCode::RequestTimeout => "request_timeout",
         }
     }
 }
