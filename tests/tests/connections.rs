@@ -112,6 +112,10 @@ fn connections_that_never_finish_a_request_do_not_keep_devices_out_past_the_fd_l
         .iter()
         .filter(|s| !closed_by_server(s, deadline))
         .count();
+    eprintln!(
+        "the stalled connections were closed {:?} after the device's sync",
+        started.elapsed()
+    );
     assert_eq!(still_open, 0, "stalled connections the server never closed");
     let health = agent.get(&format!("{}/health", server.url)).call().unwrap();
     assert_eq!(health.status(), 200);
