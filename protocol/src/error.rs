@@ -46,6 +46,9 @@ pub enum ErrorCode {
     StoreFull,
     /// Something went wrong on the server; the message carries a request id to quote.
     Internal,
+    /// The request stalled: no byte of its body arrived for `limits::HTTP_BODY_STALL_TIMEOUT_MS`
+    /// (408). Nothing of it was stored; send it again. Added for issue 11.
+    RequestTimeout,
 }
 
 impl ErrorCode {
@@ -68,6 +71,7 @@ impl ErrorCode {
             ErrorCode::RuleViolation => "rule_violation",
             ErrorCode::StoreFull => "store_full",
             ErrorCode::Internal => "internal",
+            ErrorCode::RequestTimeout => "request_timeout",
         }
     }
 }

@@ -167,12 +167,6 @@ pub const DOC_OPS_MAX: u64 = 250_000;
 /// thousand operations) many times over.
 pub const SERVER_RESIDENT_OPS_MAX: u64 = 300_000;
 
-/// Most syncs one device may have in flight at once; one more is answered 429 `limit_exceeded`.
-/// A device syncs one request at a time, so 2 leaves room for a retry that overtakes a stalled
-/// request, while one device (or one stolen token) can keep at most two of the server's cores
-/// busy validating what it sends.
-pub const SYNC_IN_FLIGHT_PER_DEVICE_MAX: usize = 2;
-
 /// Most WebSocket connections one server holds on `GET /v1/live` at once; one more is answered
 /// 503 `limit_exceeded` and falls back to HTTP sync. Each connection costs a task, a small read
 /// buffer (the server expects only pings from devices) and a slot in the broadcast, well under
@@ -270,3 +264,98 @@ const _: () = assert!(LIVE_EVENT_DOCS_MAX * 20 + 64 <= LIVE_MESSAGE_BYTES_MAX);
 const _: () = assert!((TEXT_BYTES_MAX as u64) < DOC_OPS_MAX);
 const _: () = assert!(DOC_OPS_MAX <= SERVER_RESIDENT_OPS_MAX);
 const _: () = assert!(LIVE_PING_INTERVAL_MS > LIVE_SEND_TIMEOUT_MS);
+
+// Connections (issue 11: nothing takes the server down). The server's accept loop and the HTTP
+// layers enforce these (`server/src/listen.rs`); the live channel's own limits are above.
+
+/// Most connections one server holds open at once, HTTP and live channel together. Each costs a
+/// file descriptor, a task and buffers bounded by [`HTTP_HEAD_BYTES_MAX`]: at most a few hundred
+/// MiB at this count, and room for [`LIVE_CONNECTIONS_MAX`] live listeners beside as many HTTP
+/// connections. The server also stays [`FD_RESERVE`] below its open-file limit: under
+/// `ulimit -n 1024` it holds 896. At the cap the connection that has waited longest for a
+/// request is closed to make room (or, if every connection is busy with a request, the server
+/// accepts no more until one ends).
+pub const CONNECTIONS_MAX: usize = 8_192;
+
+/// File descriptors the server keeps out of the connection cap for itself: sled's files (its
+/// database, snapshots and blob files, opened on demand), the listener, the runtime's epoll and
+/// wake-up descriptors, stdio, and the one connection accepted while the loop waits for room.
+/// Running out of descriptors would fail a flush, which is far worse than a refused connection.
+pub const FD_RESERVE: usize = 128;
+
+/// Fewest connections the server allows itself however low its open-file limit, so that a
+/// misconfigured limit still serves a few devices instead of none.
+pub const CONNECTIONS_MIN: usize = 16;
+
+/// How long a connection may take to send a whole request head (request line and headers), and
+/// how long a kept-alive connection may sit without starting its next request (hyper runs one
+/// timer for both). A device's head is under 1 KiB; even a poor 2G link with TCP's retransmission
+/// backoff (1 + 2 + 4 s for three lost segments) delivers it well within 10 s. Past that the
+/// connection is a stalled or hostile one and its slot is worth more to others.
+pub const HTTP_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
+
+/// Largest request head (and read buffer) one connection may make the server hold. A device's
+/// head is under 1 KiB; 32 KiB leaves room for the headers proxies add (and for the long paths
+/// the refusal tests send) while bounding what [`CONNECTIONS_MAX`] connections that never finish
+/// their heads can pin to 256 MiB (hyper's default would allow 400 KiB each, over 3 GiB).
+pub const HTTP_HEAD_BYTES_MAX: usize = 32 * 1024;
+
+/// How long a request body may go without a single byte arriving before the request is
+/// abandoned (408 `request_timeout`). It is a stall timeout, not a deadline: an honest upload on
+/// a slow link keeps arriving and is never cut, however long the whole body takes. 30 s rides
+/// out a mobile handover, a tunnel or TCP's retransmission backoff (1 + 2 + 4 + 8 s after four
+/// lost segments); a device gives up on a sync after 120 s in all anyway.
+pub const HTTP_BODY_STALL_TIMEOUT_MS: u64 = 30_000;
+
+/// How long a write to a connection may make no progress before the connection is closed: a
+/// peer that stops reading its answers (or sends requests and never reads) fills its socket
+/// buffers and then stalls the server's writes; it must not keep its slot. The same reasoning as
+/// [`HTTP_BODY_STALL_TIMEOUT_MS`] gives the same value. The live channel gives up on a send
+/// sooner ([`LIVE_SEND_TIMEOUT_MS`]).
+pub const HTTP_WRITE_STALL_TIMEOUT_MS: u64 = 30_000;
+
+/// Most syncs one device may have in progress at once (its body being read, its push being
+/// stored). A device syncs one request at a time; an app and a CLI on one enrolment make two.
+/// One more is answered 429 `limit_exceeded` at once, so that one device (a stolen token, a
+/// bug) cannot hold every connection by trickling many uploads: a connection busy with a
+/// request is never closed to make room, so this is what bounds one device's share. It bounds
+/// its share of the server's cores too: a sync counts until its work ends, so one device keeps
+/// at most this many threads busy validating what it sends.
+pub const SYNCS_PER_DEVICE_MAX: usize = 4;
+
+/// How long the accept loop waits after `accept` fails (out of descriptors, out of memory)
+/// before trying again, so that a persistent failure does not spin a core.
+pub const ACCEPT_ERROR_BACKOFF_MS: u64 = 100;
+
+/// Most live connections one device holds. A device runs one listener; a few more allow for an
+/// app and a CLI `sync --watch` on the same enrolment, and for the old connection a device left
+/// behind when its network dropped (the server notices a dead peer only at its next ping). A new
+/// connection beyond this replaces the device's oldest one, which is closed with reason
+/// `replaced`: a device that reconnects is never locked out by its own half-dead connection,
+/// and one device can hold no more than this many of the [`LIVE_CONNECTIONS_MAX`] slots.
+pub const LIVE_CONNECTIONS_PER_DEVICE_MAX: usize = 4;
+
+// Refusals in the audit log (issue 11: a flood of refused requests must not flood the log).
+
+/// The window over which repeated refusals of one kind (the same code, from the same device, or
+/// from anyone unauthenticated) are counted instead of written one by one. The first refusal is
+/// written at once; the rest of the window becomes one entry with a count, written when the
+/// window ends. A minute keeps a flood to two entries a minute per kind, and an administrator
+/// still reads who was refused, how often and within a minute of when.
+pub const REFUSAL_AUDIT_WINDOW_MS: i64 = 60_000;
+
+/// Most kinds of refusal counted at once. Kinds are keyed by code and device, which a peer cannot
+/// invent without valid tokens, so this is reached only by very many real devices being refused
+/// at once; then every pending count is written out and counting starts afresh. 1,024 pending
+/// counts are well under 100 KiB.
+pub const REFUSAL_AUDIT_KEYS_MAX: usize = 1_024;
+
+const _: () = assert!(2 * LIVE_CONNECTIONS_MAX <= CONNECTIONS_MAX);
+const _: () = assert!(CONNECTIONS_MIN <= CONNECTIONS_MAX);
+const _: () = assert!(LIVE_CONNECTIONS_PER_DEVICE_MAX >= 2);
+const _: () = assert!(SYNCS_PER_DEVICE_MAX >= 2 && SYNCS_PER_DEVICE_MAX < CONNECTIONS_MIN);
+const _: () = assert!(LIVE_CONNECTIONS_PER_DEVICE_MAX < LIVE_CONNECTIONS_MAX);
+// hyper refuses a buffer under 8 KiB.
+const _: () = assert!(HTTP_HEAD_BYTES_MAX >= 8 * 1024);
+const _: () = assert!(HTTP_HEADER_READ_TIMEOUT_MS < HTTP_BODY_STALL_TIMEOUT_MS);
+const _: () = assert!(REFUSAL_AUDIT_WINDOW_MS > 0);

@@ -487,6 +487,10 @@ pub struct LiveEvent {
 pub const LIVE_CLOSE_LAGGED: &str = "lagged";
 /// The close reason for a device whose token was revoked (it wipes its store on its next sync).
 pub const LIVE_CLOSE_REVOKED: &str = "device_revoked";
+/// The close reason for a connection that made room for a newer one of the same device (a
+/// device holds at most `limits::LIVE_CONNECTIONS_PER_DEVICE_MAX`; it reconnects if it still
+/// wants this one).
+pub const LIVE_CLOSE_REPLACED: &str = "replaced";
 
 /// Decodes a live event, checking its size, version and document count.
 pub fn decode_live_event(bytes: &[u8]) -> Result<LiveEvent, DecodeError> {

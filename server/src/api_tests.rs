@@ -25,6 +25,8 @@ struct Fixture {
     _dir: tempfile::TempDir,
     store: Arc<SledStore>,
     app: Router,
+    /// The app's refusal aggregator, to write its pending counts.
+    refusals: Arc<crate::audit::Refusals>,
     /// Tokens: Alice and Bob are in North, Carol in South.
     alice: String,
     bob: String,
@@ -60,6 +62,7 @@ impl Fixture {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::open(dir.path()).unwrap();
         let [(alice, alice_token), (bob, bob_token), (carol, carol_token)] = people(&*store);
+        let state = AppState::new(store.clone(), Config::default());
         Fixture {
             alice: alice_token,
             bob: bob_token,
@@ -67,7 +70,8 @@ impl Fixture {
             alice_staff: alice,
             bob_staff: bob,
             carol_staff: carol,
-            app: router(AppState::new(store.clone(), Config::default())),
+            refusals: state.refusals.clone(),
+            app: router(state),
             store,
             _dir: dir,
             confirms: Default::default(),
@@ -867,12 +871,28 @@ async fn a_revoked_device_is_told_device_revoked_and_revoking_staff_revokes_all_
         );
     }
     f.sync(&f.bob, Seq(0), vec![]).await;
-    let refused = audit::entries(f.s(), None)
+    // Alice's first device was refused twice: once written, once counted until the window ends.
+    f.refusals.flush_all(f.s(), crate::now_ms()).unwrap();
+    let refused: Vec<_> = audit::entries(f.s(), None)
         .unwrap()
         .into_iter()
         .filter(|e| e.kind == audit::AuditKind::Refused)
-        .count();
-    assert_eq!(refused, 4, "every 401 is audited");
+        .collect();
+    let counted = |e: &audit::AuditEntry| e.details["repeated"].as_u64().unwrap_or(1);
+    assert_eq!(
+        refused.iter().map(counted).sum::<u64>(),
+        4,
+        "every 401 is audited"
+    );
+    assert_eq!(refused.len(), 4, "three kinds, one of them repeated");
+    let first = refused
+        .iter()
+        .find(|e| e.device_id == Some(device))
+        .unwrap();
+    assert_eq!(
+        first.details,
+        serde_json::json!({"code": "device_revoked", "route": "/v1/sync"})
+    );
 }
 
 #[tokio::test]

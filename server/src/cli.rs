@@ -25,7 +25,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the sync API.
+    /// Serve the sync API until SIGTERM or Ctrl-C, which stop it cleanly (pending audit counts
+    /// written, the store flushed).
     Serve {
         /// The data directory (created if missing).
         #[arg(long)]
@@ -527,6 +528,7 @@ fn serve(data: PathBuf, listen: String, config: Config, free_bytes_min: u64) -> 
             .init();
         let store = open(&data)?;
         store.set_free_bytes_min(free_bytes_min);
+        crate::listen::raise_open_files_limit();
         let listener = tokio::net::TcpListener::bind(&listen)
             .await
             .with_context(|| format!("could not listen on {listen}"))?;
@@ -535,6 +537,24 @@ fn serve(data: PathBuf, listen: String, config: Config, free_bytes_min: u64) -> 
         writeln!(stdout, "casenote-server listening on http://{addr}")?;
         stdout.flush()?;
         tracing::info!(%addr, data = %data.display(), "serving");
-        crate::run(listener, store, config).await
+        crate::run_until(listener, store, config, stop_signal()).await?;
+        tracing::info!("stopped: pending audit counts written, store flushed");
+        Ok(())
     })
+}
+
+/// Completes on SIGTERM (systemd, `kill`) or Ctrl-C, so `serve` stops cleanly.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }

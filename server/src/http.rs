@@ -6,16 +6,23 @@
 //!
 //! Authentication: a missing or unknown token is `401 unauthorized`; a token that was revoked
 //! (its device, or its member of staff) is `401 device_revoked` with [`DEVICE_REVOKED_MESSAGE`],
-//! the one answer on which a client wipes its local store. Both are audited as `refused`.
+//! the one answer on which a client wipes its local store. Both are audited as `refused` through
+//! [`AppState::refusals`], which writes the first of a kind at once and counts repeats; the entry
+//! carries the code and the route template, never the path the peer sent.
+//!
+//! A request body that stalls (no byte for `limits::HTTP_BODY_STALL_TIMEOUT_MS`) is abandoned with
+//! 408 `request_timeout`. Connection-level limits (the cap, header and write timeouts) are
+//! [`crate::listen`]'s.
 
-use crate::audit::{self, AuditKind, AuditRecord};
+use crate::audit::{RefusalKind, Refusals};
 use crate::auth::{self, Authenticated, Principal};
+use crate::listen::{ConnectionSettings, PerDevice};
 use crate::live::{Live, LiveSettings};
 use crate::store::{Store, StoreError};
 use crate::{now_ms, sync};
 use axum::body::{Body, Bytes};
 use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Path, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -26,6 +33,7 @@ use casenote_protocol::wire::{self, TeamRef, WhoAmI, CBOR_MEDIA_TYPE};
 use casenote_protocol::{limits, ErrorBody, ErrorCode};
 use std::sync::Arc;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutError};
 
 /// The message of the `device_revoked` answer.
 pub const DEVICE_REVOKED_MESSAGE: &str =
@@ -43,6 +51,8 @@ pub struct Config {
     /// The offline lease sent to devices in every sync answer (`serve --lock-after-hours`,
     /// `--wipe-after-days`).
     pub lease: wire::Lease,
+    /// The connection cap and timeouts ([`crate::listen`]).
+    pub connections: ConnectionSettings,
 }
 
 impl Default for Config {
@@ -51,6 +61,7 @@ impl Default for Config {
             late_entry_after_ms: limits::LATE_ENTRY_AFTER_MS_DEFAULT,
             live: LiveSettings::default(),
             lease: wire::Lease::default(),
+            connections: ConnectionSettings::default(),
         }
     }
 }
@@ -75,6 +86,12 @@ impl Config {
         self
     }
 
+    /// This configuration with other connection settings.
+    pub fn with_connections(mut self, connections: ConnectionSettings) -> Self {
+        self.connections = connections;
+        self
+    }
+
     /// This configuration with another late-entry window.
     pub fn with_late_entry_after_ms(mut self, ms: i64) -> Self {
         self.late_entry_after_ms = ms;
@@ -89,49 +106,10 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The live channel's hub: syncs publish to it, `GET /v1/live` connections listen.
     pub live: Arc<Live>,
-    /// Syncs in flight per device (`limits::SYNC_IN_FLIGHT_PER_DEVICE_MAX`).
-    pub in_flight: Arc<InFlight>,
-}
-
-/// Syncs in flight per device: one device (or one stolen token) keeps at most
-/// [`limits::SYNC_IN_FLIGHT_PER_DEVICE_MAX`] of the server's threads busy with what it sends.
-#[derive(Default)]
-pub struct InFlight {
-    per_device: std::sync::Mutex<std::collections::HashMap<casenote_protocol::DeviceId, usize>>,
-}
-
-/// A sync counted in [`InFlight`] until dropped.
-pub struct InFlightSlot {
-    of: Arc<InFlight>,
-    device: casenote_protocol::DeviceId,
-}
-
-impl InFlight {
-    /// A slot for one more sync of `device`, unless it has as many in flight as it may.
-    pub fn enter(of: &Arc<InFlight>, device: casenote_protocol::DeviceId) -> Option<InFlightSlot> {
-        let mut map = of.per_device.lock().unwrap_or_else(|e| e.into_inner());
-        let n = map.entry(device).or_insert(0);
-        if *n >= limits::SYNC_IN_FLIGHT_PER_DEVICE_MAX {
-            return None;
-        }
-        *n += 1;
-        Some(InFlightSlot {
-            of: of.clone(),
-            device,
-        })
-    }
-}
-
-impl Drop for InFlightSlot {
-    fn drop(&mut self) {
-        let mut map = self.of.per_device.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = map.get_mut(&self.device) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.device);
-            }
-        }
-    }
+    /// Audits refusals, counting repeats ([`crate::audit::Refusals`]).
+    pub refusals: Arc<Refusals>,
+    /// Each device's syncs in progress (`limits::SYNCS_PER_DEVICE_MAX`).
+    pub syncs: Arc<PerDevice>,
 }
 
 impl AppState {
@@ -139,7 +117,8 @@ impl AppState {
         AppState {
             store,
             live: Arc::new(Live::new(config.live.clone())),
-            in_flight: Arc::new(InFlight::default()),
+            refusals: Arc::new(Refusals::default()),
+            syncs: Arc::new(PerDevice::new(limits::SYNCS_PER_DEVICE_MAX)),
             config: Arc::new(config),
         }
     }
@@ -188,6 +167,14 @@ impl ApiError {
             StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::Internal,
             format!("internal error; quote request id {request_id} to the administrator"),
+        )
+    }
+
+    fn stalled() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::RequestTimeout,
+            "the body stopped arriving and the request was abandoned; nothing was stored: send it again",
         )
     }
 
@@ -269,47 +256,38 @@ impl FromRequestParts<AppState> for Authed {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer(&parts.headers);
-        let path = parts.uri.path().to_string();
-        let store = state.store.clone();
+        // The route template, never the path: the path is text the peer chose.
+        let route = parts
+            .extensions
+            .get::<MatchedPath>()
+            .map(|m| m.as_str().to_string());
+        let (store, refusals) = (state.store.clone(), state.refusals.clone());
         blocking(move || {
             let found = match &token {
                 Some(t) => auth::authenticate(&*store, t)?,
                 None => Authenticated::Unknown,
             };
-            Ok(match found {
-                Authenticated::Ok(p) => Ok(Authed(p)),
+            let (kind, details, answer) = match found {
+                Authenticated::Ok(p) => return Ok(Ok(Authed(p))),
                 Authenticated::Revoked {
                     device_id,
                     staff_id,
-                } => {
-                    audit::append_or_log(
-                        &*store,
-                        AuditRecord::new(
-                            AuditKind::Refused,
-                            now_ms(),
-                            serde_json::json!({"code": "device_revoked", "path": path}),
-                        )
-                        .staff(staff_id)
-                        .device(device_id),
-                    );
-                    Err(ApiError::device_revoked())
-                }
-                Authenticated::Unknown => {
-                    audit::append_or_log(
-                        &*store,
-                        AuditRecord::new(
-                            AuditKind::Refused,
-                            now_ms(),
-                            serde_json::json!({
-                                "code": "unauthorized",
-                                "path": path,
-                                "token_sent": token.is_some(),
-                            }),
-                        ),
-                    );
-                    Err(ApiError::unauthorized())
-                }
-            })
+                } => (
+                    RefusalKind::device(ErrorCode::DeviceRevoked, staff_id, device_id),
+                    serde_json::json!({ "route": route }),
+                    ApiError::device_revoked(),
+                ),
+                Authenticated::Unknown => (
+                    RefusalKind::unauthenticated(ErrorCode::Unauthorized),
+                    serde_json::json!({ "route": route, "token_sent": token.is_some() }),
+                    ApiError::unauthorized(),
+                ),
+            };
+            // Logged, not propagated: an audit failure must not change the answer.
+            if let Err(e) = refusals.record(&*store, kind, details, now_ms()) {
+                tracing::error!(error = %e, "could not append to the audit log");
+            }
+            Ok(Err(answer))
         })
         .await?
     }
@@ -329,6 +307,9 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limits::SMALL_BODY_BYTES_MAX))
+        .layer(RequestBodyTimeoutLayer::new(
+            state.config.connections.body_stall_timeout,
+        ))
         .layer(CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| {
                 ApiError::internal("a handler panicked").into_response()
@@ -444,7 +425,8 @@ async fn history(
 
 /// `GET /v1/live`: the live channel, a WebSocket (see [`crate::live`]). Authenticated like every
 /// endpoint (the bearer token in the upgrade request; 401 `unauthorized` or `device_revoked`
-/// before any upgrade); 503 `limit_exceeded` at `limits::LIVE_CONNECTIONS_MAX` connections; 426
+/// before any upgrade); 503 `limit_exceeded` when every live slot is taken (a device's own
+/// connections beyond `limits::LIVE_CONNECTIONS_PER_DEVICE_MAX` replace its oldest instead); 426
 /// for a request that is not a WebSocket upgrade.
 async fn live_handler(
     State(state): State<AppState>,
@@ -459,13 +441,13 @@ async fn live_handler(
             format!("GET /v1/live is a WebSocket; send a WebSocket upgrade request ({e})"),
         )
     })?;
-    let Some(admitted) = state.live.admit() else {
+    let Some(admitted) = state.live.admit(who.device_id).await else {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::LimitExceeded,
             format!(
                 "the server holds {} live connections already; sync over HTTP and try again later",
-                limits::LIVE_CONNECTIONS_MAX
+                state.live.settings().connections_max
             ),
         ));
     };
@@ -508,6 +490,18 @@ async fn drain(mut body: Body, max: usize) {
     }
 }
 
+/// Whether a body error is the stall timeout of [`RequestBodyTimeoutLayer`].
+fn is_stall(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<TimeoutError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
 /// Reads the whole body, refusing more than `limits::REQUEST_BYTES_MAX` bytes without buffering
 /// them: by its Content-Length before reading, or as it arrives when the length is not declared.
 /// (This is `axum::body::to_bytes` with the limit, plus draining an oversized body; see
@@ -531,6 +525,9 @@ async fn read_body(headers: &HeaderMap, mut body: Body) -> Result<Bytes, ApiErro
     let mut buf: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0));
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
+            if is_stall(&e) {
+                return ApiError::stalled();
+            }
             ApiError::new(
                 StatusCode::BAD_REQUEST,
                 ErrorCode::MalformedBody,
@@ -564,14 +561,15 @@ async fn sync_handler(
             format!("send the sync body as {CBOR_MEDIA_TYPE}"),
         ));
     }
-    // Held by the blocking task, so a client that hangs up does not free it before the work ends.
-    let Some(slot) = InFlight::enter(&state.in_flight, who.device_id) else {
+    // Held from before the body is read (one device cannot hold every connection with uploads)
+    // until the blocking work ends (a client that hangs up does not free it before then).
+    let Some(slot) = state.syncs.enter(who.device_id) else {
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::LimitExceeded,
             format!(
-                "this device already has {} syncs in flight; wait for them to finish",
-                limits::SYNC_IN_FLIGHT_PER_DEVICE_MAX
+                "this device has {} syncs in progress already; let them finish first",
+                state.syncs.max()
             ),
         ));
     };

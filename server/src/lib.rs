@@ -15,6 +15,8 @@
 //! record ([`export`]) carry the provenance of every change. Everything that matters is recorded
 //! in a hash-chained audit log ([`audit`]). Devices may listen on a WebSocket ([`live`]) that
 //! tells them when to sync; concurrent syncs share their flushes (group commit, [`store`]).
+//! Connections are capped and timed out so that no peer can starve the others ([`listen`]), and
+//! refusals are audited with repeats counted, not written one by one ([`audit::Refusals`]).
 
 pub mod admin;
 pub mod audit;
@@ -25,6 +27,7 @@ pub mod directory;
 pub mod export;
 pub mod history;
 pub mod http;
+pub mod listen;
 pub mod live;
 pub mod push;
 pub mod store;
@@ -33,6 +36,8 @@ pub mod validate;
 
 #[cfg(test)]
 mod api_tests;
+#[cfg(test)]
+mod listen_tests;
 #[cfg(test)]
 mod live_tests;
 
@@ -56,7 +61,54 @@ pub async fn run(
     store: Arc<SledStore>,
     config: Config,
 ) -> anyhow::Result<()> {
-    let app = router(AppState::new(store, config));
-    axum::serve(listener, app).await?;
+    run_until(listener, store, config, std::future::pending()).await
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then writes the refusal counts still
+/// pending to the audit log and flushes the store. Connections are capped by the process's
+/// open-file limit ([`listen::connections_cap`]) unless `config.connections` fixes the cap; the
+/// live channel gets at most half of them, so HTTP sync, the way data moves, always has room.
+pub async fn run_until(
+    listener: tokio::net::TcpListener,
+    store: Arc<SledStore>,
+    mut config: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let cap = config.connections.cap();
+    config.live.connections_max = config.live.connections_max.min(cap / 2).max(1);
+    tracing::info!(
+        open_files = listen::open_files_limit(),
+        connections_max = cap,
+        live_connections_max = config.live.connections_max,
+        "connection limits"
+    );
+    let connections = config.connections.clone();
+    let state = AppState::new(store.clone(), config);
+    let refusals = state.refusals.clone();
+    let periodic = tokio::spawn(write_refusal_counts(store.clone(), refusals.clone()));
+    listen::serve(listener, router(state), &connections, shutdown).await;
+    periodic.abort();
+    tokio::task::spawn_blocking(move || {
+        refusals.flush_all(&*store, now_ms())?;
+        store.flush()
+    })
+    .await??;
     Ok(())
+}
+
+/// Writes the counts of refusal windows that ended, once a window, so that a count is written
+/// even when no further refusal of its kind comes.
+async fn write_refusal_counts(store: Arc<SledStore>, refusals: Arc<audit::Refusals>) {
+    let period = std::time::Duration::from_millis(refusals.window_ms().unsigned_abs());
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (store, refusals) = (store.clone(), refusals.clone());
+        let written =
+            tokio::task::spawn_blocking(move || refusals.flush_due(&*store, now_ms())).await;
+        if let Ok(Err(e)) = written {
+            tracing::error!(error = %e, "could not write refusal counts to the audit log");
+        }
+    }
 }

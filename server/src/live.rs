@@ -22,6 +22,13 @@
 //! close are ignored; one over [`limits::LIVE_MESSAGE_BYTES_MAX`] ends that connection in the
 //! WebSocket layer. The server pings every [`limits::LIVE_PING_INTERVAL_MS`] and re-checks the
 //! token then, so a revoked device is closed with reason `device_revoked`.
+//!
+//! Caps: at most [`LiveSettings::connections_max`] connections in all (one more is answered 503),
+//! and at most [`limits::LIVE_CONNECTIONS_PER_DEVICE_MAX`] per device. A device's connection
+//! beyond that replaces its oldest, which is closed with reason `replaced`: the newest wins
+//! because a device that reconnects after its network dropped must not be locked out by the
+//! half-dead connection it left behind (the server only notices a dead peer at its next ping),
+//! and one device can never hold more than its few slots, so it cannot keep other devices out.
 
 use crate::auth::{self, Authenticated, Principal};
 use crate::store::{Store, StoreError};
@@ -29,13 +36,14 @@ use crate::sync::{may_read, Stored};
 use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes, WebSocket};
 use casenote_protocol::limits;
 use casenote_protocol::wire::{
-    self, LiveEvent, LIVE_CLOSE_LAGGED, LIVE_CLOSE_REVOKED, LIVE_VERSION,
+    self, LiveEvent, LIVE_CLOSE_LAGGED, LIVE_CLOSE_REPLACED, LIVE_CLOSE_REVOKED, LIVE_VERSION,
 };
 use casenote_protocol::{DeviceId, DocId, Seq};
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{broadcast, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{broadcast, oneshot, OwnedSemaphorePermit, Semaphore};
 
 /// The live channel's settings; [`Default`] takes them from `casenote_protocol::limits`. Tests
 /// shorten the timeouts.
@@ -43,6 +51,8 @@ use tokio::sync::{broadcast, OwnedSemaphorePermit, Semaphore};
 #[non_exhaustive]
 pub struct LiveSettings {
     pub connections_max: usize,
+    /// Connections one device may hold; a newer one replaces its oldest.
+    pub per_device_max: usize,
     pub broadcast_events: usize,
     pub send_timeout: Duration,
     pub ping_interval: Duration,
@@ -52,6 +62,7 @@ impl Default for LiveSettings {
     fn default() -> Self {
         LiveSettings {
             connections_max: limits::LIVE_CONNECTIONS_MAX,
+            per_device_max: limits::LIVE_CONNECTIONS_PER_DEVICE_MAX,
             broadcast_events: limits::LIVE_BROADCAST_EVENTS_MAX,
             send_timeout: Duration::from_millis(limits::LIVE_SEND_TIMEOUT_MS),
             ping_interval: Duration::from_millis(limits::LIVE_PING_INTERVAL_MS),
@@ -63,6 +74,18 @@ impl LiveSettings {
     /// These settings with another send timeout.
     pub fn with_send_timeout(mut self, timeout: Duration) -> Self {
         self.send_timeout = timeout;
+        self
+    }
+
+    /// These settings with at most `max` connections in all (at least 1).
+    pub fn with_connections_max(mut self, max: usize) -> Self {
+        self.connections_max = max.max(1);
+        self
+    }
+
+    /// These settings with at most `max` connections per device (at least 1).
+    pub fn with_per_device_max(mut self, max: usize) -> Self {
+        self.per_device_max = max.max(1);
         self
     }
 
@@ -87,7 +110,12 @@ pub struct Live {
     tx: broadcast::Sender<Arc<Changed>>,
     permits: Arc<Semaphore>,
     settings: LiveSettings,
+    devices: Arc<Mutex<Devices>>,
+    next_id: AtomicU64,
 }
+
+/// Each device's open connections, oldest first: an id and the way to tell it it was replaced.
+type Devices = HashMap<DeviceId, VecDeque<(u64, oneshot::Sender<()>)>>;
 
 impl Live {
     pub fn new(settings: LiveSettings) -> Self {
@@ -96,6 +124,8 @@ impl Live {
             tx,
             permits: Arc::new(Semaphore::new(settings.connections_max)),
             settings,
+            devices: Arc::default(),
+            next_id: AtomicU64::new(0),
         }
     }
 
@@ -121,21 +151,94 @@ impl Live {
         &self.settings
     }
 
-    /// A slot for one more connection, or `None` at [`limits::LIVE_CONNECTIONS_MAX`].
-    pub(crate) fn admit(&self) -> Option<Admitted> {
-        let permit = self.permits.clone().try_acquire_owned().ok()?;
+    /// A slot for one more connection of `device`, or `None` when every slot is taken. At the
+    /// device's own cap its oldest connection is told to close and its slot goes to this one.
+    pub(crate) async fn admit(&self, device: DeviceId) -> Option<Admitted> {
+        let replaced = self.replace_oldest_beyond_cap(device);
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            // The replaced connection lets go of its slot once it has sent its close frame.
+            Err(_) if replaced => tokio::time::timeout(
+                self.settings.send_timeout,
+                self.permits.clone().acquire_owned(),
+            )
+            .await
+            .ok()?
+            .ok()?,
+            Err(_) => return None,
+        };
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tell, replaced_rx) = oneshot::channel();
+        lock(&self.devices)
+            .entry(device)
+            .or_default()
+            .push_back((id, tell));
         Some(Admitted {
             rx: self.tx.subscribe(),
             _permit: permit,
+            held: Held {
+                devices: self.devices.clone(),
+                device,
+                id,
+            },
+            replaced: replaced_rx,
         })
+    }
+
+    /// Tells `device`'s oldest connections to close until one more fits under its cap; whether
+    /// any was told.
+    fn replace_oldest_beyond_cap(&self, device: DeviceId) -> bool {
+        let mut devices = lock(&self.devices);
+        let Some(held) = devices.get_mut(&device) else {
+            return false;
+        };
+        let mut replaced = false;
+        while held.len() >= self.settings.per_device_max.max(1) {
+            if let Some((_, tell)) = held.pop_front() {
+                let _ = tell.send(());
+                replaced = true;
+            }
+        }
+        replaced
+    }
+
+    /// Open live connections of `device`.
+    pub fn device_connections(&self, device: DeviceId) -> usize {
+        lock(&self.devices).get(&device).map_or(0, VecDeque::len)
+    }
+}
+
+fn lock(devices: &Mutex<Devices>) -> std::sync::MutexGuard<'_, Devices> {
+    devices.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A connection's place in its device's list; leaves it when dropped.
+struct Held {
+    devices: Arc<Mutex<Devices>>,
+    device: DeviceId,
+    id: u64,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut devices = lock(&self.devices);
+        if let Some(held) = devices.get_mut(&self.device) {
+            held.retain(|(id, _)| *id != self.id);
+            if held.is_empty() {
+                devices.remove(&self.device);
+            }
+        }
     }
 }
 
 /// A connection that was let in: subscribed to the broadcast from this moment, holding its slot
-/// until it is dropped.
+/// and its place among its device's connections until it is dropped.
 pub(crate) struct Admitted {
     rx: broadcast::Receiver<Arc<Changed>>,
     _permit: OwnedSemaphorePermit,
+    held: Held,
+    /// Fires when a newer connection of the same device took this one's place.
+    replaced: oneshot::Receiver<()>,
 }
 
 /// Why a connection ends early.
@@ -265,7 +368,12 @@ pub(crate) async fn serve(
     token: String,
     who: Principal,
 ) {
-    let Admitted { mut rx, _permit } = admitted;
+    let Admitted {
+        mut rx,
+        _permit,
+        held: _held,
+        mut replaced,
+    } = admitted;
     let device = who.device_id;
     let timeout = live.settings.send_timeout;
     let mut filter = Some(Filter {
@@ -317,6 +425,11 @@ pub(crate) async fn serve(
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
                 Some(Ok(_)) => {}
             },
+            _ = &mut replaced => {
+                tracing::info!(%device, "live connection replaced by a newer one of its device");
+                close(&mut socket, close_code::POLICY, LIVE_CLOSE_REPLACED, timeout).await;
+                return;
+            }
             _ = ping.tick() => {
                 let Some(f) = filter.take() else { break None };
                 let (f, checked) = with_filter(&store, f, |s, f| f.reauthenticate(s)).await;

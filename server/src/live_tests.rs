@@ -223,6 +223,56 @@ async fn the_live_channel_refuses_a_missing_unknown_or_revoked_token_with_the_us
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_devices_newest_live_connection_replaces_its_oldest_even_when_every_slot_is_taken() {
+    let live = LiveSettings::default()
+        .with_connections_max(2)
+        .with_per_device_max(2);
+    let s = Server::start(Config::default().with_live(live)).await;
+    let mut first = s.listen(&s.alice).await;
+    let _second = s.listen(&s.alice).await;
+    // Every slot is taken: another device is refused...
+    let (addr, bob) = (s.addr, s.bob.clone());
+    let refused =
+        tokio::task::spawn_blocking(move || refused_code(connect(addr, &bob).err().unwrap()))
+            .await
+            .unwrap();
+    assert_eq!(refused, (503, ErrorCode::LimitExceeded));
+    // ...but Alice reconnecting (her first connection half-dead, say) gets in, in place of her
+    // oldest connection, which is told why it was closed.
+    let mut third = s.listen(&s.alice).await;
+    let closed = tokio::task::spawn_blocking(move || loop {
+        match first.read() {
+            Ok(Message::Close(frame)) => return frame.map(|f| f.reason.to_string()),
+            Ok(_) => continue,
+            Err(e) => panic!("the replaced connection ended without a close frame: {e}"),
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(closed.as_deref(), Some(wire::LIVE_CLOSE_REPLACED));
+    let alice = s.state.live.settings().per_device_max;
+    assert_eq!(alice, 2);
+    let device = match auth::authenticate(&*s.store, &s.alice).unwrap() {
+        Authenticated::Ok(p) => p.device_id,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(s.state.live.device_connections(device), 2);
+    // The newest connection works.
+    let pong = tokio::task::spawn_blocking(move || {
+        third.send(Message::Ping(b"hi".to_vec().into())).unwrap();
+        loop {
+            match third.read().unwrap() {
+                Message::Pong(p) => return p.to_vec(),
+                _ => continue,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(pong, b"hi");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_hears_of_a_colleagues_push_to_a_case_it_may_read_and_never_of_one_it_may_not() {
     let s = Server::start(Config::default()).await;
     let mut bob = s.listen(&s.bob).await;

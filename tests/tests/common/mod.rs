@@ -141,9 +141,31 @@ impl Server {
 
     /// Starts a server on `data` listening on `addr`, with more `serve` options.
     pub fn start_with(data: &Path, addr: &str, options: &[&str]) -> Server {
-        let mut child = Command::new(SERVER_BIN)
-            .args(["serve", "--data", data.to_str().unwrap(), "--listen", addr])
-            .args(options)
+        let mut cmd = Command::new(SERVER_BIN);
+        cmd.args(["serve", "--data", data.to_str().unwrap(), "--listen", addr])
+            .args(options);
+        Self::spawn(cmd, data)
+    }
+
+    /// Starts a server on `data`, on a free port, allowed to open at most `nofile` files (soft
+    /// and hard limit, as an operator's `ulimit -n` or systemd's `LimitNOFILE` sets it).
+    pub fn start_with_fd_limit(data: &Path, nofile: u64) -> Server {
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(format!("--nofile={nofile}:{nofile}"))
+            .arg("--")
+            .arg(SERVER_BIN)
+            .args([
+                "serve",
+                "--data",
+                data.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+            ]);
+        Self::spawn(cmd, data)
+    }
+
+    fn spawn(mut cmd: Command, data: &Path) -> Server {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(if std::env::var_os("CASENOTE_TEST_LOG").is_some() {
                 Stdio::inherit()
@@ -193,6 +215,28 @@ impl Server {
         self.url.trim_start_matches("http://").to_string()
     }
 
+    /// Stops the server as an operator or systemd does, with SIGTERM, and returns how it
+    /// exited (waiting at most a minute, then SIGKILL).
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for the server") {
+                return status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                return self.child.wait().expect("reap the server");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Kills the server with SIGKILL and waits for it to be gone.
     pub fn kill9(mut self) {
         self.child.kill().expect("SIGKILL the server");
@@ -222,6 +266,38 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Lets this test process hold at least `n` open files (sockets included), raising its own
+/// limit with `prlimit` (CI runs as root, so the hard limit may be raised too).
+pub fn allow_open_files(n: u64) {
+    let limits = std::fs::read_to_string("/proc/self/limits").expect("read /proc/self/limits");
+    let (soft, hard) = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .map(|l| {
+            let mut f = l.split_whitespace().skip(3);
+            let parse = |v: Option<&str>| v.and_then(|v| v.parse::<u64>().ok()).unwrap_or(u64::MAX);
+            (parse(f.next()), parse(f.next()))
+        })
+        .expect("a Max open files line");
+    if soft >= n {
+        return;
+    }
+    let value = if hard >= n {
+        format!("--nofile={n}:")
+    } else {
+        format!("--nofile={n}:{n}")
+    };
+    let status = Command::new("prlimit")
+        .arg(format!("--pid={}", std::process::id()))
+        .arg(value)
+        .status()
+        .expect("run prlimit");
+    assert!(
+        status.success(),
+        "could not raise this test's open-file limit to {n}"
+    );
 }
 
 /// A field device: the `casenote` CLI over its own store directory.

@@ -1,0 +1,488 @@
+//! The accept loop: how the server takes connections so that no peer, with a token or without,
+//! can starve everyone else at the connection level (issue 11).
+//!
+//! - A cap on open connections ([`connections_cap`]): `limits::CONNECTIONS_MAX`, and never more
+//!   than the process's open-file limit less `limits::FD_RESERVE`, so the store never runs out of
+//!   descriptors. A connection holds its slot for as long as its socket is open, upgraded live
+//!   channels included.
+//! - At the cap, the connection that has waited longest for a request (a stalled head, an idle
+//!   keep-alive) is closed to make room for the new one. A connection busy with a request is never
+//!   closed for room; if every one is busy, the loop accepts nothing more until a slot frees (new
+//!   connections wait in the kernel's backlog). So a flood of connections that never send a
+//!   request cannot keep a device out even for the length of a timeout.
+//! - hyper's header-read timeout (`limits::HTTP_HEADER_READ_TIMEOUT_MS`), which also closes a
+//!   kept-alive connection idle that long, and a cap on the head's size
+//!   (`limits::HTTP_HEAD_BYTES_MAX`).
+//! - A write-stall timeout (`limits::HTTP_WRITE_STALL_TIMEOUT_MS`): a peer that stops reading
+//!   loses its connection instead of holding it forever. (A stalled request body is
+//!   [`crate::http`]'s: tower-http's body timeout.)
+//!
+//! Only this module and [`crate::http`] know HTTP.
+
+use axum::body::{Body, HttpBody};
+use axum::extract::Request;
+use axum::Router;
+use casenote_protocol::{limits, DeviceId};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Sleep;
+use tower::Service;
+
+/// Connection settings; [`Default`] takes them from `casenote_protocol::limits`. Tests shorten
+/// the timeouts and set a small cap.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct ConnectionSettings {
+    /// The connection cap; `None` derives it from the open-file limit ([`connections_cap`]).
+    pub connections_max: Option<usize>,
+    pub header_read_timeout: Duration,
+    pub body_stall_timeout: Duration,
+    pub write_stall_timeout: Duration,
+}
+
+impl Default for ConnectionSettings {
+    fn default() -> Self {
+        ConnectionSettings {
+            connections_max: None,
+            header_read_timeout: Duration::from_millis(limits::HTTP_HEADER_READ_TIMEOUT_MS),
+            body_stall_timeout: Duration::from_millis(limits::HTTP_BODY_STALL_TIMEOUT_MS),
+            write_stall_timeout: Duration::from_millis(limits::HTTP_WRITE_STALL_TIMEOUT_MS),
+        }
+    }
+}
+
+impl ConnectionSettings {
+    /// These settings with a fixed connection cap (at least 1).
+    pub fn with_connections_max(mut self, max: usize) -> Self {
+        self.connections_max = Some(max.max(1));
+        self
+    }
+
+    /// These settings with all three timeouts set to `timeout`.
+    pub fn with_timeouts(mut self, timeout: Duration) -> Self {
+        self.header_read_timeout = timeout;
+        self.body_stall_timeout = timeout;
+        self.write_stall_timeout = timeout;
+        self
+    }
+
+    /// The connection cap these settings give in this process.
+    pub fn cap(&self) -> usize {
+        self.connections_max
+            .unwrap_or_else(|| connections_cap(open_files_limit()))
+    }
+}
+
+/// The process's open-file limit (soft), if it can be read.
+pub fn open_files_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        rustix::process::getrlimit(rustix::process::Resource::Nofile).current
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
+}
+
+/// Raises the process's soft open-file limit towards its hard limit, as far as the server can
+/// use (`CONNECTIONS_MAX + FD_RESERVE`): many systems start services at a soft limit of 1,024
+/// with a far higher hard one. Returns the soft limit in force afterwards. Called by `serve`.
+pub fn raise_open_files_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+        let want = (limits::CONNECTIONS_MAX + limits::FD_RESERVE) as u64;
+        let now = getrlimit(Resource::Nofile);
+        let soft = now.current.unwrap_or(u64::MAX);
+        let hard = now.maximum.unwrap_or(u64::MAX);
+        if soft < want && hard > soft {
+            let raised = Rlimit {
+                current: Some(want.min(hard)),
+                maximum: now.maximum,
+            };
+            if let Err(e) = setrlimit(Resource::Nofile, raised) {
+                tracing::warn!(error = %e, soft, "could not raise the open-file limit");
+            }
+        }
+    }
+    open_files_limit()
+}
+
+/// The connection cap for an open-file limit of `open_files` (`None`: unknown).
+pub fn connections_cap(open_files: Option<u64>) -> usize {
+    let budget = open_files
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
+        .map_or(limits::CONNECTIONS_MAX, |n| {
+            n.saturating_sub(limits::FD_RESERVE)
+        });
+    budget.clamp(limits::CONNECTIONS_MIN, limits::CONNECTIONS_MAX)
+}
+
+/// Accepts connections on `listener` and serves `app` on each, under `settings`' cap, until
+/// `shutdown` completes. Connections already open go on until the runtime ends.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    settings: &ConnectionSettings,
+    shutdown: impl Future<Output = ()>,
+) {
+    let slots = Arc::new(Semaphore::new(settings.cap()));
+    let open = Arc::new(Open::new());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(limits::ACCEPT_ERROR_BACKOFF_MS)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                open.close_longest_waiting();
+                tokio::select! {
+                    slot = slots.clone().acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        Err(_) => return,
+                    },
+                    () = &mut shutdown => return,
+                }
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let socket = Socket::new(stream, slot, settings.write_stall_timeout);
+        let head_timeout = settings.header_read_timeout;
+        tokio::spawn(connection(socket, head_timeout, app.clone(), open.clone()));
+    }
+}
+
+/// Serves one connection until it ends, stalls, or is closed to make room.
+async fn connection(socket: Socket, head_timeout: Duration, app: Router, open: Arc<Open>) {
+    let (id, state) = open.add();
+    let tracker = state.clone();
+    let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+        let busy = Busy::new(tracker.clone());
+        let mut app = app.clone();
+        async move {
+            let response = app.call(req.map(Body::new)).await?;
+            Ok::<_, std::convert::Infallible>(
+                response.map(|body| Body::new(Tracked { body, _busy: busy })),
+            )
+        }
+    });
+    let io = TokioIo::new(socket);
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(head_timeout)
+        .max_buf_size(limits::HTTP_HEAD_BYTES_MAX)
+        .keep_alive(true)
+        .serve_connection(io, service)
+        .with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        served = &mut conn => if let Err(e) = served {
+            tracing::debug!(error = %e, "connection ended");
+        },
+        () = state.close.notified() => tracing::debug!("connection closed to make room"),
+    }
+    // Out of the list before the slot is free, so the accept loop never picks it again.
+    open.remove(id);
+}
+
+/// The connections being served (until each upgrades or ends), for choosing which to close at
+/// the cap.
+struct Open {
+    next_id: AtomicU64,
+    by_id: Mutex<HashMap<u64, Arc<ConnState>>>,
+    /// When serving began: connection states keep times as ms since then, in an atomic.
+    started: Instant,
+}
+
+impl Open {
+    fn new() -> Self {
+        Open {
+            next_id: AtomicU64::new(0),
+            by_id: Mutex::default(),
+            started: Instant::now(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<ConnState>>> {
+        self.by_id.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn add(&self) -> (u64, Arc<ConnState>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let state = Arc::new(ConnState {
+            started: self.started,
+            requests: AtomicUsize::new(0),
+            waiting_since_ms: AtomicU64::new(ms_since(self.started)),
+            close: Notify::new(),
+        });
+        self.lock().insert(id, state.clone());
+        (id, state)
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    /// Closes the connection that has waited longest for a request, if any waits at all, and
+    /// takes it out of the list (it is on its way out).
+    fn close_longest_waiting(&self) {
+        let mut open = self.lock();
+        let longest = open
+            .iter()
+            .filter(|(_, c)| c.requests.load(Ordering::Acquire) == 0)
+            .min_by_key(|(_, c)| c.waiting_since_ms.load(Ordering::Acquire))
+            .map(|(id, _)| *id);
+        if let Some(c) = longest.and_then(|id| open.remove(&id)) {
+            c.close.notify_one();
+        }
+    }
+}
+
+fn ms_since(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// What the accept loop knows of one connection.
+struct ConnState {
+    started: Instant,
+    /// Requests in progress, from the call until the response body is finished.
+    requests: AtomicUsize,
+    /// Since when it has had no request in progress (its opening, or its last answer).
+    waiting_since_ms: AtomicU64,
+    close: Notify,
+}
+
+/// One request in progress on a connection, until its response body is done.
+struct Busy(Arc<ConnState>);
+
+impl Busy {
+    fn new(state: Arc<ConnState>) -> Self {
+        state.requests.fetch_add(1, Ordering::AcqRel);
+        Busy(state)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let now = ms_since(self.0.started);
+        self.0.waiting_since_ms.store(now, Ordering::Release);
+        self.0.requests.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its request counted as in progress until it is done.
+struct Tracked {
+    body: Body,
+    _busy: Busy,
+}
+
+impl HttpBody for Tracked {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A connection's socket: holds the connection's slot for as long as the socket is open (an
+/// upgraded live channel keeps it), and fails a write that makes no progress for its stall
+/// timeout (`limits::HTTP_WRITE_STALL_TIMEOUT_MS`).
+struct Socket {
+    stream: TcpStream,
+    _slot: OwnedSemaphorePermit,
+    stall_timeout: Duration,
+    stall: Pin<Box<Sleep>>,
+    stalling: bool,
+}
+
+impl Socket {
+    fn new(stream: TcpStream, slot: OwnedSemaphorePermit, stall_timeout: Duration) -> Self {
+        Socket {
+            stream,
+            _slot: slot,
+            stall_timeout,
+            stall: Box::pin(tokio::time::sleep(Duration::ZERO)),
+            stalling: false,
+        }
+    }
+
+    /// Passes on a write's result, timing how long writes have been pending.
+    fn watch<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            self.stalling = false;
+            return polled;
+        }
+        if !self.stalling {
+            self.stalling = true;
+            let deadline = tokio::time::Instant::now() + self.stall_timeout;
+            self.stall.as_mut().reset(deadline);
+        }
+        match self.stall.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the peer read nothing for too long",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncRead for Socket {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Socket {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.watch(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.watch(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.stream).poll_flush(cx);
+        self.watch(cx, polled)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.stream).poll_shutdown(cx);
+        self.watch(cx, polled)
+    }
+}
+
+/// Counts each device's requests in progress, to cap them ([`limits::SYNCS_PER_DEVICE_MAX`]
+/// for syncs). Holds only devices with a request in progress.
+#[derive(Debug)]
+pub struct PerDevice {
+    max: usize,
+    counts: Arc<Mutex<HashMap<DeviceId, usize>>>,
+}
+
+impl PerDevice {
+    pub fn new(max: usize) -> Self {
+        PerDevice {
+            max: max.max(1),
+            counts: Arc::default(),
+        }
+    }
+
+    /// The most requests in progress per device.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// A place for one more request of `device`, held until dropped; `None` at the cap.
+    pub fn enter(&self, device: DeviceId) -> Option<InProgress> {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = counts.entry(device).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(InProgress {
+            counts: self.counts.clone(),
+            device,
+        })
+    }
+}
+
+/// One request in progress of a device ([`PerDevice::enter`]).
+#[derive(Debug)]
+pub struct InProgress {
+    counts: Arc<Mutex<HashMap<DeviceId, usize>>>,
+    device: DeviceId,
+}
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = counts.get_mut(&self.device) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.remove(&self.device);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cap_stays_below_the_open_file_limit_and_within_its_bounds() {
+        assert_eq!(connections_cap(Some(1_024)), 1_024 - limits::FD_RESERVE);
+        assert_eq!(connections_cap(Some(1_000_000)), limits::CONNECTIONS_MAX);
+        assert_eq!(connections_cap(Some(64)), limits::CONNECTIONS_MIN);
+        assert_eq!(connections_cap(None), limits::CONNECTIONS_MAX);
+    }
+
+    #[test]
+    fn a_device_gets_at_most_max_places_and_each_comes_back_when_dropped() {
+        let per = PerDevice::new(2);
+        let (a, b) = (DeviceId::new_random(), DeviceId::new_random());
+        let first = per.enter(a).unwrap();
+        let _second = per.enter(a).unwrap();
+        assert!(per.enter(a).is_none());
+        let _other = per.enter(b).unwrap();
+        drop(first);
+        assert!(per.enter(a).is_some());
+    }
+}
