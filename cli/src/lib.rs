@@ -12,9 +12,8 @@ pub mod keys;
 mod watch;
 
 use anyhow::{Context, Result};
-use casenote_client_core::device::system_clock;
 use casenote_client_core::store::Unlock;
-use casenote_client_core::{Device, Error as CoreError, TransportError};
+use casenote_client_core::{Clocks, Device, Error as CoreError, TransportError};
 use casenote_protocol::record::{field, Identity, NoteKind};
 use casenote_protocol::{CaseId, DocId};
 use clap::{Parser, Subcommand};
@@ -345,7 +344,7 @@ fn run(cli: Cli) -> Result<()> {
         keys::KeySource::Key(k) => Unlock::Key(k),
         keys::KeySource::Passphrase(p) => Unlock::Passphrase(p),
     };
-    let device = Device::open_with(&store, unlock, system_clock())
+    let device = Device::open_with(&store, unlock, Clocks::system())
         .with_context(|| format!("cannot open the device store at {}", store.display()))?;
     match cli.cmd {
         Cmd::Login { server, token } => {
