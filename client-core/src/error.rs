@@ -18,7 +18,11 @@ pub enum Error {
     #[error(transparent)]
     Record(#[from] RecordError),
     #[error("the device store failed: {0}")]
-    Store(#[from] sled::Error),
+    Store(sled::Error),
+    #[error("the device's disk is full: this change was not saved, and nothing else changed. What is saved can still be read; free some space and try again")]
+    DiskFull,
+    #[error("a write to the device store failed, so it was closed (nothing of that write is kept): open it again")]
+    StoreClosed,
     #[error("the device store holds damaged data ({0}); restore it or sign in to a new store")]
     Corrupt(String),
     #[error(transparent)]
@@ -37,6 +41,15 @@ pub enum Error {
     ExpiredAndWiped { days: i64 },
     #[error("the server sent something this device cannot use: {0}")]
     Protocol(String),
+}
+
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Self {
+        match &e {
+            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => Error::DiskFull,
+            _ => Error::Store(e),
+        }
+    }
 }
 
 impl From<automerge::AutomergeError> for Error {

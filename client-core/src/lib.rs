@@ -7,6 +7,7 @@
 
 pub mod crypto;
 pub mod device;
+mod disk;
 pub mod engine;
 pub mod error;
 pub mod lease;

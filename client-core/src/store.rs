@@ -31,6 +31,7 @@
 //! the same batch as the deletions that need it.
 
 use crate::crypto::{Sealer, StoreKey, KEY_BYTES, SALT_BYTES};
+use crate::disk;
 use crate::error::Error;
 use automerge::{AutoCommit, ChangeHash};
 use casenote_protocol::{limits, CaseId, DocId, DocKind};
@@ -103,8 +104,11 @@ fn sibling(dir: &Path, suffix: &str) -> PathBuf {
     dir.with_file_name(name)
 }
 
+/// Opens sled in `dir`, with room to do so on a full disk ([`crate::disk`]).
 fn open_inner(dir: &Path) -> Result<Inner, Error> {
+    disk::before_open(dir);
     let db = casenote_sled_recovery::open(dir)?;
+    disk::keep_reserve(dir);
     let tree = db.open_tree(TREE)?;
     Ok(Inner { db, tree })
 }
@@ -128,7 +132,7 @@ fn recover(dir: &Path) -> Result<(), Error> {
 }
 
 fn io(e: std::io::Error) -> Error {
-    Error::Store(sled::Error::Io(e))
+    Error::from(sled::Error::Io(e))
 }
 
 pub fn key(prefix: u8, doc: DocId) -> Vec<u8> {
@@ -204,6 +208,13 @@ impl Writes {
     }
     pub fn put_meta(&mut self, name: &str, value: impl Into<Vec<u8>>) {
         self.put(meta_key(name), value);
+    }
+    /// About how many bytes these writes put on disk (keys and values, before sealing).
+    fn bytes(&self) -> usize {
+        self.ops
+            .iter()
+            .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len) + 64)
+            .sum()
     }
 }
 
@@ -301,7 +312,7 @@ impl DeviceStore {
 
     fn get_logical(&self, logical: &[u8]) -> Result<Option<Vec<u8>>, Error> {
         let physical = self.physical(logical);
-        let Some(stored) = self.tree().get(&physical)? else {
+        let Some(stored) = self.tree()?.get(&physical)? else {
             return Ok(None);
         };
         let (k, v) = self.sealer.open(&physical, &stored)?;
@@ -316,7 +327,7 @@ impl DeviceStore {
     /// Every record whose logical key starts with `prefix`, opened, in key order.
     fn scan_logical(&self, prefix: &[u8]) -> Result<Vec<Record>, Error> {
         let mut out = Vec::new();
-        for item in self.tree().scan_prefix(self.physical(prefix)) {
+        for item in self.tree()?.scan_prefix(self.physical(prefix)) {
             let (physical, stored) = item?;
             out.push(self.sealer.open(&physical, &stored)?);
         }
@@ -332,18 +343,38 @@ impl DeviceStore {
         self.inner.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn tree(&self) -> sled::Tree {
-        self.inner()
+    /// The store's tree; an error if the store was closed after a failed write.
+    fn tree(&self) -> Result<sled::Tree, Error> {
+        Ok(self
+            .inner()
             .as_ref()
-            .expect("the store is reopened before rewrite or wipe returns")
+            .ok_or(Error::StoreClosed)?
             .tree
-            .clone()
+            .clone())
     }
 
-    /// Applies writes atomically and makes them durable before returning.
+    /// Applies writes atomically and makes them durable before returning. Writes that would
+    /// leave the disk short of its headroom are refused before sled sees them
+    /// ([`Error::DiskFull`], nothing written). If sled fails anyway (the disk filled between the
+    /// check and the write), its handle is let go without being closed, since sled refuses every
+    /// write after a failed one and hangs when closed, and the store reads as closed until it is
+    /// opened again: nothing of the failed writes is read back.
     pub fn commit(&self, writes: Writes) -> Result<(), Error> {
+        disk::check_room(&self.dir, writes.bytes())?;
+        let result = self.apply(writes);
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, "a write to the device store failed; it is closed");
+            let mut guard = self.inner.write().unwrap_or_else(|p| p.into_inner());
+            if let Some(failed) = guard.take() {
+                std::mem::forget(failed);
+            }
+        }
+        result
+    }
+
+    fn apply(&self, writes: Writes) -> Result<(), Error> {
         let guard = self.inner();
-        let inner = guard.as_ref().expect("the store is open");
+        let inner = guard.as_ref().ok_or(Error::StoreClosed)?;
         let mut batch = sled::Batch::default();
         for (logical, value) in writes.ops {
             let physical = self.physical(&logical);
@@ -363,6 +394,8 @@ impl DeviceStore {
     /// Copies the live keys into fresh files and deletes the old ones, so that nothing deleted
     /// before survives anywhere in the store's files.
     pub fn rewrite(&self) -> Result<(), Error> {
+        // The copy needs room for everything live: refused before sled writes any of it.
+        disk::check_room(&self.dir, self.size_on_disk()? as usize)?;
         let mut guard = self.inner.write().unwrap_or_else(|p| p.into_inner());
         let fresh = sibling(&self.dir, ".rewrite");
         let old = sibling(&self.dir, ".old");
@@ -370,7 +403,7 @@ impl DeviceStore {
             std::fs::remove_dir_all(&fresh).map_err(io)?;
         }
         {
-            let current = guard.as_ref().expect("the store is open");
+            let current = guard.as_ref().ok_or(Error::StoreClosed)?;
             let copy = open_inner(&fresh)?;
             let pending = self.physical(&meta_key(META_REWRITE_PENDING));
             for item in current.tree.iter() {
@@ -459,7 +492,9 @@ impl DeviceStore {
     }
 
     pub fn has(&self, prefix: u8, doc: DocId) -> Result<bool, Error> {
-        Ok(self.tree().contains_key(self.physical(&key(prefix, doc)))?)
+        Ok(self
+            .tree()?
+            .contains_key(self.physical(&key(prefix, doc)))?)
     }
 
     pub fn get(&self, prefix: u8, doc: DocId) -> Result<Option<Vec<u8>>, Error> {
@@ -618,7 +653,7 @@ impl DeviceStore {
     /// check what a store holds beneath the API.
     pub fn dump(&self) -> Result<Vec<Record>, Error> {
         let mut out = Vec::new();
-        for item in self.tree().iter() {
+        for item in self.tree()?.iter() {
             let (physical, stored) = item?;
             if physical.as_ref() != KEY_CHECK {
                 out.push(self.sealer.open(&physical, &stored)?);
@@ -632,12 +667,12 @@ impl DeviceStore {
     pub fn sealed_records_of(&self, doc: DocId) -> Result<Vec<Vec<u8>>, Error> {
         let mut out = Vec::new();
         for prefix in DOC_RECORDS {
-            if let Some(v) = self.tree().get(self.physical(&key(prefix, doc)))? {
+            if let Some(v) = self.tree()?.get(self.physical(&key(prefix, doc)))? {
                 out.push(v.to_vec());
             }
         }
         for prefix in [CHUNK, OUTBOX_CHANGE] {
-            for item in self.tree().scan_prefix(self.physical(&key(prefix, doc))) {
+            for item in self.tree()?.scan_prefix(self.physical(&key(prefix, doc))) {
                 out.push(item?.1.to_vec());
             }
         }
@@ -649,7 +684,7 @@ impl DeviceStore {
         Ok(self
             .inner()
             .as_ref()
-            .expect("the store is open")
+            .ok_or(Error::StoreClosed)?
             .db
             .size_on_disk()?)
     }
@@ -770,7 +805,7 @@ mod tests {
         let other = DocId::new_random();
         // Copy the sealed snapshot of `doc` into `other`'s slot, as an attacker with the files
         // could; then flip a byte of `doc`'s own.
-        let tree = store.tree();
+        let tree = store.tree().unwrap();
         tree.insert(store.physical(&key(SNAPSHOT, other)), sealed[0].clone())
             .unwrap();
         let mut flipped = sealed[0].clone();

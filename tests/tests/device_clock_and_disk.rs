@@ -8,7 +8,8 @@
 mod common;
 use common::*;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 /// Where Debian's `faketime` package puts the library (`.ci/run` installs it).
 const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
@@ -175,6 +176,47 @@ impl Drop for Tmpfs {
     }
 }
 
+/// Runs `casenote args` with a deadline: a command that hangs (sled, closing a store after a
+/// failed write, used to) fails the test instead of holding it up for ever.
+fn bounded(cli: &Cli, args: &[&str]) -> std::process::Output {
+    let mut child = cli
+        .command(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            let _ = child.wait();
+            panic!(
+                "casenote {:?} hung on a full disk",
+                &args[..args.len().min(2)]
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// [`bounded`], which must succeed: stdout.
+fn bounded_ok(cli: &Cli, args: &[&str]) -> String {
+    let out = bounded(cli, args);
+    assert!(
+        out.status.success(),
+        "casenote {:?} failed: {}",
+        &args[..args.len().min(2)],
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn bounded_json(cli: &Cli, args: &[&str]) -> serde_json::Value {
+    serde_json::from_str(&bounded_ok(cli, args)).expect("JSON")
+}
+
 #[test]
 fn on_a_full_disk_everything_reads_and_an_edit_fails_cleanly() {
     let (tmp, data, staff) = demo_borough();
@@ -193,26 +235,28 @@ fn on_a_full_disk_everything_reads_and_an_edit_fails_cleanly() {
     ]);
 
     let filler = disk.fill();
-    // Edits go on until the store itself has no room: each one either returns, and is kept,
-    // or fails with a clear error and leaves nothing behind.
+    // Edits go on until the store has no room: each one either returns, and is kept, or fails
+    // with a clear error and leaves nothing behind.
     let mut saved = Vec::new();
-    let refused = loop {
-        assert!(saved.len() < 400, "400 edits of 2 kB fitted on a full disk");
-        let text = format!("edit {} on a full disk {}", saved.len(), "x".repeat(2000));
-        let out = priya.run(&["note", "add", &case, "--text", &text]);
+    let (out, refused_text) = loop {
+        assert!(
+            saved.len() < 400,
+            "400 edits of 64 kB fitted on a full disk"
+        );
+        let text = format!("edit {} on a full disk {}", saved.len(), noise(64 * 1024));
+        let out = bounded(&priya, &["note", "add", &case, "--text", &text]);
         if !out.status.success() {
             break (out, text);
         }
         saved.push(text);
     };
-    let (out, refused_text) = refused;
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("disk is full"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 
     // Reading works: the case list, the case, its conflicts, the status, who is signed in.
-    let shown = priya.show(&case);
+    let shown = bounded_json(&priya, &["show", &case, "--json"]);
     let texts = note_texts(&shown);
     assert_eq!(texts.len(), 1 + saved.len(), "{texts:?}");
     assert!(
@@ -220,30 +264,73 @@ fn on_a_full_disk_everything_reads_and_an_edit_fails_cleanly() {
         "an edit that returned is gone"
     );
     assert!(!texts.contains(&refused_text), "the refused edit was kept");
-    let cases = priya.json(&["case", "list", "--json"]);
-    assert_eq!(
-        cases[0]["notes"].as_u64(),
-        Some(1 + saved.len() as u64),
-        "{cases}"
-    );
-    priya.ok(&["conflicts", &case]);
-    let status = priya.json(&["status", "--json"]);
+    let cases = bounded_json(&priya, &["case", "list", "--json"]);
+    let listed = cases
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["case_id"] == case.as_str())
+        .expect("the case is listed");
+    assert_eq!(listed["notes"].as_u64(), Some(1 + saved.len() as u64));
+    bounded_ok(&priya, &["conflicts", &case]);
+    let status = bounded_json(&priya, &["status", "--json"]);
     assert!(status["unsynced_docs"].as_u64().unwrap() >= 3, "{status}");
-    priya.ok(&["whoami"]);
+    bounded_ok(&priya, &["whoami"]);
     // Refused again, the same way, and reading still works after it.
-    let (code, err) = priya.fails(&["note", "add", &case, "--text", "still no room"]);
-    assert!(code == 1 && err.contains("disk is full"), "{err}");
-    assert_eq!(priya.show(&case), shown);
-
-    // Room again: the store is whole, edits work, and everything goes up.
-    std::fs::remove_file(filler).unwrap();
-    assert_eq!(priya.show(&case), shown);
-    priya.ok(&["note", "add", &case, "--text", "room again"]);
-    let report = priya.sync();
+    let again = bounded(&priya, &["note", "add", &case, "--text", "still no room"]);
+    let err = String::from_utf8_lossy(&again.stderr);
     assert!(
-        report["changes_stored"].as_u64().unwrap() >= 3 + saved.len() as u64,
-        "{report}"
+        again.status.code() == Some(1) && err.contains("disk is full"),
+        "{err}"
     );
+    assert_eq!(bounded_json(&priya, &["show", &case, "--json"]), shown);
+
+    // A sync reaches the server but cannot store its answer: it fails the same way, and the
+    // outbox is intact.
+    let sync = bounded(&priya, &["sync", "--json"]);
+    let err = String::from_utf8_lossy(&sync.stderr);
+    assert!(
+        sync.status.code() == Some(1) && err.contains("disk is full"),
+        "{err}"
+    );
+    assert_eq!(
+        bounded_json(&priya, &["status", "--json"])["unsynced_docs"],
+        status["unsynced_docs"]
+    );
+
+    // Room again: the store is whole, edits work, and everything goes up (what the failed sync
+    // pushed, the server already has).
+    std::fs::remove_file(filler).unwrap();
+    assert_eq!(bounded_json(&priya, &["show", &case, "--json"]), shown);
+    bounded_ok(&priya, &["note", "add", &case, "--text", "room again"]);
+    let report = bounded_json(&priya, &["sync", "--json"]);
+    let up =
+        report["changes_stored"].as_u64().unwrap() + report["changes_duplicate"].as_u64().unwrap();
+    assert!(up >= 4 + saved.len() as u64, "{report}");
+    assert_eq!(
+        bounded_json(&priya, &["status", "--json"])["unsynced_docs"],
+        0
+    );
+}
+
+/// `len` letters that do not compress (xorshift), so that each edit takes room on the disk.
+fn noise(len: usize) -> String {
+    let mut x: u64 = rand_seed();
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'a' + (x % 26) as u8)
+        })
+        .collect()
+}
+
+fn rand_seed() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    u64::from(t.subsec_nanos()) | 1
 }
 
 /// A `TempDir`-like handle for a directory that the test owns (the tmpfs mount point).
