@@ -176,6 +176,21 @@ fn stage_contact(w: &mut Writes, anchor: Vec<u8>) {
     w.remove(store::meta_key(META_CLOCK_HIGH));
 }
 
+/// The escrow key in a server's answer, as bytes.
+fn escrow_key_bytes(key: &wire::EscrowKey) -> Result<zeroize::Zeroizing<Vec<u8>>, Error> {
+    let bytes = zeroize::Zeroizing::new(
+        hex::decode(&key.wrap_key)
+            .map_err(|_| Error::Protocol("an escrow key that is not hex".into()))?,
+    );
+    if bytes.len() != limits::ESCROW_KEY_BYTES {
+        return Err(Error::Protocol(format!(
+            "an escrow key of {} bytes",
+            bytes.len()
+        )));
+    }
+    Ok(bytes)
+}
+
 fn json_bytes(v: &impl Serialize) -> Vec<u8> {
     serde_json::to_vec(v).expect("plain data serialises")
 }
@@ -205,18 +220,22 @@ impl Device {
     /// touch with the server for longer than its lease wipes itself here
     /// ([`Error::ExpiredAndWiped`]).
     pub fn open_with(dir: &Path, unlock: Unlock<'_>, clocks: Clocks) -> Result<Self, Error> {
-        let store = DeviceStore::open_with(dir, unlock)?;
-        if store.meta(META_ACTOR)?.is_none() {
-            let mut w = Writes::default();
-            w.put_meta(META_ACTOR, ActorId::random().to_bytes().to_vec());
-            store.commit(w)?;
-        }
-        let device = Self { store, clocks };
+        let device = Self::open_unchecked(DeviceStore::open_with(dir, unlock)?, clocks)?;
         match device.unlocked() {
             Err(e @ Error::ExpiredAndWiped { .. }) => Err(e),
             // Locked still opens: the user signs in again through this handle.
             _ => Ok(device),
         }
+    }
+
+    /// A device over an open store, before its offline lease is checked.
+    fn open_unchecked(store: DeviceStore, clocks: Clocks) -> Result<Self, Error> {
+        if store.meta(META_ACTOR)?.is_none() {
+            let mut w = Writes::default();
+            w.put_meta(META_ACTOR, ActorId::random().to_bytes().to_vec());
+            store.commit(w)?;
+        }
+        Ok(Self { store, clocks })
     }
 
     /// Checks the offline lease before records are touched: a device out of touch for longer
@@ -232,12 +251,15 @@ impl Device {
         };
         let policy: wire::Lease = self.store.meta_json(META_LEASE)?.unwrap_or_default();
         let away = self.away(&anchor);
-        if away >= policy.wipe_after_ms {
+        // Past the wipe time a store whose key is escrowed is sealed away: every record stays,
+        // and only its user signing in again brings it back. One without escrow (never signed in
+        // since escrow came) only locks: no clock may destroy an edit.
+        if away >= policy.wipe_after_ms && self.store.has_escrow()? {
             tracing::warn!(
                 away_ms = away,
                 "offline lease expired: wiping the device store"
             );
-            self.wipe()?;
+            self.store.seal_away()?;
             return Err(Error::ExpiredAndWiped {
                 days: policy.wipe_after_ms / (24 * 3600 * 1000),
             });
@@ -361,10 +383,15 @@ impl Device {
                 });
             }
         }
+        // The store's data key is escrowed under this enrolment's key, so that a wipe by the
+        // offline lease can be undone by signing in again.
+        let escrow = transport.escrow(who.device_id)?;
+        self.store
+            .set_escrow(who.device_id, &escrow_key_bytes(&escrow)?)?;
         // Signing in is contact with the server: it unlocks a locked device and renews the lease.
         let mut w = Writes::default();
         w.remove(store::meta_key(META_LOCKED));
-        stage_contact(&mut w, self.contact_anchor(self.now()));
+        stage_contact(&mut w, self.contact_anchor(escrow.server_time_ms));
         w.put_meta(META_SERVER, server.as_bytes());
         w.put_meta(META_TOKEN, token.as_bytes());
         w.put_meta(
@@ -373,6 +400,64 @@ impl Device {
         );
         self.store.commit(w)?;
         Ok(who)
+    }
+
+    /// Opens the store in `dir` and signs it in to `server` with `token` (what `login` does). A
+    /// store the offline lease wiped is brought back first, unsynced edits included, with its
+    /// escrow key from the server: only for a token of the same member of staff, and never for a
+    /// revoked device ([`Error::Unrecoverable`]).
+    pub fn sign_in(
+        dir: &Path,
+        unlock: Unlock<'_>,
+        clocks: Clocks,
+        server: &str,
+        token: &str,
+    ) -> Result<(Self, WhoAmI), Error> {
+        Self::sign_in_with(
+            &HttpTransport::new(server, token),
+            dir,
+            unlock,
+            clocks,
+            (server, token),
+        )
+    }
+
+    /// [`Device::sign_in`] over a given transport.
+    pub fn sign_in_with(
+        transport: &dyn Transport,
+        dir: &Path,
+        unlock: Unlock<'_>,
+        clocks: Clocks,
+        (server, token): (&str, &str),
+    ) -> Result<(Self, WhoAmI), Error> {
+        let device = match Self::open_with(dir, unlock, clocks.clone()) {
+            Err(Error::Wiped | Error::ExpiredAndWiped { .. }) => {
+                Self::bring_back(transport, dir, unlock, clocks)?
+            }
+            other => other?,
+        };
+        let who = device.login_with(transport, server, token)?;
+        Ok((device, who))
+    }
+
+    /// Brings back a store the offline lease wiped, with the escrow key the server hands this
+    /// token for it.
+    fn bring_back(
+        transport: &dyn Transport,
+        dir: &Path,
+        unlock: Unlock<'_>,
+        clocks: Clocks,
+    ) -> Result<Self, Error> {
+        let escrowed = DeviceStore::wiped_escrow_device(dir)?.ok_or(Error::Unrecoverable)?;
+        let key = match transport.escrow(escrowed) {
+            Ok(key) => key,
+            Err(TransportError::Server { status: 404, .. }) => return Err(Error::Unrecoverable),
+            Err(e) => return Err(e.into()),
+        };
+        let store = DeviceStore::bring_back(dir, unlock, &escrow_key_bytes(&key)?)?;
+        tracing::info!(device = %escrowed, "a wiped device store was brought back");
+        // Not checked against the lease: the sign-in that follows is the contact that renews it.
+        Self::open_unchecked(store, clocks)
     }
 
     /// Who this store is signed in as.

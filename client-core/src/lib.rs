@@ -10,6 +10,7 @@ pub mod device;
 mod disk;
 pub mod engine;
 pub mod error;
+mod keyring;
 pub mod lease;
 pub mod live;
 pub mod schedule;

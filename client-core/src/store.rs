@@ -18,7 +18,7 @@
 //! | `x` | case id, doc id | hash(case), hash(doc) | index of a case's documents (empty value) |
 //! | `q` | doc id | hash(doc) | outbox list base: the heads the `o` list is relative to |
 //! | `o` | doc id, number (u64 BE) | hash(doc), number | one unacknowledged change's bytes, in order |
-//! | `!` | (none) | (none) | in the clear: format, passphrase salt, key check tag |
+//! | `!` | (none) | (none) | in the clear: the key envelope ([`crate::keyring`]): format, salt, the data key wrapped under the host's key and under the server's escrow key, the escrow's device id |
 //!
 //! What the files still show: how many records of each kind there are, their sizes, and how many
 //! chunks a document has; never an id, a name, or a word of a record.
@@ -33,8 +33,9 @@
 use crate::crypto::{Sealer, StoreKey, KEY_BYTES, SALT_BYTES};
 use crate::disk;
 use crate::error::Error;
+use crate::keyring::{self, Envelope};
 use automerge::{AutoCommit, ChangeHash};
-use casenote_protocol::{limits, CaseId, DocId, DocKind};
+use casenote_protocol::{limits, CaseId, DeviceId, DocId, DocKind};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -55,8 +56,6 @@ pub const OUTBOX_CHANGE: u8 = b'o';
 const DOC_RECORDS: [u8; 6] = [HEADER, SNAPSHOT, BASE, DIRTY, REFUSED, OUTBOX_BASE];
 /// The key check record's key: outside every prefix, so no scan meets it.
 const KEY_CHECK: &[u8] = b"!";
-/// The key check record's format.
-const KEY_CHECK_V1: u8 = 1;
 
 /// What the device knows about a document without opening it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +72,7 @@ pub type Record = (Vec<u8>, Vec<u8>);
 
 /// How a store is unlocked: with a key the host app holds, or a passphrase (Argon2id under the
 /// store's own salt).
+#[derive(Clone, Copy)]
 pub enum Unlock<'a> {
     Key(&'a StoreKey),
     Passphrase(&'a str),
@@ -82,8 +82,12 @@ pub enum Unlock<'a> {
 pub struct DeviceStore {
     dir: PathBuf,
     sealer: Sealer,
-    salt: [u8; SALT_BYTES],
+    /// The data key, to wrap it for the escrow at sign-in.
+    data_key: StoreKey,
     inner: RwLock<Option<Inner>>,
+    /// Set once the offline lease wiped the store through this handle: calls fail with
+    /// [`Error::Wiped`].
+    wiped: std::sync::atomic::AtomicBool,
 }
 
 struct Inner {
@@ -218,21 +222,148 @@ impl Writes {
     }
 }
 
-fn key_check_record(salt: &[u8; SALT_BYTES], tag: &[u8; KEY_BYTES]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(1 + SALT_BYTES + KEY_BYTES);
-    v.push(KEY_CHECK_V1);
-    v.extend_from_slice(salt);
-    v.extend_from_slice(tag);
-    v
+/// The host's key: the app's own, or one derived from a passphrase under the store's salt.
+fn host_key(unlock: Unlock<'_>, salt: &[u8; SALT_BYTES]) -> Result<StoreKey, Error> {
+    match unlock {
+        Unlock::Key(k) => Ok(k.clone()),
+        Unlock::Passphrase(p) => StoreKey::from_passphrase(p, salt),
+    }
 }
 
-/// The salt and tag of a key check record.
-fn parse_key_check(v: &[u8]) -> Result<([u8; SALT_BYTES], &[u8]), Error> {
-    if v.len() != 1 + SALT_BYTES + KEY_BYTES || v[0] != KEY_CHECK_V1 {
-        return Err(Error::Corrupt("the store's key check record".into()));
+/// The salt and check tag of a format 1 key check record (from before key envelopes), if `v` is
+/// one.
+fn parse_v1(v: &[u8]) -> Option<([u8; SALT_BYTES], &[u8])> {
+    if v.len() != 1 + SALT_BYTES + KEY_BYTES || v[0] != keyring::FORMAT_V1 {
+        return None;
     }
-    let salt = v[1..1 + SALT_BYTES].try_into().expect("length checked");
-    Ok((salt, &v[1 + SALT_BYTES..]))
+    let salt = v[1..1 + SALT_BYTES].try_into().ok()?;
+    Some((salt, &v[1 + SALT_BYTES..]))
+}
+
+/// The key of a logical key on disk under `sealer`: each id or name replaced by its keyed hash.
+/// A logical key prefix maps to a physical key prefix, so prefix scans work unchanged.
+fn physical_key(sealer: &Sealer, logical: &[u8]) -> Vec<u8> {
+    let Some((&prefix, rest)) = logical.split_first() else {
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(1 + 2 * crate::crypto::NAME_BYTES + 8);
+    out.push(prefix);
+    if rest.is_empty() {
+        return out;
+    }
+    match prefix {
+        CHUNK | OUTBOX_CHANGE if rest.len() > 16 => {
+            out.extend_from_slice(&sealer.name(&rest[..16]));
+            out.extend_from_slice(&rest[16..]); // the chunk number, kept in order
+        }
+        CASE_INDEX if rest.len() > 16 => {
+            out.extend_from_slice(&sealer.name(&rest[..16]));
+            out.extend_from_slice(&sealer.name(&rest[16..]));
+        }
+        _ => out.extend_from_slice(&sealer.name(rest)),
+    }
+    out
+}
+
+/// Writes a copy of the store's records into fresh files, through `each` (which may re-seal
+/// them, or leave one out by returning `None`), with `envelope` as the key envelope if given,
+/// and swaps the copy in crash-safely (see [`recover`]). `guard` holds the store's open handle
+/// and gets the fresh one.
+fn copy_into_fresh(
+    dir: &Path,
+    guard: &mut Option<Inner>,
+    envelope: Option<Vec<u8>>,
+    each: &mut dyn FnMut(&[u8], &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, Error>,
+) -> Result<(), Error> {
+    let fresh = sibling(dir, ".rewrite");
+    let old = sibling(dir, ".old");
+    if fresh.exists() {
+        std::fs::remove_dir_all(&fresh).map_err(io)?;
+    }
+    {
+        let current = guard.as_ref().ok_or(Error::StoreClosed)?;
+        let copy = open_inner(&fresh)?;
+        for item in current.tree.iter() {
+            let (k, v) = item?;
+            let record = if k.as_ref() == KEY_CHECK {
+                Some((k.to_vec(), envelope.clone().unwrap_or_else(|| v.to_vec())))
+            } else {
+                each(&k, &v)?
+            };
+            if let Some((k, v)) = record {
+                copy.tree.insert(k, v)?;
+            }
+        }
+        copy.db.flush()?;
+    }
+    *guard = None; // closes the old files
+    std::fs::rename(dir, &old).map_err(io)?;
+    std::fs::rename(&fresh, dir).map_err(io)?;
+    std::fs::remove_dir_all(&old).map_err(io)?;
+    *guard = Some(open_inner(dir)?);
+    Ok(())
+}
+
+/// Re-seals a format 1 store (sealed under the host's key itself) under a fresh data key, with
+/// an envelope: one pass over every record into fresh files, swapped in crash-safely (a crash
+/// leaves the format 1 store, migrated again at the next open). Returns the data key.
+fn migrate_v1(
+    dir: &Path,
+    guard: &mut Option<Inner>,
+    host: &StoreKey,
+    salt: &[u8; SALT_BYTES],
+) -> Result<StoreKey, Error> {
+    let old_sealer = Sealer::new(host);
+    let data = StoreKey::generate();
+    let new_sealer = Sealer::new(&data);
+    let envelope = Envelope::new(salt, &data, host).encode();
+    copy_into_fresh(dir, guard, Some(envelope), &mut |physical, stored| {
+        let (logical, value) = old_sealer.open(physical, stored)?;
+        let moved = physical_key(&new_sealer, &logical);
+        let sealed = new_sealer.seal(&moved, &logical, &value);
+        Ok(Some((moved, sealed)))
+    })?;
+    tracing::info!("the device store was re-sealed under a data key of its own (format 2)");
+    Ok(data)
+}
+
+/// Reads the key envelope of the open store, migrating a format 1 store, or making one for a new
+/// store; returns it with the data key if the host's key opens it (`None`: the offline lease
+/// wiped the store).
+fn read_envelope(
+    dir: &Path,
+    guard: &mut Option<Inner>,
+    unlock: Unlock<'_>,
+) -> Result<Option<StoreKey>, Error> {
+    let tree = guard.as_ref().ok_or(Error::StoreClosed)?.tree.clone();
+    let Some(v) = tree.get(KEY_CHECK)? else {
+        if !tree.is_empty() {
+            return Err(Error::Unencrypted(dir.display().to_string()));
+        }
+        let mut salt = [0u8; SALT_BYTES];
+        rand::rngs::OsRng.fill_bytes(&mut salt);
+        let data = StoreKey::generate();
+        let env = Envelope::new(&salt, &data, &host_key(unlock, &salt)?);
+        tree.insert(KEY_CHECK, env.encode())?;
+        guard.as_ref().ok_or(Error::StoreClosed)?.db.flush()?;
+        return Ok(Some(data));
+    };
+    if let Some((salt, tag)) = parse_v1(&v) {
+        let host = host_key(unlock, &salt)?;
+        if !Sealer::new(&host).is_own_tag(tag) {
+            return Err(Error::WrongKey);
+        }
+        return migrate_v1(dir, guard, &host, &salt).map(Some);
+    }
+    let mut env = Envelope::parse(&v)?;
+    if env.scrub {
+        // A wipe stopped before its rewrite: finish it, so that no old host wrap survives.
+        env.scrub = false;
+        copy_into_fresh(dir, guard, Some(env.encode()), &mut |k, v| {
+            Ok(Some((k.to_vec(), v.to_vec())))
+        })?;
+    }
+    env.open_host(&host_key(unlock, &env.salt()?)?)
 }
 
 impl DeviceStore {
@@ -242,42 +373,19 @@ impl DeviceStore {
     }
 
     /// Opens (or creates) the store in `dir`. A key other than the one the store was created
-    /// with is [`Error::WrongKey`], before anything is read.
+    /// with (or last brought back with) is [`Error::WrongKey`], before anything is read; a store
+    /// the offline lease wiped is [`Error::Wiped`] until its user signs in again
+    /// ([`DeviceStore::bring_back`]). A store from before key envelopes is re-sealed here.
     pub fn open_with(dir: &Path, unlock: Unlock<'_>) -> Result<Self, Error> {
         recover(dir)?;
-        let inner = open_inner(dir)?;
-        let (salt, tag) = match inner.tree.get(KEY_CHECK)? {
-            Some(v) => {
-                let (salt, tag) = parse_key_check(&v)?;
-                (salt, Some(tag.to_vec()))
-            }
-            None if inner.tree.is_empty() => {
-                let mut salt = [0u8; SALT_BYTES];
-                rand::rngs::OsRng.fill_bytes(&mut salt);
-                (salt, None)
-            }
-            None => return Err(Error::Unencrypted(dir.display().to_string())),
-        };
-        let key = match unlock {
-            Unlock::Key(k) => k.clone(),
-            Unlock::Passphrase(p) => StoreKey::from_passphrase(p, &salt)?,
-        };
-        let sealer = Sealer::new(&key);
-        match tag {
-            Some(tag) if !sealer.is_own_tag(&tag) => return Err(Error::WrongKey),
-            Some(_) => {}
-            None => {
-                inner
-                    .tree
-                    .insert(KEY_CHECK, key_check_record(&salt, sealer.check_tag()))?;
-                inner.db.flush()?;
-            }
-        }
+        let mut inner = Some(open_inner(dir)?);
+        let data = read_envelope(dir, &mut inner, unlock)?.ok_or(Error::Wiped)?;
         let store = Self {
             dir: dir.to_path_buf(),
-            sealer,
-            salt,
-            inner: RwLock::new(Some(inner)),
+            sealer: Sealer::new(&data),
+            data_key: data,
+            inner: RwLock::new(inner),
+            wiped: Default::default(),
         };
         if store.meta(META_REWRITE_PENDING)?.is_some() {
             store.rewrite()?;
@@ -285,29 +393,95 @@ impl DeviceStore {
         Ok(store)
     }
 
-    /// The key of a logical key on disk: each id or name replaced by its keyed hash. A logical
-    /// key prefix maps to a physical key prefix, so prefix scans work unchanged.
-    fn physical(&self, logical: &[u8]) -> Vec<u8> {
-        let Some((&prefix, rest)) = logical.split_first() else {
-            return Vec::new();
+    /// The enrolled device whose escrow key opens the wiped store in `dir` (`None`: the store is
+    /// not wiped, or has no escrow).
+    pub fn wiped_escrow_device(dir: &Path) -> Result<Option<DeviceId>, Error> {
+        recover(dir)?;
+        let inner = open_inner(dir)?;
+        let Some(v) = inner.tree.get(KEY_CHECK)? else {
+            return Ok(None);
         };
-        let mut out = Vec::with_capacity(1 + 2 * crate::crypto::NAME_BYTES + 8);
-        out.push(prefix);
-        if rest.is_empty() {
-            return out;
+        if parse_v1(&v).is_some() {
+            return Ok(None);
         }
-        match prefix {
-            CHUNK | OUTBOX_CHANGE if rest.len() > 16 => {
-                out.extend_from_slice(&self.sealer.name(&rest[..16]));
-                out.extend_from_slice(&rest[16..]); // the chunk number, kept in order
+        let env = Envelope::parse(&v)?;
+        let wiped = env.is_wiped();
+        Ok(env.escrow.filter(|_| wiped).map(|e| e.device_id))
+    }
+
+    /// Brings back a store the offline lease wiped, with the escrow key the server handed out
+    /// for it: the data key is wrapped under the host's key again (which may be a new one, a new
+    /// passphrase say), and the store opens as it was before the wipe. A key that does not open
+    /// the escrow is [`Error::Unrecoverable`].
+    pub fn bring_back(dir: &Path, unlock: Unlock<'_>, escrow_key: &[u8]) -> Result<Self, Error> {
+        recover(dir)?;
+        {
+            let inner = open_inner(dir)?;
+            let v = inner.tree.get(KEY_CHECK)?.ok_or(Error::Unrecoverable)?;
+            let mut env = Envelope::parse(&v)?;
+            if env.is_wiped() {
+                let data = env.open_escrow(escrow_key).ok_or(Error::Unrecoverable)?;
+                env.seal_host(&data, &host_key(unlock, &env.salt()?)?);
+                inner.tree.insert(KEY_CHECK, env.encode())?;
+                inner.db.flush()?;
             }
-            CASE_INDEX if rest.len() > 16 => {
-                out.extend_from_slice(&self.sealer.name(&rest[..16]));
-                out.extend_from_slice(&self.sealer.name(&rest[16..]));
-            }
-            _ => out.extend_from_slice(&self.sealer.name(rest)),
         }
-        out
+        Self::open_with(dir, unlock)
+    }
+
+    /// Wraps the data key under `device`'s escrow key, in the envelope (at sign-in).
+    pub fn set_escrow(&self, device: DeviceId, escrow_key: &[u8]) -> Result<(), Error> {
+        let guard = self.inner();
+        let inner = guard.as_ref().ok_or_else(|| self.closed())?;
+        let v = inner.tree.get(KEY_CHECK)?.ok_or(Error::Unrecoverable)?;
+        let mut env = Envelope::parse(&v)?;
+        env.seal_escrow(&self.data_key, device, escrow_key);
+        disk::check_room(&self.dir, v.len())?;
+        inner.tree.insert(KEY_CHECK, env.encode())?;
+        inner.db.flush()?;
+        Ok(())
+    }
+
+    /// Whether the data key is escrowed, so that a wipe by the offline lease can be undone.
+    pub fn has_escrow(&self) -> Result<bool, Error> {
+        let v = self.tree()?.get(KEY_CHECK)?.unwrap_or_default();
+        Ok(Envelope::parse(&v)?.escrow.is_some())
+    }
+
+    /// The offline lease's wipe: forgets the host's wrap of the data key, rewrites the store's
+    /// files so that no copy of it survives, and closes the store. Every record stays, sealed:
+    /// only the escrow, through the server, opens it again ([`DeviceStore::bring_back`]).
+    pub fn seal_away(&self) -> Result<(), Error> {
+        let mut guard = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        let open = guard.as_ref().ok_or_else(|| self.closed())?;
+        let v = open.tree.get(KEY_CHECK)?.ok_or(Error::Unrecoverable)?;
+        let mut env = Envelope::parse(&v)?;
+        env.drop_host();
+        // Recorded first: a crash before the rewrite finishes is finished at the next open.
+        env.scrub = true;
+        open.tree.insert(KEY_CHECK, env.encode())?;
+        open.db.flush()?;
+        env.scrub = false;
+        let pending = self.physical(&meta_key(META_REWRITE_PENDING));
+        copy_into_fresh(&self.dir, &mut guard, Some(env.encode()), &mut |k, v| {
+            Ok((k != pending.as_slice()).then(|| (k.to_vec(), v.to_vec())))
+        })?;
+        self.wiped.store(true, std::sync::atomic::Ordering::SeqCst);
+        *guard = None;
+        Ok(())
+    }
+
+    /// Why the store is closed.
+    fn closed(&self) -> Error {
+        if self.wiped.load(std::sync::atomic::Ordering::SeqCst) {
+            Error::Wiped
+        } else {
+            Error::StoreClosed
+        }
+    }
+
+    fn physical(&self, logical: &[u8]) -> Vec<u8> {
+        physical_key(&self.sealer, logical)
     }
 
     fn get_logical(&self, logical: &[u8]) -> Result<Option<Vec<u8>>, Error> {
@@ -348,7 +522,7 @@ impl DeviceStore {
         Ok(self
             .inner()
             .as_ref()
-            .ok_or(Error::StoreClosed)?
+            .ok_or_else(|| self.closed())?
             .tree
             .clone())
     }
@@ -374,7 +548,7 @@ impl DeviceStore {
 
     fn apply(&self, writes: Writes) -> Result<(), Error> {
         let guard = self.inner();
-        let inner = guard.as_ref().ok_or(Error::StoreClosed)?;
+        let inner = guard.as_ref().ok_or_else(|| self.closed())?;
         let mut batch = sled::Batch::default();
         for (logical, value) in writes.ops {
             let physical = self.physical(&logical);
@@ -397,42 +571,23 @@ impl DeviceStore {
         // The copy needs room for everything live: refused before sled writes any of it.
         disk::check_room(&self.dir, self.size_on_disk()? as usize)?;
         let mut guard = self.inner.write().unwrap_or_else(|p| p.into_inner());
-        let fresh = sibling(&self.dir, ".rewrite");
-        let old = sibling(&self.dir, ".old");
-        if fresh.exists() {
-            std::fs::remove_dir_all(&fresh).map_err(io)?;
-        }
-        {
-            let current = guard.as_ref().ok_or(Error::StoreClosed)?;
-            let copy = open_inner(&fresh)?;
-            let pending = self.physical(&meta_key(META_REWRITE_PENDING));
-            for item in current.tree.iter() {
-                let (k, v) = item?;
-                if k.as_ref() != pending.as_slice() {
-                    copy.tree.insert(k, v)?;
-                }
-            }
-            copy.db.flush()?;
-        }
-        *guard = None; // closes the old files
-        std::fs::rename(&self.dir, &old).map_err(io)?;
-        std::fs::rename(&fresh, &self.dir).map_err(io)?;
-        std::fs::remove_dir_all(&old).map_err(io)?;
-        *guard = Some(open_inner(&self.dir)?);
-        Ok(())
+        let pending = self.physical(&meta_key(META_REWRITE_PENDING));
+        copy_into_fresh(&self.dir, &mut guard, None, &mut |k, v| {
+            Ok((k != pending.as_slice()).then(|| (k.to_vec(), v.to_vec())))
+        })
     }
 
-    /// Deletes everything in the store, files included, and leaves an empty store in its place.
+    /// Deletes everything in the store, files included, and leaves an empty store in its place,
+    /// under the same key and without escrow (a revoked device: its escrow is gone too).
     pub fn wipe(&self) -> Result<(), Error> {
         let mut guard = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        let current = guard.as_ref().ok_or_else(|| self.closed())?;
+        let mut env = Envelope::parse(&current.tree.get(KEY_CHECK)?.unwrap_or_default())?;
+        env.escrow = None;
         *guard = None;
         std::fs::remove_dir_all(&self.dir).map_err(io)?;
         let fresh = open_inner(&self.dir)?;
-        // The emptied store stays under the same key.
-        fresh.tree.insert(
-            KEY_CHECK,
-            key_check_record(&self.salt, self.sealer.check_tag()),
-        )?;
+        fresh.tree.insert(KEY_CHECK, env.encode())?;
         fresh.db.flush()?;
         *guard = Some(fresh);
         Ok(())
