@@ -114,6 +114,12 @@ impl Envelope {
         self.host = None;
     }
 
+    /// The host wrap as stored (tests look for it in the store's files).
+    #[cfg(test)]
+    pub fn host_hex(self) -> Option<String> {
+        self.host
+    }
+
     pub fn is_wiped(&self) -> bool {
         self.host.is_none()
     }

@@ -1049,6 +1049,96 @@ mod tests {
     }
 
     #[test]
+    fn a_store_from_before_key_envelopes_is_resealed_under_a_data_key_and_reads_as_before() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        let old = test_key();
+        let doc = DocId::new_random();
+        let v1_sealed;
+        {
+            // A format 1 store: sealed under the host's key itself, with a check tag.
+            let inner = open_inner(&dir).unwrap();
+            let sealer = Sealer::new(&old);
+            let mut v1 = vec![keyring::FORMAT_V1];
+            v1.extend_from_slice(&[6; SALT_BYTES]);
+            v1.extend_from_slice(sealer.check_tag());
+            inner.tree.insert(KEY_CHECK, v1).unwrap();
+            let logical = key(SNAPSHOT, doc);
+            let physical = physical_key(&sealer, &logical);
+            v1_sealed = sealer.seal(&physical, &logical, MARKER);
+            inner.tree.insert(physical, v1_sealed.clone()).unwrap();
+            inner.db.flush().unwrap();
+        }
+        assert!(matches!(
+            DeviceStore::open(&dir, &StoreKey::from_bytes([9; KEY_BYTES])),
+            Err(Error::WrongKey)
+        ));
+        let store = DeviceStore::open(&dir, &old).unwrap();
+        assert_eq!(store.get(SNAPSHOT, doc).unwrap().unwrap(), MARKER);
+        assert!(
+            !files_contain(&dir, &v1_sealed),
+            "the record sealed under the old key survived"
+        );
+        drop(store);
+        let store = DeviceStore::open(&dir, &old).unwrap();
+        assert_eq!(store.get(SNAPSHOT, doc).unwrap().unwrap(), MARKER);
+    }
+
+    #[test]
+    fn a_store_sealed_away_opens_only_through_its_escrow_and_keeps_no_copy_of_the_host_wrap() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        let (store, doc, sealed) = store_with_marker(&dir);
+        let device = DeviceId::new_random();
+        let escrow = [7u8; 32];
+        assert!(!store.has_escrow().unwrap());
+        store.set_escrow(device, &escrow).unwrap();
+        assert!(store.has_escrow().unwrap());
+        let envelope = store.tree().unwrap().get(KEY_CHECK).unwrap().unwrap();
+        let env = Envelope::parse(&envelope).unwrap();
+        let host_wrap = env.clone().host_hex().unwrap();
+        assert!(
+            files_contain(&dir, host_wrap.as_bytes()),
+            "positive control"
+        );
+
+        store.seal_away().unwrap();
+        assert!(matches!(store.get(SNAPSHOT, doc), Err(Error::Wiped)));
+        drop(store);
+        assert!(
+            !files_contain(tmp.path(), host_wrap.as_bytes()),
+            "a copy of the host's wrap survived the wipe"
+        );
+        assert!(files_contain(&dir, &sealed[0]), "the sealed record is kept");
+        assert!(matches!(
+            DeviceStore::open(&dir, &test_key()),
+            Err(Error::Wiped)
+        ));
+        assert_eq!(
+            DeviceStore::wiped_escrow_device(&dir).unwrap(),
+            Some(device)
+        );
+        assert!(matches!(
+            DeviceStore::bring_back(&dir, Unlock::Key(&test_key()), &[8u8; 32]),
+            Err(Error::Unrecoverable)
+        ));
+
+        // Brought back under a passphrase this time: the data key is wrapped anew.
+        let pass = "a new passphrase after the wipe";
+        let store = DeviceStore::bring_back(&dir, Unlock::Passphrase(pass), &escrow).unwrap();
+        assert_eq!(store.get(SNAPSHOT, doc).unwrap().unwrap(), MARKER);
+        drop(store);
+        assert!(matches!(
+            DeviceStore::open(&dir, &test_key()),
+            Err(Error::WrongKey)
+        ));
+        let store = DeviceStore::open_with(&dir, Unlock::Passphrase(pass)).unwrap();
+        assert_eq!(store.get(SNAPSHOT, doc).unwrap().unwrap(), MARKER);
+        drop(store);
+        assert_eq!(DeviceStore::wiped_escrow_device(&dir).unwrap(), None);
+    }
+
+    #[test]
     fn a_store_written_in_the_clear_is_refused_with_a_clear_error() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("store");

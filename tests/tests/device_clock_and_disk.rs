@@ -337,3 +337,51 @@ fn rand_seed() -> u64 {
 fn tmp_in(dir: &Path) -> tempfile::TempDir {
     tempfile::tempdir_in(dir).unwrap()
 }
+
+#[test]
+fn a_store_the_lease_wiped_comes_back_with_its_unsynced_notes_when_its_user_signs_in() {
+    use casenote_client_core::lease::Uptime;
+    use casenote_client_core::store::Unlock;
+    use casenote_client_core::{Clocks, Device, Error};
+    use std::sync::Arc;
+    let (tmp, data, staff) = demo_borough();
+    let server = Server::start(&data);
+    let priya = device(&tmp, &server, &staff, "priya", "Priya Shah");
+    let case = priya.ok(&["case", "new", "--name", "Wiped Person"]);
+    let marker = "unsynced when the lease wiped the store";
+    priya.ok(&["note", "add", &case, "--text", marker]);
+
+    // After a reboot, with the clock 15 days ahead, the device has only its wall clock to go
+    // on, and its lease wipes it. (The reboot is the one thing a test cannot do to the CLI, so
+    // this step runs the same client-core code with the CLI's own key and stated clocks.)
+    let key = casenote_cli::keys::read_key_file(&priya.store_key_file()).unwrap();
+    let ahead = casenote_server::now_ms() + 15 * 24 * 3600 * 1000;
+    let clocks = Clocks {
+        wall: Arc::new(move || ahead),
+        uptime: Arc::new(|| {
+            Some(Uptime {
+                boot_id: "the next boot".into(),
+                ms: 1000,
+            })
+        }),
+    };
+    assert!(matches!(
+        Device::open_with(&priya.store, Unlock::Key(&key), clocks),
+        Err(Error::ExpiredAndWiped { days: 14 })
+    ));
+
+    // Through the CLI: nothing can be read; `login` brings everything back.
+    let (code, err) = priya.fails(&["show", &case]);
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("sign in again"), "{err}");
+    priya.ok(&[
+        "login",
+        "--server",
+        &server.url,
+        "--token",
+        &token_of(&staff, "Priya Shah"),
+    ]);
+    assert!(note_texts(&priya.show(&case)).contains(&marker.to_string()));
+    let report = priya.sync();
+    assert!(report["changes_stored"].as_u64().unwrap() >= 1, "{report}");
+}
