@@ -341,10 +341,9 @@ impl Device {
     /// The offline lease as `status` shows it.
     fn lease_status(&self) -> Result<LeaseStatus, Error> {
         let policy: wire::Lease = self.store.meta_json(META_LEASE)?.unwrap_or_default();
-        let last = match self.lease_anchor()? {
-            Some(anchor) => Some(self.now() - self.away(&anchor)),
-            None => None,
-        };
+        let last = self
+            .lease_anchor()?
+            .map(|anchor| self.now() - self.away(&anchor));
         Ok(LeaseStatus {
             last_contact_ms: last,
             locks_at_ms: last.map(|l| l + policy.lock_after_ms),

@@ -265,6 +265,10 @@ fn physical_key(sealer: &Sealer, logical: &[u8]) -> Vec<u8> {
     out
 }
 
+/// What a copy does with one record: `(physical key, stored value)` in, what to write (or
+/// nothing) out.
+type CopyRecord<'a> = dyn FnMut(&[u8], &[u8]) -> Result<Option<Record>, Error> + 'a;
+
 /// Writes a copy of the store's records into fresh files, through `each` (which may re-seal
 /// them, or leave one out by returning `None`), with `envelope` as the key envelope if given,
 /// and swaps the copy in crash-safely (see [`recover`]). `guard` holds the store's open handle
@@ -273,7 +277,7 @@ fn copy_into_fresh(
     dir: &Path,
     guard: &mut Option<Inner>,
     envelope: Option<Vec<u8>>,
-    each: &mut dyn FnMut(&[u8], &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, Error>,
+    each: &mut CopyRecord<'_>,
 ) -> Result<(), Error> {
     let fresh = sibling(dir, ".rewrite");
     let old = sibling(dir, ".old");

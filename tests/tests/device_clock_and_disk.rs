@@ -118,7 +118,7 @@ fn a_sync_made_with_the_clock_a_year_behind_does_not_wipe_the_store_later() {
     // Unsynced edits after it, then the clock is put right.
     let later = "a note after the sync";
     priya.ok(&["note", "add", &case, "--text", later]);
-    let (code, out, err) = run(Command::from(priya.command(&["show", &case, "--json"])));
+    let (code, out, err) = run(priya.command(&["show", &case, "--json"]));
     assert_eq!(code, 0, "the next command with the right clock: {err}");
     for text in [marker, later] {
         assert!(out.contains(text), "{text} is gone: {out}");
