@@ -11,7 +11,9 @@ use crate::types::{
     SyncReport, WhoAmI,
 };
 use casenote_client_core::crypto::KEY_BYTES;
-use casenote_client_core::{Device, StoreKey};
+use casenote_client_core::lease::{self, Uptime, UptimeClock};
+use casenote_client_core::store::Unlock;
+use casenote_client_core::{Clocks, Device, StoreKey};
 use std::path::Path;
 use std::sync::Arc;
 use zeroize::Zeroize;
@@ -38,6 +40,37 @@ fn store_key(mut key: Vec<u8>) -> Result<StoreKey> {
     })
 }
 
+/// The device's monotonic clock, which the offline lease counts with, so that a wrong date on
+/// the device neither wipes it early nor keeps it alive. Android:
+/// `SystemClock.elapsedRealtime()` and the boot count (`Settings.Global.BOOT_COUNT`) as the id;
+/// iOS: `clock_gettime_nsec_np(CLOCK_MONOTONIC) / 1_000_000` (it counts sleep) and the
+/// `kern.bootsessionuuid` sysctl. Without one the lease uses the kernel's clock on Android and
+/// Linux, and the wall clock elsewhere.
+#[uniffi::export(with_foreign)]
+pub trait ElapsedClock: Send + Sync {
+    /// Milliseconds since the device booted, sleep included.
+    fn elapsed_realtime_ms(&self) -> i64;
+    /// An id of this boot: it changes when the device restarts.
+    fn boot_id(&self) -> String;
+}
+
+/// The clocks a store is opened with: the app's monotonic clock if it passes one.
+fn clocks(clock: Option<Arc<dyn ElapsedClock>>) -> Clocks {
+    let uptime: UptimeClock = match clock {
+        Some(c) => Arc::new(move || {
+            Some(Uptime {
+                boot_id: c.boot_id(),
+                ms: c.elapsed_realtime_ms(),
+            })
+        }),
+        None => lease::system_uptime(),
+    };
+    Clocks {
+        uptime,
+        ..Clocks::system()
+    }
+}
+
 #[uniffi::export]
 impl CasenoteDevice {
     /// Opens (or creates) the store in `dir`, encrypted under `key` (32 bytes: keep them in
@@ -45,10 +78,38 @@ impl CasenoteDevice {
     /// the store is `WrongKey`, before anything is read; a key that is not 32 bytes is
     /// `InvalidInput`. A device past its offline lease's wipe time wipes itself here
     /// (`ExpiredAndWiped`); a locked one opens, and `login` unlocks it.
-    #[uniffi::constructor]
-    pub fn open(dir: String, key: Vec<u8>) -> Result<Arc<Self>> {
+    /// `clock`: the device's monotonic clock ([`ElapsedClock`]), for the offline lease.
+    #[uniffi::constructor(default(clock = None))]
+    pub fn open(
+        dir: String,
+        key: Vec<u8>,
+        clock: Option<Arc<dyn ElapsedClock>>,
+    ) -> Result<Arc<Self>> {
         let store_key = store_key(key)?;
-        let inner = Device::open(Path::new(&dir), &store_key)?;
+        let inner = Device::open_with(Path::new(&dir), Unlock::Key(&store_key), clocks(clock))?;
+        Ok(Arc::new(Self { inner }))
+    }
+
+    /// Opens the store in `dir` and signs it in to `server` with `token`, bringing back a store
+    /// that the offline lease wiped (`ExpiredAndWiped`), unsynced edits included: the server
+    /// hands its key only to the same member of staff, and never for a revoked device
+    /// (`Unrecoverable`). What to call when `open` says `ExpiredAndWiped`.
+    #[uniffi::constructor(default(clock = None))]
+    pub fn sign_in(
+        dir: String,
+        key: Vec<u8>,
+        server: String,
+        token: String,
+        clock: Option<Arc<dyn ElapsedClock>>,
+    ) -> Result<Arc<Self>> {
+        let store_key = store_key(key)?;
+        let (inner, _) = Device::sign_in(
+            Path::new(&dir),
+            Unlock::Key(&store_key),
+            clocks(clock),
+            &server,
+            &token,
+        )?;
         Ok(Arc::new(Self { inner }))
     }
 
@@ -58,12 +119,36 @@ impl CasenoteDevice {
     /// other user's key opens it. On a user switch the app releases the previous user's object
     /// (Kotlin `destroy()`, Swift: drop the last reference), which closes that store, then opens
     /// the next user's slot.
-    #[uniffi::constructor]
-    pub fn open_user_slot(root: String, key: Vec<u8>) -> Result<Arc<Self>> {
+    #[uniffi::constructor(default(clock = None))]
+    pub fn open_user_slot(
+        root: String,
+        key: Vec<u8>,
+        clock: Option<Arc<dyn ElapsedClock>>,
+    ) -> Result<Arc<Self>> {
         let store_key = store_key(key)?;
         let dir = casenote_client_core::SharedDevice::new(Path::new(&root)).slot_dir(&store_key);
-        let inner = Device::open(&dir, &store_key)?;
+        let inner = Device::open_with(&dir, Unlock::Key(&store_key), clocks(clock))?;
         Ok(Arc::new(Self { inner }))
+    }
+
+    /// [`CasenoteDevice::sign_in`] for one user's slot on a shared device.
+    #[uniffi::constructor(default(clock = None))]
+    pub fn sign_in_user_slot(
+        root: String,
+        key: Vec<u8>,
+        server: String,
+        token: String,
+        clock: Option<Arc<dyn ElapsedClock>>,
+    ) -> Result<Arc<Self>> {
+        let slot = casenote_client_core::SharedDevice::new(Path::new(&root));
+        let dir = slot.slot_dir(&store_key(key.clone())?);
+        Self::sign_in(
+            dir.to_string_lossy().into_owned(),
+            key,
+            server,
+            token,
+            clock,
+        )
     }
 
     /// Signs the store in to `server` (`http://host:port`) with the device token an administrator
@@ -253,7 +338,7 @@ mod tests {
     use super::*;
 
     fn open(dir: &Path, key: Vec<u8>) -> Result<Arc<CasenoteDevice>> {
-        CasenoteDevice::open(dir.to_str().unwrap().to_string(), key)
+        CasenoteDevice::open(dir.to_str().unwrap().to_string(), key, None)
     }
 
     #[test]

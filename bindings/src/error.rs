@@ -34,7 +34,9 @@ pub enum CasenoteError {
     /// The device has been out of touch with the server past its lease: sign in again (`login`)
     /// to unlock it. Unsynced edits are kept.
     Locked { message: String },
-    /// The device was out of touch past the wipe time and has wiped its store.
+    /// The device was out of touch past the wipe time and has wiped its store: nothing on it can
+    /// be read until its user signs in again (`CasenoteDevice.signIn`), which brings everything
+    /// back, unsynced edits included. Also the answer to opening such a store.
     ExpiredAndWiped { message: String },
     /// An administrator revoked this device; its store has been wiped.
     RevokedAndWiped { message: String },
@@ -52,6 +54,12 @@ pub enum CasenoteError {
     Corrupt { message: String },
     /// Anything else: a bug, or an error this version of the bindings does not know yet.
     Internal { message: String },
+    /// The device's disk is full: the edit was not saved and nothing else changed. Everything
+    /// saved can still be read; free some space and try again.
+    DiskFull { message: String },
+    /// A wiped store that cannot come back: its device was revoked, or the token signing in is
+    /// another member of staff's. Delete the directory.
+    Unrecoverable { message: String },
 }
 
 impl CasenoteError {
@@ -74,6 +82,8 @@ impl CasenoteError {
             Self::Store { .. } => "store",
             Self::Corrupt { .. } => "corrupt",
             Self::Internal { .. } => "internal",
+            Self::DiskFull { .. } => "disk_full",
+            Self::Unrecoverable { .. } => "unrecoverable",
         }
     }
 
@@ -95,7 +105,9 @@ impl CasenoteError {
             | Self::Protocol { message }
             | Self::Store { message }
             | Self::Corrupt { message }
-            | Self::Internal { message } => message,
+            | Self::Internal { message }
+            | Self::DiskFull { message }
+            | Self::Unrecoverable { message } => message,
         }
     }
 
@@ -130,7 +142,10 @@ impl From<Error> for CasenoteError {
             Error::RevokedAndWiped(_) => Self::RevokedAndWiped { message },
             Error::WrongKey => Self::WrongKey { message },
             Error::Locked { .. } => Self::Locked { message },
-            Error::ExpiredAndWiped { .. } => Self::ExpiredAndWiped { message },
+            Error::ExpiredAndWiped { .. } | Error::Wiped => Self::ExpiredAndWiped { message },
+            Error::DiskFull => Self::DiskFull { message },
+            Error::Unrecoverable => Self::Unrecoverable { message },
+            Error::StoreClosed => Self::Store { message },
             Error::Protocol(_) => Self::Protocol { message },
             // Variants client-core adds after this was written, until they get a kind here.
             #[allow(unreachable_patterns)]
@@ -183,6 +198,9 @@ mod tests {
             (Error::NotFound("case", "x".into()), "not_found"),
             (Error::InvalidKey("short".into()), "invalid_input"),
             (Error::RevokedAndWiped("gone".into()), "revoked_and_wiped"),
+            (Error::Wiped, "expired_and_wiped"),
+            (Error::DiskFull, "disk_full"),
+            (Error::Unrecoverable, "unrecoverable"),
             (
                 Error::Transport(TransportError::Unreachable {
                     url: "http://127.0.0.1:9".into(),

@@ -4,7 +4,7 @@
 //! Errors print as `casenote: ...` with an exit code that means something:
 //! 1 the request was refused or invalid, 2 usage, 3 the server could not be reached (edits are
 //! safe on the device), 4 the server refused the token, 5 the device is locked or wiped by its
-//! offline lease (sign in again).
+//! offline lease (sign in again: `login` brings a wiped store back).
 //!
 //! The store is encrypted; [`keys`] finds its key (a key file, or `--passphrase`).
 
@@ -12,9 +12,8 @@ pub mod keys;
 mod watch;
 
 use anyhow::{Context, Result};
-use casenote_client_core::device::system_clock;
 use casenote_client_core::store::Unlock;
-use casenote_client_core::{Device, Error as CoreError, TransportError};
+use casenote_client_core::{Clocks, Device, Error as CoreError, TransportError};
 use casenote_protocol::record::{field, Identity, NoteKind};
 use casenote_protocol::{CaseId, DocId};
 use clap::{Parser, Subcommand};
@@ -320,7 +319,10 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         Some(CoreError::Transport(TransportError::Unauthorized(_)))
         | Some(CoreError::Transport(TransportError::Revoked(_)))
         | Some(CoreError::RevokedAndWiped(_)) => 4,
-        Some(CoreError::Locked { .. }) | Some(CoreError::ExpiredAndWiped { .. }) => 5,
+        Some(CoreError::Locked { .. })
+        | Some(CoreError::ExpiredAndWiped { .. })
+        | Some(CoreError::Wiped)
+        | Some(CoreError::Unrecoverable) => 5,
         _ => 1,
     }
 }
@@ -345,20 +347,24 @@ fn run(cli: Cli) -> Result<()> {
         keys::KeySource::Key(k) => Unlock::Key(k),
         keys::KeySource::Passphrase(p) => Unlock::Passphrase(p),
     };
-    let device = Device::open_with(&store, unlock, system_clock())
+    if let Cmd::Login { server, token } = &cli.cmd {
+        // Signing in also brings back a store that the offline lease wiped.
+        let (_, who) = Device::sign_in(&store, unlock, Clocks::system(), server, token)
+            .with_context(|| format!("cannot sign in the device store at {}", store.display()))?;
+        let teams: Vec<&str> = who.teams.iter().map(|t| t.name.as_str()).collect();
+        println!(
+            "signed in as {} ({}, {}; {}) to {server}",
+            who.name,
+            who.role,
+            who.org,
+            teams.join(", ")
+        );
+        return Ok(());
+    }
+    let device = Device::open_with(&store, unlock, Clocks::system())
         .with_context(|| format!("cannot open the device store at {}", store.display()))?;
     match cli.cmd {
-        Cmd::Login { server, token } => {
-            let who = device.login(&server, &token)?;
-            let teams: Vec<&str> = who.teams.iter().map(|t| t.name.as_str()).collect();
-            println!(
-                "signed in as {} ({}, {}; {}) to {server}",
-                who.name,
-                who.role,
-                who.org,
-                teams.join(", ")
-            );
-        }
+        Cmd::Login { .. } => {} // signed in above
         Cmd::Whoami { json } => {
             let who = device.whoami()?;
             if json {

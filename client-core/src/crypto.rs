@@ -115,6 +115,56 @@ impl StoreKey {
     }
 }
 
+/// Wraps `key` under `wrapping` (XChaCha20-Poly1305 under a key derived for `purpose`, a random
+/// nonce, `aad` bound in): how a store's data key is kept under the host's key and under the
+/// server's escrow key ([`crate::keyring`]).
+pub(crate) fn wrap_key(wrapping: &[u8], purpose: &[u8], aad: &[u8], key: &StoreKey) -> Vec<u8> {
+    let cipher = wrapping_cipher(wrapping, purpose);
+    let mut nonce = [0u8; NONCE_BYTES];
+    rand::rngs::OsRng.fill_bytes(&mut nonce);
+    let sealed = cipher
+        .encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: key.as_bytes(),
+                aad,
+            },
+        )
+        .expect("XChaCha20-Poly1305 seals 32 bytes");
+    let mut out = Vec::with_capacity(NONCE_BYTES + sealed.len());
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(&sealed);
+    out
+}
+
+/// Opens what [`wrap_key`] made; `None` under another wrapping key, purpose or `aad`, or when
+/// altered.
+pub(crate) fn unwrap_key(
+    wrapping: &[u8],
+    purpose: &[u8],
+    aad: &[u8],
+    wrapped: &[u8],
+) -> Option<StoreKey> {
+    if wrapped.len() < NONCE_BYTES {
+        return None;
+    }
+    let (nonce, sealed) = wrapped.split_at(NONCE_BYTES);
+    let plain = Zeroizing::new(
+        wrapping_cipher(wrapping, purpose)
+            .decrypt(XNonce::from_slice(nonce), Payload { msg: sealed, aad })
+            .ok()?,
+    );
+    StoreKey::from_slice(&plain).ok()
+}
+
+fn wrapping_cipher(wrapping: &[u8], purpose: &[u8]) -> XChaCha20Poly1305 {
+    let hk = hkdf::Hkdf::<Sha256>::new(None, wrapping);
+    let mut key = Zeroizing::new([0u8; KEY_BYTES]);
+    hk.expand(purpose, key.as_mut())
+        .expect("32 bytes is a valid HKDF-SHA256 output length");
+    XChaCha20Poly1305::new(key.as_ref().into())
+}
+
 /// Seals and opens store records under one [`StoreKey`].
 pub(crate) struct Sealer {
     values: XChaCha20Poly1305,
@@ -134,7 +184,9 @@ impl Sealer {
         }
     }
 
-    /// The tag that tells this key from any other.
+    /// The tag that told this key from any other in stores from before key envelopes (tests make
+    /// such stores to check their migration).
+    #[cfg(test)]
     pub(crate) fn check_tag(&self) -> &[u8; KEY_BYTES] {
         &self.check
     }
@@ -241,6 +293,22 @@ mod tests {
         );
         assert!(a.open(b"slot-1", &sealed[..10]).is_err());
         assert!(a.open(b"slot-1", &[]).is_err());
+    }
+
+    #[test]
+    fn a_wrapped_key_opens_only_with_its_wrapping_key_purpose_and_aad() {
+        let key = StoreKey::generate();
+        let w = [7u8; KEY_BYTES];
+        let wrapped = wrap_key(&w, b"p", b"aad", &key);
+        let back = unwrap_key(&w, b"p", b"aad", &wrapped).unwrap();
+        assert_eq!(back.as_bytes(), key.as_bytes());
+        assert!(unwrap_key(&[8u8; KEY_BYTES], b"p", b"aad", &wrapped).is_none());
+        assert!(unwrap_key(&w, b"q", b"aad", &wrapped).is_none());
+        assert!(unwrap_key(&w, b"p", b"other", &wrapped).is_none());
+        let mut flipped = wrapped.clone();
+        flipped[30] ^= 1;
+        assert!(unwrap_key(&w, b"p", b"aad", &flipped).is_none());
+        assert!(unwrap_key(&w, b"p", b"aad", &wrapped[..10]).is_none());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 use crate::crypto::StoreKey;
 use crate::engine::{self, Outgoing, Plan};
 use crate::error::Error;
+use crate::lease::{self, Anchor, UptimeClock};
 use crate::store::{self, DeviceStore, Header, Unlock, Writes};
 use crate::transport::{HttpTransport, Transport, TransportError};
 use automerge::{ActorId, Author, AutoCommit, ChangeHash, ReadDoc};
@@ -32,6 +33,32 @@ pub fn system_clock() -> Clock {
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0)
     })
+}
+
+/// The device's two clocks: the wall clock (note times, the clock sent with a sync) and the
+/// monotonic clock that the offline lease counts with ([`crate::lease`]).
+#[derive(Clone)]
+pub struct Clocks {
+    pub wall: Clock,
+    pub uptime: UptimeClock,
+}
+
+impl Clocks {
+    /// The operating system's clocks.
+    pub fn system() -> Self {
+        Self {
+            wall: system_clock(),
+            uptime: lease::system_uptime(),
+        }
+    }
+
+    /// A wall clock alone: the lease counts with it (a test that moves a clock by hand).
+    pub fn wall_only(wall: Clock) -> Self {
+        Self {
+            wall,
+            uptime: lease::no_uptime(),
+        }
+    }
 }
 
 /// One line of `case list`.
@@ -98,10 +125,11 @@ pub struct Status {
     pub lease: LeaseStatus,
 }
 
-/// How long this device may stay out of touch with the server, as `status` shows it.
+/// How long this device may stay out of touch with the server, as `status` shows it. Times are
+/// on the device's wall clock now: the time away is counted as [`crate::lease`] says.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct LeaseStatus {
-    /// When the device last reached the server (device clock, ms since the epoch).
+    /// When the device last reached the server (ms since the epoch): now minus the time away.
     pub last_contact_ms: Option<i64>,
     /// When it locks, and when it wipes itself, if it does not reach the server before.
     pub locks_at_ms: Option<i64>,
@@ -119,7 +147,7 @@ struct Traffic {
 /// A case record store on one device, signed in as one member of staff.
 pub struct Device {
     store: DeviceStore,
-    clock: Clock,
+    clocks: Clocks,
 }
 
 const META_SERVER: &str = "server";
@@ -130,17 +158,42 @@ const META_CURSOR: &str = "cursor";
 const META_LAST_SYNC: &str = "last_sync";
 const META_LOG_ID: &str = "log_id";
 const META_CONFIRM: &str = "confirm_reconcile";
-/// Device clock at the last successful exchange with the server.
+/// The offline lease's anchor at the last contact with the server ([`lease::Anchor`], JSON).
+const META_LEASE_ANCHOR: &str = "lease_anchor";
+/// Stores from before lease anchors: the device clock at the last contact, and the highest
+/// device clock seen. Read once, replaced by an anchor at the next contact.
 const META_LAST_CONTACT: &str = "last_contact";
-/// The highest device clock seen: a clock set back does not extend the lease.
 const META_CLOCK_HIGH: &str = "clock_high";
 /// Present while the device is locked for want of contact.
 const META_LOCKED: &str = "locked";
 const META_LEASE: &str = "lease";
 const META_TRAFFIC: &str = "traffic";
-/// How far the clock may move before `clock_high` is written again: bounds the writes that the
-/// lease check costs to one an hour.
-const CLOCK_HIGH_STEP_MS: i64 = 3600 * 1000;
+
+/// Adds to `w` a contact with the server: its lease anchor, replacing any older form.
+fn stage_contact(w: &mut Writes, anchor: Vec<u8>) {
+    w.put_meta(META_LEASE_ANCHOR, anchor);
+    w.remove(store::meta_key(META_LAST_CONTACT));
+    w.remove(store::meta_key(META_CLOCK_HIGH));
+}
+
+/// The escrow key in a server's answer, as bytes.
+fn escrow_key_bytes(key: &wire::EscrowKey) -> Result<zeroize::Zeroizing<Vec<u8>>, Error> {
+    let bytes = zeroize::Zeroizing::new(
+        hex::decode(&key.wrap_key)
+            .map_err(|_| Error::Protocol("an escrow key that is not hex".into()))?,
+    );
+    if bytes.len() != limits::ESCROW_KEY_BYTES {
+        return Err(Error::Protocol(format!(
+            "an escrow key of {} bytes",
+            bytes.len()
+        )));
+    }
+    Ok(bytes)
+}
+
+fn json_bytes(v: &impl Serialize) -> Vec<u8> {
+    serde_json::to_vec(v).expect("plain data serialises")
+}
 
 /// Whether two sets of heads are the same, in any order.
 fn same_heads(a: &[ChangeHash], b: &[ChangeHash]) -> bool {
@@ -152,27 +205,22 @@ fn case_doc(case: CaseId) -> DocId {
 }
 
 impl Device {
-    /// Opens (or creates) the store in `dir`, encrypted under `key`, with the system clock.
+    /// Opens (or creates) the store in `dir`, encrypted under `key`, with the system's clocks.
     pub fn open(dir: &Path, key: &StoreKey) -> Result<Self, Error> {
-        Self::open_with(dir, Unlock::Key(key), system_clock())
+        Self::open_with(dir, Unlock::Key(key), Clocks::system())
     }
 
-    /// Opens the store with an injected clock.
+    /// Opens the store with an injected wall clock and no monotonic clock: the offline lease
+    /// counts with the wall clock alone (tests that move a clock by hand).
     pub fn open_with_clock(dir: &Path, key: &StoreKey, clock: Clock) -> Result<Self, Error> {
-        Self::open_with(dir, Unlock::Key(key), clock)
+        Self::open_with(dir, Unlock::Key(key), Clocks::wall_only(clock))
     }
 
-    /// Opens the store with a key or a passphrase, and a clock. A device out of touch with the
-    /// server for longer than its lease wipes itself here ([`Error::ExpiredAndWiped`]); opening
-    /// again gives an empty store.
-    pub fn open_with(dir: &Path, unlock: Unlock<'_>, clock: Clock) -> Result<Self, Error> {
-        let store = DeviceStore::open_with(dir, unlock)?;
-        if store.meta(META_ACTOR)?.is_none() {
-            let mut w = Writes::default();
-            w.put_meta(META_ACTOR, ActorId::random().to_bytes().to_vec());
-            store.commit(w)?;
-        }
-        let device = Self { store, clock };
+    /// Opens the store with a key or a passphrase, and the device's clocks. A device out of
+    /// touch with the server for longer than its lease wipes itself here
+    /// ([`Error::ExpiredAndWiped`]).
+    pub fn open_with(dir: &Path, unlock: Unlock<'_>, clocks: Clocks) -> Result<Self, Error> {
+        let device = Self::open_unchecked(DeviceStore::open_with(dir, unlock)?, clocks)?;
         match device.unlocked() {
             Err(e @ Error::ExpiredAndWiped { .. }) => Err(e),
             // Locked still opens: the user signs in again through this handle.
@@ -180,29 +228,38 @@ impl Device {
         }
     }
 
+    /// A device over an open store, before its offline lease is checked.
+    fn open_unchecked(store: DeviceStore, clocks: Clocks) -> Result<Self, Error> {
+        if store.meta(META_ACTOR)?.is_none() {
+            let mut w = Writes::default();
+            w.put_meta(META_ACTOR, ActorId::random().to_bytes().to_vec());
+            store.commit(w)?;
+        }
+        Ok(Self { store, clocks })
+    }
+
     /// Checks the offline lease before records are touched: a device out of touch for longer
     /// than the lock time is locked (and stays locked until its user signs in again, whatever
-    /// its clock says later); past the wipe time it wipes itself. The clock's highest reading is
-    /// kept, so setting the clock back does not buy time.
+    /// its clocks say later); past the wipe time it wipes itself. Time away is counted from the
+    /// server's time at the last contact with the monotonic clock ([`crate::lease`]), so a wrong
+    /// wall clock neither wipes the device early nor keeps it alive. Reading never depends on a
+    /// write succeeding: what the check records (a new boot's anchor, the lock) is best effort,
+    /// so a full disk still reads.
     fn unlocked(&self) -> Result<(), Error> {
-        let Some(last) = self.meta_i64(META_LAST_CONTACT)? else {
+        let Some(anchor) = self.lease_anchor()? else {
             return Ok(()); // never reached a server: holds nothing from it
         };
         let policy: wire::Lease = self.store.meta_json(META_LEASE)?.unwrap_or_default();
-        let high = self.meta_i64(META_CLOCK_HIGH)?.unwrap_or(last);
-        let now = self.now().max(high);
-        if now >= high + CLOCK_HIGH_STEP_MS {
-            let mut w = Writes::default();
-            w.put_meta(META_CLOCK_HIGH, now.to_be_bytes().to_vec());
-            self.store.commit(w)?;
-        }
-        let away = now - last;
-        if away >= policy.wipe_after_ms {
+        let away = self.away(&anchor);
+        // Past the wipe time a store whose key is escrowed is sealed away: every record stays,
+        // and only its user signing in again brings it back. One without escrow (never signed in
+        // since escrow came) only locks: no clock may destroy an edit.
+        if away >= policy.wipe_after_ms && self.store.has_escrow()? {
             tracing::warn!(
                 away_ms = away,
                 "offline lease expired: wiping the device store"
             );
-            self.wipe()?;
+            self.store.seal_away()?;
             return Err(Error::ExpiredAndWiped {
                 days: policy.wipe_after_ms / (24 * 3600 * 1000),
             });
@@ -213,13 +270,56 @@ impl Device {
                 tracing::warn!(away_ms = away, "offline lease: locking the device store");
                 let mut w = Writes::default();
                 w.put_meta(META_LOCKED, Vec::new());
-                self.store.commit(w)?;
+                self.commit_best_effort(w, "the lock");
             }
             return Err(Error::Locked {
                 hours: policy.lock_after_ms / (3600 * 1000),
             });
         }
         Ok(())
+    }
+
+    /// The lease's anchor at the last contact; for a store from before anchors, one made from
+    /// its last contact and highest clock reading (device clock).
+    fn lease_anchor(&self) -> Result<Option<Anchor>, Error> {
+        if let Some(anchor) = self.store.meta_json(META_LEASE_ANCHOR)? {
+            return Ok(Some(anchor));
+        }
+        let Some(last) = self.meta_i64(META_LAST_CONTACT)? else {
+            return Ok(None);
+        };
+        let high = self.meta_i64(META_CLOCK_HIGH)?.unwrap_or(last);
+        Ok(Some(Anchor {
+            counted_ms: (high - last).max(0),
+            ..Anchor::at_contact(last, last, None)
+        }))
+    }
+
+    /// Time away from the server now; a new boot's anchor is kept if it can be.
+    fn away(&self, anchor: &Anchor) -> i64 {
+        let (away, reanchor) = anchor.away(self.now(), (self.clocks.uptime)().as_ref());
+        if let Some(reanchor) = reanchor {
+            let mut w = Writes::default();
+            w.put_meta(META_LEASE_ANCHOR, json_bytes(&reanchor));
+            self.commit_best_effort(w, "the lease anchor");
+        }
+        away
+    }
+
+    /// Commits bookkeeping that reading must not depend on: a failure (a full disk) is logged.
+    fn commit_best_effort(&self, w: Writes, what: &'static str) {
+        if let Err(e) = self.store.commit(w) {
+            tracing::warn!(error = %e, what, "could not record lease bookkeeping; carrying on");
+        }
+    }
+
+    /// The lease anchor of a contact now, at the server's time `server_ms`.
+    fn contact_anchor(&self, server_ms: i64) -> Vec<u8> {
+        json_bytes(&Anchor::at_contact(
+            server_ms,
+            self.now(),
+            (self.clocks.uptime)(),
+        ))
     }
 
     /// A meta value of 8 bytes (a number, big-endian).
@@ -241,7 +341,9 @@ impl Device {
     /// The offline lease as `status` shows it.
     fn lease_status(&self) -> Result<LeaseStatus, Error> {
         let policy: wire::Lease = self.store.meta_json(META_LEASE)?.unwrap_or_default();
-        let last = self.meta_i64(META_LAST_CONTACT)?;
+        let last = self
+            .lease_anchor()?
+            .map(|anchor| self.now() - self.away(&anchor));
         Ok(LeaseStatus {
             last_contact_ms: last,
             locks_at_ms: last.map(|l| l + policy.lock_after_ms),
@@ -256,7 +358,7 @@ impl Device {
     }
 
     fn now(&self) -> i64 {
-        (self.clock)()
+        (self.clocks.wall)()
     }
 
     /// Signs this store in to `server` with `token`, after checking the token with the server.
@@ -280,12 +382,15 @@ impl Device {
                 });
             }
         }
+        // The store's data key is escrowed under this enrolment's key, so that a wipe by the
+        // offline lease can be undone by signing in again.
+        let escrow = transport.escrow(who.device_id)?;
+        self.store
+            .set_escrow(who.device_id, &escrow_key_bytes(&escrow)?)?;
         // Signing in is contact with the server: it unlocks a locked device and renews the lease.
-        let now = self.now();
         let mut w = Writes::default();
         w.remove(store::meta_key(META_LOCKED));
-        w.put_meta(META_LAST_CONTACT, now.to_be_bytes().to_vec());
-        w.put_meta(META_CLOCK_HIGH, now.to_be_bytes().to_vec());
+        stage_contact(&mut w, self.contact_anchor(escrow.server_time_ms));
         w.put_meta(META_SERVER, server.as_bytes());
         w.put_meta(META_TOKEN, token.as_bytes());
         w.put_meta(
@@ -294,6 +399,64 @@ impl Device {
         );
         self.store.commit(w)?;
         Ok(who)
+    }
+
+    /// Opens the store in `dir` and signs it in to `server` with `token` (what `login` does). A
+    /// store the offline lease wiped is brought back first, unsynced edits included, with its
+    /// escrow key from the server: only for a token of the same member of staff, and never for a
+    /// revoked device ([`Error::Unrecoverable`]).
+    pub fn sign_in(
+        dir: &Path,
+        unlock: Unlock<'_>,
+        clocks: Clocks,
+        server: &str,
+        token: &str,
+    ) -> Result<(Self, WhoAmI), Error> {
+        Self::sign_in_with(
+            &HttpTransport::new(server, token),
+            dir,
+            unlock,
+            clocks,
+            (server, token),
+        )
+    }
+
+    /// [`Device::sign_in`] over a given transport.
+    pub fn sign_in_with(
+        transport: &dyn Transport,
+        dir: &Path,
+        unlock: Unlock<'_>,
+        clocks: Clocks,
+        (server, token): (&str, &str),
+    ) -> Result<(Self, WhoAmI), Error> {
+        let device = match Self::open_with(dir, unlock, clocks.clone()) {
+            Err(Error::Wiped | Error::ExpiredAndWiped { .. }) => {
+                Self::bring_back(transport, dir, unlock, clocks)?
+            }
+            other => other?,
+        };
+        let who = device.login_with(transport, server, token)?;
+        Ok((device, who))
+    }
+
+    /// Brings back a store the offline lease wiped, with the escrow key the server hands this
+    /// token for it.
+    fn bring_back(
+        transport: &dyn Transport,
+        dir: &Path,
+        unlock: Unlock<'_>,
+        clocks: Clocks,
+    ) -> Result<Self, Error> {
+        let escrowed = DeviceStore::wiped_escrow_device(dir)?.ok_or(Error::Unrecoverable)?;
+        let key = match transport.escrow(escrowed) {
+            Ok(key) => key,
+            Err(TransportError::Server { status: 404, .. }) => return Err(Error::Unrecoverable),
+            Err(e) => return Err(e.into()),
+        };
+        let store = DeviceStore::bring_back(dir, unlock, &escrow_key_bytes(&key)?)?;
+        tracing::info!(device = %escrowed, "a wiped device store was brought back");
+        // Not checked against the lease: the sign-in that follows is the contact that renews it.
+        Self::open_unchecked(store, clocks)
     }
 
     /// Who this store is signed in as.
@@ -1049,7 +1212,7 @@ impl Device {
             report.full_history_resends += resend.len();
             finished = !more && left.is_empty() && resend.is_empty();
             let last = finished.then_some(started);
-            self.carry_out(plan, now, &mut report, writes, last)?;
+            self.carry_out(plan, &mut report, writes, last)?;
             for d in &resend {
                 sent.remove(d);
             }
@@ -1119,13 +1282,13 @@ impl Device {
     fn carry_out(
         &self,
         plan: Plan,
-        now: i64,
         report: &mut SyncReport,
         mut w: Writes,
         last: Option<Instant>,
     ) -> Result<(), Error> {
-        // An answer from the server renews the offline lease, on the terms the server sets.
-        w.put_meta(META_LAST_CONTACT, now.to_be_bytes().to_vec());
+        // An answer from the server renews the offline lease, on the terms the server sets,
+        // counted from the server's time in it.
+        stage_contact(&mut w, self.contact_anchor(plan.server_time_ms));
         if let Some(lease) = plan.lease {
             w.put_meta(
                 META_LEASE,

@@ -109,6 +109,8 @@ pub struct Plan {
     pub more: bool,
     /// Device clock minus server clock when the answer came (ms).
     pub clock_offset_ms: i64,
+    /// The server's clock when it answered: the offline lease counts from it.
+    pub server_time_ms: i64,
     /// The server's log id, to keep with the cursor.
     pub log_id: uuid::Uuid,
     /// The server's log is not the one the device's cursor and bases refer to: start over.
@@ -150,6 +152,7 @@ pub fn interpret(resp: SyncResponse, sent_at_ms: i64) -> Result<Plan, Error> {
         cursor: resp.cursor,
         more: resp.more,
         clock_offset_ms: sent_at_ms - resp.server_time_ms,
+        server_time_ms: resp.server_time_ms,
         log_id: resp.log_id,
         reset: resp.reset,
         reconcile_id: resp.reconcile_id,

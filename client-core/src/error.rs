@@ -18,7 +18,11 @@ pub enum Error {
     #[error(transparent)]
     Record(#[from] RecordError),
     #[error("the device store failed: {0}")]
-    Store(#[from] sled::Error),
+    Store(sled::Error),
+    #[error("the device's disk is full: this change was not saved, and nothing else changed. What is saved can still be read; free some space and try again")]
+    DiskFull,
+    #[error("a write to the device store failed, so it was closed (nothing of that write is kept): open it again")]
+    StoreClosed,
     #[error("the device store holds damaged data ({0}); restore it or sign in to a new store")]
     Corrupt(String),
     #[error(transparent)]
@@ -33,10 +37,23 @@ pub enum Error {
     Unencrypted(String),
     #[error("this device has not reached the server for {hours} hours, so it is locked: sign in again (`login`) to unlock it. Unsynced edits are kept")]
     Locked { hours: i64 },
-    #[error("this device had not reached the server for {days} days, so it has wiped its store: every case record is gone from it. Sign in again to start afresh")]
+    #[error("this device had not reached the server for {days} days, so it has wiped its store: nothing on it can be read until you sign in again (`login`), which brings everything back, unsynced edits included")]
     ExpiredAndWiped { days: i64 },
+    #[error("this device's store was wiped by its offline lease (it had not reached the server for too long): sign in again (`login`) to bring it back, unsynced edits included")]
+    Wiped,
+    #[error("this store was wiped and cannot be brought back: its device was revoked, or it belongs to another member of staff, so the server will not hand this token its key. Nothing in it can be read: delete the directory, or use another store")]
+    Unrecoverable,
     #[error("the server sent something this device cannot use: {0}")]
     Protocol(String),
+}
+
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Self {
+        match &e {
+            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => Error::DiskFull,
+            _ => Error::Store(e),
+        }
+    }
 }
 
 impl From<automerge::AutomergeError> for Error {

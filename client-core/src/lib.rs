@@ -7,8 +7,11 @@
 
 pub mod crypto;
 pub mod device;
+mod disk;
 pub mod engine;
 pub mod error;
+mod keyring;
+pub mod lease;
 pub mod live;
 pub mod schedule;
 pub mod shared;
@@ -16,7 +19,7 @@ pub mod store;
 pub mod transport;
 
 pub use crypto::StoreKey;
-pub use device::{CaseSummary, Clock, Device, Status, SyncReport};
+pub use device::{CaseSummary, Clock, Clocks, Device, Status, SyncReport};
 pub use error::Error;
 pub use schedule::SyncSchedule;
 pub use shared::SharedDevice;

@@ -7,7 +7,7 @@
 //! key opens nothing but their own slot.
 
 use crate::crypto::StoreKey;
-use crate::device::{system_clock, Clock, Device};
+use crate::device::{Clock, Clocks, Device};
 use crate::error::Error;
 use crate::store::Unlock;
 use std::path::{Path, PathBuf};
@@ -15,21 +15,26 @@ use std::path::{Path, PathBuf};
 /// One device shared by several users.
 pub struct SharedDevice {
     root: PathBuf,
-    clock: Clock,
+    clocks: Clocks,
     current: Option<Device>,
 }
 
 impl SharedDevice {
-    /// A shared device whose slots live under `root`, with the system clock.
+    /// A shared device whose slots live under `root`, with the system's clocks.
     pub fn new(root: &Path) -> Self {
-        Self::with_clock(root, system_clock())
+        Self::with_clocks(root, Clocks::system())
     }
 
-    /// A shared device with an injected clock (for its users' offline leases).
+    /// A shared device with an injected wall clock and no monotonic clock (tests).
     pub fn with_clock(root: &Path, clock: Clock) -> Self {
+        Self::with_clocks(root, Clocks::wall_only(clock))
+    }
+
+    /// A shared device with the host's clocks (for its users' offline leases).
+    pub fn with_clocks(root: &Path, clocks: Clocks) -> Self {
         Self {
             root: root.to_path_buf(),
-            clock,
+            clocks,
             current: None,
         }
     }
@@ -45,7 +50,7 @@ impl SharedDevice {
     pub fn switch_user(&mut self, key: &StoreKey) -> Result<&Device, Error> {
         self.sign_out();
         let dir = self.slot_dir(key);
-        let device = Device::open_with(&dir, Unlock::Key(key), self.clock.clone())?;
+        let device = Device::open_with(&dir, Unlock::Key(key), self.clocks.clone())?;
         Ok(self.current.insert(device))
     }
 

@@ -18,7 +18,7 @@
 //! | `x` | case id, doc id | hash(case), hash(doc) | index of a case's documents (empty value) |
 //! | `q` | doc id | hash(doc) | outbox list base: the heads the `o` list is relative to |
 //! | `o` | doc id, number (u64 BE) | hash(doc), number | one unacknowledged change's bytes, in order |
-//! | `!` | (none) | (none) | in the clear: format, passphrase salt, key check tag |
+//! | `!` | (none) | (none) | in the clear: the key envelope ([`crate::keyring`]): format, salt, the data key wrapped under the host's key and under the server's escrow key, the escrow's device id |
 //!
 //! What the files still show: how many records of each kind there are, their sizes, and how many
 //! chunks a document has; never an id, a name, or a word of a record.
@@ -31,9 +31,11 @@
 //! the same batch as the deletions that need it.
 
 use crate::crypto::{Sealer, StoreKey, KEY_BYTES, SALT_BYTES};
+use crate::disk;
 use crate::error::Error;
+use crate::keyring::{self, Envelope};
 use automerge::{AutoCommit, ChangeHash};
-use casenote_protocol::{limits, CaseId, DocId, DocKind};
+use casenote_protocol::{limits, CaseId, DeviceId, DocId, DocKind};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -54,8 +56,6 @@ pub const OUTBOX_CHANGE: u8 = b'o';
 const DOC_RECORDS: [u8; 6] = [HEADER, SNAPSHOT, BASE, DIRTY, REFUSED, OUTBOX_BASE];
 /// The key check record's key: outside every prefix, so no scan meets it.
 const KEY_CHECK: &[u8] = b"!";
-/// The key check record's format.
-const KEY_CHECK_V1: u8 = 1;
 
 /// What the device knows about a document without opening it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +72,7 @@ pub type Record = (Vec<u8>, Vec<u8>);
 
 /// How a store is unlocked: with a key the host app holds, or a passphrase (Argon2id under the
 /// store's own salt).
+#[derive(Clone, Copy)]
 pub enum Unlock<'a> {
     Key(&'a StoreKey),
     Passphrase(&'a str),
@@ -81,8 +82,12 @@ pub enum Unlock<'a> {
 pub struct DeviceStore {
     dir: PathBuf,
     sealer: Sealer,
-    salt: [u8; SALT_BYTES],
+    /// The data key, to wrap it for the escrow at sign-in.
+    data_key: StoreKey,
     inner: RwLock<Option<Inner>>,
+    /// Set once the offline lease wiped the store through this handle: calls fail with
+    /// [`Error::Wiped`].
+    wiped: std::sync::atomic::AtomicBool,
 }
 
 struct Inner {
@@ -103,8 +108,11 @@ fn sibling(dir: &Path, suffix: &str) -> PathBuf {
     dir.with_file_name(name)
 }
 
+/// Opens sled in `dir`, with room to do so on a full disk ([`crate::disk`]).
 fn open_inner(dir: &Path) -> Result<Inner, Error> {
+    disk::before_open(dir);
     let db = casenote_sled_recovery::open(dir)?;
+    disk::keep_reserve(dir);
     let tree = db.open_tree(TREE)?;
     Ok(Inner { db, tree })
 }
@@ -128,7 +136,7 @@ fn recover(dir: &Path) -> Result<(), Error> {
 }
 
 fn io(e: std::io::Error) -> Error {
-    Error::Store(sled::Error::Io(e))
+    Error::from(sled::Error::Io(e))
 }
 
 pub fn key(prefix: u8, doc: DocId) -> Vec<u8> {
@@ -205,23 +213,161 @@ impl Writes {
     pub fn put_meta(&mut self, name: &str, value: impl Into<Vec<u8>>) {
         self.put(meta_key(name), value);
     }
-}
-
-fn key_check_record(salt: &[u8; SALT_BYTES], tag: &[u8; KEY_BYTES]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(1 + SALT_BYTES + KEY_BYTES);
-    v.push(KEY_CHECK_V1);
-    v.extend_from_slice(salt);
-    v.extend_from_slice(tag);
-    v
-}
-
-/// The salt and tag of a key check record.
-fn parse_key_check(v: &[u8]) -> Result<([u8; SALT_BYTES], &[u8]), Error> {
-    if v.len() != 1 + SALT_BYTES + KEY_BYTES || v[0] != KEY_CHECK_V1 {
-        return Err(Error::Corrupt("the store's key check record".into()));
+    /// About how many bytes these writes put on disk (keys and values, before sealing).
+    fn bytes(&self) -> usize {
+        self.ops
+            .iter()
+            .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len) + 64)
+            .sum()
     }
-    let salt = v[1..1 + SALT_BYTES].try_into().expect("length checked");
-    Ok((salt, &v[1 + SALT_BYTES..]))
+}
+
+/// The host's key: the app's own, or one derived from a passphrase under the store's salt.
+fn host_key(unlock: Unlock<'_>, salt: &[u8; SALT_BYTES]) -> Result<StoreKey, Error> {
+    match unlock {
+        Unlock::Key(k) => Ok(k.clone()),
+        Unlock::Passphrase(p) => StoreKey::from_passphrase(p, salt),
+    }
+}
+
+/// The salt and check tag of a format 1 key check record (from before key envelopes), if `v` is
+/// one.
+fn parse_v1(v: &[u8]) -> Option<([u8; SALT_BYTES], &[u8])> {
+    if v.len() != 1 + SALT_BYTES + KEY_BYTES || v[0] != keyring::FORMAT_V1 {
+        return None;
+    }
+    let salt = v[1..1 + SALT_BYTES].try_into().ok()?;
+    Some((salt, &v[1 + SALT_BYTES..]))
+}
+
+/// The key of a logical key on disk under `sealer`: each id or name replaced by its keyed hash.
+/// A logical key prefix maps to a physical key prefix, so prefix scans work unchanged.
+fn physical_key(sealer: &Sealer, logical: &[u8]) -> Vec<u8> {
+    let Some((&prefix, rest)) = logical.split_first() else {
+        return Vec::new();
+    };
+    let mut out = Vec::with_capacity(1 + 2 * crate::crypto::NAME_BYTES + 8);
+    out.push(prefix);
+    if rest.is_empty() {
+        return out;
+    }
+    match prefix {
+        CHUNK | OUTBOX_CHANGE if rest.len() > 16 => {
+            out.extend_from_slice(&sealer.name(&rest[..16]));
+            out.extend_from_slice(&rest[16..]); // the chunk number, kept in order
+        }
+        CASE_INDEX if rest.len() > 16 => {
+            out.extend_from_slice(&sealer.name(&rest[..16]));
+            out.extend_from_slice(&sealer.name(&rest[16..]));
+        }
+        _ => out.extend_from_slice(&sealer.name(rest)),
+    }
+    out
+}
+
+/// What a copy does with one record: `(physical key, stored value)` in, what to write (or
+/// nothing) out.
+type CopyRecord<'a> = dyn FnMut(&[u8], &[u8]) -> Result<Option<Record>, Error> + 'a;
+
+/// Writes a copy of the store's records into fresh files, through `each` (which may re-seal
+/// them, or leave one out by returning `None`), with `envelope` as the key envelope if given,
+/// and swaps the copy in crash-safely (see [`recover`]). `guard` holds the store's open handle
+/// and gets the fresh one.
+fn copy_into_fresh(
+    dir: &Path,
+    guard: &mut Option<Inner>,
+    envelope: Option<Vec<u8>>,
+    each: &mut CopyRecord<'_>,
+) -> Result<(), Error> {
+    let fresh = sibling(dir, ".rewrite");
+    let old = sibling(dir, ".old");
+    if fresh.exists() {
+        std::fs::remove_dir_all(&fresh).map_err(io)?;
+    }
+    {
+        let current = guard.as_ref().ok_or(Error::StoreClosed)?;
+        let copy = open_inner(&fresh)?;
+        for item in current.tree.iter() {
+            let (k, v) = item?;
+            let record = if k.as_ref() == KEY_CHECK {
+                Some((k.to_vec(), envelope.clone().unwrap_or_else(|| v.to_vec())))
+            } else {
+                each(&k, &v)?
+            };
+            if let Some((k, v)) = record {
+                copy.tree.insert(k, v)?;
+            }
+        }
+        copy.db.flush()?;
+    }
+    *guard = None; // closes the old files
+    std::fs::rename(dir, &old).map_err(io)?;
+    std::fs::rename(&fresh, dir).map_err(io)?;
+    std::fs::remove_dir_all(&old).map_err(io)?;
+    *guard = Some(open_inner(dir)?);
+    Ok(())
+}
+
+/// Re-seals a format 1 store (sealed under the host's key itself) under a fresh data key, with
+/// an envelope: one pass over every record into fresh files, swapped in crash-safely (a crash
+/// leaves the format 1 store, migrated again at the next open). Returns the data key.
+fn migrate_v1(
+    dir: &Path,
+    guard: &mut Option<Inner>,
+    host: &StoreKey,
+    salt: &[u8; SALT_BYTES],
+) -> Result<StoreKey, Error> {
+    let old_sealer = Sealer::new(host);
+    let data = StoreKey::generate();
+    let new_sealer = Sealer::new(&data);
+    let envelope = Envelope::new(salt, &data, host).encode();
+    copy_into_fresh(dir, guard, Some(envelope), &mut |physical, stored| {
+        let (logical, value) = old_sealer.open(physical, stored)?;
+        let moved = physical_key(&new_sealer, &logical);
+        let sealed = new_sealer.seal(&moved, &logical, &value);
+        Ok(Some((moved, sealed)))
+    })?;
+    tracing::info!("the device store was re-sealed under a data key of its own (format 2)");
+    Ok(data)
+}
+
+/// Reads the key envelope of the open store, migrating a format 1 store, or making one for a new
+/// store; returns it with the data key if the host's key opens it (`None`: the offline lease
+/// wiped the store).
+fn read_envelope(
+    dir: &Path,
+    guard: &mut Option<Inner>,
+    unlock: Unlock<'_>,
+) -> Result<Option<StoreKey>, Error> {
+    let tree = guard.as_ref().ok_or(Error::StoreClosed)?.tree.clone();
+    let Some(v) = tree.get(KEY_CHECK)? else {
+        if !tree.is_empty() {
+            return Err(Error::Unencrypted(dir.display().to_string()));
+        }
+        let mut salt = [0u8; SALT_BYTES];
+        rand::rngs::OsRng.fill_bytes(&mut salt);
+        let data = StoreKey::generate();
+        let env = Envelope::new(&salt, &data, &host_key(unlock, &salt)?);
+        tree.insert(KEY_CHECK, env.encode())?;
+        guard.as_ref().ok_or(Error::StoreClosed)?.db.flush()?;
+        return Ok(Some(data));
+    };
+    if let Some((salt, tag)) = parse_v1(&v) {
+        let host = host_key(unlock, &salt)?;
+        if !Sealer::new(&host).is_own_tag(tag) {
+            return Err(Error::WrongKey);
+        }
+        return migrate_v1(dir, guard, &host, &salt).map(Some);
+    }
+    let mut env = Envelope::parse(&v)?;
+    if env.scrub {
+        // A wipe stopped before its rewrite: finish it, so that no old host wrap survives.
+        env.scrub = false;
+        copy_into_fresh(dir, guard, Some(env.encode()), &mut |k, v| {
+            Ok(Some((k.to_vec(), v.to_vec())))
+        })?;
+    }
+    env.open_host(&host_key(unlock, &env.salt()?)?)
 }
 
 impl DeviceStore {
@@ -231,42 +377,19 @@ impl DeviceStore {
     }
 
     /// Opens (or creates) the store in `dir`. A key other than the one the store was created
-    /// with is [`Error::WrongKey`], before anything is read.
+    /// with (or last brought back with) is [`Error::WrongKey`], before anything is read; a store
+    /// the offline lease wiped is [`Error::Wiped`] until its user signs in again
+    /// ([`DeviceStore::bring_back`]). A store from before key envelopes is re-sealed here.
     pub fn open_with(dir: &Path, unlock: Unlock<'_>) -> Result<Self, Error> {
         recover(dir)?;
-        let inner = open_inner(dir)?;
-        let (salt, tag) = match inner.tree.get(KEY_CHECK)? {
-            Some(v) => {
-                let (salt, tag) = parse_key_check(&v)?;
-                (salt, Some(tag.to_vec()))
-            }
-            None if inner.tree.is_empty() => {
-                let mut salt = [0u8; SALT_BYTES];
-                rand::rngs::OsRng.fill_bytes(&mut salt);
-                (salt, None)
-            }
-            None => return Err(Error::Unencrypted(dir.display().to_string())),
-        };
-        let key = match unlock {
-            Unlock::Key(k) => k.clone(),
-            Unlock::Passphrase(p) => StoreKey::from_passphrase(p, &salt)?,
-        };
-        let sealer = Sealer::new(&key);
-        match tag {
-            Some(tag) if !sealer.is_own_tag(&tag) => return Err(Error::WrongKey),
-            Some(_) => {}
-            None => {
-                inner
-                    .tree
-                    .insert(KEY_CHECK, key_check_record(&salt, sealer.check_tag()))?;
-                inner.db.flush()?;
-            }
-        }
+        let mut inner = Some(open_inner(dir)?);
+        let data = read_envelope(dir, &mut inner, unlock)?.ok_or(Error::Wiped)?;
         let store = Self {
             dir: dir.to_path_buf(),
-            sealer,
-            salt,
-            inner: RwLock::new(Some(inner)),
+            sealer: Sealer::new(&data),
+            data_key: data,
+            inner: RwLock::new(inner),
+            wiped: Default::default(),
         };
         if store.meta(META_REWRITE_PENDING)?.is_some() {
             store.rewrite()?;
@@ -274,34 +397,100 @@ impl DeviceStore {
         Ok(store)
     }
 
-    /// The key of a logical key on disk: each id or name replaced by its keyed hash. A logical
-    /// key prefix maps to a physical key prefix, so prefix scans work unchanged.
-    fn physical(&self, logical: &[u8]) -> Vec<u8> {
-        let Some((&prefix, rest)) = logical.split_first() else {
-            return Vec::new();
+    /// The enrolled device whose escrow key opens the wiped store in `dir` (`None`: the store is
+    /// not wiped, or has no escrow).
+    pub fn wiped_escrow_device(dir: &Path) -> Result<Option<DeviceId>, Error> {
+        recover(dir)?;
+        let inner = open_inner(dir)?;
+        let Some(v) = inner.tree.get(KEY_CHECK)? else {
+            return Ok(None);
         };
-        let mut out = Vec::with_capacity(1 + 2 * crate::crypto::NAME_BYTES + 8);
-        out.push(prefix);
-        if rest.is_empty() {
-            return out;
+        if parse_v1(&v).is_some() {
+            return Ok(None);
         }
-        match prefix {
-            CHUNK | OUTBOX_CHANGE if rest.len() > 16 => {
-                out.extend_from_slice(&self.sealer.name(&rest[..16]));
-                out.extend_from_slice(&rest[16..]); // the chunk number, kept in order
+        let env = Envelope::parse(&v)?;
+        let wiped = env.is_wiped();
+        Ok(env.escrow.filter(|_| wiped).map(|e| e.device_id))
+    }
+
+    /// Brings back a store the offline lease wiped, with the escrow key the server handed out
+    /// for it: the data key is wrapped under the host's key again (which may be a new one, a new
+    /// passphrase say), and the store opens as it was before the wipe. A key that does not open
+    /// the escrow is [`Error::Unrecoverable`].
+    pub fn bring_back(dir: &Path, unlock: Unlock<'_>, escrow_key: &[u8]) -> Result<Self, Error> {
+        recover(dir)?;
+        {
+            let inner = open_inner(dir)?;
+            let v = inner.tree.get(KEY_CHECK)?.ok_or(Error::Unrecoverable)?;
+            let mut env = Envelope::parse(&v)?;
+            if env.is_wiped() {
+                let data = env.open_escrow(escrow_key).ok_or(Error::Unrecoverable)?;
+                env.seal_host(&data, &host_key(unlock, &env.salt()?)?);
+                inner.tree.insert(KEY_CHECK, env.encode())?;
+                inner.db.flush()?;
             }
-            CASE_INDEX if rest.len() > 16 => {
-                out.extend_from_slice(&self.sealer.name(&rest[..16]));
-                out.extend_from_slice(&self.sealer.name(&rest[16..]));
-            }
-            _ => out.extend_from_slice(&self.sealer.name(rest)),
         }
-        out
+        Self::open_with(dir, unlock)
+    }
+
+    /// Wraps the data key under `device`'s escrow key, in the envelope (at sign-in).
+    pub fn set_escrow(&self, device: DeviceId, escrow_key: &[u8]) -> Result<(), Error> {
+        let guard = self.inner();
+        let inner = guard.as_ref().ok_or_else(|| self.closed())?;
+        let v = inner.tree.get(KEY_CHECK)?.ok_or(Error::Unrecoverable)?;
+        let mut env = Envelope::parse(&v)?;
+        env.seal_escrow(&self.data_key, device, escrow_key);
+        disk::check_room(&self.dir, v.len())?;
+        inner.tree.insert(KEY_CHECK, env.encode())?;
+        inner.db.flush()?;
+        Ok(())
+    }
+
+    /// Whether the data key is escrowed, so that a wipe by the offline lease can be undone.
+    pub fn has_escrow(&self) -> Result<bool, Error> {
+        let v = self.tree()?.get(KEY_CHECK)?.unwrap_or_default();
+        Ok(Envelope::parse(&v)?.escrow.is_some())
+    }
+
+    /// The offline lease's wipe: forgets the host's wrap of the data key, rewrites the store's
+    /// files so that no copy of it survives, and closes the store. Every record stays, sealed:
+    /// only the escrow, through the server, opens it again ([`DeviceStore::bring_back`]).
+    pub fn seal_away(&self) -> Result<(), Error> {
+        let mut guard = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        let open = guard.as_ref().ok_or_else(|| self.closed())?;
+        let v = open.tree.get(KEY_CHECK)?.ok_or(Error::Unrecoverable)?;
+        let mut env = Envelope::parse(&v)?;
+        env.drop_host();
+        // Recorded first: a crash before the rewrite finishes is finished at the next open.
+        env.scrub = true;
+        open.tree.insert(KEY_CHECK, env.encode())?;
+        open.db.flush()?;
+        env.scrub = false;
+        let pending = self.physical(&meta_key(META_REWRITE_PENDING));
+        copy_into_fresh(&self.dir, &mut guard, Some(env.encode()), &mut |k, v| {
+            Ok((k != pending.as_slice()).then(|| (k.to_vec(), v.to_vec())))
+        })?;
+        self.wiped.store(true, std::sync::atomic::Ordering::SeqCst);
+        *guard = None;
+        Ok(())
+    }
+
+    /// Why the store is closed.
+    fn closed(&self) -> Error {
+        if self.wiped.load(std::sync::atomic::Ordering::SeqCst) {
+            Error::Wiped
+        } else {
+            Error::StoreClosed
+        }
+    }
+
+    fn physical(&self, logical: &[u8]) -> Vec<u8> {
+        physical_key(&self.sealer, logical)
     }
 
     fn get_logical(&self, logical: &[u8]) -> Result<Option<Vec<u8>>, Error> {
         let physical = self.physical(logical);
-        let Some(stored) = self.tree().get(&physical)? else {
+        let Some(stored) = self.tree()?.get(&physical)? else {
             return Ok(None);
         };
         let (k, v) = self.sealer.open(&physical, &stored)?;
@@ -316,7 +505,7 @@ impl DeviceStore {
     /// Every record whose logical key starts with `prefix`, opened, in key order.
     fn scan_logical(&self, prefix: &[u8]) -> Result<Vec<Record>, Error> {
         let mut out = Vec::new();
-        for item in self.tree().scan_prefix(self.physical(prefix)) {
+        for item in self.tree()?.scan_prefix(self.physical(prefix)) {
             let (physical, stored) = item?;
             out.push(self.sealer.open(&physical, &stored)?);
         }
@@ -332,18 +521,38 @@ impl DeviceStore {
         self.inner.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn tree(&self) -> sled::Tree {
-        self.inner()
+    /// The store's tree; an error if the store was closed after a failed write.
+    fn tree(&self) -> Result<sled::Tree, Error> {
+        Ok(self
+            .inner()
             .as_ref()
-            .expect("the store is reopened before rewrite or wipe returns")
+            .ok_or_else(|| self.closed())?
             .tree
-            .clone()
+            .clone())
     }
 
-    /// Applies writes atomically and makes them durable before returning.
+    /// Applies writes atomically and makes them durable before returning. Writes that would
+    /// leave the disk short of its headroom are refused before sled sees them
+    /// ([`Error::DiskFull`], nothing written). If sled fails anyway (the disk filled between the
+    /// check and the write), its handle is let go without being closed, since sled refuses every
+    /// write after a failed one and hangs when closed, and the store reads as closed until it is
+    /// opened again: nothing of the failed writes is read back.
     pub fn commit(&self, writes: Writes) -> Result<(), Error> {
+        disk::check_room(&self.dir, writes.bytes())?;
+        let result = self.apply(writes);
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, "a write to the device store failed; it is closed");
+            let mut guard = self.inner.write().unwrap_or_else(|p| p.into_inner());
+            if let Some(failed) = guard.take() {
+                std::mem::forget(failed);
+            }
+        }
+        result
+    }
+
+    fn apply(&self, writes: Writes) -> Result<(), Error> {
         let guard = self.inner();
-        let inner = guard.as_ref().expect("the store is open");
+        let inner = guard.as_ref().ok_or_else(|| self.closed())?;
         let mut batch = sled::Batch::default();
         for (logical, value) in writes.ops {
             let physical = self.physical(&logical);
@@ -363,43 +572,26 @@ impl DeviceStore {
     /// Copies the live keys into fresh files and deletes the old ones, so that nothing deleted
     /// before survives anywhere in the store's files.
     pub fn rewrite(&self) -> Result<(), Error> {
+        // The copy needs room for everything live: refused before sled writes any of it.
+        disk::check_room(&self.dir, self.size_on_disk()? as usize)?;
         let mut guard = self.inner.write().unwrap_or_else(|p| p.into_inner());
-        let fresh = sibling(&self.dir, ".rewrite");
-        let old = sibling(&self.dir, ".old");
-        if fresh.exists() {
-            std::fs::remove_dir_all(&fresh).map_err(io)?;
-        }
-        {
-            let current = guard.as_ref().expect("the store is open");
-            let copy = open_inner(&fresh)?;
-            let pending = self.physical(&meta_key(META_REWRITE_PENDING));
-            for item in current.tree.iter() {
-                let (k, v) = item?;
-                if k.as_ref() != pending.as_slice() {
-                    copy.tree.insert(k, v)?;
-                }
-            }
-            copy.db.flush()?;
-        }
-        *guard = None; // closes the old files
-        std::fs::rename(&self.dir, &old).map_err(io)?;
-        std::fs::rename(&fresh, &self.dir).map_err(io)?;
-        std::fs::remove_dir_all(&old).map_err(io)?;
-        *guard = Some(open_inner(&self.dir)?);
-        Ok(())
+        let pending = self.physical(&meta_key(META_REWRITE_PENDING));
+        copy_into_fresh(&self.dir, &mut guard, None, &mut |k, v| {
+            Ok((k != pending.as_slice()).then(|| (k.to_vec(), v.to_vec())))
+        })
     }
 
-    /// Deletes everything in the store, files included, and leaves an empty store in its place.
+    /// Deletes everything in the store, files included, and leaves an empty store in its place,
+    /// under the same key and without escrow (a revoked device: its escrow is gone too).
     pub fn wipe(&self) -> Result<(), Error> {
         let mut guard = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        let current = guard.as_ref().ok_or_else(|| self.closed())?;
+        let mut env = Envelope::parse(&current.tree.get(KEY_CHECK)?.unwrap_or_default())?;
+        env.escrow = None;
         *guard = None;
         std::fs::remove_dir_all(&self.dir).map_err(io)?;
         let fresh = open_inner(&self.dir)?;
-        // The emptied store stays under the same key.
-        fresh.tree.insert(
-            KEY_CHECK,
-            key_check_record(&self.salt, self.sealer.check_tag()),
-        )?;
+        fresh.tree.insert(KEY_CHECK, env.encode())?;
         fresh.db.flush()?;
         *guard = Some(fresh);
         Ok(())
@@ -459,7 +651,9 @@ impl DeviceStore {
     }
 
     pub fn has(&self, prefix: u8, doc: DocId) -> Result<bool, Error> {
-        Ok(self.tree().contains_key(self.physical(&key(prefix, doc)))?)
+        Ok(self
+            .tree()?
+            .contains_key(self.physical(&key(prefix, doc)))?)
     }
 
     pub fn get(&self, prefix: u8, doc: DocId) -> Result<Option<Vec<u8>>, Error> {
@@ -618,7 +812,7 @@ impl DeviceStore {
     /// check what a store holds beneath the API.
     pub fn dump(&self) -> Result<Vec<Record>, Error> {
         let mut out = Vec::new();
-        for item in self.tree().iter() {
+        for item in self.tree()?.iter() {
             let (physical, stored) = item?;
             if physical.as_ref() != KEY_CHECK {
                 out.push(self.sealer.open(&physical, &stored)?);
@@ -632,12 +826,12 @@ impl DeviceStore {
     pub fn sealed_records_of(&self, doc: DocId) -> Result<Vec<Vec<u8>>, Error> {
         let mut out = Vec::new();
         for prefix in DOC_RECORDS {
-            if let Some(v) = self.tree().get(self.physical(&key(prefix, doc)))? {
+            if let Some(v) = self.tree()?.get(self.physical(&key(prefix, doc)))? {
                 out.push(v.to_vec());
             }
         }
         for prefix in [CHUNK, OUTBOX_CHANGE] {
-            for item in self.tree().scan_prefix(self.physical(&key(prefix, doc))) {
+            for item in self.tree()?.scan_prefix(self.physical(&key(prefix, doc))) {
                 out.push(item?.1.to_vec());
             }
         }
@@ -649,7 +843,7 @@ impl DeviceStore {
         Ok(self
             .inner()
             .as_ref()
-            .expect("the store is open")
+            .ok_or(Error::StoreClosed)?
             .db
             .size_on_disk()?)
     }
@@ -770,7 +964,7 @@ mod tests {
         let other = DocId::new_random();
         // Copy the sealed snapshot of `doc` into `other`'s slot, as an attacker with the files
         // could; then flip a byte of `doc`'s own.
-        let tree = store.tree();
+        let tree = store.tree().unwrap();
         tree.insert(store.physical(&key(SNAPSHOT, other)), sealed[0].clone())
             .unwrap();
         let mut flipped = sealed[0].clone();
@@ -856,6 +1050,96 @@ mod tests {
         let store = DeviceStore::open(&dir, &test_key()).unwrap();
         assert!(!files_contain(tmp.path(), &sealed[0]));
         assert!(store.meta(META_REWRITE_PENDING).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_store_from_before_key_envelopes_is_resealed_under_a_data_key_and_reads_as_before() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        let old = test_key();
+        let doc = DocId::new_random();
+        let v1_sealed;
+        {
+            // A format 1 store: sealed under the host's key itself, with a check tag.
+            let inner = open_inner(&dir).unwrap();
+            let sealer = Sealer::new(&old);
+            let mut v1 = vec![keyring::FORMAT_V1];
+            v1.extend_from_slice(&[6; SALT_BYTES]);
+            v1.extend_from_slice(sealer.check_tag());
+            inner.tree.insert(KEY_CHECK, v1).unwrap();
+            let logical = key(SNAPSHOT, doc);
+            let physical = physical_key(&sealer, &logical);
+            v1_sealed = sealer.seal(&physical, &logical, MARKER);
+            inner.tree.insert(physical, v1_sealed.clone()).unwrap();
+            inner.db.flush().unwrap();
+        }
+        assert!(matches!(
+            DeviceStore::open(&dir, &StoreKey::from_bytes([9; KEY_BYTES])),
+            Err(Error::WrongKey)
+        ));
+        let store = DeviceStore::open(&dir, &old).unwrap();
+        assert_eq!(store.get(SNAPSHOT, doc).unwrap().unwrap(), MARKER);
+        assert!(
+            !files_contain(&dir, &v1_sealed),
+            "the record sealed under the old key survived"
+        );
+        drop(store);
+        let store = DeviceStore::open(&dir, &old).unwrap();
+        assert_eq!(store.get(SNAPSHOT, doc).unwrap().unwrap(), MARKER);
+    }
+
+    #[test]
+    fn a_store_sealed_away_opens_only_through_its_escrow_and_keeps_no_copy_of_the_host_wrap() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        let (store, doc, sealed) = store_with_marker(&dir);
+        let device = DeviceId::new_random();
+        let escrow = [7u8; 32];
+        assert!(!store.has_escrow().unwrap());
+        store.set_escrow(device, &escrow).unwrap();
+        assert!(store.has_escrow().unwrap());
+        let envelope = store.tree().unwrap().get(KEY_CHECK).unwrap().unwrap();
+        let env = Envelope::parse(&envelope).unwrap();
+        let host_wrap = env.clone().host_hex().unwrap();
+        assert!(
+            files_contain(&dir, host_wrap.as_bytes()),
+            "positive control"
+        );
+
+        store.seal_away().unwrap();
+        assert!(matches!(store.get(SNAPSHOT, doc), Err(Error::Wiped)));
+        drop(store);
+        assert!(
+            !files_contain(tmp.path(), host_wrap.as_bytes()),
+            "a copy of the host's wrap survived the wipe"
+        );
+        assert!(files_contain(&dir, &sealed[0]), "the sealed record is kept");
+        assert!(matches!(
+            DeviceStore::open(&dir, &test_key()),
+            Err(Error::Wiped)
+        ));
+        assert_eq!(
+            DeviceStore::wiped_escrow_device(&dir).unwrap(),
+            Some(device)
+        );
+        assert!(matches!(
+            DeviceStore::bring_back(&dir, Unlock::Key(&test_key()), &[8u8; 32]),
+            Err(Error::Unrecoverable)
+        ));
+
+        // Brought back under a passphrase this time: the data key is wrapped anew.
+        let pass = "a new passphrase after the wipe";
+        let store = DeviceStore::bring_back(&dir, Unlock::Passphrase(pass), &escrow).unwrap();
+        assert_eq!(store.get(SNAPSHOT, doc).unwrap().unwrap(), MARKER);
+        drop(store);
+        assert!(matches!(
+            DeviceStore::open(&dir, &test_key()),
+            Err(Error::WrongKey)
+        ));
+        let store = DeviceStore::open_with(&dir, Unlock::Passphrase(pass)).unwrap();
+        assert_eq!(store.get(SNAPSHOT, doc).unwrap().unwrap(), MARKER);
+        drop(store);
+        assert_eq!(DeviceStore::wiped_escrow_device(&dir).unwrap(), None);
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The network adapter: HTTP to a casenote server. The only code in client-core that does I/O
 //! beyond the local store.
 
-use casenote_protocol::wire::{HistoryEntry, WhoAmI, CBOR_MEDIA_TYPE};
-use casenote_protocol::{limits, DocId, ErrorBody, ErrorCode};
+use casenote_protocol::wire::{EscrowKey, HistoryEntry, WhoAmI, CBOR_MEDIA_TYPE};
+use casenote_protocol::{limits, DeviceId, DocId, ErrorBody, ErrorCode};
 use std::io::Read;
 use std::time::Duration;
 
@@ -50,6 +50,13 @@ pub trait Transport {
     fn sync(&self, body: Vec<u8>) -> Result<Vec<u8>, TransportError>;
     /// Asks the server who this token belongs to.
     fn whoami(&self) -> Result<WhoAmI, TransportError>;
+    /// Asks the server for the escrow key of `device`'s store (`POST /v1/escrow/{device}`).
+    /// Transports that only carry syncs (tests, benchmarks) need not offer it.
+    fn escrow(&self, device: DeviceId) -> Result<EscrowKey, TransportError> {
+        Err(TransportError::BadAnswer(format!(
+            "this transport does not carry key escrow requests (device {device})"
+        )))
+    }
 }
 
 impl HttpTransport {
@@ -135,6 +142,17 @@ impl Transport for HttpTransport {
         let resp = self
             .agent
             .get(&self.url("/v1/whoami"))
+            .set("authorization", &format!("Bearer {}", self.token))
+            .call()
+            .map_err(|e| self.map_err(e))?;
+        resp.into_json()
+            .map_err(|e| TransportError::BadAnswer(e.to_string()))
+    }
+
+    fn escrow(&self, device: DeviceId) -> Result<EscrowKey, TransportError> {
+        let resp = self
+            .agent
+            .post(&self.url(&format!("/v1/escrow/{device}")))
             .set("authorization", &format!("Bearer {}", self.token))
             .call()
             .map_err(|e| self.map_err(e))?;

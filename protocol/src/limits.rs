@@ -107,6 +107,17 @@ pub const DEVICE_LOCK_AFTER_MS_DEFAULT: i64 = 72 * 3600 * 1000;
 /// unsynced edits, which a device this long offline is told about when it locks).
 pub const DEVICE_WIPE_AFTER_MS_DEFAULT: i64 = 14 * 24 * 3600 * 1000;
 
+/// Bytes of a device store's escrowed wrap key (`server/src/escrow.rs`): a 256-bit key, the size
+/// of every key the device store uses.
+pub const ESCROW_KEY_BYTES: usize = 32;
+
+/// Room a device store keeps on its disk (`client-core/src/disk.rs`): a commit that would leave
+/// less free is refused before sled writes anything, and each store keeps a reserve file of this
+/// size, given up when the disk is full so that the store still opens, reads and closes. sled
+/// writes up to one log segment (512 KiB) as it opens and rewrites whole tree nodes as it flushes;
+/// 8 MiB covers both many times over and is nothing beside a phone's storage.
+pub const DEVICE_DISK_HEADROOM_BYTES: usize = 8 * 1024 * 1024;
+
 /// Background sync interval while all is well: often enough that a colleague's edit arrives
 /// within minutes without the live channel, rare enough to cost nothing on battery.
 pub const SYNC_INTERVAL_MS: u64 = 5 * 60 * 1000;

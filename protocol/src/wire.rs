@@ -201,6 +201,28 @@ pub struct TeamRef {
     pub name: String,
 }
 
+/// The wrap key of a device store, as `POST /v1/escrow/{device_id}` answers (JSON). The device
+/// keeps its store's data key sealed under it, so that a store its offline lease wiped comes back
+/// when the same member of staff signs in again, and never once the device is revoked (the
+/// server destroys the key). Never logged: `Debug` leaves the key out.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EscrowKey {
+    pub device_id: crate::DeviceId,
+    /// [`limits::ESCROW_KEY_BYTES`] random bytes, lower-case hex.
+    pub wrap_key: String,
+    /// The server's clock when it answered (ms since the Unix epoch): signing in is contact.
+    pub server_time_ms: i64,
+}
+
+impl std::fmt::Debug for EscrowKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EscrowKey")
+            .field("device_id", &self.device_id)
+            .field("server_time_ms", &self.server_time_ms)
+            .finish_non_exhaustive()
+    }
+}
+
 /// One change in a document's history, as `GET /v1/history/{doc_id}` answers (a JSON array in
 /// server order, which is the order the server received the changes). Attribution comes from the
 /// server's binding of the change's actor to the staff member and device that first used it.

@@ -69,6 +69,8 @@ pub enum AuditKind {
     Read,
     /// A person's record was exported by an administrator.
     Export,
+    /// A device asked for the escrowed key of a device store (its own, or a wiped store's).
+    KeyEscrow,
 }
 
 impl AuditKind {
@@ -85,6 +87,7 @@ impl AuditKind {
             AuditKind::DemoLoad => "demo_load",
             AuditKind::Read => "read",
             AuditKind::Export => "export",
+            AuditKind::KeyEscrow => "key_escrow",
         }
     }
 }

@@ -152,6 +152,8 @@ fn revoke_device(store: &dyn Store, id: DeviceId) -> Result<Option<Device>, Stor
     }
     device.revoked = true;
     store.put_device(&device)?;
+    // Its store's escrowed key goes too: a wipe of a revoked device can never be undone.
+    crate::escrow::destroy(store, id)?;
     Ok(Some(device))
 }
 

@@ -300,6 +300,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(ready))
         .route("/v1/whoami", get(whoami))
         .route("/v1/history/{doc_id}", get(history))
+        .route("/v1/escrow/{device_id}", post(escrow_handler))
         .route("/v1/live", get(live_handler))
         .route(
             "/v1/sync",
@@ -421,6 +422,35 @@ async fn history(
     let store = state.store.clone();
     let entries = blocking(move || crate::history::read(&*store, &who, doc_id, now_ms())).await?;
     entries.map(Json).ok_or_else(not_found)
+}
+
+/// `POST /v1/escrow/{device_id}`: the wrap key of a device store (JSON [`wire::EscrowKey`], see
+/// [`crate::escrow`]): the bearer's own device's (made on the first request), or another live
+/// device's of the same member of staff. Anything else is 404 `not_found`, whether or not the
+/// device exists. Audited as `key_escrow`; the key is never logged.
+async fn escrow_handler(
+    State(state): State<AppState>,
+    Authed(who): Authed,
+    Path(device_id): Path<String>,
+) -> Result<Json<wire::EscrowKey>, ApiError> {
+    let not_found = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            "no such device, or none of yours",
+        )
+    };
+    let Ok(device) = device_id.parse::<casenote_protocol::DeviceId>() else {
+        return Err(not_found());
+    };
+    let store = state.store.clone();
+    let key = blocking(move || crate::escrow::key_for(&*store, &who, device, now_ms())).await?;
+    let key = key.ok_or_else(not_found)?;
+    Ok(Json(wire::EscrowKey {
+        device_id: device,
+        wrap_key: hex::encode(key),
+        server_time_ms: now_ms(),
+    }))
 }
 
 /// `GET /v1/live`: the live channel, a WebSocket (see [`crate::live`]). Authenticated like every

@@ -9,7 +9,9 @@
 //! Who may see what is decided in one place, [`sync::may_read`]; access changes made by
 //! [`admin`] move a global access epoch, and each device's next sync is reconciled (evictions and
 //! backfill). Authorship of changes is checked and actor ids are bound to staff and device
-//! ([`sync`]). Revoked tokens are told `device_revoked` ([`auth`], [`http`]). Every incoming change
+//! ([`sync`]). Revoked tokens are told `device_revoked` ([`auth`], [`http`]). Each device store's
+//! data key is escrowed, wrapped, so a wipe by the offline lease can be undone by its user and a
+//! revocation cannot ([`escrow`]). Every incoming change
 //! is checked against the record rules of its kind before it is stored or relayed ([`validate`]);
 //! refused changes are quarantined. A document's history ([`history`]) and a person's whole
 //! record ([`export`]) carry the provenance of every change. Everything that matters is recorded
@@ -24,6 +26,7 @@ pub mod auth;
 pub mod cli;
 pub mod demo;
 pub mod directory;
+pub mod escrow;
 pub mod export;
 pub mod history;
 pub mod http;

@@ -39,6 +39,7 @@
 //! - `quarantine`: doc_id (16) ‖ change hash (32) → [`QuarantineEntry`]: changes refused by the
 //!   record rules ([`crate::validate`]), kept with the reason, never relayed
 //! - `audit`: the hash-chained audit log, JSON values; see [`crate::audit`]
+//! - `escrow`: device_id → the 32-byte wrap key of that device's store ([`crate::escrow`])
 //!
 //! `meta` also holds `log_id` (16 bytes, a uuid v4): the identity of this change log. It is
 //! created with the store (or on the first open of an older store) and replaced by
@@ -307,6 +308,14 @@ pub trait Store: Send + Sync {
     /// stored before the server kept it).
     fn received_at(&self, seq: Seq) -> Result<Option<i64>, StoreError>;
 
+    // Key escrow ([`crate::escrow`]): one wrap key per device, in the `escrow` tree.
+    /// The wrap key kept for `device`, if any.
+    fn escrow_get(&self, device: DeviceId) -> Result<Option<[u8; 32]>, StoreError>;
+    /// The wrap key of `device`: the one kept, or else `fresh`, kept from now on.
+    fn escrow_get_or_put(&self, device: DeviceId, fresh: [u8; 32]) -> Result<[u8; 32], StoreError>;
+    /// Destroys the wrap key of `device` (its revocation); harmless when there is none.
+    fn escrow_remove(&self, device: DeviceId) -> Result<(), StoreError>;
+
     /// Keeps refused changes; a change already quarantined (the same document and hash, e.g. a
     /// device re-sending it) keeps its first entry. Returns how many were new.
     fn quarantine_add(&self, entries: &[QuarantineEntry]) -> Result<usize, StoreError>;
@@ -518,6 +527,11 @@ fn seq_from(bytes: &[u8]) -> Result<u64, StoreError> {
         .try_into()
         .map_err(|_| StoreError::Corrupt("a sequence key is not 8 bytes".into()))?;
     Ok(u64::from_be_bytes(arr))
+}
+
+fn escrow_key(v: &[u8]) -> Result<[u8; 32], StoreError> {
+    v.try_into()
+        .map_err(|_| StoreError::Corrupt("an escrowed key is not 32 bytes".into()))
 }
 
 /// [`casenote_sled_recovery::open`] (partial snapshots removed first), with the page cache
@@ -804,6 +818,34 @@ impl Store for SledStore {
             }
             None => Ok(None),
         }
+    }
+
+    fn escrow_get(&self, device: DeviceId) -> Result<Option<[u8; 32]>, StoreError> {
+        self.sled()?
+            .escrow
+            .get(device.as_bytes())?
+            .map(|v| escrow_key(&v))
+            .transpose()
+    }
+    fn escrow_get_or_put(&self, device: DeviceId, fresh: [u8; 32]) -> Result<[u8; 32], StoreError> {
+        // Compare-and-swap: two first requests at once agree on one key.
+        let swapped = self.writing(|s| {
+            Ok(s.escrow.compare_and_swap(
+                device.as_bytes(),
+                None as Option<&[u8]>,
+                Some(&fresh[..]),
+            )?)
+        })?;
+        match swapped {
+            Ok(()) => Ok(fresh),
+            Err(current) => escrow_key(&current.current.unwrap_or_default()),
+        }
+    }
+    fn escrow_remove(&self, device: DeviceId) -> Result<(), StoreError> {
+        self.writing(|s| {
+            s.escrow.remove(device.as_bytes())?;
+            Ok(())
+        })
     }
 
     fn quarantine_add(&self, entries: &[QuarantineEntry]) -> Result<usize, StoreError> {

@@ -323,36 +323,156 @@ fn a_device_out_of_touch_locks_then_wipes_itself_and_a_clock_set_back_buys_no_ti
     let sealed = sealed_case_records(&dir, case);
     let dev = Device::open_with_clock(&dir, &store_key(), now.clone()).unwrap();
 
-    // Fourteen days without contact: the device wipes itself, files included.
+    // An unsynced note, then fourteen days without contact: the device wipes itself. Its records
+    // stay on the disk, sealed; the key it opened with opens nothing any more.
+    dev.note_add(
+        case,
+        NoteKind::Visit,
+        "written offline before the wipe",
+        None,
+    )
+    .unwrap();
     let last = clock.load(Ordering::SeqCst);
     clock.store(last + 14 * DAY + 1, Ordering::SeqCst);
     assert!(matches!(
         dev.cases(),
         Err(Error::ExpiredAndWiped { days: 14 })
     ));
+    assert!(matches!(dev.show(case), Err(Error::Wiped)));
     drop(dev);
     assert!(
-        !any_in(&all_bytes_under(&dir), &sealed),
-        "a trace survived the wipe"
+        all_in(&all_bytes_under(&dir), &sealed),
+        "the sealed records are kept for their user"
     );
-    let dev = Device::open_with_clock(&dir, &store_key(), now.clone()).unwrap();
-    assert!(matches!(dev.whoami(), Err(Error::NotLoggedIn)));
-    assert_eq!(dev.status().unwrap().docs_held, 0);
+    assert!(matches!(
+        Device::open_with_clock(&dir, &store_key(), now.clone()),
+        Err(Error::Wiped)
+    ));
+    assert!(matches!(
+        casenote_client_core::store::DeviceStore::open(&dir, &store_key()),
+        Err(Error::Wiped)
+    ));
+
+    // Its user signs in again: everything is back, the unsynced note included, and goes up.
+    let (dev, _) = sign_in(&dir, &now, &server, &token).unwrap();
+    assert!(dev
+        .show(case)
+        .unwrap()
+        .to_string()
+        .contains("written offline before the wipe"));
+    assert!(dev.sync().unwrap().changes_stored >= 1);
 
     // The same, found at open: a device left in a drawer for a month.
-    drop(dev);
-    let dev = Device::open_with_clock(&dir, &store_key(), now.clone()).unwrap();
-    dev.login(&server.url, &token).unwrap();
-    dev.sync().unwrap();
-    assert!(dev.status().unwrap().docs_held > 0);
     drop(dev);
     clock.store(clock.load(Ordering::SeqCst) + 30 * DAY, Ordering::SeqCst);
     assert!(matches!(
         Device::open_with_clock(&dir, &store_key(), now.clone()),
         Err(Error::ExpiredAndWiped { .. })
     ));
-    let dev = Device::open_with_clock(&dir, &store_key(), now).unwrap();
-    assert_eq!(dev.status().unwrap().docs_held, 0);
+    assert!(matches!(
+        Device::open_with_clock(&dir, &store_key(), now.clone()),
+        Err(Error::Wiped)
+    ));
+    let (dev, _) = sign_in(&dir, &now, &server, &token).unwrap();
+    assert!(dev.status().unwrap().docs_held > 0);
+}
+
+/// Signs the store in `dir` in (bringing it back if the lease wiped it), with the test's key and
+/// a wall clock alone.
+fn sign_in(
+    dir: &std::path::Path,
+    now: &Clock,
+    server: &Server,
+    token: &str,
+) -> Result<(Device, casenote_protocol::wire::WhoAmI), Error> {
+    Device::sign_in(
+        dir,
+        casenote_client_core::store::Unlock::Key(&store_key()),
+        casenote_client_core::Clocks::wall_only(now.clone()),
+        &server.url,
+        token,
+    )
+}
+
+#[test]
+fn a_wiped_store_comes_back_for_its_own_staff_only_and_never_after_revocation() {
+    let (tmp, data, staff) = demo_borough();
+    let issued: serde_json::Value = serde_json::from_str(&admin(
+        &data,
+        &["token", "issue", "--staff", "Priya Shah", "--json"],
+    ))
+    .unwrap();
+    let server = Server::start(&data);
+    let (priya_token, lena_token) = (
+        token_of(&staff, "Priya Shah"),
+        token_of(&staff, "Lena Fischer"),
+    );
+    let (clock, now) = manual_clock();
+    let dir = tmp.path().join("phone");
+    let (dev, who) = sign_in(&dir, &now, &server, &priya_token).unwrap();
+    let case = dev.case_new(&person("Escrow Person")).unwrap();
+    dev.sync().unwrap();
+    dev.note_add(case, NoteKind::Visit, "kept through the wipe", None)
+        .unwrap();
+    let wipe = |dev: &Device| {
+        clock.store(clock.load(Ordering::SeqCst) + 15 * DAY, Ordering::SeqCst);
+        assert!(matches!(dev.cases(), Err(Error::ExpiredAndWiped { .. })));
+    };
+    wipe(&dev);
+    drop(dev);
+
+    // Another member of staff gets nothing, on the device or at the endpoint; the store stays.
+    assert!(matches!(
+        sign_in(&dir, &now, &server, &lena_token),
+        Err(Error::Unrecoverable)
+    ));
+    let url = format!("{}/v1/escrow/{}", server.url, who.device_id);
+    let status = |token: Option<&str>| {
+        let mut req = ureq::post(&url);
+        if let Some(t) = token {
+            req = req.set("authorization", &format!("Bearer {t}"));
+        }
+        match req.call() {
+            Ok(r) => r.status(),
+            Err(ureq::Error::Status(code, _)) => code,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(status(Some(&lena_token)), 404);
+    assert_eq!(status(None), 401);
+    assert_eq!(status(Some(&priya_token)), 200, "positive control");
+
+    // Priya on a new enrolment of hers: everything is back, the unsynced note included.
+    let new_token = issued["token"].as_str().unwrap();
+    let (dev, new_who) = sign_in(&dir, &now, &server, new_token).unwrap();
+    assert_ne!(new_who.device_id, who.device_id);
+    assert!(dev
+        .show(case)
+        .unwrap()
+        .to_string()
+        .contains("kept through the wipe"));
+
+    // Wiped again, and that enrolment revoked: the wipe is final, whoever signs in.
+    wipe(&dev);
+    drop(dev);
+    let device_id = issued["device_id"].as_str().unwrap().to_string();
+    let server = server.offline(|data| {
+        admin(data, &["token", "revoke", "--device", &device_id]);
+    });
+    assert!(matches!(
+        sign_in(&dir, &now, &server, &priya_token),
+        Err(Error::Unrecoverable)
+    ));
+    let server_data = server.data.clone();
+    drop(server);
+    let escrow_audits: Vec<serde_json::Value> = audit_entries(&server_data)
+        .into_iter()
+        .filter(|e| e["kind"] == "key_escrow")
+        .collect();
+    assert!(escrow_audits.len() >= 5, "{escrow_audits:?}");
+    assert!(escrow_audits
+        .iter()
+        .any(|e| e["details"]["handed_out"] == false));
 }
 
 /// The sealed bytes, as on disk, of every record the (closed) store in `dir` holds about a case

@@ -9,13 +9,15 @@ Device A opens a case and syncs; B syncs and sees it. Then both edit it without 
 files and amends a note, B appends to the plan and adds a goal. They sync A, B, A, and both `show`
 documents must be equal and hold both edits. Along the way it checks what an app relies on:
 errors arrive as typed exceptions with a message (wrong key, bad id, not signed in), and status
-reports unsynced bytes and payload sizes, and two users' slots on one shared tablet stay apart.
+reports unsynced bytes and payload sizes, two users' slots on one shared tablet stay apart, and an
+app's own monotonic clock (ElapsedClock) reaches the offline lease through signIn.
 Exits non-zero with a message on the first failure.
 """
 
 import json
 import os
 import sys
+import time
 
 try:
     import casenote_ffi as cn
@@ -39,6 +41,20 @@ def expect_error(kind, what, call):
     sys.exit(f"FAIL: {what}: expected {kind.__name__}, the call succeeded")
 
 
+class Elapsed(cn.ElapsedClock):
+    """The app's monotonic clock, as an Android or iOS app passes its own."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def elapsed_realtime_ms(self):
+        self.calls += 1
+        return int(time.monotonic() * 1000)
+
+    def boot_id(self):
+        return "the python test's boot"
+
+
 def main():
     url = os.environ["CASENOTE_URL"]
     work = os.environ["CASENOTE_WORK"]
@@ -56,9 +72,15 @@ def main():
                  lambda: cn.CasenoteDevice.open(dir_a, key_b))
 
     a = cn.CasenoteDevice.open(dir_a, key_a)
-    b = cn.CasenoteDevice.open(dir_b, key_b)
     who_a = a.login(url, os.environ["CASENOTE_TOKEN_A"])
-    who_b = b.login(url, os.environ["CASENOTE_TOKEN_B"])
+    # B signs in at once (signIn, what an app calls at sign-in, and when a store was wiped by its
+    # lease), with the app's own monotonic clock for the offline lease.
+    elapsed = Elapsed()
+    b = cn.CasenoteDevice.sign_in(dir_b, key_b, url, os.environ["CASENOTE_TOKEN_B"],
+                                  clock=elapsed)
+    who_b = b.whoami()
+    check(elapsed.calls > 0, "the app's monotonic clock was never read")
+    check(not b.status().lease.locked, "a device just signed in is locked")
     check(who_a.staff_id != who_b.staff_id, "A and B are signed in as the same member of staff")
     check(a.whoami().name == who_a.name, "whoami does not repeat what login said")
     check([t.name for t in who_a.teams] == [t.name for t in who_b.teams],

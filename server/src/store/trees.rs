@@ -39,6 +39,8 @@ pub(super) struct Sled {
     pub(super) received: sled::Tree,
     pub(super) quarantine: sled::Tree,
     pub(super) audit: sled::Tree,
+    /// device_id (16) → the device store's wrap key (32 bytes, `crate::escrow`).
+    pub(super) escrow: sled::Tree,
 }
 
 impl Sled {
@@ -70,6 +72,7 @@ impl Sled {
             received: tree("received")?,
             quarantine: tree("quarantine")?,
             audit: tree(audit::TREE)?,
+            escrow: tree("escrow")?,
             db,
         })
     }
