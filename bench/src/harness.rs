@@ -109,6 +109,19 @@ pub fn principal(store: &dyn Store, token: &str) -> anyhow::Result<Principal> {
     }
 }
 
+/// The names of `who`'s organisation and first team, as the directory has them.
+pub fn names_of(store: &dyn Store, who: &Principal) -> anyhow::Result<(String, String)> {
+    let org = store
+        .get_org(who.staff.org_id)?
+        .map(|o| o.name)
+        .unwrap_or_default();
+    let team = match who.staff.teams.first() {
+        Some(t) => store.get_team(*t)?.map(|t| t.name).unwrap_or_default(),
+        None => String::new(),
+    };
+    Ok((org, team))
+}
+
 /// Adds a team of `n` social workers to the council and returns one device token each.
 pub fn provision_team(store: &dyn Store, team: &str, n: usize) -> anyhow::Result<Vec<String>> {
     directory::add_team(store, COUNCIL, team)?;

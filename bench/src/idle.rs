@@ -97,10 +97,13 @@ pub fn cases_for(docs: usize) -> usize {
 pub fn w3(docs: usize, runs: usize) -> anyhow::Result<Value> {
     let server = InProcessServer::start()?;
     let store = server.store.as_ref();
-    let seeder = Seeder::new(harness::principal(
+    let seeder = Seeder::new(
         store,
-        &harness::issue_token(store, "Priya Shah", "w3 seeder")?,
-    )?);
+        harness::principal(
+            store,
+            &harness::issue_token(store, "Priya Shah", "w3 seeder")?,
+        )?,
+    )?;
     let started = Instant::now();
     let stored = seed::seed_cases(
         store,

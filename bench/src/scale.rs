@@ -62,10 +62,10 @@ pub fn w6(
             } else {
                 docs.saturating_sub(held).div_ceil(OWNERS.len() - 1)
             };
-            let seeder = Seeder::new(harness::principal(
+            let seeder = Seeder::new(
                 s,
-                &harness::issue_token(s, owner, "w6 seeder")?,
-            )?);
+                harness::principal(s, &harness::issue_token(s, owner, "w6 seeder")?)?,
+            )?;
             stored += seed::seed_cases(
                 s,
                 &seeder,

@@ -21,18 +21,25 @@ use serde_bytes::ByteBuf;
 /// 1,100 documents, under the protocol's per-request document limit.
 const CASES_PER_PUSH: usize = 50;
 
-/// One seeding principal: who the cases belong to (their teams) and the actor they write with.
+/// One seeding principal: who the cases belong to (their teams), the actor they write with, and
+/// their organisation and first team as the directory names them (a note's author block must say
+/// exactly that, or the server refuses it).
 pub struct Seeder {
     pub who: Principal,
     actor: ActorId,
+    org: String,
+    team: String,
 }
 
 impl Seeder {
-    pub fn new(who: Principal) -> Self {
-        Self {
+    pub fn new(store: &dyn Store, who: Principal) -> anyhow::Result<Self> {
+        let (org, team) = crate::harness::names_of(store, &who)?;
+        Ok(Self {
             who,
             actor: ActorId::random(),
-        }
+            org,
+            team,
+        })
     }
 
     fn doc(&self) -> AutoCommit {
@@ -100,8 +107,8 @@ pub fn case_docs(
     let author = NoteAuthor {
         staff_id: seeder.who.staff.staff_id.to_string(),
         role: seeder.who.staff.role.clone(),
-        org: String::new(),
-        team: String::new(),
+        org: seeder.org.clone(),
+        team: seeder.team.clone(),
     };
     for _ in 0..notes {
         let note_id = DocId::new_random();
