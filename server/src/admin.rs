@@ -557,7 +557,7 @@ mod tests {
     #[test]
     fn the_listing_shows_every_device_but_never_a_token() {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::open(dir.path()).unwrap();
+        let store = crate::store::sled::open(dir.path()).unwrap();
         org_add(&*store, "Council").unwrap();
         team_add(&*store, "Council", "North").unwrap();
         let id = staff_add(
@@ -589,7 +589,7 @@ mod tests {
     #[test]
     fn an_unknown_role_names_the_valid_ones() {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::open(dir.path()).unwrap();
+        let store = crate::store::sled::open(dir.path()).unwrap();
         org_add(&*store, "Council").unwrap();
         team_add(&*store, "Council", "North").unwrap();
         let err = staff_add(&*store, "X", "surgeon", "Council", &["North".into()]).unwrap_err();

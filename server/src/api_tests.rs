@@ -4,7 +4,8 @@
 use crate::auth;
 use crate::directory::{self, Staff};
 use crate::http::{router, AppState, Config};
-use crate::store::{Commit, SledStore, Store};
+use crate::store::sled::SledStore;
+use crate::store::{Commit, Store};
 use automerge::transaction::Transactable;
 use automerge::{Author, AutoCommit, ROOT};
 use axum::body::{Body, Bytes};
@@ -60,7 +61,7 @@ pub(crate) fn people(s: &dyn Store) -> [(Staff, String); 3] {
 impl Fixture {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::open(dir.path()).unwrap();
+        let store = crate::store::sled::open(dir.path()).unwrap();
         let [(alice, alice_token), (bob, bob_token), (carol, carol_token)] = people(&*store);
         let state = AppState::new(store.clone(), Config::default());
         Fixture {
@@ -165,7 +166,7 @@ fn draft_note(staff: &Staff, case_id: CaseId, text: &str) -> AutoCommit {
             kind: record::NoteKind::Visit,
             author: record::NoteAuthor {
                 staff_id: staff.staff_id.to_string(),
-                role: staff.role.clone(),
+                role: staff.role.to_string(),
                 org: "Council".into(),
                 team: String::new(),
             },
@@ -1361,7 +1362,7 @@ async fn the_audit_chain_verifies_after_a_realistic_sequence_and_a_tampered_entr
     drop(store);
     {
         let db = sled::open(dir.path()).unwrap();
-        let tree = db.open_tree(audit::TREE).unwrap();
+        let tree = db.open_tree(crate::store::sled::AUDIT_TREE).unwrap();
         let key = target.to_be_bytes();
         let mut value: serde_json::Value =
             serde_json::from_slice(&tree.get(key).unwrap().unwrap()).unwrap();
@@ -1370,7 +1371,7 @@ async fn the_audit_chain_verifies_after_a_realistic_sequence_and_a_tampered_entr
             .unwrap();
         db.flush().unwrap();
     }
-    let store = crate::store::open(dir.path()).unwrap();
+    let store = crate::store::sled::open(dir.path()).unwrap();
     match audit::verify(&*store) {
         Err(audit::VerifyError::Broken(b)) => assert_eq!(b.seq, target, "{b}"),
         other => panic!("the tampered entry was not found: {other:?}"),
@@ -1465,10 +1466,16 @@ async fn admin_restored_gives_the_store_a_new_log_id_and_devices_on_the_old_one_
 #[test]
 fn the_log_id_is_created_with_the_store_and_survives_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let id = crate::store::open(dir.path()).unwrap().log_id().unwrap();
+    let id = crate::store::sled::open(dir.path())
+        .unwrap()
+        .log_id()
+        .unwrap();
     assert_eq!(id.get_version_num(), 4);
     assert_eq!(
-        crate::store::open(dir.path()).unwrap().log_id().unwrap(),
+        crate::store::sled::open(dir.path())
+            .unwrap()
+            .log_id()
+            .unwrap(),
         id
     );
 }
@@ -1942,7 +1949,7 @@ async fn the_history_of_a_document_you_may_not_read_is_not_found_like_a_missing_
 #[test]
 fn the_export_of_a_demo_person_holds_every_note_every_amendment_and_every_original() {
     let dir = tempfile::tempdir().unwrap();
-    let store = crate::store::open(dir.path()).unwrap();
+    let store = crate::store::sled::open(dir.path()).unwrap();
     let demo = crate::demo::load(&*store, 1_700_000_000_000).unwrap();
     let out = tempfile::tempdir().unwrap();
     for case in &demo.cases {

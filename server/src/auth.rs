@@ -9,7 +9,8 @@
 
 use crate::audit::{AuditKind, AuditRecord};
 use crate::directory::{Device, DirectoryError, Staff};
-use crate::store::{Store, StoreError, TokenRecord};
+use crate::model::TokenRecord;
+use crate::store::{Store, StoreError};
 use casenote_protocol::{DeviceId, StaffId, TeamId};
 use rand::RngCore;
 use serde_json::json;
@@ -210,7 +211,7 @@ mod tests {
     #[test]
     fn a_token_works_until_its_device_is_revoked() {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::open(dir.path()).unwrap();
+        let store = crate::store::sled::open(dir.path()).unwrap();
         directory::add_org(&*store, "O").unwrap();
         directory::add_team(&*store, "O", "T").unwrap();
         let staff = directory::add_staff(&*store, "S", "gp", "O", &["T".into()]).unwrap();
@@ -235,7 +236,7 @@ mod tests {
     #[test]
     fn revoking_a_member_of_staff_revokes_every_device_of_theirs_and_no_new_one_is_enrolled() {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::open(dir.path()).unwrap();
+        let store = crate::store::sled::open(dir.path()).unwrap();
         directory::add_org(&*store, "O").unwrap();
         directory::add_team(&*store, "O", "T").unwrap();
         let staff = directory::add_staff(&*store, "S", "gp", "O", &["T".into()]).unwrap();

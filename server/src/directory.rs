@@ -5,67 +5,15 @@
 //! used by the admin CLI and the demo loader; the HTTP side only reads.
 
 use crate::store::{Store, StoreError};
-use casenote_protocol::{DeviceId, OrgId, StaffId, TeamId};
-use serde::{Deserialize, Serialize};
+use casenote_protocol::{OrgId, StaffId, TeamId};
 
-/// A separate data controller (the council, the NHS trust).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Org {
-    pub org_id: OrgId,
-    pub name: String,
-}
-
-/// A team within an organisation.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Team {
-    pub team_id: TeamId,
-    pub org_id: OrgId,
-    pub name: String,
-}
-
-/// A member of staff. `role` is one of [`ROLES`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Staff {
-    pub staff_id: StaffId,
-    pub name: String,
-    pub role: String,
-    pub org_id: OrgId,
-    pub teams: Vec<TeamId>,
-    /// A revoked member of staff (a leaver): every token of theirs answers `device_revoked`.
-    #[serde(default)]
-    pub revoked: bool,
-}
-
-/// An enrolled device. Its token is stored only as a hash, in the `tokens` tree.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Device {
-    pub device_id: DeviceId,
-    pub staff_id: StaffId,
-    pub name: String,
-    pub created_ms: i64,
-    pub revoked: bool,
-    /// The sha256 of the device's token (hex), so that revoking the device can find it.
-    pub token_sha256: String,
-}
-
-/// Every role a member of staff may hold.
-pub const ROLES: &[&str] = &[
-    "social_worker",
-    "nurse",
-    "occupational_therapist",
-    "gp",
-    "team_manager",
-    "admin",
-    "psychiatrist",
-    "amhp",
-    "family_support_worker",
-];
+pub use crate::model::{Device, Org, Role, Staff, Team, UnknownRole};
 
 /// Why a directory change was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum DirectoryError {
-    #[error("unknown role {0:?}; valid roles are: {roles}", roles = ROLES.join(", "))]
-    UnknownRole(String),
+    #[error(transparent)]
+    UnknownRole(#[from] UnknownRole),
     #[error("an organisation named {0:?} already exists")]
     OrgExists(String),
     #[error(
@@ -109,12 +57,8 @@ fn check_name(name: &str) -> Result<&str, DirectoryError> {
 }
 
 /// Validates a role name.
-pub fn check_role(role: &str) -> Result<&'static str, DirectoryError> {
-    ROLES
-        .iter()
-        .copied()
-        .find(|r| *r == role)
-        .ok_or_else(|| DirectoryError::UnknownRole(role.to_string()))
+pub fn check_role(role: &str) -> Result<Role, DirectoryError> {
+    Ok(role.parse::<Role>()?)
 }
 
 /// The organisation with this exact name.
@@ -196,7 +140,7 @@ pub fn add_staff(
     let staff = Staff {
         staff_id: StaffId::new_random(),
         name: name.into(),
-        role: role.into(),
+        role,
         org_id: org.org_id,
         teams,
         revoked: false,
@@ -264,7 +208,7 @@ mod tests {
     #[test]
     fn staff_are_found_by_id_or_exact_name_and_need_known_teams() {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::open(dir.path()).unwrap();
+        let store = crate::store::sled::open(dir.path()).unwrap();
         add_org(&*store, "Council").unwrap();
         assert!(matches!(
             add_org(&*store, "Council"),

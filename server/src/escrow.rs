@@ -71,7 +71,7 @@ mod tests {
     #[test]
     fn a_device_gets_its_own_key_its_staffs_other_devices_keys_and_nobody_elses() {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::open(dir.path()).unwrap();
+        let store = crate::store::sled::open(dir.path()).unwrap();
         directory::add_org(&*store, "O").unwrap();
         directory::add_team(&*store, "O", "T").unwrap();
         let s = directory::add_staff(&*store, "S", "gp", "O", &["T".into()]).unwrap();

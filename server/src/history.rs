@@ -36,7 +36,7 @@ pub fn entries(store: &dyn Store, doc: DocId) -> Result<Vec<HistoryEntry>, Store
                     let w = match store.get_staff(id)? {
                         Some(s) => {
                             let org = store.get_org(s.org_id)?.map(|o| o.name).unwrap_or_default();
-                            Some((s.name, s.role, org))
+                            Some((s.name, s.role.to_string(), org))
                         }
                         None => None,
                     };

@@ -392,7 +392,7 @@ async fn whoami(
             staff_id: who.staff.staff_id,
             device_id: who.device_id,
             name: who.staff.name,
-            role: who.staff.role,
+            role: who.staff.role.to_string(),
             org,
             teams,
         })

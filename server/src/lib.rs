@@ -32,6 +32,7 @@ pub mod history;
 pub mod http;
 pub mod listen;
 pub mod live;
+pub mod model;
 pub mod push;
 pub mod store;
 pub mod sync;
@@ -45,7 +46,8 @@ mod listen_tests;
 mod live_tests;
 
 pub use http::{router, ApiError, AppState, Config};
-pub use store::{open, SledStore, Store, StoreError};
+pub use store::sled::{open, SledStore};
+pub use store::{Store, StoreError};
 
 use std::sync::Arc;
 

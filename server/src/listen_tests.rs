@@ -21,7 +21,7 @@ struct Server {
 
 async fn start(connections: ConnectionSettings) -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let store = crate::store::open(dir.path()).unwrap();
+    let store = crate::store::sled::open(dir.path()).unwrap();
     let [(_, token), _, _] = crate::api_tests::people(&*store);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

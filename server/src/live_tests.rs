@@ -5,7 +5,8 @@ use crate::auth::{self, Authenticated, Principal};
 use crate::directory::{self, Staff};
 use crate::http::{router, AppState, Config};
 use crate::live::LiveSettings;
-use crate::store::{SledStore, Store};
+use crate::store::sled::SledStore;
+use crate::store::Store;
 use automerge::{Author, AutoCommit};
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
@@ -42,7 +43,7 @@ struct Server {
 impl Server {
     async fn start(config: Config) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::open(dir.path()).unwrap();
+        let store = crate::store::sled::open(dir.path()).unwrap();
         let [(alice, alice_token), (_, bob_token), (carol, carol_token)] =
             crate::api_tests::people(&*store);
         let state = AppState::new(store.clone(), config);
@@ -404,7 +405,7 @@ fn concurrent_pushes_share_flushes_and_every_acknowledged_change_survives_a_reop
     let dir = tempfile::tempdir().unwrap();
     let mut pushed: Vec<DocId> = Vec::new();
     {
-        let store = crate::store::open(dir.path()).unwrap();
+        let store = crate::store::sled::open(dir.path()).unwrap();
         let s: &dyn Store = &*store;
         directory::add_org(s, "Council").unwrap();
         directory::add_team(s, "Council", "North").unwrap();
@@ -467,7 +468,7 @@ fn concurrent_pushes_share_flushes_and_every_acknowledged_change_survives_a_reop
         );
         assert!(store.durable_seq() >= Seq(SYNCS as u64));
     }
-    let store = crate::store::open(dir.path()).unwrap();
+    let store = crate::store::sled::open(dir.path()).unwrap();
     assert_eq!(store.last_seq(), Seq(SYNCS as u64));
     for doc in pushed {
         assert!(store.get_doc(doc).unwrap().is_some(), "{doc} was lost");

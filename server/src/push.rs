@@ -763,7 +763,7 @@ fn writer_of(store: &dyn Store, who: &Principal) -> Result<Writer, StoreError> {
     }
     Ok(Writer {
         staff_id: who.staff_id(),
-        role: who.staff.role.clone(),
+        role: who.staff.role.to_string(),
         org,
         teams,
     })

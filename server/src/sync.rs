@@ -48,6 +48,7 @@
 
 use crate::audit::{AuditKind, AuditRecord};
 use crate::auth::Principal;
+use crate::model::Role;
 use crate::push::push_with;
 use crate::store::{
     BackfillPos, CaseRecord, DeviceSync, DocHeader, PendingReconcile, Store, StoreError,
@@ -68,13 +69,10 @@ fn intersects(a: &[TeamId], b: &[TeamId]) -> bool {
     a.iter().any(|t| b.contains(t))
 }
 
-/// The role that manages the service and reads no records.
-pub const ADMIN_ROLE: &str = "admin";
-
 /// Whether `who` may hold a document of `case` with header `header` (`None`: a document not yet
 /// created, judged by its case alone). The one place read access is decided.
 pub fn may_read(who: &Principal, case: &CaseRecord, header: Option<&DocHeader>) -> bool {
-    if who.staff.role == ADMIN_ROLE || who.staff.revoked {
+    if who.staff.role == Role::Admin || who.staff.revoked {
         return false;
     }
     if !intersects(who.teams(), &case.teams) {
@@ -222,7 +220,7 @@ fn readable_doc(
 /// and decided by [`may_read`].
 pub fn readable_docs(store: &dyn Store, who: &Principal) -> Result<BTreeSet<DocId>, StoreError> {
     let mut out = BTreeSet::new();
-    if who.staff.role == ADMIN_ROLE || who.staff.revoked {
+    if who.staff.role == Role::Admin || who.staff.revoked {
         return Ok(out);
     }
     let mut seen: HashSet<CaseId> = HashSet::new();

@@ -7,7 +7,7 @@
 use super::mark::{Found, Mark};
 use super::trees::{parse_log, Sled, Tip};
 use super::{seq_from, StoreError, LOG_ID_KEY, MARKED_KEY};
-use crate::audit::AuditEntry;
+use crate::model::AuditEntry;
 
 /// What sled recovered that falls short of the mark, one plain sentence per finding (sequences
 /// and counts only). Empty when nothing acknowledged is missing.

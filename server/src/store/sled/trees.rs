@@ -71,7 +71,7 @@ impl Sled {
             device_sync: tree("device_sync")?,
             received: tree("received")?,
             quarantine: tree("quarantine")?,
-            audit: tree(audit::TREE)?,
+            audit: tree(AUDIT_TREE)?,
             escrow: tree("escrow")?,
             db,
         })
@@ -292,6 +292,9 @@ pub(super) struct Tip {
     pub(super) seq: u64,
     pub(super) chain: [u8; 32],
 }
+
+/// The tree that holds the audit log ([`crate::model::audit`]).
+pub const AUDIT_TREE: &str = "audit";
 
 /// The `prev` of the first link of the log's hash chain.
 pub const CHAIN_GENESIS: [u8; 32] = [0; 32];

@@ -3,8 +3,10 @@
 //! a flush that does not finish holds up no caller and refuses writes until it does.
 
 use super::*;
+use crate::model::{DocHeader, NewChange};
 use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ROOT};
+use casenote_protocol::DocKind;
 use std::time::{Duration, Instant};
 
 fn org(name: &str) -> Org {
@@ -155,9 +157,9 @@ fn a_store_that_lost_acknowledged_changes_is_caught_at_open_and_healed_with_a_ne
             log_id,
             "devices must be told to reset"
         );
-        let last = audit::entries(&*store, Some(1)).unwrap();
+        let last = crate::audit::entries(&*store, Some(1)).unwrap();
         assert_eq!(last[0].details["action"], "store_damage_detected");
-        assert_eq!(audit::verify_anchored(&*store).unwrap(), 2);
+        assert_eq!(crate::audit::verify_anchored(&*store).unwrap(), 2);
     }
     let store = SledStore::inspect(dir.path()).unwrap();
     assert_eq!(store.damage(), None, "the healed store opens clean");
@@ -191,17 +193,17 @@ fn audit_entries_cut_off_the_end_are_found_by_the_anchor() {
     drop(store_with(dir.path(), 1));
     {
         let db = sled::open(dir.path()).unwrap();
-        let tree = db.open_tree(audit::TREE).unwrap();
+        let tree = db.open_tree(AUDIT_TREE).unwrap();
         let (k, _) = tree.last().unwrap().unwrap();
         tree.remove(k).unwrap();
         db.flush().unwrap();
     }
     let store = SledStore::inspect(dir.path()).unwrap();
     assert!(
-        audit::verify(&store).is_ok(),
+        crate::audit::verify(&store).is_ok(),
         "the chain alone cannot see a cut"
     );
-    let err = audit::verify_anchored(&store).unwrap_err();
+    let err = crate::audit::verify_anchored(&store).unwrap_err();
     assert!(err.to_string().contains("cut short"), "{err}");
 }
 

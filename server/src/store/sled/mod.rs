@@ -70,325 +70,27 @@ pub mod mark;
 mod trees;
 pub mod verify;
 
-use crate::audit::{self, AuditEntry, AuditKind, AuditRecord};
-use crate::directory::{Device, Org, Staff, Team};
+use super::{Commit, Planner, Store, StoreError, Writability, LOG_ID_KEY};
+use crate::model::audit::{self, AuditEntry, AuditKind, AuditRecord};
+use crate::model::{
+    ActorBinding, CaseRecord, Device, DeviceSync, DocRecord, LogEntry, Org, QuarantineEntry, Staff,
+    Team, TokenRecord,
+};
 use casenote_protocol::limits;
 use casenote_protocol::wire::Hash;
-use casenote_protocol::{CaseId, DeviceId, DocId, DocKind, OrgId, Seq, StaffId, TeamId};
+use casenote_protocol::{CaseId, DeviceId, DocId, OrgId, Seq, StaffId, TeamId};
 use mark::{Found, Mark};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-pub use durable::Writability;
 use durable::{GroupCommit, Health};
+pub use trees::AUDIT_TREE;
 pub use trees::{chain_next, CHAIN_GENESIS};
 use trees::{parse_log, Sled, Tip};
-
-/// Why the store could not do what was asked.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error(
-        "the data directory {0} is in use, probably by a running casenote-server; stop it first"
-    )]
-    Locked(PathBuf),
-    #[error("storage error: {0}")]
-    Sled(#[from] sled::Error),
-    #[error("stored record is corrupt: {0}")]
-    Corrupt(String),
-    #[error("a storage task failed: {0}")]
-    Task(String),
-    /// The data directory has less free space than the floor: nothing was written.
-    #[error(
-        "the store's disk is nearly full ({} MiB free; writes need {} MiB)",
-        free_bytes / (1024 * 1024),
-        min_bytes / (1024 * 1024)
-    )]
-    Full { free_bytes: u64, min_bytes: u64 },
-    /// The store cannot write now (sled failed a write, a flush is stuck, or the store is
-    /// reopening): nothing was acknowledged.
-    #[error("the store cannot write now: {0}")]
-    Unwritable(String),
-}
-
-/// The server-side header of a document: fixed when the server first stores it, never inside the
-/// CRDT, so no client can change it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DocHeader {
-    pub doc_id: DocId,
-    pub case_id: CaseId,
-    pub kind: DocKind,
-    pub owner_org: OrgId,
-    /// For `restricted` documents: the teams that may read and write it (in addition to the
-    /// case's own team check). `None` for every other kind.
-    pub access_teams: Option<Vec<TeamId>>,
-    pub created_by: StaffId,
-    pub created_ms: i64,
-}
-
-/// A document's header and the server's current heads for it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DocRecord {
-    pub header: DocHeader,
-    pub heads: Vec<Hash>,
-    /// Operations in the document's history, as of `heads` (0 for a record written before the
-    /// server counted them; the next accepted push counts them).
-    #[serde(default)]
-    pub ops: u64,
-    /// For a note: the server's time when it received the filing. A filed note takes no change
-    /// at all (`crate::validate::header_refusal`).
-    #[serde(default)]
-    pub filed_ms: Option<i64>,
-}
-
-/// A case: the person's record, and the teams around the person who may hold its documents.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CaseRecord {
-    pub case_id: CaseId,
-    pub owner_org: OrgId,
-    pub teams: Vec<TeamId>,
-    pub created_ms: i64,
-}
-
-/// What a bearer token maps to. The token itself is never stored, only its sha256.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TokenRecord {
-    pub device_id: DeviceId,
-    pub staff_id: StaffId,
-    pub revoked: bool,
-}
-
-/// Who first used an Automerge actor id: every later change under it must come from the same
-/// staff member on the same device.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ActorBinding {
-    pub staff_id: StaffId,
-    pub device_id: DeviceId,
-    pub first_seen_ms: i64,
-}
-
-/// Per device: the access epoch it was last reconciled at, and the reconciliation it has been
-/// sent but has not confirmed yet (see [`crate::sync`], "Access changes").
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeviceSync {
-    pub reconciled_epoch: Option<u64>,
-    #[serde(default)]
-    pub pending: Option<PendingReconcile>,
-}
-
-/// Where a backfill stands: the index into [`PendingReconcile::missing`] of the next document to
-/// send, and inside that document the last sequence already sent (0: none).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BackfillPos {
-    pub index: usize,
-    pub after_seq: u64,
-}
-
-/// An access reconciliation sent to a device and not yet confirmed by it. Nothing about the
-/// device's holdings changes in `device_docs` until the device echoes `id` as
-/// `confirmed_reconcile`; until then every response re-sends `evictions` and the backfill from
-/// `confirmed`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PendingReconcile {
-    /// The `reconcile_id` of the last response that carried this reconciliation: a fresh random
-    /// non-zero u64 per response, so a stale confirmation (or one from before a restore) never
-    /// matches a later response.
-    pub id: u64,
-    /// The access epoch the reconciliation was computed at.
-    pub epoch: u64,
-    /// Documents the device must delete (empty once a confirmation committed them).
-    pub evictions: Vec<DocId>,
-    /// Documents to backfill, in order (their history up to `upto`).
-    pub missing: Vec<DocId>,
-    /// The device's cursor when the reconciliation started: history above it comes from the log
-    /// scan, history up to it from the backfill.
-    pub upto: Seq,
-    /// What the device has confirmed of the backfill.
-    pub confirmed: BackfillPos,
-    /// Where the last response's backfill ended (`index == missing.len()`: complete).
-    pub sent: BackfillPos,
-}
-
-/// A change refused by the record rules: kept for an administrator, never stored in the log and
-/// never relayed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QuarantineEntry {
-    pub doc_id: DocId,
-    pub hash: Hash,
-    #[serde(with = "serde_bytes")]
-    pub bytes: Vec<u8>,
-    /// The rule broken, in plain words (never record content).
-    pub reason: String,
-    pub staff_id: StaffId,
-    pub device_id: DeviceId,
-    /// Server time of the (first) refusal.
-    pub at_ms: i64,
-}
-
-/// One change to append to the log.
-#[derive(Clone, Debug)]
-pub struct NewChange {
-    pub doc_id: DocId,
-    pub hash: Hash,
-    pub bytes: Vec<u8>,
-    /// The server's clock when it received the change (stored in `received`).
-    pub received_at_ms: i64,
-}
-
-/// Everything one write commits atomically. Changes get consecutive sequence numbers in order.
-#[derive(Clone, Debug, Default)]
-pub struct Commit {
-    pub cases: Vec<CaseRecord>,
-    pub docs: Vec<DocRecord>,
-    pub changes: Vec<NewChange>,
-    /// New actor bindings (actor id bytes, binding).
-    pub actors: Vec<(Vec<u8>, ActorBinding)>,
-}
-
-impl Commit {
-    pub fn is_empty(&self) -> bool {
-        self.cases.is_empty()
-            && self.docs.is_empty()
-            && self.changes.is_empty()
-            && self.actors.is_empty()
-    }
-}
-
-/// One entry of the change log, as a scan sees it.
-#[derive(Clone, Copy, Debug)]
-pub struct LogEntry<'a> {
-    pub seq: Seq,
-    pub doc_id: DocId,
-    pub hash: Hash,
-    pub bytes: &'a [u8],
-}
-
-/// The planner handed to [`Store::write`]: it reads the store and returns what to commit.
-pub type Planner<'a> = dyn FnMut() -> Result<Commit, StoreError> + 'a;
-
-/// The server's storage. Synchronous; call it from async code through `spawn_blocking`.
-pub trait Store: Send + Sync {
-    fn put_org(&self, org: &Org) -> Result<(), StoreError>;
-    fn get_org(&self, id: OrgId) -> Result<Option<Org>, StoreError>;
-    fn list_orgs(&self) -> Result<Vec<Org>, StoreError>;
-    fn put_team(&self, team: &Team) -> Result<(), StoreError>;
-    fn get_team(&self, id: TeamId) -> Result<Option<Team>, StoreError>;
-    fn list_teams(&self) -> Result<Vec<Team>, StoreError>;
-    fn put_staff(&self, staff: &Staff) -> Result<(), StoreError>;
-    fn get_staff(&self, id: StaffId) -> Result<Option<Staff>, StoreError>;
-    fn list_staff(&self) -> Result<Vec<Staff>, StoreError>;
-    fn put_device(&self, device: &Device) -> Result<(), StoreError>;
-    fn get_device(&self, id: DeviceId) -> Result<Option<Device>, StoreError>;
-    fn list_devices(&self) -> Result<Vec<Device>, StoreError>;
-    fn put_token(&self, sha256: &[u8; 32], record: &TokenRecord) -> Result<(), StoreError>;
-    fn get_token(&self, sha256: &[u8; 32]) -> Result<Option<TokenRecord>, StoreError>;
-
-    fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
-    fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
-
-    fn get_case(&self, id: CaseId) -> Result<Option<CaseRecord>, StoreError>;
-    fn get_doc(&self, id: DocId) -> Result<Option<DocRecord>, StoreError>;
-    /// Whether the server holds the change `hash` of document `doc`.
-    fn has_change(&self, doc: DocId, hash: &Hash) -> Result<bool, StoreError>;
-
-    /// The cases team `team` is on (index `team_cases`).
-    fn cases_of_team(&self, team: TeamId) -> Result<Vec<CaseId>, StoreError>;
-    /// The documents of case `case` (index `case_docs`).
-    fn docs_of_case(&self, case: CaseId) -> Result<Vec<DocId>, StoreError>;
-    /// The sequences of every stored change of `doc`, ascending.
-    fn doc_change_seqs(&self, doc: DocId) -> Result<Vec<Seq>, StoreError>;
-    /// The change stored under `seq`: its document, hash and bytes.
-    fn get_log(&self, seq: Seq) -> Result<Option<(DocId, Hash, Vec<u8>)>, StoreError>;
-    /// Who first used actor id `actor`.
-    fn get_actor(&self, actor: &[u8]) -> Result<Option<ActorBinding>, StoreError>;
-    /// The server time at which the change stored under `seq` was received (`None` for changes
-    /// stored before the server kept it).
-    fn received_at(&self, seq: Seq) -> Result<Option<i64>, StoreError>;
-
-    // Key escrow ([`crate::escrow`]): one wrap key per device, in the `escrow` tree.
-    /// The wrap key kept for `device`, if any.
-    fn escrow_get(&self, device: DeviceId) -> Result<Option<[u8; 32]>, StoreError>;
-    /// The wrap key of `device`: the one kept, or else `fresh`, kept from now on.
-    fn escrow_get_or_put(&self, device: DeviceId, fresh: [u8; 32]) -> Result<[u8; 32], StoreError>;
-    /// Destroys the wrap key of `device` (its revocation); harmless when there is none.
-    fn escrow_remove(&self, device: DeviceId) -> Result<(), StoreError>;
-
-    /// Keeps refused changes; a change already quarantined (the same document and hash, e.g. a
-    /// device re-sending it) keeps its first entry. Returns how many were new.
-    fn quarantine_add(&self, entries: &[QuarantineEntry]) -> Result<usize, StoreError>;
-    /// Every quarantined change, in key order.
-    fn quarantine_list(&self) -> Result<Vec<QuarantineEntry>, StoreError>;
-    /// The quarantine entry of change `hash` of document `doc`, if it was refused before.
-    fn quarantined(&self, doc: DocId, hash: &Hash) -> Result<Option<QuarantineEntry>, StoreError>;
-
-    /// The id of this change log (see the module docs).
-    fn log_id(&self) -> Result<uuid::Uuid, StoreError> {
-        match self.meta_get(LOG_ID_KEY)? {
-            Some(v) => uuid::Uuid::from_slice(&v)
-                .map_err(|_| StoreError::Corrupt("the stored log id is not 16 bytes".into())),
-            None => Err(StoreError::Corrupt("the store has no log id".into())),
-        }
-    }
-    /// Gives the store a new random log id (after a restore from backup); returns it.
-    fn new_log_id(&self) -> Result<uuid::Uuid, StoreError> {
-        let id = uuid::Uuid::new_v4();
-        self.meta_put(LOG_ID_KEY, id.as_bytes())?;
-        Ok(id)
-    }
-
-    /// The documents the server believes `device` holds.
-    fn device_docs(&self, device: DeviceId) -> Result<Vec<DocId>, StoreError>;
-    fn device_docs_add(&self, device: DeviceId, docs: &[DocId]) -> Result<(), StoreError>;
-    fn device_docs_remove(&self, device: DeviceId, docs: &[DocId]) -> Result<(), StoreError>;
-    fn device_docs_clear(&self, device: DeviceId) -> Result<(), StoreError>;
-    fn get_device_sync(&self, device: DeviceId) -> Result<Option<DeviceSync>, StoreError>;
-    fn put_device_sync(&self, device: DeviceId, state: &DeviceSync) -> Result<(), StoreError>;
-
-    /// The global access epoch (0 before any access change).
-    fn access_epoch(&self) -> Result<u64, StoreError>;
-    /// Bumps the access epoch atomically; returns the new value. Call it after the access change
-    /// itself is written, so that a sync that sees the new epoch also sees the new access.
-    fn bump_access_epoch(&self) -> Result<u64, StoreError>;
-
-    /// Whether the store accepts writes now (for `/ready`); may start a recovery that is due.
-    fn writability(&self) -> Writability {
-        Writability::writable()
-    }
-    /// The audit entry (seq, hex hash) the store last acknowledged durably, kept outside the
-    /// store's own files; `audit verify` checks that the log reaches it. `None`: not kept.
-    fn audit_anchor(&self) -> Result<Option<(u64, String)>, StoreError> {
-        Ok(None)
-    }
-
-    /// Appends one audit entry to the hash chain (serialised by one mutex); returns it.
-    fn audit_append(&self, record: AuditRecord) -> Result<AuditEntry, StoreError>;
-    /// Visits every audit entry's key (its sequence) and raw value, in order, until `visit`
-    /// returns false.
-    fn audit_scan(&self, visit: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError>;
-
-    /// Runs `plan` under the write lock (so what it read is still true when its result is
-    /// committed) and commits its result atomically. Returns the highest committed sequence after
-    /// the write.
-    fn write(&self, plan: &mut Planner<'_>) -> Result<Seq, StoreError>;
-    /// The highest sequence whose transaction has committed (0 when the log is empty).
-    fn last_seq(&self) -> Seq;
-    /// The highest sequence known to be flushed to disk. Pulls hand out nothing above it, so a
-    /// device's cursor never points past what survives a crash.
-    fn durable_seq(&self) -> Seq;
-    /// Visits log entries with `after < seq <= upto` in order until `visit` returns false.
-    fn scan_log(
-        &self,
-        after: Seq,
-        upto: Seq,
-        visit: &mut dyn FnMut(LogEntry<'_>) -> bool,
-    ) -> Result<(), StoreError>;
-    /// Makes every write that completed before the call durable. Nothing is acknowledged to a
-    /// device before this returns. Concurrent calls may share one flush (group commit).
-    fn flush(&self) -> Result<(), StoreError>;
-}
 
 /// What the store found lost at open: what it had acknowledged, and what sled recovered.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -509,8 +211,6 @@ fn suffix_ids<T>(
 }
 
 const ACCESS_EPOCH_KEY: &str = "access_epoch";
-/// The meta key of the log id.
-pub const LOG_ID_KEY: &str = "log_id";
 const INDEX_KEY: &str = "index_v1";
 /// Set once the log is in the current layout (with its hash chain); its value is the layout.
 const LOG_LAYOUT_KEY: &str = "log_layout";
@@ -1033,6 +733,7 @@ mod durability_tests;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::NewChange;
 
     fn change(doc: DocId, n: u8) -> NewChange {
         NewChange {

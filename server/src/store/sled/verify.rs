@@ -8,10 +8,11 @@
 //! documents agree); then the audit log's chain and its anchor ([`crate::audit::verify_anchored`]).
 //! The first problem is reported, in plain words (sequences and ids, never content).
 
+use super::dec;
 use super::trees::{chain_next, parse_log, Sled, CHAIN_GENESIS};
-use super::{dec, CaseRecord, DocRecord};
 use super::{hash_key, seq_from, SledStore, StoreError};
 use crate::audit::{self, VerifyError as AuditError};
+use crate::model::{CaseRecord, DocRecord};
 use casenote_protocol::wire::Hash;
 use casenote_protocol::{CaseId, DocId};
 use std::collections::{BTreeSet, HashMap};

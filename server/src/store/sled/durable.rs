@@ -14,36 +14,12 @@
 use super::mark::{self, Found, Mark};
 use super::trees::Sled;
 use super::{
-    audit, hex32, limits, lock, Damage, Shared, SledStore, Store, StoreError, FLUSH_GEN_KEY,
-    MARKED_KEY,
+    audit, hex32, limits, lock, Damage, Shared, SledStore, Store, StoreError, Writability,
+    FLUSH_GEN_KEY, MARKED_KEY,
 };
-use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
-
-/// Whether the store accepts writes now, for `/ready` and `/health`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Writability {
-    pub writable: bool,
-    /// Why not, in plain words (no paths).
-    pub reason: Option<String>,
-    /// Free bytes where the store lives, when known.
-    pub free_bytes: Option<u64>,
-    /// The floor below which writes are refused.
-    pub free_bytes_min: u64,
-}
-
-impl Writability {
-    pub(super) fn writable() -> Self {
-        Writability {
-            writable: true,
-            reason: None,
-            free_bytes: None,
-            free_bytes_min: 0,
-        }
-    }
-}
 
 /// Whether sled can take writes (apart from free space, which is checked on every write).
 #[derive(Clone, Debug)]

@@ -1,0 +1,133 @@
+//! The records of the case log and what the server keeps about each device: document headers
+//! and heads, cases with their teams, actor bindings, each device's reconciliation state,
+//! quarantined changes, and the change log's entries. Plain data, no I/O: the store keeps them
+//! ([`crate::store`]), the domain decides with them.
+
+use casenote_protocol::wire::Hash;
+use casenote_protocol::{CaseId, DeviceId, DocId, DocKind, OrgId, Seq, StaffId, TeamId};
+use serde::{Deserialize, Serialize};
+
+/// The server-side header of a document: fixed when the server first stores it, never inside the
+/// CRDT, so no client can change it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocHeader {
+    pub doc_id: DocId,
+    pub case_id: CaseId,
+    pub kind: DocKind,
+    pub owner_org: OrgId,
+    /// For `restricted` documents: the teams that may read and write it (in addition to the
+    /// case's own team check). `None` for every other kind.
+    pub access_teams: Option<Vec<TeamId>>,
+    pub created_by: StaffId,
+    pub created_ms: i64,
+}
+
+/// A document's header and the server's current heads for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocRecord {
+    pub header: DocHeader,
+    pub heads: Vec<Hash>,
+    /// Operations in the document's history, as of `heads` (0 for a record written before the
+    /// server counted them; the next accepted push counts them).
+    #[serde(default)]
+    pub ops: u64,
+    /// For a note: the server's time when it received the filing. A filed note takes no change
+    /// at all (`crate::validate::header_refusal`).
+    #[serde(default)]
+    pub filed_ms: Option<i64>,
+}
+
+/// A case: the person's record, and the teams around the person who may hold its documents.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseRecord {
+    pub case_id: CaseId,
+    pub owner_org: OrgId,
+    pub teams: Vec<TeamId>,
+    pub created_ms: i64,
+}
+
+/// Who first used an Automerge actor id: every later change under it must come from the same
+/// staff member on the same device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActorBinding {
+    pub staff_id: StaffId,
+    pub device_id: DeviceId,
+    pub first_seen_ms: i64,
+}
+
+/// Per device: the access epoch it was last reconciled at, and the reconciliation it has been
+/// sent but has not confirmed yet (see [`crate::sync::reconcile`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceSync {
+    pub reconciled_epoch: Option<u64>,
+    #[serde(default)]
+    pub pending: Option<PendingReconcile>,
+}
+
+/// Where a backfill stands: the index into [`PendingReconcile::missing`] of the next document to
+/// send, and inside that document the last sequence already sent (0: none).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackfillPos {
+    pub index: usize,
+    pub after_seq: u64,
+}
+
+/// An access reconciliation sent to a device and not yet confirmed by it. Nothing about the
+/// device's holdings changes in `device_docs` until the device echoes `id` as
+/// `confirmed_reconcile`; until then every response re-sends `evictions` and the backfill from
+/// `confirmed`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingReconcile {
+    /// The `reconcile_id` of the last response that carried this reconciliation: a fresh random
+    /// non-zero u64 per response, so a stale confirmation (or one from before a restore) never
+    /// matches a later response.
+    pub id: u64,
+    /// The access epoch the reconciliation was computed at.
+    pub epoch: u64,
+    /// Documents the device must delete (empty once a confirmation committed them).
+    pub evictions: Vec<DocId>,
+    /// Documents to backfill, in order (their history up to `upto`).
+    pub missing: Vec<DocId>,
+    /// The device's cursor when the reconciliation started: history above it comes from the log
+    /// scan, history up to it from the backfill.
+    pub upto: Seq,
+    /// What the device has confirmed of the backfill.
+    pub confirmed: BackfillPos,
+    /// Where the last response's backfill ended (`index == missing.len()`: complete).
+    pub sent: BackfillPos,
+}
+
+/// A change refused by the record rules: kept for an administrator, never stored in the log and
+/// never relayed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantineEntry {
+    pub doc_id: DocId,
+    pub hash: Hash,
+    #[serde(with = "serde_bytes")]
+    pub bytes: Vec<u8>,
+    /// The rule broken, in plain words (never record content).
+    pub reason: String,
+    pub staff_id: StaffId,
+    pub device_id: DeviceId,
+    /// Server time of the (first) refusal.
+    pub at_ms: i64,
+}
+
+/// One change to append to the log.
+#[derive(Clone, Debug)]
+pub struct NewChange {
+    pub doc_id: DocId,
+    pub hash: Hash,
+    pub bytes: Vec<u8>,
+    /// The server's clock when it received the change (stored in `received`).
+    pub received_at_ms: i64,
+}
+
+/// One entry of the change log, as a scan sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct LogEntry<'a> {
+    pub seq: Seq,
+    pub doc_id: DocId,
+    pub hash: Hash,
+    pub bytes: &'a [u8],
+}
