@@ -29,7 +29,7 @@ use std::time::Instant;
 /// defect; it is reported, not hidden (see README).
 const CASES_PER_SYNC: usize = 50;
 
-/// Notes per seeded case (DESIGN.md W1).
+/// Notes per seeded case (docs/design.md W1).
 pub const NOTES_PER_CASE: usize = 20;
 const NOTE_CHARS: usize = 400;
 const PLAN_CHARS: usize = 2000;

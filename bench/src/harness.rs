@@ -7,8 +7,9 @@
 //! from ordinary threads, never from inside the runtime.
 
 use anyhow::{bail, Context};
+use casenote_server::admin::{self, NewStaff};
 use casenote_server::auth::{self, Principal};
-use casenote_server::directory;
+use casenote_server::model::{By, Role};
 use casenote_server::{SledStore, Store};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -33,7 +34,7 @@ pub const COUNCIL: &str = "Castlebridge Council";
 pub struct InProcessServer {
     pub url: String,
     pub store: Arc<SledStore>,
-    pub demo: casenote_server::demo::DemoOutput,
+    pub demo: casenote_server::cli::demo::DemoOutput,
     runtime: tokio::runtime::Runtime,
     // Dropped last: the store's files live here.
     dir: tempfile::TempDir,
@@ -44,7 +45,7 @@ impl InProcessServer {
     pub fn start() -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let store = casenote_server::open(&dir.path().join("server"))?;
-        let demo = casenote_server::demo::load(store.as_ref(), casenote_server::now_ms())?;
+        let demo = casenote_server::cli::demo::load(store.as_ref(), casenote_server::now_ms())?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
@@ -54,6 +55,7 @@ impl InProcessServer {
             listener,
             store.clone(),
             casenote_server::Config::default(),
+            std::future::pending(),
         ));
         Ok(Self {
             url,
@@ -83,7 +85,10 @@ impl InProcessServer {
 }
 
 /// The token the demo issued for `staff`.
-pub fn demo_token(demo: &casenote_server::demo::DemoOutput, staff: &str) -> anyhow::Result<String> {
+pub fn demo_token(
+    demo: &casenote_server::cli::demo::DemoOutput,
+    staff: &str,
+) -> anyhow::Result<String> {
     Ok(demo
         .tokens
         .iter()
@@ -95,9 +100,9 @@ pub fn demo_token(demo: &casenote_server::demo::DemoOutput, staff: &str) -> anyh
 
 /// Enrols one more device for an existing member of staff and returns its token.
 pub fn issue_token(store: &dyn Store, staff: &str, device_name: &str) -> anyhow::Result<String> {
-    let staff = directory::find_staff(store, staff)?;
-    let issued = auth::issue(store, &staff, device_name, casenote_server::now_ms())?;
-    store.flush()?;
+    let staff = admin::find_staff(store, staff)?;
+    let now = casenote_server::now_ms();
+    let issued = admin::issue_token(store, By::Cli, staff.staff_id, device_name, now)?;
     Ok(issued.token)
 }
 
@@ -111,28 +116,32 @@ pub fn principal(store: &dyn Store, token: &str) -> anyhow::Result<Principal> {
 
 /// The names of `who`'s organisation and first team, as the directory has them.
 pub fn names_of(store: &dyn Store, who: &Principal) -> anyhow::Result<(String, String)> {
-    let org = store
-        .get_org(who.staff.org_id)?
-        .map(|o| o.name)
-        .unwrap_or_default();
-    let team = match who.staff.teams.first() {
-        Some(t) => store.get_team(*t)?.map(|t| t.name).unwrap_or_default(),
-        None => String::new(),
-    };
-    Ok((org, team))
+    Ok(casenote_server::store::read(store, |t| {
+        let org = t.org(who.staff.org_id)?.map(|o| o.name).unwrap_or_default();
+        let team = match who.staff.teams.first() {
+            Some(id) => t.team(*id)?.map(|t| t.name).unwrap_or_default(),
+            None => String::new(),
+        };
+        Ok((org, team))
+    })?)
 }
 
 /// Adds a team of `n` social workers to the council and returns one device token each.
 pub fn provision_team(store: &dyn Store, team: &str, n: usize) -> anyhow::Result<Vec<String>> {
-    directory::add_team(store, COUNCIL, team)?;
+    let now = casenote_server::now_ms();
+    admin::add_team(store, By::Cli, COUNCIL, team, now)?;
     let mut tokens = Vec::with_capacity(n);
     for i in 0..n {
         let name = format!("{team} Worker {i:02}");
-        directory::add_staff(store, &name, "social_worker", COUNCIL, &[team.to_string()])?;
-        let staff = directory::find_staff(store, &name)?;
-        tokens.push(auth::issue(store, &staff, "bench device", casenote_server::now_ms())?.token);
+        let new = NewStaff {
+            name: &name,
+            role: Role::SocialWorker,
+            org: COUNCIL,
+            teams: &[team.to_string()],
+        };
+        let staff = admin::add_staff(store, By::Cli, new, now)?;
+        tokens.push(admin::issue_token(store, By::Cli, staff.staff_id, "bench device", now)?.token);
     }
-    store.flush()?;
     Ok(tokens)
 }
 
@@ -194,6 +203,7 @@ pub fn serve_store(data_dir: &Path) -> anyhow::Result<()> {
         listener,
         store,
         casenote_server::Config::default(),
+        std::future::pending(),
     ));
     std::io::copy(&mut std::io::stdin(), &mut std::io::sink())?;
     runtime.shutdown_timeout(Duration::from_secs(2));

@@ -390,7 +390,7 @@ pub fn w5l(cfg: Light) -> anyhow::Result<Value> {
     let mut seqs: HashMap<(DocId, Hash), Seq> = HashMap::new();
     server
         .store
-        .scan_log(Seq(0), server.store.last_seq(), &mut |e| {
+        .scan_log(Seq(0), server.store.last_seq()?, &mut |e| {
             seqs.insert((e.doc_id, e.hash), e.seq);
             true
         })?;

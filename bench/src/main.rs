@@ -1,4 +1,4 @@
-//! casenote-bench: the DESIGN.md benchmark workloads W1-W6, measured on loopback with a real
+//! casenote-bench: the docs/design.md benchmark workloads W1-W6, measured on loopback with a real
 //! server, real HTTP, real sled stores and real client-core devices.
 //!
 //! `cargo run --release -p casenote-bench -- [W1|W2|W3|W4|W5|W5L|W6|all] [--quick] [--http-poll]

@@ -53,7 +53,7 @@ pub fn w6(
     let (w3_token, w5_tokens, log_entries) = {
         let store = casenote_server::open(&data)?;
         let s: &dyn Store = store.as_ref();
-        casenote_server::demo::load(s, casenote_server::now_ms())?;
+        casenote_server::cli::demo::load(s, casenote_server::now_ms())?;
         let started = Instant::now();
         let mut stored = 0;
         for (i, owner) in OWNERS.iter().enumerate() {
@@ -81,12 +81,12 @@ pub fn w6(
         let w3 = harness::issue_token(s, "Ruth Adebayo", "w6 device")?;
         let w5 = harness::provision_team(s, "Bench Team W6", 20)?;
         s.flush()?;
-        (w3, w5, s.last_seq().0)
+        (w3, w5, s.last_seq()?.0)
     };
     let stored_docs = {
         // Count what the store holds, from a fresh open (the seeding store is closed above).
         let store = casenote_server::open(&data)?;
-        let n = store.last_seq().0;
+        let n = store.last_seq()?.0;
         anyhow::ensure!(n == log_entries, "the store lost changes on reopen");
         n
     };

@@ -106,7 +106,7 @@ pub fn case_docs(
 
     let author = NoteAuthor {
         staff_id: seeder.who.staff.staff_id.to_string(),
-        role: seeder.who.staff.role.clone(),
+        role: seeder.who.staff.role.to_string(),
         org: seeder.org.clone(),
         team: seeder.team.clone(),
     };

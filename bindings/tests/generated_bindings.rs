@@ -69,16 +69,25 @@ struct TestServer {
 
 impl TestServer {
     fn start(data: &Path) -> TestServer {
-        use casenote_server::admin;
+        use casenote_server::admin::{self, NewStaff};
+        use casenote_server::model::{By, Role};
         let store = casenote_server::open(data).expect("open the server's sled store");
         let s: &dyn casenote_server::Store = store.as_ref();
         let (org, team) = ("Test Council", "Locality Team North");
-        admin::org_add(s, org).unwrap();
-        admin::team_add(s, org, team).unwrap();
         let now = casenote_server::now_ms();
+        admin::add_org(s, By::Cli, org, now).unwrap();
+        admin::add_team(s, By::Cli, org, team, now).unwrap();
         let tokens = ["Ada Able", "Ben Baker"].map(|name| {
-            admin::staff_add(s, name, "social_worker", org, &[team.to_string()]).unwrap();
-            admin::token_issue(s, name, Some("phone"), false, now).unwrap()
+            let new = NewStaff {
+                name,
+                role: Role::SocialWorker,
+                org,
+                teams: &[team.to_string()],
+            };
+            let staff = admin::add_staff(s, By::Cli, new, now).unwrap();
+            admin::issue_token(s, By::Cli, staff.staff_id, "phone", now)
+                .unwrap()
+                .token
         });
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -91,8 +100,9 @@ impl TestServer {
         let url = format!("http://{}", listener.local_addr().unwrap());
         runtime.spawn(casenote_server::run(
             listener,
-            Arc::clone(&store),
+            Arc::clone(&store) as Arc<dyn casenote_server::Store>,
             casenote_server::Config::default(),
+            std::future::pending(),
         ));
         TestServer {
             url,

@@ -679,7 +679,7 @@ impl DeviceStore {
             None => 0,
         };
         // One load of the snapshot and every chunk concatenated: Automerge applies them as one
-        // batch, where a `load_incremental` per chunk re-does work for each (DESIGN.md: applying
+        // batch, where a `load_incremental` per chunk re-does work for each (docs/design.md: applying
         // one call at a time slows down as the history grows).
         let mut bytes = snapshot.unwrap_or_default();
         for (_, v) in chunks {

@@ -67,7 +67,7 @@ pub const CBOR_DEPTH_MAX: usize = 32;
 /// Largest request body for the small JSON endpoints (whoami and the like).
 pub const SMALL_BODY_BYTES_MAX: usize = 64 * 1024;
 
-/// Offset between device and server clocks above which the sync is flagged (DESIGN.md, "Time").
+/// Offset between device and server clocks above which the sync is flagged (docs/design.md, "Time").
 pub const CLOCK_OFFSET_FLAG_MS: i64 = 5 * 60 * 1000;
 
 /// Rounds a device runs in one `sync` before it stops (pages of a large pull plus one re-send of
@@ -266,7 +266,23 @@ pub const STORE_REOPEN_WAIT_MS: u64 = 5_000;
 /// size of the store.
 pub const STORE_CHAIN_BUILD_BYTES_MAX: usize = 16 * 1024 * 1024;
 
+/// Times a store write transaction is run again after another transaction changed what it read
+/// (`StoreError::Conflict`), and times a sync runs its pull again when the device's state or the
+/// access epoch moved under it. On one sled store conflicts come only from concurrent syncs of
+/// one device or an access change landing mid-sync; on a shared database, also from other nodes.
+/// Each retry waits a jittered back-off (below), so eight retries span at most about 0.2 s: a
+/// request that still conflicts after that is answered 503 and retried by its device, rather
+/// than holding a connection while others win the race.
+pub const STORE_WRITE_RETRIES: u32 = 8;
+
+/// The back-off before retry n of a conflicting write is jittered up to n times this: short
+/// against a sync's own cost (milliseconds), long enough for the winner to commit.
+pub const STORE_WRITE_RETRY_BACKOFF_MS: u64 = 5;
+
 const _: () = assert!(STORE_FREE_BYTES_MIN_DEFAULT >= 16 * REQUEST_BYTES_MAX as u64);
+const _: () = assert!(
+    STORE_WRITE_RETRIES as u64 * STORE_WRITE_RETRIES as u64 * STORE_WRITE_RETRY_BACKOFF_MS < 1_000
+);
 const _: () = assert!(STORE_REOPEN_WAIT_MS < STORE_FLUSH_WAIT_MS_MAX);
 const _: () = assert!(STORE_REOPEN_FREE_BYTES_MIN <= STORE_FREE_BYTES_MIN_DEFAULT);
 const _: () = assert!(STORE_CHAIN_BUILD_BYTES_MAX >= CHANGE_BYTES_MAX);

@@ -3,7 +3,7 @@
 //! A device sends its cursor, its clock and, for each document with local edits, the server heads
 //! it last saw (`base`) and the Automerge changes it made since, as Automerge's own compressed
 //! change bytes. The server answers with what it stored, what the device lacks, and a new cursor.
-//! See DESIGN.md, "Sync: one round trip".
+//! See docs/design.md, "Sync".
 //!
 //! Decoding checks the size before parsing, the version before the shape, and every count after,
 //! so nothing a peer sends can make the other side allocate beyond the limits in [`crate::limits`].

@@ -1,598 +1,741 @@
-//! The `casenote-server admin` actions: add orgs, teams and staff, issue and revoke device tokens,
-//! revoke staff, change who may see what, list the directory and show a case.
+//! The admin service: typed operations on the directory and on who may see what, each returning
+//! a typed value. The CLI ([`crate::cli`]) calls it and renders what it returns; an HTTP admin
+//! API (a later issue) will call the same functions.
 //!
-//! Each action works on an open store and returns the text to print, so the binary stays a thin
-//! shell and tests can call the actions directly. Nothing here ever prints a token except the one
-//! just issued; listings never show tokens or their hashes, and `case show` never shows content.
+//! Every write is ONE store transaction that holds its own checks: a name's uniqueness is checked
+//! in the transaction that adds it, a case's teams are read and changed in one, so two admins at
+//! once (two processes on one database) can never add the same organisation twice or lose each
+//! other's change. Every act is audited in that transaction with who did it ([`By`]) and made
+//! durable before the operation returns. Access changes (a case's teams, a member of staff's
+//! teams, a restricted document's access list) also bump the access epoch in that transaction,
+//! so every device's next sync is reconciled (evictions and backfill); changing nothing (adding a
+//! team already there) is a success that bumps and audits nothing.
 //!
-//! Access changes ([`case_add_team`], [`case_remove_team`], [`staff_add_team`],
-//! [`staff_remove_team`], [`restricted_grant`], [`restricted_revoke`]) take ids, are safe to call
-//! on the store of a running server, write the change, then bump the access epoch (so every
-//! device's next sync is reconciled: evictions and backfill) and audit it as `access_change`.
-//! Changing nothing (adding a team already there) is a success that bumps and audits nothing.
-//! Every directory action is audited too (`admin`, `enrol`, `token_revoke`, `staff_revoke`).
+//! Nothing here returns a token except the one just issued, and nothing returns record content.
+//! It may use the store (through [`write`] and [`read`]), the model and [`crate::auth`].
 
-use crate::audit::{AuditKind, AuditRecord};
-use crate::auth;
-use crate::directory::{self, DirectoryError};
-use crate::store::{Commit, Store, StoreError};
-use anyhow::{bail, Context};
-use casenote_protocol::{CaseId, DeviceId, DocId, DocKind, StaffId, TeamId};
+use crate::auth::{self, Issued};
+use crate::model::{AuditKind, AuditRecord, By, Device, Org, QuarantineEntry, Role, Staff, Team};
+use crate::store::{read, write, Store, StoreError, Txn};
+use casenote_protocol::{limits, CaseId, DeviceId, DocId, DocKind, OrgId, StaffId, TeamId};
 use serde_json::json;
-use std::collections::HashMap;
-
-fn audit_admin(store: &dyn Store, details: serde_json::Value) -> Result<(), DirectoryError> {
-    store.audit_append(AuditRecord::new(AuditKind::Admin, crate::now_ms(), details))?;
-    Ok(())
-}
 
 /// The device name used when `token issue` is given none.
 pub const DEFAULT_DEVICE_NAME: &str = "device";
 
-/// `org add`: prints the new org id.
-pub fn org_add(store: &dyn Store, name: &str) -> Result<String, DirectoryError> {
-    let org = directory::add_org(store, name)?;
-    audit_admin(store, json!({"action": "org_add", "org_id": org.org_id}))?;
-    Ok(org.org_id.to_string())
+/// Why an admin operation was refused. Messages say what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("an organisation named {0:?} already exists")]
+    OrgExists(String),
+    #[error(
+        "no organisation named {0:?}; add it with `admin org add --name ...` or see `admin list`"
+    )]
+    NoSuchOrg(String),
+    #[error("organisation {org:?} already has a team named {team:?}")]
+    TeamExists { org: String, team: String },
+    #[error("organisation {org:?} has no team named {team:?}; add it with `admin team add` or see `admin list`")]
+    NoSuchTeam { org: String, team: String },
+    #[error("no staff member with id or exact name {0:?}; see `admin list`")]
+    NoSuchStaff(String),
+    #[error(
+        "{count} staff members are named {name:?}; use the staff id instead (see `admin list`)"
+    )]
+    AmbiguousStaff { name: String, count: usize },
+    #[error("no team with id or exact name {0:?}; see `admin list`")]
+    NoSuchTeamAnywhere(String),
+    #[error("{count} teams are named {name:?}; use the team id instead (see `admin list`)")]
+    AmbiguousTeam { name: String, count: usize },
+    #[error("no team with id {0}; see `admin list`")]
+    NoSuchTeamId(TeamId),
+    #[error("no staff member with id {0}")]
+    NoSuchStaffId(StaffId),
+    #[error("staff member {0} has been revoked; enrol no devices for them")]
+    StaffRevoked(StaffId),
+    #[error("no device with id {0:?}; see `admin list`")]
+    NoSuchDevice(String),
+    #[error("no case with id {0}")]
+    NoSuchCase(CaseId),
+    #[error("no document with id {0}")]
+    NoSuchDocument(DocId),
+    #[error("document {doc} is a {kind}, not restricted: who may see it follows its case's teams")]
+    NotRestricted { doc: DocId, kind: DocKind },
+    #[error("a name must not be empty or longer than {max} bytes")]
+    BadName { max: usize },
+    #[error("a member of staff needs at least one team (--team)")]
+    NoTeams,
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
-/// `team add`: prints the new team id.
-pub fn team_add(store: &dyn Store, org: &str, name: &str) -> Result<String, DirectoryError> {
-    let team = directory::add_team(store, org, name)?;
-    audit_admin(
-        store,
-        json!({"action": "team_add", "team_id": team.team_id, "org_id": team.org_id}),
-    )?;
-    Ok(team.team_id.to_string())
+/// A refusal found inside a transaction: the transaction ends (nothing is written) and the
+/// refusal is handed back as it is.
+enum Refused {
+    Admin(AdminError),
+    Store(StoreError),
 }
 
-/// `staff add`: prints the new staff id.
-pub fn staff_add(
+impl From<StoreError> for Refused {
+    fn from(e: StoreError) -> Self {
+        Refused::Store(e)
+    }
+}
+
+impl From<AdminError> for Refused {
+    fn from(e: AdminError) -> Self {
+        Refused::Admin(e)
+    }
+}
+
+/// [`write`] with refusals of the operation's own: `f` returns `Err(Refused::Admin(..))` to end
+/// the transaction, writing nothing, then the store is flushed so the act is durable.
+fn act<T>(
     store: &dyn Store,
-    name: &str,
-    role: &str,
-    org: &str,
-    teams: &[String],
-) -> Result<String, DirectoryError> {
-    let staff = directory::add_staff(store, name, role, org, teams)?;
-    store.audit_append(
-        AuditRecord::new(
-            AuditKind::Admin,
-            crate::now_ms(),
-            json!({"action": "staff_add", "role": staff.role, "org_id": staff.org_id,
-                   "teams": staff.teams}),
-        )
-        .staff(staff.staff_id),
-    )?;
-    Ok(staff.staff_id.to_string())
-}
-
-/// `token issue`: prints the token alone, or `{"staff_id","device_id","token"}` with `json`.
-pub fn token_issue(
-    store: &dyn Store,
-    staff: &str,
-    device_name: Option<&str>,
-    json: bool,
-    now_ms: i64,
-) -> Result<String, DirectoryError> {
-    let staff = directory::find_staff(store, staff)?;
-    let issued = auth::issue(
-        store,
-        &staff,
-        device_name.unwrap_or(DEFAULT_DEVICE_NAME),
-        now_ms,
-    )?;
+    mut f: impl FnMut(&mut dyn Txn) -> Result<T, Refused>,
+) -> Result<T, AdminError> {
+    let mut refusal = None;
+    let done = write(store, |txn| match f(txn) {
+        Ok(v) => Ok(Some(v)),
+        Err(Refused::Store(e)) => Err(e),
+        Err(Refused::Admin(e)) => {
+            refusal = Some(e);
+            Err(StoreError::Task("refused".into()))
+        }
+    });
+    if let Some(e) = refusal {
+        return Err(e);
+    }
+    let value = done?.ok_or_else(|| StoreError::Task("the operation did not run".into()))?;
     store.flush()?;
-    Ok(if json {
-        json!({
-            "staff_id": staff.staff_id,
-            "device_id": issued.device.device_id,
-            "token": issued.token,
-        })
-        .to_string()
+    Ok(value)
+}
+
+fn check_name(name: &str) -> Result<&str, AdminError> {
+    let max = limits::SHORT_TEXT_BYTES_MAX;
+    let name = name.trim();
+    if name.is_empty() || name.len() > max {
+        Err(AdminError::BadName { max })
     } else {
-        issued.token
+        Ok(name)
+    }
+}
+
+fn admin_record(now_ms: i64, by: By, details: serde_json::Value) -> AuditRecord {
+    AuditRecord::new(AuditKind::Admin, now_ms, details).by(by)
+}
+
+/// The organisation with this exact name.
+pub fn find_org(txn: &mut dyn Txn, name: &str) -> Result<Option<Org>, StoreError> {
+    Ok(txn.orgs()?.into_iter().find(|o| o.name == name))
+}
+
+/// The team with this exact name in this organisation.
+pub fn find_team(txn: &mut dyn Txn, org: OrgId, name: &str) -> Result<Option<Team>, StoreError> {
+    Ok(txn
+        .teams()?
+        .into_iter()
+        .find(|t| t.org_id == org && t.name == name))
+}
+
+fn org_named(txn: &mut dyn Txn, name: &str) -> Result<Org, Refused> {
+    Ok(find_org(txn, name)?.ok_or_else(|| AdminError::NoSuchOrg(name.into()))?)
+}
+
+/// Adds an organisation (audited `admin`, action `org_add`).
+pub fn add_org(store: &dyn Store, by: By, name: &str, now_ms: i64) -> Result<Org, AdminError> {
+    let name = check_name(name)?;
+    act(store, |txn| {
+        if find_org(txn, name)?.is_some() {
+            return Err(AdminError::OrgExists(name.into()).into());
+        }
+        let org = Org {
+            org_id: OrgId::new_random(),
+            name: name.into(),
+        };
+        txn.put_org(&org)?;
+        let details = json!({"action": "org_add", "org_id": org.org_id});
+        txn.audit_append(admin_record(now_ms, by, details))?;
+        Ok(org)
     })
 }
 
-/// `token revoke`: revokes a device's token.
-pub fn token_revoke(store: &dyn Store, device: &str) -> Result<String, DirectoryError> {
-    let device = auth::revoke(store, device, crate::now_ms())?;
-    store.flush()?;
-    Ok(format!("revoked device {}", device.device_id))
-}
-
-/// `staff revoke`: revokes a member of staff and every device of theirs; their tokens answer
-/// `device_revoked` from now on. Prints what was revoked.
-pub fn staff_revoke_cmd(store: &dyn Store, staff: &str) -> anyhow::Result<String> {
-    let s = directory::find_staff(store, staff)?;
-    let devices = staff_revoke(store, s.staff_id, crate::now_ms())?;
-    Ok(format!(
-        "revoked staff member {} and {} device(s)",
-        s.staff_id,
-        devices.len()
-    ))
-}
-
-/// Revokes a member of staff and all their devices (audited `staff_revoke`); returns the devices.
-pub fn staff_revoke(
+/// Adds a team to the organisation named `org_name` (audited `admin`, action `team_add`).
+pub fn add_team(
     store: &dyn Store,
+    by: By,
+    org_name: &str,
+    name: &str,
+    now_ms: i64,
+) -> Result<Team, AdminError> {
+    let name = check_name(name)?;
+    act(store, |txn| {
+        let org = org_named(txn, org_name)?;
+        if find_team(txn, org.org_id, name)?.is_some() {
+            let (org, team) = (org.name, name.into());
+            return Err(AdminError::TeamExists { org, team }.into());
+        }
+        let team = Team {
+            team_id: TeamId::new_random(),
+            org_id: org.org_id,
+            name: name.into(),
+        };
+        txn.put_team(&team)?;
+        let details = json!({"action": "team_add", "team_id": team.team_id, "org_id": org.org_id});
+        txn.audit_append(admin_record(now_ms, by, details))?;
+        Ok(team)
+    })
+}
+
+/// A member of staff to add: their name, role, organisation and teams (by exact name).
+#[derive(Clone, Copy, Debug)]
+pub struct NewStaff<'a> {
+    pub name: &'a str,
+    pub role: Role,
+    pub org: &'a str,
+    pub teams: &'a [String],
+}
+
+/// Adds a member of staff to teams of their organisation (audited `admin`, action `staff_add`).
+pub fn add_staff(
+    store: &dyn Store,
+    by: By,
+    new: NewStaff<'_>,
+    now_ms: i64,
+) -> Result<Staff, AdminError> {
+    let name = check_name(new.name)?;
+    if new.teams.is_empty() {
+        return Err(AdminError::NoTeams);
+    }
+    act(store, |txn| {
+        let org = org_named(txn, new.org)?;
+        let mut teams = Vec::new();
+        for t in new.teams {
+            let team = find_team(txn, org.org_id, t)?.ok_or_else(|| AdminError::NoSuchTeam {
+                org: org.name.clone(),
+                team: t.clone(),
+            })?;
+            if !teams.contains(&team.team_id) {
+                teams.push(team.team_id);
+            }
+        }
+        let staff = Staff {
+            staff_id: StaffId::new_random(),
+            name: name.into(),
+            role: new.role,
+            org_id: org.org_id,
+            teams,
+            revoked: false,
+        };
+        txn.put_staff(&staff)?;
+        let details = json!({"action": "staff_add", "role": staff.role, "org_id": staff.org_id,
+                             "teams": staff.teams});
+        txn.audit_append(admin_record(now_ms, by, details).staff(staff.staff_id))?;
+        Ok(staff)
+    })
+}
+
+/// The only entry of `found` that `id_or_name` names.
+fn one_named<T>(
+    mut found: Vec<T>,
+    none: impl FnOnce() -> AdminError,
+    many: impl FnOnce(usize) -> AdminError,
+) -> Result<T, AdminError> {
+    match found.len() {
+        0 => Err(none()),
+        1 => Ok(found.remove(0)),
+        count => Err(many(count)),
+    }
+}
+
+/// The team with this id, or else with exactly this name in any organisation (which must be
+/// unique; use the id when two organisations have a team of the same name).
+pub fn find_team_any(store: &dyn Store, id_or_name: &str) -> Result<Team, AdminError> {
+    let id = id_or_name.parse::<TeamId>().ok();
+    let (by_id, all) = read(store, |txn| {
+        let by_id = match id {
+            Some(id) => txn.team(id)?,
+            None => None,
+        };
+        Ok((by_id, txn.teams()?))
+    })?;
+    if let Some(team) = by_id {
+        return Ok(team);
+    }
+    let named = all.into_iter().filter(|t| t.name == id_or_name).collect();
+    let name = || id_or_name.to_string();
+    one_named(
+        named,
+        || AdminError::NoSuchTeamAnywhere(name()),
+        |count| AdminError::AmbiguousTeam {
+            name: name(),
+            count,
+        },
+    )
+}
+
+/// The member of staff with this id, or else with exactly this name (which must be unique).
+pub fn find_staff(store: &dyn Store, id_or_name: &str) -> Result<Staff, AdminError> {
+    let id = id_or_name.parse::<StaffId>().ok();
+    let (by_id, all) = read(store, |txn| {
+        let by_id = match id {
+            Some(id) => txn.staff(id)?,
+            None => None,
+        };
+        Ok((by_id, txn.staff_all()?))
+    })?;
+    if let Some(staff) = by_id {
+        return Ok(staff);
+    }
+    let named = all.into_iter().filter(|s| s.name == id_or_name).collect();
+    let name = || id_or_name.to_string();
+    one_named(
+        named,
+        || AdminError::NoSuchStaff(name()),
+        |count| AdminError::AmbiguousStaff {
+            name: name(),
+            count,
+        },
+    )
+}
+
+/// Enrols a device for a member of staff and returns its token (shown once, stored only as a
+/// hash; audited `enrol`). A revoked member of staff gets none.
+pub fn issue_token(
+    store: &dyn Store,
+    by: By,
+    staff: StaffId,
+    device_name: &str,
+    now_ms: i64,
+) -> Result<Issued, AdminError> {
+    act(store, |txn| {
+        let staff = txn.staff(staff)?.ok_or(AdminError::NoSuchStaffId(staff))?;
+        if staff.revoked {
+            return Err(AdminError::StaffRevoked(staff.staff_id).into());
+        }
+        Ok(auth::issue(txn, &staff, device_name, now_ms, by)?)
+    })
+}
+
+/// Revokes a device's token (audited `token_revoke`); its escrowed key is destroyed.
+pub fn revoke_device(
+    store: &dyn Store,
+    by: By,
+    device: &str,
+    now_ms: i64,
+) -> Result<Device, AdminError> {
+    let unknown = || AdminError::NoSuchDevice(device.into());
+    let id: DeviceId = device.parse().map_err(|_| unknown())?;
+    act(store, |txn| {
+        Ok(auth::revoke(txn, id, now_ms, by)?.ok_or_else(unknown)?)
+    })
+}
+
+/// Revokes a member of staff (a leaver) and every device of theirs (audited `staff_revoke`);
+/// their tokens answer `device_revoked` from now on. Returns the devices.
+pub fn revoke_staff(
+    store: &dyn Store,
+    by: By,
     staff: StaffId,
     now_ms: i64,
-) -> anyhow::Result<Vec<DeviceId>> {
-    let devices = auth::revoke_staff(store, staff, now_ms)?;
-    store.flush()?;
-    Ok(devices)
+) -> Result<Vec<DeviceId>, AdminError> {
+    act(store, |txn| {
+        let devices = auth::revoke_staff(txn, staff, now_ms, by)?;
+        Ok(devices.ok_or(AdminError::NoSuchStaffId(staff))?)
+    })
 }
 
-fn team_exists(store: &dyn Store, team: TeamId) -> anyhow::Result<()> {
-    if store.get_team(team)?.is_none() {
-        bail!("no team with id {team}; see `admin list`");
+fn team_exists(txn: &mut dyn Txn, team: TeamId) -> Result<(), Refused> {
+    match txn.team(team)? {
+        Some(_) => Ok(()),
+        None => Err(AdminError::NoSuchTeamId(team).into()),
     }
-    Ok(())
 }
 
-/// Bumps the access epoch, audits the change and makes both durable.
+/// In the transaction of an access change: bumps the access epoch and audits the change
+/// (`access_change`, with the new epoch).
 fn access_changed(
-    store: &dyn Store,
+    txn: &mut dyn Txn,
     now_ms: i64,
+    by: By,
     staff: Option<StaffId>,
-    details: serde_json::Value,
-) -> anyhow::Result<()> {
-    let epoch = store.bump_access_epoch()?;
-    let mut details = details;
-    details["access_epoch"] = json!(epoch);
-    let mut record = AuditRecord::new(AuditKind::AccessChange, now_ms, details);
+    mut details: serde_json::Value,
+) -> Result<(), StoreError> {
+    details["access_epoch"] = json!(txn.bump_access_epoch()?);
+    let mut record = AuditRecord::new(AuditKind::AccessChange, now_ms, details).by(by);
     record.staff_id = staff;
-    store.audit_append(record)?;
-    store.flush()?;
+    txn.audit_append(record)?;
     Ok(())
 }
 
-/// Adds (`add`) or removes a team around the person of a case, under the write lock.
+/// Adds (`add`) or removes a team around the person of a case; whether anything changed.
 fn case_team(
     store: &dyn Store,
-    case: CaseId,
-    team: TeamId,
+    by: By,
+    (case, team): (CaseId, TeamId),
     add: bool,
     now_ms: i64,
-) -> anyhow::Result<()> {
-    team_exists(store, team)?;
-    let mut missing = false;
-    let mut changed = false;
-    store.write(&mut || {
-        let Some(mut rec) = store.get_case(case)? else {
-            missing = true;
-            return Ok(Commit::default());
-        };
-        let had = rec.teams.contains(&team);
-        changed = had != add;
-        if !changed {
-            return Ok(Commit::default());
+) -> Result<bool, AdminError> {
+    act(store, |txn| {
+        team_exists(txn, team)?;
+        let mut rec = txn.case(case)?.ok_or(AdminError::NoSuchCase(case))?;
+        if rec.teams.contains(&team) == add {
+            return Ok(false);
         }
         if add {
             rec.teams.push(team);
         } else {
             rec.teams.retain(|t| *t != team);
         }
-        Ok(Commit {
-            cases: vec![rec],
-            ..Commit::default()
-        })
-    })?;
-    if missing {
-        bail!("no case with id {case}");
-    }
-    if changed {
+        txn.put_case(&rec)?;
         let action = if add {
             "case_add_team"
         } else {
             "case_remove_team"
         };
-        access_changed(
-            store,
-            now_ms,
-            None,
-            json!({"action": action, "case_id": case, "team_id": team}),
-        )?;
-    }
-    Ok(())
+        let details = json!({"action": action, "case_id": case, "team_id": team});
+        access_changed(txn, now_ms, by, None, details)?;
+        Ok(true)
+    })
 }
 
 /// Puts `team` around the person of `case`: its members may now hold the case's documents.
 pub fn case_add_team(
     store: &dyn Store,
+    by: By,
     case: CaseId,
     team: TeamId,
     now_ms: i64,
-) -> anyhow::Result<()> {
-    case_team(store, case, team, true, now_ms)
+) -> Result<bool, AdminError> {
+    case_team(store, by, (case, team), true, now_ms)
 }
 
 /// Takes `team` off `case`: its members' devices are told to delete the case's documents.
 pub fn case_remove_team(
     store: &dyn Store,
+    by: By,
     case: CaseId,
     team: TeamId,
     now_ms: i64,
-) -> anyhow::Result<()> {
-    case_team(store, case, team, false, now_ms)
+) -> Result<bool, AdminError> {
+    case_team(store, by, (case, team), false, now_ms)
 }
 
+/// Adds (`add`) or removes a member of staff from a team; whether anything changed.
 fn staff_team(
     store: &dyn Store,
-    staff: StaffId,
-    team: TeamId,
+    by: By,
+    (staff, team): (StaffId, TeamId),
     add: bool,
     now_ms: i64,
-) -> anyhow::Result<()> {
-    team_exists(store, team)?;
-    let mut s = store
-        .get_staff(staff)?
-        .with_context(|| format!("no staff member with id {staff}"))?;
-    if s.teams.contains(&team) == add {
-        return Ok(());
-    }
-    if add {
-        s.teams.push(team);
-    } else {
-        s.teams.retain(|t| *t != team);
-    }
-    store.put_staff(&s)?;
-    let action = if add {
-        "staff_add_team"
-    } else {
-        "staff_remove_team"
-    };
-    access_changed(
-        store,
-        now_ms,
-        Some(staff),
-        json!({"action": action, "team_id": team}),
-    )
+) -> Result<bool, AdminError> {
+    act(store, |txn| {
+        team_exists(txn, team)?;
+        let mut s = txn.staff(staff)?.ok_or(AdminError::NoSuchStaffId(staff))?;
+        if s.teams.contains(&team) == add {
+            return Ok(false);
+        }
+        if add {
+            s.teams.push(team);
+        } else {
+            s.teams.retain(|t| *t != team);
+        }
+        txn.put_staff(&s)?;
+        let action = if add {
+            "staff_add_team"
+        } else {
+            "staff_remove_team"
+        };
+        let details = json!({"action": action, "team_id": team});
+        access_changed(txn, now_ms, by, Some(staff), details)?;
+        Ok(true)
+    })
 }
 
 /// Adds a member of staff to a team.
 pub fn staff_add_team(
     store: &dyn Store,
+    by: By,
     staff: StaffId,
     team: TeamId,
     now_ms: i64,
-) -> anyhow::Result<()> {
-    staff_team(store, staff, team, true, now_ms)
+) -> Result<bool, AdminError> {
+    staff_team(store, by, (staff, team), true, now_ms)
 }
 
 /// Takes a member of staff off a team.
 pub fn staff_remove_team(
     store: &dyn Store,
+    by: By,
     staff: StaffId,
     team: TeamId,
     now_ms: i64,
-) -> anyhow::Result<()> {
-    staff_team(store, staff, team, false, now_ms)
+) -> Result<bool, AdminError> {
+    staff_team(store, by, (staff, team), false, now_ms)
 }
 
+/// Grants (`grant`) or revokes `team`'s access to a restricted document; whether anything
+/// changed.
 fn restricted_access(
     store: &dyn Store,
-    doc: DocId,
-    team: TeamId,
+    by: By,
+    (doc, team): (DocId, TeamId),
     grant: bool,
     now_ms: i64,
-) -> anyhow::Result<()> {
-    team_exists(store, team)?;
-    let mut problem: Option<String> = None;
-    let mut changed = false;
-    store.write(&mut || {
-        let Some(mut rec) = store.get_doc(doc)? else {
-            problem = Some(format!("no document with id {doc}"));
-            return Ok(Commit::default());
-        };
+) -> Result<bool, AdminError> {
+    act(store, |txn| {
+        team_exists(txn, team)?;
+        let mut rec = txn.doc(doc)?.ok_or(AdminError::NoSuchDocument(doc))?;
         if rec.header.kind != DocKind::Restricted {
-            problem = Some(format!(
-                "document {doc} is a {}, not restricted: who may see it follows its case's teams",
-                rec.header.kind
-            ));
-            return Ok(Commit::default());
+            let kind = rec.header.kind;
+            return Err(AdminError::NotRestricted { doc, kind }.into());
         }
         let list = rec.header.access_teams.get_or_insert_with(Vec::new);
-        changed = list.contains(&team) != grant;
-        if !changed {
-            return Ok(Commit::default());
+        if list.contains(&team) == grant {
+            return Ok(false);
         }
         if grant {
             list.push(team);
         } else {
             list.retain(|t| *t != team);
         }
-        Ok(Commit {
-            docs: vec![rec],
-            ..Commit::default()
-        })
-    })?;
-    if let Some(p) = problem {
-        bail!(p);
-    }
-    if changed {
+        txn.put_doc(&rec)?;
         let action = if grant {
             "restricted_grant"
         } else {
             "restricted_revoke"
         };
-        access_changed(
-            store,
-            now_ms,
-            None,
-            json!({"action": action, "doc_id": doc, "team_id": team}),
-        )?;
-    }
-    Ok(())
+        let details = json!({"action": action, "doc_id": doc, "team_id": team});
+        access_changed(txn, now_ms, by, None, details)?;
+        Ok(true)
+    })
 }
 
 /// Puts `team` on a restricted document's access list.
 pub fn restricted_grant(
     store: &dyn Store,
+    by: By,
     doc: DocId,
     team: TeamId,
     now_ms: i64,
-) -> anyhow::Result<()> {
-    restricted_access(store, doc, team, true, now_ms)
+) -> Result<bool, AdminError> {
+    restricted_access(store, by, (doc, team), true, now_ms)
 }
 
 /// Takes `team` off a restricted document's access list.
 pub fn restricted_revoke(
     store: &dyn Store,
+    by: By,
     doc: DocId,
     team: TeamId,
     now_ms: i64,
-) -> anyhow::Result<()> {
-    restricted_access(store, doc, team, false, now_ms)
+) -> Result<bool, AdminError> {
+    restricted_access(store, by, (doc, team), false, now_ms)
 }
 
-/// `restored`: run after restoring the data directory from a backup. Gives the store a new log
-/// id, so that every device whose cursor and bases count in the lost future is told to reset on
-/// its next sync and re-sends everything it holds (the server drops what it already has).
-/// Audited (`admin`, action `restored`). Prints the old and new log ids.
-pub fn restored(store: &dyn Store, now_ms: i64) -> anyhow::Result<String> {
-    let old = store.log_id()?;
-    let new = store.new_log_id()?;
-    store.audit_append(AuditRecord::new(
-        AuditKind::Admin,
-        now_ms,
-        json!({"action": "restored", "old_log_id": old, "log_id": new}),
-    ))?;
-    store.flush()?;
-    Ok(format!(
-        "log id is now {new} (was {old}): every device will reset and re-send what it holds on its next sync"
-    ))
+/// The log ids before and after `restored`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Restored {
+    pub old: uuid::Uuid,
+    pub new: uuid::Uuid,
 }
 
-/// `quarantine list`: the changes refused by the record rules: document, change hash, size,
-/// who pushed it, when, and the rule it broke; never content. JSON: an array of `{"doc_id",
-/// "hash", "bytes", "reason", "staff_id", "device_id", "at_ms"}`, oldest first.
-pub fn quarantine_list(store: &dyn Store, json: bool) -> anyhow::Result<String> {
+/// After restoring the data from a backup: gives the store a new log id, so that every device
+/// whose cursor and bases count in the lost future is told to reset on its next sync and
+/// re-sends everything it holds (the server drops what it already has). Audited (`admin`,
+/// action `restored`).
+pub fn restored(store: &dyn Store, by: By, now_ms: i64) -> Result<Restored, AdminError> {
+    let new = uuid::Uuid::new_v4();
+    act(store, |txn| {
+        let old = txn.log_id()?;
+        txn.set_log_id(new)?;
+        let details = json!({"action": "restored", "old_log_id": old, "log_id": new});
+        txn.audit_append(admin_record(now_ms, by, details))?;
+        Ok(Restored { old, new })
+    })
+}
+
+/// The changes refused by the record rules, oldest first (ids, reasons, sizes; the bytes are
+/// kept for an administrator's tools, never shown).
+pub fn quarantine(store: &dyn Store) -> Result<Vec<QuarantineEntry>, AdminError> {
     let mut entries = store.quarantine_list()?;
     entries.sort_by_key(|e| (e.at_ms, e.doc_id, e.hash));
-    let rows: Vec<serde_json::Value> = entries
-        .iter()
-        .map(|e| {
-            json!({
-                "doc_id": e.doc_id, "hash": hex::encode(e.hash.0), "bytes": e.bytes.len(),
-                "reason": e.reason, "staff_id": e.staff_id, "device_id": e.device_id,
-                "at_ms": e.at_ms,
-            })
+    Ok(entries)
+}
+
+/// The whole directory, each list sorted as `admin list` shows it (never tokens).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Directory {
+    pub orgs: Vec<Org>,
+    pub teams: Vec<Team>,
+    pub staff: Vec<Staff>,
+    pub devices: Vec<Device>,
+}
+
+/// Every organisation, team, member of staff and device.
+pub fn directory(store: &dyn Store) -> Result<Directory, AdminError> {
+    let mut dir = read(store, |txn| {
+        Ok(Directory {
+            orgs: txn.orgs()?,
+            teams: txn.teams()?,
+            staff: txn.staff_all()?,
+            devices: txn.devices()?,
         })
-        .collect();
-    if json {
-        return Ok(serde_json::Value::Array(rows).to_string());
-    }
-    if rows.is_empty() {
-        return Ok("no quarantined changes".into());
-    }
-    let mut out = format!("{} quarantined change(s):\n", rows.len());
-    for e in &entries {
-        out.push_str(&format!(
-            "  {}  doc {}  change {}  {} bytes  staff {}  device {}\n    {}\n",
-            e.at_ms,
-            e.doc_id,
-            &hex::encode(e.hash.0)[..16],
-            e.bytes.len(),
-            e.staff_id,
-            e.device_id,
-            e.reason
-        ));
-    }
-    Ok(out.trim_end().to_string())
+    })?;
+    dir.orgs.sort_by(|a, b| a.name.cmp(&b.name));
+    dir.teams.sort_by(|a, b| a.name.cmp(&b.name));
+    dir.staff.sort_by(|a, b| a.name.cmp(&b.name));
+    dir.devices.sort_by_key(|d| d.created_ms);
+    Ok(dir)
 }
 
-/// Resolves a team given by id or exact (unique) name.
-pub fn resolve_team(store: &dyn Store, team: &str) -> anyhow::Result<TeamId> {
-    Ok(directory::find_team_any(store, team)?.team_id)
+/// A team as a case shows it: its id and name (empty when the team is gone).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TeamName {
+    pub team_id: TeamId,
+    pub name: String,
 }
 
-/// Resolves a member of staff given by id or exact (unique) name.
-pub fn resolve_staff(store: &dyn Store, staff: &str) -> anyhow::Result<StaffId> {
-    Ok(directory::find_staff(store, staff)?.staff_id)
+/// One document of a case as `case show` shows it: never content.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DocSummary {
+    pub doc_id: DocId,
+    pub kind: DocKind,
+    pub created_ms: i64,
+    /// A restricted document's access list.
+    pub access_teams: Option<Vec<TeamName>>,
 }
 
-/// `case show`: the case's teams and its documents with kind and access list; never content.
-/// JSON: `{"case_id","owner_org","teams":[{"team_id","name"}],"docs":[{"doc_id","kind",
-/// "created_ms","access_teams":[{"team_id","name"}]|null}]}`.
-pub fn case_show(store: &dyn Store, case: CaseId, json: bool) -> anyhow::Result<String> {
-    let rec = store
-        .get_case(case)?
-        .with_context(|| format!("no case with id {case}"))?;
-    let team = |id: &TeamId| -> Result<serde_json::Value, StoreError> {
-        let name = store.get_team(*id)?.map(|t| t.name).unwrap_or_default();
-        Ok(json!({"team_id": id, "name": name}))
-    };
-    let teams = rec.teams.iter().map(team).collect::<Result<Vec<_>, _>>()?;
-    let mut docs = Vec::new();
-    for id in store.docs_of_case(case)? {
-        let Some(d) = store.get_doc(id)? else {
-            continue;
+/// A case's teams and documents, in the order created.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaseSummary {
+    pub case_id: CaseId,
+    pub owner_org: OrgId,
+    pub teams: Vec<TeamName>,
+    pub docs: Vec<DocSummary>,
+}
+
+fn team_name(txn: &mut dyn Txn, team_id: TeamId) -> Result<TeamName, StoreError> {
+    let name = txn.team(team_id)?.map(|t| t.name).unwrap_or_default();
+    Ok(TeamName { team_id, name })
+}
+
+/// The teams and documents of `case` (kinds and access lists; never content).
+pub fn case_summary(store: &dyn Store, case: CaseId) -> Result<CaseSummary, AdminError> {
+    let summary = read(store, |txn| {
+        let Some(rec) = txn.case(case)? else {
+            return Ok(None);
         };
-        let access = match &d.header.access_teams {
-            Some(list) => Some(list.iter().map(team).collect::<Result<Vec<_>, _>>()?),
-            None => None,
-        };
-        docs.push(json!({
-            "doc_id": id, "kind": d.header.kind.as_str(),
-            "created_ms": d.header.created_ms, "access_teams": access,
-        }));
-    }
-    docs.sort_by_key(|d| (d["created_ms"].as_i64(), d["doc_id"].to_string()));
-    let value = json!({
-        "case_id": case, "owner_org": rec.owner_org, "teams": teams, "docs": docs,
-    });
-    if json {
-        return Ok(value.to_string());
-    }
-    let names = |list: &[serde_json::Value]| {
-        list.iter()
-            .map(|t| {
-                format!(
-                    "{} ({})",
-                    t["name"].as_str().unwrap_or(""),
-                    t["team_id"].as_str().unwrap_or("")
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let mut out = format!("Case {case}\nTeams: {}\nDocuments:\n", names(&teams));
-    for d in &docs {
-        out.push_str(&format!(
-            "  {}  {}",
-            d["doc_id"].as_str().unwrap_or(""),
-            d["kind"].as_str().unwrap_or("")
-        ));
-        if let Some(list) = d["access_teams"].as_array() {
-            out.push_str(&format!("  access: {}", names(list)));
+        let teams = rec
+            .teams
+            .iter()
+            .map(|t| team_name(txn, *t))
+            .collect::<Result<_, _>>()?;
+        let mut docs = Vec::new();
+        for id in txn.docs_of_case(case)? {
+            let Some(d) = txn.doc(id)? else { continue };
+            let access_teams = match &d.header.access_teams {
+                Some(list) => Some(
+                    list.iter()
+                        .map(|t| team_name(txn, *t))
+                        .collect::<Result<_, _>>()?,
+                ),
+                None => None,
+            };
+            docs.push(DocSummary {
+                doc_id: id,
+                kind: d.header.kind,
+                created_ms: d.header.created_ms,
+                access_teams,
+            });
         }
-        out.push('\n');
-    }
-    Ok(out.trim_end().to_string())
-}
-
-/// `list`: orgs, teams, staff and devices, as text or one JSON object.
-pub fn list(store: &dyn Store, json: bool) -> Result<String, DirectoryError> {
-    let mut orgs = store.list_orgs()?;
-    orgs.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut teams = store.list_teams()?;
-    teams.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut staff = store.list_staff()?;
-    staff.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut devices = store.list_devices()?;
-    devices.sort_by_key(|d| d.created_ms);
-    let org_name: HashMap<_, _> = orgs.iter().map(|o| (o.org_id, o.name.clone())).collect();
-    let team_name: HashMap<_, _> = teams.iter().map(|t| (t.team_id, t.name.clone())).collect();
-    let staff_name: HashMap<_, _> = staff.iter().map(|s| (s.staff_id, s.name.clone())).collect();
-    let names = |ids: &[casenote_protocol::TeamId]| -> Vec<String> {
-        ids.iter()
-            .map(|t| team_name.get(t).cloned().unwrap_or_else(|| t.to_string()))
-            .collect()
-    };
-    let org_of = |id| org_name.get(&id).cloned().unwrap_or_default();
-    if json {
-        let value = json!({
-            "orgs": orgs.iter().map(|o| json!({"org_id": o.org_id, "name": o.name})).collect::<Vec<_>>(),
-            "teams": teams.iter().map(|t| json!({
-                "team_id": t.team_id, "org_id": t.org_id, "org": org_of(t.org_id), "name": t.name,
-            })).collect::<Vec<_>>(),
-            "staff": staff.iter().map(|s| json!({
-                "staff_id": s.staff_id, "name": s.name, "role": s.role, "revoked": s.revoked,
-                "org_id": s.org_id, "org": org_of(s.org_id), "teams": names(&s.teams),
-            })).collect::<Vec<_>>(),
-            "devices": devices.iter().map(|d| json!({
-                "device_id": d.device_id, "staff_id": d.staff_id,
-                "staff": staff_name.get(&d.staff_id).cloned().unwrap_or_default(),
-                "name": d.name, "created_ms": d.created_ms, "revoked": d.revoked,
-            })).collect::<Vec<_>>(),
-        });
-        return Ok(value.to_string());
-    }
-    let mut out = String::new();
-    out.push_str("Organisations:\n");
-    for o in &orgs {
-        out.push_str(&format!("  {}  {}\n", o.org_id, o.name));
-    }
-    out.push_str("Teams:\n");
-    for t in &teams {
-        out.push_str(&format!(
-            "  {}  {} ({})\n",
-            t.team_id,
-            t.name,
-            org_of(t.org_id)
-        ));
-    }
-    out.push_str("Staff:\n");
-    for s in &staff {
-        out.push_str(&format!(
-            "  {}  {}, {}, {} [{}]{}\n",
-            s.staff_id,
-            s.name,
-            s.role,
-            org_of(s.org_id),
-            names(&s.teams).join(", "),
-            if s.revoked { " (revoked)" } else { "" }
-        ));
-    }
-    out.push_str("Devices:\n");
-    for d in &devices {
-        out.push_str(&format!(
-            "  {}  {} for {}{}\n",
-            d.device_id,
-            d.name,
-            staff_name.get(&d.staff_id).cloned().unwrap_or_default(),
-            if d.revoked { " (revoked)" } else { "" }
-        ));
-    }
-    Ok(out.trim_end().to_string())
+        docs.sort_by_key(|d| (d.created_ms, d.doc_id.to_string()));
+        Ok(Some(CaseSummary {
+            case_id: case,
+            owner_org: rec.owner_org,
+            teams,
+            docs,
+        }))
+    })?;
+    summary.ok_or(AdminError::NoSuchCase(case))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testkit::{add_org, add_staff, add_team};
 
     #[test]
-    fn the_listing_shows_every_device_but_never_a_token() {
+    fn staff_are_found_by_id_or_exact_name_and_need_known_teams() {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::sled::open(dir.path()).unwrap();
-        org_add(&*store, "Council").unwrap();
-        team_add(&*store, "Council", "North").unwrap();
-        let id = staff_add(
-            &*store,
-            "Pat Example",
-            "nurse",
-            "Council",
-            &["North".into()],
-        )
-        .unwrap();
-        let token = token_issue(&*store, &id, Some("tablet"), false, 1).unwrap();
-        let issued: serde_json::Value =
-            serde_json::from_str(&token_issue(&*store, "Pat Example", None, true, 2).unwrap())
-                .unwrap();
-        let device = issued["device_id"].as_str().unwrap().to_string();
-        token_revoke(&*store, &device).unwrap();
-        let text = list(&*store, false).unwrap();
-        let json = list(&*store, true).unwrap();
-        for shown in [&text, &json] {
-            assert!(!shown.contains(&token));
-            assert!(!shown.contains(issued["token"].as_str().unwrap()));
-            assert!(shown.contains("tablet") && shown.contains(&device));
-        }
-        assert!(text.contains("(revoked)"));
-        let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
-        assert_eq!(parsed["devices"].as_array().unwrap().len(), 2);
+        add_org(&*store, "Council").unwrap();
+        assert!(matches!(
+            add_org(&*store, "Council"),
+            Err(AdminError::OrgExists(_))
+        ));
+        add_team(&*store, "Council", "North").unwrap();
+        assert!(matches!(
+            add_staff(&*store, "A B", "nurse", "Council", &["South".into()]),
+            Err(AdminError::NoSuchTeam { .. })
+        ));
+        let s = add_staff(&*store, "A B", "nurse", "Council", &["North".into()]).unwrap();
+        assert_eq!(find_staff(&*store, "A B").unwrap(), s);
+        assert_eq!(find_staff(&*store, &s.staff_id.to_string()).unwrap(), s);
+        add_staff(&*store, "A B", "gp", "Council", &["North".into()]).unwrap();
+        assert!(matches!(
+            find_staff(&*store, "A B"),
+            Err(AdminError::AmbiguousStaff { count: 2, .. })
+        ));
     }
 
     #[test]
-    fn an_unknown_role_names_the_valid_ones() {
+    fn every_act_is_audited_with_who_did_it_and_a_refused_one_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::sled::open(dir.path()).unwrap();
-        org_add(&*store, "Council").unwrap();
-        team_add(&*store, "Council", "North").unwrap();
-        let err = staff_add(&*store, "X", "surgeon", "Council", &["North".into()]).unwrap_err();
-        assert!(err.to_string().contains("occupational_therapist"));
+        let via = By::Staff {
+            staff_id: StaffId::new_random(),
+            device_id: DeviceId::new_random(),
+        };
+        add_org(&*store, "Council").unwrap();
+        add_team(&*store, "Council", "North").unwrap();
+        let org = add_org(&*store, "Trust").unwrap();
+        let team = admin_team(&*store, via, &org);
+        assert!(matches!(
+            add_team(&*store, "Trust", "Ward 7"),
+            Err(AdminError::TeamExists { .. })
+        ));
+        let entries = crate::audit::entries(&*store, None).unwrap();
+        assert_eq!(entries.len(), 4, "the refused act wrote nothing");
+        assert!(entries[..3]
+            .iter()
+            .all(|e| e.details["by"] == json!({"via": "cli"})));
+        let last = &entries[3].details;
+        assert_eq!(last["action"], "team_add");
+        assert_eq!(last["team_id"], json!(team.team_id));
+        assert_eq!(last["by"]["via"], "staff");
+        let dir = directory(&*store).unwrap();
+        assert_eq!(dir.teams.len(), 2);
+    }
+
+    fn admin_team(store: &dyn Store, by: By, org: &Org) -> Team {
+        super::add_team(store, by, &org.name, "Ward 7", 5).unwrap()
+    }
+
+    #[test]
+    fn two_admins_adding_the_same_name_at_once_add_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: std::sync::Arc<dyn Store> = crate::store::sled::open(dir.path()).unwrap();
+        for round in 0..20 {
+            let name = format!("Council {round}");
+            let added: Vec<bool> = std::thread::scope(|s| {
+                let tries: Vec<_> = (0..4)
+                    .map(|_| s.spawn(|| super::add_org(&*store, By::Cli, &name, 0).is_ok()))
+                    .collect();
+                tries.into_iter().map(|t| t.join().unwrap()).collect()
+            });
+            assert_eq!(added.iter().filter(|a| **a).count(), 1, "{name}");
+        }
+        let orgs = directory(&*store).unwrap().orgs;
+        assert_eq!(orgs.len(), 20);
     }
 }

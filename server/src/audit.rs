@@ -5,9 +5,10 @@
 //! last acknowledged entry's hash outside its own files (its high-water mark) and
 //! [`verify_anchored`] checks the log reaches it.
 //!
-//! Appending goes through [`Store::audit_append`], which holds one mutex for the whole
-//! read-last/compute/insert step, so the chain never forks. `details` carries ids, counts and
-//! codes only: never names, never record content.
+//! Appending goes through a write transaction ([`Txn::audit_append`]), which reads the chain's
+//! head in the transaction, so the chain never forks, and commits the entry with whatever else
+//! the transaction writes. `details` carries ids, counts and codes only: never names, never
+//! record content.
 //!
 //! Kinds ([`AuditKind`]): `enrol`, `token_revoke`, `staff_revoke`, `sync`, `access_change`,
 //! `refused`, `admin`, `demo_load`, `read`, `export`.
@@ -19,13 +20,14 @@
 //! entry carries codes, ids, sizes and route templates, never a path or any other text the peer
 //! chose.
 
-use crate::store::{Store, StoreError};
+use crate::store::{write, Store, StoreError, Txn};
 use casenote_protocol::{limits, DeviceId, ErrorCode, StaffId};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 pub use crate::model::audit::{
-    encode, seal, AuditBroken, AuditEntry, AuditKind, AuditRecord, ChainCheck, GENESIS_HASH,
+    encode, seal, AnchoredCheck, AuditBroken, AuditEntry, AuditKind, AuditRecord, ChainCheck,
+    GENESIS_HASH,
 };
 
 /// Why verification could not finish.
@@ -39,19 +41,7 @@ pub enum VerifyError {
 
 /// Walks the whole log and checks every link; returns the number of entries.
 pub fn verify(store: &dyn Store) -> Result<usize, VerifyError> {
-    let mut check = ChainCheck::default();
-    let mut broken: Option<AuditBroken> = None;
-    store.audit_scan(&mut |key, value| match check.next(key, value) {
-        Ok(()) => true,
-        Err(b) => {
-            broken = Some(b);
-            false
-        }
-    })?;
-    match broken {
-        Some(b) => Err(b.into()),
-        None => Ok(check.count()),
-    }
+    check(store, AnchoredCheck::new(None))
 }
 
 /// [`verify`], then the anchor: the log must reach the last entry the store acknowledged
@@ -59,36 +49,12 @@ pub fn verify(store: &dyn Store) -> Result<usize, VerifyError> {
 /// audit log cut short (a damaged disk, a truncation) is found too, which the chain alone cannot
 /// show. Returns the number of entries.
 pub fn verify_anchored(store: &dyn Store) -> Result<usize, VerifyError> {
-    let n = verify(store)?;
-    let Some((seq, hash)) = store.audit_anchor()? else {
-        return Ok(n);
-    };
-    if seq > n as u64 {
-        return Err(AuditBroken {
-            seq: n as u64 + 1,
-            reason: format!(
-                "the log ends at entry {n}, but entries up to {seq} were acknowledged (it was cut short)"
-            ),
-        }
-        .into());
-    }
-    let mut stored = None;
-    store.audit_scan(&mut |key, value| {
-        if key == seq {
-            stored = serde_json::from_slice::<AuditEntry>(value)
-                .ok()
-                .map(|e| e.hash);
-        }
-        key < seq
-    })?;
-    if seq > 0 && stored.as_deref() != Some(hash.as_str()) {
-        return Err(AuditBroken {
-            seq,
-            reason: "it is not the entry acknowledged there (its hash differs)".into(),
-        }
-        .into());
-    }
-    Ok(n)
+    check(store, AnchoredCheck::new(store.audit_anchor()?))
+}
+
+fn check(store: &dyn Store, mut check: AnchoredCheck) -> Result<usize, VerifyError> {
+    store.audit_scan(&mut |key, value| check.visit(key, value))?;
+    Ok(check.finish()?)
 }
 
 /// The last `limit` entries (all with `None`), oldest first. Entries that do not parse are
@@ -132,12 +98,9 @@ pub fn render(entries: &[AuditEntry], json: bool) -> String {
         .join("\n")
 }
 
-/// Appends `record`, logging instead of failing: used where an audit failure must not turn a
-/// refusal into a different answer (the 401 path). Everything else propagates the error.
-pub fn append_or_log(store: &dyn Store, record: AuditRecord) {
-    if let Err(e) = store.audit_append(record) {
-        tracing::error!(error = %e, "could not append to the audit log");
-    }
+/// Appends `record` in a transaction of its own (not yet durable: flush before relying on it).
+pub fn append(store: &dyn Store, record: AuditRecord) -> Result<AuditEntry, StoreError> {
+    write(store, |txn| txn.audit_append(record.clone()))
 }
 
 /// One kind of refusal: repeats of the same kind are counted together.
@@ -261,9 +224,12 @@ impl Refusals {
             map.insert("code".into(), kind.code.as_str().into());
         }
         let first = kind.record(now_ms, details);
-        // Written under the lock, so a kind's counts always follow its first entry.
-        self.write(store, due, now_ms)?;
-        store.audit_append(first)?;
+        // Written under the lock and in one transaction with the counts that were due, so a
+        // kind's counts always follow its first entry.
+        write(store, |txn| {
+            Self::write_counts(txn, &due, now_ms)?;
+            txn.audit_append(first.clone())
+        })?;
         Ok(())
     }
 
@@ -291,14 +257,26 @@ impl Refusals {
         self.write(store, due, now_ms)
     }
 
-    /// Appends one counted entry for each window of `due` that saw repeats.
+    /// Appends one counted entry for each window of `due` that saw repeats, in one transaction.
     fn write(
         &self,
         store: &dyn Store,
-        mut due: Vec<(RefusalKind, Window)>,
+        due: Vec<(RefusalKind, Window)>,
         now_ms: i64,
     ) -> Result<usize, StoreError> {
-        due.retain(|(_, w)| w.repeated > 0);
+        if due.iter().all(|(_, w)| w.repeated == 0) {
+            return Ok(0);
+        }
+        write(store, |txn| Self::write_counts(txn, &due, now_ms))
+    }
+
+    /// The counted entries of `due` (windows that saw repeats, oldest first); how many.
+    fn write_counts(
+        txn: &mut dyn Txn,
+        due: &[(RefusalKind, Window)],
+        now_ms: i64,
+    ) -> Result<usize, StoreError> {
+        let mut due: Vec<_> = due.iter().filter(|(_, w)| w.repeated > 0).collect();
         due.sort_by_key(|(_, w)| w.opened_ms);
         for (kind, w) in &due {
             let details = serde_json::json!({
@@ -307,7 +285,7 @@ impl Refusals {
                 "from_ms": w.opened_ms,
                 "to_ms": w.last_ms,
             });
-            store.audit_append(kind.record(now_ms, details))?;
+            txn.audit_append(kind.record(now_ms, details))?;
         }
         Ok(due.len())
     }
@@ -317,44 +295,6 @@ impl Refusals {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn a_chain_of_entries_verifies_and_a_changed_byte_names_its_entry() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let store = crate::store::sled::open(dir.path()).unwrap();
-            for i in 0..5 {
-                store
-                    .audit_append(AuditRecord::new(
-                        AuditKind::Admin,
-                        1000 + i,
-                        json!({"action": "org_add", "n": i}),
-                    ))
-                    .unwrap();
-            }
-            assert_eq!(verify(&*store).unwrap(), 5);
-            let shown = entries(&*store, Some(2)).unwrap();
-            assert_eq!(shown.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![4, 5]);
-            store.flush().unwrap();
-        }
-        // Tamper with entry 3 the way an e2e test would: open sled directly.
-        {
-            let db = sled::open(dir.path()).unwrap();
-            let tree = db.open_tree("audit").unwrap();
-            let key = 3u64.to_be_bytes();
-            let value = String::from_utf8(tree.get(key).unwrap().unwrap().to_vec()).unwrap();
-            let changed = value.replace("\"n\":2", "\"n\":7");
-            assert_ne!(value, changed);
-            tree.insert(key, changed.as_bytes()).unwrap();
-            db.flush().unwrap();
-        }
-        let store = crate::store::sled::open(dir.path()).unwrap();
-        let err = verify(&*store).unwrap_err();
-        match err {
-            VerifyError::Broken(b) => assert_eq!(b.seq, 3, "{b}"),
-            other => panic!("{other}"),
-        }
-    }
 
     fn refused(store: &dyn Store) -> Vec<AuditEntry> {
         entries(store, None)

@@ -5,12 +5,13 @@
 //! in. Each token enrols one device; revoking the device (a lost tablet) ends the token, and
 //! revoking a member of staff (a leaver) ends every token of theirs. A revoked token is told so
 //! ([`Authenticated::Revoked`], answered `device_revoked` so that the device wipes itself); an
-//! unknown one is not. Enrolments and revocations are audited here, whoever calls.
+//! unknown one is not. Enrolments and revocations are audited here, in the caller's transaction,
+//! with who did them ([`By`]); [`crate::admin`] decides whether they may happen.
+//!
+//! It may read and write the store through a transaction and use the model.
 
-use crate::audit::{AuditKind, AuditRecord};
-use crate::directory::{Device, DirectoryError, Staff};
-use crate::model::TokenRecord;
-use crate::store::{Store, StoreError};
+use crate::model::{AuditKind, AuditRecord, By, Device, Staff, TokenRecord};
+use crate::store::{read, Store, StoreError, Txn};
 use casenote_protocol::{DeviceId, StaffId, TeamId};
 use rand::RngCore;
 use serde_json::json;
@@ -54,16 +55,16 @@ pub struct Issued {
     pub token: String,
 }
 
-/// Enrols a new device for `staff` and returns its token.
+/// Enrols a new device for `staff` and returns its token: the device, its token's hash and the
+/// audit entry, in the caller's transaction. Whether `staff` may have a device is the caller's
+/// to decide ([`crate::admin::issue_token`]).
 pub fn issue(
-    store: &dyn Store,
+    txn: &mut dyn Txn,
     staff: &Staff,
     device_name: &str,
     now_ms: i64,
-) -> Result<Issued, DirectoryError> {
-    if staff.revoked {
-        return Err(DirectoryError::StaffRevoked(staff.staff_id));
-    }
+    by: By,
+) -> Result<Issued, StoreError> {
     let token = new_token();
     let hash = token_hash(&token);
     let device = Device {
@@ -74,10 +75,8 @@ pub fn issue(
         revoked: false,
         token_sha256: hex::encode(hash),
     };
-    // The device first, then the token: a crash in between leaves a device without a token, never
-    // a token without a device.
-    store.put_device(&device)?;
-    store.put_token(
+    txn.put_device(&device)?;
+    txn.put_token(
         &hash,
         &TokenRecord {
             device_id: device.device_id,
@@ -85,76 +84,84 @@ pub fn issue(
             revoked: false,
         },
     )?;
-    store.audit_append(
+    txn.audit_append(
         AuditRecord::new(AuditKind::Enrol, now_ms, json!({}))
+            .by(by)
             .staff(staff.staff_id)
             .device(device.device_id),
     )?;
     Ok(Issued { device, token })
 }
 
-/// Revokes a device and its token. Revoking twice is harmless.
-pub fn revoke(store: &dyn Store, device_id: &str, now_ms: i64) -> Result<Device, DirectoryError> {
-    let id: DeviceId = device_id
-        .parse()
-        .map_err(|_| DirectoryError::NoSuchDevice(device_id.into()))?;
-    let device =
-        revoke_device(store, id)?.ok_or_else(|| DirectoryError::NoSuchDevice(device_id.into()))?;
-    store.audit_append(
+/// Revokes a device and its token (audited `token_revoke`); `None` when there is no such device.
+/// Revoking twice is harmless.
+pub fn revoke(
+    txn: &mut dyn Txn,
+    id: DeviceId,
+    now_ms: i64,
+    by: By,
+) -> Result<Option<Device>, StoreError> {
+    let Some(device) = revoke_device(txn, id)? else {
+        return Ok(None);
+    };
+    txn.audit_append(
         AuditRecord::new(AuditKind::TokenRevoke, now_ms, json!({}))
+            .by(by)
             .staff(device.staff_id)
             .device(device.device_id),
     )?;
-    Ok(device)
+    Ok(Some(device))
 }
 
-/// Revokes a member of staff and every device of theirs; returns the devices. Revoking twice is
-/// harmless.
+/// Revokes a member of staff and every device of theirs (audited `staff_revoke`); returns the
+/// devices, or `None` when there is no such member of staff. Revoking twice is harmless.
 pub fn revoke_staff(
-    store: &dyn Store,
+    txn: &mut dyn Txn,
     staff_id: StaffId,
     now_ms: i64,
-) -> Result<Vec<DeviceId>, DirectoryError> {
-    let mut staff = store
-        .get_staff(staff_id)?
-        .ok_or_else(|| DirectoryError::NoSuchStaff(staff_id.to_string()))?;
-    // The flag first: from here on every token of theirs is refused, whatever happens next.
+    by: By,
+) -> Result<Option<Vec<DeviceId>>, StoreError> {
+    let Some(mut staff) = txn.staff(staff_id)? else {
+        return Ok(None);
+    };
     staff.revoked = true;
-    store.put_staff(&staff)?;
+    txn.put_staff(&staff)?;
     let mut devices = Vec::new();
-    for d in store.list_devices()? {
+    for d in txn.devices()? {
         if d.staff_id == staff_id {
-            revoke_device(store, d.device_id)?;
+            revoke_device(txn, d.device_id)?;
             devices.push(d.device_id);
         }
     }
-    store.audit_append(
+    txn.audit_append(
         AuditRecord::new(
             AuditKind::StaffRevoke,
             now_ms,
             json!({ "devices": devices }),
         )
+        .by(by)
         .staff(staff_id),
     )?;
-    Ok(devices)
+    Ok(Some(devices))
 }
 
-fn revoke_device(store: &dyn Store, id: DeviceId) -> Result<Option<Device>, StoreError> {
-    let Some(mut device) = store.get_device(id)? else {
+fn revoke_device(txn: &mut dyn Txn, id: DeviceId) -> Result<Option<Device>, StoreError> {
+    let Some(mut device) = txn.device(id)? else {
         return Ok(None);
     };
     if let Ok(bytes) = hex::decode(&device.token_sha256) {
         if let Ok(hash) = <[u8; 32]>::try_from(bytes.as_slice()) {
-            if let Some(mut rec) = store.get_token(&hash)? {
+            if let Some(mut rec) = txn.token(&hash)? {
                 rec.revoked = true;
-                store.put_token(&hash, &rec)?;
+                txn.put_token(&hash, &rec)?;
             }
         }
     }
     device.revoked = true;
-    store.put_device(&device)?;
-    // Its store's escrowed key goes too: a wipe of a revoked device can never be undone.
-    crate::escrow::destroy(store, id)?;
+    txn.put_device(&device)?;
+    // Its store's escrowed key goes too: a wipe of a revoked device can never be undone
+    // (`crate::escrow`).
+    txn.escrow_remove(id)?;
     Ok(Some(device))
 }
 
@@ -173,12 +180,17 @@ pub enum Authenticated {
     Unknown,
 }
 
-/// Looks a token up.
+/// Looks a token up, in a read transaction of its own.
 pub fn authenticate(store: &dyn Store, token: &str) -> Result<Authenticated, StoreError> {
+    read(store, |txn| authenticate_in(txn, token))
+}
+
+/// Looks a token up in `txn`.
+pub fn authenticate_in(txn: &mut dyn Txn, token: &str) -> Result<Authenticated, StoreError> {
     if !token.starts_with(TOKEN_PREFIX) {
         return Ok(Authenticated::Unknown);
     }
-    let Some(rec) = store.get_token(&token_hash(token))? else {
+    let Some(rec) = txn.token(&token_hash(token))? else {
         return Ok(Authenticated::Unknown);
     };
     let revoked = Authenticated::Revoked {
@@ -188,12 +200,12 @@ pub fn authenticate(store: &dyn Store, token: &str) -> Result<Authenticated, Sto
     if rec.revoked {
         return Ok(revoked);
     }
-    match store.get_device(rec.device_id)? {
+    match txn.device(rec.device_id)? {
         Some(d) if !d.revoked => {}
         Some(_) => return Ok(revoked),
         None => return Ok(Authenticated::Unknown),
     }
-    Ok(match store.get_staff(rec.staff_id)? {
+    Ok(match txn.staff(rec.staff_id)? {
         Some(staff) if staff.revoked => revoked,
         Some(staff) => Authenticated::Ok(Principal {
             device_id: rec.device_id,
@@ -206,16 +218,16 @@ pub fn authenticate(store: &dyn Store, token: &str) -> Result<Authenticated, Sto
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::directory;
+    use crate::testkit::{self, add_org, add_staff, add_team};
 
     #[test]
     fn a_token_works_until_its_device_is_revoked() {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::sled::open(dir.path()).unwrap();
-        directory::add_org(&*store, "O").unwrap();
-        directory::add_team(&*store, "O", "T").unwrap();
-        let staff = directory::add_staff(&*store, "S", "gp", "O", &["T".into()]).unwrap();
-        let issued = issue(&*store, &staff, "laptop", 0).unwrap();
+        add_org(&*store, "O").unwrap();
+        add_team(&*store, "O", "T").unwrap();
+        let staff = add_staff(&*store, "S", "gp", "O", &["T".into()]).unwrap();
+        let issued = testkit::issue(&*store, &staff, "laptop", 0).unwrap();
         assert!(issued.token.starts_with("cn_"));
         assert_eq!(issued.token.len(), 3 + 64);
         let Authenticated::Ok(who) = authenticate(&*store, &issued.token).unwrap() else {
@@ -226,7 +238,7 @@ mod tests {
             authenticate(&*store, "cn_nope").unwrap(),
             Authenticated::Unknown
         );
-        revoke(&*store, &issued.device.device_id.to_string(), 0).unwrap();
+        testkit::revoke(&*store, issued.device.device_id, 0);
         assert!(matches!(
             authenticate(&*store, &issued.token).unwrap(),
             Authenticated::Revoked { device_id, .. } if device_id == issued.device.device_id
@@ -237,14 +249,14 @@ mod tests {
     fn revoking_a_member_of_staff_revokes_every_device_of_theirs_and_no_new_one_is_enrolled() {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::sled::open(dir.path()).unwrap();
-        directory::add_org(&*store, "O").unwrap();
-        directory::add_team(&*store, "O", "T").unwrap();
-        let staff = directory::add_staff(&*store, "S", "gp", "O", &["T".into()]).unwrap();
-        let other = directory::add_staff(&*store, "U", "gp", "O", &["T".into()]).unwrap();
-        let a = issue(&*store, &staff, "phone", 0).unwrap();
-        let b = issue(&*store, &staff, "laptop", 0).unwrap();
-        let c = issue(&*store, &other, "laptop", 0).unwrap();
-        let devices = revoke_staff(&*store, staff.staff_id, 1).unwrap();
+        add_org(&*store, "O").unwrap();
+        add_team(&*store, "O", "T").unwrap();
+        let staff = add_staff(&*store, "S", "gp", "O", &["T".into()]).unwrap();
+        let other = add_staff(&*store, "U", "gp", "O", &["T".into()]).unwrap();
+        let a = testkit::issue(&*store, &staff, "phone", 0).unwrap();
+        let b = testkit::issue(&*store, &staff, "laptop", 0).unwrap();
+        let c = testkit::issue(&*store, &other, "laptop", 0).unwrap();
+        let devices = crate::admin::revoke_staff(&*store, By::Cli, staff.staff_id, 1).unwrap();
         assert_eq!(devices.len(), 2);
         for t in [&a.token, &b.token] {
             assert!(matches!(
@@ -256,10 +268,9 @@ mod tests {
             authenticate(&*store, &c.token).unwrap(),
             Authenticated::Ok(_)
         ));
-        let revoked = store.get_staff(staff.staff_id).unwrap().unwrap();
         assert!(matches!(
-            issue(&*store, &revoked, "new", 2),
-            Err(DirectoryError::StaffRevoked(_))
+            testkit::issue(&*store, &staff, "new", 2),
+            Err(crate::admin::AdminError::StaffRevoked(_))
         ));
     }
 }

@@ -13,48 +13,50 @@
 //! the old enrolment). Nobody gets another member of staff's keys, and the answer for a device
 //! that is not theirs is the same whether or not it exists. Every request is audited as
 //! `key_escrow`, with ids only.
+//!
+//! It may use the store through one write transaction per request, the model and
+//! [`crate::auth`]'s principal.
 
-use crate::audit::{AuditKind, AuditRecord};
 use crate::auth::Principal;
-use crate::store::{Store, StoreError};
+use crate::model::{AuditKind, AuditRecord};
+use crate::store::{write, Store, StoreError};
 use casenote_protocol::limits::ESCROW_KEY_BYTES;
 use casenote_protocol::DeviceId;
 use rand::RngCore;
 use serde_json::json;
 
 /// The wrap key of `device` for the bearer `who`, or `None` if they may not have it. Made for
-/// the bearer's own device on its first request; durable, audit entry included, before it is
-/// returned.
+/// the bearer's own device on its first request; the key, the ownership check and the audit
+/// entry are one transaction, durable before the key is returned.
 pub fn key_for(
     store: &dyn Store,
     who: &Principal,
     device: DeviceId,
     now_ms: i64,
 ) -> Result<Option<[u8; ESCROW_KEY_BYTES]>, StoreError> {
-    let key = if device == who.device_id {
-        Some(store.escrow_get_or_put(device, fresh_key())?)
-    } else {
-        match store.get_device(device)? {
-            Some(d) if d.staff_id == who.staff_id() && !d.revoked => store.escrow_get(device)?,
-            _ => None,
-        }
-    };
-    store.audit_append(
-        AuditRecord::new(
-            AuditKind::KeyEscrow,
-            now_ms,
-            json!({ "for_device": device, "handed_out": key.is_some() }),
-        )
-        .staff(who.staff_id())
-        .device(who.device_id),
-    )?;
+    let fresh = fresh_key();
+    let key = write(store, |txn| {
+        let key = if device == who.device_id {
+            Some(txn.escrow_put_if_absent(device, fresh)?)
+        } else {
+            match txn.device(device)? {
+                Some(d) if d.staff_id == who.staff_id() && !d.revoked => txn.escrow(device)?,
+                _ => None,
+            }
+        };
+        txn.audit_append(
+            AuditRecord::new(
+                AuditKind::KeyEscrow,
+                now_ms,
+                json!({ "for_device": device, "handed_out": key.is_some() }),
+            )
+            .staff(who.staff_id())
+            .device(who.device_id),
+        )?;
+        Ok(key)
+    })?;
     store.flush()?;
     Ok(key)
-}
-
-/// Destroys the wrap key of a revoked device: whatever its store holds can never be read again.
-pub fn destroy(store: &dyn Store, device: DeviceId) -> Result<(), StoreError> {
-    store.escrow_remove(device)
 }
 
 fn fresh_key() -> [u8; ESCROW_KEY_BYTES] {
@@ -66,23 +68,21 @@ fn fresh_key() -> [u8; ESCROW_KEY_BYTES] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{auth, directory};
+    use crate::store::read;
+    use crate::testkit::{self, add_org, add_staff, add_team};
 
     #[test]
     fn a_device_gets_its_own_key_its_staffs_other_devices_keys_and_nobody_elses() {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::sled::open(dir.path()).unwrap();
-        directory::add_org(&*store, "O").unwrap();
-        directory::add_team(&*store, "O", "T").unwrap();
-        let s = directory::add_staff(&*store, "S", "gp", "O", &["T".into()]).unwrap();
-        let u = directory::add_staff(&*store, "U", "gp", "O", &["T".into()]).unwrap();
-        let old = auth::issue(&*store, &s, "old phone", 0).unwrap();
-        let new = auth::issue(&*store, &s, "new phone", 0).unwrap();
-        let other = auth::issue(&*store, &u, "laptop", 0).unwrap();
-        let who = |t: &str| match auth::authenticate(&*store, t).unwrap() {
-            auth::Authenticated::Ok(p) => p,
-            other => panic!("{other:?}"),
-        };
+        add_org(&*store, "O").unwrap();
+        add_team(&*store, "O", "T").unwrap();
+        let s = add_staff(&*store, "S", "gp", "O", &["T".into()]).unwrap();
+        let u = add_staff(&*store, "U", "gp", "O", &["T".into()]).unwrap();
+        let old = testkit::issue(&*store, &s, "old phone", 0).unwrap();
+        let new = testkit::issue(&*store, &s, "new phone", 0).unwrap();
+        let other = testkit::issue(&*store, &u, "laptop", 0).unwrap();
+        let who = |t: &str| testkit::principal(&*store, t);
         let (old_id, new_id) = (old.device.device_id, new.device.device_id);
 
         let k = key_for(&*store, &who(&old.token), old_id, 1)
@@ -113,8 +113,8 @@ mod tests {
         );
 
         // Revoking the old device destroys its key: nobody gets it again.
-        auth::revoke(&*store, &old_id.to_string(), 7).unwrap();
-        assert_eq!(store.escrow_get(old_id).unwrap(), None);
+        testkit::revoke(&*store, old_id, 7);
+        assert_eq!(read(&*store, |t| t.escrow(old_id)).unwrap(), None);
         assert_eq!(key_for(&*store, &who(&new.token), old_id, 8).unwrap(), None);
         let audited = crate::audit::entries(&*store, None)
             .unwrap()

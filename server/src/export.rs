@@ -13,9 +13,9 @@
 //! It works on the store directly (the server stopped, like the other offline commands) and is
 //! audited as `export`.
 
-use crate::audit::{AuditKind, AuditRecord};
 use crate::history;
-use crate::store::Store;
+use crate::model::{AuditKind, AuditRecord, By};
+use crate::store::{read, write, Store};
 use crate::validate;
 use anyhow::Context;
 use automerge::{ReadDoc, ROOT};
@@ -60,22 +60,24 @@ fn received_of(history: &[HistoryEntry], hash: Option<automerge::ChangeHash>) ->
         .and_then(|h| h.received_at_ms)
 }
 
-/// Exports case `case` into `out_dir` (created if missing).
+/// Exports case `case` into `out_dir` (created if missing), audited with who asked (`by`).
 pub fn case(
     store: &dyn Store,
+    by: By,
     case: CaseId,
     out_dir: &Path,
     now_ms: i64,
 ) -> anyhow::Result<Exported> {
-    let rec = store
-        .get_case(case)?
-        .with_context(|| format!("no case with id {case}"))?;
+    let rec = read(store, |t| t.case(case))?.with_context(|| format!("no case with id {case}"))?;
     let org_name = |id| -> anyhow::Result<String> {
-        Ok(store.get_org(id)?.map(|o| o.name).unwrap_or_default())
+        Ok(read(store, |t| t.org(id))?
+            .map(|o| o.name)
+            .unwrap_or_default())
     };
+    let team_of = |id| read(store, |t| t.team(id));
     let mut teams = Vec::new();
     for t in &rec.teams {
-        let team = store.get_team(*t)?;
+        let team = team_of(*t)?;
         teams.push(json!({
             "team_id": t,
             "name": team.as_ref().map(|t| t.name.clone()),
@@ -86,10 +88,10 @@ pub fn case(
     let mut notes = Vec::new();
     let mut changes = 0usize;
     let mut restricted = 0usize;
-    let mut ids = store.docs_of_case(case)?;
+    let mut ids = read(store, |t| t.docs_of_case(case))?;
     ids.sort();
     for id in ids {
-        let Some(doc_rec) = store.get_doc(id)? else {
+        let Some(doc_rec) = read(store, |t| t.doc(id))? else {
             continue;
         };
         let h = &doc_rec.header;
@@ -131,7 +133,7 @@ pub fn case(
             Some(list) => {
                 let mut named = Vec::new();
                 for t in list {
-                    named.push(json!({"team_id": t, "name": store.get_team(*t)?.map(|t| t.name)}));
+                    named.push(json!({"team_id": t, "name": team_of(*t)?.map(|t| t.name)}));
                 }
                 Some(named)
             }
@@ -206,7 +208,7 @@ pub fn case(
         restricted,
         changes,
     };
-    store.audit_append(AuditRecord::new(
+    let record = AuditRecord::new(
         AuditKind::Export,
         now_ms,
         json!({
@@ -216,7 +218,9 @@ pub fn case(
             "restricted": out.restricted,
             "changes": out.changes,
         }),
-    ))?;
+    )
+    .by(by);
+    write(store, |t| t.audit_append(record.clone()))?;
     store.flush()?;
     Ok(out)
 }

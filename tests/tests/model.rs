@@ -89,7 +89,8 @@ impl World {
     fn new() -> World {
         let tmp = tempfile::tempdir().unwrap();
         let store = casenote_server::open(&tmp.path().join("server")).unwrap();
-        let demo = casenote_server::demo::load(store.as_ref(), casenote_server::now_ms()).unwrap();
+        let demo =
+            casenote_server::cli::demo::load(store.as_ref(), casenote_server::now_ms()).unwrap();
         let tokens: Vec<String> = STAFF
             .iter()
             .map(|name| {
@@ -114,6 +115,7 @@ impl World {
             listener,
             store,
             casenote_server::Config::default(),
+            std::future::pending(),
         ));
         let dirs: Vec<PathBuf> = (0..DEVICES)
             .map(|i| tmp.path().join(format!("device-{i}")))

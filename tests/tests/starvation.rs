@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The server's resident memory must stay under the W6 bound (DESIGN.md, "Benchmarks": W6 serves
+/// The server's resident memory must stay under the W6 bound (docs/design.md, "Workloads": W6 serves
 /// W3 and W5 with 100,000 documents stored in under 300 MB).
 const W6_RSS_BOUND_MB: f64 = 300.0;
 

@@ -105,6 +105,34 @@ impl AuditRecord {
     }
 }
 
+/// Who did an administrative act (a directory change, an enrolment, a revocation, an access
+/// change), as its audit entry records it under `details.by`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "via", rename_all = "snake_case")]
+pub enum By {
+    /// `casenote-server admin ...` (or `export`, `demo`) run on the server's host: whoever can
+    /// run it there, which the server cannot tell apart.
+    Cli,
+    /// A member of staff through an admin API (a later issue), from one of their devices.
+    Staff {
+        staff_id: StaffId,
+        device_id: DeviceId,
+    },
+}
+
+impl AuditRecord {
+    /// This record with `by` in its details (which must be a JSON object).
+    pub fn by(mut self, by: By) -> Self {
+        if let Some(map) = self.details.as_object_mut() {
+            map.insert(
+                "by".into(),
+                serde_json::to_value(by).unwrap_or(serde_json::Value::Null),
+            );
+        }
+        self
+    }
+}
+
 /// One stored entry, exactly as its JSON value in the `audit` tree.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AuditEntry {
@@ -230,6 +258,69 @@ impl ChainCheck {
     /// How many entries checked out so far.
     pub fn count(&self) -> usize {
         (self.expected_seq - 1) as usize
+    }
+}
+
+/// The chain check and its anchor: the log must also reach the entry the store last acknowledged
+/// (seq, hash), kept outside the log, so that a log cut short is found too, which the chain alone
+/// cannot show. Fed like [`ChainCheck`]; [`AnchoredCheck::finish`] gives the verdict.
+#[derive(Clone, Debug, Default)]
+pub struct AnchoredCheck {
+    chain: ChainCheck,
+    anchor: Option<(u64, String)>,
+    /// The stored hash of the anchored entry, once the scan passed it.
+    at_anchor: Option<String>,
+    broken: Option<AuditBroken>,
+}
+
+impl AnchoredCheck {
+    pub fn new(anchor: Option<(u64, String)>) -> Self {
+        AnchoredCheck {
+            anchor,
+            ..AnchoredCheck::default()
+        }
+    }
+
+    /// Feeds one stored entry; false once the chain broke (stop scanning).
+    pub fn visit(&mut self, key: u64, value: &[u8]) -> bool {
+        match self.chain.next(key, value) {
+            Ok(()) => {
+                if self.anchor.as_ref().is_some_and(|(seq, _)| *seq == key) {
+                    self.at_anchor = Some(self.chain.prev.clone());
+                }
+                true
+            }
+            Err(b) => {
+                self.broken = Some(b);
+                false
+            }
+        }
+    }
+
+    /// The number of entries, or the first broken one.
+    pub fn finish(self) -> Result<usize, AuditBroken> {
+        if let Some(b) = self.broken {
+            return Err(b);
+        }
+        let n = self.chain.count();
+        let Some((seq, hash)) = self.anchor else {
+            return Ok(n);
+        };
+        if seq > n as u64 {
+            return Err(AuditBroken {
+                seq: n as u64 + 1,
+                reason: format!(
+                    "the log ends at entry {n}, but entries up to {seq} were acknowledged (it was cut short)"
+                ),
+            });
+        }
+        if seq > 0 && self.at_anchor.as_deref() != Some(hash.as_str()) {
+            return Err(AuditBroken {
+                seq,
+                reason: "it is not the entry acknowledged there (its hash differs)".into(),
+            });
+        }
+        Ok(n)
     }
 }
 

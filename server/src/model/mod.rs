@@ -9,7 +9,7 @@ pub mod audit;
 pub mod directory;
 pub mod records;
 
-pub use audit::{AuditBroken, AuditEntry, AuditKind, AuditRecord, GENESIS_HASH};
+pub use audit::{AuditBroken, AuditEntry, AuditKind, AuditRecord, By, GENESIS_HASH};
 pub use casenote_protocol::nhs::nhs_number_is_valid;
 pub use directory::{Device, Org, Role, Staff, Team, TokenRecord, UnknownRole};
 pub use records::{

@@ -1,71 +1,67 @@
-//! The server's storage contract: what every backend gives the rest of the server.
+//! The server's storage contract: what every backend gives the rest of the server, and the only
+//! way anything is written ([`write`]).
 //!
-//! [`Store`] is synchronous and object-safe; async handlers call it through
-//! `tokio::task::spawn_blocking`. The sled backend is [`sled`] (the only module that knows the
-//! sled crate).
+//! Why a contract of transactions: the server must run as one process on an embedded sled store
+//! and as many processes on one PostgreSQL database, and every guarantee that matters (gap-free
+//! sequences, one unforked audit chain, a device's reconciliation state never lost to a race)
+//! must hold in both. So every read that decides a write happens inside that write's
+//! transaction ([`Txn`]), sequence numbers and the audit chain's head are read and advanced inside
+//! it, and a transaction that another one invalidated fails with [`StoreError::Conflict`] and is
+//! run again whole by [`write`]. Reads that would otherwise hold every writer up (a pull's log
+//! scan) are done outside, from committed data ([`Store::scan_log`] and the other committed,
+//! append-only reads), and what they depended on is verified inside the write that follows them
+//! (`crate::sync`).
+//!
+//! Durability is separate from commit: a committed transaction is acknowledged to nobody until
+//! [`Store::flush`] returned (group commit on sled; a no-op where commit is durable).
+//!
+//! This module may use the model and the protocol; it knows no backend. The backends live below
+//! it: [`sled`] (the only module that knows the sled crate), and PostgreSQL later. Its
+//! conformance suite (`conformance.rs`) is the contract in tests, run against every backend.
 
+#[cfg(test)]
+pub(crate) mod conformance;
 pub mod sled;
 
-use crate::audit::{AuditEntry, AuditRecord};
-pub use crate::model::{
-    ActorBinding, BackfillPos, CaseRecord, Device, DeviceSync, DocHeader, DocRecord, LogEntry,
-    NewChange, Org, PendingReconcile, QuarantineEntry, Staff, Team, TokenRecord,
+use crate::model::{
+    ActorBinding, AuditEntry, AuditRecord, CaseRecord, Device, DeviceSync, LogEntry, NewChange,
+    Org, QuarantineEntry, Staff, Team, TokenRecord,
 };
 use casenote_protocol::wire::Hash;
-use casenote_protocol::{CaseId, DeviceId, DocId, OrgId, Seq, StaffId, TeamId};
+use casenote_protocol::{limits, CaseId, DeviceId, DocId, OrgId, Seq, StaffId, TeamId};
 use serde::Serialize;
-use std::path::PathBuf;
 
-/// The meta key of the log id.
-pub const LOG_ID_KEY: &str = "log_id";
+// Named here too for `validate/`, whose imports stay as they were (it is edited elsewhere).
+pub use crate::model::{DocHeader, DocRecord};
 
-/// Why the store could not do what was asked.
+/// Why the store could not do what was asked: backend-neutral, so nothing above the store knows
+/// which backend it runs on.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error(
-        "the data directory {0} is in use, probably by a running casenote-server; stop it first"
-    )]
-    Locked(PathBuf),
-    #[error("storage error: {0}")]
-    Sled(#[from] ::sled::Error),
-    #[error("stored record is corrupt: {0}")]
-    Corrupt(String),
-    #[error("a storage task failed: {0}")]
-    Task(String),
-    /// The data directory has less free space than the floor: nothing was written.
-    #[error(
-        "the store's disk is nearly full ({} MiB free; writes need {} MiB)",
-        free_bytes / (1024 * 1024),
-        min_bytes / (1024 * 1024)
-    )]
-    Full { free_bytes: u64, min_bytes: u64 },
-    /// The store cannot write now (sled failed a write, a flush is stuck, or the store is
-    /// reopening): nothing was acknowledged.
+    /// Another transaction changed what this one read: the whole transaction may be run again
+    /// ([`write`] does, up to `limits::STORE_WRITE_RETRIES` times).
+    #[error("the store was busy with a conflicting write; nothing was written: try again")]
+    Conflict,
+    /// The data directory or database is held by another process (sled's lock).
+    #[error("{0} is in use, probably by a running casenote-server; stop it first")]
+    Locked(String),
+    /// The store's disk is below its free-space floor: nothing was written; reads work.
+    #[error("{0}")]
+    Full(String),
+    /// The store accepts no writes now (it failed a write, a flush is stuck, it is reopening, the
+    /// database is read-only): nothing was acknowledged; reads work; it resumes by itself.
     #[error("the store cannot write now: {0}")]
     Unwritable(String),
+    /// Stored data is damaged.
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
+    /// The backend failed (I/O, connection): detail for the log, never for a device.
+    #[error("storage error: {0}")]
+    Backend(String),
+    /// A storage task could not run (a thread could not start, a blocking task failed).
+    #[error("a storage task failed: {0}")]
+    Task(String),
 }
-
-/// Everything one write commits atomically. Changes get consecutive sequence numbers in order.
-#[derive(Clone, Debug, Default)]
-pub struct Commit {
-    pub cases: Vec<CaseRecord>,
-    pub docs: Vec<DocRecord>,
-    pub changes: Vec<NewChange>,
-    /// New actor bindings (actor id bytes, binding).
-    pub actors: Vec<(Vec<u8>, ActorBinding)>,
-}
-
-impl Commit {
-    pub fn is_empty(&self) -> bool {
-        self.cases.is_empty()
-            && self.docs.is_empty()
-            && self.changes.is_empty()
-            && self.actors.is_empty()
-    }
-}
-
-/// The planner handed to [`Store::write`]: it reads the store and returns what to commit.
-pub type Planner<'a> = dyn FnMut() -> Result<Commit, StoreError> + 'a;
 
 /// Whether the store accepts writes now, for `/ready` and `/health`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -80,6 +76,7 @@ pub struct Writability {
 }
 
 impl Writability {
+    /// A store that takes writes and keeps no free-space floor.
     pub fn writable() -> Self {
         Writability {
             writable: true,
@@ -90,115 +87,119 @@ impl Writability {
     }
 }
 
-/// The server's storage. Synchronous; call it from async code through `spawn_blocking`.
-pub trait Store: Send + Sync {
-    fn put_org(&self, org: &Org) -> Result<(), StoreError>;
-    fn get_org(&self, id: OrgId) -> Result<Option<Org>, StoreError>;
-    fn list_orgs(&self) -> Result<Vec<Org>, StoreError>;
-    fn put_team(&self, team: &Team) -> Result<(), StoreError>;
-    fn get_team(&self, id: TeamId) -> Result<Option<Team>, StoreError>;
-    fn list_teams(&self) -> Result<Vec<Team>, StoreError>;
-    fn put_staff(&self, staff: &Staff) -> Result<(), StoreError>;
-    fn get_staff(&self, id: StaffId) -> Result<Option<Staff>, StoreError>;
-    fn list_staff(&self) -> Result<Vec<Staff>, StoreError>;
-    fn put_device(&self, device: &Device) -> Result<(), StoreError>;
-    fn get_device(&self, id: DeviceId) -> Result<Option<Device>, StoreError>;
-    fn list_devices(&self) -> Result<Vec<Device>, StoreError>;
-    fn put_token(&self, sha256: &[u8; 32], record: &TokenRecord) -> Result<(), StoreError>;
-    fn get_token(&self, sha256: &[u8; 32]) -> Result<Option<TokenRecord>, StoreError>;
+/// One transaction. Reads see the transaction's own writes. A write transaction commits all its
+/// writes atomically or none, isolated from every other write transaction (serializable); a read
+/// transaction refuses writes ([`StoreError::Backend`]).
+///
+/// Which methods are hot (every sync calls them): `access_epoch`, `device_sync`,
+/// `put_device_sync`, `device_docs_add`, `audit_append`, `log_id`; every push adds `doc`, `case`,
+/// `has_change` (once per pushed change), `actor`, `quarantined`, `append_change`, `put_doc`.
+pub trait Txn {
+    // The directory.
+    fn org(&mut self, id: OrgId) -> Result<Option<Org>, StoreError>;
+    fn orgs(&mut self) -> Result<Vec<Org>, StoreError>;
+    fn team(&mut self, id: TeamId) -> Result<Option<Team>, StoreError>;
+    fn teams(&mut self) -> Result<Vec<Team>, StoreError>;
+    fn staff(&mut self, id: StaffId) -> Result<Option<Staff>, StoreError>;
+    fn staff_all(&mut self) -> Result<Vec<Staff>, StoreError>;
+    fn device(&mut self, id: DeviceId) -> Result<Option<Device>, StoreError>;
+    fn devices(&mut self) -> Result<Vec<Device>, StoreError>;
+    /// The token whose sha256 is `sha256`.
+    fn token(&mut self, sha256: &[u8; 32]) -> Result<Option<TokenRecord>, StoreError>;
+    fn put_org(&mut self, org: &Org) -> Result<(), StoreError>;
+    fn put_team(&mut self, team: &Team) -> Result<(), StoreError>;
+    fn put_staff(&mut self, staff: &Staff) -> Result<(), StoreError>;
+    fn put_device(&mut self, device: &Device) -> Result<(), StoreError>;
+    fn put_token(&mut self, sha256: &[u8; 32], record: &TokenRecord) -> Result<(), StoreError>;
 
-    fn meta_get(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
-    fn meta_put(&self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    // Records.
+    fn case(&mut self, id: CaseId) -> Result<Option<CaseRecord>, StoreError>;
+    /// Stores a case, keeping the team → cases index in step (teams that left it drop out).
+    fn put_case(&mut self, case: &CaseRecord) -> Result<(), StoreError>;
+    fn doc(&mut self, id: DocId) -> Result<Option<DocRecord>, StoreError>;
+    /// Stores a document's record, keeping the case → documents index in step.
+    fn put_doc(&mut self, doc: &DocRecord) -> Result<(), StoreError>;
+    /// Whether the store holds change `hash` of document `doc`.
+    fn has_change(&mut self, doc: DocId, hash: &Hash) -> Result<bool, StoreError>;
+    /// Appends a change to the log under the next sequence, allocated in this transaction (with
+    /// its received time and the log's hash chain); returns the sequence.
+    fn append_change(&mut self, change: &NewChange) -> Result<Seq, StoreError>;
+    /// Who first used Automerge actor id `actor`.
+    fn actor(&mut self, actor: &[u8]) -> Result<Option<ActorBinding>, StoreError>;
+    fn put_actor(&mut self, actor: &[u8], binding: &ActorBinding) -> Result<(), StoreError>;
+    /// The cases team `team` is on.
+    fn cases_of_team(&mut self, team: TeamId) -> Result<Vec<CaseId>, StoreError>;
+    /// The documents of case `case`.
+    fn docs_of_case(&mut self, case: CaseId) -> Result<Vec<DocId>, StoreError>;
 
-    fn get_case(&self, id: CaseId) -> Result<Option<CaseRecord>, StoreError>;
-    fn get_doc(&self, id: DocId) -> Result<Option<DocRecord>, StoreError>;
-    /// Whether the server holds the change `hash` of document `doc`.
-    fn has_change(&self, doc: DocId, hash: &Hash) -> Result<bool, StoreError>;
-
-    /// The cases team `team` is on (index `team_cases`).
-    fn cases_of_team(&self, team: TeamId) -> Result<Vec<CaseId>, StoreError>;
-    /// The documents of case `case` (index `case_docs`).
-    fn docs_of_case(&self, case: CaseId) -> Result<Vec<DocId>, StoreError>;
-    /// The sequences of every stored change of `doc`, ascending.
-    fn doc_change_seqs(&self, doc: DocId) -> Result<Vec<Seq>, StoreError>;
-    /// The change stored under `seq`: its document, hash and bytes.
-    fn get_log(&self, seq: Seq) -> Result<Option<(DocId, Hash, Vec<u8>)>, StoreError>;
-    /// Who first used actor id `actor`.
-    fn get_actor(&self, actor: &[u8]) -> Result<Option<ActorBinding>, StoreError>;
-    /// The server time at which the change stored under `seq` was received (`None` for changes
-    /// stored before the server kept it).
-    fn received_at(&self, seq: Seq) -> Result<Option<i64>, StoreError>;
-
-    // Key escrow ([`crate::escrow`]): one wrap key per device, in the `escrow` tree.
-    /// The wrap key kept for `device`, if any.
-    fn escrow_get(&self, device: DeviceId) -> Result<Option<[u8; 32]>, StoreError>;
-    /// The wrap key of `device`: the one kept, or else `fresh`, kept from now on.
-    fn escrow_get_or_put(&self, device: DeviceId, fresh: [u8; 32]) -> Result<[u8; 32], StoreError>;
-    /// Destroys the wrap key of `device` (its revocation); harmless when there is none.
-    fn escrow_remove(&self, device: DeviceId) -> Result<(), StoreError>;
-
-    /// Keeps refused changes; a change already quarantined (the same document and hash, e.g. a
-    /// device re-sending it) keeps its first entry. Returns how many were new.
-    fn quarantine_add(&self, entries: &[QuarantineEntry]) -> Result<usize, StoreError>;
-    /// Every quarantined change, in key order.
-    fn quarantine_list(&self) -> Result<Vec<QuarantineEntry>, StoreError>;
-    /// The quarantine entry of change `hash` of document `doc`, if it was refused before.
-    fn quarantined(&self, doc: DocId, hash: &Hash) -> Result<Option<QuarantineEntry>, StoreError>;
-
-    /// The id of this change log (see the module docs).
-    fn log_id(&self) -> Result<uuid::Uuid, StoreError> {
-        match self.meta_get(LOG_ID_KEY)? {
-            Some(v) => uuid::Uuid::from_slice(&v)
-                .map_err(|_| StoreError::Corrupt("the stored log id is not 16 bytes".into())),
-            None => Err(StoreError::Corrupt("the store has no log id".into())),
-        }
-    }
-    /// Gives the store a new random log id (after a restore from backup); returns it.
-    fn new_log_id(&self) -> Result<uuid::Uuid, StoreError> {
-        let id = uuid::Uuid::new_v4();
-        self.meta_put(LOG_ID_KEY, id.as_bytes())?;
-        Ok(id)
-    }
-
+    // Per device.
+    /// The access epoch `device` was reconciled at and its pending reconciliation.
+    fn device_sync(&mut self, device: DeviceId) -> Result<Option<DeviceSync>, StoreError>;
+    fn put_device_sync(&mut self, device: DeviceId, state: &DeviceSync) -> Result<(), StoreError>;
     /// The documents the server believes `device` holds.
-    fn device_docs(&self, device: DeviceId) -> Result<Vec<DocId>, StoreError>;
-    fn device_docs_add(&self, device: DeviceId, docs: &[DocId]) -> Result<(), StoreError>;
-    fn device_docs_remove(&self, device: DeviceId, docs: &[DocId]) -> Result<(), StoreError>;
-    fn device_docs_clear(&self, device: DeviceId) -> Result<(), StoreError>;
-    fn get_device_sync(&self, device: DeviceId) -> Result<Option<DeviceSync>, StoreError>;
-    fn put_device_sync(&self, device: DeviceId, state: &DeviceSync) -> Result<(), StoreError>;
+    fn device_docs(&mut self, device: DeviceId) -> Result<Vec<DocId>, StoreError>;
+    fn device_docs_add(&mut self, device: DeviceId, docs: &[DocId]) -> Result<(), StoreError>;
+    fn device_docs_remove(&mut self, device: DeviceId, docs: &[DocId]) -> Result<(), StoreError>;
+    fn device_docs_clear(&mut self, device: DeviceId) -> Result<(), StoreError>;
 
+    // Refused changes.
+    /// The quarantine entry of change `hash` of document `doc`, if it was refused before.
+    fn quarantined(
+        &mut self,
+        doc: DocId,
+        hash: &Hash,
+    ) -> Result<Option<QuarantineEntry>, StoreError>;
+    /// Keeps refused changes; a change already quarantined (the same document and hash) keeps its
+    /// first entry. Returns how many were new.
+    fn quarantine_add(&mut self, entries: &[QuarantineEntry]) -> Result<usize, StoreError>;
+
+    // The audit chain.
+    /// Appends one entry to the audit chain; the head is read in this transaction (never cached
+    /// per process), so two writers can never fork the chain. Returns the sealed entry.
+    fn audit_append(&mut self, record: AuditRecord) -> Result<AuditEntry, StoreError>;
+
+    // Meta.
     /// The global access epoch (0 before any access change).
-    fn access_epoch(&self) -> Result<u64, StoreError>;
-    /// Bumps the access epoch atomically; returns the new value. Call it after the access change
-    /// itself is written, so that a sync that sees the new epoch also sees the new access.
-    fn bump_access_epoch(&self) -> Result<u64, StoreError>;
+    fn access_epoch(&mut self) -> Result<u64, StoreError>;
+    /// Moves the access epoch on; returns the new value. Bump it in the transaction that
+    /// changes access, so a sync that sees the new epoch also sees the new access.
+    fn bump_access_epoch(&mut self) -> Result<u64, StoreError>;
+    /// The identity of this change log (replaced after a restore, or when a loss was healed).
+    fn log_id(&mut self) -> Result<uuid::Uuid, StoreError>;
+    fn set_log_id(&mut self, id: uuid::Uuid) -> Result<(), StoreError>;
+    /// A small named value (the demo's marker).
+    fn meta(&mut self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    fn put_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError>;
 
-    /// Whether the store accepts writes now (for `/ready`); may start a recovery that is due.
-    fn writability(&self) -> Writability {
-        Writability::writable()
-    }
-    /// The audit entry (seq, hex hash) the store last acknowledged durably, kept outside the
-    /// store's own files; `audit verify` checks that the log reaches it. `None`: not kept.
-    fn audit_anchor(&self) -> Result<Option<(u64, String)>, StoreError> {
-        Ok(None)
-    }
+    // Key escrow (`crate::escrow`).
+    /// The wrap key kept for `device`, if any.
+    fn escrow(&mut self, device: DeviceId) -> Result<Option<[u8; 32]>, StoreError>;
+    /// The wrap key of `device`: the one kept, or else `key`, kept from now on.
+    fn escrow_put_if_absent(
+        &mut self,
+        device: DeviceId,
+        key: [u8; 32],
+    ) -> Result<[u8; 32], StoreError>;
+    /// Destroys the wrap key of `device`; harmless when there is none.
+    fn escrow_remove(&mut self, device: DeviceId) -> Result<(), StoreError>;
+}
 
-    /// Appends one audit entry to the hash chain (serialised by one mutex); returns it.
-    fn audit_append(&self, record: AuditRecord) -> Result<AuditEntry, StoreError>;
-    /// Visits every audit entry's key (its sequence) and raw value, in order, until `visit`
-    /// returns false.
-    fn audit_scan(&self, visit: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError>;
+/// The work a transaction runs: reads and writes through the [`Txn`], nothing outside it.
+pub type Work<'a> = dyn FnMut(&mut dyn Txn) -> Result<(), StoreError> + 'a;
 
-    /// Runs `plan` under the write lock (so what it read is still true when its result is
-    /// committed) and commits its result atomically. Returns the highest committed sequence after
-    /// the write.
-    fn write(&self, plan: &mut Planner<'_>) -> Result<Seq, StoreError>;
-    /// The highest sequence whose transaction has committed (0 when the log is empty).
-    fn last_seq(&self) -> Seq;
-    /// The highest sequence known to be flushed to disk. Pulls hand out nothing above it, so a
-    /// device's cursor never points past what survives a crash.
-    fn durable_seq(&self) -> Seq;
+/// The server's storage. Synchronous and object-safe: the server is handed an `Arc<dyn Store>`.
+pub trait Store: Send + Sync {
+    /// Runs `work` in one write transaction, isolated from every other write transaction of every
+    /// process on the same store (serializable), and commits it; on an error nothing is written.
+    /// Committed is not yet durable: call [`Store::flush`] before acknowledging anything. Call it
+    /// through [`write`], which runs it again on [`StoreError::Conflict`].
+    fn write_txn(&self, work: &mut Work<'_>) -> Result<(), StoreError>;
+    /// Runs `work` on committed state; writes are refused. Each read sees committed data; a
+    /// backend may give the whole transaction one snapshot, but nothing may rely on it: a read
+    /// that decides a write belongs in that write's transaction.
+    fn read_txn(&self, work: &mut Work<'_>) -> Result<(), StoreError>;
+
+    // Committed, append-only data, read outside transactions.
     /// Visits log entries with `after < seq <= upto` in order until `visit` returns false.
     fn scan_log(
         &self,
@@ -206,7 +207,80 @@ pub trait Store: Send + Sync {
         upto: Seq,
         visit: &mut dyn FnMut(LogEntry<'_>) -> bool,
     ) -> Result<(), StoreError>;
-    /// Makes every write that completed before the call durable. Nothing is acknowledged to a
-    /// device before this returns. Concurrent calls may share one flush (group commit).
+    /// The change stored under `seq`: its document, hash and bytes.
+    fn get_log(&self, seq: Seq) -> Result<Option<(DocId, Hash, Vec<u8>)>, StoreError>;
+    /// The sequences of every stored change of `doc`, ascending.
+    fn doc_change_seqs(&self, doc: DocId) -> Result<Vec<Seq>, StoreError>;
+    /// The server time at which the change under `seq` was received (`None` for changes stored
+    /// before the server kept it).
+    fn received_at(&self, seq: Seq) -> Result<Option<i64>, StoreError>;
+    /// The highest committed sequence (0 when the log is empty). Sequences become visible in
+    /// order: no reader sees N+1 before N.
+    fn last_seq(&self) -> Result<Seq, StoreError>;
+    /// The highest sequence known to be durable. Pulls hand out nothing above it unless they
+    /// flush first, so a device's cursor never points past what survives a crash.
+    fn durable_seq(&self) -> Result<Seq, StoreError>;
+    /// Visits every audit entry's sequence and stored bytes, in order, until `visit` returns
+    /// false.
+    fn audit_scan(&self, visit: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError>;
+    /// The audit entry (seq, hex hash) the store last acknowledged durably, kept outside the
+    /// audit log itself; `audit verify` checks that the log reaches it. `None`: none kept.
+    fn audit_anchor(&self) -> Result<Option<(u64, String)>, StoreError>;
+    /// Every quarantined change, in key order.
+    fn quarantine_list(&self) -> Result<Vec<QuarantineEntry>, StoreError>;
+
+    /// Makes every transaction that committed before the call durable. Nothing is acknowledged
+    /// before this returns. Concurrent calls may share one flush (group commit).
     fn flush(&self) -> Result<(), StoreError>;
+    /// Whether the store accepts writes now (for `/ready`); may start a recovery that is due.
+    fn writability(&self) -> Writability;
+}
+
+/// Runs `f` in a read transaction and returns what it returned.
+pub fn read<T>(
+    store: &dyn Store,
+    mut f: impl FnMut(&mut dyn Txn) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let mut out = None;
+    store.read_txn(&mut |txn| {
+        out = Some(f(txn)?);
+        Ok(())
+    })?;
+    out.ok_or_else(|| StoreError::Task("the read transaction did not run".into()))
+}
+
+/// Runs `f` in a write transaction, commits it and returns what `f` returned. On
+/// [`StoreError::Conflict`] the whole transaction runs again (up to
+/// `limits::STORE_WRITE_RETRIES` times, after a short jittered back-off), so `f` must have no
+/// effect outside the transaction.
+pub fn write<T>(
+    store: &dyn Store,
+    mut f: impl FnMut(&mut dyn Txn) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let mut attempt = 0;
+    loop {
+        let mut out = None;
+        let done = store.write_txn(&mut |txn| {
+            out = Some(f(txn)?);
+            Ok(())
+        });
+        match done {
+            Ok(()) => {
+                return out
+                    .ok_or_else(|| StoreError::Task("the write transaction did not run".into()))
+            }
+            Err(StoreError::Conflict) if attempt < limits::STORE_WRITE_RETRIES => {
+                attempt += 1;
+                back_off(attempt);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Waits before retry `attempt` of a conflicting transaction: jittered, growing with attempts.
+pub fn back_off(attempt: u32) {
+    let max_ms = u64::from(attempt) * limits::STORE_WRITE_RETRY_BACKOFF_MS;
+    let ms = rand::random::<u64>() % (max_ms + 1);
+    std::thread::sleep(std::time::Duration::from_millis(ms));
 }

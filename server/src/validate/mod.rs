@@ -1,4 +1,4 @@
-//! The record rules the server enforces on every incoming change (DESIGN.md, "The record").
+//! The record rules the server enforces on every incoming change (docs/design.md, "The record").
 //!
 //! A device is trusted with its own edits, not with the record. For each pushed document with
 //! changes new to the server, [`run`] applies the new changes to the document as stored (taken

@@ -134,7 +134,7 @@ fn corrupt(doc: DocId, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("document {doc} does not load from its log: {e}"))
 }
 
-/// Loads document `doc` as stored: every stored change, applied in one batch (DESIGN.md, "Facts
+/// Loads document `doc` as stored: every stored change, applied in one batch (docs/design.md, "Facts
 /// measured": one `apply_changes` per change gets slower as the history grows). The caller holds
 /// a [`Reserved`] for it.
 pub fn materialise(store: &dyn Store, doc: DocId) -> Result<AutoCommit, StoreError> {

@@ -24,7 +24,7 @@ fn main() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
 
     let store = casenote_server::open(&tmp.path().join("server"))?;
-    let demo = casenote_server::demo::load(store.as_ref(), casenote_server::now_ms())?;
+    let demo = casenote_server::cli::demo::load(store.as_ref(), casenote_server::now_ms())?;
     let token = demo
         .tokens
         .iter()
@@ -39,6 +39,7 @@ fn main() -> anyhow::Result<()> {
         listener,
         store,
         casenote_server::Config::default(),
+        std::future::pending(),
     ));
 
     // A device with `docs` documents of its own: cases (case + plan) and notes.

@@ -4,10 +4,11 @@
 //! two meta values), so opening a store of a million documents costs the same as a small one.
 //! The whole store is checked end to end only by `verify` ([`super::verify`]).
 
+use super::codec::{seq_from, LOG_ID_KEY, MARKED_KEY};
 use super::mark::{Found, Mark};
 use super::trees::{parse_log, Sled, Tip};
-use super::{seq_from, StoreError, LOG_ID_KEY, MARKED_KEY};
 use crate::model::AuditEntry;
+use crate::store::StoreError;
 
 /// What sled recovered that falls short of the mark, one plain sentence per finding (sequences
 /// and counts only). Empty when nothing acknowledged is missing.

@@ -2,18 +2,25 @@
 //! open and the store heals it; an older store gets its hash chain; `verify` names what it finds;
 //! a flush that does not finish holds up no caller and refuses writes until it does.
 
+use super::codec::LOG_ID_KEY;
 use super::*;
-use crate::model::{DocHeader, NewChange};
+use crate::model::{CaseRecord, DocHeader, DocRecord, NewChange, Org};
+use crate::store::{read, write, Txn};
 use automerge::transaction::Transactable;
 use automerge::{AutoCommit, ROOT};
-use casenote_protocol::DocKind;
+use casenote_protocol::{CaseId, DocKind, OrgId, StaffId};
 use std::time::{Duration, Instant};
 
-fn org(name: &str) -> Org {
-    Org {
+fn add_org(store: &SledStore, name: &str) -> Result<(), StoreError> {
+    let org = Org {
         org_id: OrgId::new_random(),
         name: name.into(),
-    }
+    };
+    write(store, |t: &mut dyn Txn| t.put_org(&org))
+}
+
+fn log_id_of(store: &SledStore) -> uuid::Uuid {
+    read(store, |t| t.log_id()).unwrap()
 }
 
 /// `n` real Automerge changes of one document, as the log stores them.
@@ -55,24 +62,20 @@ fn store_with(dir: &Path, n: usize) -> (Arc<SledStore>, DocId) {
         teams: vec![],
         created_ms: 0,
     };
-    store
-        .write(&mut || {
-            Ok(Commit {
-                cases: vec![case.clone()],
-                docs: vec![DocRecord {
-                    header: header.clone(),
-                    heads: heads.clone(),
-                    ops: 0,
-                    filed_ms: None,
-                }],
-                changes: new.clone(),
-                actors: vec![],
-            })
-        })
-        .unwrap();
-    store
-        .audit_append(AuditRecord::new(AuditKind::Admin, 1, json!({"n": n})))
-        .unwrap();
+    write(&*store, |t| {
+        t.put_case(&case)?;
+        t.put_doc(&DocRecord {
+            header: header.clone(),
+            heads: heads.clone(),
+            ops: 0,
+            filed_ms: None,
+        })?;
+        for c in &new {
+            t.append_change(c)?;
+        }
+        t.audit_append(AuditRecord::new(AuditKind::Admin, 1, json!({"n": n})))
+    })
+    .unwrap();
     store.flush().unwrap();
     (store, doc)
 }
@@ -99,14 +102,10 @@ fn more_changes(dir: &Path, n: usize) {
     let store = open(dir).unwrap();
     let doc = DocId::new_random();
     let new = changes(doc, n);
-    store
-        .write(&mut || {
-            Ok(Commit {
-                changes: new.clone(),
-                ..Commit::default()
-            })
-        })
-        .unwrap();
+    write(&*store, |t| {
+        new.iter().try_for_each(|c| t.append_change(c).map(|_| ()))
+    })
+    .unwrap();
     store.flush().unwrap();
 }
 
@@ -116,7 +115,7 @@ fn a_store_that_lost_acknowledged_changes_is_caught_at_open_and_healed_with_a_ne
     let before = tempfile::tempdir().unwrap();
     let log_id = {
         let (store, _) = store_with(dir.path(), 3);
-        store.log_id().unwrap()
+        log_id_of(&store)
     };
     copy_sled_files(dir.path(), before.path());
     more_changes(dir.path(), 2);
@@ -144,7 +143,7 @@ fn a_store_that_lost_acknowledged_changes_is_caught_at_open_and_healed_with_a_ne
             "{:?}",
             damage.findings
         );
-        assert_eq!(store.log_id().unwrap(), log_id);
+        assert_eq!(log_id_of(&store), log_id);
         let err = store.verify().unwrap_err();
         assert!(err.to_string().starts_with("store damaged: "), "{err}");
     }
@@ -152,11 +151,7 @@ fn a_store_that_lost_acknowledged_changes_is_caught_at_open_and_healed_with_a_ne
     {
         let store = open(dir.path()).unwrap();
         assert!(store.damage().is_some());
-        assert_ne!(
-            store.log_id().unwrap(),
-            log_id,
-            "devices must be told to reset"
-        );
+        assert_ne!(log_id_of(&store), log_id, "devices must be told to reset");
         let last = crate::audit::entries(&*store, Some(1)).unwrap();
         assert_eq!(last[0].details["action"], "store_damage_detected");
         assert_eq!(crate::audit::verify_anchored(&*store).unwrap(), 2);
@@ -239,7 +234,7 @@ fn a_store_written_before_the_chain_gets_it_at_its_first_open() {
             Some((doc, c.hash, c.bytes.clone()))
         );
     }
-    assert_eq!(*lock(&store.shared.tip), Tip { seq: 3, chain });
+    assert_eq!(store.sled().unwrap().tip().unwrap(), Tip { seq: 3, chain });
     let mark = lock(&store.shared.mark).last.unwrap();
     assert_eq!((mark.log_seq, mark.chain), (3, chain));
 }
@@ -269,10 +264,10 @@ fn a_flush_that_does_not_finish_holds_up_no_caller_and_refuses_writes_until_it_e
     let (store, _) = store_with(dir.path(), 1);
     store.set_flush_wait(Duration::from_millis(200));
     store.hold_flushes(true);
-    store.put_org(&org("Council")).unwrap();
+    add_org(&store, "Council").unwrap();
     let err = store.flush().unwrap_err();
     assert!(matches!(err, StoreError::Unwritable(_)), "{err}");
-    let refused = store.put_org(&org("Trust")).unwrap_err();
+    let refused = add_org(&store, "Trust").unwrap_err();
     assert!(
         refused.to_string().contains("has not finished"),
         "{refused}"
@@ -285,10 +280,9 @@ fn a_flush_that_does_not_finish_holds_up_no_caller_and_refuses_writes_until_it_e
         assert!(Instant::now() < deadline, "the store never became writable");
         std::thread::sleep(Duration::from_millis(10));
     }
-    store.put_org(&org("Trust")).unwrap();
+    add_org(&store, "Trust").unwrap();
     store.flush().unwrap();
-    let names: Vec<String> = store
-        .list_orgs()
+    let names: Vec<String> = read(&*store, |t| t.orgs())
         .unwrap()
         .into_iter()
         .map(|o| o.name)
@@ -301,12 +295,12 @@ fn writes_are_refused_below_the_free_space_floor_and_reads_still_work() {
     let dir = tempfile::tempdir().unwrap();
     let (store, doc) = store_with(dir.path(), 1);
     store.set_free_bytes_min(u64::MAX);
-    let err = store.put_org(&org("Council")).unwrap_err();
-    assert!(matches!(err, StoreError::Full { .. }), "{err}");
-    assert!(store.get_doc(doc).unwrap().is_some());
+    let err = add_org(&store, "Council").unwrap_err();
+    assert!(matches!(err, StoreError::Full(_)), "{err}");
+    assert!(read(&*store, |t| t.doc(doc)).unwrap().is_some());
     let w = store.writability();
     assert!(!w.writable && w.reason.unwrap().contains("nearly full"));
     store.set_free_bytes_min(0);
-    store.put_org(&org("Council")).unwrap();
+    add_org(&store, "Council").unwrap();
     store.flush().unwrap();
 }

@@ -11,15 +11,44 @@
 //! [`limits::STORE_REOPEN_INTERVAL_MS`]. A flush that does not return within
 //! [`limits::STORE_FLUSH_WAIT_MS_MAX`] answers its callers and refuses writes until it ends.
 
+use super::codec::{hex32, FLUSH_GEN_KEY, MARKED_KEY};
 use super::mark::{self, Found, Mark};
 use super::trees::Sled;
-use super::{
-    audit, hex32, limits, lock, Damage, Shared, SledStore, Store, StoreError, Writability,
-    FLUSH_GEN_KEY, MARKED_KEY,
-};
+use super::{limits, lock, Damage, Shared, SledStore, Store, StoreError, Writability};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
+
+/// Why a flush failed: sled itself (the store then refuses writes until it reopens), or
+/// something around it (a read, the mark file), which the next flush tries again.
+pub(super) enum FlushFailed {
+    Sled(sled::Error),
+    Store(StoreError),
+}
+
+impl From<StoreError> for FlushFailed {
+    fn from(e: StoreError) -> Self {
+        FlushFailed::Store(e)
+    }
+}
+
+impl std::fmt::Display for FlushFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FlushFailed::Sled(e) => write!(f, "{e}"),
+            FlushFailed::Store(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// The refusal of a disk below the floor.
+fn full(free_bytes: u64, min_bytes: u64) -> StoreError {
+    StoreError::Full(format!(
+        "the store's disk is nearly full ({} MiB free; writes need {} MiB)",
+        free_bytes / (1024 * 1024),
+        min_bytes / (1024 * 1024)
+    ))
+}
 
 /// Whether sled can take writes (apart from free space, which is checked on every write).
 #[derive(Clone, Debug)]
@@ -36,7 +65,7 @@ pub(super) enum Health {
     },
 }
 
-/// Group commit (DESIGN.md, "Facts measured": one flush costs about as much as a hundred
+/// Group commit (docs/design.md, "Facts measured": one flush costs about as much as a hundred
 /// inserts, so throughput comes from sharing flushes). A caller of [`Store::flush`] needs a
 /// flush that *starts* after its call (one already running may have started before its writes);
 /// it asks for the next one and waits. The store's flusher thread runs flushes one at a time,
@@ -86,26 +115,21 @@ impl Shared {
             .ok_or_else(|| StoreError::Unwritable("the store is reopening; try again".into()))
     }
 
-    /// The last audit entry's (seq, hash), from memory or the tree.
-    pub(super) fn audit_head(&self, s: &Sled) -> Result<(u64, String), StoreError> {
-        let mut head = lock(&self.audit_head);
-        if head.is_none() {
-            *head = Some(s.audit_tail()?);
-        }
-        Ok(head.clone().unwrap_or((0, audit::GENESIS_HASH.to_string())))
-    }
-
-    /// One flush: the flush generation into sled, sled's flush, then the high-water mark.
-    pub(super) fn flush_once(&self) -> Result<(), StoreError> {
+    /// One flush: the flush generation into sled, sled's flush, then the high-water mark. What
+    /// the mark says is read from the trees before sled's flush, so the flush covers it: a
+    /// transaction is visible to these reads only once it has committed whole.
+    pub(super) fn flush_once(&self) -> Result<(), FlushFailed> {
         let s = self.sled()?;
-        let tip = *lock(&self.tip);
-        let (audit_seq, audit_hash) = self.audit_head(&s)?;
+        let tip = s.tip()?;
+        let (audit_seq, audit_hash) = s.audit_tail()?;
         let log_id = s
             .log_id()?
             .ok_or_else(|| StoreError::Corrupt("the store has no log id".into()))?;
         let flush_gen = self.flush_gen.load(Ordering::Acquire) + 1;
-        s.meta.insert(FLUSH_GEN_KEY, &flush_gen.to_be_bytes()[..])?;
-        s.db.flush()?;
+        s.meta
+            .insert(FLUSH_GEN_KEY, &flush_gen.to_be_bytes()[..])
+            .map_err(FlushFailed::Sled)?;
+        s.db.flush().map_err(FlushFailed::Sled)?;
         self.flush_gen.store(flush_gen, Ordering::Release);
         let mark = Mark {
             log_id,
@@ -120,7 +144,9 @@ impl Shared {
             .map_err(|e| StoreError::Unwritable(format!("the high-water mark: {e}")))?;
         if created {
             // Only once the file is on disk: from now on a missing mark file is damage.
-            s.meta.insert(MARKED_KEY, &[1][..])?;
+            s.meta
+                .insert(MARKED_KEY, &[1][..])
+                .map_err(FlushFailed::Sled)?;
         }
         self.durable.fetch_max(tip.seq, Ordering::AcqRel);
         Ok(())
@@ -176,10 +202,10 @@ impl Shared {
     /// After a flush: a stalled store is writable again, and a flush that sled failed fails the
     /// store (its callers were refused either way; other failures, such as the mark's, are
     /// retried by the next flush).
-    pub(super) fn flush_ended(&self, result: Result<(), StoreError>) {
+    pub(super) fn flush_ended(&self, result: Result<(), FlushFailed>) {
         let mut health = lock(&self.health);
         match result {
-            Err(e) if !matches!(e, StoreError::Sled(_)) => {
+            Err(FlushFailed::Store(e)) => {
                 tracing::error!(error = %e, "a flush failed");
             }
             Ok(()) => {
@@ -202,10 +228,10 @@ impl Shared {
     }
 
     /// Marks the store failed when `e` is an I/O error from sled (it then refuses every write
-    /// until reopened), and says so as a refusal.
-    pub(super) fn failed(&self, e: StoreError) -> StoreError {
-        let StoreError::Sled(sled::Error::Io(io)) = &e else {
-            return e;
+    /// until reopened), and says so as a refusal; any other sled error is the backend's.
+    pub(super) fn failed(&self, e: sled::Error) -> StoreError {
+        let sled::Error::Io(io) = &e else {
+            return StoreError::from(e);
         };
         tracing::error!(error = %io, "the store failed a write; writes are refused until it reopens");
         let reason = format!("the store failed a write ({io})");
@@ -214,10 +240,7 @@ impl Shared {
             last_try: Some(Instant::now()),
         };
         if io.kind() == std::io::ErrorKind::StorageFull {
-            StoreError::Full {
-                free_bytes: 0,
-                min_bytes: self.free_bytes_min.load(Ordering::Relaxed),
-            }
+            full(0, self.free_bytes_min.load(Ordering::Relaxed))
         } else {
             StoreError::Unwritable(reason)
         }
@@ -242,10 +265,7 @@ impl Shared {
                     "the store's disk is nearly full: writes are refused until space is freed"
                 );
             }
-            return Err(StoreError::Full {
-                free_bytes: free,
-                min_bytes: min,
-            });
+            return Err(full(free, min));
         }
         if self.space_low.swap(false, Ordering::Relaxed) {
             tracing::info!(
@@ -258,15 +278,6 @@ impl Shared {
 }
 
 impl SledStore {
-    /// The sled handle for a write, after the checks that may refuse it: sled failed (then,
-    /// at most once per [`limits::STORE_REOPEN_INTERVAL_MS`], a reopen is tried if space is
-    /// back), a flush is stuck, or the disk is below the free-space floor.
-    pub(super) fn writer(&self) -> Result<Arc<Sled>, StoreError> {
-        self.healthy()?;
-        self.shared.check_space()?;
-        self.shared.sled()
-    }
-
     /// Refuses while sled cannot write, trying a due reopen first.
     pub(super) fn healthy(&self) -> Result<(), StoreError> {
         let mut health = lock(&self.shared.health);
@@ -312,15 +323,6 @@ impl SledStore {
         self.shared.sled()
     }
 
-    /// Runs a write on the current sled handle; an I/O failure fails the store.
-    pub(super) fn writing<T>(
-        &self,
-        f: impl FnOnce(&Sled) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        let s = self.writer()?;
-        f(&s).map_err(|e| self.shared.failed(e))
-    }
-
     /// Reopens sled after it failed a write, once there is space again: waits (bounded) for
     /// requests to let go of the failed handle, closes it, opens the files again (sled recovers
     /// what was flushed; nothing unflushed was acknowledged), checks them against the mark and
@@ -358,11 +360,8 @@ impl SledStore {
             None => Found::Missing,
         };
         let damage = Damage::found(&sled, tip, flush_gen, found)?;
-        *lock(&sh.tip) = tip;
-        sh.committed.store(tip.seq, Ordering::Release);
         sh.durable.store(tip.seq, Ordering::Release);
         sh.flush_gen.store(flush_gen, Ordering::Release);
-        *lock(&sh.audit_head) = None;
         *sh.sled.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(sled));
         *lock(&sh.health) = Health::Ok;
         tracing::warn!(

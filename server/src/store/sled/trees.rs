@@ -1,21 +1,74 @@
-//! sled's side of the store: the handle and its trees ([`Sled`]), the one write transaction
-//! ([`Sled::apply`]), and the change log's value layout with its hash chain.
+//! sled's side of the store: the handle and its trees ([`Sled`], named by [`T`]), the upgrades an
+//! older store gets at its first open, and the change log's value layout with its hash chain.
 //!
 //! A `log` value is doc id (16) ‖ change hash (32) ‖ chain (32) ‖ change bytes, where
 //! `chain_n = sha256(chain_{n-1} ‖ n ‖ doc ‖ hash)` from 32 zero bytes; the chain at the tail
 //! vouches for every entry before it. A store written before the chain existed has the shorter
 //! layout without it; [`Sled::build_chain`] rewrites it once, at its first open.
 
-use super::Commit;
-use super::{
-    audit, dec, enc, hash_key, limits, open_sled, pair_key, seq_from, AuditEntry, CaseRecord,
-    DocRecord, StoreError, CHAIN_BUILT_KEY, INDEX_KEY, LOG_ID_KEY, LOG_LAYOUT, LOG_LAYOUT_KEY,
+use super::codec::{
+    dec, pair_key, seq_from, CHAIN_BUILT_KEY, INDEX_KEY, LOG_ID_KEY, LOG_LAYOUT, LOG_LAYOUT_KEY,
 };
+use crate::model::audit::{self, stored_hash};
+use crate::model::{CaseRecord, DocRecord};
+use crate::store::StoreError;
+use casenote_protocol::limits;
 use casenote_protocol::wire::Hash;
 use casenote_protocol::DocId;
 use sha2::{Digest, Sha256};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use std::path::Path;
+
+/// The trees, by name, for code that handles any of them (the transaction's overlay).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum T {
+    Log,
+    Hashes,
+    Docs,
+    Cases,
+    Orgs,
+    Teams,
+    Staff,
+    Devices,
+    Tokens,
+    Meta,
+    CaseDocs,
+    TeamCases,
+    Actors,
+    DeviceDocs,
+    DeviceSync,
+    Received,
+    Quarantine,
+    Audit,
+    Escrow,
+}
+
+/// How many trees there are ([`T`]).
+pub(super) const TREES: usize = 19;
+
+impl T {
+    pub(super) const ALL: [T; TREES] = [
+        T::Log,
+        T::Hashes,
+        T::Docs,
+        T::Cases,
+        T::Orgs,
+        T::Teams,
+        T::Staff,
+        T::Devices,
+        T::Tokens,
+        T::Meta,
+        T::CaseDocs,
+        T::TeamCases,
+        T::Actors,
+        T::DeviceDocs,
+        T::DeviceSync,
+        T::Received,
+        T::Quarantine,
+        T::Audit,
+        T::Escrow,
+    ];
+}
 
 /// sled's handle and its trees. Replaced as a whole when the store reopens after sled failed a
 /// write (sled refuses every write after one I/O error until it is opened again).
@@ -48,9 +101,9 @@ impl Sled {
     pub(super) fn open(dir: &Path) -> Result<Sled, StoreError> {
         let db = open_sled(dir).map_err(|e| match e {
             sled::Error::Io(ref io) if io.to_string().contains("could not acquire lock") => {
-                StoreError::Locked(dir.to_path_buf())
+                StoreError::Locked(format!("the data directory {}", dir.display()))
             }
-            other => StoreError::Sled(other),
+            other => StoreError::from(other),
         })?;
         let tree = |name: &str| db.open_tree(name);
         Ok(Sled {
@@ -77,6 +130,31 @@ impl Sled {
         })
     }
 
+    /// The tree named `t`.
+    pub(super) fn tree(&self, t: T) -> &sled::Tree {
+        match t {
+            T::Log => &self.log,
+            T::Hashes => &self.hashes,
+            T::Docs => &self.docs,
+            T::Cases => &self.cases,
+            T::Orgs => &self.orgs,
+            T::Teams => &self.teams,
+            T::Staff => &self.staff,
+            T::Devices => &self.devices,
+            T::Tokens => &self.tokens,
+            T::Meta => &self.meta,
+            T::CaseDocs => &self.case_docs,
+            T::TeamCases => &self.team_cases,
+            T::Actors => &self.actors,
+            T::DeviceDocs => &self.device_docs,
+            T::DeviceSync => &self.device_sync,
+            T::Received => &self.received,
+            T::Quarantine => &self.quarantine,
+            T::Audit => &self.audit,
+            T::Escrow => &self.escrow,
+        }
+    }
+
     /// The last change's sequence and the chain at it (`(0, genesis)` for an empty log).
     pub(super) fn tip(&self) -> Result<Tip, StoreError> {
         match self.log.last()? {
@@ -93,9 +171,9 @@ impl Sled {
         match self.audit.last()? {
             Some((k, v)) => {
                 let seq = seq_from(&k)?;
-                let hash = serde_json::from_slice::<AuditEntry>(&v)
-                    .map(|e| e.hash)
-                    .map_err(|e| StoreError::Corrupt(format!("audit entry {seq}: {e}")))?;
+                let hash = stored_hash(&v).ok_or_else(|| {
+                    StoreError::Corrupt(format!("audit entry {seq} has no readable hash"))
+                })?;
                 Ok((seq, hash))
             }
             None => Ok((0, audit::GENESIS_HASH.to_string())),
@@ -196,80 +274,11 @@ impl Sled {
         self.meta.insert(INDEX_KEY, &[1])?;
         Ok(())
     }
-
-    /// Commits `commit` in one transaction; its changes take sequences from `tip.seq + 1` and
-    /// extend the chain from `tip`. Returns the new tip.
-    pub(super) fn apply(&self, commit: &Commit, tip: Tip) -> Result<Tip, StoreError> {
-        let mut chain = tip.chain;
-        let entries: Vec<([u8; 8], Vec<u8>)> = commit
-            .changes
-            .iter()
-            .enumerate()
-            .map(|(i, change)| {
-                let seq = tip.seq + 1 + i as u64;
-                chain = chain_next(&chain, seq, change.doc_id, &change.hash);
-                let value = log_value(change.doc_id, &change.hash, &chain, &change.bytes);
-                (seq.to_be_bytes(), value)
-            })
-            .collect();
-        let trees = (
-            &self.log,
-            &self.hashes,
-            &self.docs,
-            &self.cases,
-            &self.case_docs,
-            &self.team_cases,
-            &self.actors,
-            &self.received,
-        );
-        trees
-            .transaction(
-                |(log, hashes, docs, cases, case_docs, team_cases, actors, received)| {
-                    for case in &commit.cases {
-                        let key = case.case_id.as_bytes();
-                        // Keep `team_cases` in step: drop the teams that left, add the ones on it.
-                        if let Some(old) = cases.get(&key[..])? {
-                            let old: CaseRecord = dec(&old)
-                                .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
-                            for t in old.teams.iter().filter(|t| !case.teams.contains(t)) {
-                                team_cases.remove(&pair_key(t.as_bytes(), key)[..])?;
-                            }
-                        }
-                        for t in &case.teams {
-                            team_cases.insert(&pair_key(t.as_bytes(), key)[..], &[][..])?;
-                        }
-                        cases.insert(&key[..], enc(case))?;
-                    }
-                    for doc in &commit.docs {
-                        let h = &doc.header;
-                        docs.insert(&h.doc_id.as_bytes()[..], enc(doc))?;
-                        case_docs.insert(
-                            &pair_key(h.case_id.as_bytes(), h.doc_id.as_bytes())[..],
-                            &[][..],
-                        )?;
-                    }
-                    for (change, (seq, value)) in commit.changes.iter().zip(&entries) {
-                        log.insert(&seq[..], &value[..])?;
-                        hashes.insert(&hash_key(change.doc_id, &change.hash)[..], &seq[..])?;
-                        received.insert(&seq[..], &change.received_at_ms.to_be_bytes()[..])?;
-                    }
-                    for (actor, binding) in &commit.actors {
-                        actors.insert(&actor[..], enc(binding))?;
-                    }
-                    Ok::<(), ConflictableTransactionError<String>>(())
-                },
-            )
-            .map_err(transaction_error)?;
-        Ok(Tip {
-            seq: tip.seq + commit.changes.len() as u64,
-            chain,
-        })
-    }
 }
 
 pub(super) fn transaction_error(e: TransactionError<String>) -> StoreError {
     match e {
-        TransactionError::Storage(e) => StoreError::Sled(e),
+        TransactionError::Storage(e) => StoreError::from(e),
         TransactionError::Abort(reason) => {
             StoreError::Corrupt(format!("the write transaction aborted: {reason}"))
         }
@@ -348,3 +357,13 @@ pub(super) fn parse_log(v: &[u8]) -> Result<LogValue<'_>, StoreError> {
 /// chain.
 pub(super) const LOG_HEADER: usize = 80;
 pub(super) const OLD_LOG_HEADER: usize = 48;
+
+/// [`casenote_sled_recovery::open`] (partial snapshots removed first), with the page cache
+/// bounded by [`limits::SERVER_SLED_CACHE_BYTES`] instead of sled's 1 GiB default, so the
+/// server's memory does not grow with the size of its store.
+fn open_sled(data_dir: &Path) -> sled::Result<sled::Db> {
+    casenote_sled_recovery::open_with(
+        data_dir,
+        sled::Config::new().cache_capacity(limits::SERVER_SLED_CACHE_BYTES),
+    )
+}

@@ -5,14 +5,15 @@
 //! chain recomputed and equal to the stored one (and, at the high-water mark, to the mark's);
 //! then the indexes against the log (`hashes` names every change and nothing else, each
 //! document's heads are the changes no other change of it depends on, `case_docs` and the
-//! documents agree); then the audit log's chain and its anchor ([`crate::audit::verify_anchored`]).
+//! documents agree); then the audit log's chain and its anchor (`crate::model::audit::AnchoredCheck`).
 //! The first problem is reported, in plain words (sequences and ids, never content).
 
-use super::dec;
+use super::codec::{dec, get, hash_key, pair_key, seq_from};
 use super::trees::{chain_next, parse_log, Sled, CHAIN_GENESIS};
-use super::{hash_key, seq_from, SledStore, StoreError};
-use crate::audit::{self, VerifyError as AuditError};
+use super::{lock, SledStore};
+use crate::model::audit::AnchoredCheck;
 use crate::model::{CaseRecord, DocRecord};
+use crate::store::StoreError;
 use casenote_protocol::wire::Hash;
 use casenote_protocol::{CaseId, DocId};
 use std::collections::{BTreeSet, HashMap};
@@ -73,7 +74,7 @@ impl SledStore {
             return Err(damaged(damage.findings.join("; ")));
         }
         let s = self.shared.sled()?;
-        let mark = super::lock(&self.shared.mark).last;
+        let mark = lock(&self.shared.mark).last;
         let walked = walk_log(&s, mark.map(|m| (m.log_seq, m.chain)))?;
         if s.hashes.len() as u64 != walked.changes {
             return Err(damaged(format!(
@@ -83,10 +84,8 @@ impl SledStore {
             )));
         }
         let cases = check_docs(&s, &walked.heads)?;
-        let audit_entries = audit::verify_anchored(self).map_err(|e| match e {
-            AuditError::Broken(b) => damaged(b.to_string()),
-            AuditError::Store(e) => VerifyError::Store(e),
-        })?;
+        let audit_entries =
+            check_audit(&s, mark.map(|m| (m.audit_seq, hex::encode(m.audit_hash))))?;
         Ok(Summary {
             changes: walked.changes,
             docs: walked.heads.len(),
@@ -95,6 +94,18 @@ impl SledStore {
             acknowledged: mark.map(|m| (m.log_seq, m.audit_seq)),
         })
     }
+}
+
+/// The audit chain and its anchor (the mark's audit entry).
+fn check_audit(s: &Sled, anchor: Option<(u64, String)>) -> Result<usize, VerifyError> {
+    let mut check = AnchoredCheck::new(anchor);
+    for item in s.audit.iter() {
+        let (k, v) = item.map_err(StoreError::from)?;
+        if !check.visit(seq_from(&k)?, &v) {
+            break;
+        }
+    }
+    check.finish().map_err(|b| damaged(b.to_string()))
 }
 
 /// Every log entry in order; `mark`: the acknowledged (seq, chain).
@@ -179,7 +190,7 @@ fn check_docs(s: &Sled, heads: &HashMap<DocId, BTreeSet<[u8; 32]>>) -> Result<us
                 "document {doc}'s heads are not the ones its changes in the log give"
             )));
         }
-        let key = super::pair_key(rec.header.case_id.as_bytes(), doc.as_bytes());
+        let key = pair_key(rec.header.case_id.as_bytes(), doc.as_bytes());
         if !s.case_docs.contains_key(key).map_err(StoreError::from)? {
             return Err(damaged(format!(
                 "document {doc} is missing from its case's index"
@@ -199,7 +210,7 @@ fn check_docs(s: &Sled, heads: &HashMap<DocId, BTreeSet<[u8; 32]>>) -> Result<us
         let (Some(case), Some(doc)) = (case, doc) else {
             return Err(damaged("a case_docs key is not two ids"));
         };
-        let rec: Option<DocRecord> = super::get(&s.docs, doc.as_bytes())?;
+        let rec: Option<DocRecord> = get(&s.docs, doc.as_bytes())?;
         if rec.map(|r| r.header.case_id) != Some(case) {
             return Err(damaged(format!(
                 "case_docs lists document {doc} under case {case}, which is not its case"

@@ -1,8 +1,8 @@
-//! Tests of the accept loop and its timeouts ([`crate::listen`]) through [`crate::run_until`] on a
+//! Tests of the accept loop and its timeouts ([`crate::api`]'s `listen.rs`) through [`crate::run`] on a
 //! real listener on 127.0.0.1:0, with real sockets, shortened timeouts and a small cap.
 
-use crate::http::Config;
-use crate::listen::ConnectionSettings;
+use crate::config::Config;
+use crate::config::ConnectionSettings;
 use casenote_protocol::wire::{self, SyncRequest, CBOR_MEDIA_TYPE, PROTOCOL_VERSION};
 use casenote_protocol::Seq;
 use std::io::{ErrorKind, Read, Write};
@@ -22,11 +22,11 @@ struct Server {
 async fn start(connections: ConnectionSettings) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let store = crate::store::sled::open(dir.path()).unwrap();
-    let [(_, token), _, _] = crate::api_tests::people(&*store);
+    let [(_, token), _, _] = crate::testkit::people(&*store);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let config = Config::default().with_connections(connections);
-    tokio::spawn(crate::run(listener, store, config));
+    tokio::spawn(crate::run(listener, store, config, std::future::pending()));
     Server {
         _dir: dir,
         addr,

@@ -1,12 +1,14 @@
-//! Tests of the live channel (`GET /v1/live`, [`crate::live`]) over a real listener on
+//! Tests of the live channel (`GET /v1/live`, [`crate::api`]'s `live.rs`) over a real listener on
 //! 127.0.0.1:0 and real WebSocket clients, and of group commit ([`crate::store`]).
 
+use crate::api::{router, AppState};
 use crate::auth::{self, Authenticated, Principal};
-use crate::directory::{self, Staff};
-use crate::http::{router, AppState, Config};
-use crate::live::LiveSettings;
+use crate::config::Config;
+use crate::config::LiveSettings;
+use crate::model::Staff;
 use crate::store::sled::SledStore;
 use crate::store::Store;
+use crate::testkit;
 use automerge::{Author, AutoCommit};
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
@@ -45,7 +47,7 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::sled::open(dir.path()).unwrap();
         let [(alice, alice_token), (_, bob_token), (carol, carol_token)] =
-            crate::api_tests::people(&*store);
+            crate::testkit::people(&*store);
         let state = AppState::new(store.clone(), config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -191,7 +193,7 @@ async fn the_live_channel_refuses_a_missing_unknown_or_revoked_token_with_the_us
         Authenticated::Ok(p) => p.device_id,
         other => panic!("{other:?}"),
     };
-    auth::revoke(&*s.store, &carol_device.to_string(), 1).unwrap();
+    testkit::revoke(&*s.store, carol_device, 1);
     let addr = s.addr;
     let carol = s.carol.clone();
     tokio::task::spawn_blocking(move || {
@@ -251,13 +253,13 @@ async fn a_devices_newest_live_connection_replaces_its_oldest_even_when_every_sl
     .await
     .unwrap();
     assert_eq!(closed.as_deref(), Some(wire::LIVE_CLOSE_REPLACED));
-    let alice = s.state.live.settings().per_device_max;
+    let alice = s.state.feed.settings().per_device_max;
     assert_eq!(alice, 2);
     let device = match auth::authenticate(&*s.store, &s.alice).unwrap() {
         Authenticated::Ok(p) => p.device_id,
         other => panic!("{other:?}"),
     };
-    assert_eq!(s.state.live.device_connections(device), 2);
+    assert_eq!(s.state.feed.device_connections(device), 2);
     // The newest connection works.
     let pong = tokio::task::spawn_blocking(move || {
         third.send(Message::Ping(b"hi".to_vec().into())).unwrap();
@@ -319,7 +321,7 @@ async fn a_consumer_that_never_reads_is_dropped_without_delaying_another_consume
     let readable = s.push_case(&s.alice, &s.alice_staff).await;
     let mut reader = s.listen(&s.bob).await;
     let stuck = s.listen(&s.bob).await;
-    assert_eq!(s.state.live.connections(), 2);
+    assert_eq!(s.state.feed.connections(), 2);
 
     // The reader reads everything and counts; it returns the event naming `target`. It keeps the
     // events that are not the flood, because the event naming `target` may arrive before it
@@ -353,10 +355,10 @@ async fn a_consumer_that_never_reads_is_dropped_without_delaying_another_consume
     let batch: Vec<DocId> = vec![readable; 1_000];
     let mut published = 0usize;
     let began = std::time::Instant::now();
-    while s.state.live.connections() > 1 {
+    while s.state.feed.connections() > 1 {
         assert!(published < 20_000, "the stuck consumer was never dropped");
         for _ in 0..4 {
-            s.state.live.publish(
+            s.state.feed.publish(
                 crate::sync::Stored {
                     upto: Seq(1),
                     docs: batch.clone(),
@@ -375,7 +377,7 @@ async fn a_consumer_that_never_reads_is_dropped_without_delaying_another_consume
     let bob_case = s.push_case(&s.alice, &s.alice_staff).await;
     target_tx.send(bob_case).unwrap();
     // One more event wakes the reader, in case the one naming `bob_case` came before the target.
-    s.state.live.publish(
+    s.state.feed.publish(
         crate::sync::Stored {
             upto: Seq(1),
             docs: vec![readable],
@@ -407,13 +409,13 @@ fn concurrent_pushes_share_flushes_and_every_acknowledged_change_survives_a_reop
     {
         let store = crate::store::sled::open(dir.path()).unwrap();
         let s: &dyn Store = &*store;
-        directory::add_org(s, "Council").unwrap();
-        directory::add_team(s, "Council", "North").unwrap();
-        let staff = directory::add_staff(s, "Alice", "social_worker", "Council", &["North".into()])
-            .unwrap();
+        testkit::add_org(s, "Council").unwrap();
+        testkit::add_team(s, "Council", "North").unwrap();
+        let staff =
+            testkit::add_staff(s, "Alice", "social_worker", "Council", &["North".into()]).unwrap();
         let devices: Vec<Principal> = (0..SYNCS)
             .map(|i| {
-                let token = auth::issue(s, &staff, &format!("tablet {i}"), 0)
+                let token = testkit::issue(s, &staff, &format!("tablet {i}"), 0)
                     .unwrap()
                     .token;
                 match auth::authenticate(s, &token).unwrap() {
@@ -441,7 +443,9 @@ fn concurrent_pushes_share_flushes_and_every_acknowledged_change_survives_a_reop
                         log_id: None,
                         confirmed_reconcile: None,
                     };
-                    let resp = crate::sync::handle(&*store, &who, req, crate::now_ms()).unwrap();
+                    let rules = crate::validate::Rules::default();
+                    let (resp, _) =
+                        crate::sync::handle(&*store, &who, req, crate::now_ms(), &rules).unwrap();
                     (case_id, resp)
                 })
             })
@@ -466,12 +470,13 @@ fn concurrent_pushes_share_flushes_and_every_acknowledged_change_survives_a_reop
             flushes < SYNCS as u64,
             "{SYNCS} concurrent syncs ran {flushes} flushes"
         );
-        assert!(store.durable_seq() >= Seq(SYNCS as u64));
+        assert!(store.durable_seq().unwrap() >= Seq(SYNCS as u64));
     }
     let store = crate::store::sled::open(dir.path()).unwrap();
-    assert_eq!(store.last_seq(), Seq(SYNCS as u64));
+    assert_eq!(store.last_seq().unwrap(), Seq(SYNCS as u64));
     for doc in pushed {
-        assert!(store.get_doc(doc).unwrap().is_some(), "{doc} was lost");
+        let kept = crate::store::read(&*store, |t| t.doc(doc)).unwrap();
+        assert!(kept.is_some(), "{doc} was lost");
     }
 }
 
@@ -480,7 +485,7 @@ async fn an_oversized_frame_ends_only_the_connection_that_sent_it() {
     let s = Server::start(Config::default()).await;
     let mut bob = s.listen(&s.bob).await;
     let mut noisy = s.listen(&s.bob).await;
-    assert_eq!(s.state.live.connections(), 2);
+    assert_eq!(s.state.feed.connections(), 2);
     let ended = tokio::task::spawn_blocking(move || {
         let frame = vec![0u8; casenote_protocol::limits::LIVE_MESSAGE_BYTES_MAX + 1];
         let _ = noisy.send(Message::Binary(frame.into()));
@@ -499,7 +504,7 @@ async fn an_oversized_frame_ends_only_the_connection_that_sent_it() {
         "the oversized frame did not end the connection: {ended:?}"
     );
     let mut polls = 0;
-    while s.state.live.connections() > 1 {
+    while s.state.feed.connections() > 1 {
         polls += 1;
         assert!(
             polls < 1_000,

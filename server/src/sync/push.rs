@@ -1,11 +1,14 @@
-//! Push: a device's new changes, checked and stored (DESIGN.md, "Sync: one round trip").
+//! Push: a device's new changes, checked and stored (docs/design.md, "Sync"): steps 1 and 2 of
+//! a sync ([`crate::sync`]).
 //!
 //! For each pushed document: access against the stored header (a document the device may not
 //! write gets the same `forbidden` whether or not it exists, an empty push included), the header
 //! the push claims, decoding, dedupe by hash, the dependency/base check (else
 //! `need_full_history`), authorship (below), and the record rules ([`crate::validate`]).
-//! Accepted changes are stored under the next global sequence numbers in one atomic write;
-//! refused ones go to the `quarantine` tree, never to the log, so no device receives them.
+//! Accepted changes are stored under the next global sequence numbers in one write transaction,
+//! with the documents' new records, the actors they bind, the refused changes (quarantined, never
+//! in the log, so no device receives them), the pushed documents added to the device's holdings,
+//! and an audit entry per refusal.
 //!
 //! Authorship: automerge 0.12 writes the author into the first change (seq 1) of each actor only;
 //! later changes of that actor are attributed through it. So for every change new to the server:
@@ -19,26 +22,32 @@
 //!
 //! Where the time goes, and who pays for it: the Automerge work (applying the new changes to the
 //! stored state and checking the rules, and on a refusal finding the change that broke the rule)
-//! is done before the store's write lock, under a lock of the pushed documents only
-//! ([`DocLocks`]), on up to `limits::VALIDATE_THREADS_MAX` threads. So a push that costs seconds
-//! to validate (20,000 changes, the last one refused) holds up only pushes to the same
-//! documents, never another device's sync to another case. The write itself re-runs the cheap
-//! checks under the write lock and uses each validation whose inputs are still what the store
-//! holds (the same header, heads and new changes); only when they are not (another server node
-//! wrote the document meanwhile) does it validate again itself. Changes already in quarantine are
-//! refused again at once, without validating them again.
+//! is done before the write transaction (step 1, [`Plan::ahead`], reading committed state through
+//! a read transaction), under a lock of the pushed documents only ([`DocLocks`]), on up to
+//! `limits::VALIDATE_THREADS_MAX` threads. So a push that costs seconds to validate (20,000
+//! changes, the last one refused) holds up only pushes to the same documents, never another
+//! device's sync to another case. The write (step 2, [`Plan::decide`]) re-runs the cheap checks
+//! in the transaction and uses each validation whose inputs are still what the store holds (the
+//! same header, heads and new changes); only when they are not (another server node wrote the
+//! document meanwhile) does it validate again itself. Changes already in quarantine are refused
+//! again at once, without validating them again.
+//!
+//! It may use the store (a read and a write transaction, and committed log data to materialise),
+//! the model, [`crate::access`] and [`crate::validate`].
 
+use crate::access::may_write;
 use crate::auth::Principal;
-use crate::store::{
-    ActorBinding, CaseRecord, Commit, DocHeader, DocRecord, NewChange, QuarantineEntry, Store,
-    StoreError,
+use crate::model::{
+    ActorBinding, AuditKind, AuditRecord, CaseRecord, DocHeader, DocRecord, NewChange,
+    QuarantineEntry,
 };
-use crate::sync::may_write;
+use crate::store::{read, write, Store, StoreError, Txn};
 use crate::validate::{self, Context, Refusal, Rules, Writer};
 use automerge::ReadDoc;
 use casenote_protocol::limits;
 use casenote_protocol::wire::{DocAck, DocPush, Hash, Rejection};
 use casenote_protocol::{CaseId, DocId, DocKind, ErrorCode, Seq};
+use serde_json::json;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Condvar, Mutex, OnceLock};
 
@@ -279,8 +288,12 @@ struct Fresh {
     duplicates: u32,
 }
 
-/// The pending state of one request's push: what it will commit, overlaid on the store.
-struct Plan<'a> {
+/// The pending state of one request's push, read through a transaction: what it will commit,
+/// overlaid on what the transaction reads, so each document of the push sees the ones before it
+/// (a new case, then its first note).
+struct Plan<'a, 't> {
+    txn: &'t mut dyn Txn,
+    /// Committed data, to materialise a document that must be judged in the transaction.
     store: &'a dyn Store,
     who: &'a Principal,
     writer: &'a Writer,
@@ -290,27 +303,32 @@ struct Plan<'a> {
     docs: HashMap<DocId, DocRecord>,
     hashes: HashSet<(DocId, Hash)>,
     actors: HashMap<Vec<u8>, ActorBinding>,
-    commit: Commit,
-    /// Judgements made before the write lock, used when their inputs still hold.
-    checked: HashMap<DocId, Checked>,
+    changes: Vec<NewChange>,
+    /// Judgements made before the write, used when their inputs still hold.
+    checked: &'a HashMap<DocId, Checked>,
     /// Changes refused by the record rules.
     quarantine: Vec<QuarantineEntry>,
     /// Documents this push has named so far.
     seen: HashSet<DocId>,
-    /// Set for the pass before the write lock: it judges nothing itself and commits nothing; it
-    /// collects what to judge ahead.
-    ahead: Option<Vec<Candidate>>,
 }
 
-impl<'a> Plan<'a> {
+/// What a push's write committed: the last sequence it allocated (0: none) and how many changes
+/// it refused into quarantine (new there or not).
+struct Committed {
+    upto: Seq,
+    quarantined: usize,
+}
+
+impl<'a, 't> Plan<'a, 't> {
     fn new(
+        txn: &'t mut dyn Txn,
         store: &'a dyn Store,
         who: &'a Principal,
-        writer: &'a Writer,
-        now_ms: i64,
-        rules: Rules,
+        (writer, now_ms, rules): (&'a Writer, i64, Rules),
+        checked: &'a HashMap<DocId, Checked>,
     ) -> Self {
         Plan {
+            txn,
             store,
             who,
             writer,
@@ -320,43 +338,42 @@ impl<'a> Plan<'a> {
             docs: HashMap::new(),
             hashes: HashSet::new(),
             actors: HashMap::new(),
-            commit: Commit::default(),
-            checked: HashMap::new(),
+            changes: Vec::new(),
+            checked,
             quarantine: Vec::new(),
             seen: HashSet::new(),
-            ahead: None,
         }
     }
 
-    fn case(&self, id: CaseId) -> Result<Option<CaseRecord>, StoreError> {
+    fn case(&mut self, id: CaseId) -> Result<Option<CaseRecord>, StoreError> {
         match self.cases.get(&id) {
             Some(c) => Ok(Some(c.clone())),
-            None => self.store.get_case(id),
+            None => self.txn.case(id),
         }
     }
 
-    fn doc(&self, id: DocId) -> Result<Option<DocRecord>, StoreError> {
+    fn doc(&mut self, id: DocId) -> Result<Option<DocRecord>, StoreError> {
         match self.docs.get(&id) {
             Some(d) => Ok(Some(d.clone())),
-            None => self.store.get_doc(id),
+            None => self.txn.doc(id),
         }
     }
 
-    fn known(&self, doc: DocId, hash: &Hash) -> Result<bool, StoreError> {
-        Ok(self.hashes.contains(&(doc, *hash)) || self.store.has_change(doc, hash)?)
+    fn known(&mut self, doc: DocId, hash: &Hash) -> Result<bool, StoreError> {
+        Ok(self.hashes.contains(&(doc, *hash)) || self.txn.has_change(doc, hash)?)
     }
 
-    fn actor(&self, actor: &[u8]) -> Result<Option<ActorBinding>, StoreError> {
+    fn actor(&mut self, actor: &[u8]) -> Result<Option<ActorBinding>, StoreError> {
         match self.actors.get(actor) {
             Some(b) => Ok(Some(b.clone())),
-            None => self.store.get_actor(actor),
+            None => self.txn.actor(actor),
         }
     }
 
     /// The header a push may write under: the stored one, if the device may write it, or a new
     /// one for a new document of a case it may write (a new case for a new case document).
     /// Every refusal here is the same `forbidden`, whether or not the document exists.
-    fn access(&self, p: &Prepared, empty: bool) -> Result<Result<Access, Verdict>, StoreError> {
+    fn access(&mut self, p: &Prepared, empty: bool) -> Result<Result<Access, Verdict>, StoreError> {
         if let Some(rec) = self.doc(p.doc_id)? {
             let writable = match self.case(rec.header.case_id)? {
                 Some(case) => may_write(self.who, &case, Some(&rec.header)),
@@ -398,7 +415,10 @@ impl<'a> Plan<'a> {
 
     /// For a new document: the case it joins may be written by the device, or, for a new case
     /// document, the case it creates (owned by the creator's organisation and teams).
-    fn new_case(&self, p: &Prepared) -> Result<Result<Option<CaseRecord>, Verdict>, StoreError> {
+    fn new_case(
+        &mut self,
+        p: &Prepared,
+    ) -> Result<Result<Option<CaseRecord>, Verdict>, StoreError> {
         if p.kind != DocKind::Case {
             // An unknown case is answered like an unreadable one: a case id is a document id
             // too, and its existence is not the device's to learn.
@@ -435,7 +455,7 @@ impl<'a> Plan<'a> {
 
     /// Access, the base and dependency checks, dedupe and authorship for one document.
     fn fresh(
-        &self,
+        &mut self,
         p: &Prepared,
         changes: &[Decoded],
     ) -> Result<Result<Fresh, Verdict>, StoreError> {
@@ -484,7 +504,7 @@ impl<'a> Plan<'a> {
     /// else's actor, and every change that depends on one of those. Returns the own changes, the
     /// bindings, and the reason anything was withheld.
     fn check_authorship(
-        &self,
+        &mut self,
         fresh: Vec<Decoded>,
     ) -> Result<(Vec<Decoded>, Bindings, Option<String>), StoreError> {
         let staff = self.who.staff_id();
@@ -550,19 +570,25 @@ impl<'a> Plan<'a> {
         Ok((own, new, reason))
     }
 
-    /// The record rules on `f`'s new changes: refused at once when every one of them was
-    /// refused before or the header refuses them; otherwise judged ahead of the write (or, in the
-    /// pass before the write lock, noted to be).
-    fn rule(&mut self, p: &Prepared, f: &Fresh) -> Result<Result<Ruled, String>, StoreError> {
+    /// What the rules need not be asked: every new change was refused before (the reason), or
+    /// the server's header refuses them.
+    fn prejudged(
+        &mut self,
+        p: &Prepared,
+        f: &Fresh,
+    ) -> Result<Option<Result<Ruled, String>>, StoreError> {
         if let Some(reason) = self.refused_before(p.doc_id, &f.fresh)? {
-            return Ok(Err(reason));
+            return Ok(Some(Err(reason)));
         }
         let changes: Vec<automerge::Change> = f.fresh.iter().map(|c| c.change.clone()).collect();
-        if let Some(r) = validate::header_refusal(f.record.as_ref(), self.who.staff_id(), &changes)
-        {
-            return Ok(Ok(Ruled::Refused(r)));
-        }
-        let candidate = Candidate {
+        let refusal = validate::header_refusal(f.record.as_ref(), self.who.staff_id(), &changes);
+        Ok(refusal.map(|r| Ok(Ruled::Refused(r))))
+    }
+
+    /// `f`'s new changes as the rules will judge them, with the inputs of the judgement.
+    fn candidate(&self, p: &Prepared, f: &Fresh) -> Candidate {
+        let changes: Vec<automerge::Change> = f.fresh.iter().map(|c| c.change.clone()).collect();
+        Candidate {
             doc_id: p.doc_id,
             ctx: Context {
                 kind: f.header.kind,
@@ -577,39 +603,34 @@ impl<'a> Plan<'a> {
             ops: f.record.as_ref().map_or(0, |r| r.ops)
                 + changes.iter().map(|c| c.len() as u64).sum::<u64>(),
             changes,
-        };
-        if let Some(ahead) = self.ahead.as_mut() {
-            ahead.push(candidate);
-            return Ok(Ok(Ruled::Pass {
-                ops: 0,
-                files: false,
-            }));
         }
-        match self
-            .checked
-            .remove(&p.doc_id)
-            .filter(|c| c.matches(&candidate))
-        {
-            Some(c) => Ok(Ok(c.ruled)),
-            // The stored state moved on since the judgement (another node wrote it): judge
-            // again, under the write lock, where the state cannot move.
-            None => {
-                let doc = candidate.doc_id;
-                match judge(self.store, candidate)? {
-                    Some(c) => Ok(Ok(c.ruled)),
-                    None => Err(StoreError::Corrupt(format!(
-                        "document {doc}: its stored heads are not the heads of its log"
-                    ))),
-                }
-            }
+    }
+
+    /// The judgement of `c`: the one made ahead when its inputs still hold, else made now, in
+    /// the transaction, where the stored state cannot move (another node wrote the document
+    /// since the pass ahead).
+    fn judged(&self, c: Candidate) -> Result<Ruled, StoreError> {
+        if let Some(ahead) = self.checked.get(&c.doc_id).filter(|a| a.matches(&c)) {
+            return Ok(ahead.ruled.clone());
+        }
+        let doc = c.doc_id;
+        match judge(self.store, c)? {
+            Some(now) => Ok(now.ruled),
+            None => Err(StoreError::Corrupt(format!(
+                "document {doc}: its stored heads are not the heads of its log"
+            ))),
         }
     }
 
     /// The reason every one of `fresh` was refused before, if each is in quarantine.
-    fn refused_before(&self, doc: DocId, fresh: &[Decoded]) -> Result<Option<String>, StoreError> {
+    fn refused_before(
+        &mut self,
+        doc: DocId,
+        fresh: &[Decoded],
+    ) -> Result<Option<String>, StoreError> {
         let mut reason = None;
         for c in fresh {
-            match self.store.quarantined(doc, &c.hash)? {
+            match self.txn.quarantined(doc, &c.hash)? {
                 Some(q) => {
                     reason.get_or_insert(q.reason);
                 }
@@ -619,47 +640,77 @@ impl<'a> Plan<'a> {
         Ok(reason)
     }
 
-    fn doc_push(&mut self, p: &Prepared) -> Result<Verdict, StoreError> {
+    /// The checks both passes make before the rules: a change that is not Automerge, access,
+    /// dependencies, dedupe, authorship, and a document named twice with new changes. Either a
+    /// verdict, or the new changes the rules must judge.
+    fn screen(&mut self, p: &Prepared) -> Result<Result<Fresh, Verdict>, StoreError> {
         let again = !self.seen.insert(p.doc_id);
         let changes = match &p.changes {
             Ok(c) => c,
             Err(reason) => {
-                return Ok(Verdict::Rejected(
-                    ErrorCode::MalformedChange,
-                    reason.clone(),
-                ))
+                let reason = reason.clone();
+                return Ok(Err(Verdict::Rejected(ErrorCode::MalformedChange, reason)));
             }
         };
         let f = match self.fresh(p, changes)? {
             Ok(f) => f,
-            Err(v) => return Ok(v),
+            Err(v) => return Ok(Err(v)),
         };
         if f.fresh.is_empty() {
-            if let Some(reason) = f.withheld {
-                return Ok(Verdict::Rejected(ErrorCode::ForgedAuthor, reason));
-            }
-            return Ok(Verdict::Accepted {
-                heads: f.old_heads,
-                stored: 0,
-                duplicates: f.duplicates,
-                withheld: None,
-            });
+            return Ok(Err(match f.withheld {
+                Some(reason) => Verdict::Rejected(ErrorCode::ForgedAuthor, reason),
+                None => Verdict::Accepted {
+                    heads: f.old_heads,
+                    stored: 0,
+                    duplicates: f.duplicates,
+                    withheld: None,
+                },
+            }));
         }
         if again {
             // Each document's new changes are judged once per push, against the stored state.
-            return Ok(Verdict::Rejected(
+            return Ok(Err(Verdict::Rejected(
                 ErrorCode::MalformedChange,
                 format!(
                     "document {} appears twice in this push with new changes; send them in one entry",
                     p.doc_id
                 ),
-            ));
+            )));
         }
-        match self.rule(p, &f)? {
-            Err(reason) => Ok(Verdict::Rejected(ErrorCode::RuleViolation, reason)),
-            Ok(Ruled::Refused(r)) => Ok(self.refuse(p.doc_id, &f.fresh, r)),
-            Ok(Ruled::Pass { ops, files }) => Ok(self.accept(p.doc_id, f, ops, files)),
+        Ok(Ok(f))
+    }
+
+    /// Step 1, the pass before the write: screens `p` and, when its new changes need the rules,
+    /// returns them to be judged ahead; the plan goes on as if they passed, so that later
+    /// documents of the push see this one (its case, its header). Writes nothing.
+    fn ahead(&mut self, p: &Prepared) -> Result<Option<Candidate>, StoreError> {
+        let Ok(f) = self.screen(p)? else {
+            return Ok(None);
+        };
+        if self.prejudged(p, &f)?.is_some() {
+            return Ok(None);
         }
+        let candidate = self.candidate(p, &f);
+        self.accept(p.doc_id, f, 0, false);
+        Ok(Some(candidate))
+    }
+
+    /// Step 2, in the write transaction: screens `p`, rules on its new changes, and adds what
+    /// passed (or what was refused, to quarantine) to the plan.
+    fn decide(&mut self, p: &Prepared) -> Result<Verdict, StoreError> {
+        let f = match self.screen(p)? {
+            Ok(f) => f,
+            Err(verdict) => return Ok(verdict),
+        };
+        let ruled = match self.prejudged(p, &f)? {
+            Some(ruled) => ruled,
+            None => Ok(self.judged(self.candidate(p, &f))?),
+        };
+        Ok(match ruled {
+            Err(reason) => Verdict::Rejected(ErrorCode::RuleViolation, reason),
+            Ok(Ruled::Refused(r)) => self.refuse(p.doc_id, &f.fresh, r),
+            Ok(Ruled::Pass { ops, files }) => self.accept(p.doc_id, f, ops, files),
+        })
     }
 
     /// Quarantines `fresh` with the reason for `r`.
@@ -701,7 +752,7 @@ impl<'a> Plan<'a> {
         let stored = f.fresh.len() as u32;
         for c in f.fresh {
             self.hashes.insert((doc_id, c.hash));
-            self.commit.changes.push(NewChange {
+            self.changes.push(NewChange {
                 doc_id,
                 hash: c.hash,
                 bytes: c.bytes,
@@ -728,6 +779,31 @@ impl<'a> Plan<'a> {
             withheld: f.withheld,
         }
     }
+
+    /// Writes the plan into its transaction: new cases, documents' records, the changes under
+    /// the next sequences, the actors they bind, the quarantined changes.
+    fn commit(self) -> Result<Committed, StoreError> {
+        for case in self.cases.values() {
+            self.txn.put_case(case)?;
+        }
+        for doc in self.docs.values() {
+            self.txn.put_doc(doc)?;
+        }
+        let mut upto = Seq(0);
+        for change in &self.changes {
+            upto = self.txn.append_change(change)?;
+        }
+        for (actor, binding) in &self.actors {
+            self.txn.put_actor(actor, binding)?;
+        }
+        if !self.quarantine.is_empty() {
+            self.txn.quarantine_add(&self.quarantine)?;
+        }
+        Ok(Committed {
+            upto,
+            quarantined: self.quarantine.len(),
+        })
+    }
 }
 
 /// What a push did, per document.
@@ -745,19 +821,19 @@ pub struct PushOutcome {
     pub duplicates: usize,
     /// Changes refused by the record rules and put in quarantine (new there or not).
     pub quarantined: usize,
-    /// The highest committed sequence after this push's write (it covers every stored change).
+    /// The last sequence this push's write allocated (0 when it stored nothing).
     pub upto: Seq,
 }
 
 /// The directory's facts about the pusher that a record may state: role, organisation, teams.
-fn writer_of(store: &dyn Store, who: &Principal) -> Result<Writer, StoreError> {
-    let org = store
-        .get_org(who.staff.org_id)?
+fn writer_of(txn: &mut dyn Txn, who: &Principal) -> Result<Writer, StoreError> {
+    let org = txn
+        .org(who.staff.org_id)?
         .map(|o| o.name)
         .unwrap_or_default();
     let mut teams = Vec::new();
     for t in who.teams() {
-        if let Some(team) = store.get_team(*t)? {
+        if let Some(team) = txn.team(*t)? {
             teams.push(team.name);
         }
     }
@@ -769,23 +845,24 @@ fn writer_of(store: &dyn Store, who: &Principal) -> Result<Writer, StoreError> {
     })
 }
 
-/// The pass before the write lock: the same checks as the write, on what the store holds now
-/// (nothing is committed), to find each document's new changes; then every document with new
-/// changes is judged, in parallel.
+/// Step 1: the pass before the write, on committed state through a read transaction (nothing is
+/// written), to find each document's new changes; then every document with new changes is
+/// judged, in parallel, outside any transaction.
 fn judge_ahead(
     store: &dyn Store,
     who: &Principal,
-    writer: &Writer,
-    now_ms: i64,
-    rules: &Rules,
+    settings: (&Writer, i64, Rules),
     prepared: &[Prepared],
 ) -> Result<HashMap<DocId, Checked>, StoreError> {
-    let mut plan = Plan::new(store, who, writer, now_ms, *rules);
-    plan.ahead = Some(Vec::new());
-    for p in prepared {
-        plan.doc_push(p)?;
-    }
-    let candidates = plan.ahead.take().unwrap_or_default();
+    let none = HashMap::new();
+    let candidates = read(store, |txn| {
+        let mut plan = Plan::new(txn, store, who, settings, &none);
+        let mut out = Vec::new();
+        for p in prepared {
+            out.extend(plan.ahead(p)?);
+        }
+        Ok(out)
+    })?;
     let mut out = HashMap::new();
     for (doc, done) in par_map(candidates, |c| (c.doc_id, judge(store, c))) {
         if let Some(checked) = done? {
@@ -846,9 +923,10 @@ fn prepare_all(docs: Vec<DocPush>) -> Vec<Prepared> {
     prepared
 }
 
-/// Applies one request's pushes (case documents first) in one atomic write, after checking
-/// access, authorship and the record rules ([`validate`]); refused changes go to quarantine. Not
-/// yet durable: call [`Store::flush`] before acknowledging anything.
+/// Applies one request's pushes (case documents first) in one write transaction, after checking
+/// access, authorship and the record rules ([`validate`]); refused changes go to quarantine, the
+/// accepted documents join the device's holdings, refusals are audited. Not yet durable: call
+/// [`Store::flush`] before acknowledging anything.
 pub fn push_with(
     store: &dyn Store,
     who: &Principal,
@@ -856,43 +934,61 @@ pub fn push_with(
     now_ms: i64,
     rules: &Rules,
 ) -> Result<PushOutcome, StoreError> {
-    let mut outcome = PushOutcome::default();
     if docs.is_empty() {
-        return Ok(outcome);
+        return Ok(PushOutcome::default());
     }
     let prepared = prepare_all(docs);
-    let writer = writer_of(store, who)?;
+    let writer = read(store, |txn| writer_of(txn, who))?;
+    let settings = (&writer, now_ms, *rules);
     let _held = DocLocks::global().hold(prepared.iter().map(|p| p.doc_id));
-    let mut checked = Some(judge_ahead(store, who, &writer, now_ms, rules, &prepared)?);
-    let mut verdicts: Vec<(DocId, Vec<Hash>, Verdict)> = Vec::new();
-    let mut quarantine: Vec<QuarantineEntry> = Vec::new();
-    outcome.upto = store.write(&mut || {
-        let mut plan = Plan::new(store, who, &writer, now_ms, *rules);
-        plan.checked = checked.take().unwrap_or_default();
-        verdicts.clear();
+    let checked = judge_ahead(store, who, settings, &prepared)?;
+    write(store, |txn| {
+        let mut plan = Plan::new(txn, store, who, settings, &checked);
+        let mut outcome = PushOutcome::default();
         for p in &prepared {
-            let hashes = match &p.changes {
-                Ok(c) => c.iter().map(|c| c.hash).collect(),
-                Err(_) => Vec::new(),
-            };
-            let verdict = plan.doc_push(p)?;
-            verdicts.push((p.doc_id, hashes, verdict));
+            let verdict = plan.decide(p)?;
+            tally(&mut outcome, p.doc_id, hashes_of(p), verdict);
         }
-        let mut commit = plan.commit;
-        commit.cases = plan.cases.into_values().collect();
-        commit.docs = plan.docs.into_values().collect();
-        commit.actors = plan.actors.into_iter().collect();
-        quarantine = plan.quarantine;
-        Ok(commit)
-    })?;
-    if !quarantine.is_empty() {
-        outcome.quarantined = quarantine.len();
-        store.quarantine_add(&quarantine)?;
+        let committed = plan.commit()?;
+        outcome.upto = committed.upto;
+        outcome.quarantined = committed.quarantined;
+        let accepted: Vec<DocId> = outcome.acks.iter().map(|a| a.doc_id).collect();
+        txn.device_docs_add(who.device_id, &accepted)?;
+        audit_refusals(txn, who, &outcome.rejections, now_ms)?;
+        Ok(outcome)
+    })
+}
+
+/// The hashes of every change pushed for `p` (none when they could not be decoded).
+fn hashes_of(p: &Prepared) -> Vec<Hash> {
+    match &p.changes {
+        Ok(c) => c.iter().map(|c| c.hash).collect(),
+        Err(_) => Vec::new(),
     }
-    for (doc_id, hashes, verdict) in verdicts {
-        tally(&mut outcome, doc_id, hashes, verdict);
+}
+
+/// An audit entry per refusal that says something about who pushed (`forbidden`,
+/// `forged_author`, `rule_violation`).
+fn audit_refusals(
+    txn: &mut dyn Txn,
+    who: &Principal,
+    rejections: &[Rejection],
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    let audited = [
+        ErrorCode::Forbidden,
+        ErrorCode::ForgedAuthor,
+        ErrorCode::RuleViolation,
+    ];
+    for r in rejections.iter().filter(|r| audited.contains(&r.code)) {
+        let details = json!({ "doc_id": r.doc_id, "code": r.code.as_str(), "reason": r.reason });
+        txn.audit_append(
+            AuditRecord::new(AuditKind::Refused, now_ms, details)
+                .staff(who.staff_id())
+                .device(who.device_id),
+        )?;
     }
-    Ok(outcome)
+    Ok(())
 }
 
 /// Adds one document's verdict to the outcome.

@@ -1,5 +1,5 @@
 //! The live channel: `GET /v1/live` upgrades to a WebSocket on which the server tells a device
-//! "new changes you may read are durable up to seq N; sync" (DESIGN.md, "Live updates").
+//! "new changes you may read are durable up to seq N; sync" (docs/design.md, "Sync").
 //!
 //! The channel carries no record content, only [`LiveEvent`]s (CBOR, one binary message each):
 //! the device fetches the changes with an ordinary HTTP sync, so access control, paging and
@@ -8,9 +8,8 @@
 //! on every connection is a hello with the server's current sequence).
 //!
 //! Flow: every sync that stored changes publishes `(seq, changed documents, origin device)` on a
-//! bounded [`tokio::sync::broadcast`] ([`Live::publish`], from the HTTP handler, after the sync's
-//! flush). Each connection runs its own task: it receives from the broadcast, keeps the documents
-//! its device may read (decided by [`crate::sync::may_read`], remembered per connection in a
+//! bounded broadcast ([`crate::feed`], from the sync handler, after the sync's flush). Each connection runs its own task: it receives from the broadcast, keeps the documents
+//! its device may read (decided by [`crate::access`], remembered per connection in a
 //! bounded cache that is dropped, and the token re-checked, whenever the access epoch moves), and
 //! sends an event naming them. Nothing is ever sent about a document the device may not read.
 //!
@@ -23,223 +22,34 @@
 //! WebSocket layer. The server pings every [`limits::LIVE_PING_INTERVAL_MS`] and re-checks the
 //! token then, so a revoked device is closed with reason `device_revoked`.
 //!
-//! Caps: at most [`LiveSettings::connections_max`] connections in all (one more is answered 503),
+//! Caps (counted by [`crate::feed`]): at most `LiveSettings::connections_max` connections in all (one more is answered 503),
 //! and at most [`limits::LIVE_CONNECTIONS_PER_DEVICE_MAX`] per device. A device's connection
 //! beyond that replaces its oldest, which is closed with reason `replaced`: the newest wins
 //! because a device that reconnects after its network dropped must not be locked out by the
 //! half-dead connection it left behind (the server only notices a dead peer at its next ping),
 //! and one device can never hold more than its few slots, so it cannot keep other devices out.
 
+use super::error::ApiError;
+use super::extract::{bearer, Authed};
+use super::AppState;
+use crate::access::{self, Cases};
 use crate::auth::{self, Authenticated, Principal};
-use crate::store::{Store, StoreError};
-use crate::sync::{may_read, Stored};
+use crate::feed::{Admitted, Changed, Feed};
+use crate::store::{self, Store, StoreError};
 use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes, WebSocket};
+use axum::extract::ws::{rejection::WebSocketUpgradeRejection, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use casenote_protocol::limits;
 use casenote_protocol::wire::{
     self, LiveEvent, LIVE_CLOSE_LAGGED, LIVE_CLOSE_REPLACED, LIVE_CLOSE_REVOKED, LIVE_VERSION,
 };
-use casenote_protocol::{DeviceId, DocId, Seq};
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use casenote_protocol::{DocId, ErrorCode, Seq};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{broadcast, oneshot, OwnedSemaphorePermit, Semaphore};
-
-/// The live channel's settings; [`Default`] takes them from `casenote_protocol::limits`. Tests
-/// shorten the timeouts.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct LiveSettings {
-    pub connections_max: usize,
-    /// Connections one device may hold; a newer one replaces its oldest.
-    pub per_device_max: usize,
-    pub broadcast_events: usize,
-    pub send_timeout: Duration,
-    pub ping_interval: Duration,
-}
-
-impl Default for LiveSettings {
-    fn default() -> Self {
-        LiveSettings {
-            connections_max: limits::LIVE_CONNECTIONS_MAX,
-            per_device_max: limits::LIVE_CONNECTIONS_PER_DEVICE_MAX,
-            broadcast_events: limits::LIVE_BROADCAST_EVENTS_MAX,
-            send_timeout: Duration::from_millis(limits::LIVE_SEND_TIMEOUT_MS),
-            ping_interval: Duration::from_millis(limits::LIVE_PING_INTERVAL_MS),
-        }
-    }
-}
-
-impl LiveSettings {
-    /// These settings with another send timeout.
-    pub fn with_send_timeout(mut self, timeout: Duration) -> Self {
-        self.send_timeout = timeout;
-        self
-    }
-
-    /// These settings with at most `max` connections in all (at least 1).
-    pub fn with_connections_max(mut self, max: usize) -> Self {
-        self.connections_max = max.max(1);
-        self
-    }
-
-    /// These settings with at most `max` connections per device (at least 1).
-    pub fn with_per_device_max(mut self, max: usize) -> Self {
-        self.per_device_max = max.max(1);
-        self
-    }
-
-    /// These settings with another broadcast capacity.
-    pub fn with_broadcast_events(mut self, events: usize) -> Self {
-        self.broadcast_events = events.max(1);
-        self
-    }
-}
-
-/// What one sync stored, as the broadcast carries it.
-#[derive(Debug)]
-pub struct Changed {
-    pub seq: Seq,
-    pub docs: Vec<DocId>,
-    /// The device that pushed: it is not told about its own changes.
-    pub origin: Option<DeviceId>,
-}
-
-/// The hub every connection subscribes to.
-pub struct Live {
-    tx: broadcast::Sender<Arc<Changed>>,
-    permits: Arc<Semaphore>,
-    settings: LiveSettings,
-    devices: Arc<Mutex<Devices>>,
-    next_id: AtomicU64,
-}
-
-/// Each device's open connections, oldest first: an id and the way to tell it it was replaced.
-type Devices = HashMap<DeviceId, VecDeque<(u64, oneshot::Sender<()>)>>;
-
-impl Live {
-    pub fn new(settings: LiveSettings) -> Self {
-        let (tx, _) = broadcast::channel(settings.broadcast_events.max(1));
-        Live {
-            tx,
-            permits: Arc::new(Semaphore::new(settings.connections_max)),
-            settings,
-            devices: Arc::default(),
-            next_id: AtomicU64::new(0),
-        }
-    }
-
-    /// Announces what a sync stored (call it only once the sync's flush returned). Never waits.
-    pub fn publish(&self, stored: Stored, origin: Option<DeviceId>) {
-        if stored.docs.is_empty() {
-            return;
-        }
-        // No receiver is not an error: nobody is listening.
-        let _ = self.tx.send(Arc::new(Changed {
-            seq: stored.upto,
-            docs: stored.docs,
-            origin,
-        }));
-    }
-
-    /// Open live connections.
-    pub fn connections(&self) -> usize {
-        self.settings.connections_max - self.permits.available_permits()
-    }
-
-    pub fn settings(&self) -> &LiveSettings {
-        &self.settings
-    }
-
-    /// A slot for one more connection of `device`, or `None` when every slot is taken. At the
-    /// device's own cap its oldest connection is told to close and its slot goes to this one.
-    pub(crate) async fn admit(&self, device: DeviceId) -> Option<Admitted> {
-        let replaced = self.replace_oldest_beyond_cap(device);
-        let permit = match self.permits.clone().try_acquire_owned() {
-            Ok(p) => p,
-            // The replaced connection lets go of its slot once it has sent its close frame.
-            Err(_) if replaced => tokio::time::timeout(
-                self.settings.send_timeout,
-                self.permits.clone().acquire_owned(),
-            )
-            .await
-            .ok()?
-            .ok()?,
-            Err(_) => return None,
-        };
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tell, replaced_rx) = oneshot::channel();
-        lock(&self.devices)
-            .entry(device)
-            .or_default()
-            .push_back((id, tell));
-        Some(Admitted {
-            rx: self.tx.subscribe(),
-            _permit: permit,
-            held: Held {
-                devices: self.devices.clone(),
-                device,
-                id,
-            },
-            replaced: replaced_rx,
-        })
-    }
-
-    /// Tells `device`'s oldest connections to close until one more fits under its cap; whether
-    /// any was told.
-    fn replace_oldest_beyond_cap(&self, device: DeviceId) -> bool {
-        let mut devices = lock(&self.devices);
-        let Some(held) = devices.get_mut(&device) else {
-            return false;
-        };
-        let mut replaced = false;
-        while held.len() >= self.settings.per_device_max.max(1) {
-            if let Some((_, tell)) = held.pop_front() {
-                let _ = tell.send(());
-                replaced = true;
-            }
-        }
-        replaced
-    }
-
-    /// Open live connections of `device`.
-    pub fn device_connections(&self, device: DeviceId) -> usize {
-        lock(&self.devices).get(&device).map_or(0, VecDeque::len)
-    }
-}
-
-fn lock(devices: &Mutex<Devices>) -> std::sync::MutexGuard<'_, Devices> {
-    devices.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// A connection's place in its device's list; leaves it when dropped.
-struct Held {
-    devices: Arc<Mutex<Devices>>,
-    device: DeviceId,
-    id: u64,
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        let mut devices = lock(&self.devices);
-        if let Some(held) = devices.get_mut(&self.device) {
-            held.retain(|(id, _)| *id != self.id);
-            if held.is_empty() {
-                devices.remove(&self.device);
-            }
-        }
-    }
-}
-
-/// A connection that was let in: subscribed to the broadcast from this moment, holding its slot
-/// and its place among its device's connections until it is dropped.
-pub(crate) struct Admitted {
-    rx: broadcast::Receiver<Arc<Changed>>,
-    _permit: OwnedSemaphorePermit,
-    held: Held,
-    /// Fires when a newer connection of the same device took this one's place.
-    replaced: oneshot::Receiver<()>,
-}
+use tokio::sync::broadcast;
 
 /// Why a connection ends early.
 enum End {
@@ -276,24 +86,38 @@ impl Filter {
     /// The documents of `changed` this device may read. Blocking (store reads).
     fn keep(&mut self, store: &dyn Store, changed: &Changed) -> Result<Vec<DocId>, End> {
         let failed = |e: StoreError| End::Failed(e.to_string());
-        let epoch = store.access_epoch().map_err(failed)?;
+        let epoch = store::read(store, |txn| txn.access_epoch()).map_err(failed)?;
         if self.epoch != Some(epoch) {
             self.readable.clear();
             self.reauthenticate(store)?;
             self.epoch = Some(epoch);
         }
+        let unknown: Vec<DocId> = changed
+            .docs
+            .iter()
+            .filter(|d| !self.readable.contains_key(d))
+            .copied()
+            .collect();
+        let decided = store::read(store, |txn| {
+            let mut cases = Cases::new();
+            unknown
+                .iter()
+                .map(|d| {
+                    Ok((
+                        *d,
+                        access::readable_doc(txn, &self.who, *d, &mut cases)?.is_some(),
+                    ))
+                })
+                .collect::<Result<Vec<_>, StoreError>>()
+        })
+        .map_err(failed)?;
+        let decided: HashMap<DocId, bool> = decided.into_iter().collect();
         let mut out = Vec::new();
         for doc in &changed.docs {
             let ok = match self.readable.get(doc) {
                 Some(ok) => *ok,
                 None => {
-                    let ok = match store.get_doc(*doc).map_err(failed)? {
-                        Some(rec) => match store.get_case(rec.header.case_id).map_err(failed)? {
-                            Some(case) => may_read(&self.who, &case, Some(&rec.header)),
-                            None => false,
-                        },
-                        None => false,
-                    };
+                    let ok = decided.get(doc).copied().unwrap_or(false);
                     if self.readable.len() >= limits::LIVE_READ_CACHE_DOCS_MAX {
                         self.readable.clear();
                     }
@@ -360,22 +184,22 @@ fn event(seq: Seq, mut docs: Vec<DocId>) -> Message {
 }
 
 /// Serves one upgraded connection until the device leaves or is dropped.
-pub(crate) async fn serve(
+async fn serve(
     mut socket: WebSocket,
     admitted: Admitted,
     store: Arc<dyn Store>,
-    live: Arc<Live>,
+    feed: Arc<Feed>,
     token: String,
     who: Principal,
 ) {
     let Admitted {
         mut rx,
-        _permit,
+        permit: _permit,
         held: _held,
         mut replaced,
     } = admitted;
     let device = who.device_id;
-    let timeout = live.settings.send_timeout;
+    let timeout = feed.settings().send_timeout;
     let mut filter = Some(Filter {
         token,
         who,
@@ -383,12 +207,12 @@ pub(crate) async fn serve(
         readable: HashMap::new(),
     });
     // Subscribed before this read: whatever the hello does not cover is announced later.
-    let hello = event(store.durable_seq(), Vec::new());
+    let hello = event(store.durable_seq().unwrap_or_default(), Vec::new());
     if !send(&mut socket, hello, timeout).await {
         return;
     }
     tracing::debug!(%device, "live connection open");
-    let period = live.settings.ping_interval;
+    let period = feed.settings().ping_interval;
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let end: Option<End> = loop {
@@ -457,4 +281,43 @@ pub(crate) async fn serve(
         }
         None => close(&mut socket, close_code::RESTART, "server", timeout).await,
     }
+}
+
+/// `GET /v1/live`: the live channel, a WebSocket (see `live.rs` above). Authenticated like every
+/// endpoint (the bearer token in the upgrade request; 401 `unauthorized` or `device_revoked`
+/// before any upgrade); 503 `limit_exceeded` when every live slot is taken (a device's own
+/// connections beyond `limits::LIVE_CONNECTIONS_PER_DEVICE_MAX` replace its oldest instead); 426
+/// for a request that is not a WebSocket upgrade.
+pub(crate) async fn live_handler(
+    State(state): State<AppState>,
+    Authed(who): Authed,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let upgrade = upgrade.map_err(|e| {
+        ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            ErrorCode::MalformedBody,
+            format!("GET /v1/live is a WebSocket; send a WebSocket upgrade request ({e})"),
+        )
+    })?;
+    let Some(admitted) = state.feed.admit(who.device_id).await else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::LimitExceeded,
+            format!(
+                "the server holds {} live connections already; sync over HTTP and try again later",
+                state.feed.settings().connections_max
+            ),
+        ));
+    };
+    let token = bearer(&headers).unwrap_or_default();
+    let (store, feed) = (state.store.clone(), state.feed.clone());
+    Ok(upgrade
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(2 * limits::LIVE_MESSAGE_BYTES_MAX)
+        .max_message_size(limits::LIVE_MESSAGE_BYTES_MAX)
+        .max_frame_size(limits::LIVE_MESSAGE_BYTES_MAX)
+        .on_upgrade(move |socket| serve(socket, admitted, store, feed, token, who)))
 }

@@ -1,7 +1,7 @@
 //! The accept loop: how the server takes connections so that no peer, with a token or without,
 //! can starve everyone else at the connection level (issue 11).
 //!
-//! - A cap on open connections ([`connections_cap`]): `limits::CONNECTIONS_MAX`, and never more
+//! - A cap on open connections (`crate::config::connections_cap`): `limits::CONNECTIONS_MAX`, and never more
 //!   than the process's open-file limit less `limits::FD_RESERVE`, so the store never runs out of
 //!   descriptors. A connection holds its slot for as long as its socket is open, upgraded live
 //!   channels included.
@@ -14,11 +14,12 @@
 //!   kept-alive connection idle that long, and a cap on the head's size
 //!   (`limits::HTTP_HEAD_BYTES_MAX`).
 //! - A write-stall timeout (`limits::HTTP_WRITE_STALL_TIMEOUT_MS`): a peer that stops reading
-//!   loses its connection instead of holding it forever. (A stalled request body is
-//!   [`crate::http`]'s: tower-http's body timeout.)
+//!   loses its connection instead of holding it forever. (A stalled request body is the router's:
+//!   tower-http's body timeout.)
 //!
-//! Only this module and [`crate::http`] know HTTP.
+//! Also [`PerDevice`], each device's requests in progress, which caps its syncs.
 
+use crate::config::ConnectionSettings;
 use axum::body::{Body, HttpBody};
 use axum::extract::Request;
 use axum::Router;
@@ -37,97 +38,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
 use tower::Service;
-
-/// Connection settings; [`Default`] takes them from `casenote_protocol::limits`. Tests shorten
-/// the timeouts and set a small cap.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct ConnectionSettings {
-    /// The connection cap; `None` derives it from the open-file limit ([`connections_cap`]).
-    pub connections_max: Option<usize>,
-    pub header_read_timeout: Duration,
-    pub body_stall_timeout: Duration,
-    pub write_stall_timeout: Duration,
-}
-
-impl Default for ConnectionSettings {
-    fn default() -> Self {
-        ConnectionSettings {
-            connections_max: None,
-            header_read_timeout: Duration::from_millis(limits::HTTP_HEADER_READ_TIMEOUT_MS),
-            body_stall_timeout: Duration::from_millis(limits::HTTP_BODY_STALL_TIMEOUT_MS),
-            write_stall_timeout: Duration::from_millis(limits::HTTP_WRITE_STALL_TIMEOUT_MS),
-        }
-    }
-}
-
-impl ConnectionSettings {
-    /// These settings with a fixed connection cap (at least 1).
-    pub fn with_connections_max(mut self, max: usize) -> Self {
-        self.connections_max = Some(max.max(1));
-        self
-    }
-
-    /// These settings with all three timeouts set to `timeout`.
-    pub fn with_timeouts(mut self, timeout: Duration) -> Self {
-        self.header_read_timeout = timeout;
-        self.body_stall_timeout = timeout;
-        self.write_stall_timeout = timeout;
-        self
-    }
-
-    /// The connection cap these settings give in this process.
-    pub fn cap(&self) -> usize {
-        self.connections_max
-            .unwrap_or_else(|| connections_cap(open_files_limit()))
-    }
-}
-
-/// The process's open-file limit (soft), if it can be read.
-pub fn open_files_limit() -> Option<u64> {
-    #[cfg(unix)]
-    {
-        rustix::process::getrlimit(rustix::process::Resource::Nofile).current
-    }
-    #[cfg(not(unix))]
-    {
-        None
-    }
-}
-
-/// Raises the process's soft open-file limit towards its hard limit, as far as the server can
-/// use (`CONNECTIONS_MAX + FD_RESERVE`): many systems start services at a soft limit of 1,024
-/// with a far higher hard one. Returns the soft limit in force afterwards. Called by `serve`.
-pub fn raise_open_files_limit() -> Option<u64> {
-    #[cfg(unix)]
-    {
-        use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-        let want = (limits::CONNECTIONS_MAX + limits::FD_RESERVE) as u64;
-        let now = getrlimit(Resource::Nofile);
-        let soft = now.current.unwrap_or(u64::MAX);
-        let hard = now.maximum.unwrap_or(u64::MAX);
-        if soft < want && hard > soft {
-            let raised = Rlimit {
-                current: Some(want.min(hard)),
-                maximum: now.maximum,
-            };
-            if let Err(e) = setrlimit(Resource::Nofile, raised) {
-                tracing::warn!(error = %e, soft, "could not raise the open-file limit");
-            }
-        }
-    }
-    open_files_limit()
-}
-
-/// The connection cap for an open-file limit of `open_files` (`None`: unknown).
-pub fn connections_cap(open_files: Option<u64>) -> usize {
-    let budget = open_files
-        .map(|n| usize::try_from(n).unwrap_or(usize::MAX))
-        .map_or(limits::CONNECTIONS_MAX, |n| {
-            n.saturating_sub(limits::FD_RESERVE)
-        });
-    budget.clamp(limits::CONNECTIONS_MIN, limits::CONNECTIONS_MAX)
-}
 
 /// Accepts connections on `listener` and serves `app` on each, under `settings`' cap, until
 /// `shutdown` completes. Connections already open go on until the runtime ends.
@@ -465,14 +375,6 @@ impl Drop for InProgress {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_cap_stays_below_the_open_file_limit_and_within_its_bounds() {
-        assert_eq!(connections_cap(Some(1_024)), 1_024 - limits::FD_RESERVE);
-        assert_eq!(connections_cap(Some(1_000_000)), limits::CONNECTIONS_MAX);
-        assert_eq!(connections_cap(Some(64)), limits::CONNECTIONS_MIN);
-        assert_eq!(connections_cap(None), limits::CONNECTIONS_MAX);
-    }
 
     #[test]
     fn a_device_gets_at_most_max_places_and_each_comes_back_when_dropped() {

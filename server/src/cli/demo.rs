@@ -9,10 +9,10 @@
 //! twice does not duplicate anything: a second run only issues fresh tokens. All names, places and
 //! numbers are invented; NHS numbers start 999 and pass the Modulus 11 check.
 
-use crate::audit::{AuditKind, AuditRecord};
-use crate::auth::{self, Principal};
-use crate::directory::{self, Staff};
-use crate::store::{Commit, Store};
+use crate::admin::{self, NewStaff};
+use crate::auth::Principal;
+use crate::model::{AuditKind, AuditRecord, By, Role, Staff};
+use crate::store::{read, write, Store};
 use crate::sync;
 use anyhow::{bail, Context};
 use automerge::transaction::Transactable;
@@ -43,16 +43,21 @@ const TEAMS: &[(&str, &str)] = &[
 ];
 
 /// (name, role, org, team) of every demo staff member.
-const STAFF: &[(&str, &str, &str, &str)] = &[
-    ("Priya Shah", "social_worker", COUNCIL, LTN),
-    ("Mark Ellison", "occupational_therapist", COUNCIL, LTN),
-    ("Ruth Adebayo", "team_manager", COUNCIL, LTN),
-    ("Sam Kowalski", "social_worker", COUNCIL, HUB),
-    ("Grace Liu", "nurse", TRUST, WARD7),
-    ("Owen Hughes", "nurse", TRUST, NURSING),
-    ("Dr Helen Marsh", "psychiatrist", TRUST, CMHT),
-    ("Joe Ward", "amhp", TRUST, CMHT),
-    ("Lena Fischer", "family_support_worker", COUNCIL, EARLY_HELP),
+const STAFF: &[(&str, Role, &str, &str)] = &[
+    ("Priya Shah", Role::SocialWorker, COUNCIL, LTN),
+    ("Mark Ellison", Role::OccupationalTherapist, COUNCIL, LTN),
+    ("Ruth Adebayo", Role::TeamManager, COUNCIL, LTN),
+    ("Sam Kowalski", Role::SocialWorker, COUNCIL, HUB),
+    ("Grace Liu", Role::Nurse, TRUST, WARD7),
+    ("Owen Hughes", Role::Nurse, TRUST, NURSING),
+    ("Dr Helen Marsh", Role::Psychiatrist, TRUST, CMHT),
+    ("Joe Ward", Role::Amhp, TRUST, CMHT),
+    (
+        "Lena Fischer",
+        Role::FamilySupportWorker,
+        COUNCIL,
+        EARLY_HELP,
+    ),
 ];
 
 /// The meta key under which the demo remembers that it was loaded.
@@ -94,58 +99,81 @@ struct Marker {
 
 /// Loads the demo into `store` (once) and issues a fresh token per demo staff member.
 pub fn load(store: &dyn Store, now_ms: i64) -> anyhow::Result<DemoOutput> {
-    let (marker, loaded) = match store.meta_get(MARKER_KEY)? {
+    let (marker, loaded) = match read(store, |t| t.meta(MARKER_KEY))? {
         Some(bytes) => (
             serde_json::from_slice::<Marker>(&bytes)
                 .context("the stored demo marker is corrupt")?,
             false,
         ),
-        None => {
-            let before = store.last_seq();
-            let marker = Loader::new(store, now_ms)?.load_all()?;
-            store.meta_put(MARKER_KEY, &serde_json::to_vec(&marker)?)?;
-            // The loader set case teams after creating the cases: reconcile every device.
-            store.bump_access_epoch()?;
-            store.audit_append(AuditRecord::new(
-                AuditKind::DemoLoad,
-                now_ms,
-                serde_json::json!({
-                    "cases": marker.cases.iter().map(|c| c.case_id).collect::<Vec<_>>(),
-                    "staff": marker.staff,
-                    "changes": store.last_seq().0 - before.0,
-                }),
-            ))?;
-            (marker, true)
-        }
+        None => (load_once(store, now_ms)?, true),
     };
     let mut tokens = Vec::new();
     for id in &marker.staff {
-        let staff = store
-            .get_staff(*id)?
-            .with_context(|| format!("demo staff member {id} is missing from the directory"))?;
-        let issued = auth::issue(store, &staff, "demo device", now_ms)?;
-        let org = store
-            .get_org(staff.org_id)?
-            .map(|o| o.name)
-            .unwrap_or_default();
-        let team = match staff.teams.first() {
-            Some(t) => store.get_team(*t)?.map(|t| t.name).unwrap_or_default(),
-            None => String::new(),
-        };
-        tokens.push(DemoToken {
-            staff: staff.name,
-            staff_id: staff.staff_id.to_string(),
-            team,
-            role: staff.role.to_string(),
-            org,
-            token: issued.token,
-        });
+        tokens.push(token_for(store, *id, now_ms)?);
     }
     store.flush()?;
     Ok(DemoOutput {
         tokens,
         cases: marker.cases,
         loaded,
+    })
+}
+
+/// Loads the records, then, in one transaction, the marker that says so, a new access epoch (the
+/// loader set case teams after creating the cases: every device is reconciled) and the audit
+/// entry.
+fn load_once(store: &dyn Store, now_ms: i64) -> anyhow::Result<Marker> {
+    let before = store.last_seq()?;
+    let marker = Loader::new(store, now_ms)?.load_all()?;
+    let changes = store.last_seq()?.0 - before.0;
+    let bytes = serde_json::to_vec(&marker)?;
+    let record = AuditRecord::new(
+        AuditKind::DemoLoad,
+        now_ms,
+        serde_json::json!({
+            "cases": marker.cases.iter().map(|c| c.case_id).collect::<Vec<_>>(),
+            "staff": marker.staff,
+            "changes": changes,
+        }),
+    )
+    .by(By::Cli);
+    write(store, |t| {
+        t.put_meta(MARKER_KEY, &bytes)?;
+        t.bump_access_epoch()?;
+        t.audit_append(record.clone())?;
+        Ok(())
+    })?;
+    Ok(marker)
+}
+
+/// A fresh token for demo staff member `id`, with the names the table shows.
+fn token_for(
+    store: &dyn Store,
+    id: casenote_protocol::StaffId,
+    now_ms: i64,
+) -> anyhow::Result<DemoToken> {
+    let issued = admin::issue_token(store, By::Cli, id, "demo device", now_ms)?;
+    let (staff, org, team) = read(store, |t| {
+        let staff = t.staff(id)?;
+        let org = match &staff {
+            Some(s) => t.org(s.org_id)?.map(|o| o.name),
+            None => None,
+        };
+        let team = match staff.as_ref().and_then(|s| s.teams.first()) {
+            Some(team) => t.team(*team)?.map(|t| t.name),
+            None => None,
+        };
+        Ok((staff, org, team))
+    })?;
+    let staff =
+        staff.with_context(|| format!("demo staff member {id} is missing from the directory"))?;
+    Ok(DemoToken {
+        staff: staff.name,
+        staff_id: staff.staff_id.to_string(),
+        team: team.unwrap_or_default(),
+        role: staff.role.to_string(),
+        org: org.unwrap_or_default(),
+        token: issued.token,
     })
 }
 
@@ -228,26 +256,33 @@ const HOUR_MS: i64 = 60 * 60 * 1000;
 impl<'a> Loader<'a> {
     fn new(store: &'a dyn Store, now_ms: i64) -> anyhow::Result<Self> {
         for org in [COUNCIL, TRUST] {
-            if directory::find_org(store, org)?.is_none() {
-                directory::add_org(store, org)?;
+            if read(store, |t| admin::find_org(t, org))?.is_none() {
+                admin::add_org(store, By::Cli, org, now_ms)?;
             }
         }
         let mut teams = HashMap::new();
         for (org, team) in TEAMS {
-            let t = match directory::find_org(store, org)?
-                .and_then(|o| directory::find_team(store, o.org_id, team).transpose())
-                .transpose()?
-            {
+            let found = read(store, |t| match admin::find_org(t, org)? {
+                Some(o) => admin::find_team(t, o.org_id, team),
+                None => Ok(None),
+            })?;
+            let t = match found {
                 Some(t) => t,
-                None => directory::add_team(store, org, team)?,
+                None => admin::add_team(store, By::Cli, org, team, now_ms)?,
             };
             teams.insert(*team, t.team_id);
         }
         let mut staff = HashMap::new();
         let mut devices = HashMap::new();
         for (name, role, org, team) in STAFF {
-            let s = directory::add_staff(store, name, role, org, &[team.to_string()])?;
-            let loader = auth::issue(store, &s, "demo loader", now_ms)?;
+            let new = NewStaff {
+                name,
+                role: *role,
+                org,
+                teams: &[team.to_string()],
+            };
+            let s = admin::add_staff(store, By::Cli, new, now_ms)?;
+            let loader = admin::issue_token(store, By::Cli, s.staff_id, "demo loader", now_ms)?;
             devices.insert(*name, loader.device.device_id);
             staff.insert(*name, s);
         }
@@ -325,17 +360,16 @@ impl<'a> Loader<'a> {
 
     /// Sets the team around the person (who may hold the case's documents).
     fn set_case_teams(&self, case_id: CaseId, teams: &[&str]) -> anyhow::Result<()> {
-        let mut case = self
-            .store
-            .get_case(case_id)?
-            .context("a demo case was not created")?;
-        case.teams = teams.iter().map(|t| self.teams[t]).collect();
-        self.store.write(&mut || {
-            Ok(Commit {
-                cases: vec![case.clone()],
-                ..Commit::default()
-            })
+        let teams: Vec<TeamId> = teams.iter().map(|t| self.teams[t]).collect();
+        let set = write(self.store, |t| {
+            let Some(mut case) = t.case(case_id)? else {
+                return Ok(false);
+            };
+            case.teams = teams.clone();
+            t.put_case(&case)?;
+            Ok(true)
         })?;
+        anyhow::ensure!(set, "a demo case was not created");
         Ok(())
     }
 
@@ -772,13 +806,18 @@ mod tests {
         assert!(first.loaded);
         assert_eq!(first.tokens.len(), STAFF.len());
         assert_eq!(first.cases.len(), 5);
-        let seq_after_first = store.last_seq();
+        let seq_after_first = store.last_seq().unwrap();
         assert!(seq_after_first.0 > 20);
 
         let second = load(&*store, 1_700_000_000_000).unwrap();
         assert!(!second.loaded);
-        assert_eq!(store.last_seq(), seq_after_first, "nothing is loaded twice");
-        assert_eq!(store.list_staff().unwrap().len(), STAFF.len());
+        assert_eq!(
+            store.last_seq().unwrap(),
+            seq_after_first,
+            "nothing is loaded twice"
+        );
+        let staff = read(&*store, |t| t.staff_all()).unwrap();
+        assert_eq!(staff.len(), STAFF.len());
         assert_ne!(first.tokens[0].token, second.tokens[0].token);
 
         let json: serde_json::Value = serde_json::from_str(&render_json(&second)).unwrap();
@@ -788,11 +827,13 @@ mod tests {
         assert!(render_human(&second).contains("casenote --store ./priya login"));
 
         for case in &first.cases {
-            let rec = store.get_doc(DocId(case.case_id.0)).unwrap().unwrap();
+            let rec = read(&*store, |t| t.doc(DocId(case.case_id.0)))
+                .unwrap()
+                .unwrap();
             assert_eq!(rec.header.kind, DocKind::Case);
             let mut changes = Vec::new();
             store
-                .scan_log(casenote_protocol::Seq(0), store.last_seq(), &mut |e| {
+                .scan_log(casenote_protocol::Seq(0), seq_after_first, &mut |e| {
                     if e.doc_id == rec.header.doc_id {
                         changes.push(automerge::Change::from_bytes(e.bytes.to_vec()).unwrap());
                     }

@@ -1,6 +1,8 @@
-//! The `casenote-server` command line: `serve`, `admin`, `demo`, `audit`, `verify` and `export`, a thin clap shell
-//! over the library. It lives in the library so that the end-to-end test package can build the same entry
-//! point under its own binary name.
+//! The `casenote-server` command line: `serve`, `admin`, `demo`, `audit`, `verify` and `export`, a
+//! thin clap shell over the library that parses, calls the domain (the admin service, audit,
+//! export, the demo loader in [`demo`]), renders what it returns, and maps the outcome to an exit
+//! code. It lives in the library so that the end-to-end test package can build the same entry
+//! point under its own binary name. It opens the sled backend and hands `serve` the store.
 //!
 //! Errors print as `casenote-server: {err:#}` on stderr. Exit codes: 0 success, 1 failure, 2 usage
 //! (clap's own). `audit verify` prints `audit log intact: N entries` and exits 0, or prints
@@ -8,7 +10,12 @@
 //! `verify` prints `store verified: ...` and exits 0, or `store damaged: FIRST PROBLEM` and exits 1.
 //! Both check the store as it is: they open it without healing ([`crate::SledStore::inspect`]).
 
-use crate::{admin, audit, demo, now_ms, Config, Store};
+pub mod demo;
+
+use crate::admin::{self, CaseSummary, Directory, NewStaff, TeamName};
+use crate::model::{By, QuarantineEntry, Role};
+use crate::store::sled::SledStore;
+use crate::{audit, now_ms, Config, Store};
 use anyhow::Context;
 use casenote_protocol::{CaseId, DocId};
 use clap::{Parser, Subcommand};
@@ -313,7 +320,7 @@ const MIB: u64 = 1024 * 1024;
 /// offline commands have no log. The offline commands write a few small records and have no
 /// free-space floor (`serve` sets its own): revoking a lost device must work on a nearly full
 /// disk.
-fn open(data: &std::path::Path) -> anyhow::Result<std::sync::Arc<crate::SledStore>> {
+fn open(data: &std::path::Path) -> anyhow::Result<std::sync::Arc<SledStore>> {
     let store = crate::open(data)?;
     store.set_free_bytes_min(0);
     if let Some(damage) = store.damage() {
@@ -327,8 +334,8 @@ fn open(data: &std::path::Path) -> anyhow::Result<std::sync::Arc<crate::SledStor
 }
 
 /// Opens the store to check it, healing nothing.
-fn inspect(data: &std::path::Path) -> anyhow::Result<crate::SledStore> {
-    Ok(crate::SledStore::inspect(data)?)
+fn inspect(data: &std::path::Path) -> anyhow::Result<SledStore> {
+    Ok(SledStore::inspect(data)?)
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -374,7 +381,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Export { data, case, out } => {
             let store = open(&data)?;
-            let done = crate::export::case(&*store, case, &out, now_ms())?;
+            let done = crate::export::case(&*store, By::Cli, case, &out, now_ms())?;
             println!("{done}");
             Ok(())
         }
@@ -422,93 +429,134 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Runs one `admin` action through the admin service, as [`By::Cli`], and renders what it
+/// returns.
 fn admin_action(store: &dyn Store, action: AdminCommand) -> anyhow::Result<String> {
+    let (by, now) = (By::Cli, now_ms());
     Ok(match action {
         AdminCommand::Org {
             action: OrgCommand::Add { name },
-        } => admin::org_add(store, &name)?,
+        } => admin::add_org(store, by, &name, now)?.org_id.to_string(),
         AdminCommand::Team {
             action: TeamCommand::Add { org, name },
-        } => admin::team_add(store, &org, &name)?,
-        AdminCommand::Staff {
-            action:
-                StaffCommand::Add {
-                    name,
-                    role,
-                    org,
-                    teams,
-                },
-        } => admin::staff_add(store, &name, &role, &org, &teams)?,
-        AdminCommand::Token {
-            action:
-                TokenCommand::Issue {
-                    staff,
-                    device_name,
-                    json,
-                },
-        } => admin::token_issue(store, &staff, device_name.as_deref(), json, now_ms())?,
-        AdminCommand::Token {
-            action: TokenCommand::Revoke { device },
-        } => admin::token_revoke(store, &device)?,
-        AdminCommand::Staff {
-            action: StaffCommand::AddTeam { staff, team },
-        } => {
-            let (s, t) = (
-                admin::resolve_staff(store, &staff)?,
-                admin::resolve_team(store, &team)?,
-            );
-            admin::staff_add_team(store, s, t, now_ms())?;
-            format!("staff member {s} is on team {t}")
+        } => admin::add_team(store, by, &org, &name, now)?
+            .team_id
+            .to_string(),
+        AdminCommand::Staff { action } => staff_action(store, action)?,
+        AdminCommand::Token { action } => token_action(store, action)?,
+        AdminCommand::Case { action } => case_action(store, action)?,
+        AdminCommand::Restricted { action } => restricted_action(store, action)?,
+        AdminCommand::List { json } => render_directory(&admin::directory(store)?, json),
+        AdminCommand::Restored => {
+            let r = admin::restored(store, by, now)?;
+            format!(
+                "log id is now {} (was {}): every device will reset and re-send what it holds on its next sync",
+                r.new, r.old
+            )
         }
-        AdminCommand::Staff {
-            action: StaffCommand::RemoveTeam { staff, team },
-        } => {
-            let (s, t) = (
-                admin::resolve_staff(store, &staff)?,
-                admin::resolve_team(store, &team)?,
-            );
-            admin::staff_remove_team(store, s, t, now_ms())?;
-            format!("staff member {s} is not on team {t}")
-        }
-        AdminCommand::Staff {
-            action: StaffCommand::Revoke { staff },
-        } => admin::staff_revoke_cmd(store, &staff)?,
-        AdminCommand::Case {
-            action: CaseCommand::AddTeam { case, team },
-        } => {
-            let t = admin::resolve_team(store, &team)?;
-            admin::case_add_team(store, case, t, now_ms())?;
-            format!("team {t} is on case {case}")
-        }
-        AdminCommand::Case {
-            action: CaseCommand::RemoveTeam { case, team },
-        } => {
-            let t = admin::resolve_team(store, &team)?;
-            admin::case_remove_team(store, case, t, now_ms())?;
-            format!("team {t} is not on case {case}")
-        }
-        AdminCommand::Case {
-            action: CaseCommand::Show { case, json },
-        } => admin::case_show(store, case, json)?,
-        AdminCommand::Restricted {
-            action: RestrictedCommand::Grant { doc, team },
-        } => {
-            let t = admin::resolve_team(store, &team)?;
-            admin::restricted_grant(store, doc, t, now_ms())?;
-            format!("team {t} may see restricted document {doc}")
-        }
-        AdminCommand::Restricted {
-            action: RestrictedCommand::Revoke { doc, team },
-        } => {
-            let t = admin::resolve_team(store, &team)?;
-            admin::restricted_revoke(store, doc, t, now_ms())?;
-            format!("team {t} may not see restricted document {doc}")
-        }
-        AdminCommand::List { json } => admin::list(store, json)?,
-        AdminCommand::Restored => admin::restored(store, now_ms())?,
         AdminCommand::Quarantine {
             action: QuarantineCommand::List { json },
-        } => admin::quarantine_list(store, json)?,
+        } => render_quarantine(&admin::quarantine(store)?, json),
+    })
+}
+
+fn staff_action(store: &dyn Store, action: StaffCommand) -> anyhow::Result<String> {
+    let (by, now) = (By::Cli, now_ms());
+    Ok(match action {
+        StaffCommand::Add {
+            name,
+            role,
+            org,
+            teams,
+        } => {
+            let role: Role = role.parse()?;
+            let new = NewStaff {
+                name: &name,
+                role,
+                org: &org,
+                teams: &teams,
+            };
+            admin::add_staff(store, by, new, now)?.staff_id.to_string()
+        }
+        StaffCommand::AddTeam { staff, team } => {
+            let s = admin::find_staff(store, &staff)?.staff_id;
+            let t = admin::find_team_any(store, &team)?.team_id;
+            admin::staff_add_team(store, by, s, t, now)?;
+            format!("staff member {s} is on team {t}")
+        }
+        StaffCommand::RemoveTeam { staff, team } => {
+            let s = admin::find_staff(store, &staff)?.staff_id;
+            let t = admin::find_team_any(store, &team)?.team_id;
+            admin::staff_remove_team(store, by, s, t, now)?;
+            format!("staff member {s} is not on team {t}")
+        }
+        StaffCommand::Revoke { staff } => {
+            let s = admin::find_staff(store, &staff)?.staff_id;
+            let devices = admin::revoke_staff(store, by, s, now)?;
+            format!("revoked staff member {s} and {} device(s)", devices.len())
+        }
+    })
+}
+
+fn token_action(store: &dyn Store, action: TokenCommand) -> anyhow::Result<String> {
+    let (by, now) = (By::Cli, now_ms());
+    Ok(match action {
+        TokenCommand::Issue {
+            staff,
+            device_name,
+            json,
+        } => {
+            let staff = admin::find_staff(store, &staff)?;
+            let name = device_name.as_deref().unwrap_or(admin::DEFAULT_DEVICE_NAME);
+            let issued = admin::issue_token(store, by, staff.staff_id, name, now)?;
+            if json {
+                serde_json::json!({
+                    "staff_id": staff.staff_id,
+                    "device_id": issued.device.device_id,
+                    "token": issued.token,
+                })
+                .to_string()
+            } else {
+                issued.token
+            }
+        }
+        TokenCommand::Revoke { device } => {
+            let device = admin::revoke_device(store, by, &device, now)?;
+            format!("revoked device {}", device.device_id)
+        }
+    })
+}
+
+fn case_action(store: &dyn Store, action: CaseCommand) -> anyhow::Result<String> {
+    let (by, now) = (By::Cli, now_ms());
+    Ok(match action {
+        CaseCommand::AddTeam { case, team } => {
+            let t = admin::find_team_any(store, &team)?.team_id;
+            admin::case_add_team(store, by, case, t, now)?;
+            format!("team {t} is on case {case}")
+        }
+        CaseCommand::RemoveTeam { case, team } => {
+            let t = admin::find_team_any(store, &team)?.team_id;
+            admin::case_remove_team(store, by, case, t, now)?;
+            format!("team {t} is not on case {case}")
+        }
+        CaseCommand::Show { case, json } => render_case(&admin::case_summary(store, case)?, json),
+    })
+}
+
+fn restricted_action(store: &dyn Store, action: RestrictedCommand) -> anyhow::Result<String> {
+    let (by, now) = (By::Cli, now_ms());
+    Ok(match action {
+        RestrictedCommand::Grant { doc, team } => {
+            let t = admin::find_team_any(store, &team)?.team_id;
+            admin::restricted_grant(store, by, doc, t, now)?;
+            format!("team {t} may see restricted document {doc}")
+        }
+        RestrictedCommand::Revoke { doc, team } => {
+            let t = admin::find_team_any(store, &team)?.team_id;
+            admin::restricted_revoke(store, by, doc, t, now)?;
+            format!("team {t} may not see restricted document {doc}")
+        }
     })
 }
 
@@ -528,7 +576,7 @@ fn serve(data: PathBuf, listen: String, config: Config, free_bytes_min: u64) -> 
             .init();
         let store = open(&data)?;
         store.set_free_bytes_min(free_bytes_min);
-        crate::listen::raise_open_files_limit();
+        crate::config::raise_open_files_limit();
         let listener = tokio::net::TcpListener::bind(&listen)
             .await
             .with_context(|| format!("could not listen on {listen}"))?;
@@ -537,7 +585,7 @@ fn serve(data: PathBuf, listen: String, config: Config, free_bytes_min: u64) -> 
         writeln!(stdout, "casenote-server listening on http://{addr}")?;
         stdout.flush()?;
         tracing::info!(%addr, data = %data.display(), "serving");
-        crate::run_until(listener, store, config, stop_signal()).await?;
+        crate::run(listener, store, config, stop_signal()).await?;
         tracing::info!("stopped: pending audit counts written, store flushed");
         Ok(())
     })
@@ -557,4 +605,257 @@ async fn stop_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// `quarantine list`: document, change hash, size, who pushed it, when, and the rule it broke;
+/// never content. JSON: an array of `{"doc_id", "hash", "bytes", "reason", "staff_id",
+/// "device_id", "at_ms"}`, oldest first.
+pub(crate) fn render_quarantine(entries: &[QuarantineEntry], json: bool) -> String {
+    if json {
+        let rows: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "doc_id": e.doc_id, "hash": hex::encode(e.hash.0), "bytes": e.bytes.len(),
+                    "reason": e.reason, "staff_id": e.staff_id, "device_id": e.device_id,
+                    "at_ms": e.at_ms,
+                })
+            })
+            .collect();
+        return serde_json::Value::Array(rows).to_string();
+    }
+    if entries.is_empty() {
+        return "no quarantined changes".into();
+    }
+    let mut out = format!("{} quarantined change(s):\n", entries.len());
+    for e in entries {
+        out.push_str(&format!(
+            "  {}  doc {}  change {}  {} bytes  staff {}  device {}\n    {}\n",
+            e.at_ms,
+            e.doc_id,
+            &hex::encode(e.hash.0)[..16],
+            e.bytes.len(),
+            e.staff_id,
+            e.device_id,
+            e.reason
+        ));
+    }
+    out.trim_end().to_string()
+}
+
+fn team_json(t: &TeamName) -> serde_json::Value {
+    serde_json::json!({"team_id": t.team_id, "name": t.name})
+}
+
+fn team_names(list: &[TeamName]) -> String {
+    list.iter()
+        .map(|t| format!("{} ({})", t.name, t.team_id))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `case show`: the case's teams and its documents with kind and access list; never content.
+/// JSON: `{"case_id","owner_org","teams":[{"team_id","name"}],"docs":[{"doc_id","kind",
+/// "created_ms","access_teams":[{"team_id","name"}]|null}]}`.
+fn render_case(case: &CaseSummary, json: bool) -> String {
+    if json {
+        let docs: Vec<serde_json::Value> = case
+            .docs
+            .iter()
+            .map(|d| {
+                let access = d
+                    .access_teams
+                    .as_ref()
+                    .map(|l| l.iter().map(team_json).collect::<Vec<_>>());
+                serde_json::json!({
+                    "doc_id": d.doc_id, "kind": d.kind.as_str(),
+                    "created_ms": d.created_ms, "access_teams": access,
+                })
+            })
+            .collect();
+        let teams: Vec<_> = case.teams.iter().map(team_json).collect();
+        return serde_json::json!({
+            "case_id": case.case_id, "owner_org": case.owner_org, "teams": teams, "docs": docs,
+        })
+        .to_string();
+    }
+    let mut out = format!(
+        "Case {}\nTeams: {}\nDocuments:\n",
+        case.case_id,
+        team_names(&case.teams)
+    );
+    for d in &case.docs {
+        out.push_str(&format!("  {}  {}", d.doc_id, d.kind.as_str()));
+        if let Some(list) = &d.access_teams {
+            out.push_str(&format!("  access: {}", team_names(list)));
+        }
+        out.push('\n');
+    }
+    out.trim_end().to_string()
+}
+
+/// `list`: orgs, teams, staff and devices, as text or one JSON object (never tokens).
+fn render_directory(dir: &Directory, json: bool) -> String {
+    let names = Names::of(dir);
+    if json {
+        return directory_json(dir, &names).to_string();
+    }
+    let mut out = String::from("Organisations:\n");
+    for o in &dir.orgs {
+        out.push_str(&format!("  {}  {}\n", o.org_id, o.name));
+    }
+    out.push_str("Teams:\n");
+    for t in &dir.teams {
+        out.push_str(&format!(
+            "  {}  {} ({})\n",
+            t.team_id,
+            t.name,
+            names.org(t.org_id)
+        ));
+    }
+    out.push_str("Staff:\n");
+    for s in &dir.staff {
+        out.push_str(&format!(
+            "  {}  {}, {}, {} [{}]{}\n",
+            s.staff_id,
+            s.name,
+            s.role,
+            names.org(s.org_id),
+            names.teams(&s.teams).join(", "),
+            if s.revoked { " (revoked)" } else { "" }
+        ));
+    }
+    out.push_str("Devices:\n");
+    for d in &dir.devices {
+        out.push_str(&format!(
+            "  {}  {} for {}{}\n",
+            d.device_id,
+            d.name,
+            names.staff(d.staff_id),
+            if d.revoked { " (revoked)" } else { "" }
+        ));
+    }
+    out.trim_end().to_string()
+}
+
+fn directory_json(dir: &Directory, names: &Names) -> serde_json::Value {
+    use serde_json::json;
+    json!({
+        "orgs": dir.orgs.iter().map(|o| json!({"org_id": o.org_id, "name": o.name})).collect::<Vec<_>>(),
+        "teams": dir.teams.iter().map(|t| json!({
+            "team_id": t.team_id, "org_id": t.org_id, "org": names.org(t.org_id), "name": t.name,
+        })).collect::<Vec<_>>(),
+        "staff": dir.staff.iter().map(|s| json!({
+            "staff_id": s.staff_id, "name": s.name, "role": s.role, "revoked": s.revoked,
+            "org_id": s.org_id, "org": names.org(s.org_id), "teams": names.teams(&s.teams),
+        })).collect::<Vec<_>>(),
+        "devices": dir.devices.iter().map(|d| json!({
+            "device_id": d.device_id, "staff_id": d.staff_id,
+            "staff": names.staff(d.staff_id),
+            "name": d.name, "created_ms": d.created_ms, "revoked": d.revoked,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The names a listing shows for ids.
+struct Names {
+    orgs: std::collections::HashMap<casenote_protocol::OrgId, String>,
+    teams: std::collections::HashMap<casenote_protocol::TeamId, String>,
+    staff: std::collections::HashMap<casenote_protocol::StaffId, String>,
+}
+
+impl Names {
+    fn of(dir: &Directory) -> Self {
+        Names {
+            orgs: dir
+                .orgs
+                .iter()
+                .map(|o| (o.org_id, o.name.clone()))
+                .collect(),
+            teams: dir
+                .teams
+                .iter()
+                .map(|t| (t.team_id, t.name.clone()))
+                .collect(),
+            staff: dir
+                .staff
+                .iter()
+                .map(|s| (s.staff_id, s.name.clone()))
+                .collect(),
+        }
+    }
+
+    fn org(&self, id: casenote_protocol::OrgId) -> String {
+        self.orgs.get(&id).cloned().unwrap_or_default()
+    }
+
+    fn staff(&self, id: casenote_protocol::StaffId) -> String {
+        self.staff.get(&id).cloned().unwrap_or_default()
+    }
+
+    fn teams(&self, ids: &[casenote_protocol::TeamId]) -> Vec<String> {
+        ids.iter()
+            .map(|t| self.teams.get(t).cloned().unwrap_or_else(|| t.to_string()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{add_org, add_staff, add_team};
+
+    #[test]
+    fn the_listing_shows_every_device_but_never_a_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::sled::open(dir.path()).unwrap();
+        let s: &dyn Store = &*store;
+        add_org(s, "Council").unwrap();
+        add_team(s, "Council", "North").unwrap();
+        let staff = add_staff(s, "Pat Example", "nurse", "Council", &["North".into()]).unwrap();
+        let issue = |device_name: Option<&str>, json: bool| {
+            let action = TokenCommand::Issue {
+                staff: staff.staff_id.to_string(),
+                device_name: device_name.map(str::to_string),
+                json,
+            };
+            token_action(s, action).unwrap()
+        };
+        let token = issue(Some("tablet"), false);
+        let issued: serde_json::Value = serde_json::from_str(&issue(None, true)).unwrap();
+        let device = issued["device_id"].as_str().unwrap().to_string();
+        token_action(
+            s,
+            TokenCommand::Revoke {
+                device: device.clone(),
+            },
+        )
+        .unwrap();
+        let text = admin_action(s, AdminCommand::List { json: false }).unwrap();
+        let json = admin_action(s, AdminCommand::List { json: true }).unwrap();
+        for shown in [&text, &json] {
+            assert!(!shown.contains(&token));
+            assert!(!shown.contains(issued["token"].as_str().unwrap()));
+            assert!(shown.contains("tablet") && shown.contains(&device));
+        }
+        assert!(text.contains("(revoked)"));
+        let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(parsed["devices"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn an_unknown_role_names_the_valid_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::sled::open(dir.path()).unwrap();
+        add_org(&*store, "Council").unwrap();
+        add_team(&*store, "Council", "North").unwrap();
+        let add = StaffCommand::Add {
+            name: "X".into(),
+            role: "surgeon".into(),
+            org: "Council".into(),
+            teams: vec!["North".into()],
+        };
+        let err = staff_action(&*store, add).unwrap_err();
+        assert!(err.to_string().contains("occupational_therapist"));
+    }
 }

@@ -1,0 +1,99 @@
+//! Who may see what: the one place access is decided (docs/design.md, "Access"). Everything that
+//! hands a device a record, or takes one from it, asks here: the push, the pull and the
+//! reconciliation ([`crate::sync`]), the live channel, a document's history.
+//!
+//! The rule depends on relationship only: a member of staff may hold a document of a case when
+//! one of their teams is in the case's team around the person and, for a restricted document,
+//! also on its own access list. The `admin` role manages the service and reads no records; a
+//! revoked member of staff reads nothing. Writing follows the same rule as reading today.
+//!
+//! It may read the store through a transaction ([`Txn`]) and use the model; it writes nothing.
+
+use crate::auth::Principal;
+use crate::model::{CaseRecord, DocHeader, DocRecord, Role};
+use crate::store::{StoreError, Txn};
+use casenote_protocol::{CaseId, DocId};
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+fn intersects<T: PartialEq>(a: &[T], b: &[T]) -> bool {
+    a.iter().any(|t| b.contains(t))
+}
+
+/// Whether `who` reads records at all: not the admin role, not a revoked member of staff.
+pub fn reads_records(who: &Principal) -> bool {
+    who.staff.role != Role::Admin && !who.staff.revoked
+}
+
+/// Whether `who` may hold a document of `case` with header `header` (`None`: a document not yet
+/// created, judged by its case alone).
+pub fn may_read(who: &Principal, case: &CaseRecord, header: Option<&DocHeader>) -> bool {
+    if !reads_records(who) || !intersects(who.teams(), &case.teams) {
+        return false;
+    }
+    match header.and_then(|h| h.access_teams.as_deref()) {
+        Some(access) => intersects(who.teams(), access),
+        None => true,
+    }
+}
+
+/// Whether `who` may write a document of `case`. Today the same rule as reading.
+pub fn may_write(who: &Principal, case: &CaseRecord, header: Option<&DocHeader>) -> bool {
+    may_read(who, case, header)
+}
+
+/// The cases already looked up by one request, so a page of changes costs one read per case.
+pub type Cases = HashMap<CaseId, Option<CaseRecord>>;
+
+/// Document `doc`'s record, if it exists and `who` may read it (`None` either way, so a refusal
+/// never tells whether a document exists). `cases` keeps the cases looked up.
+pub fn readable_doc(
+    txn: &mut dyn Txn,
+    who: &Principal,
+    doc: DocId,
+    cases: &mut Cases,
+) -> Result<Option<DocRecord>, StoreError> {
+    let Some(rec) = txn.doc(doc)? else {
+        return Ok(None);
+    };
+    let case_id = rec.header.case_id;
+    let case = match cases.entry(case_id) {
+        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::hash_map::Entry::Vacant(e) => e.insert(txn.case(case_id)?),
+    };
+    let readable = match case {
+        Some(case) => may_read(who, case, Some(&rec.header)),
+        None => false,
+    };
+    Ok(readable.then_some(rec))
+}
+
+/// Every document `who` may read now, found through the team → cases and case → documents
+/// indexes and decided by [`may_read`].
+pub fn readable_docs(txn: &mut dyn Txn, who: &Principal) -> Result<BTreeSet<DocId>, StoreError> {
+    let mut out = BTreeSet::new();
+    if !reads_records(who) {
+        return Ok(out);
+    }
+    let mut seen: HashSet<CaseId> = HashSet::new();
+    for team in who.teams() {
+        for case_id in txn.cases_of_team(*team)? {
+            if !seen.insert(case_id) {
+                continue;
+            }
+            let Some(case) = txn.case(case_id)? else {
+                continue;
+            };
+            if !may_read(who, &case, None) {
+                continue;
+            }
+            for doc_id in txn.docs_of_case(case_id)? {
+                if let Some(rec) = txn.doc(doc_id)? {
+                    if may_read(who, &case, Some(&rec.header)) {
+                        out.insert(doc_id);
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}

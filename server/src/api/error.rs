@@ -1,0 +1,136 @@
+//! [`ApiError`]: every error the API answers with, as JSON `{code, message}` with a stable code
+//! from `casenote_protocol::ErrorCode`. Internal failures are logged with a request id and
+//! answered with that id only; a store that cannot write answers `store_full` and says that
+//! nothing was kept. Also [`blocking`], which runs store calls off the async executor.
+
+use crate::store::StoreError;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use casenote_protocol::{limits, ErrorBody, ErrorCode};
+
+/// The message of the `device_revoked` answer.
+pub const DEVICE_REVOKED_MESSAGE: &str =
+    "this device has been revoked; its local data must be wiped";
+
+/// Every error the API answers with.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthorized,
+            "send a valid device token as `Authorization: Bearer cn_...`; ask an admin for a new one if it was revoked",
+        )
+    }
+
+    /// A token that was revoked (its device, or its staff member). The client wipes its store on
+    /// this code and on no other.
+    pub fn device_revoked() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::DeviceRevoked,
+            DEVICE_REVOKED_MESSAGE,
+        )
+    }
+
+    /// An internal failure: the detail is logged under a fresh request id; only the id is sent.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        let request_id = uuid::Uuid::new_v4();
+        tracing::error!(%request_id, error = %detail, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal,
+            format!("internal error; quote request id {request_id} to the administrator"),
+        )
+    }
+
+    /// The store stayed busy with conflicting writes through every retry: nothing was kept.
+    fn busy(e: StoreError) -> Self {
+        tracing::warn!(error = %e, "a request gave up after conflicting writes");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Internal,
+            format!("{e}. Nothing in this request was stored: keep your edits and sync again"),
+        )
+    }
+
+    pub(crate) fn stalled() -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::RequestTimeout,
+            "the body stopped arriving and the request was abandoned; nothing was stored: send it again",
+        )
+    }
+
+    pub(crate) fn too_large(len: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::BodyTooLarge,
+            format!(
+                "body is {len} bytes or more; the limit is {} bytes: sync in smaller pieces",
+                limits::REQUEST_BYTES_MAX
+            ),
+        )
+    }
+}
+
+impl From<StoreError> for ApiError {
+    /// A store that cannot write answers with a code (`store_full`: 507 when its disk is below
+    /// the floor, 503 otherwise) and says that nothing was kept; any other failure is internal.
+    fn from(e: StoreError) -> Self {
+        let status = match &e {
+            StoreError::Full(_) => StatusCode::INSUFFICIENT_STORAGE,
+            StoreError::Unwritable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            StoreError::Conflict => return ApiError::busy(e),
+            _ => return ApiError::internal(e),
+        };
+        tracing::warn!(error = %e, "write refused: the store cannot write");
+        Self::new(
+            status,
+            ErrorCode::StoreFull,
+            format!(
+                "{e}. Nothing in this request was stored: keep your edits and sync again later; \
+                 the server resumes by itself once it can write"
+            ),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            code: self.code,
+            message: self.message,
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// Runs a store call on the blocking pool.
+pub(crate) async fn blocking<T, F>(f: F) -> Result<T, ApiError>
+where
+    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result.map_err(ApiError::from),
+        Err(join) => Err(ApiError::internal(format!(
+            "a blocking task failed: {join}"
+        ))),
+    }
+}

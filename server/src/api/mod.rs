@@ -1,0 +1,94 @@
+//! The HTTP face of the server, and the only module that knows axum, hyper, tower and http: the
+//! router and its layers ([`router`], [`AppState`]), errors ([`ApiError`], in `error.rs`), the
+//! authenticated device of a request (`extract.rs`), the small routes (`routes.rs`), the sync
+//! handler (`sync.rs`), the live WebSocket (`live.rs`) and the accept loop (`listen.rs`).
+//!
+//! Every handler hands its work to the domain (sync, history, escrow, auth) on the blocking pool,
+//! never doing store work on the async executor, and turns the domain's answer into HTTP. A
+//! request body that stalls (no byte for `limits::HTTP_BODY_STALL_TIMEOUT_MS`) is abandoned with
+//! 408 `request_timeout`; connection-level limits (the cap, header and write timeouts) are the
+//! accept loop's.
+//!
+//! It may use everything else in the server; nothing else uses it but `lib.rs`.
+
+mod error;
+mod extract;
+pub(crate) mod listen;
+mod live;
+mod routes;
+mod sync;
+
+pub use error::{ApiError, DEVICE_REVOKED_MESSAGE};
+pub use extract::Authed;
+
+use crate::audit::Refusals;
+use crate::config::Config;
+use crate::feed::Feed;
+use crate::store::Store;
+use axum::extract::DefaultBodyLimit;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use casenote_protocol::limits;
+use listen::PerDevice;
+use std::sync::Arc;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub config: Arc<Config>,
+    /// The change feed: syncs publish to it, `GET /v1/live` connections listen.
+    pub feed: Arc<Feed>,
+    /// Audits refusals, counting repeats ([`crate::audit::Refusals`]).
+    pub refusals: Arc<Refusals>,
+    /// Each device's syncs in progress (`limits::SYNCS_PER_DEVICE_MAX`).
+    pub syncs: Arc<PerDevice>,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, config: Config) -> Self {
+        AppState {
+            store,
+            feed: Arc::new(Feed::new(config.live.clone())),
+            refusals: Arc::new(Refusals::default()),
+            syncs: Arc::new(PerDevice::new(limits::SYNCS_PER_DEVICE_MAX)),
+            config: Arc::new(config),
+        }
+    }
+}
+
+/// The router with every endpoint.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(routes::health))
+        .route("/ready", get(routes::ready))
+        .route("/v1/whoami", get(routes::whoami))
+        .route("/v1/history/{doc_id}", get(routes::history))
+        .route("/v1/escrow/{device_id}", post(routes::escrow_handler))
+        .route("/v1/live", get(live::live_handler))
+        .route(
+            "/v1/sync",
+            post(sync::sync_handler).layer(DefaultBodyLimit::disable()),
+        )
+        .fallback(routes::not_found)
+        .layer(DefaultBodyLimit::max(limits::SMALL_BODY_BYTES_MAX))
+        .layer(RequestBodyTimeoutLayer::new(
+            state.config.connections.body_stall_timeout,
+        ))
+        .layer(CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                ApiError::internal("a handler panicked").into_response()
+            },
+        ))
+        .with_state(state)
+}
+
+#[cfg(test)]
+mod api_tests;
+#[cfg(test)]
+mod listen_tests;
+#[cfg(test)]
+mod live_tests;

@@ -1,0 +1,180 @@
+//! `POST /v1/sync`: the body read by hand (so that an oversized body still gets a 413 with a
+//! code, and a stalled one a 408), at most `limits::SYNCS_PER_DEVICE_MAX` syncs in progress per
+//! device (429 beyond, counted until the sync's work ends, even if the client hangs up), the sync
+//! itself ([`crate::sync::handle`]) on the blocking pool, then the live event for what it stored.
+
+use super::error::ApiError;
+use super::extract::Authed;
+use super::AppState;
+use crate::validate::Rules;
+use crate::{now_ms, sync};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use casenote_protocol::limits::{self, OVERSIZED_BODY_DRAIN_BYTES_MAX};
+use casenote_protocol::wire::{self, CBOR_MEDIA_TYPE};
+use casenote_protocol::ErrorCode;
+use tower_http::timeout::TimeoutError;
+
+fn is_cbor(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case(CBOR_MEDIA_TYPE)
+        })
+        .unwrap_or(false)
+}
+
+/// Reads and discards up to `max` bytes of `body`.
+async fn drain(mut body: Body, max: usize) {
+    use http_body_util::BodyExt;
+    let mut read = 0usize;
+    while read <= max {
+        match body.frame().await {
+            Some(Ok(frame)) => read += frame.data_ref().map_or(0, |d| d.len()),
+            _ => break,
+        }
+    }
+}
+
+/// Whether a body error is the stall timeout of [`RequestBodyTimeoutLayer`].
+fn is_stall(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<TimeoutError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// Reads the whole body, refusing more than `limits::REQUEST_BYTES_MAX` bytes without buffering
+/// them: by its Content-Length before reading, or as it arrives when the length is not declared.
+/// (This is `axum::body::to_bytes` with the limit, plus draining an oversized body; see
+/// [`OVERSIZED_BODY_DRAIN_BYTES_MAX`].)
+async fn read_body(headers: &HeaderMap, mut body: Body) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    let max = limits::REQUEST_BYTES_MAX;
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|len| usize::try_from(len).unwrap_or(usize::MAX));
+    if let Some(len) = declared {
+        if len > max {
+            if len <= max.saturating_add(OVERSIZED_BODY_DRAIN_BYTES_MAX) {
+                drain(body, len).await;
+            }
+            return Err(ApiError::too_large(len));
+        }
+    }
+    let mut buf: Vec<u8> = Vec::with_capacity(declared.unwrap_or(0));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            if is_stall(&e) {
+                return ApiError::stalled();
+            }
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::MalformedBody,
+                format!("the body could not be read: {e}"),
+            )
+        })?;
+        let Some(data) = frame.data_ref() else {
+            continue;
+        };
+        if buf.len() + data.len() > max {
+            let seen = buf.len() + data.len();
+            drop(buf);
+            drain(body, OVERSIZED_BODY_DRAIN_BYTES_MAX).await;
+            return Err(ApiError::too_large(seen));
+        }
+        buf.extend_from_slice(data);
+    }
+    Ok(Bytes::from(buf))
+}
+
+pub(crate) async fn sync_handler(
+    State(state): State<AppState>,
+    Authed(who): Authed,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    if !is_cbor(&headers) {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::UnsupportedMediaType,
+            format!("send the sync body as {CBOR_MEDIA_TYPE}"),
+        ));
+    }
+    // Held from before the body is read (one device cannot hold every connection with uploads)
+    // until the blocking work ends (a client that hangs up does not free it before then).
+    let Some(slot) = state.syncs.enter(who.device_id) else {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::LimitExceeded,
+            format!(
+                "this device has {} syncs in progress already; let them finish first",
+                state.syncs.max()
+            ),
+        ));
+    };
+    let bytes = read_body(&headers, body).await?;
+    let started = std::time::Instant::now();
+    let body_bytes = bytes.len();
+    let store = state.store.clone();
+    let rules = Rules {
+        late_entry_after_ms: state.config.late_entry_after_ms,
+    };
+    let lease = state.config.lease;
+    let device = who.device_id;
+    let outcome = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        let req = match wire::decode_request(&bytes) {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(e)),
+        };
+        sync::handle(&*store, &who, req, now_ms(), &rules).map(|(mut resp, stored)| {
+            resp.lease = Some(lease);
+            Ok((wire::encode(&resp), stored))
+        })
+    })
+    .await;
+    let encoded = match outcome {
+        Ok(Ok(Ok((encoded, stored)))) => {
+            // Durable (the sync flushed): tell the live channel.
+            state.feed.publish(stored, Some(device));
+            encoded
+        }
+        Ok(Ok(Err(decode))) => {
+            let code = decode.code();
+            let status = if code == ErrorCode::BodyTooLarge {
+                StatusCode::PAYLOAD_TOO_LARGE
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            return Err(ApiError::new(status, code, decode.to_string()));
+        }
+        Ok(Err(store)) => return Err(ApiError::from(store)),
+        Err(join) => return Err(ApiError::internal(format!("the sync task failed: {join}"))),
+    };
+    tracing::debug!(
+        body_bytes,
+        response_bytes = encoded.len(),
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "sync answered"
+    );
+    Ok((
+        [(CONTENT_TYPE, HeaderValue::from_static(CBOR_MEDIA_TYPE))],
+        encoded,
+    )
+        .into_response())
+}

@@ -1,0 +1,167 @@
+//! The change feed: how the server tells listeners that changes are durable. Syncs publish what
+//! they stored ([`Feed::publish`], after their flush); each live connection ([`crate::api`]'s
+//! WebSocket) subscribes and filters by access. In-process today (a bounded
+//! [`tokio::sync::broadcast`]); on several server nodes it is where a node will hear the others
+//! (a later issue, through the database's notifications).
+//!
+//! Slow consumers never hold anyone up: the broadcast does not wait for receivers; one that falls
+//! more than `limits::LIVE_BROADCAST_EVENTS_MAX` events behind is told so and resyncs. Admission
+//! is counted here too: at most `LiveSettings::connections_max` listeners in all, and at most
+//! `limits::LIVE_CONNECTIONS_PER_DEVICE_MAX` per device, a device's newest replacing its oldest
+//! (a device that reconnects after its network dropped must not be locked out by the half-dead
+//! connection it left behind, and one device can never keep other devices out).
+//!
+//! It knows nothing of HTTP; it may use tokio's channels, the config and [`crate::sync::Stored`].
+
+use crate::config::LiveSettings;
+use crate::sync::Stored;
+use casenote_protocol::{DeviceId, DocId, Seq};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{broadcast, oneshot, OwnedSemaphorePermit, Semaphore};
+
+/// What one sync stored, as the broadcast carries it.
+#[derive(Debug)]
+pub struct Changed {
+    pub seq: Seq,
+    pub docs: Vec<DocId>,
+    /// The device that pushed: it is not told about its own changes.
+    pub origin: Option<DeviceId>,
+}
+
+/// The hub every live connection subscribes to.
+pub struct Feed {
+    tx: broadcast::Sender<Arc<Changed>>,
+    permits: Arc<Semaphore>,
+    settings: LiveSettings,
+    devices: Arc<Mutex<Devices>>,
+    next_id: AtomicU64,
+}
+
+/// Each device's open connections, oldest first: an id and the way to tell it it was replaced.
+type Devices = HashMap<DeviceId, VecDeque<(u64, oneshot::Sender<()>)>>;
+
+impl Feed {
+    pub fn new(settings: LiveSettings) -> Self {
+        let (tx, _) = broadcast::channel(settings.broadcast_events.max(1));
+        Feed {
+            tx,
+            permits: Arc::new(Semaphore::new(settings.connections_max)),
+            settings,
+            devices: Arc::default(),
+            next_id: AtomicU64::new(0),
+        }
+    }
+
+    /// Announces what a sync stored (call it only once the sync's flush returned). Never waits.
+    pub fn publish(&self, stored: Stored, origin: Option<DeviceId>) {
+        if stored.docs.is_empty() {
+            return;
+        }
+        // No receiver is not an error: nobody is listening.
+        let _ = self.tx.send(Arc::new(Changed {
+            seq: stored.upto,
+            docs: stored.docs,
+            origin,
+        }));
+    }
+
+    /// Open live connections.
+    pub fn connections(&self) -> usize {
+        self.settings.connections_max - self.permits.available_permits()
+    }
+
+    pub fn settings(&self) -> &LiveSettings {
+        &self.settings
+    }
+
+    /// A slot for one more connection of `device`, or `None` when every slot is taken. At the
+    /// device's own cap its oldest connection is told to close and its slot goes to this one.
+    pub async fn admit(&self, device: DeviceId) -> Option<Admitted> {
+        let replaced = self.replace_oldest_beyond_cap(device);
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            // The replaced connection lets go of its slot once it has sent its close frame.
+            Err(_) if replaced => tokio::time::timeout(
+                self.settings.send_timeout,
+                self.permits.clone().acquire_owned(),
+            )
+            .await
+            .ok()?
+            .ok()?,
+            Err(_) => return None,
+        };
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tell, replaced_rx) = oneshot::channel();
+        lock(&self.devices)
+            .entry(device)
+            .or_default()
+            .push_back((id, tell));
+        Some(Admitted {
+            rx: self.tx.subscribe(),
+            permit,
+            held: Held {
+                devices: self.devices.clone(),
+                device,
+                id,
+            },
+            replaced: replaced_rx,
+        })
+    }
+
+    /// Tells `device`'s oldest connections to close until one more fits under its cap; whether
+    /// any was told.
+    fn replace_oldest_beyond_cap(&self, device: DeviceId) -> bool {
+        let mut devices = lock(&self.devices);
+        let Some(held) = devices.get_mut(&device) else {
+            return false;
+        };
+        let mut replaced = false;
+        while held.len() >= self.settings.per_device_max.max(1) {
+            if let Some((_, tell)) = held.pop_front() {
+                let _ = tell.send(());
+                replaced = true;
+            }
+        }
+        replaced
+    }
+
+    /// Open live connections of `device`.
+    pub fn device_connections(&self, device: DeviceId) -> usize {
+        lock(&self.devices).get(&device).map_or(0, VecDeque::len)
+    }
+}
+
+fn lock(devices: &Mutex<Devices>) -> std::sync::MutexGuard<'_, Devices> {
+    devices.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A connection's place in its device's list; leaves it when dropped.
+pub struct Held {
+    devices: Arc<Mutex<Devices>>,
+    device: DeviceId,
+    id: u64,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut devices = lock(&self.devices);
+        if let Some(held) = devices.get_mut(&self.device) {
+            held.retain(|(id, _)| *id != self.id);
+            if held.is_empty() {
+                devices.remove(&self.device);
+            }
+        }
+    }
+}
+
+/// A connection that was let in: subscribed to the broadcast from this moment, holding its slot
+/// and its place among its device's connections until it is dropped.
+pub struct Admitted {
+    pub rx: broadcast::Receiver<Arc<Changed>>,
+    pub permit: OwnedSemaphorePermit,
+    pub held: Held,
+    /// Fires when a newer connection of the same device took this one's place.
+    pub replaced: oneshot::Receiver<()>,
+}

@@ -1,0 +1,515 @@
+//! The store contract in tests: one suite, written once against `dyn Store`, that every backend
+//! runs ([`conformance_tests!`]). A backend's test module gives it a [`Factory`] (a fresh store,
+//! and the same store opened again) and the macro makes one `#[test]` per check, so a failure
+//! names what the backend got wrong.
+//!
+//! What it holds a backend to: consecutive sequences that survive a reopen; reads that see the
+//! transaction's own writes; a failed transaction leaves nothing, and [`crate::store::write`]
+//! runs a conflicting one again whole; the indexes kept in step by `put_case` and `put_doc`; the
+//! audit chain continued across transactions and a reopen; device sync state and holdings; a
+//! quarantined change keeps its first entry; escrow put-if-absent; the access epoch; the log id;
+//! read transactions refuse writes; and two threads writing at once get distinct, gap-free
+//! sequences and one unforked audit chain.
+
+use super::{read, write, Store, StoreError, Txn};
+use crate::model::audit::{AnchoredCheck, AuditKind, AuditRecord};
+use crate::model::{
+    CaseRecord, DeviceSync, DocHeader, DocRecord, NewChange, Org, PendingReconcile,
+    QuarantineEntry, Team, TokenRecord,
+};
+use casenote_protocol::wire::Hash;
+use casenote_protocol::{CaseId, DeviceId, DocId, DocKind, OrgId, Seq, StaffId, TeamId};
+use serde_json::json;
+use std::sync::Arc;
+
+/// What a backend's tests hand the suite.
+pub(crate) trait Factory {
+    /// A new, empty store.
+    fn fresh(&mut self) -> Arc<dyn Store>;
+    /// `store` closed (the caller holds no other reference) and opened again on the same data.
+    fn reopen(&mut self, store: Arc<dyn Store>) -> Arc<dyn Store>;
+}
+
+/// One `#[test]` per check of the suite, each on a fresh factory from `$factory`.
+macro_rules! conformance_tests {
+    ($factory:expr) => {
+        $crate::store::conformance::conformance_tests!(@each $factory;
+            consecutive_sequences_survive_a_reopen,
+            a_transaction_reads_its_own_writes,
+            a_failed_transaction_leaves_nothing,
+            a_conflicting_write_runs_again_whole,
+            put_case_and_put_doc_keep_the_indexes_in_step,
+            the_audit_chain_continues_across_transactions_and_a_reopen,
+            device_sync_state_and_holdings_are_kept_per_device,
+            a_quarantined_change_keeps_its_first_entry,
+            escrow_keeps_the_first_key_until_it_is_removed,
+            the_access_epoch_and_the_log_id_are_kept,
+            the_directory_reads_back,
+            a_read_transaction_refuses_writes,
+            two_threads_writing_at_once_get_gap_free_sequences_and_one_audit_chain,
+        );
+    };
+    (@each $factory:expr; $($check:ident),+ $(,)?) => {
+        $(
+            #[test]
+            fn $check() {
+                $crate::store::conformance::$check(&mut $factory);
+            }
+        )+
+    };
+}
+pub(crate) use conformance_tests;
+
+fn change(doc: DocId, n: u64) -> NewChange {
+    let mut hash = [0u8; 32];
+    hash[..8].copy_from_slice(&n.to_be_bytes());
+    hash[8..24].copy_from_slice(doc.as_bytes());
+    NewChange {
+        doc_id: doc,
+        hash: Hash(hash),
+        bytes: n.to_be_bytes().repeat(3),
+        received_at_ms: 1_000 + n as i64,
+    }
+}
+
+fn record(n: u64) -> AuditRecord {
+    AuditRecord::new(AuditKind::Admin, 1_000, json!({"action": "test", "n": n}))
+}
+
+fn case(teams: Vec<TeamId>) -> CaseRecord {
+    CaseRecord {
+        case_id: CaseId::new_random(),
+        owner_org: OrgId::new_random(),
+        teams,
+        created_ms: 0,
+    }
+}
+
+fn doc_of(case: CaseId) -> DocRecord {
+    DocRecord {
+        header: DocHeader {
+            doc_id: DocId::new_random(),
+            case_id: case,
+            kind: DocKind::Note,
+            owner_org: OrgId::new_random(),
+            access_teams: None,
+            created_by: StaffId::new_random(),
+            created_ms: 0,
+        },
+        heads: Vec::new(),
+        ops: 0,
+        filed_ms: None,
+    }
+}
+
+fn quarantine(doc: DocId, hash: Hash, reason: &str) -> QuarantineEntry {
+    QuarantineEntry {
+        doc_id: doc,
+        hash,
+        bytes: vec![1, 2, 3],
+        reason: reason.into(),
+        staff_id: StaffId::new_random(),
+        device_id: DeviceId::new_random(),
+        at_ms: 5,
+    }
+}
+
+/// Every audit entry checked as a chain; the number of entries.
+fn audit_chain(store: &dyn Store) -> usize {
+    let mut check = AnchoredCheck::new(None);
+    store
+        .audit_scan(&mut |k, v| check.visit(k, v))
+        .expect("the audit log scans");
+    check.finish().expect("the audit chain is unbroken")
+}
+
+fn logged(store: &dyn Store) -> Vec<(Seq, DocId, Hash, Vec<u8>)> {
+    let mut out = Vec::new();
+    let last = store.last_seq().unwrap();
+    store
+        .scan_log(Seq(0), last, &mut |e| {
+            out.push((e.seq, e.doc_id, e.hash, e.bytes.to_vec()));
+            true
+        })
+        .unwrap();
+    out
+}
+
+pub(crate) fn consecutive_sequences_survive_a_reopen(f: &mut dyn Factory) {
+    let store = f.fresh();
+    let doc = DocId::new_random();
+    let first = write(&*store, |t| {
+        Ok(vec![
+            t.append_change(&change(doc, 1))?,
+            t.append_change(&change(doc, 2))?,
+        ])
+    })
+    .unwrap();
+    let third = write(&*store, |t| t.append_change(&change(doc, 3))).unwrap();
+    assert_eq!(first, vec![Seq(1), Seq(2)]);
+    assert_eq!(third, Seq(3));
+    assert_eq!(store.last_seq().unwrap(), Seq(3));
+    store.flush().unwrap();
+    assert_eq!(store.durable_seq().unwrap(), Seq(3));
+    let store = f.reopen(store);
+    assert_eq!(store.last_seq().unwrap(), Seq(3));
+    let log = logged(&*store);
+    let expected: Vec<_> = (1..=3)
+        .map(|n| {
+            let c = change(doc, n);
+            (Seq(n), doc, c.hash, c.bytes)
+        })
+        .collect();
+    assert_eq!(log, expected);
+    assert_eq!(
+        store.get_log(Seq(2)).unwrap(),
+        Some((doc, change(doc, 2).hash, change(doc, 2).bytes))
+    );
+    assert_eq!(store.get_log(Seq(4)).unwrap(), None);
+    assert_eq!(store.received_at(Seq(2)).unwrap(), Some(1_002));
+    assert_eq!(
+        store.doc_change_seqs(doc).unwrap(),
+        vec![Seq(1), Seq(2), Seq(3)]
+    );
+    assert!(read(&*store, |t| t.has_change(doc, &change(doc, 3).hash)).unwrap());
+    assert!(!read(&*store, |t| t.has_change(doc, &change(doc, 4).hash)).unwrap());
+    let next = write(&*store, |t| t.append_change(&change(doc, 4))).unwrap();
+    assert_eq!(next, Seq(4), "the sequence goes on after a reopen");
+}
+
+pub(crate) fn a_transaction_reads_its_own_writes(f: &mut dyn Factory) {
+    let store = f.fresh();
+    let team = TeamId::new_random();
+    let device = DeviceId::new_random();
+    let doc = DocId::new_random();
+    write(&*store, |t| {
+        let org = Org {
+            org_id: OrgId::new_random(),
+            name: "Council".into(),
+        };
+        t.put_org(&org)?;
+        assert_eq!(t.org(org.org_id)?, Some(org.clone()));
+        assert_eq!(t.orgs()?, vec![org]);
+        let c = case(vec![team]);
+        t.put_case(&c)?;
+        assert_eq!(t.case(c.case_id)?, Some(c.clone()));
+        assert_eq!(t.cases_of_team(team)?, vec![c.case_id]);
+        let d = doc_of(c.case_id);
+        t.put_doc(&d)?;
+        assert_eq!(t.doc(d.header.doc_id)?, Some(d.clone()));
+        assert_eq!(t.docs_of_case(c.case_id)?, vec![d.header.doc_id]);
+        let seq = t.append_change(&change(doc, 1))?;
+        assert_eq!(seq, Seq(1));
+        assert!(t.has_change(doc, &change(doc, 1).hash)?);
+        t.device_docs_add(device, &[doc])?;
+        assert_eq!(t.device_docs(device)?, vec![doc]);
+        t.device_docs_remove(device, &[doc])?;
+        assert!(t.device_docs(device)?.is_empty());
+        let a = t.audit_append(record(1))?;
+        let b = t.audit_append(record(2))?;
+        assert_eq!((a.seq, b.seq), (1, 2));
+        assert_eq!(b.prev_hash, a.hash);
+        assert_eq!(t.bump_access_epoch()?, 1);
+        assert_eq!(t.access_epoch()?, 1);
+        t.put_meta("marker", b"x")?;
+        assert_eq!(t.meta("marker")?, Some(b"x".to_vec()));
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(audit_chain(&*store), 2);
+}
+
+pub(crate) fn a_failed_transaction_leaves_nothing(f: &mut dyn Factory) {
+    let store = f.fresh();
+    let doc = DocId::new_random();
+    let failed = write(&*store, |t| -> Result<(), StoreError> {
+        t.put_org(&Org {
+            org_id: OrgId::new_random(),
+            name: "Gone".into(),
+        })?;
+        t.append_change(&change(doc, 1))?;
+        t.audit_append(record(1))?;
+        t.bump_access_epoch()?;
+        t.put_case(&case(vec![TeamId::new_random()]))?;
+        Err(StoreError::Corrupt("the work gave up".into()))
+    });
+    assert!(matches!(failed, Err(StoreError::Corrupt(_))));
+    assert_eq!(store.last_seq().unwrap(), Seq(0));
+    assert_eq!(audit_chain(&*store), 0);
+    read(&*store, |t| {
+        assert!(t.orgs()?.is_empty());
+        assert_eq!(t.access_epoch()?, 0);
+        assert!(!t.has_change(doc, &change(doc, 1).hash)?);
+        Ok(())
+    })
+    .unwrap();
+    let seq = write(&*store, |t| t.append_change(&change(doc, 2))).unwrap();
+    assert_eq!(seq, Seq(1), "a failed transaction leaves no gap");
+}
+
+pub(crate) fn a_conflicting_write_runs_again_whole(f: &mut dyn Factory) {
+    let store = f.fresh();
+    let doc = DocId::new_random();
+    let mut attempts = 0;
+    let seq = write(&*store, |t| {
+        attempts += 1;
+        let seq = t.append_change(&change(doc, attempts))?;
+        t.audit_append(record(attempts))?;
+        if attempts < 3 {
+            return Err(StoreError::Conflict);
+        }
+        Ok(seq)
+    })
+    .unwrap();
+    assert_eq!(attempts, 3);
+    assert_eq!(seq, Seq(1), "the attempts that conflicted left nothing");
+    assert_eq!(logged(&*store).len(), 1);
+    assert_eq!(audit_chain(&*store), 1);
+    let mut forever = 0u32;
+    let gave_up = write(&*store, |_| -> Result<(), StoreError> {
+        forever += 1;
+        Err(StoreError::Conflict)
+    });
+    assert!(matches!(gave_up, Err(StoreError::Conflict)));
+    assert_eq!(
+        forever,
+        casenote_protocol::limits::STORE_WRITE_RETRIES + 1,
+        "bounded retries"
+    );
+}
+
+pub(crate) fn put_case_and_put_doc_keep_the_indexes_in_step(f: &mut dyn Factory) {
+    let store = f.fresh();
+    let [a, b, c] = [(); 3].map(|_| TeamId::new_random());
+    let mut kase = case(vec![a, b]);
+    let d = doc_of(kase.case_id);
+    write(&*store, |t| {
+        t.put_case(&kase)?;
+        t.put_doc(&d)
+    })
+    .unwrap();
+    kase.teams = vec![b, c];
+    write(&*store, |t| t.put_case(&kase)).unwrap();
+    read(&*store, |t| {
+        assert!(t.cases_of_team(a)?.is_empty(), "a team that left drops out");
+        assert_eq!(t.cases_of_team(b)?, vec![kase.case_id]);
+        assert_eq!(t.cases_of_team(c)?, vec![kase.case_id]);
+        assert_eq!(t.docs_of_case(kase.case_id)?, vec![d.header.doc_id]);
+        assert_eq!(t.case(kase.case_id)?.unwrap().teams, vec![b, c]);
+        Ok(())
+    })
+    .unwrap();
+}
+
+pub(crate) fn the_audit_chain_continues_across_transactions_and_a_reopen(f: &mut dyn Factory) {
+    let store = f.fresh();
+    for n in 1..=3 {
+        let e = write(&*store, |t| t.audit_append(record(n))).unwrap();
+        assert_eq!(e.seq, n);
+    }
+    store.flush().unwrap();
+    let store = f.reopen(store);
+    let e = write(&*store, |t| t.audit_append(record(4))).unwrap();
+    assert_eq!(e.seq, 4);
+    assert_eq!(audit_chain(&*store), 4);
+}
+
+pub(crate) fn device_sync_state_and_holdings_are_kept_per_device(f: &mut dyn Factory) {
+    let store = f.fresh();
+    let (one, other) = (DeviceId::new_random(), DeviceId::new_random());
+    let docs: Vec<DocId> = (0..3).map(|_| DocId::new_random()).collect();
+    let state = DeviceSync {
+        reconciled_epoch: Some(4),
+        pending: Some(PendingReconcile {
+            id: 9,
+            epoch: 5,
+            evictions: vec![docs[0]],
+            missing: vec![docs[1]],
+            upto: Seq(7),
+            confirmed: Default::default(),
+            sent: Default::default(),
+        }),
+    };
+    write(&*store, |t| {
+        t.put_device_sync(one, &state)?;
+        t.device_docs_add(one, &docs)?;
+        t.device_docs_add(other, &docs[..1])
+    })
+    .unwrap();
+    write(&*store, |t| t.device_docs_remove(one, &docs[..1])).unwrap();
+    read(&*store, |t| {
+        assert_eq!(t.device_sync(one)?, Some(state.clone()));
+        assert_eq!(t.device_sync(other)?, None);
+        let mut held = t.device_docs(one)?;
+        held.sort();
+        let mut expected = docs[1..].to_vec();
+        expected.sort();
+        assert_eq!(held, expected);
+        Ok(())
+    })
+    .unwrap();
+    write(&*store, |t| {
+        t.device_docs_clear(one)?;
+        assert!(
+            t.device_docs(one)?.is_empty(),
+            "cleared within the transaction"
+        );
+        t.device_docs_add(one, &docs[2..])
+    })
+    .unwrap();
+    read(&*store, |t| {
+        assert_eq!(t.device_docs(one)?, docs[2..].to_vec());
+        assert_eq!(
+            t.device_docs(other)?,
+            docs[..1].to_vec(),
+            "another device's holdings"
+        );
+        Ok(())
+    })
+    .unwrap();
+}
+
+pub(crate) fn a_quarantined_change_keeps_its_first_entry(f: &mut dyn Factory) {
+    let store = f.fresh();
+    let doc = DocId::new_random();
+    let (h1, h2) = (change(doc, 1).hash, change(doc, 2).hash);
+    let first = write(&*store, |t| {
+        t.quarantine_add(&[quarantine(doc, h1, "first")])
+    })
+    .unwrap();
+    let again = write(&*store, |t| {
+        t.quarantine_add(&[quarantine(doc, h1, "second"), quarantine(doc, h2, "other")])
+    })
+    .unwrap();
+    assert_eq!((first, again), (1, 1));
+    let kept = read(&*store, |t| t.quarantined(doc, &h1)).unwrap().unwrap();
+    assert_eq!(kept.reason, "first");
+    assert_eq!(store.quarantine_list().unwrap().len(), 2);
+}
+
+pub(crate) fn escrow_keeps_the_first_key_until_it_is_removed(f: &mut dyn Factory) {
+    let store = f.fresh();
+    let device = DeviceId::new_random();
+    let kept = write(&*store, |t| t.escrow_put_if_absent(device, [1; 32])).unwrap();
+    let again = write(&*store, |t| t.escrow_put_if_absent(device, [2; 32])).unwrap();
+    assert_eq!((kept, again), ([1; 32], [1; 32]));
+    write(&*store, |t| t.escrow_remove(device)).unwrap();
+    assert_eq!(read(&*store, |t| t.escrow(device)).unwrap(), None);
+    let fresh = write(&*store, |t| t.escrow_put_if_absent(device, [3; 32])).unwrap();
+    assert_eq!(fresh, [3; 32]);
+}
+
+pub(crate) fn the_access_epoch_and_the_log_id_are_kept(f: &mut dyn Factory) {
+    let store = f.fresh();
+    let original = read(&*store, |t| t.log_id()).unwrap();
+    assert_eq!(read(&*store, |t| t.access_epoch()).unwrap(), 0);
+    let bumped = write(&*store, |t| {
+        Ok((t.bump_access_epoch()?, t.bump_access_epoch()?))
+    })
+    .unwrap();
+    assert_eq!(bumped, (1, 2));
+    let new = uuid::Uuid::new_v4();
+    write(&*store, |t| t.set_log_id(new)).unwrap();
+    assert_ne!(new, original);
+    store.flush().unwrap();
+    let store = f.reopen(store);
+    read(&*store, |t| {
+        assert_eq!(t.access_epoch()?, 2);
+        assert_eq!(t.log_id()?, new);
+        Ok(())
+    })
+    .unwrap();
+}
+
+pub(crate) fn the_directory_reads_back(f: &mut dyn Factory) {
+    let store = f.fresh();
+    let org = Org {
+        org_id: OrgId::new_random(),
+        name: "Trust".into(),
+    };
+    let team = Team {
+        team_id: TeamId::new_random(),
+        org_id: org.org_id,
+        name: "Ward 7".into(),
+    };
+    let token = TokenRecord {
+        device_id: DeviceId::new_random(),
+        staff_id: StaffId::new_random(),
+        revoked: false,
+    };
+    write(&*store, |t| {
+        t.put_org(&org)?;
+        t.put_team(&team)?;
+        t.put_token(&[7; 32], &token)
+    })
+    .unwrap();
+    read(&*store, |t| {
+        assert_eq!(t.teams()?, vec![team.clone()]);
+        assert_eq!(t.team(team.team_id)?, Some(team.clone()));
+        assert_eq!(t.token(&[7; 32])?, Some(token.clone()));
+        assert_eq!(t.token(&[8; 32])?, None);
+        assert!(t.staff_all()?.is_empty() && t.devices()?.is_empty());
+        Ok(())
+    })
+    .unwrap();
+}
+
+pub(crate) fn a_read_transaction_refuses_writes(f: &mut dyn Factory) {
+    let store = f.fresh();
+    let refused = read(&*store, |t: &mut dyn Txn| t.audit_append(record(1)));
+    assert!(refused.is_err());
+    let refused = read(&*store, |t: &mut dyn Txn| {
+        t.put_org(&Org {
+            org_id: OrgId::new_random(),
+            name: "No".into(),
+        })
+    });
+    assert!(refused.is_err());
+    assert_eq!(audit_chain(&*store), 0);
+    assert!(read(&*store, |t| t.orgs()).unwrap().is_empty());
+}
+
+pub(crate) fn two_threads_writing_at_once_get_gap_free_sequences_and_one_audit_chain(
+    f: &mut dyn Factory,
+) {
+    const ROUNDS: u64 = 200;
+    let store = f.fresh();
+    let writer = |store: Arc<dyn Store>| {
+        std::thread::spawn(move || {
+            let doc = DocId::new_random();
+            let mut seqs = Vec::new();
+            for n in 0..ROUNDS {
+                let got = write(&*store, |t| {
+                    let mut got = vec![t.append_change(&change(doc, 2 * n))?];
+                    if n % 3 == 0 {
+                        got.push(t.append_change(&change(doc, 2 * n + 1))?);
+                    }
+                    t.audit_append(record(n))?;
+                    Ok(got)
+                })
+                .unwrap();
+                seqs.extend(got);
+            }
+            seqs
+        })
+    };
+    let (a, b) = (writer(store.clone()), writer(store.clone()));
+    let (a, b) = (a.join().unwrap(), b.join().unwrap());
+    let mut all: Vec<u64> = a.iter().chain(&b).map(|s| s.0).collect();
+    all.sort();
+    let total = all.len() as u64;
+    assert_eq!(
+        all,
+        (1..=total).collect::<Vec<_>>(),
+        "distinct and gap-free"
+    );
+    for seqs in [&a, &b] {
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in commit order");
+    }
+    assert_eq!(logged(&*store).len() as u64, total);
+    assert_eq!(
+        audit_chain(&*store),
+        2 * ROUNDS as usize,
+        "one unforked chain"
+    );
+}

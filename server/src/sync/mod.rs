@@ -1,0 +1,478 @@
+//! The sync: one request in, one response out, no HTTP (docs/design.md, "Sync").
+//!
+//! A device pushes, per document, the server heads it last saw (`base`) and the Automerge changes
+//! it made since; the server checks and stores what is new under the next global sequence
+//! numbers, makes it durable, and hands back every change the device may read above its cursor,
+//! paged by bytes. [`handle`] does it in five steps:
+//!
+//! 1. the Automerge validation of what was pushed, ahead of any write, under locks of the pushed
+//!    documents only, reading committed state through a read transaction ([`push`]);
+//! 2. write #1, the push: access, dedupe, authorship, the rules' judgements reused, the changes
+//!    appended, refusals quarantined and audited, the pushed documents added to the device's
+//!    holdings ([`push`]);
+//! 3. outside any write transaction, from committed data: the device's state and the access
+//!    epoch read, the access reconciliation decided ([`reconcile`]), the log scan and backfill
+//!    pages collected ([`pull`]);
+//! 4. write #2: the access epoch and the device's state verified to be what step 3 read (if
+//!    either moved, a concurrent sync of the device or an access change landed: step 3 runs
+//!    again), then the device's new state, its holdings and the sync's audit entry stored;
+//! 5. one flush, then the response (and, in the HTTP layer, the live event).
+//!
+//! Durability: the one flush at the end covers everything the sync wrote and everything its pull
+//! handed out. The pull may hand out changes committed but not yet flushed (this sync's own, or a
+//! concurrent sync's), because the response leaves only after a flush that started after the
+//! pull chose its upper bound; so no cursor ever points past what survives a crash. Concurrent
+//! syncs share that flush (group commit).
+//!
+//! Log id: every response names the store's log id. A request that names another one (the store
+//! was restored from backup, or healed a loss found at open), or names this one with a cursor
+//! past the end of the log (a backup put back without `admin restored`), is answered with `reset`
+//! and nothing else ([`reset`]). A request without one (a new device) is handled normally.
+//!
+//! It may use the store, the model, [`crate::access`], [`crate::auth`]'s principal and
+//! [`crate::validate`]; it is handed the time.
+
+pub mod pull;
+pub mod push;
+pub mod reconcile;
+
+pub use pull::{pull, Pulled};
+pub use push::{push, push_with, PushOutcome};
+
+use crate::auth::Principal;
+use crate::model::{AuditKind, AuditRecord, DeviceSync};
+use crate::store::{self, Store, StoreError, Txn};
+use crate::validate::Rules;
+use casenote_protocol::wire::{DocPull, SyncRequest, SyncResponse, PROTOCOL_VERSION};
+use casenote_protocol::{limits, DocId, Seq};
+use reconcile::{Basis, Holdings, Reconciled};
+use serde_json::json;
+
+/// What a sync stored, for the live channel: the documents that got changes new to the server
+/// and the sequence that covers them (durable once the sync returned).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stored {
+    pub upto: Seq,
+    pub docs: Vec<DocId>,
+}
+
+impl Stored {
+    fn of(pushed: &PushOutcome) -> Self {
+        Stored {
+            upto: pushed.upto,
+            docs: pushed
+                .acks
+                .iter()
+                .filter(|a| a.stored > 0)
+                .map(|a| a.doc_id)
+                .collect(),
+        }
+    }
+}
+
+/// What the device asked, apart from its pushes.
+#[derive(Clone, Copy, Debug)]
+struct Asked {
+    cursor: Seq,
+    confirmed: Option<u64>,
+    clock_offset_ms: i64,
+    clock_flagged: bool,
+}
+
+impl Asked {
+    fn of(req: &SyncRequest, who: &Principal, now_ms: i64) -> Self {
+        let offset_ms = req.device_clock_ms.saturating_sub(now_ms);
+        let flagged = offset_ms.saturating_abs() > limits::CLOCK_OFFSET_FLAG_MS;
+        if flagged {
+            tracing::warn!(device = %who.device_id, offset_ms, "device clock is off by more than the flag limit");
+        }
+        Asked {
+            cursor: req.cursor,
+            confirmed: req.confirmed_reconcile,
+            clock_offset_ms: offset_ms,
+            clock_flagged: flagged,
+        }
+    }
+}
+
+/// Handles one sync request from an authenticated device (the five steps above) and says what it
+/// stored, for the live channel.
+pub fn handle(
+    store: &dyn Store,
+    who: &Principal,
+    mut req: SyncRequest,
+    now_ms: i64,
+    rules: &Rules,
+) -> Result<(SyncResponse, Stored), StoreError> {
+    let log_id = store::read(store, |txn| txn.log_id())?;
+    if let Some(theirs) = must_reset(store, who, &req, log_id)? {
+        return reset(store, who, &req, (theirs, log_id), now_ms).map(|r| (r, Stored::default()));
+    }
+    let asked = Asked::of(&req, who, now_ms);
+    let pushed_docs = req.docs.len();
+    let pushed = push_with(store, who, std::mem::take(&mut req.docs), now_ms, rules)?;
+    let planned = pull_and_commit(store, who, &asked, &pushed, now_ms)?;
+    store.flush()?;
+    log_sync(who, &asked, pushed_docs, &pushed, &planned);
+    let stored = Stored::of(&pushed);
+    Ok((response(log_id, now_ms, pushed, planned), stored))
+}
+
+/// The device's log id, when it must reset: another log's, or this one's with a cursor past the
+/// end of the log (the store lost what it handed the device: a backup put back without `admin
+/// restored`).
+fn must_reset(
+    store: &dyn Store,
+    who: &Principal,
+    req: &SyncRequest,
+    ours: uuid::Uuid,
+) -> Result<Option<uuid::Uuid>, StoreError> {
+    let Some(theirs) = req.log_id else {
+        return Ok(None);
+    };
+    if theirs != ours {
+        return Ok(Some(theirs));
+    }
+    let last = store.last_seq()?;
+    if req.cursor > last {
+        tracing::warn!(device = %who.device_id, cursor_in = req.cursor.0, last_seq = last.0, "the device's cursor is past this store's log");
+        return Ok(Some(theirs));
+    }
+    Ok(None)
+}
+
+/// The answer to a device whose log id is not the store's (or whose cursor is past its log):
+/// reset, and nothing else; nothing pushed is applied, nothing pulled. Audited and flushed.
+fn reset(
+    store: &dyn Store,
+    who: &Principal,
+    req: &SyncRequest,
+    (theirs, ours): (uuid::Uuid, uuid::Uuid),
+    now_ms: i64,
+) -> Result<SyncResponse, StoreError> {
+    let record = AuditRecord::new(
+        AuditKind::Sync,
+        now_ms,
+        json!({
+            "reset": true,
+            "device_log_id": theirs,
+            "log_id": ours,
+            "cursor_in": req.cursor.0,
+            "pushed_docs": req.docs.len(),
+        }),
+    )
+    .staff(who.staff_id())
+    .device(who.device_id);
+    store::write(store, |txn| txn.audit_append(record.clone()))?;
+    store.flush()?;
+    tracing::info!(device = %who.device_id, cursor_in = req.cursor.0, "sync reset: the device's log id is not this store's");
+    Ok(SyncResponse {
+        version: PROTOCOL_VERSION,
+        cursor: Seq(0),
+        more: false,
+        server_time_ms: now_ms,
+        acks: Vec::new(),
+        docs: Vec::new(),
+        need_full_history: Vec::new(),
+        rejections: Vec::new(),
+        evictions: Vec::new(),
+        log_id: ours,
+        reset: true,
+        reconcile_id: None,
+        lease: None, // set by the HTTP layer from the server's configuration
+    })
+}
+
+/// What step 3 read and decided, for step 4 to commit and the response to carry.
+struct Planned {
+    /// What step 3 read: the access epoch and the device's state.
+    epoch: u64,
+    seen: Option<DeviceSync>,
+    /// The device's state to store.
+    state: DeviceSync,
+    holdings: Holdings,
+    confirmed: bool,
+    evictions: Vec<DocId>,
+    reconcile_id: Option<u64>,
+    /// Every document this response carries (backfill and log scan, merged).
+    docs: Vec<DocPull>,
+    cursor: Seq,
+    more: bool,
+    pulled_changes: usize,
+    backfilled: usize,
+    pulled_bytes: usize,
+}
+
+/// Steps 3 and 4: plans the pull from committed data, then commits the device's state if what
+/// the plan read still holds; runs the plan again when it does not (up to
+/// `limits::STORE_WRITE_RETRIES` times).
+fn pull_and_commit(
+    store: &dyn Store,
+    who: &Principal,
+    asked: &Asked,
+    pushed: &PushOutcome,
+    now_ms: i64,
+) -> Result<Planned, StoreError> {
+    let mut attempt = 0;
+    loop {
+        let visible = store.last_seq()?;
+        let planned = store::read(store, |txn| plan(txn, store, who, asked, pushed, visible))?;
+        let record = sync_record(who, asked, pushed, &planned, now_ms);
+        let committed = store::write(store, |txn| commit(txn, who, &planned, record.clone()))?;
+        match committed {
+            Ok(()) => return Ok(planned),
+            Err(Moved) if attempt < limits::STORE_WRITE_RETRIES => {
+                attempt += 1;
+                store::back_off(attempt);
+            }
+            Err(Moved) => return Err(StoreError::Conflict),
+        }
+    }
+}
+
+/// What step 3 decided before the log scan: the epoch and state it read, the state and holdings
+/// to commit, whether the device confirmed, and the reconciliation's part of the response.
+struct Decided {
+    epoch: u64,
+    seen: Option<DeviceSync>,
+    state: DeviceSync,
+    holdings: Holdings,
+    confirmed: bool,
+    rec: Reconciled,
+}
+
+/// Step 3: reads the access epoch and the device's state, decides the reconciliation, and
+/// collects the pages of changes (in `(cursor, visible]`) the response hands out.
+fn plan(
+    txn: &mut dyn Txn,
+    store: &dyn Store,
+    who: &Principal,
+    asked: &Asked,
+    pushed: &PushOutcome,
+    visible: Seq,
+) -> Result<Planned, StoreError> {
+    let epoch = txn.access_epoch()?;
+    let seen = txn.device_sync(who.device_id)?;
+    let decided = if asked.cursor == Seq(0) {
+        fresh_start(epoch, seen, pushed)
+    } else {
+        let basis = Basis {
+            epoch,
+            cursor: asked.cursor,
+            visible,
+            skip: &pushed.pushed,
+        };
+        let mut state = seen.clone().unwrap_or_default();
+        let mut holdings = Holdings::default();
+        let confirmed = reconcile::confirm(&mut state, asked.confirmed, &mut holdings);
+        let rec = reconcile::reconcile(txn, store, who, &mut state, &basis, &holdings)?;
+        Decided {
+            epoch,
+            seen,
+            state,
+            holdings,
+            confirmed,
+            rec,
+        }
+    };
+    finish_plan(txn, store, who, (asked, pushed, visible), decided)
+}
+
+/// A device starting from nothing (cursor 0) holds nothing the server handed it but what it just
+/// pushed, and is reconciled at the current epoch: the log scan gives it everything it may read.
+fn fresh_start(epoch: u64, seen: Option<DeviceSync>, pushed: &PushOutcome) -> Decided {
+    Decided {
+        epoch,
+        seen,
+        state: DeviceSync {
+            reconciled_epoch: Some(epoch),
+            pending: None,
+        },
+        holdings: Holdings {
+            clear: true,
+            remove: Vec::new(),
+            add: pushed.acks.iter().map(|a| a.doc_id).collect(),
+        },
+        confirmed: false,
+        rec: Reconciled::default(),
+    }
+}
+
+/// The rest of step 3: the log scan (unless the backfill filled the page), and what the device
+/// holds from now on.
+fn finish_plan(
+    txn: &mut dyn Txn,
+    store: &dyn Store,
+    who: &Principal,
+    (asked, pushed, visible): (&Asked, &PushOutcome, Seq),
+    d: Decided,
+) -> Result<Planned, StoreError> {
+    let Decided {
+        epoch,
+        seen,
+        state,
+        mut holdings,
+        confirmed,
+        rec,
+    } = d;
+    let pulled = if rec.page_full {
+        // The backfill filled the page: the cursor stays, the device asks again at once.
+        Pulled {
+            cursor: asked.cursor.min(visible),
+            more: true,
+            ..Pulled::default()
+        }
+    } else {
+        let range = (asked.cursor, visible);
+        pull::pull_upto(txn, store, who, range, &pushed.pushed, rec.backfill.bytes)?
+    };
+    holdings
+        .add
+        .extend(reconcile::held_now(&pulled.docs, &state, &rec.evictions));
+    let mut docs = rec.backfill.docs;
+    pull::merge_pulls(&mut docs, pulled.docs);
+    // A document evicted in this response is never also sent in it.
+    docs.retain(|d| !rec.evictions.contains(&d.doc_id));
+    Ok(Planned {
+        epoch,
+        seen,
+        state,
+        holdings,
+        confirmed,
+        evictions: rec.evictions,
+        reconcile_id: rec.reconcile_id,
+        docs,
+        cursor: pulled.cursor,
+        more: pulled.more,
+        pulled_changes: pulled.changes + rec.backfill.changes,
+        backfilled: rec.backfill.changes,
+        pulled_bytes: rec.backfill.bytes + pulled.bytes,
+    })
+}
+
+/// What step 3 read moved before step 4 could commit it.
+struct Moved;
+
+/// Step 4: if the access epoch and the device's state are still what step 3 read, stores the
+/// device's new state and holdings and the sync's audit entry.
+fn commit(
+    txn: &mut dyn Txn,
+    who: &Principal,
+    planned: &Planned,
+    record: AuditRecord,
+) -> Result<Result<(), Moved>, StoreError> {
+    let device = who.device_id;
+    if txn.access_epoch()? != planned.epoch || txn.device_sync(device)? != planned.seen {
+        return Ok(Err(Moved));
+    }
+    let h = &planned.holdings;
+    if h.clear {
+        txn.device_docs_clear(device)?;
+    }
+    if !h.remove.is_empty() {
+        txn.device_docs_remove(device, &h.remove)?;
+    }
+    if !h.add.is_empty() {
+        txn.device_docs_add(device, &h.add)?;
+    }
+    if planned.state != planned.seen.clone().unwrap_or_default() {
+        txn.put_device_sync(device, &planned.state)?;
+    }
+    txn.audit_append(record)?;
+    Ok(Ok(()))
+}
+
+/// The sync's audit entry: what was pushed and pulled, the reconciliation, the clock.
+fn sync_record(
+    who: &Principal,
+    asked: &Asked,
+    pushed: &PushOutcome,
+    planned: &Planned,
+    now_ms: i64,
+) -> AuditRecord {
+    let accepted: Vec<DocId> = pushed.acks.iter().map(|a| a.doc_id).collect();
+    let pulled: Vec<DocId> = planned.docs.iter().map(|d| d.doc_id).collect();
+    let rejected: Vec<_> = pushed
+        .rejections
+        .iter()
+        .map(|r| json!({"doc_id": r.doc_id, "code": r.code.as_str()}))
+        .collect();
+    AuditRecord::new(
+        AuditKind::Sync,
+        now_ms,
+        json!({
+            "cursor_in": asked.cursor.0,
+            "cursor_out": planned.cursor.0,
+            "more": planned.more,
+            "pushed": accepted,
+            "stored": pushed.stored,
+            "duplicates": pushed.duplicates,
+            "quarantined": pushed.quarantined,
+            "need_full_history": pushed.need_full_history,
+            "rejected": rejected,
+            "pulled": pulled,
+            "pulled_changes": planned.pulled_changes,
+            "backfilled_changes": planned.backfilled,
+            "evictions": planned.evictions,
+            "reconcile_id": planned.reconcile_id,
+            "confirmed_reconcile": planned.confirmed.then_some(asked.confirmed).flatten(),
+            "access_epoch": planned.epoch,
+            "clock_offset_ms": asked.clock_offset_ms,
+            "clock_flagged": asked.clock_flagged,
+        }),
+    )
+    .staff(who.staff_id())
+    .device(who.device_id)
+}
+
+fn log_sync(
+    who: &Principal,
+    asked: &Asked,
+    pushed_docs: usize,
+    pushed: &PushOutcome,
+    planned: &Planned,
+) {
+    tracing::info!(
+        device = %who.device_id,
+        staff = %who.staff_id(),
+        cursor_in = asked.cursor.0,
+        cursor_out = planned.cursor.0,
+        pushed_docs,
+        stored = pushed.stored,
+        need_full_history = pushed.need_full_history.len(),
+        rejections = pushed.rejections.len(),
+        quarantined = pushed.quarantined,
+        pulled_docs = planned.docs.len(),
+        pulled_changes = planned.pulled_changes,
+        backfilled = planned.backfilled,
+        evictions = planned.evictions.len(),
+        reconciling = planned.reconcile_id.is_some(),
+        confirmed = planned.confirmed,
+        pulled_bytes = planned.pulled_bytes,
+        more = planned.more,
+        "sync"
+    );
+}
+
+fn response(
+    log_id: uuid::Uuid,
+    now_ms: i64,
+    pushed: PushOutcome,
+    planned: Planned,
+) -> SyncResponse {
+    SyncResponse {
+        version: PROTOCOL_VERSION,
+        cursor: planned.cursor,
+        more: planned.more,
+        server_time_ms: now_ms,
+        acks: pushed.acks,
+        docs: planned.docs,
+        need_full_history: pushed.need_full_history,
+        rejections: pushed.rejections,
+        evictions: planned.evictions,
+        log_id,
+        reset: false,
+        reconcile_id: planned.reconcile_id,
+        lease: None, // set by the HTTP layer from the server's configuration
+    }
+}

@@ -1,0 +1,271 @@
+//! Pull: what a device is handed (docs/design.md, "Sync"): step 3 of a sync ([`crate::sync`]).
+//!
+//! The log scan hands out every change above the device's cursor that it may read
+//! ([`crate::access`]), paged by bytes and by entries scanned; a backfill hands out the whole
+//! history of documents an access change newly gave the device, paged the same way. Both read
+//! committed, append-only log data outside any write transaction, with the documents' records
+//! and cases read through one read transaction, so a long pull holds no writer up. The server
+//! never materialises a document to relay it: it keeps a log of (hash, dependencies, bytes) and
+//! each document's heads, which is all a relay needs.
+
+use crate::access::{self, Cases};
+use crate::auth::Principal;
+use crate::model::BackfillPos;
+use crate::store::{read, Store, StoreError, Txn};
+use casenote_protocol::limits::{self, PULL_SCAN_ENTRIES_MAX};
+use casenote_protocol::wire::{DocPull, Hash};
+use casenote_protocol::{DocId, Seq};
+use serde_bytes::ByteBuf;
+use std::collections::{HashMap, HashSet};
+
+/// One page of changes for a device.
+#[derive(Debug, Default)]
+pub struct Pulled {
+    pub docs: Vec<DocPull>,
+    pub cursor: Seq,
+    pub more: bool,
+    pub changes: usize,
+    pub bytes: usize,
+}
+
+/// Collects the changes above `cursor` that `who` may read, leaving out `skip`, up to the page
+/// limit (of which `used` bytes are already taken). Only durable changes are handed out, so a
+/// cursor never points past what survives a crash.
+pub fn pull(
+    store: &dyn Store,
+    who: &Principal,
+    cursor: Seq,
+    skip: &HashSet<(DocId, Hash)>,
+    used: usize,
+) -> Result<Pulled, StoreError> {
+    let upto = store.durable_seq()?;
+    read(store, |txn| {
+        pull_upto(txn, store, who, (cursor, upto), skip, used)
+    })
+}
+
+/// The changes after the log scan's page so far, with the documents it keeps (by index into
+/// `docs`) or leaves out.
+struct Page {
+    out: Pulled,
+    slots: HashMap<DocId, Option<usize>>,
+    cases: Cases,
+    used: usize,
+}
+
+impl Page {
+    /// The slot of `doc` in the page, looked up (and decided by access) on its first change.
+    fn slot(
+        &mut self,
+        txn: &mut dyn Txn,
+        who: &Principal,
+        doc: DocId,
+    ) -> Result<Option<usize>, StoreError> {
+        if let Some(slot) = self.slots.get(&doc) {
+            return Ok(*slot);
+        }
+        let slot = match access::readable_doc(txn, who, doc, &mut self.cases)? {
+            Some(rec) => {
+                self.out.docs.push(DocPull {
+                    doc_id: doc,
+                    case_id: rec.header.case_id,
+                    kind: rec.header.kind,
+                    changes: Vec::new(),
+                    heads: Vec::new(),
+                });
+                Some(self.out.docs.len() - 1)
+            }
+            None => None,
+        };
+        self.slots.insert(doc, slot);
+        Ok(slot)
+    }
+
+    /// Whether a change of `len` bytes still fits the page.
+    fn fits(&self, len: usize) -> bool {
+        let taken = self.used + self.out.bytes;
+        taken == 0 || taken + len <= limits::RESPONSE_CHANGE_BYTES_SOFT_MAX
+    }
+}
+
+/// [`pull`] of the changes in `(cursor, upto]`, which may not be durable yet: the caller flushes
+/// before it hands the result out (a sync does, once, at its end).
+pub(crate) fn pull_upto(
+    txn: &mut dyn Txn,
+    store: &dyn Store,
+    who: &Principal,
+    (cursor, upto): (Seq, Seq),
+    skip: &HashSet<(DocId, Hash)>,
+    used: usize,
+) -> Result<Pulled, StoreError> {
+    let mut page = Page {
+        out: Pulled {
+            cursor: upto,
+            ..Pulled::default()
+        },
+        slots: HashMap::new(),
+        cases: Cases::new(),
+        used,
+    };
+    if cursor >= upto {
+        // Nothing new (the idle reconnect), or a cursor from before a restore: resume from here.
+        return Ok(page.out);
+    }
+    let mut failure: Option<StoreError> = None;
+    let mut scanned = 0usize;
+    store.scan_log(cursor, upto, &mut |e| {
+        if scanned >= PULL_SCAN_ENTRIES_MAX {
+            page.out.more = true;
+            page.out.cursor = Seq(e.seq.0 - 1);
+            return false;
+        }
+        scanned += 1;
+        let slot = match page.slot(txn, who, e.doc_id) {
+            Ok(Some(slot)) => slot,
+            Ok(None) => return true,
+            Err(err) => {
+                failure = Some(err);
+                return false;
+            }
+        };
+        if skip.contains(&(e.doc_id, e.hash)) {
+            return true;
+        }
+        if !page.fits(e.bytes.len()) {
+            page.out.more = true;
+            page.out.cursor = Seq(e.seq.0 - 1);
+            return false;
+        }
+        page.out.bytes += e.bytes.len();
+        page.out.changes += 1;
+        page.out.docs[slot]
+            .changes
+            .push(ByteBuf::from(e.bytes.to_vec()));
+        true
+    })?;
+    if let Some(err) = failure {
+        return Err(err);
+    }
+    finish(txn, page.out)
+}
+
+/// Drops the documents that got no change and gives the others their current heads.
+fn finish(txn: &mut dyn Txn, mut out: Pulled) -> Result<Pulled, StoreError> {
+    out.docs.retain(|d| !d.changes.is_empty());
+    for d in &mut out.docs {
+        if let Some(rec) = txn.doc(d.doc_id)? {
+            d.heads = rec.heads;
+        }
+    }
+    Ok(out)
+}
+
+/// What one page of a backfill sends and where it ended.
+#[derive(Debug, Default)]
+pub(crate) struct Backfill {
+    pub(crate) docs: Vec<DocPull>,
+    pub(crate) bytes: usize,
+    pub(crate) changes: usize,
+    /// Where the page ended: `index == missing.len()` when the backfill is complete.
+    pub(crate) end: BackfillPos,
+}
+
+/// Sends the history (up to `upto`) of `missing`, in order, from `start`, within the page budget.
+pub(crate) fn backfill(
+    txn: &mut dyn Txn,
+    store: &dyn Store,
+    missing: &[DocId],
+    (start, upto): (BackfillPos, Seq),
+    skip: &HashSet<(DocId, Hash)>,
+) -> Result<Backfill, StoreError> {
+    let mut out = Backfill {
+        end: BackfillPos {
+            index: missing.len(),
+            after_seq: 0,
+        },
+        ..Backfill::default()
+    };
+    for (index, doc_id) in missing.iter().enumerate().skip(start.index) {
+        let after = if index == start.index {
+            start.after_seq
+        } else {
+            0
+        };
+        let Some(full) = backfill_doc(txn, store, *doc_id, (after, upto), skip, &mut out)? else {
+            continue;
+        };
+        if full {
+            out.end = BackfillPos {
+                index,
+                after_seq: out.end.after_seq,
+            };
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Adds `doc`'s changes in `(after, upto]` to the backfill page `out` until it is full. `None`
+/// when the document is gone; else whether the page filled (then `out.end.after_seq` is the
+/// last sequence sent of it).
+fn backfill_doc(
+    txn: &mut dyn Txn,
+    store: &dyn Store,
+    doc_id: DocId,
+    (after, upto): (u64, Seq),
+    skip: &HashSet<(DocId, Hash)>,
+    out: &mut Backfill,
+) -> Result<Option<bool>, StoreError> {
+    let Some(rec) = txn.doc(doc_id)? else {
+        return Ok(None);
+    };
+    let mut pull = DocPull {
+        doc_id,
+        case_id: rec.header.case_id,
+        kind: rec.header.kind,
+        changes: Vec::new(),
+        heads: rec.heads,
+    };
+    let mut last_sent = after;
+    let mut full = false;
+    for seq in store.doc_change_seqs(doc_id)? {
+        if seq.0 <= after || seq > upto {
+            continue;
+        }
+        let Some((_, hash, bytes)) = store.get_log(seq)? else {
+            continue;
+        };
+        if skip.contains(&(doc_id, hash)) {
+            last_sent = seq.0;
+            continue;
+        }
+        if out.bytes > 0 && out.bytes + bytes.len() > limits::RESPONSE_CHANGE_BYTES_SOFT_MAX {
+            full = true;
+            break;
+        }
+        out.bytes += bytes.len();
+        out.changes += 1;
+        last_sent = seq.0;
+        pull.changes.push(ByteBuf::from(bytes));
+    }
+    if !pull.changes.is_empty() {
+        out.docs.push(pull);
+    }
+    if full {
+        out.end.after_seq = last_sent;
+    }
+    Ok(Some(full))
+}
+
+/// Puts the changes of `extra` into `docs`, one entry per document.
+pub(crate) fn merge_pulls(docs: &mut Vec<DocPull>, extra: Vec<DocPull>) {
+    for p in extra {
+        match docs.iter_mut().find(|d| d.doc_id == p.doc_id) {
+            Some(d) => {
+                d.changes.extend(p.changes);
+                d.heads = p.heads;
+            }
+            None => docs.push(p),
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! Access reconciliation: what a device must delete and what it must be given when who may see
+//! what changed (docs/design.md, "Access"). Part of step 3 of a sync ([`crate::sync`]); what it
+//! decides is committed by step 4 only if the device's state and the access epoch it read still
+//! hold.
+//!
+//! The server remembers which documents it handed each device (its holdings) and the access
+//! epoch the device was last reconciled at. When an admin changes access the epoch moves, and the
+//! device's next sync is reconciled: documents it holds but may no longer read are sent as
+//! `evictions`; documents it may now read but never got are backfilled from their full history,
+//! paged like a pull (the cursor does not move until the backfill is done). The reconciliation is
+//! kept in the device's state ([`PendingReconcile`]) and every response that carries part of it
+//! has a fresh random `reconcile_id`; nothing about the device's holdings is committed until the
+//! device echoes that id as `confirmed_reconcile`. Without the confirmation the next response
+//! carries the same evictions and the backfill again from where the device last confirmed, so a
+//! lost response costs a re-send, never a device that keeps what it should have deleted. A
+//! confirmation of the last page completes the reconciliation. If the epoch moves again before
+//! that, a new reconciliation starts, counting as held both what was committed and what the
+//! unconfirmed response may have delivered. With an unchanged epoch and nothing pending a sync
+//! costs no per-document work.
+
+use super::pull::{backfill, Backfill};
+use crate::access;
+use crate::auth::Principal;
+use crate::model::{BackfillPos, DeviceSync, PendingReconcile};
+use crate::store::{Store, StoreError, Txn};
+use casenote_protocol::wire::{DocPull, Hash};
+use casenote_protocol::{DocId, Seq};
+use std::collections::{BTreeSet, HashSet};
+
+/// Changes to a device's holdings that step 4 commits: cleared first (a device starting from
+/// nothing), then `remove` taken out, then `add` put in.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Holdings {
+    pub(crate) clear: bool,
+    pub(crate) remove: Vec<DocId>,
+    pub(crate) add: Vec<DocId>,
+}
+
+impl Holdings {
+    /// What the device holds once these changes are committed, from what is committed now.
+    fn applied_to(&self, committed: Vec<DocId>) -> BTreeSet<DocId> {
+        let mut held: BTreeSet<DocId> = if self.clear {
+            BTreeSet::new()
+        } else {
+            committed.into_iter().collect()
+        };
+        for d in &self.remove {
+            held.remove(d);
+        }
+        held.extend(self.add.iter().copied());
+        held
+    }
+}
+
+/// What the reconciliation puts in this response.
+#[derive(Debug, Default)]
+pub(crate) struct Reconciled {
+    pub(crate) evictions: Vec<DocId>,
+    /// The backfill's page.
+    pub(crate) backfill: Backfill,
+    pub(crate) reconcile_id: Option<u64>,
+    /// The backfill filled the page: no log scan in this response, the cursor stays.
+    pub(crate) page_full: bool,
+}
+
+/// A fresh reconcile id: random, non-zero, so that no stale confirmation (an older response's,
+/// or one from before a restore) ever matches a later response.
+fn new_reconcile_id() -> u64 {
+    loop {
+        let id = rand::random::<u64>();
+        if id != 0 {
+            return id;
+        }
+    }
+}
+
+/// The documents whose history the last (unconfirmed) response of `p` carried, in whole or in
+/// part: the device may hold them, whatever the server has committed.
+fn sent_unconfirmed(p: &PendingReconcile) -> &[DocId] {
+    let from = p.confirmed.index.min(p.missing.len());
+    let to = p
+        .sent
+        .index
+        .saturating_add(1)
+        .min(p.missing.len())
+        .max(from);
+    &p.missing[from..to]
+}
+
+/// When the device confirms `state`'s pending reconciliation (`confirmed` is its id): what the
+/// last response carried goes into `holdings` (the evictions leave, the documents whose history
+/// was sent in full join), and a reconciliation whose last page that was completes. Returns
+/// whether the device confirmed.
+pub(crate) fn confirm(
+    state: &mut DeviceSync,
+    confirmed: Option<u64>,
+    holdings: &mut Holdings,
+) -> bool {
+    let Some(p) = state.pending.as_mut() else {
+        return false;
+    };
+    if confirmed != Some(p.id) {
+        return false;
+    }
+    holdings.remove.append(&mut p.evictions);
+    let from = p.confirmed.index.min(p.missing.len());
+    let to = p.sent.index.min(p.missing.len()).max(from);
+    holdings.add.extend_from_slice(&p.missing[from..to]);
+    p.confirmed = p.sent;
+    if p.confirmed.index >= p.missing.len() {
+        state.reconciled_epoch = Some(p.epoch);
+        state.pending = None;
+    }
+    true
+}
+
+/// What a reconciliation reads: the access epoch, the device's cursor, the highest sequence the
+/// response may hand out, and the changes the device just pushed (it has them).
+pub(crate) struct Basis<'a> {
+    pub(crate) epoch: u64,
+    pub(crate) cursor: Seq,
+    pub(crate) visible: Seq,
+    pub(crate) skip: &'a HashSet<(DocId, Hash)>,
+}
+
+/// Decides the reconciliation this response carries, if `state` needs one (the epoch moved, or
+/// one is pending): starts a new one when the epoch moved since the pending one was computed,
+/// completes one with nothing left to send, else pages its backfill. `holdings` are the changes
+/// this sync will commit (a confirmation's).
+pub(crate) fn reconcile(
+    txn: &mut dyn Txn,
+    store: &dyn Store,
+    who: &Principal,
+    state: &mut DeviceSync,
+    basis: &Basis<'_>,
+    holdings: &Holdings,
+) -> Result<Reconciled, StoreError> {
+    let needs = state.pending.is_some() || state.reconciled_epoch != Some(basis.epoch);
+    if !needs {
+        return Ok(Reconciled::default());
+    }
+    if state.pending.as_ref().map(|p| p.epoch) != Some(basis.epoch) {
+        state.pending = Some(start(txn, who, state.pending.as_ref(), basis, holdings)?);
+    }
+    let Some(p) = state.pending.as_mut() else {
+        return Ok(Reconciled::default());
+    };
+    if p.evictions.is_empty() && p.confirmed.index >= p.missing.len() {
+        // Nothing to send and nothing to confirm.
+        state.reconciled_epoch = Some(p.epoch);
+        state.pending = None;
+        return Ok(Reconciled::default());
+    }
+    let page = backfill(txn, store, &p.missing, (p.confirmed, p.upto), basis.skip)?;
+    p.sent = page.end;
+    p.id = new_reconcile_id();
+    Ok(Reconciled {
+        evictions: p.evictions.clone(),
+        page_full: page.end.index < p.missing.len(),
+        reconcile_id: Some(p.id),
+        backfill: page,
+    })
+}
+
+/// A new reconciliation at `basis.epoch`. What the device may hold: what was committed (with
+/// this sync's `holdings` applied), plus whatever an unconfirmed earlier response (`earlier`) may
+/// have given it.
+fn start(
+    txn: &mut dyn Txn,
+    who: &Principal,
+    earlier: Option<&PendingReconcile>,
+    basis: &Basis<'_>,
+    holdings: &Holdings,
+) -> Result<PendingReconcile, StoreError> {
+    let committed = holdings.applied_to(txn.device_docs(who.device_id)?);
+    let mut held = committed.clone();
+    if let Some(p) = earlier {
+        held.extend(sent_unconfirmed(p).iter().copied());
+    }
+    let may = access::readable_docs(txn, who)?;
+    Ok(PendingReconcile {
+        id: 0,
+        epoch: basis.epoch,
+        evictions: held.difference(&may).copied().collect(),
+        missing: may.difference(&committed).copied().collect(),
+        upto: basis.cursor.min(basis.visible),
+        confirmed: BackfillPos::default(),
+        sent: BackfillPos::default(),
+    })
+}
+
+/// The documents a response hands out that the device holds from now on (holding more than the
+/// server believes is harmless; less would not be), except documents whose backfill awaits
+/// confirmation and documents it is told to delete.
+pub(crate) fn held_now(docs: &[DocPull], state: &DeviceSync, evictions: &[DocId]) -> Vec<DocId> {
+    let unconfirmed: HashSet<DocId> = state
+        .pending
+        .as_ref()
+        .map(|p| p.missing.iter().copied().collect())
+        .unwrap_or_default();
+    docs.iter()
+        .map(|d| d.doc_id)
+        .filter(|d| !unconfirmed.contains(d) && !evictions.contains(d))
+        .collect()
+}

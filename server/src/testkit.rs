@@ -1,0 +1,78 @@
+//! Tests only: the directory a test needs, built through the admin service as the CLI would
+//! (`By::Cli`), in one line each. Each returns the service's own result, so a test can check a
+//! refusal as well as unwrap a success.
+
+use crate::admin::{self, AdminError, NewStaff};
+use crate::auth::{self, Authenticated, Issued, Principal};
+use crate::model::{By, Device, Org, Role, Staff, Team};
+use crate::store::Store;
+use casenote_protocol::DeviceId;
+
+pub(crate) fn add_org(store: &dyn Store, name: &str) -> Result<Org, AdminError> {
+    admin::add_org(store, By::Cli, name, 0)
+}
+
+pub(crate) fn add_team(store: &dyn Store, org: &str, name: &str) -> Result<Team, AdminError> {
+    admin::add_team(store, By::Cli, org, name, 0)
+}
+
+/// A member of staff with role `role` (a valid role name) on teams `teams` of `org`.
+pub(crate) fn add_staff(
+    store: &dyn Store,
+    name: &str,
+    role: &str,
+    org: &str,
+    teams: &[String],
+) -> Result<Staff, AdminError> {
+    let role: Role = role.parse().expect("tests name valid roles");
+    admin::add_staff(
+        store,
+        By::Cli,
+        NewStaff {
+            name,
+            role,
+            org,
+            teams,
+        },
+        0,
+    )
+}
+
+pub(crate) fn issue(
+    store: &dyn Store,
+    staff: &Staff,
+    device_name: &str,
+    now_ms: i64,
+) -> Result<Issued, AdminError> {
+    admin::issue_token(store, By::Cli, staff.staff_id, device_name, now_ms)
+}
+
+pub(crate) fn revoke(store: &dyn Store, device: DeviceId, now_ms: i64) -> Device {
+    admin::revoke_device(store, By::Cli, &device.to_string(), now_ms).unwrap()
+}
+
+/// The principal a live token stands for.
+pub(crate) fn principal(store: &dyn Store, token: &str) -> Principal {
+    match auth::authenticate(store, token).unwrap() {
+        Authenticated::Ok(p) => p,
+        other => panic!("not a live token: {other:?}"),
+    }
+}
+
+/// The test directory: a council with team North (Alice, a social worker; Bob, a nurse) and team
+/// South (Carol, a GP), each with one device token. Shared by the API and live-channel tests.
+pub(crate) fn people(s: &dyn Store) -> [(Staff, String); 3] {
+    add_org(s, "Council").unwrap();
+    add_team(s, "Council", "North").unwrap();
+    add_team(s, "Council", "South").unwrap();
+    [
+        ("Alice", "social_worker", "North"),
+        ("Bob", "nurse", "North"),
+        ("Carol", "gp", "South"),
+    ]
+    .map(|(name, role, team)| {
+        let staff = add_staff(s, name, role, "Council", &[team.into()]).unwrap();
+        let token = issue(s, &staff, "test", 0).unwrap().token;
+        (staff, token)
+    })
+}
