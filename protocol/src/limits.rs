@@ -425,3 +425,12 @@ const _: () = assert!(PG_LOCK_WAIT_MS_MAX < PG_IDLE_IN_TRANSACTION_MS_MAX);
 const _: () = assert!(PG_APPEND_ROWS_PER_INSERT <= PUSH_CHANGES_MAX);
 const _: () = assert!(PG_APPEND_BYTES_PER_INSERT >= CHANGE_BYTES_MAX);
 const _: () = assert!(PG_SCAN_FETCH_BYTES >= CHANGE_BYTES_MAX);
+
+/// `migrate` copies a store in transactions of at most this many change bytes, and this many
+/// records (documents, cases, actors, audit entries) of the other kinds: its memory stays
+/// bounded whatever the size of the store, and each transaction holds the target's write lock
+/// for a moment.
+pub const STORE_COPY_BYTES_PER_TXN: usize = 16 * 1024 * 1024;
+pub const STORE_COPY_RECORDS_PER_TXN: usize = 1_000;
+
+const _: () = assert!(STORE_COPY_BYTES_PER_TXN >= CHANGE_BYTES_MAX);

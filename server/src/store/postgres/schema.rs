@@ -35,6 +35,15 @@ pub(super) fn current() -> i32 {
 
 /// Brings the database to [`current`]; returns the versions applied now (empty: it was).
 pub(super) fn migrate(client: &mut Client) -> Result<Vec<i32>, StoreError> {
+    // Up to date: nothing is written, so a node can start on a database that refuses writes
+    // (a standby, or one set read-only) and serve reads.
+    let at = version(client)?;
+    if at > current() {
+        return Err(newer(at));
+    }
+    if at == current() {
+        return Ok(Vec::new());
+    }
     let mut applied = Vec::new();
     for m in MIGRATIONS {
         let mut tx = client.transaction().map_err(backend)?;
@@ -56,11 +65,7 @@ pub(super) fn migrate(client: &mut Client) -> Result<Vec<i32>, StoreError> {
             .map_err(backend)?
             .get(0);
         if at > current() {
-            return Err(StoreError::Backend(format!(
-                "the database's schema is at version {at}, newer than this casenote-server \
-                 knows ({}); run the newer casenote-server that migrated it",
-                current()
-            )));
+            return Err(newer(at));
         }
         if at >= m.version {
             continue;
@@ -76,6 +81,14 @@ pub(super) fn migrate(client: &mut Client) -> Result<Vec<i32>, StoreError> {
         applied.push(m.version);
     }
     Ok(applied)
+}
+
+fn newer(at: i32) -> StoreError {
+    StoreError::Backend(format!(
+        "the database's schema is at version {at}, newer than this casenote-server knows ({}); \
+         run the newer casenote-server that migrated it",
+        current()
+    ))
 }
 
 /// The version the database is at (0: no schema yet).
