@@ -29,10 +29,11 @@
 mod pool;
 mod rows;
 mod schema;
+mod session;
 mod txn;
 mod watch;
 
-use super::{LogEntry, Store, StoreError, Txn, Watch, Writability};
+use super::{LogEntry, Store, StoreError, Watch, Work, Writability};
 use casenote_protocol::limits;
 use casenote_protocol::wire::Hash;
 use casenote_protocol::{DocId, Seq};
@@ -119,10 +120,7 @@ impl PgStore {
     }
 
     /// Runs `work` with the write lock held, in one READ COMMITTED transaction.
-    fn run_write(
-        &self,
-        work: &mut dyn FnMut(&mut dyn Txn) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
+    fn run_write(&self, work: &mut Work<'_>) -> Result<(), StoreError> {
         let mut conn = self.pool.get()?;
         let session = conn.session();
         session.begin(&format!(
@@ -154,10 +152,7 @@ impl PgStore {
         done
     }
 
-    fn run_read(
-        &self,
-        work: &mut dyn FnMut(&mut dyn Txn) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
+    fn run_read(&self, work: &mut Work<'_>) -> Result<(), StoreError> {
         let mut conn = self.pool.get()?;
         let session = conn.session();
         session.begin("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")?;
@@ -175,17 +170,11 @@ impl PgStore {
 }
 
 impl Store for PgStore {
-    fn write_txn(
-        &self,
-        work: &mut dyn FnMut(&mut dyn Txn) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
+    fn write_txn(&self, work: &mut Work<'_>) -> Result<(), StoreError> {
         self.run_write(work)
     }
 
-    fn read_txn(
-        &self,
-        work: &mut dyn FnMut(&mut dyn Txn) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
+    fn read_txn(&self, work: &mut Work<'_>) -> Result<(), StoreError> {
         self.run_read(work)
     }
 
@@ -227,6 +216,11 @@ impl Store for PgStore {
         self.last_seq()
     }
 
+    /// None: the database is the one record of what was committed, and a commit is durable.
+    fn audit_anchor(&self) -> Result<Option<(u64, String)>, StoreError> {
+        Ok(None)
+    }
+
     fn audit_scan(&self, visit: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError> {
         let mut conn = self.pool.get()?;
         txn::audit_scan(conn.session(), visit)
@@ -243,12 +237,15 @@ impl Store for PgStore {
     }
 
     fn writability(&self) -> Writability {
-        match self.check_writable() {
-            Ok(None) => Writability::writable(),
-            Ok(Some(reason)) | Err(StoreError::Backend(reason)) => {
-                Writability::unwritable(reason)
-            }
-            Err(e) => Writability::unwritable(e.to_string()),
+        let reason = match self.check_writable() {
+            Ok(None) => return Writability::writable(),
+            Ok(Some(reason)) => reason,
+            Err(e) => e.to_string(),
+        };
+        Writability {
+            writable: false,
+            reason: Some(reason),
+            ..Writability::writable()
         }
     }
 
@@ -311,8 +308,10 @@ fn warn_if_not_durable(client: &mut postgres::Client) -> Result<(), StoreError> 
     Ok(())
 }
 
-/// A PostgreSQL error as a [`StoreError`]: conflicts are retryable, a database that refuses
-/// writes is `Full` (devices hear "retry later"), damage is `Corrupt`, the rest `Backend`.
+/// A PostgreSQL error as a [`StoreError`]: conflicts are retryable; a database whose disk is
+/// full is `Full`, one that refuses writes now (read-only, the write lock not free within
+/// [`limits::PG_LOCK_WAIT_MS_MAX`], shutting down) `Unwritable` (devices hear "retry later");
+/// damage is `Corrupt`; the rest `Backend`.
 /// Never carries a value from the query (PostgreSQL's detail may quote one).
 pub(super) fn backend(e: postgres::Error) -> StoreError {
     use postgres::error::SqlState;
@@ -323,12 +322,15 @@ pub(super) fn backend(e: postgres::Error) -> StoreError {
     let what = format!("{} ({})", db.message(), code.code());
     if *code == SqlState::T_R_SERIALIZATION_FAILURE || *code == SqlState::T_R_DEADLOCK_DETECTED {
         StoreError::Conflict
+    } else if *code == SqlState::DISK_FULL {
+        StoreError::Full(format!("the database's disk is full: {what}"))
     } else if *code == SqlState::READ_ONLY_SQL_TRANSACTION
-        || *code == SqlState::DISK_FULL
         || *code == SqlState::LOCK_NOT_AVAILABLE
         || *code == SqlState::INSUFFICIENT_RESOURCES
+        || *code == SqlState::ADMIN_SHUTDOWN
+        || *code == SqlState::CANNOT_CONNECT_NOW
     {
-        StoreError::Full(what)
+        StoreError::Unwritable(what)
     } else if *code == SqlState::DATA_CORRUPTED || *code == SqlState::INDEX_CORRUPTED {
         StoreError::Corrupt(what)
     } else {

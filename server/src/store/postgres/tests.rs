@@ -135,7 +135,7 @@ fn two_nodes_writing_at_once_allocate_gap_free_sequences_a_reader_never_sees_ski
     assert_eq!(nodes[0].last_seq().unwrap(), Seq(total));
     assert_eq!(crate::audit::verify(&*nodes[0]).unwrap() as u64, total / 2);
     // The stored chain is the chain of (seq, doc, hash): no two transactions forked it.
-    let mut chain = crate::store::CHAIN_GENESIS;
+    let mut chain = crate::store::sled::CHAIN_GENESIS;
     let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
     for row in client
         .query("SELECT seq, doc_id, hash, chain FROM change_log ORDER BY seq", &[])
@@ -144,7 +144,7 @@ fn two_nodes_writing_at_once_allocate_gap_free_sequences_a_reader_never_sees_ski
         let (seq, doc, hash, stored): (i64, uuid::Uuid, Vec<u8>, Vec<u8>) =
             (row.get(0), row.get(1), row.get(2), row.get(3));
         let hash = Hash(hash.try_into().unwrap());
-        chain = crate::store::chain_next(&chain, seq as u64, DocId(doc), &hash);
+        chain = crate::store::sled::chain_next(&chain, seq as u64, DocId(doc), &hash);
         assert_eq!(stored, chain.to_vec(), "the chain breaks at {seq}");
     }
 }

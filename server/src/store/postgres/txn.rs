@@ -17,7 +17,7 @@ use crate::model::{
     ActorBinding, CaseRecord, Device, DeviceSync, DocRecord, LogEntry, NewChange, Org,
     QuarantineEntry, Staff, Team, TokenRecord,
 };
-use crate::store::{chain_next, CHAIN_GENESIS};
+use crate::store::sled::{chain_next, CHAIN_GENESIS};
 use casenote_protocol::wire::Hash;
 use casenote_protocol::{limits, CaseId, DeviceId, DocId, OrgId, Seq, StaffId, TeamId};
 use std::collections::HashSet;

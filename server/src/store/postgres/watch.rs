@@ -96,7 +96,7 @@ impl LogWatch {
         }
     }
 
-    fn connect(&mut self) -> Result<&mut Client, StoreError> {
+    fn connect(&mut self) -> Result<(), StoreError> {
         if self.client.is_none() {
             let mut client = pool::connect(&self.config)?;
             client
@@ -111,12 +111,14 @@ impl LogWatch {
             self.read_first = true;
             self.client = Some(client);
         }
-        Ok(self.client.as_mut().expect("connected just above"))
+        Ok(())
     }
 
     fn wait_inner(&mut self, timeout: Duration) -> Result<Option<Committed>, StoreError> {
-        let client = self.connect()?;
+        self.connect()?;
         if !self.read_first {
+            let cursor = self.cursor.unwrap_or(0);
+            let client = self.client.as_mut().expect("connected just above");
             let mut notes = client.notifications();
             let first = notes.timeout_iter(timeout).next().map_err(backend)?;
             let Some(first) = first else {
@@ -127,7 +129,7 @@ impl LogWatch {
             while let Some(n) = notes.iter().next().map_err(backend)? {
                 newest = newest.max(n.payload().parse::<u64>().unwrap_or(u64::MAX));
             }
-            if newest <= self.cursor.unwrap_or(0) {
+            if newest <= cursor {
                 return Ok(None);
             }
         }
