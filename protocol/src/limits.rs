@@ -386,3 +386,76 @@ const _: () = assert!(LIVE_CONNECTIONS_PER_DEVICE_MAX < LIVE_CONNECTIONS_MAX);
 const _: () = assert!(HTTP_HEAD_BYTES_MAX >= 8 * 1024);
 const _: () = assert!(HTTP_HEADER_READ_TIMEOUT_MS < HTTP_BODY_STALL_TIMEOUT_MS);
 const _: () = assert!(REFUSAL_AUDIT_WINDOW_MS > 0);
+
+// The PostgreSQL store (server/src/store/postgres/).
+
+/// Database connections one server process keeps at most. Write transactions run one at a time
+/// across every node (the write lock), so more connections only serve more reads at once: 16
+/// per node covers the blocking threads busy with syncs on 2 cores many times over, and keeps
+/// four nodes (64, plus one listener each) well inside PostgreSQL's default of 100 connections.
+pub const PG_POOL_CONNECTIONS_MAX: usize = 16;
+
+/// Longest a store call waits for a free connection before it is refused (a backend error: the
+/// device retries): every connection busy for this long means the database is stuck, and a
+/// request must never wait without bound.
+pub const PG_POOL_WAIT_MS_MAX: u64 = 10_000;
+
+/// Longest a new connection may take to open (an unset `connect_timeout` in the URL).
+pub const PG_CONNECT_TIMEOUT_MS: u64 = 10_000;
+
+/// Longest a write transaction waits for the write lock (PostgreSQL's `lock_timeout` on the
+/// store's sessions); past it the write is refused with `store_full` and the device retries.
+/// The same bound as sled's wait for a flush: write transactions hold the lock for
+/// milliseconds, so 30 s behind it means a stuck node or database.
+pub const PG_LOCK_WAIT_MS_MAX: u64 = STORE_FLUSH_WAIT_MS_MAX;
+
+/// A session that sits this long inside a transaction without a statement is ended by
+/// PostgreSQL (`idle_in_transaction_session_timeout`), releasing the write lock: a node that
+/// hangs while holding it cannot stop every other node's writes for longer. Our transactions
+/// do no slow work between statements (validation runs before the write), so a minute is
+/// generous, and it is longer than the lock wait so that a waiting writer gives up first.
+pub const PG_IDLE_IN_TRANSACTION_MS_MAX: u64 = 60_000;
+
+/// Changes inserted into the log in one statement at most, and their bytes: a push holds at
+/// most [`PUSH_CHANGES_MAX`] changes, inserted in a few statements whose parameters stay
+/// bounded.
+pub const PG_APPEND_ROWS_PER_INSERT: usize = 1_000;
+pub const PG_APPEND_BYTES_PER_INSERT: usize = 8 * 1024 * 1024;
+
+/// Rows a log scan fetches in one round trip at most, and the bytes it aims at per fetch: the
+/// next fetch takes fewer rows after large ones, so a scan holds about this much (plus one
+/// change) however long the range.
+pub const PG_SCAN_ROWS_PER_FETCH_MAX: usize = 256;
+pub const PG_SCAN_FETCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// Log rows (sequence and document id) a node's watch reads per wake-up at most; a longer run
+/// is read over the next wake-ups, which follow at once.
+pub const PG_WATCH_ROWS_MAX: usize = 10_000;
+
+/// Ranges of its own sequences a node remembers for its watch at most (one per write that
+/// appended changes, forgotten as the watch passes them); beyond it, while the watch is cut
+/// off from the database, the oldest are forgotten, which only costs a wake-up too many.
+pub const PG_WATCH_OWN_RANGES_MAX: usize = 100_000;
+
+const _: () = assert!(PG_LOCK_WAIT_MS_MAX < PG_IDLE_IN_TRANSACTION_MS_MAX);
+const _: () = assert!(PG_APPEND_ROWS_PER_INSERT <= PUSH_CHANGES_MAX);
+const _: () = assert!(PG_APPEND_BYTES_PER_INSERT >= CHANGE_BYTES_MAX);
+const _: () = assert!(PG_SCAN_FETCH_BYTES >= CHANGE_BYTES_MAX);
+
+/// `migrate` copies a store in transactions of at most this many change bytes, and this many
+/// records (documents, cases, actors, audit entries) of the other kinds: its memory stays
+/// bounded whatever the size of the store, and each transaction holds the target's write lock
+/// for a moment.
+pub const STORE_COPY_BYTES_PER_TXN: usize = 16 * 1024 * 1024;
+pub const STORE_COPY_RECORDS_PER_TXN: usize = 1_000;
+
+const _: () = assert!(STORE_COPY_BYTES_PER_TXN >= CHANGE_BYTES_MAX);
+
+/// How long the thread that follows other nodes' commits (a shared database's watch) waits for
+/// one before it checks whether the server is stopping: a stop waits at most this long for it.
+pub const LIVE_WATCH_WAIT_MS: u64 = 500;
+
+/// How long that thread waits before trying again after the database could not be reached (it
+/// then reads what it missed from its cursor): often enough that devices hear of other nodes'
+/// changes soon after the database is back, rarely enough to be no load on one that is down.
+pub const LIVE_WATCH_RETRY_MS: u64 = 1_000;

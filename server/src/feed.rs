@@ -165,3 +165,41 @@ pub struct Admitted {
     /// Fires when a newer connection of the same device took this one's place.
     pub replaced: oneshot::Receiver<()>,
 }
+
+/// Tells this node's devices what other nodes committed to a shared store
+/// ([`crate::store::Store::watch`]): a thread of its own blocks on the watch and publishes each
+/// batch it hears, as a sync on this node would, with no origin device (the node's own syncs
+/// publish their changes themselves; the watch leaves them out). It stops once `stop` is set,
+/// within `limits::LIVE_WATCH_WAIT_MS`. While the database cannot be reached it retries every
+/// `limits::LIVE_WATCH_RETRY_MS` and reads what it missed from its cursor once back.
+pub fn follow(
+    mut watch: Box<dyn crate::store::Watch>,
+    feed: Arc<Feed>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    use casenote_protocol::limits;
+    use std::time::Duration;
+    std::thread::Builder::new()
+        .name("casenote-watch".into())
+        .spawn(move || {
+            let wait = Duration::from_millis(limits::LIVE_WATCH_WAIT_MS);
+            let mut failing = false;
+            while !stop.load(Ordering::Relaxed) {
+                match watch.wait(wait) {
+                    Ok(Some(c)) => {
+                        failing = false;
+                        let stored = Stored { upto: c.upto, docs: c.docs };
+                        feed.publish(stored, None);
+                    }
+                    Ok(None) => failing = false,
+                    Err(e) => {
+                        if !failing {
+                            tracing::warn!(error = %e, "the watch on other nodes' changes failed; retrying");
+                        }
+                        failing = true;
+                        std::thread::sleep(Duration::from_millis(limits::LIVE_WATCH_RETRY_MS));
+                    }
+                }
+            }
+        })
+}

@@ -68,8 +68,21 @@ pub async fn run(
     let state = AppState::new(store.clone(), config);
     let refusals = state.refusals.clone();
     let periodic = tokio::spawn(write_refusal_counts(store.clone(), refusals.clone()));
+    let stop_following = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let follower = match store.watch() {
+        Some(watch) => Some(feed::follow(
+            watch,
+            state.feed.clone(),
+            stop_following.clone(),
+        )?),
+        None => None,
+    };
     api::listen::serve(listener, router(state), &connections, shutdown).await;
     periodic.abort();
+    stop_following.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(follower) = follower {
+        let _ = tokio::task::spawn_blocking(move || follower.join()).await;
+    }
     tokio::task::spawn_blocking(move || {
         refusals.flush_all(&*store, now_ms())?;
         store.flush()

@@ -207,7 +207,14 @@ async fn serve(
         readable: HashMap::new(),
     });
     // Subscribed before this read: whatever the hello does not cover is announced later.
-    let hello = event(store.durable_seq().unwrap_or_default(), Vec::new());
+    // A store read, so on the blocking pool (a database client may not block a runtime thread).
+    let reader = store.clone();
+    let upto = tokio::task::spawn_blocking(move || reader.durable_seq())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let hello = event(upto, Vec::new());
     if !send(&mut socket, hello, timeout).await {
         return;
     }

@@ -2,19 +2,20 @@
 //! thin clap shell over the library that parses, calls the domain (the admin service, audit,
 //! export, the demo loader in [`demo`]), renders what it returns, and maps the outcome to an exit
 //! code. It lives in the library so that the end-to-end test package can build the same entry
-//! point under its own binary name. It opens the sled backend and hands `serve` the store.
+//! point under its own binary name. It opens the backend named on the command line and hands
+//! `serve` the store.
 //!
 //! Errors print as `casenote-server: {err:#}` on stderr. Exit codes: 0 success, 1 failure, 2 usage
 //! (clap's own). `audit verify` prints `audit log intact: N entries` and exits 0, or prints
 //! `audit log broken: entry SEQ is the first broken entry: REASON` (stdout and stderr) and exits 1.
 //! `verify` prints `store verified: ...` and exits 0, or `store damaged: FIRST PROBLEM` and exits 1.
-//! Both check the store as it is: they open it without healing ([`crate::SledStore::inspect`]).
+//! Both check the store as it is: they open it without healing (`StoreArgs::inspect`). Every
+//! command takes `--data DIR` (the embedded sled store) or `--postgres URL` ([`StoreArgs`]).
 
 pub mod demo;
 
 use crate::admin::{self, CaseSummary, Directory, NewStaff, TeamName};
 use crate::model::{By, QuarantineEntry, Role};
-use crate::store::sled::SledStore;
 use crate::{audit, now_ms, Config, Store};
 use anyhow::Context;
 use casenote_protocol::{CaseId, DocId};
@@ -35,9 +36,8 @@ enum Command {
     /// Serve the sync API until SIGTERM or Ctrl-C, which stop it cleanly (pending audit counts
     /// written, the store flushed).
     Serve {
-        /// The data directory (created if missing).
-        #[arg(long)]
-        data: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         /// The address to listen on; port 0 picks a free one.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
@@ -60,14 +60,14 @@ enum Command {
     /// indexes against the log, the audit chain, and that everything acknowledged is there
     /// (the server must not be running on DIR). Exit 1 naming the first problem.
     Verify {
-        #[arg(long)]
-        data: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Export a person's whole record (restricted documents included) as record.json and
     /// record.html (the server must not be running on DIR).
     Export {
-        #[arg(long)]
-        data: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         #[arg(long)]
         case: CaseId,
         /// The directory to write into (created if missing).
@@ -76,18 +76,34 @@ enum Command {
     },
     /// Manage orgs, teams, staff and device tokens (the server must not be running on DIR).
     Admin {
-        #[arg(long)]
-        data: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         #[command(subcommand)]
         action: AdminCommand,
     },
     /// Load the fictional Castlebridge demo and print a token per demo staff member.
     Demo {
-        #[arg(long)]
-        data: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Move the sled store in DIR (no server may be running on it) into the empty PostgreSQL
+    /// database at URL: the log with its sequences, received times and chain, the directory,
+    /// device state, quarantine, audit chain and escrowed keys. Devices carry on unchanged.
+    Migrate {
+        /// The sled store's data directory.
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// The empty database (or CASENOTE_POSTGRES_URL).
+        #[arg(
+            long,
+            value_name = "URL",
+            env = "CASENOTE_POSTGRES_URL",
+            hide_env_values = true
+        )]
+        postgres: String,
     },
     /// Check or show the hash-chained audit log (the server must not be running on DIR).
     Audit {
@@ -100,13 +116,13 @@ enum Command {
 enum AuditCommand {
     /// Check every link of the chain; exit 1 naming the first broken entry.
     Verify {
-        #[arg(long)]
-        data: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Print the entries, oldest first.
     Show {
-        #[arg(long)]
-        data: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         /// One JSON array instead of one line per entry.
         #[arg(long)]
         json: bool,
@@ -316,32 +332,14 @@ pub fn main() -> ExitCode {
 
 const MIB: u64 = 1024 * 1024;
 
-/// Opens the store; a loss found (and healed) on the way is said on stderr too, since the
-/// offline commands have no log. The offline commands write a few small records and have no
-/// free-space floor (`serve` sets its own): revoking a lost device must work on a nearly full
-/// disk.
-fn open(data: &std::path::Path) -> anyhow::Result<std::sync::Arc<SledStore>> {
-    let store = crate::open(data)?;
-    store.set_free_bytes_min(0);
-    if let Some(damage) = store.damage() {
-        eprintln!(
-            "casenote-server: warning: the store had lost writes it acknowledged ({}); it now \
-             has a new log id, so every device will send back what it holds on its next sync",
-            damage.findings.join("; ")
-        );
-    }
-    Ok(store)
-}
-
-/// Opens the store to check it, healing nothing.
-fn inspect(data: &std::path::Path) -> anyhow::Result<SledStore> {
-    Ok(SledStore::inspect(data)?)
-}
+mod store;
+use store::Opened;
+pub use store::StoreArgs;
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve {
-            data,
+            store,
             listen,
             late_entry_hours,
             lock_after_hours,
@@ -364,36 +362,52 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = Config::default()
                 .with_late_entry_after_ms(late_entry_hours.saturating_mul(3_600_000))
                 .with_lease(lease);
-            serve(data, listen, config, min_free_mb.saturating_mul(MIB))
+            serve(store, listen, config, min_free_mb.saturating_mul(MIB))
         }
-        Command::Verify { data } => {
-            let store = inspect(&data)?;
-            match store.verify() {
-                Ok(summary) => {
-                    println!("{summary}");
-                    Ok(())
-                }
-                Err(e) => {
-                    println!("{e}");
-                    Err(e.into())
-                }
+        Command::Verify { store } => match store.verify()? {
+            Ok(summary) => {
+                println!("{summary}");
+                Ok(())
             }
+            Err(e) => {
+                println!("{e}");
+                Err(anyhow::anyhow!(e))
+            }
+        },
+        Command::Migrate { data, postgres } => {
+            let copied = store::migrate(&data, &postgres)?;
+            println!(
+                "moved: {} changes, {} documents of {} cases, {} actors, {} orgs, {} teams, \
+                 {} staff, {} devices, {} quarantined changes, {} audit entries; access epoch {}",
+                copied.changes,
+                copied.docs,
+                copied.cases,
+                copied.actors,
+                copied.orgs,
+                copied.teams,
+                copied.staff,
+                copied.devices,
+                copied.quarantined,
+                copied.audit_entries,
+                copied.access_epoch
+            );
+            Ok(())
         }
-        Command::Export { data, case, out } => {
-            let store = open(&data)?;
+        Command::Export { store, case, out } => {
+            let store = store.open_existing()?.store();
             let done = crate::export::case(&*store, By::Cli, case, &out, now_ms())?;
             println!("{done}");
             Ok(())
         }
-        Command::Admin { data, action } => {
-            let store = open(&data)?;
+        Command::Admin { store, action } => {
+            let store = store.open_existing()?.store();
             let out = admin_action(&*store, action)?;
             store.flush()?;
             println!("{out}");
             Ok(())
         }
-        Command::Demo { data, json } => {
-            let store = open(&data)?;
+        Command::Demo { store, json } => {
+            let store = store.open()?.store();
             let out = demo::load(&*store, now_ms())?;
             if json {
                 println!("{}", demo::render_json(&out));
@@ -403,9 +417,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Audit { action } => match action {
-            AuditCommand::Verify { data } => {
-                let store = inspect(&data)?;
-                match audit::verify_anchored(&store) {
+            AuditCommand::Verify { store } => {
+                let store = store.inspect()?.store();
+                match audit::verify_anchored(&*store) {
                     Ok(n) => {
                         println!("audit log intact: {n} entries");
                         Ok(())
@@ -416,8 +430,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                 }
             }
-            AuditCommand::Show { data, json, limit } => {
-                let store = open(&data)?;
+            AuditCommand::Show { store, json, limit } => {
+                let store = store.open_existing()?.store();
                 let entries = audit::entries(&*store, limit)?;
                 let out = audit::render(&entries, json);
                 if !out.is_empty() {
@@ -560,7 +574,18 @@ fn restricted_action(store: &dyn Store, action: RestrictedCommand) -> anyhow::Re
     })
 }
 
-fn serve(data: PathBuf, listen: String, config: Config, free_bytes_min: u64) -> anyhow::Result<()> {
+fn serve(
+    where_: StoreArgs,
+    listen: String,
+    config: Config,
+    free_bytes_min: u64,
+) -> anyhow::Result<()> {
+    // Opened before the runtime: a PostgreSQL connection must not be made on a runtime thread.
+    let opened = where_.open()?;
+    if let Opened::Sled(s) = &opened {
+        s.set_free_bytes_min(free_bytes_min);
+    }
+    let store = opened.store();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -574,8 +599,6 @@ fn serve(data: PathBuf, listen: String, config: Config, free_bytes_min: u64) -> 
                     .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
             )
             .init();
-        let store = open(&data)?;
-        store.set_free_bytes_min(free_bytes_min);
         crate::config::raise_open_files_limit();
         let listener = tokio::net::TcpListener::bind(&listen)
             .await
@@ -584,7 +607,7 @@ fn serve(data: PathBuf, listen: String, config: Config, free_bytes_min: u64) -> 
         let mut stdout = std::io::stdout();
         writeln!(stdout, "casenote-server listening on http://{addr}")?;
         stdout.flush()?;
-        tracing::info!(%addr, data = %data.display(), "serving");
+        tracing::info!(%addr, store = %where_.describe(), "serving");
         crate::run(listener, store, config, stop_signal()).await?;
         tracing::info!("stopped: pending audit counts written, store flushed");
         Ok(())

@@ -21,6 +21,8 @@
 
 #[cfg(test)]
 pub(crate) mod conformance;
+pub mod copy;
+pub mod postgres;
 pub mod sled;
 
 use crate::model::{
@@ -234,6 +236,28 @@ pub trait Store: Send + Sync {
     fn flush(&self) -> Result<(), StoreError>;
     /// Whether the store accepts writes now (for `/ready`); may start a recovery that is due.
     fn writability(&self) -> Writability;
+
+    /// A watch on what other processes commit to this store, for a backend that several server
+    /// nodes share (PostgreSQL); `None` where this process is the only writer (sled).
+    fn watch(&self) -> Option<Box<dyn Watch>> {
+        None
+    }
+}
+
+/// Changes another process committed: the highest sequence read and the documents changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committed {
+    pub upto: Seq,
+    pub docs: Vec<DocId>,
+}
+
+/// What other processes commit to a shared store, as they commit it (a wake-up: the changes
+/// themselves are read from the log as usual).
+pub trait Watch: Send {
+    /// Waits at most `timeout` for changes other processes committed past this watch's cursor;
+    /// `Ok(None)` when none came. After an error the next call reconnects and reads from its
+    /// cursor, so nothing is missed.
+    fn wait(&mut self, timeout: std::time::Duration) -> Result<Option<Committed>, StoreError>;
 }
 
 /// Runs `f` in a read transaction and returns what it returned.

@@ -1,7 +1,11 @@
-//! The end-to-end harness: real server processes on 127.0.0.1:0 over real sled directories,
-//! and real `casenote` CLI processes over real device stores.
+//! The end-to-end harness: real server processes on 127.0.0.1:0 over real sled directories (or
+//! real PostgreSQL databases, [`pg`]), and real `casenote` CLI processes over real device stores.
 
 #![allow(dead_code)]
+
+pub mod pg;
+#[allow(unused_imports)]
+pub use pg::{on_postgres, store_args};
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
@@ -40,7 +44,7 @@ pub fn server_cmd(args: &[&str]) -> String {
 /// The audit log of `data`, oldest first, as `audit show --json` prints it (the server must not
 /// be running on `data`).
 pub fn audit_entries(data: &Path) -> Vec<Value> {
-    let out = server_cmd(&["audit", "show", "--data", data.to_str().unwrap(), "--json"]);
+    let out = server_cmd_on(&["audit", "show"], data, &["--json"]);
     let v: Value = serde_json::from_str(&out).expect("audit show --json prints JSON");
     v.as_array()
         .expect("audit show --json prints an array")
@@ -57,7 +61,7 @@ pub struct Staff {
 
 /// Loads the demo borough into `data` and returns its staff tokens.
 pub fn demo(data: &Path) -> Vec<Staff> {
-    let out = server_cmd(&["demo", "--data", data.to_str().unwrap(), "--json"]);
+    let out = server_cmd_on(&["demo"], data, &["--json"]);
     let v: Value = serde_json::from_str(&out).expect("demo --json prints one JSON object");
     v["tokens"]
         .as_array()
@@ -98,17 +102,19 @@ pub fn device(
 
 /// Issues a new device token for a staff member (the server must not be running on `data`).
 pub fn issue_token(data: &Path, staff: &str) -> String {
-    server_cmd(&[
-        "admin",
-        "--data",
-        data.to_str().unwrap(),
-        "token",
-        "issue",
-        "--staff",
-        staff,
-    ])
-    .trim()
-    .to_string()
+    server_cmd_on(&["admin"], data, &["token", "issue", "--staff", staff])
+        .trim()
+        .to_string()
+}
+
+/// Runs `casenote-server COMMAND... STORE REST...`, where STORE names the store of `data`
+/// ([`store_args`]: `--data DIR`, or `--postgres URL` on PostgreSQL).
+pub fn server_cmd_on(command: &[&str], data: &Path, rest: &[&str]) -> String {
+    let store = store_args(data);
+    let mut all: Vec<&str> = command.to_vec();
+    all.extend(store.iter().map(String::as_str));
+    all.extend_from_slice(rest);
+    server_cmd(&all)
 }
 
 /// The token of the demo staff member called `name`.
@@ -126,6 +132,8 @@ pub struct Server {
     child: Child,
     pub url: String,
     pub data: PathBuf,
+    /// The database of a node started with [`Server::start_postgres`].
+    pub postgres: Option<String>,
 }
 
 impl Server {
@@ -142,9 +150,26 @@ impl Server {
     /// Starts a server on `data` listening on `addr`, with more `serve` options.
     pub fn start_with(data: &Path, addr: &str, options: &[&str]) -> Server {
         let mut cmd = Command::new(SERVER_BIN);
-        cmd.args(["serve", "--data", data.to_str().unwrap(), "--listen", addr])
+        cmd.arg("serve")
+            .args(store_args(data))
+            .args(["--listen", addr])
             .args(options);
         Self::spawn(cmd, data)
+    }
+
+    /// Starts a server node on the PostgreSQL database `url` (whatever the suite's backend),
+    /// on a free port. Several nodes may serve one database.
+    pub fn start_postgres(url: &str) -> Server {
+        Self::start_postgres_on(url, "127.0.0.1:0")
+    }
+
+    /// Starts a server node on the PostgreSQL database `url`, listening on `addr`.
+    pub fn start_postgres_on(url: &str, addr: &str) -> Server {
+        let mut cmd = Command::new(SERVER_BIN);
+        cmd.args(["serve", "--postgres", url, "--listen", addr]);
+        let mut server = Self::spawn(cmd, Path::new(""));
+        server.postgres = Some(url.to_string());
+        server
     }
 
     /// Starts a server on `data`, on a free port, allowed to open at most `nofile` files (soft
@@ -154,13 +179,9 @@ impl Server {
         cmd.arg(format!("--nofile={nofile}:{nofile}"))
             .arg("--")
             .arg(SERVER_BIN)
-            .args([
-                "serve",
-                "--data",
-                data.to_str().unwrap(),
-                "--listen",
-                "127.0.0.1:0",
-            ]);
+            .arg("serve")
+            .args(store_args(data))
+            .args(["--listen", "127.0.0.1:0"]);
         Self::spawn(cmd, data)
     }
 
@@ -195,6 +216,7 @@ impl Server {
             child,
             url,
             data: data.to_path_buf(),
+            postgres: None,
         }
     }
 
@@ -255,9 +277,12 @@ impl Server {
 
     /// Kills the server with SIGKILL and starts it again on the same data and port.
     pub fn crash_and_restart(self) -> Server {
-        let (data, addr) = (self.data.clone(), self.addr());
+        let (data, addr, postgres) = (self.data.clone(), self.addr(), self.postgres.clone());
         self.kill9();
-        Server::start_on(&data, &addr)
+        match postgres {
+            Some(url) => Server::start_postgres_on(&url, &addr),
+            None => Server::start_on(&data, &addr),
+        }
     }
 }
 
@@ -465,9 +490,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 
 /// Runs `casenote-server admin --data DATA args...`; returns stdout, trimmed.
 pub fn admin(data: &Path, args: &[&str]) -> String {
-    let mut all = vec!["admin", "--data", data.to_str().unwrap()];
-    all.extend_from_slice(args);
-    server_cmd(&all).trim().to_string()
+    server_cmd_on(&["admin"], data, args).trim().to_string()
 }
 
 /// Raw protocol access for tests that play a device (or an attacker) without client-core.

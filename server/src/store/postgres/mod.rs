@@ -1,0 +1,342 @@
+//! The PostgreSQL backend: [`PgStore`], for deployments that run several server nodes on one
+//! database (ARCHITECTURE.md, "Stores"; the schema with its reasons is `schema/v1.sql`).
+//!
+//! Transactions.
+//! - A write transaction runs at READ COMMITTED and first takes the transaction-level advisory
+//!   lock [`WRITE_LOCK`]: every write transaction of every node is serialised, as sled's write
+//!   mutex serialises those of one process. Sequence numbers and the audit head are read under
+//!   the lock, where each statement sees everything committed before it (the previous holder's
+//!   commit is visible before its lock is released), and the lock is held until commit. So a
+//!   change's sequence order is its commit order: a reader of `seq > cursor` can never see seq
+//!   N+1 committed while N is still to come, which is the trap of sequences allocated by
+//!   concurrent transactions (a late committer's lower number lands behind a cursor that already
+//!   passed it). READ COMMITTED, not REPEATABLE READ, because a snapshot taken before the lock
+//!   was granted would miss the previous holder's commit.
+//! - A read transaction is REPEATABLE READ, READ ONLY: one consistent snapshot, no lock.
+//! - Serialization failures and deadlocks (which only a DBA's own transactions can cause here)
+//!   are [`StoreError::Conflict`], which `store::write` runs again.
+//!
+//! Durability. A commit returns once PostgreSQL has made it durable (`synchronous_commit` on,
+//! set for our sessions if the database has it off), so [`Store::flush`] has nothing to do and
+//! the durable sequence is the committed one. `fsync=off` on the server is the DBA's choice and
+//! is logged as a warning at open.
+//!
+//! Across nodes. A write transaction that appended changes sends `pg_notify('casenote_log',
+//! last seq)` before its commit, delivered at commit to every listening node: a wake-up, never
+//! data. [`watch`] listens on a connection of its own and re-reads the log from its own
+//! cursor (see [`Store::watch`]).
+
+mod pool;
+mod rows;
+mod schema;
+mod session;
+mod txn;
+mod verify;
+pub use verify::{Summary, VerifyError};
+mod watch;
+
+use super::{LogEntry, Store, StoreError, Watch, Work, Writability};
+use casenote_protocol::limits;
+use casenote_protocol::wire::Hash;
+use casenote_protocol::{DocId, Seq};
+use pool::Pool;
+use std::sync::Arc;
+use std::time::Duration;
+use txn::PgTxn;
+
+/// The advisory lock every write transaction takes first: `casenote` in ASCII.
+pub(crate) const WRITE_LOCK: i64 = 0x6361_7365_6e6f_7465;
+
+/// The channel write transactions notify on.
+const CHANNEL: &str = "casenote_log";
+
+/// Set on every connection of the store, once.
+const SESSION_SETUP: &str = "
+    DO $$ BEGIN
+        IF current_setting('synchronous_commit') = 'off' THEN
+            SET synchronous_commit = 'on';
+        END IF;
+    END $$;
+    SET lock_timeout = '30s';
+    SET idle_in_transaction_session_timeout = '60s';
+";
+
+// The session settings above spell out these limits (SQL cannot read Rust constants).
+const _: () = assert!(limits::PG_LOCK_WAIT_MS_MAX == 30_000);
+const _: () = assert!(limits::PG_IDLE_IN_TRANSACTION_MS_MAX == 60_000);
+
+/// The PostgreSQL implementation of [`Store`].
+pub struct PgStore {
+    pool: Pool,
+    /// Sequences this process committed, kept while a [`watch`] runs so that it does not tell
+    /// this node's devices again what the node published itself (with the pushing device).
+    own: Arc<watch::Own>,
+}
+
+impl PgStore {
+    /// Connects to the database at `url` (a `postgres://` URL or `key=value` settings), brings
+    /// its schema up to date, and checks what durability it gives.
+    pub fn open(url: &str) -> Result<PgStore, StoreError> {
+        let config = config(url)?;
+        let store = PgStore {
+            pool: Pool::new(config, limits::PG_POOL_CONNECTIONS_MAX),
+            own: Arc::default(),
+        };
+        let mut conn = store.pool.get()?;
+        let applied = schema::migrate(conn.client())?;
+        if !applied.is_empty() {
+            tracing::info!(versions = ?applied, "schema migrations applied");
+        }
+        warn_if_not_durable(conn.client())?;
+        drop(conn);
+        Ok(store)
+    }
+
+    /// The schema version of the database at `url` (0: none yet), without migrating it.
+    pub fn schema_version(url: &str) -> Result<i32, StoreError> {
+        let mut client = config(url)?.connect(postgres::NoTls).map_err(backend)?;
+        schema::version(&mut client)
+    }
+
+    /// The schema version this build writes.
+    pub fn schema_current() -> i32 {
+        schema::current()
+    }
+
+    /// Whether the database holds nothing yet: no change, no directory entry, no audit entry
+    /// (what `migrate` requires of its target).
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        let mut conn = self.pool.get()?;
+        let row = conn
+            .client()
+            .query_one(
+                "SELECT NOT (EXISTS (SELECT 1 FROM change_log) OR EXISTS (SELECT 1 FROM orgs)
+                    OR EXISTS (SELECT 1 FROM staff) OR EXISTS (SELECT 1 FROM audit)
+                    OR EXISTS (SELECT 1 FROM cases) OR EXISTS (SELECT 1 FROM docs))",
+                &[],
+            )
+            .map_err(backend)?;
+        Ok(row.get(0))
+    }
+
+    /// Runs `work` with the write lock held, in one READ COMMITTED transaction.
+    fn run_write(&self, work: &mut Work<'_>) -> Result<(), StoreError> {
+        let mut conn = self.pool.get()?;
+        let session = conn.session();
+        session.begin(&format!(
+            "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
+        ))?;
+        let mut txn = PgTxn::new(session, true);
+        let done = work(&mut txn).and_then(|()| txn.finish());
+        let appended = match done {
+            Ok(appended) => appended,
+            Err(e) => {
+                txn.into_session().rollback();
+                return Err(e);
+            }
+        };
+        let session = txn.into_session();
+        let Some((first, last)) = appended else {
+            return session.commit("COMMIT");
+        };
+        // Noted before the commit (under the lock, so no other transaction can take these
+        // sequences meanwhile), so that this node's watch never mistakes them for another's.
+        self.own.insert(first, last);
+        let done = session.commit(&format!(
+            "SELECT pg_notify('{CHANNEL}', '{}'); COMMIT",
+            last.0
+        ));
+        if done.is_err() {
+            self.own.remove(first, last);
+        }
+        done
+    }
+
+    fn run_read(&self, work: &mut Work<'_>) -> Result<(), StoreError> {
+        let mut conn = self.pool.get()?;
+        let session = conn.session();
+        session.begin("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")?;
+        let mut txn = PgTxn::new(session, false);
+        let done = work(&mut txn);
+        let session = txn.into_session();
+        match done {
+            Ok(()) => session.commit("COMMIT"),
+            Err(e) => {
+                session.rollback();
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Store for PgStore {
+    fn write_txn(&self, work: &mut Work<'_>) -> Result<(), StoreError> {
+        self.run_write(work)
+    }
+
+    fn read_txn(&self, work: &mut Work<'_>) -> Result<(), StoreError> {
+        self.run_read(work)
+    }
+
+    fn scan_log(
+        &self,
+        after: Seq,
+        upto: Seq,
+        visit: &mut dyn FnMut(LogEntry<'_>) -> bool,
+    ) -> Result<(), StoreError> {
+        if after >= upto {
+            return Ok(());
+        }
+        let mut conn = self.pool.get()?;
+        txn::scan_log(conn.session(), after, upto, visit)
+    }
+
+    fn get_log(&self, seq: Seq) -> Result<Option<(DocId, Hash, Vec<u8>)>, StoreError> {
+        let mut conn = self.pool.get()?;
+        txn::get_log(conn.session(), seq)
+    }
+
+    fn doc_change_seqs(&self, doc: DocId) -> Result<Vec<Seq>, StoreError> {
+        let mut conn = self.pool.get()?;
+        txn::doc_change_seqs(conn.session(), doc)
+    }
+
+    fn received_at(&self, seq: Seq) -> Result<Option<i64>, StoreError> {
+        let mut conn = self.pool.get()?;
+        txn::received_at(conn.session(), seq)
+    }
+
+    fn last_seq(&self) -> Result<Seq, StoreError> {
+        let mut conn = self.pool.get()?;
+        txn::last_seq(conn.session())
+    }
+
+    /// Committed is durable here (see the module docs).
+    fn durable_seq(&self) -> Result<Seq, StoreError> {
+        self.last_seq()
+    }
+
+    /// None: the database is the one record of what was committed, and a commit is durable.
+    fn audit_anchor(&self) -> Result<Option<(u64, String)>, StoreError> {
+        Ok(None)
+    }
+
+    fn audit_scan(&self, visit: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError> {
+        let mut conn = self.pool.get()?;
+        txn::audit_scan(conn.session(), visit)
+    }
+
+    fn quarantine_list(&self) -> Result<Vec<crate::model::QuarantineEntry>, StoreError> {
+        let mut conn = self.pool.get()?;
+        txn::quarantine_list(conn.session())
+    }
+
+    /// Nothing to do: a commit returned only once it was durable.
+    fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn writability(&self) -> Writability {
+        let reason = match self.check_writable() {
+            Ok(None) => return Writability::writable(),
+            Ok(Some(reason)) => reason,
+            Err(e) => e.to_string(),
+        };
+        Writability {
+            writable: false,
+            reason: Some(reason),
+            ..Writability::writable()
+        }
+    }
+
+    fn watch(&self) -> Option<Box<dyn Watch>> {
+        Some(Box::new(watch::LogWatch::new(
+            self.pool.config().clone(),
+            self.own.clone(),
+        )))
+    }
+}
+
+impl PgStore {
+    /// `None` when the database accepts writes now; else why not.
+    fn check_writable(&self) -> Result<Option<String>, StoreError> {
+        let mut conn = self.pool.get()?;
+        let row = conn
+            .client()
+            .query_one(
+                "SELECT pg_is_in_recovery(), current_setting('transaction_read_only')",
+                &[],
+            )
+            .map_err(backend)?;
+        let (standby, read_only): (bool, String) = (row.get(0), row.get(1));
+        Ok(if standby {
+            Some("the database is a read-only standby".into())
+        } else if read_only == "on" {
+            Some("the database accepts no writes (default_transaction_read_only)".into())
+        } else {
+            None
+        })
+    }
+}
+
+/// The connection settings of `url`, with our defaults where it sets none.
+fn config(url: &str) -> Result<postgres::Config, StoreError> {
+    let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| {
+        StoreError::Backend(format!("the PostgreSQL URL is not valid: {e}"))
+    })?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_millis(limits::PG_CONNECT_TIMEOUT_MS));
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("casenote-server");
+    }
+    config.keepalives(true);
+    Ok(config)
+}
+
+fn warn_if_not_durable(client: &mut postgres::Client) -> Result<(), StoreError> {
+    let fsync: String = client
+        .query_one("SELECT current_setting('fsync')", &[])
+        .map_err(backend)?
+        .get(0);
+    if fsync != "on" {
+        tracing::warn!(
+            "the database runs with fsync off: a crash of its machine can lose what it \
+             committed, and casenote acknowledges changes at commit"
+        );
+    }
+    Ok(())
+}
+
+/// A PostgreSQL error as a [`StoreError`]: conflicts are retryable; a database whose disk is
+/// full is `Full`, one that refuses writes now (read-only, the write lock not free within
+/// [`limits::PG_LOCK_WAIT_MS_MAX`], shutting down) `Unwritable` (devices hear "retry later");
+/// damage is `Corrupt`; the rest `Backend`.
+/// Never carries a value from the query (PostgreSQL's detail may quote one).
+pub(super) fn backend(e: postgres::Error) -> StoreError {
+    use postgres::error::SqlState;
+    let Some(db) = e.as_db_error() else {
+        return StoreError::Backend(format!("database connection: {e}"));
+    };
+    let code = db.code();
+    let what = format!("{} ({})", db.message(), code.code());
+    if *code == SqlState::T_R_SERIALIZATION_FAILURE || *code == SqlState::T_R_DEADLOCK_DETECTED {
+        StoreError::Conflict
+    } else if *code == SqlState::DISK_FULL {
+        StoreError::Full(format!("the database's disk is full: {what}"))
+    } else if *code == SqlState::READ_ONLY_SQL_TRANSACTION
+        || *code == SqlState::LOCK_NOT_AVAILABLE
+        || *code == SqlState::INSUFFICIENT_RESOURCES
+        || *code == SqlState::ADMIN_SHUTDOWN
+        || *code == SqlState::CANNOT_CONNECT_NOW
+    {
+        StoreError::Unwritable(what)
+    } else if *code == SqlState::DATA_CORRUPTED || *code == SqlState::INDEX_CORRUPTED {
+        StoreError::Corrupt(what)
+    } else {
+        StoreError::Backend(what)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,154 @@
+//! The connection pool: at most [`limits::PG_POOL_CONNECTIONS_MAX`] connections per process,
+//! handed out one at a time, each set up once for the store's sessions ([`setup`]).
+//!
+//! It is our own, and small, because what the store needs is a mutex, a condition variable and
+//! a cap: a caller that finds every connection busy waits at most
+//! [`limits::PG_POOL_WAIT_MS_MAX`] and is refused with a backend error instead of hanging; a
+//! connection that broke (the database restarted, the network dropped) is closed when it comes
+//! back and replaced by a fresh one on demand. (r2d2 does the same, but its current release
+//! needs rustc 1.95 through parking_lot, above the workspace's 1.90.)
+
+use super::super::StoreError;
+use super::session::Session;
+use super::{backend, SESSION_SETUP};
+use casenote_protocol::limits;
+use postgres::{Client, Config, NoTls};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// The pool of one store.
+pub(super) struct Pool {
+    config: Config,
+    state: Mutex<State>,
+    freed: Condvar,
+    max: usize,
+    wait: Duration,
+}
+
+#[derive(Default)]
+struct State {
+    idle: Vec<Session>,
+    /// Connections open or being opened, idle ones included.
+    open: usize,
+}
+
+/// A connection taken from the pool; it goes back when dropped (closed instead if it broke).
+pub(super) struct Conn<'p> {
+    pool: &'p Pool,
+    session: Option<Session>,
+}
+
+impl Pool {
+    pub(super) fn new(config: Config, max: usize) -> Pool {
+        Pool {
+            config,
+            state: Mutex::new(State::default()),
+            freed: Condvar::new(),
+            max: max.max(1),
+            wait: Duration::from_millis(limits::PG_POOL_WAIT_MS_MAX),
+        }
+    }
+
+    /// A connection: an idle one, a new one while under the cap, or the first one given back
+    /// within the wait.
+    pub(super) fn get(&self) -> Result<Conn<'_>, StoreError> {
+        let deadline = Instant::now() + self.wait;
+        let mut state = lock(&self.state);
+        loop {
+            while let Some(session) = state.idle.pop() {
+                if !session.is_closed() {
+                    return Ok(Conn {
+                        pool: self,
+                        session: Some(session),
+                    });
+                }
+                state.open -= 1;
+            }
+            if state.open < self.max {
+                state.open += 1;
+                drop(state);
+                return match self.connect() {
+                    Ok(client) => Ok(Conn {
+                        pool: self,
+                        session: Some(Session::new(client)),
+                    }),
+                    Err(e) => {
+                        lock(&self.state).open -= 1;
+                        self.freed.notify_one();
+                        Err(e)
+                    }
+                };
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(StoreError::Backend(format!(
+                    "no database connection came free within {} ms ({} in use)",
+                    self.wait.as_millis(),
+                    self.max
+                )));
+            }
+            state = self
+                .freed
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// A new connection, set up for the store.
+    fn connect(&self) -> Result<Client, StoreError> {
+        connect(&self.config)
+    }
+
+    /// The settings connections are made with (the listener of [`super::watch`] makes one of
+    /// its own).
+    pub(super) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn give_back(&self, mut session: Session) {
+        if session.in_transaction() {
+            session.rollback();
+        }
+        let mut state = lock(&self.state);
+        if session.is_closed() {
+            state.open -= 1;
+        } else {
+            state.idle.push(session);
+        }
+        drop(state);
+        self.freed.notify_one();
+    }
+}
+
+impl Conn<'_> {
+    pub(super) fn session(&mut self) -> &mut Session {
+        self.session
+            .as_mut()
+            .expect("a pooled connection is present until dropped")
+    }
+
+    pub(super) fn client(&mut self) -> &mut Client {
+        &mut self.session().client
+    }
+}
+
+impl Drop for Conn<'_> {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take() {
+            self.pool.give_back(session);
+        }
+    }
+}
+
+/// A new connection with `config`, set up for the store.
+pub(super) fn connect(config: &Config) -> Result<Client, StoreError> {
+    let mut client = config.connect(NoTls).map_err(backend)?;
+    client.batch_execute(SESSION_SETUP).map_err(backend)?;
+    Ok(client)
+}
+
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    // A panic while holding the lock leaves a consistent list and count (each is written whole).
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

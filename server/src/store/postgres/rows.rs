@@ -1,0 +1,165 @@
+//! Rows to model values: one function per table, each reading the columns of `schema/v1.sql`
+//! by name. A value the model cannot hold (a hash of the wrong length, an unknown kind) is
+//! [`StoreError::Corrupt`], never a panic.
+
+use super::super::StoreError;
+use crate::model::{
+    ActorBinding, CaseRecord, Device, DeviceSync, DocHeader, DocRecord, Org, QuarantineEntry,
+    Staff, Team, TokenRecord,
+};
+use casenote_protocol::wire::Hash;
+use casenote_protocol::{CaseId, DeviceId, DocId, OrgId, StaffId, TeamId};
+use postgres::types::FromSql;
+use postgres::Row;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use uuid::Uuid;
+
+/// Column `name` of `row`.
+pub(super) fn col<'a, T: FromSql<'a>>(row: &'a Row, name: &str) -> Result<T, StoreError> {
+    row.try_get(name)
+        .map_err(|e| StoreError::Corrupt(format!("column {name}: {e}")))
+}
+
+/// A serde enum that serialises as a plain string (DocKind, Role, AuditKind), as its text.
+pub(super) fn enum_text<T: Serialize>(value: &T) -> Result<String, StoreError> {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => Ok(s),
+        _ => Err(StoreError::Corrupt("a value that is not a name".into())),
+    }
+}
+
+/// The enum named `text`.
+pub(super) fn text_enum<T: DeserializeOwned>(text: String) -> Result<T, StoreError> {
+    serde_json::from_value(serde_json::Value::String(text))
+        .map_err(|e| StoreError::Corrupt(format!("an unknown name: {e}")))
+}
+
+pub(super) fn hash(bytes: &[u8]) -> Result<Hash, StoreError> {
+    <[u8; 32]>::try_from(bytes)
+        .map(Hash)
+        .map_err(|_| StoreError::Corrupt("a hash is not 32 bytes".into()))
+}
+
+pub(super) fn seq(value: i64) -> Result<u64, StoreError> {
+    u64::try_from(value).map_err(|_| StoreError::Corrupt("a negative sequence".into()))
+}
+
+/// A u64 the application counts (sequences, epochs) as the bigint that stores it.
+pub(super) fn big(value: u64) -> Result<i64, StoreError> {
+    i64::try_from(value)
+        .map_err(|_| StoreError::Backend("a sequence beyond the range of bigint".into()))
+}
+
+pub(super) fn uuids<T>(values: &[T], id: fn(&T) -> Uuid) -> Vec<Uuid> {
+    values.iter().map(id).collect()
+}
+
+pub(super) fn org(row: &Row) -> Result<Org, StoreError> {
+    Ok(Org {
+        org_id: OrgId(col(row, "org_id")?),
+        name: col(row, "name")?,
+    })
+}
+
+pub(super) fn team(row: &Row) -> Result<Team, StoreError> {
+    Ok(Team {
+        team_id: TeamId(col(row, "team_id")?),
+        org_id: OrgId(col(row, "org_id")?),
+        name: col(row, "name")?,
+    })
+}
+
+pub(super) fn staff(row: &Row) -> Result<Staff, StoreError> {
+    let teams: Vec<Uuid> = col(row, "teams")?;
+    Ok(Staff {
+        staff_id: StaffId(col(row, "staff_id")?),
+        name: col(row, "name")?,
+        role: text_enum(col(row, "role")?)?,
+        org_id: OrgId(col(row, "org_id")?),
+        teams: teams.into_iter().map(TeamId).collect(),
+        revoked: col(row, "revoked")?,
+    })
+}
+
+pub(super) fn device(row: &Row) -> Result<Device, StoreError> {
+    Ok(Device {
+        device_id: DeviceId(col(row, "device_id")?),
+        staff_id: StaffId(col(row, "staff_id")?),
+        name: col(row, "name")?,
+        created_ms: col(row, "created_ms")?,
+        revoked: col(row, "revoked")?,
+        token_sha256: col(row, "token_sha256")?,
+    })
+}
+
+pub(super) fn token(row: &Row) -> Result<TokenRecord, StoreError> {
+    Ok(TokenRecord {
+        device_id: DeviceId(col(row, "device_id")?),
+        staff_id: StaffId(col(row, "staff_id")?),
+        revoked: col(row, "revoked")?,
+    })
+}
+
+pub(super) fn case(row: &Row) -> Result<CaseRecord, StoreError> {
+    let teams: Vec<Uuid> = col(row, "teams")?;
+    Ok(CaseRecord {
+        case_id: CaseId(col(row, "case_id")?),
+        owner_org: OrgId(col(row, "owner_org")?),
+        teams: teams.into_iter().map(TeamId).collect(),
+        created_ms: col(row, "created_ms")?,
+    })
+}
+
+pub(super) fn doc(row: &Row) -> Result<DocRecord, StoreError> {
+    let access: Option<Vec<Uuid>> = col(row, "access_teams")?;
+    let heads: Vec<Vec<u8>> = col(row, "heads")?;
+    let ops: i64 = col(row, "ops")?;
+    Ok(DocRecord {
+        header: DocHeader {
+            doc_id: DocId(col(row, "doc_id")?),
+            case_id: CaseId(col(row, "case_id")?),
+            kind: text_enum(col(row, "kind")?)?,
+            owner_org: OrgId(col(row, "owner_org")?),
+            access_teams: access.map(|t| t.into_iter().map(TeamId).collect()),
+            created_by: StaffId(col(row, "created_by")?),
+            created_ms: col(row, "created_ms")?,
+        },
+        heads: heads.iter().map(|h| hash(h)).collect::<Result<_, _>>()?,
+        ops: seq(ops)?,
+        filed_ms: col(row, "filed_ms")?,
+    })
+}
+
+pub(super) fn actor(row: &Row) -> Result<ActorBinding, StoreError> {
+    Ok(ActorBinding {
+        staff_id: StaffId(col(row, "staff_id")?),
+        device_id: DeviceId(col(row, "device_id")?),
+        first_seen_ms: col(row, "first_seen_ms")?,
+    })
+}
+
+pub(super) fn device_sync(row: &Row) -> Result<DeviceSync, StoreError> {
+    let epoch: Option<i64> = col(row, "reconciled_epoch")?;
+    let pending: Option<serde_json::Value> = col(row, "pending")?;
+    Ok(DeviceSync {
+        reconciled_epoch: epoch.map(seq).transpose()?,
+        pending: pending
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("a pending reconciliation: {e}")))?,
+    })
+}
+
+pub(super) fn quarantine(row: &Row) -> Result<QuarantineEntry, StoreError> {
+    let h: Vec<u8> = col(row, "hash")?;
+    Ok(QuarantineEntry {
+        doc_id: DocId(col(row, "doc_id")?),
+        hash: hash(&h)?,
+        bytes: col(row, "bytes")?,
+        reason: col(row, "reason")?,
+        staff_id: StaffId(col(row, "staff_id")?),
+        device_id: DeviceId(col(row, "device_id")?),
+        at_ms: col(row, "at_ms")?,
+    })
+}

@@ -1,0 +1,372 @@
+//! The PostgreSQL backend against the store contract ([`crate::store::conformance`]) on a real
+//! throwaway cluster (one per test process, a database per store), plus what only this backend
+//! has: two stores on one database (two nodes) allocating gap-free sequences in commit order
+//! under a reader that never sees a gap, the watch across nodes, the schema versions, the
+//! mapping of PostgreSQL's errors, and a database that refuses writes.
+
+use super::PgStore;
+use crate::model::{AuditKind, AuditRecord, NewChange};
+use crate::store::conformance::{conformance_tests, Factory};
+use crate::store::{read, write, Store, StoreError, Watch};
+use casenote_pg_cluster::Cluster;
+use casenote_protocol::wire::Hash;
+use casenote_protocol::{DocId, Seq};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// This test process's cluster.
+pub(crate) fn cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| Cluster::start().expect("start a throwaway PostgreSQL cluster"))
+}
+
+/// Fresh databases on the cluster.
+#[derive(Default)]
+struct Postgres {
+    urls: Vec<String>,
+}
+
+impl Factory for Postgres {
+    fn fresh(&mut self) -> Arc<dyn Store> {
+        let url = cluster().create_database().unwrap();
+        let store = PgStore::open(&url).unwrap();
+        self.urls.push(url);
+        Arc::new(store)
+    }
+
+    fn reopen(&mut self, store: Arc<dyn Store>) -> Arc<dyn Store> {
+        assert_eq!(
+            Arc::strong_count(&store),
+            1,
+            "the test still holds the store"
+        );
+        drop(store);
+        let url = self.urls.last().expect("a store was opened");
+        Arc::new(PgStore::open(url).unwrap())
+    }
+}
+
+conformance_tests!(Postgres::default());
+
+fn fresh() -> (String, PgStore) {
+    let url = cluster().create_database().unwrap();
+    let store = PgStore::open(&url).unwrap();
+    (url, store)
+}
+
+fn change(doc: DocId, n: u64) -> NewChange {
+    let mut hash = [0u8; 32];
+    hash[..8].copy_from_slice(&n.to_be_bytes());
+    hash[8..24].copy_from_slice(doc.as_bytes());
+    NewChange {
+        doc_id: doc,
+        hash: Hash(hash),
+        bytes: vec![7; 40],
+        received_at_ms: 1_000 + n as i64,
+    }
+}
+
+/// psql on the cluster, on database `url`.
+fn sql(url: &str, statement: &str) {
+    let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    client.batch_execute(statement).unwrap();
+}
+
+#[test]
+fn two_nodes_writing_at_once_allocate_gap_free_sequences_a_reader_never_sees_skipped() {
+    let (url, first) = fresh();
+    let nodes = [Arc::new(first), Arc::new(PgStore::open(&url).unwrap())];
+    let writers_per_node = 3;
+    let writes_per_writer = 40;
+    let stop = Arc::new(AtomicBool::new(false));
+    // The reader follows the log as a device's pull does: scan (cursor, last_seq], cursor =
+    // the last sequence seen. A change that committed behind its cursor would be skipped.
+    let reader = {
+        let (store, stop) = (nodes[1].clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut cursor = Seq(0);
+            let mut seen = Vec::new();
+            loop {
+                let done = stop.load(Ordering::SeqCst);
+                let last = store.last_seq().unwrap();
+                store
+                    .scan_log(cursor, last, &mut |e| {
+                        seen.push(e.seq.0);
+                        true
+                    })
+                    .unwrap();
+                cursor = last;
+                if done {
+                    return seen;
+                }
+            }
+        })
+    };
+    let mut writers = Vec::new();
+    for (n, node) in nodes.iter().enumerate() {
+        for w in 0..writers_per_node {
+            let node = node.clone();
+            writers.push(std::thread::spawn(move || {
+                let doc = DocId::new_random();
+                for i in 0..writes_per_writer {
+                    write(&*node, |t| {
+                        // Two changes per transaction, and an audit entry, like a push.
+                        t.append_change(&change(doc, 2 * i))?;
+                        t.append_change(&change(doc, 2 * i + 1))?;
+                        t.audit_append(AuditRecord::new(
+                            AuditKind::Sync,
+                            1,
+                            serde_json::json!({"node": n, "writer": w, "i": i}),
+                        ))
+                    })
+                    .unwrap();
+                }
+            }));
+        }
+    }
+    for w in writers {
+        w.join().unwrap();
+    }
+    stop.store(true, Ordering::SeqCst);
+    let seen = reader.join().unwrap();
+    let total = (2 * writers_per_node * writes_per_writer * 2) as u64;
+    assert_eq!(
+        seen,
+        (1..=total).collect::<Vec<_>>(),
+        "the reader saw a gap or a change out of order"
+    );
+    assert_eq!(nodes[0].last_seq().unwrap(), Seq(total));
+    assert_eq!(crate::audit::verify(&*nodes[0]).unwrap() as u64, total / 2);
+    // The stored chain is the chain of (seq, doc, hash): no two transactions forked it.
+    let mut chain = crate::store::sled::CHAIN_GENESIS;
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    for row in client
+        .query(
+            "SELECT seq, doc_id, hash, chain FROM change_log ORDER BY seq",
+            &[],
+        )
+        .unwrap()
+    {
+        let (seq, doc, hash, stored): (i64, uuid::Uuid, Vec<u8>, Vec<u8>) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        let hash = Hash(hash.try_into().unwrap());
+        chain = crate::store::sled::chain_next(&chain, seq as u64, DocId(doc), &hash);
+        assert_eq!(stored, chain.to_vec(), "the chain breaks at {seq}");
+    }
+}
+
+#[test]
+fn a_nodes_watch_hears_what_another_node_committed_and_not_what_it_committed_itself() {
+    let (url, a) = fresh();
+    let b = PgStore::open(&url).unwrap();
+    let mut watch = a.watch().expect("PostgreSQL stores can be watched");
+    assert!(
+        watch.wait(Duration::from_millis(50)).unwrap().is_none(),
+        "nothing was committed yet"
+    );
+    let theirs = DocId::new_random();
+    write(&b, |t| t.append_change(&change(theirs, 1))).unwrap();
+    let heard = wait_for(&mut *watch).expect("node A's watch hears node B's commit");
+    assert_eq!(heard.docs, vec![theirs]);
+    assert_eq!(heard.upto, Seq(1));
+
+    let ours = DocId::new_random();
+    write(&a, |t| t.append_change(&change(ours, 2))).unwrap();
+    write(&b, |t| t.append_change(&change(theirs, 3))).unwrap();
+    let heard = wait_for(&mut *watch).expect("node B's second commit");
+    assert_eq!(heard.docs, vec![theirs], "node A's own change is left out");
+    assert_eq!(heard.upto, Seq(3));
+}
+
+fn wait_for(watch: &mut dyn Watch) -> Option<crate::store::Committed> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Some(c) = watch.wait(Duration::from_millis(200)).unwrap() {
+            return Some(c);
+        }
+    }
+    None
+}
+
+#[test]
+fn a_watch_whose_connection_was_cut_reads_what_it_missed_from_its_cursor() {
+    let (url, a) = fresh();
+    let b = PgStore::open(&url).unwrap();
+    let mut watch = a.watch().unwrap();
+    assert!(watch.wait(Duration::from_millis(50)).unwrap().is_none());
+    // Cut every listening connection, as a database restart or a network fault would.
+    sql(
+        &url,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+    );
+    let missed = DocId::new_random();
+    write(&b, |t| t.append_change(&change(missed, 1))).unwrap();
+    let mut heard = None;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while heard.is_none() && Instant::now() < deadline {
+        // The first wait after the cut fails (and reconnects on the next call).
+        if let Ok(Some(c)) = watch.wait(Duration::from_millis(200)) {
+            heard = Some(c);
+        }
+    }
+    assert_eq!(heard.expect("the missed change").docs, vec![missed]);
+}
+
+#[test]
+fn opening_again_applies_no_migration_and_a_newer_schema_is_refused() {
+    let (url, store) = fresh();
+    drop(store);
+    assert_eq!(
+        PgStore::schema_version(&url).unwrap(),
+        PgStore::schema_current()
+    );
+    PgStore::open(&url).unwrap();
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let applied: i64 = client
+        .query_one("SELECT count(*) FROM schema_migrations", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(applied, i64::from(PgStore::schema_current()));
+    client
+        .execute(
+            "INSERT INTO schema_migrations (version, description) VALUES (99, 'from the future')",
+            &[],
+        )
+        .unwrap();
+    let err = PgStore::open(&url)
+        .err()
+        .expect("a newer schema is refused");
+    assert!(err.to_string().contains("version 99"), "{err}");
+}
+
+#[test]
+fn two_nodes_starting_at_once_on_an_empty_database_migrate_it_once() {
+    let url = cluster().create_database().unwrap();
+    let opens: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || PgStore::open(&url).map(|_| ()))
+        })
+        .collect();
+    for o in opens {
+        o.join().unwrap().unwrap();
+    }
+    assert_eq!(
+        PgStore::schema_version(&url).unwrap(),
+        PgStore::schema_current()
+    );
+}
+
+#[test]
+fn serialization_failures_and_deadlocks_are_conflicts_and_a_read_only_database_is_unwritable() {
+    let (url, store) = fresh();
+    // A real serialization failure: two REPEATABLE READ transactions update one row.
+    let mut one = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let mut two = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let mut t1 = one
+        .build_transaction()
+        .isolation_level(postgres::IsolationLevel::RepeatableRead)
+        .start()
+        .unwrap();
+    let mut t2 = two
+        .build_transaction()
+        .isolation_level(postgres::IsolationLevel::RepeatableRead)
+        .start()
+        .unwrap();
+    t1.query_one("SELECT access_epoch FROM store_state", &[])
+        .unwrap();
+    t2.query_one("SELECT access_epoch FROM store_state", &[])
+        .unwrap();
+    t1.execute(
+        "UPDATE store_state SET access_epoch = access_epoch + 1",
+        &[],
+    )
+    .unwrap();
+    t1.commit().unwrap();
+    let failed = t2
+        .execute(
+            "UPDATE store_state SET access_epoch = access_epoch + 1",
+            &[],
+        )
+        .unwrap_err();
+    assert!(matches!(super::backend(failed), StoreError::Conflict));
+
+    sql(
+        &url,
+        &format!(
+            "ALTER DATABASE {} SET default_transaction_read_only = on",
+            url.rsplit('/').next().unwrap()
+        ),
+    );
+    let reopened = PgStore::open(&url).err();
+    // Migrations write, so an open of a read-only database fails only if it must migrate; this
+    // one is migrated, so the open succeeds and writes are refused with a reason.
+    assert!(reopened.is_none(), "{reopened:?}");
+    drop(store);
+    let store = PgStore::open(&url).unwrap();
+    let w = store.writability();
+    assert!(!w.writable, "{w:?}");
+    assert!(w.reason.unwrap().contains("no writes"));
+    let refused = write(&store, |t| t.bump_access_epoch()).unwrap_err();
+    assert!(matches!(refused, StoreError::Unwritable(_)), "{refused}");
+    assert_eq!(
+        read(&store, |t| t.access_epoch()).unwrap(),
+        1,
+        "reads still work"
+    );
+}
+
+#[test]
+fn a_swallowed_statement_error_never_turns_into_a_commit() {
+    let (_url, store) = fresh();
+    let doc = DocId::new_random();
+    write(&store, |t| t.append_change(&change(doc, 1))).unwrap();
+    // The same change again, past the dedupe a push does: the insert fails at commit time...
+    let again = write(&store, |t| {
+        t.bump_access_epoch()?;
+        t.append_change(&change(doc, 1))
+    });
+    assert!(again.is_err(), "a duplicate change must not commit");
+    // ...and nothing of that transaction is there, the epoch bump included.
+    assert_eq!(read(&store, |t| t.access_epoch()).unwrap(), 0);
+    assert_eq!(store.last_seq().unwrap(), Seq(1));
+    // A statement that fails inside the work, its error swallowed: the commit refuses.
+    let mut conn = store.pool.get().unwrap();
+    let session = conn.session();
+    session.begin("BEGIN").unwrap();
+    assert!(session.execute("SELECT 1/0", &[]).is_err());
+    let committed = session.commit("COMMIT");
+    assert!(
+        committed.is_err(),
+        "COMMIT after a failed statement must be refused"
+    );
+}
+
+#[test]
+fn a_log_scan_of_large_changes_fetches_them_a_few_at_a_time_and_stops_when_told() {
+    let (_url, store) = fresh();
+    let doc = DocId::new_random();
+    let big = casenote_protocol::limits::CHANGE_BYTES_MAX / 2;
+    write(&store, |t| {
+        for n in 0..6 {
+            let mut c = change(doc, n);
+            c.bytes = vec![n as u8; big];
+            t.append_change(&c)?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let mut seen = Vec::new();
+    store
+        .scan_log(Seq(0), Seq(6), &mut |e| {
+            assert_eq!(e.bytes.len(), big);
+            seen.push(e.seq.0);
+            e.seq.0 < 4
+        })
+        .unwrap();
+    assert_eq!(seen, vec![1, 2, 3, 4]);
+    assert_eq!(store.received_at(Seq(3)).unwrap(), Some(1_002));
+    assert_eq!(store.doc_change_seqs(doc).unwrap().len(), 6);
+}

@@ -1,0 +1,734 @@
+//! [`PgTxn`]: the store contract's transaction on one PostgreSQL connection, and the reads of
+//! committed, append-only data that run outside transactions.
+//!
+//! Each method is one statement (prepared once per connection), except the change log: the
+//! changes a write transaction appends are kept in memory (read back by `has_change`, so the
+//! transaction reads its own writes) and inserted at the end in ONE statement, under the write
+//! lock, with the sequences and chain links computed from the log's tip as read under that
+//! lock. A sync that stores fifty changes pays one round trip for them, not fifty, and the
+//! lock every node waits on is held that much shorter.
+
+use super::super::{StoreError, Txn};
+use super::backend;
+use super::rows::{self, big, col, enum_text, seq};
+use super::session::Session;
+use crate::model::audit::{self as audit_model, AuditEntry, AuditRecord};
+use crate::model::{
+    ActorBinding, CaseRecord, Device, DeviceSync, DocRecord, LogEntry, NewChange, Org,
+    QuarantineEntry, Staff, Team, TokenRecord,
+};
+use crate::store::sled::{chain_next, CHAIN_GENESIS};
+use casenote_protocol::wire::Hash;
+use casenote_protocol::{limits, CaseId, DeviceId, DocId, OrgId, Seq, StaffId, TeamId};
+use std::collections::HashSet;
+use uuid::Uuid;
+
+/// One transaction of the PostgreSQL store.
+pub(super) struct PgTxn<'s> {
+    s: &'s mut Session,
+    write: bool,
+    /// The log's tip (sequence, chain) as of this transaction's last append, read on the first.
+    tip: Option<(u64, [u8; 32])>,
+    /// Changes appended and not yet inserted (see the module docs).
+    appended: Vec<Appended>,
+    /// (doc, hash) of every change appended, for `has_change`.
+    appended_keys: HashSet<(DocId, [u8; 32])>,
+    /// Bytes of the changes in `appended`.
+    appended_bytes: usize,
+    /// The first and last sequence this transaction appended.
+    range: Option<(Seq, Seq)>,
+    /// The audit log's head (seq, hash) as of this transaction's last append, read on the first.
+    audit_head: Option<(u64, String)>,
+}
+
+struct Appended {
+    seq: u64,
+    chain: [u8; 32],
+    change: NewChange,
+}
+
+impl<'s> PgTxn<'s> {
+    pub(super) fn new(s: &'s mut Session, write: bool) -> PgTxn<'s> {
+        PgTxn {
+            s,
+            write,
+            tip: None,
+            appended: Vec::new(),
+            appended_keys: HashSet::new(),
+            appended_bytes: 0,
+            range: None,
+            audit_head: None,
+        }
+    }
+
+    /// Inserts what is still in memory; returns the first and last sequence appended.
+    pub(super) fn finish(&mut self) -> Result<Option<(Seq, Seq)>, StoreError> {
+        self.insert_appended()?;
+        Ok(self.range)
+    }
+
+    /// Inserts the appended changes held in memory, in one statement.
+    fn insert_appended(&mut self) -> Result<(), StoreError> {
+        if self.appended.is_empty() {
+            return Ok(());
+        }
+        let mut seqs = Vec::with_capacity(self.appended.len());
+        let (mut docs, mut hashes, mut chains) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut received, mut bytes) = (Vec::new(), Vec::new());
+        for a in &self.appended {
+            seqs.push(big(a.seq)?);
+            docs.push(a.change.doc_id.0);
+            hashes.push(&a.change.hash.0[..]);
+            chains.push(&a.chain[..]);
+            received.push(a.change.received_at_ms);
+            bytes.push(&a.change.bytes[..]);
+        }
+        self.s.execute(
+            "INSERT INTO change_log (seq, doc_id, hash, chain, received_ms, bytes)
+             SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::bytea[], $4::bytea[],
+                                  $5::bigint[], $6::bytea[])",
+            &[&seqs, &docs, &hashes, &chains, &received, &bytes],
+        )?;
+        self.appended.clear();
+        self.appended_bytes = 0;
+        Ok(())
+    }
+
+    pub(super) fn into_session(self) -> &'s mut Session {
+        self.s
+    }
+
+    fn writing(&self) -> Result<(), StoreError> {
+        if self.write {
+            Ok(())
+        } else {
+            Err(StoreError::Backend(
+                "a read transaction cannot write".into(),
+            ))
+        }
+    }
+
+    fn tip(&mut self) -> Result<(u64, [u8; 32]), StoreError> {
+        if let Some(tip) = self.tip {
+            return Ok(tip);
+        }
+        let tip = match self.s.query_opt(
+            "SELECT seq, chain FROM change_log ORDER BY seq DESC LIMIT 1",
+            &[],
+        )? {
+            Some(row) => {
+                let chain: Vec<u8> = col(&row, "chain")?;
+                (seq(col(&row, "seq")?)?, rows::hash(&chain)?.0)
+            }
+            None => (0, CHAIN_GENESIS),
+        };
+        self.tip = Some(tip);
+        Ok(tip)
+    }
+
+    fn head(&mut self) -> Result<(u64, String), StoreError> {
+        if let Some(head) = &self.audit_head {
+            return Ok(head.clone());
+        }
+        let head = match self
+            .s
+            .query_opt("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", &[])?
+        {
+            Some(row) => (seq(col(&row, "seq")?)?, col(&row, "hash")?),
+            None => (0, audit_model::GENESIS_HASH.to_string()),
+        };
+        self.audit_head = Some(head.clone());
+        Ok(head)
+    }
+
+    fn all<T>(
+        &mut self,
+        sql: &'static str,
+        map: fn(&postgres::Row) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        self.s.query(sql, &[])?.iter().map(map).collect()
+    }
+
+    fn one<T>(
+        &mut self,
+        sql: &'static str,
+        id: &Uuid,
+        map: fn(&postgres::Row) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
+        self.s.query_opt(sql, &[id])?.as_ref().map(map).transpose()
+    }
+
+    fn ids(&mut self, sql: &'static str, id: &Uuid) -> Result<Vec<Uuid>, StoreError> {
+        self.s
+            .query(sql, &[id])?
+            .iter()
+            .map(|r| col(r, "id"))
+            .collect()
+    }
+}
+
+impl Txn for PgTxn<'_> {
+    fn org(&mut self, id: OrgId) -> Result<Option<Org>, StoreError> {
+        self.one("SELECT * FROM orgs WHERE org_id = $1", &id.0, rows::org)
+    }
+    fn orgs(&mut self) -> Result<Vec<Org>, StoreError> {
+        self.all("SELECT * FROM orgs ORDER BY org_id", rows::org)
+    }
+    fn team(&mut self, id: TeamId) -> Result<Option<Team>, StoreError> {
+        self.one("SELECT * FROM teams WHERE team_id = $1", &id.0, rows::team)
+    }
+    fn teams(&mut self) -> Result<Vec<Team>, StoreError> {
+        self.all("SELECT * FROM teams ORDER BY team_id", rows::team)
+    }
+    fn staff(&mut self, id: StaffId) -> Result<Option<Staff>, StoreError> {
+        self.one(
+            "SELECT * FROM staff WHERE staff_id = $1",
+            &id.0,
+            rows::staff,
+        )
+    }
+    fn staff_all(&mut self) -> Result<Vec<Staff>, StoreError> {
+        self.all("SELECT * FROM staff ORDER BY staff_id", rows::staff)
+    }
+    fn device(&mut self, id: DeviceId) -> Result<Option<Device>, StoreError> {
+        self.one(
+            "SELECT * FROM devices WHERE device_id = $1",
+            &id.0,
+            rows::device,
+        )
+    }
+    fn devices(&mut self) -> Result<Vec<Device>, StoreError> {
+        self.all("SELECT * FROM devices ORDER BY device_id", rows::device)
+    }
+    fn token(&mut self, sha256: &[u8; 32]) -> Result<Option<TokenRecord>, StoreError> {
+        self.s
+            .query_opt(
+                "SELECT * FROM tokens WHERE token_sha256 = $1",
+                &[&&sha256[..]],
+            )?
+            .as_ref()
+            .map(rows::token)
+            .transpose()
+    }
+
+    fn put_org(&mut self, org: &Org) -> Result<(), StoreError> {
+        self.writing()?;
+        self.s.execute(
+            "INSERT INTO orgs (org_id, name) VALUES ($1, $2)
+             ON CONFLICT (org_id) DO UPDATE SET name = excluded.name",
+            &[&org.org_id.0, &org.name],
+        )?;
+        Ok(())
+    }
+    fn put_team(&mut self, team: &Team) -> Result<(), StoreError> {
+        self.writing()?;
+        self.s.execute(
+            "INSERT INTO teams (team_id, org_id, name) VALUES ($1, $2, $3)
+             ON CONFLICT (team_id) DO UPDATE SET org_id = excluded.org_id, name = excluded.name",
+            &[&team.team_id.0, &team.org_id.0, &team.name],
+        )?;
+        Ok(())
+    }
+    fn put_staff(&mut self, staff: &Staff) -> Result<(), StoreError> {
+        self.writing()?;
+        let teams = rows::uuids(&staff.teams, |t| t.0);
+        self.s.execute(
+            "INSERT INTO staff (staff_id, name, role, org_id, teams, revoked)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (staff_id) DO UPDATE SET name = excluded.name, role = excluded.role,
+                 org_id = excluded.org_id, teams = excluded.teams, revoked = excluded.revoked",
+            &[
+                &staff.staff_id.0,
+                &staff.name,
+                &enum_text(&staff.role)?,
+                &staff.org_id.0,
+                &teams,
+                &staff.revoked,
+            ],
+        )?;
+        Ok(())
+    }
+    fn put_device(&mut self, d: &Device) -> Result<(), StoreError> {
+        self.writing()?;
+        self.s.execute(
+            "INSERT INTO devices (device_id, staff_id, name, created_ms, revoked, token_sha256)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (device_id) DO UPDATE SET staff_id = excluded.staff_id,
+                 name = excluded.name, created_ms = excluded.created_ms,
+                 revoked = excluded.revoked, token_sha256 = excluded.token_sha256",
+            &[
+                &d.device_id.0,
+                &d.staff_id.0,
+                &d.name,
+                &d.created_ms,
+                &d.revoked,
+                &d.token_sha256,
+            ],
+        )?;
+        Ok(())
+    }
+    fn put_token(&mut self, sha256: &[u8; 32], t: &TokenRecord) -> Result<(), StoreError> {
+        self.writing()?;
+        self.s.execute(
+            "INSERT INTO tokens (token_sha256, device_id, staff_id, revoked)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (token_sha256) DO UPDATE SET device_id = excluded.device_id,
+                 staff_id = excluded.staff_id, revoked = excluded.revoked",
+            &[&&sha256[..], &t.device_id.0, &t.staff_id.0, &t.revoked],
+        )?;
+        Ok(())
+    }
+
+    fn case(&mut self, id: CaseId) -> Result<Option<CaseRecord>, StoreError> {
+        self.one("SELECT * FROM cases WHERE case_id = $1", &id.0, rows::case)
+    }
+    fn put_case(&mut self, case: &CaseRecord) -> Result<(), StoreError> {
+        self.writing()?;
+        let teams = rows::uuids(&case.teams, |t| t.0);
+        self.s.execute(
+            "INSERT INTO cases (case_id, owner_org, teams, created_ms) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (case_id) DO UPDATE SET owner_org = excluded.owner_org,
+                 teams = excluded.teams, created_ms = excluded.created_ms",
+            &[&case.case_id.0, &case.owner_org.0, &teams, &case.created_ms],
+        )?;
+        Ok(())
+    }
+    fn doc(&mut self, id: DocId) -> Result<Option<DocRecord>, StoreError> {
+        self.one("SELECT * FROM docs WHERE doc_id = $1", &id.0, rows::doc)
+    }
+    fn put_doc(&mut self, doc: &DocRecord) -> Result<(), StoreError> {
+        self.writing()?;
+        let h = &doc.header;
+        let access = h.access_teams.as_ref().map(|t| rows::uuids(t, |t| t.0));
+        let heads: Vec<&[u8]> = doc.heads.iter().map(|h| &h.0[..]).collect();
+        self.s.execute(
+            "INSERT INTO docs (doc_id, case_id, kind, owner_org, access_teams, created_by,
+                               created_ms, heads, ops, filed_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             ON CONFLICT (doc_id) DO UPDATE SET case_id = excluded.case_id,
+                 kind = excluded.kind, owner_org = excluded.owner_org,
+                 access_teams = excluded.access_teams, created_by = excluded.created_by,
+                 created_ms = excluded.created_ms, heads = excluded.heads,
+                 ops = excluded.ops, filed_ms = excluded.filed_ms",
+            &[
+                &h.doc_id.0,
+                &h.case_id.0,
+                &enum_text(&h.kind)?,
+                &h.owner_org.0,
+                &access,
+                &h.created_by.0,
+                &h.created_ms,
+                &heads,
+                &big(doc.ops)?,
+                &doc.filed_ms,
+            ],
+        )?;
+        Ok(())
+    }
+    fn has_change(&mut self, doc: DocId, hash: &Hash) -> Result<bool, StoreError> {
+        if self.appended_keys.contains(&(doc, hash.0)) {
+            return Ok(true);
+        }
+        Ok(self
+            .s
+            .query_opt(
+                "SELECT 1 FROM change_log WHERE doc_id = $1 AND hash = $2",
+                &[&doc.0, &&hash.0[..]],
+            )?
+            .is_some())
+    }
+    fn append_change(&mut self, change: &NewChange) -> Result<Seq, StoreError> {
+        self.writing()?;
+        let (last, chain) = self.tip()?;
+        let seq = last + 1;
+        let chain = chain_next(&chain, seq, change.doc_id, &change.hash);
+        self.tip = Some((seq, chain));
+        let first = self.range.map_or(Seq(seq), |r| r.0);
+        self.range = Some((first, Seq(seq)));
+        self.appended_keys.insert((change.doc_id, change.hash.0));
+        self.appended.push(Appended {
+            seq,
+            chain,
+            change: change.clone(),
+        });
+        self.appended_bytes += change.bytes.len();
+        if self.appended.len() >= limits::PG_APPEND_ROWS_PER_INSERT
+            || self.appended_bytes >= limits::PG_APPEND_BYTES_PER_INSERT
+        {
+            self.insert_appended()?;
+        }
+        Ok(Seq(seq))
+    }
+    fn actor(&mut self, actor: &[u8]) -> Result<Option<ActorBinding>, StoreError> {
+        self.s
+            .query_opt("SELECT * FROM actors WHERE actor = $1", &[&actor])?
+            .as_ref()
+            .map(rows::actor)
+            .transpose()
+    }
+    fn put_actor(&mut self, actor: &[u8], b: &ActorBinding) -> Result<(), StoreError> {
+        self.writing()?;
+        self.s.execute(
+            "INSERT INTO actors (actor, staff_id, device_id, first_seen_ms) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (actor) DO UPDATE SET staff_id = excluded.staff_id,
+                 device_id = excluded.device_id, first_seen_ms = excluded.first_seen_ms",
+            &[&actor, &b.staff_id.0, &b.device_id.0, &b.first_seen_ms],
+        )?;
+        Ok(())
+    }
+    fn cases_of_team(&mut self, team: TeamId) -> Result<Vec<CaseId>, StoreError> {
+        Ok(self
+            .ids(
+                "SELECT case_id AS id FROM cases WHERE teams @> ARRAY[$1::uuid] ORDER BY case_id",
+                &team.0,
+            )?
+            .into_iter()
+            .map(CaseId)
+            .collect())
+    }
+    fn docs_of_case(&mut self, case: CaseId) -> Result<Vec<DocId>, StoreError> {
+        Ok(self
+            .ids(
+                "SELECT doc_id AS id FROM docs WHERE case_id = $1 ORDER BY doc_id",
+                &case.0,
+            )?
+            .into_iter()
+            .map(DocId)
+            .collect())
+    }
+
+    fn device_sync(&mut self, device: DeviceId) -> Result<Option<DeviceSync>, StoreError> {
+        self.one(
+            "SELECT * FROM device_sync WHERE device_id = $1",
+            &device.0,
+            rows::device_sync,
+        )
+    }
+    fn put_device_sync(&mut self, device: DeviceId, state: &DeviceSync) -> Result<(), StoreError> {
+        self.writing()?;
+        let epoch = state.reconciled_epoch.map(big).transpose()?;
+        let pending = state
+            .pending
+            .as_ref()
+            .map(serde_json::to_value)
+            .transpose()
+            .map_err(|e| StoreError::Backend(format!("a pending reconciliation: {e}")))?;
+        self.s.execute(
+            "INSERT INTO device_sync (device_id, reconciled_epoch, pending) VALUES ($1, $2, $3)
+             ON CONFLICT (device_id) DO UPDATE SET reconciled_epoch = excluded.reconciled_epoch,
+                 pending = excluded.pending",
+            &[&device.0, &epoch, &pending],
+        )?;
+        Ok(())
+    }
+    fn device_docs(&mut self, device: DeviceId) -> Result<Vec<DocId>, StoreError> {
+        Ok(self
+            .ids(
+                "SELECT doc_id AS id FROM device_docs WHERE device_id = $1 ORDER BY doc_id",
+                &device.0,
+            )?
+            .into_iter()
+            .map(DocId)
+            .collect())
+    }
+    fn device_docs_add(&mut self, device: DeviceId, docs: &[DocId]) -> Result<(), StoreError> {
+        self.writing()?;
+        if docs.is_empty() {
+            return Ok(());
+        }
+        let docs = rows::uuids(docs, |d| d.0);
+        self.s.execute(
+            "INSERT INTO device_docs (device_id, doc_id) SELECT $1, unnest($2::uuid[])
+             ON CONFLICT DO NOTHING",
+            &[&device.0, &docs],
+        )?;
+        Ok(())
+    }
+    fn device_docs_remove(&mut self, device: DeviceId, docs: &[DocId]) -> Result<(), StoreError> {
+        self.writing()?;
+        if docs.is_empty() {
+            return Ok(());
+        }
+        let docs = rows::uuids(docs, |d| d.0);
+        self.s.execute(
+            "DELETE FROM device_docs WHERE device_id = $1 AND doc_id = ANY($2::uuid[])",
+            &[&device.0, &docs],
+        )?;
+        Ok(())
+    }
+    fn device_docs_clear(&mut self, device: DeviceId) -> Result<(), StoreError> {
+        self.writing()?;
+        self.s
+            .execute("DELETE FROM device_docs WHERE device_id = $1", &[&device.0])?;
+        Ok(())
+    }
+
+    fn quarantined(
+        &mut self,
+        doc: DocId,
+        hash: &Hash,
+    ) -> Result<Option<QuarantineEntry>, StoreError> {
+        self.s
+            .query_opt(
+                "SELECT * FROM quarantine WHERE doc_id = $1 AND hash = $2",
+                &[&doc.0, &&hash.0[..]],
+            )?
+            .as_ref()
+            .map(rows::quarantine)
+            .transpose()
+    }
+    fn quarantine_add(&mut self, entries: &[QuarantineEntry]) -> Result<usize, StoreError> {
+        self.writing()?;
+        let mut added = 0;
+        for e in entries {
+            added += self.s.execute(
+                "INSERT INTO quarantine (doc_id, hash, bytes, reason, staff_id, device_id, at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+                &[
+                    &e.doc_id.0,
+                    &&e.hash.0[..],
+                    &e.bytes,
+                    &e.reason,
+                    &e.staff_id.0,
+                    &e.device_id.0,
+                    &e.at_ms,
+                ],
+            )? as usize;
+        }
+        Ok(added)
+    }
+
+    fn audit_append(&mut self, record: AuditRecord) -> Result<AuditEntry, StoreError> {
+        self.writing()?;
+        let (last, prev) = self.head()?;
+        let entry = audit_model::seal(last + 1, &prev, record);
+        let text = String::from_utf8(audit_model::encode(&entry))
+            .map_err(|_| StoreError::Backend("an audit entry that is not UTF-8".into()))?;
+        self.s.execute(
+            "INSERT INTO audit (seq, at_ms, kind, staff_id, device_id, hash, entry)
+             VALUES ($1, $2, $3, $4, $5, $6, $7::text::json)",
+            &[
+                &big(entry.seq)?,
+                &entry.at_ms,
+                &entry.kind.as_str(),
+                &entry.staff_id.map(|s| s.0),
+                &entry.device_id.map(|d| d.0),
+                &entry.hash,
+                &text,
+            ],
+        )?;
+        self.audit_head = Some((entry.seq, entry.hash.clone()));
+        Ok(entry)
+    }
+
+    fn access_epoch(&mut self) -> Result<u64, StoreError> {
+        let row = self
+            .s
+            .query_one("SELECT access_epoch FROM store_state", &[])?;
+        seq(col(&row, "access_epoch")?)
+    }
+    fn bump_access_epoch(&mut self) -> Result<u64, StoreError> {
+        self.writing()?;
+        let row = self.s.query_one(
+            "UPDATE store_state SET access_epoch = access_epoch + 1 RETURNING access_epoch",
+            &[],
+        )?;
+        seq(col(&row, "access_epoch")?)
+    }
+    fn log_id(&mut self) -> Result<Uuid, StoreError> {
+        let row = self.s.query_one("SELECT log_id FROM store_state", &[])?;
+        col(&row, "log_id")
+    }
+    fn set_log_id(&mut self, id: Uuid) -> Result<(), StoreError> {
+        self.writing()?;
+        self.s
+            .execute("UPDATE store_state SET log_id = $1", &[&id])?;
+        Ok(())
+    }
+    fn meta(&mut self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.s
+            .query_opt("SELECT value FROM meta WHERE key = $1", &[&key])?
+            .map(|r| col(&r, "value"))
+            .transpose()
+    }
+    fn put_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.writing()?;
+        self.s.execute(
+            "INSERT INTO meta (key, value) VALUES ($1, $2)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[&key, &value],
+        )?;
+        Ok(())
+    }
+
+    fn escrow(&mut self, device: DeviceId) -> Result<Option<[u8; 32]>, StoreError> {
+        self.s
+            .query_opt(
+                "SELECT wrap_key FROM escrow WHERE device_id = $1",
+                &[&device.0],
+            )?
+            .map(|r| wrap_key(&r))
+            .transpose()
+    }
+    fn escrow_put_if_absent(
+        &mut self,
+        device: DeviceId,
+        key: [u8; 32],
+    ) -> Result<[u8; 32], StoreError> {
+        self.writing()?;
+        self.s.execute(
+            "INSERT INTO escrow (device_id, wrap_key) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&device.0, &&key[..]],
+        )?;
+        self.escrow(device)?
+            .ok_or_else(|| StoreError::Corrupt("an escrowed key vanished".into()))
+    }
+    fn escrow_remove(&mut self, device: DeviceId) -> Result<(), StoreError> {
+        self.writing()?;
+        self.s
+            .execute("DELETE FROM escrow WHERE device_id = $1", &[&device.0])?;
+        Ok(())
+    }
+}
+
+fn wrap_key(row: &postgres::Row) -> Result<[u8; 32], StoreError> {
+    let v: Vec<u8> = col(row, "wrap_key")?;
+    <[u8; 32]>::try_from(v.as_slice())
+        .map_err(|_| StoreError::Corrupt("an escrowed key is not 32 bytes".into()))
+}
+
+// Reads of committed, append-only data, outside transactions.
+
+/// Visits log entries with `after < seq <= upto` in order until `visit` returns false, on one
+/// snapshot. Rows are fetched through a portal a few at a time, fewer when they are large, so
+/// memory stays near [`limits::PG_SCAN_FETCH_BYTES`] whatever the range.
+pub(super) fn scan_log(
+    s: &mut Session,
+    after: Seq,
+    upto: Seq,
+    visit: &mut dyn FnMut(LogEntry<'_>) -> bool,
+) -> Result<(), StoreError> {
+    let stmt = s.stmt(
+        "SELECT seq, doc_id, hash, bytes FROM change_log
+         WHERE seq > $1 AND seq <= $2 ORDER BY seq",
+    )?;
+    let (after, upto) = (big(after.0)?, big(upto.0)?);
+    let mut tx = snapshot(s)?;
+    let portal = tx.bind(&stmt, &[&after, &upto]).map_err(backend)?;
+    let mut rows_per_fetch = limits::PG_SCAN_ROWS_PER_FETCH_MAX;
+    loop {
+        let rows = tx
+            .query_portal(&portal, fetch(rows_per_fetch))
+            .map_err(backend)?;
+        let mut largest = 1;
+        for row in &rows {
+            let bytes: &[u8] = col(row, "bytes")?;
+            let h: &[u8] = col(row, "hash")?;
+            largest = largest.max(bytes.len());
+            let entry = LogEntry {
+                seq: Seq(seq(col(row, "seq")?)?),
+                doc_id: DocId(col(row, "doc_id")?),
+                hash: rows::hash(h)?,
+                bytes,
+            };
+            if !visit(entry) {
+                return tx.commit().map_err(backend);
+            }
+        }
+        if rows.len() < rows_per_fetch {
+            return tx.commit().map_err(backend);
+        }
+        rows_per_fetch =
+            (limits::PG_SCAN_FETCH_BYTES / largest).clamp(1, limits::PG_SCAN_ROWS_PER_FETCH_MAX);
+    }
+}
+
+/// Visits every audit entry's sequence and stored JSON, in order, until `visit` returns false.
+pub(super) fn audit_scan(
+    s: &mut Session,
+    visit: &mut dyn FnMut(u64, &[u8]) -> bool,
+) -> Result<(), StoreError> {
+    let stmt = s.stmt("SELECT seq, entry::text AS entry FROM audit ORDER BY seq")?;
+    let mut tx = snapshot(s)?;
+    let portal = tx.bind(&stmt, &[]).map_err(backend)?;
+    let rows_per_fetch = limits::PG_SCAN_ROWS_PER_FETCH_MAX;
+    loop {
+        let rows = tx
+            .query_portal(&portal, fetch(rows_per_fetch))
+            .map_err(backend)?;
+        for row in &rows {
+            let entry: &str = col(row, "entry")?;
+            if !visit(seq(col(row, "seq")?)?, entry.as_bytes()) {
+                return tx.commit().map_err(backend);
+            }
+        }
+        if rows.len() < rows_per_fetch {
+            return tx.commit().map_err(backend);
+        }
+    }
+}
+
+/// A read-only transaction on one snapshot, for a scan through a portal.
+fn snapshot(s: &mut Session) -> Result<postgres::Transaction<'_>, StoreError> {
+    s.client
+        .build_transaction()
+        .isolation_level(postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .map_err(backend)
+}
+
+fn fetch(rows: usize) -> i32 {
+    i32::try_from(rows).unwrap_or(i32::MAX)
+}
+
+pub(super) fn get_log(
+    s: &mut Session,
+    at: Seq,
+) -> Result<Option<(DocId, Hash, Vec<u8>)>, StoreError> {
+    let Some(row) = s.query_opt(
+        "SELECT doc_id, hash, bytes FROM change_log WHERE seq = $1",
+        &[&big(at.0)?],
+    )?
+    else {
+        return Ok(None);
+    };
+    let h: Vec<u8> = col(&row, "hash")?;
+    Ok(Some((
+        DocId(col(&row, "doc_id")?),
+        rows::hash(&h)?,
+        col(&row, "bytes")?,
+    )))
+}
+
+pub(super) fn doc_change_seqs(s: &mut Session, doc: DocId) -> Result<Vec<Seq>, StoreError> {
+    s.query(
+        "SELECT seq FROM change_log WHERE doc_id = $1 ORDER BY seq",
+        &[&doc.0],
+    )?
+    .iter()
+    .map(|r| Ok(Seq(seq(col(r, "seq")?)?)))
+    .collect()
+}
+
+pub(super) fn received_at(s: &mut Session, at: Seq) -> Result<Option<i64>, StoreError> {
+    Ok(s.query_opt(
+        "SELECT received_ms FROM change_log WHERE seq = $1",
+        &[&big(at.0)?],
+    )?
+    .map(|r| col::<Option<i64>>(&r, "received_ms"))
+    .transpose()?
+    .flatten())
+}
+
+pub(super) fn last_seq(s: &mut Session) -> Result<Seq, StoreError> {
+    let row = s.query_one("SELECT coalesce(max(seq), 0) AS seq FROM change_log", &[])?;
+    Ok(Seq(seq(col(&row, "seq")?)?))
+}
+
+pub(super) fn quarantine_list(s: &mut Session) -> Result<Vec<QuarantineEntry>, StoreError> {
+    s.query("SELECT * FROM quarantine ORDER BY doc_id, hash", &[])?
+        .iter()
+        .map(rows::quarantine)
+        .collect()
+}
