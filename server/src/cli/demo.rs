@@ -386,7 +386,7 @@ impl<'a> Loader<'a> {
         if !about_me.is_empty() {
             record::append_root_text(&mut doc.doc, "case", field::ABOUT_ME, about_me)?;
         }
-        doc.doc.commit();
+        commit_at(&mut doc.doc, self.now_ms);
         self.push(&mut doc, by)?;
         self.set_case_teams(case_id, teams)?;
         Ok(doc)
@@ -406,7 +406,7 @@ impl<'a> Loader<'a> {
         for (k, v) in entries {
             doc.doc.put(&obj, *k, *v)?;
         }
-        doc.doc.commit();
+        commit_at(&mut doc.doc, self.now_ms);
         Ok(())
     }
 
@@ -474,9 +474,9 @@ impl<'a> Loader<'a> {
                 late_entry_reason: late_entry_reason.map(Into::into),
             },
         )?;
-        doc.doc.commit();
+        commit_at(&mut doc.doc, recorded_at_ms);
         record::file_note(&mut doc.doc, id, recorded_at_ms)?;
-        doc.doc.commit();
+        commit_at(&mut doc.doc, recorded_at_ms);
         self.push_at(&mut doc, by, recorded_at_ms)?;
         Ok(id)
     }
@@ -507,7 +507,7 @@ impl<'a> Loader<'a> {
             "mca",
             "Has capacity to decide to return home (MCA assessment on the ward)",
         )?;
-        peggy.doc.commit();
+        commit_at(&mut peggy.doc, self.now_ms);
         self.push(&mut peggy, "Sam Kowalski")?;
 
         let mut plan = self.new_doc(
@@ -528,7 +528,7 @@ impl<'a> Loader<'a> {
         )?;
         record::set_root_str(&mut plan.doc, field::PATHWAY, "1")?;
         record::set_root_str(&mut plan.doc, field::DISCHARGE_DATE, "2026-03-02")?;
-        plan.doc.commit();
+        commit_at(&mut plan.doc, self.now_ms);
         self.push(&mut plan, "Sam Kowalski")?;
         self.as_staff(&mut plan, "Mark Ellison");
         self.add_map_entry(
@@ -540,7 +540,7 @@ impl<'a> Loader<'a> {
                     "Fit grab rails by the back door and a perching stool",
                 ),
                 ("who", "Mark Ellison, OT"),
-                ("by_when", "2026-03-01"),
+                ("by", "2026-03-01"),
                 ("status", "open"),
             ],
         )?;
@@ -550,7 +550,7 @@ impl<'a> Loader<'a> {
             field::NARRATIVE,
             "\n\nOT: home visit done; the stairs are manageable with a second rail.",
         )?;
-        plan.doc.commit();
+        commit_at(&mut plan.doc, self.now_ms);
         self.push(&mut plan, "Mark Ellison")?;
 
         self.note(
@@ -654,7 +654,7 @@ impl<'a> Loader<'a> {
             "Safeguarding concern raised; strategy discussion held. Shared with the Community \
              Mental Health Team only.",
         )?;
-        safeguarding.doc.commit();
+        commit_at(&mut safeguarding.doc, self.now_ms);
         self.push(&mut safeguarding, "Dr Helen Marsh")?;
 
         self.note(
@@ -702,7 +702,7 @@ impl<'a> Loader<'a> {
              (MCA assessment). Consulted Tom (husband and carer) and their son. Decision: two \
              weeks' respite at Elm House so Tom can rest; Jean's routines kept.",
         )?;
-        jean_plan.doc.commit();
+        commit_at(&mut jean_plan.doc, self.now_ms);
         self.push(&mut jean_plan, "Priya Shah")?;
         self.note(
             jean.case_id,
@@ -847,4 +847,10 @@ mod tests {
             assert!(nhs_number_is_valid(&nhs), "{nhs}");
         }
     }
+}
+
+/// Commits `doc`'s pending edits stamped with `at_ms`, as a device stamps its commits with its
+/// clock (a bare `commit` stamps 0, which history would show as a device clock of 1970).
+fn commit_at(doc: &mut AutoCommit, at_ms: i64) {
+    doc.commit_with(automerge::transaction::CommitOptions::default().with_time(at_ms));
 }
