@@ -370,3 +370,14 @@ const _: () = assert!(LIVE_CONNECTIONS_PER_DEVICE_MAX < LIVE_CONNECTIONS_MAX);
 const _: () = assert!(HTTP_HEAD_BYTES_MAX >= 8 * 1024);
 const _: () = assert!(HTTP_HEADER_READ_TIMEOUT_MS < HTTP_BODY_STALL_TIMEOUT_MS);
 const _: () = assert!(REFUSAL_AUDIT_WINDOW_MS > 0);
+
+/// How long a device store's open waits for another process (or handle) to let go of the store:
+/// `sync --watch` holds it only while it syncs, and a sync of a day's work takes a second or two,
+/// a first sync of a whole caseload some seconds more. Past this, the open says the store is
+/// busy rather than waiting on without bound.
+pub const DEVICE_STORE_BUSY_WAIT_MS: u64 = 30_000;
+
+/// How many key files the CLI tries against a store from before store ids that was moved (its
+/// key file was named by its old path). Each try is a file read and one key unwrap, microseconds;
+/// a keys directory holds one file per store on the machine.
+pub const DEVICE_KEY_FILES_TRIED_MAX: usize = 1_000;
