@@ -331,6 +331,21 @@ impl CasenoteDevice {
     pub fn wipe(&self) -> Result<()> {
         Ok(self.inner.wipe()?)
     }
+
+    /// Lets go of the store's files until the next call, which opens them again (waiting for
+    /// another process that holds them, then `Busy`). For an app whose background sync runs in
+    /// another process: each side releases when it is done, so the other can open the store.
+    pub fn release(&self) {
+        self.inner.release()
+    }
+
+    /// Sets a plan field: `discharge_date` or `pathway` (written with dashes, the same); any
+    /// other name is `InvalidInput`, naming the valid ones.
+    pub fn plan_set(&self, case_id: String, field: String, value: String) -> Result<()> {
+        Ok(self
+            .inner
+            .plan_set(parse_case_id(&case_id)?, &field, &value)?)
+    }
 }
 
 #[cfg(test)]
@@ -370,5 +385,21 @@ mod tests {
         let missing = casenote_protocol::CaseId::new_random().to_string();
         assert_eq!(device.show(missing).unwrap_err().kind(), "not_found");
         assert_eq!(device.status().unwrap().unsynced_bytes, 0);
+    }
+
+    #[test]
+    fn a_released_store_can_be_opened_by_another_holder_and_is_opened_again_on_the_next_call() {
+        let tmp = tempfile::tempdir().unwrap();
+        let app = open(tmp.path(), vec![1; 32]).unwrap();
+        app.release();
+        // A background sync (another process, in an app) opens the same store meanwhile.
+        let worker = open(tmp.path(), vec![1; 32]).expect("the store was let go of");
+        assert_eq!(worker.status().unwrap().unsynced_bytes, 0);
+        drop(worker);
+        assert_eq!(
+            app.whoami().unwrap_err().kind(),
+            "not_logged_in",
+            "opened again"
+        );
     }
 }

@@ -60,6 +60,9 @@ pub enum CasenoteError {
     /// A wiped store that cannot come back: its device was revoked, or the token signing in is
     /// another member of staff's. Delete the directory.
     Unrecoverable { message: String },
+    /// Another process holds the store (a background sync, say) and did not let go of it in
+    /// time: try again in a moment. Holders let go between uses with `release`.
+    Busy { message: String },
 }
 
 impl CasenoteError {
@@ -84,6 +87,7 @@ impl CasenoteError {
             Self::Internal { .. } => "internal",
             Self::DiskFull { .. } => "disk_full",
             Self::Unrecoverable { .. } => "unrecoverable",
+            Self::Busy { .. } => "busy",
         }
     }
 
@@ -107,7 +111,8 @@ impl CasenoteError {
             | Self::Corrupt { message }
             | Self::Internal { message }
             | Self::DiskFull { message }
-            | Self::Unrecoverable { message } => message,
+            | Self::Unrecoverable { message }
+            | Self::Busy { message } => message,
         }
     }
 
@@ -133,8 +138,15 @@ impl From<Error> for CasenoteError {
         match e {
             Error::NotLoggedIn => Self::NotLoggedIn { message },
             Error::OtherUser { .. } => Self::OtherUser { message },
-            Error::NotFound(..) | Error::WrongKind(..) => Self::NotFound { message },
-            Error::Ambiguous(_) | Error::InvalidKey(_) => Self::InvalidInput { message },
+            Error::NotFound(..) | Error::WrongKind(..) | Error::NoStore(_) => {
+                Self::NotFound { message }
+            }
+            Error::Ambiguous(_)
+            | Error::InvalidKey(_)
+            | Error::BadServerUrl { .. }
+            | Error::UnknownField { .. }
+            | Error::KeyUnavailable(_) => Self::InvalidInput { message },
+            Error::Busy { .. } => Self::Busy { message },
             Error::Record(r) => from_record(r, message),
             Error::Store(_) | Error::Unencrypted(_) => Self::Store { message },
             Error::Corrupt(_) => Self::Corrupt { message },
@@ -201,6 +213,15 @@ mod tests {
             (Error::Wiped, "expired_and_wiped"),
             (Error::DiskFull, "disk_full"),
             (Error::Unrecoverable, "unrecoverable"),
+            (Error::Busy { waited_ms: 30_000 }, "busy"),
+            (Error::NoStore("/x".into()), "not_found"),
+            (
+                Error::UnknownField {
+                    given: "discharge".into(),
+                    valid: "discharge_date or pathway".into(),
+                },
+                "invalid_input",
+            ),
             (
                 Error::Transport(TransportError::Unreachable {
                     url: "http://127.0.0.1:9".into(),

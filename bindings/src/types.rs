@@ -287,6 +287,8 @@ pub struct Conflict {
     pub path: Vec<String>,
     /// Every concurrent value as JSON text, in a deterministic order (the first is the one shown).
     pub values_json: Vec<String>,
+    /// Who wrote each value, in the same order: a staff id ("" when the change carries none).
+    pub written_by: Vec<String>,
 }
 
 impl From<(DocId, record::Conflict)> for Conflict {
@@ -295,6 +297,11 @@ impl From<(DocId, record::Conflict)> for Conflict {
             doc_id: doc_id.to_string(),
             path: c.path,
             values_json: c.values.iter().map(|v| v.to_string()).collect(),
+            written_by: c
+                .written_by
+                .into_iter()
+                .map(|w| w.staff_id.unwrap_or_default())
+                .collect(),
         }
     }
 }

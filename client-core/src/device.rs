@@ -8,9 +8,10 @@
 use crate::crypto::StoreKey;
 use crate::engine::{self, Outgoing, Plan};
 use crate::error::Error;
+use crate::fields;
 use crate::lease::{self, Anchor, UptimeClock};
 use crate::store::{self, DeviceStore, Header, Unlock, Writes};
-use crate::transport::{HttpTransport, Transport, TransportError};
+use crate::transport::{check_server_url, HttpTransport, Transport, TransportError};
 use automerge::{ActorId, Author, AutoCommit, ChangeHash, ReadDoc};
 use casenote_protocol::record::{self, field, Amends, Identity, NewNote, NoteAuthor, NoteKind};
 use casenote_protocol::wire::{self, Rejection, WhoAmI};
@@ -115,7 +116,12 @@ pub struct Status {
     pub refused: Vec<Refusal>,
     pub cursor: Seq,
     pub last_sync: Option<SyncReport>,
+    /// What the store's directory takes on disk: sled's files, which grow by whole log segments,
+    /// and the reserve kept for a full disk.
     pub store_bytes: u64,
+    /// What the store's records take (keys and sealed values): this grows with every edit.
+    #[serde(default)]
+    pub records_bytes: u64,
     /// Payload sizes: bytes sent and received by the last sync, and by every sync since the
     /// store was created.
     pub bytes_up_last: usize,
@@ -142,6 +148,45 @@ pub struct LeaseStatus {
 struct Traffic {
     up: u64,
     down: u64,
+}
+
+/// What it takes to open the live channel of a store's server without the store, so that a
+/// listener on its own thread never holds the store ([`Device::live_connector`]).
+pub struct LiveConnector {
+    server: String,
+    token: String,
+}
+
+impl LiveConnector {
+    /// Opens the live channel ([`crate::live`]).
+    pub fn connect(&self) -> Result<crate::live::LiveListener, Error> {
+        Ok(crate::live::connect(&self.server, &self.token)?)
+    }
+}
+
+/// Removes what a sign-in that failed had created in `dir`: sled's files and the reserve, and
+/// the directory itself if it made it. Best effort: the store holds nothing yet.
+fn remove_new_store(dir: &Path, made_dir: bool) {
+    if made_dir {
+        let _ = std::fs::remove_dir_all(dir);
+        return;
+    }
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let ours = matches!(
+            name.as_ref(),
+            "db" | "conf" | "blobs" | crate::disk::RESERVE
+        ) || name.starts_with("snap.");
+        if ours {
+            let path = entry.path();
+            let _ = if path.is_dir() {
+                std::fs::remove_dir_all(path)
+            } else {
+                std::fs::remove_file(path)
+            };
+        }
+    }
 }
 
 /// A case record store on one device, signed in as one member of staff.
@@ -220,7 +265,20 @@ impl Device {
     /// touch with the server for longer than its lease wipes itself here
     /// ([`Error::ExpiredAndWiped`]).
     pub fn open_with(dir: &Path, unlock: Unlock<'_>, clocks: Clocks) -> Result<Self, Error> {
-        let device = Self::open_unchecked(DeviceStore::open_with(dir, unlock)?, clocks)?;
+        Self::open_checked(DeviceStore::open_with(dir, unlock)?, clocks)
+    }
+
+    /// Opens the store in `dir` as [`Device::open_with`] does, but never creates one: a
+    /// directory without a store is [`Error::NoStore`], and nothing is written there. What every
+    /// call but signing in should use, so that a mistyped directory is an error, not a new
+    /// empty store.
+    pub fn open_existing(dir: &Path, unlock: Unlock<'_>, clocks: Clocks) -> Result<Self, Error> {
+        Self::open_checked(DeviceStore::open_existing(dir, unlock)?, clocks)
+    }
+
+    /// A device over an open store, its offline lease checked.
+    fn open_checked(store: DeviceStore, clocks: Clocks) -> Result<Self, Error> {
+        let device = Self::open_unchecked(store, clocks)?;
         match device.unlocked() {
             Err(e @ Error::ExpiredAndWiped { .. }) => Err(e),
             // Locked still opens: the user signs in again through this handle.
@@ -357,12 +415,27 @@ impl Device {
         self.store.dir()
     }
 
+    /// The store's id, which names it wherever it is moved ([`DeviceStore::id`]).
+    pub fn store_id(&self) -> Option<&str> {
+        self.store.id()
+    }
+
+    /// Lets go of the store's files until the next call, so that other processes can use the
+    /// store meanwhile ([`DeviceStore::release`]): between the syncs of `sync --watch`, or an
+    /// app's background syncs. The next call opens them again, waiting for another process
+    /// that holds them (up to `DEVICE_STORE_BUSY_WAIT_MS`, then [`Error::Busy`]).
+    pub fn release(&self) {
+        self.store.release();
+    }
+
     fn now(&self) -> i64 {
         (self.clocks.wall)()
     }
 
     /// Signs this store in to `server` with `token`, after checking the token with the server.
+    /// A malformed address is [`Error::BadServerUrl`], before any request.
     pub fn login(&self, server: &str, token: &str) -> Result<WhoAmI, Error> {
+        check_server_url(server)?;
         self.login_with(&HttpTransport::new(server, token), server, token)
     }
 
@@ -404,7 +477,8 @@ impl Device {
     /// Opens the store in `dir` and signs it in to `server` with `token` (what `login` does). A
     /// store the offline lease wiped is brought back first, unsynced edits included, with its
     /// escrow key from the server: only for a token of the same member of staff, and never for a
-    /// revoked device ([`Error::Unrecoverable`]).
+    /// revoked device ([`Error::Unrecoverable`]). A new store is created only once the server
+    /// has accepted the token, and a sign-in that fails leaves no new store behind.
     pub fn sign_in(
         dir: &Path,
         unlock: Unlock<'_>,
@@ -412,6 +486,7 @@ impl Device {
         server: &str,
         token: &str,
     ) -> Result<(Self, WhoAmI), Error> {
+        check_server_url(server)?;
         Self::sign_in_with(
             &HttpTransport::new(server, token),
             dir,
@@ -423,6 +498,27 @@ impl Device {
 
     /// [`Device::sign_in`] over a given transport.
     pub fn sign_in_with(
+        transport: &dyn Transport,
+        dir: &Path,
+        unlock: Unlock<'_>,
+        clocks: Clocks,
+        credentials: (&str, &str),
+    ) -> Result<(Self, WhoAmI), Error> {
+        if store::exists(dir) {
+            return Self::sign_in_store(transport, dir, unlock, clocks, credentials);
+        }
+        // A token the server refuses, or a server out of reach, creates nothing.
+        transport.whoami()?;
+        let made_dir = !dir.exists();
+        let signed_in = Self::sign_in_store(transport, dir, unlock, clocks, credentials);
+        if signed_in.is_err() {
+            remove_new_store(dir, made_dir);
+        }
+        signed_in
+    }
+
+    /// [`Device::sign_in_with`] once it is settled that the store may be created.
+    fn sign_in_store(
         transport: &dyn Transport,
         dir: &Path,
         unlock: Unlock<'_>,
@@ -487,8 +583,13 @@ impl Device {
 
     /// Opens the live channel to the server this store is signed in to ([`crate::live`]).
     pub fn live(&self) -> Result<crate::live::LiveListener, Error> {
+        self.live_connector()?.connect()
+    }
+
+    /// What it takes to open the live channel later, from another thread, without the store.
+    pub fn live_connector(&self) -> Result<LiveConnector, Error> {
         let (server, token) = self.credentials()?;
-        Ok(crate::live::connect(&server, &token)?)
+        Ok(LiveConnector { server, token })
     }
 
     fn actor(&self) -> Result<ActorId, Error> {
@@ -831,8 +932,10 @@ impl Device {
         })
     }
 
-    /// Sets a scalar field on the plan (`discharge_date`, `pathway`).
+    /// Sets a scalar field on the plan (`discharge_date`, `pathway`; written with dashes, the
+    /// same). Any other name is [`Error::UnknownField`].
     pub fn plan_set(&self, case: CaseId, key: &str, value: &str) -> Result<(), Error> {
+        let key = fields::plan_field(key)?;
         self.edit_existing(self.plan_of(case)?, DocKind::Plan, "plan", |d| {
             Ok(record::set_root_str(d, key, value)?)
         })
@@ -939,6 +1042,8 @@ impl Device {
 
     /// Settles a conflicted field of a case's documents with `value`; the resolution is recorded
     /// in the document. `doc` may be left out when only one document has a conflict at `path`.
+    /// The path is read as [`fields::resolvable_path`] says (a field not in the schema is
+    /// [`Error::UnknownField`]).
     pub fn resolve(
         &self,
         case: CaseId,
@@ -946,6 +1051,8 @@ impl Device {
         path: &[String],
         value: &str,
     ) -> Result<DocId, Error> {
+        let path = fields::resolvable_path(path)?;
+        let path = path.as_slice();
         let shown = path.join(".");
         let candidates: Vec<DocId> = self
             .conflicts(case)?
@@ -989,9 +1096,13 @@ impl Device {
                 continue;
             };
             for c in record::conflicts(&doc) {
-                conflicts.push(
-                    json!({ "doc_id": doc_id, "kind": h.kind, "path": c.path, "values": c.values }),
-                );
+                conflicts.push(json!({
+                    "doc_id": doc_id,
+                    "kind": h.kind,
+                    "path": c.path,
+                    "values": c.values,
+                    "written_by": c.written_by,
+                }));
             }
             let content = record::content_json(&doc);
             match h.kind {
@@ -1024,6 +1135,7 @@ impl Device {
                 json!({ "note_id": id, "content": content, "amended_by": amended_by })
             })
             .collect();
+        let people = Self::people(&record_json, &notes);
         Ok(json!({
             "case_id": case,
             "record": record_json,
@@ -1031,7 +1143,42 @@ impl Device {
             "notes": notes,
             "restricted": restricted,
             "conflicts": conflicts,
+            "people": people,
         }))
+    }
+
+    /// Who the staff ids in a case are, as far as the record itself says (so that `show` stays
+    /// the same on every device): the team around the person (entries that name a worker's
+    /// staff id) and the author blocks of notes (role, team, organisation). Keyed by staff id.
+    fn people(record: &Value, notes: &[Value]) -> Value {
+        let mut people = serde_json::Map::new();
+        let mut learn = |id: Option<&str>, facts: Value| {
+            let Some(id) = id.filter(|id| !id.is_empty()) else {
+                return;
+            };
+            let entry = people.entry(id.to_string()).or_insert_with(|| json!({}));
+            for key in ["name", field::ROLE, field::TEAM, field::ORG] {
+                let v = &facts[key];
+                if v.as_str().is_some_and(|s| !s.is_empty()) && entry.get(key).is_none() {
+                    entry[key] = v.clone();
+                }
+            }
+        };
+        let team = record[field::TEAM].as_object();
+        for entry in team.into_iter().flatten().map(|(_, e)| e) {
+            learn(
+                entry[field::STAFF_ID].as_str(),
+                json!({
+                    "name": entry[field::WORKER], "role": entry[field::ROLE],
+                    "org": entry[field::ORG], "team": entry[field::TEAM],
+                }),
+            );
+        }
+        for note in notes {
+            let author = &note["content"][field::AUTHOR];
+            learn(author[field::STAFF_ID].as_str(), author.clone());
+        }
+        Value::Object(people)
     }
 
     /// Every field of a case's documents that holds concurrent values.
@@ -1139,6 +1286,16 @@ impl Device {
     /// Sends local edits and fetches what changed, over `transport`, until there is nothing
     /// more to exchange. Each round's results are durable before the next round starts.
     pub fn sync_with(&self, transport: &dyn Transport) -> Result<SyncReport, Error> {
+        self.sync_with_progress(transport, &mut |_| {})
+    }
+
+    /// [`Device::sync_with`], telling `progress` what the sync has done so far after each round
+    /// that another will follow (a first sync of a caseload takes many): a host shows it.
+    pub fn sync_with_progress(
+        &self,
+        transport: &dyn Transport,
+        progress: &mut dyn FnMut(&SyncReport),
+    ) -> Result<SyncReport, Error> {
         // A locked device does not use its stored token: its user signs in again first.
         self.unlocked()?;
         let started = Instant::now();
@@ -1219,6 +1376,7 @@ impl Device {
             if finished {
                 break;
             }
+            progress(&report);
             queued = left;
         }
         if !finished {
@@ -1256,6 +1414,14 @@ impl Device {
     /// Syncs with the server this store is signed in to.
     pub fn sync(&self) -> Result<SyncReport, Error> {
         self.sync_with(&self.http_transport()?)
+    }
+
+    /// [`Device::sync`], with what it has done so far after each round another will follow.
+    pub fn sync_observed(
+        &self,
+        progress: &mut dyn FnMut(&SyncReport),
+    ) -> Result<SyncReport, Error> {
+        self.sync_with_progress(&self.http_transport()?, progress)
     }
 
     /// Deletes every record, the token and the sign-in, files included.
@@ -1476,6 +1642,7 @@ impl Device {
             refused,
             cursor: self.cursor()?,
             store_bytes: self.store.size_on_disk()?,
+            records_bytes: self.store.records_bytes()?,
             bytes_up_last: last_sync.as_ref().map_or(0, |r| r.bytes_up),
             bytes_down_last: last_sync.as_ref().map_or(0, |r| r.bytes_down),
             bytes_up_total: traffic.up,

@@ -45,6 +45,17 @@ pub enum Error {
     Unrecoverable,
     #[error("the server sent something this device cannot use: {0}")]
     Protocol(String),
+    #[error("this device store is busy: another casenote (a sync, most likely) did not let go of it within {} s; try again in a moment", waited_ms.div_ceil(1000).max(1))]
+    Busy { waited_ms: u64 },
+    #[error("there is no device store at {0}: sign in to create one, or check the path")]
+    NoStore(String),
+    #[error("{given:?} is not a server address: write it as {hint}")]
+    BadServerUrl { given: String, hint: String },
+    #[error("unknown field {given:?}: use {valid}")]
+    UnknownField { given: String, valid: String },
+    /// The host could not find the store's key (a key file missing, say); its own message.
+    #[error("{0}")]
+    KeyUnavailable(String),
 }
 
 impl From<sled::Error> for Error {

@@ -16,6 +16,11 @@
 //! server hands only to the same member of staff signing in again. A revoked device's escrow key
 //! is destroyed on the server, so its wipe is final.
 //!
+//! The envelope also carries the store's **id**: 16 random bytes (hex), made with the store,
+//! that name it wherever it is moved and however its path is spelled. A host that keeps the
+//! store's key apart from it (the CLI's key file) finds the key by this id. Stores from before
+//! ids get one the first time they are opened.
+//!
 //! Format 2 is JSON (hex for bytes). Format 1, from before envelopes, held the salt and a check
 //! tag of a host key that was the data key itself; such a store is migrated when it is opened
 //! (see [`crate::store`]).
@@ -42,6 +47,9 @@ pub(crate) struct EscrowWrap {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Envelope {
     format: u8,
+    /// The store's id (`None`: a store from before ids, until it is next opened).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
     salt: String,
     /// The data key under the host's key; absent once the offline lease wiped the store.
     host: Option<String>,
@@ -51,11 +59,19 @@ pub(crate) struct Envelope {
     pub scrub: bool,
 }
 
+/// A new store id: 16 random bytes, hex.
+fn new_id() -> String {
+    let mut bytes = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
+    hex::encode(bytes)
+}
+
 impl Envelope {
     /// A new store's envelope: `data` wrapped under `host`.
     pub fn new(salt: &[u8; SALT_BYTES], data: &StoreKey, host: &StoreKey) -> Self {
         let mut env = Self {
             format: FORMAT_V2,
+            id: Some(new_id()),
             salt: hex::encode(salt),
             host: None,
             escrow: None,
@@ -73,6 +89,20 @@ impl Envelope {
             return Err(Error::Corrupt("the store's key envelope".into()));
         }
         Ok(env)
+    }
+
+    /// The store's id, if it has one.
+    pub fn id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+
+    /// Gives a store from before ids its id; false if it had one.
+    pub fn ensure_id(&mut self) -> bool {
+        if self.id.is_some() {
+            return false;
+        }
+        self.id = Some(new_id());
+        true
     }
 
     pub fn encode(&self) -> Vec<u8> {
@@ -187,5 +217,29 @@ mod tests {
             .unwrap()
             .contains(env.host.as_deref().unwrap()));
         assert!(Envelope::parse(b"\x01junk").is_err());
+    }
+
+    #[test]
+    fn a_store_has_an_id_of_its_own_and_one_from_before_ids_gets_one_once() {
+        let (data, host) = (StoreKey::generate(), StoreKey::generate());
+        let a = Envelope::new(&[1; SALT_BYTES], &data, &host);
+        let b = Envelope::new(&[1; SALT_BYTES], &data, &host);
+        assert_eq!(a.id().map(str::len), Some(32));
+        assert_ne!(a.id(), b.id(), "two stores, two ids");
+        let mut old: serde_json::Value = serde_json::from_slice(&a.encode()).unwrap();
+        old.as_object_mut().unwrap().remove("id");
+        let mut old = Envelope::parse(&serde_json::to_vec(&old).unwrap()).unwrap();
+        assert_eq!(old.id(), None);
+        assert!(
+            old.open_host(&host).unwrap().is_some(),
+            "an old envelope opens as before"
+        );
+        assert!(old.ensure_id());
+        let id = old.id().unwrap().to_string();
+        assert!(!old.ensure_id());
+        assert_eq!(
+            Envelope::parse(&old.encode()).unwrap().id(),
+            Some(id.as_str())
+        );
     }
 }

@@ -34,13 +34,16 @@ use crate::crypto::{Sealer, StoreKey, KEY_BYTES, SALT_BYTES};
 use crate::disk;
 use crate::error::Error;
 use crate::keyring::{self, Envelope};
+use crate::lock;
 use automerge::{AutoCommit, ChangeHash};
 use casenote_protocol::{limits, CaseId, DeviceId, DocId, DocKind};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 
 pub const META: u8 = b'm';
 pub const HEADER: u8 = b'h';
@@ -70,12 +73,38 @@ pub type OutboxList = (Vec<ChangeHash>, Vec<Vec<u8>>);
 /// A record opened: its logical key and its value.
 pub type Record = (Vec<u8>, Vec<u8>);
 
-/// How a store is unlocked: with a key the host app holds, or a passphrase (Argon2id under the
-/// store's own salt).
+/// How a store is unlocked: with a key the host app holds, a passphrase (Argon2id under the
+/// store's own salt), or a key the host finds once it knows which store it is.
 #[derive(Clone, Copy)]
 pub enum Unlock<'a> {
     Key(&'a StoreKey),
     Passphrase(&'a str),
+    /// Called once the store is open, with what it says of itself ([`Opening`]): its id, which
+    /// names it wherever it is moved (the CLI's key file is named by it). For a new store the
+    /// finder makes the key (and keeps it where it will find it again).
+    Find(&'a KeyFinder<'a>),
+}
+
+/// A host's way to find (or, for a new store, make) the key of the store being opened.
+pub type KeyFinder<'a> = dyn Fn(&Opening<'_>) -> Result<StoreKey, Error> + 'a;
+
+/// What a [`KeyFinder`] is told about the store being opened.
+pub struct Opening<'a> {
+    /// The store's id, from its key envelope (`None`: a store from before ids, or one from
+    /// before key envelopes).
+    pub id: Option<&'a str>,
+    /// The store is being created: the finder makes its key.
+    pub new: bool,
+    envelope: Option<&'a Envelope>,
+}
+
+impl Opening<'_> {
+    /// Whether `key` is the host key that opens this store (false for a new store, a wiped one,
+    /// and one from before key envelopes). Cheap: no passphrase derivation.
+    pub fn opens(&self, key: &StoreKey) -> bool {
+        self.envelope
+            .is_some_and(|env| matches!(env.open_host(key), Ok(Some(_))))
+    }
 }
 
 /// The device's sled store.
@@ -84,10 +113,16 @@ pub struct DeviceStore {
     sealer: Sealer,
     /// The data key, to wrap it for the escrow at sign-in.
     data_key: StoreKey,
+    /// The host key that opened the store, to open it again after [`DeviceStore::release`].
+    host_key: StoreKey,
+    /// The store's id ([`crate::keyring`]).
+    id: Option<String>,
     inner: RwLock<Option<Inner>>,
     /// Set once the offline lease wiped the store through this handle: calls fail with
     /// [`Error::Wiped`].
-    wiped: std::sync::atomic::AtomicBool,
+    wiped: AtomicBool,
+    /// Set while the store is let go of between uses: the next use opens it again.
+    released: AtomicBool,
 }
 
 struct Inner {
@@ -108,13 +143,30 @@ fn sibling(dir: &Path, suffix: &str) -> PathBuf {
     dir.with_file_name(name)
 }
 
-/// Opens sled in `dir`, with room to do so on a full disk ([`crate::disk`]).
+/// Opens sled in `dir`, with room to do so on a full disk ([`crate::disk`]), waiting up to
+/// `DEVICE_STORE_BUSY_WAIT_MS` for another process (or handle) to let go of it ([`crate::lock`]).
 fn open_inner(dir: &Path) -> Result<Inner, Error> {
-    disk::before_open(dir);
-    let db = casenote_sled_recovery::open(dir)?;
-    disk::keep_reserve(dir);
-    let tree = db.open_tree(TREE)?;
-    Ok(Inner { db, tree })
+    let since = Instant::now();
+    let deadline = since + Duration::from_millis(limits::DEVICE_STORE_BUSY_WAIT_MS);
+    loop {
+        lock::wait_until(dir, since, deadline)?;
+        disk::before_open(dir);
+        match casenote_sled_recovery::open(dir) {
+            Ok(db) => {
+                disk::keep_reserve(dir);
+                let tree = db.open_tree(TREE)?;
+                return Ok(Inner { db, tree });
+            }
+            // Another process took it between the wait and the open: wait again.
+            Err(_) if lock::held(dir) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Whether `dir` holds a device store (or one a crash left mid-rewrite, which opening finishes).
+pub fn exists(dir: &Path) -> bool {
+    dir.join("db").is_file() || sibling(dir, ".rewrite").join("db").is_file()
 }
 
 /// Finishes or rolls back a rewrite that a crash interrupted, and removes old files.
@@ -222,11 +274,17 @@ impl Writes {
     }
 }
 
-/// The host's key: the app's own, or one derived from a passphrase under the store's salt.
-fn host_key(unlock: Unlock<'_>, salt: &[u8; SALT_BYTES]) -> Result<StoreKey, Error> {
+/// The host's key: the app's own, one derived from a passphrase under the store's salt, or the
+/// one the host finds for the store `opening` describes.
+fn host_key(
+    unlock: Unlock<'_>,
+    salt: &[u8; SALT_BYTES],
+    opening: &Opening<'_>,
+) -> Result<StoreKey, Error> {
     match unlock {
         Unlock::Key(k) => Ok(k.clone()),
         Unlock::Passphrase(p) => StoreKey::from_passphrase(p, salt),
+        Unlock::Find(find) => find(opening),
     }
 }
 
@@ -331,33 +389,45 @@ fn migrate_v1(
     Ok(data)
 }
 
+/// A store opened: its data key, the host key that opened it, and its id.
+struct Opened {
+    data: StoreKey,
+    host: StoreKey,
+    id: Option<String>,
+}
+
 /// Reads the key envelope of the open store, migrating a format 1 store, or making one for a new
-/// store; returns it with the data key if the host's key opens it (`None`: the offline lease
-/// wiped the store).
+/// store when `create` says so (else a store without one is [`Error::NoStore`]); returns what
+/// opened it if the host's key does (`None`: the offline lease wiped the store).
 fn read_envelope(
     dir: &Path,
     guard: &mut Option<Inner>,
     unlock: Unlock<'_>,
-) -> Result<Option<StoreKey>, Error> {
+    create: bool,
+) -> Result<Option<Opened>, Error> {
     let tree = guard.as_ref().ok_or(Error::StoreClosed)?.tree.clone();
     let Some(v) = tree.get(KEY_CHECK)? else {
         if !tree.is_empty() {
             return Err(Error::Unencrypted(dir.display().to_string()));
         }
-        let mut salt = [0u8; SALT_BYTES];
-        rand::rngs::OsRng.fill_bytes(&mut salt);
-        let data = StoreKey::generate();
-        let env = Envelope::new(&salt, &data, &host_key(unlock, &salt)?);
-        tree.insert(KEY_CHECK, env.encode())?;
-        guard.as_ref().ok_or(Error::StoreClosed)?.db.flush()?;
-        return Ok(Some(data));
+        if !create {
+            return Err(Error::NoStore(dir.display().to_string()));
+        }
+        return create_envelope(guard, unlock).map(Some);
     };
     if let Some((salt, tag)) = parse_v1(&v) {
-        let host = host_key(unlock, &salt)?;
+        let opening = Opening {
+            id: None,
+            new: false,
+            envelope: None,
+        };
+        let host = host_key(unlock, &salt, &opening)?;
         if !Sealer::new(&host).is_own_tag(tag) {
             return Err(Error::WrongKey);
         }
-        return migrate_v1(dir, guard, &host, &salt).map(Some);
+        let data = migrate_v1(dir, guard, &host, &salt)?;
+        let id = read_id(guard)?;
+        return Ok(Some(Opened { data, host, id }));
     }
     let mut env = Envelope::parse(&v)?;
     if env.scrub {
@@ -367,7 +437,69 @@ fn read_envelope(
             Ok(Some((k.to_vec(), v.to_vec())))
         })?;
     }
-    env.open_host(&host_key(unlock, &env.salt()?)?)
+    let opening = Opening {
+        id: env.id(),
+        new: false,
+        envelope: Some(&env),
+    };
+    let host = host_key(unlock, &env.salt()?, &opening)?;
+    let Some(data) = env.open_host(&host)? else {
+        return Ok(None);
+    };
+    if env.ensure_id() {
+        give_id(dir, guard, &env);
+    }
+    let id = env.id().map(str::to_string);
+    Ok(Some(Opened { data, host, id }))
+}
+
+/// A new store's envelope: a fresh salt, data key and id, the host's key from `unlock`.
+fn create_envelope(guard: &mut Option<Inner>, unlock: Unlock<'_>) -> Result<Opened, Error> {
+    let inner = guard.as_ref().ok_or(Error::StoreClosed)?;
+    let mut salt = [0u8; SALT_BYTES];
+    rand::rngs::OsRng.fill_bytes(&mut salt);
+    let data = StoreKey::generate();
+    // The id is made first, so that the host can keep the key under it before the store exists.
+    let probe = Envelope::new(&salt, &data, &data);
+    let opening = Opening {
+        id: probe.id(),
+        new: true,
+        envelope: None,
+    };
+    let host = host_key(unlock, &salt, &opening)?;
+    let mut env = probe;
+    env.seal_host(&data, &host);
+    inner.tree.insert(KEY_CHECK, env.encode())?;
+    inner.db.flush()?;
+    Ok(Opened {
+        data,
+        host,
+        id: env.id().map(str::to_string),
+    })
+}
+
+/// The id in the open store's envelope.
+fn read_id(guard: &Option<Inner>) -> Result<Option<String>, Error> {
+    let inner = guard.as_ref().ok_or(Error::StoreClosed)?;
+    let v = inner.tree.get(KEY_CHECK)?.unwrap_or_default();
+    Ok(Envelope::parse(&v)?.id().map(str::to_string))
+}
+
+/// Writes the id a store from before ids was just given. Best effort: on a full disk the store
+/// still opens and reads, and gets its id at a later open.
+fn give_id(dir: &Path, guard: &Option<Inner>, env: &Envelope) {
+    let write = || -> Result<(), Error> {
+        let inner = guard.as_ref().ok_or(Error::StoreClosed)?;
+        let bytes = env.encode();
+        disk::check_room(dir, bytes.len())?;
+        inner.tree.insert(KEY_CHECK, bytes)?;
+        inner.db.flush()?;
+        Ok(())
+    };
+    match write() {
+        Ok(()) => tracing::info!("the device store was given an id of its own"),
+        Err(e) => tracing::warn!(error = %e, "could not give the device store an id; later"),
+    }
 }
 
 impl DeviceStore {
@@ -379,22 +511,96 @@ impl DeviceStore {
     /// Opens (or creates) the store in `dir`. A key other than the one the store was created
     /// with (or last brought back with) is [`Error::WrongKey`], before anything is read; a store
     /// the offline lease wiped is [`Error::Wiped`] until its user signs in again
-    /// ([`DeviceStore::bring_back`]). A store from before key envelopes is re-sealed here.
+    /// ([`DeviceStore::bring_back`]). A store from before key envelopes is re-sealed here, and
+    /// one from before store ids is given its id. A store another process holds is waited for,
+    /// up to `DEVICE_STORE_BUSY_WAIT_MS` ([`Error::Busy`]).
     pub fn open_with(dir: &Path, unlock: Unlock<'_>) -> Result<Self, Error> {
+        Self::open_mode(dir, unlock, true)
+    }
+
+    /// Opens the store in `dir` as [`DeviceStore::open_with`] does, but never creates one: a
+    /// directory without a store is [`Error::NoStore`], and nothing is written to it.
+    pub fn open_existing(dir: &Path, unlock: Unlock<'_>) -> Result<Self, Error> {
+        if !exists(dir) {
+            return Err(Error::NoStore(dir.display().to_string()));
+        }
+        Self::open_mode(dir, unlock, false)
+    }
+
+    fn open_mode(dir: &Path, unlock: Unlock<'_>, create: bool) -> Result<Self, Error> {
         recover(dir)?;
         let mut inner = Some(open_inner(dir)?);
-        let data = read_envelope(dir, &mut inner, unlock)?.ok_or(Error::Wiped)?;
+        let opened = read_envelope(dir, &mut inner, unlock, create)?.ok_or(Error::Wiped)?;
         let store = Self {
             dir: dir.to_path_buf(),
-            sealer: Sealer::new(&data),
-            data_key: data,
+            sealer: Sealer::new(&opened.data),
+            data_key: opened.data,
+            host_key: opened.host,
+            id: opened.id,
             inner: RwLock::new(inner),
             wiped: Default::default(),
+            released: Default::default(),
         };
-        if store.meta(META_REWRITE_PENDING)?.is_some() {
-            store.rewrite()?;
-        }
+        store.finish_pending_rewrite()?;
         Ok(store)
+    }
+
+    /// Finishes the rewrite a crash interrupted (recorded with the deletions that needed it).
+    fn finish_pending_rewrite(&self) -> Result<(), Error> {
+        if self.meta(META_REWRITE_PENDING)?.is_some() {
+            self.rewrite()?;
+        }
+        Ok(())
+    }
+
+    /// The store's id: it names the store wherever it is moved ([`crate::keyring`]). `None`
+    /// only for a store from before ids that could not be given one (a full disk).
+    pub fn id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+
+    /// Lets go of the store's files (and sled's lock on them) until the next call, which opens
+    /// them again, waiting for another process that holds them meanwhile. A host that keeps a
+    /// store open for long but uses it only now and then (`sync --watch`, an app's background
+    /// sync) calls this between uses, so that other processes can use the store. Everything
+    /// committed is already on disk: letting go loses nothing.
+    pub fn release(&self) {
+        let mut guard = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        if guard.take().is_some() {
+            self.released.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Opens the store again after [`DeviceStore::release`]. Another process may have used it
+    /// meanwhile: it must still be there, open under the same host key to the same data key,
+    /// and a rewrite it left unfinished is finished.
+    fn reacquire(&self) -> Result<(), Error> {
+        {
+            let mut guard = self.inner.write().unwrap_or_else(|p| p.into_inner());
+            if guard.is_some() || !self.released.load(Ordering::SeqCst) {
+                return Ok(());
+            }
+            recover(&self.dir)?;
+            if !exists(&self.dir) {
+                return Err(Error::NoStore(self.dir.display().to_string()));
+            }
+            let mut inner = Some(open_inner(&self.dir)?);
+            let opened = read_envelope(&self.dir, &mut inner, Unlock::Key(&self.host_key), false)?;
+            match opened {
+                None => {
+                    self.wiped.store(true, Ordering::SeqCst);
+                    self.released.store(false, Ordering::SeqCst);
+                    return Err(Error::Wiped);
+                }
+                Some(o) if o.data.as_bytes() != self.data_key.as_bytes() => {
+                    return Err(Error::WrongKey)
+                }
+                Some(_) => {}
+            }
+            *guard = inner;
+            self.released.store(false, Ordering::SeqCst);
+        }
+        self.finish_pending_rewrite()
     }
 
     /// The enrolled device whose escrow key opens the wiped store in `dir` (`None`: the store is
@@ -425,7 +631,13 @@ impl DeviceStore {
             let mut env = Envelope::parse(&v)?;
             if env.is_wiped() {
                 let data = env.open_escrow(escrow_key).ok_or(Error::Unrecoverable)?;
-                env.seal_host(&data, &host_key(unlock, &env.salt()?)?);
+                let opening = Opening {
+                    id: env.id(),
+                    new: false,
+                    envelope: None,
+                };
+                let host = host_key(unlock, &env.salt()?, &opening)?;
+                env.seal_host(&data, &host);
                 inner.tree.insert(KEY_CHECK, env.encode())?;
                 inner.db.flush()?;
             }
@@ -435,7 +647,7 @@ impl DeviceStore {
 
     /// Wraps the data key under `device`'s escrow key, in the envelope (at sign-in).
     pub fn set_escrow(&self, device: DeviceId, escrow_key: &[u8]) -> Result<(), Error> {
-        let guard = self.inner();
+        let guard = self.inner()?;
         let inner = guard.as_ref().ok_or_else(|| self.closed())?;
         let v = inner.tree.get(KEY_CHECK)?.ok_or(Error::Unrecoverable)?;
         let mut env = Envelope::parse(&v)?;
@@ -456,6 +668,7 @@ impl DeviceStore {
     /// files so that no copy of it survives, and closes the store. Every record stays, sealed:
     /// only the escrow, through the server, opens it again ([`DeviceStore::bring_back`]).
     pub fn seal_away(&self) -> Result<(), Error> {
+        self.reacquire()?;
         let mut guard = self.inner.write().unwrap_or_else(|p| p.into_inner());
         let open = guard.as_ref().ok_or_else(|| self.closed())?;
         let v = open.tree.get(KEY_CHECK)?.ok_or(Error::Unrecoverable)?;
@@ -470,14 +683,14 @@ impl DeviceStore {
         copy_into_fresh(&self.dir, &mut guard, Some(env.encode()), &mut |k, v| {
             Ok((k != pending.as_slice()).then(|| (k.to_vec(), v.to_vec())))
         })?;
-        self.wiped.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.wiped.store(true, Ordering::SeqCst);
         *guard = None;
         Ok(())
     }
 
     /// Why the store is closed.
     fn closed(&self) -> Error {
-        if self.wiped.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.wiped.load(Ordering::SeqCst) {
             Error::Wiped
         } else {
             Error::StoreClosed
@@ -517,14 +730,23 @@ impl DeviceStore {
         &self.dir
     }
 
-    fn inner(&self) -> RwLockReadGuard<'_, Option<Inner>> {
-        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    /// The open handle (`None` if the store was closed after a failed write, or wiped); a store
+    /// let go of by [`DeviceStore::release`] is opened again first.
+    fn inner(&self) -> Result<RwLockReadGuard<'_, Option<Inner>>, Error> {
+        loop {
+            let guard = self.inner.read().unwrap_or_else(|p| p.into_inner());
+            if guard.is_some() || !self.released.load(Ordering::SeqCst) {
+                return Ok(guard);
+            }
+            drop(guard);
+            self.reacquire()?;
+        }
     }
 
     /// The store's tree; an error if the store was closed after a failed write.
     fn tree(&self) -> Result<sled::Tree, Error> {
         Ok(self
-            .inner()
+            .inner()?
             .as_ref()
             .ok_or_else(|| self.closed())?
             .tree
@@ -551,7 +773,7 @@ impl DeviceStore {
     }
 
     fn apply(&self, writes: Writes) -> Result<(), Error> {
-        let guard = self.inner();
+        let guard = self.inner()?;
         let inner = guard.as_ref().ok_or_else(|| self.closed())?;
         let mut batch = sled::Batch::default();
         for (logical, value) in writes.ops {
@@ -573,7 +795,8 @@ impl DeviceStore {
     /// before survives anywhere in the store's files.
     pub fn rewrite(&self) -> Result<(), Error> {
         // The copy needs room for everything live: refused before sled writes any of it.
-        disk::check_room(&self.dir, self.size_on_disk()? as usize)?;
+        disk::check_room(&self.dir, self.dir_bytes(false)? as usize)?;
+        self.reacquire()?;
         let mut guard = self.inner.write().unwrap_or_else(|p| p.into_inner());
         let pending = self.physical(&meta_key(META_REWRITE_PENDING));
         copy_into_fresh(&self.dir, &mut guard, None, &mut |k, v| {
@@ -584,6 +807,7 @@ impl DeviceStore {
     /// Deletes everything in the store, files included, and leaves an empty store in its place,
     /// under the same key and without escrow (a revoked device: its escrow is gone too).
     pub fn wipe(&self) -> Result<(), Error> {
+        self.reacquire()?;
         let mut guard = self.inner.write().unwrap_or_else(|p| p.into_inner());
         let current = guard.as_ref().ok_or_else(|| self.closed())?;
         let mut env = Envelope::parse(&current.tree.get(KEY_CHECK)?.unwrap_or_default())?;
@@ -838,14 +1062,39 @@ impl DeviceStore {
         Ok(out)
     }
 
-    /// How many bytes the store's files take on disk.
+    /// How many bytes the store's directory takes: sled's files (which grow by whole log
+    /// segments) and the reserve kept for a full disk ([`crate::disk`]).
     pub fn size_on_disk(&self) -> Result<u64, Error> {
-        Ok(self
-            .inner()
-            .as_ref()
-            .ok_or(Error::StoreClosed)?
-            .db
-            .size_on_disk()?)
+        self.dir_bytes(true)
+    }
+
+    /// The bytes of the files under the store's directory, the reserve counted or not.
+    fn dir_bytes(&self, with_reserve: bool) -> Result<u64, Error> {
+        let mut total = 0;
+        let mut dirs = vec![self.dir.clone()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).map_err(io)? {
+                let entry = entry.map_err(io)?;
+                let meta = entry.metadata().map_err(io)?;
+                if meta.is_dir() {
+                    dirs.push(entry.path());
+                } else if with_reserve || entry.file_name() != disk::RESERVE {
+                    total += meta.len();
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    /// How many bytes the store's records take (keys and sealed values): what grows with every
+    /// edit, where the files grow by whole segments.
+    pub fn records_bytes(&self) -> Result<u64, Error> {
+        let mut total = 0u64;
+        for item in self.tree()?.iter() {
+            let (k, v) = item?;
+            total += (k.len() + v.len()) as u64;
+        }
+        Ok(total)
     }
 }
 
@@ -1140,6 +1389,79 @@ mod tests {
         assert_eq!(store.get(SNAPSHOT, doc).unwrap().unwrap(), MARKER);
         drop(store);
         assert_eq!(DeviceStore::wiped_escrow_device(&dir).unwrap(), None);
+    }
+
+    #[test]
+    fn a_released_store_lets_another_handle_in_and_opens_again_at_its_next_use() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        let (a, doc, _) = store_with_marker(&dir);
+        let id = a.id().expect("a new store has an id").to_string();
+        a.release();
+        // Another handle (another process, in the field) opens and writes meanwhile.
+        let b = DeviceStore::open(&dir, &test_key()).unwrap();
+        assert_eq!(b.id(), Some(id.as_str()), "the same store, the same id");
+        let mut w = Writes::default();
+        w.put_meta("from-b", b"written while a let go".to_vec());
+        b.commit(w).unwrap();
+        // `a`'s next use waits for `b` to let go, then reads what `b` wrote.
+        let letting_go = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            drop(b);
+        });
+        assert!(a.meta("from-b").unwrap().is_some());
+        assert_eq!(a.get(SNAPSHOT, doc).unwrap().unwrap(), MARKER);
+        letting_go.join().unwrap();
+        let mut w = Writes::default();
+        w.put_meta("from-a", b"after".to_vec());
+        a.commit(w).unwrap();
+        drop(a);
+        let c = DeviceStore::open(&dir, &test_key()).unwrap();
+        assert!(c.meta("from-a").unwrap().is_some());
+    }
+
+    #[test]
+    fn opening_an_existing_store_never_creates_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("mistyped");
+        assert!(matches!(
+            DeviceStore::open_existing(&dir, Unlock::Key(&test_key())),
+            Err(Error::NoStore(_))
+        ));
+        assert!(!dir.exists(), "a directory was made");
+        let (store, doc, _) = store_with_marker(&tmp.path().join("real"));
+        drop(store);
+        let store =
+            DeviceStore::open_existing(&tmp.path().join("real"), Unlock::Key(&test_key())).unwrap();
+        assert_eq!(store.get(SNAPSHOT, doc).unwrap().unwrap(), MARKER);
+    }
+
+    #[test]
+    fn a_key_finder_makes_a_new_stores_key_under_its_id_and_is_told_it_at_every_open() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("store");
+        let kept = std::sync::Mutex::new(std::collections::HashMap::new());
+        let find = |o: &Opening<'_>| -> Result<StoreKey, Error> {
+            let id =
+                o.id.expect("every store this version makes has an id")
+                    .to_string();
+            let mut kept = kept.lock().unwrap();
+            if o.new {
+                assert!(!o.opens(&test_key()));
+                kept.insert(id.clone(), test_key());
+            }
+            let key = kept.get(&id).cloned().ok_or(Error::KeyUnavailable(id))?;
+            assert!(o.new || o.opens(&key));
+            Ok(key)
+        };
+        let store = DeviceStore::open_with(&dir, Unlock::Find(&find)).unwrap();
+        let id = store.id().unwrap().to_string();
+        drop(store);
+        assert_eq!(kept.lock().unwrap().len(), 1);
+        let store = DeviceStore::open_existing(&dir, Unlock::Find(&find)).unwrap();
+        assert_eq!(store.id(), Some(id.as_str()));
+        let plain = DeviceStore::open(&tmp.path().join("other"), &test_key()).unwrap();
+        assert_ne!(plain.id(), Some(id.as_str()));
     }
 
     #[test]

@@ -6,14 +6,17 @@ use casenote_protocol::{limits, DeviceId, DocId, ErrorBody, ErrorCode};
 use std::io::Read;
 use std::time::Duration;
 
-/// Why a request to the server did not produce an answer.
+/// Why a request to the server did not produce an answer. Each message says what happened;
+/// what it means for the caller (edits kept for the next sync, history unavailable offline) is
+/// the caller's to add.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
-    #[error("cannot reach the server at {url}: {detail}; your changes are safe on this device and will go up on the next sync")]
+    #[error("cannot reach the server at {url} ({detail})")]
     Unreachable { url: String, detail: String },
-    #[error("the server refused this device's token ({0}); check the token, or ask an administrator for a new one")]
+    /// The server's own wording is kept for logs; the message is the device's, in words.
+    #[error("the server does not accept this device's token: check that it was copied whole, or ask an administrator for a new one")]
     Unauthorized(String),
-    #[error("this device has been revoked by an administrator ({0})")]
+    #[error("an administrator has revoked this device")]
     Revoked(String),
     #[error("the server answered {status} {code}: {message}")]
     Server {
@@ -42,6 +45,46 @@ pub(crate) fn refusal(status: u16, body: Option<ErrorBody>) -> TransportError {
             message,
         }
     }
+}
+
+/// Why a server could not be reached, in a few words (ureq's own text repeats the URL).
+fn why_unreachable(t: &ureq::Transport) -> String {
+    match t.kind() {
+        ureq::ErrorKind::Dns => "no such host".into(),
+        _ => match std::error::Error::source(t) {
+            Some(source) => source.to_string(),
+            None => t.kind().to_string(),
+        },
+    }
+}
+
+/// Checks that `server` is an address the device can talk to: `http://HOST[:PORT][/PATH]`.
+/// Anything else (no scheme, another scheme, no host, spaces) is [`crate::Error::BadServerUrl`],
+/// before any request is tried.
+pub fn check_server_url(server: &str) -> Result<(), crate::Error> {
+    let bad = || crate::Error::BadServerUrl {
+        given: server.to_string(),
+        hint: if server.contains("://") || server.trim().is_empty() {
+            "http://HOST:PORT (the device speaks plain HTTP; TLS is terminated in front of the \
+             server)"
+                .into()
+        } else {
+            format!("http://{}", server.trim())
+        },
+    };
+    let rest = server.strip_prefix("http://").ok_or_else(bad)?;
+    let host = rest.split('/').next().unwrap_or_default();
+    let name = host.rsplit_once(':').map_or(host, |(name, port)| {
+        if port.parse::<u16>().is_ok() {
+            name
+        } else {
+            ""
+        }
+    });
+    if name.is_empty() || server.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad());
+    }
+    Ok(())
 }
 
 /// Something that carries one sync request to the server and brings its answer back.
@@ -85,6 +128,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl HttpTransport {
+    /// A transport to `server` (check it first with [`check_server_url`]: a malformed address
+    /// fails every request as unreachable).
     pub fn new(server: &str, token: &str) -> Self {
         let agent = ureq::AgentBuilder::new()
             .timeout(REQUEST_TIMEOUT)
@@ -106,7 +151,7 @@ impl HttpTransport {
             ureq::Error::Status(status, resp) => refusal(status, resp.into_json().ok()),
             ureq::Error::Transport(t) => TransportError::Unreachable {
                 url: self.base.clone(),
-                detail: t.to_string(),
+                detail: why_unreachable(&t),
             },
         }
     }
@@ -158,5 +203,41 @@ impl Transport for HttpTransport {
             .map_err(|e| self.map_err(e))?;
         resp.into_json()
             .map_err(|e| TransportError::BadAnswer(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_http_addresses_with_a_host_are_server_addresses() {
+        for good in [
+            "http://127.0.0.1:8080",
+            "http://casenote.example/",
+            "http://[::1]:8080",
+            "http://host/prefix",
+        ] {
+            assert!(check_server_url(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "127.0.0.1:8080",
+            "https://casenote.example",
+            "http://",
+            "http://:8080",
+            "http://host:port",
+            "http://host name",
+            "",
+        ] {
+            assert!(
+                matches!(
+                    check_server_url(bad),
+                    Err(crate::Error::BadServerUrl { .. })
+                ),
+                "{bad}"
+            );
+        }
+        let hint = check_server_url("127.0.0.1:8080").unwrap_err().to_string();
+        assert!(hint.contains("http://127.0.0.1:8080"), "{hint}");
     }
 }

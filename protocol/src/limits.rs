@@ -459,3 +459,13 @@ pub const LIVE_WATCH_WAIT_MS: u64 = 500;
 /// then reads what it missed from its cursor): often enough that devices hear of other nodes'
 /// changes soon after the database is back, rarely enough to be no load on one that is down.
 pub const LIVE_WATCH_RETRY_MS: u64 = 1_000;
+/// How long a device store's open waits for another process (or handle) to let go of the store:
+/// `sync --watch` holds it only while it syncs, and a sync of a day's work takes a second or two,
+/// a first sync of a whole caseload some seconds more. Past this, the open says the store is
+/// busy rather than waiting on without bound.
+pub const DEVICE_STORE_BUSY_WAIT_MS: u64 = 30_000;
+
+/// How many key files the CLI tries against a store from before store ids that was moved (its
+/// key file was named by its old path). Each try is a file read and one key unwrap, microseconds;
+/// a keys directory holds one file per store on the machine.
+pub const DEVICE_KEY_FILES_TRIED_MAX: usize = 1_000;

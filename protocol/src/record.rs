@@ -41,6 +41,16 @@ pub mod field {
     pub const PATHWAY: &str = "pathway";
     pub const RESOLUTIONS: &str = "resolutions";
     pub const AGREEMENT: &str = "agreement";
+    // Fields of the entries of the maps above (an alert, a member of the team around the
+    // person, a goal, an action). `by` is an action's "by when" (a date), as the CLI's `--by`.
+    pub const WHAT: &str = "what";
+    pub const WHO: &str = "who";
+    pub const BY: &str = "by";
+    pub const RAISED_BY: &str = "raised_by";
+    pub const ORG: &str = "org";
+    pub const ROLE: &str = "role";
+    pub const WORKER: &str = "worker";
+    pub const STAFF_ID: &str = "staff_id";
 }
 
 /// Statuses an alert may have.
@@ -68,8 +78,8 @@ pub enum RecordError {
         len: usize,
         max: usize,
     },
-    #[error("position {pos} is past the end of the text ({len} characters)")]
-    OutOfRange { pos: usize, len: usize },
+    #[error("{}", out_of_range(*pos, *del, *len))]
+    OutOfRange { pos: usize, del: usize, len: usize },
     #[error("note {note} was written more than {hours} hours after it happened: file it with a late-entry reason (--late-entry-reason)")]
     LateEntryReasonRequired { note: DocId, hours: i64 },
     #[error("{what} {value:?} is not one of: {allowed}")]
@@ -86,6 +96,19 @@ pub enum RecordError {
     Invalid(&'static str, String),
     #[error(transparent)]
     Automerge(#[from] automerge::AutomergeError),
+}
+
+/// What a splice outside the text says: the position and count as given, and the text's length.
+fn out_of_range(pos: usize, del: usize, len: usize) -> String {
+    if pos > len {
+        format!("position {pos} is past the end of the text ({len} characters)")
+    } else {
+        format!(
+            "cannot delete {del} characters at position {pos}: the text has {len} characters, so \
+             at most {} can go from there",
+            len - pos
+        )
+    }
 }
 
 /// Checks a free-text field against its limit before it is written.
@@ -401,14 +424,9 @@ pub fn splice_root_text(
     let len = doc.length(&obj);
     match pos.checked_add(del) {
         Some(end) if end <= len => {}
-        _ => {
-            return Err(RecordError::OutOfRange {
-                pos: pos.saturating_add(del),
-                len,
-            })
-        }
+        _ => return Err(RecordError::OutOfRange { pos, del, len }),
     }
-    let del = isize::try_from(del).map_err(|_| RecordError::OutOfRange { pos, len })?;
+    let del = isize::try_from(del).map_err(|_| RecordError::OutOfRange { pos, del, len })?;
     doc.splice_text(&obj, pos, del, text)?;
     Ok(())
 }
@@ -493,7 +511,7 @@ pub fn add_alert(doc: &mut AutoCommit, text: &str, raised_by: &str) -> Result<St
         &[
             ("text", text),
             (field::STATUS, "active"),
-            ("raised_by", raised_by),
+            (field::RAISED_BY, raised_by),
         ],
     )
 }
@@ -515,10 +533,10 @@ pub fn add_team_member(
         "case",
         field::TEAM,
         &[
-            ("org", org),
-            ("team", team),
-            ("role", role),
-            ("worker", worker),
+            (field::ORG, org),
+            (field::TEAM, team),
+            (field::ROLE, role),
+            (field::WORKER, worker),
         ],
     )
 }
@@ -555,9 +573,9 @@ pub fn add_action(
         "plan",
         field::ACTIONS,
         &[
-            ("what", what),
-            ("who", who),
-            ("by", by_when),
+            (field::WHAT, what),
+            (field::WHO, who),
+            (field::BY, by_when),
             (field::STATUS, "open"),
         ],
     )
@@ -667,6 +685,41 @@ pub struct Conflict {
     pub path: Vec<String>,
     /// Every concurrent value, in Automerge's deterministic order (the first is the one shown).
     pub values: Vec<serde_json::Value>,
+    /// Who wrote each value, in the same order: the author of the change that wrote it.
+    #[serde(default)]
+    pub written_by: Vec<Writer>,
+}
+
+/// Who wrote one value: the author the change carries (a staff id, bound to its writer by the
+/// server, which refuses a change under someone else's author) and the writer's device clock.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Writer {
+    /// `None` for a change without an author (written before authors were recorded).
+    pub staff_id: Option<String>,
+    /// The writing device's clock when the change was made (ms since the epoch; it may be
+    /// wrong: the server keeps its own receipt time).
+    pub device_time_ms: i64,
+}
+
+/// The writer of the value whose operation is `op`.
+fn writer_of(doc: &AutoCommit, op: &ObjId) -> Writer {
+    let change = doc
+        .hash_for_opid(op)
+        .and_then(|h| ReadDoc::get_change_by_hash(doc, &h));
+    // Automerge writes the author into each actor's first change only; later changes of the
+    // actor are attributed through the document's actor-to-author map.
+    let author = change.as_ref().and_then(|c| {
+        c.author().map(|a| a.as_bytes().to_vec()).or_else(|| {
+            doc.get_author_for_actor(c.actor_id())
+                .map(|a| a.as_bytes().to_vec())
+        })
+    });
+    Writer {
+        staff_id: author
+            .and_then(|a| uuid::Uuid::from_slice(&a).ok())
+            .map(|u| u.to_string()),
+        device_time_ms: change.as_ref().map_or(0, |c| c.timestamp()),
+    }
 }
 
 fn scalar_json(v: &ScalarValue) -> serde_json::Value {
@@ -704,6 +757,7 @@ pub fn conflicts(doc: &AutoCommit) -> Vec<Conflict> {
                     out.push(Conflict {
                         path: here.clone(),
                         values,
+                        written_by: all.iter().map(|(_, op)| writer_of(doc, op)).collect(),
                     });
                 }
             }
@@ -781,6 +835,45 @@ mod tests {
             .collect();
         values.sort();
         assert_eq!(values, vec!["2026-11-30", "2026-12-02"]);
+    }
+
+    #[test]
+    fn a_conflict_says_who_wrote_each_value_even_after_a_save_and_load() {
+        let (priya, mark) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        let mut a = AutoCommit::new();
+        init_plan(&mut a, CaseId::new_random()).unwrap();
+        a.commit();
+        let mut b = fork_pair(&mut a);
+        a.set_author(Some(automerge::Author::from(priya.as_bytes().to_vec())));
+        b.set_author(Some(automerge::Author::from(mark.as_bytes().to_vec())));
+        // Two changes by the same actor: only the first carries the author.
+        set_root_str(&mut a, field::DISCHARGE_DATE, "2026-11-29").unwrap();
+        a.commit_with(automerge::transaction::CommitOptions::default().with_time(500));
+        set_root_str(&mut a, field::DISCHARGE_DATE, "2026-11-30").unwrap();
+        a.commit_with(automerge::transaction::CommitOptions::default().with_time(1_000));
+        set_root_str(&mut b, field::DISCHARGE_DATE, "2026-12-02").unwrap();
+        b.commit_with(automerge::transaction::CommitOptions::default().with_time(2_000));
+        a.merge(&mut b).unwrap();
+        let loaded = AutoCommit::load(&a.save()).unwrap();
+        for doc in [&a, &loaded] {
+            let found = conflicts(doc);
+            assert_eq!(found.len(), 1);
+            let c = &found[0];
+            assert_eq!(c.written_by.len(), 2);
+            for (value, w) in c.values.iter().zip(&c.written_by) {
+                let (who, at) = if value == "2026-11-30" {
+                    (priya, 1_000)
+                } else {
+                    (mark, 2_000)
+                };
+                assert_eq!(
+                    w.staff_id.as_deref(),
+                    Some(who.to_string().as_str()),
+                    "{c:?}"
+                );
+                assert_eq!(w.device_time_ms, at);
+            }
+        }
     }
 
     #[test]

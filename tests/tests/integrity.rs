@@ -190,7 +190,7 @@ fn a_device_clock_two_hours_fast_is_flagged_and_history_follows_the_servers_cloc
 fn the_export_of_a_demo_person_holds_every_note_amendment_and_original() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("server");
-    let out = server_cmd(&["demo", "--data", data.to_str().unwrap(), "--json"]);
+    let out = server_cmd_on(&["demo"], &data, &["--json"]);
     let demo_out: Value = serde_json::from_str(&out).unwrap();
     let peggy = demo_out["cases"]
         .as_array()

@@ -67,8 +67,10 @@ fn with_the_server_gone_a_watching_device_backs_off() {
     let mark = device(&tmp, &server, &staff, "mark", "Mark Ellison");
     server.kill9();
     let out = mark.run(&["sync", "--watch", "--for", "5s"]);
-    assert!(
-        out.status.success(),
+    // Every sync failed: the watch ends with the failure's exit code (issue 17), not success.
+    assert_eq!(
+        out.status.code(),
+        Some(3),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

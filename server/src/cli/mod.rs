@@ -56,6 +56,13 @@ enum Command {
         #[arg(long, default_value_t = casenote_protocol::limits::STORE_FREE_BYTES_MIN_DEFAULT / MIB)]
         min_free_mb: u64,
     },
+    /// Create an empty store (a sled directory, or the schema in an empty PostgreSQL database) to
+    /// bootstrap with `admin`; `serve` and `demo` create one too. The other commands refuse a
+    /// directory that holds no store, so a mistyped `--data` is an error, not a new store.
+    Init {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Check the whole store: every change against its hash and the log's hash chain, the
     /// indexes against the log, the audit chain, and that everything acknowledged is there
     /// (the server must not be running on DIR). Exit 1 naming the first problem.
@@ -363,6 +370,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .with_late_entry_after_ms(late_entry_hours.saturating_mul(3_600_000))
                 .with_lease(lease);
             serve(store, listen, config, min_free_mb.saturating_mul(MIB))
+        }
+        Command::Init { store } => {
+            let opened = store.open()?.store();
+            opened.flush()?;
+            println!("store ready: {}", store.describe());
+            Ok(())
         }
         Command::Verify { store } => match store.verify()? {
             Ok(summary) => {

@@ -488,8 +488,13 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// Runs `casenote-server admin --data DATA args...`; returns stdout, trimmed.
+/// Runs `casenote-server admin --data DATA args...`; returns stdout, trimmed. The store is
+/// created first (`casenote-server init`) if there is none: `admin` itself refuses a directory
+/// that holds no store.
 pub fn admin(data: &Path, args: &[&str]) -> String {
+    if !data.join("db").exists() {
+        server_cmd_on(&["init"], data, &[]);
+    }
     server_cmd_on(&["admin"], data, args).trim().to_string()
 }
 
