@@ -14,6 +14,7 @@ use casenote_client_core::crypto::KEY_BYTES;
 use casenote_client_core::lease::{self, Uptime, UptimeClock};
 use casenote_client_core::store::Unlock;
 use casenote_client_core::{Clocks, Device, StoreKey};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use zeroize::Zeroize;
@@ -345,6 +346,128 @@ impl CasenoteDevice {
         Ok(self
             .inner
             .plan_set(parse_case_id(&case_id)?, &field, &value)?)
+    }
+
+    /// Starts an assessment (`mca`, `needs`, `carers`, `early_help`) on a case; returns its id.
+    pub fn assessment_new(&self, case_id: String, assessment_type: String) -> Result<String> {
+        Ok(self
+            .inner
+            .assessment_new(parse_case_id(&case_id)?, &assessment_type)?
+            .to_string())
+    }
+
+    /// Sets one field of an assessment in progress by its path (`outcome`,
+    /// `tests.retain.result`, `best_interests.rationale`...); a completed one is `Refused`.
+    pub fn assessment_set(&self, id: String, field: String, value: String) -> Result<()> {
+        Ok(self
+            .inner
+            .assessment_set(parse_doc_id(&id)?, &field, &value)?)
+    }
+
+    /// Adds someone consulted about a best-interests decision; returns the entry's id.
+    pub fn assessment_consult(
+        &self,
+        id: String,
+        name: String,
+        relationship: String,
+        view: String,
+    ) -> Result<String> {
+        Ok(self
+            .inner
+            .assessment_consult(parse_doc_id(&id)?, &name, &relationship, &view)?)
+    }
+
+    /// Completes an assessment (its completion rules first: `Refused` with the reason).
+    pub fn assessment_complete(&self, id: String) -> Result<()> {
+        Ok(self.inner.assessment_complete(parse_doc_id(&id)?)?)
+    }
+
+    /// Amends a completed assessment with a new one that points at it; returns its id.
+    pub fn assessment_amend(&self, id: String, kind: AmendKind, reason: String) -> Result<String> {
+        Ok(self
+            .inner
+            .assessment_amend(parse_doc_id(&id)?, kind.as_str(), &reason)?
+            .to_string())
+    }
+
+    /// Opens a discharge (one per hospital episode); returns its id.
+    pub fn discharge_new(&self, case_id: String) -> Result<String> {
+        Ok(self
+            .inner
+            .discharge_new(parse_case_id(&case_id)?)?
+            .to_string())
+    }
+
+    /// Sets a discharge field by its path (`pathway`, `expected_discharge_date`...).
+    pub fn discharge_set(&self, id: String, field: String, value: String) -> Result<()> {
+        Ok(self
+            .inner
+            .discharge_set(parse_doc_id(&id)?, &field, &value)?)
+    }
+
+    /// Adds a piece of equipment to a discharge; returns the entry's id.
+    pub fn discharge_equipment(&self, id: String, item: String, status: String) -> Result<String> {
+        Ok(self
+            .inner
+            .discharge_equipment(parse_doc_id(&id)?, &item, &status)?)
+    }
+
+    /// Records a referral, pending triage; returns its id.
+    pub fn referral_new(
+        &self,
+        case_id: String,
+        source: String,
+        urgency: String,
+        reason: String,
+    ) -> Result<String> {
+        Ok(self
+            .inner
+            .referral_new(parse_case_id(&case_id)?, &source, &urgency, &reason)?
+            .to_string())
+    }
+
+    /// Records the triage decision, by this member of staff, now.
+    pub fn referral_triage(&self, id: String, decision: String) -> Result<()> {
+        Ok(self.inner.referral_triage(parse_doc_id(&id)?, &decision)?)
+    }
+
+    /// Opens a safeguarding enquiry with its concern (restricted to the opener's teams).
+    pub fn safeguarding_new(&self, case_id: String, concern: String) -> Result<String> {
+        Ok(self
+            .inner
+            .safeguarding_new(parse_case_id(&case_id)?, &concern)?
+            .to_string())
+    }
+
+    /// Sets a safeguarding field by its path.
+    pub fn safeguarding_set(&self, id: String, field: String, value: String) -> Result<()> {
+        Ok(self
+            .inner
+            .safeguarding_set(parse_doc_id(&id)?, &field, &value)?)
+    }
+
+    /// Adds a legal status (`kind`, and as given `detail`, `scope`, `start`, `end`); returns its id.
+    pub fn legal_add(&self, case_id: String, fields: HashMap<String, String>) -> Result<String> {
+        let pairs: Vec<(&str, &str)> = fields
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        Ok(self.inner.legal_add(parse_case_id(&case_id)?, &pairs)?)
+    }
+
+    /// Ends a legal status on a date (`YYYY-MM-DD`).
+    pub fn legal_end(&self, case_id: String, id: String, date: String) -> Result<()> {
+        Ok(self.inner.legal_end(parse_case_id(&case_id)?, &id, &date)?)
+    }
+
+    /// Adds a contact (`role`, `name`, and as given `relationship`, `phone`, `may_decide`,
+    /// `notes`); returns its id.
+    pub fn contact_add(&self, case_id: String, fields: HashMap<String, String>) -> Result<String> {
+        let pairs: Vec<(&str, &str)> = fields
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        Ok(self.inner.contact_add(parse_case_id(&case_id)?, &pairs)?)
     }
 }
 

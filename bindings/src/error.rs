@@ -170,8 +170,12 @@ fn from_record(e: RecordError, message: String) -> CasenoteError {
     match e {
         RecordError::FiledNoteImmutable(_)
         | RecordError::NoteNotFiled(_)
+        | RecordError::AssessmentCompleted(_)
+        | RecordError::AssessmentInProgress(_)
+        | RecordError::Refused(_)
         | RecordError::LateEntryReasonRequired { .. } => CasenoteError::Refused { message },
-        RecordError::TooLong { .. }
+        RecordError::EmptyNote
+        | RecordError::TooLong { .. }
         | RecordError::OutOfRange { .. }
         | RecordError::NotAllowed { .. }
         | RecordError::NoConflict(_) => CasenoteError::InvalidInput { message },

@@ -74,6 +74,25 @@ pub enum Cmd {
     /// Raise alerts on a case and set their status.
     #[command(subcommand)]
     Alert(AlertCmd),
+    /// Mental capacity, Care Act needs and carer's, and early help assessments.
+    #[command(subcommand)]
+    Assessment(AssessmentCmd),
+    /// Hospital discharges: pathway, dates, equipment, the day-one welfare check.
+    #[command(subcommand)]
+    Discharge(DischargeCmd),
+    /// Referrals and their triage.
+    #[command(subcommand)]
+    Referral(ReferralCmd),
+    /// Safeguarding enquiries (restricted to the teams of whoever opens one).
+    #[command(subcommand)]
+    Safeguarding(SafeguardingCmd),
+    /// A person's legal status: MHA section, DoLS, LPS, lasting power of attorney, court order.
+    #[command(subcommand)]
+    Legal(LegalCmd),
+    /// The people around the person: carer, next of kin, attorney, deputy, advocate, nearest
+    /// relative.
+    #[command(subcommand)]
+    Contact(ContactCmd),
     /// Add someone to the team around the person (org, team, role, worker); prints the entry id.
     Team {
         /// The case.
@@ -287,6 +306,204 @@ pub enum PlanCmd {
         /// The field's new value.
         #[arg(long)]
         value: String,
+    },
+}
+
+/// Setting one field of a statutory record by its path.
+#[derive(clap::Args)]
+pub struct SetArgs {
+    /// The document.
+    pub id: DocId,
+    /// The field's path as `show --json` has it, e.g. outcome, tests.retain.result,
+    /// day_one_welfare_check.due (dashes are read as underscores).
+    #[arg(long)]
+    pub field: String,
+    /// The new value (a text field is replaced with it).
+    #[arg(long)]
+    pub value: String,
+}
+
+#[derive(Subcommand)]
+pub enum AssessmentCmd {
+    /// Start an assessment on a case; prints its id.
+    New {
+        /// The case.
+        case_id: CaseId,
+        /// mca, needs (Care Act s9), carers (s10) or early_help.
+        #[arg(long = "type")]
+        ty: String,
+    },
+    /// Set one field of an assessment in progress.
+    Set(SetArgs),
+    /// Record one functional test of a capacity assessment.
+    Test {
+        /// The assessment.
+        id: DocId,
+        /// understand, retain, use_or_weigh or communicate.
+        test: String,
+        /// can or cannot.
+        #[arg(long)]
+        result: String,
+        /// The evidence for the result.
+        #[arg(long, default_value = "")]
+        evidence: String,
+    },
+    /// Add someone consulted about a best-interests decision; prints the entry id.
+    Consult {
+        /// The assessment.
+        id: DocId,
+        /// Their name.
+        #[arg(long)]
+        name: String,
+        /// Their relationship to the person.
+        #[arg(long, default_value = "")]
+        relationship: String,
+        /// Their view.
+        #[arg(long, default_value = "")]
+        view: String,
+    },
+    /// Complete an assessment; it never changes again.
+    Complete {
+        /// The assessment.
+        id: DocId,
+    },
+    /// Amend a completed assessment with a new one that points at it; prints its id.
+    Amend {
+        /// The completed assessment.
+        id: DocId,
+        /// Why it is amended.
+        #[arg(long)]
+        reason: String,
+        /// A correction rather than an addendum.
+        #[arg(long)]
+        correction: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum DischargeCmd {
+    /// Open a discharge for a hospital episode; prints its id.
+    New {
+        /// The case.
+        case_id: CaseId,
+    },
+    /// Set a discharge field: pathway (0-3), medically_optimised_date, expected_discharge_date,
+    /// package_start, day_one_welfare_check.due|done_by|done_at|outcome.
+    Set(SetArgs),
+    /// Add a piece of equipment; prints the entry id.
+    Equipment {
+        /// The discharge.
+        id: DocId,
+        /// What it is.
+        #[arg(long)]
+        item: String,
+        /// needed, ordered, delivered or not_needed.
+        #[arg(long, default_value = "needed")]
+        status: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ReferralCmd {
+    /// Record a referral on a case, pending triage; prints its id.
+    New {
+        /// The case.
+        case_id: CaseId,
+        /// gp, hospital, self, family_or_carer, police, school or other.
+        #[arg(long)]
+        source: String,
+        /// routine, urgent or emergency.
+        #[arg(long)]
+        urgency: String,
+        /// Why the person was referred.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Set a referral field: source, urgency or reason.
+    Set(SetArgs),
+    /// Record the triage decision: accepted, signposted, no_further_action or pending.
+    Triage {
+        /// The referral.
+        id: DocId,
+        /// The decision.
+        #[arg(long)]
+        decision: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SafeguardingCmd {
+    /// Open a safeguarding enquiry with its concern; prints its id.
+    New {
+        /// The case.
+        case_id: CaseId,
+        /// The concern raised.
+        #[arg(long)]
+        concern: String,
+    },
+    /// Set a field: s42_decision, s42_reason, desired_outcomes, outcomes_met, enquiry,
+    /// alleged_source_of_harm.relationship|description, protection_plan.
+    Set(SetArgs),
+}
+
+#[derive(Subcommand)]
+pub enum LegalCmd {
+    /// Add a legal status; prints its id.
+    Add {
+        /// The case.
+        case_id: CaseId,
+        /// mha_section, dols, lps, lpa or court_order.
+        #[arg(long)]
+        kind: String,
+        /// For an MHA section its number (2, 3, 37...); for a court order what it is.
+        #[arg(long)]
+        detail: Option<String>,
+        /// For an LPA: property_and_financial_affairs or health_and_welfare.
+        #[arg(long)]
+        scope: Option<String>,
+        /// From, YYYY-MM-DD.
+        #[arg(long)]
+        start: Option<String>,
+        /// Until, YYYY-MM-DD.
+        #[arg(long)]
+        end: Option<String>,
+    },
+    /// End a legal status on a date.
+    End {
+        /// The case.
+        case_id: CaseId,
+        /// The legal status's id.
+        id: String,
+        /// The day it ended, YYYY-MM-DD.
+        #[arg(long)]
+        date: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ContactCmd {
+    /// Add a contact; prints its id.
+    Add {
+        /// The case.
+        case_id: CaseId,
+        /// carer, next_of_kin, attorney, deputy, advocate or nearest_relative.
+        #[arg(long)]
+        role: String,
+        /// Their name.
+        #[arg(long)]
+        name: String,
+        /// Their relationship to the person.
+        #[arg(long)]
+        relationship: Option<String>,
+        /// Their phone number.
+        #[arg(long)]
+        phone: Option<String>,
+        /// For an attorney or deputy: property_and_financial_affairs, health_and_welfare or both.
+        #[arg(long)]
+        may_decide: Option<String>,
+        /// Anything else to know.
+        #[arg(long)]
+        notes: Option<String>,
     },
 }
 

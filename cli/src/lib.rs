@@ -12,6 +12,7 @@ mod args;
 mod exit;
 pub mod keys;
 mod page;
+mod page_statutory;
 mod progress;
 mod watch;
 
@@ -39,6 +40,8 @@ fn emit(text: &str) {
         }
     }
 }
+
+mod statutory;
 
 /// Runs the CLI with the process's arguments; returns the exit code.
 pub fn main() -> ExitCode {
@@ -174,6 +177,12 @@ fn dispatch(device: &Device, cmd: Cmd) -> Result<()> {
         Cmd::Case(c) => case(device, c)?,
         Cmd::Note(n) => note(device, n)?,
         Cmd::Plan(p) => plan(device, p)?,
+        Cmd::Assessment(c) => statutory::assessment(device, c)?,
+        Cmd::Discharge(c) => statutory::discharge(device, c)?,
+        Cmd::Referral(c) => statutory::referral(device, c)?,
+        Cmd::Safeguarding(c) => statutory::safeguarding(device, c)?,
+        Cmd::Legal(c) => statutory::legal(device, c)?,
+        Cmd::Contact(c) => statutory::contact(device, c)?,
         Cmd::AboutMe(TextCmd::Append { case_id, text }) => {
             device.about_me_append(case_id, &text)?
         }

@@ -111,6 +111,7 @@ pub fn case_page(show: &Value) -> String {
         let _ = writeln!(out, "\nRestricted: {title}");
         indented(&mut out, "  ", text(c, field::NARRATIVE).unwrap_or(""));
     }
+    crate::page_statutory::sections(&mut out, show);
     notes(&mut out, show);
     let conflicts = show["conflicts"].as_array().map_or(0, Vec::len);
     if conflicts > 0 {
@@ -173,9 +174,7 @@ fn identity(out: &mut String, show: &Value) {
     if let Some(a) = text(r, field::ADDRESS) {
         let _ = writeln!(out, "  {a}");
     }
-    for (key, status) in entries(&r[field::LEGAL_STATUS]) {
-        let _ = writeln!(out, "  Legal status, {}: {}", role(key), shown(status));
-    }
+    crate::page_statutory::legal_and_contacts(out, show);
     let _ = writeln!(out, "  case {}", shown(&show["case_id"]));
     if let Some(about) = text(r, field::ABOUT_ME) {
         let _ = writeln!(out, "\nAbout me");

@@ -5,6 +5,8 @@
 //! returning. Sync drives [`crate::engine`] over a [`Transport`] and stores what comes back the
 //! same way, so a crash at any moment leaves the store either before or after each step.
 
+mod statutory;
+
 use crate::crypto::StoreKey;
 use crate::engine::{self, Outgoing, Plan};
 use crate::error::Error;
@@ -717,6 +719,7 @@ impl Device {
     /// Opens a new case (its case document and its plan); returns the case id.
     pub fn case_new(&self, who: &Identity) -> Result<CaseId, Error> {
         self.whoami()?;
+        record::statutory::check_identity(who, self.now())?;
         let case = CaseId::new_random();
         let header = Header {
             case_id: case,
@@ -1090,6 +1093,7 @@ impl Device {
         let mut plans = Vec::new();
         let mut restricted = Vec::new();
         let mut notes = Vec::new();
+        let mut statutory: [Vec<Value>; 4] = Default::default();
         let mut conflicts = Vec::new();
         for (doc_id, h) in self.docs_of(case)? {
             let Some((mut doc, _)) = self.store.load(doc_id)? else {
@@ -1116,8 +1120,14 @@ impl Device {
                     restricted.push(json!({ "doc_id": doc_id, "content": content }))
                 }
                 DocKind::Note => notes.push((doc_id, content)),
+                DocKind::Assessment => statutory[0].push(json!({ "doc_id": doc_id, "content": content })),
+                DocKind::Discharge => statutory[1].push(json!({ "doc_id": doc_id, "content": content })),
+                DocKind::Referral => statutory[2].push(json!({ "doc_id": doc_id, "content": content })),
+                DocKind::Safeguarding => statutory[3].push(json!({ "doc_id": doc_id, "content": content })),
             }
         }
+        let [mut assessments, discharges, referrals, safeguarding] = statutory;
+        Self::link_amendments(&mut assessments);
         notes.sort_by(|(a_id, a), (b_id, b)| {
             let at = |v: &Value| v[field::RECORDED_AT].as_i64().unwrap_or(0);
             at(a).cmp(&at(b)).then(a_id.cmp(b_id))
@@ -1142,9 +1152,34 @@ impl Device {
             "plans": plans,
             "notes": notes,
             "restricted": restricted,
+            "assessments": assessments,
+            "discharges": discharges,
+            "referrals": referrals,
+            "safeguarding": safeguarding,
             "conflicts": conflicts,
             "people": people,
         }))
+    }
+
+    /// Orders assessments by start and gives each the ids of the assessments that amend it.
+    fn link_amendments(assessments: &mut [Value]) {
+        assessments.sort_by(|a, b| {
+            let at = |v: &Value| v["content"]["started_at_ms"].as_i64().unwrap_or(0);
+            at(a).cmp(&at(b))
+                .then(a["doc_id"].as_str().cmp(&b["doc_id"].as_str()))
+        });
+        let links: Vec<(String, String)> = assessments
+            .iter()
+            .filter_map(|a| {
+                let of = a["content"]["amends"]["assessment_id"].as_str()?;
+                Some((of.to_string(), a["doc_id"].as_str()?.to_string()))
+            })
+            .collect();
+        for a in assessments.iter_mut() {
+            let id = a["doc_id"].as_str().unwrap_or_default().to_string();
+            let by: Vec<&String> = links.iter().filter(|(of, _)| *of == id).map(|(_, by)| by).collect();
+            a["amended_by"] = json!(by);
+        }
     }
 
     /// Who the staff ids in a case are, as far as the record itself says (so that `show` stays

@@ -82,6 +82,15 @@ pub enum DocKind {
     Plan,
     /// A sealed section (safeguarding) with its own access list.
     Restricted,
+    /// One assessment (mental capacity, Care Act needs or carer's, early help): co-edited while
+    /// in progress, never changed once completed.
+    Assessment,
+    /// A safeguarding enquiry (Care Act s42): restricted, with its own access list.
+    Safeguarding,
+    /// One hospital discharge episode. Co-edited.
+    Discharge,
+    /// A referral and its triage. Co-edited.
+    Referral,
 }
 
 impl DocKind {
@@ -92,7 +101,17 @@ impl DocKind {
             DocKind::Note => "note",
             DocKind::Plan => "plan",
             DocKind::Restricted => "restricted",
+            DocKind::Assessment => "assessment",
+            DocKind::Safeguarding => "safeguarding",
+            DocKind::Discharge => "discharge",
+            DocKind::Referral => "referral",
         }
+    }
+
+    /// Whether documents of this kind carry their own access list (the teams that may read and
+    /// write them, fixed by the server at creation), on top of the case's team check.
+    pub fn is_restricted(self) -> bool {
+        matches!(self, DocKind::Restricted | DocKind::Safeguarding)
     }
 }
 

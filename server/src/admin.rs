@@ -485,7 +485,7 @@ fn restricted_access(
     act(store, |txn| {
         team_exists(txn, team)?;
         let mut rec = txn.doc(doc)?.ok_or(AdminError::NoSuchDocument(doc))?;
-        if rec.header.kind != DocKind::Restricted {
+        if !rec.header.kind.is_restricted() {
             let kind = rec.header.kind;
             return Err(AdminError::NotRestricted { doc, kind }.into());
         }

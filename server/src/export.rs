@@ -8,7 +8,11 @@
 //! unresolved conflicts, and the provenance of every change: staff id and name, role, org,
 //! device, the server's receipt time and the device's own clock ([`crate::history`]). Notes are
 //! also listed together, in the order they happened, with their amendments and the originals
-//! those amend, and with occurred, recorded, filed and received times.
+//! those amend, and with occurred, recorded, filed and received times. Assessments are listed
+//! together too (type, status, who completed each and when the server received the completion,
+//! what each amends). Fields that hold third-party data (a safeguarding enquiry's alleged source
+//! of harm, marked `third_party: yes` in the record) are named in each document's `third_party`
+//! list and flagged on the page, so that whoever discloses the record can redact them.
 //!
 //! It works on the store directly (the server stopped, like the other offline commands) and is
 //! audited as `export`.
@@ -86,6 +90,7 @@ pub fn case(
     }
     let mut documents = Vec::new();
     let mut notes = Vec::new();
+    let mut assessments = Vec::new();
     let mut changes = 0usize;
     let mut restricted = 0usize;
     let mut ids = read(store, |t| t.docs_of_case(case))?;
@@ -99,7 +104,7 @@ pub fn case(
         let content = record::content_json(&doc);
         let history = history::entries(store, id)?;
         changes += history.len();
-        if h.kind == DocKind::Restricted {
+        if h.kind.is_restricted() {
             restricted += 1;
         }
         let first_received = history.first().and_then(|e| e.received_at_ms);
@@ -129,6 +134,25 @@ pub fn case(
                 "text": content.get(field::TEXT),
             }));
         }
+        if h.kind == DocKind::Assessment {
+            assessments.push(json!({
+                "doc_id": id,
+                "type": content.get("type"),
+                "status": content.get(field::STATUS),
+                "started_at_ms": content.get("started_at_ms"),
+                "completed_at_ms": content.get("completed_at_ms"),
+                "completed_by": content.get("completed_by"),
+                "completion_received_at_ms": doc_rec.filed_ms,
+                "amends": content.get("amends"),
+            }));
+        }
+        let third_party: Vec<&str> = THIRD_PARTY
+            .iter()
+            .filter(|(kind, key)| {
+                *kind == h.kind && content[*key]["third_party"].as_str() == Some("yes")
+            })
+            .map(|(_, key)| *key)
+            .collect();
         let access = match &h.access_teams {
             Some(list) => {
                 let mut named = Vec::new();
@@ -151,6 +175,7 @@ pub fn case(
             "last_received_at_ms": last_received,
             "content": content,
             "conflicts": record::conflicts(&doc),
+            "third_party": third_party,
             "history": history,
         }));
     }
@@ -188,6 +213,7 @@ pub fn case(
             "teams": teams,
         },
         "notes": notes,
+        "assessments": assessments,
         "documents": documents,
     });
 
@@ -224,6 +250,9 @@ pub fn case(
     store.flush()?;
     Ok(out)
 }
+
+/// The maps that hold third-party data, by document kind (marked `third_party: yes` inside).
+const THIRD_PARTY: &[(DocKind, &str)] = &[(DocKind::Safeguarding, "alleged_source_of_harm")];
 
 /// HTML-escapes `s` (text and attribute values).
 pub fn escape(s: &str) -> String {
@@ -330,7 +359,29 @@ fn render_html(record: &Value, person: &str) -> String {
         }
         h.push_str("</div>\n");
     }
-    h.push_str("<h2>Documents and their provenance</h2>\n");
+    h.push_str("<h2>Assessments</h2>\n<ul>\n");
+    for a in record["assessments"].as_array().into_iter().flatten() {
+        h.push_str(&format!(
+            "<li>{} assessment <code>{}</code>: {}; started {}; completed {} by {} (received {})",
+            e(&a["type"]),
+            e(&a["doc_id"]),
+            e(&a["status"]),
+            e(&a["started_at_ms"]),
+            e(&a["completed_at_ms"]),
+            e(&a["completed_by"]),
+            e(&a["completion_received_at_ms"])
+        ));
+        if a["amends"].is_object() {
+            h.push_str(&format!(
+                "; a {} of <code>{}</code>: {}",
+                e(&a["amends"]["kind"]),
+                e(&a["amends"]["assessment_id"]),
+                e(&a["amends"]["reason"])
+            ));
+        }
+        h.push_str("</li>\n");
+    }
+    h.push_str("</ul>\n<h2>Documents and their provenance</h2>\n");
     for d in record["documents"].as_array().into_iter().flatten() {
         h.push_str(&format!(
             "<h3>{} <code>{}</code></h3>\n<p>Owned by {}; created {}.",
@@ -347,6 +398,19 @@ fn render_html(record: &Value, person: &str) -> String {
             ));
         }
         h.push_str("</p>\n");
+        let third: Vec<String> = d["third_party"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(e)
+            .collect();
+        if !third.is_empty() {
+            h.push_str(&format!(
+                "<p class=\"warn\">Third-party data: {}. Consider redacting it before the record \
+                 is disclosed.</p>\n",
+                third.join(", ")
+            ));
+        }
         let content = serde_json::to_string_pretty(&d["content"]).unwrap_or_default();
         h.push_str(&format!("<pre>{}</pre>\n", escape(&content)));
         if d["conflicts"].as_array().is_some_and(|c| !c.is_empty()) {

@@ -17,7 +17,8 @@ use crate::sync;
 use anyhow::{bail, Context};
 use automerge::transaction::Transactable;
 use automerge::{ActorId, Author, AutoCommit, ObjType, ROOT};
-use casenote_protocol::record::{self, field, Amends, Identity, NewNote, NoteAuthor, NoteKind};
+use casenote_protocol::record::schema::Table;
+use casenote_protocol::record::{self, field, statutory, Amends, Identity, NewNote, NoteAuthor, NoteKind, RecordError};
 use casenote_protocol::wire::DocPush;
 use casenote_protocol::{CaseId, DeviceId, DocId, DocKind, TeamId};
 use serde::{Deserialize, Serialize};
@@ -481,6 +482,205 @@ impl<'a> Loader<'a> {
         Ok(id)
     }
 
+    /// A new statutory document of `kind` on `case`, written by `init` and then `edit` as `by`,
+    /// pushed through the sync path (so the server's rules judge it as a device's).
+    fn statutory(
+        &self,
+        by: &str,
+        case_id: CaseId,
+        kind: DocKind,
+        init: impl FnOnce(&mut AutoCommit) -> Result<(), RecordError>,
+        edit: impl FnOnce(&mut AutoCommit, &Table) -> Result<(), RecordError>,
+    ) -> anyhow::Result<Doc> {
+        let mut doc = self.new_doc(by, DocId::new_random(), case_id, kind);
+        init(&mut doc.doc)?;
+        let table = statutory::table_of(&doc.doc, kind).context("a statutory kind")?;
+        edit(&mut doc.doc, &table)?;
+        commit_at(&mut doc.doc, self.now_ms);
+        self.push(&mut doc, by)?;
+        Ok(doc)
+    }
+
+    /// Sets every (path, value) pair on a statutory document.
+    fn fill(&self, doc: &mut AutoCommit, table: &Table, pairs: &[(&str, &str)]) -> Result<(), RecordError> {
+        for (path, value) in pairs {
+            let path: Vec<&str> = path.split('.').collect();
+            statutory::set_field(doc, table, &path, value, self.now_ms)?;
+        }
+        Ok(())
+    }
+
+    /// Completes an assessment as `by`, pushed as `by`.
+    fn complete(&self, doc: &mut Doc, by: &str) -> anyhow::Result<()> {
+        self.as_staff(doc, by);
+        let id = self.who(by).staff_id.to_string();
+        statutory::complete_assessment(&mut doc.doc, doc.id, &id, self.now_ms)?;
+        commit_at(&mut doc.doc, self.now_ms);
+        self.push(doc, by)
+    }
+
+    /// Peggy: her capacity to decide to go home (she has it) and her discharge on pathway 1.
+    fn peggy_statutory(&self, case_id: CaseId) -> anyhow::Result<()> {
+        let now = self.now_ms;
+        let mut mca = self.statutory(
+            "Sam Kowalski",
+            case_id,
+            DocKind::Assessment,
+            |d| statutory::init_assessment(d, case_id, "mca", now, None),
+            |d, t| {
+                self.fill(d, t, &[
+                    ("decision", "Whether to return home to Rose Cottage to live alone"),
+                    ("help_given", "Assessed in the morning, hearing aids in, with her son present"),
+                    ("stage1.impairment", "no"),
+                    ("stage1.evidence", "No impairment of mind or brain found; mild frailty only"),
+                    ("outcome", "has_capacity"),
+                ])?;
+                for test in casenote_protocol::record::vocab::MCA_TESTS {
+                    self.fill(d, t, &[
+                        (&format!("tests.{test}.result"), "can"),
+                        (&format!("tests.{test}.evidence"), "Explained the risks of living alone in her own words"),
+                    ])?;
+                }
+                Ok(())
+            },
+        )?;
+        self.complete(&mut mca, "Sam Kowalski")?;
+        self.statutory(
+            "Sam Kowalski",
+            case_id,
+            DocKind::Discharge,
+            |d| statutory::init_discharge(d, case_id),
+            |d, t| {
+                self.fill(d, t, &[
+                    ("pathway", "1"),
+                    ("medically_optimised_date", "2026-02-26"),
+                    ("expected_discharge_date", "2026-03-02"),
+                    ("package_start", "2026-03-02"),
+                    ("day_one_welfare_check.due", "2026-03-03"),
+                ])?;
+                for (item, status) in [("Perching stool", "ordered"), ("Second stair rail", "needed")] {
+                    statutory::add_entry(d, t, &["equipment"], &[("item", item), ("status", status)], now)?;
+                }
+                Ok(())
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Jean lacks capacity to decide on respite: a best-interests decision consulting Tom and
+    /// their son.
+    fn jean_capacity(&self, case_id: CaseId) -> anyhow::Result<()> {
+        let now = self.now_ms;
+        let mut mca = self.statutory(
+            "Priya Shah",
+            case_id,
+            DocKind::Assessment,
+            |d| statutory::init_assessment(d, case_id, "mca", now, None),
+            |d, t| {
+                self.fill(d, t, &[
+                    ("decision", "Whether to stay two weeks in respite care at Elm House"),
+                    ("help_given", "Photographs of Elm House; a quiet room; Tom present"),
+                    ("stage1.impairment", "yes"),
+                    ("stage1.evidence", "Diagnosis of Alzheimer's disease (memory clinic, 2024)"),
+                    ("tests.understand.result", "cannot"),
+                    ("tests.understand.evidence", "Could not say what respite would involve after explanation"),
+                    ("tests.retain.result", "cannot"),
+                    ("tests.retain.evidence", "Did not recall the conversation ten minutes later"),
+                    ("tests.use_or_weigh.result", "cannot"),
+                    ("tests.use_or_weigh.evidence", "Could not weigh Tom's exhaustion against staying home"),
+                    ("tests.communicate.result", "can"),
+                    ("tests.communicate.evidence", "Communicated clearly in speech"),
+                    ("outcome", "lacks_capacity"),
+                    ("best_interests.wishes_and_beliefs", "Jean has always wanted Tom to be well; she likes the radio in the mornings"),
+                    ("best_interests.least_restrictive_option", "Short respite close to home, with her routines kept"),
+                    ("best_interests.rationale", "Tom needs rest to keep caring; Jean is safe and settled at Elm House"),
+                    ("best_interests.decision", "Two weeks' respite at Elm House"),
+                ])?;
+                for (name, relationship, view) in [
+                    ("Tom Reilly", "husband and carer", "Needs a rest; supports respite"),
+                    ("Their son", "son", "Supports respite if Jean's routines are kept"),
+                ] {
+                    statutory::add_entry(
+                        d,
+                        t,
+                        &["best_interests", "consulted"],
+                        &[("name", name), ("relationship", relationship), ("view", view)],
+                        now,
+                    )?;
+                }
+                Ok(())
+            },
+        )?;
+        self.complete(&mut mca, "Priya Shah")
+    }
+
+    /// Tom's carer's assessment (Care Act s10): eligible.
+    fn tom_carers(&self, case_id: CaseId) -> anyhow::Result<()> {
+        let now = self.now_ms;
+        let mut carers = self.statutory(
+            "Priya Shah",
+            case_id,
+            DocKind::Assessment,
+            |d| statutory::init_assessment(d, case_id, "carers", now, None),
+            |d, t| {
+                for o in casenote_protocol::record::vocab::CARERS_OUTCOMES {
+                    let unable = if matches!(*o, "recreation" | "relationships") { "yes" } else { "no" };
+                    self.fill(d, t, &[(&format!("outcomes.{o}.unable_to_achieve"), unable)])?;
+                }
+                self.fill(d, t, &[
+                    ("outcomes.recreation.impact", "No time for the allotment or the bowls club"),
+                    ("outcomes.relationships.impact", "Has not seen friends for months"),
+                    ("needs_arise_from_caring", "yes"),
+                    ("health_at_risk", "yes"),
+                    ("wellbeing_impact", "significant"),
+                    ("eligible", "yes"),
+                ])
+            },
+        )?;
+        self.complete(&mut carers, "Priya Shah")
+    }
+
+    /// Daniel: detained under section 2 after an MHA assessment; his nearest relative.
+    fn daniel_mha(&self, daniel: &mut Doc) -> anyhow::Result<()> {
+        self.as_staff(daniel, "Dr Helen Marsh");
+        let t = casenote_protocol::record::schema::CASE_TABLE;
+        statutory::add_entry(
+            &mut daniel.doc,
+            &t,
+            &["legal_status"],
+            &[("kind", "mha_section"), ("detail", "2"), ("start", "2026-01-10"), ("end", "2026-02-07"), ("status", "ended")],
+            self.now_ms,
+        )?;
+        statutory::add_entry(
+            &mut daniel.doc,
+            &t,
+            &["contacts"],
+            &[("role", "nearest_relative"), ("name", "Grace Okafor"), ("relationship", "mother"), ("phone", "01632 960 118")],
+            self.now_ms,
+        )?;
+        commit_at(&mut daniel.doc, self.now_ms);
+        self.push(daniel, "Dr Helen Marsh")
+    }
+
+    /// Aisha's early help assessment, in progress.
+    fn aisha_early_help(&self, case_id: CaseId) -> anyhow::Result<()> {
+        let now = self.now_ms;
+        self.statutory(
+            "Lena Fischer",
+            case_id,
+            DocKind::Assessment,
+            |d| statutory::init_assessment(d, case_id, "early_help", now, None),
+            |d, t| {
+                self.fill(d, t, &[
+                    ("needs", "Aisha is often late to school; mum works nights and has no support nearby"),
+                    ("strengths", "Aisha loves drawing; mum is keen to work with the school"),
+                    ("plan", "Breakfast club place; a family support worker for six weeks; review at the next team around the child meeting"),
+                ])
+            },
+        )?;
+        Ok(())
+    }
+
     fn load_all(&self) -> anyhow::Result<Marker> {
         let mut cases = Vec::new();
 
@@ -500,15 +700,8 @@ impl<'a> Loader<'a> {
             self.team_member(&mut peggy, "Sam Kowalski", member)?;
         }
         self.as_staff(&mut peggy, "Sam Kowalski");
-        let legal = record::get_obj(&peggy.doc, &ROOT, field::LEGAL_STATUS, ObjType::Map)
-            .context("the case has no legal status map")?;
-        peggy.doc.put(
-            &legal,
-            "mca",
-            "Has capacity to decide to return home (MCA assessment on the ward)",
-        )?;
-        commit_at(&mut peggy.doc, self.now_ms);
         self.push(&mut peggy, "Sam Kowalski")?;
+        self.peggy_statutory(peggy.case_id)?;
 
         let mut plan = self.new_doc(
             "Sam Kowalski",
@@ -630,6 +823,7 @@ impl<'a> Loader<'a> {
             ],
         )?;
         self.push(&mut daniel, "Joe Ward")?;
+        self.daniel_mha(&mut daniel)?;
 
         let mut safeguarding = self.new_doc(
             "Dr Helen Marsh",
@@ -704,6 +898,7 @@ impl<'a> Loader<'a> {
         )?;
         commit_at(&mut jean_plan.doc, self.now_ms);
         self.push(&mut jean_plan, "Priya Shah")?;
+        self.jean_capacity(jean.case_id)?;
         self.note(
             jean.case_id,
             "Priya Shah",
@@ -739,6 +934,7 @@ impl<'a> Loader<'a> {
             None,
             None,
         )?;
+        self.tom_carers(tom.case_id)?;
         cases.push(DemoCase {
             case_id: tom.case_id,
             label: "Tom".into(),
@@ -777,6 +973,7 @@ impl<'a> Loader<'a> {
             None,
             None,
         )?;
+        self.aisha_early_help(aisha.case_id)?;
         cases.push(DemoCase {
             case_id: aisha.case_id,
             label: "Aisha".into(),

@@ -15,7 +15,7 @@ pub struct DocHeader {
     pub case_id: CaseId,
     pub kind: DocKind,
     pub owner_org: OrgId,
-    /// For `restricted` documents: the teams that may read and write it (in addition to the
+    /// For restricted kinds (`restricted`, `safeguarding`): the teams that may read and write it (in addition to the
     /// case's own team check). `None` for every other kind.
     pub access_teams: Option<Vec<TeamId>>,
     pub created_by: StaffId,
@@ -31,8 +31,9 @@ pub struct DocRecord {
     /// server counted them; the next accepted push counts them).
     #[serde(default)]
     pub ops: u64,
-    /// For a note: the server's time when it received the filing. A filed note takes no change
-    /// at all (`crate::validate::header_refusal`).
+    /// For a note: the server's time when it received the filing; for an assessment, its
+    /// completion. A filed note or completed assessment takes no change at all
+    /// (`crate::validate::header_refusal`).
     #[serde(default)]
     pub filed_ms: Option<i64>,
 }

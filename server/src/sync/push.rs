@@ -406,7 +406,7 @@ impl<'a, 't> Plan<'a, 't> {
             case_id: p.case_id,
             kind: p.kind,
             owner_org: self.who.staff.org_id,
-            access_teams: (p.kind == DocKind::Restricted).then(|| self.who.teams().to_vec()),
+            access_teams: p.kind.is_restricted().then(|| self.who.teams().to_vec()),
             created_by: self.who.staff_id(),
             created_ms: self.now_ms,
         };

@@ -81,12 +81,12 @@ pub struct Refusal {
 /// A push that passed: the document's state after it, and what the server records about it.
 pub struct Passed {
     pub after: AutoCommit,
-    /// This push filed a note.
+    /// This push filed a note or completed an assessment.
     pub files: bool,
 }
 
 /// Refusals decided on the server's header of a document, before any Automerge work: a filed
-/// note takes no change at all (not even a mark, which its text's content would not show), a
+/// note and a completed assessment take no change at all (not even a mark, which its text's content would not show), a
 /// note is edited and filed only by its author, and a document stays under its size limit.
 pub fn header_refusal(
     record: Option<&DocRecord>,
@@ -100,6 +100,11 @@ pub fn header_refusal(
         })
     };
     if let Some(rec) = record {
+        if rec.header.kind == DocKind::Assessment && rec.filed_ms.is_some() {
+            return refuse(
+                "the assessment is completed and can no longer change; add an amendment instead",
+            );
+        }
         if rec.header.kind == DocKind::Note {
             if rec.filed_ms.is_some() {
                 return refuse(

@@ -18,12 +18,26 @@
 //!   after `occurred_at` (or the device's own filing time says so), and nothing after it in the
 //!   same push (the filing change must be a head).
 //!
+//! - the statutory tables ([`casenote_protocol::record::schema`]): every value a push writes in a
+//!   case's identity, legal status and contacts, and anywhere in an assessment, discharge,
+//!   referral or safeguarding document, stands where its table puts it, of its type, from its
+//!   vocabulary (dates real calendar dates, a date of birth not before 1900 nor after the
+//!   server's tomorrow, NHS numbers passing Modulus 11). Values already stored are not judged
+//!   again, so records from before a rule keep working.
+//! - assessment: its type never changes; a completed one never changes (the header refuses it
+//!   first, see [`super::header_refusal`]); completing needs the completion rules
+//!   ([`casenote_protocol::record::statutory::completion_problem`]), `completed_at_ms`, the
+//!   writer's own staff id in `completed_by`, and nothing after it in the same push. A
+//!   referral's `triaged_by` names the writer.
+//! - note: its text is never empty (only whitespace counts as empty).
+//!
 //! Every reason is a fixed sentence naming schema fields; nothing in it comes from the document.
 
 use super::Context;
 use automerge::{AutoCommit, ObjId, ObjType, ReadDoc, ScalarValue, Value, ROOT};
 use casenote_protocol::record::{self, field};
 use casenote_protocol::DocKind;
+use casenote_protocol::record::{schema, statutory};
 use std::collections::HashSet;
 
 /// The type a known root field must keep.
@@ -78,6 +92,7 @@ const CASE: &[FieldRule] = &[
     (field::ALERTS, Ty::Map, true),
     (field::TEAM, Ty::Map, true),
     (field::LEGAL_STATUS, Ty::Map, true),
+    (field::CONTACTS, Ty::Map, true),
 ];
 
 const NOTE: &[FieldRule] = &[
@@ -104,6 +119,44 @@ const PLAN: &[FieldRule] = &[
 
 const RESTRICTED: &[FieldRule] = &[(field::NARRATIVE, Ty::Text, true), ("title", Ty::Str, true)];
 
+// The statutory kinds: what is required (never deleted, and its texts and maps never replaced,
+// which would wipe them). Types and vocabularies are the tables' (`record::schema`).
+const ASSESSMENT: &[FieldRule] = &[
+    ("type", Ty::Str, true),
+    (field::STATUS, Ty::Str, true),
+    ("started_at_ms", Ty::Int, true),
+    ("decision", Ty::Text, true),
+    ("help_given", Ty::Text, true),
+    ("stage1", Ty::Map, true),
+    ("tests", Ty::Map, true),
+    ("best_interests", Ty::Map, true),
+    ("outcomes", Ty::Map, true),
+    ("needs", Ty::Text, true),
+    ("strengths", Ty::Text, true),
+    ("plan", Ty::Text, true),
+];
+
+const DISCHARGE: &[FieldRule] = &[
+    ("equipment", Ty::Map, true),
+    ("day_one_welfare_check", Ty::Map, true),
+];
+
+const REFERRAL: &[FieldRule] = &[
+    ("source", Ty::Str, true),
+    ("urgency", Ty::Str, true),
+    ("reason", Ty::Text, true),
+    ("triage_decision", Ty::Str, true),
+];
+
+const SAFEGUARDING: &[FieldRule] = &[
+    ("concern", Ty::Text, true),
+    ("s42_reason", Ty::Text, true),
+    ("desired_outcomes", Ty::Text, true),
+    ("enquiry", Ty::Text, true),
+    ("alleged_source_of_harm", Ty::Map, true),
+    ("protection_plan", Ty::Text, true),
+];
+
 /// The known root fields of `kind` (the common ones first).
 pub fn fields(kind: DocKind) -> impl Iterator<Item = &'static FieldRule> {
     let own: &'static [FieldRule] = match kind {
@@ -111,6 +164,10 @@ pub fn fields(kind: DocKind) -> impl Iterator<Item = &'static FieldRule> {
         DocKind::Note => NOTE,
         DocKind::Plan => PLAN,
         DocKind::Restricted => RESTRICTED,
+        DocKind::Assessment => ASSESSMENT,
+        DocKind::Safeguarding => SAFEGUARDING,
+        DocKind::Discharge => DISCHARGE,
+        DocKind::Referral => REFERRAL,
     };
     COMMON.iter().chain(own.iter())
 }
@@ -124,7 +181,17 @@ fn entry_maps(kind: DocKind) -> &'static [(&'static str, &'static [&'static str]
             (field::GOALS, record::ACTION_STATUSES),
             (field::ACTIONS, record::ACTION_STATUSES),
         ],
-        DocKind::Note | DocKind::Restricted => &[],
+        _ => &[],
+    }
+}
+
+/// Root fields that name the member of staff who wrote them: a new value must be the writer's
+/// own staff id.
+fn signed_roots(kind: DocKind) -> &'static [&'static str] {
+    match kind {
+        DocKind::Assessment => &["completed_by"],
+        DocKind::Referral => &["triaged_by"],
+        _ => &[],
     }
 }
 
@@ -157,6 +224,10 @@ pub struct Prior {
     signed: Vec<Vec<(String, Option<String>)>>,
     agreement: Option<ObjId>,
     note: Option<NoteFacts>,
+    /// Every value the statutory table of the kind covers (judged when it was written).
+    seen: HashSet<ObjId>,
+    /// An assessment's type and status.
+    assessment: Option<(Option<String>, Option<String>)>,
 }
 
 /// Every value `obj.key` holds (more than one when written concurrently).
@@ -209,6 +280,13 @@ impl Prior {
                 status: record::get_str(doc, &ROOT, field::STATUS),
                 author: author_of(doc),
             }),
+            seen: seen_values(kind, doc),
+            assessment: (kind == DocKind::Assessment).then(|| {
+                (
+                    record::get_str(doc, &ROOT, "type"),
+                    record::get_str(doc, &ROOT, field::STATUS),
+                )
+            }),
         }
     }
 
@@ -235,10 +313,113 @@ pub fn check(
     check_root(ctx, prior, after)?;
     check_entries(ctx.kind, after)?;
     check_signed(ctx, prior, after)?;
-    if ctx.kind == DocKind::Note {
-        return check_note(ctx, prior, after);
+    check_tables(ctx, prior, after)?;
+    match ctx.kind {
+        DocKind::Note => check_note(ctx, prior, after),
+        DocKind::Assessment => check_assessment(ctx, prior, after),
+        _ => Ok(false),
     }
-    Ok(false)
+}
+
+/// The ids of every value the statutory table of `kind` covers in `doc`. The table's walk keeps
+/// an explicit stack and descends only where the table says a map stands.
+fn seen_values(kind: DocKind, doc: &AutoCommit) -> HashSet<ObjId> {
+    let mut seen = HashSet::new();
+    if let Some(table) = statutory::table_of(doc, kind) {
+        let _ = schema::walk(doc, &table, &mut |v| {
+            seen.insert(v.id.clone());
+            Ok(())
+        });
+    }
+    seen
+}
+
+/// A day of slack on "not in the future" for a date of birth: a device ahead of UTC writes
+/// tomorrow's UTC date as today.
+const DOB_SLACK_MS: i64 = 86_400_000;
+
+/// Every value the push wrote where a statutory table reaches stands where the table says, of
+/// its type and vocabulary; root signatures (`completed_by`, `triaged_by`) are the writer's.
+fn check_tables(ctx: &Context, prior: &Prior, after: &AutoCommit) -> Result<(), String> {
+    let Some(table) = statutory::table_of(after, ctx.kind) else {
+        return Ok(());
+    };
+    let today = ctx.received_ms.saturating_add(DOB_SLACK_MS);
+    schema::walk(after, &table, &mut |v| {
+        if prior.seen.contains(v.id) {
+            return Ok(());
+        }
+        match schema::visit_problem(table.kind, &v, today) {
+            Some(why) => Err(why),
+            None => Ok(()),
+        }
+    })?;
+    let writer = ctx.writer.staff_id.to_string();
+    for key in signed_roots(ctx.kind) {
+        for (v, id) in values(after, key) {
+            let new = !prior.seen.contains(&id);
+            if new && !matches!(&v, Value::Scalar(s) if s.as_str() == Some(writer.as_str())) {
+                return Err(format!(
+                    "the {}'s {key} must name its writer (your staff id)",
+                    table.kind
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The assessment rules; returns whether the push completes the assessment.
+fn check_assessment(ctx: &Context, prior: &Prior, after: &mut AutoCommit) -> Result<bool, String> {
+    let (old_type, old_status) = prior.assessment.clone().unwrap_or((None, None));
+    if prior.existed && old_status.as_deref() != Some("in_progress") {
+        return Err(
+            "the assessment is completed and can no longer change; add an amendment instead"
+                .into(),
+        );
+    }
+    let ty = record::get_str(after, &ROOT, "type");
+    if old_type.is_some() && ty != old_type {
+        return Err("an assessment's type never changes".into());
+    }
+    if !prior.existed {
+        for (key, _, required) in fields(DocKind::Assessment).take(4) {
+            if *required && values(after, key).is_empty() {
+                return Err(format!("a new assessment needs its {key}"));
+            }
+        }
+    }
+    if status(after).as_deref() != Some("completed") {
+        return Ok(false);
+    }
+    if let Some(why) = statutory::completion_problem(after) {
+        return Err(why.into());
+    }
+    let writer = ctx.writer.staff_id.to_string();
+    if record::get_i64(after, &ROOT, "completed_at_ms").is_none()
+        || record::get_str(after, &ROOT, "completed_by").as_deref() != Some(writer.as_str())
+    {
+        return Err(
+            "a completed assessment needs completed_at_ms and completed_by (your staff id)".into(),
+        );
+    }
+    if !status_is_head(after) {
+        return Err(
+            "the assessment was changed after it was completed; add an amendment instead".into(),
+        );
+    }
+    Ok(true)
+}
+
+/// Whether the change that wrote the root `status` is a head (nothing follows it).
+fn status_is_head(after: &mut AutoCommit) -> bool {
+    let Ok(Some((_, id))) = after.get(ROOT, field::STATUS) else {
+        return true;
+    };
+    let heads = after.get_heads();
+    after
+        .hash_for_opid(&id)
+        .is_none_or(|hash| heads.contains(&hash))
 }
 
 /// Types, required fields, the schema and the case id.
@@ -368,6 +549,11 @@ fn check_note(ctx: &Context, prior: &Prior, after: &mut AutoCommit) -> Result<bo
     let was_filed = facts.is_some_and(|f| f.status.as_deref() == Some("filed"));
     if was_filed {
         return Err("the note is filed and can no longer change; add an amendment instead".into());
+    }
+    let text = record::get_obj(after, &ROOT, field::TEXT, ObjType::Text)
+        .and_then(|t| after.text(&t).ok());
+    if text.is_some_and(|t| record::vocab::is_blank(&t)) {
+        return Err("a note's text may not be empty".into());
     }
     if prior.existed {
         if facts.map(|f| &f.author) != Some(&author_of(after)) {

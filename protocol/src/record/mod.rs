@@ -7,6 +7,10 @@
 //! both, and [`conflicts`] reports every such field with all its values rather than letting one
 //! silently win.
 
+pub mod schema;
+pub mod statutory;
+pub mod vocab;
+
 use crate::ids::{CaseId, DocId};
 use crate::limits;
 use automerge::transaction::Transactable;
@@ -25,6 +29,7 @@ pub mod field {
     pub const ALERTS: &str = "alerts";
     pub const TEAM: &str = "team";
     pub const LEGAL_STATUS: &str = "legal_status";
+    pub const CONTACTS: &str = "contacts";
     pub const STATUS: &str = "status";
     pub const NOTE_KIND: &str = "note_kind";
     pub const OCCURRED_AT: &str = "occurred_at_ms";
@@ -70,6 +75,17 @@ pub enum RecordError {
         "note {0} is filed and can no longer change; add an amendment with `note amend` instead"
     )]
     FiledNoteImmutable(DocId),
+    #[error(
+        "assessment {0} is completed and can no longer change; add an amendment with \
+         `assessment amend` instead"
+    )]
+    AssessmentCompleted(DocId),
+    #[error("assessment {0} is still in progress; edit it instead of amending it")]
+    AssessmentInProgress(DocId),
+    #[error("a note needs some text: it is empty")]
+    EmptyNote,
+    #[error("{0}")]
+    Refused(String),
     #[error("note {0} is still a draft; edit it instead of amending it")]
     NoteNotFiled(DocId),
     #[error("{field} is {len} bytes; the limit is {max}")]
@@ -259,6 +275,7 @@ pub fn init_case(doc: &mut AutoCommit, case_id: CaseId, who: &Identity) -> Resul
     doc.put_object(ROOT, field::ALERTS, ObjType::Map)?;
     doc.put_object(ROOT, field::TEAM, ObjType::Map)?;
     doc.put_object(ROOT, field::LEGAL_STATUS, ObjType::Map)?;
+    doc.put_object(ROOT, field::CONTACTS, ObjType::Map)?;
     Ok(())
 }
 
@@ -274,6 +291,9 @@ pub fn init_plan(doc: &mut AutoCommit, case_id: CaseId) -> Result<(), RecordErro
 
 /// Writes a new note, as a draft.
 pub fn init_note(doc: &mut AutoCommit, note: &NewNote) -> Result<(), RecordError> {
+    if vocab::is_blank(&note.text) {
+        return Err(RecordError::EmptyNote);
+    }
     check_len("note text", &note.text, limits::TEXT_BYTES_MAX)?;
     doc.put(ROOT, field::SCHEMA, NOTE_SCHEMA)?;
     doc.put(ROOT, field::CASE_ID, note.case_id.to_string())?;
@@ -401,6 +421,9 @@ pub fn ensure_draft(doc: &AutoCommit, note_id: DocId) -> Result<(), RecordError>
 /// Replaces a draft note's text (a minimal character diff, so concurrent edits still merge).
 pub fn set_note_text(doc: &mut AutoCommit, note_id: DocId, text: &str) -> Result<(), RecordError> {
     ensure_draft(doc, note_id)?;
+    if vocab::is_blank(text) {
+        return Err(RecordError::EmptyNote);
+    }
     check_len("note text", text, limits::TEXT_BYTES_MAX)?;
     let obj = get_obj(doc, &ROOT, field::TEXT, ObjType::Text)
         .ok_or_else(|| RecordError::Invalid("note", "it has no text".into()))?;
