@@ -361,7 +361,7 @@ impl CasenoteDevice {
     pub fn assessment_set(&self, id: String, field: String, value: String) -> Result<()> {
         Ok(self
             .inner
-            .assessment_set(parse_doc_id(&id)?, &field, &value)?)
+            .assessment_set(parse_doc_id(&id, "assessment")?, &field, &value)?)
     }
 
     /// Adds someone consulted about a best-interests decision; returns the entry's id.
@@ -372,21 +372,26 @@ impl CasenoteDevice {
         relationship: String,
         view: String,
     ) -> Result<String> {
-        Ok(self
-            .inner
-            .assessment_consult(parse_doc_id(&id)?, &name, &relationship, &view)?)
+        Ok(self.inner.assessment_consult(
+            parse_doc_id(&id, "assessment")?,
+            &name,
+            &relationship,
+            &view,
+        )?)
     }
 
     /// Completes an assessment (its completion rules first: `Refused` with the reason).
     pub fn assessment_complete(&self, id: String) -> Result<()> {
-        Ok(self.inner.assessment_complete(parse_doc_id(&id)?)?)
+        Ok(self
+            .inner
+            .assessment_complete(parse_doc_id(&id, "assessment")?)?)
     }
 
     /// Amends a completed assessment with a new one that points at it; returns its id.
     pub fn assessment_amend(&self, id: String, kind: AmendKind, reason: String) -> Result<String> {
         Ok(self
             .inner
-            .assessment_amend(parse_doc_id(&id)?, kind.as_str(), &reason)?
+            .assessment_amend(parse_doc_id(&id, "assessment")?, kind.as_str(), &reason)?
             .to_string())
     }
 
@@ -402,14 +407,14 @@ impl CasenoteDevice {
     pub fn discharge_set(&self, id: String, field: String, value: String) -> Result<()> {
         Ok(self
             .inner
-            .discharge_set(parse_doc_id(&id)?, &field, &value)?)
+            .discharge_set(parse_doc_id(&id, "discharge")?, &field, &value)?)
     }
 
     /// Adds a piece of equipment to a discharge; returns the entry's id.
     pub fn discharge_equipment(&self, id: String, item: String, status: String) -> Result<String> {
         Ok(self
             .inner
-            .discharge_equipment(parse_doc_id(&id)?, &item, &status)?)
+            .discharge_equipment(parse_doc_id(&id, "discharge")?, &item, &status)?)
     }
 
     /// Records a referral, pending triage; returns its id.
@@ -428,7 +433,9 @@ impl CasenoteDevice {
 
     /// Records the triage decision, by this member of staff, now.
     pub fn referral_triage(&self, id: String, decision: String) -> Result<()> {
-        Ok(self.inner.referral_triage(parse_doc_id(&id)?, &decision)?)
+        Ok(self
+            .inner
+            .referral_triage(parse_doc_id(&id, "referral")?, &decision)?)
     }
 
     /// Opens a safeguarding enquiry with its concern (restricted to the opener's teams).
@@ -443,7 +450,7 @@ impl CasenoteDevice {
     pub fn safeguarding_set(&self, id: String, field: String, value: String) -> Result<()> {
         Ok(self
             .inner
-            .safeguarding_set(parse_doc_id(&id)?, &field, &value)?)
+            .safeguarding_set(parse_doc_id(&id, "safeguarding")?, &field, &value)?)
     }
 
     /// Adds a legal status (`kind`, and as given `detail`, `scope`, `start`, `end`); returns its id.

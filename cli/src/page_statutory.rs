@@ -25,7 +25,11 @@ fn scalar(v: &Value) -> Option<String> {
 /// The values of a conflict on `path` of document `doc`, if there is one.
 fn disputed(show: &Value, doc: &Value, path: &[String]) -> Option<Vec<String>> {
     show["conflicts"].as_array()?.iter().find_map(|c| {
-        let p: Vec<&str> = c["path"].as_array()?.iter().filter_map(Value::as_str).collect();
+        let p: Vec<&str> = c["path"]
+            .as_array()?
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
         (c["doc_id"] == *doc && p == path).then(|| {
             c["values"]
                 .as_array()
@@ -80,7 +84,9 @@ fn render(out: &mut String, show: &Value, doc: &Value, fields: &[&'static [Field
                     for (_, e) in v.as_object().into_iter().flatten() {
                         let parts: Vec<String> = spec
                             .iter()
-                            .filter_map(|(k, _)| scalar(&e[*k]).map(|s| format!("{}: {s}", label(k))))
+                            .filter_map(|(k, _)| {
+                                scalar(&e[*k]).map(|s| format!("{}: {s}", label(k)))
+                            })
                             .collect();
                         let _ = writeln!(out, "{indent}- {}: {}", label(key), parts.join("; "));
                     }
@@ -120,7 +126,12 @@ pub fn sections(out: &mut String, show: &Value) {
             label(status),
             a["doc_id"].as_str().unwrap_or("?")
         );
-        let amended: Vec<&str> = a["amended_by"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let amended: Vec<&str> = a["amended_by"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
         if !amended.is_empty() {
             let _ = writeln!(out, "  amended by {}", amended.join(", "));
         }
@@ -141,11 +152,19 @@ pub fn sections(out: &mut String, show: &Value) {
     let kinds: [(&str, &str, &'static [Field]); 3] = [
         ("discharges", "Discharge", schema::DISCHARGE),
         ("referrals", "Referral", schema::REFERRAL),
-        ("safeguarding", "Safeguarding enquiry (restricted)", schema::SAFEGUARDING),
+        (
+            "safeguarding",
+            "Safeguarding enquiry (restricted)",
+            schema::SAFEGUARDING,
+        ),
     ];
     for (key, title, fields) in kinds {
         for d in show[key].as_array().into_iter().flatten() {
-            let _ = writeln!(out, "\n{title} (document {})", d["doc_id"].as_str().unwrap_or("?"));
+            let _ = writeln!(
+                out,
+                "\n{title} (document {})",
+                d["doc_id"].as_str().unwrap_or("?")
+            );
             render(out, show, d, &[fields]);
         }
     }
@@ -157,8 +176,16 @@ pub fn legal_and_contacts(out: &mut String, show: &Value) {
     for (key, v) in r["legal_status"].as_object().into_iter().flatten() {
         match v {
             Value::Object(_) => {
-                let mut line = format!("  Legal status: {}", label(v["kind"].as_str().unwrap_or("?")));
-                for (k, what) in [("detail", " "), ("scope", ", "), ("start", ", from "), ("end", ", until ")] {
+                let mut line = format!(
+                    "  Legal status: {}",
+                    label(v["kind"].as_str().unwrap_or("?"))
+                );
+                for (k, what) in [
+                    ("detail", " "),
+                    ("scope", ", "),
+                    ("start", ", from "),
+                    ("end", ", until "),
+                ] {
                     if let Some(s) = scalar(&v[k]) {
                         let _ = write!(line, "{what}{}", if k == "scope" { label(&s) } else { s });
                     }
@@ -169,18 +196,37 @@ pub fn legal_and_contacts(out: &mut String, show: &Value) {
                 let _ = writeln!(out, "{line} [{key}]");
             }
             other => {
-                let _ = writeln!(out, "  Legal status, {}: {}", label(key), scalar(other).unwrap_or_default());
+                let _ = writeln!(
+                    out,
+                    "  Legal status, {}: {}",
+                    label(key),
+                    scalar(other).unwrap_or_default()
+                );
             }
         }
     }
-    let contacts: Vec<&Value> = r["contacts"].as_object().into_iter().flatten().map(|(_, v)| v).collect();
+    let contacts: Vec<&Value> = r["contacts"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(_, v)| v)
+        .collect();
     if contacts.is_empty() {
         return;
     }
     let _ = writeln!(out, "  Contacts");
     for c in contacts {
-        let mut line = format!("    - {}: {}", label(c["role"].as_str().unwrap_or("?")), c["name"].as_str().unwrap_or("?"));
-        for (k, what) in [("relationship", ", "), ("phone", ", "), ("may_decide", ", may decide: "), ("notes", "; ")] {
+        let mut line = format!(
+            "    - {}: {}",
+            label(c["role"].as_str().unwrap_or("?")),
+            c["name"].as_str().unwrap_or("?")
+        );
+        for (k, what) in [
+            ("relationship", ", "),
+            ("phone", ", "),
+            ("may_decide", ", may decide: "),
+            ("notes", "; "),
+        ] {
             if let Some(s) = scalar(&c[k]) {
                 let _ = write!(line, "{what}{}", label(&s));
             }

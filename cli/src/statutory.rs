@@ -74,7 +74,9 @@ pub fn referral(device: &Device, cmd: ReferralCmd) -> Result<()> {
             "{}",
             device.referral_new(case_id, &source, &urgency, &reason)?
         ),
-        ReferralCmd::Set(SetArgs { id, field, value }) => device.referral_set(id, &field, &value)?,
+        ReferralCmd::Set(SetArgs { id, field, value }) => {
+            device.referral_set(id, &field, &value)?
+        }
         ReferralCmd::Triage { id, decision } => device.referral_triage(id, &decision)?,
     }
     Ok(())

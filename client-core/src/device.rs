@@ -1120,10 +1120,18 @@ impl Device {
                     restricted.push(json!({ "doc_id": doc_id, "content": content }))
                 }
                 DocKind::Note => notes.push((doc_id, content)),
-                DocKind::Assessment => statutory[0].push(json!({ "doc_id": doc_id, "content": content })),
-                DocKind::Discharge => statutory[1].push(json!({ "doc_id": doc_id, "content": content })),
-                DocKind::Referral => statutory[2].push(json!({ "doc_id": doc_id, "content": content })),
-                DocKind::Safeguarding => statutory[3].push(json!({ "doc_id": doc_id, "content": content })),
+                DocKind::Assessment => {
+                    statutory[0].push(json!({ "doc_id": doc_id, "content": content }))
+                }
+                DocKind::Discharge => {
+                    statutory[1].push(json!({ "doc_id": doc_id, "content": content }))
+                }
+                DocKind::Referral => {
+                    statutory[2].push(json!({ "doc_id": doc_id, "content": content }))
+                }
+                DocKind::Safeguarding => {
+                    statutory[3].push(json!({ "doc_id": doc_id, "content": content }))
+                }
             }
         }
         let [mut assessments, discharges, referrals, safeguarding] = statutory;
@@ -1165,7 +1173,8 @@ impl Device {
     fn link_amendments(assessments: &mut [Value]) {
         assessments.sort_by(|a, b| {
             let at = |v: &Value| v["content"]["started_at_ms"].as_i64().unwrap_or(0);
-            at(a).cmp(&at(b))
+            at(a)
+                .cmp(&at(b))
                 .then(a["doc_id"].as_str().cmp(&b["doc_id"].as_str()))
         });
         let links: Vec<(String, String)> = assessments
@@ -1177,7 +1186,11 @@ impl Device {
             .collect();
         for a in assessments.iter_mut() {
             let id = a["doc_id"].as_str().unwrap_or_default().to_string();
-            let by: Vec<&String> = links.iter().filter(|(of, _)| *of == id).map(|(_, by)| by).collect();
+            let by: Vec<&String> = links
+                .iter()
+                .filter(|(of, _)| *of == id)
+                .map(|(_, by)| by)
+                .collect();
             a["amended_by"] = json!(by);
         }
     }

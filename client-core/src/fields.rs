@@ -58,6 +58,36 @@ pub fn plan_field(name: &str) -> Result<&'static str, Error> {
     })
 }
 
+/// A scalar field of a statutory table (`expected_discharge_date`, `tests.retain.result`,
+/// `legal_status.ID.end`), in the schema's spelling (an entry's id keeps its dashes).
+fn statutory_path(path: &[String]) -> Option<Vec<String>> {
+    use casenote_protocol::record::schema::{self, Node, Val};
+    let spelled: Vec<String> = path
+        .iter()
+        .map(|seg| {
+            if uuid::Uuid::parse_str(seg).is_ok() {
+                seg.clone()
+            } else {
+                seg.replace('-', "_")
+            }
+        })
+        .collect();
+    let segs: Vec<&str> = spelled.iter().map(String::as_str).collect();
+    let mut tables = vec![
+        schema::CASE_TABLE,
+        schema::table("discharge", schema::DISCHARGE),
+        schema::table("referral", schema::REFERRAL),
+        schema::table("safeguarding", schema::SAFEGUARDING),
+    ];
+    for ty in casenote_protocol::record::vocab::ASSESSMENT_TYPES {
+        tables.push(schema::assessment_table(Some(ty)));
+    }
+    tables.iter().find_map(|t| match t.resolve(&segs) {
+        Some((Node::V(v), _)) if v != Val::Text => Some(spelled.clone()),
+        _ => None,
+    })
+}
+
 /// What `resolve` accepts, for the message that names it.
 fn resolvable() -> String {
     let mut valid: Vec<String> = ROOT_SCALARS.iter().map(|f| f.to_string()).collect();
@@ -65,6 +95,11 @@ fn resolvable() -> String {
         valid.push(format!("{map}.ID.{}", fields.join("|")));
     }
     valid.push(format!("{}.KEY", field::LEGAL_STATUS));
+    valid.push(
+        "a field of an assessment, discharge, referral or safeguarding document \
+         (expected_discharge_date, tests.retain.result...), legal_status.ID.FIELD, contacts.ID.FIELD"
+            .into(),
+    );
     valid.join(", ")
 }
 
@@ -75,6 +110,9 @@ pub fn resolvable_path(path: &[String]) -> Result<Vec<String>, Error> {
         given: path.join("."),
         valid: resolvable(),
     };
+    if let Some(found) = statutory_path(path) {
+        return Ok(found);
+    }
     match path {
         [one] => Ok(vec![spelled(one, ROOT_SCALARS).ok_or_else(unknown)?.into()]),
         [map, key] if spelled(map, &[field::LEGAL_STATUS]).is_some() => {

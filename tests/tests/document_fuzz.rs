@@ -11,7 +11,9 @@ mod common;
 use automerge::marks::{ExpandMark, Mark};
 use automerge::transaction::Transactable;
 use automerge::{ActorId, Author, AutoCommit, ObjId, ObjType, ReadDoc, ScalarValue, ROOT};
-use casenote_protocol::record::{self, Identity, NewNote, NoteAuthor, NoteKind, WITHHELD};
+use casenote_protocol::record::{
+    self, statutory, Identity, NewNote, NoteAuthor, NoteKind, WITHHELD,
+};
 use casenote_protocol::{shape, CaseId, DocKind, StaffId};
 use casenote_server::validate::{self, Context, Rules, Writer};
 use common::*;
@@ -122,6 +124,14 @@ const KEYS: &[&str] = &[
     "by",
     "resolutions",
     "title",
+    "type",
+    "outcome",
+    "tests",
+    "result",
+    "equipment",
+    "third_party",
+    "legal_status",
+    "contacts",
     "x",
     "",
 ];
@@ -214,7 +224,11 @@ fn kind() -> impl Strategy<Value = DocKind> {
         Just(DocKind::Case),
         Just(DocKind::Plan),
         Just(DocKind::Note),
-        Just(DocKind::Restricted)
+        Just(DocKind::Restricted),
+        Just(DocKind::Assessment),
+        Just(DocKind::Discharge),
+        Just(DocKind::Referral),
+        Just(DocKind::Safeguarding)
     ]
 }
 
@@ -269,6 +283,12 @@ fn valid(kind: DocKind, case: CaseId, w: &Writer) -> AutoCommit {
             d.put(ROOT, "title", "Sealed").unwrap();
             d.put_object(ROOT, "narrative", ObjType::Text).unwrap();
         }
+        DocKind::Assessment => statutory::init_assessment(&mut d, case, "mca", 1, None).unwrap(),
+        DocKind::Discharge => statutory::init_discharge(&mut d, case).unwrap(),
+        DocKind::Referral => {
+            statutory::init_referral(&mut d, case, "gp", "routine", "Falls").unwrap()
+        }
+        DocKind::Safeguarding => statutory::init_safeguarding(&mut d, case, "Bruising").unwrap(),
     }
     d.commit();
     d

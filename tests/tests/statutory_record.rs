@@ -36,18 +36,13 @@ fn doc<'a>(show: &'a Value, list: &str, id: &str) -> &'a Value {
 fn jean_lacks_capacity(cli: &Cli, case: &str) -> String {
     let id = cli.ok(&["assessment", "new", case, "--type", "mca"]);
     let set = |field: &str, value: &str| {
-        cli.ok(&[
-            "assessment",
-            "set",
-            &id,
-            "--field",
-            field,
-            "--value",
-            value,
-        ]);
+        cli.ok(&["assessment", "set", &id, "--field", field, "--value", value]);
     };
     set("decision", "Whether to stay in respite care for two weeks");
-    set("help_given", "Pictures of the home; a quiet room; her son present");
+    set(
+        "help_given",
+        "Pictures of the home; a quiet room; her son present",
+    );
     set("stage1.impairment", "yes");
     set("stage1.evidence", "Diagnosis of Alzheimer's disease");
     for (test, result) in [
@@ -85,13 +80,17 @@ fn a_capacity_assessment_round_trips_and_once_completed_never_changes() {
     assert!(err.contains("best-interests"), "{err}");
     for (field, value) in [
         ("best_interests.wishes_and_beliefs", "Wants to be near Tom"),
-        ("best_interests.least_restrictive_option", "Respite close to home"),
-        ("best_interests.rationale", "Tom needs rest; Jean is safe there"),
+        (
+            "best_interests.least_restrictive_option",
+            "Respite close to home",
+        ),
+        (
+            "best_interests.rationale",
+            "Tom needs rest; Jean is safe there",
+        ),
         ("best_interests.decision", "Two weeks' respite at Elm House"),
     ] {
-        a.ok(&[
-            "assessment", "set", &id, "--field", field, "--value", value,
-        ]);
+        a.ok(&["assessment", "set", &id, "--field", field, "--value", value]);
     }
     let (_, err) = a.fails(&["assessment", "complete", &id]);
     assert!(err.contains("consulted"), "{err}");
@@ -132,7 +131,13 @@ fn a_capacity_assessment_round_trips_and_once_completed_never_changes() {
 
     // Completed: the device refuses every edit, and says what to do instead.
     let (code, err) = fresh.fails(&[
-        "assessment", "set", &id, "--field", "outcome", "--value", "has_capacity",
+        "assessment",
+        "set",
+        &id,
+        "--field",
+        "outcome",
+        "--value",
+        "has_capacity",
     ]);
     assert_eq!(code, 1);
     assert!(
@@ -143,10 +148,7 @@ fn a_capacity_assessment_round_trips_and_once_completed_never_changes() {
     // Past the device, the server refuses it on its header alone, and quarantines it.
     let token = token_of(&staff, "Priya Shah");
     let (pulled, _, cursor) = raw::pull_all(&server.url, &token, Seq(0));
-    let pull = pulled
-        .iter()
-        .find(|p| p.doc_id.to_string() == id)
-        .unwrap();
+    let pull = pulled.iter().find(|p| p.doc_id.to_string() == id).unwrap();
     let rej = push_crafted(&server, &token, cursor, pull, staff_id(&a), |d| {
         d.put(ROOT, "outcome", "has_capacity").unwrap();
     })
@@ -227,10 +229,26 @@ fn each_rule_refuses_a_crafted_change_and_quarantines_it() {
     let discharge = a.ok(&["discharge", "new", &case]);
     let equipment = a.ok(&["discharge", "equipment", &discharge, "--item", "Hoist"]);
     let referral = a.ok(&[
-        "referral", "new", &case, "--source", "gp", "--urgency", "urgent", "--reason", "Falls",
+        "referral",
+        "new",
+        &case,
+        "--source",
+        "gp",
+        "--urgency",
+        "urgent",
+        "--reason",
+        "Falls",
     ]);
     let safeguarding = a.ok(&["safeguarding", "new", &case, "--concern", "Bruising"]);
-    let legal = a.ok(&["legal", "add", &case, "--kind", "dols", "--start", "2026-01-05"]);
+    let legal = a.ok(&[
+        "legal",
+        "add",
+        &case,
+        "--kind",
+        "dols",
+        "--start",
+        "2026-01-05",
+    ]);
     let note = a.ok(&["note", "add", &case, "--text", "Seen at home."]);
     a.sync();
     let me = staff_id(&a);
@@ -239,19 +257,35 @@ fn each_rule_refuses_a_crafted_change_and_quarantines_it() {
 
     const CHOSEN: &str = "DEVICE-CHOSEN-TEXT-4c1e";
     let cases: Vec<(&str, &str, Edit)> = vec![
-        (&mca, "an outcome outside the vocabulary", Box::new(|d| {
-            d.put(ROOT, "outcome", CHOSEN).unwrap();
-        })),
-        (&mca, "a test result outside the vocabulary", Box::new(|d| {
-            let t = map_at(d, &["tests", "retain"]);
-            d.put(&t, "result", "maybe").unwrap();
-        })),
-        (&mca, "a field the schema does not have", Box::new(|d| {
-            d.put(ROOT, CHOSEN, "x").unwrap();
-        })),
-        (&mca, "a changed type", Box::new(|d| {
-            d.put(ROOT, "type", "needs").unwrap();
-        })),
+        (
+            &mca,
+            "an outcome outside the vocabulary",
+            Box::new(|d| {
+                d.put(ROOT, "outcome", CHOSEN).unwrap();
+            }),
+        ),
+        (
+            &mca,
+            "a test result outside the vocabulary",
+            Box::new(|d| {
+                let t = map_at(d, &["tests", "retain"]);
+                d.put(&t, "result", "maybe").unwrap();
+            }),
+        ),
+        (
+            &mca,
+            "a field the schema does not have",
+            Box::new(|d| {
+                d.put(ROOT, CHOSEN, "x").unwrap();
+            }),
+        ),
+        (
+            &mca,
+            "a changed type",
+            Box::new(|d| {
+                d.put(ROOT, "type", "needs").unwrap();
+            }),
+        ),
         (&mca, "completion without a best-interests decision", {
             let me = me.to_string();
             Box::new(move |d| {
@@ -283,12 +317,21 @@ fn each_rule_refuses_a_crafted_change_and_quarantines_it() {
                 d.put(ROOT, "status", "completed").unwrap();
             })
         }),
-        (&discharge, "pathway 4", Box::new(|d| {
-            d.put(ROOT, "pathway", "4").unwrap();
-        })),
-        (&discharge, "a date that is not in the calendar", Box::new(|d| {
-            d.put(ROOT, "expected_discharge_date", "2026-02-30").unwrap();
-        })),
+        (
+            &discharge,
+            "pathway 4",
+            Box::new(|d| {
+                d.put(ROOT, "pathway", "4").unwrap();
+            }),
+        ),
+        (
+            &discharge,
+            "a date that is not in the calendar",
+            Box::new(|d| {
+                d.put(ROOT, "expected_discharge_date", "2026-02-30")
+                    .unwrap();
+            }),
+        ),
         (&discharge, "an equipment status outside the vocabulary", {
             let e = equipment.clone();
             Box::new(move |d| {
@@ -296,28 +339,48 @@ fn each_rule_refuses_a_crafted_change_and_quarantines_it() {
                 d.put(&m, "status", CHOSEN).unwrap();
             })
         }),
-        (&referral, "a source outside the vocabulary", Box::new(|d| {
-            d.put(ROOT, "source", "friend").unwrap();
-        })),
+        (
+            &referral,
+            "a source outside the vocabulary",
+            Box::new(|d| {
+                d.put(ROOT, "source", "friend").unwrap();
+            }),
+        ),
         (&referral, "a triage in someone else's name", {
             let other = someone_else.clone();
             Box::new(move |d| {
                 d.put(ROOT, "triaged_by", other.as_str()).unwrap();
             })
         }),
-        (&safeguarding, "a source of harm not marked third-party", Box::new(|d| {
-            let m = map_at(d, &["alleged_source_of_harm"]);
-            d.put(&m, "third_party", "no").unwrap();
-        })),
-        (&case, "an NHS number failing Modulus 11", Box::new(|d| {
-            d.put(ROOT, "nhs_number", "943 476 5918").unwrap();
-        })),
-        (&case, "a date of birth in the future", Box::new(|d| {
-            d.put(ROOT, "dob", "2999-01-01").unwrap();
-        })),
-        (&case, "a date of birth before 1900", Box::new(|d| {
-            d.put(ROOT, "dob", "1899-12-31").unwrap();
-        })),
+        (
+            &safeguarding,
+            "a source of harm not marked third-party",
+            Box::new(|d| {
+                let m = map_at(d, &["alleged_source_of_harm"]);
+                d.put(&m, "third_party", "no").unwrap();
+            }),
+        ),
+        (
+            &case,
+            "an NHS number failing Modulus 11",
+            Box::new(|d| {
+                d.put(ROOT, "nhs_number", "943 476 5918").unwrap();
+            }),
+        ),
+        (
+            &case,
+            "a date of birth in the future",
+            Box::new(|d| {
+                d.put(ROOT, "dob", "2999-01-01").unwrap();
+            }),
+        ),
+        (
+            &case,
+            "a date of birth before 1900",
+            Box::new(|d| {
+                d.put(ROOT, "dob", "1899-12-31").unwrap();
+            }),
+        ),
         (&case, "a legal status kind outside the vocabulary", {
             let l = legal.clone();
             Box::new(move |d| {
@@ -325,20 +388,30 @@ fn each_rule_refuses_a_crafted_change_and_quarantines_it() {
                 d.put(&m, "kind", "section_136").unwrap();
             })
         }),
-        (&case, "a contact role outside the vocabulary", Box::new(|d| {
-            let m = map_at(d, &["contacts"]);
-            let e = d.put_object(&m, "8c0e7d5a-0000-4000-8000-000000000001", ObjType::Map).unwrap();
-            d.put(&e, "role", "friend").unwrap();
-            d.put(&e, "name", "Anyone").unwrap();
-        })),
-        (&note, "an emptied note", Box::new(|d| {
-            let t = match d.get(ROOT, "text").unwrap() {
-                Some((automerge::Value::Object(ObjType::Text), id)) => id,
-                other => panic!("no text: {other:?}"),
-            };
-            let len = d.length(&t);
-            d.splice_text(&t, 0, len as isize, "   ").unwrap();
-        })),
+        (
+            &case,
+            "a contact role outside the vocabulary",
+            Box::new(|d| {
+                let m = map_at(d, &["contacts"]);
+                let e = d
+                    .put_object(&m, "8c0e7d5a-0000-4000-8000-000000000001", ObjType::Map)
+                    .unwrap();
+                d.put(&e, "role", "friend").unwrap();
+                d.put(&e, "name", "Anyone").unwrap();
+            }),
+        ),
+        (
+            &note,
+            "an emptied note",
+            Box::new(|d| {
+                let t = match d.get(ROOT, "text").unwrap() {
+                    Some((automerge::Value::Object(ObjType::Text), id)) => id,
+                    other => panic!("no text: {other:?}"),
+                };
+                let len = d.length(&t);
+                d.splice_text(&t, 0, len as isize, "   ").unwrap();
+            }),
+        ),
     ];
     let count = cases.len();
     for (id, what, edit) in cases {
@@ -358,9 +431,21 @@ fn each_rule_refuses_a_crafted_change_and_quarantines_it() {
         );
     }
     // Past all of that, an honest edit still goes through.
-    a.ok(&["discharge", "set", &discharge, "--field", "pathway", "--value", "1"]);
+    a.ok(&[
+        "discharge",
+        "set",
+        &discharge,
+        "--field",
+        "pathway",
+        "--value",
+        "1",
+    ]);
     let report = a.sync();
-    assert_eq!(report["rejections"].as_array().map_or(0, Vec::len), 0, "{report}");
+    assert_eq!(
+        report["rejections"].as_array().map_or(0, Vec::len),
+        0,
+        "{report}"
+    );
 
     drop(server);
     let list: Value =
@@ -377,7 +462,15 @@ fn concurrent_discharge_dates_show_as_a_conflict_on_both_devices() {
     let b = device(&tmp, &server, &staff, "b", "Mark Ellison");
     let case = a.ok(&["case", "new", "--name", "Discharge Person"]);
     let id = a.ok(&["discharge", "new", &case]);
-    a.ok(&["discharge", "set", &id, "--field", "pathway", "--value", "1"]);
+    a.ok(&[
+        "discharge",
+        "set",
+        &id,
+        "--field",
+        "pathway",
+        "--value",
+        "1",
+    ]);
     a.sync();
     b.sync();
     let set = |cli: &Cli, date: &str| {
@@ -414,9 +507,25 @@ fn concurrent_discharge_dates_show_as_a_conflict_on_both_devices() {
         values.sort();
         assert_eq!(values, ["2026-03-02", "2026-03-04"]);
         let page = cli.ok(&["show", &case]);
-        assert!(
-            page.contains("expected discharge date: DISPUTED"),
-            "{page}"
+        assert!(page.contains("expected discharge date: DISPUTED"), "{page}");
+    }
+    // A person settles it, and both devices see the one date.
+    b.ok(&[
+        "resolve",
+        &case,
+        "--field",
+        "expected-discharge-date",
+        "--value",
+        "2026-03-04",
+    ]);
+    b.sync();
+    a.sync();
+    for cli in [&a, &b] {
+        let show = cli.show(&case);
+        assert_eq!(show["conflicts"], serde_json::json!([]), "{show}");
+        assert_eq!(
+            doc(&show, "discharges", &id)["content"]["expected_discharge_date"],
+            "2026-03-04"
         );
     }
 }
@@ -445,20 +554,51 @@ fn discharge_referral_safeguarding_legal_and_contacts_round_trip_to_a_fresh_devi
         ("day_one_welfare_check.due", "2026-03-03"),
     ] {
         a.ok(&[
-            "discharge", "set", &discharge, "--field", field, "--value", value,
+            "discharge",
+            "set",
+            &discharge,
+            "--field",
+            field,
+            "--value",
+            value,
         ]);
     }
     a.ok(&[
-        "discharge", "equipment", &discharge, "--item", "Perching stool", "--status", "ordered",
+        "discharge",
+        "equipment",
+        &discharge,
+        "--item",
+        "Perching stool",
+        "--status",
+        "ordered",
     ]);
     let referral = a.ok(&[
-        "referral", "new", &case, "--source", "hospital", "--urgency", "urgent", "--reason",
+        "referral",
+        "new",
+        &case,
+        "--source",
+        "hospital",
+        "--urgency",
+        "urgent",
+        "--reason",
         "Discharge support",
     ]);
     a.ok(&["referral", "triage", &referral, "--decision", "accepted"]);
-    let sg = a.ok(&["safeguarding", "new", &case, "--concern", "Unexplained bruising"]);
+    let sg = a.ok(&[
+        "safeguarding",
+        "new",
+        &case,
+        "--concern",
+        "Unexplained bruising",
+    ]);
     a.ok(&[
-        "safeguarding", "set", &sg, "--field", "s42_decision", "--value", "enquiry",
+        "safeguarding",
+        "set",
+        &sg,
+        "--field",
+        "s42_decision",
+        "--value",
+        "enquiry",
     ]);
     a.ok(&[
         "safeguarding",
@@ -470,17 +610,46 @@ fn discharge_referral_safeguarding_legal_and_contacts_round_trip_to_a_fresh_devi
         "neighbour",
     ]);
     let mha = a.ok(&[
-        "legal", "add", &case, "--kind", "mha_section", "--detail", "2", "--start", "2026-01-10",
+        "legal",
+        "add",
+        &case,
+        "--kind",
+        "mha_section",
+        "--detail",
+        "2",
+        "--start",
+        "2026-01-10",
     ]);
     a.ok(&["legal", "end", &case, &mha, "--date", "2026-02-07"]);
     a.ok(&[
-        "legal", "add", &case, "--kind", "lpa", "--scope", "health_and_welfare",
+        "legal",
+        "add",
+        &case,
+        "--kind",
+        "lpa",
+        "--scope",
+        "health_and_welfare",
     ]);
     a.ok(&[
-        "contact", "add", &case, "--role", "attorney", "--name", "Sue", "--may-decide", "both",
+        "contact",
+        "add",
+        &case,
+        "--role",
+        "attorney",
+        "--name",
+        "Sue",
+        "--may-decide",
+        "both",
     ]);
     a.ok(&[
-        "contact", "add", &case, "--role", "nearest-relative", "--name", "Ray", "--relationship",
+        "contact",
+        "add",
+        &case,
+        "--role",
+        "nearest-relative",
+        "--name",
+        "Ray",
+        "--relationship",
         "brother",
     ]);
     a.sync();
@@ -558,9 +727,15 @@ fn discharge_referral_safeguarding_legal_and_contacts_round_trip_to_a_fresh_devi
         .iter()
         .find(|d| d["doc_id"] == sg.as_str())
         .unwrap();
-    assert_eq!(enquiry["third_party"], serde_json::json!(["alleged_source_of_harm"]));
+    assert_eq!(
+        enquiry["third_party"],
+        serde_json::json!(["alleged_source_of_harm"])
+    );
     let html = std::fs::read_to_string(exported.join("record.html")).unwrap();
-    assert!(html.contains("Third-party data: alleged_source_of_harm"), "{html}");
+    assert!(
+        html.contains("Third-party data: alleged_source_of_harm"),
+        "{html}"
+    );
     let _ = DocId::new_random();
 }
 
@@ -583,11 +758,25 @@ fn the_cli_refuses_invalid_identifiers_dates_vocabularies_and_empty_notes() {
     let (_, err) = a.fails(&["discharge", "set", &d, "--field", "pathway", "--value", "4"]);
     assert!(err.contains("0, 1, 2, 3"), "{err}");
     let (_, err) = a.fails(&[
-        "discharge", "set", &d, "--field", "package_start", "--value", "2026-13-01",
+        "discharge",
+        "set",
+        &d,
+        "--field",
+        "package_start",
+        "--value",
+        "2026-13-01",
     ]);
     assert!(err.contains("YYYY-MM-DD"), "{err}");
     let m = a.ok(&["assessment", "new", &case, "--type", "mca"]);
-    let (_, err) = a.fails(&["assessment", "set", &m, "--field", "outcome", "--value", "maybe"]);
+    let (_, err) = a.fails(&[
+        "assessment",
+        "set",
+        &m,
+        "--field",
+        "outcome",
+        "--value",
+        "maybe",
+    ]);
     assert!(err.contains("has_capacity"), "{err}");
     let (_, err) = a.fails(&["assessment", "set", &m, "--field", "colour", "--value", "x"]);
     assert!(err.contains("not a field"), "{err}");
@@ -599,6 +788,10 @@ fn the_cli_refuses_invalid_identifiers_dates_vocabularies_and_empty_notes() {
     assert!(err.contains("nearest_relative"), "{err}");
     // None of it reached the record.
     let report = a.sync();
-    assert_eq!(report["rejections"].as_array().map_or(0, Vec::len), 0, "{report}");
+    assert_eq!(
+        report["rejections"].as_array().map_or(0, Vec::len),
+        0,
+        "{report}"
+    );
     drop(data);
 }

@@ -136,7 +136,11 @@ impl Device {
             id,
             DocKind::Assessment,
             &["best_interests", "consulted"],
-            &[("name", name), ("relationship", relationship), ("view", view)],
+            &[
+                ("name", name),
+                ("relationship", relationship),
+                ("view", view),
+            ],
         )
     }
 

@@ -153,7 +153,10 @@ pub const NEEDS: &[Field] = &[
         "needs_arise_from_impairment",
         Node::V(Val::One(vocab::YES_NO)),
     ),
-    ("wellbeing_impact", Node::V(Val::One(vocab::WELLBEING_IMPACTS))),
+    (
+        "wellbeing_impact",
+        Node::V(Val::One(vocab::WELLBEING_IMPACTS)),
+    ),
     ("eligible", Node::V(Val::One(vocab::YES_NO))),
 ];
 
@@ -175,7 +178,10 @@ pub const CARERS: &[Field] = &[
     ),
     ("needs_arise_from_caring", Node::V(Val::One(vocab::YES_NO))),
     ("health_at_risk", Node::V(Val::One(vocab::YES_NO))),
-    ("wellbeing_impact", Node::V(Val::One(vocab::WELLBEING_IMPACTS))),
+    (
+        "wellbeing_impact",
+        Node::V(Val::One(vocab::WELLBEING_IMPACTS)),
+    ),
     ("eligible", Node::V(Val::One(vocab::YES_NO))),
 ];
 
@@ -215,7 +221,10 @@ pub const REFERRAL: &[Field] = &[
     ("source", Node::V(Val::One(vocab::REFERRAL_SOURCES))),
     ("urgency", Node::V(Val::One(vocab::REFERRAL_URGENCIES))),
     ("reason", Node::V(Val::Text)),
-    ("triage_decision", Node::V(Val::One(vocab::TRIAGE_DECISIONS))),
+    (
+        "triage_decision",
+        Node::V(Val::One(vocab::TRIAGE_DECISIONS)),
+    ),
     ("triaged_by", Node::V(Val::Str)),
     ("triaged_at_ms", Node::V(Val::Int)),
 ];
@@ -381,7 +390,11 @@ pub fn val_problem(
             let int = matches!(v, Value::Scalar(s) if matches!(s.as_ref(), ScalarValue::Int(_) | ScalarValue::Uint(_) | ScalarValue::Timestamp(_)));
             return (!int).then(|| format!("the {kind}'s {field} must be an integer"));
         }
-        Val::Str => return s.is_none().then(|| format!("the {kind}'s {field} must be a string")),
+        Val::Str => {
+            return s
+                .is_none()
+                .then(|| format!("the {kind}'s {field} must be a string"))
+        }
         Val::Date => {
             return (!s.is_some_and(vocab::date_is_valid)).then(|| {
                 format!("the {kind}'s {field} must be a real calendar date written YYYY-MM-DD")

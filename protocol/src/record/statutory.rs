@@ -339,7 +339,7 @@ pub fn completion_problem(doc: &AutoCommit) -> Option<&'static str> {
         return Some("the assessment has conflicting values: resolve them before completing it");
     }
     if get_obj(doc, &ROOT, "amends", ObjType::Map).is_some()
-        && !str_at(doc, &["amends", "reason"]).is_some_and(|r| !vocab::is_blank(&r))
+        && str_at(doc, &["amends", "reason"]).is_none_or(|r| vocab::is_blank(&r))
     {
         return Some("an amending assessment needs the reason in amends.reason");
     }
@@ -388,9 +388,14 @@ fn mca_problem(doc: &AutoCommit) -> Option<&'static str> {
 
 fn best_interests_problem(doc: &AutoCommit) -> Option<&'static str> {
     let bi = |f| ["best_interests", f];
-    let complete = ["wishes_and_beliefs", "least_restrictive_option", "rationale", "decision"]
-        .iter()
-        .all(|f| text_filled(doc, &bi(f)));
+    let complete = [
+        "wishes_and_beliefs",
+        "least_restrictive_option",
+        "rationale",
+        "decision",
+    ]
+    .iter()
+    .all(|f| text_filled(doc, &bi(f)));
     let consulted = get_obj(doc, &ROOT, "best_interests", ObjType::Map)
         .and_then(|b| get_obj(doc, &b, "consulted", ObjType::Map))
         .is_some_and(|c| {
@@ -410,11 +415,7 @@ fn best_interests_problem(doc: &AutoCommit) -> Option<&'static str> {
 /// adult (reg 2), needs arising from an impairment, two or more outcomes not achieved and a
 /// significant impact on wellbeing; for a carer (reg 3), needs arising from caring, their health
 /// at risk or one or more outcomes not achieved, and a significant impact.
-fn eligibility_problem(
-    doc: &AutoCommit,
-    outcomes: &[&str],
-    carer: bool,
-) -> Option<&'static str> {
+fn eligibility_problem(doc: &AutoCommit, outcomes: &[&str], carer: bool) -> Option<&'static str> {
     let answers: Vec<Option<String>> = outcomes
         .iter()
         .map(|o| str_at(doc, &["outcomes", o, "unable_to_achieve"]))
@@ -500,4 +501,138 @@ pub fn check_identity(who: &super::Identity, today_ms: i64) -> Result<(), Record
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assessment(ty: &str) -> (AutoCommit, Table) {
+        let mut doc = AutoCommit::new();
+        init_assessment(&mut doc, CaseId::new_random(), ty, 1, None).unwrap();
+        let table = table_of(&doc, DocKind::Assessment).unwrap();
+        (doc, table)
+    }
+
+    fn set(doc: &mut AutoCommit, table: &Table, path: &str, value: &str) {
+        let path: Vec<&str> = path.split('.').collect();
+        set_field(doc, table, &path, value, 0).unwrap();
+    }
+
+    #[test]
+    fn capacity_outcomes_follow_the_tests() {
+        let (mut doc, t) = assessment("mca");
+        set(&mut doc, &t, "decision", "Whether to move");
+        set(&mut doc, &t, "stage1.impairment", "yes");
+        for test in vocab::MCA_TESTS {
+            set(&mut doc, &t, &format!("tests.{test}.result"), "can");
+        }
+        set(&mut doc, &t, "outcome", "lacks_capacity");
+        assert!(completion_problem(&doc).unwrap().contains("at least one"));
+        set(&mut doc, &t, "outcome", "has_capacity");
+        assert_eq!(completion_problem(&doc), None);
+        set(&mut doc, &t, "tests.retain.result", "cannot");
+        assert!(completion_problem(&doc)
+            .unwrap()
+            .contains("every functional"));
+        set(&mut doc, &t, "outcome", "lacks_capacity");
+        assert!(completion_problem(&doc).unwrap().contains("best-interests"));
+        for f in [
+            "wishes_and_beliefs",
+            "least_restrictive_option",
+            "rationale",
+            "decision",
+        ] {
+            set(&mut doc, &t, &format!("best_interests.{f}"), "x");
+        }
+        assert!(completion_problem(&doc).unwrap().contains("consulted"));
+        add_entry(
+            &mut doc,
+            &t,
+            &["best_interests", "consulted"],
+            &[("name", "Tom")],
+            0,
+        )
+        .unwrap();
+        assert_eq!(completion_problem(&doc), None);
+        complete_assessment(&mut doc, DocId::new_random(), "staff", 5).unwrap();
+        assert!(matches!(
+            ensure_in_progress(&doc, DocId::new_random()),
+            Err(RecordError::AssessmentCompleted(_))
+        ));
+    }
+
+    #[test]
+    fn eligibility_follows_the_regulations() {
+        let (mut doc, t) = assessment("needs");
+        for o in vocab::NEEDS_OUTCOMES {
+            set(
+                &mut doc,
+                &t,
+                &format!("outcomes.{o}.unable_to_achieve"),
+                "no",
+            );
+        }
+        set(&mut doc, &t, "needs_arise_from_impairment", "yes");
+        set(&mut doc, &t, "wellbeing_impact", "significant");
+        set(&mut doc, &t, "outcomes.nutrition.unable_to_achieve", "yes");
+        set(&mut doc, &t, "eligible", "yes");
+        assert!(completion_problem(&doc).unwrap().contains("two or more"));
+        set(&mut doc, &t, "outcomes.clothing.unable_to_achieve", "yes");
+        assert_eq!(completion_problem(&doc), None);
+        set(&mut doc, &t, "wellbeing_impact", "not_significant");
+        assert!(completion_problem(&doc).is_some());
+        set(&mut doc, &t, "eligible", "no");
+        assert_eq!(completion_problem(&doc), None);
+
+        // A carer: one outcome, or their health at risk, is enough.
+        let (mut doc, t) = assessment("carers");
+        for o in vocab::CARERS_OUTCOMES {
+            set(
+                &mut doc,
+                &t,
+                &format!("outcomes.{o}.unable_to_achieve"),
+                "no",
+            );
+        }
+        set(&mut doc, &t, "needs_arise_from_caring", "yes");
+        set(&mut doc, &t, "health_at_risk", "yes");
+        set(&mut doc, &t, "wellbeing_impact", "significant");
+        set(&mut doc, &t, "eligible", "no");
+        assert!(completion_problem(&doc).unwrap().contains("carer's health"));
+        set(&mut doc, &t, "eligible", "yes");
+        assert_eq!(completion_problem(&doc), None);
+    }
+
+    #[test]
+    fn values_outside_the_tables_are_refused_before_they_are_written() {
+        let mut doc = AutoCommit::new();
+        init_discharge(&mut doc, CaseId::new_random()).unwrap();
+        let t = table_of(&doc, DocKind::Discharge).unwrap();
+        for (path, value) in [
+            (&["pathway"][..], "4"),
+            (&["expected_discharge_date"], "2026-02-30"),
+            (&["day_one_welfare_check", "due"], "tomorrow"),
+            (&["equipment"], "x"),
+            (&["colour"], "red"),
+        ] {
+            assert!(set_field(&mut doc, &t, path, value, 0).is_err(), "{path:?}");
+        }
+        assert!(add_entry(&mut doc, &t, &["equipment"], &[("status", "lost")], 0).is_err());
+        let before = doc.get_heads();
+        doc.commit();
+        assert_eq!(doc.get_heads(), before, "nothing was written");
+        let mut case = AutoCommit::new();
+        super::super::init_case(&mut case, CaseId::new_random(), &Default::default()).unwrap();
+        let c = schema::CASE_TABLE;
+        assert!(add_entry(&mut case, &c, &["contacts"], &[("may_decide", "all")], 0).is_err());
+        assert!(set_field(
+            &mut case,
+            &c,
+            &["legal_status", "nope", "end"],
+            "2026-01-01",
+            0
+        )
+        .is_err());
+    }
 }

@@ -89,7 +89,11 @@ pub const CONTACT_ROLES: &[&str] = &[
     "nearest_relative",
 ];
 /// What an attorney or deputy may decide.
-pub const MAY_DECIDE: &[&str] = &["property_and_financial_affairs", "health_and_welfare", "both"];
+pub const MAY_DECIDE: &[&str] = &[
+    "property_and_financial_affairs",
+    "health_and_welfare",
+    "both",
+];
 
 /// The earliest date of birth the record takes.
 pub const DOB_YEAR_MIN: i64 = 1900;
@@ -196,6 +200,8 @@ mod tests {
         assert_eq!(dob_problem("1900-01-01", today), None);
         assert!(dob_problem("2026-12-03", today).unwrap().contains("future"));
         assert!(dob_problem("1899-12-31", today).unwrap().contains("1900"));
-        assert!(dob_problem("1941-02-30", today).unwrap().contains("calendar"));
+        assert!(dob_problem("1941-02-30", today)
+            .unwrap()
+            .contains("calendar"));
     }
 }

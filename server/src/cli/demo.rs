@@ -18,7 +18,9 @@ use anyhow::{bail, Context};
 use automerge::transaction::Transactable;
 use automerge::{ActorId, Author, AutoCommit, ObjType, ROOT};
 use casenote_protocol::record::schema::Table;
-use casenote_protocol::record::{self, field, statutory, Amends, Identity, NewNote, NoteAuthor, NoteKind, RecordError};
+use casenote_protocol::record::{
+    self, field, statutory, Amends, Identity, NewNote, NoteAuthor, NoteKind, RecordError,
+};
 use casenote_protocol::wire::DocPush;
 use casenote_protocol::{CaseId, DeviceId, DocId, DocKind, TeamId};
 use serde::{Deserialize, Serialize};
@@ -502,7 +504,12 @@ impl<'a> Loader<'a> {
     }
 
     /// Sets every (path, value) pair on a statutory document.
-    fn fill(&self, doc: &mut AutoCommit, table: &Table, pairs: &[(&str, &str)]) -> Result<(), RecordError> {
+    fn fill(
+        &self,
+        doc: &mut AutoCommit,
+        table: &Table,
+        pairs: &[(&str, &str)],
+    ) -> Result<(), RecordError> {
         for (path, value) in pairs {
             let path: Vec<&str> = path.split('.').collect();
             statutory::set_field(doc, table, &path, value, self.now_ms)?;
@@ -528,18 +535,38 @@ impl<'a> Loader<'a> {
             DocKind::Assessment,
             |d| statutory::init_assessment(d, case_id, "mca", now, None),
             |d, t| {
-                self.fill(d, t, &[
-                    ("decision", "Whether to return home to Rose Cottage to live alone"),
-                    ("help_given", "Assessed in the morning, hearing aids in, with her son present"),
-                    ("stage1.impairment", "no"),
-                    ("stage1.evidence", "No impairment of mind or brain found; mild frailty only"),
-                    ("outcome", "has_capacity"),
-                ])?;
+                self.fill(
+                    d,
+                    t,
+                    &[
+                        (
+                            "decision",
+                            "Whether to return home to Rose Cottage to live alone",
+                        ),
+                        (
+                            "help_given",
+                            "Assessed in the morning, hearing aids in, with her son present",
+                        ),
+                        ("stage1.impairment", "no"),
+                        (
+                            "stage1.evidence",
+                            "No impairment of mind or brain found; mild frailty only",
+                        ),
+                        ("outcome", "has_capacity"),
+                    ],
+                )?;
                 for test in casenote_protocol::record::vocab::MCA_TESTS {
-                    self.fill(d, t, &[
-                        (&format!("tests.{test}.result"), "can"),
-                        (&format!("tests.{test}.evidence"), "Explained the risks of living alone in her own words"),
-                    ])?;
+                    self.fill(
+                        d,
+                        t,
+                        &[
+                            (&format!("tests.{test}.result"), "can"),
+                            (
+                                &format!("tests.{test}.evidence"),
+                                "Explained the risks of living alone in her own words",
+                            ),
+                        ],
+                    )?;
                 }
                 Ok(())
             },
@@ -551,15 +578,28 @@ impl<'a> Loader<'a> {
             DocKind::Discharge,
             |d| statutory::init_discharge(d, case_id),
             |d, t| {
-                self.fill(d, t, &[
-                    ("pathway", "1"),
-                    ("medically_optimised_date", "2026-02-26"),
-                    ("expected_discharge_date", "2026-03-02"),
-                    ("package_start", "2026-03-02"),
-                    ("day_one_welfare_check.due", "2026-03-03"),
-                ])?;
-                for (item, status) in [("Perching stool", "ordered"), ("Second stair rail", "needed")] {
-                    statutory::add_entry(d, t, &["equipment"], &[("item", item), ("status", status)], now)?;
+                self.fill(
+                    d,
+                    t,
+                    &[
+                        ("pathway", "1"),
+                        ("medically_optimised_date", "2026-02-26"),
+                        ("expected_discharge_date", "2026-03-02"),
+                        ("package_start", "2026-03-02"),
+                        ("day_one_welfare_check.due", "2026-03-03"),
+                    ],
+                )?;
+                for (item, status) in [
+                    ("Perching stool", "ordered"),
+                    ("Second stair rail", "needed"),
+                ] {
+                    statutory::add_entry(
+                        d,
+                        t,
+                        &["equipment"],
+                        &[("item", item), ("status", status)],
+                        now,
+                    )?;
                 }
                 Ok(())
             },
@@ -624,17 +664,35 @@ impl<'a> Loader<'a> {
             |d| statutory::init_assessment(d, case_id, "carers", now, None),
             |d, t| {
                 for o in casenote_protocol::record::vocab::CARERS_OUTCOMES {
-                    let unable = if matches!(*o, "recreation" | "relationships") { "yes" } else { "no" };
-                    self.fill(d, t, &[(&format!("outcomes.{o}.unable_to_achieve"), unable)])?;
+                    let unable = if matches!(*o, "recreation" | "relationships") {
+                        "yes"
+                    } else {
+                        "no"
+                    };
+                    self.fill(
+                        d,
+                        t,
+                        &[(&format!("outcomes.{o}.unable_to_achieve"), unable)],
+                    )?;
                 }
-                self.fill(d, t, &[
-                    ("outcomes.recreation.impact", "No time for the allotment or the bowls club"),
-                    ("outcomes.relationships.impact", "Has not seen friends for months"),
-                    ("needs_arise_from_caring", "yes"),
-                    ("health_at_risk", "yes"),
-                    ("wellbeing_impact", "significant"),
-                    ("eligible", "yes"),
-                ])
+                self.fill(
+                    d,
+                    t,
+                    &[
+                        (
+                            "outcomes.recreation.impact",
+                            "No time for the allotment or the bowls club",
+                        ),
+                        (
+                            "outcomes.relationships.impact",
+                            "Has not seen friends for months",
+                        ),
+                        ("needs_arise_from_caring", "yes"),
+                        ("health_at_risk", "yes"),
+                        ("wellbeing_impact", "significant"),
+                        ("eligible", "yes"),
+                    ],
+                )
             },
         )?;
         self.complete(&mut carers, "Priya Shah")
@@ -648,14 +706,25 @@ impl<'a> Loader<'a> {
             &mut daniel.doc,
             &t,
             &["legal_status"],
-            &[("kind", "mha_section"), ("detail", "2"), ("start", "2026-01-10"), ("end", "2026-02-07"), ("status", "ended")],
+            &[
+                ("kind", "mha_section"),
+                ("detail", "2"),
+                ("start", "2026-01-10"),
+                ("end", "2026-02-07"),
+                ("status", "ended"),
+            ],
             self.now_ms,
         )?;
         statutory::add_entry(
             &mut daniel.doc,
             &t,
             &["contacts"],
-            &[("role", "nearest_relative"), ("name", "Grace Okafor"), ("relationship", "mother"), ("phone", "01632 960 118")],
+            &[
+                ("role", "nearest_relative"),
+                ("name", "Grace Okafor"),
+                ("relationship", "mother"),
+                ("phone", "01632 960 118"),
+            ],
             self.now_ms,
         )?;
         commit_at(&mut daniel.doc, self.now_ms);
@@ -990,6 +1059,12 @@ impl<'a> Loader<'a> {
     }
 }
 
+/// Commits `doc`'s pending edits stamped with `at_ms`, as a device stamps its commits with its
+/// clock (a bare `commit` stamps 0, which history would show as a device clock of 1970).
+fn commit_at(doc: &mut AutoCommit, at_ms: i64) {
+    doc.commit_with(automerge::transaction::CommitOptions::default().with_time(at_ms));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1044,10 +1119,4 @@ mod tests {
             assert!(nhs_number_is_valid(&nhs), "{nhs}");
         }
     }
-}
-
-/// Commits `doc`'s pending edits stamped with `at_ms`, as a device stamps its commits with its
-/// clock (a bare `commit` stamps 0, which history would show as a device clock of 1970).
-fn commit_at(doc: &mut AutoCommit, at_ms: i64) {
-    doc.commit_with(automerge::transaction::CommitOptions::default().with_time(at_ms));
 }

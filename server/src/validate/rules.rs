@@ -36,8 +36,8 @@
 use super::Context;
 use automerge::{AutoCommit, ObjId, ObjType, ReadDoc, ScalarValue, Value, ROOT};
 use casenote_protocol::record::{self, field};
-use casenote_protocol::DocKind;
 use casenote_protocol::record::{schema, statutory};
+use casenote_protocol::DocKind;
 use std::collections::HashSet;
 
 /// The type a known root field must keep.
@@ -374,8 +374,7 @@ fn check_assessment(ctx: &Context, prior: &Prior, after: &mut AutoCommit) -> Res
     let (old_type, old_status) = prior.assessment.clone().unwrap_or((None, None));
     if prior.existed && old_status.as_deref() != Some("in_progress") {
         return Err(
-            "the assessment is completed and can no longer change; add an amendment instead"
-                .into(),
+            "the assessment is completed and can no longer change; add an amendment instead".into(),
         );
     }
     let ty = record::get_str(after, &ROOT, "type");
@@ -550,8 +549,8 @@ fn check_note(ctx: &Context, prior: &Prior, after: &mut AutoCommit) -> Result<bo
     if was_filed {
         return Err("the note is filed and can no longer change; add an amendment instead".into());
     }
-    let text = record::get_obj(after, &ROOT, field::TEXT, ObjType::Text)
-        .and_then(|t| after.text(&t).ok());
+    let text =
+        record::get_obj(after, &ROOT, field::TEXT, ObjType::Text).and_then(|t| after.text(&t).ok());
     if text.is_some_and(|t| record::vocab::is_blank(&t)) {
         return Err("a note's text may not be empty".into());
     }
