@@ -795,3 +795,76 @@ fn the_cli_refuses_invalid_identifiers_dates_vocabularies_and_empty_notes() {
     );
     drop(data);
 }
+
+#[test]
+fn the_demo_borough_holds_the_statutory_records() {
+    let (tmp, data, staff) = demo_borough();
+    let server = Server::start(&data);
+    let priya = device(&tmp, &server, &staff, "priya", "Priya Shah");
+    priya.sync();
+    let cases = priya.json(&["case", "list", "--json"]);
+    let case_of = |name: &str| -> String {
+        cases
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no {name}: {cases}"))["case_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let assessments =
+        |show: &Value| -> Vec<Value> { show["assessments"].as_array().unwrap().to_vec() };
+
+    let peggy = priya.show(&case_of("Peggy Doyle"));
+    let mca = &assessments(&peggy)[0]["content"];
+    assert_eq!(mca["outcome"], "has_capacity");
+    assert_eq!(mca["status"], "completed");
+    assert_eq!(peggy["discharges"][0]["content"]["pathway"], "1");
+    assert!(plan_text(&peggy).contains("Risk Peggy chooses to take"));
+
+    let jean = priya.show(&case_of("Jean Reilly"));
+    let mca = &assessments(&jean)[0]["content"];
+    assert_eq!(mca["outcome"], "lacks_capacity");
+    assert_eq!(mca["status"], "completed");
+    let consulted: Vec<&str> = mca["best_interests"]["consulted"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|c| c["relationship"].as_str().unwrap())
+        .collect();
+    assert_eq!(consulted.len(), 2, "{consulted:?}");
+
+    let tom = priya.show(&case_of("Tom Reilly"));
+    let carers = &assessments(&tom)[0]["content"];
+    assert_eq!(
+        (carers["type"].as_str(), carers["eligible"].as_str()),
+        (Some("carers"), Some("yes"))
+    );
+
+    let daniel = priya.show(&case_of("Daniel Okafor"));
+    let legal: Vec<&Value> = daniel["record"]["legal_status"]
+        .as_object()
+        .unwrap()
+        .values()
+        .collect();
+    assert!(legal
+        .iter()
+        .any(|l| l["kind"] == "mha_section" && l["detail"] == "2"));
+    let contacts: Vec<&Value> = daniel["record"]["contacts"]
+        .as_object()
+        .unwrap()
+        .values()
+        .collect();
+    assert!(contacts.iter().any(|c| c["role"] == "nearest_relative"));
+
+    let lena = device(&tmp, &server, &staff, "lena", "Lena Fischer");
+    lena.sync();
+    let aisha = lena.json(&["case", "list", "--json"])[0]["case_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let aisha = lena.show(&aisha);
+    assert_eq!(assessments(&aisha)[0]["content"]["type"], "early_help");
+}
