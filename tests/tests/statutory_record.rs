@@ -430,6 +430,29 @@ fn each_rule_refuses_a_crafted_change_and_quarantines_it() {
             rej.reason
         );
     }
+    // A new assessment without its status (nor start) is refused too.
+    let mut bare = AutoCommit::new();
+    let changes = craft(&mut bare, me, |d| {
+        d.put(ROOT, "schema", "casenote/assessment/1").unwrap();
+        d.put(ROOT, "case_id", case.as_str()).unwrap();
+        d.put(ROOT, "type", "mca").unwrap();
+    });
+    let push = push_of(
+        DocId::new_random(),
+        case.parse().unwrap(),
+        DocKind::Assessment,
+        &[],
+        &changes,
+    );
+    let r = raw::sync(&server.url, &token, Seq(0), vec![push]).unwrap();
+    assert_eq!(r.rejections.len(), 1, "a bare assessment was accepted");
+    assert!(
+        r.rejections[0].reason.contains("needs its status"),
+        "{:?}",
+        r.rejections
+    );
+    let count = count + 1;
+
     // Past all of that, an honest edit still goes through.
     a.ok(&[
         "discharge",

@@ -705,7 +705,7 @@ async fn large_pulls_come_in_pages_and_the_cursor_gets_everything_exactly_once()
     for _ in 0..3 {
         let mut docs = Vec::new();
         for _ in 0..3 {
-            let mut note = draft_note(&f.alice_staff, case_id, "");
+            let mut note = draft_note(&f.alice_staff, case_id, "x");
             note.put(
                 ROOT,
                 "blob",
@@ -928,7 +928,7 @@ async fn a_backfill_larger_than_a_page_keeps_the_cursor_until_it_is_complete() {
     // inside it, and two more notes.
     let mut sent: HashSet<Hash> = HashSet::new();
     for changes_per_note in [8, 1, 1] {
-        let mut note = draft_note(&f.alice_staff, case_id, "");
+        let mut note = draft_note(&f.alice_staff, case_id, "x");
         for _ in 0..changes_per_note {
             note.put(
                 ROOT,

@@ -382,8 +382,14 @@ fn check_assessment(ctx: &Context, prior: &Prior, after: &mut AutoCommit) -> Res
         return Err("an assessment's type never changes".into());
     }
     if !prior.existed {
-        for (key, _, required) in fields(DocKind::Assessment).take(4) {
-            if *required && values(after, key).is_empty() {
+        for key in [
+            field::SCHEMA,
+            field::CASE_ID,
+            "type",
+            field::STATUS,
+            "started_at_ms",
+        ] {
+            if values(after, key).is_empty() {
                 return Err(format!("a new assessment needs its {key}"));
             }
         }
