@@ -22,11 +22,18 @@ pub(super) struct Migration {
 }
 
 /// Every version, in order (versions count from 1, with no gaps).
-pub(super) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "everything the sled store keeps",
-    sql: include_str!("schema/v1.sql"),
-}];
+pub(super) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "everything the sled store keeps",
+        sql: include_str!("schema/v1.sql"),
+    },
+    Migration {
+        version: 2,
+        description: "the statutory record kinds",
+        sql: include_str!("schema/v2.sql"),
+    },
+];
 
 /// The version this build writes.
 pub(super) fn current() -> i32 {
