@@ -222,12 +222,14 @@ pub const LIVE_READ_CACHE_DOCS_MAX: usize = 4_096;
 
 /// Bytes of the server's sled page cache (sled's own default is 1 GiB, which a large store would
 /// fill). The server's hot set is the tail of the change log, the indexes of the caseloads being
-/// synced and the directory; 32 MiB holds that for a busy team. sled's resident memory runs to
+/// synced and the directory; 16 MiB holds that for a busy team. sled's resident memory runs to
 /// about four times this figure under sustained writes (measured: 2.4 million small inserts
 /// settled at 140 MB with 32 MiB, 200 MB with 64 MiB), and it is that, not the figure itself,
 /// that keeps the server's memory independent of how many documents it stores and inside the W6
-/// bound together with [`SERVER_RESIDENT_OPS_MAX`].
-pub const SERVER_SLED_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+/// bound together with [`SERVER_RESIDENT_OPS_MAX`]. 32 MiB left too little room: twelve
+/// 20,000-change plans took the server to 300-340 MB on a loaded machine
+/// (`tests/tests/starvation.rs`, `big_plans_...`).
+pub const SERVER_SLED_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Free bytes the server's data directory must keep for the store to accept a write (operators
 /// may choose another floor with `serve --min-free-mb`). A write that reaches sled with no space
