@@ -643,3 +643,74 @@ pub mod craft {
         }
     }
 }
+
+/// What a field device under a server outage shares with the test: when to stop, the markers of
+/// edits the server acknowledged, and counts of syncs that succeeded and that failed.
+#[derive(Clone, Default)]
+pub struct FieldLoad {
+    pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub acknowledged: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    pub ok: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    pub failed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// A device in `dir` signed in to `url` that, until `load.stop`, alternately appends to the plan
+/// of `case` and adds a note, each carrying a unique marker `<d{i}-{n}>`, syncing after each edit.
+/// A sync the outage refused (unreachable, or a server error) is counted and tried again with the
+/// next edit; anything else panics. Returns the markers of edits never acknowledged.
+pub fn edit_and_sync_until_stopped(
+    dir: PathBuf,
+    url: String,
+    token: String,
+    case: casenote_protocol::CaseId,
+    i: usize,
+    load: FieldLoad,
+) -> std::thread::JoinHandle<Vec<String>> {
+    use casenote_client_core::{Error, TransportError};
+    use std::sync::atomic::Ordering;
+    std::thread::spawn(move || {
+        let dev = casenote_client_core::Device::open(&dir, &store_key()).unwrap();
+        while dev.login(&url, &token).is_err() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut pending = Vec::new();
+        let mut n = 0;
+        while !load.stop.load(Ordering::SeqCst) {
+            let marker = format!("<d{i}-{n}>");
+            n += 1;
+            let edit = if n % 2 == 0 {
+                dev.plan_append(case, &marker)
+            } else {
+                dev.note_add(
+                    case,
+                    casenote_protocol::record::NoteKind::Visit,
+                    &marker,
+                    None,
+                )
+                .map(|_| ())
+            };
+            match edit {
+                Ok(()) => pending.push(marker),
+                // The case arrives with this device's first successful sync.
+                Err(Error::NotFound(..)) => {}
+                Err(e) => panic!("device {i}: edit failed: {e}"),
+            }
+            match dev.sync() {
+                Ok(_) => {
+                    load.ok.fetch_add(1, Ordering::SeqCst);
+                    load.acknowledged.lock().unwrap().append(&mut pending);
+                }
+                Err(Error::Transport(
+                    TransportError::Unreachable { .. } | TransportError::Server { .. },
+                )) => {
+                    load.failed.fetch_add(1, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => {
+                    panic!("device {i}: sync failed with something other than the outage: {e}")
+                }
+            }
+        }
+        pending
+    })
+}
