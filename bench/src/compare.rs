@@ -123,7 +123,10 @@ fn w4(mut d: Deployment, sizes: &Sizes) -> anyhow::Result<Value> {
     let started = Instant::now();
     let pull = dev.sync()?;
     let pull_ms = ms_since(started);
-    progress!("W4: the device pulled {} documents in {pull_ms:.0} ms", pull.docs_down);
+    progress!(
+        "W4: the device pulled {} documents in {pull_ms:.0} ms",
+        pull.docs_down
+    );
     let cases: Vec<_> = dev
         .cases()?
         .into_iter()
@@ -153,7 +156,10 @@ fn w5l(mut d: Deployment, cfg: &Light, cluster: Option<&Cluster>) -> anyhow::Res
     let on_pg = cluster.is_some() && d.backend != Backend::Sled;
     let cpu = || {
         let mut groups = light::thread_cpu();
-        groups.insert("server", pids.iter().map(|p| deploy::process_cpu_s(*p)).sum());
+        groups.insert(
+            "server",
+            pids.iter().map(|p| deploy::process_cpu_s(*p)).sum(),
+        );
         if on_pg {
             groups.insert("database", deploy::postgres_cpu().values().sum());
         }
@@ -183,22 +189,114 @@ struct Row {
 }
 
 const ROWS: &[Row] = &[
-    Row { workload: "W3", label: "W3 idle sync p50 (ms)", field: "p50_ms", higher_is_better: false },
-    Row { workload: "W3", label: "W3 idle sync p99 (ms)", field: "p99_ms", higher_is_better: false },
-    Row { workload: "W3", label: "W3 first pull (ms)", field: "pull_ms", higher_is_better: false },
-    Row { workload: "W4", label: "W4 sync p50 (ms)", field: "p50_ms", higher_is_better: false },
-    Row { workload: "W4", label: "W4 round trip p50 (ms)", field: "round_trip_p50_ms", higher_is_better: false },
-    Row { workload: "W4", label: "W4 sync p99 (ms)", field: "p99_ms", higher_is_better: false },
-    Row { workload: "W4", label: "W4 first pull (ms)", field: "pull_ms", higher_is_better: false },
-    Row { workload: "W5L", label: "W5L durable edits/s", field: "edits_per_s", higher_is_better: true },
-    Row { workload: "W5L", label: "W5L push p50 (ms)", field: "push_p50_ms", higher_is_better: false },
-    Row { workload: "W5L", label: "W5L push p99 (ms)", field: "push_p99_ms", higher_is_better: false },
-    Row { workload: "W5L", label: "W5L relay p50 (ms)", field: "p50_ms", higher_is_better: false },
-    Row { workload: "W5L", label: "W5L relay p99 (ms)", field: "p99_ms", higher_is_better: false },
-    Row { workload: "W5L", label: "W5L relay across nodes p50 (ms)", field: "cross_node_p50_ms", higher_is_better: false },
-    Row { workload: "W5L", label: "W5L relay across nodes p99 (ms)", field: "cross_node_p99_ms", higher_is_better: false },
-    Row { workload: "W5L", label: "W5L server CPU-s", field: "cpu_s.server", higher_is_better: false },
-    Row { workload: "W5L", label: "W5L database CPU-s", field: "cpu_s.database", higher_is_better: false },
+    Row {
+        workload: "W3",
+        label: "W3 idle sync p50 (ms)",
+        field: "p50_ms",
+        higher_is_better: false,
+    },
+    Row {
+        workload: "W3",
+        label: "W3 idle sync p99 (ms)",
+        field: "p99_ms",
+        higher_is_better: false,
+    },
+    Row {
+        workload: "W3",
+        label: "W3 first pull (ms)",
+        field: "pull_ms",
+        higher_is_better: false,
+    },
+    Row {
+        workload: "W4",
+        label: "W4 sync p50 (ms)",
+        field: "p50_ms",
+        higher_is_better: false,
+    },
+    Row {
+        workload: "W4",
+        label: "W4 round trip p50 (ms)",
+        field: "round_trip_p50_ms",
+        higher_is_better: false,
+    },
+    Row {
+        workload: "W4",
+        label: "W4 sync p99 (ms)",
+        field: "p99_ms",
+        higher_is_better: false,
+    },
+    Row {
+        workload: "W4",
+        label: "W4 first pull (ms)",
+        field: "pull_ms",
+        higher_is_better: false,
+    },
+    Row {
+        workload: "W5L",
+        label: "W5L durable edits/s",
+        field: "edits_per_s",
+        higher_is_better: true,
+    },
+    Row {
+        workload: "W5L",
+        label: "W5L push p50 (ms)",
+        field: "push_p50_ms",
+        higher_is_better: false,
+    },
+    Row {
+        workload: "W5L",
+        label: "W5L push p99 (ms)",
+        field: "push_p99_ms",
+        higher_is_better: false,
+    },
+    Row {
+        workload: "W5L",
+        label: "W5L relay p50 (ms)",
+        field: "p50_ms",
+        higher_is_better: false,
+    },
+    Row {
+        workload: "W5L",
+        label: "W5L relay p99 (ms)",
+        field: "p99_ms",
+        higher_is_better: false,
+    },
+    Row {
+        workload: "W5L",
+        label: "W5L relay within a node p50 (ms)",
+        field: "same_node_p50_ms",
+        higher_is_better: false,
+    },
+    Row {
+        workload: "W5L",
+        label: "W5L relay within a node p99 (ms)",
+        field: "same_node_p99_ms",
+        higher_is_better: false,
+    },
+    Row {
+        workload: "W5L",
+        label: "W5L relay across nodes p50 (ms)",
+        field: "cross_node_p50_ms",
+        higher_is_better: false,
+    },
+    Row {
+        workload: "W5L",
+        label: "W5L relay across nodes p99 (ms)",
+        field: "cross_node_p99_ms",
+        higher_is_better: false,
+    },
+    Row {
+        workload: "W5L",
+        label: "W5L server CPU-s",
+        field: "cpu_s.server",
+        higher_is_better: false,
+    },
+    Row {
+        workload: "W5L",
+        label: "W5L database CPU-s",
+        field: "cpu_s.database",
+        higher_is_better: false,
+    },
 ];
 
 /// A figure of `line` by dotted path.
@@ -244,7 +342,11 @@ pub fn table(lines: &[Value]) -> String {
             })
             .collect();
         let better = if row.higher_is_better { "↑" } else { "↓" };
-        out.push_str(&format!("| {} {better} | {} |\n", row.label, cells.join(" | ")));
+        out.push_str(&format!(
+            "| {} {better} | {} |\n",
+            row.label,
+            cells.join(" | ")
+        ));
     }
     out
 }

@@ -30,7 +30,9 @@ use std::time::{Duration, Instant};
 pub enum Backend {
     Sled,
     /// PostgreSQL, with this many server nodes on the one database.
-    Postgres { nodes: usize },
+    Postgres {
+        nodes: usize,
+    },
 }
 
 impl Backend {
@@ -268,7 +270,11 @@ pub fn postgres_cpu() -> HashMap<u32, f64> {
         return out;
     };
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();

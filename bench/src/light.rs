@@ -364,7 +364,10 @@ fn push_loop(
         let resp = client.sync(vec![push])?;
         let acked = Instant::now();
         next[k] += 1;
-        let ok = resp.acks.iter().any(|a| a.doc_id == doc_id && a.stored == 1);
+        let ok = resp
+            .acks
+            .iter()
+            .any(|a| a.doc_id == doc_id && a.stored == 1);
         if !ok || !resp.rejections.is_empty() || !resp.need_full_history.is_empty() {
             shared
                 .failures
@@ -574,11 +577,7 @@ fn relay(run: &Run, seqs: &HashMap<(DocId, Hash), Seq>) -> anyhow::Result<Relay>
 }
 
 /// W5L's JSON line for `run`, whose edits `seqs` places in the log.
-pub fn report(
-    cfg: &Light,
-    run: &Run,
-    seqs: &HashMap<(DocId, Hash), Seq>,
-) -> anyhow::Result<Value> {
+pub fn report(cfg: &Light, run: &Run, seqs: &HashMap<(DocId, Hash), Seq>) -> anyhow::Result<Value> {
     let r = relay(run, seqs)?;
     let (all, same, cross, after_ack) = (
         sorted(r.all),
@@ -637,8 +636,7 @@ pub fn report(
     }
     if let Some(flushes) = run.flushes {
         line["server_flushes"] = json!(flushes);
-        line["server_flushes_per_request"] =
-            json!(round2(flushes as f64 / requests.max(1) as f64));
+        line["server_flushes_per_request"] = json!(round2(flushes as f64 / requests.max(1) as f64));
     }
     Ok(line)
 }

@@ -243,8 +243,11 @@ fn compare_backends(args: &[String]) -> anyhow::Result<()> {
         ],
     };
     for (i, a) in args.iter().enumerate() {
-        let value_of = i > 0 && ["--secs", "--rate", "--pushers", "--backends"].contains(&args[i - 1].as_str());
-        if !value_of && !["--quick", "--secs", "--rate", "--pushers", "--backends"].contains(&a.as_str()) {
+        let value_of = i > 0
+            && ["--secs", "--rate", "--pushers", "--backends"].contains(&args[i - 1].as_str());
+        if !value_of
+            && !["--quick", "--secs", "--rate", "--pushers", "--backends"].contains(&a.as_str())
+        {
             bail!("unknown argument {a}; {COMPARE_USAGE}");
         }
     }
@@ -276,7 +279,9 @@ fn parse_backends(list: &str) -> anyhow::Result<Vec<deploy::Backend>> {
             "sled" => Ok(deploy::Backend::Sled),
             pg => match pg.strip_prefix("pg-").and_then(|n| n.parse().ok()) {
                 Some(nodes) if nodes > 0 => Ok(deploy::Backend::Postgres { nodes }),
-                _ => bail!("unknown backend {b:?}: sled, pg-1, pg-2 (pg-N: N nodes); {COMPARE_USAGE}"),
+                _ => bail!(
+                    "unknown backend {b:?}: sled, pg-1, pg-2 (pg-N: N nodes); {COMPARE_USAGE}"
+                ),
             },
         })
         .collect()
