@@ -21,6 +21,11 @@
 //! minus the moment the author's request was sent. The edit's sequence comes from the server's
 //! log after the run. `lag_p99_ms` is how late pushes left against the schedule (the pushers'
 //! own queueing: when it grows, the offered rate is not being met).
+//!
+//! The run itself ([`run`]) only needs the nodes' URLs: [`w5l`] serves a sled store in this
+//! process, `compare-backends` ([`crate::compare`]) the real server binary over sled or
+//! PostgreSQL with one node or more; with several nodes device `j` pushes and listens on node
+//! `j % nodes`, and the relay latency is also split into within a node and across nodes.
 
 use crate::harness::{self, mem, percentile, round1, round2, sorted, InProcessServer};
 use crate::progress;
