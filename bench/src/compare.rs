@@ -358,3 +358,51 @@ fn number(v: f64) -> String {
         format!("{}", round2(v))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(backend: &str, workload: &str, fields: Value) -> Value {
+        let mut v = fields;
+        v["backend"] = json!(backend);
+        v["workload"] = json!(workload);
+        v
+    }
+
+    #[test]
+    fn the_table_puts_backends_side_by_side_with_ratios_to_sled() {
+        let lines = [
+            line("sled", "W3", json!({"p50_ms": 2.0})),
+            line("pg-1", "W3", json!({"p50_ms": 3.0})),
+            line(
+                "sled",
+                "W5L",
+                json!({"edits_per_s": 400.0, "cpu_s": {"server": 20.0}}),
+            ),
+            line(
+                "pg-1",
+                "W5L",
+                json!({"edits_per_s": 100.0, "cpu_s": {"server": 10.0, "database": 5.0}}),
+            ),
+        ];
+        let table = table(&lines);
+        let rows: Vec<&str> = table.lines().collect();
+        assert_eq!(rows[0], "| | sled | pg-1 |", "{table}");
+        assert!(
+            rows.contains(&"| W3 idle sync p50 (ms) ↓ | 2 | 3 (×1.5) |"),
+            "{table}"
+        );
+        assert!(
+            rows.contains(&"| W5L durable edits/s ↑ | 400 | 100 (×0.25) |"),
+            "{table}"
+        );
+        assert!(
+            rows.contains(&"| W5L server CPU-s ↓ | 20 | 10 (×0.5) |"),
+            "{table}"
+        );
+        // A figure only one backend has is shown without a ratio; rows nobody has are left out.
+        assert!(rows.contains(&"| W5L database CPU-s ↓ |  | 5 |"), "{table}");
+        assert!(!table.contains("across nodes"), "{table}");
+    }
+}

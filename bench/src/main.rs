@@ -148,7 +148,7 @@ fn main() -> anyhow::Result<()> {
     };
     for w in &which {
         if !["ALL", "W1", "W2", "W3", "W4", "W5", "W5L", "W6"].contains(&w.as_str()) {
-            bail!("unknown workload {w}; usage: casenote-bench [W1|W2|W3|W4|W5|W5L|W6|all] [--quick] [--http-poll] [--edit-interval-ms N] [--rate N] [--pushers N]");
+            bail!("unknown workload {w}; usage: casenote-bench [W1|W2|W3|W4|W5|W5L|W6|all] [--quick] [--http-poll] [--edit-interval-ms N] [--rate N] [--pushers N]; {COMPARE_USAGE}");
         }
     }
     let wants = |w: &str| which.iter().any(|x| x == w || x == "ALL");
@@ -285,4 +285,21 @@ fn parse_backends(list: &str) -> anyhow::Result<Vec<deploy::Backend>> {
             },
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deploy::Backend;
+
+    #[test]
+    fn backends_parse_in_the_order_given_and_unknown_ones_are_refused() {
+        assert_eq!(
+            parse_backends("pg-2,sled").unwrap(),
+            vec![Backend::Postgres { nodes: 2 }, Backend::Sled]
+        );
+        for bad in ["", "mysql", "pg-0", "pg-x", "sled,"] {
+            assert!(parse_backends(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
 }
