@@ -341,6 +341,12 @@ pub const HTTP_BODY_STALL_TIMEOUT_MS: u64 = 30_000;
 /// sooner ([`LIVE_SEND_TIMEOUT_MS`]).
 pub const HTTP_WRITE_STALL_TIMEOUT_MS: u64 = 30_000;
 
+/// How long `casenote-server admin --server URL` waits for the admin API's answer (issue 13).
+/// An act is one transaction and a flush, well under a second; the slowest is `export` of a
+/// large record or `audit verify` of a long audit log, which read the whole of either: 5
+/// minutes lets those finish on a busy server and still ends a script that hit a dead one.
+pub const ADMIN_CLIENT_TIMEOUT_MS: u64 = 300_000;
+
 /// Most syncs one device may have in progress at once (its body being read, its push being
 /// stored). A device syncs one request at a time; an app and a CLI on one enrolment make two.
 /// One more is answered 429 `limit_exceeded` at once, so that one device (a stolen token, a

@@ -1622,7 +1622,12 @@ async fn a_crafted_change_to_a_filed_note_is_refused_quarantined_and_never_pulle
     assert_eq!(held[0].doc_id, note_id);
     assert_eq!(held[0].staff_id, f.alice_staff.staff_id);
     assert!(held[0].reason.contains("filed"));
-    let listed = crate::cli::render_quarantine(&admin::quarantine(f.s()).unwrap(), true);
+    let rows: Vec<_> = admin::quarantine(f.s())
+        .unwrap()
+        .iter()
+        .map(crate::admin::act::QuarantineRow::from)
+        .collect();
+    let listed = crate::cli::render_quarantine(&rows, true);
     assert!(listed.contains(&hex::encode(held[0].hash.0)));
     assert!(!listed.contains("NOT") && !listed.contains("Seen at home"));
     assert!(audit::entries(f.s(), None)

@@ -1,7 +1,8 @@
 //! The HTTP face of the server, and the only module that knows axum, hyper, tower and http: the
 //! router and its layers ([`router`], [`AppState`]), errors ([`ApiError`], in `error.rs`), the
 //! authenticated device of a request (`extract.rs`), the small routes (`routes.rs`), the sync
-//! handler (`sync.rs`), the live WebSocket (`live.rs`) and the accept loop (`listen.rs`).
+//! handler (`sync.rs`), the live WebSocket (`live.rs`), the admin API (`admin.rs`) and the accept
+//! loop (`listen.rs`).
 //!
 //! Every handler hands its work to the domain (sync, history, escrow, auth) on the blocking pool,
 //! never doing store work on the async executor, and turns the domain's answer into HTTP. A
@@ -11,6 +12,7 @@
 //!
 //! It may use everything else in the server; nothing else uses it but `lib.rs`.
 
+mod admin;
 mod error;
 mod extract;
 pub(crate) mod listen;
@@ -69,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/history/{doc_id}", get(routes::history))
         .route("/v1/escrow/{device_id}", post(routes::escrow_handler))
         .route("/v1/live", get(live::live_handler))
+        .merge(admin::routes())
         .route(
             "/v1/sync",
             post(sync::sync_handler).layer(DefaultBodyLimit::disable()),

@@ -61,9 +61,19 @@ pub struct Staff {
 
 /// Loads the demo borough into `data` and returns its staff tokens.
 pub fn demo(data: &Path) -> Vec<Staff> {
+    demo_with_admin(data).0
+}
+
+/// Loads the demo borough into `data` and returns its staff tokens and the admin token it
+/// printed.
+pub fn demo_with_admin(data: &Path) -> (Vec<Staff>, String) {
     let out = server_cmd_on(&["demo"], data, &["--json"]);
     let v: Value = serde_json::from_str(&out).expect("demo --json prints one JSON object");
-    v["tokens"]
+    let admin = v["admin_token"]
+        .as_str()
+        .expect("demo --json prints an admin token")
+        .to_string();
+    let staff = v["tokens"]
         .as_array()
         .expect("a tokens array")
         .iter()
@@ -72,7 +82,8 @@ pub fn demo(data: &Path) -> Vec<Staff> {
             team: t["team"].as_str().unwrap().to_string(),
             token: t["token"].as_str().unwrap().to_string(),
         })
-        .collect()
+        .collect();
+    (staff, admin)
 }
 
 /// A fresh temporary folder with the demo borough loaded into its `server` data directory.
