@@ -347,6 +347,15 @@ pub const HTTP_WRITE_STALL_TIMEOUT_MS: u64 = 30_000;
 /// minutes lets those finish on a busy server and still ends a script that hit a dead one.
 pub const ADMIN_CLIENT_TIMEOUT_MS: u64 = 300_000;
 
+/// How long the server, told to stop (SIGTERM), waits for the requests in flight to be answered
+/// before it flushes and exits anyway (issue 13). A sync in flight may still be receiving its body
+/// (at most [`HTTP_BODY_STALL_TIMEOUT_MS`] between bytes) and then pushes and flushes; 60 s lets
+/// an honest one on a slow link finish, and stays under systemd's default 90 s stop timeout, after
+/// which it would SIGKILL the process. Anything cut off was never acknowledged: its device sends
+/// it again.
+pub const SHUTDOWN_DRAIN_MS: u64 = 60_000;
+const _: () = assert!(SHUTDOWN_DRAIN_MS > HTTP_BODY_STALL_TIMEOUT_MS);
+
 /// Most syncs one device may have in progress at once (its body being read, its push being
 /// stored). A device syncs one request at a time; an app and a CLI on one enrolment make two.
 /// One more is answered 429 `limit_exceeded` at once, so that one device (a stolen token, a

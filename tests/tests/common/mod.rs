@@ -270,6 +270,31 @@ impl Server {
         }
     }
 
+    /// Sends the server SIGTERM and returns at once (see [`Server::wait`]).
+    pub fn terminate(&self) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+    }
+
+    /// Waits (at most a minute, then SIGKILL) for the server to exit, and returns how it did.
+    pub fn wait(mut self) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for the server") {
+                return status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                return self.child.wait().expect("reap the server");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Kills the server with SIGKILL and waits for it to be gone.
     pub fn kill9(mut self) {
         self.child.kill().expect("SIGKILL the server");
