@@ -87,9 +87,13 @@ impl fmt::Display for ErrorCode {
     }
 }
 
-/// The JSON body of every error response: `{"code": "...", "message": "..."}`.
+/// The JSON body of every error response: `{"code": "...", "message": "...", "request_id":
+/// "..."}`. `request_id` (issue 13) is the `x-request-id` of the request, to quote to an operator;
+/// absent from older servers, and ignored by older clients.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub code: ErrorCode,
     pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }

@@ -2009,3 +2009,43 @@ fn the_export_of_a_demo_person_holds_every_note_every_amendment_and_every_origin
         .any(|e| e.kind == audit::AuditKind::Export));
     assert!(crate::export::escape("<b>&\"'").starts_with("&lt;b&gt;&amp;"));
 }
+
+#[tokio::test]
+async fn every_error_carries_the_request_id_of_its_response_and_keeps_code_and_message() {
+    let f = Fixture::new();
+    let ask = |id: Option<&str>| {
+        let mut req = Request::get("/v1/whoami").header(header::AUTHORIZATION, "Bearer cn_0");
+        if let Some(id) = id {
+            req = req.header("x-request-id", id);
+        }
+        f.app.clone().oneshot(req.body(Body::empty()).unwrap())
+    };
+    let given = uuid::Uuid::new_v4().to_string();
+    for (sent, kept) in [
+        (None, false),
+        (Some(given.as_str()), true),
+        (Some("a name"), false),
+    ] {
+        let resp = ask(sent).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        let header = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+        assert!(header.parse::<uuid::Uuid>().is_ok(), "{header}");
+        assert_eq!(kept, header == given, "{sent:?} -> {header}");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let parsed: casenote_protocol::ErrorBody = serde_json::from_slice(&body).unwrap();
+        assert_eq!(parsed.code, ErrorCode::Unauthorized);
+        assert!(!parsed.message.is_empty());
+        assert_eq!(parsed.request_id.as_deref(), Some(header.as_str()));
+        // A client that knows only {code, message} still reads it.
+        let old: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(old["code"], "unauthorized");
+    }
+    let (status, _, body) = f
+        .send(Request::get("/v1/nothing").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let parsed: casenote_protocol::ErrorBody = serde_json::from_slice(&body).unwrap();
+    assert!(parsed
+        .request_id
+        .is_some_and(|id| id.parse::<uuid::Uuid>().is_ok()));
+}

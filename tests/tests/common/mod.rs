@@ -168,6 +168,17 @@ impl Server {
         Self::spawn(cmd, data)
     }
 
+    /// Starts a server on `data`, on a free port, writing its log (`RUST_LOG=info`) to `log`.
+    pub fn start_logging(data: &Path, log: &Path) -> Server {
+        let mut cmd = Command::new(SERVER_BIN);
+        cmd.arg("serve")
+            .args(store_args(data))
+            .args(["--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .env("CASENOTE_TEST_LOG_FILE", log);
+        Self::spawn(cmd, data)
+    }
+
     /// Starts a server node on the PostgreSQL database `url` (whatever the suite's backend),
     /// on a free port. Several nodes may serve one database.
     pub fn start_postgres(url: &str) -> Server {
@@ -197,13 +208,18 @@ impl Server {
     }
 
     fn spawn(mut cmd: Command, data: &Path) -> Server {
+        let log_file = cmd
+            .get_envs()
+            .find(|(k, _)| *k == "CASENOTE_TEST_LOG_FILE")
+            .and_then(|(_, v)| v.map(PathBuf::from));
+        let stderr = match log_file {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("create the log file")),
+            None if std::env::var_os("CASENOTE_TEST_LOG").is_some() => Stdio::inherit(),
+            None => Stdio::null(),
+        };
         let mut child = cmd
             .stdout(Stdio::piped())
-            .stderr(if std::env::var_os("CASENOTE_TEST_LOG").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
+            .stderr(stderr)
             .spawn()
             .expect("spawn casenote-server");
         let stdout = child.stdout.take().unwrap();
