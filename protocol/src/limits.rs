@@ -347,6 +347,12 @@ pub const HTTP_WRITE_STALL_TIMEOUT_MS: u64 = 30_000;
 /// minutes lets those finish on a busy server and still ends a script that hit a dead one.
 pub const ADMIN_CLIENT_TIMEOUT_MS: u64 = 300_000;
 
+/// The most audit entries one `audit show` over the admin API answers (the last ones; issue 13).
+/// An entry is about 400 bytes of JSON, so 50,000 is some 20 MB held once in memory, while a
+/// busy server's whole log (a sync entry per sync) runs to millions. `--limit N` asks for fewer;
+/// the whole log is `audit show --data DIR` on the store, or `audit verify` over the API.
+pub const ADMIN_AUDIT_SHOW_ENTRIES_MAX: usize = 50_000;
+
 /// How long the server, told to stop (SIGTERM), waits for the requests in flight to be answered
 /// before it flushes and exits anyway (issue 13). A sync in flight may still be receiving its body
 /// (at most [`HTTP_BODY_STALL_TIMEOUT_MS`] between bytes) and then pushes and flushes; 60 s lets

@@ -133,6 +133,19 @@ impl Act {
             .unwrap_or("unknown")
     }
 
+    /// The act as the admin API runs it: `audit show` answers at most the last
+    /// [`limits::ADMIN_AUDIT_SHOW_ENTRIES_MAX`] entries (the whole log of a busy server is
+    /// millions of sync entries, too many for one answer held in memory).
+    pub fn within_api_limits(self) -> Act {
+        let max = casenote_protocol::limits::ADMIN_AUDIT_SHOW_ENTRIES_MAX;
+        match self {
+            Act::AuditShow { limit } => Act::AuditShow {
+                limit: Some(limit.unwrap_or(max).min(max)),
+            },
+            other => other,
+        }
+    }
+
     /// Whether the act only reads (a read replica or a stopped store could serve it).
     pub fn reads_only(&self) -> bool {
         matches!(
@@ -410,6 +423,19 @@ fn export(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn audit_show_over_the_api_is_bounded_and_a_smaller_limit_kept() {
+        let max = casenote_protocol::limits::ADMIN_AUDIT_SHOW_ENTRIES_MAX;
+        let bounded = |limit| match (Act::AuditShow { limit }).within_api_limits() {
+            Act::AuditShow { limit } => limit,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(bounded(None), Some(max));
+        assert_eq!(bounded(Some(max + 1)), Some(max));
+        assert_eq!(bounded(Some(7)), Some(7));
+        assert_eq!(Act::List.within_api_limits(), Act::List);
+    }
 
     #[test]
     fn every_act_has_a_path_and_every_path_an_act() {

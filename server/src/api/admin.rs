@@ -56,7 +56,7 @@ async fn handle(
     AdminAuthed(admin): AdminAuthed,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Outcome>, ApiError> {
-    let act = parse(tag, body)?;
+    let act = parse(tag, body)?.within_api_limits();
     let by = By::Admin {
         admin_id: admin.admin_id,
     };
