@@ -146,7 +146,8 @@ impl Act {
         }
     }
 
-    /// Whether the act only reads (a read replica or a stopped store could serve it).
+    /// Whether the act only reads: it writes nothing, not even an audit entry, so the CLI
+    /// flushes nothing after it (`audit verify` inspects a store as it is).
     pub fn reads_only(&self) -> bool {
         matches!(
             self,

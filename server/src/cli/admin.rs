@@ -77,8 +77,13 @@ impl Target {
             Open::Inspect => args.inspect()?,
         };
         let store: Arc<dyn Store> = opened.store();
+        // A read flushes nothing: flushing a store opened to inspect it would write a new
+        // high-water mark over the loss the next open must find.
+        let writes = !act.reads_only();
         let outcome = act::perform(&*store, By::Cli, act, now_ms())?;
-        store.flush()?;
+        if writes {
+            store.flush()?;
+        }
         Ok(outcome)
     }
 }
