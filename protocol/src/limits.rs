@@ -343,6 +343,27 @@ pub const HTTP_BODY_STALL_TIMEOUT_MS: u64 = 30_000;
 /// sooner ([`LIVE_SEND_TIMEOUT_MS`]).
 pub const HTTP_WRITE_STALL_TIMEOUT_MS: u64 = 30_000;
 
+/// How long `casenote-server admin --server URL` waits for the admin API's answer (issue 13).
+/// An act is one transaction and a flush, well under a second; the slowest is `export` of a
+/// large record or `audit verify` of a long audit log, which read the whole of either: 5
+/// minutes lets those finish on a busy server and still ends a script that hit a dead one.
+pub const ADMIN_CLIENT_TIMEOUT_MS: u64 = 300_000;
+
+/// The most audit entries one `audit show` over the admin API answers (the last ones; issue 13).
+/// An entry is about 400 bytes of JSON, so 50,000 is some 20 MB held once in memory, while a
+/// busy server's whole log (a sync entry per sync) runs to millions. `--limit N` asks for fewer;
+/// the whole log is `audit show --data DIR` on the store, or `audit verify` over the API.
+pub const ADMIN_AUDIT_SHOW_ENTRIES_MAX: usize = 50_000;
+
+/// How long the server, told to stop (SIGTERM), waits for the requests in flight to be answered
+/// before it flushes and exits anyway (issue 13). A sync in flight may still be receiving its body
+/// (at most [`HTTP_BODY_STALL_TIMEOUT_MS`] between bytes) and then pushes and flushes; 60 s lets
+/// an honest one on a slow link finish, and stays under systemd's default 90 s stop timeout, after
+/// which it would SIGKILL the process. Anything cut off was never acknowledged: its device sends
+/// it again.
+pub const SHUTDOWN_DRAIN_MS: u64 = 60_000;
+const _: () = assert!(SHUTDOWN_DRAIN_MS > HTTP_BODY_STALL_TIMEOUT_MS);
+
 /// Most syncs one device may have in progress at once (its body being read, its push being
 /// stored). A device syncs one request at a time; an app and a CLI on one enrolment make two.
 /// One more is answered 429 `limit_exceeded` at once, so that one device (a stolen token, a

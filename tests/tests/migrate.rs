@@ -101,7 +101,7 @@ fn a_sled_store_moved_to_postgres_keeps_everything_and_devices_carry_on() {
     let fresh = Cli::login(
         tmp.path().join("fresh"),
         &server,
-        &server_cmd(&[
+        server_cmd(&[
             "admin",
             "--postgres",
             &url,
@@ -110,8 +110,7 @@ fn a_sled_store_moved_to_postgres_keeps_everything_and_devices_carry_on() {
             "--staff",
             "Ruth Adebayo",
         ])
-        .trim()
-        .to_string(),
+        .trim(),
     );
     fresh.sync();
     drop(server);

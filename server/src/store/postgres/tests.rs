@@ -130,7 +130,7 @@ fn two_nodes_writing_at_once_allocate_gap_free_sequences_a_reader_never_sees_ski
     }
     stop.store(true, Ordering::SeqCst);
     let seen = reader.join().unwrap();
-    let total = (2 * writers_per_node * writes_per_writer * 2) as u64;
+    let total = 2 * writers_per_node * writes_per_writer * 2;
     assert_eq!(
         seen,
         (1..=total).collect::<Vec<_>>(),
