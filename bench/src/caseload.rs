@@ -245,6 +245,18 @@ impl Transport for RoundTrip {
 /// then syncs. Median of `runs` rounds, each on different cases.
 pub fn w4(load: &Caseload, runs: usize) -> anyhow::Result<Value> {
     let dev = load.puller.as_ref().expect("W2 ran first");
+    w4_with(dev, &load.cases, runs, &|_| Ok(dev.http_transport()?))
+}
+
+/// W4 on `dev`, editing `cases`; round `r` syncs over `transport(r)` (a fresh one each round,
+/// so that rounds may take turns over several server nodes).
+pub fn w4_with(
+    dev: &Device,
+    cases: &[CaseId],
+    runs: usize,
+    transport: &dyn Fn(usize) -> anyhow::Result<HttpTransport>,
+) -> anyhow::Result<Value> {
+    anyhow::ensure!(!cases.is_empty(), "W4 needs cases to edit");
     let mut rng = Rng::new(4);
     let mut edit_times = Vec::new();
     let mut sync_times = Vec::new();
@@ -254,17 +266,17 @@ pub fn w4(load: &Caseload, runs: usize) -> anyhow::Result<Value> {
     for round in 0..=runs {
         let started = Instant::now();
         for i in 0..20 {
-            let case = load.cases[(round * 20 + i) % load.cases.len()];
+            let case = cases[(round * 20 + i) % cases.len()];
             let note = dev.note_add(case, NoteKind::Visit, &prose(&mut rng, NOTE_CHARS), None)?;
             dev.note_file(note)?;
         }
         for i in 0..5 {
-            let case = load.cases[(round * 5 + i) % load.cases.len()];
+            let case = cases[(round * 5 + i) % cases.len()];
             dev.plan_append(case, &format!(" {}", prose(&mut rng, 200)))?;
         }
         let edit_ms = ms_since(started);
         let transport = RoundTrip {
-            inner: dev.http_transport()?,
+            inner: transport(round)?,
             ms: Cell::new(0.0),
         };
         let synced = Instant::now();

@@ -9,7 +9,7 @@
 use crate::harness::{self, mem, ms_since, percentile, round1, round2, sorted, InProcessServer};
 use crate::progress;
 use crate::seed::{self, Seeder};
-use casenote_client_core::Device;
+use casenote_client_core::{Device, HttpTransport};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::Instant;
@@ -30,21 +30,30 @@ pub struct Idle {
 
 /// Opens a device in `dir`, pulls everything, then runs `runs` idle syncs (after 3 unmeasured).
 pub fn run(url: &str, token: &str, dir: &Path, runs: usize) -> anyhow::Result<Idle> {
+    run_on(&[url.to_string()], token, dir, runs)
+}
+
+/// [`run`] against several server nodes on one store: the device signs in through the first
+/// and its idle syncs take turns over the nodes (sync `i` through node `i % urls.len()`, each
+/// on a fresh transport, as `Device::sync` makes one).
+pub fn run_on(urls: &[String], token: &str, dir: &Path, runs: usize) -> anyhow::Result<Idle> {
+    anyhow::ensure!(!urls.is_empty(), "W3 needs at least one node");
     let dev = Device::open(dir, &casenote_client_core::StoreKey::generate())?;
-    dev.login(url, token)?;
+    dev.login(&urls[0], token)?;
+    let sync = |i: usize| dev.sync_with(&HttpTransport::new(&urls[i % urls.len()], token));
     let started = Instant::now();
     let pull = dev.sync()?;
     let pull_ms = ms_since(started);
     let docs_held = dev.status()?.docs_held;
     progress!("W3: the device pulled {docs_held} documents in {pull_ms:.0} ms");
-    for _ in 0..3 {
-        dev.sync()?;
+    for i in 0..3 {
+        sync(i)?;
     }
     let mut times = Vec::with_capacity(runs);
     let mut last = None;
-    for _ in 0..runs {
+    for i in 0..runs {
         let t = Instant::now();
-        let r = dev.sync()?;
+        let r = sync(i)?;
         times.push(ms_since(t));
         anyhow::ensure!(r.changes_down == 0, "W3: an idle sync brought changes");
         last = Some(r);
@@ -93,10 +102,9 @@ pub fn cases_for(docs: usize) -> usize {
     docs.div_ceil(crate::caseload::NOTES_PER_CASE + 2)
 }
 
-/// W3 on its own server: `docs` documents seeded for Locality Team North, held by a new device.
-pub fn w3(docs: usize, runs: usize) -> anyhow::Result<Value> {
-    let server = InProcessServer::start()?;
-    let store = server.store.as_ref();
+/// W3's store: `docs` documents seeded for Locality Team North (the demo must be loaded);
+/// returns the token of the colleague's device that will hold them.
+pub fn seed_w3(store: &dyn casenote_server::Store, docs: usize) -> anyhow::Result<String> {
     let seeder = Seeder::new(
         store,
         harness::principal(
@@ -116,7 +124,13 @@ pub fn w3(docs: usize, runs: usize) -> anyhow::Result<Value> {
         "W3: seeded {stored} documents on the server in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let token = harness::issue_token(store, "Ruth Adebayo", "w3 device")?;
+    harness::issue_token(store, "Ruth Adebayo", "w3 device")
+}
+
+/// W3 on its own server: `docs` documents seeded for Locality Team North, held by a new device.
+pub fn w3(docs: usize, runs: usize) -> anyhow::Result<Value> {
+    let server = InProcessServer::start()?;
+    let token = seed_w3(server.store.as_ref(), docs)?;
     let idle = run(
         &server.url,
         &token,

@@ -14,8 +14,16 @@
 //! W2 and W4 need W1's caseload, so asking for either runs W1 first (and prints it too). `all`
 //! runs W1, W2 and W4 on one server, then W3, W5 and W6 each on their own. See bench/README.md
 //! for what each figure means.
+//!
+//! `casenote-bench compare-backends [--quick] [--secs N] [--rate N] [--pushers N] [--backends
+//! sled,pg-1,pg-2]` runs W3, W4 and W5L on the real `casenote-server` binary over sled, over
+//! PostgreSQL with one node and with two ([`compare`]), and prints a table side by side after
+//! the JSON lines; `--secs` is W5L's duration. It needs `cargo build --release -p
+//! casenote-server` (the binary next to this one) and PostgreSQL's server binaries.
 
 mod caseload;
+mod compare;
+mod deploy;
 mod harness;
 mod idle;
 mod light;
@@ -101,6 +109,9 @@ fn main() -> anyhow::Result<()> {
         };
         return harness::serve_store(&PathBuf::from(dir));
     }
+    if args.first().map(String::as_str) == Some("compare-backends") {
+        return compare_backends(&args[1..]);
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let interval_ms: u64 = match args.iter().position(|a| a == "--edit-interval-ms") {
         Some(i) => match args.get(i + 1).and_then(|v| v.parse().ok()) {
@@ -116,20 +127,8 @@ fn main() -> anyhow::Result<()> {
             edit_interval: std::time::Duration::from_millis(interval_ms),
         }
     };
-    let rate: f64 = match args.iter().position(|a| a == "--rate") {
-        Some(i) => match args.get(i + 1).and_then(|v| v.parse().ok()) {
-            Some(r) if r >= 0.0 => r,
-            _ => bail!("--rate needs a number of edits per second (0: as fast as possible)"),
-        },
-        None => 2_000.0,
-    };
-    let pushers: usize = match args.iter().position(|a| a == "--pushers") {
-        Some(i) => match args.get(i + 1).and_then(|v| v.parse().ok()) {
-            Some(n) if n > 0 => n,
-            _ => bail!("--pushers needs a number of threads above 0"),
-        },
-        None => 20,
-    };
+    let rate = rate_arg(&args)?;
+    let pushers = pushers_arg(&args)?;
     let which: Vec<String> = args
         .iter()
         .enumerate()
@@ -149,7 +148,7 @@ fn main() -> anyhow::Result<()> {
     };
     for w in &which {
         if !["ALL", "W1", "W2", "W3", "W4", "W5", "W5L", "W6"].contains(&w.as_str()) {
-            bail!("unknown workload {w}; usage: casenote-bench [W1|W2|W3|W4|W5|W5L|W6|all] [--quick] [--http-poll] [--edit-interval-ms N] [--rate N] [--pushers N]");
+            bail!("unknown workload {w}; usage: casenote-bench [W1|W2|W3|W4|W5|W5L|W6|all] [--quick] [--http-poll] [--edit-interval-ms N] [--rate N] [--pushers N]; {COMPARE_USAGE}");
         }
     }
     let wants = |w: &str| which.iter().any(|x| x == w || x == "ALL");
@@ -197,4 +196,110 @@ fn main() -> anyhow::Result<()> {
     }
     progress!("done in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// `--rate N`: W5L's offered edits per second (default 2,000; 0: as fast as possible).
+fn rate_arg(args: &[String]) -> anyhow::Result<f64> {
+    Ok(match args.iter().position(|a| a == "--rate") {
+        Some(i) => match args.get(i + 1).and_then(|v| v.parse().ok()) {
+            Some(r) if r >= 0.0 => r,
+            _ => bail!("--rate needs a number of edits per second (0: as fast as possible)"),
+        },
+        None => 2_000.0,
+    })
+}
+
+/// `--pushers N`: W5L's sending threads (default 20).
+fn pushers_arg(args: &[String]) -> anyhow::Result<usize> {
+    Ok(match args.iter().position(|a| a == "--pushers") {
+        Some(i) => match args.get(i + 1).and_then(|v| v.parse().ok()) {
+            Some(n) if n > 0 => n,
+            _ => bail!("--pushers needs a number of threads above 0"),
+        },
+        None => 20,
+    })
+}
+
+const COMPARE_USAGE: &str = "usage: casenote-bench compare-backends [--quick] [--secs N] \
+    [--rate N] [--pushers N] [--backends sled,pg-1,pg-2]";
+
+/// `compare-backends`: W3, W4 and W5L on each backend, one JSON line each, then the table.
+fn compare_backends(args: &[String]) -> anyhow::Result<()> {
+    let quick = args.iter().any(|a| a == "--quick");
+    let s = if quick { Sizes::quick() } else { Sizes::full() };
+    let secs: f64 = match args.iter().position(|a| a == "--secs") {
+        Some(i) => match args.get(i + 1).and_then(|v| v.parse().ok()) {
+            Some(x) if x > 0.0 => x,
+            _ => bail!("--secs needs W5L's duration in seconds, above 0; {COMPARE_USAGE}"),
+        },
+        None => s.w5_secs,
+    };
+    let backends = match args.iter().position(|a| a == "--backends") {
+        Some(i) => parse_backends(args.get(i + 1).map(String::as_str).unwrap_or(""))?,
+        None => vec![
+            deploy::Backend::Sled,
+            deploy::Backend::Postgres { nodes: 1 },
+            deploy::Backend::Postgres { nodes: 2 },
+        ],
+    };
+    for (i, a) in args.iter().enumerate() {
+        let value_of = i > 0
+            && ["--secs", "--rate", "--pushers", "--backends"].contains(&args[i - 1].as_str());
+        if !value_of
+            && !["--quick", "--secs", "--rate", "--pushers", "--backends"].contains(&a.as_str())
+        {
+            bail!("unknown argument {a}; {COMPARE_USAGE}");
+        }
+    }
+    let sizes = compare::Sizes {
+        w3_docs: s.w3_docs,
+        w3_runs: s.w3_runs,
+        w4_cases: s.w1_cases,
+        w4_runs: s.w4_runs,
+        light: light::Light {
+            devices: s.w5_devices,
+            plans: s.w5_plans,
+            secs,
+            rate: rate_arg(args)?,
+            pushers: pushers_arg(args)?.min(s.w5_devices),
+        },
+    };
+    let started = std::time::Instant::now();
+    let lines = compare::run(&sizes, &backends, &mut |line| emit(line.clone(), quick))?;
+    println!();
+    print!("{}", compare::table(&lines));
+    progress!("done in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// `sled,pg-1,pg-2`: the backends to compare, in that order.
+fn parse_backends(list: &str) -> anyhow::Result<Vec<deploy::Backend>> {
+    list.split(',')
+        .map(|b| match b.trim() {
+            "sled" => Ok(deploy::Backend::Sled),
+            pg => match pg.strip_prefix("pg-").and_then(|n| n.parse().ok()) {
+                Some(nodes) if nodes > 0 => Ok(deploy::Backend::Postgres { nodes }),
+                _ => bail!(
+                    "unknown backend {b:?}: sled, pg-1, pg-2 (pg-N: N nodes); {COMPARE_USAGE}"
+                ),
+            },
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deploy::Backend;
+
+    #[test]
+    fn backends_parse_in_the_order_given_and_unknown_ones_are_refused() {
+        assert_eq!(
+            parse_backends("pg-2,sled").unwrap(),
+            vec![Backend::Postgres { nodes: 2 }, Backend::Sled]
+        );
+        for bad in ["", "mysql", "pg-0", "pg-x", "sled,"] {
+            assert!(parse_backends(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
 }

@@ -49,6 +49,10 @@ pub enum ErrorCode {
     /// The request stalled: no byte of its body arrived for `limits::HTTP_BODY_STALL_TIMEOUT_MS`
     /// (408). Nothing of it was stored; send it again. Added for issue 11.
     RequestTimeout,
+    /// An admin act that cannot be done as asked (a name taken or ambiguous, an empty name, a
+    /// revoked member of staff); the message says what to do. HTTP 422. Only the admin API
+    /// answers it. Added for issue 13.
+    InvalidRequest,
 }
 
 impl ErrorCode {
@@ -72,6 +76,7 @@ impl ErrorCode {
             ErrorCode::StoreFull => "store_full",
             ErrorCode::Internal => "internal",
             ErrorCode::RequestTimeout => "request_timeout",
+            ErrorCode::InvalidRequest => "invalid_request",
         }
     }
 }
@@ -82,9 +87,13 @@ impl fmt::Display for ErrorCode {
     }
 }
 
-/// The JSON body of every error response: `{"code": "...", "message": "..."}`.
+/// The JSON body of every error response: `{"code": "...", "message": "...", "request_id":
+/// "..."}`. `request_id` (issue 13) is the `x-request-id` of the request, to quote to an operator;
+/// absent from older servers, and ignored by older clients.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub code: ErrorCode,
     pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }

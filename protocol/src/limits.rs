@@ -222,12 +222,14 @@ pub const LIVE_READ_CACHE_DOCS_MAX: usize = 4_096;
 
 /// Bytes of the server's sled page cache (sled's own default is 1 GiB, which a large store would
 /// fill). The server's hot set is the tail of the change log, the indexes of the caseloads being
-/// synced and the directory; 32 MiB holds that for a busy team. sled's resident memory runs to
+/// synced and the directory; 16 MiB holds that for a busy team. sled's resident memory runs to
 /// about four times this figure under sustained writes (measured: 2.4 million small inserts
 /// settled at 140 MB with 32 MiB, 200 MB with 64 MiB), and it is that, not the figure itself,
 /// that keeps the server's memory independent of how many documents it stores and inside the W6
-/// bound together with [`SERVER_RESIDENT_OPS_MAX`].
-pub const SERVER_SLED_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+/// bound together with [`SERVER_RESIDENT_OPS_MAX`]. 32 MiB left too little room: twelve
+/// 20,000-change plans took the server to 300-340 MB on a loaded machine
+/// (`tests/tests/starvation.rs`, `big_plans_...`).
+pub const SERVER_SLED_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Free bytes the server's data directory must keep for the store to accept a write (operators
 /// may choose another floor with `serve --min-free-mb`). A write that reaches sled with no space
@@ -340,6 +342,27 @@ pub const HTTP_BODY_STALL_TIMEOUT_MS: u64 = 30_000;
 /// [`HTTP_BODY_STALL_TIMEOUT_MS`] gives the same value. The live channel gives up on a send
 /// sooner ([`LIVE_SEND_TIMEOUT_MS`]).
 pub const HTTP_WRITE_STALL_TIMEOUT_MS: u64 = 30_000;
+
+/// How long `casenote-server admin --server URL` waits for the admin API's answer (issue 13).
+/// An act is one transaction and a flush, well under a second; the slowest is `export` of a
+/// large record or `audit verify` of a long audit log, which read the whole of either: 5
+/// minutes lets those finish on a busy server and still ends a script that hit a dead one.
+pub const ADMIN_CLIENT_TIMEOUT_MS: u64 = 300_000;
+
+/// The most audit entries one `audit show` over the admin API answers (the last ones; issue 13).
+/// An entry is about 400 bytes of JSON, so 50,000 is some 20 MB held once in memory, while a
+/// busy server's whole log (a sync entry per sync) runs to millions. `--limit N` asks for fewer;
+/// the whole log is `audit show --data DIR` on the store, or `audit verify` over the API.
+pub const ADMIN_AUDIT_SHOW_ENTRIES_MAX: usize = 50_000;
+
+/// How long the server, told to stop (SIGTERM), waits for the requests in flight to be answered
+/// before it flushes and exits anyway (issue 13). A sync in flight may still be receiving its body
+/// (at most [`HTTP_BODY_STALL_TIMEOUT_MS`] between bytes) and then pushes and flushes; 60 s lets
+/// an honest one on a slow link finish, and stays under systemd's default 90 s stop timeout, after
+/// which it would SIGKILL the process. Anything cut off was never acknowledged: its device sends
+/// it again.
+pub const SHUTDOWN_DRAIN_MS: u64 = 60_000;
+const _: () = assert!(SHUTDOWN_DRAIN_MS > HTTP_BODY_STALL_TIMEOUT_MS);
 
 /// Most syncs one device may have in progress at once (its body being read, its push being
 /// stored). A device syncs one request at a time; an app and a CLI on one enrolment make two.

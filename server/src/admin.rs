@@ -1,6 +1,7 @@
 //! The admin service: typed operations on the directory and on who may see what, each returning
-//! a typed value. The CLI ([`crate::cli`]) calls it and renders what it returns; an HTTP admin
-//! API (a later issue) will call the same functions.
+//! a typed value. The CLI ([`crate::cli`]) and the HTTP admin API (`api/admin.rs`) both call it,
+//! through [`act::perform`] (an act as data, its outcome as data), and the CLI renders what it
+//! returns whichever path ran it.
 //!
 //! Every write is ONE store transaction that holds its own checks: a name's uniqueness is checked
 //! in the transaction that adds it, a case's teams are read and changed in one, so two admins at
@@ -14,10 +15,15 @@
 //! Nothing here returns a token except the one just issued, and nothing returns record content.
 //! It may use the store (through [`write`] and [`read`]), the model and [`crate::auth`].
 
-use crate::auth::{self, Issued};
-use crate::model::{AuditKind, AuditRecord, By, Device, Org, QuarantineEntry, Role, Staff, Team};
+pub mod act;
+
+use crate::auth::{self, Issued, IssuedAdmin};
+use crate::model::{
+    AdminToken, AuditKind, AuditRecord, By, Device, Org, QuarantineEntry, Role, Staff, Team,
+};
 use crate::store::{read, write, Store, StoreError, Txn};
 use casenote_protocol::{limits, CaseId, DeviceId, DocId, DocKind, OrgId, StaffId, TeamId};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 /// The device name used when `token issue` is given none.
@@ -64,6 +70,10 @@ pub enum AdminError {
     BadName { max: usize },
     #[error("a member of staff needs at least one team (--team)")]
     NoTeams,
+    #[error("no admin token with id {0}; see `admin list`")]
+    NoSuchAdminToken(uuid::Uuid),
+    #[error("{0}")]
+    Failed(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -330,6 +340,32 @@ pub fn revoke_device(
     })
 }
 
+/// Issues an admin token labelled `name` (shown once, stored only as a hash; audited `admin`,
+/// action `admin_token_issue`).
+pub fn issue_admin_token(
+    store: &dyn Store,
+    by: By,
+    name: &str,
+    now_ms: i64,
+) -> Result<IssuedAdmin, AdminError> {
+    let name = check_name(name)?;
+    act(store, |txn| Ok(auth::issue_admin(txn, name, now_ms, by)?))
+}
+
+/// Revokes an admin token (audited `admin`, action `admin_token_revoke`): from now on it opens
+/// nothing.
+pub fn revoke_admin_token(
+    store: &dyn Store,
+    by: By,
+    admin_id: uuid::Uuid,
+    now_ms: i64,
+) -> Result<AdminToken, AdminError> {
+    act(store, |txn| {
+        Ok(auth::revoke_admin(txn, admin_id, now_ms, by)?
+            .ok_or(AdminError::NoSuchAdminToken(admin_id))?)
+    })
+}
+
 /// Revokes a member of staff (a leaver) and every device of theirs (audited `staff_revoke`);
 /// their tokens answer `device_revoked` from now on. Returns the devices.
 pub fn revoke_staff(
@@ -533,7 +569,7 @@ pub fn restricted_revoke(
 }
 
 /// The log ids before and after `restored`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Restored {
     pub old: uuid::Uuid,
     pub new: uuid::Uuid,
@@ -562,41 +598,86 @@ pub fn quarantine(store: &dyn Store) -> Result<Vec<QuarantineEntry>, AdminError>
     Ok(entries)
 }
 
-/// The whole directory, each list sorted as `admin list` shows it (never tokens).
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The whole directory, each list sorted as `admin list` shows it (never tokens, nor their
+/// hashes).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Directory {
     pub orgs: Vec<Org>,
     pub teams: Vec<Team>,
     pub staff: Vec<Staff>,
-    pub devices: Vec<Device>,
+    pub devices: Vec<DeviceSummary>,
+    #[serde(default)]
+    pub admins: Vec<AdminSummary>,
+}
+
+/// An enrolled device as listed (not its token's hash).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceSummary {
+    pub device_id: DeviceId,
+    pub staff_id: StaffId,
+    pub name: String,
+    pub created_ms: i64,
+    pub revoked: bool,
+}
+
+/// An admin token as listed (not its hash).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminSummary {
+    pub admin_id: uuid::Uuid,
+    pub name: String,
+    pub created_ms: i64,
+    pub revoked: bool,
+}
+
+impl From<AdminToken> for AdminSummary {
+    fn from(a: AdminToken) -> Self {
+        AdminSummary {
+            admin_id: a.admin_id,
+            name: a.name,
+            created_ms: a.created_ms,
+            revoked: a.revoked,
+        }
+    }
 }
 
 /// Every organisation, team, member of staff and device.
 pub fn directory(store: &dyn Store) -> Result<Directory, AdminError> {
     let mut dir = read(store, |txn| {
+        let devices = txn.devices()?.into_iter().map(|d| DeviceSummary {
+            device_id: d.device_id,
+            staff_id: d.staff_id,
+            name: d.name,
+            created_ms: d.created_ms,
+            revoked: d.revoked,
+        });
         Ok(Directory {
             orgs: txn.orgs()?,
             teams: txn.teams()?,
             staff: txn.staff_all()?,
-            devices: txn.devices()?,
+            devices: devices.collect(),
+            admins: auth::admin_tokens(txn)?
+                .into_iter()
+                .map(Into::into)
+                .collect(),
         })
     })?;
     dir.orgs.sort_by(|a, b| a.name.cmp(&b.name));
     dir.teams.sort_by(|a, b| a.name.cmp(&b.name));
     dir.staff.sort_by(|a, b| a.name.cmp(&b.name));
     dir.devices.sort_by_key(|d| d.created_ms);
+    dir.admins.sort_by_key(|a| a.created_ms);
     Ok(dir)
 }
 
 /// A team as a case shows it: its id and name (empty when the team is gone).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TeamName {
     pub team_id: TeamId,
     pub name: String,
 }
 
 /// One document of a case as `case show` shows it: never content.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DocSummary {
     pub doc_id: DocId,
     pub kind: DocKind,
@@ -606,7 +687,7 @@ pub struct DocSummary {
 }
 
 /// A case's teams and documents, in the order created.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaseSummary {
     pub case_id: CaseId,
     pub owner_org: OrgId,

@@ -8,9 +8,14 @@
 //! unknown one is not. Enrolments and revocations are audited here, in the caller's transaction,
 //! with who did them ([`By`]); [`crate::admin`] decides whether they may happen.
 //!
+//! Admin tokens ([`AdminToken`]) are a second kind: `cna_` and 32 random bytes, kept only as
+//! their sha256, in one meta value ([`ADMIN_TOKENS_KEY`], a JSON list: a handful of operators,
+//! read whole on each admin request, written in the issuing transaction). They open the admin API
+//! and nothing else; a device token never opens it, and an admin token is never a device's.
+//!
 //! It may read and write the store through a transaction and use the model.
 
-use crate::model::{AuditKind, AuditRecord, By, Device, Staff, TokenRecord};
+use crate::model::{AdminToken, AuditKind, AuditRecord, By, Device, Staff, TokenRecord};
 use crate::store::{read, Store, StoreError, Txn};
 use casenote_protocol::{DeviceId, StaffId, TeamId};
 use rand::RngCore;
@@ -25,11 +30,101 @@ pub fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// Every admin token starts with this (not with [`TOKEN_PREFIX`]: the two kinds never meet).
+pub const ADMIN_TOKEN_PREFIX: &str = "cna_";
+
+pub use crate::model::directory::ADMIN_TOKENS_KEY;
+
 /// A fresh random token.
 pub fn new_token() -> String {
+    random_token(TOKEN_PREFIX)
+}
+
+fn random_token(prefix: &str) -> String {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
-    format!("{TOKEN_PREFIX}{}", hex::encode(bytes))
+    format!("{prefix}{}", hex::encode(bytes))
+}
+
+/// Every admin token, revoked ones included.
+pub fn admin_tokens(txn: &mut dyn Txn) -> Result<Vec<AdminToken>, StoreError> {
+    match txn.meta(ADMIN_TOKENS_KEY)? {
+        None => Ok(Vec::new()),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| StoreError::Corrupt(format!("the admin tokens do not parse: {e}"))),
+    }
+}
+
+fn put_admin_tokens(txn: &mut dyn Txn, tokens: &[AdminToken]) -> Result<(), StoreError> {
+    let bytes = serde_json::to_vec(tokens)
+        .map_err(|e| StoreError::Task(format!("could not encode the admin tokens: {e}")))?;
+    txn.put_meta(ADMIN_TOKENS_KEY, &bytes)
+}
+
+/// A freshly issued admin token; the token is shown once and never stored.
+#[derive(Clone, Debug)]
+pub struct IssuedAdmin {
+    pub admin: AdminToken,
+    pub token: String,
+}
+
+/// Issues an admin token labelled `name` (audited `admin`, action `admin_token_issue`, with its
+/// id and never its name), in the caller's transaction.
+pub fn issue_admin(
+    txn: &mut dyn Txn,
+    name: &str,
+    now_ms: i64,
+    by: By,
+) -> Result<IssuedAdmin, StoreError> {
+    let token = random_token(ADMIN_TOKEN_PREFIX);
+    let admin = AdminToken {
+        admin_id: uuid::Uuid::new_v4(),
+        name: name.to_string(),
+        created_ms: now_ms,
+        revoked: false,
+        token_sha256: hex::encode(token_hash(&token)),
+    };
+    let mut all = admin_tokens(txn)?;
+    all.push(admin.clone());
+    put_admin_tokens(txn, &all)?;
+    let details = json!({"action": "admin_token_issue", "admin_id": admin.admin_id});
+    txn.audit_append(AuditRecord::new(AuditKind::Admin, now_ms, details).by(by))?;
+    Ok(IssuedAdmin { admin, token })
+}
+
+/// Revokes the admin token `admin_id` (audited `admin`, action `admin_token_revoke`); `None`
+/// when there is none. Revoking twice is harmless.
+pub fn revoke_admin(
+    txn: &mut dyn Txn,
+    admin_id: uuid::Uuid,
+    now_ms: i64,
+    by: By,
+) -> Result<Option<AdminToken>, StoreError> {
+    let mut all = admin_tokens(txn)?;
+    let Some(found) = all.iter_mut().find(|a| a.admin_id == admin_id) else {
+        return Ok(None);
+    };
+    found.revoked = true;
+    let revoked = found.clone();
+    put_admin_tokens(txn, &all)?;
+    let details = json!({"action": "admin_token_revoke", "admin_id": admin_id});
+    txn.audit_append(AuditRecord::new(AuditKind::Admin, now_ms, details).by(by))?;
+    Ok(Some(revoked))
+}
+
+/// The live admin token `token` is, if it is one (an unknown, revoked or device token is not).
+pub fn authenticate_admin(
+    store: &dyn Store,
+    token: &str,
+) -> Result<Option<AdminToken>, StoreError> {
+    if !token.starts_with(ADMIN_TOKEN_PREFIX) {
+        return Ok(None);
+    }
+    let hash = hex::encode(token_hash(token));
+    let all = read(store, admin_tokens)?;
+    Ok(all
+        .into_iter()
+        .find(|a| !a.revoked && a.token_sha256 == hash))
 }
 
 /// Who is making a request: the device, its staff member and what they belong to.

@@ -14,9 +14,11 @@
 //! of harm, marked `third_party: yes` in the record) are named in each document's `third_party`
 //! list and flagged on the page, so that whoever discloses the record can redact them.
 //!
-//! It works on the store directly (the server stopped, like the other offline commands) and is
-//! audited as `export`.
+//! [`build`] makes the record and audits it (`export`); [`case`] also writes the two files, as
+//! the CLI does on a stopped store. The admin API answers what [`build`] returns and the CLI
+//! writes the files on its side ([`write_files`]).
 
+use crate::admin::act::ExportedRecord;
 use crate::history;
 use crate::model::{AuditKind, AuditRecord, By};
 use crate::store::{read, write, Store};
@@ -72,6 +74,38 @@ pub fn case(
     out_dir: &Path,
     now_ms: i64,
 ) -> anyhow::Result<Exported> {
+    let built = build(store, by, case, now_ms)?;
+    write_files(&built, out_dir)
+}
+
+/// Writes an export's `record.json` and `record.html` into `out_dir` (created if missing).
+pub fn write_files(built: &ExportedRecord, out_dir: &Path) -> anyhow::Result<Exported> {
+    std::fs::create_dir_all(out_dir)
+        .with_context(|| format!("could not create {}", out_dir.display()))?;
+    let json_path = out_dir.join("record.json");
+    let html_path = out_dir.join("record.html");
+    std::fs::write(&json_path, serde_json::to_vec_pretty(&built.record)?)
+        .with_context(|| format!("could not write {}", json_path.display()))?;
+    std::fs::write(&html_path, &built.html)
+        .with_context(|| format!("could not write {}", html_path.display()))?;
+    Ok(Exported {
+        json_path,
+        html_path,
+        documents: built.documents,
+        notes: built.notes,
+        restricted: built.restricted,
+        changes: built.changes,
+    })
+}
+
+/// A person's whole record, as `record.json`'s value and `record.html`'s text, audited
+/// (`export`) with who asked (`by`) before it is returned.
+pub fn build(
+    store: &dyn Store,
+    by: By,
+    case: CaseId,
+    now_ms: i64,
+) -> anyhow::Result<ExportedRecord> {
     let rec = read(store, |t| t.case(case))?.with_context(|| format!("no case with id {case}"))?;
     let org_name = |id| -> anyhow::Result<String> {
         Ok(read(store, |t| t.org(id))?
@@ -217,24 +251,15 @@ pub fn case(
         "documents": documents,
     });
 
-    std::fs::create_dir_all(out_dir)
-        .with_context(|| format!("could not create {}", out_dir.display()))?;
-    let json_path = out_dir.join("record.json");
-    let html_path = out_dir.join("record.html");
-    std::fs::write(&json_path, serde_json::to_vec_pretty(&record)?)
-        .with_context(|| format!("could not write {}", json_path.display()))?;
-    std::fs::write(&html_path, render_html(&record, &person))
-        .with_context(|| format!("could not write {}", html_path.display()))?;
-
-    let out = Exported {
-        json_path,
-        html_path,
+    let out = ExportedRecord {
+        html: render_html(&record, &person),
         documents: record["documents"].as_array().map_or(0, Vec::len),
         notes: record["notes"].as_array().map_or(0, Vec::len),
         restricted,
         changes,
+        record,
     };
-    let record = AuditRecord::new(
+    let audit = AuditRecord::new(
         AuditKind::Export,
         now_ms,
         json!({
@@ -246,7 +271,7 @@ pub fn case(
         }),
     )
     .by(by);
-    write(store, |t| t.audit_append(record.clone()))?;
+    write(store, |t| t.audit_append(audit.clone()))?;
     store.flush()?;
     Ok(out)
 }

@@ -46,7 +46,8 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Serves the API on `listener` over `store` until `shutdown` completes, then writes the refusal
+/// Serves the API on `listener` over `store` until `shutdown` completes, drains the requests in
+/// flight (the listener closed, each answered; `api::listen::serve`), then writes the refusal
 /// counts still pending to the audit log and flushes the store. Connections are capped by the
 /// process's open-file limit unless `config.connections` fixes the cap; the live channel gets at
 /// most half of them, so HTTP sync, the way data moves, always has room.

@@ -3,12 +3,11 @@
 //! it acknowledged is there and every device converges.
 
 mod common;
-use casenote_client_core::{Device, Error, TransportError};
-use casenote_protocol::record::{Identity, NoteKind};
+use casenote_client_core::Device;
+use casenote_protocol::record::Identity;
 use common::*;
 use rand::Rng;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 #[test]
@@ -30,10 +29,7 @@ fn a_server_killed_at_random_under_concurrent_load_loses_nothing_it_acknowledged
     owner.sync().unwrap();
     drop(owner);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
-    let syncs_ok = Arc::new(AtomicUsize::new(0));
-    let syncs_failed = Arc::new(AtomicUsize::new(0));
+    let load = FieldLoad::default();
     let mut workers = Vec::new();
     for (i, name) in names.iter().enumerate() {
         // The fourth device is Priya's laptop, with a token of its own.
@@ -43,53 +39,14 @@ fn a_server_killed_at_random_under_concurrent_load_loses_nothing_it_acknowledged
             token_of(&staff, name)
         };
         let dir = tmp.path().join(format!("dev{i}"));
-        let (url, stop, acked, ok, failed) = (
+        workers.push(edit_and_sync_until_stopped(
+            dir,
             url.clone(),
-            stop.clone(),
-            acknowledged.clone(),
-            syncs_ok.clone(),
-            syncs_failed.clone(),
-        );
-        workers.push(std::thread::spawn(move || {
-            let dev = Device::open(&dir, &common::store_key()).unwrap();
-            while dev.login(&url, &token).is_err() {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let mut pending = Vec::new();
-            let mut n = 0;
-            while !stop.load(Ordering::SeqCst) {
-                let marker = format!("<d{i}-{n}>");
-                n += 1;
-                let edit = if n % 2 == 0 {
-                    dev.plan_append(case, &marker)
-                } else {
-                    dev.note_add(case, NoteKind::Visit, &marker, None)
-                        .map(|_| ())
-                };
-                match edit {
-                    Ok(()) => pending.push(marker),
-                    // The case arrives with this device's first successful sync.
-                    Err(Error::NotFound(..)) => {}
-                    Err(e) => panic!("device {i}: edit failed: {e}"),
-                }
-                match dev.sync() {
-                    Ok(_) => {
-                        ok.fetch_add(1, Ordering::SeqCst);
-                        acked.lock().unwrap().append(&mut pending);
-                    }
-                    Err(Error::Transport(
-                        TransportError::Unreachable { .. } | TransportError::Server { .. },
-                    )) => {
-                        failed.fetch_add(1, Ordering::SeqCst);
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
-                    Err(e) => {
-                        panic!("device {i}: sync failed with something other than the outage: {e}")
-                    }
-                }
-            }
-            pending
-        }));
+            token,
+            case,
+            i,
+            load.clone(),
+        ));
     }
 
     let mut rng = rand::thread_rng();
@@ -99,7 +56,7 @@ fn a_server_killed_at_random_under_concurrent_load_loses_nothing_it_acknowledged
         server = server.crash_and_restart();
     }
     std::thread::sleep(Duration::from_millis(200));
-    stop.store(true, Ordering::SeqCst);
+    load.stop.store(true, Ordering::SeqCst);
     let unacknowledged: Vec<String> = workers
         .into_iter()
         .flat_map(|w| w.join().expect("a device thread panicked"))
@@ -126,7 +83,7 @@ fn a_server_killed_at_random_under_concurrent_load_loses_nothing_it_acknowledged
         );
     }
     let text = expected.to_string();
-    let acknowledged = acknowledged.lock().unwrap();
+    let acknowledged = load.acknowledged.lock().unwrap();
     for m in acknowledged.iter() {
         assert!(
             text.contains(m.as_str()),
@@ -140,8 +97,8 @@ fn a_server_killed_at_random_under_concurrent_load_loses_nothing_it_acknowledged
         );
     }
     let (ok, failed) = (
-        syncs_ok.load(Ordering::SeqCst),
-        syncs_failed.load(Ordering::SeqCst),
+        load.ok.load(Ordering::SeqCst),
+        load.failed.load(Ordering::SeqCst),
     );
     eprintln!("{kills} kills; {ok} syncs acknowledged, {failed} failed during outages; {} acknowledged changes checked", acknowledged.len());
     assert!(

@@ -239,15 +239,11 @@ fn the_export_of_a_demo_person_holds_every_note_amendment_and_original() {
 
     let exported = tmp.path().join("export");
     let _server = server.offline(|data| {
-        server_cmd(&[
-            "export",
-            "--data",
-            data.to_str().unwrap(),
-            "--case",
-            &peggy,
-            "--out",
-            exported.to_str().unwrap(),
-        ]);
+        server_cmd_on(
+            &["export"],
+            data,
+            &["--case", &peggy, "--out", exported.to_str().unwrap()],
+        );
         assert!(
             audit_entries(data).iter().any(|e| e["kind"] == "export"),
             "the export was not audited"

@@ -7,13 +7,12 @@
 
 mod common;
 use casenote_client_core::live::LiveListener;
-use casenote_client_core::{Device, Error, TransportError};
-use casenote_protocol::record::{Identity, NoteKind};
+use casenote_client_core::Device;
+use casenote_protocol::record::Identity;
 use common::*;
 use rand::Rng;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 /// A fresh database with the demo borough loaded; its URL and the demo staff.
@@ -190,65 +189,30 @@ fn a_node_killed_under_load_loses_nothing_it_acknowledged_and_the_other_node_car
         ("Ruth Adebayo", b.url.clone(), true),
         ("Priya Shah", b.url.clone(), true),
     ];
-    let stop = Arc::new(AtomicBool::new(false));
-    let acknowledged = Arc::new(Mutex::new(Vec::<String>::new()));
-    let failed_on_b = Arc::new(AtomicUsize::new(0));
-    let ok_on_b = Arc::new(AtomicUsize::new(0));
-    let failed_on_a = Arc::new(AtomicUsize::new(0));
+    // One stop and one list of acknowledged edits; sync counts per node.
+    let on_a = FieldLoad::default();
+    let on_b = FieldLoad {
+        stop: on_a.stop.clone(),
+        acknowledged: on_a.acknowledged.clone(),
+        ..FieldLoad::default()
+    };
     let mut workers = Vec::new();
-    for (i, (name, node, on_b)) in plan.iter().enumerate() {
+    for (i, (name, node, is_b)) in plan.iter().enumerate() {
         let token = if i == 3 {
             postgres_token(&url, name)
         } else {
             token_of(&staff, name)
         };
         let dir = tmp.path().join(format!("dev{i}"));
-        let (node, on_b) = (node.clone(), *on_b);
-        let (stop, acked) = (stop.clone(), acknowledged.clone());
-        let (failed, ok) = if on_b {
-            (failed_on_b.clone(), ok_on_b.clone())
-        } else {
-            (failed_on_a.clone(), Arc::new(AtomicUsize::new(0)))
-        };
-        workers.push(std::thread::spawn(move || {
-            let dev = Device::open(&dir, &store_key()).unwrap();
-            while dev.login(&node, &token).is_err() {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let mut pending = Vec::new();
-            let mut n = 0;
-            while !stop.load(Ordering::SeqCst) {
-                let marker = format!("<d{i}-{n}>");
-                n += 1;
-                let edit = if n % 2 == 0 {
-                    dev.plan_append(case, &marker)
-                } else {
-                    dev.note_add(case, NoteKind::Visit, &marker, None)
-                        .map(|_| ())
-                };
-                match edit {
-                    Ok(()) => pending.push(marker),
-                    Err(Error::NotFound(..)) => {}
-                    Err(e) => panic!("device {i}: edit failed: {e}"),
-                }
-                match dev.sync() {
-                    Ok(_) => {
-                        ok.fetch_add(1, Ordering::SeqCst);
-                        acked.lock().unwrap().append(&mut pending);
-                    }
-                    Err(Error::Transport(
-                        TransportError::Unreachable { .. } | TransportError::Server { .. },
-                    )) => {
-                        failed.fetch_add(1, Ordering::SeqCst);
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
-                    Err(e) => {
-                        panic!("device {i}: sync failed with something other than the outage: {e}")
-                    }
-                }
-            }
-            pending
-        }));
+        let load = if *is_b { on_b.clone() } else { on_a.clone() };
+        workers.push(edit_and_sync_until_stopped(
+            dir,
+            node.clone(),
+            token,
+            case,
+            i,
+            load,
+        ));
     }
 
     let mut rng = rand::thread_rng();
@@ -258,7 +222,7 @@ fn a_node_killed_under_load_loses_nothing_it_acknowledged_and_the_other_node_car
         a = a.crash_and_restart();
     }
     std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::SeqCst);
+    on_a.stop.store(true, Ordering::SeqCst);
     let unacknowledged: Vec<String> = workers
         .into_iter()
         .flat_map(|w| w.join().expect("a device thread panicked"))
@@ -284,14 +248,14 @@ fn a_node_killed_under_load_loses_nothing_it_acknowledged_and_the_other_node_car
         );
     }
     let text = expected.to_string();
-    let acknowledged = acknowledged.lock().unwrap();
+    let acknowledged = on_a.acknowledged.lock().unwrap();
     for m in acknowledged.iter().chain(&unacknowledged) {
         assert!(text.contains(m.as_str()), "change {m} was lost");
     }
     let (ok_b, failed_b, failed_a) = (
-        ok_on_b.load(Ordering::SeqCst),
-        failed_on_b.load(Ordering::SeqCst),
-        failed_on_a.load(Ordering::SeqCst),
+        on_b.ok.load(Ordering::SeqCst),
+        on_b.failed.load(Ordering::SeqCst),
+        on_a.failed.load(Ordering::SeqCst),
     );
     eprintln!(
         "{kills} kills of node A; node B: {ok_b} syncs, {failed_b} failed; node A: {failed_a} \

@@ -230,7 +230,9 @@ fn big_plans_keep_the_server_within_the_w6_memory_bound() {
         let (plan, cursor) = new_case_plan(&server, &priya, &token, &format!("Big Plan {i}"));
         let changes = plan_changes(&plan, me, 20_000, false);
         push_all(&server, &token, &plan, &changes, cursor);
-        peak = peak.max(server.rss_mb());
+        let rss = server.rss_mb();
+        eprintln!("after big plan {i}: the server holds {rss:.0} MB resident");
+        peak = peak.max(rss);
     }
     assert!(
         peak < W6_RSS_BOUND_MB,

@@ -1622,7 +1622,12 @@ async fn a_crafted_change_to_a_filed_note_is_refused_quarantined_and_never_pulle
     assert_eq!(held[0].doc_id, note_id);
     assert_eq!(held[0].staff_id, f.alice_staff.staff_id);
     assert!(held[0].reason.contains("filed"));
-    let listed = crate::cli::render_quarantine(&admin::quarantine(f.s()).unwrap(), true);
+    let rows: Vec<_> = admin::quarantine(f.s())
+        .unwrap()
+        .iter()
+        .map(crate::admin::act::QuarantineRow::from)
+        .collect();
+    let listed = crate::cli::render_quarantine(&rows, true);
     assert!(listed.contains(&hex::encode(held[0].hash.0)));
     assert!(!listed.contains("NOT") && !listed.contains("Seen at home"));
     assert!(audit::entries(f.s(), None)
@@ -1922,7 +1927,16 @@ async fn the_history_of_a_document_you_may_not_read_is_not_found_like_a_missing_
     let (missing_status, missing_body) = f.history(&f.carol, DocId::new_random()).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(error_code(&body), ErrorCode::NotFound);
-    assert_eq!((status, body), (missing_status, missing_body));
+    // The same answer but for the request id, which is new for every request.
+    let without_id = |b: &[u8]| {
+        let mut e: casenote_protocol::ErrorBody = serde_json::from_slice(b).unwrap();
+        assert!(e.request_id.take().is_some());
+        e
+    };
+    assert_eq!(
+        (status, without_id(&body)),
+        (missing_status, without_id(&missing_body))
+    );
     let (status, _) = f.history(&f.carol, note_id).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _, body) = f
@@ -2003,4 +2017,44 @@ fn the_export_of_a_demo_person_holds_every_note_every_amendment_and_every_origin
         .iter()
         .any(|e| e.kind == audit::AuditKind::Export));
     assert!(crate::export::escape("<b>&\"'").starts_with("&lt;b&gt;&amp;"));
+}
+
+#[tokio::test]
+async fn every_error_carries_the_request_id_of_its_response_and_keeps_code_and_message() {
+    let f = Fixture::new();
+    let ask = |id: Option<&str>| {
+        let mut req = Request::get("/v1/whoami").header(header::AUTHORIZATION, "Bearer cn_0");
+        if let Some(id) = id {
+            req = req.header("x-request-id", id);
+        }
+        f.app.clone().oneshot(req.body(Body::empty()).unwrap())
+    };
+    let given = uuid::Uuid::new_v4().to_string();
+    for (sent, kept) in [
+        (None, false),
+        (Some(given.as_str()), true),
+        (Some("a name"), false),
+    ] {
+        let resp = ask(sent).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        let header = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+        assert!(header.parse::<uuid::Uuid>().is_ok(), "{header}");
+        assert_eq!(kept, header == given, "{sent:?} -> {header}");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let parsed: casenote_protocol::ErrorBody = serde_json::from_slice(&body).unwrap();
+        assert_eq!(parsed.code, ErrorCode::Unauthorized);
+        assert!(!parsed.message.is_empty());
+        assert_eq!(parsed.request_id.as_deref(), Some(header.as_str()));
+        // A client that knows only {code, message} still reads it.
+        let old: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(old["code"], "unauthorized");
+    }
+    let (status, _, body) = f
+        .send(Request::get("/v1/nothing").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let parsed: casenote_protocol::ErrorBody = serde_json::from_slice(&body).unwrap();
+    assert!(parsed
+        .request_id
+        .is_some_and(|id| id.parse::<uuid::Uuid>().is_ok()));
 }

@@ -1,6 +1,6 @@
-//! [`ApiError`]: every error the API answers with, as JSON `{code, message}` with a stable code
-//! from `casenote_protocol::ErrorCode`. Internal failures are logged with a request id and
-//! answered with that id only; a store that cannot write answers `store_full` and says that
+//! [`ApiError`]: every error the API answers with, as JSON `{code, message, request_id}` with a
+//! stable code from `casenote_protocol::ErrorCode` and the request's id (`request_id.rs`).
+//! Internal failures are logged in the request's span and answered with its id only; a store that cannot write answers `store_full` and says that
 //! nothing was kept. Also [`blocking`], which runs store calls off the async executor.
 
 use crate::store::StoreError;
@@ -48,9 +48,11 @@ impl ApiError {
         )
     }
 
-    /// An internal failure: the detail is logged under a fresh request id; only the id is sent.
+    /// An internal failure: the detail is logged in the request's span (its request id); only
+    /// the id is sent.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
-        let request_id = uuid::Uuid::new_v4();
+        let request_id =
+            super::request_id::current().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         tracing::error!(%request_id, error = %detail, "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -116,6 +118,7 @@ impl IntoResponse for ApiError {
         let body = ErrorBody {
             code: self.code,
             message: self.message,
+            request_id: super::request_id::current(),
         };
         (self.status, Json(body)).into_response()
     }
@@ -127,7 +130,9 @@ where
     F: FnOnce() -> Result<T, StoreError> + Send + 'static,
     T: Send + 'static,
 {
-    match tokio::task::spawn_blocking(f).await {
+    // The request's span goes with the work, so its log lines carry the request id.
+    let span = tracing::Span::current();
+    match tokio::task::spawn_blocking(move || span.in_scope(f)).await {
         Ok(result) => result.map_err(ApiError::from),
         Err(join) => Err(ApiError::internal(format!(
             "a blocking task failed: {join}"

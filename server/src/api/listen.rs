@@ -17,6 +17,12 @@
 //!   loses its connection instead of holding it forever. (A stalled request body is the router's:
 //!   tower-http's body timeout.)
 //!
+//! - Draining at shutdown: once `shutdown` completes the listener is closed (new connections are
+//!   refused), every connection is told to finish the request it is serving and close (hyper's
+//!   graceful shutdown; an idle one closes at once), and [`serve`] returns when all have, or after
+//!   `limits::SHUTDOWN_DRAIN_MS`. Upgraded live channels are not waited for: they carry no
+//!   acknowledgements, and end with the runtime.
+//!
 //! Also [`PerDevice`], each device's requests in progress, which caps its syncs.
 
 use crate::config::ConnectionSettings;
@@ -40,15 +46,39 @@ use tokio::time::Sleep;
 use tower::Service;
 
 /// Accepts connections on `listener` and serves `app` on each, under `settings`' cap, until
-/// `shutdown` completes. Connections already open go on until the runtime ends.
+/// `shutdown` completes; then drains: closes the listener and waits for the requests in flight.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     settings: &ConnectionSettings,
     shutdown: impl Future<Output = ()>,
 ) {
-    let slots = Arc::new(Semaphore::new(settings.cap()));
     let open = Arc::new(Open::new());
+    accept(listener, app, settings, open.clone(), shutdown).await;
+    open.drain();
+    let drained = tokio::time::timeout(
+        Duration::from_millis(limits::SHUTDOWN_DRAIN_MS),
+        open.all_done(),
+    )
+    .await;
+    match drained {
+        Ok(()) => tracing::info!("drained: every request in flight answered"),
+        Err(_) => tracing::warn!(
+            still_open = open.lock().len(),
+            "gave up waiting for requests in flight"
+        ),
+    }
+}
+
+/// The accept loop, until `shutdown` completes; the listener is closed when it returns.
+async fn accept(
+    listener: TcpListener,
+    app: Router,
+    settings: &ConnectionSettings,
+    open: Arc<Open>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let slots = Arc::new(Semaphore::new(settings.cap()));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -78,13 +108,21 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let socket = Socket::new(stream, slot, settings.write_stall_timeout);
         let head_timeout = settings.header_read_timeout;
-        tokio::spawn(connection(socket, head_timeout, app.clone(), open.clone()));
+        // Counted before the task starts, so a drain never misses it.
+        let (id, state) = open.add();
+        let conn = connection(socket, head_timeout, app.clone(), open.clone(), (id, state));
+        tokio::spawn(conn);
     }
 }
 
 /// Serves one connection until it ends, stalls, or is closed to make room.
-async fn connection(socket: Socket, head_timeout: Duration, app: Router, open: Arc<Open>) {
-    let (id, state) = open.add();
+async fn connection(
+    socket: Socket,
+    head_timeout: Duration,
+    app: Router,
+    open: Arc<Open>,
+    (id, state): (u64, Arc<ConnState>),
+) {
     let tracker = state.clone();
     let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
         let busy = Busy::new(tracker.clone());
@@ -105,11 +143,21 @@ async fn connection(socket: Socket, head_timeout: Duration, app: Router, open: A
         .serve_connection(io, service)
         .with_upgrades();
     let mut conn = std::pin::pin!(conn);
-    tokio::select! {
-        served = &mut conn => if let Err(e) = served {
-            tracing::debug!(error = %e, "connection ended");
-        },
-        () = state.close.notified() => tracing::debug!("connection closed to make room"),
+    let mut draining = open.draining.subscribe();
+    let served = tokio::select! {
+        served = &mut conn => Some(served),
+        () = state.close.notified() => {
+            tracing::debug!("connection closed to make room");
+            None
+        }
+        () = async { drop(draining.wait_for(|d| *d).await) } => {
+            // Finish the request in progress (if any), answer it, then close.
+            conn.as_mut().graceful_shutdown();
+            Some(conn.await)
+        }
+    };
+    if let Some(Err(e)) = served {
+        tracing::debug!(error = %e, "connection ended");
     }
     // Out of the list before the slot is free, so the accept loop never picks it again.
     open.remove(id);
@@ -122,6 +170,10 @@ struct Open {
     by_id: Mutex<HashMap<u64, Arc<ConnState>>>,
     /// When serving began: connection states keep times as ms since then, in an atomic.
     started: Instant,
+    /// Set once at shutdown: every connection finishes its request and closes.
+    draining: tokio::sync::watch::Sender<bool>,
+    /// Told whenever a connection leaves the list.
+    removed: Notify,
 }
 
 impl Open {
@@ -130,6 +182,26 @@ impl Open {
             next_id: AtomicU64::new(0),
             by_id: Mutex::default(),
             started: Instant::now(),
+            draining: tokio::sync::watch::Sender::new(false),
+            removed: Notify::new(),
+        }
+    }
+
+    /// Tells every connection, open now or still starting, to finish its request and close.
+    fn drain(&self) {
+        self.draining.send_replace(true);
+    }
+
+    /// Completes once no connection is left (upgraded ones have left already).
+    async fn all_done(&self) {
+        loop {
+            let removed = self.removed.notified();
+            let mut removed = std::pin::pin!(removed);
+            removed.as_mut().enable();
+            if self.lock().is_empty() {
+                return;
+            }
+            removed.await;
         }
     }
 
@@ -151,6 +223,7 @@ impl Open {
 
     fn remove(&self, id: u64) {
         self.lock().remove(&id);
+        self.removed.notify_waiters();
     }
 
     /// Closes the connection that has waited longest for a request, if any waits at all, and

@@ -1,7 +1,8 @@
 //! The HTTP face of the server, and the only module that knows axum, hyper, tower and http: the
 //! router and its layers ([`router`], [`AppState`]), errors ([`ApiError`], in `error.rs`), the
 //! authenticated device of a request (`extract.rs`), the small routes (`routes.rs`), the sync
-//! handler (`sync.rs`), the live WebSocket (`live.rs`) and the accept loop (`listen.rs`).
+//! handler (`sync.rs`), the live WebSocket (`live.rs`), the admin API (`admin.rs`), the request id
+//! in log lines and error bodies (`request_id.rs`) and the accept loop (`listen.rs`).
 //!
 //! Every handler hands its work to the domain (sync, history, escrow, auth) on the blocking pool,
 //! never doing store work on the async executor, and turns the domain's answer into HTTP. A
@@ -11,10 +12,12 @@
 //!
 //! It may use everything else in the server; nothing else uses it but `lib.rs`.
 
+mod admin;
 mod error;
 mod extract;
 pub(crate) mod listen;
 mod live;
+pub mod request_id;
 mod routes;
 mod sync;
 
@@ -33,7 +36,9 @@ use casenote_protocol::limits;
 use listen::PerDevice;
 use std::sync::Arc;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::RequestBodyTimeoutLayer;
+use tower_http::trace::TraceLayer;
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -69,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/history/{doc_id}", get(routes::history))
         .route("/v1/escrow/{device_id}", post(routes::escrow_handler))
         .route("/v1/live", get(live::live_handler))
+        .merge(admin::routes())
         .route(
             "/v1/sync",
             post(sync::sync_handler).layer(DefaultBodyLimit::disable()),
@@ -83,6 +89,12 @@ pub fn router(state: AppState) -> Router {
                 ApiError::internal("a handler panicked").into_response()
             },
         ))
+        // The request id (`request_id.rs`), outermost: made first, in every log line and error.
+        .layer(axum::middleware::from_fn(request_id::scope))
+        .layer(TraceLayer::new_for_http().make_span_with(request_id::span))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(axum::middleware::from_fn(request_id::keep_only_uuids))
         .with_state(state)
 }
 

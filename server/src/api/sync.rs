@@ -136,7 +136,10 @@ pub(crate) async fn sync_handler(
     };
     let lease = state.config.lease;
     let device = who.device_id;
+    // The request's span goes with the work, so the sync's log line carries the request id.
+    let span = tracing::Span::current();
     let outcome = tokio::task::spawn_blocking(move || {
+        let _span = span.entered();
         let _slot = slot;
         let req = match wire::decode_request(&bytes) {
             Ok(r) => r,

@@ -89,6 +89,8 @@ pub struct DemoCase {
 pub struct DemoOutput {
     pub tokens: Vec<DemoToken>,
     pub cases: Vec<DemoCase>,
+    /// A fresh admin token (`demo`), for `admin --server URL`.
+    pub admin_token: String,
     /// True when this run loaded the records; false when they were already there.
     #[serde(skip)]
     pub loaded: bool,
@@ -114,10 +116,12 @@ pub fn load(store: &dyn Store, now_ms: i64) -> anyhow::Result<DemoOutput> {
     for id in &marker.staff {
         tokens.push(token_for(store, *id, now_ms)?);
     }
+    let admin_token = admin::issue_admin_token(store, By::Cli, "demo", now_ms)?.token;
     store.flush()?;
     Ok(DemoOutput {
         tokens,
         cases: marker.cases,
+        admin_token,
         loaded,
     })
 }
@@ -229,10 +233,14 @@ pub fn render_human(out: &DemoOutput) -> String {
         "\n\nStart the server with `casenote-server serve --data DIR`, then point a client at it, e.g. as Priya:\n  \
          casenote --store ./priya login --server http://127.0.0.1:8080 --token {example}\n"
     ));
+    s.push_str(&format!(
+        "\nAdmin token (for `casenote-server admin --server http://127.0.0.1:8080`, as CASENOTE_ADMIN_TOKEN):\n  {}\n",
+        out.admin_token
+    ));
     s
 }
 
-/// The `--json` rendering: one object `{"tokens": [...], "cases": [...]}`.
+/// The `--json` rendering: one object `{"tokens": [...], "cases": [...], "admin_token": "cna_..."}`.
 pub fn render_json(out: &DemoOutput) -> String {
     serde_json::to_string(out).unwrap_or_else(|_| "{}".into())
 }

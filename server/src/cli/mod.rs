@@ -14,9 +14,10 @@
 
 pub mod demo;
 
-use crate::admin::{self, CaseSummary, Directory, NewStaff, TeamName};
-use crate::model::{By, QuarantineEntry, Role};
-use crate::{audit, now_ms, Config, Store};
+use crate::admin::act::{Act, Outcome, QuarantineRow};
+use crate::admin::{CaseSummary, Directory, TeamName};
+use crate::model::Role;
+use crate::{now_ms, Config};
 use anyhow::Context;
 use casenote_protocol::{CaseId, DocId};
 use clap::{Parser, Subcommand};
@@ -71,20 +72,21 @@ enum Command {
         store: StoreArgs,
     },
     /// Export a person's whole record (restricted documents included) as record.json and
-    /// record.html (the server must not be running on DIR).
+    /// record.html: from a stopped store (--data, --postgres) or a running server (--server).
     Export {
         #[command(flatten)]
-        store: StoreArgs,
+        target: Target,
         #[arg(long)]
         case: CaseId,
         /// The directory to write into (created if missing).
         #[arg(long)]
         out: PathBuf,
     },
-    /// Manage orgs, teams, staff and device tokens (the server must not be running on DIR).
+    /// Manage orgs, teams, staff, device and admin tokens: on a running server (--server URL with
+    /// an admin token) or a stopped store (--data DIR, --postgres URL).
     Admin {
         #[command(flatten)]
-        store: StoreArgs,
+        target: Target,
         #[command(subcommand)]
         action: AdminCommand,
     },
@@ -112,7 +114,7 @@ enum Command {
         )]
         postgres: String,
     },
-    /// Check or show the hash-chained audit log (the server must not be running on DIR).
+    /// Check or show the hash-chained audit log (of a stopped store, or through --server).
     Audit {
         #[command(subcommand)]
         action: AuditCommand,
@@ -124,12 +126,12 @@ enum AuditCommand {
     /// Check every link of the chain; exit 1 naming the first broken entry.
     Verify {
         #[command(flatten)]
-        store: StoreArgs,
+        target: Target,
     },
     /// Print the entries, oldest first.
     Show {
         #[command(flatten)]
-        store: StoreArgs,
+        target: Target,
         /// One JSON array instead of one line per entry.
         #[arg(long)]
         json: bool,
@@ -229,6 +231,30 @@ enum AdminCommand {
     Quarantine {
         #[command(subcommand)]
         action: QuarantineCommand,
+    },
+    /// Admin tokens: who may use the admin API (`--server URL`).
+    AdminToken {
+        #[command(subcommand)]
+        action: AdminTokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminTokenCommand {
+    /// Issue an admin token; prints it (shown once, stored only as a hash).
+    Issue {
+        /// A label for whoever holds it (`ops-rota`); shown by `admin list`, never audited.
+        #[arg(long)]
+        name: String,
+        /// Print {"admin_id","token"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an admin token: it opens nothing from now on.
+    Revoke {
+        /// The admin token's id (see `admin list`).
+        #[arg(long)]
+        id: uuid::Uuid,
     },
 }
 
@@ -339,7 +365,9 @@ pub fn main() -> ExitCode {
 
 const MIB: u64 = 1024 * 1024;
 
+mod admin;
 mod store;
+pub use admin::{Open, Target};
 use store::Opened;
 pub use store::StoreArgs;
 
@@ -406,17 +434,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Export { store, case, out } => {
-            let store = store.open_existing()?.store();
-            let done = crate::export::case(&*store, By::Cli, case, &out, now_ms())?;
-            println!("{done}");
+        Command::Export { target, case, out } => {
+            let outcome = target.perform(Act::Export { case }, Open::Existing)?;
+            let Outcome::Exported(record) = outcome else {
+                anyhow::bail!("the server answered something other than an export");
+            };
+            println!("{}", crate::export::write_files(&record, &out)?);
             Ok(())
         }
-        Command::Admin { store, action } => {
-            let store = store.open_existing()?.store();
-            let out = admin_action(&*store, action)?;
-            store.flush()?;
-            println!("{out}");
+        Command::Admin { target, action } => {
+            let (act, json) = admin_act(action)?;
+            let outcome = target.perform(act, Open::Existing)?;
+            println!("{}", admin::render(&outcome, json));
             Ok(())
         }
         Command::Demo { store, json } => {
@@ -429,162 +458,96 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Audit { action } => match action {
-            AuditCommand::Verify { store } => {
-                let store = store.inspect()?.store();
-                match audit::verify_anchored(&*store) {
-                    Ok(n) => {
-                        println!("audit log intact: {n} entries");
-                        Ok(())
-                    }
-                    Err(e) => {
-                        println!("{e}");
-                        Err(e.into())
-                    }
-                }
+        Command::Audit { action } => {
+            let (target, act, json, open) = match action {
+                AuditCommand::Verify { target } => (target, Act::AuditVerify, false, Open::Inspect),
+                AuditCommand::Show {
+                    target,
+                    json,
+                    limit,
+                } => (target, Act::AuditShow { limit }, json, Open::Existing),
+            };
+            let outcome = target.perform(act, open)?;
+            let out = admin::render(&outcome, json);
+            if let Outcome::AuditBroken { message } = outcome {
+                println!("{message}");
+                anyhow::bail!(message);
             }
-            AuditCommand::Show { store, json, limit } => {
-                let store = store.open_existing()?.store();
-                let entries = audit::entries(&*store, limit)?;
-                let out = audit::render(&entries, json);
-                if !out.is_empty() {
-                    println!("{out}");
-                }
-                Ok(())
+            if !out.is_empty() {
+                println!("{out}");
             }
-        },
+            Ok(())
+        }
     }
 }
 
-/// Runs one `admin` action through the admin service, as [`By::Cli`], and renders what it
-/// returns.
-fn admin_action(store: &dyn Store, action: AdminCommand) -> anyhow::Result<String> {
-    let (by, now) = (By::Cli, now_ms());
+/// The act an `admin` subcommand names, and whether to print JSON.
+fn admin_act(action: AdminCommand) -> anyhow::Result<(Act, bool)> {
     Ok(match action {
         AdminCommand::Org {
             action: OrgCommand::Add { name },
-        } => admin::add_org(store, by, &name, now)?.org_id.to_string(),
+        } => (Act::OrgAdd { name }, false),
         AdminCommand::Team {
             action: TeamCommand::Add { org, name },
-        } => admin::add_team(store, by, &org, &name, now)?
-            .team_id
-            .to_string(),
-        AdminCommand::Staff { action } => staff_action(store, action)?,
-        AdminCommand::Token { action } => token_action(store, action)?,
-        AdminCommand::Case { action } => case_action(store, action)?,
-        AdminCommand::Restricted { action } => restricted_action(store, action)?,
-        AdminCommand::List { json } => render_directory(&admin::directory(store)?, json),
-        AdminCommand::Restored => {
-            let r = admin::restored(store, by, now)?;
-            format!(
-                "log id is now {} (was {}): every device will reset and re-send what it holds on its next sync",
-                r.new, r.old
-            )
-        }
+        } => (Act::TeamAdd { org, name }, false),
+        AdminCommand::Staff { action } => (staff_act(action)?, false),
+        AdminCommand::Token { action } => token_act(action),
+        AdminCommand::Case { action } => case_act(action),
+        AdminCommand::Restricted { action } => (
+            match action {
+                RestrictedCommand::Grant { doc, team } => Act::RestrictedGrant { doc, team },
+                RestrictedCommand::Revoke { doc, team } => Act::RestrictedRevoke { doc, team },
+            },
+            false,
+        ),
+        AdminCommand::List { json } => (Act::List, json),
+        AdminCommand::Restored => (Act::Restored, false),
         AdminCommand::Quarantine {
             action: QuarantineCommand::List { json },
-        } => render_quarantine(&admin::quarantine(store)?, json),
+        } => (Act::QuarantineList, json),
+        AdminCommand::AdminToken { action } => match action {
+            AdminTokenCommand::Issue { name, json } => (Act::AdminTokenIssue { name }, json),
+            AdminTokenCommand::Revoke { id } => (Act::AdminTokenRevoke { admin_id: id }, false),
+        },
     })
 }
 
-fn staff_action(store: &dyn Store, action: StaffCommand) -> anyhow::Result<String> {
-    let (by, now) = (By::Cli, now_ms());
+fn staff_act(action: StaffCommand) -> anyhow::Result<Act> {
     Ok(match action {
         StaffCommand::Add {
             name,
             role,
             org,
             teams,
-        } => {
-            let role: Role = role.parse()?;
-            let new = NewStaff {
-                name: &name,
-                role,
-                org: &org,
-                teams: &teams,
-            };
-            admin::add_staff(store, by, new, now)?.staff_id.to_string()
-        }
-        StaffCommand::AddTeam { staff, team } => {
-            let s = admin::find_staff(store, &staff)?.staff_id;
-            let t = admin::find_team_any(store, &team)?.team_id;
-            admin::staff_add_team(store, by, s, t, now)?;
-            format!("staff member {s} is on team {t}")
-        }
-        StaffCommand::RemoveTeam { staff, team } => {
-            let s = admin::find_staff(store, &staff)?.staff_id;
-            let t = admin::find_team_any(store, &team)?.team_id;
-            admin::staff_remove_team(store, by, s, t, now)?;
-            format!("staff member {s} is not on team {t}")
-        }
-        StaffCommand::Revoke { staff } => {
-            let s = admin::find_staff(store, &staff)?.staff_id;
-            let devices = admin::revoke_staff(store, by, s, now)?;
-            format!("revoked staff member {s} and {} device(s)", devices.len())
-        }
+        } => Act::StaffAdd {
+            name,
+            role: role.parse::<Role>()?,
+            org,
+            teams,
+        },
+        StaffCommand::AddTeam { staff, team } => Act::StaffAddTeam { staff, team },
+        StaffCommand::RemoveTeam { staff, team } => Act::StaffRemoveTeam { staff, team },
+        StaffCommand::Revoke { staff } => Act::StaffRevoke { staff },
     })
 }
 
-fn token_action(store: &dyn Store, action: TokenCommand) -> anyhow::Result<String> {
-    let (by, now) = (By::Cli, now_ms());
-    Ok(match action {
+fn token_act(action: TokenCommand) -> (Act, bool) {
+    match action {
         TokenCommand::Issue {
             staff,
             device_name,
             json,
-        } => {
-            let staff = admin::find_staff(store, &staff)?;
-            let name = device_name.as_deref().unwrap_or(admin::DEFAULT_DEVICE_NAME);
-            let issued = admin::issue_token(store, by, staff.staff_id, name, now)?;
-            if json {
-                serde_json::json!({
-                    "staff_id": staff.staff_id,
-                    "device_id": issued.device.device_id,
-                    "token": issued.token,
-                })
-                .to_string()
-            } else {
-                issued.token
-            }
-        }
-        TokenCommand::Revoke { device } => {
-            let device = admin::revoke_device(store, by, &device, now)?;
-            format!("revoked device {}", device.device_id)
-        }
-    })
+        } => (Act::TokenIssue { staff, device_name }, json),
+        TokenCommand::Revoke { device } => (Act::TokenRevoke { device }, false),
+    }
 }
 
-fn case_action(store: &dyn Store, action: CaseCommand) -> anyhow::Result<String> {
-    let (by, now) = (By::Cli, now_ms());
-    Ok(match action {
-        CaseCommand::AddTeam { case, team } => {
-            let t = admin::find_team_any(store, &team)?.team_id;
-            admin::case_add_team(store, by, case, t, now)?;
-            format!("team {t} is on case {case}")
-        }
-        CaseCommand::RemoveTeam { case, team } => {
-            let t = admin::find_team_any(store, &team)?.team_id;
-            admin::case_remove_team(store, by, case, t, now)?;
-            format!("team {t} is not on case {case}")
-        }
-        CaseCommand::Show { case, json } => render_case(&admin::case_summary(store, case)?, json),
-    })
-}
-
-fn restricted_action(store: &dyn Store, action: RestrictedCommand) -> anyhow::Result<String> {
-    let (by, now) = (By::Cli, now_ms());
-    Ok(match action {
-        RestrictedCommand::Grant { doc, team } => {
-            let t = admin::find_team_any(store, &team)?.team_id;
-            admin::restricted_grant(store, by, doc, t, now)?;
-            format!("team {t} may see restricted document {doc}")
-        }
-        RestrictedCommand::Revoke { doc, team } => {
-            let t = admin::find_team_any(store, &team)?.team_id;
-            admin::restricted_revoke(store, by, doc, t, now)?;
-            format!("team {t} may not see restricted document {doc}")
-        }
-    })
+fn case_act(action: CaseCommand) -> (Act, bool) {
+    match action {
+        CaseCommand::AddTeam { case, team } => (Act::CaseAddTeam { case, team }, false),
+        CaseCommand::RemoveTeam { case, team } => (Act::CaseRemoveTeam { case, team }, false),
+        CaseCommand::Show { case, json } => (Act::CaseShow { case }, json),
+    }
 }
 
 fn serve(
@@ -646,19 +609,9 @@ async fn stop_signal() {
 /// `quarantine list`: document, change hash, size, who pushed it, when, and the rule it broke;
 /// never content. JSON: an array of `{"doc_id", "hash", "bytes", "reason", "staff_id",
 /// "device_id", "at_ms"}`, oldest first.
-pub(crate) fn render_quarantine(entries: &[QuarantineEntry], json: bool) -> String {
+pub(crate) fn render_quarantine(entries: &[QuarantineRow], json: bool) -> String {
     if json {
-        let rows: Vec<serde_json::Value> = entries
-            .iter()
-            .map(|e| {
-                serde_json::json!({
-                    "doc_id": e.doc_id, "hash": hex::encode(e.hash.0), "bytes": e.bytes.len(),
-                    "reason": e.reason, "staff_id": e.staff_id, "device_id": e.device_id,
-                    "at_ms": e.at_ms,
-                })
-            })
-            .collect();
-        return serde_json::Value::Array(rows).to_string();
+        return serde_json::to_string(entries).unwrap_or_else(|_| "[]".into());
     }
     if entries.is_empty() {
         return "no quarantined changes".into();
@@ -669,8 +622,8 @@ pub(crate) fn render_quarantine(entries: &[QuarantineEntry], json: bool) -> Stri
             "  {}  doc {}  change {}  {} bytes  staff {}  device {}\n    {}\n",
             e.at_ms,
             e.doc_id,
-            &hex::encode(e.hash.0)[..16],
-            e.bytes.len(),
+            e.hash.get(..16).unwrap_or(&e.hash),
+            e.bytes,
             e.staff_id,
             e.device_id,
             e.reason
@@ -693,7 +646,7 @@ fn team_names(list: &[TeamName]) -> String {
 /// `case show`: the case's teams and its documents with kind and access list; never content.
 /// JSON: `{"case_id","owner_org","teams":[{"team_id","name"}],"docs":[{"doc_id","kind",
 /// "created_ms","access_teams":[{"team_id","name"}]|null}]}`.
-fn render_case(case: &CaseSummary, json: bool) -> String {
+pub(crate) fn render_case(case: &CaseSummary, json: bool) -> String {
     if json {
         let docs: Vec<serde_json::Value> = case
             .docs
@@ -731,7 +684,7 @@ fn render_case(case: &CaseSummary, json: bool) -> String {
 }
 
 /// `list`: orgs, teams, staff and devices, as text or one JSON object (never tokens).
-fn render_directory(dir: &Directory, json: bool) -> String {
+pub(crate) fn render_directory(dir: &Directory, json: bool) -> String {
     let names = Names::of(dir);
     if json {
         return directory_json(dir, &names).to_string();
@@ -771,6 +724,15 @@ fn render_directory(dir: &Directory, json: bool) -> String {
             if d.revoked { " (revoked)" } else { "" }
         ));
     }
+    out.push_str("Admin tokens:\n");
+    for a in &dir.admins {
+        out.push_str(&format!(
+            "  {}  {}{}\n",
+            a.admin_id,
+            a.name,
+            if a.revoked { " (revoked)" } else { "" }
+        ));
+    }
     out.trim_end().to_string()
 }
 
@@ -790,6 +752,7 @@ fn directory_json(dir: &Directory, names: &Names) -> serde_json::Value {
             "staff": names.staff(d.staff_id),
             "name": d.name, "created_ms": d.created_ms, "revoked": d.revoked,
         })).collect::<Vec<_>>(),
+        "admins": dir.admins,
     })
 }
 
@@ -839,6 +802,9 @@ impl Names {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admin::act::perform;
+    use crate::model::By;
+    use crate::store::Store;
     use crate::testkit::{add_org, add_staff, add_team};
 
     #[test]
@@ -849,34 +815,36 @@ mod tests {
         add_org(s, "Council").unwrap();
         add_team(s, "Council", "North").unwrap();
         let staff = add_staff(s, "Pat Example", "nurse", "Council", &["North".into()]).unwrap();
+        let run = |act: Act, json: bool| admin::render(&perform(s, By::Cli, act, 0).unwrap(), json);
         let issue = |device_name: Option<&str>, json: bool| {
-            let action = TokenCommand::Issue {
+            let act = Act::TokenIssue {
                 staff: staff.staff_id.to_string(),
                 device_name: device_name.map(str::to_string),
-                json,
             };
-            token_action(s, action).unwrap()
+            run(act, json)
         };
         let token = issue(Some("tablet"), false);
         let issued: serde_json::Value = serde_json::from_str(&issue(None, true)).unwrap();
         let device = issued["device_id"].as_str().unwrap().to_string();
-        token_action(
-            s,
-            TokenCommand::Revoke {
+        run(
+            Act::TokenRevoke {
                 device: device.clone(),
             },
-        )
-        .unwrap();
-        let text = admin_action(s, AdminCommand::List { json: false }).unwrap();
-        let json = admin_action(s, AdminCommand::List { json: true }).unwrap();
+            false,
+        );
+        let admin_token = run(Act::AdminTokenIssue { name: "ops".into() }, false);
+        let text = run(Act::List, false);
+        let json = run(Act::List, true);
         for shown in [&text, &json] {
             assert!(!shown.contains(&token));
             assert!(!shown.contains(issued["token"].as_str().unwrap()));
+            assert!(!shown.contains(&admin_token));
             assert!(shown.contains("tablet") && shown.contains(&device));
         }
         assert!(text.contains("(revoked)"));
         let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
         assert_eq!(parsed["devices"].as_array().unwrap().len(), 2);
+        assert_eq!(parsed["admins"][0]["name"], "ops");
     }
 
     #[test]
@@ -891,7 +859,7 @@ mod tests {
             org: "Council".into(),
             teams: vec!["North".into()],
         };
-        let err = staff_action(&*store, add).unwrap_err();
+        let err = staff_act(add).unwrap_err();
         assert!(err.to_string().contains("occupational_therapist"));
     }
 }

@@ -113,11 +113,14 @@ pub enum By {
     /// `casenote-server admin ...` (or `export`, `demo`) run on the server's host: whoever can
     /// run it there, which the server cannot tell apart.
     Cli,
-    /// A member of staff through an admin API (a later issue), from one of their devices.
+    /// A member of staff, from one of their devices (kept for entries written that way).
     Staff {
         staff_id: StaffId,
         device_id: DeviceId,
     },
+    /// The holder of an admin token, through the admin API (`/v1/admin/...`): the token's id,
+    /// never its name or the token ([`super::directory::AdminToken`]).
+    Admin { admin_id: uuid::Uuid },
 }
 
 impl AuditRecord {

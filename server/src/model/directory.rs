@@ -127,6 +127,23 @@ pub struct TokenRecord {
     pub revoked: bool,
 }
 
+/// The store's meta value holding the admin tokens (a JSON list of [`AdminToken`]).
+pub const ADMIN_TOKENS_KEY: &str = "admin_tokens";
+
+/// An admin token: who may use the admin API (`/v1/admin/...`). Separate from device tokens: it
+/// belongs to no member of staff and no device, opens no record, and a device token is never one.
+/// Only its sha256 is stored; `admin_id` is what audit entries name (`By::Admin`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminToken {
+    pub admin_id: uuid::Uuid,
+    /// A label the operator chose (`ops-rota`); shown by `admin list`, never logged or audited.
+    pub name: String,
+    pub created_ms: i64,
+    pub revoked: bool,
+    /// The sha256 of the token (hex).
+    pub token_sha256: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

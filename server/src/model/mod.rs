@@ -11,7 +11,7 @@ pub mod records;
 
 pub use audit::{AuditBroken, AuditEntry, AuditKind, AuditRecord, By, GENESIS_HASH};
 pub use casenote_protocol::nhs::nhs_number_is_valid;
-pub use directory::{Device, Org, Role, Staff, Team, TokenRecord, UnknownRole};
+pub use directory::{AdminToken, Device, Org, Role, Staff, Team, TokenRecord, UnknownRole};
 pub use records::{
     ActorBinding, BackfillPos, CaseRecord, DeviceSync, DocHeader, DocRecord, LogEntry, NewChange,
     PendingReconcile, QuarantineEntry,

@@ -27,8 +27,8 @@ use casenote_protocol::{limits, CaseId, DocId, Seq};
 use std::collections::BTreeSet;
 
 /// The meta values of the application (not of a backend) that move with a store: the demo's
-/// marker. A new one must be added here.
-pub const META_KEYS: &[&str] = &["demo"];
+/// marker and the admin tokens. A new one must be added here.
+pub const META_KEYS: &[&str] = &["demo", crate::model::directory::ADMIN_TOKENS_KEY];
 
 /// What a copy moved.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]

@@ -308,3 +308,17 @@ pub fn back_off(attempt: u32) {
     let ms = rand::random::<u64>() % (max_ms + 1);
     std::thread::sleep(std::time::Duration::from_millis(ms));
 }
+
+/// Why a store does not verify (`casenote-server verify`, on either backend).
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// The first problem found.
+    #[error("store damaged: {0}")]
+    Damaged(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub(crate) fn damaged(msg: impl Into<String>) -> VerifyError {
+    VerifyError::Damaged(msg.into())
+}

@@ -61,9 +61,19 @@ pub struct Staff {
 
 /// Loads the demo borough into `data` and returns its staff tokens.
 pub fn demo(data: &Path) -> Vec<Staff> {
+    demo_with_admin(data).0
+}
+
+/// Loads the demo borough into `data` and returns its staff tokens and the admin token it
+/// printed.
+pub fn demo_with_admin(data: &Path) -> (Vec<Staff>, String) {
     let out = server_cmd_on(&["demo"], data, &["--json"]);
     let v: Value = serde_json::from_str(&out).expect("demo --json prints one JSON object");
-    v["tokens"]
+    let admin = v["admin_token"]
+        .as_str()
+        .expect("demo --json prints an admin token")
+        .to_string();
+    let staff = v["tokens"]
         .as_array()
         .expect("a tokens array")
         .iter()
@@ -72,7 +82,8 @@ pub fn demo(data: &Path) -> Vec<Staff> {
             team: t["team"].as_str().unwrap().to_string(),
             token: t["token"].as_str().unwrap().to_string(),
         })
-        .collect()
+        .collect();
+    (staff, admin)
 }
 
 /// A fresh temporary folder with the demo borough loaded into its `server` data directory.
@@ -157,6 +168,17 @@ impl Server {
         Self::spawn(cmd, data)
     }
 
+    /// Starts a server on `data`, on a free port, writing its log (`RUST_LOG=info`) to `log`.
+    pub fn start_logging(data: &Path, log: &Path) -> Server {
+        let mut cmd = Command::new(SERVER_BIN);
+        cmd.arg("serve")
+            .args(store_args(data))
+            .args(["--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .env("CASENOTE_TEST_LOG_FILE", log);
+        Self::spawn(cmd, data)
+    }
+
     /// Starts a server node on the PostgreSQL database `url` (whatever the suite's backend),
     /// on a free port. Several nodes may serve one database.
     pub fn start_postgres(url: &str) -> Server {
@@ -186,13 +208,18 @@ impl Server {
     }
 
     fn spawn(mut cmd: Command, data: &Path) -> Server {
+        let log_file = cmd
+            .get_envs()
+            .find(|(k, _)| *k == "CASENOTE_TEST_LOG_FILE")
+            .and_then(|(_, v)| v.map(PathBuf::from));
+        let stderr = match log_file {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("create the log file")),
+            None if std::env::var_os("CASENOTE_TEST_LOG").is_some() => Stdio::inherit(),
+            None => Stdio::null(),
+        };
         let mut child = cmd
             .stdout(Stdio::piped())
-            .stderr(if std::env::var_os("CASENOTE_TEST_LOG").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
+            .stderr(stderr)
             .spawn()
             .expect("spawn casenote-server");
         let stdout = child.stdout.take().unwrap();
@@ -246,6 +273,31 @@ impl Server {
             .status()
             .expect("run kill");
         assert!(sent.success(), "kill -TERM {pid} failed");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for the server") {
+                return status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                return self.child.wait().expect("reap the server");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends the server SIGTERM and returns at once (see [`Server::wait`]).
+    pub fn terminate(&self) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+    }
+
+    /// Waits (at most a minute, then SIGKILL) for the server to exit, and returns how it did.
+    pub fn wait(mut self) -> std::process::ExitStatus {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait for the server") {
@@ -642,4 +694,75 @@ pub mod craft {
                 .collect(),
         }
     }
+}
+
+/// What a field device under a server outage shares with the test: when to stop, the markers of
+/// edits the server acknowledged, and counts of syncs that succeeded and that failed.
+#[derive(Clone, Default)]
+pub struct FieldLoad {
+    pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub acknowledged: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    pub ok: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    pub failed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// A device in `dir` signed in to `url` that, until `load.stop`, alternately appends to the plan
+/// of `case` and adds a note, each carrying a unique marker `<d{i}-{n}>`, syncing after each edit.
+/// A sync the outage refused (unreachable, or a server error) is counted and tried again with the
+/// next edit; anything else panics. Returns the markers of edits never acknowledged.
+pub fn edit_and_sync_until_stopped(
+    dir: PathBuf,
+    url: String,
+    token: String,
+    case: casenote_protocol::CaseId,
+    i: usize,
+    load: FieldLoad,
+) -> std::thread::JoinHandle<Vec<String>> {
+    use casenote_client_core::{Error, TransportError};
+    use std::sync::atomic::Ordering;
+    std::thread::spawn(move || {
+        let dev = casenote_client_core::Device::open(&dir, &store_key()).unwrap();
+        while dev.login(&url, &token).is_err() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut pending = Vec::new();
+        let mut n = 0;
+        while !load.stop.load(Ordering::SeqCst) {
+            let marker = format!("<d{i}-{n}>");
+            n += 1;
+            let edit = if n % 2 == 0 {
+                dev.plan_append(case, &marker)
+            } else {
+                dev.note_add(
+                    case,
+                    casenote_protocol::record::NoteKind::Visit,
+                    &marker,
+                    None,
+                )
+                .map(|_| ())
+            };
+            match edit {
+                Ok(()) => pending.push(marker),
+                // The case arrives with this device's first successful sync.
+                Err(Error::NotFound(..)) => {}
+                Err(e) => panic!("device {i}: edit failed: {e}"),
+            }
+            match dev.sync() {
+                Ok(_) => {
+                    load.ok.fetch_add(1, Ordering::SeqCst);
+                    load.acknowledged.lock().unwrap().append(&mut pending);
+                }
+                Err(Error::Transport(
+                    TransportError::Unreachable { .. } | TransportError::Server { .. },
+                )) => {
+                    load.failed.fetch_add(1, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => {
+                    panic!("device {i}: sync failed with something other than the outage: {e}")
+                }
+            }
+        }
+        pending
+    })
 }

@@ -32,7 +32,7 @@ mod schema;
 mod session;
 mod txn;
 mod verify;
-pub use verify::{Summary, VerifyError};
+pub use verify::Summary;
 mod watch;
 
 use super::{LogEntry, Store, StoreError, Watch, Work, Writability};

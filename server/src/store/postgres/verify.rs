@@ -9,7 +9,6 @@
 //! twice), so there is no index of ours to check against the log. The first problem is
 //! reported, in plain words (sequences and ids, never content).
 
-use super::super::StoreError;
 use super::rows::{self, col, seq};
 use super::{backend, PgStore};
 use crate::store::sled::{chain_next, CHAIN_GENESIS};
@@ -35,19 +34,7 @@ impl std::fmt::Display for Summary {
     }
 }
 
-/// Why a database does not verify.
-#[derive(Debug, thiserror::Error)]
-pub enum VerifyError {
-    /// The first problem found.
-    #[error("store damaged: {0}")]
-    Damaged(String),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-fn damaged(msg: impl Into<String>) -> VerifyError {
-    VerifyError::Damaged(msg.into())
-}
+use crate::store::{damaged, VerifyError};
 
 impl PgStore {
     /// Checks the whole database (see the module docs).

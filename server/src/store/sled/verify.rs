@@ -46,19 +46,7 @@ impl std::fmt::Display for Summary {
     }
 }
 
-/// Why a store does not verify.
-#[derive(Debug, thiserror::Error)]
-pub enum VerifyError {
-    /// The first problem found.
-    #[error("store damaged: {0}")]
-    Damaged(String),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-fn damaged(msg: impl Into<String>) -> VerifyError {
-    VerifyError::Damaged(msg.into())
-}
+use crate::store::{damaged, VerifyError};
 
 /// The log walk's result: each document's heads, and the chain at the mark.
 struct Walked {

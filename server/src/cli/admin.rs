@@ -1,0 +1,192 @@
+//! Where an admin act runs, and how its outcome is shown: [`Target`] is `--data DIR` or
+//! `--postgres URL` (a stopped store, performed here as [`By::Cli`]) or `--server URL` with an
+//! admin token (performed by the running server, `POST /v1/admin/{path}`, as that admin). Both
+//! paths give an [`Outcome`], rendered by [`render`] alone, so `admin list --json` prints the same
+//! whichever way it ran.
+//!
+//! The admin token comes from `CASENOTE_ADMIN_TOKEN` (kept out of the process list) or
+//! `--admin-token`. The HTTP client is ureq (blocking, already in the tree through client-core).
+
+use super::store::StoreArgs;
+use crate::admin::act::{self, Act, Outcome};
+use crate::model::By;
+use crate::{now_ms, Store};
+use anyhow::Context;
+use casenote_protocol::{limits, ErrorBody};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// `--data DIR`, `--postgres URL`, or `--server URL` with `--admin-token TOKEN`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Target {
+    /// The data directory of a stopped sled store.
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// A PostgreSQL database (or CASENOTE_POSTGRES_URL).
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "CASENOTE_POSTGRES_URL",
+        hide_env_values = true
+    )]
+    pub postgres: Option<String>,
+    /// A running server, `http://HOST:PORT`: the act runs there, with the admin token.
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+    /// The admin token for --server (or CASENOTE_ADMIN_TOKEN, which keeps it out of the process
+    /// list); `admin --data DIR admin-token issue --name N` makes the first one.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "CASENOTE_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
+}
+
+/// How a stopped store is opened for an act.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Open {
+    /// It must exist already (`admin`, `export`, `audit show`).
+    Existing,
+    /// As it is, healing nothing (`audit verify`).
+    Inspect,
+}
+
+impl Target {
+    /// Runs `act` where the target says and returns its outcome.
+    pub fn perform(&self, act: Act, open: Open) -> anyhow::Result<Outcome> {
+        if let Some(server) = &self.server {
+            if self.data.is_some() {
+                anyhow::bail!("give --server URL or --data DIR, not both");
+            }
+            let token = self.admin_token.as_deref().context(
+                "--server needs an admin token: set CASENOTE_ADMIN_TOKEN (or --admin-token)",
+            )?;
+            return remote(server, token, &act);
+        }
+        let args = StoreArgs {
+            data: self.data.clone(),
+            postgres: self.postgres.clone(),
+        };
+        if args.data.is_some() == args.postgres.is_some() {
+            anyhow::bail!("give exactly one of --data DIR, --postgres URL or --server URL");
+        }
+        let opened = match open {
+            Open::Existing => args.open_existing()?,
+            Open::Inspect => args.inspect()?,
+        };
+        let store: Arc<dyn Store> = opened.store();
+        // A read flushes nothing: flushing a store opened to inspect it would write a new
+        // high-water mark over the loss the next open must find.
+        let writes = !act.reads_only();
+        let outcome = act::perform(&*store, By::Cli, act, now_ms())?;
+        if writes {
+            store.flush()?;
+        }
+        Ok(outcome)
+    }
+}
+
+/// Sends `act` to the admin API of `server` and returns the outcome it answered.
+fn remote(server: &str, token: &str, act: &Act) -> anyhow::Result<Outcome> {
+    let base = server.trim_end_matches('/');
+    if !base.starts_with("http://") {
+        anyhow::bail!("--server must be http://HOST:PORT, not {server:?}");
+    }
+    let url = format!("{base}/v1/admin/{}", act.path());
+    let agent = ureq::AgentBuilder::new()
+        .timeout(std::time::Duration::from_millis(
+            limits::ADMIN_CLIENT_TIMEOUT_MS,
+        ))
+        .build();
+    let answer = agent
+        .post(&url)
+        .set("Authorization", &format!("Bearer {token}"))
+        .send_json(act);
+    match answer {
+        Ok(resp) => resp
+            .into_json::<Outcome>()
+            .with_context(|| format!("the server at {base} answered something unreadable")),
+        Err(ureq::Error::Status(status, resp)) => {
+            let body: Option<ErrorBody> = resp.into_json().ok();
+            match body {
+                Some(b) => anyhow::bail!("{} ({}, HTTP {status})", b.message, b.code),
+                None => anyhow::bail!("the server at {base} answered HTTP {status}"),
+            }
+        }
+        Err(e) => Err(anyhow::anyhow!(e)).with_context(|| format!("could not reach {base}")),
+    }
+}
+
+/// The text (or JSON, with `json`) an outcome prints. `AuditBroken` prints its message; the caller
+/// then exits 1.
+pub fn render(outcome: &Outcome, json: bool) -> String {
+    use super::{render_case, render_directory, render_quarantine};
+    match outcome {
+        Outcome::Org(o) => o.org_id.to_string(),
+        Outcome::Team(t) => t.team_id.to_string(),
+        Outcome::Staff(s) => s.staff_id.to_string(),
+        Outcome::StaffTeam {
+            staff_id,
+            team_id,
+            on,
+            ..
+        } => format!(
+            "staff member {staff_id} is {}on team {team_id}",
+            if *on { "" } else { "not " }
+        ),
+        Outcome::StaffRevoked { staff_id, devices } => format!(
+            "revoked staff member {staff_id} and {} device(s)",
+            devices.len()
+        ),
+        Outcome::TokenIssued {
+            staff_id,
+            device_id,
+            token,
+        } => match json {
+            true => serde_json::json!({"staff_id": staff_id, "device_id": device_id,
+                                       "token": token})
+            .to_string(),
+            false => token.clone(),
+        },
+        Outcome::DeviceRevoked { device_id } => format!("revoked device {device_id}"),
+        Outcome::CaseTeam {
+            case_id,
+            team_id,
+            on,
+            ..
+        } => format!(
+            "team {team_id} is {}on case {case_id}",
+            if *on { "" } else { "not " }
+        ),
+        Outcome::Case(c) => render_case(c, json),
+        Outcome::RestrictedAccess {
+            doc_id,
+            team_id,
+            granted,
+            ..
+        } => format!(
+            "team {team_id} may {}see restricted document {doc_id}",
+            if *granted { "" } else { "not " }
+        ),
+        Outcome::Directory(d) => render_directory(d, json),
+        Outcome::Restored(r) => format!(
+            "log id is now {} (was {}): every device will reset and re-send what it holds on its next sync",
+            r.new, r.old
+        ),
+        Outcome::Quarantine { entries } => render_quarantine(entries, json),
+        Outcome::AdminTokenIssued { admin_id, token } => match json {
+            true => serde_json::json!({"admin_id": admin_id, "token": token}).to_string(),
+            false => token.clone(),
+        },
+        Outcome::AdminTokenRevoked { admin_id } => format!("revoked admin token {admin_id}"),
+        Outcome::AuditIntact { entries } => format!("audit log intact: {entries} entries"),
+        Outcome::AuditBroken { message } => message.clone(),
+        Outcome::AuditEntries { entries } => crate::audit::render(entries, json),
+        Outcome::Exported(e) => format!(
+            "{} documents: {} notes, {} restricted; {} changes with provenance",
+            e.documents, e.notes, e.restricted, e.changes
+        ),
+    }
+}
