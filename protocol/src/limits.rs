@@ -492,3 +492,11 @@ pub const DEVICE_STORE_BUSY_WAIT_MS: u64 = 30_000;
 /// key file was named by its old path). Each try is a file read and one key unwrap, microseconds;
 /// a keys directory holds one file per store on the machine.
 pub const DEVICE_KEY_FILES_TRIED_MAX: usize = 1_000;
+
+/// Threads the server runs store and Automerge work on at most (tokio's blocking pool; its own
+/// default is 512). Every sync's work runs there, so under a burst from many devices on a slow
+/// machine the pool grew a thread per waiting sync, each with its own allocator caches: 200
+/// devices took the server to 351 MB on a loaded 2-core machine, over the W6 bound. 64 threads
+/// keep many syncs waiting on one flush together (group commit needs company) while work beyond
+/// them queues, within the connection and per-device caps and the request timeouts.
+pub const SERVER_BLOCKING_THREADS_MAX: usize = 64;

@@ -56,11 +56,7 @@ fn a_server_killed_at_random_under_concurrent_load_loses_nothing_it_acknowledged
         server = server.crash_and_restart();
     }
     std::thread::sleep(Duration::from_millis(200));
-    load.stop.store(true, Ordering::SeqCst);
-    let unacknowledged: Vec<String> = workers
-        .into_iter()
-        .flat_map(|w| w.join().expect("a device thread panicked"))
-        .collect();
+    let unacknowledged = load.stop_and_join(workers);
 
     // Every device syncs until quiet; a fresh device then pulls everything.
     let devices: Vec<Device> = (0..names.len())

@@ -222,11 +222,7 @@ fn a_node_killed_under_load_loses_nothing_it_acknowledged_and_the_other_node_car
         a = a.crash_and_restart();
     }
     std::thread::sleep(Duration::from_millis(300));
-    on_a.stop.store(true, Ordering::SeqCst);
-    let unacknowledged: Vec<String> = workers
-        .into_iter()
-        .flat_map(|w| w.join().expect("a device thread panicked"))
-        .collect();
+    let unacknowledged = on_a.stop_and_join(workers);
 
     let devices: Vec<Device> = (0..plan.len())
         .map(|i| Device::open(&tmp.path().join(format!("dev{i}")), &store_key()).unwrap())

@@ -23,7 +23,7 @@ use crate::now_ms;
 use crate::store::StoreError;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequestParts, MatchedPath, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::routing::post;
@@ -130,10 +130,7 @@ impl FromRequestParts<AppState> for AdminAuthed {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer(&parts.headers);
-        let route = parts
-            .extensions
-            .get::<MatchedPath>()
-            .map(|m| m.as_str().to_string());
+        let route = super::extract::route_template(parts);
         let (store, refusals) = (state.store.clone(), state.refusals.clone());
         blocking(move || {
             let found = match &token {

@@ -30,6 +30,15 @@ pub(crate) fn bearer(headers: &HeaderMap) -> Option<String> {
         })
 }
 
+/// The route template of a request, for the audit of a refusal: never the path, which is text
+/// the peer chose.
+pub(super) fn route_template(parts: &Parts) -> Option<String> {
+    parts
+        .extensions
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+}
+
 /// An authenticated device, extracted from `Authorization: Bearer TOKEN`.
 pub struct Authed(pub Principal);
 
@@ -38,11 +47,7 @@ impl FromRequestParts<AppState> for Authed {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer(&parts.headers);
-        // The route template, never the path: the path is text the peer chose.
-        let route = parts
-            .extensions
-            .get::<MatchedPath>()
-            .map(|m| m.as_str().to_string());
+        let route = route_template(parts);
         let (store, refusals) = (state.store.clone(), state.refusals.clone());
         blocking(move || {
             let found = match &token {

@@ -564,6 +564,7 @@ fn serve(
     let store = opened.store();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(casenote_protocol::limits::SERVER_BLOCKING_THREADS_MAX)
         .build()
         .context("could not start the async runtime")?;
     runtime.block_on(async move {

@@ -132,3 +132,18 @@ pub struct LogEntry<'a> {
     pub hash: Hash,
     pub bytes: &'a [u8],
 }
+
+/// The `prev` of the first link of the change log's hash chain.
+pub const CHAIN_GENESIS: [u8; 32] = [0; 32];
+
+/// The change log's hash chain, the same on every backend (so a store moved between backends
+/// keeps its chain): `chain_n = sha256(chain_{n-1} ‖ n (u64 big-endian) ‖ doc ‖ hash)`.
+pub fn chain_next(prev: &[u8; 32], seq: u64, doc: DocId, hash: &Hash) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(prev);
+    h.update(seq.to_be_bytes());
+    h.update(doc.as_bytes());
+    h.update(hash.0);
+    h.finalize().into()
+}

@@ -706,6 +706,17 @@ pub struct FieldLoad {
     pub failed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
+impl FieldLoad {
+    /// Tells the devices to stop and waits for them; the markers they never had acknowledged.
+    pub fn stop_and_join(&self, workers: Vec<std::thread::JoinHandle<Vec<String>>>) -> Vec<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("a device thread panicked"))
+            .collect()
+    }
+}
+
 /// A device in `dir` signed in to `url` that, until `load.stop`, alternately appends to the plan
 /// of `case` and adds a note, each carrying a unique marker `<d{i}-{n}>`, syncing after each edit.
 /// A sync the outage refused (unreachable, or a server error) is counted and tried again with the

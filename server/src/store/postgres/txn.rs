@@ -13,11 +13,11 @@ use super::backend;
 use super::rows::{self, big, col, enum_text, seq};
 use super::session::Session;
 use crate::model::audit::{self as audit_model, AuditEntry, AuditRecord};
+use crate::model::{chain_next, CHAIN_GENESIS};
 use crate::model::{
     ActorBinding, CaseRecord, Device, DeviceSync, DocRecord, LogEntry, NewChange, Org,
     QuarantineEntry, Staff, Team, TokenRecord,
 };
-use crate::store::sled::{chain_next, CHAIN_GENESIS};
 use casenote_protocol::wire::Hash;
 use casenote_protocol::{limits, CaseId, DeviceId, DocId, OrgId, Seq, StaffId, TeamId};
 use std::collections::HashSet;

@@ -11,7 +11,7 @@
 
 use super::rows::{self, col, seq};
 use super::{backend, PgStore};
-use crate::store::sled::{chain_next, CHAIN_GENESIS};
+use crate::model::{chain_next, CHAIN_GENESIS};
 use postgres::fallible_iterator::FallibleIterator;
 
 /// What a database that verified holds.

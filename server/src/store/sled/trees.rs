@@ -15,7 +15,6 @@ use crate::store::StoreError;
 use casenote_protocol::limits;
 use casenote_protocol::wire::Hash;
 use casenote_protocol::DocId;
-use sha2::{Digest, Sha256};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 use std::path::Path;
 
@@ -305,18 +304,7 @@ pub(super) struct Tip {
 /// The tree that holds the audit log ([`crate::model::audit`]).
 pub const AUDIT_TREE: &str = "audit";
 
-/// The `prev` of the first link of the log's hash chain.
-pub const CHAIN_GENESIS: [u8; 32] = [0; 32];
-
-/// The log's hash chain: `chain_n = sha256(chain_{n-1} ‖ n (u64 big-endian) ‖ doc ‖ hash)`.
-pub fn chain_next(prev: &[u8; 32], seq: u64, doc: DocId, hash: &Hash) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(prev);
-    h.update(seq.to_be_bytes());
-    h.update(doc.as_bytes());
-    h.update(hash.0);
-    h.finalize().into()
-}
+pub use crate::model::{chain_next, CHAIN_GENESIS};
 
 /// A `log` value: doc id (16) ‖ change hash (32) ‖ chain (32) ‖ change bytes.
 pub(super) fn log_value(doc: DocId, hash: &Hash, chain: &[u8; 32], bytes: &[u8]) -> Vec<u8> {
