@@ -28,9 +28,21 @@ pub(super) const MARKED_KEY: &str = "marked";
 
 impl From<sled::Error> for StoreError {
     /// sled's error as the contract's: its lock held by another process is found where sled is
-    /// opened (`Sled::open`); everything else is the backend's failure.
+    /// opened (`Sled::open`). An I/O error means sled can no longer write (sled keeps the first
+    /// one its background flusher met and returns it from every later call, reads included):
+    /// `Full` when the disk is full, else `Unwritable`, so a request is refused with a code and
+    /// the store, told by the write that meets it, reopens once it can (`durable.rs`).
+    /// Everything else is the backend's failure.
     fn from(e: sled::Error) -> Self {
-        StoreError::Backend(e.to_string())
+        match e {
+            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
+                StoreError::Full(format!("the store's disk is full ({io})"))
+            }
+            sled::Error::Io(io) => {
+                StoreError::Unwritable(format!("the store failed a write ({io})"))
+            }
+            e => StoreError::Backend(e.to_string()),
+        }
     }
 }
 

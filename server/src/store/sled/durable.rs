@@ -227,6 +227,20 @@ impl Shared {
         }
     }
 
+    /// After a transaction's work failed: an I/O error sled returned inside it (mapped to
+    /// `Full` or `Unwritable`, see `codec.rs`) marks the store failed, as a failed commit does,
+    /// so that it reopens once there is space; any other error passes through.
+    pub(super) fn after_failed_work(&self, e: StoreError) -> StoreError {
+        if let StoreError::Full(reason) | StoreError::Unwritable(reason) = &e {
+            tracing::error!(error = %reason, "the store failed inside a write; writes are refused until it reopens");
+            *lock(&self.health) = Health::Failed {
+                reason: reason.clone(),
+                last_try: Some(Instant::now()),
+            };
+        }
+        e
+    }
+
     /// Marks the store failed when `e` is an I/O error from sled (it then refuses every write
     /// until reopened), and says so as a refusal; any other sled error is the backend's.
     pub(super) fn failed(&self, e: sled::Error) -> StoreError {

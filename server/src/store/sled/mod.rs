@@ -336,13 +336,13 @@ impl Store for SledStore {
         let _guard = lock(&self.shared.write_lock);
         let s = self.shared.sled()?;
         let mut txn = SledTxn::new(&s, true);
-        work(&mut txn)?;
+        work(&mut txn).map_err(|e| self.shared.after_failed_work(e))?;
         txn.commit().map_err(|e| self.shared.failed(e))
     }
 
     fn read_txn(&self, work: &mut Work<'_>) -> Result<(), StoreError> {
         let s = self.sled()?;
-        work(&mut SledTxn::new(&s, false))
+        work(&mut SledTxn::new(&s, false)).map_err(|e| self.shared.after_failed_work(e))
     }
 
     fn scan_log(
@@ -357,7 +357,7 @@ impl Store for SledStore {
         let start = after.0.saturating_add(1).to_be_bytes();
         let end = upto.0.to_be_bytes();
         for item in self.sled()?.log.range(start..=end) {
-            let (k, v) = item?;
+            let (k, v) = item.map_err(|e| self.shared.failed(e))?;
             let e = parse_log(&v)?;
             let entry = LogEntry {
                 seq: Seq(seq_from(&k)?),
@@ -373,7 +373,8 @@ impl Store for SledStore {
     }
 
     fn get_log(&self, seq: Seq) -> Result<Option<(DocId, Hash, Vec<u8>)>, StoreError> {
-        let Some(v) = self.sled()?.log.get(seq.0.to_be_bytes())? else {
+        let got = self.sled()?.log.get(seq.0.to_be_bytes());
+        let Some(v) = got.map_err(|e| self.shared.failed(e))? else {
             return Ok(None);
         };
         let e = parse_log(&v)?;
@@ -383,7 +384,7 @@ impl Store for SledStore {
     fn doc_change_seqs(&self, doc: DocId) -> Result<Vec<Seq>, StoreError> {
         let mut out = Vec::new();
         for item in self.sled()?.hashes.scan_prefix(doc.as_bytes()) {
-            let (_, v) = item?;
+            let (_, v) = item.map_err(|e| self.shared.failed(e))?;
             out.push(Seq(seq_from(&v)?));
         }
         out.sort();
@@ -391,7 +392,8 @@ impl Store for SledStore {
     }
 
     fn received_at(&self, seq: Seq) -> Result<Option<i64>, StoreError> {
-        match self.sled()?.received.get(seq.0.to_be_bytes())? {
+        let got = self.sled()?.received.get(seq.0.to_be_bytes());
+        match got.map_err(|e| self.shared.failed(e))? {
             Some(v) => {
                 let arr: [u8; 8] = v
                     .as_ref()
@@ -404,7 +406,8 @@ impl Store for SledStore {
     }
 
     fn last_seq(&self) -> Result<Seq, StoreError> {
-        Ok(Seq(self.sled()?.tip()?.seq))
+        let tip = self.sled()?.tip();
+        Ok(Seq(tip.map_err(|e| self.shared.after_failed_work(e))?.seq))
     }
 
     fn durable_seq(&self) -> Result<Seq, StoreError> {
@@ -413,7 +416,7 @@ impl Store for SledStore {
 
     fn audit_scan(&self, visit: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError> {
         for item in self.sled()?.audit.iter() {
-            let (k, v) = item?;
+            let (k, v) = item.map_err(|e| self.shared.failed(e))?;
             if !visit(seq_from(&k)?, &v) {
                 break;
             }
@@ -428,7 +431,7 @@ impl Store for SledStore {
     }
 
     fn quarantine_list(&self) -> Result<Vec<QuarantineEntry>, StoreError> {
-        all(&self.sled()?.quarantine)
+        all(&self.sled()?.quarantine).map_err(|e| self.shared.after_failed_work(e))
     }
 
     fn flush(&self) -> Result<(), StoreError> {
