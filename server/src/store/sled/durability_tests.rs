@@ -304,3 +304,98 @@ fn writes_are_refused_below_the_free_space_floor_and_reads_still_work() {
     add_org(&store, "Council").unwrap();
     store.flush().unwrap();
 }
+
+/// A tmpfs mounted on `dir` for the test's lifetime (CI runs as root, as the full-disk suite
+/// in `tests/` also needs).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size_mib: u64) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_mib}m"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "could not mount a tmpfs (this test needs root, as CI runs)"
+        );
+        Tmpfs(dir.to_path_buf())
+    }
+
+    /// Fills the file system with a file until a write fails for lack of space.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.0.join("filler");
+        let mut file = std::fs::File::create(&path).unwrap();
+        for chunk in [1024 * 1024, 4096, 1] {
+            let buf = vec![0xa5u8; chunk];
+            while file.write_all(&buf).is_ok() {}
+        }
+        path
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// sled writes a value larger than a quarter of a segment to a file of its own (a blob). When
+/// that write met a full disk, sled 0.34.7 kept the place the value had claimed in its log
+/// buffer, so every later flush, and closing the handle to reopen it, waited forever: writes
+/// never resumed once space returned (vendor/README.md). With the patched sled the failure
+/// fails the handle at once, and the store reopens by itself.
+#[test]
+fn a_blob_write_that_meets_a_full_disk_fails_the_store_which_reopens_when_space_returns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = Tmpfs::mount(&tmp.path().join("disk"), 32);
+    let dir = disk.0.join("store");
+    let store = open(&dir).unwrap();
+    // No floor: sled itself meets the full disk, as when it fills between the check and the write.
+    store.set_free_bytes_min(0);
+    add_org(&store, "Council").unwrap();
+    store.flush().unwrap();
+    store.set_flush_wait(Duration::from_secs(10));
+    let filler = disk.fill();
+    let blob = "x".repeat(300 * 1024);
+    let err = add_org(&store, &blob)
+        .and_then(|()| store.flush())
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Full(_) | StoreError::Unwritable(_)),
+        "{err}"
+    );
+    assert!(!store.writability().writable);
+    let orgs = read(&*store, |t| t.orgs()).expect("reads still work");
+    assert_eq!(orgs.len(), 1, "only what was acknowledged");
+
+    std::fs::remove_file(filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match add_org(&store, "Trust").and_then(|()| store.flush()) {
+            Ok(()) => break,
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "writes never resumed once space returned: {e}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(store);
+    let store = open(&dir).unwrap();
+    let names: Vec<String> = read(&*store, |t| t.orgs())
+        .unwrap()
+        .into_iter()
+        .map(|o| o.name)
+        .collect();
+    assert!(
+        names.contains(&"Council".to_string()) && names.contains(&"Trust".to_string()),
+        "{names:?}"
+    );
+}
