@@ -229,14 +229,20 @@ impl Shared {
 
     /// After a transaction's work failed: an I/O error sled returned inside it (mapped to
     /// `Full` or `Unwritable`, see `codec.rs`) marks the store failed, as a failed commit does,
-    /// so that it reopens once there is space; any other error passes through.
+    /// so that it reopens once there is space; any other error passes through. A store already
+    /// failed keeps its state: sled returns its first error from every later call, reads
+    /// included, and restarting the reopen's clock on each would put the reopen off for as
+    /// long as devices keep trying.
     pub(super) fn after_failed_work(&self, e: StoreError) -> StoreError {
         if let StoreError::Full(reason) | StoreError::Unwritable(reason) = &e {
-            tracing::error!(error = %reason, "the store failed inside a write; writes are refused until it reopens");
-            *lock(&self.health) = Health::Failed {
-                reason: reason.clone(),
-                last_try: Some(Instant::now()),
-            };
+            let mut health = lock(&self.health);
+            if !matches!(*health, Health::Failed { .. }) {
+                tracing::error!(error = %reason, "the store failed an operation; writes are refused until it reopens");
+                *health = Health::Failed {
+                    reason: reason.clone(),
+                    last_try: Some(Instant::now()),
+                };
+            }
         }
         e
     }
@@ -329,7 +335,16 @@ impl SledStore {
     /// The current sled handle for a read. Only after a reopen that closed the failed handle
     /// but could not open the files again is there none: then reads, too, try the reopen when
     /// it is due.
+    ///
+    /// A read of a failed store tries the reopen when it is due, too: sled may fail reads
+    /// after a write failed, and a device that only pulls (or the token lookup that starts
+    /// every sync) must bring the store back as a write would. A reopen not yet possible
+    /// leaves the failed handle for the read to try.
     pub(super) fn sled(&self) -> Result<Arc<Sled>, StoreError> {
+        let failed = matches!(*lock(&self.shared.health), Health::Failed { .. });
+        if failed {
+            let _ = self.healthy();
+        }
         if let Ok(s) = self.shared.sled() {
             return Ok(s);
         }
@@ -356,7 +371,13 @@ impl SledStore {
                 "too little space to reopen the store".into(),
             ));
         }
-        let _writes = lock(&sh.write_lock);
+        // Bounded: a reopen tried by a read on a thread that holds the write lock (a store
+        // read inside a write transaction) gives up rather than waiting on itself.
+        let Some(_writes) = lock_within(&sh.write_lock, limits::STORE_REOPEN_WAIT_MS) else {
+            return Err(StoreError::Unwritable(
+                "writes in progress hold the store; it reopens later".into(),
+            ));
+        };
         let old = sh.sled.write().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(old) = old {
             if let Err(old) = close_bounded(old) {
@@ -402,6 +423,21 @@ impl SledStore {
             reason: refused.err().map(|e| e.to_string()),
             free_bytes: free,
             free_bytes_min: min,
+        }
+    }
+}
+
+/// `m`'s guard if it comes free within `wait_ms`.
+fn lock_within<T>(m: &Mutex<T>, wait_ms: u64) -> Option<std::sync::MutexGuard<'_, T>> {
+    let deadline = Instant::now() + std::time::Duration::from_millis(wait_ms);
+    loop {
+        match m.try_lock() {
+            Ok(guard) => return Some(guard),
+            Err(std::sync::TryLockError::Poisoned(e)) => return Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) if Instant::now() >= deadline => return None,
+            Err(std::sync::TryLockError::WouldBlock) => {
+                std::thread::sleep(std::time::Duration::from_millis(5))
+            }
         }
     }
 }
