@@ -55,6 +55,49 @@ class Elapsed(cn.ElapsedClock):
         return "the python test's boot"
 
 
+def statutory_record(a, b, case):
+    """The statutory kinds through the bindings: A records a capacity assessment, completes it
+    and opens a pathway-1 discharge; B receives both; a completed assessment refuses a change
+    and is corrected by an amendment with a reason; a bad vocabulary value is refused on the
+    device."""
+    mca = a.assessment_new(case, "mca")
+    for field, value in [("decision", "PY-MCA: whether to return home"),
+                         ("help_given", "A quiet room"),
+                         ("stage1.impairment", "no"),
+                         ("tests.understand.result", "can"),
+                         ("tests.retain.result", "can"),
+                         ("tests.use_or_weigh.result", "can"),
+                         ("tests.communicate.result", "can"),
+                         ("outcome", "has_capacity")]:
+        a.assessment_set(mca, field, value)
+    a.assessment_complete(mca)
+    expect_error(cn.CasenoteError.Refused, "changing a completed assessment",
+                 lambda: a.assessment_set(mca, "outcome", "lacks_capacity"))
+    discharge = a.discharge_new(case)
+    a.discharge_set(discharge, "pathway", "1")
+    a.discharge_set(discharge, "expected_discharge_date", "2026-03-02")
+    expect_error(cn.CasenoteError.InvalidInput, "a discharge pathway outside 0-3",
+                 lambda: a.discharge_set(discharge, "pathway", "4"))
+    a.sync()
+    b.sync()
+    shown = json.loads(b.show(case))
+    got = {d["doc_id"]: d for d in shown.get("assessments", [])}
+    check(mca in got, f"B did not receive A's assessment: {list(got)}")
+    content = got[mca]["content"]
+    check(content.get("outcome") == "has_capacity" and content.get("status") == "completed",
+          f"B's copy of the assessment: {content}")
+    discharges = {d["doc_id"]: d["content"] for d in shown.get("discharges", [])}
+    check(discharges.get(discharge, {}).get("pathway") in (1, "1"),
+          f"B's copy of the discharge: {discharges}")
+    amendment = b.assessment_amend(mca, cn.AmendKind.CORRECTION, "PY-REASON: wrong decision wording")
+    b.sync()
+    a.sync()
+    shown = json.loads(a.show(case))
+    got = {d["doc_id"]: d for d in shown.get("assessments", [])}
+    check(got.get(mca, {}).get("amended_by") == [amendment],
+          f"the amendment does not amend the assessment: {got.get(mca)}")
+
+
 def main():
     url = os.environ["CASENOTE_URL"]
     work = os.environ["CASENOTE_WORK"]
@@ -140,6 +183,8 @@ def main():
               f"{name}'s status has no payload sizes: {st}")
         check(st.bytes_up_last == st.last_sync.bytes_up, f"{name}'s last-sync sizes disagree: {st}")
         check(st.staff_id == dev.whoami().staff_id and st.server == url, f"{name}'s status: {st}")
+
+    statutory_record(a, b, case)
 
     # A shared ward tablet: each user's slot, named and encrypted by their own key.
     root = os.path.join(work, "tablet")
