@@ -11,6 +11,8 @@
 //! answer; an access change bumps the access epoch, so devices are reconciled at their next sync
 //! with nothing restarted.
 
+mod backup;
+
 use super::error::{blocking, ApiError};
 use super::extract::bearer;
 use super::AppState;
@@ -46,7 +48,7 @@ pub(crate) fn routes() -> Router<AppState> {
             ),
         );
     }
-    router
+    router.route("/v1/admin/backup", post(backup::handle))
 }
 
 /// Runs the act `tag` with the fields of `body` as the admin who sent it.
