@@ -26,7 +26,7 @@
 
 use crate::audit;
 use crate::model::{AuditKind, AuditRecord, By};
-use crate::store::copy::{self, Batcher, CopyError, Copied, Cut, Item, Sink, StoreSink};
+use crate::store::copy::{self, Batcher, Copied, CopyError, Cut, Item, Sink, StoreSink};
 use crate::store::{self, Store, StoreError};
 use casenote_protocol::limits;
 use serde::{Deserialize, Serialize};
@@ -110,7 +110,11 @@ pub fn begin(store: &dyn Store, by: By, now_ms: i64) -> Result<Header, BackupErr
 }
 
 /// Writes the backup begun with `header` to `out`: the traversal up to its cut, then the trailer.
-pub fn write(store: &dyn Store, header: Header, out: &mut dyn Write) -> Result<Summary, BackupError> {
+pub fn write(
+    store: &dyn Store,
+    header: Header,
+    out: &mut dyn Write,
+) -> Result<Summary, BackupError> {
     let mut w = Writer {
         out,
         hash: Sha256::new(),
@@ -199,7 +203,9 @@ impl<R: Read> Reader<R> {
         match r.frame()? {
             Frame::Header(h) if h.format == FORMAT => Ok((r, h)),
             Frame::Header(h) => Err(BackupError::Format(h.format)),
-            _ => Err(BackupError::Damaged("it does not start with its header".into())),
+            _ => Err(BackupError::Damaged(
+                "it does not start with its header".into(),
+            )),
         }
     }
 

@@ -172,7 +172,12 @@ fn a_backup_taken_while_devices_sync_restores_and_devices_resend_what_it_lacks()
     let verified = server_cmd_on(&["audit", "verify"], &restored, &[]);
     assert!(verified.contains("audit log intact"), "{verified}");
     let entries = audit_entries(&restored);
-    let action = |a: &str| entries.iter().find(|e| e["details"]["action"] == a).cloned();
+    let action = |a: &str| {
+        entries
+            .iter()
+            .find(|e| e["details"]["action"] == a)
+            .cloned()
+    };
     let backup = action("backup").expect("the backup is in the restored audit log");
     assert!(
         backup["details"]["by"]["admin_id"].is_string(),
@@ -210,7 +215,10 @@ fn a_truncated_or_damaged_backup_is_refused_and_nothing_is_restored() {
     let no_trailer = tmp.path().join("no-trailer.backup");
     std::fs::write(&no_trailer, &bytes[..bytes.len() - 1]).unwrap();
     let out = restore(&no_trailer, &target);
-    assert!(!out.status.success(), "a backup without its trailer was restored");
+    assert!(
+        !out.status.success(),
+        "a backup without its trailer was restored"
+    );
 
     // One flipped byte anywhere: in a record's body, in a length, in the trailer.
     for at in [bytes.len() / 2, 20, bytes.len() - 5] {
@@ -219,7 +227,10 @@ fn a_truncated_or_damaged_backup_is_refused_and_nothing_is_restored() {
         let path = tmp.path().join(format!("flipped-{at}.backup"));
         std::fs::write(&path, &damaged).unwrap();
         let out = restore(&path, &target);
-        assert!(!out.status.success(), "a backup with byte {at} flipped was restored");
+        assert!(
+            !out.status.success(),
+            "a backup with byte {at} flipped was restored"
+        );
         let err = stderr(&out);
         assert!(
             err.contains("damaged") || err.contains("truncated"),
@@ -256,7 +267,10 @@ fn only_a_live_admin_token_takes_a_backup() {
     let device_token = token_of(&staff, "Priya Shah");
     for token in ["cna_wrong", device_token.as_str()] {
         let out = backup_over_api(&server.url, token, &file);
-        assert!(!out.status.success(), "a backup with token {token:.6}… was taken");
+        assert!(
+            !out.status.success(),
+            "a backup with token {token:.6}… was taken"
+        );
         assert!(stderr(&out).contains("unauthorized"), "{}", stderr(&out));
     }
     let f = file.to_string_lossy();

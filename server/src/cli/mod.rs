@@ -468,7 +468,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Restore { from, store } => {
-            println!("{}", backup::render_restored(&backup::restore(&from, &store)?));
+            println!(
+                "{}",
+                backup::render_restored(&backup::restore(&from, &store)?)
+            );
             Ok(())
         }
         Command::Admin { target, action } => {

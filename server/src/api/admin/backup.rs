@@ -55,7 +55,11 @@ pub(super) async fn handle(
         );
         match crate::backup::write(&*store, header, &mut out) {
             Ok(s) => {
-                tracing::info!(changes = s.copied.changes, audit_entries = s.copied.audit_entries, "backup streamed")
+                tracing::info!(
+                    changes = s.copied.changes,
+                    audit_entries = s.copied.audit_entries,
+                    "backup streamed"
+                )
             }
             Err(e) => {
                 tracing::warn!(error = %e, "backup stopped");
@@ -104,7 +108,9 @@ impl std::io::Write for Chunks {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.tx
             .blocking_send(Ok(Bytes::copy_from_slice(buf)))
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))?;
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
+            })?;
         Ok(buf.len())
     }
 
