@@ -1,4 +1,5 @@
-//! The `casenote-server` command line: `serve`, `admin`, `demo`, `audit`, `verify` and `export`, a
+//! The `casenote-server` command line: `serve`, `admin` (with `admin backup`, [`backup`]),
+//! `restore`, `demo`, `audit`, `verify` and `export`, a
 //! thin clap shell over the library that parses, calls the domain (the admin service, audit,
 //! export, the demo loader in [`demo`]), renders what it returns, and maps the outcome to an exit
 //! code. It lives in the library so that the end-to-end test package can build the same entry
