@@ -211,7 +211,7 @@ impl<R: Read> Reader<R> {
 
     /// The next item; at the end, the counts the backup says it holds, once its trailer was
     /// found to match and nothing to follow it.
-    pub fn next(&mut self) -> Result<Result<Item, Copied>, BackupError> {
+    pub fn read_item(&mut self) -> Result<Result<Item, Copied>, BackupError> {
         if self.ended {
             return Err(BackupError::Damaged("read past its end".into()));
         }
@@ -277,7 +277,7 @@ pub fn check(input: impl Read) -> Result<Summary, BackupError> {
     let (mut r, header) = Reader::open(input)?;
     let mut seen = Copied::default();
     loop {
-        match r.next()? {
+        match r.read_item()? {
             Ok(item) => seen.count(&item),
             Err(copied) => return summary(header, seen, copied),
         }
@@ -321,7 +321,7 @@ pub fn restore(
     let mut sink = StoreSink::new(to);
     let mut batch = Batcher::new(&mut sink);
     let said = loop {
-        match r.next()? {
+        match r.read_item()? {
             Ok(item) => batch.push(item)?,
             Err(copied) => break copied,
         }
