@@ -12,7 +12,7 @@ use common::*;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Runs `casenote-server` with `args` to completion, whatever its exit.
 fn run(args: &[&str]) -> Output {
@@ -48,15 +48,6 @@ fn restore(from: &Path, data: &Path) -> Output {
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Waits (within a generous deadline) until `done` holds.
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -96,7 +87,7 @@ fn a_backup_taken_while_devices_sync_restores_and_devices_resend_what_it_lacks()
         })
         .collect();
     let acked = || load.acknowledged.lock().unwrap().len();
-    wait_until("the devices have synced a few edits", || acked() >= 12);
+    eventually("the devices syncing a few edits", || acked() >= 12);
 
     // The backup, taken over the admin API while the devices keep editing and syncing.
     let file = tmp.path().join("casenote.backup");
@@ -112,7 +103,7 @@ fn a_backup_taken_while_devices_sync_restores_and_devices_resend_what_it_lacks()
 
     // More notes acknowledged after the backup, which it cannot hold; then the disaster.
     let at_backup = acked();
-    wait_until("more edits are acknowledged after the backup", || {
+    eventually("more edits acknowledged after the backup", || {
         acked() >= at_backup + 9
     });
     server.kill9();
