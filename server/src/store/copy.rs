@@ -29,7 +29,9 @@
 //! the audit chain is a prefix of the live one. The directory, access epoch, cases' teams,
 //! device states and holdings, quarantine and escrow are read after the cut, so they may be a
 //! little newer than it: never older, which is the safe side (a revocation or an access change
-//! made during the copy is in it; holdings only grow, so no eviction is missed).
+//! made during the copy is in it; holdings only grow, so no eviction is missed), except that a
+//! device's holdings keep only documents the copy holds, so that no access change evicts from a
+//! device a document created after the cut before the device has re-sent it.
 
 use super::{read, write, Store, StoreError, Txn};
 use crate::model::audit::ChainCheck;
@@ -224,7 +226,7 @@ pub fn traverse(from: &dyn Store, cut: Cut, sink: &mut dyn Sink) -> Result<(), C
     let named = log(from, cut.upto, &mut out)?;
     records(from, &named, &mut out)?;
     meta(from, &mut out)?;
-    directory(from, &mut out)?;
+    directory(from, &named, &mut out)?;
     for entry in from.quarantine_list()? {
         out.push(Item::Quarantined(entry))?;
     }
@@ -424,8 +426,9 @@ fn meta(from: &dyn Store, out: &mut Batcher) -> Result<(), CopyError> {
     out.push(item)
 }
 
-/// Orgs, teams, staff, and per device: its record, token, sync state, holdings and escrow.
-fn directory(from: &dyn Store, out: &mut Batcher) -> Result<(), CopyError> {
+/// Orgs, teams, staff, and per device: its record, token, sync state, holdings (of the documents
+/// the copy holds) and escrow.
+fn directory(from: &dyn Store, named: &Named, out: &mut Batcher) -> Result<(), CopyError> {
     let (orgs, teams, staff, devices) = read(from, |t| {
         Ok((t.orgs()?, t.teams()?, t.staff_all()?, t.devices()?))
     })?;
@@ -452,6 +455,12 @@ fn directory(from: &dyn Store, out: &mut Batcher) -> Result<(), CopyError> {
             sync,
             escrow,
         })?;
+        // Only documents the copy holds: one created after the cut is not the server's any more
+        // until its device re-sends it, and an access change must not evict it meanwhile.
+        let holdings: Vec<DocId> = holdings
+            .into_iter()
+            .filter(|d| named.docs.contains_key(d))
+            .collect();
         for docs in holdings.chunks(limits::STORE_COPY_RECORDS_PER_TXN) {
             let docs = docs.to_vec();
             out.push(Item::Held { device: id, docs })?;

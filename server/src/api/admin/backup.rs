@@ -7,7 +7,10 @@
 //! (`BACKUP_STREAM_CHUNKS_MAX` chunks of `BACKUP_STREAM_CHUNK_BYTES`) that the response body
 //! drains: a slow client slows the traversal down, and memory stays bounded. A traversal that
 //! fails ends the body with an error, so the client gets no trailer and keeps no file. At most
-//! `BACKUPS_AT_ONCE_MAX` run at once; another is refused with 429 `limit_exceeded`.
+//! `BACKUPS_AT_ONCE_MAX` run at once; another is refused with 429 `limit_exceeded`. On
+//! PostgreSQL the audit chain is read in one scan of one snapshot: a client that stops reading
+//! for longer than `PG_IDLE_IN_TRANSACTION_MS_MAX` meanwhile ends the backup (cleanly: no
+//! trailer, so no file).
 
 use super::super::error::{blocking, ApiError};
 use super::super::AppState;
