@@ -474,6 +474,26 @@ pub const STORE_COPY_RECORDS_PER_TXN: usize = 1_000;
 
 const _: () = assert!(STORE_COPY_BYTES_PER_TXN >= CHANGE_BYTES_MAX);
 
+/// Backups (`admin backup`, `restore`; issue 13). A backup file is a stream of frames, one record
+/// each: the largest record is a change (at most `CHANGE_BYTES_MAX`) or a quarantined one, with
+/// a few hundred bytes of fields; a device's holdings come in parts of
+/// `STORE_COPY_RECORDS_PER_TXN` ids. Twice a change's limit leaves room for all of them, and a
+/// restore refuses a longer frame before allocating it (a damaged length cannot make it
+/// allocate gigabytes). A backup never writes a frame it would refuse.
+pub const BACKUP_FRAME_BYTES_MAX: usize = 2 * CHANGE_BYTES_MAX;
+/// The server streams a backup in chunks of this size through a channel of this many chunks:
+/// at most 4 MiB waits for a slow client per backup, on top of the traversal's own batch
+/// (`STORE_COPY_BYTES_PER_TXN`).
+pub const BACKUP_STREAM_CHUNK_BYTES: usize = 256 * 1024;
+pub const BACKUP_STREAM_CHUNKS_MAX: usize = 16;
+/// Backups running at once on one server: each holds a blocking thread and up to some 20 MB for
+/// as long as it streams; more than two at once is a mistake (a cron job started twice), and is
+/// refused (429) rather than allowed to slow the syncs down.
+pub const BACKUPS_AT_ONCE_MAX: usize = 2;
+
+const _: () = assert!(BACKUP_FRAME_BYTES_MAX >= CHANGE_BYTES_MAX + 64 * 1024);
+const _: () = assert!(BACKUP_FRAME_BYTES_MAX <= u32::MAX as usize);
+
 /// How long the thread that follows other nodes' commits (a shared database's watch) waits for
 /// one before it checks whether the server is stopping: a stop waits at most this long for it.
 pub const LIVE_WATCH_WAIT_MS: u64 = 500;

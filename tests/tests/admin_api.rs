@@ -143,15 +143,6 @@ impl Syncing {
     }
 }
 
-/// Waits (within a generous deadline) until `f` holds.
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !f() {
-        assert!(Instant::now() < deadline, "{what} never happened");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn admin_acts_on_a_live_server_under_device_load_take_effect_at_the_devices_next_sync() {
     let tmp = tempfile::tempdir().unwrap();

@@ -9,7 +9,10 @@
 //! runs through [`crate::admin::act::perform`] on the blocking pool as [`By::Admin`], so each is
 //! one store transaction with its checks, audited with the admin's id and flushed before the
 //! answer; an access change bumps the access epoch, so devices are reconciled at their next sync
-//! with nothing restarted.
+//! with nothing restarted. `POST /v1/admin/backup` is the one route whose answer is a stream, not
+//! an `Outcome` ([`backup`]).
+
+mod backup;
 
 use super::error::{blocking, ApiError};
 use super::extract::bearer;
@@ -46,7 +49,7 @@ pub(crate) fn routes() -> Router<AppState> {
             ),
         );
     }
-    router
+    router.route("/v1/admin/backup", post(backup::handle))
 }
 
 /// Runs the act `tag` with the fields of `body` as the admin who sent it.

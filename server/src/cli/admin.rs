@@ -53,9 +53,15 @@ pub enum Open {
     Inspect,
 }
 
+/// Where an act runs: a running server, or a stopped store.
+pub enum Place<'a> {
+    Server { url: &'a str, token: &'a str },
+    Store(StoreArgs),
+}
+
 impl Target {
-    /// Runs `act` where the target says and returns its outcome.
-    pub fn perform(&self, act: Act, open: Open) -> anyhow::Result<Outcome> {
+    /// Where the options say the act runs.
+    pub fn place(&self) -> anyhow::Result<Place<'_>> {
         if let Some(server) = &self.server {
             if self.data.is_some() {
                 anyhow::bail!("give --server URL or --data DIR, not both");
@@ -63,7 +69,7 @@ impl Target {
             let token = self.admin_token.as_deref().context(
                 "--server needs an admin token: set CASENOTE_ADMIN_TOKEN (or --admin-token)",
             )?;
-            return remote(server, token, &act);
+            return Ok(Place::Server { url: server, token });
         }
         let args = StoreArgs {
             data: self.data.clone(),
@@ -72,6 +78,15 @@ impl Target {
         if args.data.is_some() == args.postgres.is_some() {
             anyhow::bail!("give exactly one of --data DIR, --postgres URL or --server URL");
         }
+        Ok(Place::Store(args))
+    }
+
+    /// Runs `act` where the target says and returns its outcome.
+    pub fn perform(&self, act: Act, open: Open) -> anyhow::Result<Outcome> {
+        let args = match self.place()? {
+            Place::Server { url, token } => return remote(url, token, &act),
+            Place::Store(args) => args,
+        };
         let opened = match open {
             Open::Existing => args.open_existing()?,
             Open::Inspect => args.inspect()?,
@@ -90,10 +105,7 @@ impl Target {
 
 /// Sends `act` to the admin API of `server` and returns the outcome it answered.
 fn remote(server: &str, token: &str, act: &Act) -> anyhow::Result<Outcome> {
-    let base = server.trim_end_matches('/');
-    if !base.starts_with("http://") {
-        anyhow::bail!("--server must be http://HOST:PORT, not {server:?}");
-    }
+    let base = server_base(server)?;
     let url = format!("{base}/v1/admin/{}", act.path());
     let agent = ureq::AgentBuilder::new()
         .timeout(std::time::Duration::from_millis(
@@ -108,14 +120,27 @@ fn remote(server: &str, token: &str, act: &Act) -> anyhow::Result<Outcome> {
         Ok(resp) => resp
             .into_json::<Outcome>()
             .with_context(|| format!("the server at {base} answered something unreadable")),
-        Err(ureq::Error::Status(status, resp)) => {
-            let body: Option<ErrorBody> = resp.into_json().ok();
-            match body {
-                Some(b) => anyhow::bail!("{} ({}, HTTP {status})", b.message, b.code),
-                None => anyhow::bail!("the server at {base} answered HTTP {status}"),
-            }
-        }
-        Err(e) => Err(anyhow::anyhow!(e)).with_context(|| format!("could not reach {base}")),
+        Err(e) => Err(refusal(base, e)),
+    }
+}
+
+/// `--server URL` without a trailing slash; only `http://` (TLS is terminated in front).
+pub(super) fn server_base(server: &str) -> anyhow::Result<&str> {
+    let base = server.trim_end_matches('/');
+    if !base.starts_with("http://") {
+        anyhow::bail!("--server must be http://HOST:PORT, not {server:?}");
+    }
+    Ok(base)
+}
+
+/// What the admin API's refusal (or an unreachable server) means, in words.
+pub(super) fn refusal(base: &str, e: ureq::Error) -> anyhow::Error {
+    match e {
+        ureq::Error::Status(status, resp) => match resp.into_json::<ErrorBody>().ok() {
+            Some(b) => anyhow::anyhow!("{} ({}, HTTP {status})", b.message, b.code),
+            None => anyhow::anyhow!("the server at {base} answered HTTP {status}"),
+        },
+        e => anyhow::Error::new(e).context(format!("could not reach {base}")),
     }
 }
 

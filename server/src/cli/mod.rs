@@ -1,4 +1,5 @@
-//! The `casenote-server` command line: `serve`, `admin`, `demo`, `audit`, `verify` and `export`, a
+//! The `casenote-server` command line: `serve`, `admin` (with `admin backup`, [`backup`]),
+//! `restore`, `demo`, `audit`, `verify` and `export`, a
 //! thin clap shell over the library that parses, calls the domain (the admin service, audit,
 //! export, the demo loader in [`demo`]), renders what it returns, and maps the outcome to an exit
 //! code. It lives in the library so that the end-to-end test package can build the same entry
@@ -12,6 +13,7 @@
 //! Both check the store as it is: they open it without healing (`StoreArgs::inspect`). Every
 //! command takes `--data DIR` (the embedded sled store) or `--postgres URL` ([`StoreArgs`]).
 
+mod backup;
 pub mod demo;
 
 use crate::admin::act::{Act, Outcome, QuarantineRow};
@@ -113,6 +115,16 @@ enum Command {
             hide_env_values = true
         )]
         postgres: String,
+    },
+    /// Restore a backup (`admin backup`) into an empty store, which gets a new log id: every
+    /// device resets at its next sync and re-sends what the backup lacks. A truncated or
+    /// damaged backup is refused before anything is written.
+    Restore {
+        /// The backup file.
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Check or show the hash-chained audit log (of a stopped store, or through --server).
     Audit {
@@ -227,6 +239,12 @@ enum AdminCommand {
     },
     /// Say that DIR was restored from a backup: devices reset and re-send what they hold.
     Restored,
+    /// Back up the whole store, consistently, while devices sync (with --server), into FILE
+    /// (written as FILE.tmp, checked, then renamed); `restore --from FILE` puts it back.
+    Backup {
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
     /// Changes refused by the record rules.
     Quarantine {
         #[command(subcommand)]
@@ -442,6 +460,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", crate::export::write_files(&record, &out)?);
             Ok(())
         }
+        Command::Admin {
+            target,
+            action: AdminCommand::Backup { out },
+        } => {
+            let (summary, bytes) = backup::save(&target, &out)?;
+            println!("{}", backup::render_saved(&summary, bytes, &out));
+            Ok(())
+        }
+        Command::Restore { from, store } => {
+            println!(
+                "{}",
+                backup::render_restored(&backup::restore(&from, &store)?)
+            );
+            Ok(())
+        }
         Command::Admin { target, action } => {
             let (act, json) = admin_act(action)?;
             let outcome = target.perform(act, Open::Existing)?;
@@ -502,6 +535,7 @@ fn admin_act(action: AdminCommand) -> anyhow::Result<(Act, bool)> {
         ),
         AdminCommand::List { json } => (Act::List, json),
         AdminCommand::Restored => (Act::Restored, false),
+        AdminCommand::Backup { .. } => anyhow::bail!("`admin backup` is not an act"),
         AdminCommand::Quarantine {
             action: QuarantineCommand::List { json },
         } => (Act::QuarantineList, json),

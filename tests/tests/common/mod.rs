@@ -696,6 +696,18 @@ pub mod craft {
     }
 }
 
+/// Waits (within a generous deadline: a minute) until `f` holds; panics naming `what` if not.
+pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} never happened"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// What a field device under a server outage shares with the test: when to stop, the markers of
 /// edits the server acknowledged, and counts of syncs that succeeded and that failed.
 #[derive(Clone, Default)]
