@@ -118,6 +118,12 @@ pub const ESCROW_KEY_BYTES: usize = 32;
 /// 8 MiB covers both many times over and is nothing beside a phone's storage.
 pub const DEVICE_DISK_HEADROOM_BYTES: usize = 8 * 1024 * 1024;
 
+/// The most a CA file given to a device may take (`login --ca-file`, or the PEM an app passes),
+/// kept in its store for later syncs. A trust's own CA is a certificate or two of a few KiB, and
+/// even Mozilla's whole root bundle is about 220 KiB; 1 MiB takes any real chain, and keeps a
+/// wrong file (an image, a log) from being read whole.
+pub const DEVICE_CA_PEM_BYTES_MAX: usize = 1024 * 1024;
+
 /// Background sync interval while all is well: often enough that a colleague's edit arrives
 /// within minutes without the live channel, rare enough to cost nothing on battery.
 pub const SYNC_INTERVAL_MS: u64 = 5 * 60 * 1000;
