@@ -400,6 +400,34 @@ mod tests {
     }
 
     #[test]
+    fn plain_http_off_loopback_and_an_unusable_ca_are_invalid_input_before_any_connection() {
+        let tmp = tempfile::tempdir().unwrap();
+        let device = open(tmp.path(), vec![1; 32]).unwrap();
+        // Nothing listens at 10.255.255.1: an attempt to connect would be `Unreachable`.
+        let err = device
+            .login("http://10.255.255.1:9".into(), "cn_x".into(), None, false)
+            .unwrap_err();
+        assert_eq!(err.kind(), "invalid_input", "{err}");
+        assert!(err.message().contains("unencrypted"), "{err}");
+        for pem in [
+            "",
+            "not pem",
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        ] {
+            let err = device
+                .login(
+                    "https://10.255.255.1:9".into(),
+                    "cn_x".into(),
+                    Some(pem.into()),
+                    false,
+                )
+                .unwrap_err();
+            assert_eq!(err.kind(), "invalid_input", "{pem:?}: {err}");
+        }
+        assert_eq!(device.whoami().unwrap_err().kind(), "not_logged_in");
+    }
+
+    #[test]
     fn another_key_is_wrong_key_and_bad_ids_are_invalid_input() {
         let tmp = tempfile::tempdir().unwrap();
         drop(open(tmp.path(), vec![1; 32]).unwrap());

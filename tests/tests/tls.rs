@@ -379,3 +379,53 @@ fn a_device_refuses_plain_http_to_a_non_loopback_address_unless_told_to_allow_it
     ]);
     priya.sync();
 }
+
+#[test]
+fn a_tls_server_closes_a_silent_handshake_and_still_stops_cleanly_on_sigterm() {
+    use std::io::Read;
+    let (tmp, data, staff) = demo_borough();
+    let pki = pki(&tmp.path().join("pki"), "Castlebridge Trust CA");
+    let server = tls_server(&data, "127.0.0.1:0", &pki);
+    let priya = Cli::new(tmp.path().join("priya"));
+    priya.ok(&login_args(
+        &server.url,
+        &pki.ca,
+        &token_of(&staff, "Priya Shah"),
+    ));
+
+    // A peer that connects and never starts its handshake is closed, as one that never sends a
+    // request head is (HTTP_HEADER_READ_TIMEOUT_MS), and holds nobody else up meanwhile.
+    let mut silent = std::net::TcpStream::connect(server.addr()).unwrap();
+    silent
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
+    priya.sync();
+    let mut buf = [0u8; 16];
+    let read = silent.read(&mut buf);
+    let closed = match &read {
+        Ok(0) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        Ok(_) => false,
+    };
+    assert!(closed, "a peer that said nothing was not closed: {read:?}");
+
+    // SIGTERM with a wss live channel and a half-open handshake: the server still drains and
+    // exits 0.
+    let endpoint = Endpoint::new(
+        &server.url,
+        ServerOptions {
+            ca_pem: Some(std::fs::read(&pki.ca).unwrap()),
+            ..ServerOptions::default()
+        },
+    )
+    .unwrap();
+    let mut channel =
+        live::connect_to(&endpoint, &token_of(&staff, "Mark Ellison")).expect("wss channel");
+    channel
+        .next(Duration::from_secs(30))
+        .unwrap()
+        .expect("hello");
+    let _half_open = std::net::TcpStream::connect(server.addr()).unwrap();
+    let status = server.stop();
+    assert!(status.success(), "{status:?}");
+}
