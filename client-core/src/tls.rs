@@ -107,7 +107,12 @@ pub fn check_server_url(server: &str) -> Result<(), Error> {
         hint: if server.contains("://") || server.trim().is_empty() {
             "https://HOST[:PORT] (or http://127.0.0.1:PORT on this machine)".into()
         } else {
-            format!("https://{}", server.trim())
+            // On this machine the server is most likely plain http; elsewhere, https.
+            let plain = format!("http://{}", server.trim());
+            match insecure_host(&plain) {
+                None => plain,
+                Some(_) => format!("https://{}", server.trim()),
+            }
         },
     };
     let rest = split_scheme(server).ok_or_else(bad)?.1;
@@ -263,6 +268,8 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(hint.contains("https://casenote.example"), "{hint}");
+        let hint = check_server_url("127.0.0.1:8080").unwrap_err().to_string();
+        assert!(hint.contains("http://127.0.0.1:8080"), "{hint}");
     }
 
     #[test]
