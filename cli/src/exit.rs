@@ -14,7 +14,7 @@ Exit codes:
   0  success
   1  refused or invalid (the message says why)
   2  usage: a mistyped command, flag, field or server address, or no store at --store
-  3  the server could not be reached (edits stay on the device for the next sync)
+  3  the server could not be reached, or not trusted (edits stay on the device for the next sync)
   4  the server refused the token (a wrong token, or a revoked device)
   5  locked or wiped by the offline lease: sign in again with `login`
   6  the store is busy: another casenote is using it; try again";
