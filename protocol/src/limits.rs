@@ -326,7 +326,9 @@ pub const CONNECTIONS_MIN: usize = 16;
 /// how long a kept-alive connection may sit without starting its next request (hyper runs one
 /// timer for both). A device's head is under 1 KiB; even a poor 2G link with TCP's retransmission
 /// backoff (1 + 2 + 4 s for three lost segments) delivers it well within 10 s. Past that the
-/// connection is a stalled or hostile one and its slot is worth more to others.
+/// connection is a stalled or hostile one and its slot is worth more to others. A server that
+/// terminates TLS gives the handshake the same time before the head's own: two round trips and a
+/// few KiB of certificates, no more than a head asks of the link.
 pub const HTTP_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
 
 /// Largest request head (and read buffer) one connection may make the server hold. A device's
