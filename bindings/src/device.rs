@@ -13,6 +13,7 @@ use crate::types::{
 use casenote_client_core::crypto::KEY_BYTES;
 use casenote_client_core::lease::{self, Uptime, UptimeClock};
 use casenote_client_core::store::Unlock;
+use casenote_client_core::tls::{Endpoint, ServerOptions};
 use casenote_client_core::{Clocks, Device, StoreKey};
 use std::collections::HashMap;
 use std::path::Path;
@@ -55,6 +56,19 @@ pub trait ElapsedClock: Send + Sync {
     fn boot_id(&self) -> String;
 }
 
+/// The server an app signs in to, checked before anything is sent: `ca_pem`, the PEM
+/// certificate(s) of the organisation's own CA, trusted instead of the built-in public roots;
+/// `allow_insecure_http`, plain `http://` to a host that is not this device's loopback (the token
+/// and case notes then cross the network unencrypted). A malformed address, plain http not
+/// allowed, or a CA that is not usable PEM is `InvalidInput`.
+fn endpoint(server: &str, ca_pem: Option<String>, allow_insecure_http: bool) -> Result<Endpoint> {
+    let options = ServerOptions {
+        ca_pem: ca_pem.map(String::into_bytes),
+        allow_insecure_http,
+    };
+    Ok(Endpoint::new(server, options)?)
+}
+
 /// The clocks a store is opened with: the app's monotonic clock if it passes one.
 fn clocks(clock: Option<Arc<dyn ElapsedClock>>) -> Clocks {
     let uptime: UptimeClock = match clock {
@@ -94,17 +108,21 @@ impl CasenoteDevice {
     /// Opens the store in `dir` and signs it in to `server` with `token`, bringing back a store
     /// that the offline lease wiped (`ExpiredAndWiped`), unsynced edits included: the server
     /// hands its key only to the same member of staff, and never for a revoked device
-    /// (`Unrecoverable`). What to call when `open` says `ExpiredAndWiped`.
-    #[uniffi::constructor(default(clock = None))]
+    /// (`Unrecoverable`). What to call when `open` says `ExpiredAndWiped`. `server` is
+    /// `https://host[:port]`; `ca_pem` and `allow_insecure_http` as for `login`.
+    #[uniffi::constructor(default(clock = None, ca_pem = None, allow_insecure_http = false))]
     pub fn sign_in(
         dir: String,
         key: Vec<u8>,
         server: String,
         token: String,
         clock: Option<Arc<dyn ElapsedClock>>,
+        ca_pem: Option<String>,
+        allow_insecure_http: bool,
     ) -> Result<Arc<Self>> {
+        let server = endpoint(&server, ca_pem, allow_insecure_http)?;
         let store_key = store_key(key)?;
-        let (inner, _) = Device::sign_in(
+        let (inner, _) = Device::sign_in_to(
             Path::new(&dir),
             Unlock::Key(&store_key),
             clocks(clock),
@@ -133,13 +151,15 @@ impl CasenoteDevice {
     }
 
     /// [`CasenoteDevice::sign_in`] for one user's slot on a shared device.
-    #[uniffi::constructor(default(clock = None))]
+    #[uniffi::constructor(default(clock = None, ca_pem = None, allow_insecure_http = false))]
     pub fn sign_in_user_slot(
         root: String,
         key: Vec<u8>,
         server: String,
         token: String,
         clock: Option<Arc<dyn ElapsedClock>>,
+        ca_pem: Option<String>,
+        allow_insecure_http: bool,
     ) -> Result<Arc<Self>> {
         let slot = casenote_client_core::SharedDevice::new(Path::new(&root));
         let dir = slot.slot_dir(&store_key(key.clone())?);
@@ -149,13 +169,27 @@ impl CasenoteDevice {
             server,
             token,
             clock,
+            ca_pem,
+            allow_insecure_http,
         )
     }
 
-    /// Signs the store in to `server` (`http://host:port`) with the device token an administrator
-    /// issued, after checking it with the server. Signing in again unlocks a locked device.
-    pub fn login(&self, server: String, token: String) -> Result<WhoAmI> {
-        Ok(self.inner.login(&server, &token)?.into())
+    /// Signs the store in to `server` (`https://host[:port]`) with the device token an
+    /// administrator issued, after checking it with the server. Signing in again unlocks a locked
+    /// device. `ca_pem`: the PEM certificate(s) of the organisation's own CA, trusted instead of
+    /// the built-in public roots; `allow_insecure_http`: plain `http://` to a host that is not
+    /// this device's loopback (never needed for `http://127.0.0.1`). The store keeps both for
+    /// later syncs. A server whose certificate is not trusted is `Untrusted`, and nothing is sent.
+    #[uniffi::method(default(ca_pem = None, allow_insecure_http = false))]
+    pub fn login(
+        &self,
+        server: String,
+        token: String,
+        ca_pem: Option<String>,
+        allow_insecure_http: bool,
+    ) -> Result<WhoAmI> {
+        let server = endpoint(&server, ca_pem, allow_insecure_http)?;
+        Ok(self.inner.login_to(&server, &token)?.into())
     }
 
     /// Who the store is signed in as (no network).
@@ -493,6 +527,34 @@ mod tests {
             let err = open(tmp.path(), vec![7; len]).err().unwrap();
             assert_eq!(err.kind(), "invalid_input", "{len} bytes: {err}");
         }
+    }
+
+    #[test]
+    fn plain_http_off_loopback_and_an_unusable_ca_are_invalid_input_before_any_connection() {
+        let tmp = tempfile::tempdir().unwrap();
+        let device = open(tmp.path(), vec![1; 32]).unwrap();
+        // Nothing listens at 10.255.255.1: an attempt to connect would be `Unreachable`.
+        let err = device
+            .login("http://10.255.255.1:9".into(), "cn_x".into(), None, false)
+            .unwrap_err();
+        assert_eq!(err.kind(), "invalid_input", "{err}");
+        assert!(err.message().contains("unencrypted"), "{err}");
+        for pem in [
+            "",
+            "not pem",
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        ] {
+            let err = device
+                .login(
+                    "https://10.255.255.1:9".into(),
+                    "cn_x".into(),
+                    Some(pem.into()),
+                    false,
+                )
+                .unwrap_err();
+            assert_eq!(err.kind(), "invalid_input", "{pem:?}: {err}");
+        }
+        assert_eq!(device.whoami().unwrap_err().kind(), "not_logged_in");
     }
 
     #[test]

@@ -63,6 +63,10 @@ pub enum CasenoteError {
     /// Another process holds the store (a background sync, say) and did not let go of it in
     /// time: try again in a moment. Holders let go between uses with `release`.
     Busy { message: String },
+    /// The server could not be trusted (its certificate is not signed by a CA the device trusts,
+    /// is for another name, or has expired), so nothing was sent. If the server uses the
+    /// organisation's own CA, sign in with its certificate (`caPem`).
+    Untrusted { message: String },
 }
 
 impl CasenoteError {
@@ -88,6 +92,7 @@ impl CasenoteError {
             Self::DiskFull { .. } => "disk_full",
             Self::Unrecoverable { .. } => "unrecoverable",
             Self::Busy { .. } => "busy",
+            Self::Untrusted { .. } => "untrusted",
         }
     }
 
@@ -112,7 +117,8 @@ impl CasenoteError {
             | Self::Internal { message }
             | Self::DiskFull { message }
             | Self::Unrecoverable { message }
-            | Self::Busy { message } => message,
+            | Self::Busy { message }
+            | Self::Untrusted { message } => message,
         }
     }
 
@@ -144,6 +150,8 @@ impl From<Error> for CasenoteError {
             Error::Ambiguous(_)
             | Error::InvalidKey(_)
             | Error::BadServerUrl { .. }
+            | Error::InsecureHttp { .. }
+            | Error::BadCa(_)
             | Error::UnknownField { .. }
             | Error::KeyUnavailable(_) => Self::InvalidInput { message },
             Error::Busy { .. } => Self::Busy { message },
@@ -189,6 +197,7 @@ fn from_record(e: RecordError, message: String) -> CasenoteError {
 fn from_transport(e: TransportError, message: String) -> CasenoteError {
     match e {
         TransportError::Unreachable { .. } => CasenoteError::Unreachable { message },
+        TransportError::Untrusted { .. } => CasenoteError::Untrusted { message },
         TransportError::Unauthorized(_) => CasenoteError::Unauthorized { message },
         // Only reached when a call other than sync met a revoked token (sync wipes first and
         // reports `RevokedAndWiped`).

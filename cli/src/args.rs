@@ -44,9 +44,17 @@ fn default_wait() -> humantime::Duration {
 pub enum Cmd {
     /// Sign this store in to a server with a device token (makes the store if it is new).
     Login {
-        /// The server's address: http://HOST:PORT.
+        /// The server's address: https://HOST[:PORT] (http://127.0.0.1:PORT on this machine).
         #[arg(long, value_name = "URL", value_parser = parse_server)]
         server: String,
+        /// Trust only the CA certificate(s) in this PEM file for the server (a trust's internal
+        /// CA) instead of the built-in public roots. The store keeps them for later syncs.
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<PathBuf>,
+        /// Allow plain http:// to a server that is not on this machine: the token and case notes
+        /// then cross the network unencrypted. Only on a network you trust.
+        #[arg(long)]
+        allow_insecure_http: bool,
         /// The device token an administrator issued. On the command line other users can see
         /// it in the process list: prefer CASENOTE_TOKEN, or `--token -` to read it from
         /// standard input. With neither, casenote asks for it on a terminal.

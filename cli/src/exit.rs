@@ -14,7 +14,7 @@ Exit codes:
   0  success
   1  refused or invalid (the message says why)
   2  usage: a mistyped command, flag, field or server address, or no store at --store
-  3  the server could not be reached (edits stay on the device for the next sync)
+  3  the server could not be reached, or not trusted (edits stay on the device for the next sync)
   4  the server refused the token (a wrong token, or a revoked device)
   5  locked or wiped by the offline lease: sign in again with `login`
   6  the store is busy: another casenote is using it; try again";
@@ -48,7 +48,8 @@ impl std::error::Error for Exit {}
 /// The exit code of a client-core error.
 pub fn core_code(e: &CoreError) -> u8 {
     match e {
-        CoreError::Transport(TransportError::Unreachable { .. }) => 3,
+        CoreError::Transport(TransportError::Unreachable { .. })
+        | CoreError::Transport(TransportError::Untrusted { .. }) => 3,
         CoreError::Transport(TransportError::Unauthorized(_))
         | CoreError::Transport(TransportError::Revoked(_))
         | CoreError::RevokedAndWiped(_) => 4,
@@ -57,9 +58,11 @@ pub fn core_code(e: &CoreError) -> u8 {
         | CoreError::Wiped
         | CoreError::Unrecoverable => 5,
         CoreError::Busy { .. } => 6,
-        CoreError::NoStore(_) | CoreError::BadServerUrl { .. } | CoreError::UnknownField { .. } => {
-            2
-        }
+        CoreError::NoStore(_)
+        | CoreError::BadServerUrl { .. }
+        | CoreError::InsecureHttp { .. }
+        | CoreError::BadCa(_)
+        | CoreError::UnknownField { .. } => 2,
         _ => 1,
     }
 }
@@ -83,7 +86,16 @@ pub enum Doing {
 /// `e` with what it means for what the user was doing, said once.
 pub fn advise(e: CoreError, doing: Doing) -> anyhow::Error {
     let unreachable = matches!(e, CoreError::Transport(TransportError::Unreachable { .. }));
+    let untrusted = matches!(e, CoreError::Transport(TransportError::Untrusted { .. }));
     let advice = match doing {
+        Doing::SignIn if untrusted => {
+            "; if the server uses your organisation's own CA, sign in with --ca-file FILE (its \
+             certificate, PEM). Nothing was changed"
+        }
+        _ if untrusted => {
+            "; if the server's CA changed, sign in again with --ca-file FILE. Your edits are kept \
+             on this device"
+        }
         Doing::SignIn if unreachable => {
             "; check the server's address and that it is running (nothing was changed)"
         }

@@ -18,6 +18,7 @@ mod watch;
 
 use anyhow::{Context, Result};
 use args::{AlertCmd, CaseCmd, Cli, Cmd, NoteCmd, PlanCmd, TextCmd};
+use casenote_client_core::tls::{Endpoint, ServerOptions};
 use casenote_client_core::{fields, lock, store, Clocks, Device, Error as CoreError};
 use casenote_protocol::record::{Identity, RecordError};
 use clap::Parser;
@@ -73,8 +74,15 @@ fn run(cli: Cli) -> Result<()> {
         ));
     };
     let wait = *cli.wait;
-    if let Cmd::Login { server, token } = &cli.cmd {
-        return login(&cli, &store, server, token.as_deref());
+    if let Cmd::Login {
+        server,
+        token,
+        ca_file,
+        allow_insecure_http,
+    } = &cli.cmd
+    {
+        let server = endpoint(server, ca_file.as_deref(), *allow_insecure_http)?;
+        return login(&cli, &store, &server, token.as_deref());
     }
     if !store::exists(&store) {
         return Err(exit::no_store(&store));
@@ -122,13 +130,53 @@ fn read_token(given: Option<&str>) -> Result<zeroize::Zeroizing<String>> {
     Ok(token)
 }
 
-fn login(cli: &Cli, store: &Path, server: &str, token: Option<&str>) -> Result<()> {
+/// The server `login` was given, with what to trust: checked, and the CA file read, before
+/// anything else (a store, a key file, a token prompt).
+fn endpoint(server: &str, ca_file: Option<&Path>, allow_insecure_http: bool) -> Result<Endpoint> {
+    let ca_pem = ca_file.map(read_ca_file).transpose()?;
+    let options = ServerOptions {
+        ca_pem,
+        allow_insecure_http,
+    };
+    Endpoint::new(server, options).map_err(|e| {
+        let message = match (&e, ca_file) {
+            (CoreError::InsecureHttp { .. }, _) => format!("{e} (--allow-insecure-http)"),
+            (CoreError::BadCa(why), Some(path)) => {
+                format!("the CA file {} cannot be used: {why}", path.display())
+            }
+            _ => e.to_string(),
+        };
+        Exit {
+            code: exit::core_code(&e),
+            message: format!("cannot sign in: {message}; nothing was changed"),
+        }
+        .into()
+    })
+}
+
+/// The bytes of a `--ca-file`, read with a bound: a missing or unreadable file is a usage error.
+fn read_ca_file(path: &Path) -> Result<Vec<u8>> {
+    let unreadable = |e: std::io::Error| {
+        Exit::usage(format!(
+            "cannot read the CA file {}: {e}; nothing was changed",
+            path.display()
+        ))
+    };
+    let file = std::fs::File::open(path).map_err(unreadable)?;
+    let mut pem = Vec::new();
+    file.take(casenote_protocol::limits::DEVICE_CA_PEM_BYTES_MAX as u64 + 1)
+        .read_to_end(&mut pem)
+        .map_err(unreadable)?;
+    Ok(pem)
+}
+
+fn login(cli: &Cli, store: &Path, server: &Endpoint, token: Option<&str>) -> Result<()> {
     let token = read_token(token)?;
     if store::exists(store) {
         lock::wait_free(store, *cli.wait)?;
     }
     let keys = keys::Keys::new(store, cli.key_file.clone(), cli.passphrase)?;
-    let signed_in = keys.unlock(|u| Device::sign_in(store, u, Clocks::system(), server, &token));
+    let signed_in = keys.unlock(|u| Device::sign_in_to(store, u, Clocks::system(), server, &token));
     let (device, who) = match signed_in {
         Ok(signed_in) => signed_in,
         Err(e) => {
@@ -140,11 +188,12 @@ fn login(cli: &Cli, store: &Path, server: &str, token: Option<&str>) -> Result<(
     keys.settle(&device)?;
     let teams: Vec<&str> = who.teams.iter().map(|t| t.name.as_str()).collect();
     out!(
-        "signed in as {} ({}, {}; {}) to {server}",
+        "signed in as {} ({}, {}; {}) to {}",
         who.name,
         who.role,
         who.org,
-        teams.join(", ")
+        teams.join(", "),
+        server.url()
     );
     Ok(())
 }

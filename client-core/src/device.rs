@@ -13,7 +13,8 @@ use crate::error::Error;
 use crate::fields;
 use crate::lease::{self, Anchor, UptimeClock};
 use crate::store::{self, DeviceStore, Header, Unlock, Writes};
-use crate::transport::{check_server_url, HttpTransport, Transport, TransportError};
+use crate::tls::{Endpoint, ServerOptions};
+use crate::transport::{HttpTransport, Transport, TransportError};
 use automerge::{ActorId, Author, AutoCommit, ChangeHash, ReadDoc};
 use casenote_protocol::record::{self, field, Amends, Identity, NewNote, NoteAuthor, NoteKind};
 use casenote_protocol::wire::{self, Rejection, WhoAmI};
@@ -155,14 +156,14 @@ struct Traffic {
 /// What it takes to open the live channel of a store's server without the store, so that a
 /// listener on its own thread never holds the store ([`Device::live_connector`]).
 pub struct LiveConnector {
-    server: String,
+    server: Endpoint,
     token: String,
 }
 
 impl LiveConnector {
     /// Opens the live channel ([`crate::live`]).
     pub fn connect(&self) -> Result<crate::live::LiveListener, Error> {
-        Ok(crate::live::connect(&self.server, &self.token)?)
+        Ok(crate::live::connect_to(&self.server, &self.token)?)
     }
 }
 
@@ -198,6 +199,10 @@ pub struct Device {
 }
 
 const META_SERVER: &str = "server";
+/// The PEM of the CA the device trusts for its server, when it was given one at sign-in.
+const META_SERVER_CA: &str = "server_ca";
+/// Present when plain http to a non-loopback server was explicitly allowed at sign-in.
+const META_SERVER_INSECURE_HTTP: &str = "server_insecure_http";
 const META_TOKEN: &str = "token";
 const META_WHOAMI: &str = "whoami";
 const META_ACTOR: &str = "actor";
@@ -221,6 +226,21 @@ fn stage_contact(w: &mut Writes, anchor: Vec<u8>) {
     w.put_meta(META_LEASE_ANCHOR, anchor);
     w.remove(store::meta_key(META_LAST_CONTACT));
     w.remove(store::meta_key(META_CLOCK_HIGH));
+}
+
+/// Adds to `w` the server a sign-in was made to: its address and what the device trusts for it,
+/// replacing what an earlier sign-in kept.
+fn stage_server(w: &mut Writes, server: &Endpoint) {
+    w.put_meta(META_SERVER, server.url().as_bytes());
+    match &server.options().ca_pem {
+        Some(pem) => w.put_meta(META_SERVER_CA, pem.clone()),
+        None => w.remove(store::meta_key(META_SERVER_CA)),
+    }
+    if server.options().allow_insecure_http {
+        w.put_meta(META_SERVER_INSECURE_HTTP, b"1".to_vec());
+    } else {
+        w.remove(store::meta_key(META_SERVER_INSECURE_HTTP));
+    }
 }
 
 /// The escrow key in a server's answer, as bytes.
@@ -434,18 +454,24 @@ impl Device {
         (self.clocks.wall)()
     }
 
-    /// Signs this store in to `server` with `token`, after checking the token with the server.
-    /// A malformed address is [`Error::BadServerUrl`], before any request.
+    /// Signs this store in to `server` with `token`, after checking the token with the server,
+    /// trusting the built-in roots. A malformed address is [`Error::BadServerUrl`], and plain
+    /// http to anything but loopback [`Error::InsecureHttp`], before any request.
     pub fn login(&self, server: &str, token: &str) -> Result<WhoAmI, Error> {
-        check_server_url(server)?;
-        self.login_with(&HttpTransport::new(server, token), server, token)
+        self.login_to(&Endpoint::new(server, ServerOptions::default())?, token)
     }
 
-    /// [`Device::login`] over a given transport.
+    /// [`Device::login`] to a checked server: later syncs and the live channel use the same
+    /// address and trust (its CA, if it has one), which the store keeps.
+    pub fn login_to(&self, server: &Endpoint, token: &str) -> Result<WhoAmI, Error> {
+        self.login_with(&HttpTransport::to(server, token), server, token)
+    }
+
+    /// [`Device::login_to`] over a given transport.
     pub fn login_with(
         &self,
         transport: &dyn Transport,
-        server: &str,
+        server: &Endpoint,
         token: &str,
     ) -> Result<WhoAmI, Error> {
         let who = transport.whoami()?;
@@ -466,7 +492,7 @@ impl Device {
         let mut w = Writes::default();
         w.remove(store::meta_key(META_LOCKED));
         stage_contact(&mut w, self.contact_anchor(escrow.server_time_ms));
-        w.put_meta(META_SERVER, server.as_bytes());
+        stage_server(&mut w, server);
         w.put_meta(META_TOKEN, token.as_bytes());
         w.put_meta(
             META_WHOAMI,
@@ -481,6 +507,7 @@ impl Device {
     /// escrow key from the server: only for a token of the same member of staff, and never for a
     /// revoked device ([`Error::Unrecoverable`]). A new store is created only once the server
     /// has accepted the token, and a sign-in that fails leaves no new store behind.
+    /// The server is checked as [`Device::login`] checks it, before anything else.
     pub fn sign_in(
         dir: &Path,
         unlock: Unlock<'_>,
@@ -488,9 +515,20 @@ impl Device {
         server: &str,
         token: &str,
     ) -> Result<(Self, WhoAmI), Error> {
-        check_server_url(server)?;
+        let server = Endpoint::new(server, ServerOptions::default())?;
+        Self::sign_in_to(dir, unlock, clocks, &server, token)
+    }
+
+    /// [`Device::sign_in`] to a checked server (with its CA, say).
+    pub fn sign_in_to(
+        dir: &Path,
+        unlock: Unlock<'_>,
+        clocks: Clocks,
+        server: &Endpoint,
+        token: &str,
+    ) -> Result<(Self, WhoAmI), Error> {
         Self::sign_in_with(
-            &HttpTransport::new(server, token),
+            &HttpTransport::to(server, token),
             dir,
             unlock,
             clocks,
@@ -504,7 +542,7 @@ impl Device {
         dir: &Path,
         unlock: Unlock<'_>,
         clocks: Clocks,
-        credentials: (&str, &str),
+        credentials: (&Endpoint, &str),
     ) -> Result<(Self, WhoAmI), Error> {
         if store::exists(dir) {
             return Self::sign_in_store(transport, dir, unlock, clocks, credentials);
@@ -525,7 +563,7 @@ impl Device {
         dir: &Path,
         unlock: Unlock<'_>,
         clocks: Clocks,
-        (server, token): (&str, &str),
+        (server, token): (&Endpoint, &str),
     ) -> Result<(Self, WhoAmI), Error> {
         let device = match Self::open_with(dir, unlock, clocks.clone()) {
             Err(Error::Wiped | Error::ExpiredAndWiped { .. }) => {
@@ -564,23 +602,30 @@ impl Device {
 
     /// The server and token this store is signed in with. A locked device does not hand out its
     /// token: its user signs in again first.
-    fn credentials(&self) -> Result<(String, String), Error> {
+    /// The address is checked again as at sign-in (a store signed in before devices refused
+    /// plain http to other hosts is refused here, [`Error::InsecureHttp`]).
+    fn credentials(&self) -> Result<(Endpoint, String), Error> {
         self.unlocked()?;
         let server = self
             .store
             .meta_string(META_SERVER)?
             .ok_or(Error::NotLoggedIn)?;
+        let options = ServerOptions {
+            ca_pem: self.store.meta(META_SERVER_CA)?,
+            allow_insecure_http: self.store.meta(META_SERVER_INSECURE_HTTP)?.is_some(),
+        };
         let token = self
             .store
             .meta_string(META_TOKEN)?
             .ok_or(Error::NotLoggedIn)?;
-        Ok((server, token))
+        Ok((Endpoint::new(&server, options)?, token))
     }
 
-    /// A transport to the server this store is signed in to.
+    /// A transport to the server this store is signed in to, trusting what it was signed in
+    /// with.
     pub fn http_transport(&self) -> Result<HttpTransport, Error> {
         let (server, token) = self.credentials()?;
-        Ok(HttpTransport::new(&server, &token))
+        Ok(HttpTransport::to(&server, &token))
     }
 
     /// Opens the live channel to the server this store is signed in to ([`crate::live`]).

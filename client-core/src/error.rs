@@ -51,6 +51,12 @@ pub enum Error {
     NoStore(String),
     #[error("{given:?} is not a server address: write it as {hint}")]
     BadServerUrl { given: String, hint: String },
+    /// Plain http to a host that is not this machine's loopback, not explicitly allowed.
+    #[error("refusing plain http:// to {host}: the device's token and case notes would cross the network unencrypted. Use https://; plain http goes without asking only to this machine's loopback address, and elsewhere only when explicitly allowed, on a network you trust")]
+    InsecureHttp { host: String },
+    /// The CA the device was given to trust cannot be used.
+    #[error("the CA certificate cannot be used: {0}")]
+    BadCa(String),
     #[error("unknown field {given:?}: use {valid}")]
     UnknownField { given: String, valid: String },
     /// The host could not find the store's key (a key file missing, say); its own message.

@@ -18,6 +18,7 @@ pub mod lock;
 pub mod schedule;
 pub mod shared;
 pub mod store;
+pub mod tls;
 pub mod transport;
 
 pub use crypto::StoreKey;

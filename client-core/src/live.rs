@@ -18,15 +18,18 @@
 //! # }
 //! ```
 //!
-//! Plain `ws://` only, like the HTTP transport (TLS is terminated in front of the server). The
-//! listener answers the server's pings while it is inside [`LiveListener::next`]; an app that
+//! `wss://` for an `https://` server, with the device's TLS configuration ([`crate::tls`]), and
+//! `ws://` for `http://`. The listener answers the server's pings while it is inside [`LiveListener::next`]; an app that
 //! stops calling it for long is dropped by the server (`limits::LIVE_SEND_TIMEOUT_MS` once its
 //! socket buffers fill) and reconnects.
 
+use crate::tls::{self, Endpoint};
 use crate::transport::TransportError;
 use casenote_protocol::wire::{self, LiveEvent, LIVE_CLOSE_REVOKED};
 use casenote_protocol::{limits, ErrorBody};
-use std::io::ErrorKind;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConnection, StreamOwned};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 use tungstenite::client::IntoClientRequest;
@@ -39,24 +42,78 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// An open live channel.
 pub struct LiveListener {
-    socket: WebSocket<TcpStream>,
+    socket: WebSocket<Stream>,
     url: String,
 }
 
+/// The channel's connection: plain TCP, or TLS over it.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => s.get_ref(),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
+        }
+    }
+}
+
 /// Opens the live channel of the server at `server_url` (the URL the device syncs with, e.g.
-/// `http://host:port`) with the device's token. A refused token is
-/// [`TransportError::Unauthorized`] or [`TransportError::Revoked`], as for a sync.
+/// `https://host:port`) with the device's token, trusting the built-in roots and checking
+/// nothing else ([`Endpoint::unchecked`]); a device opens it with [`connect_to`]. A refused
+/// token is [`TransportError::Unauthorized`] or [`TransportError::Revoked`], as for a sync.
 pub fn connect(server_url: &str, token: &str) -> Result<LiveListener, TransportError> {
-    let base = server_url.trim_end_matches('/');
+    connect_to(&Endpoint::unchecked(server_url), token)
+}
+
+/// Opens the live channel of `server` with the device's token: `wss://` with the endpoint's TLS
+/// configuration for an `https://` server, `ws://` for `http://`. A certificate the device does
+/// not trust is [`TransportError::Untrusted`].
+pub fn connect_to(server: &Endpoint, token: &str) -> Result<LiveListener, TransportError> {
+    let base = server.url();
     let unreachable = |detail: String| TransportError::Unreachable {
         url: base.to_string(),
         detail,
     };
-    let rest = base
-        .strip_prefix("http://")
-        .ok_or_else(|| unreachable("the live channel needs an http:// server URL".into()))?;
+    let (https, rest) = match (base.strip_prefix("https://"), base.strip_prefix("http://")) {
+        (Some(rest), _) => (true, rest),
+        (None, Some(rest)) => (false, rest),
+        (None, None) => {
+            return Err(unreachable(
+                "the live channel needs an https:// or http:// server URL".into(),
+            ))
+        }
+    };
     let host = rest.split('/').next().unwrap_or(rest);
-    let url = format!("ws://{rest}/v1/live");
+    let url = format!("{}://{rest}/v1/live", if https { "wss" } else { "ws" });
     let mut request = url
         .as_str()
         .into_client_request()
@@ -88,6 +145,11 @@ pub fn connect(server_url: &str, token: &str) -> Result<LiveListener, TransportE
     stream
         .set_write_timeout(Some(CONNECT_TIMEOUT))
         .map_err(io)?;
+    let stream = if https {
+        Stream::Tls(Box::new(tls_handshake(server, host, stream)?))
+    } else {
+        Stream::Plain(stream)
+    };
     let config = WebSocketConfig::default()
         .max_message_size(Some(limits::LIVE_MESSAGE_BYTES_MAX))
         .max_frame_size(Some(limits::LIVE_MESSAGE_BYTES_MAX));
@@ -106,6 +168,38 @@ pub fn connect(server_url: &str, token: &str) -> Result<LiveListener, TransportE
     Ok(LiveListener { socket, url })
 }
 
+/// Completes the TLS handshake with `host` (`name[:port]`) on `tcp`, before the WebSocket's, so
+/// that a certificate the device does not trust is told apart from a network failure.
+fn tls_handshake(
+    server: &Endpoint,
+    host: &str,
+    mut tcp: TcpStream,
+) -> Result<StreamOwned<ClientConnection, TcpStream>, TransportError> {
+    let url = server.url().to_string();
+    let name = ServerName::try_from(tls::host_of(host).to_string()).map_err(|e| {
+        TransportError::Unreachable {
+            url: url.clone(),
+            detail: format!("not a TLS server name: {e}"),
+        }
+    })?;
+    let failed = |e: std::io::Error| match tls::tls_failure(&e) {
+        Some(detail) => TransportError::Untrusted {
+            url: url.clone(),
+            detail,
+        },
+        None => TransportError::Unreachable {
+            url: url.clone(),
+            detail: format!("the TLS handshake failed: {e}"),
+        },
+    };
+    let mut conn = ClientConnection::new(server.tls_config(), name)
+        .map_err(|e| failed(std::io::Error::other(e)))?;
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp).map_err(failed)?;
+    }
+    Ok(StreamOwned::new(conn, tcp))
+}
+
 impl LiveListener {
     /// Waits up to `timeout` for the next event. `Ok(None)`: none arrived in time (the channel
     /// is still open). An error means the channel is closed: the server dropped it (it fell
@@ -122,7 +216,8 @@ impl LiveListener {
             // A zero read timeout means "block forever" to the OS: never pass it.
             let wait = left.max(Duration::from_millis(1));
             self.socket
-                .get_mut()
+                .get_ref()
+                .tcp()
                 .set_read_timeout(Some(wait))
                 .map_err(|e| self.closed(e.to_string()))?;
             match self.socket.read() {

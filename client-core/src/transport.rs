@@ -1,6 +1,8 @@
-//! The network adapter: HTTP to a casenote server. The only code in client-core that does I/O
-//! beyond the local store.
+//! The network adapter: HTTP and HTTPS to a casenote server (ureq, with the endpoint's rustls
+//! configuration, [`crate::tls`]). With the live channel, the only code in client-core that
+//! does I/O beyond the local store.
 
+use crate::tls::Endpoint;
 use casenote_protocol::wire::{EscrowKey, HistoryEntry, WhoAmI, CBOR_MEDIA_TYPE};
 use casenote_protocol::{limits, DeviceId, DocId, ErrorBody, ErrorCode};
 use std::io::Read;
@@ -13,6 +15,10 @@ use std::time::Duration;
 pub enum TransportError {
     #[error("cannot reach the server at {url} ({detail})")]
     Unreachable { url: String, detail: String },
+    /// The TLS handshake failed: most often a certificate this device does not trust (signed by
+    /// a CA it was not given, for another name, expired). Nothing was sent.
+    #[error("the server at {url} could not be trusted, so nothing was sent to it: {detail}")]
+    Untrusted { url: String, detail: String },
     /// The server's own wording is kept for logs; the message is the device's, in words.
     #[error("the server does not accept this device's token: check that it was copied whole, or ask an administrator for a new one")]
     Unauthorized(String),
@@ -58,34 +64,7 @@ fn why_unreachable(t: &ureq::Transport) -> String {
     }
 }
 
-/// Checks that `server` is an address the device can talk to: `http://HOST[:PORT][/PATH]`.
-/// Anything else (no scheme, another scheme, no host, spaces) is [`crate::Error::BadServerUrl`],
-/// before any request is tried.
-pub fn check_server_url(server: &str) -> Result<(), crate::Error> {
-    let bad = || crate::Error::BadServerUrl {
-        given: server.to_string(),
-        hint: if server.contains("://") || server.trim().is_empty() {
-            "http://HOST:PORT (the device speaks plain HTTP; TLS is terminated in front of the \
-             server)"
-                .into()
-        } else {
-            format!("http://{}", server.trim())
-        },
-    };
-    let rest = server.strip_prefix("http://").ok_or_else(bad)?;
-    let host = rest.split('/').next().unwrap_or_default();
-    let name = host.rsplit_once(':').map_or(host, |(name, port)| {
-        if port.parse::<u16>().is_ok() {
-            name
-        } else {
-            ""
-        }
-    });
-    if name.is_empty() || server.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(bad());
-    }
-    Ok(())
-}
+pub use crate::tls::check_server_url;
 
 /// Something that carries one sync request to the server and brings its answer back.
 pub trait Transport {
@@ -116,7 +95,7 @@ impl HttpTransport {
     }
 }
 
-/// HTTP transport over a blocking client (the CLI and tests; apps may bring their own).
+/// HTTP(S) transport over a blocking client (the CLI and tests; apps may bring their own).
 pub struct HttpTransport {
     base: String,
     token: String,
@@ -128,15 +107,21 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl HttpTransport {
-    /// A transport to `server` (check it first with [`check_server_url`]: a malformed address
-    /// fails every request as unreachable).
+    /// A transport to `server` as it is, trusting the built-in roots ([`Endpoint::unchecked`]:
+    /// a malformed address fails every request as unreachable). A device uses [`Self::to`].
     pub fn new(server: &str, token: &str) -> Self {
+        Self::to(&Endpoint::unchecked(server), token)
+    }
+
+    /// A transport to a checked `server`, with its TLS configuration.
+    pub fn to(server: &Endpoint, token: &str) -> Self {
         let agent = ureq::AgentBuilder::new()
             .timeout(REQUEST_TIMEOUT)
             .timeout_connect(CONNECT_TIMEOUT)
+            .tls_config(server.tls_config())
             .build();
         Self {
-            base: server.trim_end_matches('/').to_string(),
+            base: server.url().to_string(),
             token: token.to_string(),
             agent,
         }
@@ -149,9 +134,15 @@ impl HttpTransport {
     fn map_err(&self, err: ureq::Error) -> TransportError {
         match err {
             ureq::Error::Status(status, resp) => refusal(status, resp.into_json().ok()),
-            ureq::Error::Transport(t) => TransportError::Unreachable {
-                url: self.base.clone(),
-                detail: why_unreachable(&t),
+            ureq::Error::Transport(t) => match crate::tls::tls_failure(&t) {
+                Some(detail) => TransportError::Untrusted {
+                    url: self.base.clone(),
+                    detail,
+                },
+                None => TransportError::Unreachable {
+                    url: self.base.clone(),
+                    detail: why_unreachable(&t),
+                },
             },
         }
     }
@@ -203,41 +194,5 @@ impl Transport for HttpTransport {
             .map_err(|e| self.map_err(e))?;
         resp.into_json()
             .map_err(|e| TransportError::BadAnswer(e.to_string()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_http_addresses_with_a_host_are_server_addresses() {
-        for good in [
-            "http://127.0.0.1:8080",
-            "http://casenote.example/",
-            "http://[::1]:8080",
-            "http://host/prefix",
-        ] {
-            assert!(check_server_url(good).is_ok(), "{good}");
-        }
-        for bad in [
-            "127.0.0.1:8080",
-            "https://casenote.example",
-            "http://",
-            "http://:8080",
-            "http://host:port",
-            "http://host name",
-            "",
-        ] {
-            assert!(
-                matches!(
-                    check_server_url(bad),
-                    Err(crate::Error::BadServerUrl { .. })
-                ),
-                "{bad}"
-            );
-        }
-        let hint = check_server_url("127.0.0.1:8080").unwrap_err().to_string();
-        assert!(hint.contains("http://127.0.0.1:8080"), "{hint}");
     }
 }

@@ -118,6 +118,12 @@ pub const ESCROW_KEY_BYTES: usize = 32;
 /// 8 MiB covers both many times over and is nothing beside a phone's storage.
 pub const DEVICE_DISK_HEADROOM_BYTES: usize = 8 * 1024 * 1024;
 
+/// The most a CA file given to a device may take (`login --ca-file`, or the PEM an app passes),
+/// kept in its store for later syncs. A trust's own CA is a certificate or two of a few KiB, and
+/// even Mozilla's whole root bundle is about 220 KiB; 1 MiB takes any real chain, and keeps a
+/// wrong file (an image, a log) from being read whole.
+pub const DEVICE_CA_PEM_BYTES_MAX: usize = 1024 * 1024;
+
 /// Background sync interval while all is well: often enough that a colleague's edit arrives
 /// within minutes without the live channel, rare enough to cost nothing on battery.
 pub const SYNC_INTERVAL_MS: u64 = 5 * 60 * 1000;
@@ -320,7 +326,9 @@ pub const CONNECTIONS_MIN: usize = 16;
 /// how long a kept-alive connection may sit without starting its next request (hyper runs one
 /// timer for both). A device's head is under 1 KiB; even a poor 2G link with TCP's retransmission
 /// backoff (1 + 2 + 4 s for three lost segments) delivers it well within 10 s. Past that the
-/// connection is a stalled or hostile one and its slot is worth more to others.
+/// connection is a stalled or hostile one and its slot is worth more to others. A server that
+/// terminates TLS gives the handshake the same time before the head's own: two round trips and a
+/// few KiB of certificates, no more than a head asks of the link.
 pub const HTTP_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
 
 /// Largest request head (and read buffer) one connection may make the server hold. A device's

@@ -1,11 +1,14 @@
 //! The server's settings that are not limits (limits live in `casenote_protocol::limits`, with
 //! their reasons): the late-entry window, the offline lease sent to devices, the live channel's
-//! caps and timeouts, the connection cap and timeouts, and the open-file limit the cap is derived
-//! from. Builders let tests shorten timeouts.
+//! caps and timeouts, the connection cap and timeouts, the TLS configuration if the server
+//! terminates TLS itself, and the open-file limit the cap is derived from. Builders let tests
+//! shorten timeouts.
 //!
-//! It may use the protocol and read (and raise) the process's open-file limit; nothing else.
+//! It may use the protocol and read (and raise) the process's open-file limit; nothing else
+//! (it holds a rustls configuration, made by `cli/tls.rs`, without looking inside).
 
 use casenote_protocol::{limits, wire};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Server settings that are not limits (limits live in `casenote_protocol::limits`).
@@ -122,6 +125,9 @@ pub struct ConnectionSettings {
     pub header_read_timeout: Duration,
     pub body_stall_timeout: Duration,
     pub write_stall_timeout: Duration,
+    /// TLS terminated by the server itself (`serve --tls-cert --tls-key`); `None`: plain HTTP,
+    /// as behind a proxy that terminates it.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for ConnectionSettings {
@@ -131,6 +137,7 @@ impl Default for ConnectionSettings {
             header_read_timeout: Duration::from_millis(limits::HTTP_HEADER_READ_TIMEOUT_MS),
             body_stall_timeout: Duration::from_millis(limits::HTTP_BODY_STALL_TIMEOUT_MS),
             write_stall_timeout: Duration::from_millis(limits::HTTP_WRITE_STALL_TIMEOUT_MS),
+            tls: None,
         }
     }
 }
@@ -139,6 +146,12 @@ impl ConnectionSettings {
     /// These settings with a fixed connection cap (at least 1).
     pub fn with_connections_max(mut self, max: usize) -> Self {
         self.connections_max = Some(max.max(1));
+        self
+    }
+
+    /// These settings with TLS terminated by the server, under `tls`.
+    pub fn with_tls(mut self, tls: Arc<rustls::ServerConfig>) -> Self {
+        self.tls = Some(tls);
         self
     }
 

@@ -16,6 +16,11 @@
 //! - A write-stall timeout (`limits::HTTP_WRITE_STALL_TIMEOUT_MS`): a peer that stops reading
 //!   loses its connection instead of holding it forever. (A stalled request body is the router's:
 //!   tower-http's body timeout.)
+//! - TLS, when the server terminates it itself (`ConnectionSettings::tls`, from `serve
+//!   --tls-cert --tls-key`): tokio-rustls over the same socket, so the slot, the write-stall
+//!   timeout and the drain apply as to plain HTTP. The handshake must finish within the
+//!   header-read timeout, like a request head, and a connection still in its handshake may be
+//!   closed for room. Live channels upgrade over it (`wss://`).
 //!
 //! - Draining at shutdown: once `shutdown` completes the listener is closed (new connections are
 //!   refused), every connection is told to finish the request it is serving and close (hyper's
@@ -43,6 +48,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
 use tower::Service;
 
 /// Accepts connections on `listener` and serves `app` on each, under `settings`' cap, until
@@ -79,6 +86,7 @@ async fn accept(
     shutdown: impl Future<Output = ()>,
 ) {
     let slots = Arc::new(Semaphore::new(settings.cap()));
+    let tls = settings.tls.clone().map(TlsAcceptor::from);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let stream = tokio::select! {
@@ -110,19 +118,79 @@ async fn accept(
         let head_timeout = settings.header_read_timeout;
         // Counted before the task starts, so a drain never misses it.
         let (id, state) = open.add();
-        let conn = connection(socket, head_timeout, app.clone(), open.clone(), (id, state));
+        let conn = connection(
+            socket,
+            head_timeout,
+            tls.clone(),
+            app.clone(),
+            open.clone(),
+            (id, state),
+        );
         tokio::spawn(conn);
     }
 }
 
-/// Serves one connection until it ends, stalls, or is closed to make room.
+/// Serves one connection until it ends, stalls, or is closed to make room; over TLS when `tls`
+/// is given.
 async fn connection(
     socket: Socket,
     head_timeout: Duration,
+    tls: Option<TlsAcceptor>,
     app: Router,
     open: Arc<Open>,
     (id, state): (u64, Arc<ConnState>),
 ) {
+    match tls {
+        None => serve_http(socket, head_timeout, app, &open, &state).await,
+        Some(tls) => {
+            if let Some(stream) = handshake(&tls, socket, head_timeout, &open, &state).await {
+                serve_http(stream, head_timeout, app, &open, &state).await;
+            }
+        }
+    }
+    // Out of the list before the slot is free, so the accept loop never picks it again.
+    open.remove(id);
+}
+
+/// Completes the TLS handshake within `timeout` (a peer that connects and says nothing is
+/// treated as one that sends no request head), unless the connection is closed for room or the
+/// server drains first.
+async fn handshake(
+    tls: &TlsAcceptor,
+    socket: Socket,
+    timeout: Duration,
+    open: &Open,
+    state: &ConnState,
+) -> Option<TlsStream<Socket>> {
+    let mut draining = open.draining.subscribe();
+    tokio::select! {
+        done = tokio::time::timeout(timeout, tls.accept(socket)) => match done {
+            Ok(Ok(stream)) => Some(stream),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                tracing::debug!("TLS handshake timed out");
+                None
+            }
+        },
+        () = state.close.notified() => None,
+        () = async { drop(draining.wait_for(|d| *d).await) } => None,
+    }
+}
+
+/// Serves HTTP/1.1 on `io` (a socket, or TLS over one) until the connection ends, stalls, or is
+/// closed to make room.
+async fn serve_http<I>(
+    io: I,
+    head_timeout: Duration,
+    app: Router,
+    open: &Open,
+    state: &Arc<ConnState>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let tracker = state.clone();
     let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
         let busy = Busy::new(tracker.clone());
@@ -134,7 +202,7 @@ async fn connection(
             )
         }
     });
-    let io = TokioIo::new(socket);
+    let io = TokioIo::new(io);
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(head_timeout)
@@ -159,8 +227,6 @@ async fn connection(
     if let Some(Err(e)) = served {
         tracing::debug!(error = %e, "connection ended");
     }
-    // Out of the list before the slot is free, so the accept loop never picks it again.
-    open.remove(id);
 }
 
 /// The connections being served (until each upgrades or ends), for choosing which to close at

@@ -58,6 +58,14 @@ enum Command {
         /// MiB free; 0 turns the check off.
         #[arg(long, default_value_t = casenote_protocol::limits::STORE_FREE_BYTES_MIN_DEFAULT / MIB)]
         min_free_mb: u64,
+        /// Terminate TLS here (https:// and wss://): the server's certificate chain, PEM, its
+        /// own certificate first. Needs --tls-key. Without both, plain HTTP, for a proxy that
+        /// terminates TLS in front (or loopback).
+        #[arg(long, value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key of --tls-cert's certificate, PEM (PKCS#8, RSA or EC).
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Create an empty store (a sled directory, or the schema in an empty PostgreSQL database) to
     /// bootstrap with `admin`; `serve` and `demo` create one too. The other commands refuse a
@@ -385,6 +393,7 @@ const MIB: u64 = 1024 * 1024;
 
 mod admin;
 mod store;
+mod tls;
 pub use admin::{Open, Target};
 use store::Opened;
 pub use store::StoreArgs;
@@ -398,6 +407,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             lock_after_hours,
             wipe_after_days,
             min_free_mb,
+            tls_cert,
+            tls_key,
         } => {
             if late_entry_hours < 0 {
                 anyhow::bail!("--late-entry-hours must be 0 or more");
@@ -412,9 +423,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if lease.wipe_after_ms <= lease.lock_after_ms {
                 anyhow::bail!("--wipe-after-days must come after --lock-after-hours");
             }
-            let config = Config::default()
+            let mut config = Config::default()
                 .with_late_entry_after_ms(late_entry_hours.saturating_mul(3_600_000))
                 .with_lease(lease);
+            if let (Some(cert), Some(key)) = (&tls_cert, &tls_key) {
+                let tls = tls::server_config(cert, key)?;
+                let connections = config.connections.clone().with_tls(tls);
+                config = config.with_connections(connections);
+            }
             serve(store, listen, config, min_free_mb.saturating_mul(MIB))
         }
         Command::Init { store } => {
@@ -615,10 +631,12 @@ fn serve(
             .await
             .with_context(|| format!("could not listen on {listen}"))?;
         let addr = listener.local_addr()?;
+        let tls = config.connections.tls.is_some();
+        let scheme = if tls { "https" } else { "http" };
         let mut stdout = std::io::stdout();
-        writeln!(stdout, "casenote-server listening on http://{addr}")?;
+        writeln!(stdout, "casenote-server listening on {scheme}://{addr}")?;
         stdout.flush()?;
-        tracing::info!(%addr, store = %where_.describe(), "serving");
+        tracing::info!(%addr, tls, store = %where_.describe(), "serving");
         crate::run(listener, store, config, stop_signal()).await?;
         tracing::info!("stopped: pending audit counts written, store flushed");
         Ok(())

@@ -236,7 +236,7 @@ impl Server {
             .trim()
             .rsplit(' ')
             .next()
-            .filter(|u| u.starts_with("http://"))
+            .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
             .unwrap_or_else(|| panic!("unexpected first line from the server: {line:?}"))
             .to_string();
         Server {
@@ -261,7 +261,8 @@ impl Server {
 
     /// The `host:port` the server listens on.
     pub fn addr(&self) -> String {
-        self.url.trim_start_matches("http://").to_string()
+        let url = self.url.trim_start_matches("https://");
+        url.trim_start_matches("http://").to_string()
     }
 
     /// Stops the server as an operator or systemd does, with SIGTERM, and returns how it
