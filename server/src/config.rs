@@ -122,6 +122,12 @@ pub struct ConnectionSettings {
     pub header_read_timeout: Duration,
     pub body_stall_timeout: Duration,
     pub write_stall_timeout: Duration,
+    /// Most requests served at once, the live channel and the probes aside (`api/guard.rs`);
+    /// one more is answered 503 `server_busy` with `Retry-After`.
+    pub requests_max: usize,
+    /// How long a short request may take before it is answered 503 `request_timeout`
+    /// (`api/guard.rs` says which routes are exempt, and why).
+    pub request_timeout: Duration,
 }
 
 impl Default for ConnectionSettings {
@@ -131,6 +137,8 @@ impl Default for ConnectionSettings {
             header_read_timeout: Duration::from_millis(limits::HTTP_HEADER_READ_TIMEOUT_MS),
             body_stall_timeout: Duration::from_millis(limits::HTTP_BODY_STALL_TIMEOUT_MS),
             write_stall_timeout: Duration::from_millis(limits::HTTP_WRITE_STALL_TIMEOUT_MS),
+            requests_max: limits::HTTP_REQUESTS_IN_FLIGHT_MAX,
+            request_timeout: Duration::from_millis(limits::HTTP_REQUEST_TIMEOUT_MS),
         }
     }
 }
@@ -139,6 +147,18 @@ impl ConnectionSettings {
     /// These settings with a fixed connection cap (at least 1).
     pub fn with_connections_max(mut self, max: usize) -> Self {
         self.connections_max = Some(max.max(1));
+        self
+    }
+
+    /// These settings with at most `max` requests served at once (at least 1).
+    pub fn with_requests_max(mut self, max: usize) -> Self {
+        self.requests_max = max.max(1);
+        self
+    }
+
+    /// These settings with another timeout for short requests.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
         self
     }
 
