@@ -2,7 +2,8 @@
 //! router and its layers ([`router`], [`AppState`]), errors ([`ApiError`], in `error.rs`), the
 //! authenticated device of a request (`extract.rs`), the small routes (`routes.rs`), the sync
 //! handler (`sync.rs`), the live WebSocket (`live.rs`), the admin API (`admin.rs`), the request id
-//! in log lines and error bodies (`request_id.rs`) and the accept loop (`listen.rs`).
+//! in log lines and error bodies (`request_id.rs`), the request cap and timeout (`guard.rs`),
+//! `/metrics` and the OpenAPI document (`observe.rs`) and the accept loop (`listen.rs`).
 //!
 //! Every handler hands its work to the domain (sync, history, escrow, auth) on the blocking pool,
 //! never doing store work on the async executor, and turns the domain's answer into HTTP. A
