@@ -85,8 +85,17 @@ pub enum Doing {
 
 /// `e` with what it means for what the user was doing, said once.
 pub fn advise(e: CoreError, doing: Doing) -> anyhow::Error {
+    // A sync answered 503 (the server busy, or its store unable to write) or 507 stored nothing
+    // (the sync is never timed): as with an unreachable server, the edits wait on the device.
     let unreachable = matches!(e, CoreError::Transport(TransportError::Unreachable { .. }));
     let untrusted = matches!(e, CoreError::Transport(TransportError::Untrusted { .. }));
+    let busy = matches!(
+        e,
+        CoreError::Transport(TransportError::Server {
+            status: 503 | 507,
+            ..
+        })
+    );
     let advice = match doing {
         Doing::SignIn if untrusted => {
             "; if the server uses your organisation's own CA, sign in with --ca-file FILE (its \
@@ -99,7 +108,7 @@ pub fn advise(e: CoreError, doing: Doing) -> anyhow::Error {
         Doing::SignIn if unreachable => {
             "; check the server's address and that it is running (nothing was changed)"
         }
-        Doing::Sync if unreachable => {
+        Doing::Sync if unreachable || busy => {
             "; your edits are kept on this device and go up at the next sync"
         }
         Doing::History if unreachable => {

@@ -47,12 +47,18 @@ pub enum ErrorCode {
     /// Something went wrong on the server; the message carries a request id to quote.
     Internal,
     /// The request stalled: no byte of its body arrived for `limits::HTTP_BODY_STALL_TIMEOUT_MS`
-    /// (408). Nothing of it was stored; send it again. Added for issue 11.
+    /// (408). Nothing of it was stored; send it again. Added for issue 11. Also a short request
+    /// the server did not answer within `limits::HTTP_REQUEST_TIMEOUT_MS` (503, issue 13): its
+    /// work may still finish, so check before repeating an admin act.
     RequestTimeout,
     /// An admin act that cannot be done as asked (a name taken or ambiguous, an empty name, a
     /// revoked member of staff); the message says what to do. HTTP 422. Only the admin API
     /// answers it. Added for issue 13.
     InvalidRequest,
+    /// The server is serving as many requests as it allows (`limits::HTTP_REQUESTS_IN_FLIGHT_MAX`):
+    /// nothing of this one was done. HTTP 503 with `Retry-After`; keep the edits and retry then.
+    /// Added for issue 13.
+    ServerBusy,
 }
 
 impl ErrorCode {
@@ -77,6 +83,7 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::ServerBusy => "server_busy",
         }
     }
 }

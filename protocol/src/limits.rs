@@ -381,6 +381,43 @@ const _: () = assert!(SHUTDOWN_DRAIN_MS > HTTP_BODY_STALL_TIMEOUT_MS);
 /// at most this many threads busy validating what it sends.
 pub const SYNCS_PER_DEVICE_MAX: usize = 4;
 
+/// Most requests the server serves at once (issue 13; `server/src/api/guard.rs`), the live
+/// channel (its own cap, [`LIVE_CONNECTIONS_MAX`]) and the probes (`/health`, `/ready`,
+/// `/metrics`, which must answer most when the server is busiest) aside. One more is answered at
+/// once with 503 `server_busy` and `Retry-After` ([`HTTP_BUSY_RETRY_AFTER_S`]) instead of
+/// queueing: a device keeps its edits and retries, where a queue would only grow the wait of
+/// everyone behind it. 256 is above the 200 devices the load test syncs at once, and four times
+/// the blocking pool ([`SERVER_BLOCKING_THREADS_MAX`]), so the pool stays busy while many bodies
+/// are still arriving on slow links (a body being read holds no thread); and it bounds the
+/// request bodies held in memory at once to 256 x [`REQUEST_BYTES_MAX`] however many of the
+/// [`CONNECTIONS_MAX`] connections send at once.
+pub const HTTP_REQUESTS_IN_FLIGHT_MAX: usize = 256;
+
+/// The `Retry-After` of a 503 `server_busy` answer, in seconds: about a busy sync's time, and
+/// above the device's first backoff ([`SYNC_BACKOFF_BASE_MS`]); the device adds its own jitter.
+pub const HTTP_BUSY_RETRY_AFTER_S: u64 = 5;
+
+/// How long a short request (`/health`, `/ready`, `/metrics`, whoami, history, escrow, and every
+/// admin act but the long readers) may take before it is answered 503 `request_timeout`
+/// (issue 13; `server/src/api/guard.rs`). Such a request is one store transaction and at most
+/// one flush, so it is done in well under a second; the longest honest wait in it is a flush
+/// ([`STORE_FLUSH_WAIT_MS_MAX`], after which the store answers `store_full` itself) or a
+/// PostgreSQL pool wait ([`PG_POOL_WAIT_MS_MAX`]), so 60 s is past both, and past the stalls a
+/// body of at most [`SMALL_BODY_BYTES_MAX`] may have ([`HTTP_BODY_STALL_TIMEOUT_MS`]). Not
+/// timed: `/v1/live` (open for hours by design), `/v1/sync` (an honest upload of
+/// [`REQUEST_BYTES_MAX`] on a slow link may take minutes and is bounded by the stall timeout
+/// instead, and its work by the flush wait and [`SYNCS_PER_DEVICE_MAX`]), and the admin acts that
+/// read a whole log (`export`, `audit/show`, `audit/verify`, bounded by the admin client's
+/// [`ADMIN_CLIENT_TIMEOUT_MS`]). A timed-out request's store work, already on the blocking
+/// pool, may still finish: the answer says so.
+pub const HTTP_REQUEST_TIMEOUT_MS: u64 = 60_000;
+const _: () = assert!(HTTP_REQUEST_TIMEOUT_MS > STORE_FLUSH_WAIT_MS_MAX);
+const _: () = assert!(HTTP_REQUEST_TIMEOUT_MS > PG_POOL_WAIT_MS_MAX);
+const _: () = assert!(HTTP_REQUEST_TIMEOUT_MS > HTTP_BODY_STALL_TIMEOUT_MS);
+const _: () = assert!(HTTP_REQUESTS_IN_FLIGHT_MAX >= SERVER_BLOCKING_THREADS_MAX);
+const _: () = assert!(HTTP_REQUESTS_IN_FLIGHT_MAX < CONNECTIONS_MAX);
+const _: () = assert!(HTTP_BUSY_RETRY_AFTER_S * 1000 >= SYNC_BACKOFF_BASE_MS);
+
 /// How long the accept loop waits after `accept` fails (out of descriptors, out of memory)
 /// before trying again, so that a persistent failure does not spin a core.
 pub const ACCEPT_ERROR_BACKOFF_MS: u64 = 100;

@@ -128,6 +128,12 @@ pub struct ConnectionSettings {
     /// TLS terminated by the server itself (`serve --tls-cert --tls-key`); `None`: plain HTTP,
     /// as behind a proxy that terminates it.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Most requests served at once, the live channel and the probes aside (`api/guard.rs`);
+    /// one more is answered 503 `server_busy` with `Retry-After`.
+    pub requests_max: usize,
+    /// How long a short request may take before it is answered 503 `request_timeout`
+    /// (`api/guard.rs` says which routes are exempt, and why).
+    pub request_timeout: Duration,
 }
 
 impl Default for ConnectionSettings {
@@ -138,6 +144,8 @@ impl Default for ConnectionSettings {
             body_stall_timeout: Duration::from_millis(limits::HTTP_BODY_STALL_TIMEOUT_MS),
             write_stall_timeout: Duration::from_millis(limits::HTTP_WRITE_STALL_TIMEOUT_MS),
             tls: None,
+            requests_max: limits::HTTP_REQUESTS_IN_FLIGHT_MAX,
+            request_timeout: Duration::from_millis(limits::HTTP_REQUEST_TIMEOUT_MS),
         }
     }
 }
@@ -152,6 +160,18 @@ impl ConnectionSettings {
     /// These settings with TLS terminated by the server, under `tls`.
     pub fn with_tls(mut self, tls: Arc<rustls::ServerConfig>) -> Self {
         self.tls = Some(tls);
+        self
+    }
+
+    /// These settings with at most `max` requests served at once (at least 1).
+    pub fn with_requests_max(mut self, max: usize) -> Self {
+        self.requests_max = max.max(1);
+        self
+    }
+
+    /// These settings with another timeout for short requests.
+    pub fn with_request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
         self
     }
 

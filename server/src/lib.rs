@@ -23,6 +23,7 @@ pub mod escrow;
 pub mod export;
 pub mod feed;
 pub mod history;
+pub mod metrics;
 pub mod model;
 pub mod store;
 pub mod sync;

@@ -16,6 +16,7 @@ mod backup;
 
 use super::error::{blocking, ApiError};
 use super::extract::bearer;
+use super::guard::Guard;
 use super::AppState;
 use crate::admin::act::{self, Act, Outcome};
 use crate::admin::AdminError;
@@ -33,24 +34,33 @@ use axum::routing::post;
 use axum::{Json, Router};
 use casenote_protocol::ErrorCode;
 
-/// The admin routes, to merge into the router.
-pub(crate) fn routes() -> Router<AppState> {
+/// The admin routes, to merge into the router: each capped, and timed but for the acts that
+/// read a whole log ([`LONG_ACTS`]; `guard.rs`).
+pub(crate) fn routes(guard: &Guard) -> Router<AppState> {
     let mut router = Router::new();
     for (tag, path) in act::PATHS {
         let tag = *tag;
-        router = router.route(
-            &format!("/v1/admin/{path}"),
-            post(
-                move |state: State<AppState>,
-                      admin: AdminAuthed,
-                      body: Result<Bytes, BytesRejection>| {
-                    handle(tag, state, admin, body)
-                },
-            ),
+        let route = post(
+            move |state: State<AppState>,
+                  admin: AdminAuthed,
+                  body: Result<Bytes, BytesRejection>| {
+                handle(tag, state, admin, body)
+            },
         );
+        let route = if LONG_ACTS.contains(&tag) {
+            guard.long(route)
+        } else {
+            guard.short(route)
+        };
+        router = router.route(&format!("/v1/admin/{path}"), route);
     }
-    router.route("/v1/admin/backup", post(backup::handle))
+    router.route("/v1/admin/backup", guard.long(post(backup::handle)))
 }
+
+/// The acts that read a whole log, which the request timeout must not cut
+/// (`limits::HTTP_REQUEST_TIMEOUT_MS` says why; the admin client waits
+/// `limits::ADMIN_CLIENT_TIMEOUT_MS`).
+const LONG_ACTS: &[&str] = &["audit_verify", "audit_show", "export"];
 
 /// Runs the act `tag` with the fields of `body` as the admin who sent it.
 async fn handle(

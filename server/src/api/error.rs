@@ -115,6 +115,7 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        crate::metrics::refused(self.code);
         let body = ErrorBody {
             code: self.code,
             message: self.message,

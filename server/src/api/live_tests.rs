@@ -29,21 +29,21 @@ use tungstenite::{Message, WebSocket};
 /// A safety net so that a broken test fails instead of hanging; never a measurement.
 const PATIENCE: Duration = Duration::from_secs(60);
 
-struct Server {
+pub(super) struct Server {
     _dir: tempfile::TempDir,
-    store: Arc<SledStore>,
-    state: AppState,
-    addr: std::net::SocketAddr,
+    pub(super) store: Arc<SledStore>,
+    pub(super) state: AppState,
+    pub(super) addr: std::net::SocketAddr,
     /// Alice and Bob are in North, Carol in South.
-    alice: String,
-    bob: String,
+    pub(super) alice: String,
+    pub(super) bob: String,
     carol: String,
-    alice_staff: Staff,
+    pub(super) alice_staff: Staff,
     carol_staff: Staff,
 }
 
 impl Server {
-    async fn start(config: Config) -> Self {
+    pub(super) async fn start(config: Config) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::sled::open(dir.path()).unwrap();
         let [(alice, alice_token), (_, bob_token), (carol, carol_token)] =
@@ -68,7 +68,12 @@ impl Server {
 
     /// Pushes a new case through `POST /v1/sync` (the path that publishes live events).
     async fn push_case(&self, token: &str, staff: &Staff) -> DocId {
-        let (case_id, push) = new_case(staff);
+        let (_, push) = new_case(staff);
+        self.push(token, push).await
+    }
+
+    /// Pushes one document through `POST /v1/sync`; the id the server acknowledged.
+    pub(super) async fn push(&self, token: &str, push: DocPush) -> DocId {
         let req = SyncRequest {
             version: PROTOCOL_VERSION,
             cursor: Seq(0),
@@ -91,11 +96,11 @@ impl Server {
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         let resp = wire::decode_response(&body).unwrap();
         assert_eq!(resp.acks.len(), 1, "{:?}", resp.rejections);
-        DocId(case_id.0)
+        resp.acks[0].doc_id
     }
 
     /// Opens the live channel as `token` and reads the hello.
-    async fn listen(&self, token: &str) -> WebSocket<TcpStream> {
+    pub(super) async fn listen(&self, token: &str) -> WebSocket<TcpStream> {
         let (addr, token) = (self.addr, token.to_string());
         tokio::task::spawn_blocking(move || {
             let mut ws = connect(addr, &token).expect("the live channel opens");
@@ -114,7 +119,7 @@ fn authored(staff: &Staff) -> AutoCommit {
     doc
 }
 
-fn new_case(staff: &Staff) -> (CaseId, DocPush) {
+pub(super) fn new_case(staff: &Staff) -> (CaseId, DocPush) {
     let case_id = CaseId::new_random();
     let mut doc = authored(staff);
     record::init_case(
@@ -161,7 +166,7 @@ fn connect(
 }
 
 /// The next live event, or the error that ended the connection.
-fn next_event(ws: &mut WebSocket<TcpStream>) -> Result<LiveEvent, tungstenite::Error> {
+pub(super) fn next_event(ws: &mut WebSocket<TcpStream>) -> Result<LiveEvent, tungstenite::Error> {
     loop {
         match ws.read()? {
             Message::Binary(b) => return Ok(wire::decode_live_event(&b).unwrap()),

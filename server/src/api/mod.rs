@@ -2,7 +2,8 @@
 //! router and its layers ([`router`], [`AppState`]), errors ([`ApiError`], in `error.rs`), the
 //! authenticated device of a request (`extract.rs`), the small routes (`routes.rs`), the sync
 //! handler (`sync.rs`), the live WebSocket (`live.rs`), the admin API (`admin.rs`), the request id
-//! in log lines and error bodies (`request_id.rs`) and the accept loop (`listen.rs`).
+//! in log lines and error bodies (`request_id.rs`), the request cap and timeout (`guard.rs`),
+//! `/metrics` and the OpenAPI document (`observe.rs`) and the accept loop (`listen.rs`).
 //!
 //! Every handler hands its work to the domain (sync, history, escrow, auth) on the blocking pool,
 //! never doing store work on the async executor, and turns the domain's answer into HTTP. A
@@ -15,8 +16,10 @@
 mod admin;
 mod error;
 mod extract;
+mod guard;
 pub(crate) mod listen;
 mod live;
+mod observe;
 pub mod request_id;
 mod routes;
 mod sync;
@@ -51,6 +54,8 @@ pub struct AppState {
     pub refusals: Arc<Refusals>,
     /// Each device's syncs in progress (`limits::SYNCS_PER_DEVICE_MAX`).
     pub syncs: Arc<PerDevice>,
+    /// The request cap and timeout (`guard.rs`), one for every route.
+    guard: guard::Guard,
 }
 
 impl AppState {
@@ -60,25 +65,35 @@ impl AppState {
             feed: Arc::new(Feed::new(config.live.clone())),
             refusals: Arc::new(Refusals::default()),
             syncs: Arc::new(PerDevice::new(limits::SYNCS_PER_DEVICE_MAX)),
+            guard: guard::Guard::new(&config.connections),
             config: Arc::new(config),
         }
     }
 }
 
-/// The router with every endpoint.
+/// The router with every endpoint (the routes' cap and timeout: `guard.rs`; the OpenAPI
+/// document, `openapi.json`, lists every one of them, checked by a test).
 pub fn router(state: AppState) -> Router {
+    let g = state.guard.clone();
     Router::new()
-        .route("/health", get(routes::health))
-        .route("/ready", get(routes::ready))
-        .route("/v1/whoami", get(routes::whoami))
-        .route("/v1/history/{doc_id}", get(routes::history))
-        .route("/v1/escrow/{device_id}", post(routes::escrow_handler))
+        .route("/health", g.probe(get(routes::health)))
+        .route("/ready", g.probe(get(routes::ready)))
+        .route("/metrics", g.probe(get(observe::metrics_handler)))
+        .route("/v1/openapi.json", g.probe(get(observe::openapi)))
+        .route("/v1/whoami", g.short(get(routes::whoami)))
+        .route("/v1/history/{doc_id}", g.short(get(routes::history)))
+        .route(
+            "/v1/escrow/{device_id}",
+            g.short(post(routes::escrow_handler)),
+        )
         .route("/v1/live", get(live::live_handler))
-        .merge(admin::routes())
+        .merge(admin::routes(&g))
         .route(
             "/v1/sync",
-            post(sync::sync_handler).layer(DefaultBodyLimit::disable()),
+            g.long(post(sync::sync_handler).layer(DefaultBodyLimit::disable())),
         )
+        // Every matched request counted and timed by its route template (`observe.rs`).
+        .route_layer(axum::middleware::from_fn(observe::track))
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(limits::SMALL_BODY_BYTES_MAX))
         .layer(RequestBodyTimeoutLayer::new(
@@ -101,6 +116,10 @@ pub fn router(state: AppState) -> Router {
 #[cfg(test)]
 mod api_tests;
 #[cfg(test)]
+mod guard_tests;
+#[cfg(test)]
 mod listen_tests;
 #[cfg(test)]
 mod live_tests;
+#[cfg(test)]
+mod openapi_tests;

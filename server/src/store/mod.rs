@@ -237,6 +237,11 @@ pub trait Store: Send + Sync {
     /// Whether the store accepts writes now (for `/ready`); may start a recovery that is due.
     fn writability(&self) -> Writability;
 
+    /// The store's size in bytes, for `/metrics` (`None`: unknown).
+    fn size_bytes(&self) -> Option<u64> {
+        None
+    }
+
     /// A watch on what other processes commit to this store, for a backend that several server
     /// nodes share (PostgreSQL); `None` where this process is the only writer (sled).
     fn watch(&self) -> Option<Box<dyn Watch>> {

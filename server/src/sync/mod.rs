@@ -114,6 +114,12 @@ pub fn handle(
     let planned = pull_and_commit(store, who, &asked, &pushed, now_ms)?;
     store.flush()?;
     log_sync(who, &asked, pushed_docs, &pushed, &planned);
+    crate::metrics::synced(
+        pushed.stored,
+        planned.pulled_changes,
+        pushed.quarantined,
+        pushed.rejections.iter().map(|r| r.code),
+    );
     let stored = Stored::of(&pushed);
     Ok((response(log_id, now_ms, pushed, planned), stored))
 }

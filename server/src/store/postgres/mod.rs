@@ -137,15 +137,20 @@ impl PgStore {
         };
         let session = txn.into_session();
         let Some((first, last)) = appended else {
-            return session.commit("COMMIT");
+            let began = std::time::Instant::now();
+            let done = session.commit("COMMIT");
+            crate::metrics::committed(began.elapsed());
+            return done;
         };
         // Noted before the commit (under the lock, so no other transaction can take these
         // sequences meanwhile), so that this node's watch never mistakes them for another's.
         self.own.insert(first, last);
+        let began = std::time::Instant::now();
         let done = session.commit(&format!(
             "SELECT pg_notify('{CHANNEL}', '{}'); COMMIT",
             last.0
         ));
+        crate::metrics::committed(began.elapsed());
         if done.is_err() {
             self.own.remove(first, last);
         }
@@ -234,6 +239,12 @@ impl Store for PgStore {
     /// Nothing to do: a commit returned only once it was durable.
     fn flush(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    /// `pg_database_size` of the database.
+    fn size_bytes(&self) -> Option<u64> {
+        let mut conn = self.pool.get().ok()?;
+        txn::database_size(conn.session()).ok()
     }
 
     fn writability(&self) -> Writability {

@@ -726,6 +726,13 @@ pub(super) fn last_seq(s: &mut Session) -> Result<Seq, StoreError> {
     Ok(Seq(seq(col(&row, "seq")?)?))
 }
 
+/// The database's size on disk.
+pub(super) fn database_size(s: &mut Session) -> Result<u64, StoreError> {
+    let row = s.query_one("SELECT pg_database_size(current_database()) AS bytes", &[])?;
+    let bytes: i64 = col(&row, "bytes")?;
+    Ok(u64::try_from(bytes).unwrap_or(0))
+}
+
 pub(super) fn quarantine_list(s: &mut Session) -> Result<Vec<QuarantineEntry>, StoreError> {
     s.query("SELECT * FROM quarantine ORDER BY doc_id, hash", &[])?
         .iter()

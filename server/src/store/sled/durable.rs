@@ -97,6 +97,8 @@ pub(super) struct FlushState {
     pub(super) failed: Option<(u64, String)>,
     /// Callers inside `flush` right now.
     pub(super) waiting: usize,
+    /// Callers that asked for a flush since the last one started: the next one serves them.
+    pub(super) asking: usize,
     /// Tests only: no flush starts while set.
     pub(super) held: bool,
     /// The store is closing: the flusher stops.
@@ -185,8 +187,11 @@ impl Shared {
             }
             st.started += 1;
             let ticket = st.started;
+            let sharing = std::mem::take(&mut st.asking);
             drop(st);
+            let began = Instant::now();
             let result = self.flush_once();
+            crate::metrics::flushed(began.elapsed(), sharing);
             group.flushes.fetch_add(1, Ordering::Relaxed);
             let mut st = lock(&group.state);
             match &result {
@@ -510,6 +515,7 @@ impl SledStore {
         let target = st.started + 1;
         st.wanted = st.wanted.max(target);
         st.waiting += 1;
+        st.asking += 1;
         group.wake.notify_one();
         let outcome = loop {
             if st.completed >= target {

@@ -441,6 +441,11 @@ impl Store for SledStore {
     fn writability(&self) -> Writability {
         self.check_writable()
     }
+
+    /// sled's files on disk.
+    fn size_bytes(&self) -> Option<u64> {
+        self.shared.sled().ok()?.db.size_on_disk().ok()
+    }
 }
 
 #[cfg(test)]
