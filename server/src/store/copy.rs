@@ -664,7 +664,7 @@ mod tests {
     /// that document's stored record is newer than the cut.
     fn demo_and_cut(dir: &std::path::Path) -> (std::sync::Arc<crate::SledStore>, Cut, DocId) {
         let store = crate::store::sled::open(&dir.join("from")).unwrap();
-        crate::cli::demo::load(&*store, 0).unwrap();
+        crate::cli::demo::load(&*store, crate::now_ms()).unwrap();
         let mut firsts: HashMap<DocId, Seq> = HashMap::new();
         let mut later = None;
         store
