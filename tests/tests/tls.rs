@@ -429,3 +429,70 @@ fn a_tls_server_closes_a_silent_handshake_and_still_stops_cleanly_on_sigterm() {
     let status = server.stop();
     assert!(status.success(), "{status:?}");
 }
+
+/// `casenote-server admin --server URL ...` with the admin token in CASENOTE_ADMIN_TOKEN.
+fn admin_over(url: &str, token: &str, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["admin", "--server", url];
+    all.extend_from_slice(args);
+    Command::new(SERVER_BIN)
+        .args(all)
+        .env("CASENOTE_ADMIN_TOKEN", token)
+        .output()
+        .expect("run casenote-server")
+}
+
+#[test]
+fn the_admin_client_trusts_the_trusts_ca_and_refuses_plain_http_off_loopback() {
+    let (tmp, data, _staff) = demo_borough();
+    let issued = admin(&data, &["admin-token", "issue", "--name", "ops"]);
+    let pki = pki(&tmp.path().join("pki"), "Castlebridge Trust CA");
+    let other = pki_other(&tmp);
+    let server = tls_server(&data, "127.0.0.1:0", &pki);
+    let ca = pki.ca.to_str().unwrap();
+
+    // With the trust's CA: an act runs on the live server over https.
+    let out = admin_over(&server.url, &issued, &["--ca-file", ca, "list"]);
+    assert!(
+        out.status.success(),
+        "admin over https with --ca-file: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Castlebridge"));
+
+    // Without it (the public roots), or with another CA: refused, nothing done.
+    for extra in [vec![], vec!["--ca-file", other.to_str().unwrap()]] {
+        let mut args = extra.clone();
+        args.extend(["org", "add", "--name", "Never Added"]);
+        let out = admin_over(&server.url, &issued, &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "an untrusted server was used: {extra:?}"
+        );
+        assert!(err.to_lowercase().contains("certificate"), "{err}");
+    }
+    let out = admin_over(&server.url, &issued, &["--ca-file", ca, "list"]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("Never Added"));
+
+    // Plain http off loopback: refused before any connection, unless allowed.
+    let out = admin_over("http://10.255.255.1:9", &issued, &["list"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("unencrypted"),
+        "{err}"
+    );
+    assert!(err.contains("--allow-insecure-http"), "{err}");
+    let missing = tmp.path().join("no-such-ca.pem");
+    let out = admin_over(
+        &server.url,
+        &issued,
+        &["--ca-file", missing.to_str().unwrap(), "list"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("CA file"), "{err}");
+}
+
+/// Another CA's certificate, which the server's certificate was not signed by.
+fn pki_other(tmp: &tempfile::TempDir) -> PathBuf {
+    pki(&tmp.path().join("other"), "Some Other CA").ca
+}

@@ -5,15 +5,19 @@
 //! whichever way it ran.
 //!
 //! The admin token comes from `CASENOTE_ADMIN_TOKEN` (kept out of the process list) or
-//! `--admin-token`. The HTTP client is ureq (blocking, already in the tree through client-core).
+//! `--admin-token`. The HTTP client is ureq (blocking, already in the tree through client-core),
+//! reaching the server through client-core's `tls::Endpoint` as a device does: `https://` with
+//! the built-in roots or only `--ca-file`'s CA, plain `http://` refused for anything but
+//! loopback unless `--allow-insecure-http` (the admin token would cross the network in clear).
 
 use super::store::StoreArgs;
 use crate::admin::act::{self, Act, Outcome};
 use crate::model::By;
 use crate::{now_ms, Store};
 use anyhow::Context;
+use casenote_client_core::tls::{Endpoint, ServerOptions};
 use casenote_protocol::{limits, ErrorBody};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// `--data DIR`, `--postgres URL`, or `--server URL` with `--admin-token TOKEN`.
@@ -30,9 +34,18 @@ pub struct Target {
         hide_env_values = true
     )]
     pub postgres: Option<String>,
-    /// A running server, `http://HOST:PORT`: the act runs there, with the admin token.
+    /// A running server, `https://HOST[:PORT]` (or `http://127.0.0.1:PORT` on this machine):
+    /// the act runs there, with the admin token.
     #[arg(long, value_name = "URL")]
     pub server: Option<String>,
+    /// With --server: trust only the CA certificate(s) in this PEM file (the organisation's own
+    /// CA) instead of the built-in public roots.
+    #[arg(long, value_name = "FILE", requires = "server")]
+    pub ca_file: Option<PathBuf>,
+    /// With --server: allow plain http to an address that is not this machine's loopback (the
+    /// admin token and what the act returns then cross the network unencrypted).
+    #[arg(long, requires = "server")]
+    pub allow_insecure_http: bool,
     /// The admin token for --server (or CASENOTE_ADMIN_TOKEN, which keeps it out of the process
     /// list); `admin --data DIR admin-token issue --name N` makes the first one.
     #[arg(
@@ -55,7 +68,7 @@ pub enum Open {
 
 /// Where an act runs: a running server, or a stopped store.
 pub enum Place<'a> {
-    Server { url: &'a str, token: &'a str },
+    Server(Remote<'a>),
     Store(StoreArgs),
 }
 
@@ -63,13 +76,17 @@ impl Target {
     /// Where the options say the act runs.
     pub fn place(&self) -> anyhow::Result<Place<'_>> {
         if let Some(server) = &self.server {
-            if self.data.is_some() {
-                anyhow::bail!("give --server URL or --data DIR, not both");
+            if self.data.is_some() || self.postgres.is_some() {
+                anyhow::bail!(
+                    "give --server URL or a store (--data DIR, or --postgres URL or CASENOTE_POSTGRES_URL), \
+                     not both"
+                );
             }
             let token = self.admin_token.as_deref().context(
                 "--server needs an admin token: set CASENOTE_ADMIN_TOKEN (or --admin-token)",
             )?;
-            return Ok(Place::Server { url: server, token });
+            let endpoint = endpoint(server, self.ca_file.as_deref(), self.allow_insecure_http)?;
+            return Ok(Place::Server(Remote { endpoint, token }));
         }
         let args = StoreArgs {
             data: self.data.clone(),
@@ -84,7 +101,7 @@ impl Target {
     /// Runs `act` where the target says and returns its outcome.
     pub fn perform(&self, act: Act, open: Open) -> anyhow::Result<Outcome> {
         let args = match self.place()? {
-            Place::Server { url, token } => return remote(url, token, &act),
+            Place::Server(server) => return remote(&server, &act),
             Place::Store(args) => args,
         };
         let opened = match open {
@@ -103,34 +120,82 @@ impl Target {
     }
 }
 
-/// Sends `act` to the admin API of `server` and returns the outcome it answered.
-fn remote(server: &str, token: &str, act: &Act) -> anyhow::Result<Outcome> {
-    let base = server_base(server)?;
-    let url = format!("{base}/v1/admin/{}", act.path());
-    let agent = ureq::AgentBuilder::new()
-        .timeout(std::time::Duration::from_millis(
-            limits::ADMIN_CLIENT_TIMEOUT_MS,
-        ))
-        .build();
-    let answer = agent
-        .post(&url)
-        .set("Authorization", &format!("Bearer {token}"))
-        .send_json(act);
-    match answer {
-        Ok(resp) => resp
-            .into_json::<Outcome>()
-            .with_context(|| format!("the server at {base} answered something unreadable")),
-        Err(e) => Err(refusal(base, e)),
+/// A running server's admin API: its checked address and whom to trust for it, and the admin
+/// token.
+pub struct Remote<'a> {
+    endpoint: Endpoint,
+    token: &'a str,
+}
+
+impl Remote<'_> {
+    /// The server's address, without a trailing slash.
+    pub fn base(&self) -> &str {
+        self.endpoint.url()
+    }
+
+    /// `POST /v1/admin/{path}` with the admin token, on an agent `builder` configures (its
+    /// timeouts) that trusts what the endpoint says.
+    pub fn post(&self, builder: ureq::AgentBuilder, path: &str) -> ureq::Request {
+        builder
+            .tls_config(self.endpoint.tls_config())
+            .build()
+            .post(&format!("{}/v1/admin/{path}", self.base()))
+            .set("Authorization", &format!("Bearer {}", self.token))
     }
 }
 
-/// `--server URL` without a trailing slash; only `http://` (TLS is terminated in front).
-pub(super) fn server_base(server: &str) -> anyhow::Result<&str> {
-    let base = server.trim_end_matches('/');
-    if !base.starts_with("http://") {
-        anyhow::bail!("--server must be http://HOST:PORT, not {server:?}");
+/// `--server` checked as a device checks its server: a well-formed address, plain http only to
+/// loopback unless allowed, the CA file readable PEM.
+fn endpoint(
+    server: &str,
+    ca_file: Option<&Path>,
+    allow_insecure_http: bool,
+) -> anyhow::Result<Endpoint> {
+    let ca_pem = match ca_file {
+        Some(path) => Some(
+            read_bounded(path, limits::DEVICE_CA_PEM_BYTES_MAX as u64)
+                .with_context(|| format!("cannot read the CA file {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let options = ServerOptions {
+        ca_pem,
+        allow_insecure_http,
+    };
+    Endpoint::new(server, options).map_err(|e| match e {
+        casenote_client_core::Error::InsecureHttp { .. } => {
+            anyhow::anyhow!("--server: {e} (--allow-insecure-http)")
+        }
+        e => anyhow::anyhow!("--server: {e}"),
+    })
+}
+
+/// A file's bytes, refused when it holds more than `max`.
+fn read_bounded(path: &Path, max: u64) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(max + 1)
+        .read_to_end(&mut bytes)?;
+    anyhow::ensure!(bytes.len() as u64 <= max, "it is larger than {max} bytes");
+    Ok(bytes)
+}
+
+/// Sends `act` to the admin API of `server` and returns the outcome it answered.
+fn remote(server: &Remote<'_>, act: &Act) -> anyhow::Result<Outcome> {
+    let timeout = std::time::Duration::from_millis(limits::ADMIN_CLIENT_TIMEOUT_MS);
+    let answer = server
+        .post(ureq::AgentBuilder::new().timeout(timeout), act.path())
+        .send_json(act);
+    match answer {
+        Ok(resp) => resp.into_json::<Outcome>().with_context(|| {
+            format!(
+                "the server at {} answered something unreadable",
+                server.base()
+            )
+        }),
+        Err(e) => Err(refusal(server.base(), e)),
     }
-    Ok(base)
 }
 
 /// What the admin API's refusal (or an unreachable server) means, in words.

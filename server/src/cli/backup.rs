@@ -7,7 +7,7 @@
 //! answer to the file, saying on stderr how far it got every few seconds; from a stopped store
 //! (`--data DIR`, `--postgres URL`) it runs the same traversal here.
 
-use super::admin::{refusal, server_base, Place, Target};
+use super::admin::{refusal, Place, Remote, Target};
 use super::store::StoreArgs;
 use crate::backup::{self, Restored, Summary};
 use crate::model::By;
@@ -25,7 +25,7 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 pub fn save(target: &Target, out: &Path) -> anyhow::Result<(Summary, u64)> {
     let tmp = tmp_of(out);
     let done = match target.place()? {
-        Place::Server { url, token } => fetch(url, token, &tmp),
+        Place::Server(server) => fetch(&server, &tmp),
         Place::Store(args) => local(&args, &tmp),
     }
     .and_then(|()| finish(&tmp, out));
@@ -42,18 +42,16 @@ fn tmp_of(out: &Path) -> PathBuf {
 }
 
 /// Streams the admin API's backup into `tmp`.
-fn fetch(server: &str, token: &str, tmp: &Path) -> anyhow::Result<()> {
-    let base = server_base(server)?;
+fn fetch(server: &Remote<'_>, tmp: &Path) -> anyhow::Result<()> {
+    let base = server.base();
     // No overall timeout (a large store takes as long as it takes); a stall ends it.
     let stall = Duration::from_millis(limits::ADMIN_CLIENT_TIMEOUT_MS);
-    let agent = ureq::AgentBuilder::new()
+    let builder = ureq::AgentBuilder::new()
         .timeout_connect(stall)
         .timeout_read(stall)
-        .timeout_write(stall)
-        .build();
-    let resp = agent
-        .post(&format!("{base}/v1/admin/backup"))
-        .set("Authorization", &format!("Bearer {token}"))
+        .timeout_write(stall);
+    let resp = server
+        .post(builder, "backup")
         .call()
         .map_err(|e| refusal(base, e))?;
     let mut file = create(tmp)?;
