@@ -54,20 +54,12 @@ impl Guard {
             .saturating_sub(self.requests.available_permits())
     }
 
-    /// Capped and timed.
+    /// Capped and timed: the cap of [`Guard::long`] around the timeout of [`Guard::probe`].
     pub(crate) fn short<S: Clone + Send + Sync + 'static>(
         &self,
         route: MethodRouter<S>,
     ) -> MethodRouter<S> {
-        route.layer(
-            ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(refusal))
-                .load_shed()
-                .layer(GlobalConcurrencyLimitLayer::with_semaphore(
-                    self.requests.clone(),
-                ))
-                .layer(TimeoutLayer::new(self.timeout)),
-        )
+        self.long(self.probe(route))
     }
 
     /// Capped, not timed.
