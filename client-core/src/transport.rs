@@ -148,15 +148,53 @@ impl HttpTransport {
     }
 }
 
+impl HttpTransport {
+    /// Posts one sync body; a 503 `server_busy` answer (the server did nothing with it) is sent
+    /// again after its `Retry-After`, at most [`limits::SYNC_BUSY_RETRIES_MAX`] times.
+    fn post_sync(&self, body: &[u8]) -> Result<ureq::Response, TransportError> {
+        let mut retries = 0;
+        loop {
+            let sent = self
+                .agent
+                .post(&self.url("/v1/sync"))
+                .set("authorization", &format!("Bearer {}", self.token))
+                .set("content-type", CBOR_MEDIA_TYPE)
+                .send_bytes(body);
+            match sent {
+                Err(ureq::Error::Status(503, resp)) if retries < limits::SYNC_BUSY_RETRIES_MAX => {
+                    let header = resp.header("retry-after").map(str::to_string);
+                    let body: Option<ErrorBody> = resp.into_json().ok();
+                    let Some(after) = busy_wait(header.as_deref(), body.as_ref()) else {
+                        return Err(refusal(503, body));
+                    };
+                    retries += 1;
+                    std::thread::sleep(after);
+                }
+                other => return other.map_err(|e| self.map_err(e)),
+            }
+        }
+    }
+}
+
+/// How long to wait before sending again, when a 503 answer's body says `server_busy`: its
+/// `Retry-After` seconds (at most [`limits::SYNC_BUSY_RETRY_AFTER_MAX_S`]), plus up to half
+/// again at random, so devices turned away together do not come back together. `None`: another
+/// 503 (a store that cannot write, a timeout), which is not retried here.
+fn busy_wait(retry_after: Option<&str>, body: Option<&ErrorBody>) -> Option<Duration> {
+    if body?.code != ErrorCode::ServerBusy {
+        return None;
+    }
+    let seconds = retry_after
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(limits::HTTP_BUSY_RETRY_AFTER_S)
+        .min(limits::SYNC_BUSY_RETRY_AFTER_MAX_S);
+    let base = Duration::from_secs(seconds);
+    Some(base + base.mul_f64(rand::random::<f64>() / 2.0))
+}
+
 impl Transport for HttpTransport {
     fn sync(&self, body: Vec<u8>) -> Result<Vec<u8>, TransportError> {
-        let resp = self
-            .agent
-            .post(&self.url("/v1/sync"))
-            .set("authorization", &format!("Bearer {}", self.token))
-            .set("content-type", CBOR_MEDIA_TYPE)
-            .send_bytes(&body)
-            .map_err(|e| self.map_err(e))?;
+        let resp = self.post_sync(&body)?;
         let mut out = Vec::new();
         resp.into_reader()
             .take(limits::REQUEST_BYTES_MAX as u64 + 1)
@@ -194,5 +232,100 @@ impl Transport for HttpTransport {
             .map_err(|e| self.map_err(e))?;
         resp.into_json()
             .map_err(|e| TransportError::BadAnswer(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+    use std::sync::{Arc, Mutex};
+
+    /// A real HTTP server on 127.0.0.1:0 that answers each request with the next of `answers`
+    /// (status, body) and records the bodies it received.
+    fn serve(answers: Vec<(u16, &'static str)>) -> (String, Arc<Mutex<Vec<Vec<u8>>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for (status, body) in answers {
+                let (stream, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap();
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut received = vec![0; length];
+                reader.read_exact(&mut received).unwrap();
+                log.lock().unwrap().push(received);
+                let mut stream = stream;
+                write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\nretry-after: 0\r\ncontent-type: application/json\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .unwrap();
+            }
+        });
+        (url, seen)
+    }
+
+    const BUSY: &str = r#"{"code":"server_busy","message":"the store is busy"}"#;
+
+    #[test]
+    fn a_sync_answered_server_busy_is_sent_again_after_retry_after_and_succeeds() {
+        let (url, seen) = serve(vec![(503, BUSY), (503, BUSY), (200, "done")]);
+        let answer = HttpTransport::new(&url, "cn_token").sync(b"the body".to_vec());
+        assert_eq!(answer.unwrap(), b"done");
+        let seen = seen.lock().unwrap();
+        assert_eq!(
+            seen.len(),
+            3,
+            "two busy answers, then the sync went through"
+        );
+        assert!(
+            seen.iter().all(|b| b == b"the body"),
+            "the same body each time"
+        );
+    }
+
+    #[test]
+    fn a_server_that_stays_busy_gets_its_error_back_after_the_retries() {
+        let tries = limits::SYNC_BUSY_RETRIES_MAX as usize + 1;
+        let (url, seen) = serve(vec![(503, BUSY); tries + 1]);
+        let answer = HttpTransport::new(&url, "cn_token").sync(b"x".to_vec());
+        match answer {
+            Err(TransportError::Server { status, code, .. }) => {
+                assert_eq!((status, code.as_str()), (503, "server_busy"));
+            }
+            other => panic!("expected the busy error, got {other:?}"),
+        }
+        assert_eq!(
+            seen.lock().unwrap().len(),
+            tries,
+            "sent once and retried, no more"
+        );
+    }
+
+    #[test]
+    fn another_503_is_not_retried() {
+        let unwritable = r#"{"code":"store_full","message":"the store cannot write now"}"#;
+        let (url, seen) = serve(vec![(503, unwritable), (200, "done")]);
+        let answer = HttpTransport::new(&url, "cn_token").sync(b"x".to_vec());
+        assert!(
+            matches!(answer, Err(TransportError::Server { status: 503, .. })),
+            "{answer:?}"
+        );
+        assert_eq!(seen.lock().unwrap().len(), 1);
     }
 }

@@ -397,6 +397,18 @@ pub const HTTP_REQUESTS_IN_FLIGHT_MAX: usize = 256;
 /// above the device's first backoff ([`SYNC_BACKOFF_BASE_MS`]); the device adds its own jitter.
 pub const HTTP_BUSY_RETRY_AFTER_S: u64 = 5;
 
+/// How many times one sync is sent again after a 503 `server_busy` answer (the server did
+/// nothing with it), each after the answer's `Retry-After` (`client-core/src/transport.rs`):
+/// a moment of overload costs a device a few seconds, not a failed sync, and a server that stays
+/// overloaded gets the error back to the device (whose schedule backs off) within about half a
+/// minute.
+pub const SYNC_BUSY_RETRIES_MAX: u32 = 3;
+
+/// The longest a device waits before one such retry, whatever the `Retry-After` says: one sync
+/// call (a user waiting at the CLI) never sleeps for minutes on a server's word.
+pub const SYNC_BUSY_RETRY_AFTER_MAX_S: u64 = 10;
+const _: () = assert!(SYNC_BUSY_RETRY_AFTER_MAX_S >= HTTP_BUSY_RETRY_AFTER_S);
+
 /// How long a short request (`/health`, `/ready`, `/metrics`, whoami, history, escrow, and every
 /// admin act but the long readers) may take before it is answered 503 `request_timeout`
 /// (issue 13; `server/src/api/guard.rs`). Such a request is one store transaction and at most
@@ -463,9 +475,11 @@ const _: () = assert!(REFUSAL_AUDIT_WINDOW_MS > 0);
 /// four nodes (64, plus one listener each) well inside PostgreSQL's default of 100 connections.
 pub const PG_POOL_CONNECTIONS_MAX: usize = 16;
 
-/// Longest a store call waits for a free connection before it is refused (a backend error: the
-/// device retries): every connection busy for this long means the database is stuck, and a
-/// request must never wait without bound.
+/// Longest a store call waits for a free connection, and a write transaction for its turn among
+/// its node's writers (`server/src/store/postgres/gate.rs`), before it is refused (503 `server_busy`
+/// with `Retry-After`: the device keeps its edits and retries): every connection busy for this
+/// long means the server is overloaded or the database stuck, and a request must never wait
+/// without bound.
 pub const PG_POOL_WAIT_MS_MAX: u64 = 10_000;
 
 /// Longest a new connection may take to open (an unset `connect_timeout` in the URL).

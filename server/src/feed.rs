@@ -18,7 +18,7 @@ use crate::sync::Stored;
 use casenote_protocol::{DeviceId, DocId, Seq};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::{broadcast, oneshot, OwnedSemaphorePermit, Semaphore};
 
 /// What one sync stored, as the broadcast carries it.
@@ -28,6 +28,11 @@ pub struct Changed {
     pub docs: Vec<DocId>,
     /// The device that pushed: it is not told about its own changes.
     pub origin: Option<DeviceId>,
+    /// The access epoch, read once by the first listener to handle this event and shared by
+    /// all the others: read after the event was published, as each listener's own read would
+    /// be, for one store read per event where there was one per listener (on PostgreSQL those
+    /// reads took every pooled connection under load).
+    pub epoch: OnceLock<u64>,
 }
 
 /// The hub every live connection subscribes to.
@@ -64,6 +69,7 @@ impl Feed {
             seq: stored.upto,
             docs: stored.docs,
             origin,
+            epoch: OnceLock::new(),
         }));
     }
 

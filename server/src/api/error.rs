@@ -4,7 +4,8 @@
 //! nothing was kept. Also [`blocking`], which runs store calls off the async executor.
 
 use crate::store::StoreError;
-use axum::http::StatusCode;
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use casenote_protocol::{limits, ErrorBody, ErrorCode};
@@ -61,13 +62,18 @@ impl ApiError {
         )
     }
 
-    /// The store stayed busy with conflicting writes through every retry: nothing was kept.
+    /// The store stayed busy through every retry (conflicting writes) or for the whole wait for
+    /// a database connection: nothing was kept, and the device may try again after the
+    /// `Retry-After` seconds (503 `server_busy`, as at the request cap).
     fn busy(e: StoreError) -> Self {
-        tracing::warn!(error = %e, "a request gave up after conflicting writes");
+        tracing::warn!(error = %e, "a request gave up: the store was busy");
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::Internal,
-            format!("{e}. Nothing in this request was stored: keep your edits and sync again"),
+            ErrorCode::ServerBusy,
+            format!(
+                "{e}. Nothing in this request was stored: keep your edits and sync again after \
+                 the Retry-After seconds"
+            ),
         )
     }
 
@@ -98,7 +104,7 @@ impl From<StoreError> for ApiError {
         let status = match &e {
             StoreError::Full(_) => StatusCode::INSUFFICIENT_STORAGE,
             StoreError::Unwritable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            StoreError::Conflict => return ApiError::busy(e),
+            StoreError::Conflict | StoreError::Busy(_) => return ApiError::busy(e),
             _ => return ApiError::internal(e),
         };
         tracing::warn!(error = %e, "write refused: the store cannot write");
@@ -114,14 +120,21 @@ impl From<StoreError> for ApiError {
 }
 
 impl IntoResponse for ApiError {
+    /// The JSON error; a `server_busy` answer also says when to come back (`Retry-After`).
     fn into_response(self) -> Response {
         crate::metrics::refused(self.code);
+        let busy = self.code == ErrorCode::ServerBusy;
         let body = ErrorBody {
             code: self.code,
             message: self.message,
             request_id: super::request_id::current(),
         };
-        (self.status, Json(body)).into_response()
+        let mut resp = (self.status, Json(body)).into_response();
+        if busy {
+            let retry = HeaderValue::from(limits::HTTP_BUSY_RETRY_AFTER_S);
+            resp.headers_mut().insert(RETRY_AFTER, retry);
+        }
+        resp
     }
 }
 
@@ -138,5 +151,49 @@ where
         Err(join) => Err(ApiError::internal(format!(
             "a blocking task failed: {join}"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The answer `e` becomes: status, `Retry-After`, error code.
+    async fn answer(e: StoreError) -> (StatusCode, Option<String>, ErrorCode) {
+        let resp = ApiError::from(e).into_response();
+        let status = resp.status();
+        let retry = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = axum::body::to_bytes(resp.into_body(), 64 * 1024)
+            .await
+            .unwrap();
+        let body: ErrorBody = serde_json::from_slice(&body).unwrap();
+        (status, retry, body.code)
+    }
+
+    #[tokio::test]
+    async fn a_store_too_busy_to_take_the_request_is_503_server_busy_with_retry_after() {
+        let retry = Some(limits::HTTP_BUSY_RETRY_AFTER_S.to_string());
+        for busy in [
+            StoreError::Busy("every connection in use".into()),
+            StoreError::Conflict,
+        ] {
+            assert_eq!(
+                answer(busy).await,
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    retry.clone(),
+                    ErrorCode::ServerBusy
+                )
+            );
+        }
+        // A failure that is not load stays internal, with no invitation to retry.
+        let failed = answer(StoreError::Backend("connection reset".into())).await;
+        assert_eq!(
+            failed,
+            (StatusCode::INTERNAL_SERVER_ERROR, None, ErrorCode::Internal)
+        );
     }
 }

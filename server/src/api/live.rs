@@ -83,10 +83,32 @@ impl Filter {
         }
     }
 
+    /// The documents of `changed` this device may read, when the event's shared epoch is known
+    /// and is the one this connection's cache was made under, and the cache decides every
+    /// document: no store read, so no blocking task. `None`: ask [`Self::keep`].
+    fn cached(&self, changed: &Changed) -> Option<Vec<DocId>> {
+        if self.epoch.is_none() || changed.epoch.get() != self.epoch.as_ref() {
+            return None;
+        }
+        let mut out = Vec::new();
+        for doc in &changed.docs {
+            if *self.readable.get(doc)? {
+                out.push(*doc);
+            }
+        }
+        Some(out)
+    }
+
     /// The documents of `changed` this device may read. Blocking (store reads).
     fn keep(&mut self, store: &dyn Store, changed: &Changed) -> Result<Vec<DocId>, End> {
         let failed = |e: StoreError| End::Failed(e.to_string());
-        let epoch = store::read(store, |txn| txn.access_epoch()).map_err(failed)?;
+        let epoch = match changed.epoch.get() {
+            Some(epoch) => *epoch,
+            None => {
+                let epoch = store::read(store, |txn| txn.access_epoch()).map_err(failed)?;
+                *changed.epoch.get_or_init(|| epoch)
+            }
+        };
         if self.epoch != Some(epoch) {
             self.readable.clear();
             self.reauthenticate(store)?;
@@ -131,6 +153,20 @@ impl Filter {
         }
         Ok(out)
     }
+}
+
+/// The documents of `changed` that `filter`'s device may read: from its cache when that decides,
+/// else from the store on the blocking pool.
+async fn kept(
+    store: &Arc<dyn Store>,
+    filter: Filter,
+    changed: &Arc<Changed>,
+) -> (Option<Filter>, Result<Vec<DocId>, End>) {
+    if let Some(docs) = filter.cached(changed) {
+        return (Some(filter), Ok(docs));
+    }
+    let c = changed.clone();
+    with_filter(store, filter, move |s, f| f.keep(s, &c)).await
 }
 
 /// Runs `f` on the blocking pool with the connection's filter.
@@ -230,8 +266,7 @@ async fn serve(
                         continue;
                     }
                     let Some(f) = filter.take() else { break None };
-                    let c = changed.clone();
-                    let (f, kept) = with_filter(&store, f, move |s, f| f.keep(s, &c)).await;
+                    let (f, kept) = kept(&store, f, &changed).await;
                     filter = f;
                     match kept {
                         Ok(docs) if docs.is_empty() => {}

@@ -44,6 +44,10 @@ pub enum StoreError {
     /// ([`write`] does, up to `limits::STORE_WRITE_RETRIES` times).
     #[error("the store was busy with a conflicting write; nothing was written: try again")]
     Conflict,
+    /// The store had no room for this call within its wait (every PostgreSQL connection stayed
+    /// in use): the server is overloaded, nothing was done, and the caller may try again.
+    #[error("the store is busy: {0}")]
+    Busy(String),
     /// The data directory or database is held by another process (sled's lock).
     #[error("{0} is in use, probably by a running casenote-server; stop it first")]
     Locked(String),

@@ -11,7 +11,9 @@
 //!   N+1 committed while N is still to come, which is the trap of sequences allocated by
 //!   concurrent transactions (a late committer's lower number lands behind a cursor that already
 //!   passed it). READ COMMITTED, not REPEATABLE READ, because a snapshot taken before the lock
-//!   was granted would miss the previous holder's commit.
+//!   was granted would miss the previous holder's commit. Writers of one node first queue in
+//!   [`gate`], holding no connection, so that writers waiting for the lock never take every
+//!   pooled connection from the readers.
 //! - A read transaction is REPEATABLE READ, READ ONLY: one consistent snapshot, no lock.
 //! - Serialization failures and deadlocks (which only a DBA's own transactions can cause here)
 //!   are [`StoreError::Conflict`], which `store::write` runs again.
@@ -26,6 +28,7 @@
 //! data. [`watch`] listens on a connection of its own and re-reads the log from its own
 //! cursor (see [`Store::watch`]).
 
+mod gate;
 mod pool;
 mod rows;
 mod schema;
@@ -68,6 +71,8 @@ const _: () = assert!(limits::PG_IDLE_IN_TRANSACTION_MS_MAX == 60_000);
 /// The PostgreSQL implementation of [`Store`].
 pub struct PgStore {
     pool: Pool,
+    /// This node's writers queue here, holding no connection, until it is their turn.
+    writers: gate::Gate,
     /// Sequences this process committed, kept while a [`watch`] runs so that it does not tell
     /// this node's devices again what the node published itself (with the pushing device).
     own: Arc<watch::Own>,
@@ -80,6 +85,7 @@ impl PgStore {
         let config = config(url)?;
         let store = PgStore {
             pool: Pool::new(config, limits::PG_POOL_CONNECTIONS_MAX),
+            writers: gate::Gate::new(),
             own: Arc::default(),
         };
         let mut conn = store.pool.get()?;
@@ -119,8 +125,10 @@ impl PgStore {
         Ok(row.get(0))
     }
 
-    /// Runs `work` with the write lock held, in one READ COMMITTED transaction.
+    /// Runs `work` with the write lock held, in one READ COMMITTED transaction, once it is this
+    /// writer's turn on this node ([`gate`]).
     fn run_write(&self, work: &mut Work<'_>) -> Result<(), StoreError> {
+        let _turn = self.writers.enter()?;
         let mut conn = self.pool.get()?;
         let session = conn.session();
         session.begin(&format!(

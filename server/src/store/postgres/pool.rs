@@ -3,9 +3,9 @@
 //!
 //! It is our own, and small, because what the store needs is a mutex, a condition variable and
 //! a cap: a caller that finds every connection busy waits at most
-//! [`limits::PG_POOL_WAIT_MS_MAX`] and is refused with a backend error instead of hanging; a
-//! connection that broke (the database restarted, the network dropped) is closed when it comes
-//! back and replaced by a fresh one on demand. (r2d2 does the same, but its current release
+//! [`limits::PG_POOL_WAIT_MS_MAX`] and is refused ([`StoreError::Busy`]: 503 `server_busy`)
+//! instead of hanging; a connection that broke (the database restarted, the network dropped) is
+//! closed when it comes back and replaced by a fresh one on demand. (r2d2 does the same, but its current release
 //! needs rustc 1.95 through parking_lot, above the workspace's 1.90.)
 
 use super::super::StoreError;
@@ -81,7 +81,7 @@ impl Pool {
             }
             let now = Instant::now();
             if now >= deadline {
-                return Err(StoreError::Backend(format!(
+                return Err(StoreError::Busy(format!(
                     "no database connection came free within {} ms ({} in use)",
                     self.wait.as_millis(),
                     self.max

@@ -10,7 +10,7 @@ use crate::store::conformance::{conformance_tests, Factory};
 use crate::store::{read, write, Store, StoreError, Watch};
 use casenote_pg_cluster::Cluster;
 use casenote_protocol::wire::Hash;
-use casenote_protocol::{DocId, Seq};
+use casenote_protocol::{limits, DocId, Seq};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -315,6 +315,88 @@ fn serialization_failures_and_deadlocks_are_conflicts_and_a_read_only_database_i
         read(&store, |t| t.access_epoch()).unwrap(),
         1,
         "reads still work"
+    );
+}
+
+/// Advisory locks on `url`'s database, granted or waited for.
+fn advisory_locks(url: &str, granted: bool) -> usize {
+    let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted = $1
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            &[&granted],
+        )
+        .unwrap();
+    row.get::<_, i64>(0) as usize
+}
+
+/// Writers of `store` waiting for their turn: in its gate, or inside the database for the
+/// advisory lock.
+fn writers_waiting(url: &str, store: &PgStore) -> usize {
+    store.writers.waiting() + advisory_locks(url, false)
+}
+
+#[test]
+fn writers_waiting_their_turn_leave_the_pooled_connections_to_readers() {
+    let (url, store) = fresh();
+    let store = Arc::new(store);
+    // One writer inside its transaction, holding the write lock until told to finish.
+    let (finish, finished) = std::sync::mpsc::channel::<()>();
+    let finished = std::sync::Mutex::new(finished);
+    let holder = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            write(&*store, |t| {
+                t.bump_access_epoch()?;
+                let _ = finished.lock().unwrap().recv();
+                Ok(())
+            })
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while advisory_locks(&url, true) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the holder never took the write lock"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // More writers than the pool has connections, all waiting behind the holder.
+    let queued = limits::PG_POOL_CONNECTIONS_MAX + 4;
+    let writers: Vec<_> = (0..queued)
+        .map(|_| {
+            let store = store.clone();
+            std::thread::spawn(move || write(&*store, |t| t.bump_access_epoch()))
+        })
+        .collect();
+    // Enough of them waiting to have taken every other connection, had they held one each.
+    while writers_waiting(&url, &store) < limits::PG_POOL_CONNECTIONS_MAX - 1 {
+        assert!(Instant::now() < deadline, "the writers never queued");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Readers still get a connection each, at once as many as the pool holds.
+    let readers: Vec<_> = (0..limits::PG_POOL_CONNECTIONS_MAX)
+        .map(|_| {
+            let store = store.clone();
+            std::thread::spawn(move || read(&*store, |t| t.access_epoch()))
+        })
+        .collect();
+    for r in readers {
+        let read = r.join().unwrap();
+        assert!(
+            read.is_ok(),
+            "a reader was starved by waiting writers: {read:?}"
+        );
+    }
+    finish.send(()).unwrap();
+    holder.join().unwrap().unwrap();
+    for w in writers {
+        w.join().unwrap().unwrap();
+    }
+    assert_eq!(
+        read(&*store, |t| t.access_epoch()).unwrap(),
+        queued as u64 + 1
     );
 }
 
