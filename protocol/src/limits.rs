@@ -476,11 +476,25 @@ const _: () = assert!(REFUSAL_AUDIT_WINDOW_MS > 0);
 pub const PG_POOL_CONNECTIONS_MAX: usize = 16;
 
 /// Longest a store call waits for a free connection, and a write transaction for its turn among
-/// its node's writers (`server/src/store/postgres/gate.rs`), before it is refused (503 `server_busy`
+/// its node's writers (`server/src/store/postgres/writers.rs`), before it is refused (503 `server_busy`
 /// with `Retry-After`: the device keeps its edits and retries): every connection busy for this
 /// long means the server is overloaded or the database stuck, and a request must never wait
 /// without bound.
 pub const PG_POOL_WAIT_MS_MAX: u64 = 10_000;
+
+/// Most writers that share one PostgreSQL transaction and its commit
+/// (`server/src/store/postgres/writers.rs`). Each waits for the work of the writers after it in
+/// its batch before the commit, so this bounds what sharing adds to one writer's wait (a sync's
+/// write is a few milliseconds of work; the commit one flush of the database's log): 32 covers
+/// the syncs that queue on 2 cores under W5L's load, many times over the 2-4 that share a commit
+/// at a steady few hundred writes a second.
+pub const PG_WRITE_BATCH_MAX: usize = 32;
+
+/// Longest a writer whose work is in a shared transaction waits for that transaction's commit
+/// before it gives up with `unwritable` (nothing acknowledged; the device syncs again, and a
+/// commit that did happen is deduplicated then): past a whole batch's work and one commit many
+/// times over, and past the lock wait a writer opening a batch may have ([`PG_LOCK_WAIT_MS_MAX`]).
+pub const PG_BATCH_COMMIT_WAIT_MS: u64 = 60_000;
 
 /// Longest a new connection may take to open (an unset `connect_timeout` in the URL).
 pub const PG_CONNECT_TIMEOUT_MS: u64 = 10_000;
@@ -490,6 +504,7 @@ pub const PG_CONNECT_TIMEOUT_MS: u64 = 10_000;
 /// The same bound as sled's wait for a flush: write transactions hold the lock for
 /// milliseconds, so 30 s behind it means a stuck node or database.
 pub const PG_LOCK_WAIT_MS_MAX: u64 = STORE_FLUSH_WAIT_MS_MAX;
+const _: () = assert!(PG_BATCH_COMMIT_WAIT_MS > PG_LOCK_WAIT_MS_MAX);
 
 /// A session that sits this long inside a transaction without a statement is ended by
 /// PostgreSQL (`idle_in_transaction_session_timeout`), releasing the write lock: a node that

@@ -38,7 +38,7 @@ pub use crate::model::{DocHeader, DocRecord};
 
 /// Why the store could not do what was asked: backend-neutral, so nothing above the store knows
 /// which backend it runs on.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     /// Another transaction changed what this one read: the whole transaction may be run again
     /// ([`write`] does, up to `limits::STORE_WRITE_RETRIES` times).

@@ -12,8 +12,9 @@
 //!   concurrent transactions (a late committer's lower number lands behind a cursor that already
 //!   passed it). READ COMMITTED, not REPEATABLE READ, because a snapshot taken before the lock
 //!   was granted would miss the previous holder's commit. Writers of one node first queue in
-//!   [`gate`], holding no connection, so that writers waiting for the lock never take every
-//!   pooled connection from the readers.
+//!   [`writers`], holding no connection (writers waiting for the lock took every pooled
+//!   connection from the readers), and the writers waiting when one finishes share its
+//!   transaction, each in a savepoint of its own, and its one commit (group commit).
 //! - A read transaction is REPEATABLE READ, READ ONLY: one consistent snapshot, no lock.
 //! - Serialization failures and deadlocks (which only a DBA's own transactions can cause here)
 //!   are [`StoreError::Conflict`], which `store::write` runs again.
@@ -28,7 +29,6 @@
 //! data. [`watch`] listens on a connection of its own and re-reads the log from its own
 //! cursor (see [`Store::watch`]).
 
-mod gate;
 mod pool;
 mod rows;
 mod schema;
@@ -37,15 +37,43 @@ mod txn;
 mod verify;
 pub use verify::Summary;
 mod watch;
+mod writers;
 
 use super::{LogEntry, Store, StoreError, Watch, Work, Writability};
 use casenote_protocol::limits;
 use casenote_protocol::wire::Hash;
 use casenote_protocol::{DocId, Seq};
 use pool::Pool;
+use session::Session;
 use std::sync::Arc;
 use std::time::Duration;
 use txn::PgTxn;
+
+/// Commits a write transaction whose writers appended `range`: the notification to the other
+/// nodes goes with the commit, and `own` notes the range first (under the lock, so no other
+/// transaction can take these sequences meanwhile), so that this node's watch never mistakes them
+/// for another's.
+fn commit(
+    session: &mut Session,
+    range: Option<(Seq, Seq)>,
+    own: &watch::Own,
+) -> Result<(), StoreError> {
+    let began = std::time::Instant::now();
+    let done = match range {
+        None => session.commit("COMMIT"),
+        Some((first, last)) => {
+            own.insert(first, last);
+            let sql = format!("SELECT pg_notify('{CHANNEL}', '{}'); COMMIT", last.0);
+            let done = session.commit(&sql);
+            if done.is_err() {
+                own.remove(first, last);
+            }
+            done
+        }
+    };
+    crate::metrics::committed(began.elapsed());
+    done
+}
 
 /// The advisory lock every write transaction takes first: `casenote` in ASCII.
 pub(crate) const WRITE_LOCK: i64 = 0x6361_7365_6e6f_7465;
@@ -71,8 +99,8 @@ const _: () = assert!(limits::PG_IDLE_IN_TRANSACTION_MS_MAX == 60_000);
 /// The PostgreSQL implementation of [`Store`].
 pub struct PgStore {
     pool: Pool,
-    /// This node's writers queue here, holding no connection, until it is their turn.
-    writers: gate::Gate,
+    /// This node's writers: they queue here, holding no connection, and share transactions.
+    writers: writers::Writers,
     /// Sequences this process committed, kept while a [`watch`] runs so that it does not tell
     /// this node's devices again what the node published itself (with the pushing device).
     own: Arc<watch::Own>,
@@ -85,7 +113,7 @@ impl PgStore {
         let config = config(url)?;
         let store = PgStore {
             pool: Pool::new(config, limits::PG_POOL_CONNECTIONS_MAX),
-            writers: gate::Gate::new(),
+            writers: writers::Writers::new(),
             own: Arc::default(),
         };
         let mut conn = store.pool.get()?;
@@ -125,44 +153,25 @@ impl PgStore {
         Ok(row.get(0))
     }
 
-    /// Runs `work` with the write lock held, in one READ COMMITTED transaction, once it is this
-    /// writer's turn on this node ([`gate`]).
+    /// Runs `work` with the write lock held, in a READ COMMITTED transaction that the writers
+    /// waiting at the same moment share, in a savepoint of its own ([`writers`]); returns once
+    /// that transaction has committed, or with this work's own error (its part undone).
     fn run_write(&self, work: &mut Work<'_>) -> Result<(), StoreError> {
-        let _turn = self.writers.enter()?;
-        let mut conn = self.pool.get()?;
-        let session = conn.session();
-        session.begin(&format!(
-            "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock({WRITE_LOCK})"
-        ))?;
-        let mut txn = PgTxn::new(session, true);
-        let done = work(&mut txn).and_then(|()| txn.finish());
-        let appended = match done {
-            Ok(appended) => appended,
+        let mut turn = self.writers.enter(&self.pool, &self.own)?;
+        let session = turn.session();
+        let done = session.savepoint().and_then(|()| {
+            let mut txn = PgTxn::new(&mut *session, true);
+            let appended = work(&mut txn).and_then(|()| txn.finish());
+            appended.and_then(|a| txn.into_session().release().map(|()| a))
+        });
+        match done {
+            Ok(appended) => turn.done(appended),
             Err(e) => {
-                txn.into_session().rollback();
-                return Err(e);
+                turn.session().rollback_to_savepoint();
+                turn.undone();
+                Err(e)
             }
-        };
-        let session = txn.into_session();
-        let Some((first, last)) = appended else {
-            let began = std::time::Instant::now();
-            let done = session.commit("COMMIT");
-            crate::metrics::committed(began.elapsed());
-            return done;
-        };
-        // Noted before the commit (under the lock, so no other transaction can take these
-        // sequences meanwhile), so that this node's watch never mistakes them for another's.
-        self.own.insert(first, last);
-        let began = std::time::Instant::now();
-        let done = session.commit(&format!(
-            "SELECT pg_notify('{CHANNEL}', '{}'); COMMIT",
-            last.0
-        ));
-        crate::metrics::committed(began.elapsed());
-        if done.is_err() {
-            self.own.remove(first, last);
         }
-        done
     }
 
     fn run_read(&self, work: &mut Work<'_>) -> Result<(), StoreError> {

@@ -106,7 +106,9 @@ impl Pool {
         &self.config
     }
 
-    fn give_back(&self, mut session: Session) {
+    /// Takes back a connection [`Conn::detach`]ed from the pool (rolled back if still in a
+    /// transaction; closed if broken).
+    pub(super) fn give_back(&self, mut session: Session) {
         if session.in_transaction() {
             session.rollback();
         }
@@ -125,6 +127,14 @@ impl Conn<'_> {
     pub(super) fn session(&mut self) -> &mut Session {
         self.session
             .as_mut()
+            .expect("a pooled connection is present until dropped")
+    }
+
+    /// The connection itself, kept out of the pool (the writers' batch passes it from thread to
+    /// thread) until [`Pool::give_back`]; it still counts against the cap.
+    pub(super) fn detach(mut self) -> Session {
+        self.session
+            .take()
             .expect("a pooled connection is present until dropped")
     }
 

@@ -70,6 +70,35 @@ impl Session {
         }
     }
 
+    /// Marks where one writer's part of a shared transaction starts.
+    pub(super) fn savepoint(&mut self) -> Result<(), StoreError> {
+        self.client
+            .batch_execute("SAVEPOINT writer")
+            .map_err(|e| self.fail(e))
+    }
+
+    /// Keeps one writer's part, unless a statement of it failed (even one whose error its caller
+    /// swallowed): then the error is returned, for the caller to undo the part.
+    pub(super) fn release(&mut self) -> Result<(), StoreError> {
+        if self.failed {
+            return Err(StoreError::Backend(
+                "a statement of the transaction failed; nothing of it was kept".into(),
+            ));
+        }
+        self.client
+            .batch_execute("RELEASE SAVEPOINT writer")
+            .map_err(|e| self.fail(e))
+    }
+
+    /// Undoes one writer's part, leaving the rest of the shared transaction as it was. If even
+    /// that fails (the connection broke), the transaction stays failed and cannot commit.
+    pub(super) fn rollback_to_savepoint(&mut self) {
+        self.failed = self
+            .client
+            .batch_execute("ROLLBACK TO SAVEPOINT writer; RELEASE SAVEPOINT writer")
+            .is_err();
+    }
+
     /// Whether a transaction was left open (a caller panicked inside it).
     pub(super) fn in_transaction(&self) -> bool {
         self.open

@@ -400,6 +400,91 @@ fn writers_waiting_their_turn_leave_the_pooled_connections_to_readers() {
     );
 }
 
+/// Starts a writer that appends `change(doc, 0)` and then holds the write lock until the sender
+/// returned is used or dropped; returns once it holds the lock.
+fn hold_the_lock(
+    url: &str,
+    store: &Arc<PgStore>,
+    doc: DocId,
+) -> (
+    std::sync::mpsc::Sender<()>,
+    std::thread::JoinHandle<Result<(), StoreError>>,
+) {
+    let (finish, finished) = std::sync::mpsc::channel::<()>();
+    let finished = std::sync::Mutex::new(finished);
+    let store = store.clone();
+    let holder = std::thread::spawn(move || {
+        write(&*store, |t| {
+            t.append_change(&change(doc, 0))?;
+            let _ = finished.lock().unwrap().recv();
+            Ok(())
+        })
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while advisory_locks(url, true) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the holder never took the write lock"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (finish, holder)
+}
+
+#[test]
+fn writers_waiting_together_share_one_commit_and_a_failing_one_is_undone_alone() {
+    let (url, store) = fresh();
+    let store = Arc::new(store);
+    let doc = DocId::new_random();
+    let (finish, holder) = hold_the_lock(&url, &store, doc);
+    let writers = 12u64;
+    let handles: Vec<_> = (1..=writers)
+        .map(|n| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                write(&*store, |t| {
+                    t.append_change(&change(doc, n))?;
+                    match n {
+                        // Fails after writing: its change must not stay.
+                        4 => Err(StoreError::Backend("refused by the test".into())),
+                        // The holder's change again: its insert fails in the database, which
+                        // aborts the shared transaction unless the savepoint undoes it.
+                        7 => t.append_change(&change(doc, 0)).map(drop),
+                        _ => Ok(()),
+                    }
+                })
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while store.writers.waiting() < writers as usize {
+        assert!(Instant::now() < deadline, "the writers never queued");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    finish.send(()).unwrap();
+    holder.join().unwrap().unwrap();
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    for (n, r) in (1..=writers).zip(&results) {
+        assert_eq!(r.is_err(), n == 4 || n == 7, "writer {n}: {r:?}");
+    }
+    // Every other writer's change is there, with gap-free sequences...
+    let kept = writers + 1 - 2;
+    assert_eq!(store.last_seq().unwrap(), Seq(kept));
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM change_log", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(rows as u64, kept);
+    // ...committed by fewer transactions than writers: those that waited together shared one.
+    let transactions = store.writers.batches();
+    assert!(
+        transactions < writers + 1,
+        "{} writers in {transactions} transactions",
+        writers + 1
+    );
+}
+
 #[test]
 fn a_swallowed_statement_error_never_turns_into_a_commit() {
     let (_url, store) = fresh();
