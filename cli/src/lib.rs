@@ -281,15 +281,24 @@ fn dispatch(device: &Device, cmd: Cmd) -> Result<()> {
             out!("resolved {shown} in {doc}");
         }
         Cmd::Show { case_id, json } => {
-            let v = device.show(case_id)?;
             if json {
+                let v = device.export(case_id)?;
+                let freshness = serde_json::to_value(device.freshness()?)?;
+                if let Some(warning) = page::stale_warning(&freshness) {
+                    eprintln!("casenote: {warning}");
+                }
                 print_json(&v)?;
             } else {
-                out!("{}", page::case_page(&with_me(device, v)?).trim_end());
+                let mut v = with_me(device, device.show(case_id)?)?;
+                v["seen"] = serde_json::json!({
+                    "now_ms": device.clock_ms(),
+                    "freshness": device.freshness()?,
+                });
+                out!("{}", page::case_page(&v).trim_end());
             }
         }
         Cmd::Conflicts { case_id, json } => {
-            let v = device.show(case_id)?;
+            let v = device.view(case_id, casenote_protocol::wire::ViewKind::Conflicts)?;
             if json {
                 print_json(&v["conflicts"])?;
             } else {
@@ -548,6 +557,13 @@ fn status(device: &Device, json: bool) -> Result<()> {
         ),
         None => out!("last sync: never"),
     }
+    if let Some(warning) = page::stale_warning(&serde_json::to_value(&s.freshness)?) {
+        out!("{warning}");
+    }
+    out!(
+        "views awaiting the server's audit: {}",
+        count(s.views_queued, "view")
+    );
     out!(
         "all syncs: {} up, {} down",
         bytes(s.bytes_up_total),

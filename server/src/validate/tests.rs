@@ -159,11 +159,11 @@ fn a_new_alert_names_its_raiser_and_the_name_never_changes() {
     let me = w.staff_id.to_string();
     let mut alert = String::new();
     push(&mut doc, &c, |d| {
-        alert = record::add_alert(d, "Visit in pairs", &me).unwrap();
+        alert = record::add_alert(d, "Visit in pairs", &me, 1_700_000_000_000).unwrap();
     })
     .unwrap();
     let err = push(&mut doc, &c, |d| {
-        record::add_alert(d, "Dog", &StaffId::new_random().to_string()).unwrap();
+        record::add_alert(d, "Dog", &StaffId::new_random().to_string(), 0).unwrap();
     })
     .unwrap_err();
     assert!(err.rule.contains("raised_by"), "{}", err.rule);

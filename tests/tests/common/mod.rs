@@ -584,6 +584,7 @@ pub mod raw {
             docs,
             log_id: None,
             confirmed_reconcile,
+            views: Vec::new(),
         };
         let resp = ureq::post(&format!("{url}/v1/sync"))
             .set("authorization", &format!("Bearer {token}"))
