@@ -473,6 +473,82 @@ mod tests {
         );
     }
 
+    fn a_view(seq: u64) -> View {
+        View {
+            stream: uuid::Uuid::from_u128(7),
+            seq,
+            case_id: CaseId(uuid::Uuid::from_u128(9)),
+            kind: ViewKind::Export,
+            device_time_ms: 1_700_000_000_000,
+        }
+    }
+
+    fn a_request(views: Vec<View>) -> SyncRequest {
+        SyncRequest {
+            version: PROTOCOL_VERSION,
+            cursor: Seq(3),
+            device_clock_ms: 0,
+            docs: vec![],
+            log_id: None,
+            confirmed_reconcile: None,
+            views,
+        }
+    }
+
+    #[test]
+    fn views_travel_with_a_request_and_an_older_peer_reads_around_them() {
+        let req = a_request(vec![a_view(1), a_view(2)]);
+        assert_eq!(decode_request(&encode(&req)).unwrap(), req);
+        // An older server's request type, without views, still decodes a newer device's request.
+        #[derive(Deserialize)]
+        struct Older {
+            cursor: Seq,
+            docs: Vec<DocPush>,
+        }
+        let older: Older = decode_raw(&encode(&req)).unwrap();
+        assert_eq!((older.cursor, older.docs.len()), (Seq(3), 0));
+        // A request without views (an older device's) decodes with none, and is encoded without
+        // the field at all.
+        let none = encode(&a_request(vec![]));
+        assert_eq!(decode_request(&none).unwrap().views, vec![]);
+        assert!(!none.windows(5).any(|w| w == b"views"));
+    }
+
+    #[test]
+    fn a_view_kind_this_build_does_not_know_is_other_not_an_error() {
+        #[derive(Serialize)]
+        struct Newer {
+            stream: uuid::Uuid,
+            seq: u64,
+            case_id: CaseId,
+            kind: &'static str,
+            device_time_ms: i64,
+        }
+        let v = a_view(1);
+        let newer = Newer {
+            stream: v.stream,
+            seq: 1,
+            case_id: v.case_id,
+            kind: "printed",
+            device_time_ms: 0,
+        };
+        let read: View = decode_raw(&encode(&newer)).unwrap();
+        assert_eq!(read.kind, ViewKind::Other);
+    }
+
+    #[test]
+    fn more_views_than_a_request_may_carry_are_refused_by_count() {
+        let req = a_request(
+            (1..=limits::SYNC_VIEWS_MAX as u64 + 1)
+                .map(a_view)
+                .collect(),
+        );
+        assert!(matches!(
+            decode_request(&encode(&req)),
+            Err(DecodeError::OverLimit { what: "views", .. })
+        ));
+    }
+
     #[test]
     fn a_body_over_the_limit_is_refused_before_parsing() {
         let bytes = vec![0u8; limits::REQUEST_BYTES_MAX + 1];
