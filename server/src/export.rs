@@ -402,11 +402,16 @@ fn fhir_provenance(record: &Value) -> Vec<Value> {
                     "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
                     "code": code, "display": display}]})
             };
+            // A change from before the server bound actors to staff names nobody.
+            let who = match c["staff_id"].as_str() {
+                Some(id) => json!({"reference": format!("Practitioner/{id}"),
+                                   "display": c["staff_name"]}),
+                None => json!({"display": "unknown (received before attribution was kept)"}),
+            };
             let mut agents = vec![json!({
                 "type": participant("author", "Author"),
                 "role": [{"text": c["role"]}],
-                "who": {"reference": format!("Practitioner/{}", text(&c["staff_id"])),
-                        "display": c["staff_name"]},
+                "who": who,
                 "onBehalfOf": {"display": c["org"]},
             })];
             if !c["device_id"].is_null() {

@@ -102,6 +102,13 @@ impl Page<'_> {
             if s.contains('\n') {
                 return format!("<div class=\"text\">{}</div>", escape(s));
             }
+            // A code from a vocabulary (`has_capacity`, `social_worker`) as words.
+            let code = s.contains('_')
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if code {
+                return escape(&s.replace('_', " "));
+            }
         }
         escape(&text(v))
     }
