@@ -130,7 +130,7 @@ impl Page<'_> {
             when(&record["exported_at_ms"])
         );
         h.push_str(
-            "<p class=\"warn\">This is the person's whole record, including restricted sections \
+            "<p class=\"warn\">This is the person's whole record and includes restricted sections \
              (such as safeguarding) that most staff may not see. It was produced by an \
              administrator; handle it accordingly. Fields marked for redaction hold information \
              about other people: consider removing them before the record is disclosed.</p>\n",
