@@ -296,6 +296,7 @@ fn dispatch(device: &Device, cmd: Cmd) -> Result<()> {
                 });
                 out!("{}", page::case_page(&v).trim_end());
             }
+            warn_unrecorded(device);
         }
         Cmd::Conflicts { case_id, json } => {
             let v = device.view(case_id, casenote_protocol::wire::ViewKind::Conflicts)?;
@@ -304,6 +305,7 @@ fn dispatch(device: &Device, cmd: Cmd) -> Result<()> {
             } else {
                 out!("{}", page::conflicts(&with_me(device, v)?).trim_end());
             }
+            warn_unrecorded(device);
         }
         Cmd::History { doc_id, json } => history(device, doc_id, json)?,
         Cmd::Sync {
@@ -315,6 +317,16 @@ fn dispatch(device: &Device, cmd: Cmd) -> Result<()> {
         Cmd::Status { json } => status(device, json)?,
     }
     Ok(())
+}
+
+/// Says on stderr when a view could not be kept for the audit log (a full disk: reading wins).
+fn warn_unrecorded(device: &Device) {
+    if device.views_unrecorded() > 0 {
+        eprintln!(
+            "casenote: the disk is full, so this view was not kept for the audit log; free some \
+             space"
+        );
+    }
 }
 
 /// A case as `show` gives it, with this device's own user among its people, by name: the

@@ -206,6 +206,8 @@ fn remove_new_store(dir: &Path, made_dir: bool) {
 pub struct Device {
     store: DeviceStore,
     clocks: Clocks,
+    /// Views this handle could not record because the disk was full ([`views`]).
+    views_unrecorded: std::sync::atomic::AtomicU64,
 }
 
 const META_SERVER: &str = "server";
@@ -325,7 +327,11 @@ impl Device {
             w.put_meta(META_ACTOR, ActorId::random().to_bytes().to_vec());
             store.commit(w)?;
         }
-        Ok(Self { store, clocks })
+        Ok(Self {
+            store,
+            clocks,
+            views_unrecorded: Default::default(),
+        })
     }
 
     /// Checks the offline lease before records are touched: a device out of touch for longer

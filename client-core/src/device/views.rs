@@ -9,12 +9,18 @@
 //! request; the server's `views_through` says which it holds, and those leave the queue in the
 //! same batch as the rest of that answer. A server that does not know views answers no
 //! `views_through`, and the device keeps them.
+//!
+//! The one exception: on a full disk nothing can be written, and reading must still work (a
+//! worker reads the alerts before a visit; `disk.rs`), so the record is shown and the view that
+//! could not be kept is counted on this handle ([`Device::views_unrecorded`]) and logged, for the
+//! caller to say so.
 
 use super::Device;
 use crate::error::Error;
 use crate::store::{self, Writes};
 use casenote_protocol::wire::{View, ViewKind};
 use casenote_protocol::{limits, CaseId};
+use std::sync::atomic::Ordering;
 
 /// The number of the last view recorded.
 const META_VIEW_SEQ: &str = "view_seq";
@@ -60,7 +66,19 @@ impl Device {
         };
         w.put(store::view_key(seq), super::json_bytes(&view));
         w.put_meta(META_VIEW_SEQ, seq.to_be_bytes().to_vec());
-        self.store.commit(w)
+        match self.store.commit(w) {
+            Err(Error::DiskFull) => {
+                self.views_unrecorded.fetch_add(1, Ordering::SeqCst);
+                tracing::warn!(case = %case, "the disk is full: a view of a record was not kept for the audit log");
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// Views this handle showed but could not keep for the audit log (the disk was full).
+    pub fn views_unrecorded(&self) -> u64 {
+        self.views_unrecorded.load(Ordering::SeqCst)
     }
 
     /// The oldest queued views, as many as one request carries, and whether more wait.
