@@ -72,6 +72,7 @@ impl Client {
             docs,
             log_id: self.log_id,
             confirmed_reconcile: None,
+            views: Vec::new(),
         };
         let body = self.transport.sync(wire::encode(&req))?;
         let resp = wire::decode_response(&body)?;

@@ -7,8 +7,8 @@
 
 use crate::error::CasenoteError;
 use crate::types::{
-    parse_case_id, parse_doc_id, AmendKind, CaseSummary, Conflict, DeviceStatus, NewCase, NoteKind,
-    SyncReport, WhoAmI,
+    parse_case_id, parse_doc_id, Alert, AmendKind, CaseSummary, Conflict, DeviceStatus, Freshness,
+    NewCase, NoteKind, SyncReport, WhoAmI,
 };
 use casenote_client_core::crypto::KEY_BYTES;
 use casenote_client_core::lease::{self, Uptime, UptimeClock};
@@ -314,9 +314,32 @@ impl CasenoteDevice {
 
     /// The whole case as JSON text: record, plan, notes (with what amends what), restricted
     /// sections and conflicts. Content only, so it is identical on every device that holds the
-    /// same changes.
+    /// same changes. The view is audited: recorded on the device before it returns, and sent to
+    /// the server's audit chain at the next sync.
     pub fn show(&self, case_id: String) -> Result<String> {
         Ok(self.inner.show(parse_case_id(&case_id)?)?.to_string())
+    }
+
+    /// `show`, for a copy the app gives out whole (a file, a share): audited as an export.
+    pub fn export(&self, case_id: String) -> Result<String> {
+        Ok(self.inner.export(parse_case_id(&case_id)?)?.to_string())
+    }
+
+    /// A case's alerts, active first, each with when it was raised and its age. Audited as a
+    /// view.
+    pub fn alerts(&self, case_id: String) -> Result<Vec<Alert>> {
+        Ok(self
+            .inner
+            .alerts(parse_case_id(&case_id)?)?
+            .into_iter()
+            .map(Alert::from)
+            .collect())
+    }
+
+    /// How old this device's records are: show a warning when `stale` (more than 12 hours since
+    /// the last finished sync, or never synced).
+    pub fn freshness(&self) -> Result<Freshness> {
+        Ok(self.inner.freshness()?.into())
     }
 
     /// Every field of a case's documents that holds concurrent values.

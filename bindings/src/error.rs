@@ -155,6 +155,7 @@ impl From<Error> for CasenoteError {
             | Error::UnknownField { .. }
             | Error::KeyUnavailable(_) => Self::InvalidInput { message },
             Error::Busy { .. } => Self::Busy { message },
+            Error::ViewsFull { .. } => Self::Refused { message },
             Error::Record(r) => from_record(r, message),
             Error::Store(_) | Error::Unencrypted(_) => Self::Store { message },
             Error::Corrupt(_) => Self::Corrupt { message },

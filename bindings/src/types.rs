@@ -255,6 +255,60 @@ pub struct DeviceStatus {
     pub bytes_down_total: u64,
     pub last_sync: Option<SyncReport>,
     pub lease: Lease,
+    /// How old the device's records are (since its last finished sync).
+    pub freshness: Freshness,
+    /// Views of records waiting to be recorded in the server's audit chain.
+    pub views_queued: u64,
+}
+
+/// How old the device's records are: an app shows a warning when `stale`.
+#[derive(Clone, Debug, uniffi::Record)]
+pub struct Freshness {
+    /// When the device last finished a sync (its clock, ms since the epoch); none: never.
+    pub synced_at_ms: Option<i64>,
+    /// How long ago that was (ms); none: never synced.
+    pub age_ms: Option<i64>,
+    /// More than 12 hours old, or never synced: what the device shows may be out of date.
+    pub stale: bool,
+}
+
+impl From<casenote_client_core::device::Freshness> for Freshness {
+    fn from(f: casenote_client_core::device::Freshness) -> Self {
+        Freshness {
+            synced_at_ms: f.synced_at_ms,
+            age_ms: f.age_ms,
+            stale: f.stale,
+        }
+    }
+}
+
+/// An alert on a case, with its age.
+#[derive(Clone, Debug, uniffi::Record)]
+pub struct Alert {
+    pub alert_id: String,
+    pub text: String,
+    /// `active` or `resolved`.
+    pub status: String,
+    /// The staff id of who raised it.
+    pub raised_by: String,
+    /// When it was raised (the raising device's clock, ms since the epoch); none for alerts
+    /// from before the record kept it.
+    pub raised_at_ms: Option<i64>,
+    /// How long ago that was, on this device's clock (ms).
+    pub age_ms: Option<i64>,
+}
+
+impl From<casenote_client_core::device::Alert> for Alert {
+    fn from(a: casenote_client_core::device::Alert) -> Self {
+        Alert {
+            alert_id: a.alert_id,
+            text: a.text,
+            status: a.status,
+            raised_by: a.raised_by,
+            raised_at_ms: a.raised_at_ms,
+            age_ms: a.age_ms,
+        }
+    }
 }
 
 impl From<casenote_client_core::Status> for DeviceStatus {
@@ -275,6 +329,12 @@ impl From<casenote_client_core::Status> for DeviceStatus {
             bytes_down_total: s.bytes_down_total,
             last_sync: s.last_sync.map(SyncReport::from),
             lease: s.lease.into(),
+            freshness: s.freshness.map(Freshness::from).unwrap_or(Freshness {
+                synced_at_ms: None,
+                age_ms: None,
+                stale: true,
+            }),
+            views_queued: s.views_queued as u64,
         }
     }
 }

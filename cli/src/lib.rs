@@ -281,20 +281,31 @@ fn dispatch(device: &Device, cmd: Cmd) -> Result<()> {
             out!("resolved {shown} in {doc}");
         }
         Cmd::Show { case_id, json } => {
-            let v = device.show(case_id)?;
             if json {
+                let v = device.export(case_id)?;
+                let freshness = serde_json::to_value(device.freshness()?)?;
+                if let Some(warning) = page::stale_warning(&freshness) {
+                    eprintln!("casenote: {warning}");
+                }
                 print_json(&v)?;
             } else {
-                out!("{}", page::case_page(&with_me(device, v)?).trim_end());
+                let mut v = with_me(device, device.show(case_id)?)?;
+                v["seen"] = serde_json::json!({
+                    "now_ms": device.clock_ms(),
+                    "freshness": device.freshness()?,
+                });
+                out!("{}", page::case_page(&v).trim_end());
             }
+            warn_unrecorded(device);
         }
         Cmd::Conflicts { case_id, json } => {
-            let v = device.show(case_id)?;
+            let v = device.view(case_id, casenote_protocol::wire::ViewKind::Conflicts)?;
             if json {
                 print_json(&v["conflicts"])?;
             } else {
                 out!("{}", page::conflicts(&with_me(device, v)?).trim_end());
             }
+            warn_unrecorded(device);
         }
         Cmd::History { doc_id, json } => history(device, doc_id, json)?,
         Cmd::Sync {
@@ -306,6 +317,16 @@ fn dispatch(device: &Device, cmd: Cmd) -> Result<()> {
         Cmd::Status { json } => status(device, json)?,
     }
     Ok(())
+}
+
+/// Says on stderr when a view could not be kept for the audit log (a full disk: reading wins).
+fn warn_unrecorded(device: &Device) {
+    if device.views_unrecorded() > 0 {
+        eprintln!(
+            "casenote: the disk is full, so this view was not kept for the audit log; free some \
+             space"
+        );
+    }
 }
 
 /// A case as `show` gives it, with this device's own user among its people, by name: the
@@ -548,6 +569,13 @@ fn status(device: &Device, json: bool) -> Result<()> {
         ),
         None => out!("last sync: never"),
     }
+    if let Some(warning) = page::stale_warning(&serde_json::to_value(&s.freshness)?) {
+        out!("{warning}");
+    }
+    out!(
+        "views awaiting the server's audit: {}",
+        count(s.views_queued, "view")
+    );
     out!(
         "all syncs: {} up, {} down",
         bytes(s.bytes_up_total),

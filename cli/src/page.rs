@@ -28,6 +28,34 @@ pub fn when(ms: i64) -> String {
     format!("{} {} UTC", &s[..10], &s[11..16])
 }
 
+/// A length of time for people, to the largest whole unit: `40 seconds`, `3 minutes`,
+/// `13 hours`, `2 days`.
+pub fn age(ms: i64) -> String {
+    let s = ms.max(0) / 1000;
+    match s {
+        s if s >= 2 * 86_400 => count((s / 86_400) as usize, "day"),
+        s if s >= 2 * 3_600 => count((s / 3_600) as usize, "hour"),
+        s if s >= 2 * 60 => count((s / 60) as usize, "minute"),
+        s => count(s as usize, "second"),
+    }
+}
+
+/// The warning a device prints above what it shows when its records are old (`freshness`, as
+/// `Device::freshness` gives it), or nothing.
+pub fn stale_warning(freshness: &Value) -> Option<String> {
+    if freshness["stale"].as_bool() != Some(true) {
+        return None;
+    }
+    Some(match freshness["age_ms"].as_i64() {
+        Some(a) => format!(
+            "WARNING: this device last synced {} ago: what it shows may be out of date (sync \
+             to bring it up to date)",
+            age(a)
+        ),
+        None => "WARNING: this device has never synced: it may not hold the whole record".into(),
+    })
+}
+
 /// A role as the directory spells it (`occupational_therapist`), for people.
 fn role(r: &str) -> String {
     r.replace('_', " ")
@@ -96,8 +124,14 @@ fn disputed(show: &Value, path: &[&str]) -> Option<Vec<String>> {
 }
 
 /// The page `show` prints.
+///
+/// When the CLI adds `seen` (`now_ms`, this device's clock, and `freshness`), the page opens with
+/// a warning if the device's records are old, and gives each alert's age.
 pub fn case_page(show: &Value) -> String {
     let mut out = String::new();
+    if let Some(warning) = stale_warning(&show["seen"]["freshness"]) {
+        let _ = writeln!(out, "{warning}\n");
+    }
     alerts(&mut out, show);
     identity(&mut out, show);
     discharge(&mut out, show);
@@ -134,8 +168,19 @@ fn alerts(out: &mut String, show: &Value) {
         if text(a, field::STATUS) == Some("active") || dispute.is_some() {
             let by = text(a, field::RAISED_BY).map(|s| who(people, s));
             let mut line = format!("  ! {}", text(a, "text").unwrap_or("(no text)"));
-            if let Some(by) = by {
-                let _ = write!(line, " (raised by {by})");
+            let now = show["seen"]["now_ms"].as_i64();
+            let raised = a[field::RAISED_AT].as_i64();
+            match (by, raised, now) {
+                (Some(by), Some(at), Some(now)) => {
+                    let _ = write!(line, " (raised by {by}, {} ago)", age(now - at));
+                }
+                (Some(by), _, _) => {
+                    let _ = write!(line, " (raised by {by})");
+                }
+                (None, Some(at), Some(now)) => {
+                    let _ = write!(line, " (raised {} ago)", age(now - at));
+                }
+                (None, _, _) => {}
             }
             if let Some(values) = dispute {
                 let _ = write!(line, "; status disputed: {}", values.join(" | "));

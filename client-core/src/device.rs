@@ -5,7 +5,11 @@
 //! returning. Sync drives [`crate::engine`] over a [`Transport`] and stores what comes back the
 //! same way, so a crash at any moment leaves the store either before or after each step.
 
+mod fresh;
 mod statutory;
+mod views;
+
+pub use fresh::{Alert, Freshness};
 
 use crate::crypto::StoreKey;
 use crate::engine::{self, Outgoing, Plan};
@@ -132,6 +136,12 @@ pub struct Status {
     pub bytes_up_total: u64,
     pub bytes_down_total: u64,
     pub lease: LeaseStatus,
+    /// How old the device's records are ([`Device::freshness`]).
+    #[serde(default)]
+    pub freshness: Option<Freshness>,
+    /// Views of records waiting to be recorded in the server's audit chain.
+    #[serde(default)]
+    pub views_queued: usize,
 }
 
 /// How long this device may stay out of touch with the server, as `status` shows it. Times are
@@ -196,6 +206,8 @@ fn remove_new_store(dir: &Path, made_dir: bool) {
 pub struct Device {
     store: DeviceStore,
     clocks: Clocks,
+    /// Views this handle could not record because the disk was full ([`views`]).
+    views_unrecorded: std::sync::atomic::AtomicU64,
 }
 
 const META_SERVER: &str = "server";
@@ -315,7 +327,11 @@ impl Device {
             w.put_meta(META_ACTOR, ActorId::random().to_bytes().to_vec());
             store.commit(w)?;
         }
-        Ok(Self { store, clocks })
+        Ok(Self {
+            store,
+            clocks,
+            views_unrecorded: Default::default(),
+        })
     }
 
     /// Checks the offline lease before records are touched: a device out of touch for longer
@@ -452,6 +468,12 @@ impl Device {
 
     fn now(&self) -> i64 {
         (self.clocks.wall)()
+    }
+
+    /// The device's wall clock (ms since the epoch), as its records' times use it: what an
+    /// alert's age is counted against.
+    pub fn clock_ms(&self) -> i64 {
+        self.now()
     }
 
     /// Signs this store in to `server` with `token`, after checking the token with the server,
@@ -1035,8 +1057,9 @@ impl Device {
     /// Raises an alert on a case; returns its id.
     pub fn alert_add(&self, case: CaseId, text: &str) -> Result<String, Error> {
         let by = self.whoami()?.staff_id.to_string();
+        let now = self.now();
         self.edit_existing(case_doc(case), DocKind::Case, "case", |d| {
-            Ok(record::add_alert(d, text, &by)?)
+            Ok(record::add_alert(d, text, &by, now)?)
         })
     }
 
@@ -1132,8 +1155,27 @@ impl Device {
     /// The whole case as JSON: record, plan, notes (with what amends what), restricted sections,
     /// and every conflict. Content only, so it is identical on every device holding the same
     /// changes.
+    ///
+    /// The view is audited: recorded on the device before anything is read ([`views`]).
     pub fn show(&self, case: CaseId) -> Result<Value, Error> {
+        self.view(case, wire::ViewKind::Show)
+    }
+
+    /// [`Device::show`], for a copy given out whole as data (`show --json`, an app's export):
+    /// audited as an export.
+    pub fn export(&self, case: CaseId) -> Result<Value, Error> {
+        self.view(case, wire::ViewKind::Export)
+    }
+
+    /// [`Device::show`], audited as a view of the kind `kind` (the CLI's `conflicts` is one).
+    pub fn view(&self, case: CaseId, kind: wire::ViewKind) -> Result<Value, Error> {
         self.require_case(case)?;
+        self.record_view(case, kind)?;
+        self.content_of(case)
+    }
+
+    /// What [`Device::show`] gives, without recording a view (callers record one first).
+    fn content_of(&self, case: CaseId) -> Result<Value, Error> {
         let mut record_json = Value::Null;
         let mut plans = Vec::new();
         let mut restricted = Vec::new();
@@ -1277,6 +1319,7 @@ impl Device {
     /// Every field of a case's documents that holds concurrent values.
     pub fn conflicts(&self, case: CaseId) -> Result<Vec<(DocId, record::Conflict)>, Error> {
         self.require_case(case)?;
+        self.record_view(case, wire::ViewKind::Conflicts)?;
         let mut out = Vec::new();
         for (doc_id, _) in self.docs_of(case)? {
             if let Some((doc, _)) = self.store.load(doc_id)? {
@@ -1419,13 +1462,15 @@ impl Device {
                 still_held
             };
             let now = self.now();
-            let (req, left) = engine::build_request(
+            let (mut req, left) = engine::build_request(
                 self.cursor()?,
                 now,
                 outgoing,
                 self.log_id()?,
                 self.confirm()?,
             );
+            let (views, views_more) = self.views_to_send()?;
+            req.views = views;
             for d in &req.docs {
                 sent.insert(d.doc_id);
                 report.docs_up += 1;
@@ -1460,7 +1505,12 @@ impl Device {
                 .filter(|d| full_resent.insert(*d))
                 .collect();
             report.full_history_resends += resend.len();
-            finished = !more && left.is_empty() && resend.is_empty();
+            // More views wait only if the server took these (an older one never does).
+            let views_left = views_more && plan.views_through.is_some();
+            if let Some(through) = plan.views_through {
+                self.stage_views_recorded(&mut writes, &req.views, through)?;
+            }
+            finished = !more && left.is_empty() && resend.is_empty() && !views_left;
             let last = finished.then_some(started);
             self.carry_out(plan, &mut report, writes, last)?;
             for d in &resend {
@@ -1742,6 +1792,8 @@ impl Device {
             bytes_down_total: traffic.down,
             last_sync,
             lease: self.lease_status()?,
+            freshness: Some(self.freshness()?),
+            views_queued: self.views_queued()?,
         })
     }
 }

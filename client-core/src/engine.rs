@@ -83,6 +83,7 @@ pub fn build_request(
         docs,
         log_id,
         confirmed_reconcile,
+        views: Vec::new(),
     };
     (req, left)
 }
@@ -119,6 +120,8 @@ pub struct Plan {
     pub reconcile_id: Option<u64>,
     /// The offline lease the server set, if it sent one.
     pub lease: Option<wire::Lease>,
+    /// The highest view of this device the server's audit chain holds, if the server said.
+    pub views_through: Option<u64>,
 }
 
 /// Interprets a response: decodes every change (one bad change fails the whole response, so the
@@ -157,6 +160,7 @@ pub fn interpret(resp: SyncResponse, sent_at_ms: i64) -> Result<Plan, Error> {
         reset: resp.reset,
         reconcile_id: resp.reconcile_id,
         lease: resp.lease,
+        views_through: resp.views_through,
     })
 }
 
@@ -274,6 +278,7 @@ mod tests {
             reset: false,
             reconcile_id: None,
             lease: None,
+            views_through: None,
         };
         assert!(matches!(interpret(resp, 0), Err(Error::Protocol(_))));
     }

@@ -59,6 +59,9 @@ pub enum Error {
     BadCa(String),
     #[error("unknown field {given:?}: use {valid}")]
     UnknownField { given: String, valid: String },
+    /// The queue of views waiting for the server's audit chain is full.
+    #[error("{queued} views of records on this device are waiting to be recorded by the server, the most it keeps: sync before opening another record (every view is audited)")]
+    ViewsFull { queued: usize },
     /// The host could not find the store's key (a key file missing, say); its own message.
     #[error("{0}")]
     KeyUnavailable(String),

@@ -26,7 +26,10 @@ const ROOT_SCALARS: &[&str] = &[
 
 /// Maps of entries keyed by id, and the scalar fields of their entries.
 const ENTRY_MAPS: &[(&str, &[&str])] = &[
-    (field::ALERTS, &["text", field::STATUS, field::RAISED_BY]),
+    (
+        field::ALERTS,
+        &["text", field::STATUS, field::RAISED_BY, field::RAISED_AT],
+    ),
     (
         field::TEAM,
         &[

@@ -55,6 +55,9 @@ pub const REFUSED: u8 = b'r';
 pub const CASE_INDEX: u8 = b'x';
 pub const OUTBOX_BASE: u8 = b'q';
 pub const OUTBOX_CHANGE: u8 = b'o';
+/// A view of a record waiting for the server's audit chain, under its number (big-endian, kept
+/// in the clear so the queue scans in order; the view itself is sealed like every value).
+pub const VIEW: u8 = b'v';
 /// The prefixes of a document's single records (its numbered ones are `CHUNK` and `OUTBOX_CHANGE`).
 const DOC_RECORDS: [u8; 6] = [HEADER, SNAPSHOT, BASE, DIRTY, REFUSED, OUTBOX_BASE];
 /// The key check record's key: outside every prefix, so no scan meets it.
@@ -198,6 +201,13 @@ pub fn key(prefix: u8, doc: DocId) -> Vec<u8> {
     k
 }
 
+/// The key of a queued view.
+pub fn view_key(seq: u64) -> Vec<u8> {
+    let mut k = vec![VIEW];
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
 /// The key of a meta value.
 pub fn meta_key(name: &str) -> Vec<u8> {
     let mut k = vec![META];
@@ -314,6 +324,7 @@ fn physical_key(sealer: &Sealer, logical: &[u8]) -> Vec<u8> {
             out.extend_from_slice(&sealer.name(&rest[..16]));
             out.extend_from_slice(&rest[16..]); // the chunk number, kept in order
         }
+        VIEW => out.extend_from_slice(rest), // the view's number: a count, not an id
         CASE_INDEX if rest.len() > 16 => {
             out.extend_from_slice(&sealer.name(&rest[..16]));
             out.extend_from_slice(&sealer.name(&rest[16..]));
@@ -872,6 +883,16 @@ impl DeviceStore {
                 Ok((doc, v))
             })
             .collect()
+    }
+
+    /// The first `max` queued views, in order, as stored (JSON).
+    pub fn views(&self, max: usize) -> Result<Vec<Vec<u8>>, Error> {
+        let mut out = Vec::new();
+        for item in self.tree()?.scan_prefix(self.physical(&[VIEW])).take(max) {
+            let (physical, stored) = item?;
+            out.push(self.sealer.open(&physical, &stored)?.1);
+        }
+        Ok(out)
     }
 
     pub fn has(&self, prefix: u8, doc: DocId) -> Result<bool, Error> {

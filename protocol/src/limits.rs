@@ -594,3 +594,34 @@ pub const DEVICE_KEY_FILES_TRIED_MAX: usize = 1_000;
 /// keep many syncs waiting on one flush together (group commit needs company) while work beyond
 /// them queues, within the connection and per-device caps and the request timeouts.
 pub const SERVER_BLOCKING_THREADS_MAX: usize = 64;
+
+// Reads on devices, audited (issue 16).
+
+/// Most views of records (a case shown, exported) a device keeps waiting for upload to the
+/// server's audit chain. One view is about 80 bytes sealed; a worker opens perhaps a hundred
+/// records a day, so 10,000 is months offline, far past the offline lease's lock
+/// ([`DEVICE_LOCK_AFTER_MS_DEFAULT`]). A device at the limit refuses to show another record until
+/// it syncs (a view that cannot be audited is not shown), rather than drop one already queued.
+pub const DEVICE_VIEWS_QUEUED_MAX: usize = 10_000;
+
+/// Most views one sync request carries; the rest follow in the next rounds of the same sync.
+/// Each becomes one audit entry in the sync's last write transaction, so this bounds that
+/// transaction (1,000 small entries, about the size of a push of 1,000 changes' headers).
+pub const SYNC_VIEWS_MAX: usize = 1_000;
+
+const _: () = assert!(SYNC_VIEWS_MAX <= DEVICE_VIEWS_QUEUED_MAX);
+const _: () = assert!(SYNC_VIEWS_MAX <= PUSH_CHANGES_MAX);
+
+// Freshness (issue 16).
+
+/// How old a device's copy of its records may be (since its last successful sync) before it
+/// warns that what it shows may be out of date: 12 hours, a shift. A device older than that has
+/// missed at least one handover; an alert raised by the night team may not be on it.
+pub const DEVICE_STALE_AFTER_MS: i64 = 12 * 3600 * 1000;
+
+const _: () = assert!(DEVICE_STALE_AFTER_MS < DEVICE_LOCK_AFTER_MS_DEFAULT);
+
+/// Most subject access requests open at once. A council's whole caseload sees a few hundred a
+/// year, each answered within a month; the open ones are one stored value rewritten at each
+/// open and fulfilment, so this bounds that value (about 300 bytes each, 300 KB at the limit).
+pub const SUBJECT_ACCESS_OPEN_MAX: usize = 1_000;

@@ -85,6 +85,57 @@ pub struct SyncRequest {
     /// durably applied. Until the server sees it, it sends that reconciliation again, so a lost
     /// response never leaves evicted records on a device.
     pub confirmed_reconcile: Option<u64>,
+    /// Views of records on the device (a case shown, exported) not yet in the server's audit
+    /// chain, oldest first, at most [`limits::SYNC_VIEWS_MAX`]. Absent from older devices; an
+    /// older server ignores it (and answers no `views_through`, so the device keeps them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub views: Vec<View>,
+}
+
+/// One view of a record on a device, for the server's audit chain: ids, a kind and a time only,
+/// never anything the record says.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct View {
+    /// A random id of the device store's count of views (a store made anew, by a sign-in to a
+    /// new directory, starts a new count under a new id).
+    pub stream: uuid::Uuid,
+    /// The store's own count of its views, from 1: the server records each once, so a view
+    /// re-sent after a lost answer is not audited twice.
+    pub seq: u64,
+    pub case_id: CaseId,
+    pub kind: ViewKind,
+    /// The device's clock when the record was shown (ms since the Unix epoch).
+    pub device_time_ms: i64,
+}
+
+/// What a device did with a record it showed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ViewKind {
+    /// Shown as a page (`casenote show`, an app's case screen).
+    Show,
+    /// Given out whole as data (`show --json`, the bindings' `export`).
+    Export,
+    /// Its conflicting fields listed, with every value.
+    Conflicts,
+    /// Its alerts listed.
+    Alerts,
+    /// A kind a newer device sent that this build does not know: still audited.
+    #[serde(other)]
+    Other,
+}
+
+impl ViewKind {
+    /// The kind as the audit entry and the CLI name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ViewKind::Show => "show",
+            ViewKind::Export => "export",
+            ViewKind::Conflicts => "conflicts",
+            ViewKind::Alerts => "alerts",
+            ViewKind::Other => "other",
+        }
+    }
 }
 
 /// One document's local edits.
@@ -135,6 +186,11 @@ pub struct SyncResponse {
     /// defaults).
     #[serde(default)]
     pub lease: Option<Lease>,
+    /// The highest view `seq` of this device the server's audit chain holds (the views of the
+    /// request included): the device drops its queued views up to it. Absent from older servers
+    /// and from a reset answer (the device keeps its views).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub views_through: Option<u64>,
 }
 
 /// How long a device may stay out of touch with the server (ms), counted from its last contact.
@@ -324,6 +380,7 @@ pub fn decode_request(bytes: &[u8]) -> Result<SyncRequest, DecodeError> {
     check("documents pushed", req.docs.len(), limits::PUSH_DOCS_MAX)?;
     let changes: usize = req.docs.iter().map(|d| d.changes.len()).sum();
     check("changes pushed", changes, limits::PUSH_CHANGES_MAX)?;
+    check("views", req.views.len(), limits::SYNC_VIEWS_MAX)?;
     for doc in &req.docs {
         check("base heads", doc.base.len(), limits::HEADS_MAX)?;
         for change in &doc.changes {
@@ -380,7 +437,7 @@ mod tests {
             clock in any::<i64>(),
             docs in prop::collection::vec(arb_push(), 0..5),
         ) {
-            let req = SyncRequest { version: PROTOCOL_VERSION, cursor: Seq(cursor), device_clock_ms: clock, docs, log_id: None, confirmed_reconcile: Some(cursor) };
+            let req = SyncRequest { version: PROTOCOL_VERSION, cursor: Seq(cursor), device_clock_ms: clock, docs, log_id: None, confirmed_reconcile: Some(cursor), views: Vec::new() };
             prop_assert_eq!(decode_request(&encode(&req)).unwrap(), req);
         }
 
@@ -392,7 +449,7 @@ mod tests {
 
         #[test]
         fn every_truncation_of_a_valid_request_is_an_error(docs in prop::collection::vec(arb_push(), 1..3), cut in 0usize..1000) {
-            let req = SyncRequest { version: PROTOCOL_VERSION, cursor: Seq(1), device_clock_ms: 0, docs, log_id: None, confirmed_reconcile: None };
+            let req = SyncRequest { version: PROTOCOL_VERSION, cursor: Seq(1), device_clock_ms: 0, docs, log_id: None, confirmed_reconcile: None, views: Vec::new() };
             let bytes = encode(&req);
             let cut = cut % bytes.len();
             prop_assert!(decode_request(&bytes[..cut]).is_err());
@@ -408,11 +465,88 @@ mod tests {
             docs: vec![],
             log_id: None,
             confirmed_reconcile: None,
+            views: Vec::new(),
         };
         assert_eq!(
             decode_request(&encode(&req)),
             Err(DecodeError::UnsupportedVersion(99))
         );
+    }
+
+    fn a_view(seq: u64) -> View {
+        View {
+            stream: uuid::Uuid::from_u128(7),
+            seq,
+            case_id: CaseId(uuid::Uuid::from_u128(9)),
+            kind: ViewKind::Export,
+            device_time_ms: 1_700_000_000_000,
+        }
+    }
+
+    fn a_request(views: Vec<View>) -> SyncRequest {
+        SyncRequest {
+            version: PROTOCOL_VERSION,
+            cursor: Seq(3),
+            device_clock_ms: 0,
+            docs: vec![],
+            log_id: None,
+            confirmed_reconcile: None,
+            views,
+        }
+    }
+
+    #[test]
+    fn views_travel_with_a_request_and_an_older_peer_reads_around_them() {
+        let req = a_request(vec![a_view(1), a_view(2)]);
+        assert_eq!(decode_request(&encode(&req)).unwrap(), req);
+        // An older server's request type, without views, still decodes a newer device's request.
+        #[derive(Deserialize)]
+        struct Older {
+            cursor: Seq,
+            docs: Vec<DocPush>,
+        }
+        let older: Older = decode_raw(&encode(&req)).unwrap();
+        assert_eq!((older.cursor, older.docs.len()), (Seq(3), 0));
+        // A request without views (an older device's) decodes with none, and is encoded without
+        // the field at all.
+        let none = encode(&a_request(vec![]));
+        assert_eq!(decode_request(&none).unwrap().views, vec![]);
+        assert!(!none.windows(5).any(|w| w == b"views"));
+    }
+
+    #[test]
+    fn a_view_kind_this_build_does_not_know_is_other_not_an_error() {
+        #[derive(Serialize)]
+        struct Newer {
+            stream: uuid::Uuid,
+            seq: u64,
+            case_id: CaseId,
+            kind: &'static str,
+            device_time_ms: i64,
+        }
+        let v = a_view(1);
+        let newer = Newer {
+            stream: v.stream,
+            seq: 1,
+            case_id: v.case_id,
+            kind: "printed",
+            device_time_ms: 0,
+        };
+        let read: View = decode_raw(&encode(&newer)).unwrap();
+        assert_eq!(read.kind, ViewKind::Other);
+    }
+
+    #[test]
+    fn more_views_than_a_request_may_carry_are_refused_by_count() {
+        let req = a_request(
+            (1..=limits::SYNC_VIEWS_MAX as u64 + 1)
+                .map(a_view)
+                .collect(),
+        );
+        assert!(matches!(
+            decode_request(&encode(&req)),
+            Err(DecodeError::OverLimit { what: "views", .. })
+        ));
     }
 
     #[test]
@@ -440,6 +574,7 @@ mod tests {
             docs: vec![doc; limits::PUSH_DOCS_MAX + 1],
             log_id: None,
             confirmed_reconcile: None,
+            views: Vec::new(),
         };
         let err = decode_request(&encode(&req)).unwrap_err();
         assert_eq!(err.code(), crate::ErrorCode::LimitExceeded);
@@ -462,6 +597,7 @@ mod tests {
             docs,
             log_id: None,
             confirmed_reconcile: None,
+            views: Vec::new(),
         };
         assert!(decode_request(&encode(&req(vec![doc(half), doc(half)]))).is_ok());
         let err = decode_request(&encode(&req(vec![doc(half), doc(half + 1)]))).unwrap_err();

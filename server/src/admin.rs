@@ -72,6 +72,12 @@ pub enum AdminError {
     NoTeams,
     #[error("no admin token with id {0}; see `admin list`")]
     NoSuchAdminToken(uuid::Uuid),
+    #[error("no open subject access request with id {0}; see `admin sar list`")]
+    NoSuchRequest(uuid::Uuid),
+    #[error("{0:?} is not a day on or before today: write it as YYYY-MM-DD")]
+    BadDate(String),
+    #[error("{0} subject access requests are open, the most kept: fulfil some first")]
+    TooManyRequests(usize),
     #[error("{0}")]
     Failed(String),
     #[error(transparent)]

@@ -27,7 +27,7 @@ use anyhow::Context;
 use automerge::{ReadDoc, ROOT};
 use casenote_protocol::record::{self, field};
 use casenote_protocol::wire::HistoryEntry;
-use casenote_protocol::{CaseId, DocKind};
+use casenote_protocol::{CaseId, DocKind, StaffId};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -230,6 +230,7 @@ pub fn build(
             n["amended_by"] = Value::Array(list);
         }
     }
+    link_originals(&mut notes);
     notes.sort_by_key(|n| (n["occurred_at_ms"].as_i64(), n["note_id"].to_string()));
     let case_content = documents
         .iter()
@@ -250,9 +251,15 @@ pub fn build(
         "assessments": assessments,
         "documents": documents,
     });
+    let mut record = record;
+    record["people"] = people(store, &record)?;
+    record["fhir_provenance"] = Value::Array(fhir_provenance(&record));
+    for d in record["documents"].as_array_mut().into_iter().flatten() {
+        d["provenance"] = Value::Array(prsb_provenance(d));
+    }
 
     let out = ExportedRecord {
-        html: render_html(&record, &person),
+        html: crate::export_html::render(&record, &person),
         documents: record["documents"].as_array().map_or(0, Vec::len),
         notes: record["notes"].as_array().map_or(0, Vec::len),
         restricted,
@@ -295,177 +302,151 @@ pub fn escape(s: &str) -> String {
     out
 }
 
+/// Gives each note that amends another the original's text and status, so the page and the
+/// JSON show every amendment with what it amends.
+fn link_originals(notes: &mut [Value]) {
+    let originals: HashMap<String, (Value, Value)> = notes
+        .iter()
+        .filter_map(|n| {
+            let id = n["note_id"].as_str()?.to_string();
+            Some((id, (n["text"].clone(), n["status"].clone())))
+        })
+        .collect();
+    for n in notes.iter_mut() {
+        let Some(target) = n["amends"]["note_id"].as_str().map(str::to_string) else {
+            continue;
+        };
+        if let Some((text, status)) = originals.get(&target) {
+            n["original"] = json!({"note_id": target, "text": text, "status": status});
+        }
+    }
+}
+
+/// Who every staff id the record names is, from the directory: name, role and organisation,
+/// keyed by staff id. Found by looking up every string of the record that is a uuid (the walk
+/// keeps its own stack: the content is what devices wrote).
+fn people(store: &dyn Store, record: &Value) -> anyhow::Result<Value> {
+    let mut ids = std::collections::BTreeSet::new();
+    let mut stack = vec![record];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::String(s) => {
+                if let Ok(u) = uuid::Uuid::parse_str(s) {
+                    ids.insert(u);
+                }
+            }
+            Value::Array(a) => stack.extend(a.iter()),
+            Value::Object(o) => stack.extend(o.values()),
+            _ => {}
+        }
+    }
+    let mut out = serde_json::Map::new();
+    for id in ids {
+        let Some(staff) = read(store, |t| t.staff(StaffId(id)))? else {
+            continue;
+        };
+        let org = read(store, |t| t.org(staff.org_id))?.map(|o| o.name);
+        out.insert(
+            id.to_string(),
+            json!({"name": staff.name, "role": staff.role.to_string(), "org": org}),
+        );
+    }
+    Ok(Value::Object(out))
+}
+
+/// A time in ms as RFC 3339 (UTC), as FHIR's `instant` and `dateTime` want it.
+fn rfc3339(ms: i64) -> Option<String> {
+    jiff::Timestamp::from_millisecond(ms)
+        .ok()
+        .map(|t| t.to_string())
+}
+
+/// The provenance of each change of a document in the items of PRSB's "person completing
+/// record" (name, role, organisation, professional identifier, date completed), with the device
+/// and the server's receipt beside them.
+fn prsb_provenance(doc: &Value) -> Vec<Value> {
+    let history = doc["history"].as_array().into_iter().flatten();
+    history
+        .map(|c| {
+            json!({
+                "change": c["hash"],
+                "seq": c["seq"],
+                "person_completing_record": {
+                    "name": c["staff_name"],
+                    "role": c["role"],
+                    "organisation": c["org"],
+                    "professional_identifier": c["staff_id"],
+                },
+                "date_completed": c["device_time_ms"].as_i64().map(crate::uk_time::when),
+                "date_completed_ms": c["device_time_ms"],
+                "date_received_by_server": c["received_at_ms"].as_i64().map(crate::uk_time::when),
+                "date_received_by_server_ms": c["received_at_ms"],
+                "device_id": c["device_id"],
+            })
+        })
+        .collect()
+}
+
+/// One FHIR R4 `Provenance` resource per change of every document: the document as `target`,
+/// the server's receipt as `recorded` (the device's clock when unknown), the device's clock as
+/// `occurredDateTime`, the member of staff as the `author` agent on behalf of their
+/// organisation, the device as the `enterer`, and whether the change made the document.
+fn fhir_provenance(record: &Value) -> Vec<Value> {
+    let mut out = Vec::new();
+    for d in record["documents"].as_array().into_iter().flatten() {
+        for (i, c) in d["history"].as_array().into_iter().flatten().enumerate() {
+            let device_ms = c["device_time_ms"].as_i64().unwrap_or(0);
+            let recorded = c["received_at_ms"].as_i64().unwrap_or(device_ms);
+            let participant = |code: &str, display: &str| {
+                json!({"coding": [{
+                    "system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type",
+                    "code": code, "display": display}]})
+            };
+            // A change from before the server bound actors to staff names nobody.
+            let who = match c["staff_id"].as_str() {
+                Some(id) => json!({"reference": format!("Practitioner/{id}"),
+                                   "display": c["staff_name"]}),
+                None => json!({"display": "unknown (received before attribution was kept)"}),
+            };
+            let mut agents = vec![json!({
+                "type": participant("author", "Author"),
+                "role": [{"text": c["role"]}],
+                "who": who,
+                "onBehalfOf": {"display": c["org"]},
+            })];
+            if !c["device_id"].is_null() {
+                agents.push(json!({
+                    "type": participant("enterer", "Enterer"),
+                    "who": {"reference": format!("Device/{}", text(&c["device_id"]))},
+                }));
+            }
+            let (code, display) = if i == 0 {
+                ("CREATE", "create")
+            } else {
+                ("UPDATE", "revise")
+            };
+            out.push(json!({
+                "resourceType": "Provenance",
+                "id": text(&c["hash"]),
+                "target": [{"reference": format!("DocumentReference/{}", text(&d["doc_id"])),
+                            "display": d["kind"]}],
+                "occurredDateTime": rfc3339(device_ms),
+                "recorded": rfc3339(recorded),
+                "activity": {"coding": [{
+                    "system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation",
+                    "code": code, "display": display}]},
+                "agent": agents,
+            }));
+        }
+    }
+    out
+}
+
 /// A JSON value as plain text (strings without quotes; absent as a dash).
-fn text(v: &Value) -> String {
+pub fn text(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
-}
-
-fn render_html(record: &Value, person: &str) -> String {
-    let e = |v: &Value| escape(&text(v));
-    let mut h = String::new();
-    h.push_str("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n");
-    h.push_str(&format!("<title>Record of {}</title>\n", escape(person)));
-    h.push_str(
-        "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto;line-height:1.4}\
-         table{border-collapse:collapse;font-size:90%}td,th{border:1px solid #bbb;padding:2px 6px;\
-         text-align:left;vertical-align:top}pre{white-space:pre-wrap;background:#f6f6f6;padding:.5em}\
-         .note{border-left:4px solid #468;padding-left:1em;margin:1.5em 0}\
-         .warn{background:#fff3cd;padding:.5em;border:1px solid #e0c060}</style>\n</head><body>\n",
-    );
-    h.push_str(&format!("<h1>Record of {}</h1>\n", escape(person)));
-    let case = &record["case"];
-    h.push_str(&format!(
-        "<p>Case <code>{}</code>, owned by {}. Exported at {} (ms since the Unix epoch, server clock).</p>\n",
-        e(&case["case_id"]),
-        e(&case["owner_org"]["name"]),
-        e(&record["exported_at_ms"])
-    ));
-    h.push_str(
-        "<p class=\"warn\">This export is the person's whole record and includes restricted \
-         documents (for example safeguarding sections) that most staff may not see. It was \
-         produced by an administrator; handle it accordingly.</p>\n",
-    );
-    h.push_str("<h2>Team around the person</h2>\n<ul>\n");
-    for t in case["teams"].as_array().into_iter().flatten() {
-        h.push_str(&format!("<li>{} ({})</li>\n", e(&t["name"]), e(&t["org"])));
-    }
-    h.push_str("</ul>\n<h2>Notes, in the order they happened</h2>\n");
-    for n in record["notes"].as_array().into_iter().flatten() {
-        let id = text(&n["note_id"]);
-        h.push_str(&format!(
-            "<div class=\"note\" id=\"note-{}\">\n<h3>{} note <code>{}</code> ({})</h3>\n",
-            escape(&id),
-            e(&n["note_kind"]),
-            escape(&id),
-            e(&n["status"])
-        ));
-        h.push_str(&format!(
-            "<p>By {} ({}, {}, {}). Occurred {}; recorded {} (device clock); filed {}; first \
-             received {}; filing received {} (server clock).</p>\n",
-            e(&n["author"]["staff_id"]),
-            e(&n["author"]["role"]),
-            e(&n["author"]["org"]),
-            e(&n["author"]["team"]),
-            e(&n["occurred_at_ms"]),
-            e(&n["recorded_at_ms"]),
-            e(&n["filed_at_ms"]),
-            e(&n["first_received_at_ms"]),
-            e(&n["filed_received_at_ms"])
-        ));
-        if !n["late_entry_reason"].is_null() {
-            h.push_str(&format!(
-                "<p>Late entry: {}</p>\n",
-                e(&n["late_entry_reason"])
-            ));
-        }
-        if let Some(target) = n["amends"]["note_id"].as_str() {
-            h.push_str(&format!(
-                "<p>This note is a {} of <a href=\"#note-{}\">note {}</a>: {}</p>\n",
-                e(&n["amends"]["kind"]),
-                escape(target),
-                escape(target),
-                e(&n["amends"]["reason"])
-            ));
-        }
-        h.push_str(&format!("<pre>{}</pre>\n", e(&n["text"])));
-        for a in n["amended_by"].as_array().into_iter().flatten() {
-            let aid = text(&a["note_id"]);
-            h.push_str(&format!(
-                "<p>Amended by <a href=\"#note-{}\">note {}</a> ({}): {}</p>\n",
-                escape(&aid),
-                escape(&aid),
-                e(&a["kind"]),
-                e(&a["reason"])
-            ));
-        }
-        h.push_str("</div>\n");
-    }
-    h.push_str("<h2>Assessments</h2>\n<ul>\n");
-    for a in record["assessments"].as_array().into_iter().flatten() {
-        h.push_str(&format!(
-            "<li>{} assessment <code>{}</code>: {}; started {}; completed {} by {} (received {})",
-            e(&a["type"]),
-            e(&a["doc_id"]),
-            e(&a["status"]),
-            e(&a["started_at_ms"]),
-            e(&a["completed_at_ms"]),
-            e(&a["completed_by"]),
-            e(&a["completion_received_at_ms"])
-        ));
-        if a["amends"].is_object() {
-            h.push_str(&format!(
-                "; a {} of <code>{}</code>: {}",
-                e(&a["amends"]["kind"]),
-                e(&a["amends"]["assessment_id"]),
-                e(&a["amends"]["reason"])
-            ));
-        }
-        h.push_str("</li>\n");
-    }
-    h.push_str("</ul>\n<h2>Documents and their provenance</h2>\n");
-    for d in record["documents"].as_array().into_iter().flatten() {
-        h.push_str(&format!(
-            "<h3>{} <code>{}</code></h3>\n<p>Owned by {}; created {}.",
-            e(&d["kind"]),
-            e(&d["doc_id"]),
-            e(&d["owner_org"]["name"]),
-            e(&d["created_ms"])
-        ));
-        if let Some(list) = d["access_teams"].as_array() {
-            let names: Vec<String> = list.iter().map(|t| e(&t["name"])).collect();
-            h.push_str(&format!(
-                " Restricted: visible only to {}.",
-                names.join(", ")
-            ));
-        }
-        h.push_str("</p>\n");
-        let third: Vec<String> = d["third_party"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(e)
-            .collect();
-        if !third.is_empty() {
-            h.push_str(&format!(
-                "<p class=\"warn\">Third-party data: {}. Consider redacting it before the record \
-                 is disclosed.</p>\n",
-                third.join(", ")
-            ));
-        }
-        let content = serde_json::to_string_pretty(&d["content"]).unwrap_or_default();
-        h.push_str(&format!("<pre>{}</pre>\n", escape(&content)));
-        if d["conflicts"].as_array().is_some_and(|c| !c.is_empty()) {
-            h.push_str(&format!(
-                "<p>Unresolved conflicts:</p><pre>{}</pre>\n",
-                escape(&d["conflicts"].to_string())
-            ));
-        }
-        h.push_str(
-            "<table><tr><th>seq</th><th>staff</th><th>role</th><th>org</th><th>device</th>\
-             <th>received (server)</th><th>device time</th><th>ops</th><th>change</th></tr>\n",
-        );
-        for c in d["history"].as_array().into_iter().flatten() {
-            h.push_str(&format!(
-                "<tr><td>{}</td><td>{} <small>{}</small></td><td>{}</td><td>{}</td><td><small>{}</small></td>\
-                 <td>{}</td><td>{}</td><td>{}</td><td><small>{}</small></td></tr>\n",
-                e(&c["seq"]),
-                e(&c["staff_name"]),
-                e(&c["staff_id"]),
-                e(&c["role"]),
-                e(&c["org"]),
-                e(&c["device_id"]),
-                e(&c["received_at_ms"]),
-                e(&c["device_time_ms"]),
-                e(&c["ops"]),
-                escape(&text(&c["hash"]).chars().take(16).collect::<String>())
-            ));
-        }
-        h.push_str("</table>\n");
-    }
-    h.push_str("</body></html>\n");
-    h
 }

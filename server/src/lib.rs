@@ -21,12 +21,15 @@ pub mod cli;
 pub mod config;
 pub mod escrow;
 pub mod export;
+pub mod export_html;
 pub mod feed;
 pub mod history;
 pub mod metrics;
 pub mod model;
 pub mod store;
+pub mod subject_access;
 pub mod sync;
+pub mod uk_time;
 pub mod validate;
 
 #[cfg(test)]

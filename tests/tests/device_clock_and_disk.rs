@@ -273,6 +273,11 @@ fn on_a_full_disk_everything_reads_and_an_edit_fails_cleanly() {
         .expect("the case is listed");
     assert_eq!(listed["notes"].as_u64(), Some(1 + saved.len() as u64));
     bounded_ok(&priya, &["conflicts", &case]);
+    // Reading wins over the audit of the read: the view could not be kept, and the CLI says so.
+    let page = bounded(&priya, &["show", &case]);
+    assert!(page.status.success());
+    let err = String::from_utf8_lossy(&page.stderr);
+    assert!(err.contains("not kept for the audit log"), "{err}");
     let status = bounded_json(&priya, &["status", "--json"]);
     assert!(status["unsynced_docs"].as_u64().unwrap() >= 3, "{status}");
     bounded_ok(&priya, &["whoami"]);

@@ -49,6 +49,7 @@ fn seeds() -> Vec<Vec<u8>> {
         docs: vec![push.clone(), push],
         log_id: Some(uuid::Uuid::new_v4()),
         confirmed_reconcile: Some(5),
+        views: Vec::new(),
     };
     let resp = SyncResponse {
         version: PROTOCOL_VERSION,
@@ -79,6 +80,7 @@ fn seeds() -> Vec<Vec<u8>> {
         reset: false,
         reconcile_id: Some(9),
         lease: Some(casenote_protocol::wire::Lease::default()),
+        views_through: None,
     };
     let live = wire::LiveEvent {
         version: wire::LIVE_VERSION,
@@ -234,6 +236,7 @@ fn device_request() -> Vec<u8> {
         ],
         log_id: None,
         confirmed_reconcile: None,
+        views: Vec::new(),
     })
 }
 

@@ -34,6 +34,7 @@ fn valid_request() -> Vec<u8> {
         docs: vec![],
         log_id: None,
         confirmed_reconcile: None,
+        views: Vec::new(),
     })
 }
 
@@ -112,6 +113,7 @@ fn bad_tokens_and_bad_bodies_get_a_coded_4xx_and_the_server_goes_on_serving() {
                 docs: vec![],
                 log_id: None,
                 confirmed_reconcile: None,
+                views: Vec::new(),
             }),
             400,
             "unsupported_version",

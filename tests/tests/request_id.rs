@@ -19,6 +19,7 @@ fn a_requests_id_is_in_its_log_lines_and_in_its_error_body() {
         docs: vec![],
         log_id: None,
         confirmed_reconcile: None,
+        views: Vec::new(),
     });
     let synced = ureq::post(&format!("{}/v1/sync", server.url))
         .set(

@@ -19,6 +19,7 @@ fn pull_body() -> Vec<u8> {
         docs: vec![],
         log_id: None,
         confirmed_reconcile: None,
+        views: Vec::new(),
     })
 }
 

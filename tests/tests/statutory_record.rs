@@ -755,9 +755,14 @@ fn discharge_referral_safeguarding_legal_and_contacts_round_trip_to_a_fresh_devi
         serde_json::json!(["alleged_source_of_harm"])
     );
     let html = std::fs::read_to_string(exported.join("record.html")).unwrap();
+    // Every field of the alleged source of harm stands flagged for redaction where it is shown.
+    let row = html
+        .split("<tr>")
+        .find(|r| r.contains("Alleged source of harm › Relationship"))
+        .unwrap_or_else(|| panic!("no row for the alleged source of harm:\n{html}"));
     assert!(
-        html.contains("Third-party data: alleged_source_of_harm"),
-        "{html}"
+        row.contains("class=\"redact\"") && row.contains("neighbour"),
+        "the alleged source of harm is not flagged for redaction: {row}"
     );
     let _ = DocId::new_random();
 }

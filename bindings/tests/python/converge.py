@@ -98,6 +98,33 @@ def statutory_record(a, b, case):
           f"the amendment does not amend the assessment: {got.get(mca)}")
 
 
+def freshness_and_views(a, b, case):
+    """Freshness and audited reads through the bindings: a device just synced is not stale; an
+    alert carries when it was raised and its age; every read call is queued for the server's
+    audit chain and goes up with the next sync."""
+    a.sync()
+    fresh = a.freshness()
+    check(not fresh.stale and fresh.age_ms is not None and fresh.age_ms < 3_600_000,
+          f"a device that just synced is stale: {fresh}")
+    check(not a.status().freshness.stale,
+          f"status disagrees about freshness: {a.status().freshness}")
+    alert = a.alert_add(case, "Visit in pairs")
+    a.sync()
+    b.sync()
+    listed = {x.alert_id: x for x in b.alerts(case)}
+    check(alert in listed, f"B does not list A's alert: {listed}")
+    raised = listed[alert]
+    check(raised.raised_at_ms is not None and raised.age_ms is not None and raised.age_ms >= 0,
+          f"the alert carries no raise time or age: {raised}")
+    check(raised.status == "active" and raised.raised_by == a.whoami().staff_id, f"{raised}")
+    before = b.status().views_queued
+    check(before >= 1, f"B's alerts read was not queued: {before}")
+    json.loads(b.export(case))
+    check(b.status().views_queued == before + 1, "an export was not queued as a view")
+    b.sync()
+    check(b.status().views_queued == 0, "B's views did not go up with the sync")
+
+
 def main():
     url = os.environ["CASENOTE_URL"]
     work = os.environ["CASENOTE_WORK"]
@@ -185,6 +212,7 @@ def main():
         check(st.staff_id == dev.whoami().staff_id and st.server == url, f"{name}'s status: {st}")
 
     statutory_record(a, b, case)
+    freshness_and_views(a, b, case)
 
     # A shared ward tablet: each user's slot, named and encrypted by their own key.
     root = os.path.join(work, "tablet")

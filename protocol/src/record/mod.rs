@@ -52,6 +52,9 @@ pub mod field {
     pub const WHO: &str = "who";
     pub const BY: &str = "by";
     pub const RAISED_BY: &str = "raised_by";
+    /// When an alert was raised (ms since the epoch, the raising device's clock): the one
+    /// integer in an entry map.
+    pub const RAISED_AT: &str = "raised_at_ms";
     pub const ORG: &str = "org";
     pub const ROLE: &str = "role";
     pub const WORKER: &str = "worker";
@@ -524,10 +527,16 @@ fn set_entry_status(
     Ok(())
 }
 
-/// Raises an alert on a case ("visit in pairs"); returns its id.
-pub fn add_alert(doc: &mut AutoCommit, text: &str, raised_by: &str) -> Result<String, RecordError> {
+/// Raises an alert on a case ("visit in pairs") at `raised_at_ms` (the device's clock);
+/// returns its id.
+pub fn add_alert(
+    doc: &mut AutoCommit,
+    text: &str,
+    raised_by: &str,
+    raised_at_ms: i64,
+) -> Result<String, RecordError> {
     check_len("alert", text, limits::SHORT_TEXT_BYTES_MAX)?;
-    add_entry(
+    let id = add_entry(
         doc,
         "case",
         field::ALERTS,
@@ -536,7 +545,12 @@ pub fn add_alert(doc: &mut AutoCommit, text: &str, raised_by: &str) -> Result<St
             (field::STATUS, "active"),
             (field::RAISED_BY, raised_by),
         ],
-    )
+    )?;
+    let alerts = root_map(doc, field::ALERTS, "case")?;
+    let entry = get_obj(doc, &alerts, &id, ObjType::Map)
+        .ok_or_else(|| RecordError::NoEntry("alert", id.clone()))?;
+    doc.put(&entry, field::RAISED_AT, raised_at_ms)?;
+    Ok(id)
 }
 
 /// Adds a member to the team around the person (informational, inside the record: who is
@@ -1025,7 +1039,7 @@ mod tests {
     fn statuses_outside_the_vocabulary_are_refused() {
         let mut doc = AutoCommit::new();
         init_case(&mut doc, CaseId::new_random(), &Identity::default()).unwrap();
-        let alert = add_alert(&mut doc, "Visit in pairs", "staff-1").unwrap();
+        let alert = add_alert(&mut doc, "Visit in pairs", "staff-1", 1_700_000_000_000).unwrap();
         assert!(matches!(
             set_alert_status(&mut doc, &alert, "gone"),
             Err(RecordError::NotAllowed { .. })

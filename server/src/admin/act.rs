@@ -1,5 +1,5 @@
 //! Admin acts as data: [`Act`] names one act of `casenote-server admin` (and `audit verify`,
-//! `audit show`, `export`), [`perform`] runs it through the admin service and returns an
+//! `audit show`, `export`, the subject access requests `sar open`, `sar list`, `sar fulfil`), [`perform`] runs it through the admin service and returns an
 //! [`Outcome`], the typed value both the command line and the admin API hand on. The CLI builds an
 //! `Act` from its arguments and either performs it on a stopped store or sends it to a running
 //! server (`POST /v1/admin/{path}`, [`Act::path`]), which performs it and answers the `Outcome` as
@@ -87,6 +87,19 @@ pub enum Act {
     Export {
         case: CaseId,
     },
+    /// Opens a subject access request for a case, received on `received` (`YYYY-MM-DD`, London;
+    /// today if absent).
+    SarOpen {
+        case: CaseId,
+        #[serde(default)]
+        received: Option<String>,
+    },
+    /// The open subject access requests with their due dates.
+    SarList,
+    /// Answers a subject access request with the person's record, and closes it.
+    SarFulfil {
+        request: uuid::Uuid,
+    },
 }
 
 /// Each act's tag and its path under `/v1/admin/` (the CLI's subcommand words).
@@ -112,6 +125,9 @@ pub const PATHS: &[(&str, &str)] = &[
     ("audit_verify", "audit/verify"),
     ("audit_show", "audit/show"),
     ("export", "export"),
+    ("sar_open", "sar/open"),
+    ("sar_list", "sar/list"),
+    ("sar_fulfil", "sar/fulfil"),
 ];
 
 impl Act {
@@ -156,6 +172,7 @@ impl Act {
                 | Act::QuarantineList
                 | Act::AuditVerify
                 | Act::AuditShow { .. }
+                | Act::SarList
         )
     }
 }
@@ -264,6 +281,11 @@ pub enum Outcome {
         entries: Vec<AuditEntry>,
     },
     Exported(ExportedRecord),
+    SarOpened(crate::subject_access::Request),
+    SarList {
+        requests: Vec<crate::subject_access::Listed>,
+    },
+    SarFulfilled(crate::subject_access::Fulfilled),
 }
 
 /// Runs `act` as `by` at `now_ms`.
@@ -342,6 +364,19 @@ pub fn perform(store: &dyn Store, by: By, act: Act, now_ms: i64) -> Result<Outco
             entries: crate::audit::entries(store, limit)?,
         },
         Act::Export { case } => Outcome::Exported(export(store, by, case, now_ms)?),
+        Act::SarOpen { case, received } => Outcome::SarOpened(crate::subject_access::open(
+            store,
+            by,
+            case,
+            received.as_deref(),
+            now_ms,
+        )?),
+        Act::SarList => Outcome::SarList {
+            requests: crate::subject_access::list(store, now_ms)?,
+        },
+        Act::SarFulfil { request } => {
+            Outcome::SarFulfilled(crate::subject_access::fulfil(store, by, request, now_ms)?)
+        }
     })
 }
 

@@ -60,7 +60,7 @@ pub(crate) fn routes(guard: &Guard) -> Router<AppState> {
 /// The acts that read a whole log, which the request timeout must not cut
 /// (`limits::HTTP_REQUEST_TIMEOUT_MS` says why; the admin client waits
 /// `limits::ADMIN_CLIENT_TIMEOUT_MS`).
-const LONG_ACTS: &[&str] = &["audit_verify", "audit_show", "export"];
+const LONG_ACTS: &[&str] = &["audit_verify", "audit_show", "export", "sar_fulfil"];
 
 /// Runs the act `tag` with the fields of `body` as the admin who sent it.
 async fn handle(
@@ -128,7 +128,8 @@ fn refused(e: AdminError) -> ApiError {
         | E::NoSuchDevice(_)
         | E::NoSuchCase(_)
         | E::NoSuchDocument(_)
-        | E::NoSuchAdminToken(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+        | E::NoSuchAdminToken(_)
+        | E::NoSuchRequest(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
         _ => (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidRequest),
     };
     ApiError::new(status.0, status.1, e.to_string())

@@ -105,6 +105,7 @@ impl Fixture {
                 token,
                 SyncRequest {
                     confirmed_reconcile: confirmed,
+                    views: Vec::new(),
                     ..request(cursor, docs)
                 },
             )
@@ -142,6 +143,7 @@ fn request(cursor: Seq, docs: Vec<DocPush>) -> SyncRequest {
         docs,
         log_id: None,
         confirmed_reconcile: None,
+        views: Vec::new(),
     }
 }
 
@@ -291,6 +293,7 @@ async fn sync_without_a_token_is_unauthorized() {
         docs: vec![],
         log_id: None,
         confirmed_reconcile: None,
+        views: Vec::new(),
     };
     let (status, _, body) = f
         .send(
@@ -388,6 +391,7 @@ async fn bad_bodies_get_their_codes_and_the_router_keeps_serving() {
         docs: vec![new_case("X", &f.alice_staff).2],
         log_id: None,
         confirmed_reconcile: None,
+        views: Vec::new(),
     };
     let bytes = wire::encode(&good);
 
@@ -835,6 +839,7 @@ async fn a_revoked_device_is_told_device_revoked_and_revoking_staff_revokes_all_
         docs: vec![],
         log_id: None,
         confirmed_reconcile: None,
+        views: Vec::new(),
     };
     let (status, _, body) = f.sync_raw(&f.alice, wire::encode(&req)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -1316,6 +1321,7 @@ async fn the_audit_chain_verifies_after_a_realistic_sequence_and_a_tampered_entr
                 docs: vec![],
                 log_id: None,
                 confirmed_reconcile: None,
+                views: Vec::new(),
             }),
         )
         .await;
@@ -1502,6 +1508,7 @@ async fn a_lost_reconciliation_is_sent_again_until_the_device_confirms_it() {
             &f.carol,
             SyncRequest {
                 confirmed_reconcile: Some(first_id),
+                views: Vec::new(),
                 ..request(cursor, vec![])
             },
         )
@@ -1512,6 +1519,7 @@ async fn a_lost_reconciliation_is_sent_again_until_the_device_confirms_it() {
             &f.carol,
             SyncRequest {
                 confirmed_reconcile: stale.reconcile_id,
+                views: Vec::new(),
                 ..request(cursor, vec![])
             },
         )
@@ -1534,6 +1542,7 @@ async fn a_lost_reconciliation_is_sent_again_until_the_device_confirms_it() {
             &f.carol,
             SyncRequest {
                 confirmed_reconcile: again.reconcile_id,
+                views: Vec::new(),
                 ..request(cursor, vec![])
             },
         )

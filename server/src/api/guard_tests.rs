@@ -59,6 +59,7 @@ fn half_sent_sync(addr: SocketAddr, token: &str) -> TcpStream {
         docs: vec![],
         log_id: None,
         confirmed_reconcile: None,
+        views: Vec::new(),
     });
     let mut s = TcpStream::connect(addr).unwrap();
     let head = format!(

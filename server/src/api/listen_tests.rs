@@ -42,6 +42,7 @@ fn empty_sync() -> Vec<u8> {
         docs: vec![],
         log_id: None,
         confirmed_reconcile: None,
+        views: Vec::new(),
     })
 }
 

@@ -81,6 +81,7 @@ impl Server {
             docs: vec![push],
             log_id: None,
             confirmed_reconcile: None,
+            views: Vec::new(),
         };
         let resp = router(self.state.clone())
             .oneshot(
@@ -447,6 +448,7 @@ fn concurrent_pushes_share_flushes_and_every_acknowledged_change_survives_a_reop
                         docs: vec![push],
                         log_id: None,
                         confirmed_reconcile: None,
+                        views: Vec::new(),
                     };
                     let rules = crate::validate::Rules::default();
                     let (resp, _) =

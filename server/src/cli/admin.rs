@@ -278,5 +278,8 @@ pub fn render(outcome: &Outcome, json: bool) -> String {
             "{} documents: {} notes, {} restricted; {} changes with provenance",
             e.documents, e.notes, e.restricted, e.changes
         ),
+        Outcome::SarOpened(r) => super::sar::render_opened(r),
+        Outcome::SarList { requests } => super::sar::render_list(requests, json),
+        Outcome::SarFulfilled(f) => super::sar::render_fulfilled(f, "record built"),
     }
 }

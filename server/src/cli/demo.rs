@@ -890,15 +890,8 @@ impl<'a> Loader<'a> {
         self.as_staff(&mut daniel, "Joe Ward");
         // Who raised an alert is the raiser's staff id: the server checks it is the pusher's.
         let joe = self.who("Joe Ward").staff_id.to_string();
-        self.add_map_entry(
-            &mut daniel,
-            field::ALERTS,
-            &[
-                ("text", "Visit in pairs"),
-                ("status", "active"),
-                ("raised_by", &joe),
-            ],
-        )?;
+        record::add_alert(&mut daniel.doc, "Visit in pairs", &joe, self.now_ms)?;
+        commit_at(&mut daniel.doc, self.now_ms);
         self.push(&mut daniel, "Joe Ward")?;
         self.daniel_mha(&mut daniel)?;
 

@@ -263,6 +263,11 @@ enum AdminCommand {
         #[command(subcommand)]
         action: AdminTokenCommand,
     },
+    /// Subject access requests: a person's whole record, due within one month.
+    Sar {
+        #[command(subcommand)]
+        action: sar::SarCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -392,6 +397,7 @@ pub fn main() -> ExitCode {
 const MIB: u64 = 1024 * 1024;
 
 mod admin;
+mod sar;
 mod store;
 mod tls;
 pub use admin::{Open, Target};
@@ -491,6 +497,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Admin {
+            target,
+            action:
+                AdminCommand::Sar {
+                    action: sar::SarCommand::Fulfil { request, out },
+                },
+        } => {
+            let outcome = target.perform(Act::SarFulfil { request }, Open::Existing)?;
+            let Outcome::SarFulfilled(done) = outcome else {
+                anyhow::bail!("the server answered something other than a fulfilled request");
+            };
+            let written = crate::export::write_files(&done.export, &out)?;
+            println!("{}", sar::render_fulfilled(&done, &written.to_string()));
+            Ok(())
+        }
         Command::Admin { target, action } => {
             let (act, json) = admin_act(action)?;
             let outcome = target.perform(act, Open::Existing)?;
@@ -552,6 +573,7 @@ fn admin_act(action: AdminCommand) -> anyhow::Result<(Act, bool)> {
         AdminCommand::List { json } => (Act::List, json),
         AdminCommand::Restored => (Act::Restored, false),
         AdminCommand::Backup { .. } => anyhow::bail!("`admin backup` is not an act"),
+        AdminCommand::Sar { action } => sar::act(action),
         AdminCommand::Quarantine {
             action: QuarantineCommand::List { json },
         } => (Act::QuarantineList, json),

@@ -51,6 +51,11 @@ pub enum AuditKind {
     Export,
     /// A device asked for the escrowed key of a device store (its own, or a wiped store's).
     KeyEscrow,
+    /// A member of staff viewed a record on a device (shown, exported), reported at the device's
+    /// next sync: ids, the kind of view and the device's clock only.
+    DeviceView,
+    /// A subject access request was opened, or fulfilled, by an administrator.
+    SubjectAccess,
 }
 
 impl AuditKind {
@@ -68,6 +73,8 @@ impl AuditKind {
             AuditKind::Read => "read",
             AuditKind::Export => "export",
             AuditKind::KeyEscrow => "key_escrow",
+            AuditKind::DeviceView => "device_view",
+            AuditKind::SubjectAccess => "subject_access",
         }
     }
 }

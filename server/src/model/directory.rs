@@ -127,6 +127,9 @@ pub struct TokenRecord {
     pub revoked: bool,
 }
 
+/// The meta key of the open subject access requests (`crate::subject_access`).
+pub const SUBJECT_ACCESS_OPEN_KEY: &str = "subject_access_open";
+
 /// The store's meta value holding the admin tokens (a JSON list of [`AdminToken`]).
 pub const ADMIN_TOKENS_KEY: &str = "admin_tokens";
 

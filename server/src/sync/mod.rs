@@ -15,7 +15,8 @@
 //!    pages collected ([`pull`]);
 //! 4. write #2: the access epoch and the device's state verified to be what step 3 read (if
 //!    either moved, a concurrent sync of the device or an access change landed: step 3 runs
-//!    again), then the device's new state, its holdings and the sync's audit entry stored;
+//!    again), then the device's new state, its holdings and the sync's audit entry stored, and an
+//!    audit entry for each view of a record the device reported ([`views`]);
 //! 5. one flush, then the response (and, in the HTTP layer, the live event).
 //!
 //! Durability: the one flush at the end covers everything the sync wrote and everything its pull
@@ -35,6 +36,7 @@
 pub mod pull;
 pub mod push;
 pub mod reconcile;
+pub mod views;
 
 pub use pull::{pull, Pulled};
 pub use push::{push, push_with, PushOutcome};
@@ -43,7 +45,7 @@ use crate::auth::Principal;
 use crate::model::{AuditKind, AuditRecord, DeviceSync};
 use crate::store::{self, Store, StoreError, Txn};
 use crate::validate::Rules;
-use casenote_protocol::wire::{DocPull, SyncRequest, SyncResponse, PROTOCOL_VERSION};
+use casenote_protocol::wire::{DocPull, SyncRequest, SyncResponse, View, PROTOCOL_VERSION};
 use casenote_protocol::{limits, DocId, Seq};
 use reconcile::{Basis, Holdings, Reconciled};
 use serde_json::json;
@@ -111,7 +113,8 @@ pub fn handle(
     let asked = Asked::of(&req, who, now_ms);
     let pushed_docs = req.docs.len();
     let pushed = push_with(store, who, std::mem::take(&mut req.docs), now_ms, rules)?;
-    let planned = pull_and_commit(store, who, &asked, &pushed, now_ms)?;
+    let (planned, views_through) =
+        pull_and_commit(store, who, &asked, (&pushed, &req.views), now_ms)?;
     store.flush()?;
     log_sync(who, &asked, pushed_docs, &pushed, &planned);
     crate::metrics::synced(
@@ -121,7 +124,9 @@ pub fn handle(
         pushed.rejections.iter().map(|r| r.code),
     );
     let stored = Stored::of(&pushed);
-    Ok((response(log_id, now_ms, pushed, planned), stored))
+    let mut answer = response(log_id, now_ms, pushed, planned);
+    answer.views_through = views_through;
+    Ok((answer, stored))
 }
 
 /// The device's log id, when it must reset: another log's, or this one's with a cursor past the
@@ -186,6 +191,7 @@ fn reset(
         reset: true,
         reconcile_id: None,
         lease: None, // set by the HTTP layer from the server's configuration
+        views_through: None,
     })
 }
 
@@ -209,24 +215,31 @@ struct Planned {
     pulled_bytes: usize,
 }
 
-/// Steps 3 and 4: plans the pull from committed data, then commits the device's state if what
-/// the plan read still holds; runs the plan again when it does not (up to
-/// `limits::STORE_WRITE_RETRIES` times).
+/// Steps 3 and 4: plans the pull from committed data, then commits the device's state (and the
+/// views it reported, [`views`]) if what the plan read still holds; runs the plan again when it
+/// does not (up to `limits::STORE_WRITE_RETRIES` times). Returns the plan and the highest view of
+/// the device now recorded.
 fn pull_and_commit(
     store: &dyn Store,
     who: &Principal,
     asked: &Asked,
-    pushed: &PushOutcome,
+    (pushed, seen_views): (&PushOutcome, &[View]),
     now_ms: i64,
-) -> Result<Planned, StoreError> {
+) -> Result<(Planned, Option<u64>), StoreError> {
     let mut attempt = 0;
     loop {
         let visible = store.last_seq()?;
         let planned = store::read(store, |txn| plan(txn, store, who, asked, pushed, visible))?;
         let record = sync_record(who, asked, pushed, &planned, now_ms);
-        let committed = store::write(store, |txn| commit(txn, who, &planned, record.clone()))?;
+        let committed = store::write(store, |txn| {
+            let done = commit(txn, who, &planned, record.clone())?;
+            match done {
+                Ok(()) => Ok(Ok(views::record(txn, who, seen_views, now_ms)?)),
+                Err(moved) => Ok(Err(moved)),
+            }
+        })?;
         match committed {
-            Ok(()) => return Ok(planned),
+            Ok(through) => return Ok((planned, through)),
             Err(Moved) if attempt < limits::STORE_WRITE_RETRIES => {
                 attempt += 1;
                 store::back_off(attempt);
@@ -480,5 +493,6 @@ fn response(
         reset: false,
         reconcile_id: planned.reconcile_id,
         lease: None, // set by the HTTP layer from the server's configuration
+        views_through: None,
     }
 }

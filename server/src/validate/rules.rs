@@ -6,7 +6,8 @@
 //!   field never changes; `case_id` always names the case in the server's header; required root
 //!   fields are never deleted, and the objects they hold (texts, maps) are never replaced by new
 //!   ones (which would wipe them); entries of the maps keyed by uuid (alerts, goals, actions, the
-//!   team around the person) are maps of strings with statuses from the vocabulary.
+//!   team around the person) are maps of strings with statuses from the vocabulary (and an
+//!   alert's `raised_at_ms`, an integer).
 //! - who did it: a new alert's `raised_by`, a new resolution's `by` and a new agreement's `by`
 //!   name the member of staff who pushes, and never change afterwards.
 //! - note: a new note carries every required field and an author block that is the writer's own,
@@ -479,7 +480,8 @@ fn check_root(ctx: &Context, prior: &Prior, after: &AutoCommit) -> Result<(), St
     Ok(())
 }
 
-/// Every entry of an entry map is a map of strings, and its status is one of the vocabulary.
+/// Every entry of an entry map is a map of strings (but an alert's `raised_at_ms`, an integer),
+/// and its status is one of the vocabulary.
 fn check_entries(kind: DocKind, after: &AutoCommit) -> Result<(), String> {
     for (map, statuses) in entry_maps(kind) {
         let Some(parent) = record::get_obj(after, &ROOT, map, ObjType::Map) else {
@@ -491,6 +493,12 @@ fn check_entries(kind: DocKind, after: &AutoCommit) -> Result<(), String> {
             };
             for key in after.keys(&entry).collect::<Vec<_>>() {
                 for (v, _) in after.get_all(&entry, key.as_str()).unwrap_or_default() {
+                    if *map == field::ALERTS && key == field::RAISED_AT {
+                        if !Ty::Int.matches(&v) {
+                            return Err(format!("{} must be an integer", field::RAISED_AT));
+                        }
+                        continue;
+                    }
                     if !Ty::Str.matches(&v) {
                         return Err(format!("{map} entries hold strings only"));
                     }

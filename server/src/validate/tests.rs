@@ -159,11 +159,11 @@ fn a_new_alert_names_its_raiser_and_the_name_never_changes() {
     let me = w.staff_id.to_string();
     let mut alert = String::new();
     push(&mut doc, &c, |d| {
-        alert = record::add_alert(d, "Visit in pairs", &me).unwrap();
+        alert = record::add_alert(d, "Visit in pairs", &me, 1_700_000_000_000).unwrap();
     })
     .unwrap();
     let err = push(&mut doc, &c, |d| {
-        record::add_alert(d, "Dog", &StaffId::new_random().to_string()).unwrap();
+        record::add_alert(d, "Dog", &StaffId::new_random().to_string(), 0).unwrap();
     })
     .unwrap_err();
     assert!(err.rule.contains("raised_by"), "{}", err.rule);
@@ -174,6 +174,41 @@ fn a_new_alert_names_its_raiser_and_the_name_never_changes() {
     })
     .unwrap_err();
     assert!(err.rule.contains("never changes"), "{}", err.rule);
+}
+
+#[test]
+fn an_alert_keeps_its_raise_time_as_an_integer() {
+    let case = CaseId::new_random();
+    let w = writer();
+    let c = ctx(DocKind::Case, case, &w);
+    let mut doc = AutoCommit::new();
+    record::init_case(&mut doc, case, &record::Identity::default()).unwrap();
+    doc.commit();
+    let me = w.staff_id.to_string();
+    let mut alert = String::new();
+    push(&mut doc, &c, |d| {
+        alert = record::add_alert(d, "Visit in pairs", &me, 1_700_000_000_000).unwrap();
+    })
+    .unwrap();
+    let err = push(&mut doc, &c, |d| {
+        let alerts = record::get_obj(d, &ROOT, field::ALERTS, ObjType::Map).unwrap();
+        let entry = record::get_obj(d, &alerts, &alert, ObjType::Map).unwrap();
+        d.put(&entry, field::RAISED_AT, "yesterday").unwrap();
+    })
+    .unwrap_err();
+    assert!(
+        err.rule.contains("raised_at_ms must be an integer"),
+        "{}",
+        err.rule
+    );
+    // Only the raise time may be an integer: the alert's other fields stay strings.
+    let err = push(&mut doc, &c, |d| {
+        let alerts = record::get_obj(d, &ROOT, field::ALERTS, ObjType::Map).unwrap();
+        let entry = record::get_obj(d, &alerts, &alert, ObjType::Map).unwrap();
+        d.put(&entry, "text", 5).unwrap();
+    })
+    .unwrap_err();
+    assert!(err.rule.contains("hold strings only"), "{}", err.rule);
 }
 
 #[test]

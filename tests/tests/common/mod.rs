@@ -584,11 +584,21 @@ pub mod raw {
             docs,
             log_id: None,
             confirmed_reconcile,
+            views: Vec::new(),
         };
+        sync_request(url, token, &req)
+    }
+
+    /// Sends `req` as it is; `Err((status, body))` for an HTTP error.
+    pub fn sync_request(
+        url: &str,
+        token: &str,
+        req: &SyncRequest,
+    ) -> Result<SyncResponse, (u16, ErrorBody)> {
         let resp = ureq::post(&format!("{url}/v1/sync"))
             .set("authorization", &format!("Bearer {token}"))
             .set("content-type", wire::CBOR_MEDIA_TYPE)
-            .send_bytes(&wire::encode(&req));
+            .send_bytes(&wire::encode(req));
         match resp {
             Ok(r) => {
                 let mut bytes = Vec::new();
