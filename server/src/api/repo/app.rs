@@ -22,8 +22,9 @@ use axum::Json;
 use casenote_protocol::{limits, ErrorCode};
 use serde_json::json;
 
-/// `GET /v1/caseload`: who the token is (staff id as hex, the author the app writes into its
-/// changes) and every document it may read now.
+/// `GET /v1/caseload`: who the token is (staff id; as hex, the author the app writes into its
+/// changes; the role, organisation and team names a new note's author block states, as the
+/// directory has them) and every document it may read now.
 pub(crate) async fn caseload(
     State(state): State<AppState>,
     Authed(who): Authed,
@@ -42,8 +43,16 @@ pub(crate) async fn caseload(
                     }));
                 }
             }
+            let org = txn.org(who.staff.org_id)?.map(|o| o.name);
+            let mut teams = Vec::new();
+            for t in who.teams() {
+                teams.extend(txn.team(*t)?.map(|t| t.name));
+            }
             Ok(json!({
                 "staff_id": who.staff_id(),
+                "role": who.staff.role.to_string(),
+                "org": org,
+                "teams": teams,
                 "author": hex::encode(who.staff_id().as_bytes()),
                 "device_id": who.device_id,
                 "docs": out,
