@@ -68,14 +68,26 @@ export async function startServer({ appDir } = {}) {
   };
 }
 
-/** A CLI device (the real `casenote` binary) signed in to `server` as demo staff `name`. */
+const devices = new Map();
+
+/**
+ * A CLI device (the real `casenote` binary) signed in to `server` as demo staff `name`, and
+ * synced once (one per server and name).
+ */
 export function cliDevice(server, name) {
+  const key = `${server.url} ${name}`;
+  if (!devices.has(key)) devices.set(key, newCliDevice(server, name));
+  return devices.get(key);
+}
+
+function newCliDevice(server, name) {
   const store = path.join(server.tmp, `cli-${name.replace(/\W+/g, "-")}`);
   const run = args => execFileSync(CLI_BIN, ["--store", store, ...args], {
     encoding: "utf8",
     env: { ...process.env, XDG_CONFIG_HOME: `${store}.config`, CASENOTE_TOKEN: server.token(name) },
   }).trim();
   run(["login", "--server", server.url]);
+  run(["sync"]);
   return {
     run,
     json: args => JSON.parse(run(args)),

@@ -150,3 +150,123 @@ test("an edit from JS reaches a CLI device, and the device's edit comes back liv
   assert.ok(!server.logs().includes("Seen on Ward 7"), "note text in the server's log");
   assert.ok(!server.logs().includes("eating well"), "note text in the server's log");
 });
+
+/**
+ * Resolves with the first `doc-unavailable` the server sends `client` about `url` (a refusal);
+ * rejects when none comes within 15 s.
+ */
+function unavailableOf(client, url) {
+  const documentId = url.slice("automerge:".length);
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("the server did not refuse the change")), 15_000);
+    client.adapter.on("message", m => {
+      if (m.type === "doc-unavailable" && m.documentId === documentId) {
+        clearTimeout(timer);
+        resolve(m);
+      }
+    });
+  });
+}
+
+test("a change authored as someone else, or made with someone else's actor, is refused", async () => {
+  const token = server.token("Priya Shah");
+  const me = await server.caseload(token);
+  const markHex = (await server.caseload(server.token("Mark Ellison"))).author;
+  const jean = server.caseId("Jean");
+  const plan = docOf(me, jean, "plan");
+  const mark = cliDevice(server, "Mark Ellison");
+  mark.run(["plan", "append", jean, "--text", " Mark was here."]);
+  mark.sync();
+
+  // Forged author: Priya's client writes Mark's staff id as the author.
+  let c = repoClient(server, token);
+  try {
+    const h = await c.repo.find(plan.url);
+    await until("Mark's edit in the browser", () => str(h.doc().narrative).endsWith(" Mark was here."));
+    const refused = unavailableOf(c, plan.url);
+    A.getBackend(h.doc()).setAuthor(markHex);
+    h.change(d => A.splice(d, ["narrative"], 0, 0, "FORGED-AUTHOR "));
+    await refused;
+  } finally {
+    c.close();
+  }
+
+  // Forged actor: Priya's client writes with the actor the server bound to Mark's device.
+  c = repoClient(server, token);
+  try {
+    const h = await c.repo.find(plan.url);
+    const markActor = A.getAllChanges(h.doc()).map(b => A.decodeChange(b)).find(ch => ch.author === markHex).actor;
+    let forged = A.clone(h.doc(), { actor: markActor });
+    forged = A.change(forged, d => A.splice(d, ["narrative"], 0, 0, "FORGED-ACTOR "));
+    const bytes = A.getLastLocalChange(forged);
+    const refused = unavailableOf(c, plan.url);
+    h.update(d => A.applyChanges(d, [bytes])[0]);
+    await refused;
+  } finally {
+    c.close();
+  }
+  mark.sync();
+  const narrative = mark.show(jean).plans[0].content.narrative;
+  assert.ok(narrative.endsWith(" Mark was here."));
+  assert.ok(!narrative.includes("FORGED"), "a forged change reached a device");
+});
+
+test("a filed note cannot change through the endpoint; the refusal is quarantined", async () => {
+  const token = server.token("Priya Shah");
+  const me = await server.caseload(token);
+  const c = repoClient(server, token);
+  try {
+    let filed;
+    for (const d of me.docs.filter(d => d.kind === "note")) {
+      const h = await c.repo.find(d.url);
+      if (str(h.doc().status) === "filed") { filed = { d, h }; break; }
+    }
+    assert.ok(filed, "the demo gives Priya a filed note");
+    const before = str(filed.h.doc().text);
+    const refused = unavailableOf(c, filed.d.url);
+    signAs(filed.h, me);
+    filed.h.change(d => A.splice(d, ["text"], 0, 0, "REWRITTEN "));
+    await refused;
+    const quarantine = JSON.parse(server.admin(["quarantine", "list", "--json"]));
+    assert.ok(quarantine.some(q => q.doc_id === filed.d.doc_id), "the refused change is in quarantine");
+    const mark = cliDevice(server, "Ruth Adebayo");
+    mark.sync();
+    const note = JSON.stringify(mark.show(filed.d.case_id).notes);
+    assert.ok(note.includes(before.slice(0, 20)));
+    assert.ok(!note.includes("REWRITTEN"), "a filed note changed");
+  } finally {
+    c.close();
+  }
+});
+
+test("when access ends the server stops serving at once; a revoked token is closed", async () => {
+  const token = server.token("Ruth Adebayo");
+  const me = await server.caseload(token);
+  const peggy = server.caseId("Peggy");
+  const plan = docOf(me, peggy, "plan");
+  const r = await raw(token);
+  const documentId = plan.url.slice("automerge:".length);
+  r.send({ type: "request", senderId: "raw-peer", targetId: "casenote-server", documentId,
+    data: A.generateSyncMessage(A.init(), A.initSyncState())[1] });
+  const first = await r.next(m => m.documentId === documentId);
+  assert.equal(first.type, "sync");
+
+  server.admin(["case", "remove-team", "--case", peggy, "--team", "Locality Team North"]);
+  const gone = await r.next(m => m.documentId === documentId);
+  assert.equal(gone.type, "doc-unavailable");
+  // Sam (Hospital Discharge Hub) still works on Peggy's case: his edit never reaches Ruth.
+  const sam = cliDevice(server, "Sam Kowalski");
+  sam.run(["plan", "append", peggy, "--text", " Sam: after."]);
+  sam.sync();
+  r.send({ type: "request", senderId: "raw-peer", targetId: "casenote-server", documentId,
+    data: A.generateSyncMessage(A.init(), A.initSyncState())[1] });
+  assert.equal((await r.next(m => m.documentId === documentId)).type, "doc-unavailable");
+  assert.ok(!r.inbox.some(m => m.type === "sync" && m.documentId === documentId), "a change after access ended");
+
+  const closed = new Promise(res => r.ws.on("close", (code, reason) => res({ code, reason: String(reason) })));
+  server.admin(["token", "revoke", "--device", me.device_id]);
+  const error = await r.next(m => m.type === "error");
+  assert.equal(error.message, "device_revoked");
+  assert.deepEqual(await closed, { code: 1008, reason: "device_revoked" });
+  server.admin(["case", "add-team", "--case", peggy, "--team", "Locality Team North"]);
+});
