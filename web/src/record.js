@@ -7,12 +7,14 @@
 //   the author block, amendment fields) are scalar strings in the schema: write them as
 //   `ImmutableString` (`S` below). Free text (a note's text, About Me, the plan narrative) is Text:
 //   a plain string, or `splice`.
+// - JS writes a change's time in seconds; casenote's devices write milliseconds (the CLI's
+//   history and the alert ages read them so): every change here passes `time: Date.now()`.
 // - JS indexes text in UTF-16 code units, Rust in Unicode code points. Positions never cross
 //   between the two: the web app edits text through Automerge's own splice in JS positions, the
 //   CLI through Rust positions, and what travels is Automerge operations, which both read alike
 //   (the test vectors in web/test/vectors check it).
-import * as A from "@automerge/automerge";
-import { documentIdToBinary, generateAutomergeUrl, parseAutomergeUrl } from "@automerge/automerge-repo";
+import * as A from "@automerge/automerge/slim";
+import { documentIdToBinary, generateAutomergeUrl, parseAutomergeUrl } from "@automerge/automerge-repo/slim";
 
 export const NOTE_SCHEMA = "casenote/note/1";
 export const CASE_SCHEMA = "casenote/case/1";
@@ -47,7 +49,7 @@ export function signAs(handle, me) {
 export function newNote(me, caseId, text, { kind = "case-note", now = Date.now(), amends } = {}) {
   const { documentId } = parseAutomergeUrl(generateAutomergeUrl());
   let d = A.init({ author: me.author });
-  d = A.change(d, x => {
+  d = A.change(d, { time: now }, x => {
     x.schema = S(NOTE_SCHEMA);
     x.case_id = S(caseId);
     x.status = S("draft");
@@ -68,11 +70,34 @@ export function newNote(me, caseId, text, { kind = "case-note", now = Date.now()
   return { documentId, bytes: A.save(d) };
 }
 
+/** One change to `handle` as `me`, stamped in milliseconds. */
+export function edit(handle, me, fn, now = Date.now()) {
+  signAs(handle, me);
+  handle.change(fn, { time: now });
+}
+
 /** Files a draft note: it never changes again. */
 export function fileNote(handle, me, now = Date.now()) {
-  signAs(handle, me);
-  handle.change(x => {
+  edit(handle, me, x => {
     x.status = S("filed");
     x.filed_at_ms = now;
-  });
+  }, now);
+}
+
+/**
+ * When the object `obj` of `doc` was created (ms), from the change that made it: how old an
+ * alert is. `null` when unknown (a change written without a time).
+ */
+export function createdAt(doc, obj) {
+  const id = A.getObjectId(obj);
+  if (!id) return null;
+  const [counter, actor] = id.split("@");
+  const op = Number(counter);
+  for (const bytes of A.getAllChanges(doc)) {
+    const c = A.decodeChange(bytes);
+    if (c.actor === actor && op >= c.startOp && op < c.startOp + c.ops.length) {
+      return c.time > 0 ? c.time : null;
+    }
+  }
+  return null;
 }
