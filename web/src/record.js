@@ -44,11 +44,11 @@ export function signAs(handle, me) {
 
 /**
  * A new draft note on `caseId`, as `init_note` writes one; returns the bytes to import and the
- * new document's id. `amends`: `{ noteId, kind: "addendum" | "correction", reason }`.
+ * new document's id (and the document). `actor`: a fixed actor id (test vectors). `amends`: `{ noteId, kind: "addendum" | "correction", reason }`.
  */
-export function newNote(me, caseId, text, { kind = "case-note", now = Date.now(), amends } = {}) {
+export function newNote(me, caseId, text, { kind = "case-note", now = Date.now(), amends, actor } = {}) {
   const { documentId } = parseAutomergeUrl(generateAutomergeUrl());
-  let d = A.init({ author: me.author });
+  let d = A.init(actor ? { author: me.author, actor } : { author: me.author });
   d = A.change(d, { time: now }, x => {
     x.schema = S(NOTE_SCHEMA);
     x.case_id = S(caseId);
@@ -67,7 +67,7 @@ export function newNote(me, caseId, text, { kind = "case-note", now = Date.now()
       x.amends = { note_id: S(amends.noteId), kind: S(amends.kind), reason: S(amends.reason) };
     }
   });
-  return { documentId, bytes: A.save(d) };
+  return { documentId, bytes: A.save(d), doc: d };
 }
 
 /** One change to `handle` as `me`, stamped in milliseconds. */
