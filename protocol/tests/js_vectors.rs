@@ -160,7 +160,10 @@ fn js(name: &str) -> (AutoCommit, Value) {
         .find(|v| v["name"] == name)
         .unwrap_or_else(|| panic!("no vector {name} in js.json"))
         .clone();
-    (AutoCommit::load(&unhex(v["doc"].as_str().unwrap())).unwrap(), v)
+    (
+        AutoCommit::load(&unhex(v["doc"].as_str().unwrap())).unwrap(),
+        v,
+    )
 }
 
 #[test]

@@ -134,3 +134,5 @@ mod listen_tests;
 mod live_tests;
 #[cfg(test)]
 mod openapi_tests;
+#[cfg(test)]
+mod repo_tests;

@@ -136,10 +136,9 @@ pub(crate) async fn file(
     )
         .into_response();
     if name == "sw.js" {
-        response.headers_mut().insert(
-            "service-worker-allowed",
-            HeaderValue::from_static("/app/"),
-        );
+        response
+            .headers_mut()
+            .insert("service-worker-allowed", HeaderValue::from_static("/app/"));
     }
     Ok(response)
 }

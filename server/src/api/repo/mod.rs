@@ -116,13 +116,17 @@ async fn run(
     .await;
     match done {
         Ok((session, out)) => (Some(session), out),
-        Err(e) => (None, Err(End::Failed(format!("a blocking task failed: {e}")))),
+        Err(e) => (
+            None,
+            Err(End::Failed(format!("a blocking task failed: {e}"))),
+        ),
     }
 }
 
 /// One message from the client.
 fn handle(store: &dyn Store, session: &mut Session, bytes: &[u8]) -> Result<Reply, End> {
-    let msg = message::decode(bytes).map_err(|_| End::Protocol("a message that does not decode"))?;
+    let msg =
+        message::decode(bytes).map_err(|_| End::Protocol("a message that does not decode"))?;
     match msg.kind.as_str() {
         "join" => session.join(msg.sender_id, msg.supported.as_deref().unwrap_or(&[])),
         kind @ ("request" | "sync") => {
@@ -205,7 +209,10 @@ async fn serve(
             Err(end) => break Some(end),
         }
     };
-    let client = session.as_ref().map(|s| s.client().to_string()).unwrap_or_default();
+    let client = session
+        .as_ref()
+        .map(|s| s.client().to_string())
+        .unwrap_or_default();
     finish(&mut socket, end, &client, timeout).await;
 }
 
@@ -215,7 +222,12 @@ async fn finish(socket: &mut WebSocket, end: Option<End>, client: &str, timeout:
     let (code, reason): (u16, &'static str) = match end {
         None => (close_code::NORMAL, "bye"),
         Some(End::Revoked) => {
-            let _ = send_all(socket, vec![Outgoing::error(client, device_revoked)], timeout).await;
+            let _ = send_all(
+                socket,
+                vec![Outgoing::error(client, device_revoked)],
+                timeout,
+            )
+            .await;
             (close_code::POLICY, "device_revoked")
         }
         Some(End::Unauthorized) => (close_code::POLICY, "unauthorized"),

@@ -185,7 +185,7 @@ impl Session {
     pub fn changed(&mut self, store: &dyn Store, docs: &[DocId]) -> Result<Reply, End> {
         let mut out = self.check_access(store)?;
         for doc in docs {
-            if !self.docs.get(doc).is_some_and(|p| !p.refused) {
+            if self.docs.get(doc).is_none_or(|p| p.refused) {
                 continue;
             }
             match self.readable(store, *doc)? {
