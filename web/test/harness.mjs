@@ -60,6 +60,12 @@ export async function startServer({ appDir } = {}) {
         encoding: "utf8", env: { ...process.env, CASENOTE_ADMIN_TOKEN: demo.admin_token },
       });
     },
+    /** The audit log's entries (through the admin API). */
+    audit() {
+      return JSON.parse(execFileSync(SERVER_BIN, ["audit", "show", "--server", url, "--json"], {
+        encoding: "utf8", env: { ...process.env, CASENOTE_ADMIN_TOKEN: demo.admin_token },
+      }));
+    },
     async stop() {
       proc.kill("SIGTERM");
       await new Promise(r => (proc.exitCode !== null ? r() : proc.on("exit", r)));

@@ -147,6 +147,11 @@ test("an edit from JS reaches a CLI device, and the device's edit comes back liv
   } finally {
     c.close();
   }
+  // Audited as the device protocol's syncs are: what the web client pushed, and what it was
+  // handed.
+  const repoEntries = server.audit().map(e => JSON.stringify(e)).filter(e => e.includes('"via":"repo"'));
+  assert.ok(repoEntries.some(e => e.includes('"pushed"') && e.includes(plan.doc_id)), "the push is audited");
+  assert.ok(repoEntries.some(e => e.includes('"pulled"') && e.includes(plan.doc_id)), "what was handed out is audited");
   assert.ok(!server.logs().includes("Seen on Ward 7"), "note text in the server's log");
   assert.ok(!server.logs().includes("eating well"), "note text in the server's log");
 });

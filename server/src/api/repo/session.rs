@@ -17,6 +17,10 @@
 //! document the token may not write) answers `doc-unavailable`, and the connection serves that
 //! document no more: the client would offer the same changes again for ever.
 //!
+//! Audit: every push is audited as the device protocol's are ([`sync::push_durably`]); the first
+//! time a connection is handed changes of a document, an entry names it (`pulled`), written and
+//! flushed before the changes leave.
+//!
 //! Access: every message and every tick re-reads the access epoch; when it moved, the token is
 //! authenticated again (revoked: the connection ends) and every document served is checked, and
 //! those no longer readable are dropped with `doc-unavailable`. Every message and every change
@@ -28,7 +32,7 @@
 use super::message::{doc_id_to_repo, Outgoing};
 use crate::access::{self, Cases};
 use crate::auth::{self, Authenticated, Principal};
-use crate::model::DocRecord;
+use crate::model::{AuditKind, AuditRecord, DocRecord};
 use crate::store::{self, Store, StoreError};
 use crate::sync::{self, Stored};
 use crate::validate::{resident, Rules};
@@ -38,6 +42,7 @@ use casenote_protocol::record::{self, field, statutory};
 use casenote_protocol::wire::DocPush;
 use casenote_protocol::{limits, CaseId, DocId, DocKind};
 use serde_bytes::ByteBuf;
+use serde_json::json;
 use std::collections::HashMap;
 
 /// Why a connection ends.
@@ -81,6 +86,8 @@ struct Peer {
     refused: bool,
     /// Served from a stored record (so a loss of access is announced).
     served: bool,
+    /// Changes of it were handed to this connection, and audited.
+    audited: bool,
 }
 
 /// One connection.
@@ -393,9 +400,28 @@ impl Session {
             return Ok(Vec::new());
         };
         if !msg.changes.is_empty() {
+            if !peer.audited {
+                self.audit_handed_out(store, doc)?;
+            }
             store.flush()?;
         }
+        if let Some(peer) = self.docs.get_mut(&doc) {
+            peer.audited |= !msg.changes.is_empty();
+        }
         Ok(vec![Outgoing::sync(self.client(), doc, msg.encode())])
+    }
+
+    /// The first time a connection is handed changes of `doc`: an audit entry, as a CBOR sync's
+    /// entry names the documents it pulled (flushed with what it hands out).
+    fn audit_handed_out(&self, store: &dyn Store, doc: DocId) -> Result<(), StoreError> {
+        let record = AuditRecord::new(
+            AuditKind::Sync,
+            crate::now_ms(),
+            json!({ "via": "repo", "pulled": [doc] }),
+        )
+        .staff(self.who.staff_id())
+        .device(self.who.device_id);
+        store::write(store, |txn| txn.audit_append(record.clone())).map(|_| ())
     }
 }
 
