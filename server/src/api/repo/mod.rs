@@ -183,7 +183,14 @@ async fn serve(
                 Some(Ok(_)) => continue,
             },
             changed = rx.recv() => match changed {
-                Ok(c) => Work::Changed(c.docs.clone()),
+                Ok(c) => {
+                    // Only what this connection syncs: most events concern none of it.
+                    let held = session.as_ref().map(|s| s.holding(&c.docs)).unwrap_or_default();
+                    if held.is_empty() {
+                        continue;
+                    }
+                    Work::Changed(held)
+                }
                 // Fell behind the feed: offer every document again.
                 Err(broadcast::error::RecvError::Lagged(_)) => match &session {
                     Some(s) => Work::Changed(s.docs()),

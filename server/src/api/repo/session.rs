@@ -130,6 +130,14 @@ impl Session {
         self.docs.keys().copied().collect()
     }
 
+    /// Those of `docs` this connection syncs.
+    pub fn holding(&self, docs: &[DocId]) -> Vec<DocId> {
+        docs.iter()
+            .filter(|d| self.docs.contains_key(d))
+            .copied()
+            .collect()
+    }
+
     /// `join`: the client's peer id and protocol versions; answered with `peer`.
     pub fn join(&mut self, sender: Option<String>, versions: &[String]) -> Result<Reply, End> {
         if !versions.iter().any(|v| v == super::message::PROTOCOL_V1) {
