@@ -243,3 +243,54 @@ async fn the_app_serves_plain_file_names_inside_its_directory_only() {
     let (status, _) = get(&plain.state, "/app/", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn a_new_document_from_a_repo_client_is_stored_and_reaches_live_devices() {
+    use automerge::sync::{Message as SyncMessage, State, SyncDoc};
+    let s = Server::start(Config::default()).await;
+    let mut bob_live = s.listen(&s.bob).await;
+    let (addr, token, alice) = (s.addr, s.alice.clone(), s.alice_staff.clone());
+    let case = tokio::task::spawn_blocking(move || {
+        // Alice's case, written as the record code writes it, offered over automerge-repo's
+        // protocol: the server answers as an empty document, then takes the changes.
+        let (case_id, push) = super::live_tests::new_case(&alice);
+        let mut doc = automerge::AutoCommit::new();
+        let changes = push
+            .changes
+            .iter()
+            .map(|b| automerge::Change::from_bytes(b.to_vec()).unwrap())
+            .collect::<Vec<_>>();
+        doc.apply_changes(changes).unwrap();
+        let repo_id = doc_id_to_repo(DocId(case_id.0));
+        let mut ws = connect(addr, &token);
+        join(&mut ws, &["1"]);
+        assert_eq!(text(&next(&mut ws).unwrap(), "type"), "peer");
+        let mut state = State::new();
+        let heads = doc.get_heads();
+        for _ in 0..8 {
+            if let Some(msg) = doc.sync().generate_sync_message(&mut state) {
+                doc_message(&mut ws, "sync", &repo_id, msg.encode());
+            }
+            let answer = next(&mut ws).expect("an answer");
+            assert_eq!(text(&answer, "type"), "sync");
+            let data = field(&answer, "data").and_then(|d| d.as_bytes()).unwrap();
+            let msg = SyncMessage::decode(data).unwrap();
+            if msg.heads == heads {
+                return case_id;
+            }
+            doc.sync().receive_sync_message(&mut state, msg).unwrap();
+        }
+        panic!("the server never held the document");
+    })
+    .await
+    .unwrap();
+    // Acknowledged means durable and on the feed: Bob's device hears of it live.
+    let event = tokio::task::spawn_blocking(move || {
+        super::live_tests::next_event(&mut bob_live).expect("a live event")
+    })
+    .await
+    .unwrap();
+    assert_eq!(event.docs, vec![DocId(case.0)]);
+    let stored = crate::store::read(&*s.store, |txn| txn.doc(DocId(case.0))).unwrap();
+    assert!(stored.is_some());
+}
