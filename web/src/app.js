@@ -114,12 +114,14 @@ async function caseloadView() {
   const list = el("ul", { id: "caseload" });
   main.replaceChildren(el("h2", {}, "Caseload"), list,
     el("button", { id: "signout", onclick: signOut }, "Sign out"));
-  for (const caseId of cases) {
+  // Every case at once, named as its document loads (offline, one never opened here may not).
+  await Promise.all(cases.map(async caseId => {
+    const button = el("button", { "data-case": caseId, onclick: () => caseView(caseId) }, "…");
+    list.append(el("li", {}, button));
     const caseDoc = me.docs.find(d => d.case_id === caseId && d.kind === "case");
     const h = caseDoc && (await open(caseDoc.url));
-    const name = h ? str(h.doc().name) : "(not on this PC yet)";
-    list.append(el("li", {}, el("button", { "data-case": caseId, onclick: () => caseView(caseId) }, name)));
-  }
+    button.textContent = h ? str(h.doc().name) : "(not on this PC yet)";
+  }));
 }
 
 async function signOut() {
@@ -188,19 +190,23 @@ function addNoteForm(caseId, notes) {
   form.addEventListener("submit", async e => {
     e.preventDefault();
     if (!text.value.trim()) return;
-    addNote(caseId, text.value, { kind: kind.value });
+    await addNote(caseId, text.value, { kind: kind.value });
     text.value = "";
     await renderNotes(caseId, notes);
   });
   return form;
 }
 
-/** A new note (or amendment) on `caseId`, written here, synced whenever the server is reached. */
-function addNote(caseId, text, options) {
+/**
+ * A new note (or amendment) on `caseId`, written here and kept in IndexedDB before this returns;
+ * synced whenever the server is reached.
+ */
+async function addNote(caseId, text, options) {
   const { documentId, bytes } = newNote(me, caseId, text, options);
   repo.import(bytes, { docId: documentId });
   me.docs.push({ doc_id: uuidOf(documentId), url: `automerge:${documentId}`, kind: "note", case_id: caseId, local: true });
   sessionStorage.setItem(CASELOAD, JSON.stringify(me));
+  await repo.flush();
   return documentId;
 }
 
@@ -235,7 +241,7 @@ function amendForm(caseId, n, box) {
   form.addEventListener("submit", async e => {
     e.preventDefault();
     if (!text.value.trim() || !reason.value.trim()) return;
-    addNote(caseId, text.value, { amends: { noteId: n.doc_id, kind: "addendum", reason: reason.value } });
+    await addNote(caseId, text.value, { amends: { noteId: n.doc_id, kind: "addendum", reason: reason.value } });
     await renderNotes(caseId, box);
   });
   box.querySelector(`[data-note="${n.doc_id}"]`)?.append(form);

@@ -141,8 +141,8 @@ test("an edit from JS reaches a CLI device, and the device's edit comes back liv
     fileNote(note, me);
     await until("Mark's device to receive the filed note", () => {
       mark.sync();
-      const n = mark.show(peggy).notes.find(n => n.id === noteId || n.note_id === noteId || n.doc_id === noteId);
-      return n && JSON.stringify(n).includes("filed") && JSON.stringify(n).includes("eating well 🍲");
+      const n = mark.show(peggy).notes.find(n => n.note_id === noteId);
+      return n?.content.status === "filed" && n.content.text === "Visited on the ward: eating well 🍲.";
     });
   } finally {
     c.close();
