@@ -210,6 +210,9 @@ test("a change authored as someone else, or made with someone else's actor, is r
   } finally {
     c.close();
   }
+  const forged = server.audit().map(e => JSON.stringify(e))
+    .filter(e => e.includes('"forged_author"') && e.includes(plan.doc_id) && !e.includes('"via"'));
+  assert.equal(forged.length, 2, "each forgery is audited as forged_author");
   mark.sync();
   const narrative = mark.show(jean).plans[0].content.narrative;
   assert.ok(narrative.endsWith(" Mark was here."));
@@ -232,6 +235,9 @@ test("a filed note cannot change through the endpoint; the refusal is quarantine
     signAs(filed.h, me);
     filed.h.change(d => A.splice(d, ["text"], 0, 0, "REWRITTEN "));
     await refused;
+    const refusals = server.audit().map(e => JSON.stringify(e))
+      .filter(e => e.includes('"rule_violation"') && e.includes(filed.d.doc_id) && !e.includes('"via"'));
+    assert.equal(refusals.length, 1, "the refusal is audited as rule_violation");
     const quarantine = JSON.parse(server.admin(["quarantine", "list", "--json"]));
     assert.ok(quarantine.some(q => q.doc_id === filed.d.doc_id), "the refused change is in quarantine");
     const mark = cliDevice(server, "Ruth Adebayo");
