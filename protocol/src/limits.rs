@@ -570,7 +570,9 @@ pub const SERVER_BLOCKING_THREADS_MAX: usize = 64;
 /// envelope around one Automerge sync message): the sync protocol sends one document's missing
 /// changes in one message, so this must hold the largest change a device may push, with room
 /// for the envelope; a peer that sends more is disconnected by the WebSocket layer before the
-/// server buffers it.
+/// server buffers it. Not `REQUEST_BYTES_MAX`: every `/v1/repo` connection may hold one message
+/// at once, and 512 of them at 16 MiB would be 8 GiB. A document whose unsynced backlog in one
+/// browser exceeds this cannot sync over `/v1/repo` (a device can, over `POST /v1/sync`).
 pub const REPO_MESSAGE_BYTES_MAX: usize = CHANGE_BYTES_MAX + 64 * 1024;
 /// Documents one `/v1/repo` connection syncs at once. The server keeps an Automerge sync state
 /// per (connection, document): the peer's heads and the bloom filter of what it has, a few
@@ -594,4 +596,5 @@ pub const REPO_ACCESS_CHECK_MS: u64 = 1_000;
 pub const APP_FILE_BYTES_MAX: u64 = 16 * 1024 * 1024;
 
 const _: () = assert!(REPO_MESSAGE_BYTES_MAX > CHANGE_BYTES_MAX);
-const _: () = assert!(REPO_DOCS_PER_CONNECTION_MAX <= LIVE_READ_CACHE_DOCS_MAX);
+// One message never holds more than a sync request may: the push it becomes is judged alike.
+const _: () = assert!(REPO_MESSAGE_BYTES_MAX <= REQUEST_BYTES_MAX);
