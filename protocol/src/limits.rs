@@ -625,3 +625,36 @@ const _: () = assert!(DEVICE_STALE_AFTER_MS < DEVICE_LOCK_AFTER_MS_DEFAULT);
 /// year, each answered within a month; the open ones are one stored value rewritten at each
 /// open and fulfilment, so this bounds that value (about 300 bytes each, 300 KB at the limit).
 pub const SUBJECT_ACCESS_OPEN_MAX: usize = 1_000;
+
+/// The automerge-repo endpoint (`GET /v1/repo`, issue 14). One WebSocket message (a CBOR
+/// envelope around one Automerge sync message): the sync protocol sends one document's missing
+/// changes in one message, so this must hold the largest change a device may push, with room
+/// for the envelope; a peer that sends more is disconnected by the WebSocket layer before the
+/// server buffers it. Not `REQUEST_BYTES_MAX`: every `/v1/repo` connection may hold one message
+/// at once, and 512 of them at 16 MiB would be 8 GiB. A document whose unsynced backlog in one
+/// browser exceeds this cannot sync over `/v1/repo` (a device can, over `POST /v1/sync`).
+pub const REPO_MESSAGE_BYTES_MAX: usize = CHANGE_BYTES_MAX + 64 * 1024;
+/// Documents one `/v1/repo` connection syncs at once. The server keeps an Automerge sync state
+/// per (connection, document): the peer's heads and the bloom filter of what it has, a few
+/// hundred bytes for a record's history, so 4,096 documents (a ward's caseload many times over;
+/// the reconnect figure holds 1,000) cost at most a few MiB per connection. The documents
+/// themselves are not kept per connection: each message materialises its document within the
+/// server's resident budget (`SERVER_RESIDENT_OPS_MAX`), shared with validation. A document
+/// beyond this is answered `doc-unavailable`.
+pub const REPO_DOCS_PER_CONNECTION_MAX: usize = 4_096;
+/// `/v1/repo` connections at once on one server node, each bounded as above (a few MiB); one
+/// more is answered 503 before the upgrade. Ward PCs are a few hundred per hospital, and each
+/// browser tab holds one connection.
+pub const REPO_CONNECTIONS_MAX: usize = 512;
+/// How often an idle `/v1/repo` connection checks the access epoch and its token: a revoked
+/// token or a document that left the token's reach stops being served within this long even
+/// when no message arrives (every message checks first anyway). One store read per connection
+/// per second is nothing; a minute of an ex-colleague's open tab would be too much.
+pub const REPO_ACCESS_CHECK_MS: u64 = 1_000;
+/// Bytes of one file of the web app (`/app/`), read from `serve --app-dir` per request: the
+/// built bundle with automerge's WebAssembly inlined is a few MiB.
+pub const APP_FILE_BYTES_MAX: u64 = 16 * 1024 * 1024;
+
+const _: () = assert!(REPO_MESSAGE_BYTES_MAX > CHANGE_BYTES_MAX);
+// One message never holds more than a sync request may: the push it becomes is judged alike.
+const _: () = assert!(REPO_MESSAGE_BYTES_MAX <= REQUEST_BYTES_MAX);

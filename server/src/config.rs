@@ -25,6 +25,8 @@ pub struct Config {
     pub lease: wire::Lease,
     /// The connection cap and timeouts ([`crate::api`]'s accept loop).
     pub connections: ConnectionSettings,
+    /// The built web app served at `/app/` (`serve --app-dir`); none: `/app/` is 404.
+    pub app_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -34,6 +36,7 @@ impl Default for Config {
             live: LiveSettings::default(),
             lease: wire::Lease::default(),
             connections: ConnectionSettings::default(),
+            app_dir: None,
         }
     }
 }
@@ -48,6 +51,12 @@ impl Config {
     /// This configuration with another offline lease for devices.
     pub fn with_lease(mut self, lease: wire::Lease) -> Self {
         self.lease = lease;
+        self
+    }
+
+    /// This configuration serving the web app built in `dir` at `/app/`.
+    pub fn with_app_dir(mut self, dir: std::path::PathBuf) -> Self {
+        self.app_dir = Some(dir);
         self
     }
 

@@ -74,6 +74,12 @@ impl Feed {
     }
 
     /// Open live connections.
+    /// A receiver of what is published from now on, outside the live channel's admission (the
+    /// automerge-repo endpoint counts its connections itself).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Changed>> {
+        self.tx.subscribe()
+    }
+
     pub fn connections(&self) -> usize {
         self.settings.connections_max - self.permits.available_permits()
     }

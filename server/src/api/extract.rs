@@ -48,34 +48,45 @@ impl FromRequestParts<AppState> for Authed {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer(&parts.headers);
         let route = route_template(parts);
-        let (store, refusals) = (state.store.clone(), state.refusals.clone());
-        blocking(move || {
-            let found = match &token {
-                Some(t) => auth::authenticate(&*store, t)?,
-                None => Authenticated::Unknown,
-            };
-            let (kind, details, answer) = match found {
-                Authenticated::Ok(p) => return Ok(Ok(Authed(p))),
-                Authenticated::Revoked {
-                    device_id,
-                    staff_id,
-                } => (
-                    RefusalKind::device(ErrorCode::DeviceRevoked, staff_id, device_id),
-                    serde_json::json!({ "route": route }),
-                    ApiError::device_revoked(),
-                ),
-                Authenticated::Unknown => (
-                    RefusalKind::unauthenticated(ErrorCode::Unauthorized),
-                    serde_json::json!({ "route": route, "token_sent": token.is_some() }),
-                    ApiError::unauthorized(),
-                ),
-            };
-            // Logged, not propagated: an audit failure must not change the answer.
-            if let Err(e) = refusals.record(&*store, kind, details, now_ms()) {
-                tracing::error!(error = %e, "could not append to the audit log");
-            }
-            Ok(Err(answer))
-        })
-        .await?
+        authenticate(state, token, route).await.map(Authed)
     }
+}
+
+/// The device of `token`, or the refusal (audited as above, with `route`, never the path): for
+/// the bearer token of every route, and the `token` query parameter of `GET /v1/repo` (browsers
+/// cannot set headers on a WebSocket).
+pub(super) async fn authenticate(
+    state: &AppState,
+    token: Option<String>,
+    route: Option<String>,
+) -> Result<Principal, ApiError> {
+    let (store, refusals) = (state.store.clone(), state.refusals.clone());
+    blocking(move || {
+        let found = match &token {
+            Some(t) => auth::authenticate(&*store, t)?,
+            None => Authenticated::Unknown,
+        };
+        let (kind, details, answer) = match found {
+            Authenticated::Ok(p) => return Ok(Ok(p)),
+            Authenticated::Revoked {
+                device_id,
+                staff_id,
+            } => (
+                RefusalKind::device(ErrorCode::DeviceRevoked, staff_id, device_id),
+                serde_json::json!({ "route": route }),
+                ApiError::device_revoked(),
+            ),
+            Authenticated::Unknown => (
+                RefusalKind::unauthenticated(ErrorCode::Unauthorized),
+                serde_json::json!({ "route": route, "token_sent": token.is_some() }),
+                ApiError::unauthorized(),
+            ),
+        };
+        // Logged, not propagated: an audit failure must not change the answer.
+        if let Err(e) = refusals.record(&*store, kind, details, now_ms()) {
+            tracing::error!(error = %e, "could not append to the audit log");
+        }
+        Ok(Err(answer))
+    })
+    .await?
 }

@@ -37,7 +37,7 @@ pub(super) struct Server {
     /// Alice and Bob are in North, Carol in South.
     pub(super) alice: String,
     pub(super) bob: String,
-    carol: String,
+    pub(super) carol: String,
     pub(super) alice_staff: Staff,
     carol_staff: Staff,
 }
@@ -67,7 +67,7 @@ impl Server {
     }
 
     /// Pushes a new case through `POST /v1/sync` (the path that publishes live events).
-    async fn push_case(&self, token: &str, staff: &Staff) -> DocId {
+    pub(super) async fn push_case(&self, token: &str, staff: &Staff) -> DocId {
         let (_, push) = new_case(staff);
         self.push(token, push).await
     }

@@ -1,7 +1,8 @@
 //! The HTTP face of the server, and the only module that knows axum, hyper, tower and http: the
 //! router and its layers ([`router`], [`AppState`]), errors ([`ApiError`], in `error.rs`), the
 //! authenticated device of a request (`extract.rs`), the small routes (`routes.rs`), the sync
-//! handler (`sync.rs`), the live WebSocket (`live.rs`), the admin API (`admin.rs`), the request id
+//! handler (`sync.rs`), the live WebSocket (`live.rs`), automerge-repo's WebSocket, the caseload and
+//! the web app (`repo/`), the admin API (`admin.rs`), the request id
 //! in log lines and error bodies (`request_id.rs`), the request cap and timeout (`guard.rs`),
 //! `/metrics` and the OpenAPI document (`observe.rs`) and the accept loop (`listen.rs`).
 //!
@@ -20,6 +21,7 @@ mod guard;
 pub(crate) mod listen;
 mod live;
 mod observe;
+mod repo;
 pub mod request_id;
 mod routes;
 mod sync;
@@ -56,6 +58,8 @@ pub struct AppState {
     pub syncs: Arc<PerDevice>,
     /// The request cap and timeout (`guard.rs`), one for every route.
     guard: guard::Guard,
+    /// `GET /v1/repo` connections (`limits::REPO_CONNECTIONS_MAX`).
+    repo_connections: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -66,6 +70,7 @@ impl AppState {
             refusals: Arc::new(Refusals::default()),
             syncs: Arc::new(PerDevice::new(limits::SYNCS_PER_DEVICE_MAX)),
             guard: guard::Guard::new(&config.connections),
+            repo_connections: Arc::new(tokio::sync::Semaphore::new(limits::REPO_CONNECTIONS_MAX)),
             config: Arc::new(config),
         }
     }
@@ -87,6 +92,12 @@ pub fn router(state: AppState) -> Router {
             g.short(post(routes::escrow_handler)),
         )
         .route("/v1/live", get(live::live_handler))
+        // automerge-repo's protocol, the caseload and the web app (`repo/`, issue 14).
+        .route("/v1/repo", get(repo::repo_handler))
+        .route("/v1/caseload", g.short(get(repo::app::caseload)))
+        .route("/app", g.short(get(repo::app::to_app)))
+        .route("/app/", g.short(get(repo::app::index)))
+        .route("/app/{file}", g.short(get(repo::app::file)))
         .merge(admin::routes(&g))
         .route(
             "/v1/sync",
@@ -123,3 +134,5 @@ mod listen_tests;
 mod live_tests;
 #[cfg(test)]
 mod openapi_tests;
+#[cfg(test)]
+mod repo_tests;

@@ -66,6 +66,9 @@ enum Command {
         /// The private key of --tls-cert's certificate, PEM (PKCS#8, RSA or EC).
         #[arg(long, value_name = "FILE", requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// Serve the built web app (web/dist: `npm run build` in web/) at /app/.
+        #[arg(long, value_name = "DIR")]
+        app_dir: Option<PathBuf>,
     },
     /// Create an empty store (a sled directory, or the schema in an empty PostgreSQL database) to
     /// bootstrap with `admin`; `serve` and `demo` create one too. The other commands refuse a
@@ -415,6 +418,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             min_free_mb,
             tls_cert,
             tls_key,
+            app_dir,
         } => {
             if late_entry_hours < 0 {
                 anyhow::bail!("--late-entry-hours must be 0 or more");
@@ -432,6 +436,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let mut config = Config::default()
                 .with_late_entry_after_ms(late_entry_hours.saturating_mul(3_600_000))
                 .with_lease(lease);
+            if let Some(dir) = app_dir {
+                if !dir.join("index.html").is_file() {
+                    anyhow::bail!("--app-dir {} holds no index.html: build the app first (npm run build in web/)", dir.display());
+                }
+                config = config.with_app_dir(dir);
+            }
             if let (Some(cert), Some(key)) = (&tls_cert, &tls_key) {
                 let tls = tls::server_config(cert, key)?;
                 let connections = config.connections.clone().with_tls(tls);

@@ -129,6 +129,52 @@ pub fn handle(
     Ok((answer, stored))
 }
 
+/// A push that arrives outside a sync request (the automerge-repo endpoint, `GET /v1/repo`):
+/// the same [`push_with`] as step 2 of [`handle`] (access, authorship, the record rules,
+/// quarantine, refusals audited), then an audit entry for the push, then one flush; only then
+/// may the caller acknowledge anything. `via` names the path in the audit entry.
+pub fn push_durably(
+    store: &dyn Store,
+    who: &Principal,
+    docs: Vec<casenote_protocol::wire::DocPush>,
+    now_ms: i64,
+    rules: &Rules,
+    via: &'static str,
+) -> Result<(PushOutcome, Stored), StoreError> {
+    let pushed = push_with(store, who, docs, now_ms, rules)?;
+    let accepted: Vec<DocId> = pushed.acks.iter().map(|a| a.doc_id).collect();
+    let rejected: Vec<_> = pushed
+        .rejections
+        .iter()
+        .map(|r| json!({"doc_id": r.doc_id, "code": r.code.as_str()}))
+        .collect();
+    let record = AuditRecord::new(
+        AuditKind::Sync,
+        now_ms,
+        json!({
+            "via": via,
+            "pushed": accepted,
+            "stored": pushed.stored,
+            "duplicates": pushed.duplicates,
+            "quarantined": pushed.quarantined,
+            "need_full_history": pushed.need_full_history,
+            "rejected": rejected,
+        }),
+    )
+    .staff(who.staff_id())
+    .device(who.device_id);
+    store::write(store, |txn| txn.audit_append(record.clone()))?;
+    store.flush()?;
+    crate::metrics::synced(
+        pushed.stored,
+        0,
+        pushed.quarantined,
+        pushed.rejections.iter().map(|r| r.code),
+    );
+    let stored = Stored::of(&pushed);
+    Ok((pushed, stored))
+}
+
 /// The device's log id, when it must reset: another log's, or this one's with a cursor past the
 /// end of the log (the store lost what it handed the device: a backup put back without `admin
 /// restored`).
