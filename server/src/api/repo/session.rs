@@ -279,7 +279,7 @@ impl Session {
         let peer = self.docs.entry(doc).or_default();
         peer.served = true;
         if msg.changes.is_empty() {
-            with_doc(store, doc, &rec, |d| {
+            with_doc(store, doc, &rec, 1, |d| {
                 d.sync().receive_sync_message(&mut peer.state, msg)
             })?
             .map_err(|_| End::Protocol("a sync message that does not apply"))?;
@@ -287,7 +287,8 @@ impl Session {
             return Ok(Reply::of(out));
         }
         let mut state = peer.state.clone();
-        let changes = with_doc(store, doc, &rec, |d| {
+        // Two copies in memory at once: the document and the fork the changes are received into.
+        let changes = with_doc(store, doc, &rec, 2, |d| {
             let mut fork = d.clone();
             fork.sync().receive_sync_message(&mut state, msg)?;
             Ok::<_, automerge::AutomergeError>(new_changes(&mut fork, &d.get_heads()))
@@ -401,7 +402,7 @@ impl Session {
         let Some(peer) = self.docs.get_mut(&doc) else {
             return Ok(Vec::new());
         };
-        let msg = with_doc(store, doc, rec, |d| {
+        let msg = with_doc(store, doc, rec, 1, |d| {
             d.sync().generate_sync_message(&mut peer.state)
         })?;
         let Some(msg) = msg else {
@@ -433,14 +434,16 @@ impl Session {
     }
 }
 
-/// Runs `f` on document `doc` as stored, within the resident budget.
+/// Runs `f` on document `doc` as stored, within the resident budget, which pays for `copies` of
+/// the document (`f` may hold a copy of its own while it runs).
 fn with_doc<T>(
     store: &dyn Store,
     doc: DocId,
     rec: &DocRecord,
+    copies: u64,
     f: impl FnOnce(&mut AutoCommit) -> T,
 ) -> Result<T, StoreError> {
-    let reserved = resident::reserve(rec.ops.max(1));
+    let reserved = resident::reserve(rec.ops.max(1).saturating_mul(copies));
     let mut state = resident::load(store, doc, &rec.heads)?;
     let out = f(&mut state);
     reserved.keep(doc, state);
