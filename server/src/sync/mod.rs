@@ -117,12 +117,7 @@ pub fn handle(
         pull_and_commit(store, who, &asked, (&pushed, &req.views), now_ms)?;
     store.flush()?;
     log_sync(who, &asked, pushed_docs, &pushed, &planned);
-    crate::metrics::synced(
-        pushed.stored,
-        planned.pulled_changes,
-        pushed.quarantined,
-        pushed.rejections.iter().map(|r| r.code),
-    );
+    count(&pushed, planned.pulled_changes);
     let stored = Stored::of(&pushed);
     let mut answer = response(log_id, now_ms, pushed, planned);
     answer.views_through = views_through;
@@ -165,14 +160,19 @@ pub fn push_durably(
     .device(who.device_id);
     store::write(store, |txn| txn.audit_append(record.clone()))?;
     store.flush()?;
+    count(&pushed, 0);
+    let stored = Stored::of(&pushed);
+    Ok((pushed, stored))
+}
+
+/// The metrics of one durable push and the changes its answer pulled.
+fn count(pushed: &PushOutcome, pulled_changes: usize) {
     crate::metrics::synced(
         pushed.stored,
-        0,
+        pulled_changes,
         pushed.quarantined,
         pushed.rejections.iter().map(|r| r.code),
     );
-    let stored = Stored::of(&pushed);
-    Ok((pushed, stored))
 }
 
 /// The device's log id, when it must reset: another log's, or this one's with a cursor past the
@@ -278,9 +278,8 @@ fn pull_and_commit(
         let planned = store::read(store, |txn| plan(txn, store, who, asked, pushed, visible))?;
         let record = sync_record(who, asked, pushed, &planned, now_ms);
         let committed = store::write(store, |txn| {
-            let done = commit(txn, who, &planned, record.clone())?;
-            match done {
-                Ok(()) => Ok(Ok(views::record(txn, who, seen_views, now_ms)?)),
+            match commit(txn, who, &planned, record.clone())? {
+                Ok(()) => views::record(txn, who, seen_views, now_ms).map(Ok),
                 Err(moved) => Ok(Err(moved)),
             }
         })?;
