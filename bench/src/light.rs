@@ -73,6 +73,7 @@ impl Client {
             log_id: self.log_id,
             confirmed_reconcile: None,
             views: Vec::new(),
+            restricted: Vec::new(),
         };
         let body = self.transport.sync(wire::encode(&req))?;
         let resp = wire::decode_response(&body)?;

@@ -84,6 +84,7 @@ pub fn build_request(
         log_id,
         confirmed_reconcile,
         views: Vec::new(),
+        restricted: Vec::new(),
     };
     (req, left)
 }
@@ -279,6 +280,7 @@ mod tests {
             reconcile_id: None,
             lease: None,
             views_through: None,
+            sealed: Vec::new(),
         };
         assert!(matches!(interpret(resp, 0), Err(Error::Protocol(_))));
     }

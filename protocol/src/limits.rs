@@ -658,3 +658,33 @@ pub const APP_FILE_BYTES_MAX: u64 = 16 * 1024 * 1024;
 const _: () = assert!(REPO_MESSAGE_BYTES_MAX > CHANGE_BYTES_MAX);
 // One message never holds more than a sync request may: the push it becomes is judged alike.
 const _: () = assert!(REPO_MESSAGE_BYTES_MAX <= REQUEST_BYTES_MAX);
+
+// Sealed sections and break-glass (issue 16).
+
+/// Teams a device may name on the access list of a restricted section it creates. An access
+/// list names the few teams that handle the matter (the safeguarding hub, the locality team, a
+/// ward); 32 is every team around a complex person many times over, and the list lives in every
+/// read of the document's header.
+pub const RESTRICTED_ACCESS_TEAMS_MAX: usize = 32;
+/// Sealed-section stubs one sync response carries. A stub is about 200 bytes (ids, kind, a time,
+/// whom to ask); a reconciliation sends the stubs of every case the device may read, and a
+/// caseload of a few hundred cases has at most a few sealed sections each. 10,000 stubs are
+/// about 2 MB, well inside a response; more are left for a later reconciliation (logged).
+pub const SYNC_SEALED_STUBS_MAX: usize = 10_000;
+/// How long a break-glass grant lets a member of staff read a sealed section: long enough for
+/// an emergency visit or an out-of-hours shift's handling of one crisis, short enough that an
+/// emergency never becomes standing access (the IG lead reviews every grant; staff who need
+/// more are added to the access list by an administrator).
+pub const BREAK_GLASS_GRANT_MS: i64 = 4 * 60 * 60 * 1000;
+/// Bytes of a break-glass reason's text: a few sentences saying why it is urgent (the IG lead
+/// reads it). Kept in the store, never in the log or the audit chain (which keep its hash).
+pub const BREAK_GLASS_REASON_BYTES_MAX: usize = 2_000;
+/// Break-glass records kept open at once: not yet reviewed by the IG lead, or still in force.
+/// They are one stored value rewritten at each grant and review, so this bounds that value
+/// (about 2.5 KB each at most, 5 MB at the limit). Break-glass is rare (a few a week across a
+/// council); a full list means the IG lead has not reviewed hundreds of them, and a new grant is
+/// refused until they do, which the refusal says.
+pub const BREAK_GLASS_OPEN_MAX: usize = 2_000;
+
+const _: () = assert!(BREAK_GLASS_GRANT_MS < DEVICE_LOCK_AFTER_MS_DEFAULT);
+const _: () = assert!(BREAK_GLASS_REASON_BYTES_MAX < REQUEST_BYTES_MAX / 1_000);

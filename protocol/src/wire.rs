@@ -8,7 +8,7 @@
 //! Decoding checks the size before parsing, the version before the shape, and every count after,
 //! so nothing a peer sends can make the other side allocate beyond the limits in [`crate::limits`].
 
-use crate::ids::{CaseId, DocId, DocKind, Seq};
+use crate::ids::{CaseId, DocId, DocKind, Seq, StaffId, TeamId};
 use crate::limits;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -90,6 +90,113 @@ pub struct SyncRequest {
     /// older server ignores it (and answers no `views_through`, so the device keeps them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub views: Vec<View>,
+    /// The access lists of restricted sections this device created and pushes in this request
+    /// for the first time, at most [`limits::PUSH_DOCS_MAX`]. The server reads one only when it
+    /// creates the document; without one a new restricted section is hidden and restricted to
+    /// its creator's teams, as before. Absent from older devices; an older server ignores it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restricted: Vec<NewRestricted>,
+}
+
+/// How a new restricted section (a `restricted` or `safeguarding` document) is to be kept.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewRestricted {
+    pub doc_id: DocId,
+    /// The teams that may read and write it: each on the case, the creator's among them, at most
+    /// [`limits::RESTRICTED_ACCESS_TEAMS_MAX`].
+    pub teams: Vec<TeamId>,
+    /// Sealed: staff on the case who are not on the list see that it exists and whom to ask.
+    /// Hidden (false): they are not told it exists.
+    pub sealed: bool,
+}
+
+/// A sealed section a device may not read: that it exists, its kind, when it was created and
+/// whom to ask. Nothing of its content.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedStub {
+    pub doc_id: DocId,
+    pub case_id: CaseId,
+    pub kind: DocKind,
+    /// The server's time when it created the section (ms since the Unix epoch).
+    pub created_ms: i64,
+    pub ask: AskWhom,
+}
+
+/// Whom to ask about a sealed section: its creator, by name, role and the team that holds it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AskWhom {
+    pub staff_id: StaffId,
+    pub name: String,
+    pub role: String,
+    pub team: String,
+}
+
+/// Why a member of staff breaks the glass on a sealed section: a fixed list, so that the IG
+/// lead's review and the audit can count them; the free text says the rest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakGlassCategory {
+    /// Someone's life or safety is at immediate risk.
+    RiskToLife,
+    /// A safeguarding concern that cannot wait for the section's team.
+    SafeguardingEmergency,
+    /// Urgent clinical or care decisions need what the section holds.
+    UrgentCare,
+    /// Out of hours, the section's team cannot be reached.
+    OutOfHours,
+}
+
+impl BreakGlassCategory {
+    /// Every category, in the order the CLI lists them.
+    pub const ALL: [BreakGlassCategory; 4] = [
+        BreakGlassCategory::RiskToLife,
+        BreakGlassCategory::SafeguardingEmergency,
+        BreakGlassCategory::UrgentCare,
+        BreakGlassCategory::OutOfHours,
+    ];
+
+    /// The name on the wire and in the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakGlassCategory::RiskToLife => "risk_to_life",
+            BreakGlassCategory::SafeguardingEmergency => "safeguarding_emergency",
+            BreakGlassCategory::UrgentCare => "urgent_care",
+            BreakGlassCategory::OutOfHours => "out_of_hours",
+        }
+    }
+}
+
+impl std::str::FromStr for BreakGlassCategory {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim().replace('-', "_");
+        Self::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|c| c.as_str()).collect();
+                format!("{s:?} is not a reason category; use one of {}", names.join(", "))
+            })
+    }
+}
+
+/// Device to server (`POST /v1/break-glass`, JSON): urgent access to a sealed section.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakGlassRequest {
+    pub doc_id: DocId,
+    pub category: BreakGlassCategory,
+    /// Why, in a few sentences (at most [`limits::BREAK_GLASS_REASON_BYTES_MAX`] bytes).
+    pub reason: String,
+}
+
+/// Server to device: the grant, in force until `expires_ms` (server time); the section arrives
+/// at the device's next sync and leaves it at the first sync after the grant ends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakGlassGranted {
+    pub grant_id: uuid::Uuid,
+    pub doc_id: DocId,
+    pub expires_ms: i64,
 }
 
 /// One view of a record on a device, for the server's audit chain: ids, a kind and a time only,
@@ -191,6 +298,11 @@ pub struct SyncResponse {
     /// and from a reset answer (the device keeps its views).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub views_through: Option<u64>,
+    /// Sealed sections of cases this device may read that it may not read itself: a stub each,
+    /// at most [`limits::SYNC_SEALED_STUBS_MAX`]. The device keeps them until it is given the
+    /// section or loses the case. Absent from older servers; an older device ignores it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sealed: Vec<SealedStub>,
 }
 
 /// How long a device may stay out of touch with the server (ms), counted from its last contact.
@@ -381,6 +493,18 @@ pub fn decode_request(bytes: &[u8]) -> Result<SyncRequest, DecodeError> {
     let changes: usize = req.docs.iter().map(|d| d.changes.len()).sum();
     check("changes pushed", changes, limits::PUSH_CHANGES_MAX)?;
     check("views", req.views.len(), limits::SYNC_VIEWS_MAX)?;
+    check(
+        "restricted access lists",
+        req.restricted.len(),
+        limits::PUSH_DOCS_MAX,
+    )?;
+    for r in &req.restricted {
+        check(
+            "teams on an access list",
+            r.teams.len(),
+            limits::RESTRICTED_ACCESS_TEAMS_MAX,
+        )?;
+    }
     for doc in &req.docs {
         check("base heads", doc.base.len(), limits::HEADS_MAX)?;
         for change in &doc.changes {
@@ -393,6 +517,7 @@ pub fn decode_request(bytes: &[u8]) -> Result<SyncRequest, DecodeError> {
 /// Decodes a sync response (the device side; the server is trusted for shape, not for size).
 pub fn decode_response(bytes: &[u8]) -> Result<SyncResponse, DecodeError> {
     let resp: SyncResponse = decode_versioned(bytes)?;
+    check("sealed stubs", resp.sealed.len(), limits::SYNC_SEALED_STUBS_MAX)?;
     for doc in &resp.docs {
         check("heads", doc.heads.len(), limits::HEADS_MAX)?;
     }
@@ -437,7 +562,7 @@ mod tests {
             clock in any::<i64>(),
             docs in prop::collection::vec(arb_push(), 0..5),
         ) {
-            let req = SyncRequest { version: PROTOCOL_VERSION, cursor: Seq(cursor), device_clock_ms: clock, docs, log_id: None, confirmed_reconcile: Some(cursor), views: Vec::new() };
+            let req = SyncRequest { version: PROTOCOL_VERSION, cursor: Seq(cursor), device_clock_ms: clock, docs, log_id: None, confirmed_reconcile: Some(cursor), views: Vec::new(), restricted: Vec::new() };
             prop_assert_eq!(decode_request(&encode(&req)).unwrap(), req);
         }
 
@@ -449,7 +574,7 @@ mod tests {
 
         #[test]
         fn every_truncation_of_a_valid_request_is_an_error(docs in prop::collection::vec(arb_push(), 1..3), cut in 0usize..1000) {
-            let req = SyncRequest { version: PROTOCOL_VERSION, cursor: Seq(1), device_clock_ms: 0, docs, log_id: None, confirmed_reconcile: None, views: Vec::new() };
+            let req = SyncRequest { version: PROTOCOL_VERSION, cursor: Seq(1), device_clock_ms: 0, docs, log_id: None, confirmed_reconcile: None, views: Vec::new(), restricted: Vec::new() };
             let bytes = encode(&req);
             let cut = cut % bytes.len();
             prop_assert!(decode_request(&bytes[..cut]).is_err());
@@ -466,6 +591,7 @@ mod tests {
             log_id: None,
             confirmed_reconcile: None,
             views: Vec::new(),
+            restricted: Vec::new(),
         };
         assert_eq!(
             decode_request(&encode(&req)),
@@ -492,6 +618,7 @@ mod tests {
             log_id: None,
             confirmed_reconcile: None,
             views,
+            restricted: Vec::new(),
         }
     }
 
@@ -575,6 +702,7 @@ mod tests {
             log_id: None,
             confirmed_reconcile: None,
             views: Vec::new(),
+            restricted: Vec::new(),
         };
         let err = decode_request(&encode(&req)).unwrap_err();
         assert_eq!(err.code(), crate::ErrorCode::LimitExceeded);
@@ -598,6 +726,7 @@ mod tests {
             log_id: None,
             confirmed_reconcile: None,
             views: Vec::new(),
+            restricted: Vec::new(),
         };
         assert!(decode_request(&encode(&req(vec![doc(half), doc(half)]))).is_ok());
         let err = decode_request(&encode(&req(vec![doc(half), doc(half + 1)]))).unwrap_err();

@@ -7,6 +7,13 @@
 //! also on its own access list. The `admin` role manages the service and reads no records; a
 //! revoked member of staff reads nothing. Writing follows the same rule as reading today.
 //!
+//! A sealed restricted document ([`DocHeader::sealed`]) is read by the same rule; staff who may
+//! read its case but not it are told it exists ([`visible_docs`]'s `sealed`, sent as stubs), and
+//! may break the glass on it ([`crate::break_glass`]): a grant lets that one member of staff read
+//! it until it expires. The expiry is checked here against the server's clock, the one clock
+//! read in this module, so that a lapsed grant is refused on every path (sync, live channel,
+//! history, `/v1/repo`) at once, whether or not the sweep that evicts it from devices has run.
+//!
 //! It may read the store through a transaction ([`Txn`]) and use the model; it writes nothing.
 
 use crate::auth::Principal;
@@ -30,10 +37,27 @@ pub fn may_read(who: &Principal, case: &CaseRecord, header: Option<&DocHeader>) 
     if !reads_records(who) || !intersects(who.teams(), &case.teams) {
         return false;
     }
-    match header.and_then(|h| h.access_teams.as_deref()) {
-        Some(access) => intersects(who.teams(), access),
+    let Some(header) = header else {
+        return true;
+    };
+    match header.access_teams.as_deref() {
+        Some(access) => intersects(who.teams(), access) || granted(who, header, crate::now_ms()),
         None => true,
     }
+}
+
+/// Whether a break-glass grant in force at `now_ms` lets `who` read the document.
+pub fn granted(who: &Principal, header: &DocHeader, now_ms: i64) -> bool {
+    header
+        .grants
+        .iter()
+        .any(|g| g.staff_id == who.staff_id() && g.expires_ms > now_ms)
+}
+
+/// Whether `who` is to be told of the sealed section `header` without reading it: they may read
+/// its case, it is sealed, and they may not read it.
+pub fn sees_sealed(who: &Principal, case: &CaseRecord, header: &DocHeader) -> bool {
+    header.sealed && may_read(who, case, None) && !may_read(who, case, Some(header))
 }
 
 /// Whether `who` may write a document of `case`. Today the same rule as reading.
@@ -67,10 +91,48 @@ pub fn readable_doc(
     Ok(readable.then_some(rec))
 }
 
-/// Every document `who` may read now, found through the team → cases and case → documents
-/// indexes and decided by [`may_read`].
+/// Document `doc`'s record, if it is a sealed section `who` is to be told of ([`sees_sealed`]).
+pub fn sealed_doc(
+    txn: &mut dyn Txn,
+    who: &Principal,
+    doc: DocId,
+    cases: &mut Cases,
+) -> Result<Option<DocRecord>, StoreError> {
+    let Some(rec) = txn.doc(doc)? else {
+        return Ok(None);
+    };
+    if !rec.header.sealed {
+        return Ok(None);
+    }
+    let case_id = rec.header.case_id;
+    let case = match cases.entry(case_id) {
+        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::hash_map::Entry::Vacant(e) => e.insert(txn.case(case_id)?),
+    };
+    let sees = case
+        .as_ref()
+        .is_some_and(|case| sees_sealed(who, case, &rec.header));
+    Ok(sees.then_some(rec))
+}
+
+/// Every document `who` may read now ([`readable_docs`]).
 pub fn readable_docs(txn: &mut dyn Txn, who: &Principal) -> Result<BTreeSet<DocId>, StoreError> {
-    let mut out = BTreeSet::new();
+    Ok(visible_docs(txn, who)?.readable)
+}
+
+/// What `who` may know of the documents of the cases they may read.
+#[derive(Debug, Default)]
+pub struct Visible {
+    /// The documents they may read.
+    pub readable: BTreeSet<DocId>,
+    /// The sealed sections they may not read but are told of.
+    pub sealed: BTreeSet<DocId>,
+}
+
+/// Every document `who` may read now, and every sealed section they are told of, found through
+/// the team → cases and case → documents indexes and decided by [`may_read`].
+pub fn visible_docs(txn: &mut dyn Txn, who: &Principal) -> Result<Visible, StoreError> {
+    let mut out = Visible::default();
     if !reads_records(who) {
         return Ok(out);
     }
@@ -89,7 +151,9 @@ pub fn readable_docs(txn: &mut dyn Txn, who: &Principal) -> Result<BTreeSet<DocI
             for doc_id in txn.docs_of_case(case_id)? {
                 if let Some(rec) = txn.doc(doc_id)? {
                     if may_read(who, &case, Some(&rec.header)) {
-                        out.insert(doc_id);
+                        out.readable.insert(doc_id);
+                    } else if rec.header.sealed {
+                        out.sealed.insert(doc_id);
                     }
                 }
             }

@@ -74,6 +74,8 @@ pub enum AdminError {
     NoSuchAdminToken(uuid::Uuid),
     #[error("no open subject access request with id {0}; see `admin sar list`")]
     NoSuchRequest(uuid::Uuid),
+    #[error("no break-glass record with id {0}; see `admin break-glass list`")]
+    NoSuchBreakGlass(uuid::Uuid),
     #[error("{0:?} is not a day on or before today: write it as YYYY-MM-DD")]
     BadDate(String),
     #[error("{0} subject access requests are open, the most kept: fulfil some first")]

@@ -146,6 +146,7 @@ fn a_view_sent_again_after_a_lost_answer_is_audited_once() {
         log_id: None,
         confirmed_reconcile: None,
         views,
+        restricted: Vec::new(),
     };
     let first = raw::sync_request(&server.url, &token, &request(vec![view(1), view(2)])).unwrap();
     assert_eq!(first.views_through, Some(2));

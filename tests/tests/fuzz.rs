@@ -50,6 +50,7 @@ fn seeds() -> Vec<Vec<u8>> {
         log_id: Some(uuid::Uuid::new_v4()),
         confirmed_reconcile: Some(5),
         views: Vec::new(),
+        restricted: Vec::new(),
     };
     let resp = SyncResponse {
         version: PROTOCOL_VERSION,
@@ -81,6 +82,7 @@ fn seeds() -> Vec<Vec<u8>> {
         reconcile_id: Some(9),
         lease: Some(casenote_protocol::wire::Lease::default()),
         views_through: None,
+        sealed: Vec::new(),
     };
     let live = wire::LiveEvent {
         version: wire::LIVE_VERSION,
@@ -237,6 +239,7 @@ fn device_request() -> Vec<u8> {
         log_id: None,
         confirmed_reconcile: None,
         views: Vec::new(),
+        restricted: Vec::new(),
     })
 }
 

@@ -35,6 +35,7 @@ fn valid_request() -> Vec<u8> {
         log_id: None,
         confirmed_reconcile: None,
         views: Vec::new(),
+        restricted: Vec::new(),
     })
 }
 
@@ -114,6 +115,7 @@ fn bad_tokens_and_bad_bodies_get_a_coded_4xx_and_the_server_goes_on_serving() {
                 log_id: None,
                 confirmed_reconcile: None,
                 views: Vec::new(),
+                restricted: Vec::new(),
             }),
             400,
             "unsupported_version",

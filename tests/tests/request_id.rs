@@ -20,6 +20,7 @@ fn a_requests_id_is_in_its_log_lines_and_in_its_error_body() {
         log_id: None,
         confirmed_reconcile: None,
         views: Vec::new(),
+        restricted: Vec::new(),
     });
     let synced = ureq::post(&format!("{}/v1/sync", server.url))
         .set(

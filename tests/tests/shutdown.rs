@@ -20,6 +20,7 @@ fn pull_body() -> Vec<u8> {
         log_id: None,
         confirmed_reconcile: None,
         views: Vec::new(),
+        restricted: Vec::new(),
     })
 }
 

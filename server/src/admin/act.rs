@@ -1,5 +1,6 @@
 //! Admin acts as data: [`Act`] names one act of `casenote-server admin` (and `audit verify`,
-//! `audit show`, `export`, the subject access requests `sar open`, `sar list`, `sar fulfil`), [`perform`] runs it through the admin service and returns an
+//! `audit show`, `export`, the subject access requests `sar open`, `sar list`, `sar fulfil`, the
+//! break-glass records `break-glass list`, `break-glass review`), [`perform`] runs it through the admin service and returns an
 //! [`Outcome`], the typed value both the command line and the admin API hand on. The CLI builds an
 //! `Act` from its arguments and either performs it on a stopped store or sends it to a running
 //! server (`POST /v1/admin/{path}`, [`Act::path`]), which performs it and answers the `Outcome` as
@@ -100,6 +101,12 @@ pub enum Act {
     SarFulfil {
         request: uuid::Uuid,
     },
+    /// The break-glass grants not yet reviewed or still in force, with their reasons.
+    BreakGlassList,
+    /// Marks a break-glass grant reviewed by the IG lead.
+    BreakGlassReview {
+        id: uuid::Uuid,
+    },
 }
 
 /// Each act's tag and its path under `/v1/admin/` (the CLI's subcommand words).
@@ -128,6 +135,8 @@ pub const PATHS: &[(&str, &str)] = &[
     ("sar_open", "sar/open"),
     ("sar_list", "sar/list"),
     ("sar_fulfil", "sar/fulfil"),
+    ("break_glass_list", "break-glass/list"),
+    ("break_glass_review", "break-glass/review"),
 ];
 
 impl Act {
@@ -173,6 +182,7 @@ impl Act {
                 | Act::AuditVerify
                 | Act::AuditShow { .. }
                 | Act::SarList
+                | Act::BreakGlassList
         )
     }
 }
@@ -286,6 +296,10 @@ pub enum Outcome {
         requests: Vec<crate::subject_access::Listed>,
     },
     SarFulfilled(crate::subject_access::Fulfilled),
+    BreakGlassList {
+        records: Vec<crate::break_glass::Record>,
+    },
+    BreakGlassReviewed(crate::break_glass::Record),
 }
 
 /// Runs `act` as `by` at `now_ms`.
@@ -376,6 +390,12 @@ pub fn perform(store: &dyn Store, by: By, act: Act, now_ms: i64) -> Result<Outco
         },
         Act::SarFulfil { request } => {
             Outcome::SarFulfilled(crate::subject_access::fulfil(store, by, request, now_ms)?)
+        }
+        Act::BreakGlassList => Outcome::BreakGlassList {
+            records: crate::break_glass::list(store)?,
+        },
+        Act::BreakGlassReview { id } => {
+            Outcome::BreakGlassReviewed(crate::break_glass::review(store, by, id, now_ms)?)
         }
     })
 }

@@ -106,6 +106,7 @@ impl Fixture {
                 SyncRequest {
                     confirmed_reconcile: confirmed,
                     views: Vec::new(),
+                    restricted: Vec::new(),
                     ..request(cursor, docs)
                 },
             )
@@ -144,6 +145,7 @@ fn request(cursor: Seq, docs: Vec<DocPush>) -> SyncRequest {
         log_id: None,
         confirmed_reconcile: None,
         views: Vec::new(),
+        restricted: Vec::new(),
     }
 }
 
@@ -294,6 +296,7 @@ async fn sync_without_a_token_is_unauthorized() {
         log_id: None,
         confirmed_reconcile: None,
         views: Vec::new(),
+        restricted: Vec::new(),
     };
     let (status, _, body) = f
         .send(
@@ -392,6 +395,7 @@ async fn bad_bodies_get_their_codes_and_the_router_keeps_serving() {
         log_id: None,
         confirmed_reconcile: None,
         views: Vec::new(),
+        restricted: Vec::new(),
     };
     let bytes = wire::encode(&good);
 
@@ -840,6 +844,7 @@ async fn a_revoked_device_is_told_device_revoked_and_revoking_staff_revokes_all_
         log_id: None,
         confirmed_reconcile: None,
         views: Vec::new(),
+        restricted: Vec::new(),
     };
     let (status, _, body) = f.sync_raw(&f.alice, wire::encode(&req)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
@@ -1322,6 +1327,7 @@ async fn the_audit_chain_verifies_after_a_realistic_sequence_and_a_tampered_entr
                 log_id: None,
                 confirmed_reconcile: None,
                 views: Vec::new(),
+                restricted: Vec::new(),
             }),
         )
         .await;
@@ -1509,6 +1515,7 @@ async fn a_lost_reconciliation_is_sent_again_until_the_device_confirms_it() {
             SyncRequest {
                 confirmed_reconcile: Some(first_id),
                 views: Vec::new(),
+                restricted: Vec::new(),
                 ..request(cursor, vec![])
             },
         )
@@ -1520,6 +1527,7 @@ async fn a_lost_reconciliation_is_sent_again_until_the_device_confirms_it() {
             SyncRequest {
                 confirmed_reconcile: stale.reconcile_id,
                 views: Vec::new(),
+                restricted: Vec::new(),
                 ..request(cursor, vec![])
             },
         )
@@ -1543,6 +1551,7 @@ async fn a_lost_reconciliation_is_sent_again_until_the_device_confirms_it() {
             SyncRequest {
                 confirmed_reconcile: again.reconcile_id,
                 views: Vec::new(),
+                restricted: Vec::new(),
                 ..request(cursor, vec![])
             },
         )

@@ -60,6 +60,7 @@ fn half_sent_sync(addr: SocketAddr, token: &str) -> TcpStream {
         log_id: None,
         confirmed_reconcile: None,
         views: Vec::new(),
+        restricted: Vec::new(),
     });
     let mut s = TcpStream::connect(addr).unwrap();
     let head = format!(

@@ -43,6 +43,7 @@ fn empty_sync() -> Vec<u8> {
         log_id: None,
         confirmed_reconcile: None,
         views: Vec::new(),
+        restricted: Vec::new(),
     })
 }
 

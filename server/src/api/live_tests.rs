@@ -82,6 +82,7 @@ impl Server {
             log_id: None,
             confirmed_reconcile: None,
             views: Vec::new(),
+            restricted: Vec::new(),
         };
         let resp = router(self.state.clone())
             .oneshot(
@@ -449,6 +450,7 @@ fn concurrent_pushes_share_flushes_and_every_acknowledged_change_survives_a_reop
                         log_id: None,
                         confirmed_reconcile: None,
                         views: Vec::new(),
+                        restricted: Vec::new(),
                     };
                     let rules = crate::validate::Rules::default();
                     let (resp, _) =

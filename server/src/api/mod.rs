@@ -91,6 +91,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/escrow/{device_id}",
             g.short(post(routes::escrow_handler)),
         )
+        .route("/v1/break-glass", g.short(post(routes::break_glass)))
         .route("/v1/live", get(live::live_handler))
         // automerge-repo's protocol, the caseload and the web app (`repo/`, issue 14).
         .route("/v1/repo", get(repo::repo_handler))

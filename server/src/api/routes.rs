@@ -150,3 +150,49 @@ pub(crate) async fn escrow_handler(
         server_time_ms: now_ms(),
     }))
 }
+
+/// `POST /v1/break-glass` (JSON [`wire::BreakGlassRequest`]): urgent read access to a sealed
+/// section ([`crate::break_glass`]), answered with the grant ([`wire::BreakGlassGranted`]) once
+/// it is durable. A section that is hidden, of a case the bearer may not read, or missing is 403
+/// `forbidden` alike; a bad reason is 422 `invalid_request`. Audited as `break_glass`, the reason
+/// by its hash only; the reason is never logged.
+pub(crate) async fn break_glass(
+    State(state): State<AppState>,
+    Authed(who): Authed,
+    body: axum::body::Bytes,
+) -> Result<Json<wire::BreakGlassGranted>, ApiError> {
+    use crate::break_glass::Refusal;
+    let req: wire::BreakGlassRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::MalformedBody,
+            format!("a break-glass request is JSON {{doc_id, category, reason}}: {e}"),
+        )
+    })?;
+    let store = state.store.clone();
+    let granted = blocking(move || {
+        let out = crate::break_glass::grant(&*store, &who, &req, now_ms());
+        if out.is_ok() {
+            store.flush()?;
+        }
+        Ok(out)
+    })
+    .await?;
+    match granted {
+        Ok(g) => {
+            tracing::info!(doc = %g.doc_id, grant = %g.grant_id, "break-glass granted");
+            Ok(Json(g))
+        }
+        Err(Refusal::Store(e)) => Err(e.into()),
+        Err(e @ (Refusal::NotSealed(_) | Refusal::AlreadyReadable(_))) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden,
+            e.to_string(),
+        )),
+        Err(e) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::InvalidRequest,
+            e.to_string(),
+        )),
+    }
+}

@@ -20,6 +20,25 @@ pub struct DocHeader {
     pub access_teams: Option<Vec<TeamId>>,
     pub created_by: StaffId,
     pub created_ms: i64,
+    /// For a restricted kind: sealed (staff on the case who are not on `access_teams` are told
+    /// it exists and whom to ask, never its content) rather than hidden (not told). Fixed at
+    /// creation; false for every record written before sealing existed.
+    #[serde(default)]
+    pub sealed: bool,
+    /// Break-glass grants on a sealed section: each lets one member of staff read it until it
+    /// expires ([`crate::break_glass`]). Lapsed ones are inert ([`crate::access::may_read`]
+    /// checks the expiry) and are removed when the server notices them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grants: Vec<Grant>,
+}
+
+/// One break-glass grant on a sealed section.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grant {
+    pub grant_id: uuid::Uuid,
+    pub staff_id: StaffId,
+    /// Server time (ms since the Unix epoch) when it ends.
+    pub expires_ms: i64,
 }
 
 /// A document's header and the server's current heads for it.
@@ -96,6 +115,10 @@ pub struct PendingReconcile {
     pub confirmed: BackfillPos,
     /// Where the last response's backfill ended (`index == missing.len()`: complete).
     pub sent: BackfillPos,
+    /// The sealed sections the device is told of at `epoch` (stubs, sent with each response of
+    /// the reconciliation). Empty in a reconciliation stored before sealing existed.
+    #[serde(default)]
+    pub sealed: Vec<DocId>,
 }
 
 /// A change refused by the record rules: kept for an administrator, never stored in the log and

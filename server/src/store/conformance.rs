@@ -95,6 +95,12 @@ fn doc_of(case: CaseId) -> DocRecord {
             access_teams: None,
             created_by: StaffId::new_random(),
             created_ms: 0,
+            sealed: true,
+            grants: vec![crate::model::Grant {
+                grant_id: uuid::Uuid::new_v4(),
+                staff_id: StaffId::new_random(),
+                expires_ms: 7,
+            }],
         },
         heads: Vec::new(),
         ops: 0,
@@ -327,6 +333,7 @@ pub(crate) fn device_sync_state_and_holdings_are_kept_per_device(f: &mut dyn Fac
             missing: vec![docs[1]],
             upto: Seq(7),
             confirmed: Default::default(),
+            sealed: vec![docs[2]],
             sent: Default::default(),
         }),
     };

@@ -45,7 +45,9 @@ use crate::auth::Principal;
 use crate::model::{AuditKind, AuditRecord, DeviceSync};
 use crate::store::{self, Store, StoreError, Txn};
 use crate::validate::Rules;
-use casenote_protocol::wire::{DocPull, SyncRequest, SyncResponse, View, PROTOCOL_VERSION};
+use casenote_protocol::wire::{
+    DocPull, SealedStub, SyncRequest, SyncResponse, View, PROTOCOL_VERSION,
+};
 use casenote_protocol::{limits, DocId, Seq};
 use reconcile::{Basis, Holdings, Reconciled};
 use serde_json::json;
@@ -110,9 +112,13 @@ pub fn handle(
     if let Some(theirs) = must_reset(store, who, &req, log_id)? {
         return reset(store, who, &req, (theirs, log_id), now_ms).map(|r| (r, Stored::default()));
     }
+    // A break-glass grant that lapsed is taken away first, so this sync already evicts it.
+    crate::break_glass::lapse_due(store, now_ms)?;
     let asked = Asked::of(&req, who, now_ms);
     let pushed_docs = req.docs.len();
-    let pushed = push_with(store, who, std::mem::take(&mut req.docs), now_ms, rules)?;
+    let new_access = std::mem::take(&mut req.restricted);
+    let docs = (std::mem::take(&mut req.docs), new_access);
+    let pushed = push::push_with_access(store, who, docs, now_ms, rules)?;
     let (planned, views_through) =
         pull_and_commit(store, who, &asked, (&pushed, &req.views), now_ms)?;
     store.flush()?;
@@ -238,6 +244,7 @@ fn reset(
         reconcile_id: None,
         lease: None, // set by the HTTP layer from the server's configuration
         views_through: None,
+        sealed: Vec::new(),
     })
 }
 
@@ -259,6 +266,8 @@ struct Planned {
     pulled_changes: usize,
     backfilled: usize,
     pulled_bytes: usize,
+    /// The stubs of the sealed sections this response tells the device of.
+    sealed: Vec<SealedStub>,
 }
 
 /// Steps 3 and 4: plans the pull from committed data, then commits the device's state (and the
@@ -397,6 +406,10 @@ fn finish_plan(
     pull::merge_pulls(&mut docs, pulled.docs);
     // A document evicted in this response is never also sent in it.
     docs.retain(|d| !rec.evictions.contains(&d.doc_id));
+    let mut sealed_ids = rec.sealed;
+    sealed_ids.extend(pulled.sealed);
+    sealed_ids.retain(|s| !docs.iter().any(|d| d.doc_id == *s));
+    let sealed = crate::sealed::stubs(txn, &sealed_ids)?;
     Ok(Planned {
         epoch,
         seen,
@@ -411,6 +424,7 @@ fn finish_plan(
         pulled_changes: pulled.changes + rec.backfill.changes,
         backfilled: rec.backfill.changes,
         pulled_bytes: rec.backfill.bytes + pulled.bytes,
+        sealed,
     })
 }
 
@@ -539,5 +553,6 @@ fn response(
         reconcile_id: planned.reconcile_id,
         lease: None, // set by the HTTP layer from the server's configuration
         views_through: None,
+        sealed: planned.sealed,
     }
 }

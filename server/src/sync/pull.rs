@@ -26,6 +26,8 @@ pub struct Pulled {
     pub more: bool,
     pub changes: usize,
     pub bytes: usize,
+    /// Sealed sections met in the scan that the device is told of but may not read.
+    pub sealed: Vec<DocId>,
 }
 
 /// Collects the changes above `cursor` that `who` may read, leaving out `skip`, up to the page
@@ -75,7 +77,12 @@ impl Page {
                 });
                 Some(self.out.docs.len() - 1)
             }
-            None => None,
+            None => {
+                if access::sealed_doc(txn, who, doc, &mut self.cases)?.is_some() {
+                    self.out.sealed.push(doc);
+                }
+                None
+            }
         };
         self.slots.insert(doc, slot);
         Ok(slot)

@@ -45,8 +45,8 @@ use crate::store::{read, write, Store, StoreError, Txn};
 use crate::validate::{self, Context, Refusal, Rules, Writer};
 use automerge::ReadDoc;
 use casenote_protocol::limits;
-use casenote_protocol::wire::{DocAck, DocPush, Hash, Rejection};
-use casenote_protocol::{CaseId, DocId, DocKind, ErrorCode, Seq};
+use casenote_protocol::wire::{DocAck, DocPush, Hash, NewRestricted, Rejection};
+use casenote_protocol::{CaseId, DocId, DocKind, ErrorCode, Seq, TeamId};
 use serde_json::json;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Condvar, Mutex, OnceLock};
@@ -70,6 +70,8 @@ struct Prepared {
     kind: DocKind,
     base: Vec<Hash>,
     changes: Result<Vec<Decoded>, String>,
+    /// The access list the device asked for, if this is a new restricted section.
+    restricted: Option<NewRestricted>,
 }
 
 fn decode_change(index: usize, bytes: &[u8]) -> Result<Decoded, String> {
@@ -104,6 +106,7 @@ fn prepare(push: DocPush) -> Prepared {
         kind: push.kind,
         base: push.base,
         changes,
+        restricted: None,
     }
 }
 
@@ -401,16 +404,69 @@ impl<'a, 't> Plan<'a, 't> {
             Ok(c) => c,
             Err(v) => return Ok(Err(v)),
         };
+        let (access_teams, sealed) = match self.access_list(p)? {
+            Ok(list) => list,
+            Err(v) => return Ok(Err(v)),
+        };
         let header = DocHeader {
             doc_id: p.doc_id,
             case_id: p.case_id,
             kind: p.kind,
             owner_org: self.who.staff.org_id,
-            access_teams: p.kind.is_restricted().then(|| self.who.teams().to_vec()),
+            access_teams,
             created_by: self.who.staff_id(),
             created_ms: self.now_ms,
+            sealed,
+            grants: Vec::new(),
         };
         Ok(Ok((header, None, new_case)))
+    }
+
+    /// A new document's access list and whether it is sealed: for a restricted kind, the list
+    /// the device named (each team known and on the case, the creator's among them) or, without
+    /// one, the creator's teams, hidden; for any other kind none, and naming one is refused.
+    fn access_list(
+        &mut self,
+        p: &Prepared,
+    ) -> Result<Result<(Option<Vec<TeamId>>, bool), Verdict>, StoreError> {
+        let invalid = |why: String| Ok(Err(Verdict::Rejected(ErrorCode::InvalidRequest, why)));
+        let Some(asked) = &p.restricted else {
+            return Ok(Ok((
+                p.kind.is_restricted().then(|| self.who.teams().to_vec()),
+                false,
+            )));
+        };
+        if !p.kind.is_restricted() {
+            return invalid(format!(
+                "document {} is a {}: only restricted and safeguarding sections have an access list",
+                p.doc_id, p.kind
+            ));
+        }
+        let mut teams: Vec<TeamId> = Vec::new();
+        for t in &asked.teams {
+            if !teams.contains(t) {
+                teams.push(*t);
+            }
+        }
+        let case_teams = self.case(p.case_id)?.map(|c| c.teams).unwrap_or_default();
+        for t in &teams {
+            if self.txn.team(*t)?.is_none() {
+                return invalid(format!("the access list of {} names team {t}, which does not exist", p.doc_id));
+            }
+            if !case_teams.contains(t) {
+                return invalid(format!(
+                    "the access list of {} names team {t}, which is not on case {}: add the team to the case first",
+                    p.doc_id, p.case_id
+                ));
+            }
+        }
+        if !teams.iter().any(|t| self.who.teams().contains(t)) {
+            return invalid(format!(
+                "the access list of {} must keep one of your own teams, or you could not read what you wrote",
+                p.doc_id
+            ));
+        }
+        Ok(Ok((Some(teams), asked.sealed)))
     }
 
     /// For a new document: the case it joins may be written by the device, or, for a new case
@@ -934,10 +990,24 @@ pub fn push_with(
     now_ms: i64,
     rules: &Rules,
 ) -> Result<PushOutcome, StoreError> {
+    push_with_access(store, who, (docs, Vec::new()), now_ms, rules)
+}
+
+/// [`push_with`], with the access lists a sync request named for new restricted sections.
+pub fn push_with_access(
+    store: &dyn Store,
+    who: &Principal,
+    (docs, restricted): (Vec<DocPush>, Vec<NewRestricted>),
+    now_ms: i64,
+    rules: &Rules,
+) -> Result<PushOutcome, StoreError> {
     if docs.is_empty() {
         return Ok(PushOutcome::default());
     }
-    let prepared = prepare_all(docs);
+    let mut prepared = prepare_all(docs);
+    for p in &mut prepared {
+        p.restricted = restricted.iter().find(|r| r.doc_id == p.doc_id).cloned();
+    }
     let writer = read(store, |txn| writer_of(txn, who))?;
     let settings = (&writer, now_ms, *rules);
     let _held = DocLocks::global().hold(prepared.iter().map(|p| p.doc_id));

@@ -61,6 +61,9 @@ pub(crate) struct Reconciled {
     pub(crate) reconcile_id: Option<u64>,
     /// The backfill filled the page: no log scan in this response, the cursor stays.
     pub(crate) page_full: bool,
+    /// The sealed sections the device is told of, as of the reconciliation (sent with each of
+    /// its responses, so a lost one costs nothing).
+    pub(crate) sealed: Vec<DocId>,
 }
 
 /// A fresh reconcile id: random, non-zero, so that no stale confirmation (an older response's,
@@ -146,10 +149,15 @@ pub(crate) fn reconcile(
         return Ok(Reconciled::default());
     };
     if p.evictions.is_empty() && p.confirmed.index >= p.missing.len() {
-        // Nothing to send and nothing to confirm.
+        // Nothing to send and nothing to confirm but the stubs (a device told of a sealed
+        // section twice keeps one).
+        let sealed = std::mem::take(&mut p.sealed);
         state.reconciled_epoch = Some(p.epoch);
         state.pending = None;
-        return Ok(Reconciled::default());
+        return Ok(Reconciled {
+            sealed,
+            ..Reconciled::default()
+        });
     }
     let page = backfill(txn, store, &p.missing, (p.confirmed, p.upto), basis.skip)?;
     p.sent = page.end;
@@ -159,6 +167,7 @@ pub(crate) fn reconcile(
         page_full: page.end.index < p.missing.len(),
         reconcile_id: Some(p.id),
         backfill: page,
+        sealed: p.sealed.clone(),
     })
 }
 
@@ -177,8 +186,10 @@ fn start(
     if let Some(p) = earlier {
         held.extend(sent_unconfirmed(p).iter().copied());
     }
-    let may = access::readable_docs(txn, who)?;
+    let visible = access::visible_docs(txn, who)?;
+    let may = visible.readable;
     Ok(PendingReconcile {
+        sealed: visible.sealed.into_iter().collect(),
         id: 0,
         epoch: basis.epoch,
         evictions: held.difference(&may).copied().collect(),

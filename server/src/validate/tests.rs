@@ -224,6 +224,8 @@ fn the_header_refuses_a_filed_note_a_colleagues_draft_and_an_oversized_document(
             access_teams: None,
             created_by: author,
             created_ms: 0,
+            sealed: false,
+            grants: Vec::new(),
         },
         heads: vec![],
         ops: 0,

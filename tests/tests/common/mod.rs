@@ -585,6 +585,7 @@ pub mod raw {
             log_id: None,
             confirmed_reconcile,
             views: Vec::new(),
+            restricted: Vec::new(),
         };
         sync_request(url, token, &req)
     }

@@ -124,11 +124,22 @@ pub(super) fn doc(row: &Row) -> Result<DocRecord, StoreError> {
             access_teams: access.map(|t| t.into_iter().map(TeamId).collect()),
             created_by: StaffId(col(row, "created_by")?),
             created_ms: col(row, "created_ms")?,
+            sealed: col(row, "sealed")?,
+            grants: grants(col(row, "grants")?)?,
         },
         heads: heads.iter().map(|h| hash(h)).collect::<Result<_, _>>()?,
         ops: seq(ops)?,
         filed_ms: col(row, "filed_ms")?,
     })
+}
+
+/// A document's break-glass grants, kept as JSON text (NULL for none).
+fn grants(text: Option<String>) -> Result<Vec<crate::model::Grant>, StoreError> {
+    match text {
+        None => Ok(Vec::new()),
+        Some(t) => serde_json::from_str(&t)
+            .map_err(|e| StoreError::Corrupt(format!("a document's grants do not decode: {e}"))),
+    }
 }
 
 pub(super) fn actor(row: &Row) -> Result<ActorBinding, StoreError> {

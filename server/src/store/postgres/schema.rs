@@ -33,6 +33,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         description: "the statutory record kinds",
         sql: include_str!("schema/v2.sql"),
     },
+    Migration {
+        version: 3,
+        description: "sealed sections and break-glass grants",
+        sql: include_str!("schema/v3.sql"),
+    },
 ];
 
 /// The version this build writes.

@@ -301,15 +301,18 @@ impl Txn for PgTxn<'_> {
         let h = &doc.header;
         let access = h.access_teams.as_ref().map(|t| rows::uuids(t, |t| t.0));
         let heads: Vec<&[u8]> = doc.heads.iter().map(|h| &h.0[..]).collect();
+        let grants = (!h.grants.is_empty())
+            .then(|| serde_json::to_string(&h.grants).expect("plain data serialises"));
         self.s.execute(
             "INSERT INTO docs (doc_id, case_id, kind, owner_org, access_teams, created_by,
-                               created_ms, heads, ops, filed_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                               created_ms, heads, ops, filed_ms, sealed, grants)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
              ON CONFLICT (doc_id) DO UPDATE SET case_id = excluded.case_id,
                  kind = excluded.kind, owner_org = excluded.owner_org,
                  access_teams = excluded.access_teams, created_by = excluded.created_by,
                  created_ms = excluded.created_ms, heads = excluded.heads,
-                 ops = excluded.ops, filed_ms = excluded.filed_ms",
+                 ops = excluded.ops, filed_ms = excluded.filed_ms,
+                 sealed = excluded.sealed, grants = excluded.grants",
             &[
                 &h.doc_id.0,
                 &h.case_id.0,
@@ -321,6 +324,8 @@ impl Txn for PgTxn<'_> {
                 &heads,
                 &big(doc.ops)?,
                 &doc.filed_ms,
+                &h.sealed,
+                &grants,
             ],
         )?;
         Ok(())

@@ -55,6 +55,8 @@ fn store_with(dir: &Path, n: usize) -> (Arc<SledStore>, DocId) {
         access_teams: None,
         created_by: StaffId::new_random(),
         created_ms: 0,
+        sealed: false,
+        grants: Vec::new(),
     };
     let case = CaseRecord {
         case_id: CaseId(doc.0),
