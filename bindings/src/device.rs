@@ -503,6 +503,54 @@ impl CasenoteDevice {
             .to_string())
     }
 
+    /// Opens a safeguarding enquiry with its concern, readable only by `teams` (team ids, each
+    /// on the case, one of the opener's among them); `sealed`: staff on the case who are not on
+    /// the list are told it exists and whom to ask, else it is hidden from them.
+    pub fn safeguarding_new_restricted(
+        &self,
+        case_id: String,
+        concern: String,
+        teams: Vec<String>,
+        sealed: bool,
+    ) -> Result<String> {
+        let access = access_list(&teams, sealed)?;
+        Ok(self
+            .inner
+            .safeguarding_new_with(parse_case_id(&case_id)?, &concern, Some(&access))?
+            .to_string())
+    }
+
+    /// Creates a restricted section (a title and its text) readable only by `teams`, sealed or
+    /// hidden as [`Self::safeguarding_new_restricted`]; returns its id.
+    pub fn restricted_new(
+        &self,
+        case_id: String,
+        title: String,
+        text: String,
+        teams: Vec<String>,
+        sealed: bool,
+    ) -> Result<String> {
+        let access = access_list(&teams, sealed)?;
+        Ok(self
+            .inner
+            .restricted_new(parse_case_id(&case_id)?, &title, &text, Some(&access))?
+            .to_string())
+    }
+
+    /// Asks the server, now, for urgent access to a sealed section (`category`: risk_to_life,
+    /// safeguarding_emergency, urgent_care or out_of_hours; `reason`: why it cannot wait).
+    /// Offline it is refused (`Unreachable`), never queued. Returns when the access ends (server
+    /// time, ms since the epoch); the section arrives at the next sync.
+    pub fn break_glass(&self, doc_id: String, category: String, reason: String) -> Result<i64> {
+        let category = category
+            .parse::<casenote_protocol::wire::BreakGlassCategory>()
+            .map_err(CasenoteError::invalid)?;
+        Ok(self
+            .inner
+            .break_glass(parse_doc_id(&doc_id, "sealed section")?, category, &reason)?
+            .expires_ms)
+    }
+
     /// Sets a safeguarding field by its path.
     pub fn safeguarding_set(&self, id: String, field: String, value: String) -> Result<()> {
         Ok(self
@@ -617,4 +665,16 @@ mod tests {
             "opened again"
         );
     }
+}
+
+/// An access list from team ids as the app holds them (strings).
+fn access_list(teams: &[String], sealed: bool) -> Result<casenote_client_core::device::AccessList> {
+    let teams = teams
+        .iter()
+        .map(|t| {
+            t.parse::<casenote_protocol::TeamId>()
+                .map_err(|_| CasenoteError::invalid(format!("not a team id: {t:?}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(casenote_client_core::device::AccessList { teams, sealed })
 }

@@ -156,6 +156,8 @@ impl From<Error> for CasenoteError {
             | Error::KeyUnavailable(_) => Self::InvalidInput { message },
             Error::Busy { .. } => Self::Busy { message },
             Error::ViewsFull { .. } => Self::Refused { message },
+            Error::Invalid(_) => Self::InvalidInput { message },
+            Error::BreakGlassOffline(_) => Self::Unreachable { message },
             Error::Record(r) => from_record(r, message),
             Error::Store(_) | Error::Unencrypted(_) => Self::Store { message },
             Error::Corrupt(_) => Self::Corrupt { message },

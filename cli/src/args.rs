@@ -3,6 +3,7 @@
 
 use crate::exit::EXIT_CODES;
 use casenote_protocol::record::NoteKind;
+use casenote_protocol::wire::BreakGlassCategory;
 use casenote_protocol::{limits, CaseId, DocId};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -91,9 +92,25 @@ pub enum Cmd {
     /// Referrals and their triage.
     #[command(subcommand)]
     Referral(ReferralCmd),
-    /// Safeguarding enquiries (restricted to the teams of whoever opens one).
+    /// Safeguarding enquiries (restricted: to the teams of whoever opens one, or to --team).
     #[command(subcommand)]
     Safeguarding(SafeguardingCmd),
+    /// Restricted sections: only the teams on their access list read them.
+    #[command(subcommand)]
+    Restricted(RestrictedCmd),
+    /// Ask for urgent access to a sealed section (online only; audited, and reviewed by the IG
+    /// lead). Access ends after 4 hours; the section leaves this device at the next sync after.
+    BreakGlass {
+        /// The sealed section (`show` lists it with its id).
+        #[arg(long)]
+        doc: DocId,
+        /// Why: risk_to_life, safeguarding_emergency, urgent_care or out_of_hours.
+        #[arg(long, value_parser = parse_category)]
+        reason_category: BreakGlassCategory,
+        /// Why it cannot wait, in a few sentences (the IG lead reads it).
+        #[arg(long)]
+        reason: String,
+    },
     /// A person's legal status: MHA section, DoLS, LPS, lasting power of attorney, court order.
     #[command(subcommand)]
     Legal(LegalCmd),
@@ -439,6 +456,36 @@ pub enum ReferralCmd {
     },
 }
 
+/// Who may read a new restricted section, and whether others on the case are told of it.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct AccessArgs {
+    /// A team on the section's access list (its id, or the name of one of your teams); repeat
+    /// for more. Each must be on the case, and one of yours among them. Your teams if left out.
+    #[arg(long = "team")]
+    pub teams: Vec<String>,
+    /// Sealed: staff on the case who are not on the list see that the section exists and whom
+    /// to ask, never its content. Without it the section is hidden from them.
+    #[arg(long)]
+    pub sealed: bool,
+}
+
+#[derive(Subcommand)]
+pub enum RestrictedCmd {
+    /// Create a restricted section on a case; prints its id.
+    New {
+        /// The case.
+        case_id: CaseId,
+        /// Its title.
+        #[arg(long)]
+        title: String,
+        /// Its text.
+        #[arg(long, default_value = "")]
+        text: String,
+        #[command(flatten)]
+        access: AccessArgs,
+    },
+}
+
 #[derive(Subcommand)]
 pub enum SafeguardingCmd {
     /// Open a safeguarding enquiry with its concern; prints its id.
@@ -448,6 +495,8 @@ pub enum SafeguardingCmd {
         /// The concern raised.
         #[arg(long)]
         concern: String,
+        #[command(flatten)]
+        access: AccessArgs,
     },
     /// Set a field: s42_decision, s42_reason, desired_outcomes, outcomes_met, enquiry,
     /// alleged_source_of_harm.relationship|description, protection_plan.
@@ -561,6 +610,10 @@ pub enum TextCmd {
         #[arg(long, default_value = "")]
         text: String,
     },
+}
+
+fn parse_category(s: &str) -> Result<BreakGlassCategory, String> {
+    s.parse()
 }
 
 fn parse_kind(s: &str) -> Result<NoteKind, String> {

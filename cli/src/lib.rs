@@ -42,6 +42,7 @@ fn emit(text: &str) {
     }
 }
 
+mod sealed;
 mod statutory;
 
 /// Runs the CLI with the process's arguments; returns the exit code.
@@ -230,6 +231,12 @@ fn dispatch(device: &Device, cmd: Cmd) -> Result<()> {
         Cmd::Discharge(c) => statutory::discharge(device, c)?,
         Cmd::Referral(c) => statutory::referral(device, c)?,
         Cmd::Safeguarding(c) => statutory::safeguarding(device, c)?,
+        Cmd::Restricted(c) => sealed::restricted(device, c)?,
+        Cmd::BreakGlass {
+            doc,
+            reason_category,
+            reason,
+        } => sealed::break_glass(device, doc, reason_category, &reason)?,
         Cmd::Legal(c) => statutory::legal(device, c)?,
         Cmd::Contact(c) => statutory::contact(device, c)?,
         Cmd::AboutMe(TextCmd::Append { case_id, text }) => {

@@ -146,6 +146,7 @@ pub fn case_page(show: &Value) -> String {
         indented(&mut out, "  ", text(c, field::NARRATIVE).unwrap_or(""));
     }
     crate::page_statutory::sections(&mut out, show);
+    sealed(&mut out, show);
     notes(&mut out, show);
     let conflicts = show["conflicts"].as_array().map_or(0, Vec::len);
     if conflicts > 0 {
@@ -394,4 +395,22 @@ pub fn conflicts(show: &Value) -> String {
         );
     }
     out
+}
+
+/// The sealed sections this device may not read: that each exists and whom to ask.
+fn sealed(out: &mut String, show: &Value) {
+    for s in show["sealed"].as_array().into_iter().flatten() {
+        let ask = &s["ask"];
+        let name = ask["name"].as_str().unwrap_or("");
+        let role = ask["role"].as_str().unwrap_or("");
+        let team = ask["team"].as_str().unwrap_or("");
+        let _ = writeln!(
+            out,
+            "\nSealed section: {}, created {}, ask {name} ({role}), {team}\n  {}: its content is not on this device; in an emergency, `casenote break-glass --doc {}`",
+            s["kind"].as_str().unwrap_or("restricted"),
+            when(s["created_ms"].as_i64().unwrap_or(0)),
+            s["doc_id"].as_str().unwrap_or(""),
+            s["doc_id"].as_str().unwrap_or(""),
+        );
+    }
 }

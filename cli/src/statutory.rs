@@ -84,8 +84,16 @@ pub fn referral(device: &Device, cmd: ReferralCmd) -> Result<()> {
 
 pub fn safeguarding(device: &Device, cmd: SafeguardingCmd) -> Result<()> {
     match cmd {
-        SafeguardingCmd::New { case_id, concern } => {
-            out!("{}", device.safeguarding_new(case_id, &concern)?)
+        SafeguardingCmd::New {
+            case_id,
+            concern,
+            access,
+        } => {
+            let access = crate::sealed::access_list(device, &access)?;
+            out!(
+                "{}",
+                device.safeguarding_new_with(case_id, &concern, access.as_ref())?
+            )
         }
         SafeguardingCmd::Set(SetArgs { id, field, value }) => {
             device.safeguarding_set(id, &field, &value)?

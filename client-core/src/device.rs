@@ -6,10 +6,12 @@
 //! same way, so a crash at any moment leaves the store either before or after each step.
 
 mod fresh;
+mod sealed;
 mod statutory;
 mod views;
 
 pub use fresh::{Alert, Freshness};
+pub use sealed::AccessList;
 
 use crate::crypto::StoreKey;
 use crate::engine::{self, Outgoing, Plan};
@@ -1241,7 +1243,8 @@ impl Device {
             })
             .collect();
         let people = Self::people(&record_json, &notes);
-        Ok(json!({
+        let sealed = self.sealed_of(case)?;
+        let mut shown = json!({
             "case_id": case,
             "record": record_json,
             "plans": plans,
@@ -1253,7 +1256,12 @@ impl Device {
             "safeguarding": safeguarding,
             "conflicts": conflicts,
             "people": people,
-        }))
+        });
+        // Only where there are some: a page without sealed sections is as it always was.
+        if !sealed.is_empty() {
+            shown["sealed"] = serde_json::to_value(&sealed).expect("plain data serialises");
+        }
+        Ok(shown)
     }
 
     /// Orders assessments by start and gives each the ids of the assessments that amend it.
@@ -1393,6 +1401,7 @@ impl Device {
                         header,
                         base,
                         changes,
+                        access: self.access_of(doc_id)?,
                     });
                     continue;
                 }
@@ -1414,6 +1423,7 @@ impl Device {
                 header,
                 base,
                 changes,
+                access: self.access_of(doc_id)?,
             });
         }
         Ok((out, clean))
@@ -1604,10 +1614,13 @@ impl Device {
                 serde_json::to_vec(&lease).expect("a lease serialises"),
             );
         }
+        self.stage_sealed(&mut w, &plan)?;
         for (doc_id, upd) in plan.docs {
             if let Some((stored, dup)) = upd.acked {
                 report.changes_stored += u64::from(stored);
                 report.changes_duplicate += u64::from(dup);
+                // The server has the section, and with it its access list.
+                w.remove(store::key(store::ACCESS, doc_id));
             }
             let existing_header = self.store.header(doc_id)?;
             match (existing_header, upd.header) {

@@ -6,7 +6,8 @@ use crate::error::Error;
 use crate::store::Header;
 use automerge::{Change, ChangeHash};
 use casenote_protocol::wire::{
-    self, DocPush, Rejection, SyncRequest, SyncResponse, PROTOCOL_VERSION,
+    self, DocPush, NewRestricted, Rejection, SealedStub, SyncRequest, SyncResponse,
+    PROTOCOL_VERSION,
 };
 use casenote_protocol::{limits, DocId, DocKind, Seq};
 use serde_bytes::ByteBuf;
@@ -18,6 +19,8 @@ pub struct Outgoing {
     pub header: Header,
     pub base: Vec<ChangeHash>,
     pub changes: Vec<Vec<u8>>,
+    /// For a new restricted section the server has not acknowledged: its access list.
+    pub access: Option<NewRestricted>,
 }
 
 impl Outgoing {
@@ -44,6 +47,7 @@ pub fn build_request(
     let mut outgoing = outgoing;
     outgoing.sort_by_key(|o| (o.header.kind != DocKind::Case, o.doc_id));
     let mut docs = Vec::new();
+    let mut restricted = Vec::new();
     let mut left = Vec::new();
     let (mut bytes, mut changes) = (0usize, 0usize);
     for mut out in outgoing {
@@ -64,8 +68,10 @@ pub fn build_request(
                 header: out.header,
                 base: out.base.clone(),
                 changes: rest,
+                access: out.access.clone(),
             });
         }
+        restricted.extend(out.access.take());
         bytes += out.bytes();
         changes += out.changes.len();
         docs.push(DocPush {
@@ -84,7 +90,7 @@ pub fn build_request(
         log_id,
         confirmed_reconcile,
         views: Vec::new(),
-        restricted: Vec::new(),
+        restricted,
     };
     (req, left)
 }
@@ -123,6 +129,8 @@ pub struct Plan {
     pub lease: Option<wire::Lease>,
     /// The highest view of this device the server's audit chain holds, if the server said.
     pub views_through: Option<u64>,
+    /// Sealed sections this device is told of but may not read.
+    pub sealed: Vec<SealedStub>,
 }
 
 /// Interprets a response: decodes every change (one bad change fails the whole response, so the
@@ -162,6 +170,7 @@ pub fn interpret(resp: SyncResponse, sent_at_ms: i64) -> Result<Plan, Error> {
         reconcile_id: resp.reconcile_id,
         lease: resp.lease,
         views_through: resp.views_through,
+        sealed: resp.sealed,
     })
 }
 
@@ -179,6 +188,7 @@ mod tests {
             },
             base: vec![],
             changes: vec![vec![0u8; n]],
+            access: None,
         }
     }
 

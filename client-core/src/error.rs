@@ -65,6 +65,10 @@ pub enum Error {
     /// The host could not find the store's key (a key file missing, say); its own message.
     #[error("{0}")]
     KeyUnavailable(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("break-glass is granted only online, and the server cannot be reached ({0}): nothing was asked. Phone the section's team (`show` says whom to ask), or try again once online")]
+    BreakGlassOffline(String),
 }
 
 impl From<sled::Error> for Error {

@@ -58,8 +58,14 @@ pub const OUTBOX_CHANGE: u8 = b'o';
 /// A view of a record waiting for the server's audit chain, under its number (big-endian, kept
 /// in the clear so the queue scans in order; the view itself is sealed like every value).
 pub const VIEW: u8 = b'v';
+/// The access list a new restricted section was created with (JSON
+/// [`casenote_protocol::wire::NewRestricted`]), sent with its pushes until the server has it.
+pub const ACCESS: u8 = b'a';
+/// A sealed section this device may not read: its stub (JSON
+/// [`casenote_protocol::wire::SealedStub`]), under the section's id.
+pub const SEALED: u8 = b'z';
 /// The prefixes of a document's single records (its numbered ones are `CHUNK` and `OUTBOX_CHANGE`).
-const DOC_RECORDS: [u8; 6] = [HEADER, SNAPSHOT, BASE, DIRTY, REFUSED, OUTBOX_BASE];
+const DOC_RECORDS: [u8; 7] = [HEADER, SNAPSHOT, BASE, DIRTY, REFUSED, OUTBOX_BASE, ACCESS];
 /// The key check record's key: outside every prefix, so no scan meets it.
 const KEY_CHECK: &[u8] = b"!";
 

@@ -82,6 +82,21 @@ pub trait Transport {
 }
 
 impl HttpTransport {
+    /// Asks for break-glass access to a sealed section (`POST /v1/break-glass`).
+    pub fn break_glass(
+        &self,
+        req: &casenote_protocol::wire::BreakGlassRequest,
+    ) -> Result<casenote_protocol::wire::BreakGlassGranted, TransportError> {
+        let resp = self
+            .agent
+            .post(&self.url("/v1/break-glass"))
+            .set("authorization", &format!("Bearer {}", self.token))
+            .send_json(req)
+            .map_err(|e| self.map_err(e))?;
+        resp.into_json()
+            .map_err(|e| TransportError::BadAnswer(e.to_string()))
+    }
+
     /// Who changed a document and when the server received each change, in received order.
     pub fn history(&self, doc: DocId) -> Result<Vec<HistoryEntry>, TransportError> {
         let resp = self

@@ -282,6 +282,30 @@ pub fn init_case(doc: &mut AutoCommit, case_id: CaseId, who: &Identity) -> Resul
     Ok(())
 }
 
+/// The schema name of a restricted section (a `restricted` document).
+pub const RESTRICTED_SCHEMA: &str = "casenote/restricted/1";
+
+/// Writes a new restricted section: its title and its text.
+pub fn init_restricted(
+    doc: &mut AutoCommit,
+    case_id: CaseId,
+    title: &str,
+    text: &str,
+) -> Result<(), RecordError> {
+    if title.trim().is_empty() {
+        return Err(RecordError::Refused(
+            "a restricted section needs a title (--title)".into(),
+        ));
+    }
+    check_len("title", title, limits::SHORT_TEXT_BYTES_MAX)?;
+    check_len("text", text, limits::TEXT_BYTES_MAX)?;
+    doc.put(ROOT, field::SCHEMA, RESTRICTED_SCHEMA)?;
+    doc.put(ROOT, field::CASE_ID, case_id.to_string())?;
+    doc.put(ROOT, "title", title)?;
+    new_text(doc, &ROOT, field::NARRATIVE, text)?;
+    Ok(())
+}
+
 /// Writes a new plan document's skeleton (created together with its case).
 pub fn init_plan(doc: &mut AutoCommit, case_id: CaseId) -> Result<(), RecordError> {
     doc.put(ROOT, field::SCHEMA, PLAN_SCHEMA)?;
