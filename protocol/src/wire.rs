@@ -175,7 +175,10 @@ impl std::str::FromStr for BreakGlassCategory {
             .find(|c| c.as_str() == s)
             .ok_or_else(|| {
                 let names: Vec<&str> = Self::ALL.iter().map(|c| c.as_str()).collect();
-                format!("{s:?} is not a reason category; use one of {}", names.join(", "))
+                format!(
+                    "{s:?} is not a reason category; use one of {}",
+                    names.join(", ")
+                )
             })
     }
 }
@@ -517,7 +520,11 @@ pub fn decode_request(bytes: &[u8]) -> Result<SyncRequest, DecodeError> {
 /// Decodes a sync response (the device side; the server is trusted for shape, not for size).
 pub fn decode_response(bytes: &[u8]) -> Result<SyncResponse, DecodeError> {
     let resp: SyncResponse = decode_versioned(bytes)?;
-    check("sealed stubs", resp.sealed.len(), limits::SYNC_SEALED_STUBS_MAX)?;
+    check(
+        "sealed stubs",
+        resp.sealed.len(),
+        limits::SYNC_SEALED_STUBS_MAX,
+    )?;
     for doc in &resp.docs {
         check("heads", doc.heads.len(), limits::HEADS_MAX)?;
     }

@@ -186,9 +186,7 @@ impl Device {
     ) -> Result<BreakGlassGranted, Error> {
         self.whoami()?;
         if reason.trim().is_empty() {
-            return Err(Error::Invalid(
-                "say why it cannot wait (--reason)".into(),
-            ));
+            return Err(Error::Invalid("say why it cannot wait (--reason)".into()));
         }
         if reason.len() > limits::BREAK_GLASS_REASON_BYTES_MAX {
             return Err(Error::Invalid(format!(

@@ -13,7 +13,6 @@ pub use audit::{AuditBroken, AuditEntry, AuditKind, AuditRecord, By, GENESIS_HAS
 pub use casenote_protocol::nhs::nhs_number_is_valid;
 pub use directory::{AdminToken, Device, Org, Role, Staff, Team, TokenRecord, UnknownRole};
 pub use records::{
-    Grant,
-    chain_next, ActorBinding, BackfillPos, CaseRecord, DeviceSync, DocHeader, DocRecord, LogEntry,
-    NewChange, PendingReconcile, QuarantineEntry, CHAIN_GENESIS,
+    chain_next, ActorBinding, BackfillPos, CaseRecord, DeviceSync, DocHeader, DocRecord, Grant,
+    LogEntry, NewChange, PendingReconcile, QuarantineEntry, CHAIN_GENESIS,
 };

@@ -451,7 +451,10 @@ impl<'a, 't> Plan<'a, 't> {
         let case_teams = self.case(p.case_id)?.map(|c| c.teams).unwrap_or_default();
         for t in &teams {
             if self.txn.team(*t)?.is_none() {
-                return invalid(format!("the access list of {} names team {t}, which does not exist", p.doc_id));
+                return invalid(format!(
+                    "the access list of {} names team {t}, which does not exist",
+                    p.doc_id
+                ));
             }
             if !case_teams.contains(t) {
                 return invalid(format!(

@@ -168,6 +168,28 @@ impl Server {
         Self::spawn(cmd, data)
     }
 
+    /// Starts a server on `data` listening on `addr`, its wall clock moved by libfaketime
+    /// (`offset` in its syntax: `+5h`), its log (`RUST_LOG=info`) written to `log`. Its monotonic
+    /// clock is left alone, so its timeouts run as usual.
+    pub fn start_faked(data: &Path, addr: &str, offset: &str, log: &Path) -> Server {
+        const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+        assert!(
+            Path::new(FAKETIME_LIB).exists(),
+            "{FAKETIME_LIB} is missing: install Debian's `faketime` package (scripts/test does)"
+        );
+        let mut cmd = Command::new(SERVER_BIN);
+        cmd.arg("serve")
+            .args(store_args(data))
+            .args(["--listen", addr])
+            .env("LD_PRELOAD", FAKETIME_LIB)
+            .env("FAKETIME", offset)
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+            .env("FAKETIME_NO_CACHE", "1")
+            .env("RUST_LOG", "info")
+            .env("CASENOTE_TEST_LOG_FILE", log);
+        Self::spawn(cmd, data)
+    }
+
     /// Starts a server on `data`, on a free port, writing its log (`RUST_LOG=info`) to `log`.
     pub fn start_logging(data: &Path, log: &Path) -> Server {
         let mut cmd = Command::new(SERVER_BIN);
