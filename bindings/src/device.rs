@@ -583,6 +583,18 @@ impl CasenoteDevice {
     }
 }
 
+/// An access list from team ids as the app holds them (strings).
+fn access_list(teams: &[String], sealed: bool) -> Result<casenote_client_core::device::AccessList> {
+    let teams = teams
+        .iter()
+        .map(|t| {
+            t.parse::<casenote_protocol::TeamId>()
+                .map_err(|_| CasenoteError::invalid(format!("not a team id: {t:?}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(casenote_client_core::device::AccessList { teams, sealed })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -665,16 +677,4 @@ mod tests {
             "opened again"
         );
     }
-}
-
-/// An access list from team ids as the app holds them (strings).
-fn access_list(teams: &[String], sealed: bool) -> Result<casenote_client_core::device::AccessList> {
-    let teams = teams
-        .iter()
-        .map(|t| {
-            t.parse::<casenote_protocol::TeamId>()
-                .map_err(|_| CasenoteError::invalid(format!("not a team id: {t:?}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(casenote_client_core::device::AccessList { teams, sealed })
 }

@@ -53,7 +53,9 @@ pub struct Header {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 enum Frame {
     Header(Header),
-    Item(Item),
+    // Boxed: an item (a document's header with its grants) is much larger than the others;
+    // serde writes a box as what it holds, so the file format is unchanged.
+    Item(Box<Item>),
     End(Copied),
 }
 
@@ -166,7 +168,7 @@ impl Sink for Writer<'_> {
     fn put(&mut self, batch: Vec<Item>) -> Result<(), CopyError> {
         for item in batch {
             self.copied.count(&item);
-            let frame = Frame::Item(item);
+            let frame = Frame::Item(Box::new(item));
             self.frame(&frame).map_err(|e| match e {
                 BackupError::Copy(c) => c,
                 BackupError::Store(s) => CopyError::Store(s),
@@ -216,7 +218,7 @@ impl<R: Read> Reader<R> {
             return Err(BackupError::Damaged("read past its end".into()));
         }
         match self.frame()? {
-            Frame::Item(item) => Ok(Ok(item)),
+            Frame::Item(item) => Ok(Ok(*item)),
             Frame::End(copied) => {
                 self.ended = true;
                 self.trailer()?;

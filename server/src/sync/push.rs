@@ -74,6 +74,9 @@ struct Prepared {
     restricted: Option<NewRestricted>,
 }
 
+/// A new document's access list (`None` but for restricted kinds) and whether it is sealed.
+type AccessList = (Option<Vec<TeamId>>, bool);
+
 fn decode_change(index: usize, bytes: &[u8]) -> Result<Decoded, String> {
     // Automerge parses untrusted bytes here; a panic inside it must cost this document, not the
     // request or the server. The reason never quotes Automerge's message (it may echo input).
@@ -422,13 +425,10 @@ impl<'a, 't> Plan<'a, 't> {
         Ok(Ok((header, None, new_case)))
     }
 
-    /// A new document's access list and whether it is sealed: for a restricted kind, the list
+    /// A new document's access list and whether it is sealed ([`AccessList`]): for a restricted kind, the list
     /// the device named (each team known and on the case, the creator's among them) or, without
     /// one, the creator's teams, hidden; for any other kind none, and naming one is refused.
-    fn access_list(
-        &mut self,
-        p: &Prepared,
-    ) -> Result<Result<(Option<Vec<TeamId>>, bool), Verdict>, StoreError> {
+    fn access_list(&mut self, p: &Prepared) -> Result<Result<AccessList, Verdict>, StoreError> {
         let invalid = |why: String| Ok(Err(Verdict::Rejected(ErrorCode::InvalidRequest, why)));
         let Some(asked) = &p.restricted else {
             return Ok(Ok((
