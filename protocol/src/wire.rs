@@ -649,6 +649,77 @@ mod tests {
     }
 
     #[test]
+    fn access_lists_and_sealed_stubs_travel_and_older_peers_read_around_them() {
+        let team = TeamId(uuid::Uuid::from_u128(5));
+        let mut req = a_request(vec![]);
+        req.restricted = vec![NewRestricted {
+            doc_id: DocId(uuid::Uuid::from_u128(1)),
+            teams: vec![team],
+            sealed: true,
+        }];
+        assert_eq!(decode_request(&encode(&req)).unwrap(), req);
+        // An older server's request type, without access lists, still decodes it.
+        #[derive(Deserialize)]
+        struct Older {
+            cursor: Seq,
+        }
+        let older: Older = decode_raw(&encode(&req)).unwrap();
+        assert_eq!(older.cursor, Seq(3));
+        // A request without any is encoded without the field (an older device's is the same).
+        assert!(!encode(&a_request(vec![]))
+            .windows(10)
+            .any(|w| w == b"restricted"));
+        let stub = SealedStub {
+            doc_id: DocId(uuid::Uuid::from_u128(1)),
+            case_id: CaseId(uuid::Uuid::from_u128(2)),
+            kind: DocKind::Safeguarding,
+            created_ms: 7,
+            ask: AskWhom {
+                staff_id: StaffId(uuid::Uuid::from_u128(3)),
+                name: "A. Person".into(),
+                role: "social_worker".into(),
+                team: "North".into(),
+            },
+        };
+        let read: SealedStub = decode_raw(&encode(&stub)).unwrap();
+        assert_eq!(read, stub);
+    }
+
+    #[test]
+    fn an_access_list_longer_than_the_limit_is_refused_by_count() {
+        let mut req = a_request(vec![]);
+        req.restricted = vec![NewRestricted {
+            doc_id: DocId(uuid::Uuid::from_u128(1)),
+            teams: (0..=limits::RESTRICTED_ACCESS_TEAMS_MAX as u128)
+                .map(|i| TeamId(uuid::Uuid::from_u128(i)))
+                .collect(),
+            sealed: false,
+        }];
+        assert!(matches!(
+            decode_request(&encode(&req)),
+            Err(DecodeError::OverLimit {
+                what: "teams on an access list",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_reason_category_is_read_by_name_and_an_unknown_one_is_refused_with_the_list() {
+        for c in BreakGlassCategory::ALL {
+            assert_eq!(c.as_str().parse::<BreakGlassCategory>(), Ok(c));
+            let json = serde_json::to_string(&c).unwrap();
+            assert_eq!(json, format!("\"{}\"", c.as_str()));
+        }
+        assert_eq!(
+            "risk-to-life".parse::<BreakGlassCategory>(),
+            Ok(BreakGlassCategory::RiskToLife)
+        );
+        let err = "boredom".parse::<BreakGlassCategory>().unwrap_err();
+        assert!(err.contains("out_of_hours"), "{err}");
+    }
+
+    #[test]
     fn a_view_kind_this_build_does_not_know_is_other_not_an_error() {
         #[derive(Serialize)]
         struct Newer {

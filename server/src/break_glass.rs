@@ -297,3 +297,158 @@ pub fn review(
     store.flush()?;
     found.ok_or(crate::admin::AdminError::NoSuchBreakGlass(id))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{CaseRecord, DocHeader, DocRecord};
+    use crate::testkit;
+    use casenote_protocol::OrgId;
+
+    /// A store with Alice and Bob (North) and Carol (South) on a case of both teams, and a
+    /// section of North's only: sealed or hidden.
+    fn world(
+        sealed: bool,
+    ) -> (
+        tempfile::TempDir,
+        std::sync::Arc<crate::SledStore>,
+        [Principal; 3],
+        DocId,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::sled::open(dir.path()).unwrap();
+        let people = testkit::people(&*store);
+        let who = people
+            .clone()
+            .map(|(_, token)| testkit::principal(&*store, &token));
+        let case = CaseRecord {
+            case_id: CaseId::new_random(),
+            owner_org: OrgId::new_random(),
+            teams: vec![who[0].teams()[0], who[2].teams()[0]],
+            created_ms: 0,
+        };
+        let doc = DocRecord {
+            header: DocHeader {
+                doc_id: DocId::new_random(),
+                case_id: case.case_id,
+                kind: DocKind::Restricted,
+                owner_org: case.owner_org,
+                access_teams: Some(vec![who[0].teams()[0]]),
+                created_by: who[0].staff_id(),
+                created_ms: 0,
+                sealed,
+                grants: Vec::new(),
+            },
+            heads: Vec::new(),
+            ops: 0,
+            filed_ms: None,
+        };
+        write(&*store, |t| {
+            t.put_case(&case)?;
+            t.put_doc(&doc)
+        })
+        .unwrap();
+        (dir, store, who, doc.header.doc_id)
+    }
+
+    fn asks(doc: DocId, reason: &str) -> BreakGlassRequest {
+        BreakGlassRequest {
+            doc_id: doc,
+            category: BreakGlassCategory::RiskToLife,
+            reason: reason.into(),
+        }
+    }
+
+    fn reads(store: &dyn Store, who: &Principal, doc: DocId) -> bool {
+        read(store, |t| {
+            access::readable_doc(t, who, doc, &mut access::Cases::new())
+        })
+        .unwrap()
+        .is_some()
+    }
+
+    #[test]
+    fn a_grant_lets_its_holder_read_until_it_lapses_and_the_lapse_moves_the_epoch() {
+        let (_dir, store, [_, _, carol], doc) = world(true);
+        assert!(!reads(&*store, &carol, doc));
+        let now = crate::now_ms();
+        let epoch = read(&*store, |t| t.access_epoch()).unwrap();
+        let g = grant(&*store, &carol, &asks(doc, "collapsed at home"), now).unwrap();
+        assert_eq!(g.expires_ms, now + limits::BREAK_GLASS_GRANT_MS);
+        assert!(reads(&*store, &carol, doc));
+        assert_eq!(read(&*store, |t| t.access_epoch()).unwrap(), epoch + 1);
+        // Nothing due yet: the sweep reads one value and writes nothing.
+        assert_eq!(lapse_due(&*store, now + 1).unwrap(), 0);
+        assert_eq!(read(&*store, |t| t.access_epoch()).unwrap(), epoch + 1);
+        // Due: the grant leaves the header, the record is lapsed, the epoch moves again.
+        assert_eq!(lapse_due(&*store, g.expires_ms).unwrap(), 1);
+        assert_eq!(read(&*store, |t| t.access_epoch()).unwrap(), epoch + 2);
+        let header = read(&*store, |t| t.doc(doc)).unwrap().unwrap().header;
+        assert!(header.grants.is_empty());
+        let records = list(&*store).unwrap();
+        assert!(records[0].lapsed && records[0].reviewed.is_none());
+        assert_eq!(lapse_due(&*store, g.expires_ms + 1).unwrap(), 0);
+        // Reviewed and lapsed: it leaves the open records.
+        let r = review(&*store, By::Cli, g.grant_id, now).unwrap();
+        assert!(r.reviewed.is_some());
+        assert!(list(&*store).unwrap().is_empty());
+        assert!(matches!(
+            review(&*store, By::Cli, g.grant_id, now),
+            Err(crate::admin::AdminError::NoSuchBreakGlass(_))
+        ));
+    }
+
+    #[test]
+    fn a_lapsed_grant_reads_nothing_even_before_the_sweep_takes_it_away() {
+        let (_dir, store, [_, _, carol], doc) = world(true);
+        // Granted long enough ago that it has already run out.
+        let then = crate::now_ms() - limits::BREAK_GLASS_GRANT_MS - 1;
+        grant(&*store, &carol, &asks(doc, "out of hours"), then).unwrap();
+        assert!(!reads(&*store, &carol, doc));
+    }
+
+    #[test]
+    fn a_hidden_section_one_already_readable_and_a_bad_reason_are_refused_and_store_nothing() {
+        let (_dir, store, [alice, _, carol], hidden) = world(false);
+        let now = crate::now_ms();
+        assert!(matches!(
+            grant(&*store, &carol, &asks(hidden, "why"), now),
+            Err(Refusal::NotSealed(_))
+        ));
+        assert!(matches!(
+            grant(&*store, &carol, &asks(DocId::new_random(), "why"), now),
+            Err(Refusal::NotSealed(_))
+        ));
+        assert!(matches!(
+            grant(&*store, &alice, &asks(hidden, "why"), now),
+            Err(Refusal::AlreadyReadable(_))
+        ));
+        assert!(matches!(
+            grant(&*store, &carol, &asks(hidden, " \n"), now),
+            Err(Refusal::EmptyReason)
+        ));
+        let long = "x".repeat(limits::BREAK_GLASS_REASON_BYTES_MAX + 1);
+        assert!(matches!(
+            grant(&*store, &carol, &asks(hidden, &long), now),
+            Err(Refusal::ReasonTooLong { .. })
+        ));
+        assert!(list(&*store).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_audit_entry_carries_the_reason_by_its_hash_only() {
+        let (_dir, store, [_, _, carol], doc) = world(true);
+        let reason = "Reason-text-QQ-81 with a name in it";
+        grant(&*store, &carol, &asks(doc, reason), crate::now_ms()).unwrap();
+        let mut found = Vec::new();
+        store
+            .audit_scan(&mut |_, bytes| {
+                found.push(String::from_utf8_lossy(bytes).into_owned());
+                true
+            })
+            .unwrap();
+        let all = found.join("\n");
+        assert!(all.contains(&reason_hash(reason)), "{all}");
+        assert!(!all.contains("QQ-81"), "{all}");
+    }
+}

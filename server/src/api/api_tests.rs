@@ -2076,3 +2076,64 @@ async fn every_error_carries_the_request_id_of_its_response_and_keeps_code_and_m
         .request_id
         .is_some_and(|id| id.parse::<uuid::Uuid>().is_ok()));
 }
+
+impl Fixture {
+    async fn break_glass(&self, token: Option<&str>, body: &str) -> (StatusCode, ErrorBody) {
+        let mut req =
+            Request::post("/v1/break-glass").header(header::CONTENT_TYPE, "application/json");
+        if let Some(token) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let (status, _, bytes) = self
+            .send(req.body(Body::from(body.to_string())).unwrap())
+            .await;
+        let err: ErrorBody = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| panic!("{status}: {}", String::from_utf8_lossy(&bytes)));
+        (status, err)
+    }
+}
+
+#[tokio::test]
+async fn break_glass_refuses_no_token_a_malformed_body_an_unknown_category_a_bad_reason_and_an_unknown_section(
+) {
+    let f = Fixture::new();
+    let doc = DocId::new_random();
+    let body = |category: &str, reason: &str| {
+        serde_json::json!({"doc_id": doc, "category": category, "reason": reason}).to_string()
+    };
+    let (status, err) = f.break_glass(None, &body("risk_to_life", "why")).await;
+    assert_eq!(
+        (status, err.code),
+        (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized)
+    );
+    let (status, err) = f.break_glass(Some(&f.carol), "{not json").await;
+    assert_eq!(
+        (status, err.code),
+        (StatusCode::BAD_REQUEST, ErrorCode::MalformedBody)
+    );
+    let (status, err) = f.break_glass(Some(&f.carol), &body("boredom", "why")).await;
+    assert_eq!(
+        (status, err.code),
+        (StatusCode::BAD_REQUEST, ErrorCode::MalformedBody)
+    );
+    let (status, err) = f
+        .break_glass(Some(&f.carol), &body("risk_to_life", "  "))
+        .await;
+    assert_eq!(
+        (status, err.code),
+        (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidRequest)
+    );
+    // A section that does not exist is answered as one that is hidden or not the bearer's.
+    let (status, err) = f
+        .break_glass(Some(&f.carol), &body("risk_to_life", "why"))
+        .await;
+    assert_eq!(
+        (status, err.code),
+        (StatusCode::FORBIDDEN, ErrorCode::Forbidden)
+    );
+    assert!(
+        err.message.contains("not a sealed section"),
+        "{}",
+        err.message
+    );
+}
