@@ -366,6 +366,13 @@ fn break_glass_grants_audits_and_notifies_the_ig_lead_and_the_access_ends() {
         text.contains("NOT REVIEWED") && text.contains(REASON),
         "{text}"
     );
+    // A backup taken now carries the grant and its record (restored below).
+    let backup = w.tmp.path().join("with-grant.backup");
+    over_api(
+        &w.server,
+        &w.admin_token,
+        &["admin", "backup", "--out", backup.to_str().unwrap()],
+    );
     let reviewed = over_api(
         &w.server,
         &w.admin_token,
@@ -425,6 +432,18 @@ fn break_glass_grants_audits_and_notifies_the_ig_lead_and_the_access_ends() {
             "the reason's text is in the server's {log}"
         );
     }
+    // The backup restored into a new store: the record is there, unreviewed, with its reason.
+    let restored = w.tmp.path().join("restored");
+    let mut args = vec!["restore".to_string(), "--from".into()];
+    args.push(backup.to_string_lossy().into_owned());
+    args.extend(store_args(&restored));
+    server_cmd(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let listed: Value =
+        serde_json::from_str(&admin(&restored, &["break-glass", "list", "--json"])).unwrap();
+    assert_eq!(listed[0]["id"], id.as_str(), "{listed}");
+    assert_eq!(listed[0]["reason"], REASON);
+    assert_eq!(listed[0]["reviewed"], Value::Null);
+
     let logged = std::fs::read_to_string(w.tmp.path().join("log-2")).unwrap();
     assert!(
         logged.contains("break-glass granted"),
