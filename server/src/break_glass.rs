@@ -10,10 +10,10 @@
 //! they may not read, and one that does not exist are all refused alike (`forbidden`).
 //!
 //! When a grant lapses, reads are refused at once (the expiry is checked against the server's
-//! clock wherever access is decided); [`lapse_due`], run at the start of every sync, notices the
-//! lapse, removes the grant from the header and bumps the access epoch, so the device evicts the
+//! clock wherever access is decided); [`lapse_due`], run at the start of every sync (the next
+//! lapse's time read in the sync's first read transaction, with the log id), notices the lapse, removes the grant from the header and bumps the access epoch, so the device evicts the
 //! section at its next sync and is sent its stub again. The next lapse's time is one small meta
-//! value, so a sync with nothing due costs one read of it.
+//! value, so a sync with nothing due costs one more key in a read it makes anyway.
 //!
 //! Each grant is a [`Record`] the IG lead reads through the admin interface ([`list`]) and marks
 //! reviewed ([`review`]); the records not yet reviewed or still in force are one meta value
@@ -227,7 +227,9 @@ fn grant_in(
     Ok(Ok(answer))
 }
 
-fn next_lapse(txn: &mut dyn Txn) -> Result<Option<i64>, StoreError> {
+/// When the next grant in force runs out (`None`: none is in force), for a caller that reads it
+/// in a transaction it already has (a sync reads it with the log id).
+pub fn next_lapse(txn: &mut dyn Txn) -> Result<Option<i64>, StoreError> {
     Ok(txn.meta(NEXT_LAPSE_KEY)?.and_then(|v| {
         let bytes: [u8; 8] = v.as_slice().try_into().ok()?;
         Some(i64::from_be_bytes(bytes))
@@ -239,9 +241,13 @@ fn next_lapse(txn: &mut dyn Txn) -> Result<Option<i64>, StoreError> {
 /// device reconciles and the grantee's evicts the section. Returns how many lapsed.
 pub fn lapse_due(store: &dyn Store, now_ms: i64) -> Result<usize, StoreError> {
     match read(store, next_lapse)? {
-        Some(next) if next <= now_ms => {}
-        _ => return Ok(0),
+        Some(next) if next <= now_ms => lapse(store, now_ms),
+        _ => Ok(0),
     }
+}
+
+/// [`lapse_due`]'s write, for a caller that has read [`next_lapse`] and found one due.
+pub fn lapse(store: &dyn Store, now_ms: i64) -> Result<usize, StoreError> {
     write(store, |txn| {
         let mut records = stored(txn)?;
         let mut lapsed = 0;

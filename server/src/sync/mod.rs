@@ -108,12 +108,16 @@ pub fn handle(
     now_ms: i64,
     rules: &Rules,
 ) -> Result<(SyncResponse, Stored), StoreError> {
-    let log_id = store::read(store, |txn| txn.log_id())?;
+    let (log_id, next_lapse) = store::read(store, |txn| {
+        Ok((txn.log_id()?, crate::break_glass::next_lapse(txn)?))
+    })?;
     if let Some(theirs) = must_reset(store, who, &req, log_id)? {
         return reset(store, who, &req, (theirs, log_id), now_ms).map(|r| (r, Stored::default()));
     }
     // A break-glass grant that lapsed is taken away first, so this sync already evicts it.
-    crate::break_glass::lapse_due(store, now_ms)?;
+    if next_lapse.is_some_and(|at| at <= now_ms) {
+        crate::break_glass::lapse(store, now_ms)?;
+    }
     let asked = Asked::of(&req, who, now_ms);
     let pushed_docs = req.docs.len();
     let new_access = std::mem::take(&mut req.restricted);
