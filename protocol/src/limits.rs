@@ -658,3 +658,13 @@ pub const APP_FILE_BYTES_MAX: u64 = 16 * 1024 * 1024;
 const _: () = assert!(REPO_MESSAGE_BYTES_MAX > CHANGE_BYTES_MAX);
 // One message never holds more than a sync request may: the push it becomes is judged alike.
 const _: () = assert!(REPO_MESSAGE_BYTES_MAX <= REQUEST_BYTES_MAX);
+
+/// Data-sharing agreements in force at once (`casenote-server admin agreement add`). One per
+/// pair of organisations that share: an integrated care system has tens of controllers (councils,
+/// trusts, hospices, GP federations), so a few hundred pairs at most. They are one stored value
+/// read at every authentication (about 250 bytes each, 250 KB at the limit).
+pub const AGREEMENTS_MAX: usize = 1_000;
+/// Objections to sharing recorded at once (`admin case object`). Objections are rare (a borough's
+/// caseload of tens of thousands sees dozens a year); they live in the same value as the
+/// agreements, read at every authentication (about 300 bytes each, 1.5 MB at the limit).
+pub const OBJECTIONS_MAX: usize = 5_000;

@@ -5,7 +5,9 @@
 //! The rule depends on relationship only: a member of staff may hold a document of a case when
 //! one of their teams is in the case's team around the person and, for a restricted document,
 //! also on its own access list. The `admin` role manages the service and reads no records; a
-//! revoked member of staff reads nothing. Writing follows the same rule as reading today.
+//! revoked member of staff reads nothing. A document another organisation controls is held only
+//! under a data-sharing agreement and without a standing objection on its case
+//! ([`crate::controllers::may_share`]). Writing follows the same rule as reading today.
 //!
 //! It may read the store through a transaction ([`Txn`]) and use the model; it writes nothing.
 
@@ -27,7 +29,10 @@ pub fn reads_records(who: &Principal) -> bool {
 /// Whether `who` may hold a document of `case` with header `header` (`None`: a document not yet
 /// created, judged by its case alone).
 pub fn may_read(who: &Principal, case: &CaseRecord, header: Option<&DocHeader>) -> bool {
-    if !reads_records(who) || !intersects(who.teams(), &case.teams) {
+    if !reads_records(who)
+        || !intersects(who.teams(), &case.teams)
+        || !crate::controllers::may_share(who, header)
+    {
         return false;
     }
     match header.and_then(|h| h.access_teams.as_deref()) {

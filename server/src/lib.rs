@@ -19,6 +19,7 @@ pub mod auth;
 pub mod backup;
 pub mod cli;
 pub mod config;
+pub mod controllers;
 pub mod escrow;
 pub mod export;
 pub mod export_html;

@@ -1,5 +1,7 @@
 //! Admin acts as data: [`Act`] names one act of `casenote-server admin` (and `audit verify`,
-//! `audit show`, `export`, the subject access requests `sar open`, `sar list`, `sar fulfil`), [`perform`] runs it through the admin service and returns an
+//! `audit show`, `export`, the subject access requests `sar open`, `sar list`, `sar fulfil`, the
+//! controllers' `agreement add|end|list`, `case object|object-withdraw|override|override-end`
+//! and `team move`), [`perform`] runs it through the admin service and returns an
 //! [`Outcome`], the typed value both the command line and the admin API hand on. The CLI builds an
 //! `Act` from its arguments and either performs it on a stopped store or sends it to a running
 //! server (`POST /v1/admin/{path}`, [`Act::path`]), which performs it and answers the `Outcome` as
@@ -9,7 +11,10 @@
 //! Nothing here returns a token except one just issued, and nothing returns record content but
 //! `export`, which is audited.
 
+use super::restructure::{Move, Moved, Records};
+use super::sharing::AgreementRow;
 use super::{AdminError, CaseSummary, Directory, NewStaff, Restored};
+use crate::controllers::{Agreement, Objection, ObjectionReason, OverrideReason};
 use crate::model::{AuditEntry, By, Org, QuarantineEntry, Role, Staff, Team};
 use crate::store::Store;
 use casenote_protocol::{CaseId, DeviceId, DocId, StaffId, TeamId};
@@ -100,6 +105,51 @@ pub enum Act {
     SarFulfil {
         request: uuid::Uuid,
     },
+    /// Records a data-sharing agreement between two organisations (by exact name).
+    AgreementAdd {
+        between: String,
+        and: String,
+        #[serde(default)]
+        purpose: Option<String>,
+    },
+    /// Ends the agreement in force between two organisations.
+    AgreementEnd {
+        between: String,
+        and: String,
+    },
+    /// The agreements in force and the objections recorded.
+    AgreementList,
+    /// Records a person's objection to sharing their record between controllers.
+    CaseObject {
+        case: CaseId,
+        #[serde(default = "person")]
+        reason_category: ObjectionReason,
+    },
+    /// Withdraws the objection (and any override of it).
+    CaseObjectWithdraw {
+        case: CaseId,
+    },
+    /// Overrides the objection, with its reason: sharing goes on under the agreements.
+    CaseOverride {
+        case: CaseId,
+        reason_category: OverrideReason,
+    },
+    /// Ends the override: the objection stands again.
+    CaseOverrideEnd {
+        case: CaseId,
+    },
+    /// Moves a team, with its staff, to another organisation.
+    TeamMove {
+        team: String,
+        to_org: String,
+        records: Records,
+        #[serde(default)]
+        leave_other_teams: bool,
+    },
+}
+
+fn person() -> ObjectionReason {
+    ObjectionReason::Person
 }
 
 /// Each act's tag and its path under `/v1/admin/` (the CLI's subcommand words).
@@ -128,6 +178,14 @@ pub const PATHS: &[(&str, &str)] = &[
     ("sar_open", "sar/open"),
     ("sar_list", "sar/list"),
     ("sar_fulfil", "sar/fulfil"),
+    ("agreement_add", "agreement/add"),
+    ("agreement_end", "agreement/end"),
+    ("agreement_list", "agreement/list"),
+    ("case_object", "case/object"),
+    ("case_object_withdraw", "case/object-withdraw"),
+    ("case_override", "case/override"),
+    ("case_override_end", "case/override-end"),
+    ("team_move", "team/move"),
 ];
 
 impl Act {
@@ -173,6 +231,7 @@ impl Act {
                 | Act::AuditVerify
                 | Act::AuditShow { .. }
                 | Act::SarList
+                | Act::AgreementList
         )
     }
 }
@@ -286,6 +345,25 @@ pub enum Outcome {
         requests: Vec<crate::subject_access::Listed>,
     },
     SarFulfilled(crate::subject_access::Fulfilled),
+    /// The agreement in force between two organisations, and whether this act made it.
+    Agreement {
+        agreement: Agreement,
+        changed: bool,
+    },
+    AgreementEnded {
+        agreement: Agreement,
+    },
+    Agreements {
+        agreements: Vec<AgreementRow>,
+        objections: Vec<Objection>,
+    },
+    /// A case's objection as it now stands (`None`: none), and whether this act changed it.
+    Objection {
+        case_id: CaseId,
+        objection: Option<Objection>,
+        changed: bool,
+    },
+    TeamMoved(Moved),
 }
 
 /// Runs `act` as `by` at `now_ms`.
@@ -376,6 +454,73 @@ pub fn perform(store: &dyn Store, by: By, act: Act, now_ms: i64) -> Result<Outco
         },
         Act::SarFulfil { request } => {
             Outcome::SarFulfilled(crate::subject_access::fulfil(store, by, request, now_ms)?)
+        }
+        act => controllers(store, by, act, now_ms)?,
+    })
+}
+
+/// The acts on controllers, agreements, objections and restructures.
+fn controllers(store: &dyn Store, by: By, act: Act, now_ms: i64) -> Result<Outcome, AdminError> {
+    use super::sharing::{self as s, ObjectionAct as O};
+    let objection = |case_id, what| {
+        let (objection, changed) = s::objection(store, by, case_id, what, now_ms)?;
+        Ok::<_, AdminError>(Outcome::Objection {
+            case_id,
+            objection,
+            changed,
+        })
+    };
+    Ok(match act {
+        Act::AgreementAdd {
+            between,
+            and,
+            purpose,
+        } => {
+            let orgs = (between.as_str(), and.as_str());
+            let (agreement, changed) =
+                s::agreement_add(store, by, orgs, purpose.as_deref(), now_ms)?;
+            Outcome::Agreement { agreement, changed }
+        }
+        Act::AgreementEnd { between, and } => Outcome::AgreementEnded {
+            agreement: s::agreement_end(store, by, (&between, &and), now_ms)?,
+        },
+        Act::AgreementList => {
+            let (agreements, objections) = s::agreements(store)?;
+            Outcome::Agreements {
+                agreements,
+                objections,
+            }
+        }
+        Act::CaseObject {
+            case,
+            reason_category,
+        } => objection(case, O::Record(reason_category))?,
+        Act::CaseObjectWithdraw { case } => objection(case, O::Withdraw)?,
+        Act::CaseOverride {
+            case,
+            reason_category,
+        } => objection(case, O::Override(reason_category))?,
+        Act::CaseOverrideEnd { case } => objection(case, O::EndOverride)?,
+        Act::TeamMove {
+            team,
+            to_org,
+            records,
+            leave_other_teams,
+        } => {
+            let team = super::find_team_any(store, &team)?.team_id;
+            let m = Move {
+                team,
+                to_org: &to_org,
+                records,
+                leave_other_teams,
+            };
+            Outcome::TeamMoved(super::restructure::team_move(store, by, m, now_ms)?)
+        }
+        other => {
+            let tag = other.tag();
+            return Err(AdminError::Failed(format!(
+                "the act {tag} is not one of controllers"
+            )));
         }
     })
 }

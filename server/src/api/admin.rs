@@ -129,7 +129,9 @@ fn refused(e: AdminError) -> ApiError {
         | E::NoSuchCase(_)
         | E::NoSuchDocument(_)
         | E::NoSuchAdminToken(_)
-        | E::NoSuchRequest(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+        | E::NoSuchRequest(_)
+        | E::NoSuchAgreement { .. }
+        | E::NoObjection(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
         _ => (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidRequest),
     };
     ApiError::new(status.0, status.1, e.to_string())

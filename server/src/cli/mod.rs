@@ -189,6 +189,8 @@ enum CaseCommand {
         #[arg(long)]
         json: bool,
     },
+    #[command(flatten)]
+    Objection(controllers::ObjectionCommand),
 }
 
 #[derive(Subcommand)]
@@ -271,6 +273,11 @@ enum AdminCommand {
         #[command(subcommand)]
         action: sar::SarCommand,
     },
+    /// Data-sharing agreements between organisations (data controllers).
+    Agreement {
+        #[command(subcommand)]
+        action: controllers::AgreementCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -320,6 +327,8 @@ enum TeamCommand {
         #[arg(long)]
         name: String,
     },
+    #[command(flatten)]
+    Move(controllers::TeamMoveCommand),
 }
 
 #[derive(Subcommand)]
@@ -400,6 +409,7 @@ pub fn main() -> ExitCode {
 const MIB: u64 = 1024 * 1024;
 
 mod admin;
+mod controllers;
 mod sar;
 mod store;
 mod tls;
@@ -570,6 +580,10 @@ fn admin_act(action: AdminCommand) -> anyhow::Result<(Act, bool)> {
         AdminCommand::Team {
             action: TeamCommand::Add { org, name },
         } => (Act::TeamAdd { org, name }, false),
+        AdminCommand::Team {
+            action: TeamCommand::Move(m),
+        } => (controllers::team_move_act(m), false),
+        AdminCommand::Agreement { action } => controllers::agreement_act(action),
         AdminCommand::Staff { action } => (staff_act(action)?, false),
         AdminCommand::Token { action } => token_act(action),
         AdminCommand::Case { action } => case_act(action),
@@ -629,6 +643,7 @@ fn case_act(action: CaseCommand) -> (Act, bool) {
         CaseCommand::AddTeam { case, team } => (Act::CaseAddTeam { case, team }, false),
         CaseCommand::RemoveTeam { case, team } => (Act::CaseRemoveTeam { case, team }, false),
         CaseCommand::Show { case, json } => (Act::CaseShow { case }, json),
+        CaseCommand::Objection(o) => (controllers::objection_act(o), false),
     }
 }
 
