@@ -292,6 +292,21 @@ mod tests {
     }
 
     #[test]
+    fn agreements_move_with_a_store_copied_for_migrate_or_backup() {
+        let dir = tempfile::tempdir().unwrap();
+        let from = crate::store::sled::open(&dir.path().join("from")).unwrap();
+        add_org(&*from, "Council").unwrap();
+        add_org(&*from, "Trust").unwrap();
+        let orgs = ("Council", "Trust");
+        crate::admin::sharing::agreement_add(&*from, By::Cli, orgs, Some("care"), 3).unwrap();
+        let to = crate::store::sled::open(&dir.path().join("to")).unwrap();
+        crate::store::copy::copy(&*from, &*to).unwrap();
+        let (was, now) = (read(&*from, stored).unwrap(), read(&*to, stored).unwrap());
+        assert_eq!(was.as_ref().map(|s| s.agreements.len()), Some(1));
+        assert_eq!(was, now);
+    }
+
+    #[test]
     fn a_new_store_starts_without_agreements_and_an_empty_one_is_left_alone_at_open() {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::sled::open(dir.path()).unwrap();
