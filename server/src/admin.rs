@@ -80,6 +80,8 @@ pub enum AdminError {
     BadDate(String),
     #[error("{0} subject access requests are open, the most kept: fulfil some first")]
     TooManyRequests(usize),
+    #[error("an agreement's purpose must not be empty or longer than {max} bytes")]
+    BadPurpose { max: usize },
     #[error("an agreement is between two different organisations")]
     SameOrg,
     #[error("there is no agreement in force between {a:?} and {b:?}; see `admin agreement list`")]

@@ -435,6 +435,12 @@ fn a_team_moved_with_its_records_takes_them_to_the_new_controller_and_members_on
     grace.sync();
     let records = sealed(&grace, &[&case, &note]);
     holds(&grace, marker, &records, "same trust");
+    // Grace's own note on the case is hers, not the team's: it stays with the trust.
+    let ward_marker = "MARKER-ward-note-stays-with-the-trust-0b9e";
+    let ward_note = note_with_marker(&grace, &case, ward_marker);
+    joe.sync();
+    let ward_records = sealed(&joe, &[&ward_note]);
+    holds(&joe, ward_marker, &ward_records, "same trust");
 
     // Joe is also on Ward 7: the move is refused, naming him, until the flag says what to do.
     api_ok(
@@ -470,9 +476,11 @@ fn a_team_moved_with_its_records_takes_them_to_the_new_controller_and_members_on
     // The records went with the team: Joe keeps them, the trust's ward no longer holds them.
     joe.sync();
     assert!(contains(&joe.decrypted_bytes(), marker));
+    no_trace(&joe, ward_marker, &ward_records, "the trust's note");
     let report = grace.sync();
     assert!(report["evicted"].as_u64().unwrap() >= 3, "{report}");
     no_trace(&grace, marker, &records, "moved to the council");
+    assert!(contains(&grace.decrypted_bytes(), ward_marker), "her own");
     let d = &audited(&server, &token, "team_move")[0]["details"];
     assert!(d["docs_moved"].as_u64().unwrap() >= 3, "{d}");
     assert_eq!(d["left_teams"], 1);

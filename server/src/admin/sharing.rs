@@ -45,7 +45,13 @@ pub fn agreement_add(
     now_ms: i64,
 ) -> Result<(Agreement, bool), AdminError> {
     let purpose = match purpose {
-        Some(p) => Some(super::check_name(p)?.to_string()),
+        Some(p) => Some(
+            super::check_name(p)
+                .map_err(|_| AdminError::BadPurpose {
+                    max: limits::SHORT_TEXT_BYTES_MAX,
+                })?
+                .to_string(),
+        ),
         None => None,
     };
     act(store, |txn| {
