@@ -78,6 +78,9 @@ pub enum AdminError {
     BadDate(String),
     #[error("{0} subject access requests are open, the most kept: fulfil some first")]
     TooManyRequests(usize),
+    /// An act refused by the state of what it acts on (a retention step out of order).
+    #[error("{0}")]
+    Refused(String),
     #[error("{0}")]
     Failed(String),
     #[error(transparent)]

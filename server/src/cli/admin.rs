@@ -281,5 +281,7 @@ pub fn render(outcome: &Outcome, json: bool) -> String {
         Outcome::SarOpened(r) => super::sar::render_opened(r),
         Outcome::SarList { requests } => super::sar::render_list(requests, json),
         Outcome::SarFulfilled(f) => super::sar::render_fulfilled(f, "record built"),
+        Outcome::Retention(s) => super::retention::render_one(s, json),
+        Outcome::RetentionList { cases } => super::retention::render_list(cases, json),
     }
 }

@@ -271,6 +271,11 @@ enum AdminCommand {
         #[command(subcommand)]
         action: sar::SarCommand,
     },
+    /// Retention: a record's class, closure, legal holds, and disposal once due and approved.
+    Retention {
+        #[command(subcommand)]
+        action: retention::RetentionCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -400,6 +405,7 @@ pub fn main() -> ExitCode {
 const MIB: u64 = 1024 * 1024;
 
 mod admin;
+mod retention;
 mod sar;
 mod store;
 mod tls;
@@ -584,6 +590,7 @@ fn admin_act(action: AdminCommand) -> anyhow::Result<(Act, bool)> {
         AdminCommand::Restored => (Act::Restored, false),
         AdminCommand::Backup { .. } => anyhow::bail!("`admin backup` is not an act"),
         AdminCommand::Sar { action } => sar::act(action),
+        AdminCommand::Retention { action } => retention::act(action),
         AdminCommand::Quarantine {
             action: QuarantineCommand::List { json },
         } => (Act::QuarantineList, json),
