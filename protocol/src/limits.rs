@@ -626,6 +626,11 @@ const _: () = assert!(DEVICE_STALE_AFTER_MS < DEVICE_LOCK_AFTER_MS_DEFAULT);
 /// open and fulfilment, so this bounds that value (about 300 bytes each, 300 KB at the limit).
 pub const SUBJECT_ACCESS_OPEN_MAX: usize = 1_000;
 
+/// Most legal holds on one record at once. A record under hold is held by one or two proceedings
+/// at a time (a claim, an inquiry); each hold is kept in the case's retention value, so this
+/// bounds that value.
+pub const RETENTION_HOLDS_MAX: usize = 16;
+
 /// The automerge-repo endpoint (`GET /v1/repo`, issue 14). One WebSocket message (a CBOR
 /// envelope around one Automerge sync message): the sync protocol sends one document's missing
 /// changes in one message, so this must hold the largest change a device may push, with room

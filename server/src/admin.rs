@@ -114,6 +114,9 @@ pub enum AdminError {
         .0.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
     )]
     MembersOnOtherTeams(Vec<StaffId>),
+    /// An act refused by the state of what it acts on (a retention step out of order).
+    #[error("{0}")]
+    Refused(String),
     #[error("{0}")]
     Failed(String),
     #[error(transparent)]

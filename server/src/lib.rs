@@ -27,6 +27,7 @@ pub mod feed;
 pub mod history;
 pub mod metrics;
 pub mod model;
+pub mod retention;
 pub mod store;
 pub mod subject_access;
 pub mod sync;

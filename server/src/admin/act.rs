@@ -146,6 +146,50 @@ pub enum Act {
         #[serde(default)]
         leave_other_teams: bool,
     },
+    /// Sets a case's retention class (`born`, `YYYY-MM-DD`, for `children`).
+    RetentionSet {
+        case: CaseId,
+        class: crate::retention::Class,
+        #[serde(default)]
+        born: Option<String>,
+    },
+    /// Closes a case on its day of last contact (today if absent): the retention clock starts.
+    RetentionClose {
+        case: CaseId,
+        #[serde(default)]
+        last_contact: Option<String>,
+    },
+    /// Reopens a closed case: the retention clock stops.
+    RetentionReopen {
+        case: CaseId,
+    },
+    /// Places a legal hold on a case's record.
+    RetentionHold {
+        case: CaseId,
+        reason: crate::retention::HoldReason,
+    },
+    /// Releases a legal hold.
+    RetentionRelease {
+        case: CaseId,
+        hold: uuid::Uuid,
+    },
+    /// One case's retention.
+    RetentionShow {
+        case: CaseId,
+    },
+    /// The classified cases (`due`: only those past their due day).
+    RetentionList {
+        #[serde(default)]
+        due: bool,
+    },
+    /// Approves the disposal of a due record.
+    RetentionApprove {
+        case: CaseId,
+    },
+    /// Disposes of an approved record: every device deletes it; a stub is left.
+    RetentionDispose {
+        case: CaseId,
+    },
 }
 
 fn person() -> ObjectionReason {
@@ -186,6 +230,15 @@ pub const PATHS: &[(&str, &str)] = &[
     ("case_override", "case/override"),
     ("case_override_end", "case/override-end"),
     ("team_move", "team/move"),
+    ("retention_set", "retention/set"),
+    ("retention_close", "retention/close"),
+    ("retention_reopen", "retention/reopen"),
+    ("retention_hold", "retention/hold"),
+    ("retention_release", "retention/release"),
+    ("retention_show", "retention/show"),
+    ("retention_list", "retention/list"),
+    ("retention_approve", "retention/approve"),
+    ("retention_dispose", "retention/dispose"),
 ];
 
 impl Act {
@@ -232,6 +285,8 @@ impl Act {
                 | Act::AuditShow { .. }
                 | Act::SarList
                 | Act::AgreementList
+                | Act::RetentionShow { .. }
+                | Act::RetentionList { .. }
         )
     }
 }
@@ -364,6 +419,10 @@ pub enum Outcome {
         changed: bool,
     },
     TeamMoved(Moved),
+    Retention(crate::retention::Status),
+    RetentionList {
+        cases: Vec<crate::retention::Status>,
+    },
 }
 
 /// Runs `act` as `by` at `now_ms`.
@@ -455,6 +514,17 @@ pub fn perform(store: &dyn Store, by: By, act: Act, now_ms: i64) -> Result<Outco
         Act::SarFulfil { request } => {
             Outcome::SarFulfilled(crate::subject_access::fulfil(store, by, request, now_ms)?)
         }
+        Act::RetentionList { due } => Outcome::RetentionList {
+            cases: crate::retention::list(store, due, now_ms)?,
+        },
+        act @ (Act::RetentionSet { .. }
+        | Act::RetentionClose { .. }
+        | Act::RetentionReopen { .. }
+        | Act::RetentionHold { .. }
+        | Act::RetentionRelease { .. }
+        | Act::RetentionShow { .. }
+        | Act::RetentionApprove { .. }
+        | Act::RetentionDispose { .. }) => Outcome::Retention(retention(store, by, act, now_ms)?),
         act => controllers(store, by, act, now_ms)?,
     })
 }
@@ -523,6 +593,34 @@ fn controllers(store: &dyn Store, by: By, act: Act, now_ms: i64) -> Result<Outco
             )));
         }
     })
+}
+
+/// The retention acts that answer one case's retention ([`crate::retention`]).
+fn retention(
+    store: &dyn Store,
+    by: By,
+    act: Act,
+    now_ms: i64,
+) -> Result<crate::retention::Status, AdminError> {
+    use crate::retention as r;
+    match act {
+        Act::RetentionSet { case, class, born } => {
+            r::set(store, by, case, (class, born.as_deref()), now_ms)
+        }
+        Act::RetentionClose { case, last_contact } => {
+            r::close(store, by, case, last_contact.as_deref(), now_ms)
+        }
+        Act::RetentionReopen { case } => r::reopen(store, by, case, now_ms),
+        Act::RetentionHold { case, reason } => r::hold(store, by, case, reason, now_ms),
+        Act::RetentionRelease { case, hold } => r::release(store, by, case, hold, now_ms),
+        Act::RetentionShow { case } => r::show(store, case, now_ms),
+        Act::RetentionApprove { case } => r::approve(store, by, case, now_ms),
+        Act::RetentionDispose { case } => r::dispose(store, by, case, now_ms),
+        other => Err(AdminError::Failed(format!(
+            "{} is not a retention act",
+            other.tag()
+        ))),
+    }
 }
 
 fn staff_team(

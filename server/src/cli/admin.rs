@@ -286,5 +286,7 @@ pub fn render(outcome: &Outcome, json: bool) -> String {
         Outcome::Agreements { agreements, objections } => super::controllers::render_list(agreements, objections, json),
         Outcome::Objection { case_id, objection, .. } => super::controllers::render_objection(case_id, objection),
         Outcome::TeamMoved(m) => super::controllers::render_moved(m),
+        Outcome::Retention(s) => super::retention::render_one(s, json),
+        Outcome::RetentionList { cases } => super::retention::render_list(cases, json),
     }
 }

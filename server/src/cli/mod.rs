@@ -278,6 +278,11 @@ enum AdminCommand {
         #[command(subcommand)]
         action: controllers::AgreementCommand,
     },
+    /// Retention: a record's class, closure, legal holds, and disposal once due and approved.
+    Retention {
+        #[command(subcommand)]
+        action: retention::RetentionCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -410,6 +415,7 @@ const MIB: u64 = 1024 * 1024;
 
 mod admin;
 mod controllers;
+mod retention;
 mod sar;
 mod store;
 mod tls;
@@ -598,6 +604,7 @@ fn admin_act(action: AdminCommand) -> anyhow::Result<(Act, bool)> {
         AdminCommand::Restored => (Act::Restored, false),
         AdminCommand::Backup { .. } => anyhow::bail!("`admin backup` is not an act"),
         AdminCommand::Sar { action } => sar::act(action),
+        AdminCommand::Retention { action } => retention::act(action),
         AdminCommand::Quarantine {
             action: QuarantineCommand::List { json },
         } => (Act::QuarantineList, json),

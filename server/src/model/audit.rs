@@ -56,6 +56,9 @@ pub enum AuditKind {
     DeviceView,
     /// A subject access request was opened, or fulfilled, by an administrator.
     SubjectAccess,
+    /// A record's retention changed: classified, closed, reopened, held, released, approved for
+    /// disposal, disposed of ([`crate::retention`]).
+    Retention,
 }
 
 impl AuditKind {
@@ -75,6 +78,7 @@ impl AuditKind {
             AuditKind::KeyEscrow => "key_escrow",
             AuditKind::DeviceView => "device_view",
             AuditKind::SubjectAccess => "subject_access",
+            AuditKind::Retention => "retention",
         }
     }
 }
