@@ -626,6 +626,11 @@ const _: () = assert!(DEVICE_STALE_AFTER_MS < DEVICE_LOCK_AFTER_MS_DEFAULT);
 /// open and fulfilment, so this bounds that value (about 300 bytes each, 300 KB at the limit).
 pub const SUBJECT_ACCESS_OPEN_MAX: usize = 1_000;
 
+/// Most legal holds on one record at once. A record under hold is held by one or two proceedings
+/// at a time (a claim, an inquiry); each hold is kept in the case's retention value, so this
+/// bounds that value.
+pub const RETENTION_HOLDS_MAX: usize = 16;
+
 /// The automerge-repo endpoint (`GET /v1/repo`, issue 14). One WebSocket message (a CBOR
 /// envelope around one Automerge sync message): the sync protocol sends one document's missing
 /// changes in one message, so this must hold the largest change a device may push, with room
@@ -658,6 +663,16 @@ pub const APP_FILE_BYTES_MAX: u64 = 16 * 1024 * 1024;
 const _: () = assert!(REPO_MESSAGE_BYTES_MAX > CHANGE_BYTES_MAX);
 // One message never holds more than a sync request may: the push it becomes is judged alike.
 const _: () = assert!(REPO_MESSAGE_BYTES_MAX <= REQUEST_BYTES_MAX);
+
+/// Data-sharing agreements in force at once (`casenote-server admin agreement add`). One per
+/// pair of organisations that share: an integrated care system has tens of controllers (councils,
+/// trusts, hospices, GP federations), so a few hundred pairs at most. They are one stored value
+/// read at every authentication (about 250 bytes each, 250 KB at the limit).
+pub const AGREEMENTS_MAX: usize = 1_000;
+/// Objections to sharing recorded at once (`admin case object`). Objections are rare (a borough's
+/// caseload of tens of thousands sees dozens a year); they live in the same value as the
+/// agreements, read at every authentication (about 300 bytes each, 1.5 MB at the limit).
+pub const OBJECTIONS_MAX: usize = 5_000;
 
 // Sealed sections and break-glass (issue 16).
 

@@ -5,7 +5,9 @@
 //! The rule depends on relationship only: a member of staff may hold a document of a case when
 //! one of their teams is in the case's team around the person and, for a restricted document,
 //! also on its own access list. The `admin` role manages the service and reads no records; a
-//! revoked member of staff reads nothing. Writing follows the same rule as reading today.
+//! revoked member of staff reads nothing. A document another organisation controls is held only
+//! under a data-sharing agreement and without a standing objection on its case
+//! ([`crate::controllers::may_share`]). Writing follows the same rule as reading today.
 //!
 //! A sealed restricted document ([`DocHeader::sealed`]) is read by the same rule; staff who may
 //! read its case but not it are told it exists ([`visible_docs`]'s `sealed`, sent as stubs), and
@@ -34,7 +36,10 @@ pub fn reads_records(who: &Principal) -> bool {
 /// Whether `who` may hold a document of `case` with header `header` (`None`: a document not yet
 /// created, judged by its case alone).
 pub fn may_read(who: &Principal, case: &CaseRecord, header: Option<&DocHeader>) -> bool {
-    if !reads_records(who) || !intersects(who.teams(), &case.teams) {
+    if !reads_records(who)
+        || !intersects(who.teams(), &case.teams)
+        || !crate::controllers::may_share(who, header)
+    {
         return false;
     }
     let Some(header) = header else {

@@ -16,6 +16,8 @@
 //! It may use the store (through [`write`] and [`read`]), the model and [`crate::auth`].
 
 pub mod act;
+pub mod restructure;
+pub mod sharing;
 
 use crate::auth::{self, Issued, IssuedAdmin};
 use crate::model::{
@@ -80,6 +82,43 @@ pub enum AdminError {
     BadDate(String),
     #[error("{0} subject access requests are open, the most kept: fulfil some first")]
     TooManyRequests(usize),
+    #[error("an agreement's purpose must not be empty or longer than {max} bytes")]
+    BadPurpose { max: usize },
+    #[error("an agreement is between two different organisations")]
+    SameOrg,
+    #[error("there is no agreement in force between {a:?} and {b:?}; see `admin agreement list`")]
+    NoSuchAgreement { a: String, b: String },
+    #[error("{0} agreements are in force, the most kept: end some first")]
+    TooManyAgreements(usize),
+    #[error("case {0} has no objection to sharing recorded; see `admin agreement list`")]
+    NoObjection(CaseId),
+    #[error("{0} objections are recorded, the most kept")]
+    TooManyObjections(usize),
+    #[error(
+        "team {team} belongs to another organisation than staff member {staff}: a member of staff \
+         sits only in teams of their own organisation (`admin team move` moves a whole team)"
+    )]
+    TeamOfAnotherOrg { staff: StaffId, team: TeamId },
+    #[error(
+        "team {team:?} belongs to {other:?}, not to {org:?}: a member of staff sits only in teams \
+         of their own organisation"
+    )]
+    TeamOfAnotherOrgNamed {
+        org: String,
+        team: String,
+        other: String,
+    },
+    #[error("team {0} already belongs to that organisation")]
+    TeamAlreadyInOrg(TeamId),
+    #[error(
+        "these members of the team are also on other teams of its organisation: {}; take them \
+         off those teams first, or pass --leave-other-teams to have the move do it",
+        .0.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    )]
+    MembersOnOtherTeams(Vec<StaffId>),
+    /// An act refused by the state of what it acts on (a retention step out of order).
+    #[error("{0}")]
+    Refused(String),
     #[error("{0}")]
     Failed(String),
     #[error(transparent)]
@@ -170,6 +209,8 @@ pub fn add_org(store: &dyn Store, by: By, name: &str, now_ms: i64) -> Result<Org
             org_id: OrgId::new_random(),
             name: name.into(),
         };
+        // A store without recorded agreements records what was in force before this org.
+        crate::controllers::ensure_recorded(txn, now_ms)?;
         txn.put_org(&org)?;
         let details = json!({"action": "org_add", "org_id": org.org_id});
         txn.audit_append(admin_record(now_ms, by, details))?;
@@ -228,10 +269,9 @@ pub fn add_staff(
         let org = org_named(txn, new.org)?;
         let mut teams = Vec::new();
         for t in new.teams {
-            let team = find_team(txn, org.org_id, t)?.ok_or_else(|| AdminError::NoSuchTeam {
-                org: org.name.clone(),
-                team: t.clone(),
-            })?;
+            let Some(team) = find_team(txn, org.org_id, t)? else {
+                return Err(no_team_in(txn, &org, t)?.into());
+            };
             if !teams.contains(&team.team_id) {
                 teams.push(team.team_id);
             }
@@ -249,6 +289,23 @@ pub fn add_staff(
                              "teams": staff.teams});
         txn.audit_append(admin_record(now_ms, by, details).staff(staff.staff_id))?;
         Ok(staff)
+    })
+}
+
+/// Why organisation `org` has no team named `name`: it belongs to another organisation, or to
+/// none.
+fn no_team_in(txn: &mut dyn Txn, org: &Org, name: &str) -> Result<AdminError, StoreError> {
+    let elsewhere = txn.teams()?.into_iter().find(|t| t.name == name);
+    Ok(match elsewhere {
+        Some(t) => AdminError::TeamOfAnotherOrgNamed {
+            org: org.name.clone(),
+            team: name.into(),
+            other: txn.org(t.org_id)?.map(|o| o.name).unwrap_or_default(),
+        },
+        None => AdminError::NoSuchTeam {
+            org: org.name.clone(),
+            team: name.into(),
+        },
     })
 }
 
@@ -473,10 +530,13 @@ fn staff_team(
     now_ms: i64,
 ) -> Result<bool, AdminError> {
     act(store, |txn| {
-        team_exists(txn, team)?;
+        let found = txn.team(team)?.ok_or(AdminError::NoSuchTeamId(team))?;
         let mut s = txn.staff(staff)?.ok_or(AdminError::NoSuchStaffId(staff))?;
         if s.teams.contains(&team) == add {
             return Ok(false);
+        }
+        if add && found.org_id != s.org_id {
+            return Err(AdminError::TeamOfAnotherOrg { staff, team }.into());
         }
         if add {
             s.teams.push(team);

@@ -132,6 +132,9 @@ pub fn authenticate_admin(
 pub struct Principal {
     pub device_id: DeviceId,
     pub staff: Staff,
+    /// What their organisation may read of other controllers' documents, as of this request
+    /// ([`crate::controllers`]).
+    pub shares: std::sync::Arc<crate::controllers::Shares>,
 }
 
 impl Principal {
@@ -304,6 +307,7 @@ pub fn authenticate_in(txn: &mut dyn Txn, token: &str) -> Result<Authenticated, 
         Some(staff) if staff.revoked => revoked,
         Some(staff) => Authenticated::Ok(Principal {
             device_id: rec.device_id,
+            shares: crate::controllers::shares_of(txn, staff.org_id)?,
             staff,
         }),
         None => Authenticated::Unknown,

@@ -451,8 +451,18 @@ fn every_admin_act_runs_over_the_api_audited_with_the_admins_id_and_prints_as_of
         "--team",
         "Night Team",
     ]);
+    // A member of staff joins only teams of their own organisation (issue 16).
     ok(&[
-        "admin", "staff", "add-team", "--staff", &staff, "--team", "Ward 7",
+        "admin",
+        "team",
+        "add",
+        "--org",
+        "Vale Hospice",
+        "--name",
+        "Day Team",
+    ]);
+    ok(&[
+        "admin", "staff", "add-team", "--staff", &staff, "--team", "Day Team",
     ]);
     ok(&[
         "admin",
@@ -461,7 +471,35 @@ fn every_admin_act_runs_over_the_api_audited_with_the_admins_id_and_prints_as_of
         "--staff",
         &staff,
         "--team",
-        "Ward 7",
+        "Day Team",
+    ]);
+    // Controllers: an agreement, an objection and its override, a team move.
+    let hospice_trust = ["--between", "Vale Hospice", "--and", "Castlebridge Council"];
+    ok(&[&["admin", "agreement", "add"][..], &hospice_trust[..]].concat());
+    ok(&[&["admin", "agreement", "end"][..], &hospice_trust[..]].concat());
+    ok(&["admin", "agreement", "list"]);
+    ok(&["admin", "case", "object", "--case", &peggy]);
+    ok(&[
+        "admin",
+        "case",
+        "override",
+        "--case",
+        &peggy,
+        "--reason-category",
+        "vital-interests",
+    ]);
+    ok(&["admin", "case", "override-end", "--case", &peggy]);
+    ok(&["admin", "case", "object-withdraw", "--case", &peggy]);
+    ok(&[
+        "admin",
+        "team",
+        "move",
+        "--team",
+        "Day Team",
+        "--to-org",
+        "Castlebridge Council",
+        "--records",
+        "stay",
     ]);
     let token = ok(&["admin", "token", "issue", "--staff", "New Nurse"]);
     assert!(token.starts_with("cn_"));
@@ -548,10 +586,11 @@ fn every_admin_act_runs_over_the_api_audited_with_the_admins_id_and_prints_as_of
     assert!(String::from_utf8_lossy(&missing.stderr).contains("not_found"));
 
     // The same listings over the API as from the stopped store.
-    let reads: [&[&str]; 3] = [
+    let reads: [&[&str]; 4] = [
         &["admin", "list", "--json"],
         &["admin", "case", "show", "--case", &daniel, "--json"],
         &["admin", "quarantine", "list", "--json"],
+        &["admin", "agreement", "list", "--json"],
     ];
     let online: Vec<String> = reads.iter().map(|r| ok(r)).collect();
     let audit_online = api_json(&server, &admin, &["audit", "show", "--json"]);
@@ -587,6 +626,13 @@ fn every_admin_act_runs_over_the_api_audited_with_the_admins_id_and_prints_as_of
         "case_remove_team",
         "restricted_grant",
         "restricted_revoke",
+        "agreement_add",
+        "agreement_end",
+        "case_object",
+        "case_override",
+        "case_override_end",
+        "case_object_withdraw",
+        "team_move",
     ] {
         assert!(done("access_change", Some(action)), "{action}");
     }

@@ -1,6 +1,7 @@
 //! Admin acts as data: [`Act`] names one act of `casenote-server admin` (and `audit verify`,
 //! `audit show`, `export`, the subject access requests `sar open`, `sar list`, `sar fulfil`, the
-//! break-glass records `break-glass list`, `break-glass review`), [`perform`] runs it through the admin service and returns an
+//! controllers' `agreement add|end|list`, `case object|object-withdraw|override|override-end`
+//! and `team move`, the break-glass records `break-glass list|review`), [`perform`] runs it through the admin service and returns an
 //! [`Outcome`], the typed value both the command line and the admin API hand on. The CLI builds an
 //! `Act` from its arguments and either performs it on a stopped store or sends it to a running
 //! server (`POST /v1/admin/{path}`, [`Act::path`]), which performs it and answers the `Outcome` as
@@ -10,7 +11,10 @@
 //! Nothing here returns a token except one just issued, and nothing returns record content but
 //! `export`, which is audited.
 
+use super::restructure::{Move, Moved, Records};
+use super::sharing::AgreementRow;
 use super::{AdminError, CaseSummary, Directory, NewStaff, Restored};
+use crate::controllers::{Agreement, Objection, ObjectionReason, OverrideReason};
 use crate::model::{AuditEntry, By, Org, QuarantineEntry, Role, Staff, Team};
 use crate::store::Store;
 use casenote_protocol::{CaseId, DeviceId, DocId, StaffId, TeamId};
@@ -107,6 +111,95 @@ pub enum Act {
     BreakGlassReview {
         id: uuid::Uuid,
     },
+    /// Records a data-sharing agreement between two organisations (by exact name).
+    AgreementAdd {
+        between: String,
+        and: String,
+        #[serde(default)]
+        purpose: Option<String>,
+    },
+    /// Ends the agreement in force between two organisations.
+    AgreementEnd {
+        between: String,
+        and: String,
+    },
+    /// The agreements in force and the objections recorded.
+    AgreementList,
+    /// Records a person's objection to sharing their record between controllers.
+    CaseObject {
+        case: CaseId,
+        #[serde(default = "person")]
+        reason_category: ObjectionReason,
+    },
+    /// Withdraws the objection (and any override of it).
+    CaseObjectWithdraw {
+        case: CaseId,
+    },
+    /// Overrides the objection, with its reason: sharing goes on under the agreements.
+    CaseOverride {
+        case: CaseId,
+        reason_category: OverrideReason,
+    },
+    /// Ends the override: the objection stands again.
+    CaseOverrideEnd {
+        case: CaseId,
+    },
+    /// Moves a team, with its staff, to another organisation.
+    TeamMove {
+        team: String,
+        to_org: String,
+        records: Records,
+        #[serde(default)]
+        leave_other_teams: bool,
+    },
+    /// Sets a case's retention class (`born`, `YYYY-MM-DD`, for `children`).
+    RetentionSet {
+        case: CaseId,
+        class: crate::retention::Class,
+        #[serde(default)]
+        born: Option<String>,
+    },
+    /// Closes a case on its day of last contact (today if absent): the retention clock starts.
+    RetentionClose {
+        case: CaseId,
+        #[serde(default)]
+        last_contact: Option<String>,
+    },
+    /// Reopens a closed case: the retention clock stops.
+    RetentionReopen {
+        case: CaseId,
+    },
+    /// Places a legal hold on a case's record.
+    RetentionHold {
+        case: CaseId,
+        reason: crate::retention::HoldReason,
+    },
+    /// Releases a legal hold.
+    RetentionRelease {
+        case: CaseId,
+        hold: uuid::Uuid,
+    },
+    /// One case's retention.
+    RetentionShow {
+        case: CaseId,
+    },
+    /// The classified cases (`due`: only those past their due day).
+    RetentionList {
+        #[serde(default)]
+        due: bool,
+    },
+    /// Approves the disposal of a due record.
+    RetentionApprove {
+        case: CaseId,
+    },
+    /// Disposes of an approved record: every device deletes it; a stub is left.
+    RetentionDispose {
+        case: CaseId,
+    },
+}
+
+fn person() -> ObjectionReason {
+    ObjectionReason::Person
 }
 
 /// Each act's tag and its path under `/v1/admin/` (the CLI's subcommand words).
@@ -137,6 +230,23 @@ pub const PATHS: &[(&str, &str)] = &[
     ("sar_fulfil", "sar/fulfil"),
     ("break_glass_list", "break-glass/list"),
     ("break_glass_review", "break-glass/review"),
+    ("agreement_add", "agreement/add"),
+    ("agreement_end", "agreement/end"),
+    ("agreement_list", "agreement/list"),
+    ("case_object", "case/object"),
+    ("case_object_withdraw", "case/object-withdraw"),
+    ("case_override", "case/override"),
+    ("case_override_end", "case/override-end"),
+    ("team_move", "team/move"),
+    ("retention_set", "retention/set"),
+    ("retention_close", "retention/close"),
+    ("retention_reopen", "retention/reopen"),
+    ("retention_hold", "retention/hold"),
+    ("retention_release", "retention/release"),
+    ("retention_show", "retention/show"),
+    ("retention_list", "retention/list"),
+    ("retention_approve", "retention/approve"),
+    ("retention_dispose", "retention/dispose"),
 ];
 
 impl Act {
@@ -183,6 +293,9 @@ impl Act {
                 | Act::AuditShow { .. }
                 | Act::SarList
                 | Act::BreakGlassList
+                | Act::AgreementList
+                | Act::RetentionShow { .. }
+                | Act::RetentionList { .. }
         )
     }
 }
@@ -300,6 +413,29 @@ pub enum Outcome {
         records: Vec<crate::break_glass::Record>,
     },
     BreakGlassReviewed(crate::break_glass::Record),
+    /// The agreement in force between two organisations, and whether this act made it.
+    Agreement {
+        agreement: Agreement,
+        changed: bool,
+    },
+    AgreementEnded {
+        agreement: Agreement,
+    },
+    Agreements {
+        agreements: Vec<AgreementRow>,
+        objections: Vec<Objection>,
+    },
+    /// A case's objection as it now stands (`None`: none), and whether this act changed it.
+    Objection {
+        case_id: CaseId,
+        objection: Option<Objection>,
+        changed: bool,
+    },
+    TeamMoved(Moved),
+    Retention(crate::retention::Status),
+    RetentionList {
+        cases: Vec<crate::retention::Status>,
+    },
 }
 
 /// Runs `act` as `by` at `now_ms`.
@@ -397,7 +533,113 @@ pub fn perform(store: &dyn Store, by: By, act: Act, now_ms: i64) -> Result<Outco
         Act::BreakGlassReview { id } => {
             Outcome::BreakGlassReviewed(crate::break_glass::review(store, by, id, now_ms)?)
         }
+        Act::RetentionList { due } => Outcome::RetentionList {
+            cases: crate::retention::list(store, due, now_ms)?,
+        },
+        act @ (Act::RetentionSet { .. }
+        | Act::RetentionClose { .. }
+        | Act::RetentionReopen { .. }
+        | Act::RetentionHold { .. }
+        | Act::RetentionRelease { .. }
+        | Act::RetentionShow { .. }
+        | Act::RetentionApprove { .. }
+        | Act::RetentionDispose { .. }) => Outcome::Retention(retention(store, by, act, now_ms)?),
+        act => controllers(store, by, act, now_ms)?,
     })
+}
+
+/// The acts on controllers, agreements, objections and restructures.
+fn controllers(store: &dyn Store, by: By, act: Act, now_ms: i64) -> Result<Outcome, AdminError> {
+    use super::sharing::{self as s, ObjectionAct as O};
+    let objection = |case_id, what| {
+        let (objection, changed) = s::objection(store, by, case_id, what, now_ms)?;
+        Ok::<_, AdminError>(Outcome::Objection {
+            case_id,
+            objection,
+            changed,
+        })
+    };
+    Ok(match act {
+        Act::AgreementAdd {
+            between,
+            and,
+            purpose,
+        } => {
+            let orgs = (between.as_str(), and.as_str());
+            let (agreement, changed) =
+                s::agreement_add(store, by, orgs, purpose.as_deref(), now_ms)?;
+            Outcome::Agreement { agreement, changed }
+        }
+        Act::AgreementEnd { between, and } => Outcome::AgreementEnded {
+            agreement: s::agreement_end(store, by, (&between, &and), now_ms)?,
+        },
+        Act::AgreementList => {
+            let (agreements, objections) = s::agreements(store)?;
+            Outcome::Agreements {
+                agreements,
+                objections,
+            }
+        }
+        Act::CaseObject {
+            case,
+            reason_category,
+        } => objection(case, O::Record(reason_category))?,
+        Act::CaseObjectWithdraw { case } => objection(case, O::Withdraw)?,
+        Act::CaseOverride {
+            case,
+            reason_category,
+        } => objection(case, O::Override(reason_category))?,
+        Act::CaseOverrideEnd { case } => objection(case, O::EndOverride)?,
+        Act::TeamMove {
+            team,
+            to_org,
+            records,
+            leave_other_teams,
+        } => {
+            let team = super::find_team_any(store, &team)?.team_id;
+            let m = Move {
+                team,
+                to_org: &to_org,
+                records,
+                leave_other_teams,
+            };
+            Outcome::TeamMoved(super::restructure::team_move(store, by, m, now_ms)?)
+        }
+        other => {
+            let tag = other.tag();
+            return Err(AdminError::Failed(format!(
+                "the act {tag} is not one of controllers"
+            )));
+        }
+    })
+}
+
+/// The retention acts that answer one case's retention ([`crate::retention`]).
+fn retention(
+    store: &dyn Store,
+    by: By,
+    act: Act,
+    now_ms: i64,
+) -> Result<crate::retention::Status, AdminError> {
+    use crate::retention as r;
+    match act {
+        Act::RetentionSet { case, class, born } => {
+            r::set(store, by, case, (class, born.as_deref()), now_ms)
+        }
+        Act::RetentionClose { case, last_contact } => {
+            r::close(store, by, case, last_contact.as_deref(), now_ms)
+        }
+        Act::RetentionReopen { case } => r::reopen(store, by, case, now_ms),
+        Act::RetentionHold { case, reason } => r::hold(store, by, case, reason, now_ms),
+        Act::RetentionRelease { case, hold } => r::release(store, by, case, hold, now_ms),
+        Act::RetentionShow { case } => r::show(store, case, now_ms),
+        Act::RetentionApprove { case } => r::approve(store, by, case, now_ms),
+        Act::RetentionDispose { case } => r::dispose(store, by, case, now_ms),
+        other => Err(AdminError::Failed(format!(
+            "{} is not a retention act",
+            other.tag()
+        ))),
+    }
 }
 
 fn staff_team(

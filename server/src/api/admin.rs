@@ -130,6 +130,8 @@ fn refused(e: AdminError) -> ApiError {
         | E::NoSuchDocument(_)
         | E::NoSuchAdminToken(_)
         | E::NoSuchRequest(_)
+        | E::NoSuchAgreement { .. }
+        | E::NoObjection(_)
         | E::NoSuchBreakGlass(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
         _ => (StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidRequest),
     };

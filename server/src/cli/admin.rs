@@ -281,6 +281,13 @@ pub fn render(outcome: &Outcome, json: bool) -> String {
         Outcome::SarOpened(r) => super::sar::render_opened(r),
         Outcome::SarList { requests } => super::sar::render_list(requests, json),
         Outcome::SarFulfilled(f) => super::sar::render_fulfilled(f, "record built"),
+        Outcome::Agreement { agreement, .. } => super::controllers::render_agreement(agreement, "in force"),
+        Outcome::AgreementEnded { agreement } => super::controllers::render_agreement(agreement, "ended"),
+        Outcome::Agreements { agreements, objections } => super::controllers::render_list(agreements, objections, json),
+        Outcome::Objection { case_id, objection, .. } => super::controllers::render_objection(case_id, objection),
+        Outcome::TeamMoved(m) => super::controllers::render_moved(m),
+        Outcome::Retention(s) => super::retention::render_one(s, json),
+        Outcome::RetentionList { cases } => super::retention::render_list(cases, json),
         Outcome::BreakGlassList { records } => super::break_glass::render_list(records, json),
         Outcome::BreakGlassReviewed(r) => super::break_glass::render_reviewed(r),
     }

@@ -271,6 +271,9 @@ impl<'a> Loader<'a> {
                 admin::add_org(store, By::Cli, org, now_ms)?;
             }
         }
+        // The council and the trust share the records of the people both serve (DEMO.md).
+        let purpose = "integrated health and social care in Castlebridge";
+        admin::sharing::agreement_add(store, By::Cli, (COUNCIL, TRUST), Some(purpose), now_ms)?;
         let mut teams = HashMap::new();
         for (org, team) in TEAMS {
             let found = read(store, |t| match admin::find_org(t, org)? {
@@ -344,9 +347,14 @@ impl<'a> Loader<'a> {
             .into_iter()
             .map(|mut c| ByteBuf::from(c.bytes().into_owned()))
             .collect();
+        let staff = self.who(name).clone();
+        let shares = read(self.store, |t| {
+            crate::controllers::shares_of(t, staff.org_id)
+        })?;
         let who = Principal {
             device_id: self.devices[name],
-            staff: self.who(name).clone(),
+            staff,
+            shares,
         };
         let out = sync::push(
             self.store,

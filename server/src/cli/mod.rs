@@ -189,6 +189,8 @@ enum CaseCommand {
         #[arg(long)]
         json: bool,
     },
+    #[command(flatten)]
+    Objection(controllers::ObjectionCommand),
 }
 
 #[derive(Subcommand)]
@@ -271,6 +273,16 @@ enum AdminCommand {
         #[command(subcommand)]
         action: sar::SarCommand,
     },
+    /// Data-sharing agreements between organisations (data controllers).
+    Agreement {
+        #[command(subcommand)]
+        action: controllers::AgreementCommand,
+    },
+    /// Retention: a record's class, closure, legal holds, and disposal once due and approved.
+    Retention {
+        #[command(subcommand)]
+        action: retention::RetentionCommand,
+    },
     /// Break-glass grants on sealed sections: the IG lead lists them and marks them reviewed.
     BreakGlass {
         #[command(subcommand)]
@@ -325,6 +337,8 @@ enum TeamCommand {
         #[arg(long)]
         name: String,
     },
+    #[command(flatten)]
+    Move(controllers::TeamMoveCommand),
 }
 
 #[derive(Subcommand)]
@@ -406,6 +420,8 @@ const MIB: u64 = 1024 * 1024;
 
 mod admin;
 mod break_glass;
+mod controllers;
+mod retention;
 mod sar;
 mod store;
 mod tls;
@@ -576,6 +592,10 @@ fn admin_act(action: AdminCommand) -> anyhow::Result<(Act, bool)> {
         AdminCommand::Team {
             action: TeamCommand::Add { org, name },
         } => (Act::TeamAdd { org, name }, false),
+        AdminCommand::Team {
+            action: TeamCommand::Move(m),
+        } => (controllers::team_move_act(m), false),
+        AdminCommand::Agreement { action } => controllers::agreement_act(action),
         AdminCommand::Staff { action } => (staff_act(action)?, false),
         AdminCommand::Token { action } => token_act(action),
         AdminCommand::Case { action } => case_act(action),
@@ -590,6 +610,7 @@ fn admin_act(action: AdminCommand) -> anyhow::Result<(Act, bool)> {
         AdminCommand::Restored => (Act::Restored, false),
         AdminCommand::Backup { .. } => anyhow::bail!("`admin backup` is not an act"),
         AdminCommand::Sar { action } => sar::act(action),
+        AdminCommand::Retention { action } => retention::act(action),
         AdminCommand::BreakGlass { action } => break_glass::act(action),
         AdminCommand::Quarantine {
             action: QuarantineCommand::List { json },
@@ -636,6 +657,7 @@ fn case_act(action: CaseCommand) -> (Act, bool) {
         CaseCommand::AddTeam { case, team } => (Act::CaseAddTeam { case, team }, false),
         CaseCommand::RemoveTeam { case, team } => (Act::CaseRemoveTeam { case, team }, false),
         CaseCommand::Show { case, json } => (Act::CaseShow { case }, json),
+        CaseCommand::Objection(o) => (controllers::objection_act(o), false),
     }
 }
 

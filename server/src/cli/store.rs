@@ -51,6 +51,12 @@ impl StoreArgs {
     /// offline commands have no log. A sled store opened here has no free-space floor (`serve`
     /// sets its own): revoking a lost device must work on a nearly full disk.
     pub fn open(&self) -> anyhow::Result<Opened> {
+        let opened = self.open_plain()?;
+        adopt_agreements(&*opened.store());
+        Ok(opened)
+    }
+
+    fn open_plain(&self) -> anyhow::Result<Opened> {
         if let Some(url) = &self.postgres {
             return Ok(Opened::Postgres(Arc::new(PgStore::open(url)?)));
         }
@@ -128,6 +134,23 @@ impl StoreArgs {
         self.data
             .as_deref()
             .ok_or_else(|| anyhow::anyhow!("give --data DIR or --postgres URL"))
+    }
+}
+
+/// A store written before agreements existed records the sharing it always had
+/// ([`crate::controllers::adopt_at_open`]). A store that cannot write now still reads that way, so
+/// a failure is said and the open goes on.
+fn adopt_agreements(store: &dyn crate::store::Store) {
+    match crate::controllers::adopt_at_open(store, crate::now_ms()) {
+        Ok(0) => {}
+        Ok(n) => eprintln!(
+            "casenote-server: recorded {n} data-sharing agreement(s) between the organisations \
+             that shared before agreements existed (see `admin agreement list`)"
+        ),
+        Err(e) => eprintln!(
+            "casenote-server: warning: could not record the agreements in force before this \
+             version ({e}); they are read as in force until it can"
+        ),
     }
 }
 

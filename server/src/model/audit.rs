@@ -56,6 +56,9 @@ pub enum AuditKind {
     DeviceView,
     /// A subject access request was opened, or fulfilled, by an administrator.
     SubjectAccess,
+    /// A record's retention changed: classified, closed, reopened, held, released, approved for
+    /// disposal, disposed of ([`crate::retention`]).
+    Retention,
     /// Break-glass on a sealed section: a grant (ids, the reason's category and the hash of its
     /// text, never the text), its lapse, the IG lead's review.
     BreakGlass,
@@ -78,6 +81,7 @@ impl AuditKind {
             AuditKind::KeyEscrow => "key_escrow",
             AuditKind::DeviceView => "device_view",
             AuditKind::SubjectAccess => "subject_access",
+            AuditKind::Retention => "retention",
             AuditKind::BreakGlass => "break_glass",
         }
     }

@@ -45,12 +45,13 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The meta values of the application (not of a backend) that move with a store: the demo's
-/// marker, the admin tokens, the open subject access requests and the break-glass records with
-/// the next lapse. A new one must be added here.
+/// marker, the admin tokens, the open subject access requests, the data-sharing agreements and
+/// objections, and the break-glass records with the next lapse. A new one must be added here.
 pub const META_KEYS: &[&str] = &[
     "demo",
     crate::model::directory::ADMIN_TOKENS_KEY,
     crate::model::directory::SUBJECT_ACCESS_OPEN_KEY,
+    crate::controllers::META_KEY,
     crate::break_glass::META_KEY,
     crate::break_glass::NEXT_LAPSE_KEY,
 ];
