@@ -309,7 +309,6 @@ mod tests {
     use super::*;
     use crate::model::{CaseRecord, DocHeader, DocRecord};
     use crate::testkit;
-    use casenote_protocol::OrgId;
 
     /// A store with Alice and Bob (North) and Carol (South) on a case of both teams, and a
     /// section of North's only: sealed or hidden.
@@ -329,7 +328,7 @@ mod tests {
             .map(|(_, token)| testkit::principal(&*store, &token));
         let case = CaseRecord {
             case_id: CaseId::new_random(),
-            owner_org: OrgId::new_random(),
+            owner_org: who[0].staff.org_id,
             teams: vec![who[0].teams()[0], who[2].teams()[0]],
             created_ms: 0,
         };
