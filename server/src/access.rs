@@ -59,10 +59,14 @@ pub fn granted(who: &Principal, header: &DocHeader, now_ms: i64) -> bool {
         .any(|g| g.staff_id == who.staff_id() && g.expires_ms > now_ms)
 }
 
-/// Whether `who` is to be told of the sealed section `header` without reading it: they may read
-/// its case, it is sealed, and they may not read it.
+/// Whether `who` is to be told of the sealed section `header` without reading it: it is sealed,
+/// they may read its case and its controller shares it with theirs, and only its access list
+/// keeps them out. A section another controller does not share is not theirs to know of.
 pub fn sees_sealed(who: &Principal, case: &CaseRecord, header: &DocHeader) -> bool {
-    header.sealed && may_read(who, case, None) && !may_read(who, case, Some(header))
+    header.sealed
+        && may_read(who, case, None)
+        && crate::controllers::may_share(who, Some(header))
+        && !may_read(who, case, Some(header))
 }
 
 /// Whether `who` may write a document of `case`. Today the same rule as reading.
@@ -157,7 +161,7 @@ pub fn visible_docs(txn: &mut dyn Txn, who: &Principal) -> Result<Visible, Store
                 if let Some(rec) = txn.doc(doc_id)? {
                     if may_read(who, &case, Some(&rec.header)) {
                         out.readable.insert(doc_id);
-                    } else if rec.header.sealed {
+                    } else if sees_sealed(who, &case, &rec.header) {
                         out.sealed.insert(doc_id);
                     }
                 }

@@ -309,6 +309,7 @@ mod tests {
     use super::*;
     use crate::model::{CaseRecord, DocHeader, DocRecord};
     use crate::testkit;
+    use casenote_protocol::OrgId;
 
     /// A store with Alice and Bob (North) and Carol (South) on a case of both teams, and a
     /// section of North's only: sealed or hidden.
@@ -400,6 +401,23 @@ mod tests {
         assert!(matches!(
             review(&*store, By::Cli, g.grant_id, now),
             Err(crate::admin::AdminError::NoSuchBreakGlass(_))
+        ));
+    }
+
+    #[test]
+    fn a_sealed_section_of_a_controller_that_does_not_share_is_neither_told_of_nor_broken_into() {
+        let (_dir, store, [_, _, carol], doc) = world(true);
+        write(&*store, |t| {
+            let mut rec = t.doc(doc)?.unwrap();
+            rec.header.owner_org = OrgId::new_random();
+            t.put_doc(&rec)
+        })
+        .unwrap();
+        let visible = read(&*store, |t| access::visible_docs(t, &carol)).unwrap();
+        assert!(!visible.sealed.contains(&doc));
+        assert!(matches!(
+            grant(&*store, &carol, &asks(doc, "why"), crate::now_ms()),
+            Err(Refusal::NotSealed(_))
         ));
     }
 
