@@ -163,7 +163,7 @@ impl Cluster {
     fn pg_ctl_start(&self, options: &Options) -> io::Result<()> {
         let dir = self.dir.path();
         let mut settings = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300 -c wal_recycle=off",
             self.port,
             dir.display()
         );

@@ -100,6 +100,14 @@ pub enum Act {
     SarFulfil {
         request: uuid::Uuid,
     },
+    /// Moves a filed note from the wrong person's record to `to_case` (`crate::misfile`).
+    NoteMisfiled {
+        note: DocId,
+        to_case: CaseId,
+        reason_category: String,
+        #[serde(default)]
+        reason: Option<String>,
+    },
 }
 
 /// Each act's tag and its path under `/v1/admin/` (the CLI's subcommand words).
@@ -128,6 +136,7 @@ pub const PATHS: &[(&str, &str)] = &[
     ("sar_open", "sar/open"),
     ("sar_list", "sar/list"),
     ("sar_fulfil", "sar/fulfil"),
+    ("note_misfiled", "note/misfiled"),
 ];
 
 impl Act {
@@ -286,6 +295,7 @@ pub enum Outcome {
         requests: Vec<crate::subject_access::Listed>,
     },
     SarFulfilled(crate::subject_access::Fulfilled),
+    NoteMisfiled(crate::misfile::Misfiled),
 }
 
 /// Runs `act` as `by` at `now_ms`.
@@ -376,6 +386,20 @@ pub fn perform(store: &dyn Store, by: By, act: Act, now_ms: i64) -> Result<Outco
         },
         Act::SarFulfil { request } => {
             Outcome::SarFulfilled(crate::subject_access::fulfil(store, by, request, now_ms)?)
+        }
+        Act::NoteMisfiled {
+            note,
+            to_case,
+            reason_category,
+            reason,
+        } => {
+            let m = crate::misfile::Misfile {
+                note,
+                to_case,
+                category: &reason_category,
+                reason: reason.as_deref(),
+            };
+            Outcome::NoteMisfiled(crate::misfile::misfile(store, by, &m, now_ms)?)
         }
     })
 }

@@ -281,5 +281,6 @@ pub fn render(outcome: &Outcome, json: bool) -> String {
         Outcome::SarOpened(r) => super::sar::render_opened(r),
         Outcome::SarList { requests } => super::sar::render_list(requests, json),
         Outcome::SarFulfilled(f) => super::sar::render_fulfilled(f, "record built"),
+        Outcome::NoteMisfiled(m) => super::note::render(m),
     }
 }

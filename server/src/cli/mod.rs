@@ -137,6 +137,13 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Rewrite a stopped store's files so that nothing erased (`admin note misfiled`) is left
+    /// in them: sled copies its live records into fresh files; PostgreSQL rewrites the tables
+    /// and retires its write-ahead log.
+    Compact {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Check or show the hash-chained audit log (of a stopped store, or through --server).
     Audit {
         #[command(subcommand)]
@@ -271,6 +278,11 @@ enum AdminCommand {
         #[command(subcommand)]
         action: sar::SarCommand,
     },
+    /// Notes: move one filed on the wrong person.
+    Note {
+        #[command(subcommand)]
+        action: note::NoteCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -400,6 +412,7 @@ pub fn main() -> ExitCode {
 const MIB: u64 = 1024 * 1024;
 
 mod admin;
+mod note;
 mod sar;
 mod store;
 mod tls;
@@ -524,8 +537,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Admin { target, action } => {
             let (act, json) = admin_act(action)?;
-            let outcome = target.perform(act, Open::Existing)?;
+            let outcome = note::compact_after(&target, target.perform(act, Open::Existing)?)?;
             println!("{}", admin::render(&outcome, json));
+            Ok(())
+        }
+        Command::Compact { store } => {
+            println!("{}", note::compact(&store)?.detail);
             Ok(())
         }
         Command::Demo { store, json } => {
@@ -584,6 +601,7 @@ fn admin_act(action: AdminCommand) -> anyhow::Result<(Act, bool)> {
         AdminCommand::Restored => (Act::Restored, false),
         AdminCommand::Backup { .. } => anyhow::bail!("`admin backup` is not an act"),
         AdminCommand::Sar { action } => sar::act(action),
+        AdminCommand::Note { action } => (note::act(action), false),
         AdminCommand::Quarantine {
             action: QuarantineCommand::List { json },
         } => (Act::QuarantineList, json),

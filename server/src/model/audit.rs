@@ -56,6 +56,8 @@ pub enum AuditKind {
     DeviceView,
     /// A subject access request was opened, or fulfilled, by an administrator.
     SubjectAccess,
+    /// A note filed on the wrong person was moved (one entry at each end: ids and hashes).
+    Misfiled,
 }
 
 impl AuditKind {
@@ -75,6 +77,7 @@ impl AuditKind {
             AuditKind::KeyEscrow => "key_escrow",
             AuditKind::DeviceView => "device_view",
             AuditKind::SubjectAccess => "subject_access",
+            AuditKind::Misfiled => "misfiled",
         }
     }
 }
