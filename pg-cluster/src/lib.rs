@@ -156,6 +156,11 @@ impl Cluster {
         self.psql(&format!("CREATE DATABASE {name}")).map(|_| ())
     }
 
+    /// The cluster's data directory (tests search its files for bytes that must be gone).
+    pub fn data_dir(&self) -> PathBuf {
+        self.data()
+    }
+
     fn data(&self) -> PathBuf {
         self.dir.path().join("data")
     }
