@@ -158,6 +158,12 @@ pub struct SledStore {
     flusher: Option<std::thread::JoinHandle<()>>,
 }
 
+/// Whether `dir` holds a sled store (or one a crash left in the middle of swapping in its
+/// rewritten files, which opening finishes).
+pub fn exists(dir: &Path) -> bool {
+    dir.join("db").is_file() || rewrite::swap_pending(dir)
+}
+
 /// Opens (or creates) the sled store in `data_dir`, checks it against its acknowledged
 /// high-water mark and heals what it lost (see [`SledStore::open`]).
 pub fn open(data_dir: &Path) -> Result<Arc<SledStore>, StoreError> {

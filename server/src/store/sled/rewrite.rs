@@ -61,6 +61,11 @@ pub(super) fn recover(dir: &Path) -> io::Result<()> {
     }
 }
 
+/// Whether a swap of rewritten files was left unfinished (the next open finishes it).
+pub(super) fn swap_pending(dir: &Path) -> bool {
+    fresh_dir(dir).join(COMPLETE).is_file()
+}
+
 /// Whether a rewrite is due: the flag is set in `meta`.
 pub(super) fn pending(db: &sled::Db) -> Result<bool, StoreError> {
     Ok(db.open_tree("meta")?.contains_key(PENDING_KEY)?)
@@ -175,7 +180,8 @@ fn io_error(e: io::Error) -> StoreError {
 /// Without the variable (always, in production) it does nothing.
 fn stall(phase: &str) {
     if std::env::var("CASENOTE_TEST_REWRITE_STALL").as_deref() == Ok(phase) {
-        tracing::warn!(phase, "the store's rewrite stalls here (test hook)");
+        // stderr itself: the store is opened before the server sets up its log.
+        eprintln!("casenote: the store's rewrite stalls at {phase} (test hook)");
         std::thread::sleep(std::time::Duration::from_secs(600));
     }
 }
