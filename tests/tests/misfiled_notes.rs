@@ -377,3 +377,44 @@ fn a_sigkill_while_the_servers_files_are_rewritten_loses_nothing_and_leaves_noth
     }
     s.verified(marker, 1);
 }
+
+#[test]
+fn a_log_with_an_erased_note_verifies_backs_up_restores_and_migrates() {
+    let (tmp, data, staff) = demo_borough();
+    let mut s = Scene::new(tmp, data, &staff);
+    let note = s.misfile_a_note("MARKER-erased-then-copied-5e62");
+    s.stop();
+    admin(&s.data, &misfiled_args(&note, &s.right));
+
+    // A backup of the store with the erased entries, restored into an empty one.
+    let file = s.tmp.path().join("backup.cnb");
+    let file_arg = file.to_string_lossy().into_owned();
+    server_cmd_on(&["admin"], &s.data, &["backup", "--out", &file_arg]);
+    let restored = s.tmp.path().join("restored");
+    server_cmd_on(&["restore", "--from", &file_arg], &restored, &[]);
+    for store in [&s.data, &restored] {
+        server_cmd_on(&["verify"], store, &[]);
+        server_cmd_on(&["audit", "verify"], store, &[]);
+    }
+    assert!(
+        !any_in(&server_store_bytes(&restored), &ties(&s.wrong, &note)),
+        "the restored store ties the note to the wrong person"
+    );
+    if !on_postgres() {
+        // The sled store moved to PostgreSQL keeps its erased entries' places in the chain.
+        let url = pg::fresh_database();
+        server_cmd(&["migrate", "--data", &s.data.to_string_lossy(), "--postgres", &url]);
+        server_cmd(&["verify", "--postgres", &url]);
+        server_cmd(&["audit", "verify", "--postgres", &url]);
+    }
+    // The restored store serves the right person's note to its team.
+    let server = Server::start(&restored);
+    let fresh = Cli::login(
+        s.tmp.path().join("lena-restored"),
+        &server,
+        &token_of(&staff, "Lena Fischer"),
+    );
+    fresh.sync();
+    let shown = fresh.show(&s.right);
+    assert_eq!(shown["notes"].as_array().unwrap().len(), 1, "{shown}");
+}
