@@ -36,7 +36,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 /// Why a note was moved: a code, shown on the stub.
-pub const CATEGORIES: &[&str] = &["wrong-person", "duplicate-record", "records-merged", "other"];
+pub const CATEGORIES: &[&str] = &[
+    "wrong-person",
+    "duplicate-record",
+    "records-merged",
+    "other",
+];
 
 /// Attempts when devices keep editing the wrong person's case document meanwhile.
 const ATTEMPTS: usize = 5;
@@ -89,10 +94,7 @@ pub fn misfile(
         match commit(store, &by, m, (&original, &refiled, &stub), now_ms)? {
             Some(done) => {
                 let compaction = crate::erase::finish(store)?;
-                return Ok(Misfiled {
-                    compaction,
-                    ..done
-                });
+                return Ok(Misfiled { compaction, ..done });
             }
             None => last = Some(from_case),
         }
@@ -278,7 +280,9 @@ fn commit(
             _ => return Ok(None),
         }
         if t.doc(m.note)?.is_none() {
-            return Err(StoreError::Corrupt("the note left while it was moved".into()));
+            return Err(StoreError::Corrupt(
+                "the note left while it was moved".into(),
+            ));
         }
         refile(t, o, refiled, (refiled_id, m.to_case))?;
         let (bytes, hash, ops) = &stub.change;
@@ -295,7 +299,8 @@ fn commit(
         })?;
         let erased = crate::erase::erase_in(t, m.note, "misfiled", now_ms)?
             .ok_or_else(|| StoreError::Corrupt("the note left while it was moved".into()))?;
-        audit(t, by, m, (o, refiled_id, stub, erased.seqs.len()), now_ms)?;
+        let ids = (refiled_id, refiled.1);
+        audit(t, by, m, (o, ids, stub, erased.seqs.len()), now_ms)?;
         Ok(Some(Misfiled {
             note_id: m.note,
             refiled_id,
@@ -355,7 +360,7 @@ fn audit(
     t: &mut dyn Txn,
     by: &By,
     m: &Misfile<'_>,
-    (o, refiled_id, stub, erased): (&Original, DocId, &Stub, usize),
+    (o, (refiled_id, refile_change), stub, erased): (&Original, (DocId, Hash), &Stub, usize),
     now_ms: i64,
 ) -> Result<(), StoreError> {
     use sha2::{Digest, Sha256};
@@ -381,19 +386,11 @@ fn audit(
         "moved_from_note": m.note,
         "changes": o.changes.len(),
         "changes_sha256": changes_sha256,
-        "refile_change": hex::encode(o_refile_hash(t, refiled_id)?),
+        "refile_change": hex::encode(refile_change.0),
         "category": m.category,
     });
     for details in [from, to] {
-        t.audit_append(AuditRecord::new(AuditKind::Misfiled, now_ms, details).by(by.clone()))?;
+        t.audit_append(AuditRecord::new(AuditKind::Misfiled, now_ms, details).by(*by))?;
     }
     Ok(())
-}
-
-/// The head of the re-filed note (its server change), as written in this transaction.
-fn o_refile_hash(t: &mut dyn Txn, id: DocId) -> Result<[u8; 32], StoreError> {
-    let rec = t
-        .doc(id)?
-        .ok_or_else(|| StoreError::Corrupt("the re-filed note is missing".into()))?;
-    Ok(rec.heads.first().map(|h| h.0).unwrap_or([0; 32]))
 }

@@ -88,7 +88,9 @@ impl Scene {
 
     /// Priya files a note with `marker` on the wrong person; both team devices sync it.
     fn misfile_a_note(&self, marker: &str) -> String {
-        let note = self.priya.ok(&["note", "add", &self.wrong, "--text", marker]);
+        let note = self
+            .priya
+            .ok(&["note", "add", &self.wrong, "--text", marker]);
         self.priya.ok(&["note", "file", &note]);
         self.priya.sync();
         self.mark.sync();
@@ -109,7 +111,10 @@ impl Scene {
 
     /// Starts the server again on the same port, logging to a new file.
     fn start(&mut self, addr: &str) {
-        let log = self.tmp.path().join(format!("server-{}.log", self.logs.len()));
+        let log = self
+            .tmp
+            .path()
+            .join(format!("server-{}.log", self.logs.len()));
         self.server = Some(Server::start_logging_on(&self.data, addr, &log));
         self.logs.push(log);
     }
@@ -170,7 +175,11 @@ impl Scene {
         self.lena.sync();
         let shown = self.lena.show(&self.right);
         let notes = shown["notes"].as_array().unwrap();
-        assert_eq!(notes.len(), 1, "the note is re-filed on the right person: {shown}");
+        assert_eq!(
+            notes.len(),
+            1,
+            "the note is re-filed on the right person: {shown}"
+        );
         let c = &notes[0]["content"];
         assert_eq!(c["text"], marker);
         assert_eq!(c["status"], "filed");
@@ -182,7 +191,10 @@ impl Scene {
         assert_ne!(notes[0]["note_id"], note, "re-filed as a new document");
         let page = self.lena.ok(&["show", &self.right]);
         assert!(page.contains(marker), "{page}");
-        assert!(!page.contains("Note moved"), "no stub on the right person: {page}");
+        assert!(
+            !page.contains("Note moved"),
+            "no stub on the right person: {page}"
+        );
     }
 
     /// The server's files no longer tie `note` to the wrong case.
@@ -246,7 +258,11 @@ fn a_note_moved_on_a_stopped_store_leaves_every_store_of_the_wrong_person_and_ke
     s.stop();
     let out = admin(&s.data, &misfiled_args(&note, &s.right));
     assert!(
-        out.contains(&format!("note {} moved from case {}", note.trim(), s.wrong.trim())),
+        out.contains(&format!(
+            "note {} moved from case {}",
+            note.trim(),
+            s.wrong.trim()
+        )),
         "{out}"
     );
     s.server_is_clean(&note);
@@ -255,6 +271,20 @@ fn a_note_moved_on_a_stopped_store_leaves_every_store_of_the_wrong_person_and_ke
     s.after(&note, marker, &sealed, "an administrator on the server, ");
     let page = s.priya.ok(&["show", &s.wrong]);
     assert!(page.contains("filed under the wrong person"), "{page}");
+    // The wrong person's record goes on taking edits on top of the server's stub change.
+    s.priya.ok(&[
+        "about-me",
+        "append",
+        &s.wrong,
+        "--text",
+        "Edited after the move.",
+    ]);
+    s.priya.sync();
+    s.mark.sync();
+    assert_eq!(
+        s.mark.show(&s.wrong)["record"]["about_me"],
+        "Edited after the move."
+    );
     s.server_is_clean(&note);
     s.verified(marker, 1);
 }
@@ -279,7 +309,11 @@ fn a_note_moved_through_the_admin_api_leaves_at_the_next_sync_and_the_files_at_t
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     if on_postgres() {
         s.server_is_clean(&note);
     } else {
@@ -294,8 +328,15 @@ fn a_note_moved_through_the_admin_api_leaves_at_the_next_sync_and_the_files_at_t
     let page = s.mark.ok(&["show", &s.wrong]);
     let stub = page.lines().find(|l| l.contains("Note moved")).unwrap();
     assert!(
-        uuid::Uuid::parse_str(stub.split("administrator ").nth(1).unwrap().split(',').next().unwrap())
-            .is_ok(),
+        uuid::Uuid::parse_str(
+            stub.split("administrator ")
+                .nth(1)
+                .unwrap()
+                .split(',')
+                .next()
+                .unwrap()
+        )
+        .is_ok(),
         "over the API the stub names the admin token's id: {stub}"
     );
     let addr = s.addr();
@@ -403,7 +444,13 @@ fn a_log_with_an_erased_note_verifies_backs_up_restores_and_migrates() {
     if !on_postgres() {
         // The sled store moved to PostgreSQL keeps its erased entries' places in the chain.
         let url = pg::fresh_database();
-        server_cmd(&["migrate", "--data", &s.data.to_string_lossy(), "--postgres", &url]);
+        server_cmd(&[
+            "migrate",
+            "--data",
+            &s.data.to_string_lossy(),
+            "--postgres",
+            &url,
+        ]);
         server_cmd(&["verify", "--postgres", &url]);
         server_cmd(&["audit", "verify", "--postgres", &url]);
     }

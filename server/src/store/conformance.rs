@@ -543,7 +543,10 @@ pub(crate) fn an_erased_document_leaves_every_read_and_keeps_its_place_in_the_ch
         for (doc, n) in [(k, 1), (g, 2), (k, 3), (g, 4), (k, 5)] {
             t.append_change(&change(doc, n))?;
         }
-        t.quarantine_add(&[quarantine(g, bad.hash, "refused"), quarantine(k, bad.hash, "x")])?;
+        t.quarantine_add(&[
+            quarantine(g, bad.hash, "refused"),
+            quarantine(k, bad.hash, "x"),
+        ])?;
         Ok(())
     })
     .unwrap();
@@ -558,7 +561,10 @@ pub(crate) fn an_erased_document_leaves_every_read_and_keeps_its_place_in_the_ch
     })
     .unwrap();
     assert!(store.doc_change_seqs(g).unwrap().is_empty());
-    assert_eq!(store.doc_change_seqs(k).unwrap(), vec![Seq(1), Seq(3), Seq(5)]);
+    assert_eq!(
+        store.doc_change_seqs(k).unwrap(),
+        vec![Seq(1), Seq(3), Seq(5)]
+    );
     assert!(store.get_log(Seq(2)).unwrap().is_none());
     assert!(store.received_at(Seq(4)).unwrap().is_none());
     assert_eq!(

@@ -621,9 +621,9 @@ pub(super) fn compact(s: &mut Session) -> Result<crate::store::Compaction, Store
     s.client
         .batch_execute("VACUUM FULL change_log, docs, quarantine")
         .map_err(backend)?;
-    let retired = s.client.batch_execute(
-        "SELECT pg_switch_wal(); CHECKPOINT; SELECT pg_switch_wal(); CHECKPOINT;",
-    );
+    let retired = s
+        .client
+        .batch_execute("SELECT pg_switch_wal(); CHECKPOINT; SELECT pg_switch_wal(); CHECKPOINT;");
     let recycle: String = match s.client.query_one("SHOW wal_recycle", &[]) {
         Ok(row) => row.try_get(0).map_err(backend)?,
         Err(e) => return Err(backend(e)),

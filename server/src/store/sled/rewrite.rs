@@ -240,9 +240,15 @@ mod tests {
         let secret = b"MISFILED-MARKER-a7c3e1";
         store_with_removed(&dir, secret);
         fs::write(dir.join("acknowledged.mark"), b"mark").unwrap();
-        assert!(grep(&dir, secret), "positive control: sled kept the removed bytes");
+        assert!(
+            grep(&dir, secret),
+            "positive control: sled kept the removed bytes"
+        );
         rewrite(&dir).unwrap();
-        assert!(!grep(&dir, secret), "the removed value survived the rewrite");
+        assert!(
+            !grep(&dir, secret),
+            "the removed value survived the rewrite"
+        );
         let (kept, gone, due) = live(&dir);
         assert_eq!(kept.as_deref(), Some(&b"live value"[..]));
         assert!(gone.is_none() && !due, "the flag is left out of the copy");
@@ -284,7 +290,10 @@ mod tests {
         fs::rename(fresh.join(first), dir.join(first)).unwrap();
         recover(&dir).unwrap();
         assert!(!fresh.exists());
-        assert!(!grep(&dir, secret), "the removed value survived the finished swap");
+        assert!(
+            !grep(&dir, secret),
+            "the removed value survived the finished swap"
+        );
         let (kept, gone, due) = live(&dir);
         assert_eq!(kept.as_deref(), Some(&b"live value"[..]));
         assert!(gone.is_none() && !due);
