@@ -23,6 +23,7 @@
 
 use super::trees::open_sled;
 use crate::store::StoreError;
+use casenote_protocol::limits;
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -73,10 +74,28 @@ pub(super) fn pending(db: &sled::Db) -> Result<bool, StoreError> {
 
 /// Copies every tree of the closed store in `dir` into fresh files and swaps them in (see the
 /// module docs). The store must not be open in this process or any other (sled's lock says so).
+/// The copy needs room for the whole store and the free-space floor besides (sled must never
+/// meet a full disk): without it, [`StoreError::Full`], nothing written, the rewrite still due.
 pub(super) fn rewrite(dir: &Path) -> Result<(), StoreError> {
+    let free = fs2::available_space(dir).map_err(io_error)?;
+    rewrite_with_room(dir, free)
+}
+
+/// [`rewrite`], with `free` bytes available where `dir` is.
+fn rewrite_with_room(dir: &Path, free: u64) -> Result<(), StoreError> {
     recover(dir).map_err(io_error)?;
+    let needed = dir_bytes(dir).map_err(io_error)? + limits::STORE_FREE_BYTES_MIN_DEFAULT;
+    if free < needed {
+        return Err(StoreError::Full(format!(
+            "rewriting the store's files needs {needed} bytes free (a copy of the store and the \
+             free-space floor), {free} are: the rewrite waits for the next open"
+        )));
+    }
     let fresh = fresh_dir(dir);
-    copy(dir, &fresh)?;
+    if let Err(e) = copy(dir, &fresh) {
+        let _ = fs::remove_dir_all(&fresh); // the original is intact; give the room back
+        return Err(e);
+    }
     stall("copied");
     let names = sled_files(&fresh).map_err(io_error)?;
     write_complete(&fresh, &names).map_err(io_error)?;
@@ -112,6 +131,23 @@ fn copy(dir: &Path, fresh: &Path) -> Result<(), StoreError> {
     }
     new.flush()?;
     Ok(())
+}
+
+/// The bytes of sled's files in `dir`.
+fn dir_bytes(dir: &Path) -> io::Result<u64> {
+    let mut total = 0;
+    let mut stack: Vec<PathBuf> = sled_files(dir)?.iter().map(|n| dir.join(n)).collect();
+    while let Some(p) = stack.pop() {
+        let meta = fs::metadata(&p)?;
+        if meta.is_dir() {
+            for entry in fs::read_dir(&p)? {
+                stack.push(entry?.path());
+            }
+        } else {
+            total += meta.len();
+        }
+    }
+    Ok(total)
 }
 
 /// The names of sled's files in `dir`.
@@ -254,6 +290,25 @@ mod tests {
         assert!(gone.is_none() && !due, "the flag is left out of the copy");
         assert_eq!(fs::read(dir.join("acknowledged.mark")).unwrap(), b"mark");
         assert!(!fresh_dir(&dir).exists());
+    }
+
+    #[test]
+    fn a_rewrite_without_room_for_its_copy_writes_nothing_and_stays_due() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        store_with_removed(&dir, b"SECRET-NO-ROOM");
+        let before = dir_bytes(&dir).unwrap();
+        let short = before + limits::STORE_FREE_BYTES_MIN_DEFAULT - 1;
+        let err = rewrite_with_room(&dir, short).unwrap_err();
+        assert!(matches!(err, StoreError::Full(_)), "{err}");
+        assert!(!fresh_dir(&dir).exists(), "nothing was written");
+        let (kept, _, due) = live(&dir);
+        assert_eq!(kept.as_deref(), Some(&b"live value"[..]));
+        assert!(due, "the rewrite is still due");
+        // sled's own open (in `live`) wrote to its files: measured again.
+        let enough = dir_bytes(&dir).unwrap() + limits::STORE_FREE_BYTES_MIN_DEFAULT;
+        rewrite_with_room(&dir, enough).unwrap();
+        assert!(!live(&dir).2);
     }
 
     #[test]
