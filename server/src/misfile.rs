@@ -88,21 +88,31 @@ pub fn misfile(
     let original = original(store, m)?;
     let from_case = original.rec.header.case_id;
     let refiled = refiled_note(&original, m.to_case)?;
-    let mut last = None;
     for _ in 0..ATTEMPTS {
-        let stub = Stub::write(store, from_case, &by, m, now_ms)?;
+        let Some(stub) = Stub::write(store, from_case, &by, m, now_ms)? else {
+            continue;
+        };
         match commit(store, &by, m, (&original, &refiled, &stub), now_ms)? {
-            Some(done) => {
+            Step::Done(done) => {
                 let compaction = crate::erase::finish(store)?;
                 return Ok(Misfiled { compaction, ..done });
             }
-            None => last = Some(from_case),
+            Step::Gone => return Err(AdminError::NoSuchDocument(m.note)),
+            Step::Again => {}
         }
     }
     Err(AdminError::Failed(format!(
-        "the record of case {} kept changing while the stub was written; try again",
-        last.unwrap_or(from_case)
+        "the record of case {from_case} kept changing while the stub was written; try again"
     )))
+}
+
+/// How the transaction ended.
+enum Step {
+    Done(Misfiled),
+    /// The wrong person's case document moved on since the stub was written.
+    Again,
+    /// The note left meanwhile (moved by another administrator).
+    Gone,
 }
 
 fn check_words(m: &Misfile<'_>) -> Result<(), AdminError> {
@@ -200,7 +210,8 @@ fn automerge_error(e: automerge::AutomergeError) -> AdminError {
     AdminError::Failed(format!("the server's change could not be made: {e}"))
 }
 
-/// The stub's change on the wrong person's case document, and the heads it was written on.
+/// The stub's change on the wrong person's case document, and the record (heads) it was
+/// written on.
 struct Stub {
     id: uuid::Uuid,
     case_doc: DocRecord,
@@ -214,7 +225,7 @@ impl Stub {
         by: &By,
         m: &Misfile<'_>,
         now_ms: i64,
-    ) -> Result<Stub, AdminError> {
+    ) -> Result<Option<Stub>, AdminError> {
         let case_doc_id = DocId(case.0);
         let case_doc = store::read(store, |t| t.doc(case_doc_id))?
             .ok_or(AdminError::NoSuchDocument(case_doc_id))?;
@@ -225,7 +236,7 @@ impl Stub {
         }
         let mut doc = crate::validate::materialise(store, case_doc_id)?;
         if !crate::validate::has_heads(&mut doc, &case_doc.heads) {
-            return Err(StoreError::Conflict.into());
+            return Ok(None); // a push landed between the two reads
         }
         doc.set_actor(ActorId::random());
         let id = uuid::Uuid::new_v4();
@@ -246,11 +257,11 @@ impl Stub {
             doc.put(&entry, "reason", reason).map_err(automerge_error)?;
         }
         let change = made(&mut doc)?;
-        Ok(Stub {
+        Ok(Some(Stub {
             id,
             case_doc,
             change,
-        })
+        }))
     }
 }
 
@@ -263,26 +274,23 @@ fn who(by: &By) -> String {
     }
 }
 
-/// The one transaction (see the module docs); `None` when the case document moved on since
-/// the stub was written.
+/// The one transaction (see the module docs).
 fn commit(
     store: &dyn Store,
     by: &By,
     m: &Misfile<'_>,
     (o, refiled, stub): (&Original, &Made, &Stub),
     now_ms: i64,
-) -> Result<Option<Misfiled>, AdminError> {
+) -> Result<Step, AdminError> {
     let refiled_id = DocId::new_random();
     let done = store::write(store, |t| {
         let case_doc_id = stub.case_doc.header.doc_id;
         match t.doc(case_doc_id)? {
             Some(now) if now.heads == stub.case_doc.heads => {}
-            _ => return Ok(None),
+            _ => return Ok(Step::Again),
         }
         if t.doc(m.note)?.is_none() {
-            return Err(StoreError::Corrupt(
-                "the note left while it was moved".into(),
-            ));
+            return Ok(Step::Gone);
         }
         refile(t, o, refiled, (refiled_id, m.to_case))?;
         let (bytes, hash, ops) = &stub.change;
@@ -301,7 +309,7 @@ fn commit(
             .ok_or_else(|| StoreError::Corrupt("the note left while it was moved".into()))?;
         let ids = (refiled_id, refiled.1);
         audit(t, by, m, (o, ids, stub, erased.seqs.len()), now_ms)?;
-        Ok(Some(Misfiled {
+        Ok(Step::Done(Misfiled {
             note_id: m.note,
             refiled_id,
             from_case: o.rec.header.case_id,
@@ -316,7 +324,7 @@ fn commit(
     });
     match done {
         Ok(done) => Ok(done),
-        Err(StoreError::Conflict) => Ok(None),
+        Err(StoreError::Conflict) => Ok(Step::Again),
         Err(e) => Err(e.into()),
     }
 }

@@ -231,6 +231,18 @@ impl Scene {
     }
 }
 
+/// Runs `casenote-server admin STORE ARGS`, which must fail; returns its stderr.
+fn admin_fails(data: &Path, args: &[&str]) -> String {
+    let out = Command::new(SERVER_BIN)
+        .arg("admin")
+        .args(store_args(data))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{args:?} should have been refused");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 fn misfiled_args<'a>(note: &'a str, to: &'a str) -> Vec<&'a str> {
     vec![
         "note",
@@ -256,6 +268,27 @@ fn a_note_moved_on_a_stopped_store_leaves_every_store_of_the_wrong_person_and_ke
 
     let addr = s.addr();
     s.stop();
+    // Refused with a reason, nothing changed: an unknown category, the case the note is on, a
+    // draft.
+    let draft = {
+        let server = Server::start_on(&s.data, &addr);
+        let d = s
+            .priya
+            .ok(&["note", "add", &s.wrong, "--text", "a draft stays"]);
+        s.priya.sync();
+        drop(server);
+        d
+    };
+    let mut unknown = misfiled_args(&note, &s.right);
+    unknown[7] = "nonsense"; // the category
+    for (args, says) in [
+        (unknown, "unknown reason category"),
+        (misfiled_args(&note, &s.wrong), "already on case"),
+        (misfiled_args(&draft, &s.right), "is a draft"),
+    ] {
+        let err = admin_fails(&s.data, &args);
+        assert!(err.contains(says), "{err}");
+    }
     let out = admin(&s.data, &misfiled_args(&note, &s.right));
     assert!(
         out.contains(&format!(
@@ -266,6 +299,8 @@ fn a_note_moved_on_a_stopped_store_leaves_every_store_of_the_wrong_person_and_ke
         "{out}"
     );
     s.server_is_clean(&note);
+    let again = admin_fails(&s.data, &misfiled_args(&note, &s.right));
+    assert!(again.contains("no document with id"), "{again}");
     s.start(&addr);
 
     s.after(&note, marker, &sealed, "an administrator on the server, ");
