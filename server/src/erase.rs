@@ -88,8 +88,16 @@ pub fn is_erased(txn: &mut dyn Txn, doc: DocId) -> Result<bool, StoreError> {
 }
 
 /// After the erasing transaction committed: makes it durable, then asks the store to rewrite
-/// what still holds the erased bytes ([`Store::compact`]).
+/// what still holds the erased bytes ([`Store::compact`]). A compaction that fails does not
+/// undo the erasure, which is done: it is reported as not done, to be run again
+/// (`casenote-server compact`, or a sled server's next start).
 pub fn finish(store: &dyn Store) -> Result<Compaction, StoreError> {
     store.flush()?;
-    store.compact()
+    Ok(store.compact().unwrap_or_else(|e| Compaction {
+        done: false,
+        detail: format!(
+            "the rows are erased, but the store's files were not rewritten ({e}); run \
+             `casenote-server compact` on the stopped store"
+        ),
+    }))
 }
