@@ -377,6 +377,14 @@ fn a_note_moved_through_the_admin_api_leaves_at_the_next_sync_and_the_files_at_t
     let addr = s.addr();
     s.stop();
     s.start(&addr); // a sled store rewrites its files as it opens
+    if !on_postgres() {
+        let log = s.logs.last().unwrap().clone();
+        eventually("the server logs the rewrite", || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("the store's files were rewritten for erasures")
+        });
+    }
     s.server_is_clean(&note);
     s.priya.sync();
     s.verified(marker, 1);

@@ -661,6 +661,10 @@ fn serve(
     if let Opened::Sled(s) = &opened {
         s.set_free_bytes_min(free_bytes_min);
     }
+    let rewritten = match &opened {
+        Opened::Sled(s) => s.rewritten(),
+        Opened::Postgres(_) => None,
+    };
     let store = opened.store();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -687,6 +691,14 @@ fn serve(
         writeln!(stdout, "casenote-server listening on {scheme}://{addr}")?;
         stdout.flush()?;
         tracing::info!(%addr, tls, store = %where_.describe(), "serving");
+        match rewritten {
+            Some(Ok(())) => tracing::info!("the store's files were rewritten for erasures"),
+            Some(Err(e)) => tracing::error!(
+                error = %e,
+                "the store's files could not be rewritten for erasures; the next start tries again"
+            ),
+            None => {}
+        }
         crate::run(listener, store, config, stop_signal()).await?;
         tracing::info!("stopped: pending audit counts written, store flushed");
         Ok(())

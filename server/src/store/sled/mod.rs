@@ -150,6 +150,8 @@ struct Shared {
     reopening: Mutex<()>,
     /// What the last open found lost (see [`SledStore::damage`]).
     damage: Mutex<Option<Damage>>,
+    /// How the rewrite this open ran went (see [`SledStore::rewritten`]).
+    rewritten: Mutex<Option<Result<(), String>>>,
 }
 
 /// The sled implementation of [`Store`].
@@ -239,28 +241,33 @@ impl SledStore {
     }
 
     /// Opens sled in `dir` after finishing or rolling back an interrupted rewrite of its files,
-    /// and (`rewrite_due`) runs a rewrite that erasures left due ([`rewrite`]).
-    fn open_unhealed_sled(dir: &Path, rewrite_due: bool) -> Result<Sled, StoreError> {
+    /// and (`rewrite_due`) runs a rewrite that erasures left due ([`rewrite`]); says how that
+    /// went (`None`: none was due). A failed rewrite does not stop the open: the erased rows
+    /// are gone from every read, only their bytes wait in sled's files for the next open.
+    fn open_unhealed_sled(
+        dir: &Path,
+        rewrite_due: bool,
+    ) -> Result<(Sled, Option<Result<(), String>>), StoreError> {
         rewrite::recover(dir).map_err(|e| {
             StoreError::Unwritable(format!("an interrupted rewrite could not be finished: {e}"))
         })?;
         let sled = Sled::open(dir)?;
         if !(rewrite_due && rewrite::pending(&sled.db)?) {
-            return Ok(sled);
+            return Ok((sled, None));
         }
         drop(sled);
-        if let Err(e) = rewrite::rewrite(dir) {
-            // The erased rows are gone from every read; only their bytes wait in sled's files
-            // for the next open's rewrite. Serving is not held up for it.
-            tracing::error!(error = %e, "the store's files could not be rewritten; trying again at the next open");
-        } else {
-            tracing::info!("the store's files were rewritten: erased bytes are gone from them");
-        }
-        Sled::open(dir)
+        let done = rewrite::rewrite(dir).map_err(|e| e.to_string());
+        Ok((Sled::open(dir)?, Some(done)))
+    }
+
+    /// Whether this open rewrote the store's files for erasures (`None`: none was due), for the
+    /// server's log, which starts after the store is open.
+    pub fn rewritten(&self) -> Option<Result<(), String>> {
+        lock(&self.shared.rewritten).clone()
     }
 
     fn open_unhealed(dir: &Path, rewrite_due: bool) -> Result<Self, StoreError> {
-        let sled = Self::open_unhealed_sled(dir, rewrite_due)?;
+        let (sled, rewritten) = Self::open_unhealed_sled(dir, rewrite_due)?;
         sled.build_chain()?;
         sled.build_indexes()?;
         let tip = sled.tip()?;
@@ -303,6 +310,7 @@ impl SledStore {
             flush_wait_ms: AtomicU64::new(limits::STORE_FLUSH_WAIT_MS_MAX),
             reopening: Mutex::new(()),
             damage: Mutex::new(damage),
+            rewritten: Mutex::new(rewritten),
         });
         let thread_shared = shared.clone();
         let flusher = std::thread::Builder::new()
