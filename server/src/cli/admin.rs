@@ -288,5 +288,6 @@ pub fn render(outcome: &Outcome, json: bool) -> String {
         Outcome::TeamMoved(m) => super::controllers::render_moved(m),
         Outcome::Retention(s) => super::retention::render_one(s, json),
         Outcome::RetentionList { cases } => super::retention::render_list(cases, json),
+        Outcome::NoteMisfiled(m) => super::note::render(m),
     }
 }

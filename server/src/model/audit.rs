@@ -59,6 +59,8 @@ pub enum AuditKind {
     /// A record's retention changed: classified, closed, reopened, held, released, approved for
     /// disposal, disposed of ([`crate::retention`]).
     Retention,
+    /// A note filed on the wrong person was moved (one entry at each end: ids and hashes).
+    Misfiled,
 }
 
 impl AuditKind {
@@ -79,6 +81,7 @@ impl AuditKind {
             AuditKind::DeviceView => "device_view",
             AuditKind::SubjectAccess => "subject_access",
             AuditKind::Retention => "retention",
+            AuditKind::Misfiled => "misfiled",
         }
     }
 }

@@ -170,10 +170,15 @@ impl Server {
 
     /// Starts a server on `data`, on a free port, writing its log (`RUST_LOG=info`) to `log`.
     pub fn start_logging(data: &Path, log: &Path) -> Server {
+        Self::start_logging_on(data, "127.0.0.1:0", log)
+    }
+
+    /// Starts a server on `data` listening on `addr`, writing its log (`RUST_LOG=info`) to `log`.
+    pub fn start_logging_on(data: &Path, addr: &str, log: &Path) -> Server {
         let mut cmd = Command::new(SERVER_BIN);
         cmd.arg("serve")
             .args(store_args(data))
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", addr])
             .env("RUST_LOG", "info")
             .env("CASENOTE_TEST_LOG_FILE", log);
         Self::spawn(cmd, data)
