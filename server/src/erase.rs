@@ -1,6 +1,6 @@
 //! Erasing a document from every store: the server's rows, the server's files, and every device
 //! that holds it. One capability for every act that must make a record leave (a misfiled note,
-//! `crate::misfile`; retention disposal later), so each of them only decides what to erase and
+//! `crate::misfile`; a disposed record, `crate::retention`), so each of them only decides what to erase and
 //! what to leave in its place.
 //!
 //! How it reaches each store:

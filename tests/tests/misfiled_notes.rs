@@ -36,16 +36,6 @@ fn ties(case: &str, note: &str) -> Vec<Vec<u8>> {
     vec![[c, n].concat(), [n, c].concat()]
 }
 
-/// Every byte of the server's store: the sled directory, or every file of the PostgreSQL
-/// cluster (all its databases, its write-ahead log).
-fn server_store_bytes(data: &Path) -> Vec<u8> {
-    if on_postgres() {
-        all_bytes_under(&pg::cluster().data_dir())
-    } else {
-        all_bytes_under(data)
-    }
-}
-
 /// Two devices of Locality Team North (Priya, who writes the note, and Mark) hold the wrong
 /// person's case; Lena, of Children's Early Help, holds the right person's.
 struct Scene {

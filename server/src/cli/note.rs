@@ -56,19 +56,29 @@ pub(super) fn act(cmd: NoteCommand) -> Act {
 
 /// After an act that erased something on a stopped store: opening it again rewrites a sled
 /// store's files; then the store says what is left (PostgreSQL compacts at once).
+/// (A misfiled note, a disposed record.)
 pub(super) fn compact_after(target: &Target, outcome: Outcome) -> anyhow::Result<Outcome> {
-    let Outcome::NoteMisfiled(done) = outcome else {
-        return Ok(outcome);
+    let erased = match &outcome {
+        Outcome::NoteMisfiled(_) => true,
+        Outcome::Retention(s) => s.compaction.is_some(),
+        _ => false,
     };
-    if target.server.is_some() {
-        return Ok(Outcome::NoteMisfiled(done));
+    if !erased || target.server.is_some() {
+        return Ok(outcome);
     }
     let args = StoreArgs {
         data: target.data.clone(),
         postgres: target.postgres.clone(),
     };
     let compaction = compact(&args)?;
-    Ok(Outcome::NoteMisfiled(Misfiled { compaction, ..done }))
+    Ok(match outcome {
+        Outcome::NoteMisfiled(done) => Outcome::NoteMisfiled(Misfiled { compaction, ..done }),
+        Outcome::Retention(status) => Outcome::Retention(crate::retention::Status {
+            compaction: Some(compaction),
+            ..status
+        }),
+        other => other,
+    })
 }
 
 /// `casenote-server compact`: opens the stopped store (a sled store rewrites its files if an

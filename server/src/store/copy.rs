@@ -232,8 +232,8 @@ pub fn is_empty(store: &dyn Store) -> Result<bool, StoreError> {
 pub fn traverse(from: &dyn Store, cut: Cut, sink: &mut dyn Sink) -> Result<(), CopyError> {
     let mut out = Batcher::new(sink);
     let named = log(from, cut.upto, &mut out)?;
-    records(from, &named, &mut out)?;
-    meta(from, &named, &mut out)?;
+    let cases = records(from, &named, &mut out)?;
+    meta(from, &named, &cases, &mut out)?;
     directory(from, &named, &mut out)?;
     for entry in from.quarantine_list()? {
         out.push(Item::Quarantined(entry))?;
@@ -382,9 +382,11 @@ fn log(from: &dyn Store, upto: Seq, out: &mut Batcher) -> Result<Named, CopyErro
 }
 
 /// Documents (rewound to the cut), their cases, and the actor bindings.
-fn records(from: &dyn Store, named: &Named, out: &mut Batcher) -> Result<(), CopyError> {
+/// The records of the documents the log names, their cases (and the cases of erased documents,
+/// whose records stay as stubs), and the actors' bindings; returns the cases.
+fn records(from: &dyn Store, named: &Named, out: &mut Batcher) -> Result<Vec<CaseId>, CopyError> {
     let docs: Vec<DocId> = named.docs.keys().copied().collect();
-    let mut cases = BTreeSet::<CaseId>::new();
+    let mut cases = erased_cases(from, named)?;
     for chunk in docs.chunks(limits::STORE_COPY_RECORDS_PER_TXN) {
         let records = read(from, |t| {
             chunk
@@ -428,14 +430,44 @@ fn records(from: &dyn Store, named: &Named, out: &mut Batcher) -> Result<(), Cop
             out.push(Item::Actor { actor, binding })?;
         }
     }
-    Ok(())
+    Ok(cases)
 }
 
-fn meta(from: &dyn Store, named: &Named, out: &mut Batcher) -> Result<(), CopyError> {
+/// The cases of the erased documents the log names (from their erasure records).
+fn erased_cases(from: &dyn Store, named: &Named) -> Result<BTreeSet<CaseId>, CopyError> {
+    let erased: Vec<DocId> = named.erased.iter().copied().collect();
+    let mut cases = BTreeSet::new();
+    for chunk in erased.chunks(limits::STORE_COPY_RECORDS_PER_TXN) {
+        read(from, |t| {
+            for doc in chunk {
+                if let Some(v) = t.meta(&crate::erase::meta_key(*doc))? {
+                    let record: crate::erase::ErasedRecord =
+                        serde_json::from_slice(&v).map_err(|e| {
+                            StoreError::Corrupt(format!("erasure record of {doc}: {e}"))
+                        })?;
+                    cases.insert(record.case_id);
+                }
+            }
+            Ok(())
+        })?;
+    }
+    Ok(cases)
+}
+
+/// The meta values that move: [`META_KEYS`], the erased documents' records and the cases'
+/// retention ([`crate::retention::meta_key`]).
+fn meta(
+    from: &dyn Store,
+    named: &Named,
+    cases: &[CaseId],
+    out: &mut Batcher,
+) -> Result<(), CopyError> {
     let item = read(from, |t| {
         let mut values = Vec::new();
         let erased = named.erased.iter().map(|d| crate::erase::meta_key(*d));
-        for k in META_KEYS.iter().map(|k| k.to_string()).chain(erased) {
+        let retention = cases.iter().map(|c| crate::retention::meta_key(*c));
+        let keys = META_KEYS.iter().map(|k| k.to_string());
+        for k in keys.chain(erased).chain(retention) {
             if let Some(v) = t.meta(&k)? {
                 values.push((k, serde_bytes::ByteBuf::from(v)));
             }

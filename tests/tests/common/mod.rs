@@ -549,6 +549,16 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 /// Runs `casenote-server admin --data DATA args...`; returns stdout, trimmed. The store is
 /// created first (`casenote-server init`) if there is none: `admin` itself refuses a directory
 /// that holds no store.
+/// Every byte of the server's store: the sled directory, or every file of the PostgreSQL
+/// cluster (all its databases, its write-ahead log).
+pub fn server_store_bytes(data: &Path) -> Vec<u8> {
+    if on_postgres() {
+        all_bytes_under(&pg::cluster().data_dir())
+    } else {
+        all_bytes_under(data)
+    }
+}
+
 pub fn admin(data: &Path, args: &[&str]) -> String {
     if !data.join("db").exists() {
         server_cmd_on(&["init"], data, &[]);
