@@ -148,6 +148,7 @@ pub fn case_page(show: &Value) -> String {
     crate::page_statutory::sections(&mut out, show);
     sealed(&mut out, show);
     notes(&mut out, show);
+    moved_notes(&mut out, show);
     let conflicts = show["conflicts"].as_array().map_or(0, Vec::len);
     if conflicts > 0 {
         let _ = writeln!(
@@ -351,6 +352,28 @@ fn notes(out: &mut String, show: &Value) {
             };
             let reason = a.and_then(|a| text(a, "reason")).unwrap_or("");
             let _ = writeln!(out, "    {verb} note {by}: {reason}");
+        }
+    }
+}
+
+/// The stubs of notes moved to another person's record (misfiled), oldest first: who moved
+/// each, when and why; nothing of the note.
+fn moved_notes(out: &mut String, show: &Value) {
+    let mut stubs: Vec<&Value> = entries(&show["record"][field::MOVED_NOTES])
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    stubs.sort_by_key(|v| v["at_ms"].as_i64());
+    for s in stubs {
+        let at = s["at_ms"].as_i64().map(when).unwrap_or_else(|| "?".into());
+        let by = text(s, "by").unwrap_or("an administrator");
+        let category = text(s, "category").unwrap_or("other");
+        let _ = writeln!(
+            out,
+            "\n  Note moved to another record by {by}, {at}: {category}"
+        );
+        if let Some(reason) = text(s, "reason") {
+            let _ = writeln!(out, "    {reason}");
         }
     }
 }

@@ -156,6 +156,11 @@ impl Cluster {
         self.psql(&format!("CREATE DATABASE {name}")).map(|_| ())
     }
 
+    /// The cluster's data directory (tests search its files for bytes that must be gone).
+    pub fn data_dir(&self) -> PathBuf {
+        self.data()
+    }
+
     fn data(&self) -> PathBuf {
         self.dir.path().join("data")
     }
@@ -163,7 +168,7 @@ impl Cluster {
     fn pg_ctl_start(&self, options: &Options) -> io::Result<()> {
         let dir = self.dir.path();
         let mut settings = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=300 -c wal_recycle=off",
             self.port,
             dir.display()
         );

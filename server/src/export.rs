@@ -238,6 +238,18 @@ pub fn build(
         .map(|d| d["content"].clone())
         .unwrap_or(Value::Null);
     let person = case_content[field::NAME].as_str().unwrap_or("").to_string();
+    // Stubs of notes moved to another person's record (`crate::misfile`), oldest first.
+    let mut moved: Vec<Value> = case_content[field::MOVED_NOTES]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(id, v)| {
+            let mut v = v.clone();
+            v["stub_id"] = json!(id);
+            v
+        })
+        .collect();
+    moved.sort_by_key(|v| v["at_ms"].as_i64());
     let record = json!({
         "exported_at_ms": now_ms,
         "includes_restricted": true,
@@ -248,6 +260,7 @@ pub fn build(
             "teams": teams,
         },
         "notes": notes,
+        "moved_notes": moved,
         "assessments": assessments,
         "documents": documents,
     });

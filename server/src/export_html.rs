@@ -358,6 +358,19 @@ impl Page<'_> {
 
     fn notes(&self, h: &mut String, record: &Value) {
         h.push_str("<h2 id=\"notes\">Notes, in the order they happened</h2>\n");
+        for m in record["moved_notes"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                h,
+                "<p class=\"meta moved\">Note moved to another record by {}, {}: {}{}</p>",
+                escape(&text(&m["by"])),
+                when(&m["at_ms"]),
+                escape(&text(&m["category"])),
+                m["reason"]
+                    .as_str()
+                    .map(|r| format!(" ({})", escape(r)))
+                    .unwrap_or_default()
+            );
+        }
         for n in record["notes"].as_array().into_iter().flatten() {
             let id = escape(&text(&n["note_id"]));
             let amendment = n["amends"]["note_id"].is_string();

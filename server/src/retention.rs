@@ -14,21 +14,23 @@
 //! hold ([`hold`]) blocks approval and disposal until it is released. Disposal takes two steps:
 //! an administrator approves a due record ([`approve`]; refused while held, before it is due, or
 //! when the case took a change after its last contact), then disposes of it ([`dispose`]), which
-//! checks all of that again. Disposal takes every team off the case in the transaction that bumps
-//! the access epoch, so every device deletes the case's documents, files rewritten, at its next
-//! sync ([`crate::sync::reconcile`]), and nobody reads them through the server again. What is
-//! left is this module's record for the case: a stub of who approved and disposed, when, under
-//! which class, and how many documents.
+//! checks all of that again. Disposal takes every team off the case and erases each of its
+//! documents from the server ([`crate::erase`]: the rows at once, the files rewritten after, by a
+//! running sled server at its next start) in the transaction that bumps the access epoch, so every
+//! device deletes the case's documents, files rewritten, at its next sync
+//! ([`crate::sync::reconcile`]). What is left is the case's empty record and this module's
+//! record for it: a stub of who approved and disposed, when, under which class, and how many
+//! documents.
 //!
 //! Each case's retention is one meta value (`retention/{case_id}`, JSON), moved by `migrate` and
-//! backups with the other meta values. Every step is one transaction with an audit entry
+//! backups with its case ([`meta_key`], `crate::store::copy`). Every step is one transaction with an audit entry
 //! (`retention`: ids, class, days and counts; never text), flushed before it answers. Dates are
 //! days in London ([`crate::uk_time`]); "today" comes from the caller's clock, which the tests
 //! move with libfaketime.
 
 use crate::admin::AdminError;
 use crate::model::{AuditKind, AuditRecord, By};
-use crate::store::{read, write, Store, StoreError, Txn};
+use crate::store::{read, write, Compaction, Store, StoreError, Txn};
 use crate::uk_time;
 use casenote_protocol::{limits, CaseId};
 use jiff::civil::Date;
@@ -131,6 +133,10 @@ pub struct Status {
     pub retention: Retention,
     pub due: Option<String>,
     pub state: State,
+    /// After a disposal: whether the store's files hold no byte of the record now
+    /// ([`crate::erase::finish`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compaction: Option<Compaction>,
 }
 
 /// Why an act was refused: a record that is not in the state the act needs.
@@ -138,7 +144,8 @@ fn refused(case: CaseId, why: impl std::fmt::Display) -> AdminError {
     AdminError::Refused(format!("case {case}: {why}"))
 }
 
-fn meta_key(case: CaseId) -> String {
+/// The meta key of `case`'s retention.
+pub fn meta_key(case: CaseId) -> String {
     format!("retention/{}", case.0)
 }
 
@@ -208,6 +215,7 @@ impl Retention {
             due: self.due()?.map(|d| d.to_string()),
             state: self.state(today)?,
             retention: self,
+            compaction: None,
         })
     }
 }
@@ -516,9 +524,11 @@ pub fn approve(store: &dyn Store, by: By, case: CaseId, now_ms: i64) -> Result<S
     r.status(today)
 }
 
-/// Disposes of case `case`'s record: approved, still due and not held. Every team leaves the
-/// case (the access epoch moves, so devices delete it at their next sync) and the retention
-/// record becomes the stub.
+/// Disposes of case `case`'s record: approved, still due and not held. In one transaction every
+/// team leaves the case and each of its documents is erased ([`crate::erase::erase_in`]: its
+/// rows, the bytes of its changes; the access epoch moves, so devices delete it at their next
+/// sync); the retention record becomes the stub. Then the store's files are rewritten
+/// ([`crate::erase::finish`]; a running sled server does it at its next start).
 pub fn dispose(store: &dyn Store, by: By, case: CaseId, now_ms: i64) -> Result<Status, AdminError> {
     let today = today(now_ms)?;
     let r = change(store, (by, now_ms), case, "disposed", |txn, current| {
@@ -532,23 +542,29 @@ pub fn dispose(store: &dyn Store, by: By, case: CaseId, now_ms: i64) -> Result<S
         if let Some(why) = disposal_refusal(&r, today)? {
             return Err(refused(case, why));
         }
-        let documents = txn.docs_of_case(case)?.len();
         let mut record = txn.case(case)?.ok_or(AdminError::NoSuchCase(case))?;
         record.teams.clear();
         txn.put_case(&record)?;
+        let docs = txn.docs_of_case(case)?;
+        for doc in &docs {
+            crate::erase::erase_in(txn, *doc, "retention", now_ms)?;
+        }
         let epoch = txn.bump_access_epoch()?;
-        let details =
-            json!({"action": "retention_disposal", "case_id": case, "access_epoch": epoch});
+        let details = json!({"action": "retention_disposal", "case_id": case,
+                             "documents": docs.len(), "access_epoch": epoch});
         txn.audit_append(AuditRecord::new(AuditKind::AccessChange, now_ms, details).by(by))?;
         r.disposed = Some(Disposed {
             disposed_ms: now_ms,
             disposed_by: by,
             approved_by: approval.approved_by,
-            documents,
+            documents: docs.len(),
         });
         Ok(r)
     })?;
-    r.status(today)
+    let compaction = crate::erase::finish(store)?;
+    let mut status = r.status(today)?;
+    status.compaction = Some(compaction);
+    Ok(status)
 }
 
 #[cfg(test)]

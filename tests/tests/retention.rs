@@ -72,6 +72,21 @@ fn due_cases(data: &Path, offset: Option<&str>) -> Vec<String> {
         .collect()
 }
 
+/// Backs the stopped store of `data` up and restores it into `to` (a fresh store); returns `to`.
+fn backed_up_and_restored(data: &Path, to: &Path) -> std::path::PathBuf {
+    let file = to.with_extension("backup");
+    ok_at(data, None, &["backup", "--out", file.to_str().unwrap()]);
+    let mut args = vec![
+        "restore".to_string(),
+        "--from".into(),
+        file.display().to_string(),
+    ];
+    args.extend(store_args(to));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    server_cmd(&args);
+    to.to_path_buf()
+}
+
 fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack
         .windows(needle.len())
@@ -111,6 +126,10 @@ fn a_record_is_kept_until_due_blocked_by_a_hold_and_disposed_of_only_once_approv
     );
 
     let server = server.offline(|data| {
+        assert!(
+            contains(&server_store_bytes(data), marker),
+            "positive control: the marker is in the server's store files"
+        );
         let c = case.as_str();
         let err = refused_at(data, None, &["retention", "approve", "--case", c]);
         assert!(err.contains("no retention class"), "{err}");
@@ -204,6 +223,14 @@ fn a_record_is_kept_until_due_blocked_by_a_hold_and_disposed_of_only_once_approv
         assert_eq!(stub["disposed"]["approved_by"]["via"], "cli", "{stub}");
         let err = refused_at(data, later, &["retention", "dispose", "--case", c]);
         assert!(err.contains("disposed of"), "{err}");
+        // The stub moves with a backup.
+        let restored = backed_up_and_restored(data, &tmp.path().join("restored"));
+        let copied = show(&restored, later, c);
+        assert_eq!(copied["disposed"], stub["disposed"], "{copied}");
+        assert!(
+            !contains(&server_store_bytes(data), marker),
+            "the disposed record's text is left in the server's store files"
+        );
     });
 
     // The disposal reaches the device: the case goes, files rewritten.

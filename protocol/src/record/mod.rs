@@ -30,6 +30,10 @@ pub mod field {
     pub const TEAM: &str = "team";
     pub const LEGAL_STATUS: &str = "legal_status";
     pub const CONTACTS: &str = "contacts";
+    /// In a case document: the stubs of notes moved to another person's record (misfiled),
+    /// keyed by a uuid; each `by`, `at_ms`, `category` and an optional `reason`. Written by the
+    /// server only (`casenote-server admin note misfiled`).
+    pub const MOVED_NOTES: &str = "moved_notes";
     pub const STATUS: &str = "status";
     pub const NOTE_KIND: &str = "note_kind";
     pub const OCCURRED_AT: &str = "occurred_at_ms";

@@ -196,6 +196,14 @@ pub enum Act {
     RetentionDispose {
         case: CaseId,
     },
+    /// Moves a filed note from the wrong person's record to `to_case` (`crate::misfile`).
+    NoteMisfiled {
+        note: DocId,
+        to_case: CaseId,
+        reason_category: String,
+        #[serde(default)]
+        reason: Option<String>,
+    },
 }
 
 fn person() -> ObjectionReason {
@@ -247,6 +255,7 @@ pub const PATHS: &[(&str, &str)] = &[
     ("retention_list", "retention/list"),
     ("retention_approve", "retention/approve"),
     ("retention_dispose", "retention/dispose"),
+    ("note_misfiled", "note/misfiled"),
 ];
 
 impl Act {
@@ -436,6 +445,7 @@ pub enum Outcome {
     RetentionList {
         cases: Vec<crate::retention::Status>,
     },
+    NoteMisfiled(crate::misfile::Misfiled),
 }
 
 /// Runs `act` as `by` at `now_ms`.
@@ -532,6 +542,20 @@ pub fn perform(store: &dyn Store, by: By, act: Act, now_ms: i64) -> Result<Outco
         },
         Act::BreakGlassReview { id } => {
             Outcome::BreakGlassReviewed(crate::break_glass::review(store, by, id, now_ms)?)
+        }
+        Act::NoteMisfiled {
+            note,
+            to_case,
+            reason_category,
+            reason,
+        } => {
+            let m = crate::misfile::Misfile {
+                note,
+                to_case,
+                category: &reason_category,
+                reason: reason.as_deref(),
+            };
+            Outcome::NoteMisfiled(crate::misfile::misfile(store, by, &m, now_ms)?)
         }
         Act::RetentionList { due } => Outcome::RetentionList {
             cases: crate::retention::list(store, due, now_ms)?,

@@ -60,7 +60,13 @@ pub(crate) fn routes(guard: &Guard) -> Router<AppState> {
 /// The acts that read a whole log, which the request timeout must not cut
 /// (`limits::HTTP_REQUEST_TIMEOUT_MS` says why; the admin client waits
 /// `limits::ADMIN_CLIENT_TIMEOUT_MS`).
-const LONG_ACTS: &[&str] = &["audit_verify", "audit_show", "export", "sar_fulfil"];
+const LONG_ACTS: &[&str] = &[
+    "audit_verify",
+    "audit_show",
+    "export",
+    "sar_fulfil",
+    "note_misfiled", // VACUUM FULL on PostgreSQL
+];
 
 /// Runs the act `tag` with the fields of `body` as the admin who sent it.
 async fn handle(

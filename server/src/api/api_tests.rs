@@ -2077,6 +2077,40 @@ async fn every_error_carries_the_request_id_of_its_response_and_keeps_code_and_m
         .is_some_and(|id| id.parse::<uuid::Uuid>().is_ok()));
 }
 
+/// A sync authenticates its device, then reads the access epoch: an access change landing between
+/// the two must not be reconciled with the permissions read before it (the device would keep what
+/// it may no longer read, with its state marked reconciled at the new epoch, until the next change).
+#[tokio::test]
+async fn an_access_change_between_authentication_and_the_sync_is_reconciled_with_the_new_permissions(
+) {
+    let f = Fixture::new();
+    let (case_id, note, _) = f.case_with_note().await;
+    let south = f.team("South");
+    admin::case_add_team(f.s(), By::Cli, case_id, south, 1).unwrap();
+    let (docs, _, cursor) = f.sync_all(&f.carol, Seq(0)).await;
+    assert_eq!(ids(&docs), [DocId(case_id.0), note].into());
+
+    // Carol's request is authenticated; then she leaves South before her sync reads the epoch.
+    let authenticated = testkit::principal(f.s(), &f.carol);
+    admin::staff_remove_team(f.s(), By::Cli, f.carol_staff.staff_id, south, 2).unwrap();
+    let confirmed = f.confirms.lock().unwrap().get(&f.carol).copied();
+    let req = SyncRequest {
+        confirmed_reconcile: confirmed,
+        log_id: Some(f.log_id()),
+        ..request(cursor, vec![])
+    };
+    let rules = crate::validate::Rules::default();
+    let (r, _) = crate::sync::handle(f.s(), &authenticated, req, 3, &rules).unwrap();
+    let mut evicted: std::collections::BTreeSet<DocId> = r.evictions.iter().copied().collect();
+    if let Some(id) = r.reconcile_id {
+        f.confirms.lock().unwrap().insert(f.carol.clone(), id);
+    }
+    // Whatever that sync said, the device's next one must leave it holding nothing of the case.
+    let next = f.sync(&f.carol, r.cursor, vec![]).await;
+    evicted.extend(next.evictions.iter().copied());
+    assert_eq!(evicted, [DocId(case_id.0), note].into());
+}
+
 impl Fixture {
     async fn break_glass(&self, token: Option<&str>, body: &str) -> (StatusCode, ErrorBody) {
         let mut req =

@@ -137,6 +137,13 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Rewrite a stopped store's files so that nothing erased (`admin note misfiled`) is left
+    /// in them: sled copies its live records into fresh files; PostgreSQL rewrites the tables
+    /// and retires its write-ahead log.
+    Compact {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Check or show the hash-chained audit log (of a stopped store, or through --server).
     Audit {
         #[command(subcommand)]
@@ -283,6 +290,11 @@ enum AdminCommand {
         #[command(subcommand)]
         action: retention::RetentionCommand,
     },
+    /// Notes: move one filed on the wrong person.
+    Note {
+        #[command(subcommand)]
+        action: note::NoteCommand,
+    },
     /// Break-glass grants on sealed sections: the IG lead lists them and marks them reviewed.
     BreakGlass {
         #[command(subcommand)]
@@ -421,6 +433,7 @@ const MIB: u64 = 1024 * 1024;
 mod admin;
 mod break_glass;
 mod controllers;
+mod note;
 mod retention;
 mod sar;
 mod store;
@@ -546,8 +559,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Admin { target, action } => {
             let (act, json) = admin_act(action)?;
-            let outcome = target.perform(act, Open::Existing)?;
+            let outcome = note::compact_after(&target, target.perform(act, Open::Existing)?)?;
             println!("{}", admin::render(&outcome, json));
+            Ok(())
+        }
+        Command::Compact { store } => {
+            println!("{}", note::compact(&store)?.detail);
             Ok(())
         }
         Command::Demo { store, json } => {
@@ -611,6 +628,7 @@ fn admin_act(action: AdminCommand) -> anyhow::Result<(Act, bool)> {
         AdminCommand::Backup { .. } => anyhow::bail!("`admin backup` is not an act"),
         AdminCommand::Sar { action } => sar::act(action),
         AdminCommand::Retention { action } => retention::act(action),
+        AdminCommand::Note { action } => (note::act(action), false),
         AdminCommand::BreakGlass { action } => break_glass::act(action),
         AdminCommand::Quarantine {
             action: QuarantineCommand::List { json },
@@ -672,6 +690,10 @@ fn serve(
     if let Opened::Sled(s) = &opened {
         s.set_free_bytes_min(free_bytes_min);
     }
+    let rewritten = match &opened {
+        Opened::Sled(s) => s.rewritten(),
+        Opened::Postgres(_) => None,
+    };
     let store = opened.store();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -698,6 +720,14 @@ fn serve(
         writeln!(stdout, "casenote-server listening on {scheme}://{addr}")?;
         stdout.flush()?;
         tracing::info!(%addr, tls, store = %where_.describe(), "serving");
+        match rewritten {
+            Some(Ok(())) => tracing::info!("the store's files were rewritten for erasures"),
+            Some(Err(e)) => tracing::error!(
+                error = %e,
+                "the store's files could not be rewritten for erasures; the next start tries again"
+            ),
+            None => {}
+        }
         crate::run(listener, store, config, stop_signal()).await?;
         tracing::info!("stopped: pending audit counts written, store flushed");
         Ok(())

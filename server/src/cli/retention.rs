@@ -137,6 +137,9 @@ pub(super) fn render_one(s: &Status, json: bool) -> String {
             d.documents
         );
     }
+    if let Some(c) = &s.compaction {
+        let _ = write!(out, "\n  store files: {}", c.detail);
+    }
     out
 }
 

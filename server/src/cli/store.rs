@@ -121,7 +121,7 @@ impl StoreArgs {
             return Ok(std::path::Path::new(""));
         }
         let dir = self.dir()?;
-        if !dir.join("db").is_file() {
+        if !crate::store::sled::exists(dir) {
             anyhow::bail!(
                 "there is no casenote store in {}; check --data (`serve` or `demo` creates one)",
                 dir.display()

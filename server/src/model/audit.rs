@@ -59,6 +59,8 @@ pub enum AuditKind {
     /// A record's retention changed: classified, closed, reopened, held, released, approved for
     /// disposal, disposed of ([`crate::retention`]).
     Retention,
+    /// A note filed on the wrong person was moved (one entry at each end: ids and hashes).
+    Misfiled,
     /// Break-glass on a sealed section: a grant (ids, the reason's category and the hash of its
     /// text, never the text), its lapse, the IG lead's review.
     BreakGlass,
@@ -82,6 +84,7 @@ impl AuditKind {
             AuditKind::DeviceView => "device_view",
             AuditKind::SubjectAccess => "subject_access",
             AuditKind::Retention => "retention",
+            AuditKind::Misfiled => "misfiled",
             AuditKind::BreakGlass => "break_glass",
         }
     }

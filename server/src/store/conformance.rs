@@ -47,6 +47,7 @@ macro_rules! conformance_tests {
             the_directory_reads_back,
             a_read_transaction_refuses_writes,
             two_threads_writing_at_once_get_gap_free_sequences_and_one_audit_chain,
+            an_erased_document_leaves_every_read_and_keeps_its_place_in_the_chain,
         );
     };
     (@each $factory:expr; $($check:ident),+ $(,)?) => {
@@ -519,4 +520,82 @@ pub(crate) fn two_threads_writing_at_once_get_gap_free_sequences_and_one_audit_c
         2 * ROUNDS as usize,
         "one unforked chain"
     );
+}
+
+/// Every entry of the log, erased ones included (their bytes empty).
+fn logged_with_erased(store: &dyn Store) -> Vec<(Seq, DocId, Vec<u8>)> {
+    let mut out = Vec::new();
+    let last = store.last_seq().unwrap();
+    store
+        .scan_log_with_erased(Seq(0), last, &mut |e| {
+            out.push((e.seq, e.doc_id, e.bytes.to_vec()));
+            true
+        })
+        .unwrap();
+    out
+}
+
+pub(crate) fn an_erased_document_leaves_every_read_and_keeps_its_place_in_the_chain(
+    f: &mut dyn Factory,
+) {
+    let store = f.fresh();
+    let kase = case(vec![TeamId::new_random()]);
+    let (kept, gone) = (doc_of(kase.case_id), doc_of(kase.case_id));
+    let (k, g) = (kept.header.doc_id, gone.header.doc_id);
+    let bad = change(g, 99);
+    write(&*store, |t| {
+        t.put_case(&kase)?;
+        t.put_doc(&kept)?;
+        t.put_doc(&gone)?;
+        for (doc, n) in [(k, 1), (g, 2), (k, 3), (g, 4), (k, 5)] {
+            t.append_change(&change(doc, n))?;
+        }
+        t.quarantine_add(&[
+            quarantine(g, bad.hash, "refused"),
+            quarantine(k, bad.hash, "x"),
+        ])?;
+        Ok(())
+    })
+    .unwrap();
+    let erased = write(&*store, |t| t.erase_doc(g)).unwrap();
+    assert_eq!(erased, vec![Seq(2), Seq(4)]);
+    store.flush().unwrap();
+    let store = f.reopen(store);
+    read(&*store, |t| {
+        assert!(t.doc(g)?.is_none(), "the record is gone");
+        assert_eq!(t.docs_of_case(kase.case_id)?, vec![k]);
+        Ok(())
+    })
+    .unwrap();
+    assert!(store.doc_change_seqs(g).unwrap().is_empty());
+    assert_eq!(
+        store.doc_change_seqs(k).unwrap(),
+        vec![Seq(1), Seq(3), Seq(5)]
+    );
+    assert!(store.get_log(Seq(2)).unwrap().is_none());
+    assert!(store.received_at(Seq(4)).unwrap().is_none());
+    assert_eq!(
+        logged(&*store).iter().map(|e| e.0).collect::<Vec<_>>(),
+        vec![Seq(1), Seq(3), Seq(5)],
+        "reads of the log skip erased entries"
+    );
+    let all = logged_with_erased(&*store);
+    assert_eq!(all.len(), 5, "erased entries keep their place");
+    assert!(all
+        .iter()
+        .all(|(_, doc, bytes)| (*doc == g) == bytes.is_empty()));
+    let quarantined: Vec<DocId> = store
+        .quarantine_list()
+        .unwrap()
+        .iter()
+        .map(|q| q.doc_id)
+        .collect();
+    assert_eq!(quarantined, vec![k]);
+    let next = write(&*store, |t| t.append_change(&change(k, 6))).unwrap();
+    assert_eq!(next, Seq(6), "the log goes on after its erased entries");
+    store.flush().unwrap();
+    let store = f.reopen(store);
+    assert_eq!(store.last_seq().unwrap(), Seq(6));
+    let compaction = store.compact().unwrap();
+    assert!(compaction.done, "{}", compaction.detail);
 }

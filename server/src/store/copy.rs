@@ -7,7 +7,8 @@
 //! store moves in bounded memory:
 //! - the change log up to the cut ([`Cut::upto`]), every entry under the same sequence, with its
 //!   received time, in order (`scan_log`); a target computes the same hash chain from (seq, doc,
-//!   hash), and each append must land on the sequence it had, or the copy stops;
+//!   hash), and each append must land on the sequence it had, or the copy stops; an erased
+//!   entry (`Txn::erase_doc`) moves as it is, its place in the chain without bytes;
 //! - documents and cases: every document that has a change is in the log, and every case has
 //!   its case document, so `doc` and `case` of each id the log names find them all. A document's
 //!   record may be newer than the cut (a push committed after it): its heads then name changes
@@ -47,6 +48,7 @@ use std::collections::{BTreeMap, BTreeSet};
 /// The meta values of the application (not of a backend) that move with a store: the demo's
 /// marker, the admin tokens, the open subject access requests, the data-sharing agreements and
 /// objections, and the break-glass records with the next lapse. A new one must be added here.
+/// (Each erased document's record, `crate::erase::meta_key`, moves with its erased entries.)
 pub const META_KEYS: &[&str] = &[
     "demo",
     crate::model::directory::ADMIN_TOKENS_KEY,
@@ -232,8 +234,8 @@ pub fn is_empty(store: &dyn Store) -> Result<bool, StoreError> {
 pub fn traverse(from: &dyn Store, cut: Cut, sink: &mut dyn Sink) -> Result<(), CopyError> {
     let mut out = Batcher::new(sink);
     let named = log(from, cut.upto, &mut out)?;
-    records(from, &named, &mut out)?;
-    meta(from, &mut out)?;
+    let cases = records(from, &named, &mut out)?;
+    meta(from, &named, &cases, &mut out)?;
     directory(from, &named, &mut out)?;
     for entry in from.quarantine_list()? {
         out.push(Item::Quarantined(entry))?;
@@ -327,6 +329,8 @@ impl Frontier {
 #[derive(Default)]
 struct Named {
     docs: BTreeMap<DocId, Frontier>,
+    /// The documents whose erased entries the log holds (their erasure records move too).
+    erased: BTreeSet<DocId>,
     actors: BTreeSet<Vec<u8>>,
 }
 
@@ -337,7 +341,7 @@ fn log(from: &dyn Store, upto: Seq, out: &mut Batcher) -> Result<Named, CopyErro
     while cursor < upto {
         let mut batch = Vec::new();
         let mut bytes = 0;
-        from.scan_log(cursor, upto, &mut |e| {
+        from.scan_log_with_erased(cursor, upto, &mut |e| {
             bytes += e.bytes.len();
             batch.push((e.seq, e.doc_id, e.hash, e.bytes.to_vec()));
             bytes < limits::STORE_COPY_BYTES_PER_TXN
@@ -346,6 +350,18 @@ fn log(from: &dyn Store, upto: Seq, out: &mut Batcher) -> Result<Named, CopyErro
             break;
         };
         for (seq, doc_id, hash, bytes) in batch {
+            if bytes.is_empty() {
+                // Erased: its place in the chain moves, and nothing else; it names no document.
+                named.erased.insert(doc_id);
+                out.push(Item::Change {
+                    seq,
+                    doc_id,
+                    hash,
+                    bytes,
+                    received_at_ms: 0,
+                })?;
+                continue;
+            }
             let frontier = named.docs.entry(doc_id).or_insert(Frontier {
                 heads: BTreeSet::new(),
                 ops: 0,
@@ -368,9 +384,11 @@ fn log(from: &dyn Store, upto: Seq, out: &mut Batcher) -> Result<Named, CopyErro
 }
 
 /// Documents (rewound to the cut), their cases, and the actor bindings.
-fn records(from: &dyn Store, named: &Named, out: &mut Batcher) -> Result<(), CopyError> {
+/// The records of the documents the log names, their cases (and the cases of erased documents,
+/// whose records stay as stubs), and the actors' bindings; returns the cases.
+fn records(from: &dyn Store, named: &Named, out: &mut Batcher) -> Result<Vec<CaseId>, CopyError> {
     let docs: Vec<DocId> = named.docs.keys().copied().collect();
-    let mut cases = BTreeSet::<CaseId>::new();
+    let mut cases = erased_cases(from, named)?;
     for chunk in docs.chunks(limits::STORE_COPY_RECORDS_PER_TXN) {
         let records = read(from, |t| {
             chunk
@@ -414,15 +432,46 @@ fn records(from: &dyn Store, named: &Named, out: &mut Batcher) -> Result<(), Cop
             out.push(Item::Actor { actor, binding })?;
         }
     }
-    Ok(())
+    Ok(cases)
 }
 
-fn meta(from: &dyn Store, out: &mut Batcher) -> Result<(), CopyError> {
+/// The cases of the erased documents the log names (from their erasure records).
+fn erased_cases(from: &dyn Store, named: &Named) -> Result<BTreeSet<CaseId>, CopyError> {
+    let erased: Vec<DocId> = named.erased.iter().copied().collect();
+    let mut cases = BTreeSet::new();
+    for chunk in erased.chunks(limits::STORE_COPY_RECORDS_PER_TXN) {
+        read(from, |t| {
+            for doc in chunk {
+                if let Some(v) = t.meta(&crate::erase::meta_key(*doc))? {
+                    let record: crate::erase::ErasedRecord =
+                        serde_json::from_slice(&v).map_err(|e| {
+                            StoreError::Corrupt(format!("erasure record of {doc}: {e}"))
+                        })?;
+                    cases.insert(record.case_id);
+                }
+            }
+            Ok(())
+        })?;
+    }
+    Ok(cases)
+}
+
+/// The meta values that move: [`META_KEYS`], the erased documents' records and the cases'
+/// retention ([`crate::retention::meta_key`]).
+fn meta(
+    from: &dyn Store,
+    named: &Named,
+    cases: &[CaseId],
+    out: &mut Batcher,
+) -> Result<(), CopyError> {
     let item = read(from, |t| {
         let mut values = Vec::new();
-        for k in META_KEYS {
-            if let Some(v) = t.meta(k)? {
-                values.push((k.to_string(), serde_bytes::ByteBuf::from(v)));
+        let erased = named.erased.iter().map(|d| crate::erase::meta_key(*d));
+        let retention = cases.iter().map(|c| crate::retention::meta_key(*c));
+        let keys = META_KEYS.iter().map(|k| k.to_string());
+        for k in keys.chain(erased).chain(retention) {
+            if let Some(v) = t.meta(&k)? {
+                values.push((k, serde_bytes::ByteBuf::from(v)));
             }
         }
         Ok(Item::Meta {

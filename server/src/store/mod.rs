@@ -188,6 +188,17 @@ pub trait Txn {
     ) -> Result<[u8; 32], StoreError>;
     /// Destroys the wrap key of `device`; harmless when there is none.
     fn escrow_remove(&mut self, device: DeviceId) -> Result<(), StoreError>;
+
+    // Erasure (`crate::erase`).
+    /// Erases document `doc`'s rows: its record and case index row, its quarantined changes,
+    /// and the bytes and received times of its logged changes. Each log entry keeps its place
+    /// in the log's hash chain (sequence, document id, change hash, chain link) with no bytes:
+    /// an erased entry, which [`Store::scan_log`], [`Store::get_log`] and
+    /// [`Store::doc_change_seqs`] never return. Devices' holdings are left to reconciliation,
+    /// which evicts the document from each device and then drops the row. A backend whose
+    /// files keep deleted bytes until rewritten records that a rewrite is due
+    /// ([`Store::compact`]). Returns the sequences erased, ascending.
+    fn erase_doc(&mut self, doc: DocId) -> Result<Vec<Seq>, StoreError>;
 }
 
 /// The work a transaction runs: reads and writes through the [`Txn`], nothing outside it.
@@ -241,6 +252,21 @@ pub trait Store: Send + Sync {
     /// Whether the store accepts writes now (for `/ready`); may start a recovery that is due.
     fn writability(&self) -> Writability;
 
+    /// [`Store::scan_log`], erased entries included (their `bytes` empty): for a copy of the
+    /// whole store, which keeps every sequence and the hash chain through erased entries.
+    fn scan_log_with_erased(
+        &self,
+        after: Seq,
+        upto: Seq,
+        visit: &mut dyn FnMut(LogEntry<'_>) -> bool,
+    ) -> Result<(), StoreError>;
+
+    /// Makes what was erased ([`Txn::erase_doc`]) leave the store's files: PostgreSQL rewrites
+    /// the affected tables and retires the write-ahead log that held the rows; sled cannot
+    /// rewrite its files while open, so it says the rewrite is due at its next open (which
+    /// does it before serving anything).
+    fn compact(&self) -> Result<Compaction, StoreError>;
+
     /// The store's size in bytes, for `/metrics` (`None`: unknown).
     fn size_bytes(&self) -> Option<u64> {
         None
@@ -251,6 +277,15 @@ pub trait Store: Send + Sync {
     fn watch(&self) -> Option<Box<dyn Watch>> {
         None
     }
+}
+
+/// What [`Store::compact`] did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Compaction {
+    /// Whether the store's files hold no erased byte now.
+    pub done: bool,
+    /// What was done, or what remains and when it happens, in plain words.
+    pub detail: String,
 }
 
 /// Changes another process committed: the highest sequence read and the documents changed.

@@ -329,6 +329,7 @@ fn plan(
     visible: Seq,
 ) -> Result<Planned, StoreError> {
     let epoch = txn.access_epoch()?;
+    let who = &as_of_epoch(txn, who)?;
     let seen = txn.device_sync(who.device_id)?;
     let decided = if asked.cursor == Seq(0) {
         fresh_start(epoch, seen, pushed)
@@ -353,6 +354,26 @@ fn plan(
         }
     };
     finish_plan(txn, store, who, (asked, pushed, visible), decided)
+}
+
+/// `who` as the transaction that read the access epoch sees them. The request was authenticated
+/// before that read, and an access change in between (a team left, an organisation's agreements)
+/// must not be reconciled at the new epoch with the permissions from before it: the device would
+/// keep what it may no longer read until the next change. A member of staff gone from the store
+/// reads nothing.
+fn as_of_epoch(txn: &mut dyn Txn, who: &Principal) -> Result<Principal, StoreError> {
+    let staff = match txn.staff(who.staff_id())? {
+        Some(staff) => staff,
+        None => crate::model::Staff {
+            revoked: true,
+            ..who.staff.clone()
+        },
+    };
+    Ok(Principal {
+        device_id: who.device_id,
+        shares: crate::controllers::shares_of(txn, staff.org_id)?,
+        staff,
+    })
 }
 
 /// A device starting from nothing (cursor 0) holds nothing the server handed it but what it just

@@ -399,8 +399,9 @@ impl<'a, 't> Plan<'a, 't> {
             }
             return Ok(Ok((rec.header.clone(), Some(rec), None)));
         }
-        // Nothing to create: answered as a document that exists and may not be written is.
-        if empty {
+        // Nothing to create, or a document erased (`crate::erase`) that a device sends again:
+        // answered as a document that exists and may not be written is.
+        if empty || crate::erase::is_erased(self.txn, p.doc_id)? {
             return Ok(Err(forbidden(p.doc_id)));
         }
         let new_case = match self.new_case(p)? {

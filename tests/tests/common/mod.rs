@@ -192,10 +192,15 @@ impl Server {
 
     /// Starts a server on `data`, on a free port, writing its log (`RUST_LOG=info`) to `log`.
     pub fn start_logging(data: &Path, log: &Path) -> Server {
+        Self::start_logging_on(data, "127.0.0.1:0", log)
+    }
+
+    /// Starts a server on `data` listening on `addr`, writing its log (`RUST_LOG=info`) to `log`.
+    pub fn start_logging_on(data: &Path, addr: &str, log: &Path) -> Server {
         let mut cmd = Command::new(SERVER_BIN);
         cmd.arg("serve")
             .args(store_args(data))
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", addr])
             .env("RUST_LOG", "info")
             .env("CASENOTE_TEST_LOG_FILE", log);
         Self::spawn(cmd, data)
@@ -566,6 +571,16 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 /// Runs `casenote-server admin --data DATA args...`; returns stdout, trimmed. The store is
 /// created first (`casenote-server init`) if there is none: `admin` itself refuses a directory
 /// that holds no store.
+/// Every byte of the server's store: the sled directory, or every file of the PostgreSQL
+/// cluster (all its databases, its write-ahead log).
+pub fn server_store_bytes(data: &Path) -> Vec<u8> {
+    if on_postgres() {
+        all_bytes_under(&pg::cluster().data_dir())
+    } else {
+        all_bytes_under(data)
+    }
+}
+
 pub fn admin(data: &Path, args: &[&str]) -> String {
     if !data.join("db").exists() {
         server_cmd_on(&["init"], data, &[]);

@@ -39,7 +39,7 @@ pub use verify::Summary;
 mod watch;
 mod writers;
 
-use super::{LogEntry, Store, StoreError, Watch, Work, Writability};
+use super::{Compaction, LogEntry, Store, StoreError, Watch, Work, Writability};
 use casenote_protocol::limits;
 use casenote_protocol::wire::Hash;
 use casenote_protocol::{DocId, Seq};
@@ -210,7 +210,25 @@ impl Store for PgStore {
             return Ok(());
         }
         let mut conn = self.pool.get()?;
-        txn::scan_log(conn.session(), after, upto, visit)
+        txn::scan_log(conn.session(), (after, upto), false, visit)
+    }
+
+    fn scan_log_with_erased(
+        &self,
+        after: Seq,
+        upto: Seq,
+        visit: &mut dyn FnMut(LogEntry<'_>) -> bool,
+    ) -> Result<(), StoreError> {
+        if after >= upto {
+            return Ok(());
+        }
+        let mut conn = self.pool.get()?;
+        txn::scan_log(conn.session(), (after, upto), true, visit)
+    }
+
+    fn compact(&self) -> Result<Compaction, StoreError> {
+        let mut conn = self.pool.get()?;
+        txn::compact(conn.session())
     }
 
     fn get_log(&self, seq: Seq) -> Result<Option<(DocId, Hash, Vec<u8>)>, StoreError> {

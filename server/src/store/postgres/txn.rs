@@ -594,6 +594,69 @@ impl Txn for PgTxn<'_> {
             .execute("DELETE FROM escrow WHERE device_id = $1", &[&device.0])?;
         Ok(())
     }
+
+    fn erase_doc(&mut self, doc: DocId) -> Result<Vec<Seq>, StoreError> {
+        self.writing()?;
+        self.insert_appended()?;
+        let rows = self.s.query(
+            "UPDATE change_log SET bytes = ''::bytea, received_ms = NULL
+             WHERE doc_id = $1 AND octet_length(bytes) > 0 RETURNING seq",
+            &[&doc.0],
+        )?;
+        let mut seqs = rows
+            .iter()
+            .map(|r| Ok(Seq(seq(col(r, "seq")?)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        seqs.sort();
+        self.s
+            .execute("DELETE FROM docs WHERE doc_id = $1", &[&doc.0])?;
+        self.s
+            .execute("DELETE FROM quarantine WHERE doc_id = $1", &[&doc.0])?;
+        Ok(seqs)
+    }
+}
+
+/// Rewrites the tables erasures touch (`VACUUM FULL`: fresh files, the old ones unlinked) and
+/// retires the write-ahead log that held the erased rows: a switch to a new segment and a
+/// checkpoint, twice, so that every segment written before is past the redo point and is
+/// removed, or recycled where `wal_recycle` is on (a recycled segment keeps its old bytes until
+/// overwritten, so `done` says so). A role that may not `CHECKPOINT` (PostgreSQL 15: superuser
+/// or `pg_checkpoint`) gets `done: false` and the reason.
+pub(super) fn compact(s: &mut Session) -> Result<crate::store::Compaction, StoreError> {
+    s.client
+        .batch_execute("VACUUM FULL change_log, docs, quarantine")
+        .map_err(backend)?;
+    let retired = s
+        .client
+        .batch_execute("SELECT pg_switch_wal(); CHECKPOINT; SELECT pg_switch_wal(); CHECKPOINT;");
+    let recycle: String = match s.client.query_one("SHOW wal_recycle", &[]) {
+        Ok(row) => row.try_get(0).map_err(backend)?,
+        Err(e) => return Err(backend(e)),
+    };
+    let (done, detail) = match (retired, recycle.as_str()) {
+        (Err(e), _) => (
+            false,
+            format!(
+                "the tables were rewritten; the write-ahead log still holds the erased rows \
+                 until PostgreSQL's next checkpoints remove its old segments (this role could \
+                 not switch it: {e})"
+            ),
+        ),
+        (Ok(()), "off") => (
+            true,
+            "the tables were rewritten and the write-ahead log segments that held the erased \
+             rows removed (wal_recycle is off); archives and replicas keep their own copies"
+                .to_string(),
+        ),
+        (Ok(()), _) => (
+            false,
+            "the tables were rewritten; wal_recycle is on, so retired write-ahead log segments \
+             are renamed for reuse and keep the erased rows' bytes until overwritten: set \
+             wal_recycle = off"
+                .to_string(),
+        ),
+    };
+    Ok(crate::store::Compaction { done, detail })
 }
 
 fn wrap_key(row: &postgres::Row) -> Result<[u8; 32], StoreError> {
@@ -607,10 +670,11 @@ fn wrap_key(row: &postgres::Row) -> Result<[u8; 32], StoreError> {
 /// Visits log entries with `after < seq <= upto` in order until `visit` returns false, on one
 /// snapshot. Rows are fetched through a portal a few at a time, fewer when they are large, so
 /// memory stays near [`limits::PG_SCAN_FETCH_BYTES`] whatever the range.
+/// Erased entries (no bytes, `PgTxn::erase_doc`) are visited only if `erased`.
 pub(super) fn scan_log(
     s: &mut Session,
-    after: Seq,
-    upto: Seq,
+    (after, upto): (Seq, Seq),
+    erased: bool,
     visit: &mut dyn FnMut(LogEntry<'_>) -> bool,
 ) -> Result<(), StoreError> {
     let stmt = s.stmt(
@@ -630,6 +694,9 @@ pub(super) fn scan_log(
             let bytes: &[u8] = col(row, "bytes")?;
             let h: &[u8] = col(row, "hash")?;
             largest = largest.max(bytes.len());
+            if bytes.is_empty() && !erased {
+                continue;
+            }
             let entry = LogEntry {
                 seq: Seq(seq(col(row, "seq")?)?),
                 doc_id: DocId(col(row, "doc_id")?),
@@ -699,16 +766,16 @@ pub(super) fn get_log(
         return Ok(None);
     };
     let h: Vec<u8> = col(&row, "hash")?;
-    Ok(Some((
-        DocId(col(&row, "doc_id")?),
-        rows::hash(&h)?,
-        col(&row, "bytes")?,
-    )))
+    let bytes: Vec<u8> = col(&row, "bytes")?;
+    if bytes.is_empty() {
+        return Ok(None); // erased
+    }
+    Ok(Some((DocId(col(&row, "doc_id")?), rows::hash(&h)?, bytes)))
 }
 
 pub(super) fn doc_change_seqs(s: &mut Session, doc: DocId) -> Result<Vec<Seq>, StoreError> {
     s.query(
-        "SELECT seq FROM change_log WHERE doc_id = $1 ORDER BY seq",
+        "SELECT seq FROM change_log WHERE doc_id = $1 AND octet_length(bytes) > 0 ORDER BY seq",
         &[&doc.0],
     )?
     .iter()

@@ -78,9 +78,12 @@ impl PgStore {
             let doc = casenote_protocol::DocId(col(&row, "doc_id")?);
             let hash = rows::hash(col(&row, "hash")?)?;
             let bytes: &[u8] = col(&row, "bytes")?;
-            let change = automerge::Change::from_bytes(bytes.to_vec())
+            // An erased entry (no bytes) keeps only its place in the chain.
+            let change = (!bytes.is_empty())
+                .then(|| automerge::Change::from_bytes(bytes.to_vec()))
+                .transpose()
                 .map_err(|_| damaged(format!("change {at} is not an Automerge change")))?;
-            if change.hash().0 != hash.0 {
+            if change.is_some_and(|c| c.hash().0 != hash.0) {
                 return Err(damaged(format!(
                     "change {at} does not have the hash stored for it"
                 )));
@@ -112,7 +115,8 @@ impl PgStore {
         if let Some(doc) = one(
             client,
             "SELECT DISTINCT l.doc_id::text FROM change_log l
-             LEFT JOIN docs d ON d.doc_id = l.doc_id WHERE d.doc_id IS NULL LIMIT 1",
+             LEFT JOIN docs d ON d.doc_id = l.doc_id
+             WHERE d.doc_id IS NULL AND octet_length(l.bytes) > 0 LIMIT 1",
         )? {
             return Err(damaged(format!("document {doc} has changes but no record")));
         }

@@ -63,13 +63,14 @@ mod check;
 mod codec;
 mod durable;
 pub mod mark;
+mod rewrite;
 mod trees;
 mod txn;
 pub mod verify;
 
 use crate::model::audit::{AuditKind, AuditRecord};
 use crate::model::{LogEntry, QuarantineEntry};
-use crate::store::{Store, StoreError, Work, Writability};
+use crate::store::{Compaction, Store, StoreError, Work, Writability};
 use casenote_protocol::limits;
 use casenote_protocol::wire::Hash;
 use casenote_protocol::{DocId, Seq};
@@ -149,12 +150,20 @@ struct Shared {
     reopening: Mutex<()>,
     /// What the last open found lost (see [`SledStore::damage`]).
     damage: Mutex<Option<Damage>>,
+    /// How the rewrite this open ran went (see [`SledStore::rewritten`]).
+    rewritten: Mutex<Option<Result<(), String>>>,
 }
 
 /// The sled implementation of [`Store`].
 pub struct SledStore {
     shared: Arc<Shared>,
     flusher: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Whether `dir` holds a sled store (or one a crash left in the middle of swapping in its
+/// rewritten files, which opening finishes).
+pub fn exists(dir: &Path) -> bool {
+    dir.join("db").is_file() || rewrite::swap_pending(dir)
 }
 
 /// Opens (or creates) the sled store in `data_dir`, checks it against its acknowledged
@@ -214,7 +223,7 @@ impl SledStore {
     /// starts over and sends back what it holds (exactly as after `admin restored`), the mark
     /// anchored anew. A directory held by another process is [`StoreError::Locked`].
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        let store = Self::open_unhealed(data_dir)?;
+        let store = Self::open_unhealed(data_dir, true)?;
         if let Some(damage) = store.damage() {
             store.heal(&damage)?;
         }
@@ -226,13 +235,39 @@ impl SledStore {
     /// Opens the store to check it: what was lost is reported ([`SledStore::damage`]), not
     /// healed, and the mark is left as it was (`verify`, `audit verify`).
     pub fn inspect(data_dir: &Path) -> Result<Self, StoreError> {
-        let store = Self::open_unhealed(data_dir)?;
+        let store = Self::open_unhealed(data_dir, false)?;
         store.set_free_bytes_min(limits::STORE_FREE_BYTES_MIN_DEFAULT);
         Ok(store)
     }
 
-    fn open_unhealed(dir: &Path) -> Result<Self, StoreError> {
+    /// Opens sled in `dir` after finishing or rolling back an interrupted rewrite of its files,
+    /// and (`rewrite_due`) runs a rewrite that erasures left due ([`rewrite`]); says how that
+    /// went (`None`: none was due). A failed rewrite does not stop the open: the erased rows
+    /// are gone from every read, only their bytes wait in sled's files for the next open.
+    fn open_unhealed_sled(
+        dir: &Path,
+        rewrite_due: bool,
+    ) -> Result<(Sled, Option<Result<(), String>>), StoreError> {
+        rewrite::recover(dir).map_err(|e| {
+            StoreError::Unwritable(format!("an interrupted rewrite could not be finished: {e}"))
+        })?;
         let sled = Sled::open(dir)?;
+        if !(rewrite_due && rewrite::pending(&sled.db)?) {
+            return Ok((sled, None));
+        }
+        drop(sled);
+        let done = rewrite::rewrite(dir).map_err(|e| e.to_string());
+        Ok((Sled::open(dir)?, Some(done)))
+    }
+
+    /// Whether this open rewrote the store's files for erasures (`None`: none was due), for the
+    /// server's log, which starts after the store is open.
+    pub fn rewritten(&self) -> Option<Result<(), String>> {
+        lock(&self.shared.rewritten).clone()
+    }
+
+    fn open_unhealed(dir: &Path, rewrite_due: bool) -> Result<Self, StoreError> {
+        let (sled, rewritten) = Self::open_unhealed_sled(dir, rewrite_due)?;
         sled.build_chain()?;
         sled.build_indexes()?;
         let tip = sled.tip()?;
@@ -275,6 +310,7 @@ impl SledStore {
             flush_wait_ms: AtomicU64::new(limits::STORE_FLUSH_WAIT_MS_MAX),
             reopening: Mutex::new(()),
             damage: Mutex::new(damage),
+            rewritten: Mutex::new(rewritten),
         });
         let thread_shared = shared.clone();
         let flusher = std::thread::Builder::new()
@@ -351,25 +387,33 @@ impl Store for SledStore {
         upto: Seq,
         visit: &mut dyn FnMut(LogEntry<'_>) -> bool,
     ) -> Result<(), StoreError> {
-        if after >= upto {
-            return Ok(());
-        }
-        let start = after.0.saturating_add(1).to_be_bytes();
-        let end = upto.0.to_be_bytes();
-        for item in self.sled()?.log.range(start..=end) {
-            let (k, v) = item.map_err(|e| self.shared.failed(e))?;
-            let e = parse_log(&v)?;
-            let entry = LogEntry {
-                seq: Seq(seq_from(&k)?),
-                doc_id: e.doc_id,
-                hash: e.hash,
-                bytes: e.bytes,
-            };
-            if !visit(entry) {
-                break;
-            }
-        }
-        Ok(())
+        self.scan(after, upto, false, visit)
+    }
+
+    fn scan_log_with_erased(
+        &self,
+        after: Seq,
+        upto: Seq,
+        visit: &mut dyn FnMut(LogEntry<'_>) -> bool,
+    ) -> Result<(), StoreError> {
+        self.scan(after, upto, true, visit)
+    }
+
+    /// The files cannot be rewritten while sled has them open: the rewrite is due at the next
+    /// open (see [`rewrite`]).
+    fn compact(&self) -> Result<Compaction, StoreError> {
+        let due = rewrite::pending(&self.sled()?.db)?;
+        Ok(Compaction {
+            done: !due,
+            detail: if due {
+                "the erased rows are gone from every read; sled's files still hold their bytes \
+                 until the store is next opened, which rewrites them before serving (restart \
+                 the server, or run `casenote-server compact --data DIR` on the stopped store)"
+                    .into()
+            } else {
+                "nothing erased waits in the store's files".into()
+            },
+        })
     }
 
     fn get_log(&self, seq: Seq) -> Result<Option<(DocId, Hash, Vec<u8>)>, StoreError> {
@@ -378,6 +422,9 @@ impl Store for SledStore {
             return Ok(None);
         };
         let e = parse_log(&v)?;
+        if e.bytes.is_empty() {
+            return Ok(None); // erased
+        }
         Ok(Some((e.doc_id, e.hash, e.bytes.to_vec())))
     }
 
@@ -445,6 +492,40 @@ impl Store for SledStore {
     /// sled's files on disk.
     fn size_bytes(&self) -> Option<u64> {
         self.shared.sled().ok()?.db.size_on_disk().ok()
+    }
+}
+
+impl SledStore {
+    /// The log entries with `after < seq <= upto`, erased ones (no bytes) only if `erased`.
+    fn scan(
+        &self,
+        after: Seq,
+        upto: Seq,
+        erased: bool,
+        visit: &mut dyn FnMut(LogEntry<'_>) -> bool,
+    ) -> Result<(), StoreError> {
+        if after >= upto {
+            return Ok(());
+        }
+        let start = after.0.saturating_add(1).to_be_bytes();
+        let end = upto.0.to_be_bytes();
+        for item in self.sled()?.log.range(start..=end) {
+            let (k, v) = item.map_err(|e| self.shared.failed(e))?;
+            let e = parse_log(&v)?;
+            if e.bytes.is_empty() && !erased {
+                continue;
+            }
+            let entry = LogEntry {
+                seq: Seq(seq_from(&k)?),
+                doc_id: e.doc_id,
+                hash: e.hash,
+                bytes: e.bytes,
+            };
+            if !visit(entry) {
+                break;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -88,3 +88,111 @@ fn an_audit_entry_changed_on_disk_is_named_by_verify() {
         other => panic!("{other}"),
     }
 }
+
+/// Whether any file under `dir` holds `needle`.
+fn files_hold(dir: &Path, needle: &[u8]) -> bool {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(d).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if std::fs::read(&p)
+                .unwrap()
+                .windows(needle.len())
+                .any(|w| w == needle)
+            {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// A real Automerge change holding `text`: (bytes, hash).
+fn change_with(text: &str) -> (Vec<u8>, casenote_protocol::wire::Hash) {
+    use automerge::transaction::Transactable;
+    let mut doc = automerge::AutoCommit::new();
+    doc.put(automerge::ROOT, "text", text).unwrap();
+    doc.commit();
+    let mut c = doc.get_last_local_change().unwrap();
+    (c.bytes().to_vec(), c.hash().into())
+}
+
+#[test]
+fn an_erased_documents_bytes_leave_sleds_files_at_the_next_open_and_the_store_verifies() {
+    use crate::model::{CaseRecord, DocHeader, DocRecord, NewChange};
+    use casenote_protocol::{CaseId, DocId, DocKind, OrgId, StaffId};
+    let dir = tempfile::tempdir().unwrap();
+    let marker = "ERASE-ME-from-sled-files-3f9a1c";
+    let case = CaseId::new_random();
+    let record = |doc: DocId, head| DocRecord {
+        header: DocHeader {
+            doc_id: doc,
+            case_id: case,
+            kind: DocKind::Note,
+            owner_org: OrgId::new_random(),
+            access_teams: None,
+            created_by: StaffId::new_random(),
+            created_ms: 0,
+            sealed: false,
+            grants: Vec::new(),
+        },
+        heads: vec![head],
+        ops: 1,
+        filed_ms: None,
+    };
+    let (gone, kept) = (DocId::new_random(), DocId::new_random());
+    {
+        let store = open(dir.path()).unwrap();
+        let (bad, bad_hash) = change_with(marker);
+        let (good, good_hash) = change_with("stays");
+        crate::store::write(&*store, |t| {
+            t.put_case(&CaseRecord {
+                case_id: case,
+                owner_org: OrgId::new_random(),
+                teams: vec![],
+                created_ms: 0,
+            })?;
+            for (doc, bytes, hash) in [(gone, &bad, bad_hash), (kept, &good, good_hash)] {
+                t.put_doc(&record(doc, hash))?;
+                t.append_change(&NewChange {
+                    doc_id: doc,
+                    hash,
+                    bytes: bytes.clone(),
+                    received_at_ms: 1,
+                })?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        store.flush().unwrap();
+    }
+    assert!(
+        files_hold(dir.path(), marker.as_bytes()),
+        "positive control: the change is in sled's files"
+    );
+    {
+        let store = open(dir.path()).unwrap();
+        crate::store::write(&*store, |t| t.erase_doc(gone)).unwrap();
+        store.flush().unwrap();
+        let due = store.compact().unwrap();
+        assert!(!due.done, "sled says its files still hold the bytes");
+    }
+    assert!(
+        files_hold(dir.path(), marker.as_bytes()),
+        "positive control: erased rows stay in sled's files until the rewrite"
+    );
+    {
+        let store = open(dir.path()).unwrap(); // rewrites its files first
+        let done = store.compact().unwrap();
+        assert!(done.done, "{}", done.detail);
+        assert_eq!(store.doc_change_seqs(kept).unwrap().len(), 1);
+    }
+    assert!(
+        !files_hold(dir.path(), marker.as_bytes()),
+        "an erased change's bytes survived the rewrite"
+    );
+    let summary = SledStore::inspect(dir.path()).unwrap().verify();
+    assert!(summary.is_ok(), "{:?}", summary.err());
+}

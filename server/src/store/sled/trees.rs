@@ -349,7 +349,7 @@ pub(super) const OLD_LOG_HEADER: usize = 48;
 /// [`casenote_sled_recovery::open`] (partial snapshots removed first), with the page cache
 /// bounded by [`limits::SERVER_SLED_CACHE_BYTES`] instead of sled's 1 GiB default, so the
 /// server's memory does not grow with the size of its store.
-fn open_sled(data_dir: &Path) -> sled::Result<sled::Db> {
+pub(super) fn open_sled(data_dir: &Path) -> sled::Result<sled::Db> {
     casenote_sled_recovery::open_with(
         data_dir,
         sled::Config::new().cache_capacity(limits::SERVER_SLED_CACHE_BYTES),

@@ -12,7 +12,8 @@
 use super::codec::{
     dec, enc, escrow_key, hash_key, pair_key, seq_from, ACCESS_EPOCH_KEY, LOG_ID_KEY,
 };
-use super::trees::{chain_next, log_value, Sled, Tip, T, TREES};
+use super::rewrite::PENDING_KEY;
+use super::trees::{chain_next, log_value, parse_log, Sled, Tip, T, TREES};
 use crate::model::audit::{self, AuditEntry, AuditRecord};
 use crate::model::{
     ActorBinding, CaseRecord, Device, DeviceSync, DocRecord, NewChange, Org, QuarantineEntry,
@@ -277,6 +278,11 @@ impl Txn for SledTxn<'_> {
         let key = seq.to_be_bytes();
         let value = log_value(change.doc_id, &change.hash, &chain, &change.bytes);
         self.put(T::Log, &key, value)?;
+        self.tip = Some(Tip { seq, chain });
+        if change.bytes.is_empty() {
+            // An erased entry, copied (`store::copy`): its place in the chain, nothing else.
+            return Ok(Seq(seq));
+        }
         self.put(
             T::Hashes,
             &hash_key(change.doc_id, &change.hash),
@@ -284,7 +290,6 @@ impl Txn for SledTxn<'_> {
         )?;
         let received = change.received_at_ms.to_be_bytes().to_vec();
         self.put(T::Received, &key, received)?;
-        self.tip = Some(Tip { seq, chain });
         Ok(Seq(seq))
     }
     fn actor(&mut self, actor: &[u8]) -> Result<Option<ActorBinding>, StoreError> {
@@ -406,5 +411,33 @@ impl Txn for SledTxn<'_> {
     }
     fn escrow_remove(&mut self, device: DeviceId) -> Result<(), StoreError> {
         self.del(T::Escrow, device.as_bytes())
+    }
+
+    fn erase_doc(&mut self, doc: DocId) -> Result<Vec<Seq>, StoreError> {
+        let mut seqs = Vec::new();
+        for key in self.keys_under(T::Hashes, doc.as_bytes())? {
+            let Some(at) = self.get(T::Hashes, &key)? else {
+                continue;
+            };
+            if let Some(v) = self.get(T::Log, &at)? {
+                let e = parse_log(&v)?;
+                let kept = log_value(e.doc_id, &e.hash, &e.chain, &[]);
+                self.put(T::Log, &at, kept)?;
+            }
+            self.del(T::Received, &at)?;
+            self.del(T::Hashes, &key)?;
+            seqs.push(Seq(seq_from(&at)?));
+        }
+        seqs.sort();
+        if let Some(rec) = self.doc(doc)? {
+            let index = pair_key(rec.header.case_id.as_bytes(), doc.as_bytes());
+            self.del(T::CaseDocs, &index)?;
+            self.del(T::Docs, doc.as_bytes())?;
+        }
+        for key in self.keys_under(T::Quarantine, doc.as_bytes())? {
+            self.del(T::Quarantine, &key)?;
+        }
+        self.put(T::Meta, PENDING_KEY.as_bytes(), vec![1])?;
+        Ok(seqs)
     }
 }
