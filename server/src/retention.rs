@@ -31,6 +31,7 @@
 use crate::admin::AdminError;
 use crate::model::{AuditKind, AuditRecord, By};
 use crate::store::{read, write, Compaction, Store, StoreError, Txn};
+use crate::subject_access::{parse_day, today};
 use crate::uk_time;
 use casenote_protocol::{limits, CaseId};
 use jiff::civil::Date;
@@ -147,17 +148,6 @@ fn refused(case: CaseId, why: impl std::fmt::Display) -> AdminError {
 /// The meta key of `case`'s retention.
 pub fn meta_key(case: CaseId) -> String {
     format!("retention/{}", case.0)
-}
-
-fn parse_day(given: &str) -> Result<Date, AdminError> {
-    given
-        .parse::<Date>()
-        .map_err(|_| AdminError::BadDate(given.to_string()))
-}
-
-fn today(now_ms: i64) -> Result<Date, AdminError> {
-    uk_time::date_of(now_ms)
-        .ok_or_else(|| AdminError::Failed("the server's clock is out of range".into()))
 }
 
 /// The day a record of `class` closed on `last_contact` (for children, born on `born`) may be

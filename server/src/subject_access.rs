@@ -69,13 +69,15 @@ pub fn due_date(received: Date) -> Result<Date, AdminError> {
         .map_err(|e| AdminError::Failed(format!("no due date after {received}: {e}")))
 }
 
-fn parse_day(given: &str) -> Result<Date, AdminError> {
+/// A day given as `YYYY-MM-DD`, or [`AdminError::BadDate`].
+pub(crate) fn parse_day(given: &str) -> Result<Date, AdminError> {
     given
         .parse::<Date>()
         .map_err(|_| AdminError::BadDate(given.to_string()))
 }
 
-fn today(now_ms: i64) -> Result<Date, AdminError> {
+/// The day in London that `now_ms` falls on.
+pub(crate) fn today(now_ms: i64) -> Result<Date, AdminError> {
     uk_time::date_of(now_ms)
         .ok_or_else(|| AdminError::Failed("the server's clock is out of range".into()))
 }

@@ -14,12 +14,6 @@ use casenote_protocol::{DocKind, ErrorCode, Seq, StaffId};
 use common::*;
 use serde_bytes::ByteBuf;
 
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
-}
-
 /// Opens a case on `dev` with `marker` in a note, the plan and About Me, and syncs it.
 fn case_with_marker(dev: &Cli, marker: &str) -> String {
     let case = dev.ok(&["case", "new", "--name", "Marker Person"]);
@@ -29,15 +23,6 @@ fn case_with_marker(dev: &Cli, marker: &str) -> String {
     dev.ok(&["about-me", "append", &case, "--text", marker]);
     dev.sync();
     case
-}
-
-fn case_ids(dev: &Cli) -> Vec<String> {
-    dev.json(&["case", "list", "--json"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["case_id"].as_str().unwrap().to_string())
-        .collect()
 }
 
 #[test]

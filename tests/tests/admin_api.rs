@@ -77,15 +77,6 @@ fn demo_all(data: &std::path::Path) -> (Vec<Staff>, Value, String) {
     (staff, out["cases"].clone(), admin)
 }
 
-fn case_ids(dev: &Cli) -> Vec<String> {
-    dev.json(&["case", "list", "--json"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["case_id"].as_str().unwrap().to_string())
-        .collect()
-}
-
 /// A device that keeps syncing (pulling, confirming reconciliations) until told to stop, from a
 /// thread; counts its answers, and stops at the first refusal, keeping it.
 struct Syncing {

@@ -12,39 +12,11 @@
 mod common;
 use common::*;
 use serde_json::Value;
-use std::process::{Command, Output};
+use std::process::Command;
 
 const COUNCIL: &str = "Castlebridge Council";
 const TRUST: &str = "Castlebridge & Vale NHS Foundation Trust";
 const CMHT: &str = "Community Mental Health Team";
-
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
-}
-
-/// `casenote-server admin --server URL ARGS...` with the admin token.
-fn over_api(server: &Server, token: &str, args: &[&str]) -> Output {
-    let mut all = vec!["admin", "--server", server.url.as_str()];
-    all.extend_from_slice(args);
-    Command::new(SERVER_BIN)
-        .args(all)
-        .env("CASENOTE_ADMIN_TOKEN", token)
-        .env_remove("CASENOTE_POSTGRES_URL")
-        .output()
-        .expect("run casenote-server")
-}
-
-fn api_ok(server: &Server, token: &str, args: &[&str]) -> String {
-    let out = over_api(server, token, args);
-    assert!(
-        out.status.success(),
-        "admin {args:?} --server failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
 
 /// `casenote-server admin STORE ARGS...` on a stopped store, which must fail: its stderr.
 fn admin_fails(data: &std::path::Path, args: &[&str]) -> String {
@@ -76,15 +48,6 @@ fn note_with_marker(dev: &Cli, case: &str, marker: &str) -> String {
     dev.ok(&["note", "file", &note]);
     dev.sync();
     note
-}
-
-fn case_ids(dev: &Cli) -> Vec<String> {
-    dev.json(&["case", "list", "--json"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["case_id"].as_str().unwrap().to_string())
-        .collect()
 }
 
 /// The sealed records `dev` holds of each of `docs`.
@@ -168,7 +131,7 @@ fn a_trust_team_holds_council_documents_only_under_an_agreement_and_none_once_it
     let grace = device(&tmp, &server, &staff, "grace", "Grace Liu");
     let marker = "MARKER-council-controls-this-3b7a";
     let (case, note) = case_with_marker(&priya, marker);
-    api_ok(
+    admin_api_ok(
         &server,
         &token,
         &["case", "add-team", "--case", &case, "--team", "Ward 7"],
@@ -181,7 +144,7 @@ fn a_trust_team_holds_council_documents_only_under_an_agreement_and_none_once_it
 
     // An agreement: the next sync backfills the council's documents.
     let purpose = "discharge-planning-purpose-text";
-    api_ok(
+    admin_api_ok(
         &server,
         &token,
         &[
@@ -202,7 +165,7 @@ fn a_trust_team_holds_council_documents_only_under_an_agreement_and_none_once_it
     assert_eq!(grace.show(&case), priya.show(&case));
 
     // It ends: the next sync deletes every trace from the trust device, none from the council's.
-    api_ok(
+    admin_api_ok(
         &server,
         &token,
         &["agreement", "end", "--between", COUNCIL, "--and", TRUST],
@@ -243,7 +206,7 @@ fn an_objection_takes_each_controllers_documents_off_the_others_devices_until_ov
     let council_marker = "MARKER-council-note-under-objection-91fe";
     let trust_marker = "MARKER-trust-note-under-objection-c40d";
     let (case, council_note) = case_with_marker(&priya, council_marker);
-    api_ok(
+    admin_api_ok(
         &server,
         &token,
         &["case", "add-team", "--case", &case, "--team", "Ward 7"],
@@ -257,7 +220,7 @@ fn an_objection_takes_each_controllers_documents_off_the_others_devices_until_ov
     holds(&priya, trust_marker, &trust_records, "shared");
 
     // The person objects: each side keeps only its own organisation's documents.
-    let out = api_ok(&server, &token, &["case", "object", "--case", &case]);
+    let out = admin_api_ok(&server, &token, &["case", "object", "--case", &case]);
     assert!(out.contains("stands"), "{out}");
     grace.sync();
     priya.sync();
@@ -267,7 +230,7 @@ fn an_objection_takes_each_controllers_documents_off_the_others_devices_until_ov
     assert!(contains(&priya.decrypted_bytes(), council_marker), "own");
 
     // Safeguarding overrides it: sharing goes on under the agreement.
-    let out = api_ok(
+    let out = admin_api_ok(
         &server,
         &token,
         &[
@@ -286,10 +249,10 @@ fn an_objection_takes_each_controllers_documents_off_the_others_devices_until_ov
     assert!(contains(&priya.decrypted_bytes(), trust_marker));
 
     // The override ends: the objection stands again; withdrawn, sharing is back.
-    api_ok(&server, &token, &["case", "override-end", "--case", &case]);
+    admin_api_ok(&server, &token, &["case", "override-end", "--case", &case]);
     grace.sync();
     assert!(!contains(&grace.decrypted_bytes(), council_marker));
-    api_ok(
+    admin_api_ok(
         &server,
         &token,
         &["case", "object-withdraw", "--case", &case],
@@ -313,7 +276,7 @@ fn an_objection_takes_each_controllers_documents_off_the_others_devices_until_ov
         }
     }
     // Overriding what is not objected to is refused plainly.
-    let out = over_api(
+    let out = admin_over_api(
         &server,
         &token,
         &[
@@ -341,7 +304,7 @@ fn a_team_moved_with_its_records_staying_reads_its_old_organisations_records_onl
     let council_marker = "MARKER-council-case-the-cmht-joins-8e20";
     let (trust_case, trust_note) = case_with_marker(&joe, trust_marker);
     let (council_case, _) = case_with_marker(&priya, council_marker);
-    api_ok(
+    admin_api_ok(
         &server,
         &token,
         &["case", "add-team", "--case", &council_case, "--team", CMHT],
@@ -355,7 +318,7 @@ fn a_team_moved_with_its_records_staying_reads_its_old_organisations_records_onl
     holds(&joe, trust_marker, &trust_records, "own case");
 
     // The mental health team goes back to the council; its records stay with the trust.
-    let out = api_ok(
+    let out = admin_api_ok(
         &server,
         &token,
         &[
@@ -379,7 +342,7 @@ fn a_team_moved_with_its_records_staying_reads_its_old_organisations_records_onl
     assert!(!case_ids(&joe).contains(&trust_case));
 
     // Under an agreement, they come back.
-    api_ok(
+    admin_api_ok(
         &server,
         &token,
         &["agreement", "add", "--between", COUNCIL, "--and", TRUST],
@@ -396,7 +359,8 @@ fn a_team_moved_with_its_records_staying_reads_its_old_organisations_records_onl
     );
     assert_eq!(d["docs_moved"], 0);
     assert!(d["access_epoch"].is_u64());
-    let dir: Value = serde_json::from_str(&api_ok(&server, &token, &["list", "--json"])).unwrap();
+    let dir: Value =
+        serde_json::from_str(&admin_api_ok(&server, &token, &["list", "--json"])).unwrap();
     let council_id = dir["orgs"]
         .as_array()
         .unwrap()
@@ -427,7 +391,7 @@ fn a_team_moved_with_its_records_takes_them_to_the_new_controller_and_members_on
     let grace = device(&tmp, &server, &staff, "grace", "Grace Liu");
     let marker = "MARKER-cmht-case-moving-with-its-team-77c3";
     let (case, note) = case_with_marker(&joe, marker);
-    api_ok(
+    admin_api_ok(
         &server,
         &token,
         &["case", "add-team", "--case", &case, "--team", "Ward 7"],
@@ -443,7 +407,7 @@ fn a_team_moved_with_its_records_takes_them_to_the_new_controller_and_members_on
     holds(&joe, ward_marker, &ward_records, "same trust");
 
     // Joe is also on Ward 7: the move is refused, naming him, until the flag says what to do.
-    api_ok(
+    admin_api_ok(
         &server,
         &token,
         &[
@@ -461,7 +425,7 @@ fn a_team_moved_with_its_records_takes_them_to_the_new_controller_and_members_on
         "--records",
         "move",
     ];
-    let out = over_api(&server, &token, &move_args);
+    let out = admin_over_api(&server, &token, &move_args);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -470,7 +434,7 @@ fn a_team_moved_with_its_records_takes_them_to_the_new_controller_and_members_on
     );
     let mut with_flag = move_args.to_vec();
     with_flag.push("--leave-other-teams");
-    let out = api_ok(&server, &token, &with_flag);
+    let out = admin_api_ok(&server, &token, &with_flag);
     assert!(out.contains("1 other team memberships ended"), "{out}");
 
     // The records went with the team: Joe keeps them, the trust's ward no longer holds them.

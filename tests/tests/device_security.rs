@@ -16,10 +16,6 @@ use std::time::{Duration, Instant};
 const HOUR: i64 = 3600 * 1000;
 const DAY: i64 = 24 * HOUR;
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
-
 /// A clock the test moves by hand.
 fn manual_clock() -> (Arc<AtomicI64>, Clock) {
     let now = std::time::SystemTime::now()

@@ -22,10 +22,6 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
-
 fn uuid_bytes(id: &str) -> [u8; 16] {
     *uuid::Uuid::parse_str(id.trim()).unwrap().as_bytes()
 }

@@ -87,21 +87,6 @@ fn backed_up_and_restored(data: &Path, to: &Path) -> std::path::PathBuf {
     to.to_path_buf()
 }
 
-fn contains(haystack: &[u8], needle: &str) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|w| w == needle.as_bytes())
-}
-
-fn case_ids(dev: &Cli) -> Vec<String> {
-    dev.json(&["case", "list", "--json"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["case_id"].as_str().unwrap().to_string())
-        .collect()
-}
-
 /// Opens a case on `dev` with `marker` in a filed note and the plan, and syncs it.
 fn case_with_marker(dev: &Cli, marker: &str) -> String {
     let case = dev.ok(&["case", "new", "--name", "Retained Person"]);
@@ -356,16 +341,7 @@ fn retention_is_managed_over_the_admin_api_too() {
     let server = Server::start(&data);
     let priya = device(&tmp, &server, &staff, "priya", "Priya Shah");
     let case = case_with_marker(&priya, "MARKER-retention-api");
-    let api = |args: &[&str]| -> Output {
-        let mut all = vec!["admin", "--server", server.url.as_str()];
-        all.extend_from_slice(args);
-        Command::new(SERVER_BIN)
-            .args(all)
-            .env("CASENOTE_ADMIN_TOKEN", &admin_token)
-            .env_remove("CASENOTE_POSTGRES_URL")
-            .output()
-            .unwrap()
-    };
+    let api = |args: &[&str]| admin_over_api(&server, &admin_token, args);
     let c = case.as_str();
     let out = api(&["retention", "set", "--case", c, "--class", "health"]);
     assert!(

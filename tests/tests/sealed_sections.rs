@@ -16,7 +16,6 @@ use common::*;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::path::Path;
-use std::process::Command;
 
 const SECRET_TEXT: &str = "Strategy-discussion-held-ZQX-0417: police involved, do not disclose";
 const SECRET_TITLE: &str = "Section-47-strategy-ZQX";
@@ -24,13 +23,9 @@ const HIDDEN_TEXT: &str = "Hidden-matter-WVK-9921 between the team and the polic
 const REASON: &str =
     "Patient-collapsed-RSN-5532 at home, need the safeguarding plan before entering";
 
-fn contains(hay: &[u8], needle: &str) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
-}
-
 /// The id of the team `name`, from `admin list` over the admin API of `w`'s server.
 fn team_id(w: &World, name: &str) -> String {
-    let list = over_api(&w.server, &w.admin_token, &["admin", "list", "--json"]);
+    let list = admin_api_ok(&w.server, &w.admin_token, &["list", "--json"]);
     let list: Value = serde_json::from_str(&list).unwrap();
     list["teams"]
         .as_array()
@@ -41,24 +36,6 @@ fn team_id(w: &World, name: &str) -> String {
         .as_str()
         .unwrap()
         .to_string()
-}
-
-/// `casenote-server ARGS` over the admin API of `server`, with the admin token.
-fn over_api(server: &Server, token: &str, args: &[&str]) -> String {
-    let mut all: Vec<&str> = args.to_vec();
-    all.splice(1..1, ["--server", server.url.as_str()]);
-    let out = Command::new(SERVER_BIN)
-        .args(all)
-        .env("CASENOTE_ADMIN_TOKEN", token)
-        .env_remove("CASENOTE_POSTGRES_URL")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?} over the API failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 struct World {
@@ -347,10 +324,10 @@ fn break_glass_grants_audits_and_notifies_the_ig_lead_and_the_access_ends() {
     assert!(!contains(&w.owen.decrypted_bytes(), HIDDEN_TEXT));
 
     // The IG lead reads it, reason and all, over the admin API, and marks it reviewed.
-    let listed: Value = serde_json::from_str(&over_api(
+    let listed: Value = serde_json::from_str(&admin_api_ok(
         &w.server,
         &w.admin_token,
-        &["admin", "break-glass", "list", "--json"],
+        &["break-glass", "list", "--json"],
     ))
     .unwrap();
     let records = listed.as_array().unwrap();
@@ -361,22 +338,22 @@ fn break_glass_grants_audits_and_notifies_the_ig_lead_and_the_access_ends() {
     assert_eq!(record["reason"], REASON);
     assert_eq!(record["reviewed"], Value::Null);
     let id = record["id"].as_str().unwrap().to_string();
-    let text = over_api(&w.server, &w.admin_token, &["admin", "break-glass", "list"]);
+    let text = admin_api_ok(&w.server, &w.admin_token, &["break-glass", "list"]);
     assert!(
         text.contains("NOT REVIEWED") && text.contains(REASON),
         "{text}"
     );
     // A backup taken now carries the grant and its record (restored below).
     let backup = w.tmp.path().join("with-grant.backup");
-    over_api(
+    admin_api_ok(
         &w.server,
         &w.admin_token,
-        &["admin", "backup", "--out", backup.to_str().unwrap()],
+        &["backup", "--out", backup.to_str().unwrap()],
     );
-    let reviewed = over_api(
+    let reviewed = admin_api_ok(
         &w.server,
         &w.admin_token,
-        &["admin", "break-glass", "review", "--id", &id],
+        &["break-glass", "review", "--id", &id],
     );
     assert!(reviewed.contains("reviewed"), "{reviewed}");
 

@@ -9,29 +9,6 @@
 mod common;
 use common::*;
 use serde_json::Value;
-use std::process::{Command, Output};
-
-/// `casenote-server admin --server URL ARGS...` with the admin token.
-fn over_api(server: &Server, token: &str, args: &[&str]) -> Output {
-    let mut all = vec!["admin", "--server", server.url.as_str()];
-    all.extend_from_slice(args);
-    Command::new(SERVER_BIN)
-        .args(all)
-        .env("CASENOTE_ADMIN_TOKEN", token)
-        .env_remove("CASENOTE_POSTGRES_URL")
-        .output()
-        .expect("run casenote-server")
-}
-
-fn api_ok(server: &Server, token: &str, args: &[&str]) -> String {
-    let out = over_api(server, token, args);
-    assert!(
-        out.status.success(),
-        "admin {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
 
 fn field<'a>(v: &'a Value, list: &str, key: &str, want: &str) -> &'a Value {
     v[list]
@@ -43,7 +20,7 @@ fn field<'a>(v: &'a Value, list: &str, key: &str, want: &str) -> &'a Value {
 }
 
 fn open_list(server: &Server, admin: &str) -> Vec<Value> {
-    let out = api_ok(server, admin, &["sar", "list", "--json"]);
+    let out = admin_api_ok(server, admin, &["sar", "list", "--json"]);
     serde_json::from_str::<Value>(&out)
         .unwrap()
         .as_array()
@@ -75,16 +52,16 @@ fn a_request_is_opened_listed_with_its_due_date_fulfilled_and_audited() {
     sam.ok(&["alert", "add", &peggy, "--text", "Dog in the house"]);
     sam.sync();
 
-    let opened = api_ok(&server, &admin, &["sar", "open", "--case", &peggy]);
+    let opened = admin_api_ok(&server, &admin, &["sar", "open", "--case", &peggy]);
     assert!(opened.contains("due "), "{opened}");
     // A request received long ago, by post say: overdue.
-    api_ok(
+    admin_api_ok(
         &server,
         &admin,
         &["sar", "open", "--case", &jean, "--received", "2020-01-31"],
     );
     let (code, err) = {
-        let out = over_api(
+        let out = admin_over_api(
             &server,
             &admin,
             &["sar", "open", "--case", &jean, "--received", "2099-01-01"],
@@ -122,12 +99,12 @@ fn a_request_is_opened_listed_with_its_due_date_fulfilled_and_audited() {
         jean.as_str(),
         "the soonest due comes first"
     );
-    let text = api_ok(&server, &admin, &["sar", "list"]);
+    let text = admin_api_ok(&server, &admin, &["sar", "list"]);
     assert!(text.contains("OVERDUE"), "{text}");
 
     let request = fresh["request_id"].as_str().unwrap().to_string();
     let out = tmp.path().join("sar");
-    let done = api_ok(
+    let done = admin_api_ok(
         &server,
         &admin,
         &[
@@ -143,7 +120,7 @@ fn a_request_is_opened_listed_with_its_due_date_fulfilled_and_audited() {
     assert!(out.join("record.json").exists() && out.join("record.html").exists());
     let open = open_list(&server, &admin);
     assert_eq!(open.len(), 1, "the fulfilled request is closed: {open:?}");
-    let again = over_api(
+    let again = admin_over_api(
         &server,
         &admin,
         &[
@@ -209,10 +186,10 @@ fn the_record_reads_in_uk_time_with_staff_named_kinds_laid_out_and_provenance_pe
     ]);
     sam.sync();
 
-    let opened = api_ok(&server, &admin, &["sar", "open", "--case", &peggy]);
+    let opened = admin_api_ok(&server, &admin, &["sar", "open", "--case", &peggy]);
     let request = opened.split_whitespace().nth(4).unwrap().to_string();
     let out = tmp.path().join("sar");
-    api_ok(
+    admin_api_ok(
         &server,
         &admin,
         &[

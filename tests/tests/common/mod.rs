@@ -571,6 +571,45 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 /// Runs `casenote-server admin --data DATA args...`; returns stdout, trimmed. The store is
 /// created first (`casenote-server init`) if there is none: `admin` itself refuses a directory
 /// that holds no store.
+/// Whether `needle` stands anywhere in `haystack` (byte searches of stores and logs).
+pub fn contains(haystack: &[u8], needle: impl AsRef<[u8]>) -> bool {
+    let needle = needle.as_ref();
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The ids of the cases `dev` holds (`case list --json`).
+pub fn case_ids(dev: &Cli) -> Vec<String> {
+    dev.json(&["case", "list", "--json"])
+        .as_array()
+        .expect("case list --json prints an array")
+        .iter()
+        .map(|c| c["case_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// `casenote-server admin --server URL ARGS...` with the admin token in CASENOTE_ADMIN_TOKEN.
+pub fn admin_over_api(server: &Server, token: &str, args: &[&str]) -> Output {
+    let mut all = vec!["admin", "--server", server.url.as_str()];
+    all.extend_from_slice(args);
+    Command::new(SERVER_BIN)
+        .args(all)
+        .env("CASENOTE_ADMIN_TOKEN", token)
+        .env_remove("CASENOTE_POSTGRES_URL")
+        .output()
+        .expect("run casenote-server")
+}
+
+/// [`admin_over_api`], which must succeed: its stdout, trimmed.
+pub fn admin_api_ok(server: &Server, token: &str, args: &[&str]) -> String {
+    let out = admin_over_api(server, token, args);
+    assert!(
+        out.status.success(),
+        "admin {args:?} over the API failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
 /// Every byte of the server's store: the sled directory, or every file of the PostgreSQL
 /// cluster (all its databases, its write-ahead log).
 pub fn server_store_bytes(data: &Path) -> Vec<u8> {
