@@ -88,16 +88,22 @@ pub fn readable_doc(
     let Some(rec) = txn.doc(doc)? else {
         return Ok(None);
     };
+    let readable = case_of(txn, &rec, cases)?.is_some_and(|c| may_read(who, c, Some(&rec.header)));
+    Ok(readable.then_some(rec))
+}
+
+/// The case of document record `rec`, looked up once per request through `cases`.
+fn case_of<'c>(
+    txn: &mut dyn Txn,
+    rec: &DocRecord,
+    cases: &'c mut Cases,
+) -> Result<Option<&'c CaseRecord>, StoreError> {
     let case_id = rec.header.case_id;
     let case = match cases.entry(case_id) {
         std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
         std::collections::hash_map::Entry::Vacant(e) => e.insert(txn.case(case_id)?),
     };
-    let readable = match case {
-        Some(case) => may_read(who, case, Some(&rec.header)),
-        None => false,
-    };
-    Ok(readable.then_some(rec))
+    Ok(case.as_ref())
 }
 
 /// Document `doc`'s record, if it is a sealed section `who` is to be told of ([`sees_sealed`]).
@@ -113,14 +119,7 @@ pub fn sealed_doc(
     if !rec.header.sealed {
         return Ok(None);
     }
-    let case_id = rec.header.case_id;
-    let case = match cases.entry(case_id) {
-        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-        std::collections::hash_map::Entry::Vacant(e) => e.insert(txn.case(case_id)?),
-    };
-    let sees = case
-        .as_ref()
-        .is_some_and(|case| sees_sealed(who, case, &rec.header));
+    let sees = case_of(txn, &rec, cases)?.is_some_and(|c| sees_sealed(who, c, &rec.header));
     Ok(sees.then_some(rec))
 }
 
