@@ -752,6 +752,12 @@ pub struct DocSummary {
     pub created_ms: i64,
     /// A restricted document's access list.
     pub access_teams: Option<Vec<TeamName>>,
+    /// Its controller: the organisation whose staff created it.
+    #[serde(default)]
+    pub owner_org: Option<OrgId>,
+    /// A restricted section whose existence case staff off its list are told of.
+    #[serde(default)]
+    pub sealed: bool,
 }
 
 /// A case's teams and documents, in the order created.
@@ -761,6 +767,12 @@ pub struct CaseSummary {
     pub owner_org: OrgId,
     pub teams: Vec<TeamName>,
     pub docs: Vec<DocSummary>,
+    /// The person's objection to sharing between controllers, with any override.
+    #[serde(default)]
+    pub objection: Option<crate::controllers::Objection>,
+    /// The record's retention (class, closure, holds, approval, disposal).
+    #[serde(default)]
+    pub retention: Option<crate::retention::Retention>,
 }
 
 fn team_name(txn: &mut dyn Txn, team_id: TeamId) -> Result<TeamName, StoreError> {
@@ -795,14 +807,22 @@ pub fn case_summary(store: &dyn Store, case: CaseId) -> Result<CaseSummary, Admi
                 kind: d.header.kind,
                 created_ms: d.header.created_ms,
                 access_teams,
+                owner_org: Some(d.header.owner_org),
+                sealed: d.header.sealed,
             });
         }
         docs.sort_by_key(|d| (d.created_ms, d.doc_id.to_string()));
+        let objection = crate::controllers::current(txn)?
+            .objections
+            .into_iter()
+            .find(|o| o.case_id == case);
         Ok(Some(CaseSummary {
             case_id: case,
             owner_org: rec.owner_org,
             teams,
             docs,
+            objection,
+            retention: crate::retention::stored(txn, case)?,
         }))
     })?;
     summary.ok_or(AdminError::NoSuchCase(case))

@@ -210,7 +210,8 @@ impl Retention {
     }
 }
 
-fn stored(txn: &mut dyn Txn, case: CaseId) -> Result<Option<Retention>, StoreError> {
+/// Case `case`'s retention, if it has one.
+pub fn stored(txn: &mut dyn Txn, case: CaseId) -> Result<Option<Retention>, StoreError> {
     let Some(v) = txn.meta(&meta_key(case))? else {
         return Ok(None);
     };

@@ -222,6 +222,8 @@ fn an_objection_takes_each_controllers_documents_off_the_others_devices_until_ov
     // The person objects: each side keeps only its own organisation's documents.
     let out = admin_api_ok(&server, &token, &["case", "object", "--case", &case]);
     assert!(out.contains("stands"), "{out}");
+    let shown = admin_api_ok(&server, &token, &["case", "show", "--case", &case]);
+    assert!(shown.contains("Objection to sharing: Person"), "{shown}");
     grace.sync();
     priya.sync();
     no_trace(&grace, council_marker, &council_records, "trust device");

@@ -803,28 +803,64 @@ pub(crate) fn render_case(case: &CaseSummary, json: bool) -> String {
                 serde_json::json!({
                     "doc_id": d.doc_id, "kind": d.kind.as_str(),
                     "created_ms": d.created_ms, "access_teams": access,
+                    "owner_org": d.owner_org, "sealed": d.sealed,
                 })
             })
             .collect();
         let teams: Vec<_> = case.teams.iter().map(team_json).collect();
         return serde_json::json!({
             "case_id": case.case_id, "owner_org": case.owner_org, "teams": teams, "docs": docs,
+            "objection": case.objection, "retention": case.retention,
         })
         .to_string();
     }
     let mut out = format!(
-        "Case {}\nTeams: {}\nDocuments:\n",
+        "Case {}\nTeams: {}\n{}Documents:\n",
         case.case_id,
-        team_names(&case.teams)
+        team_names(&case.teams),
+        case_standing(case)
     );
     for d in &case.docs {
         out.push_str(&format!("  {}  {}", d.doc_id, d.kind.as_str()));
+        if let Some(org) = d.owner_org.filter(|o| *o != case.owner_org) {
+            out.push_str(&format!("  controller: {org}"));
+        }
         if let Some(list) = &d.access_teams {
-            out.push_str(&format!("  access: {}", team_names(list)));
+            let seal = if d.sealed { "sealed" } else { "hidden" };
+            out.push_str(&format!("  {seal}, access: {}", team_names(list)));
         }
         out.push('\n');
     }
     out.trim_end().to_string()
+}
+
+/// A case's objection to sharing and its retention, one line each (empty when it has neither).
+fn case_standing(case: &CaseSummary) -> String {
+    let mut out = String::new();
+    if let Some(o) = &case.objection {
+        let overridden = match &o.overridden {
+            Some(v) => format!(", overridden ({:?})", v.reason_category),
+            None => String::new(),
+        };
+        out.push_str(&format!(
+            "Objection to sharing: {:?}{overridden}\n",
+            o.reason_category
+        ));
+    }
+    if let Some(r) = &case.retention {
+        let last = r.last_contact.as_deref().unwrap_or("open");
+        let disposed = if r.disposed.is_some() {
+            ", disposed of"
+        } else {
+            ""
+        };
+        out.push_str(&format!(
+            "Retention: {:?}, last contact {last}, {} hold(s){disposed}\n",
+            r.class,
+            r.holds.len()
+        ));
+    }
+    out
 }
 
 /// `list`: orgs, teams, staff and devices, as text or one JSON object (never tokens).
