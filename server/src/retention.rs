@@ -429,31 +429,47 @@ pub fn show(store: &dyn Store, case: CaseId, now_ms: i64) -> Result<Status, Admi
     r.status(today(now_ms)?)
 }
 
-/// Every classified case still held by a team, with its state; `due_only` keeps those past their
-/// due day (due, held or approved). Walks every team's cases, as an administrator's review does.
-pub fn list(store: &dyn Store, due_only: bool, now_ms: i64) -> Result<Vec<Status>, AdminError> {
+/// The records still held by a team, as [`list`] gives them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Listed {
+    /// The classified ones, the soonest due first.
+    pub cases: Vec<Status>,
+    /// The cases with no retention class yet: never due until one is set.
+    pub unclassified: Vec<CaseId>,
+}
+
+/// Every case still held by a team: the classified ones with their state (`due_only`: only
+/// those past their due day, whether due, held or approved), and those with no class. Walks
+/// every team's cases, as an administrator's review does.
+pub fn list(store: &dyn Store, due_only: bool, now_ms: i64) -> Result<Listed, AdminError> {
     let today = today(now_ms)?;
-    let found = read(store, |txn| {
+    let (found, unclassified) = read(store, |txn| {
         let mut cases = BTreeSet::new();
         for team in txn.teams()? {
             cases.extend(txn.cases_of_team(team.team_id)?);
         }
-        let mut out = Vec::new();
+        let (mut found, mut unclassified) = (Vec::new(), Vec::new());
         for case in cases {
-            out.extend(stored(txn, case)?);
+            match stored(txn, case)? {
+                Some(r) => found.push(r),
+                None => unclassified.push(case),
+            }
         }
-        Ok(out)
+        Ok((found, unclassified))
     })?;
-    let mut out = Vec::new();
+    let mut cases = Vec::new();
     for r in found {
         let due = r.due()?.is_some_and(|d| today >= d);
         let status = r.status(today)?;
         if !due_only || (due && status.state != State::Disposed) {
-            out.push(status);
+            cases.push(status);
         }
     }
-    out.sort_by(|a, b| (&a.due, a.retention.case_id).cmp(&(&b.due, b.retention.case_id)));
-    Ok(out)
+    cases.sort_by(|a, b| (&a.due, a.retention.case_id).cmp(&(&b.due, b.retention.case_id)));
+    Ok(Listed {
+        cases,
+        unclassified,
+    })
 }
 
 /// Why a record may not be disposed of on `today`, if it may not: open, not yet due, held.

@@ -65,10 +65,23 @@ fn show(data: &Path, offset: Option<&str>, case: &str) -> Value {
 fn due_cases(data: &Path, offset: Option<&str>) -> Vec<String> {
     let out = ok_at(data, offset, &["retention", "list", "--due", "--json"]);
     let v: Value = serde_json::from_str(&out).unwrap();
-    v.as_array()
+    v["cases"]
+        .as_array()
         .unwrap()
         .iter()
         .map(|s| s["case_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The cases `retention list --json` names as having no class.
+fn unclassified(data: &Path) -> Vec<String> {
+    let out = ok_at(data, None, &["retention", "list", "--json"]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v["unclassified"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_string())
         .collect()
 }
 
@@ -118,6 +131,10 @@ fn a_record_is_kept_until_due_blocked_by_a_hold_and_disposed_of_only_once_approv
         let c = case.as_str();
         let err = refused_at(data, None, &["retention", "approve", "--case", c]);
         assert!(err.contains("no retention class"), "{err}");
+        assert!(
+            unclassified(data).contains(&case),
+            "an unclassified case is listed"
+        );
         ok_at(
             data,
             None,
@@ -130,6 +147,7 @@ fn a_record_is_kept_until_due_blocked_by_a_hold_and_disposed_of_only_once_approv
                 "adult_social_care",
             ],
         );
+        assert!(!unclassified(data).contains(&case));
         let err = refused_at(data, None, &["retention", "approve", "--case", c]);
         assert!(err.contains("it is open"), "{err}");
 

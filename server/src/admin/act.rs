@@ -442,9 +442,7 @@ pub enum Outcome {
     },
     TeamMoved(Moved),
     Retention(crate::retention::Status),
-    RetentionList {
-        cases: Vec<crate::retention::Status>,
-    },
+    RetentionList(crate::retention::Listed),
     NoteMisfiled(crate::misfile::Misfiled),
 }
 
@@ -557,9 +555,9 @@ pub fn perform(store: &dyn Store, by: By, act: Act, now_ms: i64) -> Result<Outco
             };
             Outcome::NoteMisfiled(crate::misfile::misfile(store, by, &m, now_ms)?)
         }
-        Act::RetentionList { due } => Outcome::RetentionList {
-            cases: crate::retention::list(store, due, now_ms)?,
-        },
+        Act::RetentionList { due } => {
+            Outcome::RetentionList(crate::retention::list(store, due, now_ms)?)
+        }
         act @ (Act::RetentionSet { .. }
         | Act::RetentionClose { .. }
         | Act::RetentionReopen { .. }

@@ -287,7 +287,7 @@ pub fn render(outcome: &Outcome, json: bool) -> String {
         Outcome::Objection { case_id, objection, .. } => super::controllers::render_objection(case_id, objection),
         Outcome::TeamMoved(m) => super::controllers::render_moved(m),
         Outcome::Retention(s) => super::retention::render_one(s, json),
-        Outcome::RetentionList { cases } => super::retention::render_list(cases, json),
+        Outcome::RetentionList(listed) => super::retention::render_list(listed, json),
         Outcome::NoteMisfiled(m) => super::note::render(m),
         Outcome::BreakGlassList { records } => super::break_glass::render_list(records, json),
         Outcome::BreakGlassReviewed(r) => super::break_glass::render_reviewed(r),

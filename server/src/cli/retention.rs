@@ -3,7 +3,7 @@
 //! the admin API.
 
 use crate::admin::act::Act;
-use crate::retention::{Class, HoldReason, State, Status};
+use crate::retention::{Class, HoldReason, Listed, State, Status};
 use crate::uk_time;
 use casenote_protocol::CaseId;
 use clap::Subcommand;
@@ -143,14 +143,23 @@ pub(super) fn render_one(s: &Status, json: bool) -> String {
     out
 }
 
-/// A list of records' retention, for people (or JSON).
-pub(super) fn render_list(list: &[Status], json: bool) -> String {
+/// A list of records' retention, for people (or JSON): the classified ones, then how many cases
+/// have no class.
+pub(super) fn render_list(listed: &Listed, json: bool) -> String {
     if json {
-        return serde_json::to_string_pretty(list).unwrap_or_default();
+        return serde_json::to_string_pretty(listed).unwrap_or_default();
     }
-    if list.is_empty() {
-        return "no records".into();
+    let mut lines: Vec<String> = listed.cases.iter().map(|s| render_one(s, false)).collect();
+    if lines.is_empty() {
+        lines.push("no classified records".into());
     }
-    let lines: Vec<String> = list.iter().map(|s| render_one(s, false)).collect();
+    if !listed.unclassified.is_empty() {
+        let ids: Vec<String> = listed.unclassified.iter().map(|c| c.to_string()).collect();
+        lines.push(format!(
+            "{} case(s) have no retention class (set one with `admin retention set`): {}",
+            ids.len(),
+            ids.join(", ")
+        ));
+    }
     lines.join("\n")
 }
