@@ -85,25 +85,27 @@ pub fn readable_doc(
     doc: DocId,
     cases: &mut Cases,
 ) -> Result<Option<DocRecord>, StoreError> {
+    doc_where(txn, doc, cases, |case, h| may_read(who, case, Some(h)))
+}
+
+/// Document `doc`'s record, if it exists, its case exists (looked up once per request through
+/// `cases`) and `keep` holds of the two.
+fn doc_where(
+    txn: &mut dyn Txn,
+    doc: DocId,
+    cases: &mut Cases,
+    keep: impl FnOnce(&CaseRecord, &DocHeader) -> bool,
+) -> Result<Option<DocRecord>, StoreError> {
     let Some(rec) = txn.doc(doc)? else {
         return Ok(None);
     };
-    let readable = case_of(txn, &rec, cases)?.is_some_and(|c| may_read(who, c, Some(&rec.header)));
-    Ok(readable.then_some(rec))
-}
-
-/// The case of document record `rec`, looked up once per request through `cases`.
-fn case_of<'c>(
-    txn: &mut dyn Txn,
-    rec: &DocRecord,
-    cases: &'c mut Cases,
-) -> Result<Option<&'c CaseRecord>, StoreError> {
     let case_id = rec.header.case_id;
     let case = match cases.entry(case_id) {
         std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
         std::collections::hash_map::Entry::Vacant(e) => e.insert(txn.case(case_id)?),
     };
-    Ok(case.as_ref())
+    let kept = case.as_ref().is_some_and(|c| keep(c, &rec.header));
+    Ok(kept.then_some(rec))
 }
 
 /// Document `doc`'s record, if it is a sealed section `who` is to be told of ([`sees_sealed`]).
@@ -113,14 +115,9 @@ pub fn sealed_doc(
     doc: DocId,
     cases: &mut Cases,
 ) -> Result<Option<DocRecord>, StoreError> {
-    let Some(rec) = txn.doc(doc)? else {
-        return Ok(None);
-    };
-    if !rec.header.sealed {
-        return Ok(None);
-    }
-    let sees = case_of(txn, &rec, cases)?.is_some_and(|c| sees_sealed(who, c, &rec.header));
-    Ok(sees.then_some(rec))
+    doc_where(txn, doc, cases, |case, h| {
+        h.sealed && sees_sealed(who, case, h)
+    })
 }
 
 /// Every document `who` may read now ([`readable_docs`]).

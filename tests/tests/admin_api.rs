@@ -16,9 +16,11 @@ use std::time::{Duration, Instant};
 /// Runs `casenote-server ARGS...` with `--server URL` (after `admin`, as `--data DIR` goes, or
 /// at the end of `audit show`, `export`) and the admin token in CASENOTE_ADMIN_TOKEN.
 fn over_api(server: &Server, token: &str, args: &[&str]) -> Output {
+    if args[0] == "admin" {
+        return admin_over_api(server, token, &args[1..]);
+    }
     let mut all: Vec<&str> = args.to_vec();
-    let at = if args[0] == "admin" { 1 } else { args.len() };
-    all.splice(at..at, ["--server", server.url.as_str()]);
+    all.extend(["--server", server.url.as_str()]);
     Command::new(SERVER_BIN)
         .args(all)
         .env("CASENOTE_ADMIN_TOKEN", token)

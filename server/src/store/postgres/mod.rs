@@ -174,6 +174,20 @@ impl PgStore {
         }
     }
 
+    /// The log in `(after, upto]`, erased entries with it when `with_erased`.
+    fn scan(
+        &self,
+        (after, upto): (Seq, Seq),
+        with_erased: bool,
+        visit: &mut dyn FnMut(LogEntry<'_>) -> bool,
+    ) -> Result<(), StoreError> {
+        if after >= upto {
+            return Ok(());
+        }
+        let mut conn = self.pool.get()?;
+        txn::scan_log(conn.session(), (after, upto), with_erased, visit)
+    }
+
     fn run_read(&self, work: &mut Work<'_>) -> Result<(), StoreError> {
         let mut conn = self.pool.get()?;
         let session = conn.session();
@@ -206,11 +220,7 @@ impl Store for PgStore {
         upto: Seq,
         visit: &mut dyn FnMut(LogEntry<'_>) -> bool,
     ) -> Result<(), StoreError> {
-        if after >= upto {
-            return Ok(());
-        }
-        let mut conn = self.pool.get()?;
-        txn::scan_log(conn.session(), (after, upto), false, visit)
+        self.scan((after, upto), false, visit)
     }
 
     fn scan_log_with_erased(
@@ -219,11 +229,7 @@ impl Store for PgStore {
         upto: Seq,
         visit: &mut dyn FnMut(LogEntry<'_>) -> bool,
     ) -> Result<(), StoreError> {
-        if after >= upto {
-            return Ok(());
-        }
-        let mut conn = self.pool.get()?;
-        txn::scan_log(conn.session(), (after, upto), true, visit)
+        self.scan((after, upto), true, visit)
     }
 
     fn compact(&self) -> Result<Compaction, StoreError> {
