@@ -221,6 +221,13 @@ pub const LIVE_PING_INTERVAL_MS: u64 = 30_000;
 /// 1,024 events is seconds of a busy server's syncs, and at most a few hundred KiB.
 pub const LIVE_BROADCAST_EVENTS_MAX: usize = 1_024;
 
+/// Events one live connection folds into one message when they are already waiting for it (a
+/// busy server publishes faster than a connection's task runs): the message names the highest
+/// sequence and the documents of all of them, which says the same as the events one by one
+/// ("durable up to seq; sync"), for one socket write instead of many. Bounded so that one
+/// connection's turn stays short; the documents are bounded by [`LIVE_EVENT_DOCS_MAX`] anyway.
+pub const LIVE_COALESCE_EVENTS_MAX: usize = 64;
+
 /// Documents whose readability one live connection remembers before it forgets them all and
 /// asks the store again. Bounds a connection's memory however many documents change while it
 /// is open; a device's working set (the shared plans of its team) is far smaller.
@@ -296,6 +303,7 @@ const _: () = assert!(STORE_REOPEN_FREE_BYTES_MIN <= STORE_FREE_BYTES_MIN_DEFAUL
 const _: () = assert!(STORE_CHAIN_BUILD_BYTES_MAX >= CHANGE_BYTES_MAX);
 
 const _: () = assert!(LIVE_EVENT_DOCS_MAX * 20 + 64 <= LIVE_MESSAGE_BYTES_MAX);
+const _: () = assert!(LIVE_COALESCE_EVENTS_MAX < LIVE_BROADCAST_EVENTS_MAX);
 const _: () = assert!((TEXT_BYTES_MAX as u64) < DOC_OPS_MAX);
 const _: () = assert!(DOC_OPS_MAX <= SERVER_RESIDENT_OPS_MAX);
 const _: () = assert!(LIVE_PING_INTERVAL_MS > LIVE_SEND_TIMEOUT_MS);

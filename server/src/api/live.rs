@@ -11,7 +11,11 @@
 //! bounded broadcast ([`crate::feed`], from the sync handler, after the sync's flush). Each connection runs its own task: it receives from the broadcast, keeps the documents
 //! its device may read (decided by [`crate::access`], remembered per connection in a
 //! bounded cache that is dropped, and the token re-checked, whenever the access epoch moves), and
-//! sends an event naming them. Nothing is ever sent about a document the device may not read.
+//! sends an event naming them. Events already waiting when the task takes one (a busy server
+//! publishes faster than the task runs) are folded into one message with the highest sequence
+//! and all their documents, at most [`limits::LIVE_COALESCE_EVENTS_MAX`] at a time: it says what
+//! they said one by one, for one socket write. Nothing is ever sent about a document the device
+//! may not read.
 //!
 //! Slow consumers never hold anyone up: the broadcast does not wait for receivers, and each
 //! connection writes only its own socket. A connection that falls more than
@@ -52,14 +56,14 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 
 /// Why a connection ends early.
-enum End {
+pub(super) enum End {
     Revoked,
     Unauthorized,
     Failed(String),
 }
 
 /// What one connection knows about its device's access.
-struct Filter {
+pub(super) struct Filter {
     token: String,
     who: Principal,
     epoch: Option<u64>,
@@ -67,6 +71,15 @@ struct Filter {
 }
 
 impl Filter {
+    pub(super) fn new(token: String, who: Principal) -> Self {
+        Filter {
+            token,
+            who,
+            epoch: None,
+            readable: HashMap::new(),
+        }
+    }
+
     /// Re-authenticates the token (a revoked device must not keep listening).
     fn reauthenticate(&mut self, store: &dyn Store) -> Result<(), End> {
         match auth::authenticate(store, &self.token) {
@@ -219,6 +232,76 @@ fn event(seq: Seq, mut docs: Vec<DocId>) -> Message {
     Message::Binary(bytes.into())
 }
 
+/// Why the broadcast gave no event.
+pub(super) enum Missed {
+    /// The connection fell this many events behind.
+    Lagged(u64),
+    /// The server is stopping.
+    Closed,
+}
+
+impl From<broadcast::error::RecvError> for Missed {
+    fn from(e: broadcast::error::RecvError) -> Self {
+        match e {
+            broadcast::error::RecvError::Lagged(missed) => Missed::Lagged(missed),
+            broadcast::error::RecvError::Closed => Missed::Closed,
+        }
+    }
+}
+
+/// `first` and the events already waiting behind it, at most
+/// [`limits::LIVE_COALESCE_EVENTS_MAX`] in all (never waiting for more).
+pub(super) fn waiting(
+    first: Arc<Changed>,
+    rx: &mut broadcast::Receiver<Arc<Changed>>,
+) -> Result<Vec<Arc<Changed>>, Missed> {
+    let mut batch = vec![first];
+    while batch.len() < limits::LIVE_COALESCE_EVENTS_MAX {
+        match rx.try_recv() {
+            Ok(changed) => batch.push(changed),
+            Err(broadcast::error::TryRecvError::Lagged(missed)) => {
+                return Err(Missed::Lagged(missed))
+            }
+            Err(_) => break,
+        }
+    }
+    Ok(batch)
+}
+
+/// One message for the events of `batch` that other devices caused: the highest sequence among
+/// those with documents this device may read, and those documents (more than
+/// [`limits::LIVE_EVENT_DOCS_MAX`] become the empty list of [`event`], "sync"). `None`: nothing
+/// for this device. `Err(None)`: the filter was lost with a failed task.
+pub(super) async fn fold(
+    store: &Arc<dyn Store>,
+    filter: &mut Option<Filter>,
+    batch: Vec<Arc<Changed>>,
+    device: casenote_protocol::DeviceId,
+) -> Result<Option<(Seq, Vec<DocId>)>, Option<End>> {
+    let mut out: Option<(Seq, std::collections::BTreeSet<DocId>)> = None;
+    for changed in batch {
+        if changed.origin == Some(device) {
+            continue;
+        }
+        let f = filter.take().ok_or(None)?;
+        let (f, kept) = kept(store, f, &changed).await;
+        *filter = f;
+        let docs = kept.map_err(Some)?;
+        if docs.is_empty() {
+            continue;
+        }
+        let (seq, all) = out.get_or_insert_with(|| (changed.seq, Default::default()));
+        *seq = (*seq).max(changed.seq);
+        for doc in docs {
+            if all.len() > limits::LIVE_EVENT_DOCS_MAX {
+                break;
+            }
+            all.insert(doc);
+        }
+    }
+    Ok(out.map(|(seq, all)| (seq, all.into_iter().collect())))
+}
+
 /// Serves one upgraded connection until the device leaves or is dropped.
 async fn serve(
     mut socket: WebSocket,
@@ -236,12 +319,7 @@ async fn serve(
     } = admitted;
     let device = who.device_id;
     let timeout = feed.settings().send_timeout;
-    let mut filter = Some(Filter {
-        token,
-        who,
-        epoch: None,
-        readable: HashMap::new(),
-    });
+    let mut filter = Some(Filter::new(token, who));
     // Subscribed before this read: whatever the hello does not cover is announced later.
     // A store read, so on the blocking pool (a database client may not block a runtime thread).
     let reader = store.clone();
@@ -260,31 +338,26 @@ async fn serve(
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let end: Option<End> = loop {
         tokio::select! {
-            received = rx.recv() => match received {
-                Ok(changed) => {
-                    if changed.origin == Some(device) {
-                        continue;
+            received = rx.recv() => {
+                let batch = match received.map_err(Missed::from).and_then(|c| waiting(c, &mut rx)) {
+                    Ok(batch) => batch,
+                    Err(Missed::Lagged(missed)) => {
+                        tracing::info!(%device, missed, "live connection dropped: it fell behind");
+                        close(&mut socket, close_code::AGAIN, LIVE_CLOSE_LAGGED, timeout).await;
+                        return;
                     }
-                    let Some(f) = filter.take() else { break None };
-                    let (f, kept) = kept(&store, f, &changed).await;
-                    filter = f;
-                    match kept {
-                        Ok(docs) if docs.is_empty() => {}
-                        Ok(docs) => {
-                            if !send(&mut socket, event(changed.seq, docs), timeout).await {
-                                tracing::info!(%device, "live connection dropped: a send did not complete in time");
-                                return;
-                            }
+                    Err(Missed::Closed) => break None,
+                };
+                match fold(&store, &mut filter, batch, device).await {
+                    Ok(None) => {}
+                    Ok(Some((seq, docs))) => {
+                        if !send(&mut socket, event(seq, docs), timeout).await {
+                            tracing::info!(%device, "live connection dropped: a send did not complete in time");
+                            return;
                         }
-                        Err(e) => break Some(e),
                     }
+                    Err(e) => break e,
                 }
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::info!(%device, missed, "live connection dropped: it fell behind");
-                    close(&mut socket, close_code::AGAIN, LIVE_CLOSE_LAGGED, timeout).await;
-                    return;
-                }
-                Err(broadcast::error::RecvError::Closed) => break None,
             },
             incoming = socket.recv() => match incoming {
                 // Pings are answered by the WebSocket layer; anything else is ignored.

@@ -74,11 +74,17 @@ impl Server {
 
     /// Pushes one document through `POST /v1/sync`; the id the server acknowledged.
     pub(super) async fn push(&self, token: &str, push: DocPush) -> DocId {
+        self.push_all(token, vec![push]).await[0]
+    }
+
+    /// Pushes documents in one `POST /v1/sync`; the ids the server acknowledged (all of them).
+    pub(super) async fn push_all(&self, token: &str, docs: Vec<DocPush>) -> Vec<DocId> {
+        let pushed = docs.len();
         let req = SyncRequest {
             version: PROTOCOL_VERSION,
             cursor: Seq(0),
             device_clock_ms: crate::now_ms(),
-            docs: vec![push],
+            docs,
             log_id: None,
             confirmed_reconcile: None,
             views: Vec::new(),
@@ -97,8 +103,8 @@ impl Server {
         assert_eq!(resp.status(), StatusCode::OK);
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         let resp = wire::decode_response(&body).unwrap();
-        assert_eq!(resp.acks.len(), 1, "{:?}", resp.rejections);
-        resp.acks[0].doc_id
+        assert_eq!(resp.acks.len(), pushed, "{:?}", resp.rejections);
+        resp.acks.iter().map(|a| a.doc_id).collect()
     }
 
     /// Opens the live channel as `token` and reads the hello.
@@ -293,8 +299,12 @@ async fn a_device_hears_of_a_colleagues_push_to_a_case_it_may_read_and_never_of_
     let north_again = s.push_case(&s.alice, &s.alice_staff).await;
 
     let (bob_events, alice_next) = tokio::task::spawn_blocking(move || {
-        let first = next_event(&mut bob).unwrap();
-        let second = next_event(&mut bob).unwrap();
+        // Events that wait for Bob's connection together come folded into one message, so read
+        // until both North cases were named.
+        let mut events: Vec<LiveEvent> = Vec::new();
+        while !events.iter().any(|e| e.docs.contains(&north_again)) {
+            events.push(next_event(&mut bob).unwrap());
+        }
         // Alice pushed both North cases herself, so the first thing she hears of is nothing of
         // her own: check by having her read with a short timeout.
         alice
@@ -302,15 +312,15 @@ async fn a_device_hears_of_a_colleagues_push_to_a_case_it_may_read_and_never_of_
             .set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
         let alice_next = next_event(&mut alice);
-        (vec![first, second], alice_next)
+        (events, alice_next)
     })
     .await
     .unwrap();
     // Events come in order, so Carol's South case, pushed between the two, would have shown up
-    // before the second: it never reaches Bob.
-    assert_eq!(bob_events[0].docs, vec![north]);
-    assert_eq!(bob_events[1].docs, vec![north_again]);
-    assert!(bob_events[1].seq > bob_events[0].seq);
+    // before the second North one or with it: it never reaches Bob.
+    let named: Vec<DocId> = bob_events.iter().flat_map(|e| e.docs.clone()).collect();
+    assert_eq!(named, vec![north, north_again]);
+    assert!(bob_events.windows(2).all(|w| w[1].seq > w[0].seq));
     assert!(bob_events.iter().all(|e| !e.docs.contains(&south)));
     assert!(
         alice_next.is_err(),
@@ -324,8 +334,11 @@ async fn a_consumer_that_never_reads_is_dropped_without_delaying_another_consume
         .with_send_timeout(Duration::from_secs(1))
         .with_broadcast_events(64);
     let s = Server::start(Config::default().with_live(live)).await;
-    // A case Bob may read, to make events that concern him.
+    // A case Bob may read, to make events that concern him, and a thousand more for the flood
+    // (distinct: events waiting together are folded into one message naming each document once).
     let readable = s.push_case(&s.alice, &s.alice_staff).await;
+    let cases = (0..1_000).map(|_| new_case(&s.alice_staff).1).collect();
+    let batch: Vec<DocId> = s.push_all(&s.alice, cases).await;
     let mut reader = s.listen(&s.bob).await;
     let stuck = s.listen(&s.bob).await;
     assert_eq!(s.state.feed.connections(), 2);
@@ -336,6 +349,7 @@ async fn a_consumer_that_never_reads_is_dropped_without_delaying_another_consume
     let received = Arc::new(AtomicUsize::new(0));
     let (target_tx, target_rx) = std::sync::mpsc::channel::<DocId>();
     let counter = received.clone();
+    let flood: std::collections::HashSet<DocId> = batch.iter().copied().collect();
     let reader = tokio::task::spawn_blocking(move || {
         let mut target = None;
         let mut others: Vec<LiveEvent> = Vec::new();
@@ -350,16 +364,20 @@ async fn a_consumer_that_never_reads_is_dropped_without_delaying_another_consume
             }
             let event = next_event(&mut reader).expect("the reader is never dropped");
             counter.fetch_add(1, Ordering::SeqCst);
-            if event.docs.iter().any(|d| *d != readable) {
+            if event
+                .docs
+                .iter()
+                .any(|d| *d != readable && !flood.contains(d))
+            {
                 others.push(event);
             }
         }
     });
 
     // Events of a thousand readable ids (about 17 KB each) until the stuck consumer's socket
-    // buffers are full and its send times out, never more than the reader has taken in plus a
-    // few (so the reader never lags).
-    let batch: Vec<DocId> = vec![readable; 1_000];
+    // buffers are full and its send times out, four at a time, each time waiting for the reader
+    // to take in a message sent after them (a message folds every event waiting for it), so the
+    // reader never lags.
     let mut published = 0usize;
     let began = std::time::Instant::now();
     while s.state.feed.connections() > 1 {
@@ -374,7 +392,8 @@ async fn a_consumer_that_never_reads_is_dropped_without_delaying_another_consume
             );
             published += 1;
         }
-        while received.load(Ordering::SeqCst) < published {
+        let before = received.load(Ordering::SeqCst);
+        while received.load(Ordering::SeqCst) == before {
             assert!(!reader.is_finished(), "the reader was dropped");
             assert!(began.elapsed() < PATIENCE * 4, "the reader fell behind");
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -391,8 +410,9 @@ async fn a_consumer_that_never_reads_is_dropped_without_delaying_another_consume
         },
         None,
     );
+    // (It may come folded with flood events still waiting for the reader.)
     let event = reader.await.unwrap();
-    assert_eq!(event.docs, vec![bob_case]);
+    assert!(event.docs.contains(&bob_case), "{:?}", event.seq);
 
     // The dropped consumer finds its connection ended after what was buffered.
     let mut stuck = stuck;
@@ -527,4 +547,71 @@ async fn an_oversized_frame_ends_only_the_connection_that_sent_it() {
         .await
         .unwrap();
     assert_eq!(event.docs, vec![case]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_waiting_together_fold_into_one_message_of_the_highest_seq_and_the_readable_documents(
+) {
+    use super::live::{fold, waiting, Filter};
+    let s = Server::start(Config::default()).await;
+    let mut rx = s.state.feed.subscribe();
+    let alice = match auth::authenticate(&*s.store, &s.alice).unwrap() {
+        Authenticated::Ok(p) => p,
+        other => panic!("{other:?}"),
+    };
+    let (bob_staff, _) = ready_staff(&s);
+    let first = s.push_case(&s.bob, &bob_staff).await;
+    let south = s.push_case(&s.carol, &s.carol_staff).await;
+    let own = s.push_case(&s.alice, &s.alice_staff).await;
+    let second = s.push_case(&s.bob, &bob_staff).await;
+
+    let head = rx.recv().await.unwrap();
+    let batch = waiting(head, &mut rx).ok().expect("nothing missed");
+    assert_eq!(
+        batch.len(),
+        4,
+        "every event waiting is taken, none waited for"
+    );
+    let bob_seqs: Vec<Seq> = batch
+        .iter()
+        .filter(|c| c.docs.contains(&first) || c.docs.contains(&second))
+        .map(|c| c.seq)
+        .collect();
+    let store: Arc<dyn Store> = s.store.clone();
+    let mut filter = Some(Filter::new(s.alice.clone(), alice.clone()));
+    let folded = fold(&store, &mut filter, batch, alice.device_id)
+        .await
+        .ok()
+        .expect("the filter decides")
+        .expect("something for Alice");
+    let mut expected = vec![first, second];
+    expected.sort();
+    assert_eq!(
+        folded.1, expected,
+        "neither South's case ({south}) nor her own ({own})"
+    );
+    assert_eq!(Some(folded.0), bob_seqs.into_iter().max());
+    assert!(filter.is_some(), "the filter is kept for the next batch");
+
+    // At most LIVE_COALESCE_EVENTS_MAX at a time: the rest stay for the next message.
+    let max = casenote_protocol::limits::LIVE_COALESCE_EVENTS_MAX;
+    for i in 0..=max {
+        let stored = crate::sync::Stored {
+            upto: Seq(1_000 + i as u64),
+            docs: vec![first],
+        };
+        s.state.feed.publish(stored, None);
+    }
+    let head = rx.recv().await.unwrap();
+    assert_eq!(waiting(head, &mut rx).ok().unwrap().len(), max);
+    let rest = rx.recv().await.unwrap();
+    assert_eq!(rest.seq, Seq(1_000 + max as u64));
+}
+
+/// Bob's staff record (North, as Alice).
+fn ready_staff(s: &Server) -> (Staff, Principal) {
+    match auth::authenticate(&*s.store, &s.bob).unwrap() {
+        Authenticated::Ok(p) => (p.staff.clone(), p),
+        other => panic!("{other:?}"),
+    }
 }
