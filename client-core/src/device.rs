@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 /// The device's clock, in ms since the Unix epoch. Injected so tests can make it wrong.
@@ -210,6 +210,10 @@ pub struct Device {
     clocks: Clocks,
     /// Views this handle could not record because the disk was full ([`views`]).
     views_unrecorded: std::sync::atomic::AtomicU64,
+    /// Held from loading a held document to committing what was made of it (an edit, a sync's
+    /// answer), so that two threads using one handle never both build on the same state (each
+    /// would write the same next chunk, and one's changes would be lost).
+    doc_writes: Mutex<()>,
 }
 
 const META_SERVER: &str = "server";
@@ -333,6 +337,7 @@ impl Device {
             store,
             clocks,
             views_unrecorded: Default::default(),
+            doc_writes: Mutex::new(()),
         })
     }
 
@@ -470,6 +475,11 @@ impl Device {
 
     fn now(&self) -> i64 {
         (self.clocks.wall)()
+    }
+
+    /// The right to load a held document and commit what is made of it ([`Device::doc_writes`]).
+    fn doc_writes(&self) -> MutexGuard<'_, ()> {
+        self.doc_writes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The device's wall clock (ms since the epoch), as its records' times use it: what an
@@ -721,7 +731,8 @@ impl Device {
         if is_new {
             self.store.stage_header(&mut w, doc_id, &header);
         }
-        self.store
+        let staged = self
+            .store
             .stage_doc(&mut w, doc_id, &mut doc, &before, next_chunk)?;
         // The outbox list: this edit's changes, kept as bytes so that sync sends them without
         // loading the document. A list starts only when the document had nothing unsent (its
@@ -747,6 +758,7 @@ impl Device {
             store::key(store::DIRTY, doc_id),
             store::encode_heads(&doc.get_heads()),
         );
+        w.keep(doc_id, doc, staged);
         self.store.commit(w)?;
         Ok(out)
     }
@@ -759,6 +771,7 @@ impl Device {
         what: &'static str,
         f: impl FnOnce(&mut AutoCommit) -> Result<T, Error>,
     ) -> Result<T, Error> {
+        let _writing = self.doc_writes();
         let (doc, next) = self.load_kind(doc_id, kind, what)?;
         let header = Header {
             case_id: self
@@ -1356,6 +1369,7 @@ impl Device {
     /// every document as unsent, so the next round re-sends everything this device holds (the
     /// server drops what it already has) and pulls everything it may read.
     fn start_over(&self, log_id: uuid::Uuid) -> Result<(), Error> {
+        let _writing = self.doc_writes();
         let mut w = Writes::default();
         for (doc_id, _) in self.store.headers()? {
             w.remove(store::key(store::BASE, doc_id));
@@ -1605,6 +1619,7 @@ impl Device {
         mut w: Writes,
         last: Option<Instant>,
     ) -> Result<(), Error> {
+        let _writing = self.doc_writes();
         // An answer from the server renews the offline lease, on the terms the server sets,
         // counted from the server's time in it.
         stage_contact(&mut w, self.contact_anchor(plan.server_time_ms));
@@ -1661,12 +1676,15 @@ impl Device {
                 .load(doc_id)?
                 .unwrap_or_else(|| (AutoCommit::new(), 0));
             let before = doc.get_heads();
+            let mut staged = None;
             if !upd.changes.is_empty() {
                 report.docs_down += 1;
                 report.changes_down += upd.changes.len();
                 doc.apply_changes(upd.changes)?;
-                self.store
-                    .stage_doc(&mut w, doc_id, &mut doc, &before, next)?;
+                staged = Some(
+                    self.store
+                        .stage_doc(&mut w, doc_id, &mut doc, &before, next)?,
+                );
             }
             let mut base = self.store.base(doc_id)?;
             if let Some(heads) = upd.server_heads {
@@ -1677,6 +1695,10 @@ impl Device {
             }
             if doc.get_changes(&base).is_empty() {
                 w.remove(store::key(store::DIRTY, doc_id));
+            }
+            if let Some(staged) = staged {
+                // Kept in memory as stored, so the next edit or sync does not load it again.
+                w.keep(doc_id, doc, staged);
             }
         }
         for doc_id in &plan.resend_full {
