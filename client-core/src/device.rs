@@ -684,6 +684,18 @@ impl Device {
         want: DocKind,
         what: &'static str,
     ) -> Result<(AutoCommit, u64), Error> {
+        self.load_kind_for(doc_id, want, what, false)
+    }
+
+    /// [`Device::load_kind`], to read (`to_write` false: a copy) or to change it (true: under
+    /// [`Device::doc_writes`], [`DeviceStore::load_to_write`]).
+    fn load_kind_for(
+        &self,
+        doc_id: DocId,
+        want: DocKind,
+        what: &'static str,
+        to_write: bool,
+    ) -> Result<(AutoCommit, u64), Error> {
         // The offline lease is checked where a call enters: here for one document, in `cases`,
         // `require_case`, `edit` and `sync_with` for the rest, not again for every load.
         self.unlocked()?;
@@ -694,9 +706,12 @@ impl Device {
         if header.kind != want {
             return Err(Error::WrongKind(doc_id, header.kind, want));
         }
-        self.store
-            .load(doc_id)?
-            .ok_or_else(|| Error::NotFound(what, doc_id.to_string()))
+        let loaded = if to_write {
+            self.store.load_to_write(doc_id)?
+        } else {
+            self.store.load(doc_id)?
+        };
+        loaded.ok_or_else(|| Error::NotFound(what, doc_id.to_string()))
     }
 
     /// Prepares a document for a local edit: this device's actor, this staff member as author.
@@ -772,7 +787,7 @@ impl Device {
         f: impl FnOnce(&mut AutoCommit) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let _writing = self.doc_writes();
-        let (doc, next) = self.load_kind(doc_id, kind, what)?;
+        let (doc, next) = self.load_kind_for(doc_id, kind, what, true)?;
         let header = Header {
             case_id: self
                 .store
@@ -1671,10 +1686,9 @@ impl Device {
             if upd.changes.is_empty() && self.settle_without_loading(&mut w, doc_id, &upd)? {
                 continue;
             }
-            let (mut doc, next) = self
-                .store
-                .load(doc_id)?
-                .unwrap_or_else(|| (AutoCommit::new(), 0));
+            let loaded = self.store.load_to_write(doc_id)?;
+            let held = loaded.is_some();
+            let (mut doc, next) = loaded.unwrap_or_else(|| (AutoCommit::new(), 0));
             let before = doc.get_heads();
             let mut staged = None;
             if !upd.changes.is_empty() {
@@ -1696,8 +1710,9 @@ impl Device {
             if doc.get_changes(&base).is_empty() {
                 w.remove(store::key(store::DIRTY, doc_id));
             }
-            if let Some(staged) = staged {
-                // Kept in memory as stored, so the next edit or sync does not load it again.
+            // Kept in memory as stored, so the next edit or sync does not load it again.
+            if held || staged.is_some() {
+                let staged = staged.unwrap_or_else(|| store::Staged::unchanged(next));
                 w.keep(doc_id, doc, staged);
             }
         }

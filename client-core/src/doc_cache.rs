@@ -11,6 +11,8 @@
 //!
 //! A load that raced a commit never goes in: every commit moves the cache's generation, and a
 //! loaded document is kept only if the generation is the one seen before the store was read.
+//! A reader gets a copy; a writer (holding the device's document-write lock) takes the document
+//! itself out, and its commit puts it back, so an edit neither copies nor drops a whole history.
 //!
 //! Bounded by [`limits::DEVICE_DOCS_CACHED_MAX`] documents and
 //! [`limits::DEVICE_DOCS_CACHED_BYTES_MAX`] of their stored size; the least recently used go
@@ -20,9 +22,10 @@ use automerge::AutoCommit;
 use casenote_protocol::{limits, DocId};
 use std::collections::HashMap;
 
-/// A cached document: the document, the next chunk number, and its stored size (an estimate).
+/// A cached document: the document (`None` while a writer has it), the next chunk number, and
+/// its stored size (an estimate).
 struct Entry {
-    doc: AutoCommit,
+    doc: Option<AutoCommit>,
     next_chunk: u64,
     bytes: usize,
     used: u64,
@@ -49,7 +52,14 @@ impl DocCache {
         self.tick += 1;
         let e = self.docs.get_mut(&id)?;
         e.used = self.tick;
-        Some((e.doc.clone(), e.next_chunk))
+        Some((e.doc.clone()?, e.next_chunk))
+    }
+
+    /// A cached document itself, taken out for a writer, and its next chunk number; the writer's
+    /// commit puts it back ([`Kept`]).
+    pub fn take(&mut self, id: DocId) -> Option<(AutoCommit, u64)> {
+        let e = self.docs.get_mut(&id)?;
+        Some((e.doc.take()?, e.next_chunk))
     }
 
     /// Keeps a document just loaded from the store, unless a commit or a clear came between.
@@ -71,19 +81,18 @@ impl DocCache {
     /// replaced all its earlier records) goes in.
     pub fn committed(&mut self, touched: &[DocId], kept: Vec<Kept>) {
         self.generation += 1;
-        let mut before = HashMap::new();
+        let sizes: Vec<usize> = kept
+            .iter()
+            .map(|k| match self.docs.get(&k.id) {
+                Some(e) if !k.replaced => e.bytes + k.written,
+                _ => k.written,
+            })
+            .collect();
         for id in touched {
-            if let Some(e) = self.docs.remove(id) {
-                before.insert(*id, e.bytes);
-            }
+            self.docs.remove(id);
         }
-        for k in kept {
-            let earlier = if k.replaced {
-                0
-            } else {
-                before.get(&k.id).copied().unwrap_or(0)
-            };
-            self.put(k.id, k.doc, k.next_chunk, earlier + k.written);
+        for (k, bytes) in kept.into_iter().zip(sizes) {
+            self.put(k.id, k.doc, k.next_chunk, bytes);
         }
     }
 
@@ -102,7 +111,7 @@ impl DocCache {
         self.docs.insert(
             id,
             Entry {
-                doc,
+                doc: Some(doc),
                 next_chunk,
                 bytes,
                 used: self.tick,
@@ -156,6 +165,30 @@ mod tests {
         let seen = cache.generation();
         cache.insert_loaded(id, &AutoCommit::new(), 3, 10, seen);
         assert_eq!(cache.get(id).map(|(_, n)| n), Some(3));
+    }
+
+    #[test]
+    fn a_document_taken_by_a_writer_is_not_copied_until_its_commit_puts_it_back() {
+        let mut cache = DocCache::default();
+        let id = DocId::new_random();
+        let g = cache.generation();
+        cache.insert_loaded(id, &AutoCommit::new(), 2, 100, g);
+        let (doc, next) = cache.take(id).expect("cached");
+        assert_eq!(next, 2);
+        assert!(cache.get(id).is_none() && cache.take(id).is_none(), "taken");
+        let kept = Kept {
+            id,
+            doc,
+            next_chunk: 3,
+            written: 10,
+            replaced: false,
+        };
+        cache.committed(&[id], vec![kept]);
+        assert_eq!(cache.get(id).map(|(_, n)| n), Some(3));
+        assert_eq!(
+            cache.docs[&id].bytes, 110,
+            "its stored size grew by the chunk"
+        );
     }
 
     #[test]

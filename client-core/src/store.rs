@@ -285,6 +285,17 @@ pub struct Staged {
     replaced: bool,
 }
 
+impl Staged {
+    /// Nothing written: the document as loaded, whose next chunk is `next_chunk`.
+    pub fn unchanged(next_chunk: u64) -> Self {
+        Self {
+            next_chunk,
+            written: 0,
+            replaced: false,
+        }
+    }
+}
+
 impl Writes {
     pub fn put(&mut self, key: Vec<u8>, value: impl Into<Vec<u8>>) {
         self.ops.insert(key, Some(value.into()));
@@ -994,6 +1005,27 @@ impl DeviceStore {
         Ok(loaded.map(|(am, next, _)| (am, next)))
     }
 
+    /// Loads a document to change it: the cached document itself, taken out (the commit that
+    /// stores the change puts it back with [`Writes::keep`]), or a load of the store. Only under
+    /// the device's document-write lock.
+    pub fn load_to_write(&self, doc: DocId) -> Result<Option<(AutoCommit, u64)>, Error> {
+        let (taken, seen) = {
+            let mut docs = self.docs();
+            (docs.take(doc), docs.generation())
+        };
+        if let Some(hit) = taken {
+            #[cfg(debug_assertions)]
+            let hit = {
+                let mut hit = hit;
+                self.check_cached(doc, &mut hit, seen)?;
+                hit
+            };
+            let _ = seen;
+            return Ok(Some(hit));
+        }
+        Ok(self.load_stored(doc)?.map(|(am, next, _)| (am, next)))
+    }
+
     /// Asserts that a cached copy is what the store holds, unless a commit came in between.
     #[cfg(debug_assertions)]
     fn check_cached(
@@ -1066,11 +1098,7 @@ impl DeviceStore {
         let bytes = doc.save_after(heads_before);
         let written = bytes.len();
         if written == 0 {
-            return Ok(Staged {
-                next_chunk,
-                written,
-                replaced: false,
-            });
+            return Ok(Staged::unchanged(next_chunk));
         }
         writes.put(chunk_key(doc_id, next_chunk), bytes);
         Ok(Staged {
