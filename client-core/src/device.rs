@@ -2,8 +2,9 @@
 //!
 //! Every edit loads the document (from memory once loaded, [`crate::doc_cache`]), applies a
 //! typed edit from `casenote_protocol::record`, and commits the new change together with the
-//! document's outbox mark in one flushed batch before returning. Sync drives [`crate::engine`] over a [`Transport`] and stores what comes back the
-//! same way, so a crash at any moment leaves the store either before or after each step.
+//! document's outbox mark in one flushed batch before returning. Sync drives [`crate::engine`]
+//! over a [`Transport`] and stores what comes back the same way, so a crash at any moment leaves
+//! the store either before or after each step.
 
 mod fresh;
 mod sealed;
