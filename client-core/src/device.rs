@@ -1,9 +1,10 @@
 //! The device API: open a store, sign in, read and edit case records, sync.
 //!
-//! Every edit loads the document, applies a typed edit from `casenote_protocol::record`, and
-//! commits the new change together with the document's outbox mark in one flushed batch before
-//! returning. Sync drives [`crate::engine`] over a [`Transport`] and stores what comes back the
-//! same way, so a crash at any moment leaves the store either before or after each step.
+//! Every edit loads the document (from memory once loaded, [`crate::doc_cache`]), applies a
+//! typed edit from `casenote_protocol::record`, and commits the new change together with the
+//! document's outbox mark in one flushed batch before returning. Sync drives [`crate::engine`]
+//! over a [`Transport`] and stores what comes back the same way, so a crash at any moment leaves
+//! the store either before or after each step.
 
 mod fresh;
 mod sealed;
@@ -29,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 /// The device's clock, in ms since the Unix epoch. Injected so tests can make it wrong.
@@ -210,6 +211,10 @@ pub struct Device {
     clocks: Clocks,
     /// Views this handle could not record because the disk was full ([`views`]).
     views_unrecorded: std::sync::atomic::AtomicU64,
+    /// Held from loading a held document to committing what was made of it (an edit, a sync's
+    /// answer), so that two threads using one handle never both build on the same state (each
+    /// would write the same next chunk, and one's changes would be lost).
+    doc_writes: Mutex<()>,
 }
 
 const META_SERVER: &str = "server";
@@ -333,6 +338,7 @@ impl Device {
             store,
             clocks,
             views_unrecorded: Default::default(),
+            doc_writes: Mutex::new(()),
         })
     }
 
@@ -470,6 +476,11 @@ impl Device {
 
     fn now(&self) -> i64 {
         (self.clocks.wall)()
+    }
+
+    /// The right to load a held document and commit what is made of it ([`Device::doc_writes`]).
+    fn doc_writes(&self) -> MutexGuard<'_, ()> {
+        self.doc_writes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The device's wall clock (ms since the epoch), as its records' times use it: what an
@@ -674,6 +685,18 @@ impl Device {
         want: DocKind,
         what: &'static str,
     ) -> Result<(AutoCommit, u64), Error> {
+        self.load_kind_for(doc_id, want, what, false)
+    }
+
+    /// [`Device::load_kind`], to read (`to_write` false: a copy) or to change it (true: under
+    /// [`Device::doc_writes`], [`DeviceStore::load_to_write`]).
+    fn load_kind_for(
+        &self,
+        doc_id: DocId,
+        want: DocKind,
+        what: &'static str,
+        to_write: bool,
+    ) -> Result<(AutoCommit, u64), Error> {
         // The offline lease is checked where a call enters: here for one document, in `cases`,
         // `require_case`, `edit` and `sync_with` for the rest, not again for every load.
         self.unlocked()?;
@@ -684,9 +707,12 @@ impl Device {
         if header.kind != want {
             return Err(Error::WrongKind(doc_id, header.kind, want));
         }
-        self.store
-            .load(doc_id)?
-            .ok_or_else(|| Error::NotFound(what, doc_id.to_string()))
+        let loaded = if to_write {
+            self.store.load_to_write(doc_id)?
+        } else {
+            self.store.load(doc_id)?
+        };
+        loaded.ok_or_else(|| Error::NotFound(what, doc_id.to_string()))
     }
 
     /// Prepares a document for a local edit: this device's actor, this staff member as author.
@@ -721,7 +747,8 @@ impl Device {
         if is_new {
             self.store.stage_header(&mut w, doc_id, &header);
         }
-        self.store
+        let staged = self
+            .store
             .stage_doc(&mut w, doc_id, &mut doc, &before, next_chunk)?;
         // The outbox list: this edit's changes, kept as bytes so that sync sends them without
         // loading the document. A list starts only when the document had nothing unsent (its
@@ -747,6 +774,7 @@ impl Device {
             store::key(store::DIRTY, doc_id),
             store::encode_heads(&doc.get_heads()),
         );
+        w.keep(doc_id, doc, staged);
         self.store.commit(w)?;
         Ok(out)
     }
@@ -759,7 +787,8 @@ impl Device {
         what: &'static str,
         f: impl FnOnce(&mut AutoCommit) -> Result<T, Error>,
     ) -> Result<T, Error> {
-        let (doc, next) = self.load_kind(doc_id, kind, what)?;
+        let _writing = self.doc_writes();
+        let (doc, next) = self.load_kind_for(doc_id, kind, what, true)?;
         let header = Header {
             case_id: self
                 .store
@@ -1356,6 +1385,7 @@ impl Device {
     /// every document as unsent, so the next round re-sends everything this device holds (the
     /// server drops what it already has) and pulls everything it may read.
     fn start_over(&self, log_id: uuid::Uuid) -> Result<(), Error> {
+        let _writing = self.doc_writes();
         let mut w = Writes::default();
         for (doc_id, _) in self.store.headers()? {
             w.remove(store::key(store::BASE, doc_id));
@@ -1605,6 +1635,7 @@ impl Device {
         mut w: Writes,
         last: Option<Instant>,
     ) -> Result<(), Error> {
+        let _writing = self.doc_writes();
         // An answer from the server renews the offline lease, on the terms the server sets,
         // counted from the server's time in it.
         stage_contact(&mut w, self.contact_anchor(plan.server_time_ms));
@@ -1656,17 +1687,19 @@ impl Device {
             if upd.changes.is_empty() && self.settle_without_loading(&mut w, doc_id, &upd)? {
                 continue;
             }
-            let (mut doc, next) = self
-                .store
-                .load(doc_id)?
-                .unwrap_or_else(|| (AutoCommit::new(), 0));
+            let loaded = self.store.load_to_write(doc_id)?;
+            let held = loaded.is_some();
+            let (mut doc, next) = loaded.unwrap_or_else(|| (AutoCommit::new(), 0));
             let before = doc.get_heads();
+            let mut staged = None;
             if !upd.changes.is_empty() {
                 report.docs_down += 1;
                 report.changes_down += upd.changes.len();
                 doc.apply_changes(upd.changes)?;
-                self.store
-                    .stage_doc(&mut w, doc_id, &mut doc, &before, next)?;
+                staged = Some(
+                    self.store
+                        .stage_doc(&mut w, doc_id, &mut doc, &before, next)?,
+                );
             }
             let mut base = self.store.base(doc_id)?;
             if let Some(heads) = upd.server_heads {
@@ -1677,6 +1710,11 @@ impl Device {
             }
             if doc.get_changes(&base).is_empty() {
                 w.remove(store::key(store::DIRTY, doc_id));
+            }
+            // Kept in memory as stored, so the next edit or sync does not load it again.
+            if held || staged.is_some() {
+                let staged = staged.unwrap_or_else(|| store::Staged::unchanged(next));
+                w.keep(doc_id, doc, staged);
             }
         }
         for doc_id in &plan.resend_full {

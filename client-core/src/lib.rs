@@ -8,6 +8,7 @@
 pub mod crypto;
 pub mod device;
 mod disk;
+mod doc_cache;
 pub mod engine;
 pub mod error;
 pub mod fields;

@@ -32,6 +32,7 @@
 
 use crate::crypto::{Sealer, StoreKey, KEY_BYTES, SALT_BYTES};
 use crate::disk;
+use crate::doc_cache::{DocCache, Kept};
 use crate::error::Error;
 use crate::keyring::{self, Envelope};
 use crate::lock;
@@ -42,7 +43,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{RwLock, RwLockReadGuard};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 pub const META: u8 = b'm';
@@ -132,6 +133,8 @@ pub struct DeviceStore {
     wiped: AtomicBool,
     /// Set while the store is let go of between uses: the next use opens it again.
     released: AtomicBool,
+    /// Documents kept in memory once loaded ([`crate::doc_cache`]).
+    docs: Mutex<DocCache>,
 }
 
 struct Inner {
@@ -265,10 +268,32 @@ pub fn decode_heads(bytes: &[u8]) -> Result<Vec<ChangeHash>, Error> {
 }
 
 /// A set of writes, by logical key, that land together or not at all. The last write to a key
-/// wins.
+/// wins. Documents these writes store may go with them, to be kept in memory once they have
+/// landed ([`crate::doc_cache`]).
 #[derive(Default)]
 pub struct Writes {
     ops: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    kept: Vec<Kept>,
+}
+
+/// What [`DeviceStore::stage_doc`] wrote for a document.
+#[derive(Clone, Copy)]
+pub struct Staged {
+    /// The chunk number the document's next save takes.
+    pub next_chunk: u64,
+    written: usize,
+    replaced: bool,
+}
+
+impl Staged {
+    /// Nothing written: the document as loaded, whose next chunk is `next_chunk`.
+    pub fn unchanged(next_chunk: u64) -> Self {
+        Self {
+            next_chunk,
+            written: 0,
+            replaced: false,
+        }
+    }
 }
 
 impl Writes {
@@ -280,6 +305,27 @@ impl Writes {
     }
     pub fn put_meta(&mut self, name: &str, value: impl Into<Vec<u8>>) {
         self.put(meta_key(name), value);
+    }
+    /// Keeps `doc`, as [`DeviceStore::stage_doc`] staged it, in memory once these writes land.
+    pub fn keep(&mut self, id: DocId, doc: AutoCommit, staged: Staged) {
+        self.kept.push(Kept {
+            id,
+            doc,
+            next_chunk: staged.next_chunk,
+            written: staged.written,
+            replaced: staged.replaced,
+        });
+    }
+    /// The documents whose content records (header, snapshot, chunks) these writes change.
+    fn docs_touched(&self) -> Vec<DocId> {
+        let mut out: Vec<DocId> = self
+            .ops
+            .keys()
+            .filter(|k| matches!(k.first(), Some(&(HEADER | SNAPSHOT | CHUNK))))
+            .filter_map(|k| DocId::from_slice(k.get(1..17)?))
+            .collect();
+        out.dedup();
+        out
     }
     /// About how many bytes these writes put on disk (keys and values, before sealing).
     fn bytes(&self) -> usize {
@@ -557,6 +603,7 @@ impl DeviceStore {
             inner: RwLock::new(inner),
             wiped: Default::default(),
             released: Default::default(),
+            docs: Default::default(),
         };
         store.finish_pending_rewrite()?;
         Ok(store)
@@ -583,6 +630,8 @@ impl DeviceStore {
     /// committed is already on disk: letting go loses nothing.
     pub fn release(&self) {
         let mut guard = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        // Another process may change the store meanwhile.
+        self.docs().clear();
         if guard.take().is_some() {
             self.released.store(true, Ordering::SeqCst);
         }
@@ -687,6 +736,7 @@ impl DeviceStore {
     pub fn seal_away(&self) -> Result<(), Error> {
         self.reacquire()?;
         let mut guard = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        self.docs().clear();
         let open = guard.as_ref().ok_or_else(|| self.closed())?;
         let v = open.tree.get(KEY_CHECK)?.ok_or(Error::Unrecoverable)?;
         let mut env = Envelope::parse(&v)?;
@@ -703,6 +753,11 @@ impl DeviceStore {
         self.wiped.store(true, Ordering::SeqCst);
         *guard = None;
         Ok(())
+    }
+
+    /// The documents kept in memory.
+    fn docs(&self) -> MutexGuard<'_, DocCache> {
+        self.docs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Why the store is closed.
@@ -776,14 +831,20 @@ impl DeviceStore {
     /// check and the write), its handle is let go without being closed, since sled refuses every
     /// write after a failed one and hangs when closed, and the store reads as closed until it is
     /// opened again: nothing of the failed writes is read back.
-    pub fn commit(&self, writes: Writes) -> Result<(), Error> {
+    pub fn commit(&self, mut writes: Writes) -> Result<(), Error> {
         disk::check_room(&self.dir, writes.bytes())?;
+        let touched = writes.docs_touched();
+        let kept = std::mem::take(&mut writes.kept);
         let result = self.apply(writes);
-        if let Err(e) = &result {
-            tracing::warn!(error = %e, "a write to the device store failed; it is closed");
-            let mut guard = self.inner.write().unwrap_or_else(|p| p.into_inner());
-            if let Some(failed) = guard.take() {
-                std::mem::forget(failed);
+        match &result {
+            Ok(()) => self.docs().committed(&touched, kept),
+            Err(e) => {
+                tracing::warn!(error = %e, "a write to the device store failed; it is closed");
+                let mut guard = self.inner.write().unwrap_or_else(|p| p.into_inner());
+                self.docs().clear();
+                if let Some(failed) = guard.take() {
+                    std::mem::forget(failed);
+                }
             }
         }
         result
@@ -815,6 +876,7 @@ impl DeviceStore {
         disk::check_room(&self.dir, self.dir_bytes(false)? as usize)?;
         self.reacquire()?;
         let mut guard = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        self.docs().clear();
         let pending = self.physical(&meta_key(META_REWRITE_PENDING));
         copy_into_fresh(&self.dir, &mut guard, None, &mut |k, v| {
             Ok((k != pending.as_slice()).then(|| (k.to_vec(), v.to_vec())))
@@ -826,6 +888,7 @@ impl DeviceStore {
     pub fn wipe(&self) -> Result<(), Error> {
         self.reacquire()?;
         let mut guard = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        self.docs().clear();
         let current = guard.as_ref().ok_or_else(|| self.closed())?;
         let mut env = Envelope::parse(&current.tree.get(KEY_CHECK)?.unwrap_or_default())?;
         env.escrow = None;
@@ -918,8 +981,75 @@ impl DeviceStore {
         }
     }
 
-    /// Loads a document from its snapshot and chunks. `None` if the device does not hold it.
+    /// Loads a document from its snapshot and chunks (or a copy of it as last loaded or stored,
+    /// kept in memory: [`crate::doc_cache`]). `None` if the device does not hold it.
     pub fn load(&self, doc: DocId) -> Result<Option<(AutoCommit, u64)>, Error> {
+        let (hit, seen) = {
+            let mut docs = self.docs();
+            (docs.get(doc), docs.generation())
+        };
+        if let Some(hit) = hit {
+            // Debug builds (every test) check the copy against the store itself.
+            #[cfg(debug_assertions)]
+            let hit = {
+                let mut hit = hit;
+                self.check_cached(doc, &mut hit, seen)?;
+                hit
+            };
+            return Ok(Some(hit));
+        }
+        let loaded = self.load_stored(doc)?;
+        if let Some((am, next, bytes)) = &loaded {
+            self.docs().insert_loaded(doc, am, *next, *bytes, seen);
+        }
+        Ok(loaded.map(|(am, next, _)| (am, next)))
+    }
+
+    /// Loads a document to change it: the cached document itself, taken out (the commit that
+    /// stores the change puts it back with [`Writes::keep`]), or a load of the store. Only under
+    /// the device's document-write lock.
+    pub fn load_to_write(&self, doc: DocId) -> Result<Option<(AutoCommit, u64)>, Error> {
+        let (taken, seen) = {
+            let mut docs = self.docs();
+            (docs.take(doc), docs.generation())
+        };
+        if let Some(hit) = taken {
+            #[cfg(debug_assertions)]
+            let hit = {
+                let mut hit = hit;
+                self.check_cached(doc, &mut hit, seen)?;
+                hit
+            };
+            let _ = seen;
+            return Ok(Some(hit));
+        }
+        Ok(self.load_stored(doc)?.map(|(am, next, _)| (am, next)))
+    }
+
+    /// Asserts that a cached copy is what the store holds, unless a commit came in between.
+    #[cfg(debug_assertions)]
+    fn check_cached(
+        &self,
+        doc: DocId,
+        hit: &mut (AutoCommit, u64),
+        seen: u64,
+    ) -> Result<(), Error> {
+        let stored = self.load_stored(doc)?;
+        if self.docs().generation() != seen {
+            return Ok(());
+        }
+        let (mut am, stored_next, _) = stored.expect("a cached document is stored");
+        assert_eq!(
+            (hit.0.get_heads(), hit.1),
+            (am.get_heads(), stored_next),
+            "the cached copy of {doc} is not what the store holds"
+        );
+        Ok(())
+    }
+
+    /// Loads a document from its snapshot and chunks: the document, its next chunk number, and
+    /// the bytes it was loaded from.
+    fn load_stored(&self, doc: DocId) -> Result<Option<(AutoCommit, u64, usize)>, Error> {
         let snapshot = self.get_logical(&key(SNAPSHOT, doc))?;
         let chunks = self.scan_logical(&key(CHUNK, doc))?;
         if snapshot.is_none() && chunks.is_empty() {
@@ -938,11 +1068,12 @@ impl DeviceStore {
         }
         let am =
             AutoCommit::load(&bytes).map_err(|e| Error::Corrupt(format!("document {doc}: {e}")))?;
-        Ok(Some((am, next)))
+        Ok(Some((am, next, bytes.len())))
     }
 
     /// Adds to `writes` what it takes to persist `doc`'s changes since `heads_before`: one new
-    /// chunk, or, once there are many chunks, one fresh snapshot replacing them all.
+    /// chunk, or, once there are many chunks, one fresh snapshot replacing them all. Returns what
+    /// it staged, for [`Writes::keep`].
     pub fn stage_doc(
         &self,
         writes: &mut Writes,
@@ -950,19 +1081,31 @@ impl DeviceStore {
         doc: &mut AutoCommit,
         heads_before: &[ChangeHash],
         next_chunk: u64,
-    ) -> Result<(), Error> {
+    ) -> Result<Staged, Error> {
         if next_chunk as usize >= limits::DEVICE_CHUNKS_BEFORE_COMPACT {
             for (k, _) in self.scan_logical(&key(CHUNK, doc_id))? {
                 writes.remove(k);
             }
-            writes.put(key(SNAPSHOT, doc_id), doc.save());
-        } else {
-            let bytes = doc.save_after(heads_before);
-            if !bytes.is_empty() {
-                writes.put(chunk_key(doc_id, next_chunk), bytes);
-            }
+            let snapshot = doc.save();
+            let written = snapshot.len();
+            writes.put(key(SNAPSHOT, doc_id), snapshot);
+            return Ok(Staged {
+                next_chunk: 0,
+                written,
+                replaced: true,
+            });
         }
-        Ok(())
+        let bytes = doc.save_after(heads_before);
+        let written = bytes.len();
+        if written == 0 {
+            return Ok(Staged::unchanged(next_chunk));
+        }
+        writes.put(chunk_key(doc_id, next_chunk), bytes);
+        Ok(Staged {
+            next_chunk: next_chunk + 1,
+            written,
+            replaced: false,
+        })
     }
 
     /// Adds to `writes` a document's header, and its entry in the by-case index.

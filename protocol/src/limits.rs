@@ -78,6 +78,15 @@ pub const SYNC_ROUNDS_MAX: usize = 10_000;
 /// snapshot. Loading cost grows with chunk count; compaction costs a full save.
 pub const DEVICE_CHUNKS_BEFORE_COMPACT: usize = 64;
 
+/// Documents a device keeps in memory once loaded (`client-core`'s `doc_cache`), so that an edit
+/// or a sync does not replay a document's whole history again: a worker's visit touches a few
+/// cases (a case document, a plan, some notes each), and W5's devices hold 20 documents.
+pub const DEVICE_DOCS_CACHED_MAX: usize = 64;
+/// Stored bytes (snapshot and chunks, as loaded) of the documents a device keeps in memory, all
+/// together; a document larger than this alone is never kept. A loaded document takes a few
+/// times its stored size in memory, so this keeps the cache to tens of MB on a phone.
+pub const DEVICE_DOCS_CACHED_BYTES_MAX: usize = 4 * 1024 * 1024;
+
 /// Threads one push may use on the server for its Automerge work (decoding and validating
 /// documents, before the write lock): the machine's cores, at most this many. A push of many
 /// documents (back from a visit, a first sync) then takes a fraction of the time, and one push
