@@ -2,7 +2,7 @@
 //! server, real HTTP, real sled stores and real client-core devices.
 //!
 //! `cargo run --release -p casenote-bench -- [W1|W2|W3|W4|W5|W5L|W6|all] [--quick] [--http-poll]
-//! [--edit-interval-ms N] [--rate N] [--pushers N] [--docs N] [--held N] [--store DIR]`
+//! [--edit-interval-ms N] [--rate N] [--pushers N] [--docs N] [--held N] [--store DIR] [--w5-secs N]`
 //!
 //! W5 and W6's editing phase use the live WebSocket channel unless `--http-poll` asks for the
 //! polling variant; `--edit-interval-ms` sets how often each device edits there (default 500).
@@ -12,7 +12,8 @@
 //! W6's `--docs` is how many documents its store holds (default 100,000; 1,000,000 is issue 18's
 //! figure), `--held` how many of them the W3 device's team holds (default 10,000), and
 //! `--store DIR` keeps the seeded store in DIR and reuses it in later runs with the same
-//! `--held` (seeding a million documents takes a quarter of an hour).
+//! `--held` (seeding a million documents takes a quarter of an hour), `--w5-secs` how long its
+//! W5 edits (default 5; 0 leaves W5 out).
 //! Prints one JSON line per workload on stdout; progress goes to stderr. `--quick` shrinks every
 //! workload so that `all --quick` takes well under a minute (a smoke run, not a measurement).
 //! W2 and W4 need W1's caseload, so asking for either runs W1 first (and prints it too). `all`
@@ -146,6 +147,7 @@ fn main() -> anyhow::Result<()> {
                         "--docs",
                         "--held",
                         "--store",
+                        "--w5-secs",
                     ]
                     .contains(&args[i - 1].as_str()))
         })
@@ -159,7 +161,7 @@ fn main() -> anyhow::Result<()> {
     };
     for w in &which {
         if !["ALL", "W1", "W2", "W3", "W4", "W5", "W5L", "W6"].contains(&w.as_str()) {
-            bail!("unknown workload {w}; usage: casenote-bench [W1|W2|W3|W4|W5|W5L|W6|all] [--quick] [--http-poll] [--edit-interval-ms N] [--rate N] [--pushers N] [--docs N] [--held N] [--store DIR]; {COMPARE_USAGE}");
+            bail!("unknown workload {w}; usage: casenote-bench [W1|W2|W3|W4|W5|W5L|W6|all] [--quick] [--http-poll] [--edit-interval-ms N] [--rate N] [--pushers N] [--docs N] [--held N] [--store DIR] [--w5-secs N]; {COMPARE_USAGE}");
         }
     }
     let wants = |w: &str| which.iter().any(|x| x == w || x == "ALL");
@@ -176,6 +178,12 @@ fn main() -> anyhow::Result<()> {
             s.w6_held,
             s.w6_docs
         );
+    }
+    if let Some(i) = args.iter().position(|a| a == "--w5-secs") {
+        match args.get(i + 1).and_then(|v| v.parse::<f64>().ok()) {
+            Some(secs) if secs >= 0.0 => s.w6_edit_secs = secs,
+            _ => bail!("--w5-secs needs W6's editing time in seconds (0: no W5)"),
+        }
     }
     let keep = match args.iter().position(|a| a == "--store") {
         Some(i) => match args.get(i + 1) {
