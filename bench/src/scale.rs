@@ -176,7 +176,14 @@ pub fn w6(s: &Scale, mode: team::Mode) -> anyhow::Result<Value> {
     // `--w5-secs 0` leaves W5 out: at a million documents each of its 20 new devices' first
     // sync walks the whole log (about 40 s of server work each).
     let team = if s.edit_secs > 0.0 {
-        Some(team::run(&server.url, &w5_tokens, 10, s.edit_secs, tmp.path(), mode)?)
+        Some(team::run(
+            &server.url,
+            &w5_tokens,
+            10,
+            s.edit_secs,
+            tmp.path(),
+            mode,
+        )?)
     } else {
         None
     };
