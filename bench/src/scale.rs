@@ -130,10 +130,11 @@ pub fn w6(s: &Scale, mode: team::Mode) -> anyhow::Result<Value> {
         if casenote_server::store::sled::exists(&data) {
             let info: Value = serde_json::from_str(&std::fs::read_to_string(&info_path)?)?;
             progress!("W6: reusing the store in {} ({info})", data.display());
-            let held = info["held"].as_u64().unwrap_or(0) as usize;
+            let (asked, held) = (info["asked"].as_u64(), info["held"].as_u64());
             anyhow::ensure!(
-                held == s.held,
-                "the kept store was seeded with {held} documents for the W3 team, not {}",
+                asked.is_none_or(|n| n == s.docs as u64) && held == Some(s.held as u64),
+                "the kept store was seeded for --docs {asked:?} --held {held:?}, not {} and {}",
+                s.docs,
                 s.held
             );
             (
@@ -147,7 +148,8 @@ pub fn w6(s: &Scale, mode: team::Mode) -> anyhow::Result<Value> {
             let (stored, secs) = seed_store(&data, s)?;
             std::fs::write(
                 &info_path,
-                json!({"docs": stored, "held": s.held, "seed_s": round1(secs)}).to_string(),
+                json!({"docs": stored, "asked": s.docs, "held": s.held, "seed_s": round1(secs)})
+                    .to_string(),
             )?;
             // The first open after a long write session replays sled's log since its last open.
             let (ms, _) = timed_open(&data)?;
