@@ -2,13 +2,18 @@
 //! server, real HTTP, real sled stores and real client-core devices.
 //!
 //! `cargo run --release -p casenote-bench -- [W1|W2|W3|W4|W5|W5L|W6|all] [--quick] [--http-poll]
-//! [--edit-interval-ms N] [--rate N] [--pushers N]`
+//! [--edit-interval-ms N] [--rate N] [--pushers N] [--docs N] [--held N] [--store DIR] [--w5-secs N]`
 //!
 //! W5 and W6's editing phase use the live WebSocket channel unless `--http-poll` asks for the
 //! polling variant; `--edit-interval-ms` sets how often each device edits there (default 500).
 //! W5L is W5 with lightweight devices (precomputed changes pushed over HTTP, live listeners), so
 //! that it measures the server; `--rate` is its offered edits per second (default 2,000; 0: as
 //! fast as possible), `--pushers` how many threads send them (default 20: one per device).
+//! W6's `--docs` is how many documents its store holds (default 100,000; 1,000,000 is issue 18's
+//! figure), `--held` how many of them the W3 device's team holds (default 10,000), and
+//! `--store DIR` keeps the seeded store in DIR and reuses it in later runs with the same
+//! `--held` (seeding a million documents takes a quarter of an hour), `--w5-secs` how long its
+//! W5 edits (default 5; 0 leaves W5 out).
 //! Prints one JSON line per workload on stdout; progress goes to stderr. `--quick` shrinks every
 //! workload so that `all --quick` takes well under a minute (a smoke run, not a measurement).
 //! W2 and W4 need W1's caseload, so asking for either runs W1 first (and prints it too). `all`
@@ -135,8 +140,16 @@ fn main() -> anyhow::Result<()> {
         .filter(|(i, a)| {
             !(a.starts_with("--")
                 || *i > 0
-                    && ["--edit-interval-ms", "--rate", "--pushers"]
-                        .contains(&args[i - 1].as_str()))
+                    && [
+                        "--edit-interval-ms",
+                        "--rate",
+                        "--pushers",
+                        "--docs",
+                        "--held",
+                        "--store",
+                        "--w5-secs",
+                    ]
+                    .contains(&args[i - 1].as_str()))
         })
         .map(|(_, a)| a)
         .map(|a| a.to_uppercase())
@@ -148,11 +161,37 @@ fn main() -> anyhow::Result<()> {
     };
     for w in &which {
         if !["ALL", "W1", "W2", "W3", "W4", "W5", "W5L", "W6"].contains(&w.as_str()) {
-            bail!("unknown workload {w}; usage: casenote-bench [W1|W2|W3|W4|W5|W5L|W6|all] [--quick] [--http-poll] [--edit-interval-ms N] [--rate N] [--pushers N]; {COMPARE_USAGE}");
+            bail!("unknown workload {w}; usage: casenote-bench [W1|W2|W3|W4|W5|W5L|W6|all] [--quick] [--http-poll] [--edit-interval-ms N] [--rate N] [--pushers N] [--docs N] [--held N] [--store DIR] [--w5-secs N]; {COMPARE_USAGE}");
         }
     }
     let wants = |w: &str| which.iter().any(|x| x == w || x == "ALL");
-    let s = if quick { Sizes::quick() } else { Sizes::full() };
+    let mut s = if quick { Sizes::quick() } else { Sizes::full() };
+    if let Some(n) = count_arg(&args, "--docs")? {
+        s.w6_docs = n;
+    }
+    if let Some(n) = count_arg(&args, "--held")? {
+        s.w6_held = n;
+    }
+    if s.w6_held > s.w6_docs {
+        bail!(
+            "--held ({}) cannot exceed --docs ({})",
+            s.w6_held,
+            s.w6_docs
+        );
+    }
+    if let Some(i) = args.iter().position(|a| a == "--w5-secs") {
+        match args.get(i + 1).and_then(|v| v.parse::<f64>().ok()) {
+            Some(secs) if secs >= 0.0 => s.w6_edit_secs = secs,
+            _ => bail!("--w5-secs needs W6's editing time in seconds (0: no W5)"),
+        }
+    }
+    let keep = match args.iter().position(|a| a == "--store") {
+        Some(i) => match args.get(i + 1) {
+            Some(dir) if !dir.starts_with("--") => Some(PathBuf::from(dir)),
+            _ => bail!("--store needs a directory"),
+        },
+        None => None,
+    };
     let started = std::time::Instant::now();
 
     if wants("W1") || wants("W2") || wants("W4") {
@@ -188,11 +227,14 @@ fn main() -> anyhow::Result<()> {
         );
     }
     if wants("W6") {
-        progress!("W6: storing {} documents", s.w6_docs);
-        emit(
-            scale::w6(s.w6_docs, s.w6_held, s.w6_idle_runs, s.w6_edit_secs, mode)?,
-            quick,
-        );
+        let scale = scale::Scale {
+            docs: s.w6_docs,
+            held: s.w6_held,
+            idle_runs: s.w6_idle_runs,
+            edit_secs: s.w6_edit_secs,
+            keep,
+        };
+        emit(scale::w6(&scale, mode)?, quick);
     }
     progress!("done in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
@@ -207,6 +249,20 @@ fn rate_arg(args: &[String]) -> anyhow::Result<f64> {
         },
         None => 2_000.0,
     })
+}
+
+/// `--docs N`, `--held N`: a count above 0, if given.
+fn count_arg(args: &[String], flag: &str) -> anyhow::Result<Option<usize>> {
+    match args.iter().position(|a| a == flag) {
+        Some(i) => match args
+            .get(i + 1)
+            .and_then(|v| v.replace('_', "").parse().ok())
+        {
+            Some(n) if n > 0 => Ok(Some(n)),
+            _ => bail!("{flag} needs a number of documents above 0"),
+        },
+        None => Ok(None),
+    }
 }
 
 /// `--pushers N`: W5L's sending threads (default 20).
