@@ -36,6 +36,11 @@ mod scale;
 mod seed;
 mod team;
 
+
+/// The server binary's allocator (see bench/Cargo.toml).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use anyhow::bail;
 use serde_json::Value;
 use std::path::PathBuf;
