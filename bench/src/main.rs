@@ -36,7 +36,6 @@ mod scale;
 mod seed;
 mod team;
 
-
 /// The server binary's allocator (see bench/Cargo.toml).
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
