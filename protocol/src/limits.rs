@@ -230,6 +230,11 @@ pub const LIVE_PING_INTERVAL_MS: u64 = 30_000;
 /// 1,024 events is seconds of a busy server's syncs, and at most a few hundred KiB.
 pub const LIVE_BROADCAST_EVENTS_MAX: usize = 1_024;
 
+/// Times a live connection tries a store read again when the store answers busy (PostgreSQL's
+/// pool had no connection within its wait) before it closes as failed: an overload under a burst
+/// of syncs passes, and a closed connection's device reconnects and resyncs, which adds load.
+pub const LIVE_BUSY_RETRIES: u32 = 3;
+
 /// Events one live connection folds into one message when they are already waiting for it (a
 /// busy server publishes faster than a connection's task runs): the message names the highest
 /// sequence and the documents of all of them, which says the same as the events one by one

@@ -62,6 +62,23 @@ pub(super) enum End {
     Failed(String),
 }
 
+/// `read`, tried again while the store answers `Busy` (every pooled connection stayed in use:
+/// an overload that passes, after which the same read succeeds), at most
+/// [`limits::LIVE_BUSY_RETRIES`] times. Closing the connection instead makes its device
+/// reconnect and resync, which adds load where there is too much already.
+fn patiently<T>(mut read: impl FnMut() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    let mut attempt = 0;
+    loop {
+        match read() {
+            Err(StoreError::Busy(_)) if attempt < limits::LIVE_BUSY_RETRIES => {
+                attempt += 1;
+                store::back_off(attempt);
+            }
+            other => return other,
+        }
+    }
+}
+
 /// What one connection knows about its device's access.
 pub(super) struct Filter {
     token: String,
@@ -82,7 +99,7 @@ impl Filter {
 
     /// Re-authenticates the token (a revoked device must not keep listening).
     fn reauthenticate(&mut self, store: &dyn Store) -> Result<(), End> {
-        match auth::authenticate(store, &self.token) {
+        match patiently(|| auth::authenticate(store, &self.token)) {
             Ok(Authenticated::Ok(who)) => {
                 if who != self.who {
                     self.readable.clear();
@@ -118,7 +135,8 @@ impl Filter {
         let epoch = match changed.epoch.get() {
             Some(epoch) => *epoch,
             None => {
-                let epoch = store::read(store, |txn| txn.access_epoch()).map_err(failed)?;
+                let epoch =
+                    patiently(|| store::read(store, |txn| txn.access_epoch())).map_err(failed)?;
                 *changed.epoch.get_or_init(|| epoch)
             }
         };
@@ -133,17 +151,19 @@ impl Filter {
             .filter(|d| !self.readable.contains_key(d))
             .copied()
             .collect();
-        let decided = store::read(store, |txn| {
-            let mut cases = Cases::new();
-            unknown
-                .iter()
-                .map(|d| {
-                    Ok((
-                        *d,
-                        access::readable_doc(txn, &self.who, *d, &mut cases)?.is_some(),
-                    ))
-                })
-                .collect::<Result<Vec<_>, StoreError>>()
+        let decided = patiently(|| {
+            store::read(store, |txn| {
+                let mut cases = Cases::new();
+                unknown
+                    .iter()
+                    .map(|d| {
+                        Ok((
+                            *d,
+                            access::readable_doc(txn, &self.who, *d, &mut cases)?.is_some(),
+                        ))
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()
+            })
         })
         .map_err(failed)?;
         let decided: HashMap<DocId, bool> = decided.into_iter().collect();
