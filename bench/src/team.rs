@@ -213,6 +213,9 @@ fn edit_loop(
 /// What a team-editing run measured.
 pub struct Team {
     pub devices: usize,
+    /// From the first device's sign-in until every device holds the plans (each device's first
+    /// sync included).
+    pub setup_ms: f64,
     pub plans: usize,
     pub secs: f64,
     pub edits: usize,
@@ -242,6 +245,7 @@ pub fn run(
     dir: &Path,
     mode: Mode,
 ) -> anyhow::Result<Team> {
+    let setup_started = std::time::Instant::now();
     let devices: Vec<Device> = tokens
         .iter()
         .enumerate()
@@ -265,8 +269,9 @@ pub fn run(
     for dev in &devices {
         dev.sync()?;
     }
+    let setup_ms = ms_since(setup_started);
     progress!(
-        "W5: {} devices hold {} shared plans; editing for {secs} s",
+        "W5: {} devices hold {} shared plans ({setup_ms:.0} ms to set up); editing for {secs} s",
         devices.len(),
         plans
     );
@@ -313,6 +318,7 @@ pub fn run(
     let syncs = sorted(logs.iter().flat_map(|l| l.sync_ms.clone()).collect());
     Ok(Team {
         devices: tokens.len(),
+        setup_ms,
         plans,
         secs: elapsed,
         edits: acks.len(),
@@ -341,6 +347,7 @@ impl Team {
         let mut v = json!({
             "transport": self.mode.name(),
             "devices": self.devices,
+            "setup_ms": round1(self.setup_ms),
             "plans": self.plans,
             "duration_s": round2(self.secs),
             "edits": self.edits,

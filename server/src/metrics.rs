@@ -50,6 +50,7 @@ struct Metrics {
     rejections: Family<Code, Counter>,
     stored: Counter,
     pulled: Counter,
+    scanned: Counter,
     quarantined: Counter,
     flush_seconds: Histogram,
     flush_requests: Histogram,
@@ -73,6 +74,7 @@ impl Metrics {
             rejections: Family::default(),
             stored: Counter::default(),
             pulled: Counter::default(),
+            scanned: Counter::default(),
             quarantined: Counter::default(),
             // 0.25 ms to about 4 s, doubling: a flush is an fsync or a few.
             flush_seconds: Histogram::new(exponential_buckets(0.000_25, 2.0, 15)),
@@ -116,6 +118,11 @@ impl Metrics {
             "sync_changes_pulled",
             "Changes sent to devices in sync answers",
             self.pulled.clone(),
+        );
+        r.register(
+            "sync_log_entries_scanned",
+            "Log entries read by the log scans of sync answers",
+            self.scanned.clone(),
         );
         r.register(
             "quarantined_changes",
@@ -197,6 +204,11 @@ pub fn synced(
             })
             .inc();
     }
+}
+
+/// A log scan of a sync answer read `entries` log entries.
+pub fn log_scanned(entries: usize) {
+    METRICS.scanned.inc_by(entries as u64);
 }
 
 /// A sled group-commit flush: how long it took, and how many requests it served.

@@ -102,6 +102,11 @@ pub struct PendingReconcile {
     /// non-zero u64 per response, so a stale confirmation (or one from before a restore) never
     /// matches a later response.
     pub id: u64,
+    /// The `reconcile_id` the device last confirmed of this reconciliation (`None`: none yet). A
+    /// device at cursor 0 that echoes it lost the response after it: it is sent the backfill
+    /// again from `confirmed` rather than starting its first sync over.
+    #[serde(default)]
+    pub confirmed_id: Option<u64>,
     /// The access epoch the reconciliation was computed at.
     pub epoch: u64,
     /// Documents the device must delete (empty once a confirmation committed them).
@@ -109,7 +114,8 @@ pub struct PendingReconcile {
     /// Documents to backfill, in order (their history up to `upto`).
     pub missing: Vec<DocId>,
     /// The device's cursor when the reconciliation started: history above it comes from the log
-    /// scan, history up to it from the backfill.
+    /// scan, history up to it from the backfill. For a first sync (cursor 0), the end of the log
+    /// when it started: the response that completes the backfill moves the cursor there.
     pub upto: Seq,
     /// What the device has confirmed of the backfill.
     pub confirmed: BackfillPos,

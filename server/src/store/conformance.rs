@@ -329,6 +329,7 @@ pub(crate) fn device_sync_state_and_holdings_are_kept_per_device(f: &mut dyn Fac
         reconciled_epoch: Some(4),
         pending: Some(PendingReconcile {
             id: 9,
+            confirmed_id: Some(8),
             epoch: 5,
             evictions: vec![docs[0]],
             missing: vec![docs[1]],

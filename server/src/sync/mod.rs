@@ -38,6 +38,9 @@ pub mod push;
 pub mod reconcile;
 pub mod views;
 
+#[cfg(test)]
+mod first_sync_tests;
+
 pub use pull::{pull, Pulled};
 pub use push::{push, push_with, PushOutcome};
 
@@ -270,6 +273,8 @@ struct Planned {
     pulled_changes: usize,
     backfilled: usize,
     pulled_bytes: usize,
+    /// Log entries the log scan read.
+    log_scanned: usize,
     /// The stubs of the sealed sections this response tells the device of.
     sealed: Vec<SealedStub>,
 }
@@ -331,27 +336,27 @@ fn plan(
     let epoch = txn.access_epoch()?;
     let who = &as_of_epoch(txn, who)?;
     let seen = txn.device_sync(who.device_id)?;
-    let decided = if asked.cursor == Seq(0) {
-        fresh_start(epoch, seen, pushed)
+    let fresh = asked.cursor == Seq(0) && !reconcile::continues(seen.as_ref(), asked.confirmed);
+    let (mut state, mut holdings) = if fresh {
+        fresh_start(pushed)
     } else {
-        let basis = Basis {
-            epoch,
-            cursor: asked.cursor,
-            visible,
-            skip: &pushed.pushed,
-        };
-        let mut state = seen.clone().unwrap_or_default();
-        let mut holdings = Holdings::default();
-        let confirmed = reconcile::confirm(&mut state, asked.confirmed, &mut holdings);
-        let rec = reconcile::reconcile(txn, store, who, &mut state, &basis, &holdings)?;
-        Decided {
-            epoch,
-            seen,
-            state,
-            holdings,
-            confirmed,
-            rec,
-        }
+        (seen.clone().unwrap_or_default(), Holdings::default())
+    };
+    let confirmed = !fresh && reconcile::confirm(&mut state, asked.confirmed, &mut holdings);
+    let basis = Basis {
+        epoch,
+        cursor: asked.cursor,
+        visible,
+        skip: &pushed.pushed,
+    };
+    let rec = reconcile::reconcile(txn, store, who, &mut state, &basis, &holdings)?;
+    let decided = Decided {
+        epoch,
+        seen,
+        state,
+        holdings,
+        confirmed,
+        rec,
     };
     finish_plan(txn, store, who, (asked, pushed, visible), decided)
 }
@@ -376,24 +381,17 @@ fn as_of_epoch(txn: &mut dyn Txn, who: &Principal) -> Result<Principal, StoreErr
     })
 }
 
-/// A device starting from nothing (cursor 0) holds nothing the server handed it but what it just
-/// pushed, and is reconciled at the current epoch: the log scan gives it everything it may read.
-fn fresh_start(epoch: u64, seen: Option<DeviceSync>, pushed: &PushOutcome) -> Decided {
-    Decided {
-        epoch,
-        seen,
-        state: DeviceSync {
-            reconciled_epoch: Some(epoch),
-            pending: None,
-        },
-        holdings: Holdings {
-            clear: true,
-            remove: Vec::new(),
-            add: pushed.acks.iter().map(|a| a.doc_id).collect(),
-        },
-        confirmed: false,
-        rec: Reconciled::default(),
-    }
+/// A device starting from nothing (cursor 0, nothing of a first sync to confirm) holds nothing
+/// the server handed it but what it just pushed, and has never been reconciled: its first sync
+/// is a reconciliation ([`reconcile`]) that backfills every document it may read, found through
+/// the indexes, rather than a walk of the whole log.
+fn fresh_start(pushed: &PushOutcome) -> (DeviceSync, Holdings) {
+    let holdings = Holdings {
+        clear: true,
+        remove: Vec::new(),
+        add: pushed.acks.iter().map(|a| a.doc_id).collect(),
+    };
+    (DeviceSync::default(), holdings)
 }
 
 /// The rest of step 3: the log scan (unless the backfill filled the page), and what the device
@@ -421,7 +419,8 @@ fn finish_plan(
             ..Pulled::default()
         }
     } else {
-        let range = (asked.cursor, visible);
+        // A first sync's completed backfill covered the log up to `scan_from`.
+        let range = (asked.cursor.max(rec.scan_from), visible);
         pull::pull_upto(txn, store, who, range, &pushed.pushed, rec.backfill.bytes)?
     };
     holdings
@@ -449,6 +448,7 @@ fn finish_plan(
         pulled_changes: pulled.changes + rec.backfill.changes,
         backfilled: rec.backfill.changes,
         pulled_bytes: rec.backfill.bytes + pulled.bytes,
+        log_scanned: pulled.scanned,
         sealed,
     })
 }
@@ -516,6 +516,7 @@ fn sync_record(
             "pulled": pulled,
             "pulled_changes": planned.pulled_changes,
             "backfilled_changes": planned.backfilled,
+            "log_scanned": planned.log_scanned,
             "evictions": planned.evictions,
             "reconcile_id": planned.reconcile_id,
             "confirmed_reconcile": planned.confirmed.then_some(asked.confirmed).flatten(),
@@ -552,6 +553,7 @@ fn log_sync(
         reconciling = planned.reconcile_id.is_some(),
         confirmed = planned.confirmed,
         pulled_bytes = planned.pulled_bytes,
+        log_scanned = planned.log_scanned,
         more = planned.more,
         "sync"
     );

@@ -2,7 +2,10 @@
 //!
 //! The log scan hands out every change above the device's cursor that it may read
 //! ([`crate::access`]), paged by bytes and by entries scanned; a backfill hands out the whole
-//! history of documents an access change newly gave the device, paged the same way. Both read
+//! history of documents an access change newly gave the device, or, for a device's first sync
+//! (cursor 0), of every document it may read ([`super::reconcile`]): a new device is never
+//! answered by a walk of the whole log, so its cost grows with what it may read rather than with
+//! the store. The backfill is paged the same way, by bytes. Both read
 //! committed, append-only log data outside any write transaction, with the documents' records
 //! and cases read through one read transaction, so a long pull holds no writer up. The server
 //! never materialises a document to relay it: it keeps a log of (hash, dependencies, bytes) and
@@ -28,6 +31,8 @@ pub struct Pulled {
     pub bytes: usize,
     /// Sealed sections met in the scan that the device is told of but may not read.
     pub sealed: Vec<DocId>,
+    /// Log entries the scan read (audited with the sync, and counted in the metrics).
+    pub scanned: usize,
 }
 
 /// Collects the changes above `cursor` that `who` may read, leaving out `skip`, up to the page
@@ -150,6 +155,8 @@ pub(crate) fn pull_upto(
             .push(ByteBuf::from(e.bytes.to_vec()));
         true
     })?;
+    page.out.scanned = scanned;
+    crate::metrics::log_scanned(scanned);
     if let Some(err) = failure {
         return Err(err);
     }

@@ -17,6 +17,16 @@
 //! that, a new reconciliation starts, counting as held both what was committed and what the
 //! unconfirmed response may have delivered. With an unchanged epoch and nothing pending a sync
 //! costs no per-document work.
+//!
+//! A device's first sync is a reconciliation too. A device at cursor 0 with nothing of a first
+//! sync to confirm starts from nothing (new, wiped, or started over on another log): its holdings
+//! are cleared and it is reconciled from scratch, with `missing` every document it may read,
+//! found through the team → cases → documents indexes ([`access::visible_docs`]), and `upto` the
+//! end of the log as the sync sees it. The backfill pages with the cursor kept at 0; the response
+//! that completes it moves the cursor to `upto` (and scans the log above it, for what was
+//! committed meanwhile), so the log is never walked from the start. A device at cursor 0 that
+//! echoes the confirmation before the last response lost that response and gets the backfill
+//! again from what it confirmed ([`continues`]).
 
 use super::pull::{backfill, Backfill};
 use crate::access;
@@ -64,6 +74,10 @@ pub(crate) struct Reconciled {
     /// The sealed sections the device is told of, as of the reconciliation (sent with each of
     /// its responses, so a lost one costs nothing).
     pub(crate) sealed: Vec<DocId>,
+    /// Where this response's log scan starts if later than the device's cursor: the position a
+    /// first sync's backfill covered, once the backfill is complete ([`PendingReconcile::upto`];
+    /// for any other reconciliation it is at most the device's cursor).
+    pub(crate) scan_from: Seq,
 }
 
 /// A fresh reconcile id: random, non-zero, so that no stale confirmation (an older response's,
@@ -110,11 +124,23 @@ pub(crate) fn confirm(
     let to = p.sent.index.min(p.missing.len()).max(from);
     holdings.add.extend_from_slice(&p.missing[from..to]);
     p.confirmed = p.sent;
+    p.confirmed_id = Some(p.id);
     if p.confirmed.index >= p.missing.len() {
         state.reconciled_epoch = Some(p.epoch);
         state.pending = None;
     }
     true
+}
+
+/// Whether a device at cursor 0 is part-way through its first sync rather than starting from
+/// nothing: it confirms the last response of its pending reconciliation, or echoes the
+/// confirmation before that one (that response was lost; what it confirmed, the device holds).
+/// A device starting from nothing (new, wiped, or started over on another log) confirms nothing.
+pub(crate) fn continues(state: Option<&DeviceSync>, confirmed: Option<u64>) -> bool {
+    let Some(p) = state.and_then(|s| s.pending.as_ref()) else {
+        return false;
+    };
+    confirmed.is_some() && (confirmed == Some(p.id) || confirmed == p.confirmed_id)
 }
 
 /// What a reconciliation reads: the access epoch, the device's cursor, the highest sequence the
@@ -152,10 +178,12 @@ pub(crate) fn reconcile(
         // Nothing to send and nothing to confirm but the stubs (a device told of a sealed
         // section twice keeps one).
         let sealed = std::mem::take(&mut p.sealed);
+        let scan_from = p.upto;
         state.reconciled_epoch = Some(p.epoch);
         state.pending = None;
         return Ok(Reconciled {
             sealed,
+            scan_from,
             ..Reconciled::default()
         });
     }
@@ -168,6 +196,7 @@ pub(crate) fn reconcile(
         reconcile_id: Some(p.id),
         backfill: page,
         sealed: p.sealed.clone(),
+        scan_from: p.upto,
     })
 }
 
@@ -188,13 +217,23 @@ fn start(
     }
     let visible = access::visible_docs(txn, who)?;
     let may = visible.readable;
+    // At cursor 0 (a first sync) no log scan has covered anything: every readable document's
+    // history up to now is backfilled, even one the device holds (it pushed it, or got it in an
+    // earlier first sync whose access epoch moved), and the cursor then moves to `upto`.
+    let (missing, upto) = if basis.cursor == Seq(0) {
+        (may.iter().copied().collect(), basis.visible)
+    } else {
+        let missing = may.difference(&committed).copied().collect();
+        (missing, basis.cursor.min(basis.visible))
+    };
     Ok(PendingReconcile {
         sealed: visible.sealed.into_iter().collect(),
         id: 0,
+        confirmed_id: None,
         epoch: basis.epoch,
         evictions: held.difference(&may).copied().collect(),
-        missing: may.difference(&committed).copied().collect(),
-        upto: basis.cursor.min(basis.visible),
+        missing,
+        upto,
         confirmed: BackfillPos::default(),
         sent: BackfillPos::default(),
     })
