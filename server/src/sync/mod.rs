@@ -3,7 +3,9 @@
 //! A device pushes, per document, the server heads it last saw (`base`) and the Automerge changes
 //! it made since; the server checks and stores what is new under the next global sequence
 //! numbers, makes it durable, and hands back every change the device may read above its cursor,
-//! paged by bytes. [`handle`] does it in five steps:
+//! paged by bytes; a device's first sync (cursor 0) is handed the documents it may read found
+//! through the indexes, not the log from its start ([`reconcile`]). [`handle`] does it in five
+//! steps:
 //!
 //! 1. the Automerge validation of what was pushed, ahead of any write, under locks of the pushed
 //!    documents only, reading committed state through a read transaction ([`push`]);
