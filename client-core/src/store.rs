@@ -989,15 +989,7 @@ impl DeviceStore {
             (docs.get(doc), docs.generation())
         };
         if let Some(hit) = hit {
-            // client-core's own tests check the copy against the store itself (not every debug
-            // build: a second load per hit in every end-to-end suite's devices cost CI minutes).
-            #[cfg(test)]
-            let hit = {
-                let mut hit = hit;
-                self.check_cached(doc, &mut hit, seen)?;
-                hit
-            };
-            return Ok(Some(hit));
+            return self.checked(doc, hit, seen).map(Some);
         }
         let loaded = self.load_stored(doc)?;
         if let Some((am, next, bytes)) = &loaded {
@@ -1015,29 +1007,35 @@ impl DeviceStore {
             (docs.take(doc), docs.generation())
         };
         if let Some(hit) = taken {
-            #[cfg(test)]
-            let hit = {
-                let mut hit = hit;
-                self.check_cached(doc, &mut hit, seen)?;
-                hit
-            };
-            let _ = seen;
-            return Ok(Some(hit));
+            return self.checked(doc, hit, seen).map(Some);
         }
         Ok(self.load_stored(doc)?.map(|(am, next, _)| (am, next)))
     }
 
-    /// Asserts that a cached copy is what the store holds, unless a commit came in between.
+    /// A cache hit, as it is: client-core's own tests first check it against the store itself
+    /// (not every debug build: a second load per hit in every end-to-end suite's devices cost CI
+    /// minutes).
+    #[cfg(not(test))]
+    fn checked(
+        &self,
+        _doc: DocId,
+        hit: (AutoCommit, u64),
+        _seen: u64,
+    ) -> Result<(AutoCommit, u64), Error> {
+        Ok(hit)
+    }
+
+    /// A cache hit, asserted to be what the store holds, unless a commit came in between.
     #[cfg(test)]
-    fn check_cached(
+    fn checked(
         &self,
         doc: DocId,
-        hit: &mut (AutoCommit, u64),
+        mut hit: (AutoCommit, u64),
         seen: u64,
-    ) -> Result<(), Error> {
+    ) -> Result<(AutoCommit, u64), Error> {
         let stored = self.load_stored(doc)?;
         if self.docs().generation() != seen {
-            return Ok(());
+            return Ok(hit);
         }
         let (mut am, stored_next, _) = stored.expect("a cached document is stored");
         assert_eq!(
@@ -1045,7 +1043,7 @@ impl DeviceStore {
             (am.get_heads(), stored_next),
             "the cached copy of {doc} is not what the store holds"
         );
-        Ok(())
+        Ok(hit)
     }
 
     /// Loads a document from its snapshot and chunks: the document, its next chunk number, and

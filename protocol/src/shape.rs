@@ -43,11 +43,18 @@ pub fn check(doc: &impl ReadDoc) -> Result<Shape, ShapeError> {
         let mut children: Vec<ObjId> = Vec::new();
         match doc.object_type(&obj) {
             Ok(ObjType::Map | ObjType::Table) => {
-                for key in doc.keys(&obj) {
-                    for (value, id) in doc.get_all(&obj, key.as_str()).unwrap_or_default() {
-                        if let Value::Object(_) = value {
-                            children.push(id);
+                // One pass over the winning values; only a key with concurrent values is looked
+                // up again, for all of them (a lookup per key made a wide map's walk quadratic).
+                for item in doc.map_range(&obj, ..) {
+                    if item.conflict {
+                        for (value, id) in doc.get_all(&obj, item.key.as_ref()).unwrap_or_default()
+                        {
+                            if let Value::Object(_) = value {
+                                children.push(id);
+                            }
                         }
+                    } else if let ValueRef::Object(_) = item.value {
+                        children.push(item.id());
                     }
                     if shape.objects + stack.len() + children.len() > DOC_OBJECTS_MAX {
                         return Err(ShapeError::TooManyObjects);
@@ -134,6 +141,29 @@ mod tests {
             Shape {
                 depth: 3,
                 objects: 8
+            }
+        );
+    }
+
+    #[test]
+    fn an_object_that_lost_a_conflict_to_a_scalar_and_tables_are_walked_too() {
+        let mut doc = AutoCommit::new();
+        let table = doc.put_object(ROOT, "tbl", ObjType::Table).unwrap();
+        let row = doc.put_object(&table, "row", ObjType::Map).unwrap();
+        doc.put_object(&row, "cell", ObjType::List).unwrap();
+        let mut other = doc.fork().with_actor(automerge::ActorId::random());
+        let mut third = doc.fork().with_actor(automerge::ActorId::random());
+        doc.put(ROOT, "c", 1).unwrap();
+        other.put_object(ROOT, "c", ObjType::Map).unwrap();
+        third.put(ROOT, "c", "x").unwrap();
+        doc.merge(&mut other).unwrap();
+        doc.merge(&mut third).unwrap();
+        // root, table, row, cell, and the map among the three values of "c", winner or not.
+        assert_eq!(
+            check(&doc).unwrap(),
+            Shape {
+                depth: 3,
+                objects: 5
             }
         );
     }

@@ -13,6 +13,13 @@ pub struct Node {
     pub(crate) data: Data,
 }
 
+/// casenote patch: the most keys a leaf page holds (sled: 16).
+const LEAF_KEYS_MAX: usize = 64;
+
+/// casenote patch: past this many bytes of keys and values a leaf of more than 16 keys splits,
+/// as sled always did, so pages of large values are no larger than before.
+const LEAF_BYTES_MAX: u64 = 8 * 1024;
+
 impl Node {
     pub(crate) fn new_hoisted_root(
         left: PageId,
@@ -605,7 +612,18 @@ impl Node {
             16
         };
 
-        let size_checks = self.data.len() > threshold;
+        // casenote patch: a leaf of small keys and values holds up to LEAF_KEYS_MAX of them
+        // (sled splits at 16 keys whatever their size, and keeps per-page bookkeeping in
+        // memory for every page, so a store of many small rows paid ~370 bytes a document).
+        let size_checks = if cfg!(any(test, feature = "lock_free_delays"))
+            || self.data.is_index()
+        {
+            self.data.len() > threshold
+        } else {
+            self.data.len() > LEAF_KEYS_MAX
+                || (self.data.len() > threshold
+                    && self.data.rss() > LEAF_BYTES_MAX)
+        };
         let safety_checks = self.merging_child.is_none() && !self.merging;
 
         size_checks && safety_checks
