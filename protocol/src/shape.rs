@@ -146,24 +146,23 @@ mod tests {
     }
 
     #[test]
-    fn an_object_that_lost_a_conflict_to_a_scalar_and_tables_are_walked_too() {
+    fn an_object_among_concurrent_scalars_is_walked_whichever_value_wins() {
         let mut doc = AutoCommit::new();
-        let table = doc.put_object(ROOT, "tbl", ObjType::Table).unwrap();
-        let row = doc.put_object(&table, "row", ObjType::Map).unwrap();
-        doc.put_object(&row, "cell", ObjType::List).unwrap();
         let mut other = doc.fork().with_actor(automerge::ActorId::random());
         let mut third = doc.fork().with_actor(automerge::ActorId::random());
         doc.put(ROOT, "c", 1).unwrap();
-        other.put_object(ROOT, "c", ObjType::Map).unwrap();
+        let map = other.put_object(ROOT, "c", ObjType::Map).unwrap();
+        other.put_object(&map, "inner", ObjType::List).unwrap();
         third.put(ROOT, "c", "x").unwrap();
         doc.merge(&mut other).unwrap();
         doc.merge(&mut third).unwrap();
-        // root, table, row, cell, and the map among the three values of "c", winner or not.
+        assert_eq!(doc.get_all(ROOT, "c").unwrap().len(), 3);
+        // root, the map among the three values of "c", and the list inside it.
         assert_eq!(
             check(&doc).unwrap(),
             Shape {
-                depth: 3,
-                objects: 5
+                depth: 2,
+                objects: 3
             }
         );
     }
