@@ -55,11 +55,13 @@ pub struct Light {
     pub pushers: usize,
 }
 
-/// One device as the benchmark drives it: its token, transport, cursor and log id.
+/// One device as the benchmark drives it: its token, transport, cursor and log id, and the
+/// reconciliation it confirms in its next request, as a device does (its first sync is one).
 struct Client {
     transport: HttpTransport,
     cursor: Seq,
     log_id: Option<uuid::Uuid>,
+    confirm: Option<u64>,
 }
 
 impl Client {
@@ -71,7 +73,7 @@ impl Client {
             device_clock_ms: casenote_server::now_ms(),
             docs,
             log_id: self.log_id,
-            confirmed_reconcile: None,
+            confirmed_reconcile: self.confirm,
             views: Vec::new(),
             restricted: Vec::new(),
         };
@@ -79,6 +81,7 @@ impl Client {
         let resp = wire::decode_response(&body)?;
         self.cursor = resp.cursor;
         self.log_id = Some(resp.log_id);
+        self.confirm = resp.reconcile_id;
         Ok(resp)
     }
 }
@@ -417,6 +420,7 @@ pub fn run(cfg: &Light, team: &Team, under: &Under) -> anyhow::Result<Run> {
             transport: HttpTransport::new(&urls[j % urls.len()], t),
             cursor: Seq(0),
             log_id: None,
+            confirm: None,
         })
         .collect();
     let plans = create_plans(cfg, team, &actors, &mut clients)?;
