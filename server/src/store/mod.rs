@@ -127,6 +127,12 @@ pub trait Txn {
     fn put_doc(&mut self, doc: &DocRecord) -> Result<(), StoreError>;
     /// Whether the store holds change `hash` of document `doc`.
     fn has_change(&mut self, doc: DocId, hash: &Hash) -> Result<bool, StoreError>;
+    /// [`Store::doc_change_seqs`] and [`Store::get_log`], read in this transaction. A backfill
+    /// reads a document's history inside its read transaction: through the store, each read took
+    /// a second pooled connection while the transaction held one, and on PostgreSQL enough
+    /// concurrent first syncs held every connection and waited on each other (the load suite).
+    fn change_seqs_of(&mut self, doc: DocId) -> Result<Vec<Seq>, StoreError>;
+    fn change_at(&mut self, seq: Seq) -> Result<Option<(DocId, Hash, Vec<u8>)>, StoreError>;
     /// Appends a change to the log under the next sequence, allocated in this transaction (with
     /// its received time and the log's hash chain); returns the sequence.
     fn append_change(&mut self, change: &NewChange) -> Result<Seq, StoreError>;

@@ -439,6 +439,26 @@ impl World {
             .unwrap();
         docs.len()
     }
+
+    /// A new case of `team` alone, stored.
+    fn team_case(&mut self, team: TeamId) -> CaseRecord {
+        let case = CaseRecord {
+            case_id: CaseId::new_random(),
+            owner_org: self.orgs[0],
+            teams: vec![team],
+            created_ms: 0,
+        };
+        store::write(self.s(), |t| t.put_case(&case)).unwrap();
+        case
+    }
+
+    /// A document of `case` open to its teams: neither restricted nor sealed.
+    fn plain_doc(&mut self, case: CaseId) -> DocRecord {
+        let mut d = self.doc(case);
+        d.header.access_teams = None;
+        d.header.sealed = false;
+        d
+    }
 }
 
 #[test]
@@ -448,18 +468,9 @@ fn a_new_device_that_may_read_nothing_is_answered_at_once_without_scanning_the_l
     let north = w.teams[0];
     let mut docs = Vec::new();
     for _ in 0..100 {
-        let case = CaseRecord {
-            case_id: CaseId::new_random(),
-            owner_org: w.orgs[0],
-            teams: vec![north],
-            created_ms: 0,
-        };
-        store::write(w.s(), |t| t.put_case(&case)).unwrap();
+        let case = w.team_case(north);
         for _ in 0..30 {
-            let mut d = w.doc(case.case_id);
-            d.header.access_teams = None;
-            d.header.sealed = false;
-            docs.push(d);
+            docs.push(w.plain_doc(case.case_id));
         }
     }
     w.store_docs(docs, 2, 32);
@@ -487,21 +498,9 @@ fn a_new_device_that_may_read_nothing_is_answered_at_once_without_scanning_the_l
 fn a_first_sync_pages_keeps_the_cursor_and_resends_a_lost_page_from_the_last_confirmed() {
     let mut w = World::new(2);
     let north = w.teams[0];
-    let case = CaseRecord {
-        case_id: CaseId::new_random(),
-        owner_org: w.orgs[0],
-        teams: vec![north],
-        created_ms: 0,
-    };
-    store::write(w.s(), |t| t.put_case(&case)).unwrap();
-    let plain = |w: &mut World| {
-        let mut d = w.doc(case.case_id);
-        d.header.access_teams = None;
-        d.header.sealed = false;
-        d
-    };
+    let case = w.team_case(north);
     // 30 documents of 2 changes of 300 KB: about 18 MB, five pages of 4 MB.
-    let docs: Vec<DocRecord> = (0..30).map(|_| plain(&mut w)).collect();
+    let docs: Vec<DocRecord> = (0..30).map(|_| w.plain_doc(case.case_id)).collect();
     let first_doc = docs[0].clone();
     w.store_docs(docs, 2, 300 * 1024);
     let planned_at = w.s().last_seq().unwrap();
@@ -520,7 +519,7 @@ fn a_first_sync_pages_keeps_the_cursor_and_resends_a_lost_page_from_the_last_con
     dev.apply(&page1, &mut out);
 
     // Meanwhile a colleague writes: a new document, and a change to one already sent.
-    let late = plain(&mut w);
+    let late = w.plain_doc(case.case_id);
     let late_id = late.header.doc_id;
     w.store_docs(vec![late], 1, 100);
     let again = first_doc;

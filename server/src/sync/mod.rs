@@ -351,7 +351,7 @@ fn plan(
         visible,
         skip: &pushed.pushed,
     };
-    let rec = reconcile::reconcile(txn, store, who, &mut state, &basis, &holdings)?;
+    let rec = reconcile::reconcile(txn, who, &mut state, &basis, &holdings)?;
     let decided = Decided {
         epoch,
         seen,

@@ -187,7 +187,6 @@ pub(crate) struct Backfill {
 /// Sends the history (up to `upto`) of `missing`, in order, from `start`, within the page budget.
 pub(crate) fn backfill(
     txn: &mut dyn Txn,
-    store: &dyn Store,
     missing: &[DocId],
     (start, upto): (BackfillPos, Seq),
     skip: &HashSet<(DocId, Hash)>,
@@ -205,7 +204,7 @@ pub(crate) fn backfill(
         } else {
             0
         };
-        let Some(full) = backfill_doc(txn, store, *doc_id, (after, upto), skip, &mut out)? else {
+        let Some(full) = backfill_doc(txn, *doc_id, (after, upto), skip, &mut out)? else {
             continue;
         };
         if full {
@@ -224,7 +223,6 @@ pub(crate) fn backfill(
 /// last sequence sent of it).
 fn backfill_doc(
     txn: &mut dyn Txn,
-    store: &dyn Store,
     doc_id: DocId,
     (after, upto): (u64, Seq),
     skip: &HashSet<(DocId, Hash)>,
@@ -242,11 +240,11 @@ fn backfill_doc(
     };
     let mut last_sent = after;
     let mut full = false;
-    for seq in store.doc_change_seqs(doc_id)? {
+    for seq in txn.change_seqs_of(doc_id)? {
         if seq.0 <= after || seq > upto {
             continue;
         }
-        let Some((_, hash, bytes)) = store.get_log(seq)? else {
+        let Some((_, hash, bytes)) = txn.change_at(seq)? else {
             continue;
         };
         if skip.contains(&(doc_id, hash)) {

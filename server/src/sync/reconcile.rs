@@ -32,7 +32,7 @@ use super::pull::{backfill, Backfill};
 use crate::access;
 use crate::auth::Principal;
 use crate::model::{BackfillPos, DeviceSync, PendingReconcile};
-use crate::store::{Store, StoreError, Txn};
+use crate::store::{StoreError, Txn};
 use casenote_protocol::wire::{DocPull, Hash};
 use casenote_protocol::{DocId, Seq};
 use std::collections::{BTreeSet, HashSet};
@@ -158,7 +158,6 @@ pub(crate) struct Basis<'a> {
 /// this sync will commit (a confirmation's).
 pub(crate) fn reconcile(
     txn: &mut dyn Txn,
-    store: &dyn Store,
     who: &Principal,
     state: &mut DeviceSync,
     basis: &Basis<'_>,
@@ -187,7 +186,7 @@ pub(crate) fn reconcile(
             ..Reconciled::default()
         });
     }
-    let page = backfill(txn, store, &p.missing, (p.confirmed, p.upto), basis.skip)?;
+    let page = backfill(txn, &p.missing, (p.confirmed, p.upto), basis.skip)?;
     p.sent = page.end;
     p.id = new_reconcile_id();
     Ok(Reconciled {

@@ -296,6 +296,12 @@ impl Txn for PgTxn<'_> {
     fn doc(&mut self, id: DocId) -> Result<Option<DocRecord>, StoreError> {
         self.one("SELECT * FROM docs WHERE doc_id = $1", &id.0, rows::doc)
     }
+    fn change_seqs_of(&mut self, doc: DocId) -> Result<Vec<Seq>, StoreError> {
+        doc_change_seqs(self.s, doc)
+    }
+    fn change_at(&mut self, seq: Seq) -> Result<Option<(DocId, Hash, Vec<u8>)>, StoreError> {
+        get_log(self.s, seq)
+    }
     fn put_doc(&mut self, doc: &DocRecord) -> Result<(), StoreError> {
         self.writing()?;
         let h = &doc.header;

@@ -262,6 +262,34 @@ impl Txn for SledTxn<'_> {
     fn doc(&mut self, id: DocId) -> Result<Option<DocRecord>, StoreError> {
         self.get_as(T::Docs, id.as_bytes())
     }
+    fn change_seqs_of(&mut self, doc: DocId) -> Result<Vec<Seq>, StoreError> {
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        for item in self.s.tree(T::Hashes).scan_prefix(doc.as_bytes()) {
+            let (k, v) = item?;
+            merged.insert(k.to_vec(), v.to_vec());
+        }
+        merge(
+            &mut merged,
+            &self.pending[T::Hashes as usize],
+            doc.as_bytes(),
+        );
+        let mut seqs = merged
+            .values()
+            .map(|v| seq_from(v).map(Seq))
+            .collect::<Result<Vec<_>, _>>()?;
+        seqs.sort();
+        Ok(seqs)
+    }
+    fn change_at(&mut self, seq: Seq) -> Result<Option<(DocId, Hash, Vec<u8>)>, StoreError> {
+        let Some(v) = self.get(T::Log, &seq.0.to_be_bytes())? else {
+            return Ok(None);
+        };
+        let e = parse_log(&v)?;
+        if e.bytes.is_empty() {
+            return Ok(None); // erased
+        }
+        Ok(Some((e.doc_id, e.hash, e.bytes.to_vec())))
+    }
     fn put_doc(&mut self, doc: &DocRecord) -> Result<(), StoreError> {
         let h = &doc.header;
         let index = pair_key(h.case_id.as_bytes(), h.doc_id.as_bytes());
