@@ -5,9 +5,11 @@
 //! history of documents an access change newly gave the device, or, for a device's first sync
 //! (cursor 0), of every document it may read ([`super::reconcile`]): a new device is never
 //! answered by a walk of the whole log, so its cost grows with what it may read rather than with
-//! the store. The backfill is paged the same way, by bytes. Both read
-//! committed, append-only log data outside any write transaction, with the documents' records
-//! and cases read through one read transaction, so a long pull holds no writer up. The server
+//! the store. The backfill is paged the same way, by bytes. Both read committed data outside
+//! any write transaction, so a long pull holds no writer up: the log scan through the store,
+//! the documents' records and cases through one read transaction, and the backfill each
+//! document's history through that transaction too (`Txn::change_seqs_of`, `Txn::change_at`:
+//! through the store, each read took a second pooled connection while the transaction held one). The server
 //! never materialises a document to relay it: it keeps a log of (hash, dependencies, bytes) and
 //! each document's heads, which is all a relay needs.
 
