@@ -255,6 +255,11 @@ pub trait Store: Send + Sync {
     /// Makes every transaction that committed before the call durable. Nothing is acknowledged
     /// before this returns. Concurrent calls may share one flush (group commit).
     fn flush(&self) -> Result<(), StoreError>;
+    /// Asks for a flush and returns at once: what committed before the call becomes durable at
+    /// the next flush, which starts without waiting for another caller. For a write that
+    /// acknowledges nothing and hands nothing out (an idle sync's audit entry, see
+    /// `sync::handle`); never instead of [`Store::flush`] before an acknowledgement.
+    fn flush_soon(&self);
     /// Whether the store accepts writes now (for `/ready`); may start a recovery that is due.
     fn writability(&self) -> Writability;
 

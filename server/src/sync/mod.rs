@@ -19,13 +19,17 @@
 //!    either moved, a concurrent sync of the device or an access change landed: step 3 runs
 //!    again), then the device's new state, its holdings and the sync's audit entry stored, and an
 //!    audit entry for each view of a record the device reported ([`views`]);
-//! 5. one flush, then the response (and, in the HTTP layer, the live event).
+//! 5. one flush, then the response (and, in the HTTP layer, the live event); an idle sync
+//!    (nothing pushed or reported, nothing handed out, nothing about the device changed, its
+//!    cursor within what is durable) asks for the flush and does not wait for it ([`is_idle`]).
 //!
 //! Durability: the one flush at the end covers everything the sync wrote and everything its pull
 //! handed out. The pull may hand out changes committed but not yet flushed (this sync's own, or a
 //! concurrent sync's), because the response leaves only after a flush that started after the
 //! pull chose its upper bound; so no cursor ever points past what survives a crash. Concurrent
-//! syncs share that flush (group commit).
+//! syncs share that flush (group commit). An idle sync's answer acknowledges and hands out
+//! nothing and its cursor stays within the durable log, so it needs no flush; the audit entry it
+//! wrote is durable at the next one, which it asks for.
 //!
 //! Log id: every response names the store's log id. A request that names another one (the store
 //! was restored from backup, or healed a loss found at open), or names this one with a cursor
@@ -42,6 +46,8 @@ pub mod views;
 
 #[cfg(test)]
 mod first_sync_tests;
+#[cfg(test)]
+mod idle_tests;
 
 pub use pull::{pull, Pulled};
 pub use push::{push, push_with, PushOutcome};
@@ -130,13 +136,40 @@ pub fn handle(
     let pushed = push::push_with_access(store, who, docs, now_ms, rules)?;
     let (planned, views_through) =
         pull_and_commit(store, who, &asked, (&pushed, &req.views), now_ms)?;
-    store.flush()?;
+    if is_idle(pushed_docs, &req.views, &planned, store.durable_seq()?) {
+        store.flush_soon();
+    } else {
+        store.flush()?;
+    }
     log_sync(who, &asked, pushed_docs, &pushed, &planned);
     count(&pushed, planned.pulled_changes);
     let stored = Stored::of(&pushed);
     let mut answer = response(log_id, now_ms, pushed, planned);
     answer.views_through = views_through;
     Ok((answer, stored))
+}
+
+/// Whether a sync is idle: it pushed nothing and reported no view (its answer acknowledges
+/// nothing), it is handed nothing (no change, eviction, stub or reconciliation), the device's
+/// state and holdings stay as they were, and its cursor moves only over what is durable already.
+/// Its answer then depends on nothing that is not durable, so it waits for no flush (step 5):
+/// the sync's audit entry, the one thing it wrote, becomes durable at the flush it asks for
+/// without waiting, and a crash before that loses only the entry that says it asked and got
+/// nothing. Any other sync waits.
+fn is_idle(pushed_docs: usize, views: &[View], planned: &Planned, durable: Seq) -> bool {
+    let h = &planned.holdings;
+    pushed_docs == 0
+        && views.is_empty()
+        && planned.docs.is_empty()
+        && planned.evictions.is_empty()
+        && planned.sealed.is_empty()
+        && planned.reconcile_id.is_none()
+        && !planned.confirmed
+        && !h.clear
+        && h.add.is_empty()
+        && h.remove.is_empty()
+        && Some(&planned.state) == planned.seen.as_ref()
+        && planned.cursor <= durable
 }
 
 /// A push that arrives outside a sync request (the automerge-repo endpoint, `GET /v1/repo`):

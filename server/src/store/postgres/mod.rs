@@ -282,6 +282,9 @@ impl Store for PgStore {
         Ok(())
     }
 
+    /// Every commit is durable when it returns: nothing to ask for.
+    fn flush_soon(&self) {}
+
     /// `pg_database_size` of the database.
     fn size_bytes(&self) -> Option<u64> {
         let mut conn = self.pool.get().ok()?;

@@ -546,6 +546,15 @@ impl SledStore {
         outcome
     }
 
+    /// Asks the flusher for a flush that starts after this call, and waits for none.
+    pub(super) fn ask_flush(&self) {
+        let group = &self.shared.group;
+        let mut st = lock(&group.state);
+        st.wanted = st.wanted.max(st.started + 1);
+        st.asking += 1;
+        group.wake.notify_one();
+    }
+
     /// A flush wait ran out: unless the flush failed meanwhile, the store refuses writes until
     /// that flush ends.
     pub(super) fn stalled(&self) {

@@ -485,6 +485,10 @@ impl Store for SledStore {
         self.group_flush()
     }
 
+    fn flush_soon(&self) {
+        self.ask_flush();
+    }
+
     fn writability(&self) -> Writability {
         self.check_writable()
     }

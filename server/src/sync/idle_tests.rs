@@ -1,0 +1,214 @@
+//! Tests of step 5 of a sync ([`super::handle`]): an idle sync (nothing pushed or reported,
+//! nothing handed out, nothing about the device changed, its cursor within the durable log) is
+//! answered without waiting for a flush, and its audit entry still becomes durable at the flush
+//! it asks for; every other sync still waits for its flush. The flusher is held (no flush starts)
+//! and the flush wait is short, so a sync that waits is answered `Unwritable`.
+
+use crate::auth::Principal;
+use crate::model::{CaseRecord, DocHeader, DocRecord, NewChange};
+use crate::store::sled::SledStore;
+use crate::store::{self, Store, StoreError};
+use crate::testkit;
+use crate::validate::Rules;
+use casenote_protocol::wire::{Hash, SyncRequest, SyncResponse, View, ViewKind, PROTOCOL_VERSION};
+use casenote_protocol::{CaseId, DocId, DocKind, Seq};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A store with one team, a member of staff and a device of theirs, and one case of the team.
+struct Desk {
+    _dir: tempfile::TempDir,
+    store: Arc<SledStore>,
+    who: Principal,
+    case: CaseRecord,
+}
+
+impl Desk {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::sled::open(dir.path()).unwrap();
+        let s: &dyn Store = &*store;
+        testkit::add_org(s, "Council").unwrap();
+        let team = testkit::add_team(s, "Council", "North").unwrap();
+        let staff =
+            testkit::add_staff(s, "Alice", "social_worker", "Council", &["North".into()]).unwrap();
+        let token = testkit::issue(s, &staff, "test", 0).unwrap().token;
+        let who = testkit::principal(s, &token);
+        let case = CaseRecord {
+            case_id: CaseId::new_random(),
+            owner_org: staff.org_id,
+            teams: vec![team.team_id],
+            created_ms: 0,
+        };
+        store::write(s, |t| t.put_case(&case)).unwrap();
+        Desk {
+            _dir: dir,
+            store,
+            who,
+            case,
+        }
+    }
+
+    fn s(&self) -> &dyn Store {
+        &*self.store
+    }
+
+    /// A new document of the case with one change (of arbitrary bytes: relaying never reads
+    /// them), committed and not flushed.
+    fn add_doc(&self) -> DocId {
+        let doc_id = DocId::new_random();
+        let hash = Hash(rand::random::<[u8; 32]>());
+        let rec = DocRecord {
+            header: DocHeader {
+                doc_id,
+                case_id: self.case.case_id,
+                kind: DocKind::Plan,
+                owner_org: self.case.owner_org,
+                access_teams: None,
+                created_by: self.who.staff_id(),
+                created_ms: 0,
+                sealed: false,
+                grants: Vec::new(),
+            },
+            heads: vec![hash],
+            ops: 0,
+            filed_ms: None,
+        };
+        let change = NewChange {
+            doc_id,
+            hash,
+            bytes: vec![7; 64],
+            received_at_ms: 0,
+        };
+        store::write(self.s(), |t| {
+            t.put_doc(&rec)?;
+            t.append_change(&change).map(|_| ())
+        })
+        .unwrap();
+        doc_id
+    }
+
+    fn sync(&self, cursor: Seq, views: Vec<View>) -> Result<SyncResponse, StoreError> {
+        let now = crate::now_ms();
+        let log_id = store::read(self.s(), |t| t.log_id()).unwrap();
+        let req = SyncRequest {
+            version: PROTOCOL_VERSION,
+            cursor,
+            device_clock_ms: now,
+            docs: Vec::new(),
+            log_id: Some(log_id),
+            confirmed_reconcile: None,
+            views,
+            restricted: Vec::new(),
+        };
+        super::handle(self.s(), &self.who, req, now, &Rules::default()).map(|(r, _)| r)
+    }
+
+    /// The device's first sync (a reconciliation) and its confirmation, all flushed: from then on
+    /// it holds everything and its state is settled.
+    fn settled(&self) -> Seq {
+        let first = self.sync(Seq(0), Vec::new()).unwrap();
+        assert!(!first.more && first.reconcile_id.is_some());
+        let now = crate::now_ms();
+        let req = SyncRequest {
+            version: PROTOCOL_VERSION,
+            cursor: first.cursor,
+            device_clock_ms: now,
+            docs: Vec::new(),
+            log_id: Some(first.log_id),
+            confirmed_reconcile: first.reconcile_id,
+            views: Vec::new(),
+            restricted: Vec::new(),
+        };
+        let confirmed = super::handle(self.s(), &self.who, req, now, &Rules::default())
+            .unwrap()
+            .0;
+        assert!(confirmed.reconcile_id.is_none() && confirmed.docs.is_empty());
+        self.s().flush().unwrap();
+        confirmed.cursor
+    }
+
+    /// Holds the flusher: a sync that waits for a flush is answered `Unwritable` after 200 ms.
+    fn hold(&self) {
+        self.store.set_flush_wait(Duration::from_millis(200));
+        self.store.hold_flushes(true);
+    }
+
+    /// The audit chain's last entry.
+    fn audit_last(&self) -> u64 {
+        let mut last = 0;
+        self.s()
+            .audit_scan(&mut |seq, _| {
+                last = seq;
+                true
+            })
+            .unwrap();
+        last
+    }
+}
+
+#[test]
+fn an_idle_sync_is_answered_without_waiting_for_a_flush_and_its_audit_entry_becomes_durable() {
+    let desk = Desk::new();
+    desk.add_doc();
+    let cursor = desk.settled();
+    let anchored = desk.s().audit_anchor().unwrap().unwrap().0;
+    let flushes = desk.store.flush_count();
+    desk.hold();
+    let started = Instant::now();
+    let idle = desk
+        .sync(cursor, Vec::new())
+        .expect("an idle sync needs no flush");
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "the idle sync waited for the held flush: {:?}",
+        started.elapsed()
+    );
+    assert!(idle.docs.is_empty() && idle.acks.is_empty() && !idle.more);
+    assert_eq!(idle.cursor, cursor);
+    let entry = desk.audit_last();
+    assert!(entry > anchored, "the idle sync was audited");
+    // The flush it asked for runs once the flusher may, with no other caller asking.
+    desk.store.hold_flushes(false);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while desk.s().audit_anchor().unwrap().unwrap().0 < entry {
+        assert!(
+            Instant::now() < deadline,
+            "the idle sync's audit entry never became durable"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(desk.store.flush_count() > flushes);
+}
+
+#[test]
+fn a_sync_that_hands_out_a_change_or_acknowledges_a_view_still_waits_for_its_flush() {
+    let desk = Desk::new();
+    desk.add_doc();
+    let cursor = desk.settled();
+    desk.hold();
+    // A change committed and not yet durable: handing it out needs the flush.
+    desk.add_doc();
+    let err = desk.sync(cursor, Vec::new()).unwrap_err();
+    assert!(matches!(err, StoreError::Unwritable(_)), "{err}");
+    desk.store.hold_flushes(false);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !desk.s().writability().writable {
+        assert!(Instant::now() < deadline, "the store never became writable");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let got = desk.sync(cursor, Vec::new()).unwrap();
+    assert_eq!(got.docs.len(), 1);
+    desk.s().flush().unwrap();
+    // A view reported: its acknowledgement (`views_through`) needs the flush.
+    desk.hold();
+    let view = View {
+        stream: uuid::Uuid::new_v4(),
+        seq: 1,
+        case_id: desk.case.case_id,
+        kind: ViewKind::Show,
+        device_time_ms: 0,
+    };
+    let err = desk.sync(got.cursor, vec![view]).unwrap_err();
+    assert!(matches!(err, StoreError::Unwritable(_)), "{err}");
+}
