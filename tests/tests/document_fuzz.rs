@@ -18,6 +18,7 @@ use casenote_protocol::{shape, CaseId, DocKind, StaffId};
 use casenote_server::validate::{self, Context, Rules, Writer};
 use common::*;
 use proptest::prelude::*;
+use proptest::test_runner::RngSeed;
 
 /// A scalar of any type Automerge has, odd values included.
 #[derive(Clone, Debug)]
@@ -502,31 +503,50 @@ fn check_case(kind: DocKind, steps: Vec<Step>) {
     }
 }
 
+/// Threads the validation fuzzing runs on, each with its share of the cases: the work is
+/// CPU-bound and each case independent, so two cores do it in half the time.
+const FUZZ_THREADS: u32 = 2;
+
 #[test]
 fn generated_changes_never_crash_validation_or_the_views() {
     let cases = rounds(48, 400) as u32;
-    // A small stack: a recursive walk over a deep document overflows it at once.
-    std::thread::Builder::new()
-        .stack_size(1024 * 1024)
-        .spawn(move || {
-            let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
-                cases,
-                failure_persistence: None,
-                ..ProptestConfig::default()
-            });
-            runner
-                .run(
-                    &(kind(), prop::collection::vec(step(), 1..24)),
-                    |(kind, steps)| {
-                        check_case(kind, steps);
-                        Ok(())
-                    },
-                )
-                .unwrap();
+    let base = ProptestConfig {
+        cases: cases.div_ceil(FUZZ_THREADS),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    let threads: Vec<_> = (0..FUZZ_THREADS)
+        .map(|t| {
+            // A fixed seed (`PROPTEST_RNG_SEED`) gives each thread its own, so they never run
+            // the same cases.
+            let rng_seed = match base.rng_seed {
+                RngSeed::Fixed(seed) => RngSeed::Fixed(seed.wrapping_add(u64::from(t))),
+                RngSeed::Random => RngSeed::Random,
+            };
+            let config = ProptestConfig {
+                rng_seed,
+                ..base.clone()
+            };
+            // A small stack: a recursive walk over a deep document overflows it at once.
+            std::thread::Builder::new()
+                .stack_size(1024 * 1024)
+                .spawn(move || {
+                    proptest::test_runner::TestRunner::new(config)
+                        .run(
+                            &(kind(), prop::collection::vec(step(), 1..24)),
+                            |(kind, steps)| {
+                                check_case(kind, steps);
+                                Ok(())
+                            },
+                        )
+                        .unwrap();
+                })
+                .unwrap()
         })
-        .unwrap()
-        .join()
-        .expect("no panic and no stack overflow");
+        .collect();
+    for t in threads {
+        t.join().expect("no panic and no stack overflow");
+    }
 }
 
 #[test]
