@@ -164,6 +164,13 @@ const _: () = assert!(CHANGE_BYTES_MAX <= PUSH_BYTES_SOFT_MAX);
 /// scanned. 100,000 entries is a fraction of a second of sled iteration.
 pub const PULL_SCAN_ENTRIES_MAX: usize = 100_000;
 
+/// Log entries a pull's scan reads into memory at once (`Txn::log_page`, also bounded by
+/// [`RESPONSE_CHANGE_BYTES_SOFT_MAX`] of their bytes): the scan reads the log inside its read
+/// transaction, a batch at a time, and decides what the device may read between batches. 1,024
+/// entries answers a busy device's usual pull in one batch and keeps a scan of many small entries
+/// it may not read from holding more than a few hundred KB of them.
+pub const PULL_SCAN_BATCH_ENTRIES: usize = 1_024;
+
 /// How many bytes of an oversized body the server reads and throws away before it answers 413.
 /// An ordinary HTTP client writes its whole body before it reads the answer; if the server closed
 /// the connection with the body unread, that client would see a connection reset instead of the

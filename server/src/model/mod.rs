@@ -14,5 +14,5 @@ pub use casenote_protocol::nhs::nhs_number_is_valid;
 pub use directory::{AdminToken, Device, Org, Role, Staff, Team, TokenRecord, UnknownRole};
 pub use records::{
     chain_next, ActorBinding, BackfillPos, CaseRecord, DeviceSync, DocHeader, DocRecord, Grant,
-    LogEntry, NewChange, PendingReconcile, QuarantineEntry, CHAIN_GENESIS,
+    LogEntry, LoggedChange, NewChange, PendingReconcile, QuarantineEntry, CHAIN_GENESIS,
 };

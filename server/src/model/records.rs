@@ -162,6 +162,15 @@ pub struct LogEntry<'a> {
     pub bytes: &'a [u8],
 }
 
+/// A log entry read into memory ([`crate::store::Txn::log_page`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoggedChange {
+    pub seq: Seq,
+    pub doc_id: DocId,
+    pub hash: Hash,
+    pub bytes: Vec<u8>,
+}
+
 /// The `prev` of the first link of the change log's hash chain.
 pub const CHAIN_GENESIS: [u8; 32] = [0; 32];
 

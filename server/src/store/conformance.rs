@@ -48,6 +48,7 @@ macro_rules! conformance_tests {
             a_read_transaction_refuses_writes,
             two_threads_writing_at_once_get_gap_free_sequences_and_one_audit_chain,
             an_erased_document_leaves_every_read_and_keeps_its_place_in_the_chain,
+            a_transaction_reads_the_log_as_the_store_does_with_its_own_writes,
         );
     };
     (@each $factory:expr; $($check:ident),+ $(,)?) => {
@@ -599,4 +600,77 @@ pub(crate) fn an_erased_document_leaves_every_read_and_keeps_its_place_in_the_ch
     assert_eq!(store.last_seq().unwrap(), Seq(6));
     let compaction = store.compact().unwrap();
     assert!(compaction.done, "{}", compaction.detail);
+}
+
+/// `(seq, doc)` of each entry of a page.
+fn seqs_docs(page: &[crate::model::LoggedChange]) -> Vec<(u64, DocId)> {
+    page.iter().map(|e| (e.seq.0, e.doc_id)).collect()
+}
+
+pub(crate) fn a_transaction_reads_the_log_as_the_store_does_with_its_own_writes(
+    f: &mut dyn Factory,
+) {
+    let store = f.fresh();
+    let kase = case(vec![TeamId::new_random()]);
+    let (a, b) = (doc_of(kase.case_id), doc_of(kase.case_id));
+    let (a, b) = (a.header.doc_id, b.header.doc_id);
+    write(&*store, |t| {
+        for (doc, n) in [(a, 1), (b, 2), (a, 3), (b, 4), (a, 5), (b, 6)] {
+            t.append_change(&change(doc, n))?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    write(&*store, |t| t.erase_doc(b).map(|_| ())).unwrap();
+    let entry = 24; // `change`'s bytes: 8 bytes three times
+    read(&*store, |t| {
+        let all = t.log_page((Seq(0), Seq(6)), 100, usize::MAX)?;
+        assert_eq!(
+            seqs_docs(&all),
+            vec![(1, a), (3, a), (5, a)],
+            "erased left out"
+        );
+        let from_store = logged(&*store);
+        assert_eq!(all.len(), from_store.len());
+        for (mine, theirs) in all.iter().zip(&from_store) {
+            assert_eq!(
+                (mine.seq, mine.doc_id, mine.hash),
+                (theirs.0, theirs.1, theirs.2)
+            );
+            assert_eq!(mine.bytes, theirs.3);
+        }
+        let two = t.log_page((Seq(0), Seq(6)), 2, usize::MAX)?;
+        assert_eq!(seqs_docs(&two), vec![(1, a), (3, a)], "at most max");
+        let by_bytes = t.log_page((Seq(0), Seq(6)), 100, entry + 1)?;
+        assert_eq!(
+            seqs_docs(&by_bytes),
+            vec![(1, a), (3, a)],
+            "none after the one that reaches max_bytes"
+        );
+        assert_eq!(
+            seqs_docs(&t.log_page((Seq(3), Seq(5)), 100, usize::MAX)?),
+            vec![(5, a)]
+        );
+        assert!(t.log_page((Seq(5), Seq(5)), 100, usize::MAX)?.is_empty());
+        assert_eq!(t.change_seqs_of(a)?, vec![Seq(1), Seq(3), Seq(5)]);
+        assert!(t.change_seqs_of(b)?.is_empty());
+        assert_eq!(t.change_at(Seq(3))?.map(|c| c.0), Some(a));
+        assert!(t.change_at(Seq(4))?.is_none(), "erased");
+        Ok(())
+    })
+    .unwrap();
+    // A write transaction reads its own appends and erasures.
+    write(&*store, |t| {
+        t.append_change(&change(b, 7))?;
+        t.append_change(&change(a, 8))?;
+        let page = t.log_page((Seq(4), Seq(8)), 100, usize::MAX)?;
+        assert_eq!(seqs_docs(&page), vec![(5, a), (7, b), (8, a)]);
+        assert_eq!(t.change_seqs_of(a)?, vec![Seq(1), Seq(3), Seq(5), Seq(8)]);
+        assert_eq!(t.change_at(Seq(7))?.map(|c| c.0), Some(b));
+        t.erase_doc(a)?;
+        let page = t.log_page((Seq(0), Seq(8)), 100, usize::MAX)?;
+        assert_eq!(seqs_docs(&page), vec![(7, b)]);
+        Ok(())
+    })
+    .unwrap();
 }

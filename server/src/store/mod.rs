@@ -26,8 +26,8 @@ pub mod postgres;
 pub mod sled;
 
 use crate::model::{
-    ActorBinding, AuditEntry, AuditRecord, CaseRecord, Device, DeviceSync, LogEntry, NewChange,
-    Org, QuarantineEntry, Staff, Team, TokenRecord,
+    ActorBinding, AuditEntry, AuditRecord, CaseRecord, Device, DeviceSync, LogEntry, LoggedChange,
+    NewChange, Org, QuarantineEntry, Staff, Team, TokenRecord,
 };
 use casenote_protocol::wire::Hash;
 use casenote_protocol::{limits, CaseId, DeviceId, DocId, OrgId, Seq, StaffId, TeamId};
@@ -133,6 +133,16 @@ pub trait Txn {
     /// concurrent first syncs held every connection and waited on each other (the load suite).
     fn change_seqs_of(&mut self, doc: DocId) -> Result<Vec<Seq>, StoreError>;
     fn change_at(&mut self, seq: Seq) -> Result<Option<(DocId, Hash, Vec<u8>)>, StoreError>;
+    /// The log entries in `(after, upto]`, in order, erased ones left out: at most `max` of them,
+    /// and none after the one that brings their bytes to `max_bytes`. Read in this transaction,
+    /// for the same reason as [`Txn::change_at`]: the pull's log scan runs inside its read
+    /// transaction, and through the store every sync took a second pooled connection.
+    fn log_page(
+        &mut self,
+        range: (Seq, Seq),
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<LoggedChange>, StoreError>;
     /// Appends a change to the log under the next sequence, allocated in this transaction (with
     /// its received time and the log's hash chain); returns the sequence.
     fn append_change(&mut self, change: &NewChange) -> Result<Seq, StoreError>;

@@ -328,7 +328,7 @@ fn pull_and_commit(
     let mut attempt = 0;
     loop {
         let visible = store.last_seq()?;
-        let planned = store::read(store, |txn| plan(txn, store, who, asked, pushed, visible))?;
+        let planned = store::read(store, |txn| plan(txn, who, asked, pushed, visible))?;
         let record = sync_record(who, asked, pushed, &planned, now_ms);
         let committed = store::write(store, |txn| {
             match commit(txn, who, &planned, record.clone())? {
@@ -362,7 +362,6 @@ struct Decided {
 /// collects the pages of changes (in `(cursor, visible]`) the response hands out.
 fn plan(
     txn: &mut dyn Txn,
-    store: &dyn Store,
     who: &Principal,
     asked: &Asked,
     pushed: &PushOutcome,
@@ -393,7 +392,7 @@ fn plan(
         confirmed,
         rec,
     };
-    finish_plan(txn, store, who, (asked, pushed, visible), decided)
+    finish_plan(txn, who, (asked, pushed, visible), decided)
 }
 
 /// `who` as the transaction that read the access epoch sees them. The request was authenticated
@@ -433,7 +432,6 @@ fn fresh_start(pushed: &PushOutcome) -> (DeviceSync, Holdings) {
 /// holds from now on.
 fn finish_plan(
     txn: &mut dyn Txn,
-    store: &dyn Store,
     who: &Principal,
     (asked, pushed, visible): (&Asked, &PushOutcome, Seq),
     d: Decided,
@@ -456,7 +454,7 @@ fn finish_plan(
     } else {
         // A first sync's completed backfill covered the log up to `scan_from`.
         let range = (asked.cursor.max(rec.scan_from), visible);
-        pull::pull_upto(txn, store, who, range, &pushed.pushed, rec.backfill.bytes)?
+        pull::pull_upto(txn, who, range, &pushed.pushed, rec.backfill.bytes)?
     };
     holdings
         .add

@@ -6,16 +6,18 @@
 //! (cursor 0), of every document it may read ([`super::reconcile`]): a new device is never
 //! answered by a walk of the whole log, so its cost grows with what it may read rather than with
 //! the store. The backfill is paged the same way, by bytes. Both read committed data outside
-//! any write transaction, so a long pull holds no writer up: the log scan through the store,
-//! the documents' records and cases through one read transaction, and the backfill each
-//! document's history through that transaction too (`Txn::change_seqs_of`, `Txn::change_at`:
-//! through the store, each read took a second pooled connection while the transaction held one). The server
+//! any write transaction, so a long pull holds no writer up, and all of it through one read
+//! transaction: the log scan a batch of entries at a time (`Txn::log_page`, at most
+//! `limits::PULL_SCAN_BATCH_ENTRIES` and a response's bytes), the documents' records and cases,
+//! and the backfill each document's history (`Txn::change_seqs_of`, `Txn::change_at`). Through
+//! the store, each of those reads took a second pooled connection while the transaction held
+//! one, and on PostgreSQL syncs under load held every connection and waited on each other. The server
 //! never materialises a document to relay it: it keeps a log of (hash, dependencies, bytes) and
 //! each document's heads, which is all a relay needs.
 
 use crate::access::{self, Cases};
 use crate::auth::Principal;
-use crate::model::BackfillPos;
+use crate::model::{BackfillPos, LoggedChange};
 use crate::store::{read, Store, StoreError, Txn};
 use casenote_protocol::limits::{self, PULL_SCAN_ENTRIES_MAX};
 use casenote_protocol::wire::{DocPull, Hash};
@@ -48,9 +50,7 @@ pub fn pull(
     used: usize,
 ) -> Result<Pulled, StoreError> {
     let upto = store.durable_seq()?;
-    read(store, |txn| {
-        pull_upto(txn, store, who, (cursor, upto), skip, used)
-    })
+    read(store, |txn| pull_upto(txn, who, (cursor, upto), skip, used))
 }
 
 /// The changes after the log scan's page so far, with the documents it keeps (by index into
@@ -95,6 +95,31 @@ impl Page {
         Ok(slot)
     }
 
+    /// Takes log entry `e` into the page if the device may read it (and did not push it); says
+    /// whether the page had room (if not, it ends just before `e`).
+    fn take(
+        &mut self,
+        txn: &mut dyn Txn,
+        who: &Principal,
+        skip: &HashSet<(DocId, Hash)>,
+        e: LoggedChange,
+    ) -> Result<bool, StoreError> {
+        let Some(slot) = self.slot(txn, who, e.doc_id)? else {
+            return Ok(true);
+        };
+        if skip.contains(&(e.doc_id, e.hash)) {
+            return Ok(true);
+        }
+        if !self.fits(e.bytes.len()) {
+            self.out.cursor = Seq(e.seq.0 - 1);
+            return Ok(false);
+        }
+        self.out.bytes += e.bytes.len();
+        self.out.changes += 1;
+        self.out.docs[slot].changes.push(ByteBuf::from(e.bytes));
+        Ok(true)
+    }
+
     /// Whether a change of `len` bytes still fits the page.
     fn fits(&self, len: usize) -> bool {
         let taken = self.used + self.out.bytes;
@@ -106,7 +131,6 @@ impl Page {
 /// before it hands the result out (a sync does, once, at its end).
 pub(crate) fn pull_upto(
     txn: &mut dyn Txn,
-    store: &dyn Store,
     who: &Principal,
     (cursor, upto): (Seq, Seq),
     skip: &HashSet<(DocId, Hash)>,
@@ -125,43 +149,30 @@ pub(crate) fn pull_upto(
         // Nothing new (the idle reconnect), or a cursor from before a restore: resume from here.
         return Ok(page.out);
     }
-    let mut failure: Option<StoreError> = None;
     let mut scanned = 0usize;
-    store.scan_log(cursor, upto, &mut |e| {
-        if scanned >= PULL_SCAN_ENTRIES_MAX {
-            page.out.more = true;
-            page.out.cursor = Seq(e.seq.0 - 1);
-            return false;
-        }
-        scanned += 1;
-        let slot = match page.slot(txn, who, e.doc_id) {
-            Ok(Some(slot)) => slot,
-            Ok(None) => return true,
-            Err(err) => {
-                failure = Some(err);
-                return false;
-            }
+    let mut after = cursor;
+    'scan: while after < upto {
+        let want = (PULL_SCAN_ENTRIES_MAX - scanned).clamp(1, limits::PULL_SCAN_BATCH_ENTRIES);
+        let batch = txn.log_page((after, upto), want, limits::RESPONSE_CHANGE_BYTES_SOFT_MAX)?;
+        let Some(last) = batch.last().map(|e| e.seq) else {
+            break;
         };
-        if skip.contains(&(e.doc_id, e.hash)) {
-            return true;
+        for e in batch {
+            if scanned >= PULL_SCAN_ENTRIES_MAX {
+                page.out.cursor = Seq(e.seq.0 - 1);
+                page.out.more = true;
+                break 'scan;
+            }
+            scanned += 1;
+            if !page.take(txn, who, skip, e)? {
+                page.out.more = true;
+                break 'scan;
+            }
         }
-        if !page.fits(e.bytes.len()) {
-            page.out.more = true;
-            page.out.cursor = Seq(e.seq.0 - 1);
-            return false;
-        }
-        page.out.bytes += e.bytes.len();
-        page.out.changes += 1;
-        page.out.docs[slot]
-            .changes
-            .push(ByteBuf::from(e.bytes.to_vec()));
-        true
-    })?;
+        after = last;
+    }
     page.out.scanned = scanned;
     crate::metrics::log_scanned(scanned);
-    if let Some(err) = failure {
-        return Err(err);
-    }
     finish(txn, page.out)
 }
 

@@ -126,6 +126,18 @@ impl PgStore {
         Ok(store)
     }
 
+    /// Tests only: the store at `url` with a pool of `connections` that waits `wait` for one.
+    #[cfg(test)]
+    pub(crate) fn open_with_pool(
+        url: &str,
+        connections: usize,
+        wait: std::time::Duration,
+    ) -> Result<PgStore, StoreError> {
+        let mut store = PgStore::open(url)?;
+        store.pool = Pool::new(config(url)?, connections).waiting(wait);
+        Ok(store)
+    }
+
     /// The schema version of the database at `url` (0: none yet), without migrating it.
     pub fn schema_version(url: &str) -> Result<i32, StoreError> {
         let mut client = config(url)?.connect(postgres::NoTls).map_err(backend)?;

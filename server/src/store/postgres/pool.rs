@@ -49,6 +49,13 @@ impl Pool {
         }
     }
 
+    /// Tests only: the pool waiting `wait` for a connection instead of the limit.
+    #[cfg(test)]
+    pub(super) fn waiting(mut self, wait: Duration) -> Pool {
+        self.wait = wait;
+        self
+    }
+
     /// A connection: an idle one, a new one while under the cap, or the first one given back
     /// within the wait.
     pub(super) fn get(&self) -> Result<Conn<'_>, StoreError> {

@@ -537,3 +537,94 @@ fn a_log_scan_of_large_changes_fetches_them_a_few_at_a_time_and_stops_when_told(
     assert_eq!(store.received_at(Seq(3)).unwrap(), Some(1_002));
     assert_eq!(store.doc_change_seqs(doc).unwrap().len(), 6);
 }
+
+/// A member of staff of a team with a case of it, a document of the case with a change, on `store`.
+fn one_readable_change(store: &dyn Store) -> crate::auth::Principal {
+    use crate::model::{CaseRecord, DocHeader, DocRecord};
+    use crate::testkit;
+    use casenote_protocol::{CaseId, DocKind};
+    testkit::add_org(store, "Council").unwrap();
+    let team = testkit::add_team(store, "Council", "North").unwrap();
+    let staff = testkit::add_staff(
+        store,
+        "Alice",
+        "social_worker",
+        "Council",
+        &["North".into()],
+    )
+    .unwrap();
+    let token = testkit::issue(store, &staff, "test", 0).unwrap().token;
+    let kase = CaseRecord {
+        case_id: CaseId::new_random(),
+        owner_org: staff.org_id,
+        teams: vec![team.team_id],
+        created_ms: 0,
+    };
+    let doc = DocRecord {
+        header: DocHeader {
+            doc_id: DocId::new_random(),
+            case_id: kase.case_id,
+            kind: DocKind::Plan,
+            owner_org: staff.org_id,
+            access_teams: None,
+            created_by: staff.staff_id,
+            created_ms: 0,
+            sealed: false,
+            grants: Vec::new(),
+        },
+        heads: Vec::new(),
+        ops: 0,
+        filed_ms: None,
+    };
+    write(store, |t| {
+        t.put_case(&kase)?;
+        t.put_doc(&doc)?;
+        t.append_change(&change(doc.header.doc_id, 1)).map(|_| ())
+    })
+    .unwrap();
+    testkit::principal(store, &token)
+}
+
+#[test]
+fn a_pull_reads_the_log_in_its_read_transaction_on_one_connection() {
+    let url = cluster().create_database().unwrap();
+    let store = PgStore::open_with_pool(&url, 1, Duration::from_millis(500)).unwrap();
+    let who = one_readable_change(&store);
+    // Every sync's pull: with one connection, a second one taken inside the read transaction
+    // never comes (under load, every sync holding one and waiting for another).
+    let pulled = crate::sync::pull(&store, &who, Seq(0), &Default::default(), 0)
+        .expect("the pull needs no second connection");
+    assert_eq!(pulled.changes, 1);
+    assert_eq!(pulled.cursor, Seq(1));
+}
+
+#[test]
+fn a_sync_from_a_new_device_and_its_next_one_need_one_connection_at_a_time() {
+    use casenote_protocol::wire::{SyncRequest, PROTOCOL_VERSION};
+    let url = cluster().create_database().unwrap();
+    let store = PgStore::open_with_pool(&url, 1, Duration::from_millis(500)).unwrap();
+    let who = one_readable_change(&store);
+    let mut cursor = Seq(0);
+    let mut confirm = None;
+    // The first sync (a reconciliation, backfilled from the indexes), its confirmation, an idle one.
+    for round in 0..3 {
+        let req = SyncRequest {
+            version: PROTOCOL_VERSION,
+            cursor,
+            device_clock_ms: 0,
+            docs: Vec::new(),
+            log_id: None,
+            confirmed_reconcile: confirm,
+            views: Vec::new(),
+            restricted: Vec::new(),
+        };
+        let (resp, _) = crate::sync::handle(&store, &who, req, 0, &Default::default())
+            .unwrap_or_else(|e| panic!("sync {round} needs one connection at a time: {e}"));
+        cursor = resp.cursor;
+        confirm = resp.reconcile_id;
+        if round == 0 {
+            assert_eq!(resp.docs.len(), 1);
+        }
+    }
+    assert_eq!(cursor, Seq(1));
+}

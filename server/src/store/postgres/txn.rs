@@ -15,8 +15,8 @@ use super::session::Session;
 use crate::model::audit::{self as audit_model, AuditEntry, AuditRecord};
 use crate::model::{chain_next, CHAIN_GENESIS};
 use crate::model::{
-    ActorBinding, CaseRecord, Device, DeviceSync, DocRecord, LogEntry, NewChange, Org,
-    QuarantineEntry, Staff, Team, TokenRecord,
+    ActorBinding, CaseRecord, Device, DeviceSync, DocRecord, LogEntry, LoggedChange, NewChange,
+    Org, QuarantineEntry, Staff, Team, TokenRecord,
 };
 use casenote_protocol::wire::Hash;
 use casenote_protocol::{limits, CaseId, DeviceId, DocId, OrgId, Seq, StaffId, TeamId};
@@ -296,11 +296,23 @@ impl Txn for PgTxn<'_> {
     fn doc(&mut self, id: DocId) -> Result<Option<DocRecord>, StoreError> {
         self.one("SELECT * FROM docs WHERE doc_id = $1", &id.0, rows::doc)
     }
+    // The log as this transaction left it: its appends are inserted first (they wait in memory).
     fn change_seqs_of(&mut self, doc: DocId) -> Result<Vec<Seq>, StoreError> {
+        self.insert_appended()?;
         doc_change_seqs(self.s, doc)
     }
     fn change_at(&mut self, seq: Seq) -> Result<Option<(DocId, Hash, Vec<u8>)>, StoreError> {
+        self.insert_appended()?;
         get_log(self.s, seq)
+    }
+    fn log_page(
+        &mut self,
+        range: (Seq, Seq),
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<LoggedChange>, StoreError> {
+        self.insert_appended()?;
+        log_page(self.s, range, max, max_bytes)
     }
     fn put_doc(&mut self, doc: &DocRecord) -> Result<(), StoreError> {
         self.writing()?;
@@ -747,6 +759,55 @@ pub(super) fn audit_scan(
 }
 
 /// A read-only transaction on one snapshot, for a scan through a portal.
+/// [`Txn::log_page`] on the transaction open on `s`. Each query returns at most
+/// [`limits::PG_SCAN_ROWS_PER_FETCH_MAX`] rows and stops after the row that brings their bytes to
+/// [`limits::PG_SCAN_FETCH_BYTES`] (the running total is the database's), so what is read at once
+/// stays near that figure plus one change, whatever the rows' sizes.
+fn log_page(
+    s: &mut Session,
+    (mut after, upto): (Seq, Seq),
+    max: usize,
+    max_bytes: usize,
+) -> Result<Vec<LoggedChange>, StoreError> {
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    while after < upto && out.len() < max && bytes < max_bytes {
+        let rows_wanted = limits::PG_SCAN_ROWS_PER_FETCH_MAX.min(max - out.len());
+        let bytes_wanted = limits::PG_SCAN_FETCH_BYTES.min(max_bytes - bytes);
+        let rows = s.query(
+            "SELECT seq, doc_id, hash, bytes FROM (
+                 SELECT seq, doc_id, hash, bytes,
+                        sum(octet_length(bytes)) OVER (ORDER BY seq) - octet_length(bytes) AS bytes_before
+                 FROM change_log
+                 WHERE seq > $1 AND seq <= $2 AND octet_length(bytes) > 0
+                 ORDER BY seq LIMIT $3) page
+             WHERE bytes_before < $4 ORDER BY seq",
+            &[
+                &big(after.0)?,
+                &big(upto.0)?,
+                &big(rows_wanted as u64)?,
+                &big(bytes_wanted as u64)?,
+            ],
+        )?;
+        if rows.is_empty() {
+            break;
+        }
+        for row in &rows {
+            let h: &[u8] = col(row, "hash")?;
+            let entry = LoggedChange {
+                seq: Seq(seq(col(row, "seq")?)?),
+                doc_id: DocId(col(row, "doc_id")?),
+                hash: rows::hash(h)?,
+                bytes: col(row, "bytes")?,
+            };
+            bytes += entry.bytes.len();
+            after = entry.seq;
+            out.push(entry);
+        }
+    }
+    Ok(out)
+}
+
 fn snapshot(s: &mut Session) -> Result<postgres::Transaction<'_>, StoreError> {
     s.client
         .build_transaction()

@@ -16,8 +16,8 @@ use super::rewrite::PENDING_KEY;
 use super::trees::{chain_next, log_value, parse_log, Sled, Tip, T, TREES};
 use crate::model::audit::{self, AuditEntry, AuditRecord};
 use crate::model::{
-    ActorBinding, CaseRecord, Device, DeviceSync, DocRecord, NewChange, Org, QuarantineEntry,
-    Staff, Team, TokenRecord,
+    ActorBinding, CaseRecord, Device, DeviceSync, DocRecord, LoggedChange, NewChange, Org,
+    QuarantineEntry, Staff, Team, TokenRecord,
 };
 use crate::store::{StoreError, Txn};
 use casenote_protocol::wire::Hash;
@@ -187,6 +187,44 @@ impl<'a> SledTxn<'a> {
     }
 }
 
+/// A page of the log being read ([`Txn::log_page`]): entries taken until `max` of them or
+/// `max_bytes` of their bytes.
+struct LogPage {
+    out: Vec<LoggedChange>,
+    bytes: usize,
+    max: usize,
+    max_bytes: usize,
+}
+
+impl LogPage {
+    fn new(max: usize, max_bytes: usize) -> Self {
+        LogPage {
+            out: Vec::new(),
+            bytes: 0,
+            max,
+            max_bytes,
+        }
+    }
+
+    /// Takes the entry under key `k` (none: removed; no bytes: erased), and says whether the
+    /// page has room for more.
+    fn take(&mut self, k: &[u8], value: Option<&[u8]>) -> Result<bool, StoreError> {
+        if let Some(v) = value {
+            let e = parse_log(v)?;
+            if !e.bytes.is_empty() {
+                self.bytes += e.bytes.len();
+                self.out.push(LoggedChange {
+                    seq: Seq(seq_from(k)?),
+                    doc_id: e.doc_id,
+                    hash: e.hash,
+                    bytes: e.bytes.to_vec(),
+                });
+            }
+        }
+        Ok(self.out.len() < self.max && self.bytes < self.max_bytes)
+    }
+}
+
 /// Applies `pending` (under `prefix`) to `merged`: new values in, removals out.
 fn merge(merged: &mut BTreeMap<Vec<u8>, Vec<u8>>, pending: &Pending, prefix: &[u8]) {
     let under = pending
@@ -289,6 +327,45 @@ impl Txn for SledTxn<'_> {
             return Ok(None); // erased
         }
         Ok(Some((e.doc_id, e.hash, e.bytes.to_vec())))
+    }
+    fn log_page(
+        &mut self,
+        (after, upto): (Seq, Seq),
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<LoggedChange>, StoreError> {
+        let mut page = LogPage::new(max, max_bytes);
+        if after >= upto || max == 0 {
+            return Ok(page.out);
+        }
+        let (start, end) = (
+            after.0.saturating_add(1).to_be_bytes(),
+            upto.0.to_be_bytes(),
+        );
+        // Committed entries, each as this transaction left it (an erasure rewrites one); then
+        // the ones it appended, all above the committed tip. A read transaction has neither.
+        let pending = &self.pending[T::Log as usize];
+        let mut last: Option<Vec<u8>> = None;
+        for item in self.s.tree(T::Log).range(start..=end) {
+            let (k, v) = item?;
+            let value = match pending.get(&k[..]) {
+                Some(mine) => mine.clone(),
+                None => Some(v.to_vec()),
+            };
+            last = Some(k.to_vec());
+            if !page.take(&k, value.as_deref())? {
+                return Ok(page.out);
+            }
+        }
+        let appended = pending
+            .range(start.to_vec()..=end.to_vec())
+            .filter(|(k, _)| last.as_ref().is_none_or(|l| *k > l));
+        for (k, v) in appended {
+            if !page.take(k, v.as_deref())? {
+                break;
+            }
+        }
+        Ok(page.out)
     }
     fn put_doc(&mut self, doc: &DocRecord) -> Result<(), StoreError> {
         let h = &doc.header;
