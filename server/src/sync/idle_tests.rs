@@ -89,6 +89,15 @@ impl Desk {
     }
 
     fn sync(&self, cursor: Seq, views: Vec<View>) -> Result<SyncResponse, StoreError> {
+        self.sync_confirming(cursor, None, views)
+    }
+
+    fn sync_confirming(
+        &self,
+        cursor: Seq,
+        confirmed_reconcile: Option<u64>,
+        views: Vec<View>,
+    ) -> Result<SyncResponse, StoreError> {
         let now = crate::now_ms();
         let log_id = store::read(self.s(), |t| t.log_id()).unwrap();
         let req = SyncRequest {
@@ -97,7 +106,7 @@ impl Desk {
             device_clock_ms: now,
             docs: Vec::new(),
             log_id: Some(log_id),
-            confirmed_reconcile: None,
+            confirmed_reconcile,
             views,
             restricted: Vec::new(),
         };
@@ -109,20 +118,9 @@ impl Desk {
     fn settled(&self) -> Seq {
         let first = self.sync(Seq(0), Vec::new()).unwrap();
         assert!(!first.more && first.reconcile_id.is_some());
-        let now = crate::now_ms();
-        let req = SyncRequest {
-            version: PROTOCOL_VERSION,
-            cursor: first.cursor,
-            device_clock_ms: now,
-            docs: Vec::new(),
-            log_id: Some(first.log_id),
-            confirmed_reconcile: first.reconcile_id,
-            views: Vec::new(),
-            restricted: Vec::new(),
-        };
-        let confirmed = super::handle(self.s(), &self.who, req, now, &Rules::default())
-            .unwrap()
-            .0;
+        let confirmed = self
+            .sync_confirming(first.cursor, first.reconcile_id, Vec::new())
+            .unwrap();
         assert!(confirmed.reconcile_id.is_none() && confirmed.docs.is_empty());
         self.s().flush().unwrap();
         confirmed.cursor
