@@ -11,9 +11,9 @@
 //! `limits::PULL_SCAN_BATCH_ENTRIES` and a response's bytes), the documents' records and cases,
 //! and the backfill each document's history (`Txn::change_seqs_of`, `Txn::change_at`). Through
 //! the store, each of those reads took a second pooled connection while the transaction held
-//! one, and on PostgreSQL syncs under load held every connection and waited on each other. The server
-//! never materialises a document to relay it: it keeps a log of (hash, dependencies, bytes) and
-//! each document's heads, which is all a relay needs.
+//! one, and on PostgreSQL syncs under load held every connection and waited on each other. The
+//! server never materialises a document to relay it: it keeps a log of (hash, dependencies,
+//! bytes) and each document's heads, which is all a relay needs.
 
 use crate::access::{self, Cases};
 use crate::auth::Principal;
