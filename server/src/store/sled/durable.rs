@@ -510,13 +510,8 @@ impl SledStore {
         let wait = std::time::Duration::from_millis(sh.flush_wait_ms.load(Ordering::Relaxed));
         let deadline = Instant::now() + wait;
         let mut st = lock(&group.state);
-        // A flush running now may have started before this caller's writes; the next one to
-        // start covers them.
-        let target = st.started + 1;
-        st.wanted = st.wanted.max(target);
+        let target = ask(&mut st, group);
         st.waiting += 1;
-        st.asking += 1;
-        group.wake.notify_one();
         let outcome = loop {
             if st.completed >= target {
                 break Ok(());
@@ -549,10 +544,7 @@ impl SledStore {
     /// Asks the flusher for a flush that starts after this call, and waits for none.
     pub(super) fn ask_flush(&self) {
         let group = &self.shared.group;
-        let mut st = lock(&group.state);
-        st.wanted = st.wanted.max(st.started + 1);
-        st.asking += 1;
-        group.wake.notify_one();
+        ask(&mut lock(&group.state), group);
     }
 
     /// A flush wait ran out: unless the flush failed meanwhile, the store refuses writes until
@@ -566,4 +558,14 @@ impl SledStore {
             };
         }
     }
+}
+
+/// Asks the flusher for a flush that starts after now and returns its ticket. A flush running now
+/// may have started before the caller's writes; the next one to start covers them.
+fn ask(st: &mut FlushState, group: &GroupCommit) -> u64 {
+    let target = st.started + 1;
+    st.wanted = st.wanted.max(target);
+    st.asking += 1;
+    group.wake.notify_one();
+    target
 }

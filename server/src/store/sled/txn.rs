@@ -348,12 +348,12 @@ impl Txn for SledTxn<'_> {
         let mut last: Option<Vec<u8>> = None;
         for item in self.s.tree(T::Log).range(start..=end) {
             let (k, v) = item?;
-            let value = match pending.get(&k[..]) {
-                Some(mine) => mine.clone(),
-                None => Some(v.to_vec()),
+            let room = match pending.get(&k[..]) {
+                Some(mine) => page.take(&k, mine.as_deref())?,
+                None => page.take(&k, Some(&v))?,
             };
             last = Some(k.to_vec());
-            if !page.take(&k, value.as_deref())? {
+            if !room {
                 return Ok(page.out);
             }
         }
