@@ -225,6 +225,9 @@ impl Checked {
     }
 }
 
+/// Reads a document as stored, from its log.
+type Materialise<'a> = dyn FnMut(DocId) -> Result<automerge::AutoCommit, StoreError> + 'a;
+
 fn same_heads(a: &[Hash], b: &[Hash]) -> bool {
     let (mut a, mut b) = (a.to_vec(), b.to_vec());
     a.sort();
@@ -235,11 +238,12 @@ fn same_heads(a: &[Hash], b: &[Hash]) -> bool {
 /// Judges `c`: the stored state (cached or materialised; it must still have the heads the
 /// candidate saw) with the new changes applied, under the record rules. `None` when the stored
 /// state moved on meanwhile. The states it produces go to the cache of validated states (keyed
-/// by their heads, so a state that never gets stored is never used).
-fn judge(store: &dyn Store, c: Candidate) -> Result<Option<Checked>, StoreError> {
+/// by their heads, so a state that never gets stored is never used). `stored` materialises a
+/// document from its log: through the store ahead, in the transaction when judged there.
+fn judge(c: Candidate, stored: &mut Materialise<'_>) -> Result<Option<Checked>, StoreError> {
     let reserved = validate::reserve(c.ops);
     let before = if c.stored {
-        let mut doc = validate::load(store, c.doc_id, &c.old_heads)?;
+        let mut doc = validate::load_with(c.doc_id, &c.old_heads, || stored(c.doc_id))?;
         if !validate::has_heads(&mut doc, &c.old_heads) {
             return Ok(None);
         }
@@ -247,10 +251,10 @@ fn judge(store: &dyn Store, c: Candidate) -> Result<Option<Checked>, StoreError>
     } else {
         None
     };
-    let (doc_id, stored) = (c.doc_id, c.stored);
+    let (doc_id, held) = (c.doc_id, c.stored);
     let outcome = validate::run(&c.ctx, before, &c.changes, &mut || {
-        if stored {
-            validate::materialise(store, doc_id).map(Some)
+        if held {
+            stored(doc_id).map(Some)
         } else {
             Ok(None)
         }
@@ -299,8 +303,6 @@ struct Fresh {
 /// (a new case, then its first note).
 struct Plan<'a, 't> {
     txn: &'t mut dyn Txn,
-    /// Committed data, to materialise a document that must be judged in the transaction.
-    store: &'a dyn Store,
     who: &'a Principal,
     writer: &'a Writer,
     now_ms: i64,
@@ -328,14 +330,12 @@ struct Committed {
 impl<'a, 't> Plan<'a, 't> {
     fn new(
         txn: &'t mut dyn Txn,
-        store: &'a dyn Store,
         who: &'a Principal,
         (writer, now_ms, rules): (&'a Writer, i64, Rules),
         checked: &'a HashMap<DocId, Checked>,
     ) -> Self {
         Plan {
             txn,
-            store,
             who,
             writer,
             now_ms,
@@ -668,13 +668,14 @@ impl<'a, 't> Plan<'a, 't> {
 
     /// The judgement of `c`: the one made ahead when its inputs still hold, else made now, in
     /// the transaction, where the stored state cannot move (another node wrote the document
-    /// since the pass ahead).
-    fn judged(&self, c: Candidate) -> Result<Ruled, StoreError> {
+    /// since the pass ahead), reading the document's log there.
+    fn judged(&mut self, c: Candidate) -> Result<Ruled, StoreError> {
         if let Some(ahead) = self.checked.get(&c.doc_id).filter(|a| a.matches(&c)) {
             return Ok(ahead.ruled.clone());
         }
         let doc = c.doc_id;
-        match judge(self.store, c)? {
+        let txn = &mut *self.txn;
+        match judge(c, &mut |d| validate::materialise_in(txn, d))? {
             Some(now) => Ok(now.ruled),
             None => Err(StoreError::Corrupt(format!(
                 "document {doc}: its stored heads are not the heads of its log"
@@ -916,7 +917,7 @@ fn judge_ahead(
 ) -> Result<HashMap<DocId, Checked>, StoreError> {
     let none = HashMap::new();
     let candidates = read(store, |txn| {
-        let mut plan = Plan::new(txn, store, who, settings, &none);
+        let mut plan = Plan::new(txn, who, settings, &none);
         let mut out = Vec::new();
         for p in prepared {
             out.extend(plan.ahead(p)?);
@@ -924,7 +925,10 @@ fn judge_ahead(
         Ok(out)
     })?;
     let mut out = HashMap::new();
-    for (doc, done) in par_map(candidates, |c| (c.doc_id, judge(store, c))) {
+    let judged = par_map(candidates, |c| {
+        (c.doc_id, judge(c, &mut |d| validate::materialise(store, d)))
+    });
+    for (doc, done) in judged {
         if let Some(checked) = done? {
             out.insert(doc, checked);
         }
@@ -1022,8 +1026,10 @@ pub fn push_with_access(
     let settings = (&writer, now_ms, *rules);
     let _held = DocLocks::global().hold(prepared.iter().map(|p| p.doc_id));
     let checked = judge_ahead(store, who, settings, &prepared)?;
+    #[cfg(test)]
+    between_passes::run();
     write(store, |txn| {
-        let mut plan = Plan::new(txn, store, who, settings, &checked);
+        let mut plan = Plan::new(txn, who, settings, &checked);
         let mut outcome = PushOutcome::default();
         for p in &prepared {
             let verdict = plan.decide(p)?;
@@ -1105,5 +1111,24 @@ fn tally(outcome: &mut PushOutcome, doc_id: DocId, hashes: Vec<Hash>, verdict: V
             code,
             reason,
         }),
+    }
+}
+
+/// A test's stand-in for another server node that writes between a push's two passes.
+#[cfg(test)]
+pub(crate) mod between_passes {
+    use std::cell::RefCell;
+
+    thread_local!(static HOOK: RefCell<Option<Box<dyn FnOnce()>>> = RefCell::new(None));
+
+    /// Runs `f` once, between the passes of this thread's next push.
+    pub fn set(f: impl FnOnce() + 'static) {
+        HOOK.with(|h| *h.borrow_mut() = Some(Box::new(f)));
+    }
+
+    pub(super) fn run() {
+        if let Some(f) = HOOK.with(|h| h.borrow_mut().take()) {
+            f();
+        }
     }
 }

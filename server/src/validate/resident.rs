@@ -16,11 +16,11 @@
 //! A cached state is used only when its heads equal the heads the store holds for the document:
 //! the same heads mean the same changes, so the same state, whichever store it came from.
 
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, Txn};
 use automerge::{AutoCommit, Change, ReadDoc};
 use casenote_protocol::limits::SERVER_RESIDENT_OPS_MAX;
 use casenote_protocol::wire::{from_wire_heads, Hash};
-use casenote_protocol::DocId;
+use casenote_protocol::{DocId, Seq};
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
@@ -139,9 +139,26 @@ fn corrupt(doc: DocId, e: impl std::fmt::Display) -> StoreError {
 /// a [`Reserved`] for it.
 pub fn materialise(store: &dyn Store, doc: DocId) -> Result<AutoCommit, StoreError> {
     let seqs = store.doc_change_seqs(doc)?;
+    from_log(doc, seqs, |seq| Ok(store.get_log(seq)?.map(|(_, _, b)| b)))
+}
+
+/// [`materialise`], reading the log in `txn`: a judgement made inside a write transaction reads
+/// there, since through the store each read would take a second pooled connection while the
+/// transaction holds one (on PostgreSQL, enough such pushes at once would wait on each other).
+pub fn materialise_in(txn: &mut dyn Txn, doc: DocId) -> Result<AutoCommit, StoreError> {
+    let seqs = txn.change_seqs_of(doc)?;
+    from_log(doc, seqs, |seq| Ok(txn.change_at(seq)?.map(|(_, _, b)| b)))
+}
+
+/// Document `doc` from the changes at `seqs` (an erased one, `None`, left out), in one batch.
+fn from_log(
+    doc: DocId,
+    seqs: Vec<Seq>,
+    mut change_at: impl FnMut(Seq) -> Result<Option<Vec<u8>>, StoreError>,
+) -> Result<AutoCommit, StoreError> {
     let mut changes = Vec::with_capacity(seqs.len());
     for seq in seqs {
-        if let Some((_, _, bytes)) = store.get_log(seq)? {
+        if let Some(bytes) = change_at(seq)? {
             changes.push(Change::from_bytes(bytes).map_err(|e| corrupt(doc, e))?);
         }
     }
@@ -165,6 +182,15 @@ pub fn has_heads(doc: &mut AutoCommit, heads: &[Hash]) -> bool {
 /// Document `doc` as stored with `heads`: taken out of the cache when it holds that state, else
 /// [`materialise`]d.
 pub fn load(store: &dyn Store, doc: DocId, heads: &[Hash]) -> Result<AutoCommit, StoreError> {
+    load_with(doc, heads, || materialise(store, doc))
+}
+
+/// [`load`], with `materialise` for a state the cache does not hold.
+pub fn load_with(
+    doc: DocId,
+    heads: &[Hash],
+    materialise: impl FnOnce() -> Result<AutoCommit, StoreError>,
+) -> Result<AutoCommit, StoreError> {
     let cached = {
         let mut st = lock();
         let taken = st.cache.remove(&doc);
@@ -179,7 +205,7 @@ pub fn load(store: &dyn Store, doc: DocId, heads: &[Hash]) -> Result<AutoCommit,
             return Ok(state);
         }
     }
-    materialise(store, doc)
+    materialise()
 }
 
 /// Applies `changes` in one batch; a panic inside Automerge becomes an error.

@@ -538,11 +538,11 @@ fn a_log_scan_of_large_changes_fetches_them_a_few_at_a_time_and_stops_when_told(
     assert_eq!(store.doc_change_seqs(doc).unwrap().len(), 6);
 }
 
-/// A member of staff of a team with a case of it, a document of the case with a change, on `store`.
-fn one_readable_change(store: &dyn Store) -> crate::auth::Principal {
-    use crate::model::{CaseRecord, DocHeader, DocRecord};
+/// A member of staff of a team, and a case of the team, on `store`.
+fn staff_with_case(store: &dyn Store) -> (crate::auth::Principal, crate::model::CaseRecord) {
+    use crate::model::CaseRecord;
     use crate::testkit;
-    use casenote_protocol::{CaseId, DocKind};
+    use casenote_protocol::CaseId;
     testkit::add_org(store, "Council").unwrap();
     let team = testkit::add_team(store, "Council", "North").unwrap();
     let staff = testkit::add_staff(
@@ -560,14 +560,23 @@ fn one_readable_change(store: &dyn Store) -> crate::auth::Principal {
         teams: vec![team.team_id],
         created_ms: 0,
     };
+    write(store, |t| t.put_case(&kase)).unwrap();
+    (testkit::principal(store, &token), kase)
+}
+
+/// [`staff_with_case`], and a document of the case with a change.
+fn one_readable_change(store: &dyn Store) -> crate::auth::Principal {
+    use crate::model::{DocHeader, DocRecord};
+    use casenote_protocol::DocKind;
+    let (who, kase) = staff_with_case(store);
     let doc = DocRecord {
         header: DocHeader {
             doc_id: DocId::new_random(),
             case_id: kase.case_id,
             kind: DocKind::Plan,
-            owner_org: staff.org_id,
+            owner_org: kase.owner_org,
             access_teams: None,
-            created_by: staff.staff_id,
+            created_by: who.staff_id(),
             created_ms: 0,
             sealed: false,
             grants: Vec::new(),
@@ -577,12 +586,11 @@ fn one_readable_change(store: &dyn Store) -> crate::auth::Principal {
         filed_ms: None,
     };
     write(store, |t| {
-        t.put_case(&kase)?;
         t.put_doc(&doc)?;
         t.append_change(&change(doc.header.doc_id, 1)).map(|_| ())
     })
     .unwrap();
-    testkit::principal(store, &token)
+    who
 }
 
 #[test]
@@ -627,4 +635,113 @@ fn a_sync_from_a_new_device_and_its_next_one_need_one_connection_at_a_time() {
         }
     }
     assert_eq!(cursor, Seq(1));
+}
+
+#[test]
+fn a_log_scan_fetches_about_its_byte_budget_whatever_the_rows_sizes() {
+    let (_url, store) = fresh();
+    let doc = DocId::new_random();
+    // Changes of a quarter of the fetch budget each: 256 of them (a first fetch's rows before)
+    // would be 256 MiB in one round trip; a fetch may hold the budget plus one change.
+    let each = limits::PG_SCAN_FETCH_BYTES / 4;
+    let count = 40;
+    for n in 1..=count {
+        write(&store, |t| {
+            let mut c = change(doc, n);
+            c.bytes = vec![n as u8; each];
+            t.append_change(&c).map(|_| ())
+        })
+        .unwrap();
+    }
+    let mut seen = 0;
+    super::txn::fetched::take();
+    store
+        .scan_log_with_erased(Seq(0), Seq(count), &mut |e| {
+            seen += 1;
+            assert_eq!(e.bytes.len(), each);
+            true
+        })
+        .unwrap();
+    assert_eq!(seen, count as usize);
+    let largest = super::txn::fetched::take();
+    assert!(
+        largest <= limits::PG_SCAN_FETCH_BYTES + each,
+        "one fetch held {largest} bytes"
+    );
+}
+
+/// The changes of `doc` since `heads`, as a push carries them.
+fn push_of(
+    doc: &mut automerge::AutoCommit,
+    heads: &[automerge::ChangeHash],
+    (doc_id, case_id): (DocId, casenote_protocol::CaseId),
+) -> casenote_protocol::wire::DocPush {
+    casenote_protocol::wire::DocPush {
+        doc_id,
+        case_id,
+        kind: casenote_protocol::DocKind::Plan,
+        base: heads.iter().map(|h| Hash(h.0)).collect(),
+        changes: doc
+            .get_changes(heads)
+            .into_iter()
+            .map(|c| serde_bytes::ByteBuf::from(c.raw_bytes().to_vec()))
+            .collect(),
+    }
+}
+
+#[test]
+fn a_push_judged_again_in_its_write_transaction_needs_no_second_connection() {
+    use crate::sync::push::between_passes;
+    use automerge::{ActorId, Author, AutoCommit};
+    use casenote_protocol::record::{self, field};
+    let url = cluster().create_database().unwrap();
+    let store = Arc::new(PgStore::open_with_pool(&url, 1, Duration::from_millis(500)).unwrap());
+    let (who, kase) = staff_with_case(&*store);
+    let ids = (DocId::new_random(), kase.case_id);
+    let mut plan = AutoCommit::new();
+    plan.set_actor(ActorId::random());
+    plan.set_author(Some(Author::from(who.staff_id().as_bytes().to_vec())));
+    record::init_plan(&mut plan, kase.case_id).unwrap();
+    plan.commit();
+    let created = crate::sync::push(&*store, &who, vec![push_of(&mut plan, &[], ids)], 0).unwrap();
+    assert!(created.rejections.is_empty() && created.acks.len() == 1);
+
+    // This node's edit, and another node's, stored between this node's two passes: the pass
+    // ahead judged the edit against a state that is no longer the stored one, so the write
+    // transaction judges it again, materialising the document from the log.
+    let base = plan.get_heads();
+    let mut theirs = plan.fork();
+    record::append_root_text(&mut theirs, "plan", field::NARRATIVE, "Theirs.").unwrap();
+    theirs.commit();
+    let their_change = theirs.get_changes(&base).pop().unwrap().clone();
+    record::append_root_text(&mut plan, "plan", field::NARRATIVE, "Mine.").unwrap();
+    plan.commit();
+    let other_node = store.clone();
+    between_passes::set(move || {
+        write(&*other_node, |t| {
+            let mut rec = t.doc(ids.0)?.unwrap();
+            let hash = Hash(their_change.hash().0);
+            t.append_change(&NewChange {
+                doc_id: ids.0,
+                hash,
+                bytes: their_change.raw_bytes().to_vec(),
+                received_at_ms: 1,
+            })?;
+            rec.heads = vec![hash];
+            rec.ops += their_change.len() as u64;
+            t.put_doc(&rec)
+        })
+        .unwrap();
+    });
+    let edited = crate::sync::push(&*store, &who, vec![push_of(&mut plan, &base, ids)], 0)
+        .expect("judged again in the transaction, on its one connection");
+    assert!(edited.rejections.is_empty(), "{:?}", edited.rejections);
+    assert_eq!(edited.acks.len(), 1);
+    assert_eq!(edited.acks[0].stored, 1);
+    let heads = read(&*store, |t| t.doc(ids.0)).unwrap().unwrap().heads;
+    assert_eq!(
+        heads.len(),
+        2,
+        "both nodes' edits are heads of the document"
+    );
 }

@@ -685,51 +685,73 @@ fn wrap_key(row: &postgres::Row) -> Result<[u8; 32], StoreError> {
 
 // Reads of committed, append-only data, outside transactions.
 
+/// The log entries of `(after, upto]` in order (erased ones, with no bytes, only if `$5`), at
+/// most `$3` rows and none after the one that brings their bytes to `$4`: the database sums the
+/// bytes, so one round trip holds about `$4` plus one change whatever the rows' sizes.
+const LOG_PAGE: &str = "SELECT seq, doc_id, hash, bytes FROM (
+         SELECT seq, doc_id, hash, bytes,
+                sum(octet_length(bytes)) OVER (ORDER BY seq) - octet_length(bytes) AS bytes_before
+         FROM change_log
+         WHERE seq > $1 AND seq <= $2 AND ($5 OR octet_length(bytes) > 0)
+         ORDER BY seq LIMIT $3) page
+     WHERE bytes_before < $4 ORDER BY seq";
+
+/// One [`LOG_PAGE`] of `(after, upto]`, at most `rows` rows and `bytes` bytes (plus one change).
+fn page_params(
+    (after, upto): (Seq, Seq),
+    rows: usize,
+    bytes: usize,
+) -> Result<[i64; 4], StoreError> {
+    Ok([
+        big(after.0)?,
+        big(upto.0)?,
+        big(rows as u64)?,
+        big(bytes as u64)?,
+    ])
+}
+
 /// Visits log entries with `after < seq <= upto` in order until `visit` returns false, on one
-/// snapshot. Rows are fetched through a portal a few at a time, fewer when they are large, so
-/// memory stays near [`limits::PG_SCAN_FETCH_BYTES`] whatever the range.
-/// Erased entries (no bytes, `PgTxn::erase_doc`) are visited only if `erased`.
+/// snapshot, a [`LOG_PAGE`] of at most [`limits::PG_SCAN_FETCH_BYTES`] (plus one change) at a
+/// time, so memory stays near that whatever the range and the changes' sizes. Erased entries
+/// (no bytes, `PgTxn::erase_doc`) are visited only if `erased`.
 pub(super) fn scan_log(
     s: &mut Session,
-    (after, upto): (Seq, Seq),
+    (mut after, upto): (Seq, Seq),
     erased: bool,
     visit: &mut dyn FnMut(LogEntry<'_>) -> bool,
 ) -> Result<(), StoreError> {
-    let stmt = s.stmt(
-        "SELECT seq, doc_id, hash, bytes FROM change_log
-         WHERE seq > $1 AND seq <= $2 ORDER BY seq",
-    )?;
-    let (after, upto) = (big(after.0)?, big(upto.0)?);
+    let stmt = s.stmt(LOG_PAGE)?;
     let mut tx = snapshot(s)?;
-    let portal = tx.bind(&stmt, &[&after, &upto]).map_err(backend)?;
-    let mut rows_per_fetch = limits::PG_SCAN_ROWS_PER_FETCH_MAX;
+    let (rows_max, bytes_max) = (
+        limits::PG_SCAN_ROWS_PER_FETCH_MAX,
+        limits::PG_SCAN_FETCH_BYTES,
+    );
     loop {
+        let [a, u, r, b] = page_params((after, upto), rows_max, bytes_max)?;
         let rows = tx
-            .query_portal(&portal, fetch(rows_per_fetch))
+            .query(&stmt, &[&a, &u, &r, &b, &erased])
             .map_err(backend)?;
-        let mut largest = 1;
+        #[cfg(test)]
+        fetched::note(&rows);
+        let mut bytes = 0;
         for row in &rows {
-            let bytes: &[u8] = col(row, "bytes")?;
             let h: &[u8] = col(row, "hash")?;
-            largest = largest.max(bytes.len());
-            if bytes.is_empty() && !erased {
-                continue;
-            }
             let entry = LogEntry {
                 seq: Seq(seq(col(row, "seq")?)?),
                 doc_id: DocId(col(row, "doc_id")?),
                 hash: rows::hash(h)?,
-                bytes,
+                bytes: col(row, "bytes")?,
             };
+            bytes += entry.bytes.len();
+            after = entry.seq;
             if !visit(entry) {
                 return tx.commit().map_err(backend);
             }
         }
-        if rows.len() < rows_per_fetch {
+        // A page cut by neither bound was the range's last.
+        if rows.len() < rows_max && bytes < bytes_max {
             return tx.commit().map_err(backend);
         }
-        rows_per_fetch =
-            (limits::PG_SCAN_FETCH_BYTES / largest).clamp(1, limits::PG_SCAN_ROWS_PER_FETCH_MAX);
     }
 }
 
@@ -774,21 +796,8 @@ fn log_page(
     while after < upto && out.len() < max && bytes < max_bytes {
         let rows_wanted = limits::PG_SCAN_ROWS_PER_FETCH_MAX.min(max - out.len());
         let bytes_wanted = limits::PG_SCAN_FETCH_BYTES.min(max_bytes - bytes);
-        let rows = s.query(
-            "SELECT seq, doc_id, hash, bytes FROM (
-                 SELECT seq, doc_id, hash, bytes,
-                        sum(octet_length(bytes)) OVER (ORDER BY seq) - octet_length(bytes) AS bytes_before
-                 FROM change_log
-                 WHERE seq > $1 AND seq <= $2 AND octet_length(bytes) > 0
-                 ORDER BY seq LIMIT $3) page
-             WHERE bytes_before < $4 ORDER BY seq",
-            &[
-                &big(after.0)?,
-                &big(upto.0)?,
-                &big(rows_wanted as u64)?,
-                &big(bytes_wanted as u64)?,
-            ],
-        )?;
+        let [a, u, r, b] = page_params((after, upto), rows_wanted, bytes_wanted)?;
+        let rows = s.query(LOG_PAGE, &[&a, &u, &r, &b, &false])?;
         if rows.is_empty() {
             break;
         }
@@ -877,4 +886,24 @@ pub(super) fn quarantine_list(s: &mut Session) -> Result<Vec<QuarantineEntry>, S
         .iter()
         .map(rows::quarantine)
         .collect()
+}
+
+/// The largest number of change bytes one round trip of a scan fetched on this thread (tests).
+#[cfg(test)]
+pub(super) mod fetched {
+    use std::cell::Cell;
+    thread_local!(static LARGEST: Cell<usize> = const { Cell::new(0) });
+
+    pub fn note(rows: &[postgres::Row]) {
+        let bytes = rows
+            .iter()
+            .map(|r| r.get::<_, &[u8]>("bytes").len())
+            .sum::<usize>();
+        LARGEST.with(|l| l.set(l.get().max(bytes)));
+    }
+
+    /// The largest fetch since the last call.
+    pub fn take() -> usize {
+        LARGEST.with(|l| l.replace(0))
+    }
 }
