@@ -178,6 +178,15 @@ pub const PULL_SCAN_BATCH_ENTRIES: usize = 1_024;
 /// a body declared larger than the limit plus this is refused without reading any of it.
 pub const OVERSIZED_BODY_DRAIN_BYTES_MAX: usize = REQUEST_BYTES_MAX;
 
+/// How long the server reads and throws away the body of a sync it refuses before reading it (401
+/// for the token, 415 for the media type, 429 for one sync too many of a device), for the reason
+/// of [`OVERSIZED_BODY_DRAIN_BYTES_MAX`]: a client that writes its whole body before reading
+/// sees the answer and its code, not a reset connection (a revoked device must learn that it is
+/// revoked, whatever its outbox holds). Bounded in time as well as in bytes, because the 429 is
+/// there so that a device cannot hold more connections with uploads: 2 s is a 16 MiB body at
+/// 64 Mbit/s. A slower client sees the reset, and retries; nothing is lost.
+pub const REFUSED_BODY_DRAIN_MS: u64 = 2_000;
+
 /// Default time after `occurred_at` beyond which filing a note needs a late-entry reason
 /// (issue 4: "more than 24 hours"). Records written a day later are still useful, but practice
 /// standards ask the writer to say why; the server may be configured with another value.

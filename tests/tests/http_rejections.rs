@@ -151,3 +151,72 @@ fn bad_tokens_and_bad_bodies_get_a_coded_4xx_and_the_server_goes_on_serving() {
         other => panic!("whoami without a token: {other:?}"),
     }
 }
+
+/// A sync whose body never comes: it holds one of its device's sync slots (taken before the body
+/// is read) until the server's stall timeout or until it is dropped.
+fn stalled_sync(server: &Server, token: &str) -> std::net::TcpStream {
+    use std::io::Write;
+    let addr = server.url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let head = format!(
+        "POST /v1/sync HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {token}\r\n\
+         content-type: {}\r\ncontent-length: 1000\r\n\r\n",
+        wire::CBOR_MEDIA_TYPE
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&[0; 10]).unwrap();
+    s
+}
+
+#[test]
+fn a_sync_refused_before_its_body_is_read_still_gets_its_answer_whatever_the_body_size() {
+    let (_tmp, data, staff) = demo_borough();
+    let token = token_of(&staff, "Priya Shah");
+    let server = Server::start(&data);
+    let cbor = wire::CBOR_MEDIA_TYPE;
+    // A body far larger than the sockets' buffers: a client that writes it all before reading
+    // (ureq, like most) sees a reset connection if the server answers and closes unread.
+    let big = vec![0u8; limits::REQUEST_BYTES_MAX / 2];
+    // Syncs that never finish take every slot of the device: one more each time the probe (a
+    // small sync of the same device, which may itself take a slot for a moment, and so have a
+    // stalled one refused) still gets in.
+    let mut held = Vec::new();
+    eventually("every sync slot of the device to be taken", || {
+        if post(&server, Some(&token), cbor, &valid_request()).0 == 429 {
+            return true;
+        }
+        held.push(stalled_sync(&server, &token));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        false
+    });
+    let cases: Vec<BadRequest> = vec![
+        (
+            "one sync too many",
+            Some(&token),
+            cbor,
+            big.clone(),
+            429,
+            "limit_exceeded",
+        ),
+        ("no token", None, cbor, big.clone(), 401, "unauthorized"),
+        (
+            "not CBOR",
+            Some(&token),
+            "application/json",
+            big,
+            415,
+            "unsupported_media_type",
+        ),
+    ];
+    for (what, tok, ctype, body, want_status, want_code) in cases {
+        let (status, err) = post(&server, tok, ctype, &body);
+        assert_eq!(status, want_status, "{what}: wrong status");
+        let err = err.unwrap_or_else(|| panic!("{what}: no JSON error body"));
+        assert_eq!(err["code"], want_code, "{what}: wrong code in {err}");
+    }
+    drop(held);
+    eventually("the held slots to come free", || {
+        post(&server, Some(&token), cbor, &valid_request()).0 == 200
+    });
+    still_serving(&server, &token);
+}

@@ -1,5 +1,6 @@
 //! `POST /v1/sync`: the body read by hand (so that an oversized body still gets a 413 with a
-//! code, and a stalled one a 408), at most `limits::SYNCS_PER_DEVICE_MAX` syncs in progress per
+//! code, a stalled one a 408, and a sync refused before its body is read its 401, 415 or 429
+//! rather than a reset connection), at most `limits::SYNCS_PER_DEVICE_MAX` syncs in progress per
 //! device (429 beyond, counted until the sync's work ends, even if the client hangs up), the sync
 //! itself ([`crate::sync::handle`]) on the blocking pool, then the live event for what it stored.
 
@@ -16,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use casenote_protocol::limits::{self, OVERSIZED_BODY_DRAIN_BYTES_MAX};
 use casenote_protocol::wire::{self, CBOR_MEDIA_TYPE};
 use casenote_protocol::ErrorCode;
+use std::time::Duration;
 use tower_http::timeout::TimeoutError;
 
 fn is_cbor(headers: &HeaderMap) -> bool {
@@ -56,6 +58,27 @@ fn is_stall(e: &axum::Error) -> bool {
     false
 }
 
+/// The Content-Length the client declared, if any.
+fn declared_length(headers: &HeaderMap) -> Option<usize> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|len| usize::try_from(len).unwrap_or(usize::MAX))
+}
+
+/// Refuses a sync before its body is read, with `e`, after reading and throwing away the body
+/// for at most [`limits::REFUSED_BODY_DRAIN_MS`] (a body declared larger than the limit plus
+/// [`OVERSIZED_BODY_DRAIN_BYTES_MAX`] not at all): see there why.
+async fn refuse(headers: &HeaderMap, body: Body, e: ApiError) -> Result<Response, ApiError> {
+    let max = limits::REQUEST_BYTES_MAX.saturating_add(OVERSIZED_BODY_DRAIN_BYTES_MAX);
+    if declared_length(headers).is_none_or(|len| len <= max) {
+        let patience = Duration::from_millis(limits::REFUSED_BODY_DRAIN_MS);
+        let _ = tokio::time::timeout(patience, drain(body, max)).await;
+    }
+    Err(e)
+}
+
 /// Reads the whole body, refusing more than `limits::REQUEST_BYTES_MAX` bytes without buffering
 /// them: by its Content-Length before reading, or as it arrives when the length is not declared.
 /// (This is `axum::body::to_bytes` with the limit, plus draining an oversized body; see
@@ -63,11 +86,7 @@ fn is_stall(e: &axum::Error) -> bool {
 async fn read_body(headers: &HeaderMap, mut body: Body) -> Result<Bytes, ApiError> {
     use http_body_util::BodyExt;
     let max = limits::REQUEST_BYTES_MAX;
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(|len| usize::try_from(len).unwrap_or(usize::MAX));
+    let declared = declared_length(headers);
     if let Some(len) = declared {
         if len > max {
             if len <= max.saturating_add(OVERSIZED_BODY_DRAIN_BYTES_MAX) {
@@ -104,28 +123,34 @@ async fn read_body(headers: &HeaderMap, mut body: Body) -> Result<Bytes, ApiErro
 
 pub(crate) async fn sync_handler(
     State(state): State<AppState>,
-    Authed(who): Authed,
+    authed: Result<Authed, ApiError>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let who = match authed {
+        Ok(Authed(who)) => who,
+        Err(e) => return refuse(&headers, body, e).await,
+    };
     if !is_cbor(&headers) {
-        return Err(ApiError::new(
+        let e = ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::UnsupportedMediaType,
             format!("send the sync body as {CBOR_MEDIA_TYPE}"),
-        ));
+        );
+        return refuse(&headers, body, e).await;
     }
     // Held from before the body is read (one device cannot hold every connection with uploads)
     // until the blocking work ends (a client that hangs up does not free it before then).
     let Some(slot) = state.syncs.enter(who.device_id) else {
-        return Err(ApiError::new(
+        let e = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::LimitExceeded,
             format!(
                 "this device has {} syncs in progress already; let them finish first",
                 state.syncs.max()
             ),
-        ));
+        );
+        return refuse(&headers, body, e).await;
     };
     let bytes = read_body(&headers, body).await?;
     let started = std::time::Instant::now();
