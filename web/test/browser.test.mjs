@@ -60,12 +60,12 @@ test("sign in, go offline, add a note, reconnect: a CLI device receives it", asy
   mkdirSync(ARTEFACTS, { recursive: true });
   await page.screenshot({ path: path.join(ARTEFACTS, "offline-note.png"), fullPage: true });
 
-  const sam = cliDevice(server, "Sam Kowalski");
+  const sam = await cliDevice(server, "Sam Kowalski");
   await context.setOffline(false);
   await page.waitForSelector(`#status[data-state="online"]`, { timeout: 20_000 });
-  await until("the CLI device to receive the note written offline", () => {
-    sam.sync();
-    return JSON.stringify(sam.show(peggy).notes).includes(text);
+  await until("the CLI device to receive the note written offline", async () => {
+    await sam.sync();
+    return JSON.stringify((await sam.show(peggy)).notes).includes(text);
   });
   // File it, then amend it, in the browser: the device sees both.
   const note = page.locator(`.note[data-status="draft"]`, { hasText: text });
@@ -76,25 +76,25 @@ test("sign in, go offline, add a note, reconnect: a CLI device receives it", asy
   await page.fill(".amend-text", "Bay 4, not bay 3.");
   await page.click("form:has(.amend-reason) button[type=submit]");
   await page.waitForSelector(".amendment >> text=Bay 4, not bay 3.");
-  await until("the CLI device to see the note filed and amended", () => {
-    sam.sync();
-    const notes = sam.show(peggy).notes;
+  await until("the CLI device to see the note filed and amended", async () => {
+    await sam.sync();
+    const notes = (await sam.show(peggy)).notes;
     const ours = notes.find(n => n.content.text === text);
     const amendment = notes.find(n => n.content.text === "Bay 4, not bay 3.");
     return ours?.content.status === "filed" && ours.content.note_kind === "visit" &&
       amendment?.content.amends?.note_id === ours.note_id && amendment.content.amends.reason === "wrong bay";
   });
   // The plan narrative, co-edited live: the device's edit appears, the browser's reaches it.
-  sam.run(["plan", "append", peggy, "--text", " Sam: transport booked."]);
-  sam.sync();
+  await sam.run(["plan", "append", peggy, "--text", " Sam: transport booked."]);
+  await sam.sync();
   await page.waitForFunction(() => document.querySelector("#narrative").value.endsWith(" Sam: transport booked."));
   await page.focus("#narrative");
   await page.keyboard.press("End");
   await page.keyboard.press("Control+End");
   await page.keyboard.type(" Grace: ready 10:00.");
-  await until("the CLI device to see the browser's plan edit", () => {
-    sam.sync();
-    return sam.show(peggy).plans[0].content.narrative.endsWith(" Sam: transport booked. Grace: ready 10:00.");
+  await until("the CLI device to see the browser's plan edit", async () => {
+    await sam.sync();
+    return (await sam.show(peggy)).plans[0].content.narrative.endsWith(" Sam: transport booked. Grace: ready 10:00.");
   });
   await page.screenshot({ path: path.join(ARTEFACTS, "after-reconnect.png"), fullPage: true });
   assert.ok(!consoleText.some(l => l.includes("settled overnight")), "note text in the browser console");

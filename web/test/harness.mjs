@@ -2,7 +2,7 @@
 // CLI devices (the `casenote` binary with their own stores), and automerge-repo clients over
 // the real WebSocket adapter. Binaries: target/debug unless CASENOTE_SERVER_BIN / CASENOTE_CLI_BIN
 // name others.
-import { spawn, execFileSync } from "node:child_process";
+import { spawn, execFile, execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -78,27 +78,36 @@ const devices = new Map();
 
 /**
  * A CLI device (the real `casenote` binary) signed in to `server` as demo staff `name`, and
- * synced once (one per server and name).
+ * synced once (one per server and name). Its commands run asynchronously: a test that polls a
+ * device must not block node's event loop, on which the automerge-repo clients send and receive.
  */
-export function cliDevice(server, name) {
+export async function cliDevice(server, name) {
   const key = `${server.url} ${name}`;
   if (!devices.has(key)) devices.set(key, newCliDevice(server, name));
   return devices.get(key);
 }
 
-function newCliDevice(server, name) {
+/** Runs the CLI with `args` and resolves to its trimmed stdout; rejects with its stderr. */
+function runCli(args, env) {
+  return new Promise((resolve, reject) => {
+    execFile(CLI_BIN, args, { encoding: "utf8", env }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`casenote ${args.slice(2).join(" ")}: ${err.message}\n${stderr}`));
+      else resolve(stdout.trim());
+    });
+  });
+}
+
+async function newCliDevice(server, name) {
   const store = path.join(server.tmp, `cli-${name.replace(/\W+/g, "-")}`);
-  const run = args => execFileSync(CLI_BIN, ["--store", store, ...args], {
-    encoding: "utf8",
-    env: { ...process.env, XDG_CONFIG_HOME: `${store}.config`, CASENOTE_TOKEN: server.token(name) },
-  }).trim();
-  run(["login", "--server", server.url]);
-  run(["sync"]);
+  const env = { ...process.env, XDG_CONFIG_HOME: `${store}.config`, CASENOTE_TOKEN: server.token(name) };
+  const run = args => runCli(["--store", store, ...args], env);
+  await run(["login", "--server", server.url]);
+  await run(["sync"]);
   return {
     run,
-    json: args => JSON.parse(run(args)),
-    sync: () => JSON.parse(run(["sync", "--json"])),
-    show: caseId => JSON.parse(run(["show", caseId, "--json"])),
+    json: async args => JSON.parse(await run(args)),
+    sync: async () => JSON.parse(await run(["sync", "--json"])),
+    show: async caseId => JSON.parse(await run(["show", caseId, "--json"])),
   };
 }
 

@@ -110,9 +110,9 @@ test("an edit from JS reaches a CLI device, and the device's edit comes back liv
   const me = await server.caseload(token);
   const peggy = server.caseId("Peggy");
   const plan = docOf(me, peggy, "plan");
-  const mark = cliDevice(server, "Mark Ellison");
-  mark.sync();
-  const before = mark.show(peggy).plans[0].content.narrative;
+  const mark = await cliDevice(server, "Mark Ellison");
+  await mark.sync();
+  const before = (await mark.show(peggy)).plans[0].content.narrative;
   const c = repoClient(server, token);
   try {
     const h = await c.repo.find(plan.url);
@@ -122,12 +122,12 @@ test("an edit from JS reaches a CLI device, and the device's edit comes back liv
     h.change(d => A.splice(d, ["narrative"], 2, 0, "[ok]"));
     const expected = "🙂[ok] Seen on Ward 7. " + before;
     assert.equal(str(h.doc().narrative), expected);
-    await until("Mark's device to receive the web edit", () => {
-      mark.sync();
-      return mark.show(peggy).plans[0].content.narrative === expected;
+    await until("Mark's device to receive the web edit", async () => {
+      await mark.sync();
+      return (await mark.show(peggy)).plans[0].content.narrative === expected;
     });
-    mark.run(["plan", "append", peggy, "--text", " Mark: agreed."]);
-    mark.sync();
+    await mark.run(["plan", "append", peggy, "--text", " Mark: agreed."]);
+    await mark.sync();
     await until("the device's edit to reach the browser", () =>
       str(h.doc().narrative) === expected + " Mark: agreed.");
 
@@ -139,9 +139,9 @@ test("an edit from JS reaches a CLI device, and the device's edit comes back liv
     await until("the server to hold the new note", async () =>
       (await server.caseload(token)).docs.some(d => d.doc_id === noteId));
     fileNote(note, me);
-    await until("Mark's device to receive the filed note", () => {
-      mark.sync();
-      const n = mark.show(peggy).notes.find(n => n.note_id === noteId);
+    await until("Mark's device to receive the filed note", async () => {
+      await mark.sync();
+      const n = (await mark.show(peggy)).notes.find(n => n.note_id === noteId);
       return n?.content.status === "filed" && n.content.text === "Visited on the ward: eating well 🍲.";
     });
   } finally {
@@ -179,9 +179,9 @@ test("a change authored as someone else, or made with someone else's actor, is r
   const markHex = (await server.caseload(server.token("Mark Ellison"))).author;
   const jean = server.caseId("Jean");
   const plan = docOf(me, jean, "plan");
-  const mark = cliDevice(server, "Mark Ellison");
-  mark.run(["plan", "append", jean, "--text", " Mark was here."]);
-  mark.sync();
+  const mark = await cliDevice(server, "Mark Ellison");
+  await mark.run(["plan", "append", jean, "--text", " Mark was here."]);
+  await mark.sync();
 
   // Forged author: Priya's client writes Mark's staff id as the author.
   let c = repoClient(server, token);
@@ -213,8 +213,8 @@ test("a change authored as someone else, or made with someone else's actor, is r
   const forged = server.audit().map(e => JSON.stringify(e))
     .filter(e => e.includes('"forged_author"') && e.includes(plan.doc_id) && !e.includes('"via"'));
   assert.equal(forged.length, 2, "each forgery is audited as forged_author");
-  mark.sync();
-  const narrative = mark.show(jean).plans[0].content.narrative;
+  await mark.sync();
+  const narrative = (await mark.show(jean)).plans[0].content.narrative;
   assert.ok(narrative.endsWith(" Mark was here."));
   assert.ok(!narrative.includes("FORGED"), "a forged change reached a device");
 });
@@ -240,9 +240,9 @@ test("a filed note cannot change through the endpoint; the refusal is quarantine
     assert.equal(refusals.length, 1, "the refusal is audited as rule_violation");
     const quarantine = JSON.parse(server.admin(["quarantine", "list", "--json"]));
     assert.ok(quarantine.some(q => q.doc_id === filed.d.doc_id), "the refused change is in quarantine");
-    const mark = cliDevice(server, "Ruth Adebayo");
-    mark.sync();
-    const note = JSON.stringify(mark.show(filed.d.case_id).notes);
+    const mark = await cliDevice(server, "Ruth Adebayo");
+    await mark.sync();
+    const note = JSON.stringify((await mark.show(filed.d.case_id)).notes);
     assert.ok(note.includes(before.slice(0, 20)));
     assert.ok(!note.includes("REWRITTEN"), "a filed note changed");
   } finally {
@@ -266,9 +266,9 @@ test("when access ends the server stops serving at once; a revoked token is clos
   const gone = await r.next(m => m.documentId === documentId);
   assert.equal(gone.type, "doc-unavailable");
   // Sam (Hospital Discharge Hub) still works on Peggy's case: his edit never reaches Ruth.
-  const sam = cliDevice(server, "Sam Kowalski");
-  sam.run(["plan", "append", peggy, "--text", " Sam: after."]);
-  sam.sync();
+  const sam = await cliDevice(server, "Sam Kowalski");
+  await sam.run(["plan", "append", peggy, "--text", " Sam: after."]);
+  await sam.sync();
   r.send({ type: "request", senderId: "raw-peer", targetId: "casenote-server", documentId,
     data: A.generateSyncMessage(A.init(), A.initSyncState())[1] });
   assert.equal((await r.next(m => m.documentId === documentId)).type, "doc-unavailable");
