@@ -56,14 +56,35 @@ fn plan_changes(plan: &DocPull, staff: StaffId, n: usize, break_last: bool) -> V
 
 /// Priya's new case, as the server relays its plan; with the cursor after it.
 fn new_case_plan(server: &Server, priya: &Cli, token: &str, name: &str) -> (DocPull, Seq) {
-    let case = priya.ok(&["case", "new", "--name", name]);
+    let (mut plans, cursor) = new_case_plans(server, priya, token, &[name.to_string()]);
+    (plans.remove(0), cursor)
+}
+
+/// Priya's new cases, one per name, as the server relays their plans (in the order of `names`);
+/// with the cursor after them.
+fn new_case_plans(
+    server: &Server,
+    priya: &Cli,
+    token: &str,
+    names: &[String],
+) -> (Vec<DocPull>, Seq) {
+    let cases: Vec<String> = names
+        .iter()
+        .map(|name| priya.ok(&["case", "new", "--name", name]))
+        .collect();
     priya.sync();
     let (pulled, _, cursor) = raw::pull_all(&server.url, token, Seq(0));
-    let plan = pulled
-        .into_iter()
-        .find(|p| p.kind == DocKind::Plan && p.case_id.to_string() == case)
-        .expect("the new case's plan");
-    (plan, cursor)
+    let plans = cases
+        .iter()
+        .map(|case| {
+            pulled
+                .iter()
+                .find(|p| p.kind == DocKind::Plan && p.case_id.to_string() == *case)
+                .expect("the new case's plan")
+                .clone()
+        })
+        .collect();
+    (plans, cursor)
 }
 
 /// Pushes `changes` to `plan` in requests of at most `limits::PUSH_CHANGES_MAX` changes, each
@@ -225,15 +246,33 @@ fn big_plans_keep_the_server_within_the_w6_memory_bound() {
     let token = token_of(&staff, "Priya Shah");
     let priya = Cli::login(tmp.path().join("priya"), &server, &token);
     let me = raw::staff_id(&server.url, &token);
+    let names: Vec<String> = (0..rounds(3, 12))
+        .map(|i| format!("Big Plan {i}"))
+        .collect();
+    // The cases are made first: made between the big pushes, each one's sync and pull would
+    // bring every big plan before it down again.
+    let (plans, mut cursor) = new_case_plans(&server, &priya, &token, &names);
     let mut peak: f64 = 0.0;
-    for i in 0..rounds(3, 12) {
-        let (plan, cursor) = new_case_plan(&server, &priya, &token, &format!("Big Plan {i}"));
-        let changes = plan_changes(&plan, me, 20_000, false);
-        push_all(&server, &token, &plan, &changes, cursor);
-        let rss = server.rss_mb();
-        eprintln!("after big plan {i}: the server holds {rss:.0} MB resident");
-        peak = peak.max(rss);
-    }
+    let (crafted, next) = std::sync::mpsc::sync_channel(1);
+    std::thread::scope(|s| {
+        // The next plan's changes are made while this one's are pushed.
+        let all = &plans;
+        s.spawn(move || {
+            for plan in all {
+                if crafted.send(plan_changes(plan, me, 20_000, false)).is_err() {
+                    return;
+                }
+            }
+        });
+        let next = next;
+        for (i, plan) in plans.iter().enumerate() {
+            let changes = next.recv().expect("the changes were made");
+            cursor = push_all(&server, &token, plan, &changes, cursor);
+            let rss = server.rss_mb();
+            eprintln!("after big plan {i}: the server holds {rss:.0} MB resident");
+            peak = peak.max(rss);
+        }
+    });
     assert!(
         peak < W6_RSS_BOUND_MB,
         "the server reached {peak:.0} MB resident with big plans"

@@ -32,8 +32,9 @@
 //! document meanwhile) does it validate again itself. Changes already in quarantine are refused
 //! again at once, without validating them again.
 //!
-//! It may use the store (a read and a write transaction, and committed log data to materialise),
-//! the model, [`crate::access`] and [`crate::validate`].
+//! It may use the store (a read and a write transaction, committed log data to materialise ahead,
+//! and the write transaction's own reads of the log to judge again there), the model,
+//! [`crate::access`] and [`crate::validate`].
 
 use crate::access::may_write;
 use crate::auth::Principal;
