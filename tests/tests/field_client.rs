@@ -5,6 +5,7 @@
 //! token kept out of the process list; progress on a terminal only; and the small things.
 
 mod common;
+use casenote_protocol::record;
 use common::*;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
@@ -798,18 +799,45 @@ fn a_long_sync_shows_progress_on_a_terminal_and_stays_quiet_in_scripts_and_json(
     let server = Server::start(&data);
     let priya = device(&tmp, &server, &staff, "priya", "Priya Shah");
     let case = priya.ok(&["case", "new", "--name", "Big Caseload"]);
-    // Enough that the pull is paged: notes of text that does not compress.
+    priya.sync();
+    // Enough that the pull is paged: notes of text that does not compress, written with the
+    // record API and pushed as Priya's device would (64 runs of the CLI took most of the test).
     let alphabet: Vec<char> = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 ."
         .chars()
         .collect();
     let mut rng = rand::thread_rng();
-    for _ in 0..64 {
-        let text: String = (0..120_000)
-            .map(|_| alphabet[rng.gen_range(0..alphabet.len())])
-            .collect();
-        priya.ok(&["note", "add", &case, "--text", &text]);
+    let token = token_of(&staff, "Priya Shah");
+    let author = raw::staff_id(&server.url, &token);
+    let case_id: casenote_protocol::CaseId = case.parse().unwrap();
+    let notes: Vec<_> = (0..64)
+        .map(|_| {
+            let text: String = (0..120_000)
+                .map(|_| alphabet[rng.gen_range(0..alphabet.len())])
+                .collect();
+            let mut doc = automerge::AutoCommit::new();
+            let changes = craft::craft(&mut doc, author, |d| {
+                record::init_note(d, &visit_by_priya(case_id, author, text)).unwrap()
+            });
+            let kind = casenote_protocol::DocKind::Note;
+            craft::push_of(
+                casenote_protocol::DocId::new_random(),
+                case_id,
+                kind,
+                &[],
+                &changes,
+            )
+        })
+        .collect();
+    for part in notes.chunks(16) {
+        let r = raw::sync(
+            &server.url,
+            &token,
+            casenote_protocol::Seq(0),
+            part.to_vec(),
+        );
+        let r = r.expect("the notes are accepted");
+        assert_eq!(r.acks.len(), part.len(), "{:?}", r.rejections);
     }
-    priya.sync();
 
     let mark = device(&tmp, &server, &staff, "mark", "Mark Ellison");
     let shown = on_terminal(&mark, &["sync"]);
@@ -834,6 +862,34 @@ fn a_long_sync_shows_progress_on_a_terminal_and_stays_quiet_in_scripts_and_json(
         v["requests"].as_u64() >= Some(2),
         "the pull was not paged: {v}"
     );
+}
+
+/// A visit note by Priya Shah (as the demo has her: a social worker of the council's Locality
+/// Team North) on `case`, written now.
+fn visit_by_priya(
+    case: casenote_protocol::CaseId,
+    staff: casenote_protocol::StaffId,
+    text: String,
+) -> record::NewNote {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    record::NewNote {
+        case_id: case,
+        kind: record::NoteKind::Visit,
+        author: record::NoteAuthor {
+            staff_id: staff.to_string(),
+            role: "social_worker".into(),
+            org: "Castlebridge Council".into(),
+            team: "Locality Team North".into(),
+        },
+        occurred_at_ms: now,
+        recorded_at_ms: now,
+        text,
+        amends: None,
+        late_entry_reason: None,
+    }
 }
 
 // 9. The small things.
