@@ -111,6 +111,22 @@ fn emit(mut line: Value, quick: bool) {
     println!("{line}");
 }
 
+const USAGE: &str = "usage: casenote-bench [W1|W2|W3|W4|W5|W5L|W6|all] [--quick] [--http-poll] \
+     [--edit-interval-ms N] [--rate N] [--pushers N] [--docs N] [--held N] [--store DIR] \
+     [--w5-secs N] (no workload: all of them, in turn, for several minutes)";
+
+/// The options that take no value, and those followed by one.
+const FLAGS: &[&str] = &["--quick", "--http-poll"];
+const VALUED: &[&str] = &[
+    "--edit-interval-ms",
+    "--rate",
+    "--pushers",
+    "--docs",
+    "--held",
+    "--store",
+    "--w5-secs",
+];
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("serve-store") {
@@ -119,8 +135,22 @@ fn main() -> anyhow::Result<()> {
         };
         return harness::serve_store(&PathBuf::from(dir));
     }
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}\n{COMPARE_USAGE}");
+        return Ok(());
+    }
     if args.first().map(String::as_str) == Some("compare-backends") {
         return compare_backends(&args[1..]);
+    }
+    for (i, a) in args.iter().enumerate() {
+        let value_of = i > 0 && VALUED.contains(&args[i - 1].as_str());
+        if a.starts_with('-')
+            && !value_of
+            && !FLAGS.contains(&a.as_str())
+            && !VALUED.contains(&a.as_str())
+        {
+            bail!("unknown option {a}; {USAGE}");
+        }
     }
     let quick = args.iter().any(|a| a == "--quick");
     let interval_ms: u64 = match args.iter().position(|a| a == "--edit-interval-ms") {
@@ -142,20 +172,7 @@ fn main() -> anyhow::Result<()> {
     let which: Vec<String> = args
         .iter()
         .enumerate()
-        .filter(|(i, a)| {
-            !(a.starts_with("--")
-                || *i > 0
-                    && [
-                        "--edit-interval-ms",
-                        "--rate",
-                        "--pushers",
-                        "--docs",
-                        "--held",
-                        "--store",
-                        "--w5-secs",
-                    ]
-                    .contains(&args[i - 1].as_str()))
-        })
+        .filter(|(i, a)| !(a.starts_with("--") || *i > 0 && VALUED.contains(&args[i - 1].as_str())))
         .map(|(_, a)| a)
         .map(|a| a.to_uppercase())
         .collect();
@@ -166,7 +183,7 @@ fn main() -> anyhow::Result<()> {
     };
     for w in &which {
         if !["ALL", "W1", "W2", "W3", "W4", "W5", "W5L", "W6"].contains(&w.as_str()) {
-            bail!("unknown workload {w}; usage: casenote-bench [W1|W2|W3|W4|W5|W5L|W6|all] [--quick] [--http-poll] [--edit-interval-ms N] [--rate N] [--pushers N] [--docs N] [--held N] [--store DIR] [--w5-secs N]; {COMPARE_USAGE}");
+            bail!("unknown workload {w}; {USAGE}; {COMPARE_USAGE}");
         }
     }
     let wants = |w: &str| which.iter().any(|x| x == w || x == "ALL");
