@@ -187,6 +187,13 @@ pub const OVERSIZED_BODY_DRAIN_BYTES_MAX: usize = REQUEST_BYTES_MAX;
 /// 64 Mbit/s. A slower client sees the reset, and retries; nothing is lost.
 pub const REFUSED_BODY_DRAIN_MS: u64 = 2_000;
 
+/// Refused syncs whose bodies the server drains at once ([`REFUSED_BODY_DRAIN_MS`]); one more is
+/// answered with its body unread. A refusal costs nothing to whoever sends it (no token is needed
+/// for a 401), and each one drained holds one of the [`HTTP_REQUESTS_IN_FLIGHT_MAX`] places for up
+/// to 2 s: at most 16 of the 256 are ever spent so.
+pub const REFUSED_BODY_DRAINS_MAX: usize = 16;
+const _: () = assert!(REFUSED_BODY_DRAINS_MAX * 8 <= HTTP_REQUESTS_IN_FLIGHT_MAX);
+
 /// Default time after `occurred_at` beyond which filing a note needs a late-entry reason
 /// (issue 4: "more than 24 hours"). Records written a day later are still useful, but practice
 /// standards ask the writer to say why; the server may be configured with another value.

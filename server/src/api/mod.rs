@@ -60,6 +60,8 @@ pub struct AppState {
     guard: guard::Guard,
     /// `GET /v1/repo` connections (`limits::REPO_CONNECTIONS_MAX`).
     repo_connections: Arc<tokio::sync::Semaphore>,
+    /// Refused syncs whose bodies are being drained (`limits::REFUSED_BODY_DRAINS_MAX`).
+    draining: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -71,6 +73,7 @@ impl AppState {
             syncs: Arc::new(PerDevice::new(limits::SYNCS_PER_DEVICE_MAX)),
             guard: guard::Guard::new(&config.connections),
             repo_connections: Arc::new(tokio::sync::Semaphore::new(limits::REPO_CONNECTIONS_MAX)),
+            draining: Arc::new(tokio::sync::Semaphore::new(limits::REFUSED_BODY_DRAINS_MAX)),
             config: Arc::new(config),
         }
     }

@@ -18,6 +18,7 @@ use casenote_protocol::limits::{self, OVERSIZED_BODY_DRAIN_BYTES_MAX};
 use casenote_protocol::wire::{self, CBOR_MEDIA_TYPE};
 use casenote_protocol::ErrorCode;
 use std::time::Duration;
+use tokio::sync::Semaphore;
 use tower_http::timeout::TimeoutError;
 
 fn is_cbor(headers: &HeaderMap) -> bool {
@@ -68,11 +69,19 @@ fn declared_length(headers: &HeaderMap) -> Option<usize> {
 }
 
 /// Refuses a sync before its body is read, with `e`, after reading and throwing away the body
-/// for at most [`limits::REFUSED_BODY_DRAIN_MS`] (a body declared larger than the limit plus
-/// [`OVERSIZED_BODY_DRAIN_BYTES_MAX`] not at all): see there why.
-async fn refuse(headers: &HeaderMap, body: Body, e: ApiError) -> Result<Response, ApiError> {
+/// for at most [`limits::REFUSED_BODY_DRAIN_MS`] (see there why), when one of the `draining`
+/// places is free and the body is not declared larger than the limit plus
+/// [`OVERSIZED_BODY_DRAIN_BYTES_MAX`]; otherwise at once.
+async fn refuse(
+    draining: &Semaphore,
+    (headers, body): (&HeaderMap, Body),
+    e: ApiError,
+) -> Result<Response, ApiError> {
     let max = limits::REQUEST_BYTES_MAX.saturating_add(OVERSIZED_BODY_DRAIN_BYTES_MAX);
-    if declared_length(headers).is_none_or(|len| len <= max) {
+    if declared_length(headers).is_some_and(|len| len > max) {
+        return Err(e);
+    }
+    if let Ok(_place) = draining.try_acquire() {
         let patience = Duration::from_millis(limits::REFUSED_BODY_DRAIN_MS);
         let _ = tokio::time::timeout(patience, drain(body, max)).await;
     }
@@ -129,7 +138,7 @@ pub(crate) async fn sync_handler(
 ) -> Result<Response, ApiError> {
     let who = match authed {
         Ok(Authed(who)) => who,
-        Err(e) => return refuse(&headers, body, e).await,
+        Err(e) => return refuse(&state.draining, (&headers, body), e).await,
     };
     if !is_cbor(&headers) {
         let e = ApiError::new(
@@ -137,7 +146,7 @@ pub(crate) async fn sync_handler(
             ErrorCode::UnsupportedMediaType,
             format!("send the sync body as {CBOR_MEDIA_TYPE}"),
         );
-        return refuse(&headers, body, e).await;
+        return refuse(&state.draining, (&headers, body), e).await;
     }
     // Held from before the body is read (one device cannot hold every connection with uploads)
     // until the blocking work ends (a client that hangs up does not free it before then).
@@ -150,7 +159,7 @@ pub(crate) async fn sync_handler(
                 state.syncs.max()
             ),
         );
-        return refuse(&headers, body, e).await;
+        return refuse(&state.draining, (&headers, body), e).await;
     };
     let bytes = read_body(&headers, body).await?;
     let started = std::time::Instant::now();
@@ -205,4 +214,51 @@ pub(crate) async fn sync_handler(
         encoded,
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::convert::Infallible;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use std::time::Instant;
+
+    /// A body that never sends a byte.
+    struct Silent;
+
+    impl http_body::Body for Silent {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+            Poll::Pending
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_body_is_drained_for_a_while_only_while_a_draining_place_is_free() {
+        let draining = Semaphore::new(1);
+        let headers = HeaderMap::new();
+        let refused = || ApiError::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, "no");
+        let patience = Duration::from_millis(limits::REFUSED_BODY_DRAIN_MS);
+        let started = Instant::now();
+        let _ = refuse(&draining, (&headers, Body::new(Silent)), refused()).await;
+        assert!(
+            started.elapsed() >= patience,
+            "a silent body is drained for the patience"
+        );
+        assert_eq!(draining.available_permits(), 1, "the place comes back");
+        let _held = draining.try_acquire().unwrap();
+        let started = Instant::now();
+        let _ = refuse(&draining, (&headers, Body::new(Silent)), refused()).await;
+        assert!(
+            started.elapsed() < patience / 2,
+            "drained with no place free: {:?}",
+            started.elapsed()
+        );
+    }
 }
