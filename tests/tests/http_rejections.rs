@@ -39,6 +39,19 @@ fn valid_request() -> Vec<u8> {
     })
 }
 
+/// Sends `case` and checks the answer: its status, a JSON body with its code and a message.
+fn refused_as_it_says(server: &Server, case: BadRequest) {
+    let (what, tok, ctype, body, want_status, want_code) = case;
+    let (status, err) = post(server, tok, ctype, &body);
+    assert_eq!(status, want_status, "{what}: wrong status");
+    let err = err.unwrap_or_else(|| panic!("{what}: no JSON error body"));
+    assert_eq!(err["code"], want_code, "{what}: wrong code in {err}");
+    assert!(
+        !err["message"].as_str().unwrap_or_default().is_empty(),
+        "{what}: empty message"
+    );
+}
+
 fn still_serving(server: &Server, token: &str) {
     let health = ureq::get(&format!("{}/health", server.url)).call().unwrap();
     assert_eq!(health.status(), 200);
@@ -130,15 +143,8 @@ fn bad_tokens_and_bad_bodies_get_a_coded_4xx_and_the_server_goes_on_serving() {
         ),
     ];
 
-    for (what, tok, ctype, body, want_status, want_code) in cases {
-        let (status, err) = post(&server, tok, ctype, &body);
-        assert_eq!(status, want_status, "{what}: wrong status");
-        let err = err.unwrap_or_else(|| panic!("{what}: no JSON error body"));
-        assert_eq!(err["code"], want_code, "{what}: wrong code in {err}");
-        assert!(
-            !err["message"].as_str().unwrap_or_default().is_empty(),
-            "{what}: empty message"
-        );
+    for case in cases {
+        refused_as_it_says(&server, case);
         still_serving(&server, &token);
     }
 
@@ -208,11 +214,8 @@ fn a_sync_refused_before_its_body_is_read_still_gets_its_answer_whatever_the_bod
             "unsupported_media_type",
         ),
     ];
-    for (what, tok, ctype, body, want_status, want_code) in cases {
-        let (status, err) = post(&server, tok, ctype, &body);
-        assert_eq!(status, want_status, "{what}: wrong status");
-        let err = err.unwrap_or_else(|| panic!("{what}: no JSON error body"));
-        assert_eq!(err["code"], want_code, "{what}: wrong code in {err}");
+    for case in cases {
+        refused_as_it_says(&server, case);
     }
     drop(held);
     eventually("the held slots to come free", || {

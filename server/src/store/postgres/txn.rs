@@ -696,6 +696,16 @@ const LOG_PAGE: &str = "SELECT seq, doc_id, hash, bytes FROM (
          ORDER BY seq LIMIT $3) page
      WHERE bytes_before < $4 ORDER BY seq";
 
+/// A row of [`LOG_PAGE`].
+fn log_entry(row: &postgres::Row) -> Result<LogEntry<'_>, StoreError> {
+    Ok(LogEntry {
+        seq: Seq(seq(col(row, "seq")?)?),
+        doc_id: DocId(col(row, "doc_id")?),
+        hash: rows::hash(col(row, "hash")?)?,
+        bytes: col(row, "bytes")?,
+    })
+}
+
 /// One [`LOG_PAGE`] of `(after, upto]`, at most `rows` rows and `bytes` bytes (plus one change).
 fn page_params(
     (after, upto): (Seq, Seq),
@@ -735,13 +745,7 @@ pub(super) fn scan_log(
         fetched::note(&rows);
         let mut bytes = 0;
         for row in &rows {
-            let h: &[u8] = col(row, "hash")?;
-            let entry = LogEntry {
-                seq: Seq(seq(col(row, "seq")?)?),
-                doc_id: DocId(col(row, "doc_id")?),
-                hash: rows::hash(h)?,
-                bytes: col(row, "bytes")?,
-            };
+            let entry = log_entry(row)?;
             bytes += entry.bytes.len();
             after = entry.seq;
             if !visit(entry) {
@@ -802,12 +806,12 @@ fn log_page(
             break;
         }
         for row in &rows {
-            let h: &[u8] = col(row, "hash")?;
+            let e = log_entry(row)?;
             let entry = LoggedChange {
-                seq: Seq(seq(col(row, "seq")?)?),
-                doc_id: DocId(col(row, "doc_id")?),
-                hash: rows::hash(h)?,
-                bytes: col(row, "bytes")?,
+                seq: e.seq,
+                doc_id: e.doc_id,
+                hash: e.hash,
+                bytes: e.bytes.to_vec(),
             };
             bytes += entry.bytes.len();
             after = entry.seq;
