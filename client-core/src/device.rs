@@ -1636,14 +1636,15 @@ impl Device {
         last: Option<Instant>,
     ) -> Result<(), Error> {
         let _writing = self.doc_writes();
+        let routine = self.brought_nothing(&plan, &w)?;
         // An answer from the server renews the offline lease, on the terms the server sets,
         // counted from the server's time in it.
         stage_contact(&mut w, self.contact_anchor(plan.server_time_ms));
         if let Some(lease) = plan.lease {
-            w.put_meta(
-                META_LEASE,
-                serde_json::to_vec(&lease).expect("a lease serialises"),
-            );
+            let terms = serde_json::to_vec(&lease).expect("a lease serialises");
+            if self.store.meta(META_LEASE)?.as_deref() != Some(&terms[..]) {
+                w.put_meta(META_LEASE, terms);
+            }
         }
         self.stage_sealed(&mut w, &plan)?;
         for (doc_id, upd) in plan.docs {
@@ -1749,8 +1750,10 @@ impl Device {
             // Recorded with the deletions, so a crash before the rewrite finishes it on reopen.
             w.put_meta(store::META_REWRITE_PENDING, Vec::new());
         }
-        w.put_meta(META_CURSOR, plan.cursor.0.to_be_bytes().to_vec());
-        w.put_meta(META_LOG_ID, plan.log_id.as_bytes().to_vec());
+        if !routine {
+            w.put_meta(META_CURSOR, plan.cursor.0.to_be_bytes().to_vec());
+            w.put_meta(META_LOG_ID, plan.log_id.as_bytes().to_vec());
+        }
         if let Some(id) = plan.reconcile_id {
             // Stored with what it confirms, so it is echoed only once the plan is durable.
             w.put_meta(META_CONFIRM, id.to_be_bytes().to_vec());
@@ -1761,11 +1764,31 @@ impl Device {
         if let Some(started) = last {
             self.stage_report(&mut w, report, started)?;
         }
-        self.store.commit(w)?;
+        if routine {
+            self.store.commit_lazily(w)?;
+        } else {
+            self.store.commit(w)?;
+        }
         if evicting {
             self.store.rewrite()?;
         }
         Ok(())
+    }
+
+    /// Whether an answer brings nothing and moves nothing, and this round wrote nothing of its
+    /// own: then all it leaves to store is bookkeeping (the contact, the report, the traffic),
+    /// which waits for no flush ([`store::DeviceStore::commit_lazily`]). An idle sync, the most
+    /// common one, so costs the device no disk wait.
+    fn brought_nothing(&self, plan: &Plan, own: &Writes) -> Result<bool, Error> {
+        Ok(own.is_empty()
+            && plan.docs.is_empty()
+            && plan.refused.is_empty()
+            && plan.evict.is_empty()
+            && plan.resend_full.is_empty()
+            && plan.sealed.is_empty()
+            && plan.reconcile_id.is_none()
+            && plan.cursor == self.cursor()?
+            && Some(plan.log_id) == self.log_id()?)
     }
 
     /// An acknowledgement with nothing new whose heads are exactly what the outbox mark covers
@@ -1795,6 +1818,12 @@ impl Device {
             Some(_) => Ok(false),
             None => Ok(same(&self.store.base(doc_id)?, server)),
         }
+    }
+
+    /// How many of this handle's commits waited for the disk (a diagnostic: which work costs the
+    /// device a flush).
+    pub fn store_flushes(&self) -> u64 {
+        self.store.flushes()
     }
 
     /// Unsynced work, refusals, the last sync and the server.

@@ -1,4 +1,5 @@
-//! The device store: one sled tree on disk, encrypted, every write flushed before it returns.
+//! The device store: one sled tree on disk, encrypted, every write flushed before it returns,
+//! bar one kind: the bookkeeping of a sync that brought nothing ([`DeviceStore::commit_lazily`]).
 //!
 //! Keys are a one-byte prefix then ids, so one atomic `apply_batch` can change a document, its
 //! outbox mark and the sync cursor together: a crash leaves either all of an edit or none of it.
@@ -42,7 +43,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
@@ -135,6 +136,8 @@ pub struct DeviceStore {
     released: AtomicBool,
     /// Documents kept in memory once loaded ([`crate::doc_cache`]).
     docs: Mutex<DocCache>,
+    /// How many times a commit waited for the disk since the store was opened.
+    flushes: AtomicU64,
 }
 
 struct Inner {
@@ -267,6 +270,13 @@ pub fn decode_heads(bytes: &[u8]) -> Result<Vec<ChangeHash>, Error> {
         .collect())
 }
 
+/// Whether a commit waits for the disk ([`DeviceStore::commit_lazily`] says when it need not).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    Flushed,
+    Lazy,
+}
+
 /// A set of writes, by logical key, that land together or not at all. The last write to a key
 /// wins. Documents these writes store may go with them, to be kept in memory once they have
 /// landed ([`crate::doc_cache`]).
@@ -302,6 +312,9 @@ impl Writes {
     }
     pub fn remove(&mut self, key: Vec<u8>) {
         self.ops.insert(key, None);
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty() && self.kept.is_empty()
     }
     pub fn put_meta(&mut self, name: &str, value: impl Into<Vec<u8>>) {
         self.put(meta_key(name), value);
@@ -604,6 +617,7 @@ impl DeviceStore {
             wiped: Default::default(),
             released: Default::default(),
             docs: Default::default(),
+            flushes: Default::default(),
         };
         store.finish_pending_rewrite()?;
         Ok(store)
@@ -831,11 +845,34 @@ impl DeviceStore {
     /// check and the write), its handle is let go without being closed, since sled refuses every
     /// write after a failed one and hangs when closed, and the store reads as closed until it is
     /// opened again: nothing of the failed writes is read back.
-    pub fn commit(&self, mut writes: Writes) -> Result<(), Error> {
+    pub fn commit(&self, writes: Writes) -> Result<(), Error> {
+        self.commit_as(writes, Durability::Flushed)
+    }
+
+    /// [`DeviceStore::commit`] without waiting for the disk, for bookkeeping that a crash may
+    /// lose without harm: what a sync that brought and changed nothing records (the contact time
+    /// the offline lease counts from, the report, the traffic totals). sled's own flusher writes
+    /// it within `flush_every_ms` (500 ms, sled's default, which [`casenote_sled_recovery`]
+    /// keeps); a crash before then leaves the store as the previous commit left it, whose
+    /// contact is older, so the lease can only lapse sooner, never later. Writes stay in order:
+    /// any later flushed commit makes these durable too. An empty batch writes nothing.
+    pub fn commit_lazily(&self, writes: Writes) -> Result<(), Error> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        self.commit_as(writes, Durability::Lazy)
+    }
+
+    /// How many commits waited for the disk since this handle opened the store.
+    pub fn flushes(&self) -> u64 {
+        self.flushes.load(Ordering::Relaxed)
+    }
+
+    fn commit_as(&self, mut writes: Writes, durability: Durability) -> Result<(), Error> {
         disk::check_room(&self.dir, writes.bytes())?;
         let touched = writes.docs_touched();
         let kept = std::mem::take(&mut writes.kept);
-        let result = self.apply(writes);
+        let result = self.apply(writes, durability);
         match &result {
             Ok(()) => self.docs().committed(&touched, kept),
             Err(e) => {
@@ -850,7 +887,7 @@ impl DeviceStore {
         result
     }
 
-    fn apply(&self, writes: Writes) -> Result<(), Error> {
+    fn apply(&self, writes: Writes, durability: Durability) -> Result<(), Error> {
         let guard = self.inner()?;
         let inner = guard.as_ref().ok_or_else(|| self.closed())?;
         let mut batch = sled::Batch::default();
@@ -865,7 +902,10 @@ impl DeviceStore {
             }
         }
         inner.tree.apply_batch(batch)?;
-        inner.db.flush()?;
+        if durability == Durability::Flushed {
+            inner.db.flush()?;
+            self.flushes.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(())
     }
 

@@ -1,8 +1,12 @@
 //! Crashes with real processes and SIGKILL: a server killed right after it acknowledged a sync
 //! keeps every acknowledged change; a device killed mid-edit keeps every edit whose command
-//! returned, and its outbox still syncs.
+//! returned, and its outbox still syncs; a device killed during or right after a sync (one that
+//! brought something, or an idle one whose bookkeeping waits for no flush) recovers and
+//! converges. Which syncs wait for the device's disk is checked here too.
 
 mod common;
+use casenote_client_core::Device;
+use casenote_protocol::record::Identity;
 use common::*;
 use rand::Rng;
 use std::time::{Duration, Instant};
@@ -146,18 +150,22 @@ fn a_device_killed_mid_sync_recovers_and_converges() {
         dev.ok(&["plan", "append", &case, "--text", &format!(" <mine-{i}>")]);
         other.ok(&["plan", "append", &case, "--text", &format!(" <theirs-{i}>")]);
         other.sync();
-        let mut child = dev
-            .command(&["sync"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_micros(rng.gen_range(0..40_000)));
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap();
-            killed += 1;
+        // The first sync brings the colleague's edit; the second, when the first finished,
+        // brings nothing, and its bookkeeping is committed without a flush. Either may die.
+        for _ in 0..2 {
+            let mut child = dev
+                .command(&["sync"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_micros(rng.gen_range(0..40_000)));
+            if child.try_wait().unwrap().is_none() {
+                child.kill().unwrap();
+                killed += 1;
+            }
+            child.wait().unwrap();
         }
-        child.wait().unwrap();
     }
     assert!(
         killed > 0,
@@ -177,4 +185,59 @@ fn a_device_killed_mid_sync_recovers_and_converges() {
             "round {i} lost an edit"
         );
     }
+}
+
+#[test]
+fn a_sync_waits_for_the_device_disk_unless_it_brought_and_changed_nothing() {
+    let (tmp, data, staff) = demo_borough();
+    let server = Server::start(&data);
+    let open = |name: &str, who: &str| {
+        let dev = Device::open(&tmp.path().join(name), &store_key()).unwrap();
+        dev.login(&server.url, &token_of(&staff, who)).unwrap();
+        dev
+    };
+    let (a, b) = (open("a", "Priya Shah"), open("b", "Mark Ellison"));
+    let who = Identity {
+        name: "Test Person Six".into(),
+        ..Default::default()
+    };
+    let case = a.case_new(&who).unwrap();
+    a.sync().unwrap();
+    b.sync().unwrap();
+    b.sync().unwrap(); // confirms the first sync's reconciliation
+
+    let flushes = b.store_flushes();
+    let idle = b.sync().unwrap();
+    assert_eq!(idle.changes_down, 0, "nothing was new");
+    assert_eq!(
+        b.store_flushes(),
+        flushes,
+        "a sync that brought and changed nothing waited for the disk"
+    );
+    let last = b
+        .status()
+        .unwrap()
+        .last_sync
+        .expect("the idle sync is recorded");
+    assert_eq!(last.finished_at_ms, idle.finished_at_ms);
+    assert_eq!(last.cursor, idle.cursor);
+
+    a.plan_append(case, " a colleague's line").unwrap();
+    a.sync().unwrap();
+    let flushes = b.store_flushes();
+    let brought = b.sync().unwrap();
+    assert!(brought.changes_down > 0, "the colleague's edit came down");
+    assert!(
+        b.store_flushes() > flushes,
+        "a sync that brought a change returned before it was on disk"
+    );
+
+    b.plan_append(case, " my own line").unwrap();
+    let flushes = b.store_flushes();
+    let pushed = b.sync().unwrap();
+    assert_eq!(pushed.changes_stored, 1);
+    assert!(
+        b.store_flushes() > flushes,
+        "a sync whose change was acknowledged returned before that was on disk"
+    );
 }
