@@ -26,6 +26,11 @@ fn many_devices_over_http_and_websocket_sync_without_errors_in_bounded_memory() 
         Arc::new(AtomicUsize::new(0)),
         Arc::new(AtomicUsize::new(0)),
     );
+    // Devices signed in with their case made: the load's clock starts once all are, so that no
+    // device is stopped before its first sync (which carries its case to the others). With 200
+    // devices on two cores, setting up could outlast the load, and a device set up after the
+    // stop never sent its case (seen once in CI: "a device is missing cases after the load").
+    let ready = Arc::new(AtomicUsize::new(0));
     let rss_start = server.rss_mb();
 
     let mut threads = Vec::new();
@@ -35,8 +40,13 @@ fn many_devices_over_http_and_websocket_sync_without_errors_in_bounded_memory() 
             token.clone(),
             tmp.path().join(format!("d{i}")),
         );
-        let (stop, syncs, events, edits) =
-            (stop.clone(), syncs.clone(), events.clone(), edits.clone());
+        let (stop, syncs, events, edits, ready) = (
+            stop.clone(),
+            syncs.clone(),
+            events.clone(),
+            edits.clone(),
+            ready.clone(),
+        );
         threads.push(std::thread::spawn(move || {
             let dev = Device::open(&dir, &common::store_key()).unwrap();
             dev.login(&url, &token).unwrap();
@@ -49,6 +59,9 @@ fn many_devices_over_http_and_websocket_sync_without_errors_in_bounded_memory() 
             let mut listener =
                 (i % 2 == 1).then(|| live::connect(&url, &token).expect("live channel"));
             let mut n = 0;
+            // Set up: `stop` is set only once every device is, so each syncs its case at least
+            // once below.
+            ready.fetch_add(1, Ordering::SeqCst);
             while !stop.load(Ordering::SeqCst) {
                 dev.plan_append(case, &format!(" <{i}-{n}>")).unwrap();
                 edits.fetch_add(1, Ordering::SeqCst);
@@ -76,6 +89,16 @@ fn many_devices_over_http_and_websocket_sync_without_errors_in_bounded_memory() 
             (dev.cases().unwrap().len(), dir)
         }));
     }
+    let setup = Instant::now();
+    while ready.load(Ordering::SeqCst) < devices {
+        assert!(
+            setup.elapsed() < Duration::from_secs(300),
+            "only {} of {devices} devices were set up after 300 s",
+            ready.load(Ordering::SeqCst)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let setup = setup.elapsed();
     let started = Instant::now();
     let mut rss_max: f64 = 0.0;
     while started.elapsed() < duration {
@@ -91,10 +114,18 @@ fn many_devices_over_http_and_websocket_sync_without_errors_in_bounded_memory() 
     // Quiet again: every device syncs once more and holds every case of the team.
     for (_, dir) in finished.iter().take(10) {
         let dev = Device::open(dir, &common::store_key()).unwrap();
-        dev.sync().unwrap();
+        let report = dev.sync().unwrap();
+        let names: std::collections::HashSet<String> =
+            dev.cases().unwrap().into_iter().map(|c| c.name).collect();
+        let missing: Vec<usize> = (0..devices)
+            .filter(|i| !names.contains(&format!("Load Person {i}")))
+            .collect();
         assert!(
-            dev.cases().unwrap().len() >= devices,
-            "a device is missing cases after the load"
+            missing.is_empty(),
+            "a device is missing {} of the {devices} load cases after the load (devices {:?}); \
+             its last sync: {report:?}",
+            missing.len(),
+            &missing[..missing.len().min(20)]
         );
     }
     let (syncs, events, edits) = (
@@ -103,7 +134,7 @@ fn many_devices_over_http_and_websocket_sync_without_errors_in_bounded_memory() 
         edits.load(Ordering::SeqCst),
     );
     eprintln!(
-        "load: {devices} devices for {:?}: {edits} edits, {syncs} syncs, {events} live events; server RSS {rss_start:.0} MB at start, {rss_max:.0} MB at most",
+        "load: {devices} devices ready in {setup:?}, then for {:?}: {edits} edits, {syncs} syncs, {events} live events; server RSS {rss_start:.0} MB at start, {rss_max:.0} MB at most",
         duration
     );
     assert!(
