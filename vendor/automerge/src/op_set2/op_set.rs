@@ -783,7 +783,7 @@ impl OpSet {
         }
     }
 
-    fn get(&self, pos: usize) -> Option<Op<'_>> {
+    pub(crate) fn get(&self, pos: usize) -> Option<Op<'_>> { // casenote patch: pub(crate)
         self.iter_range(&(pos..(pos + 1))).next()
     }
 
@@ -827,7 +827,7 @@ impl OpSet {
         Some((elemid, last_pos))
     }
 
-    fn get_op_id_pos(&self, id: OpId) -> Option<usize> {
+    pub(crate) fn get_op_id_pos(&self, id: OpId) -> Option<usize> { // casenote patch: pub(crate)
         self.cols
             .id_ctr
             .find_by_value(id.counter() as u32)

@@ -323,6 +323,54 @@ impl<'a> Untangler<'a> {
     }
 }
 
+/// casenote patch: where a walk of a sequence may start when no patches are written: the
+/// first op of the earliest element that the change ops in `span` insert after, update, or name
+/// as a predecessor. Nothing before that element can take part in the walk: the untangler's
+/// stacks are filled only from these elements on, and its `Top` only reports ops whose element
+/// a change op touches. Everything it cannot prove (an insert at the head, an element or
+/// predecessor it cannot find in this object) starts at the sequence's first op, as before.
+fn list_walk_start(ops: &OpSet, range: &Range<usize>, span: &[ChangeOp]) -> usize {
+    let own: HashSet<OpId> = span.iter().map(ChangeOp::id).collect();
+    let element_pos = |id: OpId| ops.get_op_id_pos(id).filter(|p| range.contains(p));
+    let mut start = range.end;
+    for op in span {
+        let KeyRef::Seq(e) = op.key() else {
+            return range.start;
+        };
+        if e.is_head() {
+            return range.start;
+        }
+        if !own.contains(&e.0) {
+            match element_pos(e.0) {
+                Some(p) => start = start.min(p),
+                None => return range.start,
+            }
+        }
+        for pred in op.pred().iter().filter(|p| !own.contains(p)) {
+            let Some(p) = element_pos(*pred) else {
+                return range.start;
+            };
+            let Some(doc_op) = ops.get(p) else {
+                return range.start;
+            };
+            let element = match doc_op.key {
+                _ if doc_op.insert => p,
+                KeyRef::Seq(e) if !e.is_head() => match element_pos(e.0) {
+                    Some(q) if q <= p => q,
+                    _ => return range.start,
+                },
+                _ => return range.start,
+            };
+            start = start.min(element);
+        }
+    }
+    if start == range.end {
+        range.start
+    } else {
+        start
+    }
+}
+
 fn walk_list<'a>(
     mut ut: Untangler<'a>,
     doc_ops: OpIter<'a>,
@@ -904,9 +952,9 @@ impl BatchApply {
 
         for os in &self.obj_spans {
             let obj_range = walker.seek_to_obj(os.obj);
-            let doc_ops = doc.ops().iter_range(&obj_range);
             match obj_info.object_type(&os.obj) {
                 Some(ObjType::Map) => {
+                    let doc_ops = doc.ops().iter_range(&obj_range);
                     let mut walker = MapWalker::new(
                         os.obj,
                         doc_ops,
@@ -925,6 +973,14 @@ impl BatchApply {
                         ObjType::List => SequenceType::List,
                         _ => unreachable!(),
                     };
+                    // casenote patch: with no patches to write, the walk starts at the first
+                    // element this span touches instead of at the sequence's first op.
+                    let start = if log.is_active() {
+                        obj_range.start
+                    } else {
+                        list_walk_start(doc.ops(), &obj_range, &self.ops[os.span.clone()])
+                    };
+                    let doc_ops = doc.ops().iter_range(&(start..obj_range.end));
                     let ut = Untangler::new(
                         os.obj,
                         sequence_type,
@@ -1887,6 +1943,83 @@ mod tests {
             merge_and_diff(&mut doc2, &mut doc2_copy, &changes);
         }
         merge_and_diff(&mut doc1, &mut doc1_copy, &changes);
+    }
+
+    /// casenote patch: an apply that writes no patches starts each sequence's walk at the first
+    /// element its changes touch (`list_walk_start`); the document it builds must be the one the
+    /// whole walk builds, op for op. Concurrent splices anywhere in a text (at its head, in the
+    /// middle, appended), deletions, marks, list inserts, updates and deletions, applied in
+    /// batches of one to four changes, each compared with the same batch applied with an active
+    /// patch log (the whole walk).
+    #[test]
+    fn casenote_walk_from_the_first_touched_element_builds_the_same_document() {
+        let mut rng = make_rng();
+        let mut value = 0;
+        let mut val = move || {
+            value += 1;
+            value
+        };
+        let mut base = AutoCommit::new().with_actor(rng.random());
+        let text = base.put_object(&ROOT, "text", ObjType::Text).unwrap();
+        base.splice_text(&text, 0, 0, "the quick brown fox jumps over the lazy dog")
+            .unwrap();
+        let list = base.put_object(&ROOT, "list", ObjType::List).unwrap();
+        for i in 0..8 {
+            base.insert(&list, i, val()).unwrap();
+        }
+        let mut fast = base.fork();
+        let mut full = base.fork();
+        let mut source = base.fork().with_actor(rng.random());
+        for _round in 0..30 {
+            let mut changes = vec![];
+            for _ in 0..(rng.random::<u32>() % 4 + 1) {
+                let mut tmp = source.fork().with_actor(rng.random());
+                for _ in 0..(rng.random::<u32>() % 6 + 1) {
+                    let len = tmp.length(&text) as u32;
+                    let index = match rng.random::<u32>() % 4 {
+                        0 => 0,
+                        1 => len,
+                        _ => rng.random::<u32>() % (len + 1),
+                    };
+                    let del = std::cmp::min(rng.random::<u32>() % 3, len - index);
+                    tmp.splice_text(&text, index as usize, del as isize, &format!("<{}>", val()))
+                        .unwrap();
+                }
+                let len = tmp.length(&text) as u32;
+                let (a, b) = (rng.random::<u32>() % len, rng.random::<u32>() % len);
+                if a != b {
+                    let mark = Mark {
+                        start: a.min(b) as usize,
+                        end: a.max(b) as usize,
+                        name: "bold".into(),
+                        value: ScalarValue::from(val()),
+                    };
+                    tmp.mark(&text, mark, ExpandMark::After).unwrap();
+                }
+                let len = tmp.length(&list) as u32;
+                match rng.random::<u32>() % 3 {
+                    0 => tmp.insert(&list, (rng.random::<u32>() % (len + 1)) as usize, val()),
+                    1 if len > 0 => tmp.put(&list, (rng.random::<u32>() % len) as usize, val()),
+                    _ if len > 1 => tmp.delete(&list, (rng.random::<u32>() % len) as usize),
+                    _ => Ok(()),
+                }
+                .unwrap();
+                if let Some(change) = tmp.get_last_local_change() {
+                    changes.push(change);
+                }
+                source.merge(&mut tmp).unwrap();
+            }
+            fast.doc
+                .apply_changes_log_patches(changes.clone(), &mut PatchLog::inactive())
+                .unwrap();
+            full.doc
+                .apply_changes_log_patches(changes, &mut PatchLog::active())
+                .unwrap();
+            assert!(fast.validate_top_index());
+            assert_eq!(fast.text(&text).unwrap(), full.text(&text).unwrap());
+            assert_eq!(fast.save(), full.save());
+        }
+        assert_eq!(fast.save(), source.save());
     }
 
     fn merge_and_diff(a: &mut AutoCommit, a_copy: &mut AutoCommit, changes: &[Change]) {
