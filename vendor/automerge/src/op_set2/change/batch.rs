@@ -58,6 +58,11 @@ struct Untangler<'a> {
     // followed only to write patches; hydrating every op's value cost most of an apply to a
     // long text when nobody asked for patches (vendor/README.md).
     patches: bool,
+    // casenote patch: with no patches to write, the walk may stop once every change op is
+    // placed: the predecessors still to be found in this walk (the change ops' own, outside the
+    // batch), and how many of `updates`' elements the walk has reached.
+    preds_pending: HashSet<OpId>,
+    updates_found: usize,
 }
 
 impl<'a> Untangler<'a> {
@@ -71,6 +76,7 @@ impl<'a> Untangler<'a> {
     fn handle_doc_op(&mut self, doc_op: &Op<'a>, succ: &mut Vec<SuccInsert>, log: &mut PatchLog) {
         let mut deleted = false;
         if let Some(mut successors) = self.pred.remove(&doc_op.id) {
+            self.preds_pending.remove(&doc_op.id); // casenote patch
             normalize_increment_successors(doc_op.is_counter(), &mut successors);
             for (id, inc) in successors {
                 deleted |= inc.is_none();
@@ -175,7 +181,22 @@ impl<'a> Untangler<'a> {
         }
         if let Some(u) = self.updates.get(&ElemId(id)) {
             self.updates_stack.extend(u.iter().rev());
+            self.updates_found += 1; // casenote patch
         }
+    }
+
+    /// casenote patch: whether nothing after this point of the walk can change the document:
+    /// every change op placed or queued for placement here, every element they update reached,
+    /// every predecessor found, and no conflict or exposure pending. The rest of the walk only
+    /// counts indexes and values for patches.
+    fn settled(&self) -> bool {
+        !self.patches
+            && self.stack.is_empty()
+            && self.entry.is_empty()
+            && self.updates_stack.is_empty()
+            && self.updates_found == self.updates.len()
+            && self.preds_pending.is_empty()
+            && self.top == Top::Nothing
     }
 
     fn untangle_inner(&mut self, insert_pos: usize, log: &mut PatchLog) -> Option<()> {
@@ -319,6 +340,8 @@ impl<'a> Untangler<'a> {
             value,
             max,
             patches: true,
+            preds_pending: HashSet::new(),
+            updates_found: 0,
         }
     }
 }
@@ -378,11 +401,19 @@ fn walk_list<'a>(
     log: &mut PatchLog,
 ) {
     ut.patches = log.is_active(); // casenote patch
+    if !ut.patches {
+        let own: HashSet<OpId> = ut.change_ops.iter().map(ChangeOp::id).collect();
+        let preds = ut.change_ops.iter().flat_map(|op| op.pred().iter().copied());
+        ut.preds_pending = preds.filter(|p| !own.contains(p)).collect();
+    }
     for op in doc_ops {
         ut.element_update(&op);
 
         if op.insert {
             ut.untangle_inserts(op.id, op.pos, log);
+            if ut.settled() {
+                break; // casenote patch: the rest of the object is left as it is
+            }
         }
 
         ut.handle_doc_op(&op, succ, log);
