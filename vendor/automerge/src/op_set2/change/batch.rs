@@ -351,7 +351,8 @@ impl<'a> Untangler<'a> {
 /// as a predecessor. Nothing before that element can take part in the walk: the untangler's
 /// stacks are filled only from these elements on, and its `Top` only reports ops whose element
 /// a change op touches. Everything it cannot prove (an insert at the head, an element or
-/// predecessor it cannot find in this object) starts at the sequence's first op, as before.
+/// predecessor it cannot find in this object, a key that names an op other than an element's
+/// insert) starts at the sequence's first op, as before.
 fn list_walk_start(ops: &OpSet, range: &Range<usize>, span: &[ChangeOp]) -> usize {
     let own: HashSet<OpId> = span.iter().map(ChangeOp::id).collect();
     let element_pos = |id: OpId| ops.get_op_id_pos(id).filter(|p| range.contains(p));
@@ -364,7 +365,9 @@ fn list_walk_start(ops: &OpSet, range: &Range<usize>, span: &[ChangeOp]) -> usiz
             return range.start;
         }
         if !own.contains(&e.0) {
-            match element_pos(e.0) {
+            // The element's own insert op, or (a key naming some other op, which no automerge
+            // writes) the walk as published.
+            match element_pos(e.0).filter(|p| ops.get(*p).is_some_and(|o| o.insert)) {
                 Some(p) => start = start.min(p),
                 None => return range.start,
             }
