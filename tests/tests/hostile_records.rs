@@ -464,3 +464,65 @@ fn an_empty_push_answers_the_same_whether_or_not_the_document_exists() {
     );
     drop(tmp);
 }
+
+/// A change automerge never writes, rewritten op by op: a deletion in the draft's text whose
+/// predecessor is another character's insert. The server took it before, and a copy of the
+/// note saved after it could not be loaded again (a device keeps its documents as saved
+/// snapshots, so the note would have stopped opening on every device that compacted it).
+#[test]
+fn a_change_whose_predecessor_is_on_another_element_is_refused_and_the_note_still_opens() {
+    let s = Scene::new();
+    let r = s.crafted_edit("Priya Shah", s.note, |d| {
+        let text = match d.get(ROOT, "text").unwrap().unwrap() {
+            (automerge::Value::Object(ObjType::Text), id) => id,
+            other => panic!("no text: {other:?}"),
+        };
+        d.splice_text(&text, 3, 1, "").unwrap();
+    });
+    assert!(r.is_ok(), "the honest deletion is taken: {r:?}");
+    let (pull, cursor) = s.pulled("Priya Shah", s.note);
+    let mut am = load(&pull);
+    let base = am.get_heads();
+    let honest = craft(&mut am, s.staff_id("Priya Shah"), |d| {
+        let text = match d.get(ROOT, "text").unwrap().unwrap() {
+            (automerge::Value::Object(ObjType::Text), id) => id,
+            other => panic!("no text: {other:?}"),
+        };
+        d.splice_text(&text, 3, 1, "").unwrap();
+    });
+    assert_eq!(honest.len(), 1);
+    // The deletion's predecessor, the insert of the text's fourth character, becomes the insert
+    // of its first (the note's text was written in one splice: consecutive op counters).
+    let mut expanded = honest[0].decode();
+    expanded.hash = None;
+    let op = &mut expanded.operations[0];
+    let own = op
+        .pred
+        .iter()
+        .next()
+        .expect("a deletion names its predecessor")
+        .clone();
+    op.pred = vec![automerge::legacy::OpId(own.0 - 3, own.1.clone())].into();
+    let crafted = automerge::Change::from(expanded);
+    let push = push_of(s.note, pull.case_id, pull.kind, &base, &[crafted]);
+    let rej = refused(
+        answer(raw::sync(
+            &s.server.url,
+            &s.token("Priya Shah"),
+            cursor,
+            vec![push],
+        )),
+        "a deletion whose predecessor is another character",
+    );
+    assert_eq!(rej.code, ErrorCode::RuleViolation, "{rej:?}");
+    // The note is as it was, and its saved copy loads.
+    let (after, _) = s.pulled("Priya Shah", s.note);
+    assert_eq!(
+        after.changes.len(),
+        pull.changes.len(),
+        "nothing was stored"
+    );
+    let saved = load(&after).save();
+    AutoCommit::load(&saved).expect("the note's saved copy loads");
+    s.assert_serving();
+}

@@ -74,6 +74,14 @@ pub enum AutomergeError {
     PatchLogMismatch(#[from] PatchLogMismatch),
     #[error("{0}")]
     EncodingError(String),
+    /// casenote patch: an op names an object, element or predecessor that automerge never
+    /// writes it with (`op_set2/change/casenote_check.rs`).
+    #[error("change {hash}, op {op}: {why}")]
+    InvalidChangeOp {
+        hash: ChangeHash,
+        op: usize,
+        why: &'static str,
+    },
     #[error("failed to unbundle: {0}")]
     Unbundle(Box<dyn std::error::Error + Send + Sync + 'static>),
 }

@@ -13,6 +13,7 @@ use std::num::NonZero;
 use std::ops::Range;
 
 pub(crate) mod batch;
+pub(crate) mod casenote_check; // casenote patch
 pub(crate) mod collector;
 
 pub(crate) use collector::{BuildChangeMetadata, ChangeCollector, CollectedChanges, OutOfMemory};

@@ -1211,6 +1211,9 @@ impl Automerge {
 
         self.queue.extend(incoming);
         let changes = self.queue.pop_topo_sorted_ready(&self.change_graph);
+        // casenote patch: ops that name what automerge never writes them with are refused
+        // before the document is touched (the batch is dropped; the document is as it was).
+        super::casenote_check::check(self.ops(), &changes)?;
         Ok(BatchApply::new(changes).apply(self, log)?)
     }
 
