@@ -23,6 +23,8 @@ type PredCache = SmallHashMap<OpId, Vec<(OpId, Option<i64>)>>;
 struct BatchApply {
     ops: Vec<ChangeOp>,
     changes: Vec<Change>,
+    // casenote patch: each change's ops as the check read them (`casenote_check`), or none.
+    decoded: Vec<Vec<crate::storage::change::ChangeOp>>,
     pred: PredCache,
     obj_spans: Vec<ObjSpan>,
 }
@@ -944,6 +946,7 @@ impl BatchApply {
         Self {
             ops: Vec::default(),
             changes,
+            decoded: Vec::default(),
             pred: PredCache::default(),
             obj_spans: Vec::default(),
         }
@@ -956,8 +959,9 @@ impl BatchApply {
     }
 
     fn import_ops(&mut self, doc: &mut Automerge) {
-        for c in &self.changes {
-            doc.import_ops_to(c, &mut self.ops).unwrap();
+        for (i, c) in self.changes.iter().enumerate() {
+            let decoded = self.decoded.get_mut(i).map(std::mem::take); // casenote patch
+            doc.import_ops_to(c, decoded, &mut self.ops).unwrap();
             doc.update_history(c);
         }
         doc.remove_unused_actors(true);
@@ -1213,28 +1217,40 @@ impl Automerge {
         let changes = self.queue.pop_topo_sorted_ready(&self.change_graph);
         // casenote patch: ops that name what automerge never writes them with are refused
         // before the document is touched (the batch is dropped; the document is as it was).
-        super::casenote_check::check(self.ops(), &changes)?;
-        Ok(BatchApply::new(changes).apply(self, log)?)
+        let decoded = super::casenote_check::check(self.ops(), &changes)?;
+        let mut batch = BatchApply::new(changes);
+        batch.decoded = decoded;
+        Ok(batch.apply(self, log)?)
     }
 
     fn import_ops_to(
         &mut self,
         change: &Change,
+        decoded: Option<Vec<crate::storage::change::ChangeOp>>,
         ops: &mut Vec<ChangeOp>,
     ) -> Result<(), AutomergeError> {
-        let new_ops = self.import_ops(change)?;
+        let new_ops = self.import_ops(change, decoded)?;
         ops.extend(new_ops);
         Ok(())
     }
 
-    fn import_ops(&mut self, change: &Change) -> Result<Vec<ChangeOp>, AutomergeError> {
+    fn import_ops(
+        &mut self,
+        change: &Change,
+        decoded: Option<Vec<crate::storage::change::ChangeOp>>,
+    ) -> Result<Vec<ChangeOp>, AutomergeError> {
         let actors: Vec<_> = change
             .actors()
             .map(|a| self.ops.lookup_actor(a).unwrap())
             .collect();
 
-        change
-            .iter_ops()
+        // casenote patch: the ops the check already read, rather than decoding them again.
+        let stored: Box<dyn Iterator<Item = crate::storage::change::ChangeOp> + '_> = match decoded
+        {
+            Some(read) => Box::new(read.into_iter()),
+            None => Box::new(change.iter_ops()),
+        };
+        stored
             .enumerate()
             .map(|(i, c)| {
                 let id = OpId::new(change.start_op().get() + i as u64, 0).map(&actors)?;

@@ -14,7 +14,10 @@
 //! object and key (a list element's being its insert or the updates of that element), with
 //! lower counters; an insert has none.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+
+use smol_str::SmolStr;
 
 use crate::change::Change;
 use crate::columnar::Key;
@@ -22,12 +25,12 @@ use crate::error::AutomergeError;
 use crate::op_set2::op_set::OpSet;
 use crate::op_set2::types::{Action, KeyRef};
 use crate::storage::change::ChangeOp as StoredOp;
-use crate::types::{ElemId, ObjId, ObjType, OpId};
+use crate::types::{ElemId, ObjId, ObjType, OpId, SmallHashMap};
 
 /// Where an op sits: its object, and its map key or the element it belongs to.
 #[derive(Clone, Debug, PartialEq)]
 enum Place {
-    Map(ObjId, String),
+    Map(ObjId, SmolStr),
     Seq(ObjId, ElemId),
 }
 
@@ -36,14 +39,22 @@ enum Place {
 struct Placed {
     place: Place,
     insert: bool,
-    made: Option<ObjType>,
+}
+
+/// The batch's ops so far, and the objects they make.
+#[derive(Default)]
+struct Batch {
+    ops: SmallHashMap<OpId, Placed>,
+    made: SmallHashMap<OpId, ObjType>,
 }
 
 /// Refuses `changes` (ready to apply, in causal order) if an op names an object, element or
-/// predecessor that automerge would never write it with.
-pub(crate) fn check(ops: &OpSet, changes: &[Change]) -> Result<(), AutomergeError> {
+/// predecessor that automerge would never write it with; else each change's ops as read, so that
+/// the apply does not decode them a second time.
+pub(crate) fn check(ops: &OpSet, changes: &[Change]) -> Result<Vec<Vec<StoredOp>>, AutomergeError> {
     let mut actors = Actors::new(ops);
-    let mut batch: HashMap<OpId, Placed> = HashMap::new();
+    let mut batch = Batch::default();
+    let mut decoded = Vec::with_capacity(changes.len());
     for change in changes {
         let map = actors.map_of(change);
         let start = change.start_op().get();
@@ -51,91 +62,98 @@ pub(crate) fn check(ops: &OpSet, changes: &[Change]) -> Result<(), AutomergeErro
         if end.map_or(true, |e| e > u64::from(u32::MAX)) {
             return Err(invalid(change, 0, "its op counters pass 2^32"));
         }
+        let mut read = Vec::with_capacity(change.len());
         for (i, op) in change.iter_ops().enumerate() {
             let id = OpId::new(start + i as u64, map[0]);
-            let placed = check_op(change, i, id, &op, &map, &|at| find(ops, &batch, at))?;
-            batch.insert(id, placed);
+            let bad = |why| invalid(change, i, why);
+            let placed = check_op(id, &op, &map, ops, &batch).map_err(bad)?;
+            if let Some(t) = Action::try_from(op.action)
+                .ok()
+                .and_then(|a| ObjType::try_from(a).ok())
+            {
+                batch.made.insert(id, t);
+            }
+            batch.ops.insert(id, placed);
+            read.push(op);
         }
+        decoded.push(read);
     }
-    Ok(())
+    Ok(decoded)
 }
 
-/// Checks one op and says where it sits.
+/// Checks one op and says where it sits; the rule it breaks, if it does.
 fn check_op(
-    change: &Change,
-    i: usize,
     id: OpId,
     op: &StoredOp,
     map: &[usize],
-    found: &dyn Fn(OpId) -> Option<Placed>,
-) -> Result<Placed, AutomergeError> {
-    let bad = |why| invalid(change, i, why);
-    let obj = op
-        .obj
-        .map(map)
-        .map_err(|_| bad("an actor index is out of range"))?;
+    ops: &OpSet,
+    batch: &Batch,
+) -> Result<Placed, &'static str> {
+    const ACTOR: &str = "an actor index is out of range";
+    let obj = op.obj.map(map).map_err(|_| ACTOR)?;
     let obj_type = if obj.is_root() {
         ObjType::Map
     } else if obj.0.counter() >= id.counter() {
-        return Err(bad("its object is made after it"));
+        return Err("its object is made after it");
     } else {
-        match found(obj.0).and_then(|p| p.made) {
-            Some(t) => t,
-            None => return Err(bad("its object does not exist")),
-        }
+        let made = batch.made.get(&obj.0).copied();
+        made.or_else(|| in_doc_obj(ops, obj))
+            .ok_or("its object does not exist")?
     };
     let place = match (&op.key, obj_type.is_sequence()) {
-        (Key::Prop(key), false) if !op.insert => Place::Map(obj, key.to_string()),
+        (Key::Prop(key), false) if !op.insert => Place::Map(obj, key.clone()),
         (Key::Elem(e), true) => {
-            let e = e
-                .map(map)
-                .map_err(|_| bad("an actor index is out of range"))?;
+            let e = e.map(map).map_err(|_| ACTOR)?;
             if e.is_head() {
                 if !op.insert {
-                    return Err(bad("it updates the head of a sequence"));
+                    return Err("it updates the head of a sequence");
                 }
             } else if e.0.counter() >= id.counter() {
-                return Err(bad("its element is made after it"));
+                return Err("its element is made after it");
             } else {
-                match found(e.0) {
+                match find(ops, batch, e.0).as_deref() {
                     Some(p) if p.insert && p.place == Place::Seq(obj, e) => {}
-                    _ => return Err(bad("its element is not an element of its object")),
+                    _ => return Err("its element is not an element of its object"),
                 }
             }
             Place::Seq(obj, if op.insert { ElemId(id) } else { e })
         }
-        _ => return Err(bad("its key does not fit its object")),
+        _ => return Err("its key does not fit its object"),
     };
     if op.insert && !op.pred.is_empty() {
-        return Err(bad("an insert names predecessors"));
+        return Err("an insert names predecessors");
     }
     for pred in &op.pred {
-        let pred = pred
-            .map(map)
-            .map_err(|_| bad("an actor index is out of range"))?;
+        let pred = pred.map(map).map_err(|_| ACTOR)?;
         if pred.counter() >= id.counter() {
-            return Err(bad("a predecessor comes after it"));
+            return Err("a predecessor comes after it");
         }
-        match found(pred) {
+        match find(ops, batch, pred).as_deref() {
             Some(p) if p.place == place => {}
-            Some(_) => return Err(bad("a predecessor is on another key or element")),
-            None => return Err(bad("a predecessor does not exist")),
+            Some(_) => return Err("a predecessor is on another key or element"),
+            None => return Err("a predecessor does not exist"),
         }
     }
-    let made = match Action::try_from(op.action) {
-        Ok(action) => ObjType::try_from(action).ok(),
-        Err(_) => None,
-    };
     Ok(Placed {
         place,
         insert: op.insert,
-        made,
     })
 }
 
 /// The op `id`, of the batch so far or of the document.
-fn find(ops: &OpSet, batch: &HashMap<OpId, Placed>, id: OpId) -> Option<Placed> {
-    batch.get(&id).cloned().or_else(|| in_doc(ops, id))
+fn find<'a>(ops: &OpSet, batch: &'a Batch, id: OpId) -> Option<Cow<'a, Placed>> {
+    match batch.ops.get(&id) {
+        Some(p) => Some(Cow::Borrowed(p)),
+        None => in_doc(ops, id).map(Cow::Owned),
+    }
+}
+
+/// The type of the document's object `obj`, if it holds it.
+fn in_doc_obj(ops: &OpSet, obj: ObjId) -> Option<ObjType> {
+    if obj.0.actor() >= ops.actors.len() {
+        return None;
+    }
+    ops.object_type(&obj)
 }
 
 /// The op `id` of the document, if it holds one.
@@ -145,14 +163,13 @@ fn in_doc(ops: &OpSet, id: OpId) -> Option<Placed> {
     }
     let op = ops.get(ops.get_op_id_pos(id)?)?;
     let place = match op.key {
-        KeyRef::Map(key) => Place::Map(op.obj, key.into_owned()),
+        KeyRef::Map(key) => Place::Map(op.obj, SmolStr::new(key)),
         KeyRef::Seq(_) if op.insert => Place::Seq(op.obj, ElemId(op.id)),
         KeyRef::Seq(e) => Place::Seq(op.obj, e),
     };
     Some(Placed {
         place,
         insert: op.insert,
-        made: ObjType::try_from(op.action).ok(),
     })
 }
 
