@@ -92,12 +92,25 @@ impl StoreArgs {
         )?)))
     }
 
-    /// `verify`: the whole store checked; the summary, or the first problem.
+    /// `verify`: the whole store checked (the backend's own checks, then every document loaded
+    /// from its log); the summary, or the first problem. Progress goes to stderr.
     pub fn verify(&self) -> anyhow::Result<Result<String, String>> {
-        Ok(match self.inspect()? {
-            Opened::Sled(s) => s.verify().map(|v| v.to_string()).map_err(|e| e.to_string()),
-            Opened::Postgres(s) => s.verify().map(|v| v.to_string()).map_err(|e| e.to_string()),
-        })
+        let opened = self.inspect()?;
+        let summary = match &opened {
+            Opened::Sled(s) => s.verify().map(|v| v.to_string()),
+            Opened::Postgres(s) => s.verify().map(|v| v.to_string()),
+        };
+        let summary = match summary {
+            Ok(summary) => summary,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        let mut said = |done, total| eprintln!("verify: {done} of {total} documents load");
+        Ok(
+            match crate::validate::every_document_loads(&*opened.store(), &mut said)? {
+                Ok(_) => Ok(format!("{summary}; every document loads from its log")),
+                Err(why) => Err(crate::store::VerifyError::Damaged(why).to_string()),
+            },
+        )
     }
 
     /// Where the store is, for the log: the directory, or the database's name (never the URL,

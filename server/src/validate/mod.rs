@@ -28,7 +28,10 @@ use automerge::{AutoCommit, Change};
 use casenote_protocol::{limits, CaseId, DocKind, StaffId};
 use std::panic::AssertUnwindSafe;
 
-pub use resident::{has_heads, load, load_with, materialise, materialise_in, reserve, Reserved};
+pub use resident::{
+    every_document_loads, has_heads, load, load_with, materialise, materialise_in, reserve,
+    Reserved,
+};
 pub use rules::Prior;
 
 /// Settings of the rules that are not fixed by the schema.

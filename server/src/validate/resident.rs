@@ -150,6 +150,38 @@ pub fn materialise_in(txn: &mut dyn Txn, doc: DocId) -> Result<AutoCommit, Store
     from_log(doc, seqs, |seq| Ok(txn.change_at(seq)?.map(|(_, _, b)| b)))
 }
 
+/// How often [`every_document_loads`] says how far it got.
+pub const LOADS_PROGRESS_EVERY: usize = 10_000;
+
+/// `verify`'s last step: every document of the log loads from it as a push would find it (every
+/// stored change applied in one batch, the vendored automerge's check of each op included). A
+/// store written before that check may hold a change it refuses (vendor/README.md), and such a
+/// document could take no push. The number of documents, or the first one that does not load,
+/// in words (ids and automerge's rule, never content). One document in memory at a time, and
+/// the set of ids; `progress(done, total)` every [`LOADS_PROGRESS_EVERY`] documents.
+pub fn every_document_loads(
+    store: &dyn Store,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Result<usize, String>, StoreError> {
+    let mut docs = std::collections::BTreeSet::new();
+    store.scan_log(Seq(0), store.last_seq()?, &mut |e| {
+        docs.insert(e.doc_id);
+        true
+    })?;
+    let total = docs.len();
+    for (i, doc) in docs.into_iter().enumerate() {
+        match materialise(store, doc) {
+            Ok(_) => {}
+            Err(StoreError::Corrupt(why)) => return Ok(Err(why)),
+            Err(e) => return Err(e),
+        }
+        if (i + 1) % LOADS_PROGRESS_EVERY == 0 {
+            progress(i + 1, total);
+        }
+    }
+    Ok(Ok(total))
+}
+
 /// Document `doc` from the changes at `seqs` (an erased one, `None`, left out), in one batch.
 fn from_log(
     doc: DocId,

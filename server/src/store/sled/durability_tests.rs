@@ -401,3 +401,64 @@ fn a_blob_write_that_meets_a_full_disk_fails_the_store_which_reopens_when_space_
         "{names:?}"
     );
 }
+
+/// A store written before the vendored automerge refused ops it never writes may hold one: a
+/// put on the root's `m` whose predecessor is the put on `n`. Every backend check passes (the
+/// change parses, its hash is right, the indexes agree); `verify` must still name the document,
+/// since it no longer loads from its log and could take no push.
+#[test]
+fn verify_names_a_document_that_does_not_load_from_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = crate::cli::StoreArgs {
+        data: Some(dir.path().to_path_buf()),
+        postgres: None,
+    };
+    let (store, doc) = store_with(dir.path(), 2);
+    let stored = read(&*store, |t| t.change_at(Seq(1))).unwrap().unwrap();
+    let first = automerge::Change::from_bytes(stored.2).unwrap();
+    let mut am = AutoCommit::new().with_actor(automerge::ActorId::from(vec![0xbb; 16]));
+    let all: Vec<automerge::Change> = [Seq(1), Seq(2)]
+        .map(|s| read(&*store, |t| t.change_at(s)).unwrap().unwrap().2)
+        .into_iter()
+        .map(|b| automerge::Change::from_bytes(b).unwrap())
+        .collect();
+    am.apply_changes(all).unwrap();
+    am.put(ROOT, "m", 1).unwrap();
+    am.commit();
+    let mut crafted = am.get_last_local_change().unwrap().decode();
+    crafted.hash = None;
+    let put_on_n = automerge::legacy::OpId(1, first.actor_id().clone());
+    crafted.operations[0].pred = vec![put_on_n].into();
+    let crafted = automerge::Change::from(crafted);
+    let new = NewChange {
+        doc_id: doc,
+        hash: crafted.hash().into(),
+        bytes: crafted.raw_bytes().to_vec(),
+        received_at_ms: 5_000,
+    };
+    drop(store);
+    let verified = args.verify().unwrap();
+    assert!(
+        verified
+            .as_ref()
+            .is_ok_and(|s| s.contains("every document loads")),
+        "{verified:?}"
+    );
+    let store = open(dir.path()).unwrap();
+    write(&*store, |t| {
+        let mut rec = t.doc(doc)?.unwrap();
+        rec.heads = vec![new.hash];
+        t.put_doc(&rec)?;
+        t.append_change(&new).map(|_| ())
+    })
+    .unwrap();
+    store.flush().unwrap();
+    drop(store);
+    let said = args.verify().unwrap().unwrap_err();
+    assert!(said.starts_with("store damaged: "), "{said}");
+    assert!(said.contains(&doc.to_string()), "{said}");
+    assert!(
+        said.contains("a predecessor is on another key or element"),
+        "{said}"
+    );
+}
