@@ -1,13 +1,18 @@
-//! The vendored automerge's check of incoming ops (`vendor/README.md`, `casenote_check.rs`):
+//! The vendored automerge's check of incoming changes (`vendor/README.md`, `casenote_check.rs`):
 //! changes that automerge never writes but a device can build byte by byte are refused before
 //! they touch the document. Without the check, automerge 0.12 applied each of them, and the
-//! document then saved to bytes that `Automerge::load` refused ("mismatching heads") or panicked
-//! on; two of them (an insert after an op that is not an element, an op in an object that does
-//! not exist) panicked in the apply itself. A device keeps its documents as saved snapshots, so
-//! one such change, once accepted, would stop every copy of the document from opening.
+//! document then saved to bytes that `Automerge::load` refused ("mismatching heads", "missing
+//! ops", "invalid mark operation order") or panicked on; some panicked in the apply itself. A
+//! device keeps its documents as saved snapshots, so one such change, once accepted, would stop
+//! every copy of the document from opening.
 //!
-//! And the other side: what automerge writes (overwrites of conflicts, counters, updates of an
-//! element made in the same change, texts with marks, whole histories in one batch) passes.
+//! The crafted cases name each rule; the mutation test then rewrites one field of honest changes
+//! at random (predecessors, keys, objects, actions, marks, insert flags, sequence numbers,
+//! actors, first op counters, dependencies) and holds the check to its promise: a change is
+//! refused with the document left as it was, or taken and the document saves and loads again,
+//! whichever way the changes are batched. And the other side: what automerge writes (overwrites
+//! of conflicts, counters, updates of an element made in the same change, texts with marks,
+//! whole histories in one batch) passes.
 
 use automerge::legacy::{ElementId, Key, ObjectId, Op, OpId};
 use automerge::marks::{ExpandMark, Mark};
@@ -157,7 +162,7 @@ fn changes_automerge_never_writes_are_refused_and_leave_the_document_as_it_was()
         (
             "a predecessor that does not exist",
             b.crafted(put_x, pred(vec![OpId(2, bb.clone())])),
-            "a predecessor does not exist",
+            "a predecessor is not one it had seen",
         ),
         (
             "a predecessor that comes after the op (its own id)",
@@ -190,6 +195,16 @@ fn changes_automerge_never_writes_are_refused_and_leave_the_document_as_it_was()
             "a map key on a list",
             b.crafted(put_d, |o| o.key = Key::Map("k".into())),
             "its key does not fit its object",
+        ),
+        (
+            "a deletion that names nothing",
+            b.crafted(|d| d.delete(ROOT, "y").unwrap(), pred(vec![])),
+            "a deletion names no predecessor",
+        ),
+        (
+            "an insert that deletes",
+            b.crafted(insert_e, |o| o.action = automerge::legacy::OpType::Delete),
+            "an insert is a deletion",
         ),
         (
             "an op in an object that does not exist",
@@ -289,5 +304,215 @@ fn what_automerge_writes_passes_and_reloads() {
     assert_eq!(
         reloaded.get(ROOT, "x").unwrap().unwrap().0,
         Value::from("three again")
+    );
+}
+
+/// splitmix64: a reproducible stream of numbers for one seed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) % n.max(1) as u64) as usize
+    }
+}
+
+/// A document with a map, a list, a text and a counter, each edited twice by two actors.
+fn rich_base() -> (AutoCommit, ObjId, ObjId) {
+    let mut doc = AutoCommit::new().with_actor(ActorId::from(vec![0xaa; 16]));
+    doc.put(ROOT, "x", 1).unwrap();
+    doc.put(ROOT, "c", ScalarValue::counter(1)).unwrap();
+    let list = doc.put_object(ROOT, "list", ObjType::List).unwrap();
+    let text = doc.put_object(ROOT, "text", ObjType::Text).unwrap();
+    for i in 0..4 {
+        doc.insert(&list, i, i as i64).unwrap();
+    }
+    doc.splice_text(&text, 0, 0, "hello world").unwrap();
+    doc.commit();
+    let mut other = doc.fork().with_actor(ActorId::from(vec![0xcc; 16]));
+    other.put(&list, 1, "one").unwrap();
+    other.delete(&list, 2).unwrap();
+    other.splice_text(&text, 5, 1, "_").unwrap();
+    other.increment(ROOT, "c", 2).unwrap();
+    other.put(ROOT, "x", 2).unwrap();
+    doc.merge(&mut other).unwrap();
+    (doc, list, text)
+}
+
+/// One edit automerge writes, of a kind chosen by `pick`.
+fn honest_edit(d: &mut AutoCommit, list: &ObjId, text: &ObjId, pick: usize) {
+    match pick {
+        0 => d.put(ROOT, "x", 7).unwrap(),
+        1 => d.delete(ROOT, "x").unwrap(),
+        2 => d.increment(ROOT, "c", 3).unwrap(),
+        3 => d.put(list, 1, "put").unwrap(),
+        4 => d.delete(list, 0).unwrap(),
+        5 => d.insert(list, 2, "new").unwrap(),
+        6 => d.splice_text(text, 3, 2, "XY").unwrap(),
+        7 => {
+            let mark = Mark::new("bold".into(), true, 1, 4);
+            d.mark(text, mark, ExpandMark::After).unwrap();
+        }
+        _ => {
+            let m = d.put_object(ROOT, "m", ObjType::Map).unwrap();
+            d.put(&m, "k", 1).unwrap();
+            d.put(&m, "k", 2).unwrap();
+        }
+    }
+}
+
+/// Every op id, key and element the mutations may name: the base's and the change's own.
+fn names(doc: &mut AutoCommit, change: &Change) -> Vec<OpId> {
+    let mut ids: Vec<OpId> = doc
+        .get_changes(&[])
+        .iter()
+        .chain([change])
+        .flat_map(|c| {
+            let actor = c.actor_id().clone();
+            (0..c.len() as u64).map(move |i| OpId(c.start_op().get() + i, actor.clone()))
+        })
+        .collect();
+    ids.push(OpId(99, ActorId::from(vec![0xaa; 16])));
+    ids
+}
+
+/// Rewrites one field of one op of `change` at random (its predecessors, key, object, action,
+/// mark or insert flag, each to something else the document or the change names), and now and
+/// then the change's sequence number or actor.
+fn mutate(rng: &mut Rng, change: &Change, ids: &[OpId]) -> Change {
+    let mut expanded = change.decode();
+    expanded.hash = None;
+    let i = rng.below(expanded.operations.len());
+    let id = ids[rng.below(ids.len())].clone();
+    match rng.below(16) {
+        10 => expanded.seq = 1 + rng.below(3) as u64,
+        11 => {
+            let other = ActorId::from(vec![rng.below(4) as u8 * 0x11; 16]);
+            expanded.actor_id = other;
+        }
+        12 => {
+            let start = expanded.start_op.get().saturating_sub(3) + rng.below(6) as u64;
+            expanded.start_op = std::num::NonZeroU64::new(start.max(1)).unwrap();
+        }
+        13 => expanded.deps.clear(),
+        _ => {}
+    }
+    let op = &mut expanded.operations[i];
+    match rng.below(9) {
+        0 => op.pred = vec![id].into(),
+        1 => op.pred = vec![].into(),
+        2 => {
+            let mut pred: Vec<OpId> = op.pred.iter().cloned().collect();
+            pred.push(id);
+            op.pred = pred.into();
+        }
+        3 => op.key = Key::Seq(ElementId::Id(id)),
+        4 => op.key = Key::Seq(ElementId::Head),
+        5 => op.obj = ObjectId::Id(id),
+        6 => op.insert = !op.insert,
+        7 => {
+            op.action = match rng.below(3) {
+                0 => automerge::legacy::OpType::Delete,
+                1 => automerge::legacy::OpType::Increment(1),
+                _ => automerge::legacy::OpType::Put(ScalarValue::Int(5)),
+            }
+        }
+        _ => {
+            op.action = match rng.below(2) {
+                0 => automerge::legacy::OpType::MarkEnd(false),
+                _ => automerge::legacy::OpType::MarkBegin(automerge::legacy::MarkData {
+                    name: "bold".into(),
+                    value: ScalarValue::Boolean(true),
+                    expand: false,
+                }),
+            }
+        }
+    }
+    Change::from(expanded)
+}
+
+/// Applies `batches` in turn; whether every one was taken, after checking that none panicked
+/// and that a refused one left the document as it was.
+fn taken(base: &[u8], batches: &[Vec<Change>]) -> Option<Automerge> {
+    let mut doc = Automerge::load(base).unwrap();
+    for batch in batches {
+        let before = doc.save();
+        let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            doc.apply_changes(batch.clone())
+        }));
+        match applied {
+            Err(_) => panic!("the apply panicked"),
+            Ok(Err(_)) => {
+                assert!(doc.save() == before, "a refused batch changed the document");
+                return None;
+            }
+            Ok(Ok(())) => {}
+        }
+    }
+    Some(doc)
+}
+
+/// The property the check gives: whatever one mutated op makes of an honest change, the apply
+/// either refuses it, leaving the document as it was, or takes it, and then the document saves
+/// to bytes that load again to the same heads; and the verdict is the same whether the change
+/// comes in one batch with the honest change before it or after it in a batch of its own.
+#[test]
+fn a_mutated_change_is_refused_or_the_document_still_loads_whatever_the_batches() {
+    let (mut doc, list, text) = rich_base();
+    let base = doc.save();
+    let seed = std::env::var("CASENOTE_FUZZ_SEED").map_or(18, |s| s.parse().unwrap());
+    let mut rng = Rng(seed);
+    let cases = if std::env::var_os("CASENOTE_SLOW_TESTS").is_some() {
+        6_000
+    } else {
+        1_500
+    };
+    let (mut refused, mut accepted) = (0, 0);
+    for case in 0..cases {
+        let mut first = doc.fork().with_actor(ActorId::from(vec![0xbb; 16]));
+        honest_edit(&mut first, &list, &text, rng.below(9));
+        first.commit();
+        let first_change = first.get_last_local_change().unwrap().clone();
+        honest_edit(&mut first, &list, &text, rng.below(9));
+        first.commit();
+        let honest = first.get_last_local_change().unwrap().clone();
+        let ids = names(&mut doc, &honest);
+        let crafted = mutate(&mut rng, &honest, &ids);
+        let together = taken(&base, &[vec![first_change.clone(), crafted.clone()]]);
+        let apart = taken(&base, &[vec![first_change.clone()], vec![crafted.clone()]]);
+        assert_eq!(
+            together.is_some(),
+            apart.is_some(),
+            "case {case}: the verdict depends on the batches"
+        );
+        let Some(applied) = together else {
+            refused += 1;
+            continue;
+        };
+        accepted += 1;
+        let saved = applied.save();
+        let loaded = std::panic::catch_unwind(|| Automerge::load(&saved));
+        let loaded = match loaded {
+            Ok(Ok(loaded)) => loaded,
+            Ok(Err(e)) => panic!(
+                "case {case}: taken, and the saved document fails: {e}: {:?} / honest {:?}",
+                crafted.decode(),
+                honest.decode()
+            ),
+            Err(_) => panic!(
+                "case {case}: taken, and the saved document panics on load: {:?} / honest {:?}",
+                crafted.decode(),
+                honest.decode()
+            ),
+        };
+        assert_eq!(loaded.get_heads(), applied.get_heads(), "case {case}");
+    }
+    // Both sides of the property were exercised.
+    assert!(
+        refused > cases / 10 && accepted > cases / 10,
+        "{refused} refused, {accepted} taken"
     );
 }

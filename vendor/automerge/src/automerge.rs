@@ -1079,7 +1079,15 @@ impl Automerge {
         patch_log.path_hint(path_map);
     }
 
-    fn seq_for_actor(&self, actor: &ActorId) -> u64 {
+    /// casenote patch: the highest op counter of `actor`'s last change in the document.
+    pub(crate) fn last_max_op_of(&self, actor: &ActorId) -> u64 {
+        self.ops
+            .lookup_actor(actor)
+            .map(|idx| self.change_graph.last_max_op_of(idx))
+            .unwrap_or(0)
+    }
+
+    pub(crate) fn seq_for_actor(&self, actor: &ActorId) -> u64 { // casenote patch: pub(crate)
         self.ops
             .lookup_actor(actor)
             .map(|idx| self.change_graph.seq_for_actor(idx))

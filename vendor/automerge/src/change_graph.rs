@@ -213,6 +213,15 @@ impl ChangeGraph {
             .unwrap_or(0) as u64
     }
 
+    /// casenote patch: the highest op counter of the actor's last change, read only.
+    pub(crate) fn last_max_op_of(&self, actor_index: usize) -> u64 {
+        self.seq_index
+            .get(actor_index)
+            .and_then(|s| s.last())
+            .and_then(|index| self.max_ops.get(index.0 as usize).cloned())
+            .unwrap_or(0) as u64
+    }
+
     pub(crate) fn seq_for_actor(&self, actor: usize) -> u64 {
         self.seq_index
             .get(actor)

@@ -958,20 +958,61 @@ impl BatchApply {
         }
     }
 
+    // casenote patch: the history is updated after the walk (`update_history`), so that a batch
+    // refused once its ops are placed (`marks_in_order`) leaves the document as it was.
     fn import_ops(&mut self, doc: &mut Automerge) {
         for (i, c) in self.changes.iter().enumerate() {
             let decoded = self.decoded.get_mut(i).map(std::mem::take); // casenote patch
             doc.import_ops_to(c, decoded, &mut self.ops).unwrap();
+        }
+    }
+
+    fn update_history(&self, doc: &mut Automerge) {
+        for c in &self.changes {
             doc.update_history(c);
         }
         doc.remove_unused_actors(true);
+    }
+
+    /// casenote patch: every mark's end lands after its begin, as the walk placed the batch's
+    /// ops (`Automerge::load` refuses a document where one does not: "invalid mark operation
+    /// order"). Within a sequence's span the ops are in their final order; an end whose begin
+    /// is in the document lands after it when the begin's position is before the end's.
+    fn marks_in_order(&self, doc: &Automerge) -> Result<(), AutomergeError> {
+        let mut begun = HashSet::new();
+        for op in &self.ops {
+            if op.bld.action != Action::Mark {
+                continue;
+            }
+            let id = op.id();
+            if op.bld.mark_name.is_some() {
+                begun.insert(id);
+                continue;
+            }
+            let begin = id.prev();
+            let in_doc = doc.ops().get_op_id_pos(begin);
+            let before = begun.contains(&begin) || matches!((in_doc, op.pos), (Some(q), Some(p)) if q < p);
+            if !before {
+                let change = self.changes.iter().find(|c| {
+                    doc.ops().lookup_actor(c.actor_id()) == Some(id.actor())
+                        && (c.start_op().get()..c.start_op().get() + c.len() as u64)
+                            .contains(&id.counter())
+                });
+                return Err(AutomergeError::InvalidChangeOp {
+                    hash: change.map_or(ChangeHash([0; 32]), Change::hash),
+                    op: change.map_or(0, |c| (id.counter() - c.start_op().get()) as usize),
+                    why: "a mark's end lands before its begin",
+                });
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn apply(
         &mut self,
         doc: &mut Automerge,
         log: &mut PatchLog,
-    ) -> Result<(), PatchLogMismatch> {
+    ) -> Result<(), AutomergeError> {
         self.insert_new_actors(doc);
 
         log.migrate_actors(&doc.ops().actors)?;
@@ -1047,6 +1088,13 @@ impl BatchApply {
             });
             debug_assert_eq!(succ, tmp_succ);
         }
+
+        // casenote patch: the marks' order, then the history, before the document's ops change.
+        if let Err(e) = self.marks_in_order(doc) {
+            doc.remove_unused_actors(false);
+            return Err(e);
+        }
+        self.update_history(doc);
 
         for a in conflicts {
             match a {
@@ -1217,7 +1265,7 @@ impl Automerge {
         let changes = self.queue.pop_topo_sorted_ready(&self.change_graph);
         // casenote patch: ops that name what automerge never writes them with are refused
         // before the document is touched (the batch is dropped; the document is as it was).
-        let decoded = super::casenote_check::check(self.ops(), &changes)?;
+        let decoded = super::casenote_check::check(self, &changes)?;
         let mut batch = BatchApply::new(changes);
         batch.decoded = decoded;
         Ok(batch.apply(self, log)?)

@@ -2,11 +2,14 @@
 //! is applied (vendor/README.md).
 //!
 //! automerge 0.12 trusts what a change says about where its ops go. A change it never writes,
-//! but anyone can build (a predecessor on another element, key or object, a predecessor that
-//! does not exist or does not come before the op, an insert that names predecessors, an
-//! element key that is not an element, an object that does not exist), was applied, and the
-//! document then saved to bytes that `Automerge::load` refuses or panics on; or the apply itself
-//! panicked. A document a device keeps as a saved snapshot could then no longer be opened.
+//! but anyone can build, was applied, and the document then saved to bytes that
+//! `Automerge::load` refuses or panics on (or the apply itself panicked): a predecessor on
+//! another element, key or object, one that does not exist, does not come before the op or is
+//! a deletion; an insert that names predecessors or deletes; a deletion that names nothing; an
+//! element key that is not an element; an object that does not exist; a mark that is not an
+//! insert into a sequence, or whose end has no begin before it in its object; an actor the
+//! document does not hold. A document a device keeps as a saved snapshot could then no longer
+//! be opened.
 //!
 //! [`check`] refuses such a batch before anything is changed: it reads the document (one op-id
 //! lookup per key and predecessor outside the batch) and an index of the batch's own ops. Every
@@ -26,6 +29,7 @@ use crate::op_set2::op_set::OpSet;
 use crate::op_set2::types::{Action, KeyRef};
 use crate::storage::change::ChangeOp as StoredOp;
 use crate::types::{ElemId, ObjId, ObjType, OpId, SmallHashMap};
+use crate::Automerge;
 
 /// Where an op sits: its object, and its map key or the element it belongs to.
 #[derive(Clone, Debug, PartialEq)]
@@ -39,46 +43,164 @@ enum Place {
 struct Placed {
     place: Place,
     insert: bool,
+    mark_begin: bool,
 }
 
-/// The batch's ops so far, and the objects they make.
-#[derive(Default)]
-struct Batch {
+/// What the check knows of the batch so far: its ops and the objects they make, the actors,
+/// and each change's sequence number, last op and causal past.
+struct Batch<'a> {
+    doc: &'a OpSet,
     ops: SmallHashMap<OpId, Placed>,
     made: SmallHashMap<OpId, ObjType>,
+    actors: Actors<'a>,
+    first: std::collections::HashSet<&'a crate::ActorId>,
+    seqs: HashMap<&'a crate::ActorId, (u64, u64)>,
+    pasts: HashMap<crate::ChangeHash, Vec<u64>>,
 }
 
-/// Refuses `changes` (ready to apply, in causal order) if an op names an object, element or
-/// predecessor that automerge would never write it with; else each change's ops as read, so that
-/// the apply does not decode them a second time.
-pub(crate) fn check(ops: &OpSet, changes: &[Change]) -> Result<Vec<Vec<StoredOp>>, AutomergeError> {
-    let mut actors = Actors::new(ops);
-    let mut batch = Batch::default();
+/// Refuses `changes` (ready to apply, in causal order) if one of them or one of its ops is
+/// something automerge would never write; else each change's ops as read, so that the apply
+/// does not decode them a second time.
+pub(crate) fn check(
+    doc: &Automerge,
+    changes: &[Change],
+) -> Result<Vec<Vec<StoredOp>>, AutomergeError> {
+    let mut batch = Batch::new(doc.ops(), changes);
     let mut decoded = Vec::with_capacity(changes.len());
     for change in changes {
-        let map = actors.map_of(change);
-        let start = change.start_op().get();
-        let end = start.checked_add(change.len() as u64);
-        if end.map_or(true, |e| e > u64::from(u32::MAX)) {
-            return Err(invalid(change, 0, "its op counters pass 2^32"));
+        let past = batch
+            .header(doc, change)
+            .map_err(|why| invalid(change, 0, why))?;
+        decoded.push(batch.ops_of(change, &past)?);
+        batch.seen(change, past);
+    }
+    Ok(decoded)
+}
+
+impl<'a> Batch<'a> {
+    fn new(ops: &'a OpSet, changes: &'a [Change]) -> Self {
+        Batch {
+            ops: SmallHashMap::default(),
+            made: SmallHashMap::default(),
+            actors: Actors::new(ops),
+            // The actors the apply adds: those of the batch's first changes.
+            first: changes
+                .iter()
+                .filter(|c| c.seq() == 1)
+                .map(|c| c.actor_id())
+                .collect(),
+            seqs: HashMap::new(),
+            pasts: HashMap::new(),
+            doc: ops,
         }
+    }
+
+    /// The change as a whole: the actors it names, its sequence number, its op ids and author;
+    /// and what it had seen (its causal past, as the highest op counter of each actor).
+    fn header(&mut self, doc: &Automerge, change: &'a Change) -> Result<Vec<u64>, &'static str> {
+        let doc_ops = self.doc;
+        let first = &self.first;
+        let unknown = |a: &crate::ActorId| doc_ops.lookup_actor(a).is_none() && !first.contains(a);
+        if change.actors().any(unknown) {
+            return Err("it names an actor the document does not hold");
+        }
+        let (seq, max_op) = *self.seqs.entry(change.actor_id()).or_insert_with(|| {
+            let a = change.actor_id();
+            (doc.seq_for_actor(a), doc.last_max_op_of(a))
+        });
+        if change.seq() != seq + 1 {
+            return Err("its sequence number does not follow its actor's last");
+        }
+        if change.start_op().get() <= max_op {
+            return Err("its ops reuse its actor's op ids");
+        }
+        if change.author().is_some() && change.seq() != 1 {
+            return Err("it names an author after its actor's first change");
+        }
+        if change.max_op() > u64::from(u32::MAX) {
+            return Err("its op counters pass 2^32");
+        }
+        let past = self.past_of(doc, change)?;
+        if past.iter().any(|&seen| seen >= change.start_op().get()) {
+            return Err("its first op counter is not above everything it had seen");
+        }
+        let own = self.actors.map_of(change)[0];
+        if past.get(own).copied().unwrap_or(0) < max_op {
+            return Err("it had not seen its actor's previous change");
+        }
+        self.seqs
+            .insert(change.actor_id(), (change.seq(), change.max_op()));
+        Ok(past)
+    }
+
+    /// The highest op counter of each actor (in the check's actor index space) among the
+    /// changes `change` depends on, directly or not.
+    fn past_of(&mut self, doc: &Automerge, change: &Change) -> Result<Vec<u64>, &'static str> {
+        let (mut in_doc, mut in_batch) = (Vec::new(), Vec::new());
+        for dep in change.deps() {
+            match self.pasts.get(dep) {
+                Some(past) => in_batch.push(past),
+                None if doc.change_graph.has_change(dep) => in_doc.push(*dep),
+                None => return Err("a change it depends on is missing"),
+            }
+        }
+        let mut past: Vec<u64> = doc
+            .change_graph
+            .clock_at(&in_doc)
+            .0
+            .iter()
+            .map(|&c| u64::from(c))
+            .collect();
+        for other in in_batch {
+            if past.len() < other.len() {
+                past.resize(other.len(), 0);
+            }
+            for (mine, theirs) in past.iter_mut().zip(other) {
+                *mine = (*mine).max(*theirs);
+            }
+        }
+        Ok(past)
+    }
+
+    /// Checks every op of `change`, given what it had seen; the ops as read.
+    fn ops_of(&mut self, change: &Change, past: &[u64]) -> Result<Vec<StoredOp>, AutomergeError> {
+        let map = self.actors.map_of(change);
+        let start = change.start_op().get();
         let mut read = Vec::with_capacity(change.len());
         for (i, op) in change.iter_ops().enumerate() {
             let id = OpId::new(start + i as u64, map[0]);
-            let bad = |why| invalid(change, i, why);
-            let placed = check_op(id, &op, &map, ops, &batch).map_err(bad)?;
+            // An op it may name: one it had seen, or an earlier one of its own.
+            let seen = |o: OpId| {
+                past.get(o.actor()).is_some_and(|&c| c >= o.counter())
+                    || (o.actor() == id.actor() && (start..id.counter()).contains(&o.counter()))
+            };
+            let placed =
+                check_op(id, &op, &map, self, &seen).map_err(|why| invalid(change, i, why))?;
             if let Some(t) = Action::try_from(op.action)
                 .ok()
                 .and_then(|a| ObjType::try_from(a).ok())
             {
-                batch.made.insert(id, t);
+                self.made.insert(id, t);
             }
-            batch.ops.insert(id, placed);
+            // A deletion is no op of the document (it is kept only as its predecessors'
+            // successor), so no later op may name it, in this batch or after.
+            if op.action != u64::from(Action::Delete) {
+                self.ops.insert(id, placed);
+            }
             read.push(op);
         }
-        decoded.push(read);
+        Ok(read)
     }
-    Ok(decoded)
+
+    /// Records what `change` had seen, and its own ops, for the changes that depend on it.
+    fn seen(&mut self, change: &'a Change, mut past: Vec<u64>) {
+        let own = self.actors.map_of(change)[0];
+        if past.len() <= own {
+            past.resize(own + 1, 0);
+        }
+        past[own] = past[own].max(change.max_op());
+        self.pasts.insert(change.hash(), past);
+    }
 }
 
 /// Checks one op and says where it sits; the rule it breaks, if it does.
@@ -86,15 +208,18 @@ fn check_op(
     id: OpId,
     op: &StoredOp,
     map: &[usize],
-    ops: &OpSet,
-    batch: &Batch,
+    batch: &Batch<'_>,
+    seen: &dyn Fn(OpId) -> bool,
 ) -> Result<Placed, &'static str> {
+    let ops = batch.doc;
     const ACTOR: &str = "an actor index is out of range";
     let obj = op.obj.map(map).map_err(|_| ACTOR)?;
     let obj_type = if obj.is_root() {
         ObjType::Map
     } else if obj.0.counter() >= id.counter() {
         return Err("its object is made after it");
+    } else if !seen(obj.0) {
+        return Err("its object is not one it had seen");
     } else {
         let made = batch.made.get(&obj.0).copied();
         made.or_else(|| in_doc_obj(ops, obj))
@@ -110,6 +235,8 @@ fn check_op(
                 }
             } else if e.0.counter() >= id.counter() {
                 return Err("its element is made after it");
+            } else if !seen(e.0) {
+                return Err("its element is not one it had seen");
             } else {
                 match find(ops, batch, e.0).as_deref() {
                     Some(p) if p.insert && p.place == Place::Seq(obj, e) => {}
@@ -123,10 +250,21 @@ fn check_op(
     if op.insert && !op.pred.is_empty() {
         return Err("an insert names predecessors");
     }
+    if op.action == u64::from(Action::Delete) {
+        if op.insert {
+            return Err("an insert is a deletion");
+        }
+        if op.pred.is_empty() {
+            return Err("a deletion names no predecessor");
+        }
+    }
     for pred in &op.pred {
         let pred = pred.map(map).map_err(|_| ACTOR)?;
         if pred.counter() >= id.counter() {
             return Err("a predecessor comes after it");
+        }
+        if !seen(pred) {
+            return Err("a predecessor is not one it had seen");
         }
         match find(ops, batch, pred).as_deref() {
             Some(p) if p.place == place => {}
@@ -134,14 +272,45 @@ fn check_op(
             None => return Err("a predecessor does not exist"),
         }
     }
+    let mark_begin = mark_rules(id, op, &place, ops, batch)?;
     Ok(Placed {
         place,
         insert: op.insert,
+        mark_begin,
     })
 }
 
+/// A mark is an insert into a sequence, and its end follows its begin (the op before it, of the
+/// same actor) in the same object; whether `op` begins a mark. That the end lands after the
+/// begin is checked once the walk has placed them (`BatchApply::marks_in_order`).
+fn mark_rules(
+    id: OpId,
+    op: &StoredOp,
+    place: &Place,
+    ops: &OpSet,
+    batch: &Batch<'_>,
+) -> Result<bool, &'static str> {
+    if op.action != u64::from(Action::Mark) {
+        return Ok(false);
+    }
+    let Place::Seq(obj, _) = place else {
+        return Err("a mark is not an insert into a sequence");
+    };
+    if !op.insert {
+        return Err("a mark is not an insert into a sequence");
+    }
+    if op.mark_name.is_some() {
+        return Ok(true);
+    }
+    let begin = OpId::new(id.counter() - 1, id.actor());
+    match find(ops, batch, begin).as_deref() {
+        Some(p) if p.mark_begin && matches!(&p.place, Place::Seq(o, _) if o == obj) => Ok(false),
+        _ => Err("a mark's end has no begin before it in its object"),
+    }
+}
+
 /// The op `id`, of the batch so far or of the document.
-fn find<'a>(ops: &OpSet, batch: &'a Batch, id: OpId) -> Option<Cow<'a, Placed>> {
+fn find<'a>(ops: &OpSet, batch: &'a Batch<'_>, id: OpId) -> Option<Cow<'a, Placed>> {
     match batch.ops.get(&id) {
         Some(p) => Some(Cow::Borrowed(p)),
         None => in_doc(ops, id).map(Cow::Owned),
@@ -170,6 +339,7 @@ fn in_doc(ops: &OpSet, id: OpId) -> Option<Placed> {
     Some(Placed {
         place,
         insert: op.insert,
+        mark_begin: op.action == Action::Mark && op.mark_name.is_some(),
     })
 }
 
