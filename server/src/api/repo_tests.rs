@@ -244,9 +244,34 @@ async fn the_app_serves_plain_file_names_inside_its_directory_only() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
+/// Syncs `doc` over `ws` until the server's answer has `doc`'s heads.
+fn sync_until_held(
+    ws: &mut WebSocket<TcpStream>,
+    repo_id: &str,
+    doc: &mut automerge::AutoCommit,
+    state: &mut automerge::sync::State,
+) {
+    use automerge::sync::{Message as SyncMessage, SyncDoc};
+    let heads = doc.get_heads();
+    for _ in 0..8 {
+        if let Some(msg) = doc.sync().generate_sync_message(state) {
+            doc_message(ws, "sync", repo_id, msg.encode());
+        }
+        let answer = next(ws).expect("an answer");
+        assert_eq!(text(&answer, "type"), "sync");
+        let data = field(&answer, "data").and_then(|d| d.as_bytes()).unwrap();
+        let msg = SyncMessage::decode(data).unwrap();
+        if msg.heads == heads {
+            return;
+        }
+        doc.sync().receive_sync_message(state, msg).unwrap();
+    }
+    panic!("the server never held the document");
+}
+
 #[tokio::test]
 async fn a_new_document_from_a_repo_client_is_stored_and_reaches_live_devices() {
-    use automerge::sync::{Message as SyncMessage, State, SyncDoc};
+    use automerge::sync::State;
     let s = Server::start(Config::default()).await;
     let mut bob_live = s.listen(&s.bob).await;
     let (addr, token, alice) = (s.addr, s.alice.clone(), s.alice_staff.clone());
@@ -265,22 +290,8 @@ async fn a_new_document_from_a_repo_client_is_stored_and_reaches_live_devices() 
         let mut ws = connect(addr, &token);
         join(&mut ws, &["1"]);
         assert_eq!(text(&next(&mut ws).unwrap(), "type"), "peer");
-        let mut state = State::new();
-        let heads = doc.get_heads();
-        for _ in 0..8 {
-            if let Some(msg) = doc.sync().generate_sync_message(&mut state) {
-                doc_message(&mut ws, "sync", &repo_id, msg.encode());
-            }
-            let answer = next(&mut ws).expect("an answer");
-            assert_eq!(text(&answer, "type"), "sync");
-            let data = field(&answer, "data").and_then(|d| d.as_bytes()).unwrap();
-            let msg = SyncMessage::decode(data).unwrap();
-            if msg.heads == heads {
-                return case_id;
-            }
-            doc.sync().receive_sync_message(&mut state, msg).unwrap();
-        }
-        panic!("the server never held the document");
+        sync_until_held(&mut ws, &repo_id, &mut doc, &mut State::new());
+        case_id
     })
     .await
     .unwrap();
@@ -293,4 +304,73 @@ async fn a_new_document_from_a_repo_client_is_stored_and_reaches_live_devices() 
     assert_eq!(event.docs, vec![DocId(case.0)]);
     let stored = crate::store::read(&*s.store, |txn| txn.doc(DocId(case.0))).unwrap();
     assert!(stored.is_some());
+}
+
+/// A change automerge never writes, offered over automerge-repo's protocol: a deletion in the
+/// case's about-me text that names no predecessor. Before the vendored check, automerge applied
+/// it and then panicked inside the session ("MissingOps", building the answer): the connection
+/// dropped with no answer. Now the session refuses the document, stores nothing, and the stored
+/// case still loads.
+#[tokio::test]
+async fn a_change_automerge_never_writes_is_refused_over_the_repo_protocol() {
+    use automerge::sync::{Message as SyncMessage, MessageVersion, State};
+    use automerge::transaction::Transactable;
+    use automerge::ReadDoc;
+    let s = Server::start(Config::default()).await;
+    let (addr, token, alice) = (s.addr, s.alice.clone(), s.alice_staff.clone());
+    let (case, held) = tokio::task::spawn_blocking(move || {
+        let (case_id, push) = super::live_tests::new_case(&alice);
+        let mut doc = automerge::AutoCommit::new();
+        // Alice's device: its actor's first change names her.
+        doc.set_author(Some(automerge::Author::from(
+            alice.staff_id.as_bytes().to_vec(),
+        )));
+        let changes = push
+            .changes
+            .iter()
+            .map(|b| automerge::Change::from_bytes(b.to_vec()));
+        doc.apply_changes(changes.map(Result::unwrap)).unwrap();
+        let about = match doc.get(automerge::ROOT, "about_me").unwrap().unwrap() {
+            (automerge::Value::Object(automerge::ObjType::Text), id) => id,
+            other => panic!("no about_me text: {other:?}"),
+        };
+        let repo_id = doc_id_to_repo(DocId(case_id.0));
+        let mut ws = connect(addr, &token);
+        join(&mut ws, &["1"]);
+        assert_eq!(text(&next(&mut ws).unwrap(), "type"), "peer");
+        let mut state = State::new();
+        sync_until_held(&mut ws, &repo_id, &mut doc, &mut state);
+        doc.splice_text(&about, 0, 0, "abc").unwrap();
+        doc.commit();
+        sync_until_held(&mut ws, &repo_id, &mut doc, &mut state);
+        let held = doc.get_heads();
+        // The deletion of "b", its predecessor (the insert of "b") taken away.
+        let mut fork = doc.fork();
+        fork.splice_text(&about, 1, 1, "").unwrap();
+        let mut crafted = fork.get_last_local_change().unwrap().decode();
+        crafted.hash = None;
+        crafted.operations[0].pred = Vec::new().into();
+        let crafted = automerge::Change::from(crafted);
+        let msg = SyncMessage {
+            heads: vec![crafted.hash()],
+            need: vec![],
+            have: vec![],
+            changes: vec![crafted.raw_bytes().to_vec()].into(),
+            flags: None,
+            version: MessageVersion::V1,
+        };
+        doc_message(&mut ws, "sync", &repo_id, msg.encode());
+        let answer = next(&mut ws).expect("an answer");
+        assert_eq!(text(&answer, "type"), "doc-unavailable", "{answer:?}");
+        (case_id, held)
+    })
+    .await
+    .unwrap();
+    let stored = crate::store::read(&*s.store, |txn| txn.doc(DocId(case.0)))
+        .unwrap()
+        .expect("the case is stored");
+    let held: Vec<_> = held.into_iter().map(Into::into).collect();
+    assert_eq!(stored.heads, held, "the crafted change was stored");
+    let doc = crate::validate::materialise(&*s.store, DocId(case.0)).unwrap();
+    automerge::AutoCommit::load(&doc.clone().save()).expect("the stored case loads");
 }
