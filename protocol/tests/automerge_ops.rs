@@ -20,6 +20,9 @@ use automerge::transaction::Transactable;
 use automerge::{ActorId, AutoCommit, Automerge, Change, ObjId, ObjType, PatchLog, ReadDoc, ROOT};
 use automerge::{ScalarValue, Value};
 
+mod common;
+use common::Rng;
+
 /// A document by actor `aa`: ops 1 and 2 put `x` and `y` on the root, 3 makes `list`, 4..=7
 /// insert its elements a..d, 8 makes the map `m`, 9 puts `m.k`.
 struct Base {
@@ -305,19 +308,6 @@ fn what_automerge_writes_passes_and_reloads() {
         reloaded.get(ROOT, "x").unwrap().unwrap().0,
         Value::from("three again")
     );
-}
-
-/// splitmix64: a reproducible stream of numbers for one seed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) % n.max(1) as u64) as usize
-    }
 }
 
 /// A document with a map, a list, a text and a counter, each edited twice by two actors.

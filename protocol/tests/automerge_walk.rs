@@ -7,24 +7,10 @@
 
 use automerge::marks::{ExpandMark, Mark};
 use automerge::transaction::Transactable;
-use automerge::{ActorId, AutoCommit, Automerge, Change, ObjId, ObjType, PatchLog, ReadDoc, ROOT};
+use automerge::{AutoCommit, Automerge, Change, ObjId, ObjType, PatchLog, ReadDoc, ROOT};
 
-/// splitmix64: a reproducible stream of numbers for one seed (the test names its seed).
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) % n.max(1) as u64) as usize
-    }
-
-    fn actor(&mut self) -> ActorId {
-        ActorId::from((0..16).map(|_| self.below(256) as u8).collect::<Vec<u8>>())
-    }
-}
+mod common;
+use common::Rng;
 
 /// One device's concurrent change to `source`'s current state: a few splices, maybe a mark, one
 /// list edit.

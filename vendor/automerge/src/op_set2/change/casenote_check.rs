@@ -6,13 +6,15 @@
 //! `Automerge::load` refuses or panics on (or the apply itself panicked): a predecessor on
 //! another element, key or object, one that does not exist, does not come before the op or is
 //! a deletion; an insert that names predecessors or deletes; a deletion that names nothing; an
-//! element key that is not an element; an object that does not exist; a mark that is not an
-//! insert into a sequence, or whose end has no begin before it in its object; an actor the
-//! document does not hold. A document a device keeps as a saved snapshot could then no longer
-//! be opened.
+//! element key that is not an element; an object that does not exist; an object, element or
+//! predecessor the change had not seen; a mark that is not an insert into a sequence, or whose
+//! end has no begin before it in its object; and of the change as a whole, an actor the
+//! document does not hold, a sequence number that skips, reused op ids, an author after the
+//! first change. A document a device keeps as a saved snapshot could then no longer be opened.
 //!
-//! [`check`] refuses such a batch before anything is changed: it reads the document (one op-id
-//! lookup per key and predecessor outside the batch) and an index of the batch's own ops. Every
+//! [`check`] refuses such a batch before anything is changed: it reads the document (a clock
+//! of its change graph per change, one op-id lookup per key and predecessor outside the batch)
+//! and an index of the batch's own ops. Every
 //! change automerge writes passes: an op's predecessors are the ops it overwrites, on its own
 //! object and key (a list element's being its insert or the updates of that element), with
 //! lower counters; an insert has none.
@@ -55,7 +57,12 @@ struct Batch<'a> {
     actors: Actors<'a>,
     first: std::collections::HashSet<&'a crate::ActorId>,
     seqs: HashMap<&'a crate::ActorId, (u64, u64)>,
+    /// The causal past of each checked change that a later change of the batch still names as
+    /// a dependency; dropped after the last one, so that what is kept is the batch's frontier,
+    /// not every change's (a whole history is one batch when the server materialises it).
     pasts: HashMap<crate::ChangeHash, Vec<u64>>,
+    /// How many changes of the batch not yet checked name each change as a dependency.
+    pending: HashMap<crate::ChangeHash, usize>,
 }
 
 /// Refuses `changes` (ready to apply, in causal order) if one of them or one of its ops is
@@ -68,11 +75,12 @@ pub(crate) fn check(
     let mut batch = Batch::new(doc.ops(), changes);
     let mut decoded = Vec::with_capacity(changes.len());
     for change in changes {
+        let map = batch.actors.map_of(change);
         let past = batch
-            .header(doc, change)
+            .header(doc, change, map[0])
             .map_err(|why| invalid(change, 0, why))?;
-        decoded.push(batch.ops_of(change, &past)?);
-        batch.seen(change, past);
+        decoded.push(batch.ops_of(change, &map, &past)?);
+        batch.seen(change, map[0], past);
     }
     Ok(decoded)
 }
@@ -91,13 +99,25 @@ impl<'a> Batch<'a> {
                 .collect(),
             seqs: HashMap::new(),
             pasts: HashMap::new(),
+            pending: changes.iter().flat_map(|c| c.deps().iter().copied()).fold(
+                HashMap::new(),
+                |mut n, dep| {
+                    *n.entry(dep).or_insert(0) += 1;
+                    n
+                },
+            ),
             doc: ops,
         }
     }
 
     /// The change as a whole: the actors it names, its sequence number, its op ids and author;
     /// and what it had seen (its causal past, as the highest op counter of each actor).
-    fn header(&mut self, doc: &Automerge, change: &'a Change) -> Result<Vec<u64>, &'static str> {
+    fn header(
+        &mut self,
+        doc: &Automerge,
+        change: &'a Change,
+        own: usize,
+    ) -> Result<Vec<u64>, &'static str> {
         let doc_ops = self.doc;
         let first = &self.first;
         let unknown = |a: &crate::ActorId| doc_ops.lookup_actor(a).is_none() && !first.contains(a);
@@ -124,7 +144,6 @@ impl<'a> Batch<'a> {
         if past.iter().any(|&seen| seen >= change.start_op().get()) {
             return Err("its first op counter is not above everything it had seen");
         }
-        let own = self.actors.map_of(change)[0];
         if past.get(own).copied().unwrap_or(0) < max_op {
             return Err("it had not seen its actor's previous change");
         }
@@ -139,7 +158,7 @@ impl<'a> Batch<'a> {
         let (mut in_doc, mut in_batch) = (Vec::new(), Vec::new());
         for dep in change.deps() {
             match self.pasts.get(dep) {
-                Some(past) => in_batch.push(past),
+                Some(_) => in_batch.push(*dep),
                 None if doc.change_graph.has_change(dep) => in_doc.push(*dep),
                 None => return Err("a change it depends on is missing"),
             }
@@ -151,7 +170,8 @@ impl<'a> Batch<'a> {
             .iter()
             .map(|&c| u64::from(c))
             .collect();
-        for other in in_batch {
+        for dep in in_batch {
+            let other = &self.pasts[&dep];
             if past.len() < other.len() {
                 past.resize(other.len(), 0);
             }
@@ -163,8 +183,12 @@ impl<'a> Batch<'a> {
     }
 
     /// Checks every op of `change`, given what it had seen; the ops as read.
-    fn ops_of(&mut self, change: &Change, past: &[u64]) -> Result<Vec<StoredOp>, AutomergeError> {
-        let map = self.actors.map_of(change);
+    fn ops_of(
+        &mut self,
+        change: &Change,
+        map: &[usize],
+        past: &[u64],
+    ) -> Result<Vec<StoredOp>, AutomergeError> {
         let start = change.start_op().get();
         let mut read = Vec::with_capacity(change.len());
         for (i, op) in change.iter_ops().enumerate() {
@@ -175,7 +199,7 @@ impl<'a> Batch<'a> {
                     || (o.actor() == id.actor() && (start..id.counter()).contains(&o.counter()))
             };
             let placed =
-                check_op(id, &op, &map, self, &seen).map_err(|why| invalid(change, i, why))?;
+                check_op(id, &op, map, self, &seen).map_err(|why| invalid(change, i, why))?;
             if let Some(t) = Action::try_from(op.action)
                 .ok()
                 .and_then(|a| ObjType::try_from(a).ok())
@@ -192,14 +216,25 @@ impl<'a> Batch<'a> {
         Ok(read)
     }
 
-    /// Records what `change` had seen, and its own ops, for the changes that depend on it.
-    fn seen(&mut self, change: &'a Change, mut past: Vec<u64>) {
-        let own = self.actors.map_of(change)[0];
-        if past.len() <= own {
-            past.resize(own + 1, 0);
+    /// Records what `change` had seen, and its own ops, for the changes that depend on it; and
+    /// forgets the pasts of its dependencies that no later change names.
+    fn seen(&mut self, change: &'a Change, own: usize, mut past: Vec<u64>) {
+        for dep in change.deps() {
+            let left = self.pending.get_mut(dep).map(|n| {
+                *n -= 1;
+                *n
+            });
+            if left == Some(0) {
+                self.pasts.remove(dep);
+            }
         }
-        past[own] = past[own].max(change.max_op());
-        self.pasts.insert(change.hash(), past);
+        if self.pending.get(&change.hash()).is_some_and(|&n| n > 0) {
+            if past.len() <= own {
+                past.resize(own + 1, 0);
+            }
+            past[own] = past[own].max(change.max_op());
+            self.pasts.insert(change.hash(), past);
+        }
     }
 }
 
@@ -211,7 +246,6 @@ fn check_op(
     batch: &Batch<'_>,
     seen: &dyn Fn(OpId) -> bool,
 ) -> Result<Placed, &'static str> {
-    let ops = batch.doc;
     const ACTOR: &str = "an actor index is out of range";
     let obj = op.obj.map(map).map_err(|_| ACTOR)?;
     let obj_type = if obj.is_root() {
@@ -222,7 +256,7 @@ fn check_op(
         return Err("its object is not one it had seen");
     } else {
         let made = batch.made.get(&obj.0).copied();
-        made.or_else(|| in_doc_obj(ops, obj))
+        made.or_else(|| in_doc_obj(batch.doc, obj))
             .ok_or("its object does not exist")?
     };
     let place = match (&op.key, obj_type.is_sequence()) {
@@ -238,7 +272,7 @@ fn check_op(
             } else if !seen(e.0) {
                 return Err("its element is not one it had seen");
             } else {
-                match find(ops, batch, e.0).as_deref() {
+                match find(batch, e.0).as_deref() {
                     Some(p) if p.insert && p.place == Place::Seq(obj, e) => {}
                     _ => return Err("its element is not an element of its object"),
                 }
@@ -266,13 +300,13 @@ fn check_op(
         if !seen(pred) {
             return Err("a predecessor is not one it had seen");
         }
-        match find(ops, batch, pred).as_deref() {
+        match find(batch, pred).as_deref() {
             Some(p) if p.place == place => {}
             Some(_) => return Err("a predecessor is on another key or element"),
             None => return Err("a predecessor does not exist"),
         }
     }
-    let mark_begin = mark_rules(id, op, &place, ops, batch)?;
+    let mark_begin = mark_rules(id, op, &place, batch)?;
     Ok(Placed {
         place,
         insert: op.insert,
@@ -287,7 +321,6 @@ fn mark_rules(
     id: OpId,
     op: &StoredOp,
     place: &Place,
-    ops: &OpSet,
     batch: &Batch<'_>,
 ) -> Result<bool, &'static str> {
     if op.action != u64::from(Action::Mark) {
@@ -303,17 +336,17 @@ fn mark_rules(
         return Ok(true);
     }
     let begin = OpId::new(id.counter() - 1, id.actor());
-    match find(ops, batch, begin).as_deref() {
+    match find(batch, begin).as_deref() {
         Some(p) if p.mark_begin && matches!(&p.place, Place::Seq(o, _) if o == obj) => Ok(false),
         _ => Err("a mark's end has no begin before it in its object"),
     }
 }
 
 /// The op `id`, of the batch so far or of the document.
-fn find<'a>(ops: &OpSet, batch: &'a Batch<'_>, id: OpId) -> Option<Cow<'a, Placed>> {
+fn find<'a>(batch: &'a Batch<'_>, id: OpId) -> Option<Cow<'a, Placed>> {
     match batch.ops.get(&id) {
         Some(p) => Some(Cow::Borrowed(p)),
-        None => in_doc(ops, id).map(Cow::Owned),
+        None => in_doc(batch.doc, id).map(Cow::Owned),
     }
 }
 
