@@ -208,6 +208,16 @@ pub const LATE_ENTRY_AFTER_MS_DEFAULT: i64 = 24 * 60 * 60 * 1000;
 /// no more changes and its writers are told to start a new one.
 pub const DOC_OPS_MAX: u64 = 250_000;
 
+/// Most actors (Automerge's writers: one per device store, a new one after a store is wiped)
+/// one document may hold. automerge 0.12 keeps a clock of every actor for each 16 changes of a
+/// document's history, so the memory a document costs grows with changes × actors: a device
+/// that wrote each change under a new actor made 16,000 one-op changes cost 284 MB to hold, and
+/// would have made any longer history cost gigabytes to materialise, on the server and on every
+/// device. Measured on the reference machine at `DOC_OPS_MAX` one-op changes: 106 MB with one
+/// actor, 118 MB with 512, 243 MB with 1,024. 512 device stores is more than a plan edited by a
+/// whole team for a decade uses; a push that would bring in more is refused (`rule_violation`).
+pub const DOC_ACTORS_MAX: u64 = 512;
+
 /// Operations the server keeps materialised at once: documents being validated now plus the
 /// cache of recently validated states (which gives way first), at up to 350 bytes each (see
 /// [`DOC_OPS_MAX`]): about 100 MB. With the sled page cache ([`SERVER_SLED_CACHE_BYTES`], which

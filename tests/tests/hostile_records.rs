@@ -2,8 +2,9 @@
 //! client-core's checks, under the device's own (valid) token. None of them may take the server
 //! down, and none may make the record say something untrue: deep nesting, marks on a filed note,
 //! an author block or an alert that names someone else, a colleague's draft, a backdated filing,
-//! text the device chose echoed into the audit log, and a refusal that tells whether a document
-//! exists.
+//! text the device chose echoed into the audit log, a refusal that tells whether a document
+//! exists, and more actors than a document may hold (over `POST /v1/sync` and, as a web client,
+//! over `GET /v1/repo`).
 
 mod common;
 use automerge::transaction::Transactable;
@@ -524,5 +525,185 @@ fn a_change_whose_predecessor_is_on_another_element_is_refused_and_the_note_stil
     );
     let saved = load(&after).save();
     AutoCommit::load(&saved).expect("the note's saved copy loads");
+    s.assert_serving();
+}
+
+/// The id of the note's text object.
+fn text_of(d: &AutoCommit) -> automerge::ObjId {
+    match d.get(ROOT, "text").unwrap().unwrap() {
+        (automerge::Value::Object(ObjType::Text), id) => id,
+        other => panic!("no text: {other:?}"),
+    }
+}
+
+#[test]
+fn a_document_takes_no_more_than_its_limit_of_actors() {
+    use casenote_protocol::limits::DOC_ACTORS_MAX;
+    let s = Scene::new();
+    let priya = s.staff_id("Priya Shah");
+    // `count` changes, each by a new actor as a device can write them (the author on each),
+    // each typing one character; the server's answer, what the note held before, and the
+    // document as the device left it (its actor: the last new one).
+    let push = |count: usize, new_actors: bool, am: Option<AutoCommit>| {
+        let (pull, cursor) = s.pulled("Priya Shah", s.note);
+        let mut am = am.unwrap_or_else(|| load(&pull));
+        let base = am.get_heads();
+        let mut changes = Vec::new();
+        for _ in 0..count {
+            let type_x = |d: &mut AutoCommit| d.splice_text(text_of(d), 0, 0, "x").unwrap();
+            if new_actors {
+                changes.extend(craft(&mut am, priya, type_x));
+            } else {
+                type_x(&mut am);
+                am.commit();
+                changes.extend(am.get_changes(&base));
+            }
+        }
+        let push = push_of(s.note, pull.case_id, pull.kind, &base, &changes);
+        let r = answer(raw::sync(
+            &s.server.url,
+            &s.token("Priya Shah"),
+            cursor,
+            vec![push],
+        ));
+        (r, pull.changes.len(), am)
+    };
+    let stored = || s.pulled("Priya Shah", s.note).0.changes.len();
+    // The note holds one actor (Priya's device): one more than the limit, in one push, refused.
+    let (r, held, _) = push(DOC_ACTORS_MAX as usize, true, None);
+    let rej = refused(r, "a push bringing the note past its limit of actors");
+    assert_eq!(rej.code, ErrorCode::RuleViolation, "{rej:?}");
+    assert!(rej.reason.contains("actors"), "{rej:?}");
+    assert_eq!(stored(), held, "nothing was stored");
+    // Up to the limit exactly: taken.
+    let (r, _, am) = push(DOC_ACTORS_MAX as usize - 1, true, None);
+    assert!(r.is_ok(), "a push up to the limit is taken: {r:?}");
+    // One more actor, in a push of its own: refused.
+    let (r, held, _) = push(1, true, None);
+    refused(r, "the first actor past the limit");
+    assert_eq!(stored(), held, "nothing was stored");
+    // The actors the note holds still write to it.
+    let (r, _, _) = push(1, false, Some(am));
+    assert!(r.is_ok(), "an actor the note holds still writes: {r:?}");
+    s.assert_serving();
+}
+
+/// A web client's session on `GET /v1/repo` (automerge-repo's protocol, CBOR maps), joined.
+struct RepoClient(tungstenite::WebSocket<std::net::TcpStream>);
+
+impl RepoClient {
+    fn join(server: &Server, token: &str) -> RepoClient {
+        let addr = server.addr();
+        let stream = std::net::TcpStream::connect(&addr).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(120)))
+            .unwrap();
+        let url = format!("ws://{addr}/v1/repo?token={token}");
+        let mut c = RepoClient(tungstenite::client(url, stream).expect("the upgrade").0);
+        c.send(vec![
+            ("type", cbor_text("join")),
+            ("senderId", cbor_text("hostile-web")),
+            ("peerMetadata", ciborium::Value::Map(Vec::new())),
+            (
+                "supportedProtocolVersions",
+                ciborium::Value::Array(vec![cbor_text("1")]),
+            ),
+        ]);
+        assert_eq!(c.next_type(), "peer");
+        c
+    }
+
+    fn send(&mut self, fields: Vec<(&str, ciborium::Value)>) {
+        let map = fields.into_iter().map(|(k, v)| (cbor_text(k), v)).collect();
+        let mut bytes = Vec::new();
+        ciborium::into_writer(&ciborium::Value::Map(map), &mut bytes).unwrap();
+        self.0
+            .send(tungstenite::Message::Binary(bytes.into()))
+            .unwrap();
+    }
+
+    /// Sends an Automerge sync message about `doc`.
+    fn sync(&mut self, doc: DocId, msg: automerge::sync::Message) {
+        let id = bs58::encode(doc.0.as_bytes()).with_check().into_string();
+        self.send(vec![
+            ("type", cbor_text("sync")),
+            ("senderId", cbor_text("hostile-web")),
+            ("targetId", cbor_text("casenote-server")),
+            ("documentId", cbor_text(&id)),
+            ("data", ciborium::Value::Bytes(msg.encode())),
+        ]);
+    }
+
+    /// The type of the next message from the server.
+    fn next_type(&mut self) -> String {
+        loop {
+            match self.0.read().expect("an answer from the server") {
+                tungstenite::Message::Binary(b) => {
+                    let v: ciborium::Value = ciborium::from_reader(&b[..]).unwrap();
+                    let ty = v.into_map().unwrap().into_iter().find_map(|(k, v)| {
+                        (k.as_text() == Some("type")).then(|| v.into_text().unwrap())
+                    });
+                    return ty.expect("a typed message");
+                }
+                tungstenite::Message::Close(f) => panic!("the server closed: {f:?}"),
+                _ => {}
+            }
+        }
+    }
+}
+
+fn cbor_text(s: &str) -> ciborium::Value {
+    ciborium::Value::Text(s.to_string())
+}
+
+/// A new note offered over automerge-repo's protocol as one saved document whose 40,000
+/// changes each come from a new actor (2.4 MB, within the message limit). Before the session
+/// counted actors from the chunks' headers, it loaded the document first (automerge's clocks
+/// for 40,000 actors: about 420 MB) and only then refused it; a longer history of new actors
+/// in a 4 MB message would have taken gigabytes.
+#[test]
+fn a_web_message_naming_40000_actors_is_refused_before_automerge_loads_it() {
+    let s = Scene::new();
+    let priya = s.staff_id("Priya Shah");
+    let mut base = AutoCommit::new();
+    base.set_author(Some(automerge::Author::from(priya.as_bytes().to_vec())));
+    note_skeleton(&mut base, s.case, priya, now_ms());
+    base.commit();
+    let heads = base.get_heads();
+    let mut changes = Vec::new();
+    for i in 0..40_000 {
+        let mut fork = base.fork();
+        changes.extend(craft(&mut fork, priya, |d| {
+            d.put(ROOT, "seen", i as i64).unwrap();
+        }));
+    }
+    let mut doc = base.clone();
+    doc.apply_changes(changes).unwrap();
+    assert_eq!(doc.get_changes(&heads).len(), 40_000);
+    let msg = automerge::sync::Message {
+        heads: Vec::new(),
+        need: Vec::new(),
+        have: Vec::new(),
+        changes: vec![doc.save()].into(),
+        flags: None,
+        version: automerge::sync::MessageVersion::V1,
+    };
+    drop(doc);
+    let note = DocId::new_random();
+    let before = s.server.peak_rss_mb();
+    let mut web = RepoClient::join(&s.server, &s.token("Priya Shah"));
+    web.sync(note, msg);
+    assert_eq!(web.next_type(), "doc-unavailable");
+    let grew = s.server.peak_rss_mb() - before;
+    eprintln!("the server's peak memory grew by {grew:.1} MB");
+    assert!(
+        grew < 100.0,
+        "the server's peak memory grew by {grew:.0} MB for one refused message"
+    );
+    let (pulled, _, _) = raw::pull_all(&s.server.url, &s.token("Priya Shah"), Seq(0));
+    assert!(
+        pulled.iter().all(|p| p.doc_id != note),
+        "the note was stored"
+    );
     s.assert_serving();
 }

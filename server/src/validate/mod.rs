@@ -6,7 +6,8 @@
 //! result against the rules of its kind ([`rules`]), comparing it with what the rules read of the
 //! state before ([`rules::Prior`]). Some rules need no document at all and are checked on the
 //! server's own header of the document first ([`header_refusal`]): a filed note gains nothing, a
-//! draft is its author's, and no document grows past `limits::DOC_OPS_MAX` operations.
+//! draft is its author's, and no document grows past `limits::DOC_OPS_MAX` operations; before
+//! automerge sees a push, no document grows past `limits::DOC_ACTORS_MAX` actors.
 //!
 //! When the push breaks a rule, [`first_violation`] finds the change at which it started (a
 //! bisection over prefixes: O(log n) batches, only on the refusal path, never under the store's
@@ -138,6 +139,32 @@ pub fn header_refusal(
     None
 }
 
+/// A push that would bring the document past `limits::DOC_ACTORS_MAX` actors, refused before
+/// automerge sees it (what an actor costs automerge grows with the whole history: see the
+/// limit). A change new to the server brings a new actor exactly when it is its actor's first
+/// (seq 1): automerge's own check refuses a first change of an actor the document holds, and
+/// any change of an actor neither the document nor the push introduces.
+fn actors_refusal(before: Option<&AutoCommit>, changes: &[Change]) -> Option<Refusal> {
+    let mut actors = before.map_or(0, |d| automerge::ReadDoc::stats(d).num_actors);
+    let mut new = std::collections::HashSet::new();
+    for (index, change) in changes.iter().enumerate() {
+        if change.seq() == 1 && new.insert(change.actor_id()) {
+            actors += 1;
+            if actors > limits::DOC_ACTORS_MAX {
+                return Some(Refusal {
+                    index,
+                    rule: format!(
+                        "the document would hold more than {} actors (device stores that \
+                         wrote to it)",
+                        limits::DOC_ACTORS_MAX
+                    ),
+                });
+            }
+        }
+    }
+    None
+}
+
 /// How many objects `changes` create, or the index of a change that cannot be read.
 fn objects_created(changes: &[Change]) -> Result<usize, usize> {
     let mut made = 0;
@@ -174,6 +201,9 @@ pub fn run(
             return Ok(Err((refusal, before)));
         }
     };
+    if let Some(refusal) = actors_refusal(before.as_ref(), changes) {
+        return Ok(Err((refusal, before)));
+    }
     let prior = Prior::of(ctx.kind, before.as_ref());
     let mut doc = before.unwrap_or_default();
     let checked = match resident::apply(&mut doc, changes.to_vec()) {

@@ -25,6 +25,7 @@
 //! The static web app (`/app/`) and the caseload (`GET /v1/caseload`) are in `app.rs`.
 
 pub(crate) mod app;
+mod chunks;
 pub mod message;
 mod session;
 

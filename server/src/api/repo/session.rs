@@ -289,11 +289,17 @@ impl Session {
         let mut state = peer.state.clone();
         // Two copies in memory at once: the document and the fork the changes are received into.
         let changes = with_doc(store, doc, &rec, 2, |d| {
+            if !actors_within_limit(d.stats().num_actors, &msg) {
+                return Ok(None);
+            }
             let mut fork = d.clone();
             fork.sync().receive_sync_message(&mut state, msg)?;
-            Ok::<_, automerge::AutomergeError>(new_changes(&mut fork, &d.get_heads()))
+            if fork.stats().num_actors > limits::DOC_ACTORS_MAX {
+                return Ok(None);
+            }
+            Ok::<_, automerge::AutomergeError>(Some(new_changes(&mut fork, &d.get_heads())))
         })?;
-        let Ok(changes) = changes else {
+        let Ok(Some(changes)) = changes else {
             return Ok(self.refuse(doc));
         };
         let push = DocPush {
@@ -328,13 +334,17 @@ impl Session {
                 .map(|m| Outgoing::sync(self.client(), doc, m.encode()));
             return Ok(Reply::of(out.into_iter().collect()));
         }
+        if !actors_within_limit(0, &msg) {
+            return Ok(self.refuse(doc));
+        }
         let mut state = peer.state.clone();
         let received = scratch.sync().receive_sync_message(&mut state, msg);
         let declared = declared(&scratch);
         let (Ok(()), Some((kind, case_id))) = (received, declared) else {
             return Ok(self.refuse(doc));
         };
-        if scratch.stats().num_ops > limits::DOC_OPS_MAX {
+        let stats = scratch.stats();
+        if stats.num_ops > limits::DOC_OPS_MAX || stats.num_actors > limits::DOC_ACTORS_MAX {
             return Ok(self.refuse(doc));
         }
         let push = DocPush {
@@ -479,4 +489,11 @@ fn declared(doc: &AutoCommit) -> Option<(DocKind, CaseId)> {
     };
     let case = scalar(field::CASE_ID)?.parse().ok()?;
     Some((kind, case))
+}
+
+/// Whether a document holding `held` actors may take what `msg` can bring, decided before
+/// automerge loads any of it ([`super::chunks`]). A message whose chunks cannot be read is not
+/// taken either.
+fn actors_within_limit(held: u64, msg: &Message) -> bool {
+    super::chunks::actors_brought(msg).is_some_and(|brought| brought.fits(held))
 }
