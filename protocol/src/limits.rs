@@ -208,15 +208,21 @@ pub const LATE_ENTRY_AFTER_MS_DEFAULT: i64 = 24 * 60 * 60 * 1000;
 /// no more changes and its writers are told to start a new one.
 pub const DOC_OPS_MAX: u64 = 250_000;
 
-/// Most actors (Automerge's writers: one per device store, a new one after a store is wiped)
-/// one document may hold. automerge 0.12 keeps a clock of every actor for each 16 changes of a
-/// document's history, so the memory a document costs grows with changes × actors: a device
-/// that wrote each change under a new actor made 16,000 one-op changes cost 284 MB to hold, and
-/// would have made any longer history cost gigabytes to materialise, on the server and on every
-/// device. Measured on the reference machine at `DOC_OPS_MAX` one-op changes: 106 MB with one
-/// actor, 118 MB with 512, 243 MB with 1,024. 512 device stores is more than a plan edited by a
-/// whole team for a decade uses; a push that would bring in more is refused (`rule_violation`).
-pub const DOC_ACTORS_MAX: u64 = 512;
+/// Most actors (Automerge's writers) one document may hold: one per device store (a new one after
+/// a store is wiped) and one per web app session that edits it. automerge 0.12 keeps, for each
+/// 16 changes of a document's history, a clock of one counter per actor, so what a document costs
+/// grows with changes x actors (see [`DOC_ACTOR_CHANGES_MAX`]); this bounds the actors a single
+/// push or `/v1/repo` message can bring before any of it is loaded (a message of 40,000 actors
+/// made the server's peak memory grow by 1.28 GB). A push that would bring in more is refused
+/// (`rule_violation`).
+pub const DOC_ACTORS_MAX: u64 = 4_096;
+
+/// Most actors x changes one document may hold: the size of automerge's cached clocks (4 bytes
+/// per actor per 16 changes), at most 32 MB. Measured on the reference machine, loading a
+/// document of 250,000 one-op changes: 264 MB at peak by one actor, 287 MB by 512; 32,768 changes
+/// by 4,096 actors, 71 MB. Up to 512 actors a document reaches `DOC_OPS_MAX` first; a document
+/// with more writers takes fewer changes (4,096 actors: 32,768), then is refused like a full one.
+pub const DOC_ACTOR_CHANGES_MAX: u64 = 512 * 262_144;
 
 /// Operations the server keeps materialised at once: documents being validated now plus the
 /// cache of recently validated states (which gives way first), at up to 350 bytes each (see

@@ -569,14 +569,18 @@ fn a_document_takes_no_more_than_its_limit_of_actors() {
         (r, pull.changes.len(), am)
     };
     let stored = || s.pulled("Priya Shah", s.note).0.changes.len();
-    // The note holds one actor (Priya's device): one more than the limit, in one push, refused.
-    let (r, held, _) = push(DOC_ACTORS_MAX as usize, true, None);
+    let max = DOC_ACTORS_MAX as usize;
+    // The note holds one actor (Priya's device); 3,000 more (one push holds at most 4,000).
+    let (r, _, _) = push(3_000, true, None);
+    assert!(r.is_ok(), "3,001 actors are taken: {r:?}");
+    // One more than the limit: refused, and nothing of the push is stored.
+    let (r, held, _) = push(max - 3_000, true, None);
     let rej = refused(r, "a push bringing the note past its limit of actors");
     assert_eq!(rej.code, ErrorCode::RuleViolation, "{rej:?}");
     assert!(rej.reason.contains("actors"), "{rej:?}");
     assert_eq!(stored(), held, "nothing was stored");
     // Up to the limit exactly: taken.
-    let (r, _, am) = push(DOC_ACTORS_MAX as usize - 1, true, None);
+    let (r, _, am) = push(max - 3_001, true, None);
     assert!(r.is_ok(), "a push up to the limit is taken: {r:?}");
     // One more actor, in a push of its own: refused.
     let (r, held, _) = push(1, true, None);

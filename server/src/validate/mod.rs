@@ -7,7 +7,8 @@
 //! state before ([`rules::Prior`]). Some rules need no document at all and are checked on the
 //! server's own header of the document first ([`header_refusal`]): a filed note gains nothing, a
 //! draft is its author's, and no document grows past `limits::DOC_OPS_MAX` operations; before
-//! automerge sees a push, no document grows past `limits::DOC_ACTORS_MAX` actors.
+//! automerge sees a push, no document grows past `limits::DOC_ACTORS_MAX` actors or
+//! `limits::DOC_ACTOR_CHANGES_MAX` actors x changes.
 //!
 //! When the push breaks a rule, [`first_violation`] finds the change at which it started (a
 //! bisection over prefixes: O(log n) batches, only on the refusal path, never under the store's
@@ -139,28 +140,43 @@ pub fn header_refusal(
     None
 }
 
-/// A push that would bring the document past `limits::DOC_ACTORS_MAX` actors, refused before
-/// automerge sees it (what an actor costs automerge grows with the whole history: see the
-/// limit). A change new to the server brings a new actor exactly when it is its actor's first
-/// (seq 1): automerge's own check refuses a first change of an actor the document holds, and
-/// any change of an actor neither the document nor the push introduces.
+/// A push that would take the document past `limits::DOC_ACTORS_MAX` actors or
+/// `limits::DOC_ACTOR_CHANGES_MAX` actors x changes, refused before automerge sees it (what an
+/// actor costs automerge grows with the whole history: see the limits). A change new to the
+/// server brings a new actor exactly when it is its actor's first (seq 1): automerge's own check
+/// refuses a first change of an actor the document holds, and any change of an actor neither
+/// the document nor the push introduces.
 fn actors_refusal(before: Option<&AutoCommit>, changes: &[Change]) -> Option<Refusal> {
-    let mut actors = before.map_or(0, |d| automerge::ReadDoc::stats(d).num_actors);
+    let stats = before.map(automerge::ReadDoc::stats);
+    let (mut actors, held) = stats.map_or((0, 0), |s| (s.num_actors, s.num_changes));
     let mut new = std::collections::HashSet::new();
     for (index, change) in changes.iter().enumerate() {
         if change.seq() == 1 && new.insert(change.actor_id()) {
             actors += 1;
-            if actors > limits::DOC_ACTORS_MAX {
-                return Some(Refusal {
-                    index,
-                    rule: format!(
-                        "the document would hold more than {} actors (device stores that \
-                         wrote to it)",
-                        limits::DOC_ACTORS_MAX
-                    ),
-                });
-            }
         }
+        if let Some(rule) = over_actor_limits(actors, held + index as u64 + 1) {
+            return Some(Refusal { index, rule });
+        }
+    }
+    None
+}
+
+/// Why a document of `actors` actors and `changes` changes is over the limits on actors, if it
+/// is: a fixed sentence.
+pub fn over_actor_limits(actors: u64, changes: u64) -> Option<String> {
+    if actors > limits::DOC_ACTORS_MAX {
+        return Some(format!(
+            "the document would hold more than {} actors (device stores and web sessions that \
+             wrote to it); start a new one",
+            limits::DOC_ACTORS_MAX
+        ));
+    }
+    if actors.saturating_mul(changes) > limits::DOC_ACTOR_CHANGES_MAX {
+        return Some(format!(
+            "the document would hold more than {} actors x changes ({actors} actors); start a \
+             new one",
+            limits::DOC_ACTOR_CHANGES_MAX
+        ));
     }
     None
 }

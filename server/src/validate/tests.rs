@@ -252,3 +252,24 @@ fn the_header_refuses_a_filed_note_a_colleagues_draft_and_an_oversized_document(
         .rule
         .contains("operations"));
 }
+
+#[test]
+fn a_document_is_bounded_by_its_actors_and_by_actors_times_changes() {
+    use casenote_protocol::limits::{DOC_ACTORS_MAX, DOC_ACTOR_CHANGES_MAX, DOC_OPS_MAX};
+    assert_eq!(over_actor_limits(1, DOC_OPS_MAX), None);
+    assert_eq!(
+        over_actor_limits(512, DOC_OPS_MAX),
+        None,
+        "512 writers reach DOC_OPS_MAX first"
+    );
+    assert_eq!(
+        over_actor_limits(DOC_ACTORS_MAX, DOC_ACTOR_CHANGES_MAX / DOC_ACTORS_MAX),
+        None
+    );
+    let rule = over_actor_limits(DOC_ACTORS_MAX + 1, DOC_ACTORS_MAX + 1).unwrap();
+    assert!(rule.contains("more than 4096 actors"), "{rule}");
+    let rule = over_actor_limits(DOC_ACTORS_MAX, DOC_ACTOR_CHANGES_MAX / DOC_ACTORS_MAX + 1);
+    assert!(rule.unwrap().contains("actors x changes"));
+    let rule = over_actor_limits(1_000, DOC_ACTOR_CHANGES_MAX / 1_000 + 1);
+    assert!(rule.unwrap().contains("(1000 actors)"));
+}

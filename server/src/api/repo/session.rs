@@ -294,7 +294,7 @@ impl Session {
             }
             let mut fork = d.clone();
             fork.sync().receive_sync_message(&mut state, msg)?;
-            if fork.stats().num_actors > limits::DOC_ACTORS_MAX {
+            if over_limits(&fork) {
                 return Ok(None);
             }
             Ok::<_, automerge::AutomergeError>(Some(new_changes(&mut fork, &d.get_heads())))
@@ -343,8 +343,7 @@ impl Session {
         let (Ok(()), Some((kind, case_id))) = (received, declared) else {
             return Ok(self.refuse(doc));
         };
-        let stats = scratch.stats();
-        if stats.num_ops > limits::DOC_OPS_MAX || stats.num_actors > limits::DOC_ACTORS_MAX {
+        if over_limits(&scratch) {
             return Ok(self.refuse(doc));
         }
         let push = DocPush {
@@ -496,4 +495,11 @@ fn declared(doc: &AutoCommit) -> Option<(DocKind, CaseId)> {
 /// taken either.
 fn actors_within_limit(held: u64, msg: &Message) -> bool {
     super::chunks::actors_brought(msg).is_some_and(|brought| brought.fits(held))
+}
+
+/// Whether a document a message was received into is over the limits of operations or actors.
+fn over_limits(doc: &AutoCommit) -> bool {
+    let stats = doc.stats();
+    stats.num_ops > limits::DOC_OPS_MAX
+        || crate::validate::over_actor_limits(stats.num_actors, stats.num_changes).is_some()
 }
