@@ -208,6 +208,13 @@ pub const LATE_ENTRY_AFTER_MS_DEFAULT: i64 = 24 * 60 * 60 * 1000;
 /// no more changes and its writers are told to start a new one.
 pub const DOC_OPS_MAX: u64 = 250_000;
 
+/// Most operations the changes of one sync request may hold together, read from their columns
+/// before automerge parses any ([`crate::chunk`]): parsing visits each (about 120 ns), and a
+/// change of one run can claim any number in a few bytes. As many as the request may hold bytes:
+/// text typed is a byte an operation, only runs of deletions are denser. At most about 2 s of a
+/// core per request, honest or not.
+pub const PUSH_OPS_MAX: u64 = REQUEST_BYTES_MAX as u64;
+
 /// Most actors (Automerge's writers) one document may hold: one per device store (a new one after
 /// a store is wiped) and one per web app session that edits it. automerge 0.12 keeps, for each
 /// 16 changes of a document's history, a clock of one counter per actor, so what a document costs
@@ -700,6 +707,10 @@ pub const RETENTION_HOLDS_MAX: usize = 16;
 /// at once, and 512 of them at 16 MiB would be 8 GiB. A document whose unsynced backlog in one
 /// browser exceeds this cannot sync over `/v1/repo` (a device can, over `POST /v1/sync`).
 pub const REPO_MESSAGE_BYTES_MAX: usize = CHANGE_BYTES_MAX + 64 * 1024;
+/// Bytes the deflated data of one `/v1/repo` message may inflate to, counted before automerge
+/// loads any of it ([`crate::chunk`]): a saved document's columns are deflated, and deflate
+/// grows data up to a thousandfold. A document at `DOC_OPS_MAX` inflates to a few MiB.
+pub const REPO_INFLATED_BYTES_MAX: usize = 4 * REPO_MESSAGE_BYTES_MAX;
 /// Documents one `/v1/repo` connection syncs at once. The server keeps an Automerge sync state
 /// per (connection, document): the peer's heads and the bloom filter of what it has, a few
 /// hundred bytes for a record's history, so 4,096 documents (a ward's caseload many times over;

@@ -3,8 +3,8 @@
 //! down, and none may make the record say something untrue: deep nesting, marks on a filed note,
 //! an author block or an alert that names someone else, a colleague's draft, a backdated filing,
 //! text the device chose echoed into the audit log, a refusal that tells whether a document
-//! exists, and more actors than a document may hold (over `POST /v1/sync` and, as a web client,
-//! over `GET /v1/repo`).
+//! exists, more actors than a document may hold, and a change whose columns claim 2^40
+//! operations (over `POST /v1/sync` and, as a web client, over `GET /v1/repo`).
 
 mod common;
 use automerge::transaction::Transactable;
@@ -709,5 +709,65 @@ fn a_web_message_naming_40000_actors_is_refused_before_automerge_loads_it() {
         pulled.iter().all(|p| p.doc_id != note),
         "the note was stored"
     );
+    s.assert_serving();
+}
+
+/// A change whose columns are each one run of 2^40 rows: 140 bytes that automerge 0.12 parses by
+/// visiting every operation (a million take 121 ms; these, about a day and a half of a core).
+/// Before the server read the runs' lengths first, the request was never answered and a
+/// core stayed busy; now the document is refused at once.
+#[test]
+fn a_change_claiming_2_40_operations_is_refused_before_automerge_reads_it() {
+    let s = Scene::new();
+    let (pull, cursor) = s.pulled("Priya Shah", s.note);
+    let bomb = casenote_protocol::chunk::testing::run_of_inserts(1 << 40, [7; 32]);
+    assert!(bomb.len() < 160);
+    let push = DocPush {
+        doc_id: s.note,
+        case_id: pull.case_id,
+        kind: pull.kind,
+        base: wire::to_wire_heads(&load(&pull).get_heads()),
+        changes: vec![serde_bytes::ByteBuf::from(bomb)],
+    };
+    let (url, token) = (s.server.url.clone(), s.token("Priya Shah"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(raw::sync(&url, &token, cursor, vec![push]));
+    });
+    let r = rx
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the server answers within 30 s");
+    let rej = refused(answer(r), "a change claiming 2^40 operations");
+    assert_eq!(rej.code, ErrorCode::MalformedChange, "{rej:?}");
+    let (after, _) = s.pulled("Priya Shah", s.note);
+    assert_eq!(
+        after.changes.len(),
+        pull.changes.len(),
+        "nothing was stored"
+    );
+    s.assert_serving();
+}
+
+/// The same change, offered by a web client over `GET /v1/repo`: refused at once, where before
+/// the session handed it to automerge (the connection's task never answered).
+#[test]
+fn a_web_message_claiming_2_40_operations_is_refused_before_automerge_reads_it() {
+    let s = Scene::new();
+    let bomb = casenote_protocol::chunk::testing::run_of_inserts(1 << 40, [7; 32]);
+    let msg = automerge::sync::Message {
+        heads: Vec::new(),
+        need: Vec::new(),
+        have: Vec::new(),
+        changes: vec![bomb].into(),
+        flags: None,
+        version: automerge::sync::MessageVersion::V1,
+    };
+    let mut web = RepoClient::join(&s.server, &s.token("Priya Shah"));
+    web.0
+        .get_ref()
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    web.sync(DocId::new_random(), msg);
+    assert_eq!(web.next_type(), "doc-unavailable");
     s.assert_serving();
 }

@@ -1,7 +1,11 @@
 //! Push: a device's new changes, checked and stored (docs/design.md, "Sync"): steps 1 and 2 of
 //! a sync ([`crate::sync`]).
 //!
-//! For each pushed document: access against the stored header (a document the device may not
+//! First, before automerge parses anything a device sent, every change is bounded from its
+//! encoded bytes ([`casenote_protocol::chunk`]: its columns' rows, its inflated size) and the
+//! operations summed per document and per request (`DOC_OPS_MAX`, `PUSH_OPS_MAX`); a document
+//! past them is refused `malformed_change`, unparsed. Then, for each pushed document: access
+//! against the stored header (a document the device may not
 //! write gets the same `forbidden` whether or not it exists, an empty push included), the header
 //! the push claims, decoding, dedupe by hash, the dependency/base check (else
 //! `need_full_history`), authorship (below), and the record rules ([`crate::validate`]).
@@ -45,9 +49,9 @@ use crate::model::{
 use crate::store::{read, write, Store, StoreError, Txn};
 use crate::validate::{self, Context, Refusal, Rules, Writer};
 use automerge::ReadDoc;
-use casenote_protocol::limits;
 use casenote_protocol::wire::{DocAck, DocPush, Hash, NewRestricted, Rejection};
-use casenote_protocol::{CaseId, DocId, DocKind, ErrorCode, Seq, TeamId};
+use casenote_protocol::{chunk, limits, CaseId, DocId, DocKind, ErrorCode, Seq, TeamId};
+use serde_bytes::ByteBuf;
 use serde_json::json;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Condvar, Mutex, OnceLock};
@@ -78,6 +82,56 @@ struct Prepared {
 /// A new document's access list (`None` but for restricted kinds) and whether it is sealed.
 type AccessList = (Option<Vec<TeamId>>, bool);
 
+/// What automerge may be asked to parse of one pushed change: a change chunk (plain or
+/// compressed) whose every column is within `DOC_OPS_MAX` x 4 rows (predecessors have a row each)
+/// and which inflates to at most `CHANGE_BYTES_MAX`, as a raw change may be
+/// ([`casenote_protocol::chunk`]: a 140-byte change can claim 2^40 operations).
+const CHANGE_PARSE_LIMITS: chunk::Limits = chunk::Limits {
+    rows_max: 4 * limits::DOC_OPS_MAX,
+    inflated_max: limits::CHANGE_BYTES_MAX,
+};
+
+/// The operations a document's pushed changes hold, read from their columns, or why they are
+/// refused before automerge parses any of them: a change that is not one chunk within the parse
+/// limits, or changes that hold more operations together than a document may.
+fn bound_changes(changes: &[ByteBuf]) -> Result<u64, String> {
+    let mut ops = 0u64;
+    for (index, bytes) in changes.iter().enumerate() {
+        let bound = match chunk::bound(bytes, CHANGE_PARSE_LIMITS) {
+            Ok((b, rest)) if rest.is_empty() && b.kind != chunk::Kind::Document => b,
+            Ok(_) => return Err(format!("change {index} is not one Automerge change")),
+            Err(e) => return Err(format!("change {index} is refused unparsed: {e}")),
+        };
+        ops = ops.saturating_add(bound.ops);
+        if ops > limits::DOC_OPS_MAX {
+            return Err(format!(
+                "the changes hold more than {} operations together",
+                limits::DOC_OPS_MAX
+            ));
+        }
+    }
+    Ok(ops)
+}
+
+/// Each document's bound ([`bound_changes`]), within `limits::PUSH_OPS_MAX` for the whole
+/// request: a document past it is refused unparsed, as are those after it.
+fn bound_request(docs: &[DocPush]) -> Vec<Result<(), String>> {
+    let mut total = 0u64;
+    docs.iter()
+        .map(|d| {
+            let ops = bound_changes(&d.changes)?;
+            total = total.saturating_add(ops);
+            if total > limits::PUSH_OPS_MAX {
+                return Err(format!(
+                    "the request holds more than {} operations",
+                    limits::PUSH_OPS_MAX
+                ));
+            }
+            Ok(())
+        })
+        .collect()
+}
+
 fn decode_change(index: usize, bytes: &[u8]) -> Result<Decoded, String> {
     // Automerge parses untrusted bytes here; a panic inside it must cost this document, not the
     // request or the server. The reason never quotes Automerge's message (it may echo input).
@@ -97,13 +151,14 @@ fn decode_change(index: usize, bytes: &[u8]) -> Result<Decoded, String> {
     }
 }
 
-fn prepare(push: DocPush) -> Prepared {
-    let changes = push
-        .changes
-        .iter()
-        .enumerate()
-        .map(|(i, b)| decode_change(i, b))
-        .collect();
+fn prepare((push, bound): (DocPush, Result<(), String>)) -> Prepared {
+    let changes = bound.and_then(|()| {
+        push.changes
+            .iter()
+            .enumerate()
+            .map(|(i, b)| decode_change(i, b))
+            .collect()
+    });
     Prepared {
         doc_id: push.doc_id,
         case_id: push.case_id,
@@ -988,7 +1043,8 @@ pub fn push(
 
 /// Decodes the pushes.
 fn prepare_all(docs: Vec<DocPush>) -> Vec<Prepared> {
-    let mut prepared: Vec<Prepared> = par_map(docs, prepare);
+    let bounds = bound_request(&docs);
+    let mut prepared: Vec<Prepared> = par_map(docs.into_iter().zip(bounds).collect(), prepare);
     // Case documents first, so that a new case and its first note can arrive in one request.
     prepared.sort_by_key(|p| p.kind != DocKind::Case);
     prepared

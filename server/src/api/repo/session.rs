@@ -289,7 +289,7 @@ impl Session {
         let mut state = peer.state.clone();
         // Two copies in memory at once: the document and the fork the changes are received into.
         let changes = with_doc(store, doc, &rec, 2, |d| {
-            if !actors_within_limit(d.stats().num_actors, &msg) {
+            if !within_limits(d.stats().num_actors, &msg) {
                 return Ok(None);
             }
             let mut fork = d.clone();
@@ -334,7 +334,7 @@ impl Session {
                 .map(|m| Outgoing::sync(self.client(), doc, m.encode()));
             return Ok(Reply::of(out.into_iter().collect()));
         }
-        if !actors_within_limit(0, &msg) {
+        if !within_limits(0, &msg) {
             return Ok(self.refuse(doc));
         }
         let mut state = peer.state.clone();
@@ -491,10 +491,10 @@ fn declared(doc: &AutoCommit) -> Option<(DocKind, CaseId)> {
 }
 
 /// Whether a document holding `held` actors may take what `msg` can bring, decided before
-/// automerge loads any of it ([`super::chunks`]). A message whose chunks cannot be read is not
-/// taken either.
-fn actors_within_limit(held: u64, msg: &Message) -> bool {
-    super::chunks::actors_brought(msg).is_some_and(|brought| brought.fits(held))
+/// automerge loads any of it ([`super::chunks`]): also no message whose chunks cannot be read,
+/// or hold more operations or inflate further than a document may.
+fn within_limits(held: u64, msg: &Message) -> bool {
+    super::chunks::weigh(msg).is_some_and(|weight| weight.fits(held))
 }
 
 /// Whether a document a message was received into is over the limits of operations or actors.
