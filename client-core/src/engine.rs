@@ -29,10 +29,35 @@ impl Outgoing {
     }
 }
 
-/// Packs as many outgoing documents as fit the push budget (bytes, documents and changes) into
-/// one request; returns the request and what is left for the next round. The first document
-/// always goes (the server answers if it is too large). A document with more changes than the
-/// change budget has left is split: its first changes go now, the rest in a later round under the
+/// The operations one of the device's own changes holds, read from its columns as the server
+/// reads them ([`casenote_protocol::chunk`]); 0 for bytes that are not a change (the server
+/// refuses those whatever they weigh).
+fn ops_of(change: &[u8]) -> u64 {
+    let within = casenote_protocol::chunk::Limits {
+        rows_max: u64::MAX,
+        inflated_max: limits::CHANGE_BYTES_MAX,
+    };
+    casenote_protocol::chunk::bound(change, within).map_or(0, |(b, _)| b.ops)
+}
+
+/// How many of `changes` (at least one) fit in `room` operations, and the operations they hold.
+fn fitting(changes: &[Vec<u8>], room: u64) -> (usize, u64) {
+    let (mut n, mut ops) = (0, 0u64);
+    for c in changes {
+        let o = ops_of(c);
+        if n > 0 && ops.saturating_add(o) > room {
+            break;
+        }
+        n += 1;
+        ops = ops.saturating_add(o);
+    }
+    (n, ops)
+}
+
+/// Packs as many outgoing documents as fit the push budget (bytes, documents, changes and the
+/// operations they hold) into one request; returns the request and what is left for the next
+/// round. The first document always goes (the server answers if it is too large). A document
+/// with more changes (or operations) than the budget has left is split: its first changes go now, the rest in a later round under the
 /// same base (changes are in causal order, so each part's dependencies reach the server first).
 /// Case documents go first: the server creates a case from its case document, and refuses a note
 /// or plan of a case it does not know yet, so a case must never arrive in a later request than
@@ -49,10 +74,18 @@ pub fn build_request(
     let mut docs = Vec::new();
     let mut restricted = Vec::new();
     let mut left = Vec::new();
-    let (mut bytes, mut changes) = (0usize, 0usize);
+    let (mut bytes, mut changes, mut ops) = (0usize, 0usize, 0u64);
     for mut out in outgoing {
         let size = out.bytes();
-        let room = limits::PUSH_CHANGES_SOFT_MAX.saturating_sub(changes);
+        let (by_ops, _) = fitting(&out.changes, limits::PUSH_OPS_SOFT_MAX.saturating_sub(ops));
+        let ops_room = if docs.is_empty() || ops < limits::PUSH_OPS_SOFT_MAX {
+            by_ops
+        } else {
+            0
+        };
+        let room = limits::PUSH_CHANGES_SOFT_MAX
+            .saturating_sub(changes)
+            .min(ops_room);
         let fits = docs.is_empty()
             || (bytes + size <= limits::PUSH_BYTES_SOFT_MAX
                 && docs.len() < limits::PUSH_DOCS_MAX
@@ -74,6 +107,7 @@ pub fn build_request(
         restricted.extend(out.access.take());
         bytes += out.bytes();
         changes += out.changes.len();
+        ops = ops.saturating_add(fitting(&out.changes, u64::MAX).1);
         docs.push(DocPush {
             doc_id: out.doc_id,
             case_id: out.header.case_id,
@@ -239,6 +273,49 @@ mod tests {
         let expected: Vec<Vec<u8>> = (0..n).map(|i| (i as u32).to_be_bytes().to_vec()).collect();
         assert_eq!(parts, expected, "every change once, in order");
         assert_eq!(rounds.len(), 3);
+    }
+
+    #[test]
+    fn a_push_holds_at_most_its_budget_of_operations_split_in_causal_order() {
+        // Changes of one run: 3 million operations each in a few hundred bytes.
+        let heavy = |n: usize| Outgoing {
+            changes: (0..n)
+                .map(|i| {
+                    casenote_protocol::chunk::testing::run_of_inserts(3_000_000, [i as u8; 32])
+                })
+                .collect(),
+            ..out(1)
+        };
+        assert_eq!(ops_of(&heavy(1).changes[0]), 3_000_000);
+        let long = heavy(5);
+        let id = long.doc_id;
+        let expected = long.changes.clone();
+        let mut pending = vec![heavy(1), long, heavy(2)];
+        let mut rounds = Vec::new();
+        while !pending.is_empty() {
+            let (req, left) = build_request(Seq(0), 0, pending, None, None);
+            let ops: u64 = req
+                .docs
+                .iter()
+                .flat_map(|d| &d.changes)
+                .map(|c| ops_of(c))
+                .sum();
+            assert!(
+                ops <= limits::PUSH_OPS_SOFT_MAX,
+                "{ops} operations in one push"
+            );
+            assert!(!req.docs.is_empty());
+            rounds.push(req);
+            pending = left;
+        }
+        let parts: Vec<Vec<u8>> = rounds
+            .iter()
+            .flat_map(|r| r.docs.iter().filter(|d| d.doc_id == id))
+            .flat_map(|d| d.changes.iter().map(|c| c.to_vec()))
+            .collect();
+        assert_eq!(parts, expected, "every change once, in order");
+        // 8 changes of 3 million, at most 8 million a push (two changes): four rounds.
+        assert_eq!(rounds.len(), 4);
     }
 
     #[test]

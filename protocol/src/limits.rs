@@ -214,6 +214,10 @@ pub const DOC_OPS_MAX: u64 = 250_000;
 /// text typed is a byte an operation, only runs of deletions are denser. At most about 2 s of a
 /// core per request, honest or not.
 pub const PUSH_OPS_MAX: u64 = REQUEST_BYTES_MAX as u64;
+/// Operations a device packs into one sync request (client-core's engine, reading its changes'
+/// columns as the server does): half of [`PUSH_OPS_MAX`], as the other soft limits are half of
+/// theirs, so an honest device never meets the server's limit.
+pub const PUSH_OPS_SOFT_MAX: u64 = PUSH_OPS_MAX / 2;
 
 /// Most actors (Automerge's writers) one document may hold: one per device store (a new one after
 /// a store is wiped) and one per web app session that edits it. automerge 0.12 keeps, for each

@@ -46,7 +46,9 @@ fn edited(seed: u64) -> AutoCommit {
             let from = rng.below(len);
             let mark = Mark::new("bold".into(), true, from, (from + 5).min(len));
             d.mark(&text, mark, ExpandMark::After).unwrap();
-            let map = d.put_object(ROOT, format!("m{}", rng.below(4)), ObjType::Map).unwrap();
+            let map = d
+                .put_object(ROOT, format!("m{}", rng.below(4)), ObjType::Map)
+                .unwrap();
             d.put(&map, "f", 1.5).unwrap();
             d.put(&map, "b", vec![0u8, 1, 2]).unwrap();
             d.put(&map, "s", "short").unwrap();
