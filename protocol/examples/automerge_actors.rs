@@ -6,11 +6,15 @@
 //! ```text
 //! cargo build --release -p casenote-protocol --example automerge_actors
 //! target/release/examples/automerge_actors make 65536 2048 /tmp/doc
-//! /usr/bin/time -f "peak %M KB" target/release/examples/automerge_actors load /tmp/doc
+//! target/release/examples/automerge_actors load /tmp/doc
 //! ```
 
 use automerge::{transaction::Transactable, ActorId, AutoCommit, ReadDoc, ROOT};
+use peak_alloc::PeakAlloc;
 use std::time::Instant;
+
+#[global_allocator]
+static ALLOCATOR: PeakAlloc = PeakAlloc;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -28,14 +32,20 @@ fn main() {
         }
         ["load", file] => {
             let bytes = std::fs::read(file).expect("read the document");
+            ALLOCATOR.reset_peak_usage();
+            let before = ALLOCATOR.current_usage();
             let started = Instant::now();
             let doc = AutoCommit::load(&bytes).expect("a document");
+            let took = started.elapsed();
             let stats = doc.stats();
+            let mib = |b: usize| (b - before) as f64 / (1024.0 * 1024.0);
             println!(
-                "loaded {} changes by {} actors in {:?}",
+                "loaded {} changes ({} ops) by {} actors in {took:?}: {:.1} MiB held, {:.1} MiB at most",
                 stats.num_changes,
+                stats.num_ops,
                 stats.num_actors,
-                started.elapsed()
+                mib(ALLOCATOR.current_usage()),
+                mib(ALLOCATOR.peak_usage()),
             );
         }
         _ => {

@@ -229,9 +229,10 @@ pub const PUSH_OPS_SOFT_MAX: u64 = PUSH_OPS_MAX / 2;
 pub const DOC_ACTORS_MAX: u64 = 4_096;
 
 /// Most actors x changes one document may hold: the size of automerge's cached clocks (4 bytes
-/// per actor per 16 changes), at most 32 MB. Measured on the reference machine, loading a
-/// document of 250,000 one-op changes: 264 MB at peak by one actor, 287 MB by 512; 32,768 changes
-/// by 4,096 actors, 71 MB. Up to 512 actors a document reaches `DOC_OPS_MAX` first; a document
+/// per actor per 16 changes), at most 32 MiB. Measured on the reference machine (what automerge
+/// allocates loading a saved document of one-op changes, held after / at most during the load):
+/// 250,000 changes by one actor 39 / 243 MiB, by 512 actors 76 / 265 MiB; 32,768 changes by
+/// 4,096 actors 40 / 64 MiB (`protocol/examples/automerge_actors.rs`). Up to 512 actors a document reaches `DOC_OPS_MAX` first; a document
 /// with more writers takes fewer changes (4,096 actors: 32,768), then is refused like a full one.
 pub const DOC_ACTOR_CHANGES_MAX: u64 = 512 * 262_144;
 
