@@ -183,6 +183,19 @@ pub fn interpret(resp: SyncResponse, sent_at_ms: i64) -> Result<Plan, Error> {
             kind: pull.kind,
         });
         for bytes in pull.changes {
+            // The server bounds what it takes (casenote_protocol::chunk); a change it sends is
+            // bounded here too before automerge visits its operations, so that no server (or
+            // anything between, past TLS) can hold the device with a change of one long run.
+            let within = casenote_protocol::chunk::Limits {
+                rows_max: 4 * limits::DOC_OPS_MAX,
+                inflated_max: limits::CHANGE_BYTES_MAX,
+            };
+            casenote_protocol::chunk::bound(&bytes, within).map_err(|e| {
+                Error::Protocol(format!(
+                    "a change for {} is refused unparsed: {e}",
+                    pull.doc_id
+                ))
+            })?;
             let change = Change::from_bytes(bytes.into_vec()).map_err(|e| {
                 Error::Protocol(format!("a change for {} does not decode: {e}", pull.doc_id))
             })?;
@@ -319,6 +332,17 @@ mod tests {
     }
 
     #[test]
+    fn a_pulled_change_of_one_long_run_fails_the_response_before_automerge_reads_it() {
+        let bomb = casenote_protocol::chunk::testing::run_of_inserts(1 << 40, [1; 32]);
+        let started = std::time::Instant::now();
+        let err = interpret(response_with(vec![ByteBuf::from(bomb)]), 0)
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("refused unparsed"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    }
+
+    #[test]
     fn case_documents_go_in_the_first_request_whatever_their_ids() {
         let big = limits::PUSH_BYTES_SOFT_MAX / 3;
         let mut docs: Vec<Outgoing> = (0..6).map(|_| out(big)).collect();
@@ -344,9 +368,9 @@ mod tests {
         assert_eq!(left.len(), 1);
     }
 
-    #[test]
-    fn a_response_with_an_undecodable_change_is_refused_whole() {
-        let resp = SyncResponse {
+    /// A response that pulls one note made of `changes`.
+    fn response_with(changes: Vec<ByteBuf>) -> SyncResponse {
+        SyncResponse {
             version: PROTOCOL_VERSION,
             cursor: Seq(9),
             more: false,
@@ -356,7 +380,7 @@ mod tests {
                 doc_id: DocId::new_random(),
                 case_id: CaseId::new_random(),
                 kind: DocKind::Note,
-                changes: vec![ByteBuf::from(vec![1, 2, 3])],
+                changes,
                 heads: vec![],
             }],
             need_full_history: vec![],
@@ -368,7 +392,12 @@ mod tests {
             lease: None,
             views_through: None,
             sealed: Vec::new(),
-        };
+        }
+    }
+
+    #[test]
+    fn a_response_with_an_undecodable_change_is_refused_whole() {
+        let resp = response_with(vec![ByteBuf::from(vec![1, 2, 3])]);
         assert!(matches!(interpret(resp, 0), Err(Error::Protocol(_))));
     }
 }
