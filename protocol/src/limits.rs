@@ -219,6 +219,12 @@ pub const PUSH_OPS_MAX: u64 = REQUEST_BYTES_MAX as u64;
 /// theirs, so an honest device never meets the server's limit.
 pub const PUSH_OPS_SOFT_MAX: u64 = PUSH_OPS_MAX / 2;
 
+// One document's operations fit a device's packed push; a document at the most actors can still
+// hold that many changes (at least one by each of them).
+const _: () = assert!(DOC_OPS_MAX <= PUSH_OPS_SOFT_MAX);
+const _: () = assert!(PUSH_OPS_SOFT_MAX < PUSH_OPS_MAX);
+const _: () = assert!(DOC_ACTORS_MAX * DOC_ACTORS_MAX <= DOC_ACTOR_CHANGES_MAX);
+
 /// Most actors (Automerge's writers) one document may hold: one per device store (a new one after
 /// a store is wiped) and one per web app session that edits it. automerge 0.12 keeps, for each
 /// 16 changes of a document's history, a clock of one counter per actor, so what a document costs
