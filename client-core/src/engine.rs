@@ -40,12 +40,13 @@ fn ops_of(change: &[u8]) -> u64 {
     casenote_protocol::chunk::bound(change, within).map_or(0, |(b, _)| b.ops)
 }
 
-/// How many of `changes` (at least one) fit in `room` operations, and the operations they hold.
-fn fitting(changes: &[Vec<u8>], room: u64) -> (usize, u64) {
+/// How many of `changes` fit in `room` operations (at least one when `first`: a request's first
+/// document always goes), and the operations they hold.
+fn fitting(changes: &[Vec<u8>], room: u64, first: bool) -> (usize, u64) {
     let (mut n, mut ops) = (0, 0u64);
     for c in changes {
         let o = ops_of(c);
-        if n > 0 && ops.saturating_add(o) > room {
+        if (n > 0 || !first) && ops.saturating_add(o) > room {
             break;
         }
         n += 1;
@@ -77,12 +78,8 @@ pub fn build_request(
     let (mut bytes, mut changes, mut ops) = (0usize, 0usize, 0u64);
     for mut out in outgoing {
         let size = out.bytes();
-        let (by_ops, _) = fitting(&out.changes, limits::PUSH_OPS_SOFT_MAX.saturating_sub(ops));
-        let ops_room = if docs.is_empty() || ops < limits::PUSH_OPS_SOFT_MAX {
-            by_ops
-        } else {
-            0
-        };
+        let ops_left = limits::PUSH_OPS_SOFT_MAX.saturating_sub(ops);
+        let (ops_room, _) = fitting(&out.changes, ops_left, docs.is_empty());
         let room = limits::PUSH_CHANGES_SOFT_MAX
             .saturating_sub(changes)
             .min(ops_room);
@@ -107,7 +104,7 @@ pub fn build_request(
         restricted.extend(out.access.take());
         bytes += out.bytes();
         changes += out.changes.len();
-        ops = ops.saturating_add(fitting(&out.changes, u64::MAX).1);
+        ops = ops.saturating_add(fitting(&out.changes, u64::MAX, true).1);
         docs.push(DocPush {
             doc_id: out.doc_id,
             case_id: out.header.case_id,
@@ -258,6 +255,26 @@ mod tests {
         assert!(left.is_empty());
     }
 
+    /// Builds requests from `pending` until nothing is left, checking each with `check`: how
+    /// many requests it took, and the changes of document `id` in the order they were sent.
+    fn rounds_of(
+        mut pending: Vec<Outgoing>,
+        id: DocId,
+        check: impl Fn(&SyncRequest),
+    ) -> (usize, Vec<Vec<u8>>) {
+        let (mut rounds, mut parts) = (0, Vec::new());
+        while !pending.is_empty() {
+            let (req, left) = build_request(Seq(0), 0, pending, None, None);
+            check(&req);
+            rounds += 1;
+            for d in req.docs.iter().filter(|d| d.doc_id == id) {
+                parts.extend(d.changes.iter().map(|c| c.to_vec()));
+            }
+            pending = left;
+        }
+        (rounds, parts)
+    }
+
     #[test]
     fn a_document_with_more_changes_than_the_budget_is_split_in_causal_order() {
         let n = limits::PUSH_CHANGES_SOFT_MAX * 2 + 10;
@@ -266,32 +283,25 @@ mod tests {
             ..out(1)
         };
         let id = long.doc_id;
-        let mut rounds = Vec::new();
-        let mut pending = vec![long, out(10)];
-        while !pending.is_empty() {
-            let (req, left) = build_request(Seq(0), 0, pending, None, None);
+        let (rounds, parts) = rounds_of(vec![long, out(10)], id, |req| {
             let sent: usize = req.docs.iter().map(|d| d.changes.len()).sum();
             assert!(
                 sent <= limits::PUSH_CHANGES_SOFT_MAX,
                 "{sent} changes in one push"
             );
-            rounds.push(req);
-            pending = left;
-        }
-        let parts: Vec<Vec<u8>> = rounds
-            .iter()
-            .flat_map(|r| r.docs.iter().filter(|d| d.doc_id == id))
-            .flat_map(|d| d.changes.iter().map(|c| c.to_vec()))
-            .collect();
+        });
         let expected: Vec<Vec<u8>> = (0..n).map(|i| (i as u32).to_be_bytes().to_vec()).collect();
         assert_eq!(parts, expected, "every change once, in order");
-        assert_eq!(rounds.len(), 3);
+        assert_eq!(rounds, 3);
     }
 
     #[test]
     fn a_push_holds_at_most_its_budget_of_operations_split_in_causal_order() {
         // Changes of one run: 3 million operations each in a few hundred bytes.
-        let heavy = |n: usize| Outgoing {
+        // Documents in a known order (requests take them by id): the third meets a request
+        // whose room is less than its first change.
+        let heavy = |id: u128, n: usize| Outgoing {
+            doc_id: DocId(uuid::Uuid::from_u128(id)),
             changes: (0..n)
                 .map(|i| {
                     casenote_protocol::chunk::testing::run_of_inserts(3_000_000, [i as u8; 32])
@@ -299,14 +309,11 @@ mod tests {
                 .collect(),
             ..out(1)
         };
-        assert_eq!(ops_of(&heavy(1).changes[0]), 3_000_000);
-        let long = heavy(5);
+        assert_eq!(ops_of(&heavy(1, 1).changes[0]), 3_000_000);
+        let long = heavy(2, 5);
         let id = long.doc_id;
         let expected = long.changes.clone();
-        let mut pending = vec![heavy(1), long, heavy(2)];
-        let mut rounds = Vec::new();
-        while !pending.is_empty() {
-            let (req, left) = build_request(Seq(0), 0, pending, None, None);
+        let (rounds, parts) = rounds_of(vec![heavy(3, 2), long, heavy(1, 1)], id, |req| {
             let ops: u64 = req
                 .docs
                 .iter()
@@ -318,17 +325,10 @@ mod tests {
                 "{ops} operations in one push"
             );
             assert!(!req.docs.is_empty());
-            rounds.push(req);
-            pending = left;
-        }
-        let parts: Vec<Vec<u8>> = rounds
-            .iter()
-            .flat_map(|r| r.docs.iter().filter(|d| d.doc_id == id))
-            .flat_map(|d| d.changes.iter().map(|c| c.to_vec()))
-            .collect();
+        });
         assert_eq!(parts, expected, "every change once, in order");
         // 8 changes of 3 million, at most 8 million a push (two changes): four rounds.
-        assert_eq!(rounds.len(), 4);
+        assert_eq!(rounds, 4);
     }
 
     #[test]
