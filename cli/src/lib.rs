@@ -501,6 +501,11 @@ fn sync(device: &Device, json: bool) -> Result<()> {
             count(r.evicted, "document")
         );
     }
+    for doc in &r.damaged {
+        out!(
+            "damaged: document {doc} cannot be read on this device and was skipped (what the server sent for it is kept beside it); everything else synced"
+        );
+    }
     if r.clock_flagged {
         out!(
             "warning: this device's clock is {} s off the server's; check its date and time",

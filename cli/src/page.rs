@@ -147,6 +147,7 @@ pub fn case_page(show: &Value) -> String {
     }
     crate::page_statutory::sections(&mut out, show);
     sealed(&mut out, show);
+    damaged(&mut out, show);
     notes(&mut out, show);
     moved_notes(&mut out, show);
     let conflicts = show["conflicts"].as_array().map_or(0, Vec::len);
@@ -418,6 +419,18 @@ pub fn conflicts(show: &Value) -> String {
         );
     }
     out
+}
+
+/// The documents of the case this device holds but cannot read (its store found them damaged).
+fn damaged(out: &mut String, show: &Value) {
+    for d in show["damaged"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "\nDamaged on this device: {} {}\n  it cannot be shown here; other devices and the server hold it",
+            d["kind"].as_str().unwrap_or("document"),
+            d["doc_id"].as_str().unwrap_or(""),
+        );
+    }
 }
 
 /// The sealed sections this device may not read: that each exists and whom to ask.

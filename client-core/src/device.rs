@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -99,6 +100,11 @@ pub struct SyncReport {
     pub resets: usize,
     pub rejections: Vec<Rejection>,
     pub evicted: usize,
+    /// Documents this device holds that it could not read (damage its store detected): skipped,
+    /// so that every other document still syncs; what the server sent for them is kept beside
+    /// them, unread.
+    #[serde(default)]
+    pub damaged: Vec<DocId>,
     pub cursor: Seq,
     pub clock_offset_ms: i64,
     pub clock_flagged: bool,
@@ -216,6 +222,11 @@ pub struct Device {
     /// would write the same next chunk, and one's changes would be lost).
     doc_writes: Mutex<()>,
 }
+
+/// The first chunk number of what a sync keeps beside a document it cannot read
+/// ([`Device::keep_beside_damaged`]): far past any its edits reach (they are compacted after
+/// `DEVICE_CHUNKS_BEFORE_COMPACT`).
+const DAMAGED_CHUNKS_FROM: u64 = 1 << 62;
 
 const META_SERVER: &str = "server";
 /// The PEM of the CA the device trusts for its server, when it was given one at sign-in.
@@ -1213,8 +1224,17 @@ impl Device {
         let mut notes = Vec::new();
         let mut statutory: [Vec<Value>; 4] = Default::default();
         let mut conflicts = Vec::new();
+        let mut damaged = Vec::new();
         for (doc_id, h) in self.docs_of(case)? {
-            let Some((mut doc, _)) = self.store.load(doc_id)? else {
+            let loaded = match self.store.load(doc_id) {
+                // Damage to one document hides only that document, and says so.
+                Err(Error::Corrupt(_)) => {
+                    damaged.push(json!({ "doc_id": doc_id, "kind": h.kind }));
+                    continue;
+                }
+                other => other?,
+            };
+            let Some((mut doc, _)) = loaded else {
                 continue;
             };
             for c in record::conflicts(&doc) {
@@ -1289,6 +1309,9 @@ impl Device {
         // Only where there are some: a page without sealed sections is as it always was.
         if !sealed.is_empty() {
             shown["sealed"] = serde_json::to_value(&sealed).expect("plain data serialises");
+        }
+        if !damaged.is_empty() {
+            shown["damaged"] = Value::Array(damaged);
         }
         Ok(shown)
     }
@@ -1397,7 +1420,14 @@ impl Device {
         self.store.commit(w)
     }
 
-    fn outgoing(&self, skip: &HashSet<DocId>) -> Result<(Vec<Outgoing>, Writes), Error> {
+    /// The documents with edits to send, and the writes that clear outbox marks with nothing
+    /// behind them. A document that cannot be read is left out and named in `damaged`, unless
+    /// its outbox list still gives its edits.
+    fn outgoing(
+        &self,
+        skip: &HashSet<DocId>,
+        damaged: &mut Vec<DocId>,
+    ) -> Result<(Vec<Outgoing>, Writes), Error> {
         let mut out = Vec::new();
         let mut clean = Writes::default();
         for (doc_id, _) in self.store.ids_with(store::DIRTY)? {
@@ -1412,7 +1442,7 @@ impl Device {
                 if same_heads(&list_base, &base) && !changes.is_empty() {
                     // Debug builds (every test) check the list against the document itself.
                     #[cfg(debug_assertions)]
-                    if let Some((mut doc, _)) = self.store.load(doc_id)? {
+                    if let Ok(Some((mut doc, _))) = self.store.load(doc_id) {
                         let loaded: Vec<Vec<u8>> = doc
                             .get_changes(&base)
                             .iter()
@@ -1436,7 +1466,14 @@ impl Device {
                     continue;
                 }
             }
-            let Some((mut doc, _)) = self.store.load(doc_id)? else {
+            let loaded = match self.store.load(doc_id) {
+                Err(Error::Corrupt(_)) => {
+                    damaged.push(doc_id);
+                    continue;
+                }
+                other => other?,
+            };
+            let Some((mut doc, _)) = loaded else {
                 continue;
             };
             let changes: Vec<Vec<u8>> = doc
@@ -1488,7 +1525,7 @@ impl Device {
         for _ in 0..limits::SYNC_ROUNDS_MAX {
             let mut writes = Writes::default();
             let outgoing = if queued.is_empty() {
-                let (outgoing, clean) = self.outgoing(&sent)?;
+                let (outgoing, clean) = self.outgoing(&sent, &mut report.damaged)?;
                 // Outbox marks with nothing behind them; cleared with this round's results.
                 writes = clean;
                 outgoing
@@ -1578,6 +1615,8 @@ impl Device {
         report: &mut SyncReport,
         started: Instant,
     ) -> Result<(), Error> {
+        report.damaged.sort();
+        report.damaged.dedup();
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         report.finished_at_ms = self.now();
         let mut traffic: Traffic = self.store.meta_json(META_TRAFFIC)?.unwrap_or_default();
@@ -1688,7 +1727,16 @@ impl Device {
             if upd.changes.is_empty() && self.settle_without_loading(&mut w, doc_id, &upd)? {
                 continue;
             }
-            let loaded = self.store.load_to_write(doc_id)?;
+            let loaded = match self.store.load_to_write(doc_id) {
+                Err(Error::Corrupt(_)) => {
+                    self.keep_beside_damaged(&mut w, doc_id, &upd.changes);
+                    report.docs_down += usize::from(!upd.changes.is_empty());
+                    report.changes_down += upd.changes.len();
+                    report.damaged.push(doc_id);
+                    continue;
+                }
+                other => other?,
+            };
             let held = loaded.is_some();
             let (mut doc, next) = loaded.unwrap_or_else(|| (AutoCommit::new(), 0));
             let before = doc.get_heads();
@@ -1773,6 +1821,25 @@ impl Device {
             self.store.rewrite()?;
         }
         Ok(())
+    }
+
+    /// Keeps what the server sent for a document this device cannot read, as a chunk of its own
+    /// numbered far past the ones its edits write (`DAMAGED_CHUNKS_FROM`, then this moment and a
+    /// count): not applied, so nothing is built on the damage, and not lost, so that whatever
+    /// repairs the document finds it there. Eviction removes it with the document's chunks.
+    fn keep_beside_damaged(&self, w: &mut Writes, doc_id: DocId, changes: &[automerge::Change]) {
+        static KEPT: AtomicU64 = AtomicU64::new(0);
+        if changes.is_empty() {
+            return;
+        }
+        let n = DAMAGED_CHUNKS_FROM
+            + (self.now().max(0) as u64) * 1024
+            + KEPT.fetch_add(1, Ordering::Relaxed) % 1024;
+        let bytes = changes
+            .iter()
+            .flat_map(|c| c.raw_bytes().iter().copied())
+            .collect();
+        self.store.stage_chunk(w, doc_id, n, bytes);
     }
 
     /// Whether an answer brings nothing and moves nothing, and this round wrote nothing of its

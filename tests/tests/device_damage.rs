@@ -1,0 +1,105 @@
+//! A device whose store holds one document it cannot read (its store detected the damage:
+//! a record that fails to open, or a snapshot automerge cannot load). Before, every sync of that
+//! device failed on it, so nothing else it wrote reached the server and nothing else reached
+//! it, for good (and `show` of its case failed). Now the document is skipped and named, what the
+//! server sends for it is kept beside it unread, every other document syncs both ways, and the
+//! case shows without it, naming it.
+
+mod common;
+use casenote_client_core::store::{key, Writes, SNAPSHOT};
+use casenote_protocol::DocId;
+use common::*;
+
+/// The texts of a case's notes as `dev` shows them.
+fn note_texts(dev: &Cli, case: &str) -> Vec<String> {
+    let show = dev.show(case);
+    let mut texts: Vec<String> = show["notes"]
+        .as_array()
+        .expect("notes")
+        .iter()
+        .map(|n| {
+            n["content"]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    texts.sort();
+    texts
+}
+
+#[test]
+fn a_document_the_device_cannot_read_is_skipped_and_everything_else_syncs() {
+    let (tmp, data, staff) = demo_borough();
+    let server = Server::start(&data);
+    let token = token_of(&staff, "Priya Shah");
+    let laptop = Cli::login(tmp.path().join("laptop"), &server, &token);
+    let phone = Cli::login(tmp.path().join("phone"), &server, &token);
+    let case = laptop.ok(&["case", "new", "--name", "Damaged Person"]);
+    let first = laptop.ok(&["note", "add", &case, "--text", "First note."]);
+    let second = laptop.ok(&["note", "add", &case, "--text", "Second note."]);
+    laptop.sync();
+    phone.sync();
+    // The laptop's copy of the first note is damaged: automerge cannot load what it holds.
+    let doc: DocId = first.parse().unwrap();
+    {
+        let store = laptop.open_store();
+        let mut w = Writes::default();
+        w.put(key(SNAPSHOT, doc), b"not an automerge document".to_vec());
+        store.commit(w).unwrap();
+    }
+    // Priya amends both drafts on her phone; on the laptop she writes a third note.
+    phone.ok(&[
+        "note",
+        "edit",
+        &first,
+        "--text",
+        "First note, amended on the phone.",
+    ]);
+    phone.ok(&[
+        "note",
+        "edit",
+        &second,
+        "--text",
+        "Second note, amended on the phone.",
+    ]);
+    phone.sync();
+    laptop.ok(&[
+        "note",
+        "add",
+        &case,
+        "--text",
+        "Third note, from the laptop.",
+    ]);
+    let report = laptop.sync();
+    assert_eq!(report["damaged"], serde_json::json!([first]), "{report}");
+    // Everything else went both ways; the laptop shows the case without the damaged note, and
+    // names it.
+    assert_eq!(
+        laptop.show(&case)["damaged"],
+        serde_json::json!([{ "doc_id": first, "kind": "note" }])
+    );
+    let texts = note_texts(&laptop, &case);
+    assert!(
+        texts.contains(&"Second note, amended on the phone.".to_string()),
+        "{texts:?}"
+    );
+    phone.sync();
+    let texts = note_texts(&phone, &case);
+    assert!(
+        texts.contains(&"Third note, from the laptop.".to_string()),
+        "{texts:?}"
+    );
+    // What the server sent for the damaged note is kept on the laptop, unread.
+    let held = laptop.decrypted_bytes();
+    assert!(
+        held.windows(b"on the phone".len())
+            .filter(|w| w == b"on the phone")
+            .count()
+            >= 2,
+        "the amendment to the damaged note is kept"
+    );
+    // The next sync goes through too (it meets nothing of the damaged note: nothing is named).
+    let report = laptop.sync();
+    assert_eq!(report["damaged"], serde_json::json!([]), "{report}");
+}
