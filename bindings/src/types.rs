@@ -180,6 +180,9 @@ pub struct SyncReport {
     pub refused: Vec<Refusal>,
     /// Documents removed from this device because its staff member may no longer read them.
     pub evicted: u64,
+    /// Documents this device holds but cannot read (damage its store found): skipped, so that
+    /// everything else synced.
+    pub damaged: Vec<String>,
     pub cursor: u64,
     /// How far this device's clock is from the server's; `clock_flagged` when too far.
     pub clock_offset_ms: i64,
@@ -204,6 +207,7 @@ impl From<casenote_client_core::SyncReport> for SyncReport {
             resets: r.resets as u64,
             refused: r.rejections.into_iter().map(Refusal::from).collect(),
             evicted: r.evicted as u64,
+            damaged: r.damaged.iter().map(ToString::to_string).collect(),
             cursor: r.cursor.0,
             clock_offset_ms: r.clock_offset_ms,
             clock_flagged: r.clock_flagged,
@@ -259,6 +263,8 @@ pub struct DeviceStatus {
     pub freshness: Freshness,
     /// Views of records waiting to be recorded in the server's audit chain.
     pub views_queued: u64,
+    /// Documents with unsent edits that this device cannot read (damage its store found).
+    pub damaged: Vec<String>,
 }
 
 /// How old the device's records are: an app shows a warning when `stale`.
@@ -335,6 +341,7 @@ impl From<casenote_client_core::Status> for DeviceStatus {
                 stale: true,
             }),
             views_queued: s.views_queued as u64,
+            damaged: s.damaged.iter().map(ToString::to_string).collect(),
         }
     }
 }

@@ -570,6 +570,9 @@ fn status(device: &Device, json: bool) -> Result<()> {
         count(s.unsynced_docs, "document"),
         bytes(s.unsynced_bytes as u64)
     );
+    for doc in &s.damaged {
+        out!("damaged: document {doc} has unsent edits this device cannot read");
+    }
     match &s.last_sync {
         Some(r) => out!(
             "last sync: {}, cursor {}, {} up, {} down, {} ms",

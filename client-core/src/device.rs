@@ -151,6 +151,10 @@ pub struct Status {
     /// Views of records waiting to be recorded in the server's audit chain.
     #[serde(default)]
     pub views_queued: usize,
+    /// Documents with unsent edits that this device cannot read (its store found them
+    /// damaged): counted as unsynced, their edits not counted.
+    #[serde(default)]
+    pub damaged: Vec<DocId>,
 }
 
 /// How long this device may stay out of touch with the server, as `status` shows it. Times are
@@ -1898,9 +1902,18 @@ impl Device {
         let mut unsynced_docs = 0;
         let mut unsynced_changes = 0;
         let mut unsynced_bytes = 0;
+        let mut damaged = Vec::new();
         for (doc_id, _) in self.store.ids_with(store::DIRTY)? {
             // Counts only: status works on a locked device too.
-            let Some((mut doc, _)) = self.store.load(doc_id)? else {
+            let loaded = match self.store.load(doc_id) {
+                Err(Error::Corrupt(_)) => {
+                    unsynced_docs += 1;
+                    damaged.push(doc_id);
+                    continue;
+                }
+                other => other?,
+            };
+            let Some((mut doc, _)) = loaded else {
                 continue;
             };
             let base: Vec<ChangeHash> = self.store.base(doc_id)?;
@@ -1941,6 +1954,7 @@ impl Device {
             lease: self.lease_status()?,
             freshness: Some(self.freshness()?),
             views_queued: self.views_queued()?,
+            damaged,
         })
     }
 }

@@ -2,8 +2,9 @@
 //! a record that fails to open, or a snapshot automerge cannot load). Before, every sync of that
 //! device failed on it, so nothing else it wrote reached the server and nothing else reached
 //! it, for good (and `show` of its case failed). Now the document is skipped and named, what the
-//! server sends for it is kept beside it unread, every other document syncs both ways, and the
-//! case shows without it, naming it.
+//! server sends for it is kept beside it unread, edits made to it before the damage still go up
+//! from their outbox list, every other document syncs both ways, and the case shows without it
+//! and `status` names it.
 
 mod common;
 use casenote_client_core::store::{key, Writes, SNAPSHOT};
@@ -40,7 +41,15 @@ fn a_document_the_device_cannot_read_is_skipped_and_everything_else_syncs() {
     let second = laptop.ok(&["note", "add", &case, "--text", "Second note."]);
     laptop.sync();
     phone.sync();
-    // The laptop's copy of the first note is damaged: automerge cannot load what it holds.
+    // On the laptop Priya edits the first note, unsynced; then its copy there is damaged:
+    // automerge cannot load what the store holds (the edit's own outbox list is intact).
+    laptop.ok(&[
+        "note",
+        "edit",
+        &first,
+        "--text",
+        "First note, edited on the laptop.",
+    ]);
     let doc: DocId = first.parse().unwrap();
     {
         let store = laptop.open_store();
@@ -48,6 +57,9 @@ fn a_document_the_device_cannot_read_is_skipped_and_everything_else_syncs() {
         w.put(key(SNAPSHOT, doc), b"not an automerge document".to_vec());
         store.commit(w).unwrap();
     }
+    let status = laptop.json(&["status", "--json"]);
+    assert_eq!(status["damaged"], serde_json::json!([first]), "{status}");
+    assert_eq!(status["unsynced_docs"], 1, "{status}");
     // Priya amends both drafts on her phone; on the laptop she writes a third note.
     phone.ok(&[
         "note",
@@ -90,6 +102,13 @@ fn a_document_the_device_cannot_read_is_skipped_and_everything_else_syncs() {
         texts.contains(&"Third note, from the laptop.".to_string()),
         "{texts:?}"
     );
+    // The edit made before the damage went up from its outbox list, and merged.
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("laptop") && t.contains("phone")),
+        "{texts:?}"
+    );
     // What the server sent for the damaged note is kept on the laptop, unread.
     let held = laptop.decrypted_bytes();
     assert!(
@@ -99,7 +118,8 @@ fn a_document_the_device_cannot_read_is_skipped_and_everything_else_syncs() {
             >= 2,
         "the amendment to the damaged note is kept"
     );
-    // The next sync goes through too (it meets nothing of the damaged note: nothing is named).
+    // The next sync goes through too, and names it again (its outbox mark stays: the device
+    // cannot read whether the server's heads cover it).
     let report = laptop.sync();
-    assert_eq!(report["damaged"], serde_json::json!([]), "{report}");
+    assert_eq!(report["damaged"], serde_json::json!([first]), "{report}");
 }
