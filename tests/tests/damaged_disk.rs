@@ -68,21 +68,6 @@ fn flip_first_mention_after_snapshot(data: &Path, doc: &str) -> usize {
     pos
 }
 
-/// The number of notes of `case` a device holds.
-fn notes_of(dev: &Cli, case: &str) -> Vec<String> {
-    dev.show(case)["notes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| {
-            n["content"]["text"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string()
-        })
-        .collect()
-}
-
 /// Runs `casenote-server ARGS`; returns (exit code, stdout and stderr).
 fn server_run(args: &[&str]) -> (i32, String) {
     let out = Command::new(SERVER_BIN).args(args).output().unwrap();
@@ -123,7 +108,7 @@ fn a_flipped_byte_in_the_server_log_is_detected_and_the_devices_send_back_what_i
     let server = Server::start_on(&data, &addr);
     let fresh = Cli::login(tmp.path().join("fresh"), &server, &fresh_token);
     fresh.sync();
-    let seen_at_restart = notes_of(&fresh, &case).len();
+    let seen_at_restart = fresh.note_texts(&case).len();
     // The devices that hold the lost notes are told to start over and send them again.
     let (ra, rb) = (a.sync(), b.sync());
     assert_eq!(
@@ -138,7 +123,7 @@ fn a_flipped_byte_in_the_server_log_is_detected_and_the_devices_send_back_what_i
         dev.sync();
     }
     fresh.sync();
-    let seen = notes_of(&fresh, &case);
+    let seen = fresh.note_texts(&case);
     for i in 0..40 {
         let marker = format!("ACKNOWLEDGED-NOTE-{i}");
         assert!(seen.contains(&marker), "{marker} was lost for good");
@@ -214,7 +199,7 @@ fn a_device_whose_cursor_is_past_the_server_log_starts_over_and_sends_what_it_ho
     a.sync();
     let fresh = Cli::login(tmp.path().join("fresh"), &server, &fresh_token);
     fresh.sync();
-    let seen = notes_of(&fresh, &case);
+    let seen = fresh.note_texts(&case);
     for i in 0..3 {
         assert!(
             seen.contains(&format!("AFTER-BACKUP-{i}")),

@@ -11,24 +11,6 @@ use casenote_client_core::store::{key, Writes, SNAPSHOT};
 use casenote_protocol::DocId;
 use common::*;
 
-/// The texts of a case's notes as `dev` shows them.
-fn note_texts(dev: &Cli, case: &str) -> Vec<String> {
-    let show = dev.show(case);
-    let mut texts: Vec<String> = show["notes"]
-        .as_array()
-        .expect("notes")
-        .iter()
-        .map(|n| {
-            n["content"]["text"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string()
-        })
-        .collect();
-    texts.sort();
-    texts
-}
-
 #[test]
 fn a_document_the_device_cannot_read_is_skipped_and_everything_else_syncs() {
     let (tmp, data, staff) = demo_borough();
@@ -91,13 +73,13 @@ fn a_document_the_device_cannot_read_is_skipped_and_everything_else_syncs() {
         laptop.show(&case)["damaged"],
         serde_json::json!([{ "doc_id": first, "kind": "note" }])
     );
-    let texts = note_texts(&laptop, &case);
+    let texts = laptop.note_texts(&case);
     assert!(
         texts.contains(&"Second note, amended on the phone.".to_string()),
         "{texts:?}"
     );
     phone.sync();
-    let texts = note_texts(&phone, &case);
+    let texts = phone.note_texts(&case);
     assert!(
         texts.contains(&"Third note, from the laptop.".to_string()),
         "{texts:?}"

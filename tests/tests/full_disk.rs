@@ -244,17 +244,7 @@ fn full_disk(min_free_mb: &str, tries_while_full: usize) {
     let server = Server::start_with(&data, &addr, &options);
     let fresh = Cli::login(tmp.path().join("fresh"), &server, &fresh_token);
     fresh.sync();
-    let notes: Vec<String> = fresh.show(&case)["notes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| {
-            n["content"]["text"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string()
-        })
-        .collect();
+    let notes = fresh.note_texts(&case);
     for marker in &acknowledged {
         assert!(
             notes.iter().any(|n| n.starts_with(&format!("{marker} "))),

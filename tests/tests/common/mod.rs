@@ -482,6 +482,21 @@ impl Cli {
         self.json(&["show", case, "--json"])
     }
 
+    /// The texts of a case's notes as this device shows them.
+    pub fn note_texts(&self, case: &str) -> Vec<String> {
+        self.show(case)["notes"]
+            .as_array()
+            .expect("the case's notes")
+            .iter()
+            .map(|n| {
+                n["content"]["text"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+            .collect()
+    }
+
     pub fn sync(&self) -> Value {
         self.json(&["sync", "--json"])
     }
