@@ -39,21 +39,6 @@ fn run(mut cmd: Command) -> (i32, String, String) {
     )
 }
 
-/// The text of every note of a `show --json` value.
-fn note_texts(show: &serde_json::Value) -> Vec<String> {
-    show["notes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|n| {
-            n["content"]["text"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string()
-        })
-        .collect()
-}
-
 #[test]
 fn libfaketime_shifts_the_cli_clock() {
     // Positive control for the two clock tests: the shift reaches the CLI process. A note's

@@ -484,22 +484,27 @@ impl Cli {
 
     /// The texts of a case's notes as this device shows them.
     pub fn note_texts(&self, case: &str) -> Vec<String> {
-        self.show(case)["notes"]
-            .as_array()
-            .expect("the case's notes")
-            .iter()
-            .map(|n| {
-                n["content"]["text"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string()
-            })
-            .collect()
+        note_texts(&self.show(case))
     }
 
     pub fn sync(&self) -> Value {
         self.json(&["sync", "--json"])
     }
+}
+
+/// The text of every note of a `show --json` value.
+pub fn note_texts(show: &Value) -> Vec<String> {
+    show["notes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| {
+            n["content"]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect()
 }
 
 /// The text of the plan of a `show --json` value.
