@@ -227,6 +227,15 @@ pub struct Device {
     doc_writes: Mutex<()>,
 }
 
+/// A load with damage told apart from other failures: `None` when the store found the document
+/// damaged (the callers skip it and name it), any other error as it is.
+fn unless_damaged<T>(loaded: Result<T, Error>) -> Result<Option<T>, Error> {
+    match loaded {
+        Err(Error::Corrupt(_)) => Ok(None),
+        other => other.map(Some),
+    }
+}
+
 /// The first chunk number of what a sync keeps beside a document it cannot read
 /// ([`Device::keep_beside_damaged`]): far past any its edits reach (they are compacted after
 /// `DEVICE_CHUNKS_BEFORE_COMPACT`).
@@ -1230,13 +1239,10 @@ impl Device {
         let mut conflicts = Vec::new();
         let mut damaged = Vec::new();
         for (doc_id, h) in self.docs_of(case)? {
-            let loaded = match self.store.load(doc_id) {
-                // Damage to one document hides only that document, and says so.
-                Err(Error::Corrupt(_)) => {
-                    damaged.push(json!({ "doc_id": doc_id, "kind": h.kind }));
-                    continue;
-                }
-                other => other?,
+            // Damage to one document hides only that document, and says so.
+            let Some(loaded) = unless_damaged(self.store.load(doc_id))? else {
+                damaged.push(json!({ "doc_id": doc_id, "kind": h.kind }));
+                continue;
             };
             let Some((mut doc, _)) = loaded else {
                 continue;
@@ -1470,12 +1476,9 @@ impl Device {
                     continue;
                 }
             }
-            let loaded = match self.store.load(doc_id) {
-                Err(Error::Corrupt(_)) => {
-                    damaged.push(doc_id);
-                    continue;
-                }
-                other => other?,
+            let Some(loaded) = unless_damaged(self.store.load(doc_id))? else {
+                damaged.push(doc_id);
+                continue;
             };
             let Some((mut doc, _)) = loaded else {
                 continue;
@@ -1731,15 +1734,12 @@ impl Device {
             if upd.changes.is_empty() && self.settle_without_loading(&mut w, doc_id, &upd)? {
                 continue;
             }
-            let loaded = match self.store.load_to_write(doc_id) {
-                Err(Error::Corrupt(_)) => {
-                    self.keep_beside_damaged(&mut w, doc_id, &upd.changes);
-                    report.docs_down += usize::from(!upd.changes.is_empty());
-                    report.changes_down += upd.changes.len();
-                    report.damaged.push(doc_id);
-                    continue;
-                }
-                other => other?,
+            let Some(loaded) = unless_damaged(self.store.load_to_write(doc_id))? else {
+                self.keep_beside_damaged(&mut w, doc_id, &upd.changes);
+                report.docs_down += usize::from(!upd.changes.is_empty());
+                report.changes_down += upd.changes.len();
+                report.damaged.push(doc_id);
+                continue;
             };
             let held = loaded.is_some();
             let (mut doc, next) = loaded.unwrap_or_else(|| (AutoCommit::new(), 0));
@@ -1905,13 +1905,10 @@ impl Device {
         let mut damaged = Vec::new();
         for (doc_id, _) in self.store.ids_with(store::DIRTY)? {
             // Counts only: status works on a locked device too.
-            let loaded = match self.store.load(doc_id) {
-                Err(Error::Corrupt(_)) => {
-                    unsynced_docs += 1;
-                    damaged.push(doc_id);
-                    continue;
-                }
-                other => other?,
+            let Some(loaded) = unless_damaged(self.store.load(doc_id))? else {
+                unsynced_docs += 1;
+                damaged.push(doc_id);
+                continue;
             };
             let Some((mut doc, _)) = loaded else {
                 continue;

@@ -40,19 +40,18 @@ fn ops_of(change: &[u8]) -> u64 {
     casenote_protocol::chunk::bound(change, within).map_or(0, |(b, _)| b.ops)
 }
 
-/// How many of `changes` fit in `room` operations (at least one when `first`: a request's first
-/// document always goes), and the operations they hold.
-fn fitting(changes: &[Vec<u8>], room: u64, first: bool) -> (usize, u64) {
+/// How many changes of `weights` (their operations) fit in `room` (at least one when `first`: a
+/// request's first document always goes).
+fn fitting(weights: &[u64], room: u64, first: bool) -> usize {
     let (mut n, mut ops) = (0, 0u64);
-    for c in changes {
-        let o = ops_of(c);
+    for &o in weights {
         if (n > 0 || !first) && ops.saturating_add(o) > room {
             break;
         }
         n += 1;
         ops = ops.saturating_add(o);
     }
-    (n, ops)
+    n
 }
 
 /// Packs as many outgoing documents as fit the push budget (bytes, documents, changes and the
@@ -78,8 +77,9 @@ pub fn build_request(
     let (mut bytes, mut changes, mut ops) = (0usize, 0usize, 0u64);
     for mut out in outgoing {
         let size = out.bytes();
+        let weights: Vec<u64> = out.changes.iter().map(|c| ops_of(c)).collect();
         let ops_left = limits::PUSH_OPS_SOFT_MAX.saturating_sub(ops);
-        let (ops_room, _) = fitting(&out.changes, ops_left, docs.is_empty());
+        let ops_room = fitting(&weights, ops_left, docs.is_empty());
         let room = limits::PUSH_CHANGES_SOFT_MAX
             .saturating_sub(changes)
             .min(ops_room);
@@ -104,7 +104,9 @@ pub fn build_request(
         restricted.extend(out.access.take());
         bytes += out.bytes();
         changes += out.changes.len();
-        ops = ops.saturating_add(fitting(&out.changes, u64::MAX, true).1);
+        ops = weights[..out.changes.len()]
+            .iter()
+            .fold(ops, |sum, &o| sum.saturating_add(o));
         docs.push(DocPush {
             doc_id: out.doc_id,
             case_id: out.header.case_id,

@@ -36,8 +36,8 @@ pub enum Kind {
     CompressedChange,
 }
 
-/// What a chunk holds, as its columns say.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What a chunk holds, as its header and columns say.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Bound {
     pub kind: Kind,
     /// Changes (1 for a change chunk; the rows of a document's change columns).
@@ -48,6 +48,9 @@ pub struct Bound {
     pub actors: u64,
     /// Bytes its deflated data inflated to.
     pub inflated: usize,
+    /// A change's actor when the change is its first (sequence number 1): an actor it brings
+    /// into any document that takes it.
+    pub first_of: Option<Vec<u8>>,
 }
 
 /// Why a chunk is not handed to automerge.
@@ -101,8 +104,8 @@ fn change(data: &[u8], rows_max: u64, kind: Kind) -> Result<Bound, ChunkError> {
     let mut r = Reader(data);
     let deps = r.len()?;
     r.take(deps.checked_mul(HASH_BYTES).ok_or(ChunkError::Malformed)?)?;
-    r.actor()?;
-    r.uleb()?; // sequence number
+    let actor = r.actor()?;
+    let seq = r.uleb()?;
     r.uleb()?; // first op
     r.sleb()?; // time
     let message = r.len()?;
@@ -119,6 +122,7 @@ fn change(data: &[u8], rows_max: u64, kind: Kind) -> Result<Bound, ChunkError> {
         ops,
         actors: others as u64 + 1,
         inflated: 0,
+        first_of: (seq == 1).then(|| actor.to_vec()),
     })
 }
 
@@ -141,6 +145,7 @@ fn document(data: &[u8], rows_max: u64, budget: &mut usize) -> Result<Bound, Chu
         ops,
         actors: actors as u64,
         inflated: 0,
+        first_of: None,
     })
 }
 
@@ -258,31 +263,31 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
 
-    fn uleb(&mut self) -> Result<u64, ChunkError> {
+    /// A LEB128 number's bits, the bits it used and its last byte (which carries the sign).
+    fn leb(&mut self) -> Result<(u64, u32, u8), ChunkError> {
         let mut value = 0u64;
         for shift in (0..64).step_by(7) {
             let b = self.byte()?;
             value |= u64::from(b & 0x7f) << shift;
             if b & 0x80 == 0 {
-                return Ok(value);
+                return Ok((value, shift + 7, b));
             }
         }
         Err(ChunkError::Malformed)
     }
 
+    fn uleb(&mut self) -> Result<u64, ChunkError> {
+        Ok(self.leb()?.0)
+    }
+
     fn sleb(&mut self) -> Result<i64, ChunkError> {
-        let mut value = 0i64;
-        for shift in (0..64).step_by(7) {
-            let b = self.byte()?;
-            value |= i64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                if b & 0x40 != 0 && shift + 7 < 64 {
-                    value |= -1i64 << (shift + 7);
-                }
-                return Ok(value);
-            }
-        }
-        Err(ChunkError::Malformed)
+        let (bits, used, last) = self.leb()?;
+        let value = bits as i64;
+        Ok(if last & 0x40 != 0 && used < 64 {
+            value | (-1i64 << used)
+        } else {
+            value
+        })
     }
 
     /// A length: a uLEB that fits what is left (each counted item takes at least a byte).
@@ -294,9 +299,9 @@ impl<'a> Reader<'a> {
             .ok_or(ChunkError::Malformed)
     }
 
-    fn actor(&mut self) -> Result<(), ChunkError> {
+    fn actor(&mut self) -> Result<&'a [u8], ChunkError> {
         let len = self.len()?;
-        self.take(len).map(|_| ())
+        self.take(len)
     }
 
     /// One value of a run-length encoded column: a string (length and bytes) or a LEB number.

@@ -8,7 +8,7 @@
 //! Then the actors: what a document costs automerge grows with its changes times its actors
 //! (`limits::DOC_ACTORS_MAX`), and a message of `limits::REPO_MESSAGE_BYTES_MAX` can name some
 //! 160,000 actors (25 bytes a change). A change chunk names one actor, new to the document
-//! exactly when its sequence number is 1; a document chunk lists its actors, which may include
+//! exactly when its sequence number is 1 (both read by the bound); a document chunk lists its actors, which may include
 //! some the receiving document holds, so they are bounded on their own ([`Weight::fits`]); what
 //! the document holds after taking the message is checked again exactly. Bundles (automerge's
 //! experimental format) are not taken.
@@ -56,21 +56,15 @@ pub(super) fn weigh(msg: &Message) -> Option<Weight> {
                 inflated_max: inflated,
             };
             let (bound, after) = chunk::bound(rest, within).ok()?;
-            let bytes = &rest[..rest.len() - after.len()];
             inflated -= bound.inflated;
             w.ops = w.ops.saturating_add(bound.ops);
             if w.ops > limits::DOC_OPS_MAX {
                 return None;
             }
-            match bound.kind {
-                Kind::Document => w.listed = w.listed.saturating_add(bound.actors),
-                Kind::Change | Kind::CompressedChange => {
-                    let change = automerge::Change::from_bytes(bytes.to_vec()).ok()?;
-                    if change.seq() == 1 {
-                        first_changes.insert(change.actor_id().clone());
-                    }
-                }
+            if bound.kind == Kind::Document {
+                w.listed = w.listed.saturating_add(bound.actors);
             }
+            first_changes.extend(bound.first_of);
             rest = after;
         }
     }

@@ -288,8 +288,13 @@ impl Session {
         }
         let mut state = peer.state.clone();
         // Two copies in memory at once: the document and the fork the changes are received into.
+        // Weighed before the stored document is materialised: a message refused unparsed costs
+        // no load.
+        let Some(weight) = super::chunks::weigh(&msg) else {
+            return Ok(self.refuse(doc));
+        };
         let changes = with_doc(store, doc, &rec, 2, |d| {
-            if !within_limits(d.stats().num_actors, &msg) {
+            if !weight.fits(d.stats().num_actors) {
                 return Ok(None);
             }
             let mut fork = d.clone();
@@ -334,7 +339,7 @@ impl Session {
                 .map(|m| Outgoing::sync(self.client(), doc, m.encode()));
             return Ok(Reply::of(out.into_iter().collect()));
         }
-        if !within_limits(0, &msg) {
+        if !super::chunks::weigh(&msg).is_some_and(|weight| weight.fits(0)) {
             return Ok(self.refuse(doc));
         }
         let mut state = peer.state.clone();
@@ -488,13 +493,6 @@ fn declared(doc: &AutoCommit) -> Option<(DocKind, CaseId)> {
     };
     let case = scalar(field::CASE_ID)?.parse().ok()?;
     Some((kind, case))
-}
-
-/// Whether a document holding `held` actors may take what `msg` can bring, decided before
-/// automerge loads any of it ([`super::chunks`]): also no message whose chunks cannot be read,
-/// or hold more operations or inflate further than a document may.
-fn within_limits(held: u64, msg: &Message) -> bool {
-    super::chunks::weigh(msg).is_some_and(|weight| weight.fits(held))
 }
 
 /// Whether a document a message was received into is over the limits of operations or actors.
