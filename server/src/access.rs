@@ -99,13 +99,22 @@ fn doc_where(
     let Some(rec) = txn.doc(doc)? else {
         return Ok(None);
     };
-    let case_id = rec.header.case_id;
-    let case = match cases.entry(case_id) {
+    Ok(holds(txn, &rec.header, cases, keep)?.then_some(rec))
+}
+
+/// Whether the case of `header` exists (looked up once per request through `cases`) and `keep`
+/// holds of the two.
+fn holds(
+    txn: &mut dyn Txn,
+    header: &DocHeader,
+    cases: &mut Cases,
+    keep: impl FnOnce(&CaseRecord, &DocHeader) -> bool,
+) -> Result<bool, StoreError> {
+    let case = match cases.entry(header.case_id) {
         std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-        std::collections::hash_map::Entry::Vacant(e) => e.insert(txn.case(case_id)?),
+        std::collections::hash_map::Entry::Vacant(e) => e.insert(txn.case(header.case_id)?),
     };
-    let kept = case.as_ref().is_some_and(|c| keep(c, &rec.header));
-    Ok(kept.then_some(rec))
+    Ok(case.as_ref().is_some_and(|c| keep(c, header)))
 }
 
 /// Document `doc`'s record, if it is a sealed section `who` is to be told of ([`sees_sealed`]).
@@ -118,6 +127,50 @@ pub fn sealed_doc(
     doc_where(txn, doc, cases, |case, h| {
         h.sealed && sees_sealed(who, case, h)
     })
+}
+
+/// [`readable_doc`] and [`sealed_doc`] of a record already read ([`prefetch`]): whether `who`
+/// may read it, and if not, whether they are told of it as a sealed section.
+pub fn readable_or_sealed(
+    txn: &mut dyn Txn,
+    who: &Principal,
+    header: &DocHeader,
+    cases: &mut Cases,
+) -> Result<(bool, bool), StoreError> {
+    if holds(txn, header, cases, |case, h| may_read(who, case, Some(h)))? {
+        return Ok((true, false));
+    }
+    let sealed = holds(txn, header, cases, |case, h| {
+        h.sealed && sees_sealed(who, case, h)
+    })?;
+    Ok((false, sealed))
+}
+
+/// The records of `docs` (`None` for one that does not exist) with their cases put in `cases`:
+/// two reads for what took two a document (on PostgreSQL, a round trip each).
+pub fn prefetch(
+    txn: &mut dyn Txn,
+    docs: &[DocId],
+    cases: &mut Cases,
+) -> Result<HashMap<DocId, Option<DocRecord>>, StoreError> {
+    let mut out: HashMap<DocId, Option<DocRecord>> = docs.iter().map(|d| (*d, None)).collect();
+    let recs = txn.docs_in(docs)?;
+    let wanted: BTreeSet<CaseId> = recs
+        .iter()
+        .map(|r| r.header.case_id)
+        .filter(|c| !cases.contains_key(c))
+        .collect();
+    let wanted: Vec<CaseId> = wanted.into_iter().collect();
+    for c in &wanted {
+        cases.insert(*c, None);
+    }
+    for c in txn.cases_in(&wanted)? {
+        cases.insert(c.case_id, Some(c));
+    }
+    for r in recs {
+        out.insert(r.header.doc_id, Some(r));
+    }
+    Ok(out)
 }
 
 /// Every document `who` may read now ([`readable_docs`]).

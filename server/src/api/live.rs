@@ -132,14 +132,9 @@ impl Filter {
     /// The documents of `changed` this device may read. Blocking (store reads).
     fn keep(&mut self, store: &dyn Store, changed: &Changed) -> Result<Vec<DocId>, End> {
         let failed = |e: StoreError| End::Failed(e.to_string());
-        let epoch = match changed.epoch.get() {
-            Some(epoch) => *epoch,
-            None => {
-                let epoch =
-                    patiently(|| store::read(store, |txn| txn.access_epoch())).map_err(failed)?;
-                *changed.epoch.get_or_init(|| epoch)
-            }
-        };
+        let epoch = changed
+            .epoch_or_read(|| patiently(|| store.access_epoch()))
+            .map_err(failed)?;
         if self.epoch != Some(epoch) {
             self.readable.clear();
             self.reauthenticate(store)?;
@@ -151,22 +146,13 @@ impl Filter {
             .filter(|d| !self.readable.contains_key(d))
             .copied()
             .collect();
-        let decided = patiently(|| {
-            store::read(store, |txn| {
-                let mut cases = Cases::new();
-                unknown
-                    .iter()
-                    .map(|d| {
-                        Ok((
-                            *d,
-                            access::readable_doc(txn, &self.who, *d, &mut cases)?.is_some(),
-                        ))
-                    })
-                    .collect::<Result<Vec<_>, StoreError>>()
-            })
-        })
-        .map_err(failed)?;
-        let decided: HashMap<DocId, bool> = decided.into_iter().collect();
+        // Every document decided already: no read (the listeners that found the epoch unread
+        // came here together, and each opened an empty transaction).
+        let decided = if unknown.is_empty() {
+            HashMap::new()
+        } else {
+            self.decide(store, &unknown).map_err(failed)?
+        };
         let mut out = Vec::new();
         for doc in &changed.docs {
             let ok = match self.readable.get(doc) {
@@ -185,6 +171,28 @@ impl Filter {
             }
         }
         Ok(out)
+    }
+
+    /// Whether this device may read each of `docs`, in one read transaction.
+    fn decide(
+        &self,
+        store: &dyn Store,
+        docs: &[DocId],
+    ) -> Result<HashMap<DocId, bool>, StoreError> {
+        let decided = patiently(|| {
+            store::read(store, |txn| {
+                let mut cases = Cases::new();
+                docs.iter()
+                    .map(|d| {
+                        Ok((
+                            *d,
+                            access::readable_doc(txn, &self.who, *d, &mut cases)?.is_some(),
+                        ))
+                    })
+                    .collect::<Result<Vec<_>, StoreError>>()
+            })
+        })?;
+        Ok(decided.into_iter().collect())
     }
 }
 

@@ -39,6 +39,7 @@ macro_rules! conformance_tests {
             a_failed_transaction_leaves_nothing,
             a_conflicting_write_runs_again_whole,
             put_case_and_put_doc_keep_the_indexes_in_step,
+            records_read_together_are_those_read_one_by_one,
             the_audit_chain_continues_across_transactions_and_a_reopen,
             device_sync_state_and_holdings_are_kept_per_device,
             a_quarantined_change_keeps_its_first_entry,
@@ -309,6 +310,49 @@ pub(crate) fn put_case_and_put_doc_keep_the_indexes_in_step(f: &mut dyn Factory)
     .unwrap();
 }
 
+pub(crate) fn records_read_together_are_those_read_one_by_one(f: &mut dyn Factory) {
+    let store = f.fresh();
+    let cases: Vec<CaseRecord> = (0..3).map(|_| case(vec![TeamId::new_random()])).collect();
+    let docs: Vec<DocRecord> = cases.iter().map(|c| doc_of(c.case_id)).collect();
+    let sorted_docs = |mut d: Vec<DocRecord>| {
+        d.sort_by_key(|r| r.header.doc_id);
+        d
+    };
+    let sorted_cases = |mut c: Vec<CaseRecord>| {
+        c.sort_by_key(|r| r.case_id);
+        c
+    };
+    let missing = (DocId::new_random(), CaseId::new_random());
+    let doc_ids = [docs[0].header.doc_id, missing.0, docs[2].header.doc_id];
+    let case_ids = [cases[2].case_id, missing.1, cases[1].case_id];
+    // Inside the transaction that wrote them (a write transaction reads its own writes), then
+    // committed.
+    write(&*store, |t| {
+        for (c, d) in cases.iter().zip(&docs) {
+            t.put_case(c)?;
+            t.put_doc(d)?;
+        }
+        assert_eq!(
+            sorted_docs(t.docs_in(&doc_ids)?),
+            sorted_docs(vec![docs[0].clone(), docs[2].clone()])
+        );
+        Ok(())
+    })
+    .unwrap();
+    read(&*store, |t| {
+        let one_by_one: Vec<DocRecord> =
+            doc_ids.iter().filter_map(|d| t.doc(*d).unwrap()).collect();
+        assert_eq!(sorted_docs(t.docs_in(&doc_ids)?), sorted_docs(one_by_one));
+        assert_eq!(
+            sorted_cases(t.cases_in(&case_ids)?),
+            sorted_cases(vec![cases[2].clone(), cases[1].clone()])
+        );
+        assert!(t.docs_in(&[])?.is_empty() && t.cases_in(&[missing.1])?.is_empty());
+        Ok(())
+    })
+    .unwrap();
+}
+
 pub(crate) fn the_audit_chain_continues_across_transactions_and_a_reopen(f: &mut dyn Factory) {
     let store = f.fresh();
     for n in 1..=3 {
@@ -413,11 +457,13 @@ pub(crate) fn the_access_epoch_and_the_log_id_are_kept(f: &mut dyn Factory) {
     let store = f.fresh();
     let original = read(&*store, |t| t.log_id()).unwrap();
     assert_eq!(read(&*store, |t| t.access_epoch()).unwrap(), 0);
+    assert_eq!(store.access_epoch().unwrap(), 0);
     let bumped = write(&*store, |t| {
         Ok((t.bump_access_epoch()?, t.bump_access_epoch()?))
     })
     .unwrap();
     assert_eq!(bumped, (1, 2));
+    assert_eq!(store.access_epoch().unwrap(), 2, "outside a transaction");
     let new = uuid::Uuid::new_v4();
     write(&*store, |t| t.set_log_id(new)).unwrap();
     assert_ne!(new, original);

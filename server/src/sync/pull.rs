@@ -17,7 +17,7 @@
 
 use crate::access::{self, Cases};
 use crate::auth::Principal;
-use crate::model::{BackfillPos, LoggedChange};
+use crate::model::{BackfillPos, DocRecord, LoggedChange};
 use crate::store::{read, Store, StoreError, Txn};
 use casenote_protocol::limits::{self, PULL_SCAN_ENTRIES_MAX};
 use casenote_protocol::wire::{DocPull, Hash};
@@ -59,11 +59,15 @@ struct Page {
     out: Pulled,
     slots: HashMap<DocId, Option<usize>>,
     cases: Cases,
+    /// The records of the documents of the batch being scanned, read together
+    /// ([`access::prefetch`]) and taken by [`Page::slot`].
+    records: HashMap<DocId, Option<DocRecord>>,
     used: usize,
 }
 
 impl Page {
     /// The slot of `doc` in the page, looked up (and decided by access) on its first change.
+    /// The document's heads are the record's as read then.
     fn slot(
         &mut self,
         txn: &mut dyn Txn,
@@ -73,26 +77,42 @@ impl Page {
         if let Some(slot) = self.slots.get(&doc) {
             return Ok(*slot);
         }
-        let slot = match access::readable_doc(txn, who, doc, &mut self.cases)? {
-            Some(rec) => {
-                self.out.docs.push(DocPull {
-                    doc_id: doc,
-                    case_id: rec.header.case_id,
-                    kind: rec.header.kind,
-                    changes: Vec::new(),
-                    heads: Vec::new(),
-                });
-                Some(self.out.docs.len() - 1)
-            }
-            None => {
-                if access::sealed_doc(txn, who, doc, &mut self.cases)?.is_some() {
-                    self.out.sealed.push(doc);
-                }
-                None
-            }
+        let rec = match self.records.remove(&doc) {
+            Some(rec) => rec,
+            None => txn.doc(doc)?,
         };
+        let mut slot = None;
+        if let Some(rec) = rec {
+            match access::readable_or_sealed(txn, who, &rec.header, &mut self.cases)? {
+                (true, _) => {
+                    self.out.docs.push(DocPull {
+                        doc_id: doc,
+                        case_id: rec.header.case_id,
+                        kind: rec.header.kind,
+                        changes: Vec::new(),
+                        heads: rec.heads,
+                    });
+                    slot = Some(self.out.docs.len() - 1);
+                }
+                (false, true) => self.out.sealed.push(doc),
+                (false, false) => {}
+            }
+        }
         self.slots.insert(doc, slot);
         Ok(slot)
+    }
+
+    /// Reads together the records (and cases) of the documents of `batch` not yet decided.
+    fn prefetch(&mut self, txn: &mut dyn Txn, batch: &[LoggedChange]) -> Result<(), StoreError> {
+        let mut new: Vec<DocId> = batch
+            .iter()
+            .map(|e| e.doc_id)
+            .filter(|d| !self.slots.contains_key(d))
+            .collect();
+        new.sort_unstable();
+        new.dedup();
+        self.records = access::prefetch(txn, &new, &mut self.cases)?;
+        Ok(())
     }
 
     /// Takes log entry `e` into the page if the device may read it (and did not push it); says
@@ -143,6 +163,7 @@ pub(crate) fn pull_upto(
         },
         slots: HashMap::new(),
         cases: Cases::new(),
+        records: HashMap::new(),
         used,
     };
     if cursor >= upto {
@@ -157,6 +178,7 @@ pub(crate) fn pull_upto(
         let Some(last) = batch.last().map(|e| e.seq) else {
             break;
         };
+        page.prefetch(txn, &batch)?;
         for e in batch {
             if scanned >= PULL_SCAN_ENTRIES_MAX {
                 page.out.cursor = Seq(e.seq.0 - 1);
@@ -173,18 +195,9 @@ pub(crate) fn pull_upto(
     }
     page.out.scanned = scanned;
     crate::metrics::log_scanned(scanned);
-    finish(txn, page.out)
-}
-
-/// Drops the documents that got no change and gives the others their current heads.
-fn finish(txn: &mut dyn Txn, mut out: Pulled) -> Result<Pulled, StoreError> {
-    out.docs.retain(|d| !d.changes.is_empty());
-    for d in &mut out.docs {
-        if let Some(rec) = txn.doc(d.doc_id)? {
-            d.heads = rec.heads;
-        }
-    }
-    Ok(out)
+    // The documents that got no change are dropped.
+    page.out.docs.retain(|d| !d.changes.is_empty());
+    Ok(page.out)
 }
 
 /// What one page of a backfill sends and where it ended.

@@ -963,22 +963,24 @@ fn writer_of(txn: &mut dyn Txn, who: &Principal) -> Result<Writer, StoreError> {
 }
 
 /// Step 1: the pass before the write, on committed state through a read transaction (nothing is
-/// written), to find each document's new changes; then every document with new changes is
-/// judged, in parallel, outside any transaction.
+/// written), to find each document's new changes and the pusher's facts ([`writer_of`], in the
+/// same transaction: one round trip pair fewer on PostgreSQL); then every document with new
+/// changes is judged, in parallel, outside any transaction.
 fn judge_ahead(
     store: &dyn Store,
     who: &Principal,
-    settings: (&Writer, i64, Rules),
+    (now_ms, rules): (i64, Rules),
     prepared: &[Prepared],
-) -> Result<HashMap<DocId, Checked>, StoreError> {
+) -> Result<(Writer, HashMap<DocId, Checked>), StoreError> {
     let none = HashMap::new();
-    let candidates = read(store, |txn| {
-        let mut plan = Plan::new(txn, who, settings, &none);
+    let (writer, candidates) = read(store, |txn| {
+        let writer = writer_of(txn, who)?;
+        let mut plan = Plan::new(txn, who, (&writer, now_ms, rules), &none);
         let mut out = Vec::new();
         for p in prepared {
             out.extend(plan.ahead(p)?);
         }
-        Ok(out)
+        Ok((writer, out))
     })?;
     let mut out = HashMap::new();
     let judged = par_map(candidates, |c| {
@@ -989,7 +991,7 @@ fn judge_ahead(
             out.insert(doc, checked);
         }
     }
-    Ok(out)
+    Ok((writer, out))
 }
 
 /// The cores this process may use, asked once: `available_parallelism` reads the cgroup's files
@@ -1079,10 +1081,9 @@ pub fn push_with_access(
     for p in &mut prepared {
         p.restricted = restricted.iter().find(|r| r.doc_id == p.doc_id).cloned();
     }
-    let writer = read(store, |txn| writer_of(txn, who))?;
-    let settings = (&writer, now_ms, *rules);
     let _held = DocLocks::global().hold(prepared.iter().map(|p| p.doc_id));
-    let checked = judge_ahead(store, who, settings, &prepared)?;
+    let (writer, checked) = judge_ahead(store, who, (now_ms, *rules), &prepared)?;
+    let settings = (&writer, now_ms, *rules);
     #[cfg(test)]
     between_passes::run();
     write(store, |txn| {

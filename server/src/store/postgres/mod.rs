@@ -14,7 +14,8 @@
 //!   was granted would miss the previous holder's commit. Writers of one node first queue in
 //!   [`writers`], holding no connection (writers waiting for the lock took every pooled
 //!   connection from the readers), and the writers waiting when one finishes share its
-//!   transaction, each in a savepoint of its own, and its one commit (group commit).
+//!   transaction, each after the first in a savepoint of its own, and its one commit (group
+//!   commit).
 //! - A read transaction is REPEATABLE READ, READ ONLY: one consistent snapshot, no lock.
 //! - Serialization failures and deadlocks (which only a DBA's own transactions can cause here)
 //!   are [`StoreError::Conflict`], which `store::write` runs again.
@@ -168,18 +169,24 @@ impl PgStore {
     /// Runs `work` with the write lock held, in a READ COMMITTED transaction that the writers
     /// waiting at the same moment share, in a savepoint of its own ([`writers`]); returns once
     /// that transaction has committed, or with this work's own error (its part undone).
+    /// The first writer of a batch takes no savepoint: if its work fails the whole transaction
+    /// is rolled back, which holds nobody else's.
     fn run_write(&self, work: &mut Work<'_>) -> Result<(), StoreError> {
         let mut turn = self.writers.enter(&self.pool, &self.own)?;
+        let first = turn.first();
         let session = turn.session();
-        let done = session.savepoint().and_then(|()| {
+        let begun = if first { Ok(()) } else { session.savepoint() };
+        let done = begun.and_then(|()| {
             let mut txn = PgTxn::new(&mut *session, true);
             let appended = work(&mut txn).and_then(|()| txn.finish());
-            appended.and_then(|a| txn.into_session().release().map(|()| a))
+            appended.and_then(|a| txn.into_session().keep().map(|()| a))
         });
         match done {
             Ok(appended) => turn.done(appended),
             Err(e) => {
-                turn.session().rollback_to_savepoint();
+                if !first {
+                    turn.session().rollback_to_savepoint();
+                }
                 turn.undone();
                 Err(e)
             }
@@ -272,6 +279,11 @@ impl Store for PgStore {
     /// Committed is durable here (see the module docs).
     fn durable_seq(&self) -> Result<Seq, StoreError> {
         self.last_seq()
+    }
+
+    fn access_epoch(&self) -> Result<u64, StoreError> {
+        let mut conn = self.pool.get()?;
+        txn::access_epoch(conn.session())
     }
 
     /// None: the database is the one record of what was committed, and a commit is durable.

@@ -78,16 +78,17 @@ impl Session {
     }
 
     /// Keeps one writer's part, unless a statement of it failed (even one whose error its caller
-    /// swallowed): then the error is returned, for the caller to undo the part.
-    pub(super) fn release(&mut self) -> Result<(), StoreError> {
+    /// swallowed): then the error is returned, for the caller to undo the part. Its savepoint
+    /// stays until the commit (releasing it was one more round trip a writer): the savepoints of
+    /// a batch nest, at most [`limits::PG_WRITE_BATCH_MAX`] deep, and undoing a writer's part
+    /// rolls back to the newest, its own.
+    pub(super) fn keep(&mut self) -> Result<(), StoreError> {
         if self.failed {
             return Err(StoreError::Backend(
                 "a statement of the transaction failed; nothing of it was kept".into(),
             ));
         }
-        self.client
-            .batch_execute("RELEASE SAVEPOINT writer")
-            .map_err(|e| self.fail(e))
+        Ok(())
     }
 
     /// Undoes one writer's part, leaving the rest of the shared transaction as it was. If even

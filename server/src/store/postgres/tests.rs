@@ -486,6 +486,56 @@ fn writers_waiting_together_share_one_commit_and_a_failing_one_is_undone_alone()
 }
 
 #[test]
+fn the_first_writer_of_a_batch_failing_undoes_its_own_work_only() {
+    let (url, store) = fresh();
+    let store = Arc::new(store);
+    let doc = DocId::new_random();
+    // Another node holds the lock: writer 1 opens this node's batch (and takes no savepoint),
+    // then waits for the lock inside the database; writers 2-4 queue behind it, in order.
+    let other = Arc::new(PgStore::open(&url).unwrap());
+    let (finish, holder) = hold_the_lock(&url, &other, doc);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let queued = |n: u64| match n {
+        1 => advisory_locks(&url, false) == 1,
+        n => store.writers.waiting() == n as usize - 1,
+    };
+    let handles: Vec<_> = (1..=4u64)
+        .map(|n| {
+            let writer = store.clone();
+            let handle = std::thread::spawn(move || {
+                write(&*writer, |t| {
+                    t.append_change(&change(doc, n))?;
+                    // Writer 1 writes the holder's change again: the database refuses it.
+                    if n == 1 {
+                        t.append_change(&change(doc, 0))?;
+                    }
+                    Ok(())
+                })
+            });
+            while !queued(n) {
+                assert!(Instant::now() < deadline, "writer {n} never queued");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            handle
+        })
+        .collect();
+    finish.send(()).unwrap();
+    holder.join().unwrap().unwrap();
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    for (n, r) in (1..=4u64).zip(&results) {
+        assert_eq!(r.is_err(), n == 1, "writer {n}: {r:?}");
+    }
+    // The holder's change and writers 2-4's, gap-free; nothing of writer 1's.
+    assert_eq!(store.last_seq().unwrap(), Seq(4));
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM change_log", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 4);
+}
+
+#[test]
 fn a_swallowed_statement_error_never_turns_into_a_commit() {
     let (_url, store) = fresh();
     let doc = DocId::new_random();

@@ -158,6 +158,19 @@ impl<'s> PgTxn<'s> {
         self.s.query_opt(sql, &[id])?.as_ref().map(map).transpose()
     }
 
+    /// The rows of `sql`, whose one parameter is an array of ids.
+    fn any<T>(
+        &mut self,
+        sql: &'static str,
+        ids: &[Uuid],
+        map: fn(&postgres::Row) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.s.query(sql, &[&ids])?.iter().map(map).collect()
+    }
+
     fn ids(&mut self, sql: &'static str, id: &Uuid) -> Result<Vec<Uuid>, StoreError> {
         self.s
             .query(sql, &[id])?
@@ -295,6 +308,18 @@ impl Txn for PgTxn<'_> {
     }
     fn doc(&mut self, id: DocId) -> Result<Option<DocRecord>, StoreError> {
         self.one("SELECT * FROM docs WHERE doc_id = $1", &id.0, rows::doc)
+    }
+    fn docs_in(&mut self, ids: &[DocId]) -> Result<Vec<DocRecord>, StoreError> {
+        let ids = rows::uuids(ids, |d| d.0);
+        self.any("SELECT * FROM docs WHERE doc_id = ANY($1)", &ids, rows::doc)
+    }
+    fn cases_in(&mut self, ids: &[CaseId]) -> Result<Vec<CaseRecord>, StoreError> {
+        let ids = rows::uuids(ids, |c| c.0);
+        self.any(
+            "SELECT * FROM cases WHERE case_id = ANY($1)",
+            &ids,
+            rows::case,
+        )
     }
     // The log as this transaction left it: its appends are inserted first (they wait in memory).
     fn change_seqs_of(&mut self, doc: DocId) -> Result<Vec<Seq>, StoreError> {
@@ -545,10 +570,7 @@ impl Txn for PgTxn<'_> {
     }
 
     fn access_epoch(&mut self) -> Result<u64, StoreError> {
-        let row = self
-            .s
-            .query_one("SELECT access_epoch FROM store_state", &[])?;
-        seq(col(&row, "access_epoch")?)
+        access_epoch(self.s)
     }
     fn bump_access_epoch(&mut self) -> Result<u64, StoreError> {
         self.writing()?;
@@ -871,6 +893,11 @@ pub(super) fn received_at(s: &mut Session, at: Seq) -> Result<Option<i64>, Store
     .map(|r| col::<Option<i64>>(&r, "received_ms"))
     .transpose()?
     .flatten())
+}
+
+pub(super) fn access_epoch(s: &mut Session) -> Result<u64, StoreError> {
+    let row = s.query_one("SELECT access_epoch FROM store_state", &[])?;
+    seq(col(&row, "access_epoch")?)
 }
 
 pub(super) fn last_seq(s: &mut Session) -> Result<Seq, StoreError> {

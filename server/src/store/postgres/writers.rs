@@ -10,8 +10,10 @@
 //! Why a shared transaction: a commit is one durable flush of PostgreSQL's log (about 4 ms here),
 //! taken under the lock, so one commit per writer capped a node at a few hundred writes a
 //! second. A batch is one transaction: the first writer opens it (a connection, `BEGIN`, the
-//! lock); each writer runs its work inside a savepoint of its own, so a writer whose work fails
-//! is undone alone and gets its own error at once; when a writer is done and others are
+//! lock) and runs its work in it directly (if that fails, the transaction is rolled back: it
+//! holds nobody else's work); each later writer runs its work inside a savepoint of its own,
+//! kept until the commit (a release was one more round trip a writer), so a writer whose work
+//! fails is undone alone and gets its own error at once; when a writer is done and others are
 //! waiting, it hands the transaction to the next (at most [`limits::PG_WRITE_BATCH_MAX`]
 //! writers a batch), else it commits, once for all. A writer returns only with the batch's
 //! commit: success only once its work is durable, and a failed commit fails every writer of the
@@ -251,7 +253,17 @@ impl Writers {
     }
 }
 
+/// The savepoints of a batch nest (each writer but the first takes one, kept until the commit):
+/// PostgreSQL caches 64 subtransactions a backend, and past that every snapshot taken while the
+/// transaction runs grows slower.
+const _: () = assert!(limits::PG_WRITE_BATCH_MAX <= 64);
+
 impl Turn<'_> {
+    /// Whether this writer is the first of its batch: nobody else's work is in the transaction.
+    pub(super) fn first(&self) -> bool {
+        self.batch.as_ref().is_none_or(|b| b.members == 0)
+    }
+
     /// The open transaction, for this writer's work (inside its savepoint).
     pub(super) fn session(&mut self) -> &mut Session {
         &mut self.batch.as_mut().expect("a turn holds its batch").session

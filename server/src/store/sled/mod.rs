@@ -461,6 +461,10 @@ impl Store for SledStore {
         Ok(Seq(self.shared.durable.load(Ordering::Acquire)))
     }
 
+    fn access_epoch(&self) -> Result<u64, StoreError> {
+        crate::store::read(self, |txn| txn.access_epoch())
+    }
+
     fn audit_scan(&self, visit: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError> {
         for item in self.sled()?.audit.iter() {
             let (k, v) = item.map_err(|e| self.shared.failed(e))?;
