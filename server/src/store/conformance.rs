@@ -182,6 +182,16 @@ pub(crate) fn consecutive_sequences_survive_a_reopen(f: &mut dyn Factory) {
     );
     assert!(read(&*store, |t| t.has_change(doc, &change(doc, 3).hash)).unwrap());
     assert!(!read(&*store, |t| t.has_change(doc, &change(doc, 4).hash)).unwrap());
+    let asked = [2, 4, 3].map(|n| change(doc, n).hash);
+    let held = read(&*store, |t| t.held_changes(doc, &asked)).unwrap();
+    assert_eq!(
+        held,
+        [2, 3].map(|n| change(doc, n).hash).into_iter().collect()
+    );
+    let other = DocId::new_random();
+    assert!(read(&*store, |t| t.held_changes(other, &asked))
+        .unwrap()
+        .is_empty());
     let next = write(&*store, |t| t.append_change(&change(doc, 4))).unwrap();
     assert_eq!(next, Seq(4), "the sequence goes on after a reopen");
 }
@@ -210,6 +220,11 @@ pub(crate) fn a_transaction_reads_its_own_writes(f: &mut dyn Factory) {
         let seq = t.append_change(&change(doc, 1))?;
         assert_eq!(seq, Seq(1));
         assert!(t.has_change(doc, &change(doc, 1).hash)?);
+        let asked = [change(doc, 1).hash, change(doc, 2).hash];
+        assert_eq!(
+            t.held_changes(doc, &asked)?,
+            [asked[0]].into_iter().collect()
+        );
         t.device_docs_add(device, &[doc])?;
         assert_eq!(t.device_docs(device)?, vec![doc]);
         t.device_docs_remove(device, &[doc])?;
@@ -702,9 +717,22 @@ pub(crate) fn a_transaction_reads_the_log_as_the_store_does_with_its_own_writes(
         assert!(t.change_seqs_of(b)?.is_empty());
         assert_eq!(t.change_at(Seq(3))?.map(|c| c.0), Some(a));
         assert!(t.change_at(Seq(4))?.is_none(), "erased");
+        let after = |n: u64| (Seq(n), change(a, n).bytes);
+        assert_eq!(t.changes_of_after(a, Seq(1))?, vec![after(3), after(5)]);
+        assert!(t.changes_of_after(b, Seq(0))?.is_empty(), "erased");
         Ok(())
     })
     .unwrap();
+    let after = |n: u64| (Seq(n), change(a, n).bytes);
+    assert_eq!(
+        store.doc_changes_after(a, Seq(0)).unwrap(),
+        vec![after(1), after(3), after(5)]
+    );
+    assert!(store.doc_changes_after(a, Seq(5)).unwrap().is_empty());
+    assert!(
+        store.doc_changes_after(b, Seq(0)).unwrap().is_empty(),
+        "erased"
+    );
     // A write transaction reads its own appends and erasures.
     write(&*store, |t| {
         t.append_change(&change(b, 7))?;
@@ -713,6 +741,10 @@ pub(crate) fn a_transaction_reads_the_log_as_the_store_does_with_its_own_writes(
         assert_eq!(seqs_docs(&page), vec![(5, a), (7, b), (8, a)]);
         assert_eq!(t.change_seqs_of(a)?, vec![Seq(1), Seq(3), Seq(5), Seq(8)]);
         assert_eq!(t.change_at(Seq(7))?.map(|c| c.0), Some(b));
+        assert_eq!(
+            t.changes_of_after(a, Seq(3))?,
+            vec![(Seq(5), change(a, 5).bytes), (Seq(8), change(a, 8).bytes)]
+        );
         t.erase_doc(a)?;
         let page = t.log_page((Seq(0), Seq(8)), 100, usize::MAX)?;
         assert_eq!(seqs_docs(&page), vec![(7, b)]);

@@ -32,6 +32,7 @@ use crate::model::{
 use casenote_protocol::wire::Hash;
 use casenote_protocol::{limits, CaseId, DeviceId, DocId, OrgId, Seq, StaffId, TeamId};
 use serde::Serialize;
+use std::collections::HashSet;
 
 // Named here too for `validate/`, whose imports stay as they were (it is edited elsewhere).
 pub use crate::model::{DocHeader, DocRecord};
@@ -145,12 +146,40 @@ pub trait Txn {
     fn put_doc(&mut self, doc: &DocRecord) -> Result<(), StoreError>;
     /// Whether the store holds change `hash` of document `doc`.
     fn has_change(&mut self, doc: DocId, hash: &Hash) -> Result<bool, StoreError>;
+    /// Those of `hashes` that the store holds as changes of `doc` ([`Txn::has_change`] of each):
+    /// one statement on PostgreSQL, where a push's base, its changes and their dependencies were
+    /// a round trip each; the default asks one by one.
+    fn held_changes(&mut self, doc: DocId, hashes: &[Hash]) -> Result<HashSet<Hash>, StoreError> {
+        let mut held = HashSet::new();
+        for h in hashes {
+            if self.has_change(doc, h)? {
+                held.insert(*h);
+            }
+        }
+        Ok(held)
+    }
     /// [`Store::doc_change_seqs`] and [`Store::get_log`], read in this transaction. A backfill
     /// reads a document's history inside its read transaction: through the store, each read took
     /// a second pooled connection while the transaction held one, and on PostgreSQL enough
     /// concurrent first syncs held every connection and waited on each other (the load suite).
     fn change_seqs_of(&mut self, doc: DocId) -> Result<Vec<Seq>, StoreError>;
     fn change_at(&mut self, seq: Seq) -> Result<Option<(DocId, Hash, Vec<u8>)>, StoreError>;
+    /// [`Store::doc_changes_after`], read in this transaction.
+    fn changes_of_after(
+        &mut self,
+        doc: DocId,
+        after: Seq,
+    ) -> Result<Vec<(Seq, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        for seq in self.change_seqs_of(doc)? {
+            if seq > after {
+                if let Some((_, _, bytes)) = self.change_at(seq)? {
+                    out.push((seq, bytes));
+                }
+            }
+        }
+        Ok(out)
+    }
     /// The log entries in `(after, upto]`, in order, erased ones left out: at most `max` of them,
     /// and none after the one that brings their bytes to `max_bytes`. Read in this transaction,
     /// for the same reason as [`Txn::change_at`]: the pull's log scan runs inside its read
@@ -262,6 +291,21 @@ pub trait Store: Send + Sync {
     fn get_log(&self, seq: Seq) -> Result<Option<(DocId, Hash, Vec<u8>)>, StoreError>;
     /// The sequences of every stored change of `doc`, ascending.
     fn doc_change_seqs(&self, doc: DocId) -> Result<Vec<Seq>, StoreError>;
+    /// Every stored change of `doc` with a sequence above `after`, ascending, with its bytes
+    /// (erased ones left out): [`Store::doc_change_seqs`] and [`Store::get_log`] of each, which
+    /// is what the default does; one statement on PostgreSQL, where materialising a document
+    /// was a round trip per change of its history.
+    fn doc_changes_after(&self, doc: DocId, after: Seq) -> Result<Vec<(Seq, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        for seq in self.doc_change_seqs(doc)? {
+            if seq > after {
+                if let Some((_, _, bytes)) = self.get_log(seq)? {
+                    out.push((seq, bytes));
+                }
+            }
+        }
+        Ok(out)
+    }
     /// The server time at which the change under `seq` was received (`None` for changes stored
     /// before the server kept it).
     fn received_at(&self, seq: Seq) -> Result<Option<i64>, StoreError>;

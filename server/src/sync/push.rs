@@ -47,7 +47,7 @@ use crate::model::{
     QuarantineEntry,
 };
 use crate::store::{read, write, Store, StoreError, Txn};
-use crate::validate::{self, Context, Refusal, Rules, Writer};
+use crate::validate::{self, Context, Materialised, Refusal, Rules, Writer};
 use automerge::ReadDoc;
 use casenote_protocol::wire::{DocAck, DocPush, Hash, NewRestricted, Rejection};
 use casenote_protocol::{chunk, limits, CaseId, DocId, DocKind, ErrorCode, Seq, TeamId};
@@ -281,8 +281,10 @@ impl Checked {
     }
 }
 
-/// Reads a document as stored, from its log.
-type Materialise<'a> = dyn FnMut(DocId) -> Result<automerge::AutoCommit, StoreError> + 'a;
+/// Reads a document as stored with the heads given, from its log: from the stale state given
+/// (the cache's, with other heads), or from the start.
+type Materialise<'a> =
+    dyn FnMut(DocId, Option<Materialised>, &[Hash]) -> Result<Materialised, StoreError> + 'a;
 
 fn same_heads(a: &[Hash], b: &[Hash]) -> bool {
     let (mut a, mut b) = (a.to_vec(), b.to_vec());
@@ -298,19 +300,22 @@ fn same_heads(a: &[Hash], b: &[Hash]) -> bool {
 /// document from its log: through the store ahead, in the transaction when judged there.
 fn judge(c: Candidate, stored: &mut Materialise<'_>) -> Result<Option<Checked>, StoreError> {
     let reserved = validate::reserve(c.ops);
-    let before = if c.stored {
-        let mut doc = validate::load_with(c.doc_id, &c.old_heads, || stored(c.doc_id))?;
-        if !validate::has_heads(&mut doc, &c.old_heads) {
+    let (doc_id, heads) = (c.doc_id, &c.old_heads);
+    let (before, through) = if c.stored {
+        let mut held = validate::load_with(doc_id, heads, |stale| stored(doc_id, stale, heads))?;
+        if !validate::has_heads(&mut held.doc, heads) {
             return Ok(None);
         }
-        Some(doc)
+        (Some(held.doc), held.through)
     } else {
-        None
+        (None, Seq(0))
     };
-    let (doc_id, held) = (c.doc_id, c.stored);
+    // The state after: the state before (which holds what the log holds up to `through`) and
+    // the new changes, which will be stored later in the log.
+    let kept = |doc| Materialised { doc, through };
     let outcome = validate::run(&c.ctx, before, &c.changes, &mut || {
-        if held {
-            stored(doc_id).map(Some)
+        if c.stored {
+            stored(doc_id, None, heads).map(|h| Some(h.doc))
         } else {
             Ok(None)
         }
@@ -319,12 +324,12 @@ fn judge(c: Candidate, stored: &mut Materialise<'_>) -> Result<Option<Checked>, 
         Ok(passed) => {
             let ops = passed.after.stats().num_ops;
             let files = passed.files;
-            reserved.keep(doc_id, passed.after);
+            reserved.keep(doc_id, kept(passed.after));
             Ruled::Pass { ops, files }
         }
         Err((refusal, before)) => {
             if let Some(before) = before {
-                reserved.keep(doc_id, before);
+                reserved.keep(doc_id, kept(before));
             }
             Ruled::Refused(refusal)
         }
@@ -421,8 +426,30 @@ impl<'a, 't> Plan<'a, 't> {
         }
     }
 
-    fn known(&mut self, doc: DocId, hash: &Hash) -> Result<bool, StoreError> {
-        Ok(self.hashes.contains(&(doc, *hash)) || self.txn.has_change(doc, hash)?)
+    /// Which of the hashes `p` names (its base, its changes and their dependencies) the server
+    /// holds: stored, or stored by this push before; asked of the store in one read.
+    fn known(&mut self, p: &Prepared, changes: &[Decoded]) -> Result<HashSet<Hash>, StoreError> {
+        let named: HashSet<Hash> = p
+            .base
+            .iter()
+            .chain(
+                changes
+                    .iter()
+                    .flat_map(|c| std::iter::once(&c.hash).chain(&c.deps)),
+            )
+            .copied()
+            .collect();
+        let mut known = HashSet::new();
+        let mut ask = Vec::new();
+        for h in named {
+            if self.hashes.contains(&(p.doc_id, h)) {
+                known.insert(h);
+            } else {
+                ask.push(h);
+            }
+        }
+        known.extend(self.txn.held_changes(p.doc_id, &ask)?);
+        Ok(known)
     }
 
     fn actor(&mut self, actor: &[u8]) -> Result<Option<ActorBinding>, StoreError> {
@@ -579,24 +606,24 @@ impl<'a, 't> Plan<'a, 't> {
             Ok(found) => found,
             Err(v) => return Ok(Err(v)),
         };
-        for h in &p.base {
-            if !self.known(p.doc_id, h)? {
-                return Ok(Err(Verdict::NeedFullHistory));
-            }
+        let known = self.known(p, changes)?;
+        if !p.base.iter().all(|h| known.contains(h)) {
+            return Ok(Err(Verdict::NeedFullHistory));
         }
         let mut in_push: HashSet<Hash> = HashSet::new();
         let mut fresh: Vec<Decoded> = Vec::new();
         let mut duplicates = 0u32;
         for c in changes {
-            if in_push.contains(&c.hash) || self.known(p.doc_id, &c.hash)? {
+            if in_push.contains(&c.hash) || known.contains(&c.hash) {
                 duplicates += 1;
                 in_push.insert(c.hash);
                 continue;
             }
-            for d in &c.deps {
-                if !in_push.contains(d) && !self.known(p.doc_id, d)? {
-                    return Ok(Err(Verdict::NeedFullHistory));
-                }
+            if c.deps
+                .iter()
+                .any(|d| !in_push.contains(d) && !known.contains(d))
+            {
+                return Ok(Err(Verdict::NeedFullHistory));
             }
             in_push.insert(c.hash);
             fresh.push(c.clone());
@@ -731,7 +758,9 @@ impl<'a, 't> Plan<'a, 't> {
         }
         let doc = c.doc_id;
         let txn = &mut *self.txn;
-        match judge(c, &mut |d| validate::materialise_in(txn, d))? {
+        match judge(c, &mut |d, stale, heads| {
+            validate::materialise_in(txn, d, stale, heads)
+        })? {
             Some(now) => Ok(now.ruled),
             None => Err(StoreError::Corrupt(format!(
                 "document {doc}: its stored heads are not the heads of its log"
@@ -984,7 +1013,12 @@ fn judge_ahead(
     })?;
     let mut out = HashMap::new();
     let judged = par_map(candidates, |c| {
-        (c.doc_id, judge(c, &mut |d| validate::materialise(store, d)))
+        (
+            c.doc_id,
+            judge(c, &mut |d, stale, heads| {
+                validate::materialise_after(store, d, stale, heads)
+            }),
+        )
     });
     for (doc, done) in judged {
         if let Some(checked) = done? {

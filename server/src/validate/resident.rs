@@ -28,7 +28,7 @@ use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 #[derive(Default)]
 struct State {
     /// doc → (last kept tick, operations, state)
-    cache: HashMap<DocId, (u64, u64, AutoCommit)>,
+    cache: HashMap<DocId, (u64, u64, Materialised)>,
     cached_ops: u64,
     reserved_ops: u64,
     tick: u64,
@@ -72,6 +72,15 @@ fn lock() -> MutexGuard<'static, State> {
     resident().state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A materialised document and how far into its log it is known to reach: it holds every
+/// stored change of the document with a sequence up to `through` (and perhaps later ones). A
+/// state found stale (the document's heads moved: another node wrote it, on PostgreSQL) is
+/// brought up to date from there ([`materialise_after`]) rather than from the whole log.
+pub struct Materialised {
+    pub doc: AutoCommit,
+    pub through: Seq,
+}
+
 /// Operations reserved for one document being validated; given back when dropped, or moved into
 /// the cache with the state they pay for ([`Reserved::keep`]).
 #[must_use]
@@ -97,8 +106,8 @@ impl Reserved {
     /// Keeps `state` as document `doc`'s latest validated state, paid for by this reservation
     /// (grown or shrunk to what the state holds; when it has grown past what the budget has free,
     /// older entries give way, and a state too large to fit is simply not kept).
-    pub fn keep(self, doc: DocId, state: AutoCommit) {
-        let ops = state.stats().num_ops;
+    pub fn keep(self, doc: DocId, state: Materialised) {
+        let ops = state.doc.stats().num_ops;
         let mut st = lock();
         st.reserved_ops -= self.ops;
         std::mem::forget(self);
@@ -138,16 +147,73 @@ fn corrupt(doc: DocId, e: impl std::fmt::Display) -> StoreError {
 /// measured": one `apply_changes` per change gets slower as the history grows). The caller holds
 /// a [`Reserved`] for it.
 pub fn materialise(store: &dyn Store, doc: DocId) -> Result<AutoCommit, StoreError> {
-    let seqs = store.doc_change_seqs(doc)?;
-    from_log(doc, seqs, |seq| Ok(store.get_log(seq)?.map(|(_, _, b)| b)))
+    Ok(materialise_after(store, doc, None, &[])?.doc)
 }
 
-/// [`materialise`], reading the log in `txn`: a judgement made inside a write transaction reads
-/// there, since through the store each read would take a second pooled connection while the
-/// transaction holds one (on PostgreSQL, enough such pushes at once would wait on each other).
-pub fn materialise_in(txn: &mut dyn Txn, doc: DocId) -> Result<AutoCommit, StoreError> {
-    let seqs = txn.change_seqs_of(doc)?;
-    from_log(doc, seqs, |seq| Ok(txn.change_at(seq)?.map(|(_, _, b)| b)))
+/// Document `doc` as stored with heads `heads`: `stale`, a state of it from before, brought up
+/// to date with the changes stored after its `through`, when that gives `heads`; else (no such
+/// state, or it does not give `heads`: the document moved on again, or the state held a change
+/// that was never stored) every stored change. The caller holds a [`Reserved`] for it.
+pub fn materialise_after(
+    store: &dyn Store,
+    doc: DocId,
+    stale: Option<Materialised>,
+    heads: &[Hash],
+) -> Result<Materialised, StoreError> {
+    bring_up(doc, stale, heads, |after| {
+        store.doc_changes_after(doc, after)
+    })
+}
+
+/// [`materialise_after`], reading the log in `txn`: a judgement made inside a write transaction
+/// reads there, since through the store each read would take a second pooled connection while
+/// the transaction holds one (on PostgreSQL, enough such pushes at once would wait on each other).
+pub fn materialise_in(
+    txn: &mut dyn Txn,
+    doc: DocId,
+    stale: Option<Materialised>,
+    heads: &[Hash],
+) -> Result<Materialised, StoreError> {
+    bring_up(doc, stale, heads, |after| txn.changes_of_after(doc, after))
+}
+
+/// The changes after a sequence, ascending, with their sequences.
+type Logged = Vec<(Seq, Vec<u8>)>;
+
+fn bring_up(
+    doc: DocId,
+    stale: Option<Materialised>,
+    heads: &[Hash],
+    mut after: impl FnMut(Seq) -> Result<Logged, StoreError>,
+) -> Result<Materialised, StoreError> {
+    if let Some(mut held) = stale {
+        let newer = after(held.through)?;
+        let through = newer.last().map_or(held.through, |(seq, _)| *seq);
+        if add(doc, &mut held.doc, newer).is_ok() && has_heads(&mut held.doc, heads) {
+            return Ok(Materialised {
+                doc: held.doc,
+                through,
+            });
+        }
+    }
+    let all = after(Seq(0))?;
+    let through = all.last().map_or(Seq(0), |(seq, _)| *seq);
+    let mut out = AutoCommit::new();
+    add(doc, &mut out, all)?;
+    Ok(Materialised { doc: out, through })
+}
+
+/// Applies the logged changes `logged` to `to`, in one batch (a change `to` holds already is
+/// skipped by automerge).
+fn add(doc: DocId, to: &mut AutoCommit, logged: Logged) -> Result<(), StoreError> {
+    let changes = logged
+        .into_iter()
+        .map(|(_, bytes)| Change::from_bytes(bytes).map_err(|e| corrupt(doc, e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    if !changes.is_empty() {
+        apply(to, changes).map_err(|e| corrupt(doc, e))?;
+    }
+    Ok(())
 }
 
 /// How often [`every_document_loads`] says how far it got.
@@ -182,25 +248,6 @@ pub fn every_document_loads(
     Ok(Ok(total))
 }
 
-/// Document `doc` from the changes at `seqs` (an erased one, `None`, left out), in one batch.
-fn from_log(
-    doc: DocId,
-    seqs: Vec<Seq>,
-    mut change_at: impl FnMut(Seq) -> Result<Option<Vec<u8>>, StoreError>,
-) -> Result<AutoCommit, StoreError> {
-    let mut changes = Vec::with_capacity(seqs.len());
-    for seq in seqs {
-        if let Some(bytes) = change_at(seq)? {
-            changes.push(Change::from_bytes(bytes).map_err(|e| corrupt(doc, e))?);
-        }
-    }
-    let mut out = AutoCommit::new();
-    if !changes.is_empty() {
-        apply(&mut out, changes).map_err(|e| corrupt(doc, e))?;
-    }
-    Ok(out)
-}
-
 fn sorted(mut heads: Vec<automerge::ChangeHash>) -> Vec<automerge::ChangeHash> {
     heads.sort();
     heads
@@ -212,17 +259,20 @@ pub fn has_heads(doc: &mut AutoCommit, heads: &[Hash]) -> bool {
 }
 
 /// Document `doc` as stored with `heads`: taken out of the cache when it holds that state, else
-/// [`materialise`]d.
-pub fn load(store: &dyn Store, doc: DocId, heads: &[Hash]) -> Result<AutoCommit, StoreError> {
-    load_with(doc, heads, || materialise(store, doc))
+/// [`materialise_after`] (from the cached state, if any).
+pub fn load(store: &dyn Store, doc: DocId, heads: &[Hash]) -> Result<Materialised, StoreError> {
+    load_with(doc, heads, |stale| {
+        materialise_after(store, doc, stale, heads)
+    })
 }
 
-/// [`load`], with `materialise` for a state the cache does not hold.
+/// [`load`], with `materialise` for a state the cache does not hold: handed the cached state of
+/// `doc` when it has other heads, to bring up to date.
 pub fn load_with(
     doc: DocId,
     heads: &[Hash],
-    materialise: impl FnOnce() -> Result<AutoCommit, StoreError>,
-) -> Result<AutoCommit, StoreError> {
+    materialise: impl FnOnce(Option<Materialised>) -> Result<Materialised, StoreError>,
+) -> Result<Materialised, StoreError> {
     let cached = {
         let mut st = lock();
         let taken = st.cache.remove(&doc);
@@ -232,12 +282,13 @@ pub fn load_with(
         taken
     };
     resident().freed.notify_all();
-    if let Some((_, _, mut state)) = cached {
-        if has_heads(&mut state, heads) {
-            return Ok(state);
-        }
+    let Some((_, _, mut state)) = cached else {
+        return materialise(None);
+    };
+    if has_heads(&mut state.doc, heads) {
+        return Ok(state);
     }
-    materialise()
+    materialise(Some(state))
 }
 
 /// Applies `changes` in one batch; a panic inside Automerge becomes an error.
@@ -246,5 +297,93 @@ pub fn apply(doc: &mut AutoCommit, changes: Vec<Change>) -> Result<(), String> {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err("applying the changes failed".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::NewChange;
+    use crate::store::sled::SledStore;
+    use crate::store::write;
+    use automerge::transaction::Transactable;
+    use automerge::{ActorId, ROOT};
+
+    /// A store whose log holds `n` changes of one document (each sets a key), and the changes.
+    fn logged(n: i64) -> (tempfile::TempDir, SledStore, DocId, Vec<Change>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let doc = DocId::new_random();
+        let mut am = AutoCommit::new();
+        for i in 0..n {
+            am.put(ROOT, "k", i).unwrap();
+            am.commit();
+        }
+        let changes = am.get_changes(&[]);
+        for c in &changes {
+            let change = NewChange {
+                doc_id: doc,
+                hash: Hash(c.hash().0),
+                bytes: c.raw_bytes().to_vec(),
+                received_at_ms: 0,
+            };
+            write(&store, |t| t.append_change(&change)).unwrap();
+        }
+        (dir, store, doc, changes)
+    }
+
+    fn heads_of(changes: &[Change]) -> Vec<Hash> {
+        vec![Hash(changes.last().unwrap().hash().0)]
+    }
+
+    /// A state holding `changes`, under an actor of its own (a state loaded from the start has
+    /// another), that claims to reach `through`.
+    fn state(changes: &[Change], through: u64) -> (Materialised, ActorId) {
+        let mut doc = AutoCommit::new();
+        let actor = ActorId::random();
+        doc.set_actor(actor.clone());
+        doc.apply_changes(changes.to_vec()).unwrap();
+        (
+            Materialised {
+                doc,
+                through: Seq(through),
+            },
+            actor,
+        )
+    }
+
+    #[test]
+    fn a_stale_state_is_brought_up_to_date_with_the_changes_after_it() {
+        let (_dir, store, doc, changes) = logged(5);
+        let heads = heads_of(&changes);
+        let (stale, actor) = state(&changes[..2], 2);
+        let mut now = materialise_after(&store, doc, Some(stale), &heads).unwrap();
+        assert!(has_heads(&mut now.doc, &heads));
+        assert_eq!(now.through, Seq(5));
+        assert_eq!(
+            now.doc.get_actor(),
+            &actor,
+            "loaded from the start, not brought up"
+        );
+    }
+
+    #[test]
+    fn a_stale_state_that_does_not_give_the_stored_heads_is_loaded_from_the_start() {
+        let (_dir, store, doc, changes) = logged(5);
+        let heads = heads_of(&changes);
+        // It claims to reach further than it does: bringing it up misses change 3.
+        let (overclaiming, actor) = state(&changes[..2], 3);
+        let mut now = materialise_after(&store, doc, Some(overclaiming), &heads).unwrap();
+        assert!(has_heads(&mut now.doc, &heads));
+        assert_eq!(now.through, Seq(5));
+        assert_ne!(now.doc.get_actor(), &actor);
+        // It holds a change that was never stored.
+        let (mut unstored, actor) = state(&changes[..2], 2);
+        unstored.doc.put(ROOT, "never", "stored").unwrap();
+        unstored.doc.commit();
+        let mut now = materialise_after(&store, doc, Some(unstored), &heads).unwrap();
+        assert!(has_heads(&mut now.doc, &heads));
+        assert_ne!(now.doc.get_actor(), &actor);
+        assert!(now.doc.get(ROOT, "never").unwrap().is_none());
     }
 }

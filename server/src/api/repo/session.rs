@@ -459,7 +459,7 @@ fn with_doc<T>(
 ) -> Result<T, StoreError> {
     let reserved = resident::reserve(rec.ops.max(1).saturating_mul(copies));
     let mut state = resident::load(store, doc, &rec.heads)?;
-    let out = f(&mut state);
+    let out = f(&mut state.doc);
     reserved.keep(doc, state);
     Ok(out)
 }

@@ -266,6 +266,11 @@ impl Store for PgStore {
         txn::doc_change_seqs(conn.session(), doc)
     }
 
+    fn doc_changes_after(&self, doc: DocId, after: Seq) -> Result<Vec<(Seq, Vec<u8>)>, StoreError> {
+        let mut conn = self.pool.get()?;
+        txn::doc_changes_after(conn.session(), doc, after)
+    }
+
     fn received_at(&self, seq: Seq) -> Result<Option<i64>, StoreError> {
         let mut conn = self.pool.get()?;
         txn::received_at(conn.session(), seq)

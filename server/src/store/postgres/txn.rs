@@ -330,6 +330,14 @@ impl Txn for PgTxn<'_> {
         self.insert_appended()?;
         get_log(self.s, seq)
     }
+    fn changes_of_after(
+        &mut self,
+        doc: DocId,
+        after: Seq,
+    ) -> Result<Vec<(Seq, Vec<u8>)>, StoreError> {
+        self.insert_appended()?;
+        doc_changes_after(self.s, doc, after)
+    }
     fn log_page(
         &mut self,
         range: (Seq, Seq),
@@ -384,6 +392,30 @@ impl Txn for PgTxn<'_> {
                 &[&doc.0, &&hash.0[..]],
             )?
             .is_some())
+    }
+    fn held_changes(&mut self, doc: DocId, hashes: &[Hash]) -> Result<HashSet<Hash>, StoreError> {
+        let mut held: HashSet<Hash> = hashes
+            .iter()
+            .filter(|h| self.appended_keys.contains(&(doc, h.0)))
+            .copied()
+            .collect();
+        let asked: Vec<&[u8]> = hashes
+            .iter()
+            .filter(|h| !held.contains(*h))
+            .map(|h| &h.0[..])
+            .collect();
+        if asked.is_empty() {
+            return Ok(held);
+        }
+        let found = self.s.query(
+            "SELECT hash FROM change_log WHERE doc_id = $1 AND hash = ANY($2)",
+            &[&doc.0, &asked],
+        )?;
+        for row in &found {
+            let bytes: Vec<u8> = col(row, "hash")?;
+            held.insert(rows::hash(&bytes)?);
+        }
+        Ok(held)
     }
     fn append_change(&mut self, change: &NewChange) -> Result<Seq, StoreError> {
         self.writing()?;
@@ -882,6 +914,21 @@ pub(super) fn doc_change_seqs(s: &mut Session, doc: DocId) -> Result<Vec<Seq>, S
     )?
     .iter()
     .map(|r| Ok(Seq(seq(col(r, "seq")?)?)))
+    .collect()
+}
+
+pub(super) fn doc_changes_after(
+    s: &mut Session,
+    doc: DocId,
+    after: Seq,
+) -> Result<Vec<(Seq, Vec<u8>)>, StoreError> {
+    s.query(
+        "SELECT seq, bytes FROM change_log
+         WHERE doc_id = $1 AND seq > $2 AND octet_length(bytes) > 0 ORDER BY seq",
+        &[&doc.0, &big(after.0)?],
+    )?
+    .iter()
+    .map(|r| Ok((Seq(seq(col(r, "seq")?)?), col(r, "bytes")?)))
     .collect()
 }
 
