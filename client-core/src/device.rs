@@ -1778,8 +1778,10 @@ impl Device {
             // This device only ever authors its own changes, so a forged-author refusal means it
             // relayed a colleague's change the server does not hold (after a restore). That is
             // settled when the colleague's device re-sends it: keep the document in the outbox
-            // and try again next sync, rather than holding it back for good.
-            if r.code == ErrorCode::ForgedAuthor {
+            // and try again next sync, rather than holding it back for good. An `internal`
+            // refusal is the server's own trouble with the document (its stored copy does not
+            // load): kept and sent again the same way, until the service is repaired.
+            if matches!(r.code, ErrorCode::ForgedAuthor | ErrorCode::Internal) {
                 continue;
             }
             let refusal = Refusal {

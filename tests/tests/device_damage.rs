@@ -105,3 +105,59 @@ fn a_document_the_device_cannot_read_is_skipped_and_everything_else_syncs() {
     let report = laptop.sync();
     assert_eq!(report["damaged"], serde_json::json!([first]), "{report}");
 }
+
+/// The server's copy of a document that no longer loads as its record says (here its record
+/// names a head its log does not hold: the two were damaged apart). Before, every sync of a
+/// device with an edit to it failed (500), so nothing else it wrote reached the server. Now that
+/// document alone is refused, `internal`, and the device keeps its edit and sends it again next
+/// sync, while everything else syncs.
+#[test]
+fn a_document_the_server_cannot_load_is_refused_alone_and_the_device_keeps_its_edit() {
+    use casenote_server::store::{self, sled, Store};
+    let (tmp, data, staff) = demo_borough();
+    let server = Server::start(&data);
+    let token = token_of(&staff, "Priya Shah");
+    let laptop = Cli::login(tmp.path().join("laptop"), &server, &token);
+    let phone = Cli::login(tmp.path().join("phone"), &server, &token);
+    let case = laptop.ok(&["case", "new", "--name", "Damaged Server Copy"]);
+    let first = laptop.ok(&["note", "add", &case, "--text", "First note."]);
+    let second = laptop.ok(&["note", "add", &case, "--text", "Second note."]);
+    laptop.sync();
+    phone.sync();
+    let doc: DocId = first.parse().unwrap();
+    let server = server.offline(|data| {
+        let store = sled::open(data).unwrap();
+        store::write(&*store, |t| {
+            let mut rec = t.doc(doc)?.expect("the note is stored");
+            rec.heads = vec![casenote_protocol::wire::Hash([0xda; 32])];
+            t.put_doc(&rec)
+        })
+        .unwrap();
+        store.flush().unwrap();
+    });
+    laptop.ok(&["note", "edit", &first, "--text", "First note, edited."]);
+    laptop.ok(&["note", "edit", &second, "--text", "Second note, edited."]);
+    let out = laptop.ok(&["sync"]);
+    assert!(
+        out.contains(&format!("refused: document {first} (internal)")),
+        "{out}"
+    );
+    for _ in 0..2 {
+        let status = laptop.json(&["status", "--json"]);
+        assert_eq!(status["unsynced_docs"], 1, "the edit is kept: {status}");
+        assert_eq!(status["refused"], serde_json::json!([]), "{status}");
+        // Sent again at the next sync, and refused again while the copy stays damaged.
+        let again = laptop.ok(&["sync"]);
+        assert!(
+            again.contains(&format!("refused: document {first}")),
+            "{again}"
+        );
+    }
+    phone.sync();
+    let texts = phone.note_texts(&case);
+    assert!(
+        texts.contains(&"Second note, edited.".to_string()),
+        "{texts:?}"
+    );
+    drop(server);
+}

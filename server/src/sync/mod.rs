@@ -45,6 +45,8 @@ pub mod reconcile;
 pub mod views;
 
 #[cfg(test)]
+mod damage_tests;
+#[cfg(test)]
 mod first_sync_tests;
 #[cfg(test)]
 mod idle_tests;

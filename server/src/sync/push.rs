@@ -244,8 +244,14 @@ fn forbidden(doc_id: DocId) -> Verdict {
 /// The record rules' verdict on one document's new changes.
 #[derive(Clone, Debug)]
 enum Ruled {
-    Pass { ops: u64, files: bool },
+    Pass {
+        ops: u64,
+        files: bool,
+    },
     Refused(Refusal),
+    /// The stored document does not load from its log (damaged, or written before the vendored
+    /// automerge's check refused what it holds): nothing can be judged against it.
+    Unloadable,
 }
 
 /// A document whose new changes the record rules must judge.
@@ -293,6 +299,19 @@ fn same_heads(a: &[Hash], b: &[Hash]) -> bool {
     a == b
 }
 
+/// The judgement of `c` when its stored document does not load (`why`, automerge's words and
+/// the document's id: no content). Logged for the operators; the device is told per document.
+fn unloadable(c: Candidate, why: &str) -> Checked {
+    tracing::error!(doc = %c.doc_id, %why, "a push to a stored document that does not load was refused for that document");
+    Checked {
+        ctx: c.ctx,
+        stored: c.stored,
+        old_heads: c.old_heads,
+        fresh: c.fresh,
+        ruled: Ruled::Unloadable,
+    }
+}
+
 /// Judges `c`: the stored state (cached or materialised; it must still have the heads the
 /// candidate saw) with the new changes applied, under the record rules. `None` when the stored
 /// state moved on meanwhile. The states it produces go to the cache of validated states (keyed
@@ -302,7 +321,11 @@ fn judge(c: Candidate, stored: &mut Materialise<'_>) -> Result<Option<Checked>, 
     let reserved = validate::reserve(c.ops);
     let (doc_id, heads) = (c.doc_id, &c.old_heads);
     let (before, through) = if c.stored {
-        let mut held = validate::load_with(doc_id, heads, |stale| stored(doc_id, stale, heads))?;
+        let loaded = validate::load_with(doc_id, heads, |stale| stored(doc_id, stale, heads));
+        let mut held = match loaded {
+            Err(StoreError::Corrupt(why)) => return Ok(Some(unloadable(c, &why))),
+            other => other?,
+        };
         if !validate::has_heads(&mut held.doc, heads) {
             return Ok(None);
         }
@@ -319,7 +342,11 @@ fn judge(c: Candidate, stored: &mut Materialise<'_>) -> Result<Option<Checked>, 
         } else {
             Ok(None)
         }
-    })?;
+    });
+    let outcome = match outcome {
+        Err(StoreError::Corrupt(why)) => return Ok(Some(unloadable(c, &why))),
+        other => other?,
+    };
     let ruled = match outcome {
         Ok(passed) => {
             let ops = passed.after.stats().num_ops;
@@ -758,13 +785,16 @@ impl<'a, 't> Plan<'a, 't> {
         }
         let doc = c.doc_id;
         let txn = &mut *self.txn;
+        let heads = c.old_heads.clone();
         match judge(c, &mut |d, stale, heads| {
             validate::materialise_in(txn, d, stale, heads)
         })? {
             Some(now) => Ok(now.ruled),
-            None => Err(StoreError::Corrupt(format!(
-                "document {doc}: its stored heads are not the heads of its log"
-            ))),
+            // Here the stored state cannot move: the record and the log disagree.
+            None => {
+                tracing::error!(doc = %doc, heads = heads.len(), "a push to a stored document whose log does not give its record's heads was refused for that document");
+                Ok(Ruled::Unloadable)
+            }
         }
     }
 
@@ -856,6 +886,16 @@ impl<'a, 't> Plan<'a, 't> {
             Err(reason) => Verdict::Rejected(ErrorCode::RuleViolation, reason),
             Ok(Ruled::Refused(r)) => self.refuse(p.doc_id, &f.fresh, r),
             Ok(Ruled::Pass { ops, files }) => self.accept(p.doc_id, f, ops, files),
+            // Not the device's doing: nothing quarantined, the changes stay with the device.
+            Ok(Ruled::Unloadable) => Verdict::Rejected(
+                ErrorCode::Internal,
+                format!(
+                    "document {} as stored does not load, so nothing can be added to it; the \
+                     device keeps its changes and sends them again once the service's operators \
+                     have repaired it",
+                    p.doc_id
+                ),
+            ),
         })
     }
 
