@@ -236,6 +236,14 @@ fn unless_damaged<T>(loaded: Result<T, Error>) -> Result<Option<T>, Error> {
     }
 }
 
+/// `changes` as they travel, one after another.
+fn raw_bytes(changes: &[automerge::Change]) -> Vec<u8> {
+    changes
+        .iter()
+        .flat_map(|c| c.raw_bytes().iter().copied())
+        .collect()
+}
+
 /// The first chunk number of what a sync keeps beside a document it cannot read
 /// ([`Device::keep_beside_damaged`]): far past any its edits reach (they are compacted after
 /// `DEVICE_CHUNKS_BEFORE_COMPACT`).
@@ -1707,6 +1715,13 @@ impl Device {
                 (Some(_), _) => self.store.stage_drop_outbox_list(&mut w, doc_id)?,
                 (None, Some(h)) => {
                     self.store.stage_header(&mut w, doc_id, &h);
+                    if let Some(received) = upd.unusable {
+                        // Kept as its first chunk: loading it will find the damage.
+                        report.docs_down += 1;
+                        report.damaged.push(doc_id);
+                        self.store.stage_chunk(&mut w, doc_id, 0, received);
+                        continue;
+                    }
                     // New to this device: keep the changes as received, without materialising
                     // the document (a cold pull of thousands of documents is I/O, not Automerge
                     // work). Loading it later replays them in one batch.
@@ -1731,14 +1746,21 @@ impl Device {
                 // An acknowledgement for a document this device does not hold: nothing to store.
                 (None, None) => continue,
             }
+            if let Some(received) = upd.unusable {
+                // Changes this device cannot use: kept beside the document, never applied.
+                report.docs_down += 1;
+                report.damaged.push(doc_id);
+                self.keep_beside_damaged(&mut w, doc_id, received);
+                continue;
+            }
             if upd.changes.is_empty() && self.settle_without_loading(&mut w, doc_id, &upd)? {
                 continue;
             }
             let Some(loaded) = unless_damaged(self.store.load_to_write(doc_id))? else {
-                self.keep_beside_damaged(&mut w, doc_id, &upd.changes);
                 report.docs_down += usize::from(!upd.changes.is_empty());
                 report.changes_down += upd.changes.len();
                 report.damaged.push(doc_id);
+                self.keep_beside_damaged(&mut w, doc_id, raw_bytes(&upd.changes));
                 continue;
             };
             let held = loaded.is_some();
@@ -1748,7 +1770,15 @@ impl Device {
             if !upd.changes.is_empty() {
                 report.docs_down += 1;
                 report.changes_down += upd.changes.len();
-                doc.apply_changes(upd.changes)?;
+                let received = raw_bytes(&upd.changes);
+                if doc.apply_changes(upd.changes).is_err() {
+                    // Changes automerge refuses (the server's copy holds what this automerge
+                    // would never write): kept beside the document, which is then damaged here,
+                    // and this copy of it is not kept (the cache lets it go).
+                    report.damaged.push(doc_id);
+                    self.keep_beside_damaged(&mut w, doc_id, received);
+                    continue;
+                }
                 staged = Some(
                     self.store
                         .stage_doc(&mut w, doc_id, &mut doc, &before, next)?,
@@ -1833,19 +1863,15 @@ impl Device {
     /// numbered far past the ones its edits write (`DAMAGED_CHUNKS_FROM`, then this moment and a
     /// count): not applied, so nothing is built on the damage, and not lost, so that whatever
     /// repairs the document finds it there. Eviction removes it with the document's chunks.
-    fn keep_beside_damaged(&self, w: &mut Writes, doc_id: DocId, changes: &[automerge::Change]) {
+    fn keep_beside_damaged(&self, w: &mut Writes, doc_id: DocId, received: Vec<u8>) {
         static KEPT: AtomicU64 = AtomicU64::new(0);
-        if changes.is_empty() {
+        if received.is_empty() {
             return;
         }
         let n = DAMAGED_CHUNKS_FROM
             + (self.now().max(0) as u64) * 1024
             + KEPT.fetch_add(1, Ordering::Relaxed) % 1024;
-        let bytes = changes
-            .iter()
-            .flat_map(|c| c.raw_bytes().iter().copied())
-            .collect();
-        self.store.stage_chunk(w, doc_id, n, bytes);
+        self.store.stage_chunk(w, doc_id, n, received);
     }
 
     /// Whether an answer brings nothing and moves nothing, and this round wrote nothing of its

@@ -138,6 +138,10 @@ pub struct DocUpdate {
     pub server_heads: Option<Vec<ChangeHash>>,
     /// The server stored this document's push: (new, duplicate) change counts.
     pub acked: Option<(u32, u32)>,
+    /// Every change the server sent for the document in this answer, as received, when one of
+    /// them failed its bound or did not decode (then `changes` is empty): kept beside the
+    /// document and never applied, so one bad change stops only its document.
+    pub unusable: Option<Vec<u8>>,
 }
 
 /// Everything a response asks the device to do.
@@ -166,8 +170,10 @@ pub struct Plan {
     pub sealed: Vec<SealedStub>,
 }
 
-/// Interprets a response: decodes every change (one bad change fails the whole response, so the
-/// cursor never moves past something the device could not store).
+/// Interprets a response: decodes every change. A document with a change that fails its bound
+/// or does not decode gets its changes as received instead ([`DocUpdate::unusable`]), which the
+/// device stores beside it: the cursor still never moves past something the device did not
+/// store, and the other documents of the answer are used.
 pub fn interpret(resp: SyncResponse, sent_at_ms: i64) -> Result<Plan, Error> {
     let mut docs: BTreeMap<DocId, DocUpdate> = BTreeMap::new();
     for ack in resp.acks {
@@ -181,24 +187,12 @@ pub fn interpret(resp: SyncResponse, sent_at_ms: i64) -> Result<Plan, Error> {
             case_id: pull.case_id,
             kind: pull.kind,
         });
-        for bytes in pull.changes {
-            // The server bounds what it takes (casenote_protocol::chunk); a change it sends is
-            // bounded here too before automerge visits its operations, so that no server (or
-            // anything between, past TLS) can hold the device with a change of one long run.
-            let within = casenote_protocol::chunk::Limits {
-                rows_max: 4 * limits::DOC_OPS_MAX,
-                inflated_max: limits::CHANGE_BYTES_MAX,
-            };
-            casenote_protocol::chunk::bound(&bytes, within).map_err(|e| {
-                Error::Protocol(format!(
-                    "a change for {} is refused unparsed: {e}",
-                    pull.doc_id
-                ))
-            })?;
-            let change = Change::from_bytes(bytes.into_vec()).map_err(|e| {
-                Error::Protocol(format!("a change for {} does not decode: {e}", pull.doc_id))
-            })?;
-            upd.changes.push(change);
+        match decode_pulled(pull.changes) {
+            Ok(changes) => upd.changes.extend(changes),
+            Err(received) => {
+                upd.changes.clear();
+                upd.unusable = Some(received);
+            }
         }
         upd.server_heads = Some(wire::from_wire_heads(&pull.heads));
     }
@@ -218,6 +212,38 @@ pub fn interpret(resp: SyncResponse, sent_at_ms: i64) -> Result<Plan, Error> {
         views_through: resp.views_through,
         sealed: resp.sealed,
     })
+}
+
+/// The changes the server sent for one document, decoded; or, when one fails its bound or does
+/// not decode, all of them as received, concatenated.
+fn decode_pulled(pulled: Vec<ByteBuf>) -> Result<Vec<Change>, Vec<u8>> {
+    // The server bounds what it takes (casenote_protocol::chunk); a change it sends is bounded
+    // here too before automerge visits its operations, so that no server (or anything between,
+    // past TLS) can hold the device with a change of one long run.
+    let within = casenote_protocol::chunk::Limits {
+        rows_max: 4 * limits::DOC_OPS_MAX,
+        inflated_max: limits::CHANGE_BYTES_MAX,
+    };
+    let mut changes: Vec<Change> = Vec::with_capacity(pulled.len());
+    let mut rest = pulled.into_iter();
+    while let Some(bytes) = rest.next() {
+        let decoded = casenote_protocol::chunk::bound(&bytes, within)
+            .ok()
+            .and_then(|_| Change::from_bytes(bytes.to_vec()).ok());
+        match decoded {
+            Some(change) => changes.push(change),
+            None => {
+                let mut received: Vec<u8> = changes
+                    .iter()
+                    .flat_map(|c| c.raw_bytes().iter().copied())
+                    .collect();
+                received.extend_from_slice(&bytes);
+                rest.for_each(|b| received.extend_from_slice(&b));
+                return Err(received);
+            }
+        }
+    }
+    Ok(changes)
 }
 
 #[cfg(test)]
@@ -334,14 +360,14 @@ mod tests {
     }
 
     #[test]
-    fn a_pulled_change_of_one_long_run_fails_the_response_before_automerge_reads_it() {
+    fn a_pulled_change_of_one_long_run_is_set_aside_before_automerge_reads_it() {
         let bomb = casenote_protocol::chunk::testing::run_of_inserts(1 << 40, [1; 32]);
         let started = std::time::Instant::now();
-        let err = interpret(response_with(vec![ByteBuf::from(bomb)]), 0)
-            .err()
-            .expect("refused");
-        assert!(err.to_string().contains("refused unparsed"), "{err}");
+        let plan = interpret(response_with(vec![ByteBuf::from(bomb.clone())]), 0).unwrap();
         assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        let upd = plan.docs.values().next().expect("the document");
+        assert!(upd.changes.is_empty());
+        assert_eq!(upd.unusable.as_deref(), Some(&bomb[..]), "kept as received");
     }
 
     #[test]
@@ -398,8 +424,34 @@ mod tests {
     }
 
     #[test]
-    fn a_response_with_an_undecodable_change_is_refused_whole() {
-        let resp = response_with(vec![ByteBuf::from(vec![1, 2, 3])]);
-        assert!(matches!(interpret(resp, 0), Err(Error::Protocol(_))));
+    fn an_undecodable_change_sets_its_document_aside_and_the_rest_of_the_answer_is_used() {
+        use automerge::transaction::Transactable;
+        let mut am = automerge::AutoCommit::new();
+        am.put(automerge::ROOT, "k", 1).unwrap();
+        am.commit();
+        let good = am.get_changes(&[]).pop().unwrap();
+        let good_bytes = good.raw_bytes().to_vec();
+        // The bad document's good change comes first, then one that is not Automerge.
+        let mut resp = response_with(vec![
+            ByteBuf::from(good_bytes.clone()),
+            ByteBuf::from(vec![1, 2, 3]),
+        ]);
+        let bad = resp.docs[0].doc_id;
+        let mut other = resp.docs[0].clone();
+        other.doc_id = DocId::new_random();
+        other.changes = vec![ByteBuf::from(good_bytes.clone())];
+        resp.docs.push(other.clone());
+        let plan = interpret(resp, 0).unwrap();
+        assert_eq!(plan.cursor, Seq(9), "the cursor moves over both");
+        let set_aside = &plan.docs[&bad];
+        assert!(set_aside.changes.is_empty());
+        let received: Vec<u8> = good_bytes.iter().copied().chain([1, 2, 3]).collect();
+        assert_eq!(set_aside.unusable.as_deref(), Some(&received[..]));
+        let used = &plan.docs[&other.doc_id];
+        assert_eq!(
+            used.changes.iter().map(|c| c.hash()).collect::<Vec<_>>(),
+            vec![good.hash()]
+        );
+        assert!(used.unusable.is_none());
     }
 }

@@ -161,3 +161,118 @@ fn a_document_the_server_cannot_load_is_refused_alone_and_the_device_keeps_its_e
     );
     drop(server);
 }
+
+/// A change in the server's log that the devices cannot use: here not Automerge at all (damage
+/// the server's store did not catch). Before, every device that may read the document failed
+/// every sync on it ("the server sent something this device cannot use"), for good. Now the
+/// device keeps what it was sent beside the document, names the document damaged, and
+/// everything else syncs.
+#[test]
+fn a_change_from_the_server_the_device_cannot_decode_stops_only_its_document() {
+    server_change_the_devices_cannot_use(|_, _| {
+        (
+            casenote_protocol::wire::Hash([0xdb; 32]),
+            b"not an automerge change".to_vec(),
+        )
+    });
+}
+
+/// The same with a change that decodes but that automerge refuses to apply (a deletion whose
+/// predecessor is another character's insert: a store written before the vendored automerge's
+/// check could hold one).
+#[test]
+fn a_change_from_the_server_automerge_refuses_stops_only_its_document() {
+    use automerge::{transaction::Transactable, ObjType, ReadDoc, ROOT};
+    server_change_the_devices_cannot_use(|store, doc| {
+        let mut note = casenote_server::validate::materialise(store, doc).unwrap();
+        let base = note.get_heads();
+        let text = match note.get(ROOT, "text").unwrap().unwrap() {
+            (automerge::Value::Object(ObjType::Text), id) => id,
+            other => panic!("no text: {other:?}"),
+        };
+        note.splice_text(&text, 3, 1, "").unwrap();
+        note.commit();
+        let honest = note.get_changes(&base).pop().unwrap();
+        let mut expanded = honest.decode();
+        expanded.hash = None;
+        let op = &mut expanded.operations[0];
+        let own = op.pred.iter().next().unwrap().clone();
+        op.pred = vec![automerge::legacy::OpId(own.0 - 3, own.1.clone())].into();
+        let crafted = automerge::Change::from(expanded);
+        (
+            casenote_protocol::wire::Hash(crafted.hash().0),
+            crafted.raw_bytes().to_vec(),
+        )
+    });
+}
+
+/// Two devices hold a case with two notes; then the server's log gets a change of the first
+/// note that `bad` makes, named a head of it; then the laptop edits the second note.
+fn server_change_the_devices_cannot_use(
+    bad: impl FnOnce(
+        &casenote_server::store::sled::SledStore,
+        DocId,
+    ) -> (casenote_protocol::wire::Hash, Vec<u8>),
+) {
+    use casenote_server::model::NewChange;
+    use casenote_server::store::{self, sled, Store};
+    let (tmp, data, staff) = demo_borough();
+    let server = Server::start(&data);
+    let token = token_of(&staff, "Priya Shah");
+    let laptop = Cli::login(tmp.path().join("laptop"), &server, &token);
+    let phone = Cli::login(tmp.path().join("phone"), &server, &token);
+    let case = laptop.ok(&["case", "new", "--name", "Bad Change Person"]);
+    let first = laptop.ok(&["note", "add", &case, "--text", "First note."]);
+    let second = laptop.ok(&["note", "add", &case, "--text", "Second note."]);
+    laptop.sync();
+    phone.sync();
+    let doc: DocId = first.parse().unwrap();
+    let server = server.offline(|data| {
+        let store = sled::open(data).unwrap();
+        let (hash, bytes) = bad(&store, doc);
+        store::write(&*store, |t| {
+            t.append_change(&NewChange {
+                doc_id: doc,
+                hash,
+                bytes: bytes.clone(),
+                received_at_ms: 1,
+            })?;
+            let mut rec = t.doc(doc)?.expect("the note is stored");
+            rec.heads = vec![hash];
+            t.put_doc(&rec)
+        })
+        .unwrap();
+        store.flush().unwrap();
+    });
+    laptop.ok(&["note", "edit", &second, "--text", "Second note, edited."]);
+    let synced = laptop.sync();
+    assert_eq!(synced["damaged"], serde_json::json!([first]), "{synced}");
+    let pulled = phone.sync();
+    assert_eq!(pulled["damaged"], serde_json::json!([first]), "{pulled}");
+    let texts = phone.note_texts(&case);
+    assert!(
+        texts.contains(&"Second note, edited.".to_string()),
+        "{texts:?}"
+    );
+    // The phone still syncs: the next edit of the laptop reaches it.
+    laptop.ok(&[
+        "note",
+        "edit",
+        &second,
+        "--text",
+        "Second note, edited twice.",
+    ]);
+    laptop.sync();
+    phone.sync();
+    assert!(phone
+        .note_texts(&case)
+        .contains(&"Second note, edited twice.".to_string()));
+    // The case shows without the document, and names it.
+    let shown = phone.show(&case);
+    assert_eq!(
+        shown["damaged"],
+        serde_json::json!([{"doc_id": first, "kind": "note"}]),
+        "{shown}"
+    );
+    drop(server);
+}
