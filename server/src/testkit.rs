@@ -76,3 +76,42 @@ pub(crate) fn people(s: &dyn Store) -> [(Staff, String); 3] {
         (staff, token)
     })
 }
+
+/// Alice, a social worker of Council's team North (both made here), with a device: her
+/// principal and the team.
+pub(crate) fn alice_of_north(store: &dyn Store) -> (Principal, Team) {
+    add_org(store, "Council").unwrap();
+    let team = add_team(store, "Council", "North").unwrap();
+    let staff = add_staff(
+        store,
+        "Alice",
+        "social_worker",
+        "Council",
+        &["North".into()],
+    )
+    .unwrap();
+    let token = issue(store, &staff, "test", 0).unwrap().token;
+    (principal(store, &token), team)
+}
+
+/// The changes of `doc` since `heads`, as a push of a plan carries them.
+pub(crate) fn plan_push(
+    doc: &mut automerge::AutoCommit,
+    heads: &[automerge::ChangeHash],
+    (doc_id, case_id): (casenote_protocol::DocId, casenote_protocol::CaseId),
+) -> casenote_protocol::wire::DocPush {
+    casenote_protocol::wire::DocPush {
+        doc_id,
+        case_id,
+        kind: casenote_protocol::DocKind::Plan,
+        base: heads
+            .iter()
+            .map(|h| casenote_protocol::wire::Hash(h.0))
+            .collect(),
+        changes: doc
+            .get_changes(heads)
+            .into_iter()
+            .map(|c| serde_bytes::ByteBuf::from(c.raw_bytes().to_vec()))
+            .collect(),
+    }
+}

@@ -9,20 +9,66 @@
 mod common;
 use casenote_client_core::store::{key, Writes, SNAPSHOT};
 use casenote_protocol::DocId;
+use casenote_server::store::sled::SledStore;
+use casenote_server::store::Store;
 use common::*;
+
+/// Two devices of Priya's, laptop and phone, holding a case with two notes, synced.
+struct Desk {
+    tmp: tempfile::TempDir,
+    server: Server,
+    laptop: Cli,
+    phone: Cli,
+    case: String,
+    first: String,
+    second: String,
+}
+
+impl Desk {
+    fn new(name: &str) -> Desk {
+        let (tmp, data, staff) = demo_borough();
+        let server = Server::start(&data);
+        let token = token_of(&staff, "Priya Shah");
+        let laptop = Cli::login(tmp.path().join("laptop"), &server, &token);
+        let phone = Cli::login(tmp.path().join("phone"), &server, &token);
+        let case = laptop.ok(&["case", "new", "--name", name]);
+        let first = laptop.ok(&["note", "add", &case, "--text", "First note."]);
+        let second = laptop.ok(&["note", "add", &case, "--text", "Second note."]);
+        laptop.sync();
+        phone.sync();
+        Desk {
+            tmp,
+            server,
+            laptop,
+            phone,
+            case,
+            first,
+            second,
+        }
+    }
+
+    /// `work` done on the server's store while the server is stopped; then it serves again.
+    fn with_server_store(self, work: impl FnOnce(&SledStore)) -> Desk {
+        let server = self.server.offline(|data| {
+            let store = casenote_server::store::sled::open(data).unwrap();
+            work(&store);
+            store.flush().unwrap();
+        });
+        Desk { server, ..self }
+    }
+}
 
 #[test]
 fn a_document_the_device_cannot_read_is_skipped_and_everything_else_syncs() {
-    let (tmp, data, staff) = demo_borough();
-    let server = Server::start(&data);
-    let token = token_of(&staff, "Priya Shah");
-    let laptop = Cli::login(tmp.path().join("laptop"), &server, &token);
-    let phone = Cli::login(tmp.path().join("phone"), &server, &token);
-    let case = laptop.ok(&["case", "new", "--name", "Damaged Person"]);
-    let first = laptop.ok(&["note", "add", &case, "--text", "First note."]);
-    let second = laptop.ok(&["note", "add", &case, "--text", "Second note."]);
-    laptop.sync();
-    phone.sync();
+    let Desk {
+        tmp: _tmp,
+        server: _server,
+        laptop,
+        phone,
+        case,
+        first,
+        second,
+    } = Desk::new("Damaged Person");
     // On the laptop Priya edits the first note, unsynced; then its copy there is damaged:
     // automerge cannot load what the store holds (the edit's own outbox list is intact).
     laptop.ok(&[
@@ -113,53 +159,48 @@ fn a_document_the_device_cannot_read_is_skipped_and_everything_else_syncs() {
 /// sync, while everything else syncs.
 #[test]
 fn a_document_the_server_cannot_load_is_refused_alone_and_the_device_keeps_its_edit() {
-    use casenote_server::store::{self, sled, Store};
-    let (tmp, data, staff) = demo_borough();
-    let server = Server::start(&data);
-    let token = token_of(&staff, "Priya Shah");
-    let laptop = Cli::login(tmp.path().join("laptop"), &server, &token);
-    let phone = Cli::login(tmp.path().join("phone"), &server, &token);
-    let case = laptop.ok(&["case", "new", "--name", "Damaged Server Copy"]);
-    let first = laptop.ok(&["note", "add", &case, "--text", "First note."]);
-    let second = laptop.ok(&["note", "add", &case, "--text", "Second note."]);
-    laptop.sync();
-    phone.sync();
-    let doc: DocId = first.parse().unwrap();
-    let server = server.offline(|data| {
-        let store = sled::open(data).unwrap();
-        store::write(&*store, |t| {
+    use casenote_server::store;
+    let desk = Desk::new("Damaged Server Copy");
+    let doc: DocId = desk.first.parse().unwrap();
+    let desk = desk.with_server_store(|store| {
+        store::write(store, |t| {
             let mut rec = t.doc(doc)?.expect("the note is stored");
             rec.heads = vec![casenote_protocol::wire::Hash([0xda; 32])];
             t.put_doc(&rec)
         })
         .unwrap();
-        store.flush().unwrap();
     });
-    laptop.ok(&["note", "edit", &first, "--text", "First note, edited."]);
-    laptop.ok(&["note", "edit", &second, "--text", "Second note, edited."]);
-    let out = laptop.ok(&["sync"]);
+    desk.laptop
+        .ok(&["note", "edit", &desk.first, "--text", "First note, edited."]);
+    desk.laptop.ok(&[
+        "note",
+        "edit",
+        &desk.second,
+        "--text",
+        "Second note, edited.",
+    ]);
+    let out = desk.laptop.ok(&["sync"]);
     assert!(
-        out.contains(&format!("refused: document {first} (internal)")),
+        out.contains(&format!("refused: document {} (internal)", desk.first)),
         "{out}"
     );
     for _ in 0..2 {
-        let status = laptop.json(&["status", "--json"]);
+        let status = desk.laptop.json(&["status", "--json"]);
         assert_eq!(status["unsynced_docs"], 1, "the edit is kept: {status}");
         assert_eq!(status["refused"], serde_json::json!([]), "{status}");
         // Sent again at the next sync, and refused again while the copy stays damaged.
-        let again = laptop.ok(&["sync"]);
+        let again = desk.laptop.ok(&["sync"]);
         assert!(
-            again.contains(&format!("refused: document {first}")),
+            again.contains(&format!("refused: document {}", desk.first)),
             "{again}"
         );
     }
-    phone.sync();
-    let texts = phone.note_texts(&case);
+    desk.phone.sync();
+    let texts = desk.phone.note_texts(&desk.case);
     assert!(
         texts.contains(&"Second note, edited.".to_string()),
         "{texts:?}"
     );
-    drop(server);
 }
 
 /// A change in the server's log that the devices cannot use: here not Automerge at all (damage
@@ -209,28 +250,15 @@ fn a_change_from_the_server_automerge_refuses_stops_only_its_document() {
 /// Two devices hold a case with two notes; then the server's log gets a change of the first
 /// note that `bad` makes, named a head of it; then the laptop edits the second note.
 fn server_change_the_devices_cannot_use(
-    bad: impl FnOnce(
-        &casenote_server::store::sled::SledStore,
-        DocId,
-    ) -> (casenote_protocol::wire::Hash, Vec<u8>),
+    bad: impl FnOnce(&SledStore, DocId) -> (casenote_protocol::wire::Hash, Vec<u8>),
 ) {
     use casenote_server::model::NewChange;
-    use casenote_server::store::{self, sled, Store};
-    let (tmp, data, staff) = demo_borough();
-    let server = Server::start(&data);
-    let token = token_of(&staff, "Priya Shah");
-    let laptop = Cli::login(tmp.path().join("laptop"), &server, &token);
-    let phone = Cli::login(tmp.path().join("phone"), &server, &token);
-    let case = laptop.ok(&["case", "new", "--name", "Bad Change Person"]);
-    let first = laptop.ok(&["note", "add", &case, "--text", "First note."]);
-    let second = laptop.ok(&["note", "add", &case, "--text", "Second note."]);
-    laptop.sync();
-    phone.sync();
-    let doc: DocId = first.parse().unwrap();
-    let server = server.offline(|data| {
-        let store = sled::open(data).unwrap();
-        let (hash, bytes) = bad(&store, doc);
-        store::write(&*store, |t| {
+    use casenote_server::store;
+    let desk = Desk::new("Bad Change Person");
+    let doc: DocId = desk.first.parse().unwrap();
+    let desk = desk.with_server_store(|store| {
+        let (hash, bytes) = bad(store, doc);
+        store::write(store, |t| {
             t.append_change(&NewChange {
                 doc_id: doc,
                 hash,
@@ -242,37 +270,50 @@ fn server_change_the_devices_cannot_use(
             t.put_doc(&rec)
         })
         .unwrap();
-        store.flush().unwrap();
     });
-    laptop.ok(&["note", "edit", &second, "--text", "Second note, edited."]);
-    let synced = laptop.sync();
-    assert_eq!(synced["damaged"], serde_json::json!([first]), "{synced}");
-    let pulled = phone.sync();
-    assert_eq!(pulled["damaged"], serde_json::json!([first]), "{pulled}");
-    let texts = phone.note_texts(&case);
+    desk.laptop.ok(&[
+        "note",
+        "edit",
+        &desk.second,
+        "--text",
+        "Second note, edited.",
+    ]);
+    let synced = desk.laptop.sync();
+    assert_eq!(
+        synced["damaged"],
+        serde_json::json!([desk.first]),
+        "{synced}"
+    );
+    let pulled = desk.phone.sync();
+    assert_eq!(
+        pulled["damaged"],
+        serde_json::json!([desk.first]),
+        "{pulled}"
+    );
+    let texts = desk.phone.note_texts(&desk.case);
     assert!(
         texts.contains(&"Second note, edited.".to_string()),
         "{texts:?}"
     );
-    // The phone still syncs: the next edit of the laptop reaches it.
-    laptop.ok(&[
+    // The desk.phone still syncs: the next edit of the desk.laptop reaches it.
+    desk.laptop.ok(&[
         "note",
         "edit",
-        &second,
+        &desk.second,
         "--text",
         "Second note, edited twice.",
     ]);
-    laptop.sync();
-    phone.sync();
-    assert!(phone
-        .note_texts(&case)
+    desk.laptop.sync();
+    desk.phone.sync();
+    assert!(desk
+        .phone
+        .note_texts(&desk.case)
         .contains(&"Second note, edited twice.".to_string()));
-    // The case shows without the document, and names it.
-    let shown = phone.show(&case);
+    // The desk.case shows without the document, and names it.
+    let shown = desk.phone.show(&desk.case);
     assert_eq!(
         shown["damaged"],
-        serde_json::json!([{"doc_id": first, "kind": "note"}]),
+        serde_json::json!([{"doc_id": desk.first, "kind": "note"}]),
         "{shown}"
     );
-    drop(server);
 }

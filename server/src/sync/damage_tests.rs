@@ -8,10 +8,10 @@ use crate::model::{CaseRecord, NewChange};
 use crate::store::sled::SledStore;
 use crate::store::{self, Store};
 use crate::testkit;
-use automerge::{ActorId, Author, AutoCommit, ChangeHash};
+use automerge::{ActorId, Author, AutoCommit};
 use casenote_protocol::record::{self, field};
 use casenote_protocol::wire::{DocPush, Hash};
-use casenote_protocol::{CaseId, DocId, DocKind, ErrorCode};
+use casenote_protocol::{CaseId, DocId, ErrorCode};
 use std::sync::Arc;
 
 struct Desk {
@@ -26,12 +26,7 @@ impl Desk {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::sled::open(dir.path()).unwrap();
         let s: &dyn Store = &*store;
-        testkit::add_org(s, "Council").unwrap();
-        let team = testkit::add_team(s, "Council", "North").unwrap();
-        let staff =
-            testkit::add_staff(s, "Alice", "social_worker", "Council", &["North".into()]).unwrap();
-        let token = testkit::issue(s, &staff, "test", 0).unwrap().token;
-        let who = testkit::principal(s, &token);
+        let (who, team) = testkit::alice_of_north(s);
         Desk {
             _dir: dir,
             store,
@@ -55,7 +50,11 @@ impl Desk {
         record::init_plan(&mut plan, case.case_id).unwrap();
         plan.commit();
         let doc = DocId::new_random();
-        let pushed = self.push(vec![push_of(&mut plan, &[], (doc, case.case_id))]);
+        let pushed = self.push(vec![testkit::plan_push(
+            &mut plan,
+            &[],
+            (doc, case.case_id),
+        )]);
         assert!(pushed.rejections.is_empty(), "{:?}", pushed.rejections);
         (doc, case.case_id, plan)
     }
@@ -85,31 +84,12 @@ impl Desk {
     }
 }
 
-/// The changes of `doc` since `heads`, as a push carries them.
-fn push_of(
-    doc: &mut AutoCommit,
-    heads: &[ChangeHash],
-    (doc_id, case_id): (DocId, CaseId),
-) -> DocPush {
-    DocPush {
-        doc_id,
-        case_id,
-        kind: DocKind::Plan,
-        base: heads.iter().map(|h| Hash(h.0)).collect(),
-        changes: doc
-            .get_changes(heads)
-            .into_iter()
-            .map(|c| serde_bytes::ByteBuf::from(c.raw_bytes().to_vec()))
-            .collect(),
-    }
-}
-
 /// An append to `plan`'s narrative, as a push from the heads it had.
 fn edit(plan: &mut AutoCommit, ids: (DocId, CaseId)) -> DocPush {
     let base = plan.get_heads();
     record::append_root_text(plan, "plan", field::NARRATIVE, "Seen at home.").unwrap();
     plan.commit();
-    push_of(plan, &base, ids)
+    testkit::plan_push(plan, &base, ids)
 }
 
 #[test]

@@ -28,15 +28,10 @@ impl Desk {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::sled::open(dir.path()).unwrap();
         let s: &dyn Store = &*store;
-        testkit::add_org(s, "Council").unwrap();
-        let team = testkit::add_team(s, "Council", "North").unwrap();
-        let staff =
-            testkit::add_staff(s, "Alice", "social_worker", "Council", &["North".into()]).unwrap();
-        let token = testkit::issue(s, &staff, "test", 0).unwrap().token;
-        let who = testkit::principal(s, &token);
+        let (who, team) = testkit::alice_of_north(s);
         let case = CaseRecord {
             case_id: CaseId::new_random(),
-            owner_org: staff.org_id,
+            owner_org: who.staff.org_id,
             teams: vec![team.team_id],
             created_ms: 0,
         };

@@ -593,25 +593,15 @@ fn staff_with_case(store: &dyn Store) -> (crate::auth::Principal, crate::model::
     use crate::model::CaseRecord;
     use crate::testkit;
     use casenote_protocol::CaseId;
-    testkit::add_org(store, "Council").unwrap();
-    let team = testkit::add_team(store, "Council", "North").unwrap();
-    let staff = testkit::add_staff(
-        store,
-        "Alice",
-        "social_worker",
-        "Council",
-        &["North".into()],
-    )
-    .unwrap();
-    let token = testkit::issue(store, &staff, "test", 0).unwrap().token;
+    let (who, team) = testkit::alice_of_north(store);
     let kase = CaseRecord {
         case_id: CaseId::new_random(),
-        owner_org: staff.org_id,
+        owner_org: who.staff.org_id,
         teams: vec![team.team_id],
         created_ms: 0,
     };
     write(store, |t| t.put_case(&kase)).unwrap();
-    (testkit::principal(store, &token), kase)
+    (who, kase)
 }
 
 /// [`staff_with_case`], and a document of the case with a change.
@@ -720,25 +710,6 @@ fn a_log_scan_fetches_about_its_byte_budget_whatever_the_rows_sizes() {
     );
 }
 
-/// The changes of `doc` since `heads`, as a push carries them.
-fn push_of(
-    doc: &mut automerge::AutoCommit,
-    heads: &[automerge::ChangeHash],
-    (doc_id, case_id): (DocId, casenote_protocol::CaseId),
-) -> casenote_protocol::wire::DocPush {
-    casenote_protocol::wire::DocPush {
-        doc_id,
-        case_id,
-        kind: casenote_protocol::DocKind::Plan,
-        base: heads.iter().map(|h| Hash(h.0)).collect(),
-        changes: doc
-            .get_changes(heads)
-            .into_iter()
-            .map(|c| serde_bytes::ByteBuf::from(c.raw_bytes().to_vec()))
-            .collect(),
-    }
-}
-
 #[test]
 fn a_push_judged_again_in_its_write_transaction_needs_no_second_connection() {
     use crate::sync::push::between_passes;
@@ -753,7 +724,13 @@ fn a_push_judged_again_in_its_write_transaction_needs_no_second_connection() {
     plan.set_author(Some(Author::from(who.staff_id().as_bytes().to_vec())));
     record::init_plan(&mut plan, kase.case_id).unwrap();
     plan.commit();
-    let created = crate::sync::push(&*store, &who, vec![push_of(&mut plan, &[], ids)], 0).unwrap();
+    let created = crate::sync::push(
+        &*store,
+        &who,
+        vec![crate::testkit::plan_push(&mut plan, &[], ids)],
+        0,
+    )
+    .unwrap();
     assert!(created.rejections.is_empty() && created.acks.len() == 1);
 
     // This node's edit, and another node's, stored between this node's two passes: the pass
@@ -783,8 +760,13 @@ fn a_push_judged_again_in_its_write_transaction_needs_no_second_connection() {
         })
         .unwrap();
     });
-    let edited = crate::sync::push(&*store, &who, vec![push_of(&mut plan, &base, ids)], 0)
-        .expect("judged again in the transaction, on its one connection");
+    let edited = crate::sync::push(
+        &*store,
+        &who,
+        vec![crate::testkit::plan_push(&mut plan, &base, ids)],
+        0,
+    )
+    .expect("judged again in the transaction, on its one connection");
     assert!(edited.rejections.is_empty(), "{:?}", edited.rejections);
     assert_eq!(edited.acks.len(), 1);
     assert_eq!(edited.acks[0].stored, 1);
