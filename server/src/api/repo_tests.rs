@@ -374,3 +374,49 @@ async fn a_change_automerge_never_writes_is_refused_over_the_repo_protocol() {
     let doc = crate::validate::materialise(&*s.store, DocId(case.0)).unwrap();
     automerge::AutoCommit::load(&doc.clone().save()).expect("the stored case loads");
 }
+
+/// A stored document that does not load (a change in its log automerge cannot read), asked for
+/// over automerge-repo's protocol. Before, the session's load failed and the connection closed
+/// (`internal`), with every other document the web app had open on it, at every reconnection.
+/// Now that document alone is `doc-unavailable`, and the connection serves the others.
+#[tokio::test]
+async fn a_stored_document_that_does_not_load_is_unavailable_alone() {
+    let s = Server::start(Config::default()).await;
+    let who = crate::testkit::principal(&*s.store, &s.alice);
+    let (damaged, healthy) = (
+        super::live_tests::new_case(&s.alice_staff),
+        super::live_tests::new_case(&s.alice_staff),
+    );
+    let pushed = crate::sync::push(&*s.store, &who, vec![damaged.1, healthy.1], 0).unwrap();
+    assert_eq!(pushed.acks.len(), 2, "{:?}", pushed.rejections);
+    let damaged = DocId(damaged.0 .0);
+    crate::store::write(&*s.store, |t| {
+        let hash = casenote_protocol::wire::Hash([0xdc; 32]);
+        t.append_change(&crate::model::NewChange {
+            doc_id: damaged,
+            hash,
+            bytes: b"not an automerge change".to_vec(),
+            received_at_ms: 1,
+        })?;
+        let mut rec = t.doc(damaged)?.expect("the case is stored");
+        rec.heads.push(hash);
+        t.put_doc(&rec)
+    })
+    .unwrap();
+    let (addr, token) = (s.addr, s.alice.clone());
+    let healthy = doc_id_to_repo(DocId(healthy.0 .0));
+    tokio::task::spawn_blocking(move || {
+        let mut ws = connect(addr, &token);
+        join(&mut ws, &["1"]);
+        assert_eq!(text(&next(&mut ws).unwrap(), "type"), "peer");
+        doc_message(&mut ws, "request", &doc_id_to_repo(damaged), empty_sync());
+        let answer = next(&mut ws).expect("an answer, not a closed connection");
+        assert_eq!(text(&answer, "type"), "doc-unavailable");
+        doc_message(&mut ws, "request", &healthy, empty_sync());
+        let answer = next(&mut ws).expect("the connection still serves");
+        assert_eq!(text(&answer, "type"), "sync");
+        assert_eq!(text(&answer, "documentId"), healthy);
+    })
+    .await
+    .unwrap();
+}

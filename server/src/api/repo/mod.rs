@@ -248,6 +248,11 @@ async fn finish(socket: &mut WebSocket, end: Option<End>, client: &str, timeout:
             tracing::error!(error = %detail, "repo connection failed");
             (close_code::ERROR, "internal")
         }
+        // Answered per document where it arises; here only if that was missed.
+        Some(End::Unloadable(doc)) => {
+            tracing::error!(%doc, "repo connection failed on a stored document that does not load");
+            (close_code::ERROR, "internal")
+        }
     };
     let frame = CloseFrame {
         code,

@@ -56,6 +56,9 @@ pub enum End {
     Protocol(&'static str),
     /// The store failed.
     Failed(String),
+    /// The stored document does not load: only that document is refused ([`Session::unloadable`]),
+    /// the connection goes on. Never ends a connection.
+    Unloadable(DocId),
 }
 
 impl From<StoreError> for End {
@@ -183,7 +186,10 @@ impl Session {
             return Ok(Reply::of(out));
         }
         let mut reply = match self.readable(store, doc)? {
-            Some(rec) => self.sync_stored(store, doc, rec, msg, now_ms)?,
+            Some(rec) => match self.sync_stored(store, doc, rec, msg, now_ms) {
+                Err(End::Unloadable(d)) => self.unloadable(d),
+                other => other?,
+            },
             None if request => {
                 self.docs.remove(&doc);
                 Reply::of(vec![unavailable])
@@ -204,7 +210,10 @@ impl Session {
                 continue;
             }
             match self.readable(store, *doc)? {
-                Some(rec) => out.extend(self.answer(store, *doc, &rec)?),
+                Some(rec) => match self.answer(store, *doc, &rec) {
+                    Err(End::Unloadable(d)) => out.extend(self.unloadable(d).out),
+                    answered => out.extend(answered?),
+                },
                 None => out.extend(self.drop_doc(*doc)),
             }
         }
@@ -394,6 +403,15 @@ impl Session {
         })
     }
 
+    /// `doc` as stored does not load (damaged, or written before the vendored automerge's check
+    /// refused what it holds): served no more on this connection, logged by id for the
+    /// operators; every other document of the connection goes on. Before, the connection closed,
+    /// and the web app's every document with it, at each reconnection.
+    fn unloadable(&mut self, doc: DocId) -> Reply {
+        tracing::error!(device = %self.who.device_id, %doc, "repo connection met a stored document that does not load; it serves it no more");
+        self.refuse(doc)
+    }
+
     /// Serves `doc` no more on this connection, and says so.
     fn refuse(&mut self, doc: DocId) -> Reply {
         let peer = self.docs.entry(doc).or_default();
@@ -456,9 +474,12 @@ fn with_doc<T>(
     rec: &DocRecord,
     copies: u64,
     f: impl FnOnce(&mut AutoCommit) -> T,
-) -> Result<T, StoreError> {
+) -> Result<T, End> {
     let reserved = resident::reserve(rec.ops.max(1).saturating_mul(copies));
-    let mut state = resident::load(store, doc, &rec.heads)?;
+    let mut state = match resident::load(store, doc, &rec.heads) {
+        Err(StoreError::Corrupt(_)) => return Err(End::Unloadable(doc)),
+        loaded => loaded?,
+    };
     let out = f(&mut state.doc);
     reserved.keep(doc, state);
     Ok(out)
