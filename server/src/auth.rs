@@ -278,9 +278,30 @@ pub enum Authenticated {
     Unknown,
 }
 
-/// Looks a token up, in a read transaction of its own.
+/// Looks a token up.
+///
+/// One read of the store on the way ([`Store::credentials`]: one statement on PostgreSQL); a
+/// store without the organisations' sharing value (from before agreements) is read as it always
+/// was, in a transaction.
 pub fn authenticate(store: &dyn Store, token: &str) -> Result<Authenticated, StoreError> {
-    read(store, |txn| authenticate_in(txn, token))
+    if !token.starts_with(TOKEN_PREFIX) {
+        return Ok(Authenticated::Unknown);
+    }
+    let Some(c) = store.credentials(&token_hash(token), crate::controllers::META_KEY)? else {
+        return Ok(Authenticated::Unknown);
+    };
+    let staff = match judge(&c.token, c.device.as_ref(), c.staff) {
+        Ok(staff) => staff,
+        Err(answer) => return Ok(answer),
+    };
+    let Some(sharing) = c.meta else {
+        return read(store, |txn| authenticate_in(txn, token));
+    };
+    Ok(Authenticated::Ok(Principal {
+        device_id: c.token.device_id,
+        shares: crate::controllers::shares_in(&crate::controllers::decode(&sharing)?, staff.org_id),
+        staff,
+    }))
 }
 
 /// Looks a token up in `txn`.
@@ -291,27 +312,42 @@ pub fn authenticate_in(txn: &mut dyn Txn, token: &str) -> Result<Authenticated, 
     let Some(rec) = txn.token(&token_hash(token))? else {
         return Ok(Authenticated::Unknown);
     };
+    let device = txn.device(rec.device_id)?;
+    match judge(&rec, device.as_ref(), txn.staff(rec.staff_id)?) {
+        Ok(staff) => Ok(Authenticated::Ok(Principal {
+            device_id: rec.device_id,
+            shares: crate::controllers::shares_of(txn, staff.org_id)?,
+            staff,
+        })),
+        Err(answer) => Ok(answer),
+    }
+}
+
+/// The member of staff a token of record `rec` speaks for, given its device's and its staff's
+/// records; else the answer: revoked (the token, the device or the member of staff), or unknown
+/// (a device or member of staff gone from the store).
+fn judge(
+    rec: &TokenRecord,
+    device: Option<&Device>,
+    staff: Option<Staff>,
+) -> Result<Staff, Authenticated> {
     let revoked = Authenticated::Revoked {
         device_id: rec.device_id,
         staff_id: rec.staff_id,
     };
     if rec.revoked {
-        return Ok(revoked);
+        return Err(revoked);
     }
-    match txn.device(rec.device_id)? {
+    match device {
         Some(d) if !d.revoked => {}
-        Some(_) => return Ok(revoked),
-        None => return Ok(Authenticated::Unknown),
+        Some(_) => return Err(revoked),
+        None => return Err(Authenticated::Unknown),
     }
-    Ok(match txn.staff(rec.staff_id)? {
-        Some(staff) if staff.revoked => revoked,
-        Some(staff) => Authenticated::Ok(Principal {
-            device_id: rec.device_id,
-            shares: crate::controllers::shares_of(txn, staff.org_id)?,
-            staff,
-        }),
-        None => Authenticated::Unknown,
-    })
+    match staff {
+        Some(staff) if staff.revoked => Err(revoked),
+        Some(staff) => Ok(staff),
+        None => Err(Authenticated::Unknown),
+    }
 }
 
 #[cfg(test)]

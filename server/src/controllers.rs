@@ -125,12 +125,13 @@ pub struct Override {
 
 /// The stored value, `None` in a store never opened by a version with agreements.
 pub fn stored(txn: &mut dyn Txn) -> Result<Option<Sharing>, StoreError> {
-    match txn.meta(META_KEY)? {
-        Some(v) => serde_json::from_slice(&v)
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt(format!("{META_KEY} does not decode: {e}"))),
-        None => Ok(None),
-    }
+    txn.meta(META_KEY)?.as_deref().map(decode).transpose()
+}
+
+/// The stored value's bytes as [`Sharing`].
+pub fn decode(bytes: &[u8]) -> Result<Sharing, StoreError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Corrupt(format!("{META_KEY} does not decode: {e}")))
 }
 
 /// The state in force: the stored value, or for a store without one, every pair of its
@@ -216,7 +217,11 @@ pub struct Shares {
 
 /// The view of a member of staff of organisation `org`.
 pub fn shares_of(txn: &mut dyn Txn, org: OrgId) -> Result<Arc<Shares>, StoreError> {
-    let sharing = current(txn)?;
+    Ok(shares_in(&current(txn)?, org))
+}
+
+/// What `org` may read of other controllers' documents under `sharing`.
+pub fn shares_in(sharing: &Sharing, org: OrgId) -> Arc<Shares> {
     let agreed = sharing
         .agreements
         .iter()
@@ -230,7 +235,7 @@ pub fn shares_of(txn: &mut dyn Txn, org: OrgId) -> Result<Arc<Shares>, StoreErro
         .filter(|o| o.overridden.is_none())
         .map(|o| o.case_id)
         .collect();
-    Ok(Arc::new(Shares { agreed, objected }))
+    Arc::new(Shares { agreed, objected })
 }
 
 /// Whether `who` may hold the document with `header` as far as controllers go (`None`: a

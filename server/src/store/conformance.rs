@@ -14,8 +14,8 @@
 use super::{read, write, Store, StoreError, Txn};
 use crate::model::audit::{AnchoredCheck, AuditKind, AuditRecord};
 use crate::model::{
-    CaseRecord, DeviceSync, DocHeader, DocRecord, NewChange, Org, PendingReconcile,
-    QuarantineEntry, Team, TokenRecord,
+    CaseRecord, Device, DeviceSync, DocHeader, DocRecord, NewChange, Org, PendingReconcile,
+    QuarantineEntry, Staff, Team, TokenRecord,
 };
 use casenote_protocol::wire::Hash;
 use casenote_protocol::{CaseId, DeviceId, DocId, DocKind, OrgId, Seq, StaffId, TeamId};
@@ -46,6 +46,7 @@ macro_rules! conformance_tests {
             escrow_keeps_the_first_key_until_it_is_removed,
             the_access_epoch_and_the_log_id_are_kept,
             the_directory_reads_back,
+            credentials_are_the_records_read_one_by_one,
             a_read_transaction_refuses_writes,
             two_threads_writing_at_once_get_gap_free_sequences_and_one_audit_chain,
             an_erased_document_leaves_every_read_and_keeps_its_place_in_the_chain,
@@ -523,6 +524,69 @@ pub(crate) fn the_directory_reads_back(f: &mut dyn Factory) {
         Ok(())
     })
     .unwrap();
+}
+
+pub(crate) fn credentials_are_the_records_read_one_by_one(f: &mut dyn Factory) {
+    let store = f.fresh();
+    let staff = Staff {
+        staff_id: StaffId::new_random(),
+        name: "Ada".into(),
+        role: crate::model::Role::Nurse,
+        org_id: OrgId::new_random(),
+        teams: vec![TeamId::new_random(), TeamId::new_random()],
+        revoked: false,
+    };
+    let device = Device {
+        device_id: DeviceId::new_random(),
+        staff_id: staff.staff_id,
+        name: "ward pc".into(),
+        created_ms: 5,
+        revoked: true,
+        token_sha256: "ab".repeat(32),
+    };
+    let token = TokenRecord {
+        device_id: device.device_id,
+        staff_id: staff.staff_id,
+        revoked: false,
+    };
+    // A token whose device and member of staff the store does not hold.
+    let orphan = TokenRecord {
+        device_id: DeviceId::new_random(),
+        staff_id: StaffId::new_random(),
+        revoked: true,
+    };
+    write(&*store, |t| {
+        t.put_staff(&staff)?;
+        t.put_device(&device)?;
+        t.put_token(&[1; 32], &token)?;
+        t.put_token(&[2; 32], &orphan)
+    })
+    .unwrap();
+    let found = store.credentials(&[1; 32], "sharing").unwrap();
+    let one_by_one = read(&*store, |t| super::credentials_in(t, &[1; 32], "sharing")).unwrap();
+    assert_eq!(found, one_by_one);
+    let expected = super::Credentials {
+        token: token.clone(),
+        device: Some(device.clone()),
+        staff: Some(staff.clone()),
+        meta: None,
+    };
+    assert_eq!(found, Some(expected.clone()));
+    write(&*store, |t| t.put_meta("sharing", b"{}")).unwrap();
+    let with_meta = super::Credentials {
+        meta: Some(b"{}".to_vec()),
+        ..expected
+    };
+    assert_eq!(
+        store.credentials(&[1; 32], "sharing").unwrap(),
+        Some(with_meta)
+    );
+    let orphaned = store.credentials(&[2; 32], "sharing").unwrap().unwrap();
+    assert_eq!(
+        (orphaned.token, orphaned.device, orphaned.staff),
+        (orphan, None, None)
+    );
+    assert_eq!(store.credentials(&[3; 32], "sharing").unwrap(), None);
 }
 
 pub(crate) fn a_read_transaction_refuses_writes(f: &mut dyn Factory) {

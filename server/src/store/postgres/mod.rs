@@ -291,6 +291,15 @@ impl Store for PgStore {
         txn::access_epoch(conn.session())
     }
 
+    fn credentials(
+        &self,
+        sha256: &[u8; 32],
+        meta_key: &str,
+    ) -> Result<Option<crate::store::Credentials>, StoreError> {
+        let mut conn = self.pool.get()?;
+        txn::credentials(conn.session(), sha256, meta_key)
+    }
+
     /// None: the database is the one record of what was committed, and a commit is durable.
     fn audit_anchor(&self) -> Result<Option<(u64, String)>, StoreError> {
         Ok(None)

@@ -101,6 +101,42 @@ pub(super) fn token(row: &Row) -> Result<TokenRecord, StoreError> {
     })
 }
 
+/// A token's row joined with its device's and its member of staff's (columns prefixed `d_` and
+/// `s_`, all NULL where the join found none) and a meta value.
+pub(super) fn credentials(row: &Row) -> Result<crate::store::Credentials, StoreError> {
+    let device = match col::<Option<Uuid>>(row, "d_device_id")? {
+        None => None,
+        Some(id) => Some(Device {
+            device_id: DeviceId(id),
+            staff_id: StaffId(col(row, "d_staff_id")?),
+            name: col(row, "d_name")?,
+            created_ms: col(row, "d_created_ms")?,
+            revoked: col(row, "d_revoked")?,
+            token_sha256: col(row, "d_token_sha256")?,
+        }),
+    };
+    let staff = match col::<Option<Uuid>>(row, "s_staff_id")? {
+        None => None,
+        Some(id) => {
+            let teams: Vec<Uuid> = col(row, "s_teams")?;
+            Some(Staff {
+                staff_id: StaffId(id),
+                name: col(row, "s_name")?,
+                role: text_enum(col(row, "s_role")?)?,
+                org_id: OrgId(col(row, "s_org_id")?),
+                teams: teams.into_iter().map(TeamId).collect(),
+                revoked: col(row, "s_revoked")?,
+            })
+        }
+    };
+    Ok(crate::store::Credentials {
+        token: token(row)?,
+        device,
+        staff,
+        meta: col(row, "meta")?,
+    })
+}
+
 pub(super) fn case(row: &Row) -> Result<CaseRecord, StoreError> {
     let teams: Vec<Uuid> = col(row, "teams")?;
     Ok(CaseRecord {

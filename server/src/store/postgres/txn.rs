@@ -942,6 +942,29 @@ pub(super) fn received_at(s: &mut Session, at: Seq) -> Result<Option<i64>, Store
     .flatten())
 }
 
+/// [`Store::credentials`](crate::store::Store::credentials) in one statement (one snapshot).
+pub(super) fn credentials(
+    s: &mut Session,
+    sha256: &[u8; 32],
+    meta_key: &str,
+) -> Result<Option<crate::store::Credentials>, StoreError> {
+    let row = s.query_opt(
+        "SELECT t.device_id, t.staff_id, t.revoked,
+                d.device_id AS d_device_id, d.staff_id AS d_staff_id, d.name AS d_name,
+                d.created_ms AS d_created_ms, d.revoked AS d_revoked,
+                d.token_sha256 AS d_token_sha256,
+                s.staff_id AS s_staff_id, s.name AS s_name, s.role AS s_role,
+                s.org_id AS s_org_id, s.teams AS s_teams, s.revoked AS s_revoked,
+                (SELECT value FROM meta WHERE key = $2) AS meta
+         FROM tokens t
+         LEFT JOIN devices d ON d.device_id = t.device_id
+         LEFT JOIN staff s ON s.staff_id = t.staff_id
+         WHERE t.token_sha256 = $1",
+        &[&&sha256[..], &meta_key],
+    )?;
+    row.as_ref().map(rows::credentials).transpose()
+}
+
 pub(super) fn access_epoch(s: &mut Session) -> Result<u64, StoreError> {
     let row = s.query_one("SELECT access_epoch FROM store_state", &[])?;
     seq(col(&row, "access_epoch")?)

@@ -465,6 +465,16 @@ impl Store for SledStore {
         crate::store::read(self, |txn| txn.access_epoch())
     }
 
+    fn credentials(
+        &self,
+        sha256: &[u8; 32],
+        meta_key: &str,
+    ) -> Result<Option<crate::store::Credentials>, StoreError> {
+        crate::store::read(self, |txn| {
+            crate::store::credentials_in(txn, sha256, meta_key)
+        })
+    }
+
     fn audit_scan(&self, visit: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError> {
         for item in self.sled()?.audit.iter() {
             let (k, v) = item.map_err(|e| self.shared.failed(e))?;
