@@ -230,10 +230,13 @@ fn grant_in(
 /// When the next grant in force runs out (`None`: none is in force), for a caller that reads it
 /// in a transaction it already has (a sync reads it with the log id).
 pub fn next_lapse(txn: &mut dyn Txn) -> Result<Option<i64>, StoreError> {
-    Ok(txn.meta(NEXT_LAPSE_KEY)?.and_then(|v| {
-        let bytes: [u8; 8] = v.as_slice().try_into().ok()?;
-        Some(i64::from_be_bytes(bytes))
-    }))
+    Ok(txn.meta(NEXT_LAPSE_KEY)?.as_deref().and_then(lapse_at))
+}
+
+/// The stored value of [`NEXT_LAPSE_KEY`] as a time.
+pub fn lapse_at(value: &[u8]) -> Option<i64> {
+    let bytes: [u8; 8] = value.try_into().ok()?;
+    Some(i64::from_be_bytes(bytes))
 }
 
 /// If a grant has expired by `now_ms` and the server has not yet taken it away: takes it off the

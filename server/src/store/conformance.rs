@@ -483,6 +483,29 @@ pub(crate) fn the_access_epoch_and_the_log_id_are_kept(f: &mut dyn Factory) {
     let new = uuid::Uuid::new_v4();
     write(&*store, |t| t.set_log_id(new)).unwrap();
     assert_ne!(new, original);
+    let state = |store: &dyn Store| store.log_state("lapse").unwrap();
+    assert_eq!(
+        state(&*store),
+        super::LogState {
+            log_id: new,
+            last_seq: Seq(0),
+            meta: None
+        }
+    );
+    let doc = DocId::new_random();
+    write(&*store, |t| {
+        t.append_change(&change(doc, 1))?;
+        t.put_meta("lapse", b"soon")
+    })
+    .unwrap();
+    assert_eq!(
+        state(&*store),
+        super::LogState {
+            log_id: new,
+            last_seq: Seq(1),
+            meta: Some(b"soon".to_vec())
+        }
+    );
     store.flush().unwrap();
     let store = f.reopen(store);
     read(&*store, |t| {

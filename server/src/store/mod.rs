@@ -70,6 +70,14 @@ pub enum StoreError {
     Task(String),
 }
 
+/// What a sync reads first ([`Store::log_state`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogState {
+    pub log_id: uuid::Uuid,
+    pub last_seq: Seq,
+    pub meta: Option<Vec<u8>>,
+}
+
 /// What checking a bearer token reads ([`Store::credentials`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Credentials {
@@ -349,6 +357,11 @@ pub trait Store: Send + Sync {
         sha256: &[u8; 32],
         meta_key: &str,
     ) -> Result<Option<Credentials>, StoreError>;
+    /// What a sync reads before anything else, in one consistent read: the log's id
+    /// ([`Txn::log_id`]), its last sequence ([`Store::last_seq`]) and the meta value `meta_key`
+    /// (when the next break-glass grant lapses). One statement on PostgreSQL, where it was a read
+    /// transaction and a statement more, five round trips, on every sync.
+    fn log_state(&self, meta_key: &str) -> Result<LogState, StoreError>;
     /// [`Txn::access_epoch`], committed, outside a transaction: one statement on PostgreSQL,
     /// where a read transaction around it made three round trips (the live channel reads it
     /// once for every event).

@@ -121,10 +121,12 @@ pub fn handle(
     now_ms: i64,
     rules: &Rules,
 ) -> Result<(SyncResponse, Stored), StoreError> {
-    let (log_id, next_lapse) = store::read(store, |txn| {
-        Ok((txn.log_id()?, crate::break_glass::next_lapse(txn)?))
-    })?;
-    if let Some(theirs) = must_reset(store, who, &req, log_id)? {
+    let start = store.log_state(crate::break_glass::NEXT_LAPSE_KEY)?;
+    let (log_id, next_lapse) = (
+        start.log_id,
+        start.meta.as_deref().and_then(crate::break_glass::lapse_at),
+    );
+    if let Some(theirs) = must_reset(who, &req, (log_id, start.last_seq)) {
         return reset(store, who, &req, (theirs, log_id), now_ms).map(|r| (r, Stored::default()));
     }
     // A break-glass grant that lapsed is taken away first, so this sync already evicts it.
@@ -237,23 +239,19 @@ fn count(pushed: &PushOutcome, pulled_changes: usize) {
 /// end of the log (the store lost what it handed the device: a backup put back without `admin
 /// restored`).
 fn must_reset(
-    store: &dyn Store,
     who: &Principal,
     req: &SyncRequest,
-    ours: uuid::Uuid,
-) -> Result<Option<uuid::Uuid>, StoreError> {
-    let Some(theirs) = req.log_id else {
-        return Ok(None);
-    };
+    (ours, last): (uuid::Uuid, Seq),
+) -> Option<uuid::Uuid> {
+    let theirs = req.log_id?;
     if theirs != ours {
-        return Ok(Some(theirs));
+        return Some(theirs);
     }
-    let last = store.last_seq()?;
     if req.cursor > last {
         tracing::warn!(device = %who.device_id, cursor_in = req.cursor.0, last_seq = last.0, "the device's cursor is past this store's log");
-        return Ok(Some(theirs));
+        return Some(theirs);
     }
-    Ok(None)
+    None
 }
 
 /// The answer to a device whose log id is not the store's (or whose cursor is past its log):

@@ -291,6 +291,11 @@ impl Store for PgStore {
         txn::access_epoch(conn.session())
     }
 
+    fn log_state(&self, meta_key: &str) -> Result<crate::store::LogState, StoreError> {
+        let mut conn = self.pool.get()?;
+        txn::log_state(conn.session(), meta_key)
+    }
+
     fn credentials(
         &self,
         sha256: &[u8; 32],

@@ -942,6 +942,25 @@ pub(super) fn received_at(s: &mut Session, at: Seq) -> Result<Option<i64>, Store
     .flatten())
 }
 
+/// [`Store::log_state`](crate::store::Store::log_state) in one statement (one snapshot).
+pub(super) fn log_state(
+    s: &mut Session,
+    meta_key: &str,
+) -> Result<crate::store::LogState, StoreError> {
+    let row = s.query_one(
+        "SELECT log_id,
+                (SELECT coalesce(max(seq), 0) FROM change_log) AS last_seq,
+                (SELECT value FROM meta WHERE key = $1) AS meta
+         FROM store_state",
+        &[&meta_key],
+    )?;
+    Ok(crate::store::LogState {
+        log_id: col(&row, "log_id")?,
+        last_seq: Seq(seq(col(&row, "last_seq")?)?),
+        meta: col(&row, "meta")?,
+    })
+}
+
 /// [`Store::credentials`](crate::store::Store::credentials) in one statement (one snapshot).
 pub(super) fn credentials(
     s: &mut Session,

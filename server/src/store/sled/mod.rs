@@ -465,6 +465,16 @@ impl Store for SledStore {
         crate::store::read(self, |txn| txn.access_epoch())
     }
 
+    fn log_state(&self, meta_key: &str) -> Result<crate::store::LogState, StoreError> {
+        let (log_id, meta) =
+            crate::store::read(self, |txn| Ok((txn.log_id()?, txn.meta(meta_key)?)))?;
+        Ok(crate::store::LogState {
+            log_id,
+            last_seq: self.last_seq()?,
+            meta,
+        })
+    }
+
     fn credentials(
         &self,
         sha256: &[u8; 32],
