@@ -443,18 +443,25 @@ pub(crate) fn a_quarantined_change_keeps_its_first_entry(f: &mut dyn Factory) {
     let store = f.fresh();
     let doc = DocId::new_random();
     let (h1, h2) = (change(doc, 1).hash, change(doc, 2).hash);
-    let first = write(&*store, |t| {
-        t.quarantine_add(&[quarantine(doc, h1, "first")])
-    })
-    .unwrap();
+    let entry = quarantine(doc, h1, "first");
+    let first = write(&*store, |t| t.quarantine_add(std::slice::from_ref(&entry))).unwrap();
     let again = write(&*store, |t| {
         t.quarantine_add(&[quarantine(doc, h1, "second"), quarantine(doc, h2, "other")])
     })
     .unwrap();
     assert_eq!((first, again), (1, 1));
     let kept = read(&*store, |t| t.quarantined(doc, &h1)).unwrap().unwrap();
-    assert_eq!(kept.reason, "first");
+    assert_eq!(kept, entry, "every field as written");
     assert_eq!(store.quarantine_list().unwrap().len(), 2);
+    // The same change twice in one call: the first is kept.
+    let h3 = change(doc, 3).hash;
+    let twice = write(&*store, |t| {
+        t.quarantine_add(&[quarantine(doc, h3, "one"), quarantine(doc, h3, "two")])
+    })
+    .unwrap();
+    assert_eq!(twice, 1);
+    let kept = read(&*store, |t| t.quarantined(doc, &h3)).unwrap().unwrap();
+    assert_eq!(kept.reason, "one");
 }
 
 pub(crate) fn escrow_keeps_the_first_key_until_it_is_removed(f: &mut dyn Factory) {
