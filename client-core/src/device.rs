@@ -1710,9 +1710,11 @@ impl Device {
             }
             let existing_header = self.store.header(doc_id)?;
             match (existing_header, upd.header) {
-                // What the server said about it makes the outbox list stale: sync loads the
-                // document next time, until an edit starts a list afresh.
-                (Some(_), _) => self.store.stage_drop_outbox_list(&mut w, doc_id)?,
+                // Held: what the server said about it makes the outbox list stale (sync loads
+                // the document next time, until an edit starts a list afresh), dropped below
+                // once it is used; kept when nothing of it could be used and nothing was acked,
+                // so that edits made here still go up from it.
+                (Some(_), _) => {}
                 (None, Some(h)) => {
                     self.store.stage_header(&mut w, doc_id, &h);
                     if let Some(received) = upd.unusable {
@@ -1748,15 +1750,27 @@ impl Device {
             }
             if let Some(received) = upd.unusable {
                 // Changes this device cannot use: kept beside the document, never applied.
+                if upd.acked.is_some() {
+                    self.store.stage_drop_outbox_list(&mut w, doc_id)?;
+                }
                 report.docs_down += 1;
                 report.damaged.push(doc_id);
                 self.keep_beside_damaged(&mut w, doc_id, received);
                 continue;
             }
+            // Dropped now when there is nothing to apply or the server acked it; else once the
+            // changes applied, or the document proved damaged here already.
+            let dropped = upd.changes.is_empty() || upd.acked.is_some();
+            if dropped {
+                self.store.stage_drop_outbox_list(&mut w, doc_id)?;
+            }
             if upd.changes.is_empty() && self.settle_without_loading(&mut w, doc_id, &upd)? {
                 continue;
             }
             let Some(loaded) = unless_damaged(self.store.load_to_write(doc_id))? else {
+                if !dropped {
+                    self.store.stage_drop_outbox_list(&mut w, doc_id)?;
+                }
                 report.docs_down += usize::from(!upd.changes.is_empty());
                 report.changes_down += upd.changes.len();
                 report.damaged.push(doc_id);
@@ -1774,10 +1788,14 @@ impl Device {
                 if doc.apply_changes(upd.changes).is_err() {
                     // Changes automerge refuses (the server's copy holds what this automerge
                     // would never write): kept beside the document, which is then damaged here,
-                    // and this copy of it is not kept (the cache lets it go).
+                    // and this copy of it is not kept (the cache lets it go). Its outbox list
+                    // stays unless the server acked it.
                     report.damaged.push(doc_id);
                     self.keep_beside_damaged(&mut w, doc_id, received);
                     continue;
+                }
+                if !dropped {
+                    self.store.stage_drop_outbox_list(&mut w, doc_id)?;
                 }
                 staged = Some(
                     self.store

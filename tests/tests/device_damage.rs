@@ -284,18 +284,40 @@ fn server_change_the_devices_cannot_use(
         serde_json::json!([desk.first]),
         "{synced}"
     );
+    // The phone edits the first note before it hears of the bad change: that edit is not lost
+    // with the document, it still goes up from its outbox list (and the server, whose own copy
+    // does not load, refuses it for that document alone, for the phone to send again).
+    desk.phone.ok(&[
+        "note",
+        "edit",
+        &desk.first,
+        "--text",
+        "First note, edited on the phone.",
+    ]);
     let pulled = desk.phone.sync();
     assert_eq!(
         pulled["damaged"],
         serde_json::json!([desk.first]),
         "{pulled}"
     );
+    let again = desk.phone.sync();
+    let refused: Vec<_> = again["rejections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["doc_id"].clone(), r["code"].clone()))
+        .collect();
+    assert_eq!(
+        refused,
+        vec![(serde_json::json!(desk.first), serde_json::json!("internal"))],
+        "the phone's edit went up again: {again}"
+    );
     let texts = desk.phone.note_texts(&desk.case);
     assert!(
         texts.contains(&"Second note, edited.".to_string()),
         "{texts:?}"
     );
-    // The desk.phone still syncs: the next edit of the desk.laptop reaches it.
+    // The phone still syncs: the next edit of the laptop reaches it.
     desk.laptop.ok(&[
         "note",
         "edit",
@@ -309,7 +331,7 @@ fn server_change_the_devices_cannot_use(
         .phone
         .note_texts(&desk.case)
         .contains(&"Second note, edited twice.".to_string()));
-    // The desk.case shows without the document, and names it.
+    // The case shows without the document, and names it.
     let shown = desk.phone.show(&desk.case);
     assert_eq!(
         shown["damaged"],
