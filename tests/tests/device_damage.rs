@@ -58,6 +58,16 @@ impl Desk {
     }
 }
 
+/// `dev` edits note `note` to `text`.
+fn edit(dev: &Cli, note: &str, text: &str) {
+    dev.ok(&["note", "edit", note, "--text", text]);
+}
+
+/// Asserts that a sync's report names `doc`, and only it, as damaged.
+fn names_damaged(report: &serde_json::Value, doc: &str) {
+    assert_eq!(report["damaged"], serde_json::json!([doc]), "{report}");
+}
+
 #[test]
 fn a_document_the_device_cannot_read_is_skipped_and_everything_else_syncs() {
     let Desk {
@@ -170,15 +180,8 @@ fn a_document_the_server_cannot_load_is_refused_alone_and_the_device_keeps_its_e
         })
         .unwrap();
     });
-    desk.laptop
-        .ok(&["note", "edit", &desk.first, "--text", "First note, edited."]);
-    desk.laptop.ok(&[
-        "note",
-        "edit",
-        &desk.second,
-        "--text",
-        "Second note, edited.",
-    ]);
+    edit(&desk.laptop, &desk.first, "First note, edited.");
+    edit(&desk.laptop, &desk.second, "Second note, edited.");
     let out = desk.laptop.ok(&["sync"]);
     assert!(
         out.contains(&format!("refused: document {} (internal)", desk.first)),
@@ -271,35 +274,15 @@ fn server_change_the_devices_cannot_use(
         })
         .unwrap();
     });
-    desk.laptop.ok(&[
-        "note",
-        "edit",
-        &desk.second,
-        "--text",
-        "Second note, edited.",
-    ]);
+    edit(&desk.laptop, &desk.second, "Second note, edited.");
     let synced = desk.laptop.sync();
-    assert_eq!(
-        synced["damaged"],
-        serde_json::json!([desk.first]),
-        "{synced}"
-    );
+    names_damaged(&synced, &desk.first);
     // The phone edits the first note before it hears of the bad change: that edit is not lost
     // with the document, it still goes up from its outbox list (and the server, whose own copy
     // does not load, refuses it for that document alone, for the phone to send again).
-    desk.phone.ok(&[
-        "note",
-        "edit",
-        &desk.first,
-        "--text",
-        "First note, edited on the phone.",
-    ]);
+    edit(&desk.phone, &desk.first, "First note, edited on the phone.");
     let pulled = desk.phone.sync();
-    assert_eq!(
-        pulled["damaged"],
-        serde_json::json!([desk.first]),
-        "{pulled}"
-    );
+    names_damaged(&pulled, &desk.first);
     let again = desk.phone.sync();
     let refused: Vec<_> = again["rejections"]
         .as_array()
@@ -318,13 +301,7 @@ fn server_change_the_devices_cannot_use(
         "{texts:?}"
     );
     // The phone still syncs: the next edit of the laptop reaches it.
-    desk.laptop.ok(&[
-        "note",
-        "edit",
-        &desk.second,
-        "--text",
-        "Second note, edited twice.",
-    ]);
+    edit(&desk.laptop, &desk.second, "Second note, edited twice.");
     desk.laptop.sync();
     desk.phone.sync();
     assert!(desk
