@@ -124,9 +124,7 @@ pub fn sealed_doc(
     doc: DocId,
     cases: &mut Cases,
 ) -> Result<Option<DocRecord>, StoreError> {
-    doc_where(txn, doc, cases, |case, h| {
-        h.sealed && sees_sealed(who, case, h)
-    })
+    doc_where(txn, doc, cases, |case, h| sees_sealed(who, case, h))
 }
 
 /// [`readable_doc`] and [`sealed_doc`] of a record already read ([`prefetch`]): whether `who`
@@ -140,9 +138,7 @@ pub fn readable_or_sealed(
     if holds(txn, header, cases, |case, h| may_read(who, case, Some(h)))? {
         return Ok((true, false));
     }
-    let sealed = holds(txn, header, cases, |case, h| {
-        h.sealed && sees_sealed(who, case, h)
-    })?;
+    let sealed = holds(txn, header, cases, |case, h| sees_sealed(who, case, h))?;
     Ok((false, sealed))
 }
 

@@ -16,8 +16,8 @@
 //! It may read and write the store through a transaction and use the model.
 
 use crate::model::{AdminToken, AuditKind, AuditRecord, By, Device, Staff, TokenRecord};
-use crate::store::{read, Store, StoreError, Txn};
-use casenote_protocol::{DeviceId, StaffId, TeamId};
+use crate::store::{read, Credentials, Store, StoreError, Txn};
+use casenote_protocol::{DeviceId, OrgId, StaffId, TeamId};
 use rand::RngCore;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -287,21 +287,13 @@ pub fn authenticate(store: &dyn Store, token: &str) -> Result<Authenticated, Sto
     if !token.starts_with(TOKEN_PREFIX) {
         return Ok(Authenticated::Unknown);
     }
-    let Some(c) = store.credentials(&token_hash(token), crate::controllers::META_KEY)? else {
+    let Some(mut c) = store.credentials(&token_hash(token), crate::controllers::META_KEY)? else {
         return Ok(Authenticated::Unknown);
     };
-    let staff = match judge(&c.token, c.device.as_ref(), c.staff) {
-        Ok(staff) => staff,
-        Err(answer) => return Ok(answer),
-    };
-    let Some(sharing) = c.meta else {
-        return read(store, |txn| authenticate_in(txn, token));
-    };
-    Ok(Authenticated::Ok(Principal {
-        device_id: c.token.device_id,
-        shares: crate::controllers::shares_in(&crate::controllers::decode(&sharing)?, staff.org_id),
-        staff,
-    }))
+    match c.meta.take() {
+        Some(sharing) => answer(c, |org| shares_in(&sharing, org)),
+        None => read(store, |txn| authenticate_in(txn, token)),
+    }
 }
 
 /// Looks a token up in `txn`.
@@ -309,17 +301,42 @@ pub fn authenticate_in(txn: &mut dyn Txn, token: &str) -> Result<Authenticated, 
     if !token.starts_with(TOKEN_PREFIX) {
         return Ok(Authenticated::Unknown);
     }
-    let Some(rec) = txn.token(&token_hash(token))? else {
+    let found =
+        crate::store::credentials_in(txn, &token_hash(token), crate::controllers::META_KEY)?;
+    let Some(mut c) = found else {
         return Ok(Authenticated::Unknown);
     };
-    let device = txn.device(rec.device_id)?;
-    match judge(&rec, device.as_ref(), txn.staff(rec.staff_id)?) {
+    match c.meta.take() {
+        Some(sharing) => answer(c, |org| shares_in(&sharing, org)),
+        // A store from before agreements: its sharing is derived from its organisations.
+        None => answer(c, |org| crate::controllers::shares_of(txn, org)),
+    }
+}
+
+/// What an organisation's stored sharing value lets it read of other controllers' documents.
+fn shares_in(
+    sharing: &[u8],
+    org: OrgId,
+) -> Result<std::sync::Arc<crate::controllers::Shares>, StoreError> {
+    Ok(crate::controllers::shares_in(
+        &crate::controllers::decode(sharing)?,
+        org,
+    ))
+}
+
+/// What the records `c` of a token say: its principal, with what `shares` gives its member of
+/// staff's organisation, or the refusal ([`judge`]).
+fn answer(
+    c: Credentials,
+    shares: impl FnOnce(OrgId) -> Result<std::sync::Arc<crate::controllers::Shares>, StoreError>,
+) -> Result<Authenticated, StoreError> {
+    match judge(&c.token, c.device.as_ref(), c.staff) {
         Ok(staff) => Ok(Authenticated::Ok(Principal {
-            device_id: rec.device_id,
-            shares: crate::controllers::shares_of(txn, staff.org_id)?,
+            device_id: c.token.device_id,
+            shares: shares(staff.org_id)?,
             staff,
         })),
-        Err(answer) => Ok(answer),
+        Err(refused) => Ok(refused),
     }
 }
 

@@ -795,14 +795,14 @@ impl<'a, 't> Plan<'a, 't> {
         }
         let doc = c.doc_id;
         let txn = &mut *self.txn;
-        let heads = c.old_heads.clone();
+        let head_count = c.old_heads.len();
         match judge(c, &mut |d, stale, heads| {
             validate::materialise_in(txn, d, stale, heads)
         })? {
             Some(now) => Ok(now.ruled),
             // Here the stored state cannot move: the record and the log disagree.
             None => {
-                tracing::error!(doc = %doc, heads = heads.len(), "a push to a stored document whose log does not give its record's heads was refused for that document");
+                tracing::error!(doc = %doc, heads = head_count, "a push to a stored document whose log does not give its record's heads was refused for that document");
                 Ok(Ruled::Unloadable)
             }
         }

@@ -71,25 +71,47 @@ pub(super) fn team(row: &Row) -> Result<Team, StoreError> {
 }
 
 pub(super) fn staff(row: &Row) -> Result<Staff, StoreError> {
-    let teams: Vec<Uuid> = col(row, "teams")?;
+    staff_at(row, "")
+}
+
+/// Column `name` under `prefix` (a join's alias for one table's columns; none for the table's
+/// own rows, which then cost no allocation).
+fn prefixed(prefix: &str, name: &'static str) -> std::borrow::Cow<'static, str> {
+    if prefix.is_empty() {
+        name.into()
+    } else {
+        format!("{prefix}{name}").into()
+    }
+}
+
+/// A member of staff from the columns named `prefix` + the table's column names.
+fn staff_at(row: &Row, prefix: &str) -> Result<Staff, StoreError> {
+    let c = |name: &'static str| prefixed(prefix, name);
+    let teams: Vec<Uuid> = col(row, &c("teams"))?;
     Ok(Staff {
-        staff_id: StaffId(col(row, "staff_id")?),
-        name: col(row, "name")?,
-        role: text_enum(col(row, "role")?)?,
-        org_id: OrgId(col(row, "org_id")?),
+        staff_id: StaffId(col(row, &c("staff_id"))?),
+        name: col(row, &c("name"))?,
+        role: text_enum(col(row, &c("role"))?)?,
+        org_id: OrgId(col(row, &c("org_id"))?),
         teams: teams.into_iter().map(TeamId).collect(),
-        revoked: col(row, "revoked")?,
+        revoked: col(row, &c("revoked"))?,
     })
 }
 
 pub(super) fn device(row: &Row) -> Result<Device, StoreError> {
+    device_at(row, "")
+}
+
+/// A device from the columns named `prefix` + the table's column names.
+fn device_at(row: &Row, prefix: &str) -> Result<Device, StoreError> {
+    let c = |name: &'static str| prefixed(prefix, name);
     Ok(Device {
-        device_id: DeviceId(col(row, "device_id")?),
-        staff_id: StaffId(col(row, "staff_id")?),
-        name: col(row, "name")?,
-        created_ms: col(row, "created_ms")?,
-        revoked: col(row, "revoked")?,
-        token_sha256: col(row, "token_sha256")?,
+        device_id: DeviceId(col(row, &c("device_id"))?),
+        staff_id: StaffId(col(row, &c("staff_id"))?),
+        name: col(row, &c("name"))?,
+        created_ms: col(row, &c("created_ms"))?,
+        revoked: col(row, &c("revoked"))?,
+        token_sha256: col(row, &c("token_sha256"))?,
     })
 }
 
@@ -104,35 +126,17 @@ pub(super) fn token(row: &Row) -> Result<TokenRecord, StoreError> {
 /// A token's row joined with its device's and its member of staff's (columns prefixed `d_` and
 /// `s_`, all NULL where the join found none) and a meta value.
 pub(super) fn credentials(row: &Row) -> Result<crate::store::Credentials, StoreError> {
-    let device = match col::<Option<Uuid>>(row, "d_device_id")? {
-        None => None,
-        Some(id) => Some(Device {
-            device_id: DeviceId(id),
-            staff_id: StaffId(col(row, "d_staff_id")?),
-            name: col(row, "d_name")?,
-            created_ms: col(row, "d_created_ms")?,
-            revoked: col(row, "d_revoked")?,
-            token_sha256: col(row, "d_token_sha256")?,
-        }),
-    };
-    let staff = match col::<Option<Uuid>>(row, "s_staff_id")? {
-        None => None,
-        Some(id) => {
-            let teams: Vec<Uuid> = col(row, "s_teams")?;
-            Some(Staff {
-                staff_id: StaffId(id),
-                name: col(row, "s_name")?,
-                role: text_enum(col(row, "s_role")?)?,
-                org_id: OrgId(col(row, "s_org_id")?),
-                teams: teams.into_iter().map(TeamId).collect(),
-                revoked: col(row, "s_revoked")?,
-            })
-        }
-    };
+    let joined = |prefix: &str| col::<Option<Uuid>>(row, &format!("{prefix}_id"));
     Ok(crate::store::Credentials {
         token: token(row)?,
-        device,
-        staff,
+        device: match joined("d_device")? {
+            Some(_) => Some(device_at(row, "d_")?),
+            None => None,
+        },
+        staff: match joined("s_staff")? {
+            Some(_) => Some(staff_at(row, "s_")?),
+            None => None,
+        },
         meta: col(row, "meta")?,
     })
 }
