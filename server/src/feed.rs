@@ -28,10 +28,13 @@ pub struct Changed {
     pub docs: Vec<DocId>,
     /// The device that pushed: it is not told about its own changes.
     pub origin: Option<DeviceId>,
-    /// The access epoch, read once by the first listener to handle this event and shared by
-    /// all the others: read after the event was published, as each listener's own read would
-    /// be, for one store read per event where there was one per listener (on PostgreSQL those
-    /// reads took every pooled connection under load). Through [`Changed::epoch_or_read`].
+    /// The access epoch, shared by every listener of this event: read by the sync that
+    /// published it, after its flush ([`Stored::epoch`]), so that a listener whose cache
+    /// decides the event's documents answers on the async worker, without a blocking task;
+    /// else read once by the first listener to handle the event (an event from another node, or
+    /// a sync whose read failed). One store read per event where there was one per listener (on
+    /// PostgreSQL those reads took every pooled connection under load). Through
+    /// [`Changed::epoch_or_read`].
     pub epoch: OnceLock<u64>,
     /// Held by the listener reading the epoch, so the others wait for its read rather than
     /// each making their own: listeners wake together on an event, and before this a W5L edit
@@ -89,7 +92,7 @@ impl Feed {
             seq: stored.upto,
             docs: stored.docs,
             origin,
-            epoch: OnceLock::new(),
+            epoch: stored.epoch.map_or_else(OnceLock::new, OnceLock::from),
             reading: Mutex::new(()),
         }));
     }
@@ -221,7 +224,11 @@ pub fn follow(
                 match watch.wait(wait) {
                     Ok(Some(c)) => {
                         failing = false;
-                        let stored = Stored { upto: c.upto, docs: c.docs };
+                        let stored = Stored {
+                            upto: c.upto,
+                            docs: c.docs,
+                            epoch: None,
+                        };
                         feed.publish(stored, None);
                     }
                     Ok(None) => failing = false,
@@ -281,6 +288,24 @@ mod tests {
             1,
             "each listener read the epoch"
         );
+    }
+
+    #[test]
+    fn an_event_published_with_the_syncs_epoch_is_not_read_again() {
+        let feed = Feed::new(LiveSettings::default());
+        let mut rx = feed.subscribe();
+        let docs = vec![DocId::new_random()];
+        let stored = |epoch| Stored {
+            upto: Seq(1),
+            docs: docs.clone(),
+            epoch,
+        };
+        feed.publish(stored(Some(9)), None);
+        feed.publish(stored(None), None);
+        let known = rx.try_recv().unwrap();
+        assert_eq!(known.epoch_or_read(|| Err("read")), Ok(9));
+        let unknown = rx.try_recv().unwrap();
+        assert_eq!(unknown.epoch_or_read(|| Err("read")), Err("read"));
     }
 
     #[test]

@@ -387,6 +387,7 @@ async fn a_consumer_that_never_reads_is_dropped_without_delaying_another_consume
                 crate::sync::Stored {
                     upto: Seq(1),
                     docs: batch.clone(),
+                    epoch: None,
                 },
                 None,
             );
@@ -407,6 +408,7 @@ async fn a_consumer_that_never_reads_is_dropped_without_delaying_another_consume
         crate::sync::Stored {
             upto: Seq(1),
             docs: vec![readable],
+            epoch: None,
         },
         None,
     );
@@ -599,6 +601,7 @@ async fn events_waiting_together_fold_into_one_message_of_the_highest_seq_and_th
         let stored = crate::sync::Stored {
             upto: Seq(1_000 + i as u64),
             docs: vec![first],
+            epoch: None,
         };
         s.state.feed.publish(stored, None);
     }

@@ -206,3 +206,41 @@ fn a_sync_that_hands_out_a_change_or_acknowledges_a_view_still_waits_for_its_flu
     let err = desk.sync(got.cursor, vec![view]).unwrap_err();
     assert!(matches!(err, StoreError::Unwritable(_)), "{err}");
 }
+
+/// What a sync tells the live channel carries the access epoch as it is after the sync (read
+/// once, by the sync, rather than by each listener), and only when the sync stored something.
+#[test]
+fn what_a_sync_stored_carries_the_access_epoch_read_after_it() {
+    use automerge::{ActorId, Author, AutoCommit};
+    use casenote_protocol::record;
+    let desk = Desk::new();
+    desk.add_doc();
+    let cursor = desk.settled();
+    let bumped = store::write(desk.s(), |t| t.bump_access_epoch()).unwrap();
+    let mut plan = AutoCommit::new();
+    plan.set_actor(ActorId::random());
+    plan.set_author(Some(Author::from(desk.who.staff_id().as_bytes().to_vec())));
+    record::init_plan(&mut plan, desk.case.case_id).unwrap();
+    plan.commit();
+    let doc = DocId::new_random();
+    let now = crate::now_ms();
+    let request = |docs| SyncRequest {
+        version: PROTOCOL_VERSION,
+        cursor,
+        device_clock_ms: now,
+        docs,
+        log_id: Some(store::read(desk.s(), |t| t.log_id()).unwrap()),
+        confirmed_reconcile: None,
+        views: Vec::new(),
+        restricted: Vec::new(),
+    };
+    let push = testkit::plan_push(&mut plan, &[], (doc, desk.case.case_id));
+    let (_, stored) =
+        super::handle(desk.s(), &desk.who, request(vec![push]), now, &Rules::default()).unwrap();
+    assert_eq!(stored.docs, vec![doc]);
+    assert_eq!(stored.epoch, Some(bumped));
+    let (_, idle) =
+        super::handle(desk.s(), &desk.who, request(Vec::new()), now, &Rules::default()).unwrap();
+    assert!(idle.docs.is_empty());
+    assert_eq!(idle.epoch, None, "nothing stored, nothing read");
+}

@@ -71,18 +71,32 @@ use serde_json::json;
 pub struct Stored {
     pub upto: Seq,
     pub docs: Vec<DocId>,
+    /// The access epoch read after the flush, when something was stored: the live channel's
+    /// listeners decide by it instead of reading it themselves (`feed::Changed::epoch`). `None`
+    /// when nothing was stored, or the read failed (a listener then reads it).
+    pub epoch: Option<u64>,
 }
 
 impl Stored {
-    fn of(pushed: &PushOutcome) -> Self {
+    /// What `pushed` stored, with the access epoch read now (after the flush) if it stored
+    /// anything: one read per sync that stored, where each listener woken by the event used to
+    /// go to the blocking pool for it.
+    fn of(store: &dyn Store, pushed: &PushOutcome) -> Self {
+        let docs: Vec<DocId> = pushed
+            .acks
+            .iter()
+            .filter(|a| a.stored > 0)
+            .map(|a| a.doc_id)
+            .collect();
+        let epoch = if docs.is_empty() {
+            None
+        } else {
+            store.access_epoch().ok()
+        };
         Stored {
             upto: pushed.upto,
-            docs: pushed
-                .acks
-                .iter()
-                .filter(|a| a.stored > 0)
-                .map(|a| a.doc_id)
-                .collect(),
+            docs,
+            epoch,
         }
     }
 }
@@ -147,7 +161,7 @@ pub fn handle(
     }
     log_sync(who, &asked, pushed_docs, &pushed, &planned);
     count(&pushed, planned.pulled_changes);
-    let stored = Stored::of(&pushed);
+    let stored = Stored::of(store, &pushed);
     let mut answer = response(log_id, now_ms, pushed, planned);
     answer.views_through = views_through;
     Ok((answer, stored))
@@ -221,7 +235,7 @@ pub fn push_durably(
     store::write(store, |txn| txn.audit_append(record.clone()))?;
     store.flush()?;
     count(&pushed, 0);
-    let stored = Stored::of(&pushed);
+    let stored = Stored::of(store, &pushed);
     Ok((pushed, stored))
 }
 
