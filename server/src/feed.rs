@@ -31,8 +31,8 @@ pub struct Changed {
     /// The access epoch, shared by every listener of this event: read by the sync that
     /// published it, after its flush ([`Stored::epoch`]), so that a listener whose cache
     /// decides the event's documents answers on the async worker, without a blocking task;
-    /// else read once by the first listener to handle the event (an event from another node, or
-    /// a sync whose read failed). One store read per event where there was one per listener (on
+    /// or by the watch that heard it from another node, with the changes (`Committed::epoch`);
+    /// else read once by the first listener to handle the event (a read that failed). One store read per event where there was one per listener (on
     /// PostgreSQL those reads took every pooled connection under load). Through
     /// [`Changed::epoch_or_read`].
     pub epoch: OnceLock<u64>,
@@ -227,7 +227,7 @@ pub fn follow(
                         let stored = Stored {
                             upto: c.upto,
                             docs: c.docs,
-                            epoch: None,
+                            epoch: c.epoch,
                         };
                         feed.publish(stored, None);
                     }

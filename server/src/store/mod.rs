@@ -425,11 +425,14 @@ pub struct Compaction {
     pub detail: String,
 }
 
-/// Changes another process committed: the highest sequence read and the documents changed.
+/// Changes another process committed: the highest sequence read, the documents changed, and the
+/// access epoch read with them (for the live channel's listeners, as a sync's own event carries
+/// it: `crate::sync::Stored::epoch`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Committed {
     pub upto: Seq,
     pub docs: Vec<DocId>,
+    pub epoch: Option<u64>,
 }
 
 /// What other processes commit to a shared store, as they commit it (a wake-up: the changes

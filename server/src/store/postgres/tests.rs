@@ -173,10 +173,13 @@ fn a_nodes_watch_hears_what_another_node_committed_and_not_what_it_committed_its
 
     let ours = DocId::new_random();
     write(&a, |t| t.append_change(&change(ours, 2))).unwrap();
+    // Bumped before the change it is read with: a read that sees the change sees the bump.
+    let epoch = write(&b, |t| t.bump_access_epoch()).unwrap();
     write(&b, |t| t.append_change(&change(theirs, 3))).unwrap();
     let heard = wait_for(&mut *watch).expect("node B's second commit");
     assert_eq!(heard.docs, vec![theirs], "node A's own change is left out");
     assert_eq!(heard.upto, Seq(3));
+    assert_eq!(heard.epoch, Some(epoch), "the access epoch as read with them");
 }
 
 fn wait_for(watch: &mut dyn Watch) -> Option<crate::store::Committed> {

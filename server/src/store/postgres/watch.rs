@@ -136,18 +136,24 @@ impl LogWatch {
         self.read()
     }
 
-    /// Reads the log past the cursor: the documents other processes changed.
+    /// Reads the log past the cursor: the documents other processes changed, and the access
+    /// epoch in the same statement (so that this node's listeners need not each read it).
     fn read(&mut self) -> Result<Option<Committed>, StoreError> {
         let after = self.cursor.unwrap_or(0);
         let client = self.client.as_mut().expect("read after connect");
         let limit = i64::try_from(limits::PG_WATCH_ROWS_MAX).unwrap_or(i64::MAX);
         let rows = client
             .query(
-                "SELECT seq, doc_id FROM change_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+                "SELECT seq, doc_id, (SELECT access_epoch FROM store_state) AS epoch
+                 FROM change_log WHERE seq > $1 ORDER BY seq LIMIT $2",
                 &[&super::rows::big(after)?, &limit],
             )
             .map_err(backend)?;
         self.read_first = rows.len() == limits::PG_WATCH_ROWS_MAX;
+        let epoch = match rows.first() {
+            Some(row) => Some(super::rows::seq(row.get("epoch"))?),
+            None => None,
+        };
         let mut upto = after;
         let mut docs = BTreeSet::new();
         for row in &rows {
@@ -165,6 +171,7 @@ impl LogWatch {
         Ok(Some(Committed {
             upto: Seq(upto),
             docs: docs.into_iter().collect(),
+            epoch,
         }))
     }
 }
