@@ -1,5 +1,6 @@
 //! The change feed: how the server tells listeners that changes are durable. Syncs publish what
-//! they stored ([`Feed::publish`], after their flush); each live connection ([`crate::api`]'s
+//! they stored ([`Feed::publish`], once it is durable: after their flush, or on a store whose
+//! commits are durable after their push's commit); each live connection ([`crate::api`]'s
 //! WebSocket) subscribes and filters by access. In-process today (a bounded
 //! [`tokio::sync::broadcast`]); on several server nodes it is where a node will hear the others
 //! (a later issue, through the database's notifications).
@@ -29,7 +30,7 @@ pub struct Changed {
     /// The device that pushed: it is not told about its own changes.
     pub origin: Option<DeviceId>,
     /// The access epoch, shared by every listener of this event: read by the sync that
-    /// published it, after its flush ([`Stored::epoch`]), so that a listener whose cache
+    /// published it, once what it stored was durable ([`Stored::epoch`]), so that a listener whose cache
     /// decides the event's documents answers on the async worker, without a blocking task;
     /// or by the watch that heard it from another node, with the changes (`Committed::epoch`);
     /// else read once by the first listener to handle the event (a read that failed). One store read per event where there was one per listener (on
@@ -82,7 +83,8 @@ impl Feed {
         }
     }
 
-    /// Announces what a sync stored (call it only once the sync's flush returned). Never waits.
+    /// Announces what a sync stored (call it only once that is durable: the sync's flush
+    /// returned, or the push committed on a store whose commits are durable). Never waits.
     pub fn publish(&self, stored: Stored, origin: Option<DeviceId>) {
         if stored.docs.is_empty() {
             return;

@@ -2,7 +2,8 @@
 //! code, a stalled one a 408, and a sync refused before its body is read its 401, 415 or 429
 //! rather than a reset connection), at most `limits::SYNCS_PER_DEVICE_MAX` syncs in progress per
 //! device (429 beyond, counted until the sync's work ends, even if the client hangs up), the sync
-//! itself ([`crate::sync::handle`]) on the blocking pool, then the live event for what it stored.
+//! itself ([`crate::sync::handle_announcing`]) on the blocking pool, which sends the live event
+//! for what it stored as soon as that is durable.
 
 use super::error::ApiError;
 use super::extract::Authed;
@@ -170,6 +171,7 @@ pub(crate) async fn sync_handler(
     };
     let lease = state.config.lease;
     let device = who.device_id;
+    let feed = state.feed.clone();
     // The request's span goes with the work, so the sync's log line carries the request id.
     let span = tracing::Span::current();
     let outcome = tokio::task::spawn_blocking(move || {
@@ -179,18 +181,16 @@ pub(crate) async fn sync_handler(
             Ok(r) => r,
             Err(e) => return Ok(Err(e)),
         };
-        sync::handle(&*store, &who, req, now_ms(), &rules).map(|(mut resp, stored)| {
+        // The live channel is told as soon as what the sync stored is durable.
+        let announce = |stored| feed.publish(stored, Some(device));
+        sync::handle_announcing(&*store, &who, req, now_ms(), &rules, &announce).map(|mut resp| {
             resp.lease = Some(lease);
-            Ok((wire::encode(&resp), stored))
+            Ok(wire::encode(&resp))
         })
     })
     .await;
     let encoded = match outcome {
-        Ok(Ok(Ok((encoded, stored)))) => {
-            // Durable (the sync flushed): tell the live channel.
-            state.feed.publish(stored, Some(device));
-            encoded
-        }
+        Ok(Ok(Ok(encoded))) => encoded,
         Ok(Ok(Err(decode))) => {
             let code = decode.code();
             let status = if code == ErrorCode::BodyTooLarge {

@@ -386,6 +386,11 @@ pub trait Store: Send + Sync {
     /// acknowledges nothing and hands nothing out (an idle sync's audit entry, see
     /// `sync::handle`); never instead of [`Store::flush`] before an acknowledgement.
     fn flush_soon(&self);
+    /// Whether a commit is durable when it returns ([`Store::flush`] then does nothing): a sync
+    /// may announce what it stored once its push committed (`crate::sync::handle_announcing`).
+    fn durable_at_commit(&self) -> bool {
+        false
+    }
     /// Whether the store accepts writes now (for `/ready`); may start a recovery that is due.
     fn writability(&self) -> Writability;
 

@@ -235,12 +235,83 @@ fn what_a_sync_stored_carries_the_access_epoch_read_after_it() {
         restricted: Vec::new(),
     };
     let push = testkit::plan_push(&mut plan, &[], (doc, desk.case.case_id));
-    let (_, stored) =
-        super::handle(desk.s(), &desk.who, request(vec![push]), now, &Rules::default()).unwrap();
+    let (_, stored) = super::handle(
+        desk.s(),
+        &desk.who,
+        request(vec![push]),
+        now,
+        &Rules::default(),
+    )
+    .unwrap();
     assert_eq!(stored.docs, vec![doc]);
     assert_eq!(stored.epoch, Some(bumped));
-    let (_, idle) =
-        super::handle(desk.s(), &desk.who, request(Vec::new()), now, &Rules::default()).unwrap();
+    let (_, idle) = super::handle(
+        desk.s(),
+        &desk.who,
+        request(Vec::new()),
+        now,
+        &Rules::default(),
+    )
+    .unwrap();
     assert!(idle.docs.is_empty());
     assert_eq!(idle.epoch, None, "nothing stored, nothing read");
+}
+
+/// A new device's member of staff pushes a new plan through [`super::handle_announcing`]: the
+/// audit entries there were when the live channel was told, the entries when the sync returned,
+/// and the documents it was told of.
+pub(crate) fn audit_at_announcement(store: &dyn crate::store::Store) -> (usize, usize, Vec<DocId>) {
+    use automerge::{ActorId, Author, AutoCommit};
+    use casenote_protocol::record;
+    use std::cell::RefCell;
+    let (who, team) = crate::testkit::alice_of_north(store);
+    let case = CaseRecord {
+        case_id: CaseId::new_random(),
+        owner_org: who.staff.org_id,
+        teams: vec![team.team_id],
+        created_ms: 0,
+    };
+    store::write(store, |t| t.put_case(&case)).unwrap();
+    let mut plan = AutoCommit::new();
+    plan.set_actor(ActorId::random());
+    plan.set_author(Some(Author::from(who.staff_id().as_bytes().to_vec())));
+    record::init_plan(&mut plan, case.case_id).unwrap();
+    plan.commit();
+    let push = crate::testkit::plan_push(&mut plan, &[], (DocId::new_random(), case.case_id));
+    let req = SyncRequest {
+        version: PROTOCOL_VERSION,
+        cursor: Seq(0),
+        device_clock_ms: 0,
+        docs: vec![push],
+        log_id: None,
+        confirmed_reconcile: None,
+        views: Vec::new(),
+        restricted: Vec::new(),
+    };
+    let audited = || {
+        let mut n = 0;
+        store
+            .audit_scan(&mut |_, _| {
+                n += 1;
+                true
+            })
+            .unwrap();
+        n
+    };
+    let told = RefCell::new(None);
+    let announce = |s: super::Stored| *told.borrow_mut() = Some((audited(), s.docs));
+    super::handle_announcing(store, &who, req, 0, &Rules::default(), &announce).unwrap();
+    let (at, docs) = told.into_inner().expect("the live channel was told");
+    (at, audited(), docs)
+}
+
+/// On sled a commit is durable only at the sync's flush: the live channel is told last, after
+/// the sync's own audit entry.
+#[test]
+fn on_sled_the_live_channel_is_told_after_the_syncs_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::store::sled::open(dir.path()).unwrap();
+    let (at, after, docs) = audit_at_announcement(&*store);
+    assert_eq!(docs.len(), 1);
+    assert_eq!(at, after, "told before the sync's audit entry");
 }

@@ -19,7 +19,8 @@
 //!    either moved, a concurrent sync of the device or an access change landed: step 3 runs
 //!    again), then the device's new state, its holdings and the sync's audit entry stored, and an
 //!    audit entry for each view of a record the device reported ([`views`]);
-//! 5. one flush, then the response (and, in the HTTP layer, the live event); an idle sync
+//! 5. one flush, then the response and the live event ([`handle_announcing`]; on a store whose
+//!    commits are durable the live event goes out once step 2 committed); an idle sync
 //!    (nothing pushed or reported, nothing handed out, nothing about the device changed, its
 //!    cursor within what is durable) asks for the flush and does not wait for it ([`is_idle`]).
 //!
@@ -49,7 +50,7 @@ mod damage_tests;
 #[cfg(test)]
 mod first_sync_tests;
 #[cfg(test)]
-mod idle_tests;
+pub(crate) mod idle_tests;
 
 pub use pull::{pull, Pulled};
 pub use push::{push, push_with, PushOutcome};
@@ -131,17 +132,36 @@ impl Asked {
 pub fn handle(
     store: &dyn Store,
     who: &Principal,
-    mut req: SyncRequest,
+    req: SyncRequest,
     now_ms: i64,
     rules: &Rules,
 ) -> Result<(SyncResponse, Stored), StoreError> {
+    let stored = std::cell::RefCell::new(Stored::default());
+    let answer = handle_announcing(store, who, req, now_ms, rules, &|s| {
+        *stored.borrow_mut() = s;
+    })?;
+    Ok((answer, stored.into_inner()))
+}
+
+/// [`handle`], telling `announce` what the sync stored as soon as it is durable: after the push's
+/// commit on a store whose commits are durable ([`Store::durable_at_commit`]: the live event then
+/// goes out while the pushing device's own pull is still being planned), else after the sync's
+/// flush. Called at most once; not when the sync fails before what it stored is durable.
+pub fn handle_announcing(
+    store: &dyn Store,
+    who: &Principal,
+    mut req: SyncRequest,
+    now_ms: i64,
+    rules: &Rules,
+    announce: &dyn Fn(Stored),
+) -> Result<SyncResponse, StoreError> {
     let start = store.log_state(crate::break_glass::NEXT_LAPSE_KEY)?;
     let (log_id, next_lapse) = (
         start.log_id,
         start.meta.as_deref().and_then(crate::break_glass::lapse_at),
     );
     if let Some(theirs) = must_reset(who, &req, (log_id, start.last_seq)) {
-        return reset(store, who, &req, (theirs, log_id), now_ms).map(|r| (r, Stored::default()));
+        return reset(store, who, &req, (theirs, log_id), now_ms);
     }
     // A break-glass grant that lapsed is taken away first, so this sync already evicts it.
     if next_lapse.is_some_and(|at| at <= now_ms) {
@@ -152,6 +172,10 @@ pub fn handle(
     let new_access = std::mem::take(&mut req.restricted);
     let docs = (std::mem::take(&mut req.docs), new_access);
     let pushed = push::push_with_access(store, who, docs, now_ms, rules)?;
+    let early = store.durable_at_commit();
+    if early && pushed.stored > 0 {
+        announce(Stored::of(store, &pushed));
+    }
     let (planned, views_through) =
         pull_and_commit(store, who, &asked, (&pushed, &req.views), now_ms)?;
     if is_idle(pushed_docs, &req.views, &planned, || store.durable_seq())? {
@@ -161,10 +185,12 @@ pub fn handle(
     }
     log_sync(who, &asked, pushed_docs, &pushed, &planned);
     count(&pushed, planned.pulled_changes);
-    let stored = Stored::of(store, &pushed);
+    if !early && pushed.stored > 0 {
+        announce(Stored::of(store, &pushed));
+    }
     let mut answer = response(log_id, now_ms, pushed, planned);
     answer.views_through = views_through;
-    Ok((answer, stored))
+    Ok(answer)
 }
 
 /// Whether a sync is idle: it pushed nothing and reported no view (its answer acknowledges

@@ -328,6 +328,10 @@ impl Store for PgStore {
     /// Every commit is durable when it returns: nothing to ask for.
     fn flush_soon(&self) {}
 
+    fn durable_at_commit(&self) -> bool {
+        true
+    }
+
     /// `pg_database_size` of the database.
     fn size_bytes(&self) -> Option<u64> {
         let mut conn = self.pool.get().ok()?;

@@ -179,7 +179,11 @@ fn a_nodes_watch_hears_what_another_node_committed_and_not_what_it_committed_its
     let heard = wait_for(&mut *watch).expect("node B's second commit");
     assert_eq!(heard.docs, vec![theirs], "node A's own change is left out");
     assert_eq!(heard.upto, Seq(3));
-    assert_eq!(heard.epoch, Some(epoch), "the access epoch as read with them");
+    assert_eq!(
+        heard.epoch,
+        Some(epoch),
+        "the access epoch as read with them"
+    );
 }
 
 fn wait_for(watch: &mut dyn Watch) -> Option<crate::store::Committed> {
@@ -678,6 +682,16 @@ fn a_sync_from_a_new_device_and_its_next_one_need_one_connection_at_a_time() {
         }
     }
     assert_eq!(cursor, Seq(1));
+}
+
+/// A commit here is durable: the live channel is told what a sync stored once its push
+/// committed, before the sync's pull is planned and its audit entry written.
+#[test]
+fn the_live_channel_is_told_once_the_push_committed() {
+    let (_url, store) = fresh();
+    let (at, after, docs) = crate::sync::idle_tests::audit_at_announcement(&store);
+    assert_eq!(docs.len(), 1);
+    assert_eq!(after, at + 1, "told after the sync's own audit entry");
 }
 
 #[test]
