@@ -94,6 +94,31 @@ pub(crate) fn alice_of_north(store: &dyn Store) -> (Principal, Team) {
     (principal(store, &token), team)
 }
 
+/// [`alice_of_north`], and a case of team North (stored): her principal and the case.
+pub(crate) fn alice_with_case(store: &dyn Store) -> (Principal, crate::model::CaseRecord) {
+    let (who, team) = alice_of_north(store);
+    let case = crate::model::CaseRecord {
+        case_id: casenote_protocol::CaseId::new_random(),
+        owner_org: who.staff.org_id,
+        teams: vec![team.team_id],
+        created_ms: 0,
+    };
+    crate::store::write(store, |t| t.put_case(&case)).unwrap();
+    (who, case)
+}
+
+/// A new plan of case `case`, written by `who` (a random actor, `who` as its author).
+pub(crate) fn new_plan(who: &Principal, case: casenote_protocol::CaseId) -> automerge::AutoCommit {
+    let mut plan = automerge::AutoCommit::new();
+    plan.set_actor(automerge::ActorId::random());
+    plan.set_author(Some(automerge::Author::from(
+        who.staff_id().as_bytes().to_vec(),
+    )));
+    casenote_protocol::record::init_plan(&mut plan, case).unwrap();
+    plan.commit();
+    plan
+}
+
 /// The changes of `doc` since `heads`, as a push of a plan carries them.
 pub(crate) fn plan_push(
     doc: &mut automerge::AutoCommit,

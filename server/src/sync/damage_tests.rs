@@ -8,7 +8,7 @@ use crate::model::{CaseRecord, NewChange};
 use crate::store::sled::SledStore;
 use crate::store::{self, Store};
 use crate::testkit;
-use automerge::{ActorId, Author, AutoCommit};
+use automerge::AutoCommit;
 use casenote_protocol::record::{self, field};
 use casenote_protocol::wire::{DocPush, Hash};
 use casenote_protocol::{CaseId, DocId, ErrorCode};
@@ -44,11 +44,7 @@ impl Desk {
             created_ms: 0,
         };
         store::write(&*self.store, |t| t.put_case(&case)).unwrap();
-        let mut plan = AutoCommit::new();
-        plan.set_actor(ActorId::random());
-        plan.set_author(Some(Author::from(self.who.staff_id().as_bytes().to_vec())));
-        record::init_plan(&mut plan, case.case_id).unwrap();
-        plan.commit();
+        let mut plan = testkit::new_plan(&self.who, case.case_id);
         let doc = DocId::new_random();
         let pushed = self.push(vec![testkit::plan_push(
             &mut plan,

@@ -11,7 +11,7 @@ use crate::store::{self, Store, StoreError};
 use crate::testkit;
 use crate::validate::Rules;
 use casenote_protocol::wire::{Hash, SyncRequest, SyncResponse, View, ViewKind, PROTOCOL_VERSION};
-use casenote_protocol::{CaseId, DocId, DocKind, Seq};
+use casenote_protocol::{DocId, DocKind, Seq};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,15 +27,7 @@ impl Desk {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::sled::open(dir.path()).unwrap();
-        let s: &dyn Store = &*store;
-        let (who, team) = testkit::alice_of_north(s);
-        let case = CaseRecord {
-            case_id: CaseId::new_random(),
-            owner_org: who.staff.org_id,
-            teams: vec![team.team_id],
-            created_ms: 0,
-        };
-        store::write(s, |t| t.put_case(&case)).unwrap();
+        let (who, case) = testkit::alice_with_case(&*store);
         Desk {
             _dir: dir,
             store,
@@ -211,17 +203,11 @@ fn a_sync_that_hands_out_a_change_or_acknowledges_a_view_still_waits_for_its_flu
 /// once, by the sync, rather than by each listener), and only when the sync stored something.
 #[test]
 fn what_a_sync_stored_carries_the_access_epoch_read_after_it() {
-    use automerge::{ActorId, Author, AutoCommit};
-    use casenote_protocol::record;
     let desk = Desk::new();
     desk.add_doc();
     let cursor = desk.settled();
     let bumped = store::write(desk.s(), |t| t.bump_access_epoch()).unwrap();
-    let mut plan = AutoCommit::new();
-    plan.set_actor(ActorId::random());
-    plan.set_author(Some(Author::from(desk.who.staff_id().as_bytes().to_vec())));
-    record::init_plan(&mut plan, desk.case.case_id).unwrap();
-    plan.commit();
+    let mut plan = testkit::new_plan(&desk.who, desk.case.case_id);
     let doc = DocId::new_random();
     let now = crate::now_ms();
     let request = |docs| SyncRequest {
@@ -261,23 +247,10 @@ fn what_a_sync_stored_carries_the_access_epoch_read_after_it() {
 /// audit entries there were when the live channel was told, the entries when the sync returned,
 /// and the documents it was told of.
 pub(crate) fn audit_at_announcement(store: &dyn crate::store::Store) -> (usize, usize, Vec<DocId>) {
-    use automerge::{ActorId, Author, AutoCommit};
-    use casenote_protocol::record;
     use std::cell::RefCell;
-    let (who, team) = crate::testkit::alice_of_north(store);
-    let case = CaseRecord {
-        case_id: CaseId::new_random(),
-        owner_org: who.staff.org_id,
-        teams: vec![team.team_id],
-        created_ms: 0,
-    };
-    store::write(store, |t| t.put_case(&case)).unwrap();
-    let mut plan = AutoCommit::new();
-    plan.set_actor(ActorId::random());
-    plan.set_author(Some(Author::from(who.staff_id().as_bytes().to_vec())));
-    record::init_plan(&mut plan, case.case_id).unwrap();
-    plan.commit();
-    let push = crate::testkit::plan_push(&mut plan, &[], (DocId::new_random(), case.case_id));
+    let (who, case) = testkit::alice_with_case(store);
+    let mut plan = testkit::new_plan(&who, case.case_id);
+    let push = testkit::plan_push(&mut plan, &[], (DocId::new_random(), case.case_id));
     let req = SyncRequest {
         version: PROTOCOL_VERSION,
         cursor: Seq(0),

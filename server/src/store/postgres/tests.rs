@@ -595,27 +595,11 @@ fn a_log_scan_of_large_changes_fetches_them_a_few_at_a_time_and_stops_when_told(
     assert_eq!(store.doc_change_seqs(doc).unwrap().len(), 6);
 }
 
-/// A member of staff of a team, and a case of the team, on `store`.
-fn staff_with_case(store: &dyn Store) -> (crate::auth::Principal, crate::model::CaseRecord) {
-    use crate::model::CaseRecord;
-    use crate::testkit;
-    use casenote_protocol::CaseId;
-    let (who, team) = testkit::alice_of_north(store);
-    let kase = CaseRecord {
-        case_id: CaseId::new_random(),
-        owner_org: who.staff.org_id,
-        teams: vec![team.team_id],
-        created_ms: 0,
-    };
-    write(store, |t| t.put_case(&kase)).unwrap();
-    (who, kase)
-}
-
-/// [`staff_with_case`], and a document of the case with a change.
+/// [`crate::testkit::alice_with_case`], and a document of the case with a change.
 fn one_readable_change(store: &dyn Store) -> crate::auth::Principal {
     use crate::model::{DocHeader, DocRecord};
     use casenote_protocol::DocKind;
-    let (who, kase) = staff_with_case(store);
+    let (who, kase) = crate::testkit::alice_with_case(store);
     let doc = DocRecord {
         header: DocHeader {
             doc_id: DocId::new_random(),
@@ -730,17 +714,12 @@ fn a_log_scan_fetches_about_its_byte_budget_whatever_the_rows_sizes() {
 #[test]
 fn a_push_judged_again_in_its_write_transaction_needs_no_second_connection() {
     use crate::sync::push::between_passes;
-    use automerge::{ActorId, Author, AutoCommit};
     use casenote_protocol::record::{self, field};
     let url = cluster().create_database().unwrap();
     let store = Arc::new(PgStore::open_with_pool(&url, 1, Duration::from_millis(500)).unwrap());
-    let (who, kase) = staff_with_case(&*store);
+    let (who, kase) = crate::testkit::alice_with_case(&*store);
     let ids = (DocId::new_random(), kase.case_id);
-    let mut plan = AutoCommit::new();
-    plan.set_actor(ActorId::random());
-    plan.set_author(Some(Author::from(who.staff_id().as_bytes().to_vec())));
-    record::init_plan(&mut plan, kase.case_id).unwrap();
-    plan.commit();
+    let mut plan = crate::testkit::new_plan(&who, kase.case_id);
     let created = crate::sync::push(
         &*store,
         &who,
