@@ -2,8 +2,8 @@
 //! they stored ([`Feed::publish`], once it is durable: after their flush, or on a store whose
 //! commits are durable after their push's commit); each live connection ([`crate::api`]'s
 //! WebSocket) subscribes and filters by access. In-process today (a bounded
-//! [`tokio::sync::broadcast`]); on several server nodes it is where a node will hear the others
-//! (a later issue, through the database's notifications).
+//! [`tokio::sync::broadcast`]); on several server nodes it is where a node hears what the others
+//! committed ([`follow`], through the database's notifications).
 //!
 //! Slow consumers never hold anyone up: the broadcast does not wait for receivers; one that falls
 //! more than `limits::LIVE_BROADCAST_EVENTS_MAX` events behind is told so and resyncs. Admission
@@ -30,12 +30,12 @@ pub struct Changed {
     /// The device that pushed: it is not told about its own changes.
     pub origin: Option<DeviceId>,
     /// The access epoch, shared by every listener of this event: read by the sync that
-    /// published it, once what it stored was durable ([`Stored::epoch`]), so that a listener whose cache
-    /// decides the event's documents answers on the async worker, without a blocking task;
-    /// or by the watch that heard it from another node, with the changes (`Committed::epoch`);
-    /// else read once by the first listener to handle the event (a read that failed). One store read per event where there was one per listener (on
-    /// PostgreSQL those reads took every pooled connection under load). Through
-    /// [`Changed::epoch_or_read`].
+    /// published it, once what it stored was durable ([`Stored::epoch`]), or by the watch that
+    /// heard it from another node, with the changes (`Committed::epoch`), so that a listener
+    /// whose cache decides the event's documents answers on its async worker, without a
+    /// blocking task; else (that read failed) read once by the first listener to handle the
+    /// event. One store read per event where there was one per listener (on PostgreSQL those
+    /// reads took every pooled connection under load). Through [`Changed::epoch_or_read`].
     pub epoch: OnceLock<u64>,
     /// Held by the listener reading the epoch, so the others wait for its read rather than
     /// each making their own: listeners wake together on an event, and before this a W5L edit

@@ -72,15 +72,16 @@ use serde_json::json;
 pub struct Stored {
     pub upto: Seq,
     pub docs: Vec<DocId>,
-    /// The access epoch read after the flush, when something was stored: the live channel's
-    /// listeners decide by it instead of reading it themselves (`feed::Changed::epoch`). `None`
-    /// when nothing was stored, or the read failed (a listener then reads it).
+    /// The access epoch read once what was stored is durable, when something was: the live
+    /// channel's listeners decide by it instead of reading it themselves
+    /// (`feed::Changed::epoch`). `None` when nothing was stored, or the read failed (a listener
+    /// then reads it).
     pub epoch: Option<u64>,
 }
 
 impl Stored {
-    /// What `pushed` stored, with the access epoch read now (after the flush) if it stored
-    /// anything: one read per sync that stored, where each listener woken by the event used to
+    /// What `pushed` stored, with the access epoch read now (call it once that is durable) if it
+    /// stored anything: one read per sync that stored, where each listener woken by the event used to
     /// go to the blocking pool for it.
     fn of(store: &dyn Store, pushed: &PushOutcome) -> Self {
         let docs: Vec<DocId> = pushed
