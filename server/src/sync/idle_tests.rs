@@ -2,7 +2,9 @@
 //! nothing handed out, nothing about the device changed, its cursor within the durable log) is
 //! answered without waiting for a flush, and its audit entry still becomes durable at the flush
 //! it asks for; every other sync still waits for its flush. The flusher is held (no flush starts)
-//! and the flush wait is short, so a sync that waits is answered `Unwritable`.
+//! and the flush wait is short, so a sync that waits is answered `Unwritable`. And what the live
+//! channel is told, and when: the access epoch with what was stored, once it is durable
+//! ([`audit_at_announcement`] is run on PostgreSQL too, by its backend's tests).
 
 use crate::auth::Principal;
 use crate::model::{CaseRecord, DocHeader, DocRecord, NewChange};
