@@ -40,6 +40,7 @@
 //! It may use the store, the model, [`crate::access`], [`crate::auth`]'s principal and
 //! [`crate::validate`]; it is handed the time.
 
+pub mod doc_locks;
 pub mod pull;
 pub mod push;
 pub mod reconcile;

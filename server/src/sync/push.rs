@@ -40,6 +40,7 @@
 //! and the write transaction's own reads of the log to judge again there), the model,
 //! [`crate::access`] and [`crate::validate`].
 
+use super::doc_locks::DocLocks;
 use crate::access::may_write;
 use crate::auth::Principal;
 use crate::model::{
@@ -53,8 +54,8 @@ use casenote_protocol::wire::{DocAck, DocPush, Hash, NewRestricted, Rejection};
 use casenote_protocol::{chunk, limits, CaseId, DocId, DocKind, ErrorCode, Seq, TeamId};
 use serde_bytes::ByteBuf;
 use serde_json::json;
-use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 
 /// One pushed change, decoded far enough to check it.
 #[derive(Clone)]
@@ -169,54 +170,6 @@ fn prepare((push, bound): (DocPush, Result<(), String>)) -> Prepared {
     }
 }
 
-/// The pushed documents a push holds while it validates and writes them: every other push of any
-/// of them waits; pushes of other documents never do. All of a push's documents are taken at
-/// once (or it waits), so two pushes can never each hold what the other waits for.
-#[derive(Default)]
-pub struct DocLocks {
-    held: Mutex<HashSet<DocId>>,
-    freed: Condvar,
-}
-
-/// What [`DocLocks::hold`] holds until dropped.
-pub struct Held<'a> {
-    locks: &'a DocLocks,
-    docs: Vec<DocId>,
-}
-
-impl DocLocks {
-    fn global() -> &'static DocLocks {
-        static LOCKS: OnceLock<DocLocks> = OnceLock::new();
-        LOCKS.get_or_init(DocLocks::default)
-    }
-
-    /// Takes every document of `docs`, waiting until none is held by another push.
-    pub fn hold(&self, docs: impl IntoIterator<Item = DocId>) -> Held<'_> {
-        let docs: Vec<DocId> = docs
-            .into_iter()
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        while docs.iter().any(|d| held.contains(d)) {
-            held = self.freed.wait(held).unwrap_or_else(|e| e.into_inner());
-        }
-        held.extend(docs.iter().copied());
-        Held { locks: self, docs }
-    }
-}
-
-impl Drop for Held<'_> {
-    fn drop(&mut self) {
-        let mut held = self.locks.held.lock().unwrap_or_else(|e| e.into_inner());
-        for d in &self.docs {
-            held.remove(d);
-        }
-        drop(held);
-        self.locks.freed.notify_all();
-    }
-}
-
 /// New actor bindings: actor id bytes and who they are bound to.
 type Bindings = Vec<(Vec<u8>, ActorBinding)>;
 
@@ -318,10 +271,14 @@ fn unloadable(c: Candidate, why: &str) -> Checked {
 /// by their heads, so a state that never gets stored is never used). `stored` materialises a
 /// document from its log: through the store ahead, in the transaction when judged there.
 fn judge(c: Candidate, stored: &mut Materialise<'_>) -> Result<Option<Checked>, StoreError> {
-    let reserved = validate::reserve(c.ops);
     let (doc_id, heads) = (c.doc_id, &c.old_heads);
+    let (reserved, cached) = if c.stored {
+        validate::reserve_for(doc_id, c.ops)
+    } else {
+        (validate::reserve(c.ops), None)
+    };
     let (before, through) = if c.stored {
-        let loaded = validate::load_with(doc_id, heads, |stale| stored(doc_id, stale, heads));
+        let loaded = validate::load_from(cached, heads, |stale| stored(doc_id, stale, heads));
         let mut held = match loaded {
             Err(StoreError::Corrupt(why)) => return Ok(Some(unloadable(c, &why))),
             other => other?,

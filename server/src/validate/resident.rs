@@ -55,21 +55,93 @@ impl State {
     }
 }
 
+/// A budget of operations and the cache inside it: the server has one ([`resident`]).
 struct Resident {
+    budget: u64,
     state: Mutex<State>,
     freed: Condvar,
 }
 
 fn resident() -> &'static Resident {
     static RESIDENT: OnceLock<Resident> = OnceLock::new();
-    RESIDENT.get_or_init(|| Resident {
-        state: Mutex::new(State::default()),
-        freed: Condvar::new(),
-    })
+    RESIDENT.get_or_init(|| Resident::new(SERVER_RESIDENT_OPS_MAX))
 }
 
-fn lock() -> MutexGuard<'static, State> {
-    resident().state.lock().unwrap_or_else(|e| e.into_inner())
+impl Resident {
+    fn new(budget: u64) -> Resident {
+        Resident {
+            budget,
+            state: Mutex::new(State::default()),
+            freed: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds `ops` to what `st` holds reserved, evicting cached states and then waiting for
+    /// other validations as needed.
+    fn grow<'s>(&'s self, mut st: MutexGuard<'s, State>, ops: u64) -> MutexGuard<'s, State> {
+        while st.used() + ops > self.budget {
+            if !st.evict_oldest() {
+                st = self.freed.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+        }
+        st.reserved_ops += ops;
+        st
+    }
+
+    fn reserve(&'static self, ops: u64) -> Reserved {
+        let ops = ops.min(self.budget);
+        drop(self.grow(self.lock(), ops));
+        Reserved {
+            resident: self,
+            ops,
+        }
+    }
+
+    /// [`Self::reserve`] for stored document `doc`, whose cached state (if any) leaves the cache
+    /// in the same step: its operations become part of the reservation, which grows by the
+    /// rest. (Reserving first and then taking the state counted it twice meanwhile, and the
+    /// room made for that evicted other documents' states, or its own.)
+    fn reserve_for(&'static self, doc: DocId, ops: u64) -> (Reserved, Option<Materialised>) {
+        let mut st = self.lock();
+        let taken = st.cache.remove(&doc).map(|(_, held, state)| {
+            st.cached_ops -= held;
+            st.reserved_ops += held;
+            (held, state)
+        });
+        let held = taken.as_ref().map_or(0, |(held, _)| *held);
+        let ops = ops.min(self.budget).max(held);
+        while st.used() + (ops - held) > self.budget && st.evict_oldest() {}
+        if st.used() + (ops - held) > self.budget {
+            // The room is held by other validations. Waiting for it while holding this state
+            // could wait forever on another doing the same: the state goes (the document is
+            // read from its log instead), and this waits holding nothing, as any reservation.
+            st.reserved_ops -= held;
+            drop(st);
+            drop(taken);
+            self.freed.notify_all();
+            return (self.reserve(ops), None);
+        }
+        st.reserved_ops += ops - held;
+        let reserved = Reserved {
+            resident: self,
+            ops,
+        };
+        (reserved, taken.map(|(_, state)| state))
+    }
+
+    /// `doc`'s cached state, out of the cache (and out of the budget).
+    fn take(&self, doc: DocId) -> Option<Materialised> {
+        let mut st = self.lock();
+        let (_, ops, state) = st.cache.remove(&doc)?;
+        st.cached_ops -= ops;
+        drop(st);
+        self.freed.notify_all();
+        Some(state)
+    }
 }
 
 /// A materialised document and how far into its log it is known to reach: it holds every
@@ -85,21 +157,20 @@ pub struct Materialised {
 /// the cache with the state they pay for ([`Reserved::keep`]).
 #[must_use]
 pub struct Reserved {
+    resident: &'static Resident,
     ops: u64,
 }
 
 /// Reserves `ops` operations of the budget (at most the whole budget), evicting cached states
 /// and then waiting for other validations as needed.
 pub fn reserve(ops: u64) -> Reserved {
-    let ops = ops.min(SERVER_RESIDENT_OPS_MAX);
-    let mut st = lock();
-    while st.used() + ops > SERVER_RESIDENT_OPS_MAX {
-        if !st.evict_oldest() {
-            st = resident().freed.wait(st).unwrap_or_else(|e| e.into_inner());
-        }
-    }
-    st.reserved_ops += ops;
-    Reserved { ops }
+    resident().reserve(ops)
+}
+
+/// Reserves `ops` operations for validating stored document `doc`, and takes its cached state,
+/// if any, out of the cache ([`load_from`] then uses it).
+pub fn reserve_for(doc: DocId, ops: u64) -> (Reserved, Option<Materialised>) {
+    resident().reserve_for(doc, ops)
 }
 
 impl Reserved {
@@ -108,34 +179,36 @@ impl Reserved {
     /// older entries give way, and a state too large to fit is simply not kept).
     pub fn keep(self, doc: DocId, state: Materialised) {
         let ops = state.doc.stats().num_ops;
-        let mut st = lock();
+        let resident = self.resident;
+        let budget = resident.budget;
+        let mut st = resident.lock();
         st.reserved_ops -= self.ops;
         std::mem::forget(self);
         if let Some((_, old, _)) = st.cache.remove(&doc) {
             st.cached_ops -= old;
         }
-        while st.used() + ops > SERVER_RESIDENT_OPS_MAX && st.evict_oldest() {}
-        if st.used() + ops <= SERVER_RESIDENT_OPS_MAX {
+        while st.used() + ops > budget && st.evict_oldest() {}
+        if st.used() + ops <= budget {
             st.tick += 1;
             let tick = st.tick;
             st.cache.insert(doc, (tick, ops, state));
             st.cached_ops += ops;
         }
         drop(st);
-        resident().freed.notify_all();
+        resident.freed.notify_all();
     }
 }
 
 impl Drop for Reserved {
     fn drop(&mut self) {
-        lock().reserved_ops -= self.ops;
-        resident().freed.notify_all();
+        self.resident.lock().reserved_ops -= self.ops;
+        self.resident.freed.notify_all();
     }
 }
 
 /// Operations held by cached states and by validations now (for tests and metrics).
 pub fn used_ops() -> u64 {
-    lock().used()
+    resident().lock().used()
 }
 
 /// Why the stored document could not be materialised (a server-side problem, not the device's).
@@ -273,16 +346,17 @@ pub fn load_with(
     heads: &[Hash],
     materialise: impl FnOnce(Option<Materialised>) -> Result<Materialised, StoreError>,
 ) -> Result<Materialised, StoreError> {
-    let cached = {
-        let mut st = lock();
-        let taken = st.cache.remove(&doc);
-        if let Some((_, ops, _)) = &taken {
-            st.cached_ops -= ops;
-        }
-        taken
-    };
-    resident().freed.notify_all();
-    let Some((_, _, mut state)) = cached else {
+    load_from(resident().take(doc), heads, materialise)
+}
+
+/// The document with `heads`: `cached` when it has them, else `materialise`d (from `cached`, if
+/// any, handed over to bring up to date).
+pub fn load_from(
+    cached: Option<Materialised>,
+    heads: &[Hash],
+    materialise: impl FnOnce(Option<Materialised>) -> Result<Materialised, StoreError>,
+) -> Result<Materialised, StoreError> {
+    let Some(mut state) = cached else {
         return materialise(None);
     };
     if has_heads(&mut state.doc, heads) {
@@ -385,5 +459,104 @@ mod tests {
         assert!(has_heads(&mut now.doc, &heads));
         assert_ne!(now.doc.get_actor(), &actor);
         assert!(now.doc.get(ROOT, "never").unwrap().is_none());
+    }
+
+    /// A cached state of `ops` operations (each a put of one key).
+    fn sized(ops: u64) -> Materialised {
+        let mut doc = AutoCommit::new();
+        for i in 0..ops {
+            doc.put(ROOT, format!("k{i}"), 1).unwrap();
+        }
+        doc.commit();
+        Materialised {
+            doc,
+            through: Seq(1),
+        }
+    }
+
+    /// Whether `resident`'s cache holds `doc`.
+    fn cached(resident: &Resident, doc: DocId) -> bool {
+        resident.lock().cache.contains_key(&doc)
+    }
+
+    /// A document whose state is cached, validated again (its next push): its state moves from
+    /// the cache into the reservation instead of being counted twice, which under load evicted
+    /// other documents' states and made their next pushes rebuild them from the whole log (in
+    /// W5L, 100-200 ms each with the pushes to that document waiting behind it).
+    #[test]
+    fn validating_a_cached_document_counts_its_state_once_and_evicts_no_other() {
+        let resident: &'static Resident = Box::leak(Box::new(Resident::new(100)));
+        let (a, b) = (DocId::new_random(), DocId::new_random());
+        resident.reserve(40).keep(a, sized(40));
+        resident.reserve(40).keep(b, sized(40));
+        assert_eq!(resident.lock().used(), 80);
+        // A push of five more operations to `a`.
+        let (reserved, taken) = resident.reserve_for(a, 45);
+        assert!(taken.is_some(), "a's state comes out of the cache");
+        assert!(
+            cached(resident, b),
+            "b's state was not evicted to make room"
+        );
+        assert_eq!(
+            resident.lock().used(),
+            85,
+            "a counted once, plus its new operations"
+        );
+        reserved.keep(a, sized(45));
+        assert!(cached(resident, a) && cached(resident, b));
+        assert_eq!(resident.lock().used(), 85);
+    }
+
+    /// The budget still bounds everything: a reservation larger than what is free evicts the
+    /// oldest states, and one that gives its state back unkept frees what it held.
+    #[test]
+    fn a_reservation_past_the_budget_evicts_the_oldest_states() {
+        let resident: &'static Resident = Box::leak(Box::new(Resident::new(100)));
+        let (a, b, c) = (
+            DocId::new_random(),
+            DocId::new_random(),
+            DocId::new_random(),
+        );
+        resident.reserve(30).keep(a, sized(30));
+        resident.reserve(30).keep(b, sized(30));
+        let (reserved, taken) = resident.reserve_for(c, 60);
+        assert!(taken.is_none(), "c was never cached");
+        assert!(!cached(resident, a), "the oldest state gave way");
+        assert!(cached(resident, b));
+        assert_eq!(resident.lock().used(), 90);
+        drop(reserved);
+        assert_eq!(resident.lock().used(), 30);
+    }
+
+    /// When the room a validation needs is held by other validations, it lets its cached state
+    /// go and waits holding nothing: two validations each holding a state and waiting for the
+    /// other's room would wait forever.
+    #[test]
+    fn a_validation_that_must_wait_for_room_holds_no_state_meanwhile() {
+        let resident: &'static Resident = Box::leak(Box::new(Resident::new(100)));
+        let a = DocId::new_random();
+        resident.reserve(60).keep(a, sized(60));
+        let other = resident.reserve(40);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiting = std::thread::spawn(move || {
+            let (reserved, taken) = resident.reserve_for(a, 70);
+            tx.send(taken.is_some()).unwrap();
+            drop(reserved);
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while resident.lock().used() != 40 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a's state was never let go"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        drop(other);
+        let had_state = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the validation gets its room once the other ends");
+        assert!(!had_state, "it reads the document from its log");
+        waiting.join().unwrap();
+        assert_eq!(resident.lock().used(), 0);
     }
 }
