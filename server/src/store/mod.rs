@@ -22,6 +22,7 @@
 #[cfg(test)]
 pub(crate) mod conformance;
 pub mod copy;
+pub(crate) mod outcomes;
 pub mod postgres;
 pub mod sled;
 

@@ -24,8 +24,9 @@ use super::pool::Pool;
 use super::session::Session;
 use super::watch::Own;
 use super::{commit, StoreError};
+use crate::store::outcomes::{self, Outcomes};
 use casenote_protocol::{limits, Seq};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -36,7 +37,6 @@ pub(super) struct Writers {
     wait: Duration,
 }
 
-#[derive(Default)]
 struct State {
     next_ticket: u64,
     /// Tickets of writers waiting for their turn, oldest first.
@@ -47,7 +47,20 @@ struct State {
     open: Option<Batch>,
     next_batch: u64,
     /// How recent batches ended, for the writers waiting on them (the last few hundred).
-    outcomes: BTreeMap<u64, Result<(), StoreError>>,
+    outcomes: Outcomes,
+}
+
+impl Default for State {
+    fn default() -> State {
+        State {
+            next_ticket: 0,
+            queue: VecDeque::new(),
+            busy: false,
+            open: None,
+            next_batch: 0,
+            outcomes: Outcomes::new(OUTCOMES_KEPT),
+        }
+    }
 }
 
 /// An open transaction shared by the writers of one batch.
@@ -192,39 +205,12 @@ impl Writers {
 
     /// Waits until batch `number` has ended, for at most [`limits::PG_BATCH_COMMIT_WAIT_MS`].
     fn outcome(&self, number: u64) -> Result<(), StoreError> {
-        let deadline = Instant::now() + Duration::from_millis(limits::PG_BATCH_COMMIT_WAIT_MS);
-        let mut state = self.lock();
-        loop {
-            if let Some(outcome) = state.outcomes.get(&number) {
-                return outcome.clone();
-            }
-            if state
-                .outcomes
-                .first_key_value()
-                .is_some_and(|(n, _)| *n > number)
-            {
-                return Err(StoreError::Unwritable(
-                    "the outcome of this write's commit was lost; sync again".into(),
-                ));
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(StoreError::Unwritable(format!(
-                    "the shared commit did not end within {} ms; sync again",
-                    limits::PG_BATCH_COMMIT_WAIT_MS
-                )));
-            }
-            state = self.wait_on(state, deadline - now);
-        }
+        let wait = Duration::from_millis(limits::PG_BATCH_COMMIT_WAIT_MS);
+        outcomes::wait_for(self.lock(), &self.changed, number, wait, |s| &s.outcomes)
     }
 
     fn ended(&self, number: u64, outcome: Result<(), StoreError>) {
-        let mut state = self.lock();
-        state.outcomes.insert(number, outcome);
-        while state.outcomes.len() > OUTCOMES_KEPT {
-            state.outcomes.pop_first();
-        }
-        drop(state);
+        self.lock().outcomes.record(number, outcome);
         self.changed.notify_all();
     }
 
@@ -357,18 +343,6 @@ impl Drop for Turn<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn outcomes_are_kept_for_waiting_writers_and_bounded() {
-        let writers = Writers::with_wait(Duration::from_millis(50));
-        for n in 0..(OUTCOMES_KEPT as u64 + 10) {
-            writers.ended(n, Ok(()));
-        }
-        assert_eq!(writers.lock().outcomes.len(), OUTCOMES_KEPT);
-        assert!(writers.outcome(OUTCOMES_KEPT as u64 + 9).is_ok());
-        // A writer whose outcome aged out is told that it is unknown, never that it succeeded.
-        assert!(matches!(writers.outcome(0), Err(StoreError::Unwritable(_))));
-    }
 
     #[test]
     fn a_writer_whose_turn_does_not_come_is_refused_busy_and_leaves_the_queue() {

@@ -378,7 +378,7 @@ impl SledStore {
         }
         // Bounded: a reopen tried by a read on a thread that holds the write lock (a store
         // read inside a write transaction) gives up rather than waiting on itself.
-        let Some(_writes) = lock_within(&sh.write_lock, limits::STORE_REOPEN_WAIT_MS) else {
+        let Some(_writes) = sh.writers.exclusive(limits::STORE_REOPEN_WAIT_MS) else {
             return Err(StoreError::Unwritable(
                 "writes in progress hold the store; it reopens later".into(),
             ));
@@ -433,7 +433,7 @@ impl SledStore {
 }
 
 /// `m`'s guard if it comes free within `wait_ms`.
-fn lock_within<T>(m: &Mutex<T>, wait_ms: u64) -> Option<std::sync::MutexGuard<'_, T>> {
+pub(super) fn lock_within<T>(m: &Mutex<T>, wait_ms: u64) -> Option<std::sync::MutexGuard<'_, T>> {
     let deadline = Instant::now() + std::time::Duration::from_millis(wait_ms);
     loop {
         match m.try_lock() {

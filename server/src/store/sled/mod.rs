@@ -4,7 +4,8 @@
 //!
 //! Transactions ([`txn`]): a write transaction is the store's write mutex plus an overlay of its
 //! writes, committed as one sled transaction over the trees it touched, through the free-space
-//! and failed-sled guard ([`durable`]). Sequence numbers and the audit chain's head are read
+//! and failed-sled guard ([`durable`]); the writers that queue up share one overlay and one
+//! commit ([`writers`]). Sequence numbers and the audit chain's head are read
 //! inside it from the trees, so nothing forks. A read transaction takes no lock.
 //!
 //! sled layout (one tree each; keys are raw bytes, values CBOR unless noted):
@@ -67,6 +68,7 @@ mod rewrite;
 mod trees;
 mod txn;
 pub mod verify;
+mod writers;
 
 use crate::model::audit::{AuditKind, AuditRecord};
 use crate::model::{LogEntry, QuarantineEntry};
@@ -83,6 +85,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use trees::{parse_log, Sled, Tip};
 use txn::SledTxn;
+use writers::Writers;
 
 pub use trees::{chain_next, AUDIT_TREE, CHAIN_GENESIS};
 
@@ -133,8 +136,9 @@ struct Shared {
     dir: PathBuf,
     /// `None` only while the store reopens.
     sled: RwLock<Option<Arc<Sled>>>,
-    /// Held by every write transaction, from its first read to its commit.
-    write_lock: Mutex<()>,
+    /// The write lock, held by every write transaction from its first read to the end of its
+    /// work; the writers that queue up share one commit ([`writers`]).
+    writers: Writers,
     /// The highest sequence the last flush made durable.
     durable: AtomicU64,
     /// The flush generation last made durable.
@@ -297,7 +301,7 @@ impl SledStore {
         let shared = Arc::new(Shared {
             dir: dir.to_path_buf(),
             sled: RwLock::new(Some(Arc::new(sled))),
-            write_lock: Mutex::new(()),
+            writers: Writers::new(),
             durable: AtomicU64::new(tip.seq),
             flush_gen: AtomicU64::new(flush_gen),
             group: GroupCommit::default(),
@@ -369,11 +373,18 @@ impl Store for SledStore {
         // it: a reopen holds the lock, and waits for handles to be let go.
         self.healthy()?;
         self.shared.check_space()?;
-        let _guard = lock(&self.shared.write_lock);
-        let s = self.shared.sled()?;
-        let mut txn = SledTxn::new(&s, true);
-        work(&mut txn).map_err(|e| self.shared.after_failed_work(e))?;
-        txn.commit().map_err(|e| self.shared.failed(e))
+        let mut turn = self.shared.writers.enter();
+        let mine = self.shared.sled().and_then(|s| {
+            turn.run(&s, work)
+                .map_err(|e| self.shared.after_failed_work(e))
+        });
+        let outcome = turn.finish(|state| {
+            let s = self.shared.sled()?;
+            SledTxn::resume(&s, state)
+                .commit()
+                .map_err(|e| self.shared.failed(e))
+        });
+        mine.and(outcome)
     }
 
     fn read_txn(&self, work: &mut Work<'_>) -> Result<(), StoreError> {

@@ -1,7 +1,8 @@
 //! The sled backend's transaction ([`SledTxn`]): the contract's [`Txn`] over sled's trees.
 //!
-//! A write transaction runs under the store's write mutex (taken by `SledStore::write_txn`), so
-//! it is serializable against every other. Its writes go to an overlay, one ordered map per tree
+//! A write transaction runs under the store's write mutex (taken by `SledStore::write_txn`,
+//! through [`super::writers`]), so it is serializable against every other; the writers that
+//! queue up share one transaction, each going on from the state the one before it left. Its writes go to an overlay, one ordered map per tree
 //! (a removal is kept as `None`); reads look in the overlay first and prefix scans merge it, so
 //! the transaction reads its own writes. At the end the overlay is committed as ONE sled
 //! transaction over the trees it touched, which sled recovers atomically after a crash. The log's
@@ -30,6 +31,15 @@ use std::collections::BTreeMap;
 /// A tree's pending writes: key → new value, or `None` for a removal.
 type Pending = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
+/// A write transaction's state between two of the writers that share it
+/// ([`super::writers`]): its overlay, the log's tip and the audit chain's head as it advanced them.
+#[derive(Clone, Default)]
+pub(super) struct TxnState {
+    pending: Vec<Pending>,
+    tip: Option<Tip>,
+    audit_head: Option<(u64, String)>,
+}
+
 /// One transaction over the trees of `s`.
 pub(super) struct SledTxn<'a> {
     s: &'a Sled,
@@ -42,6 +52,26 @@ pub(super) struct SledTxn<'a> {
 }
 
 impl<'a> SledTxn<'a> {
+    /// A write transaction over `s` that goes on from `state` (the default state: a new one).
+    pub(super) fn resume(s: &'a Sled, state: TxnState) -> Self {
+        let mut txn = SledTxn::new(s, true);
+        for (mine, theirs) in txn.pending.iter_mut().zip(state.pending) {
+            *mine = theirs;
+        }
+        txn.tip = state.tip;
+        txn.audit_head = state.audit_head;
+        txn
+    }
+
+    /// What the transaction holds, for the next writer to go on from.
+    pub(super) fn into_state(self) -> TxnState {
+        TxnState {
+            pending: self.pending.into_iter().collect(),
+            tip: self.tip,
+            audit_head: self.audit_head,
+        }
+    }
+
     pub(super) fn new(s: &'a Sled, writable: bool) -> Self {
         SledTxn {
             s,

@@ -1,0 +1,373 @@
+//! The sled store's writers: they take turns at the store's write lock, and the writers that are
+//! coming when one finishes its work share its transaction and its commit (group commit of
+//! transactions, before the group commit of flushes in [`super::durable`]).
+//!
+//! Why: every write transaction was one sled transaction, and each takes sled's global
+//! concurrency-control lock exclusively, waiting for every read in progress to end while the
+//! reads that arrive meanwhile wait behind it. A sync makes two write transactions; in W5L, at
+//! 2,600 of them a second, that lock was where the server's threads waited most (a fifth of its
+//! context switches) and the write lock, held through each commit, was the queue every push
+//! stood in. Now a writer that finds others coming leaves its work in the open transaction (an
+//! overlay of writes, [`TxnState`]) and waits; the next one runs its work in the same overlay,
+//! seeing what the ones before it wrote, as if each had committed in turn; the last of a batch
+//! (nobody else coming, or [`limits::SLED_WRITE_BATCH_MAX`] writers in it) commits it, once for
+//! all, as one sled transaction, which sled recovers atomically.
+//!
+//! A writer's work that fails is undone alone (the overlay as it was before it) and it gets its
+//! own error at once; the others' work goes on. A failed commit fails every writer of the batch.
+//! A writer returns only with its batch's outcome, and never after a commit that lost its work.
+//! A writer that panics inside its work ends its batch as failed (its overlay cannot be
+//! trusted), so nobody waits for a commit that will not come.
+
+use super::trees::Sled;
+use super::txn::{SledTxn, TxnState};
+use crate::store::outcomes::{self, Outcomes};
+use crate::store::{StoreError, Work};
+use casenote_protocol::limits;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// The writers of one store.
+pub(super) struct Writers {
+    state: Mutex<Batches>,
+    ended: Condvar,
+    /// Writers that asked for the write lock and have not taken it yet.
+    coming: AtomicUsize,
+}
+
+pub(super) struct Batches {
+    /// The open transaction, between two of its writers.
+    open: Option<Batch>,
+    next_batch: u64,
+    outcomes: Outcomes,
+}
+
+/// An open transaction shared by the writers of one batch.
+struct Batch {
+    number: u64,
+    state: TxnState,
+    /// Writers whose work is in it.
+    members: usize,
+}
+
+/// A writer's turn: it holds the write lock and the open batch.
+pub(super) struct Turn<'w> {
+    writers: &'w Writers,
+    guard: Option<MutexGuard<'w, Batches>>,
+    batch: Option<Batch>,
+    /// This writer's work is in the batch.
+    joined: bool,
+}
+
+impl Writers {
+    pub(super) fn new() -> Writers {
+        Writers {
+            state: Mutex::new(Batches {
+                open: None,
+                next_batch: 0,
+                outcomes: Outcomes::new(4 * limits::SLED_WRITE_BATCH_MAX + 256),
+            }),
+            ended: Condvar::new(),
+            coming: AtomicUsize::new(0),
+        }
+    }
+
+    /// Waits for the write lock, then joins the open batch or opens one.
+    pub(super) fn enter(&self) -> Turn<'_> {
+        self.coming.fetch_add(1, Ordering::AcqRel);
+        let mut guard = lock(&self.state);
+        self.coming.fetch_sub(1, Ordering::AcqRel);
+        let batch = guard.open.take().unwrap_or_else(|| {
+            guard.next_batch += 1;
+            Batch {
+                number: guard.next_batch,
+                state: TxnState::default(),
+                members: 0,
+            }
+        });
+        Turn {
+            writers: self,
+            guard: Some(guard),
+            batch: Some(batch),
+            joined: false,
+        }
+    }
+
+    /// The write lock with no batch open, for up to `wait_ms` (a reopen, which swaps the sled
+    /// handle): an open batch is ended as failed, its writers told to sync again.
+    pub(super) fn exclusive(&self, wait_ms: u64) -> Option<MutexGuard<'_, Batches>> {
+        let mut guard = super::durable::lock_within(&self.state, wait_ms)?;
+        if let Some(batch) = guard.open.take() {
+            let refused = StoreError::Unwritable(
+                "the store reopened before this write was committed; sync again".into(),
+            );
+            guard.outcomes.record(batch.number, Err(refused));
+            self.ended.notify_all();
+        }
+        Some(guard)
+    }
+}
+
+impl Turn<'_> {
+    /// Runs `work` in the open transaction over `s`; on failure, undoes only its own writes.
+    pub(super) fn run(&mut self, s: &Sled, work: &mut Work<'_>) -> Result<(), StoreError> {
+        let batch = self.batch.as_mut().expect("a turn holds its batch");
+        let before = (batch.members > 0).then(|| batch.state.clone());
+        let mut txn = SledTxn::resume(s, std::mem::take(&mut batch.state));
+        match work(&mut txn) {
+            Ok(()) => {
+                batch.state = txn.into_state();
+                batch.members += 1;
+                self.joined = true;
+                Ok(())
+            }
+            Err(e) => {
+                batch.state = before.unwrap_or_default();
+                Err(e)
+            }
+        }
+    }
+
+    /// Hands the batch on to a writer that is coming, and waits for its outcome (a writer whose
+    /// work failed does not wait); or, nobody coming or the batch full, commits it with `commit`
+    /// for all its writers.
+    pub(super) fn finish(
+        mut self,
+        commit: impl FnOnce(TxnState) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let batch = self.batch.take().expect("a turn holds its batch");
+        let mut guard = self.guard.take().expect("a turn holds the write lock");
+        if batch.members == 0 {
+            // Nobody's work is in it (this writer's failed, and it was the first).
+            return Ok(());
+        }
+        let number = batch.number;
+        let coming = self.writers.coming.load(Ordering::Acquire) > 0;
+        if coming && batch.members < limits::SLED_WRITE_BATCH_MAX {
+            guard.open = Some(batch);
+            if !self.joined {
+                drop(guard);
+                return Ok(());
+            }
+            let wait = Duration::from_millis(limits::STORE_FLUSH_WAIT_MS_MAX);
+            let ended = &self.writers.ended;
+            return outcomes::wait_for(guard, ended, number, wait, |b| &b.outcomes);
+        }
+        let outcome = commit(batch.state);
+        guard.outcomes.record(number, outcome.clone());
+        self.writers.ended.notify_all();
+        outcome
+    }
+}
+
+impl Drop for Turn<'_> {
+    /// A writer that panicked inside its work: nothing of its batch is committed, and the
+    /// batch's other writers are told (their devices sync again).
+    fn drop(&mut self) {
+        if let (Some(batch), Some(guard)) = (self.batch.take(), self.guard.as_mut()) {
+            let failed = StoreError::Backend("a writer of the shared transaction failed".into());
+            guard.outcomes.record(batch.number, Err(failed));
+            self.writers.ended.notify_all();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding it leaves whole fields (each is written whole; the open batch of a
+    // writer that panicked is ended by its turn's drop).
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+impl Writers {
+    /// Writers waiting for the write lock now.
+    fn coming(&self) -> usize {
+        self.coming.load(Ordering::Acquire)
+    }
+
+    /// Batches opened so far.
+    fn batches(&self) -> u64 {
+        lock(&self.state).next_batch
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::model::{AuditKind, AuditRecord, NewChange};
+    use crate::store::sled::SledStore;
+    use crate::store::{Store, StoreError, Txn};
+    use casenote_protocol::wire::Hash;
+    use casenote_protocol::{DocId, Seq};
+    use serde_json::json;
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    fn change(doc: DocId, n: u8) -> NewChange {
+        NewChange {
+            doc_id: doc,
+            hash: Hash([n; 32]),
+            bytes: vec![n; 8],
+            received_at_ms: 0,
+        }
+    }
+
+    fn record(n: u8) -> AuditRecord {
+        AuditRecord::new(AuditKind::Admin, 1_000, json!({"action": "test", "n": n}))
+    }
+
+    /// One write transaction: a change and an audit entry; `fail` then refuses it.
+    fn write(store: &SledStore, doc: DocId, n: u8, fail: bool) -> Result<Seq, StoreError> {
+        let mut seq = None;
+        store.write_txn(&mut |txn: &mut dyn Txn| {
+            seq = Some(txn.append_change(&change(doc, n))?);
+            txn.audit_append(record(n))?;
+            if fail {
+                return Err(StoreError::Corrupt("this writer's work fails".into()));
+            }
+            Ok(())
+        })?;
+        Ok(seq.expect("the work ran"))
+    }
+
+    /// Runs `first` as the first writer of a batch whose work goes on only once `behind`
+    /// more writers are waiting for the write lock; then `rest`, each on a thread of its own.
+    /// Their results, first's first.
+    fn queued<T: Send>(
+        store: &SledStore,
+        first: impl FnOnce(&mut dyn Txn) -> Result<T, StoreError> + Send,
+        rest: Vec<Box<dyn FnOnce() -> Result<T, StoreError> + Send + '_>>,
+    ) -> Vec<Result<T, StoreError>> {
+        let behind = rest.len();
+        std::thread::scope(|s| {
+            let (entered, inside) = mpsc::channel();
+            let head = s.spawn(move || {
+                let mut first = Some(first);
+                let mut out = None;
+                let done = store.write_txn(&mut |txn: &mut dyn Txn| {
+                    entered.send(()).unwrap();
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    while store.shared.writers.coming() < behind {
+                        assert!(Instant::now() < deadline, "the other writers never came");
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    out = Some(first.take().expect("runs once")(txn)?);
+                    Ok(())
+                });
+                done.map(|()| out.expect("the work ran"))
+            });
+            inside.recv().unwrap();
+            let others: Vec<_> = rest.into_iter().map(|w| s.spawn(w)).collect();
+            let mut all = vec![head.join().unwrap()];
+            all.extend(others.into_iter().map(|t| t.join().unwrap()));
+            all
+        })
+    }
+
+    #[test]
+    fn writers_that_queue_up_share_one_commit_each_seeing_the_writes_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let doc = DocId::new_random();
+        let batches = store.shared.writers.batches();
+        let rest = (1..4u8)
+            .map(|n| {
+                let store = &store;
+                Box::new(move || write(store, doc, n, false)) as Box<dyn FnOnce() -> _ + Send>
+            })
+            .collect();
+        let first = |txn: &mut dyn Txn| {
+            let seq = txn.append_change(&change(doc, 0))?;
+            txn.audit_append(record(0))?;
+            Ok(seq)
+        };
+        let seqs: Vec<Seq> = queued(&store, first, rest)
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            store.shared.writers.batches(),
+            batches + 1,
+            "one batch, one commit"
+        );
+        let mut sorted = seqs.clone();
+        sorted.sort();
+        assert_eq!(sorted, vec![Seq(1), Seq(2), Seq(3), Seq(4)], "{seqs:?}");
+        assert_eq!(store.last_seq().unwrap(), Seq(4));
+        store.flush().unwrap();
+        assert_eq!(
+            crate::audit::verify(&store).unwrap(),
+            4,
+            "one unforked chain"
+        );
+    }
+
+    #[test]
+    fn a_writer_whose_work_fails_is_undone_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let doc = DocId::new_random();
+        let batches = store.shared.writers.batches();
+        let store_ref = &store;
+        let rest: Vec<Box<dyn FnOnce() -> Result<Seq, StoreError> + Send>> = vec![
+            Box::new(move || write(store_ref, doc, 1, true)),
+            Box::new(move || write(store_ref, doc, 2, false)),
+        ];
+        let first = |txn: &mut dyn Txn| {
+            let seq = txn.append_change(&change(doc, 0))?;
+            txn.audit_append(record(0))?;
+            Ok(seq)
+        };
+        let out = queued(&store, first, rest);
+        assert!(out[0].is_ok() && out[2].is_ok(), "{out:?}");
+        assert!(matches!(out[1], Err(StoreError::Corrupt(_))), "{out:?}");
+        assert_eq!(store.shared.writers.batches(), batches + 1);
+        // What the failed writer wrote is gone; the writers around it are stored.
+        let logged: Vec<Hash> = (1..=2)
+            .map(|s| store.get_log(Seq(s)).unwrap().expect("stored").1)
+            .collect();
+        assert!(
+            !logged.contains(&Hash([1; 32])),
+            "the failed writer's change"
+        );
+        assert_eq!(store.last_seq().unwrap(), Seq(2));
+        store.flush().unwrap();
+        assert_eq!(crate::audit::verify(&store).unwrap(), 2);
+    }
+
+    #[test]
+    fn a_writer_that_panics_fails_its_batch_and_the_store_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let doc = DocId::new_random();
+        let store_ref = &store;
+        // The second writer panics in its work, after the first left its work in the batch.
+        let rest: Vec<Box<dyn FnOnce() -> Result<Seq, StoreError> + Send>> =
+            vec![Box::new(move || {
+                let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    store_ref.write_txn(&mut |txn: &mut dyn Txn| {
+                        txn.append_change(&change(doc, 1))?;
+                        panic!("a bug in a writer's work");
+                    })
+                }));
+                assert!(caught.is_err(), "the panic goes on to the writer's caller");
+                Ok(Seq(0))
+            })];
+        let first = |txn: &mut dyn Txn| txn.append_change(&change(doc, 0));
+        let out = queued(&store, first, rest);
+        assert!(
+            matches!(out[0], Err(StoreError::Backend(_))),
+            "the first writer is told its batch failed: {out:?}"
+        );
+        assert_eq!(
+            store.last_seq().unwrap(),
+            Seq(0),
+            "nothing of the batch was committed"
+        );
+        assert_eq!(
+            write(&store, doc, 2, false).unwrap(),
+            Seq(1),
+            "the next write goes on"
+        );
+    }
+}
