@@ -307,6 +307,14 @@ pub const LIVE_BUSY_RETRIES: u32 = 3;
 /// connection's turn stays short; the documents are bounded by [`LIVE_EVENT_DOCS_MAX`] anyway.
 pub const LIVE_COALESCE_EVENTS_MAX: usize = 64;
 
+/// Least time between two events on one live connection, in milliseconds. An event says
+/// "durable up to seq; sync", so events that come closer together than this are folded into the
+/// next one ([`LIVE_COALESCE_EVENTS_MAX`] at a time), which says the same: on a busy team (W5L:
+/// 1,600 edits a second, each an event for 19 devices) a quarter of the messages and of the
+/// devices' wake-ups (10 ms: a seventh, but a median relay 5 ms slower), for at most 5 ms more
+/// before a device hears of an edit. The first event after a quiet spell goes at once.
+pub const LIVE_EVENT_INTERVAL_MS: u64 = 5;
+
 /// Documents whose readability one live connection remembers before it forgets them all and
 /// asks the store again. Bounds a connection's memory however many documents change while it
 /// is open; a device's working set (the shared plans of its team) is far smaller.

@@ -84,6 +84,9 @@ pub struct LiveSettings {
     pub broadcast_events: usize,
     pub send_timeout: Duration,
     pub ping_interval: Duration,
+    /// Least time between two events on one connection; what comes meanwhile is folded into
+    /// the next.
+    pub event_interval: Duration,
 }
 
 impl Default for LiveSettings {
@@ -94,11 +97,18 @@ impl Default for LiveSettings {
             broadcast_events: limits::LIVE_BROADCAST_EVENTS_MAX,
             send_timeout: Duration::from_millis(limits::LIVE_SEND_TIMEOUT_MS),
             ping_interval: Duration::from_millis(limits::LIVE_PING_INTERVAL_MS),
+            event_interval: Duration::from_millis(limits::LIVE_EVENT_INTERVAL_MS),
         }
     }
 }
 
 impl LiveSettings {
+    /// These settings with another least time between two events on one connection.
+    pub fn with_event_interval(mut self, interval: Duration) -> Self {
+        self.event_interval = interval;
+        self
+    }
+
     /// These settings with another send timeout.
     pub fn with_send_timeout(mut self, timeout: Duration) -> Self {
         self.send_timeout = timeout;

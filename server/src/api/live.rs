@@ -14,8 +14,10 @@
 //! sends an event naming them. Events already waiting when the task takes one (a busy server
 //! publishes faster than the task runs) are folded into one message with the highest sequence
 //! and all their documents, at most [`limits::LIVE_COALESCE_EVENTS_MAX`] at a time: it says what
-//! they said one by one, for one socket write. Nothing is ever sent about a document the device
-//! may not read.
+//! they said one by one, for one socket write. After an event, the connection sends its next no
+//! sooner than [`limits::LIVE_EVENT_INTERVAL_MS`] later (`LiveSettings::event_interval`), so
+//! on a busy server what comes meanwhile folds into it; the first event after a quiet spell goes
+//! at once. Nothing is ever sent about a document the device may not read.
 //!
 //! Slow consumers never hold anyone up: the broadcast does not wait for receivers, and each
 //! connection writes only its own socket. A connection that falls more than
@@ -364,9 +366,15 @@ async fn serve(
     let period = feed.settings().ping_interval;
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let interval = feed.settings().event_interval;
+    let mut quiet_until: Option<tokio::time::Instant> = None;
     let end: Option<End> = loop {
         tokio::select! {
             received = rx.recv() => {
+                if let Some(at) = quiet_until.take() {
+                    // The events coming meanwhile wait in the broadcast, to fold into this one.
+                    tokio::time::sleep_until(at).await;
+                }
                 let batch = match received.map_err(Missed::from).and_then(|c| waiting(c, &mut rx)) {
                     Ok(batch) => batch,
                     Err(Missed::Lagged(missed)) => {
@@ -376,12 +384,17 @@ async fn serve(
                     }
                     Err(Missed::Closed) => break None,
                 };
+                // A full batch means more are waiting: the next goes at once, to catch up.
+                let caught_up = batch.len() < limits::LIVE_COALESCE_EVENTS_MAX;
                 match fold(&store, &mut filter, batch, device).await {
                     Ok(None) => {}
                     Ok(Some((seq, docs))) => {
                         if !send(&mut socket, event(seq, docs), timeout).await {
                             tracing::info!(%device, "live connection dropped: a send did not complete in time");
                             return;
+                        }
+                        if caught_up {
+                            quiet_until = Some(tokio::time::Instant::now() + interval);
                         }
                     }
                     Err(e) => break e,

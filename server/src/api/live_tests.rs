@@ -611,6 +611,48 @@ async fn events_waiting_together_fold_into_one_message_of_the_highest_seq_and_th
     assert_eq!(rest.seq, Seq(1_000 + max as u64));
 }
 
+/// After an event, a connection's next comes no sooner than the event interval, and what came
+/// meanwhile is folded into it; the first event after a quiet spell goes at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_closer_than_the_interval_fold_into_the_next_message_sent_after_it() {
+    let interval = Duration::from_millis(400);
+    let live = LiveSettings::default().with_event_interval(interval);
+    let s = Server::start(Config::default().with_live(live)).await;
+    let mut bob = s.listen(&s.bob).await;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = tokio::task::spawn_blocking(move || {
+        for _ in 0..2 {
+            let event = next_event(&mut bob).unwrap();
+            tx.send((std::time::Instant::now(), event)).unwrap();
+        }
+    });
+    let pushed = std::time::Instant::now();
+    let first = s.push_case(&s.alice, &s.alice_staff).await;
+    let rx = tokio::task::spawn_blocking(move || {
+        let got = rx.recv_timeout(PATIENCE).expect("the first event");
+        (got, rx)
+    });
+    let ((first_at, first_event), rx) = rx.await.unwrap();
+    assert_eq!(first_event.docs, vec![first]);
+    assert!(
+        first_at - pushed < interval,
+        "the first event after a quiet spell is not held back"
+    );
+    let second = s.push_case(&s.alice, &s.alice_staff).await;
+    let third = s.push_case(&s.alice, &s.alice_staff).await;
+    reader.await.unwrap();
+    let (next_at, next) = rx.recv_timeout(PATIENCE).expect("the next event");
+    let mut both = vec![second, third];
+    both.sort();
+    assert_eq!(next.docs, both, "one message for both pushes");
+    assert!(next.seq > first_event.seq);
+    assert!(
+        next_at - first_at >= interval - Duration::from_millis(50),
+        "sent {:?} after the first",
+        next_at - first_at
+    );
+}
+
 /// Bob's staff record (North, as Alice).
 fn ready_staff(s: &Server) -> (Staff, Principal) {
     match auth::authenticate(&*s.store, &s.bob).unwrap() {
