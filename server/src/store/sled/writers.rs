@@ -216,6 +216,20 @@ mod tests {
         AuditRecord::new(AuditKind::Admin, 1_000, json!({"action": "test", "n": n}))
     }
 
+    /// A store of its own, and a document to write to.
+    fn fresh() -> (tempfile::TempDir, SledStore, DocId) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        (dir, store, DocId::new_random())
+    }
+
+    /// The first writer's work: change 0 and audit entry 0.
+    fn first_write(txn: &mut dyn Txn, doc: DocId) -> Result<Seq, StoreError> {
+        let seq = txn.append_change(&change(doc, 0))?;
+        txn.audit_append(record(0))?;
+        Ok(seq)
+    }
+
     /// One write transaction: a change and an audit entry; `fail` then refuses it.
     fn write(store: &SledStore, doc: DocId, n: u8, fail: bool) -> Result<Seq, StoreError> {
         let mut seq = None;
@@ -266,9 +280,7 @@ mod tests {
 
     #[test]
     fn writers_that_queue_up_share_one_commit_each_seeing_the_writes_before_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
-        let doc = DocId::new_random();
+        let (_dir, store, doc) = fresh();
         let batches = store.shared.writers.batches();
         let rest = (1..4u8)
             .map(|n| {
@@ -276,11 +288,7 @@ mod tests {
                 Box::new(move || write(store, doc, n, false)) as Box<dyn FnOnce() -> _ + Send>
             })
             .collect();
-        let first = |txn: &mut dyn Txn| {
-            let seq = txn.append_change(&change(doc, 0))?;
-            txn.audit_append(record(0))?;
-            Ok(seq)
-        };
+        let first = |txn: &mut dyn Txn| first_write(txn, doc);
         let seqs: Vec<Seq> = queued(&store, first, rest)
             .into_iter()
             .collect::<Result<_, _>>()
@@ -304,20 +312,14 @@ mod tests {
 
     #[test]
     fn a_writer_whose_work_fails_is_undone_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
-        let doc = DocId::new_random();
+        let (_dir, store, doc) = fresh();
         let batches = store.shared.writers.batches();
         let store_ref = &store;
         let rest: Vec<Box<dyn FnOnce() -> Result<Seq, StoreError> + Send>> = vec![
             Box::new(move || write(store_ref, doc, 1, true)),
             Box::new(move || write(store_ref, doc, 2, false)),
         ];
-        let first = |txn: &mut dyn Txn| {
-            let seq = txn.append_change(&change(doc, 0))?;
-            txn.audit_append(record(0))?;
-            Ok(seq)
-        };
+        let first = |txn: &mut dyn Txn| first_write(txn, doc);
         let out = queued(&store, first, rest);
         assert!(out[0].is_ok() && out[2].is_ok(), "{out:?}");
         assert!(matches!(out[1], Err(StoreError::Corrupt(_))), "{out:?}");
@@ -337,9 +339,7 @@ mod tests {
 
     #[test]
     fn a_writer_that_panics_fails_its_batch_and_the_store_goes_on() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
-        let doc = DocId::new_random();
+        let (_dir, store, doc) = fresh();
         let store_ref = &store;
         // The second writer panics in its work, after the first left its work in the batch.
         let rest: Vec<Box<dyn FnOnce() -> Result<Seq, StoreError> + Send>> =
