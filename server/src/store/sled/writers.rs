@@ -58,6 +58,8 @@ pub(super) struct Turn<'w> {
     batch: Option<Batch>,
     /// This writer's work is in the batch.
     joined: bool,
+    /// The batch this writer is committing (for its drop, should the commit panic).
+    committing: Option<u64>,
 }
 
 impl Writers {
@@ -91,6 +93,7 @@ impl Writers {
             guard: Some(guard),
             batch: Some(batch),
             joined: false,
+            committing: None,
         }
     }
 
@@ -137,7 +140,6 @@ impl Turn<'_> {
         commit: impl FnOnce(TxnState) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let batch = self.batch.take().expect("a turn holds its batch");
-        let mut guard = self.guard.take().expect("a turn holds the write lock");
         if batch.members == 0 {
             // Nobody's work is in it (this writer's failed, and it was the first).
             return Ok(());
@@ -145,30 +147,44 @@ impl Turn<'_> {
         let number = batch.number;
         let coming = self.writers.coming.load(Ordering::Acquire) > 0;
         if coming && batch.members < limits::SLED_WRITE_BATCH_MAX {
+            let mut guard = self.guard.take().expect("a turn holds the write lock");
             guard.open = Some(batch);
             if !self.joined {
-                drop(guard);
                 return Ok(());
             }
             let wait = Duration::from_millis(limits::STORE_FLUSH_WAIT_MS_MAX);
             let ended = &self.writers.ended;
             return outcomes::wait_for(guard, ended, number, wait, |b| &b.outcomes);
         }
+        self.committing = Some(number);
         let outcome = commit(batch.state);
-        guard.outcomes.record(number, outcome.clone());
-        self.writers.ended.notify_all();
+        self.committing = None;
+        self.ended(number, outcome.clone());
         outcome
+    }
+
+    /// Records how batch `number` ended, and tells its writers.
+    fn ended(&mut self, number: u64, outcome: Result<(), StoreError>) {
+        if let Some(guard) = self.guard.as_mut() {
+            guard.outcomes.record(number, outcome);
+            self.writers.ended.notify_all();
+        }
     }
 }
 
 impl Drop for Turn<'_> {
-    /// A writer that panicked inside its work: nothing of its batch is committed, and the
-    /// batch's other writers are told (their devices sync again).
+    /// A writer that panicked inside its work or its batch's commit: nothing of its batch is
+    /// committed (or, from a commit, nothing is known of it), and the batch's other writers are
+    /// told (their devices sync again).
     fn drop(&mut self) {
-        if let (Some(batch), Some(guard)) = (self.batch.take(), self.guard.as_mut()) {
+        let unfinished = self
+            .batch
+            .take()
+            .map(|b| b.number)
+            .or(self.committing.take());
+        if let Some(number) = unfinished {
             let failed = StoreError::Backend("a writer of the shared transaction failed".into());
-            guard.outcomes.record(batch.number, Err(failed));
-            self.writers.ended.notify_all();
+            self.ended(number, Err(failed));
         }
     }
 }
