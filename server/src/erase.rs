@@ -21,6 +21,8 @@
 //!   sync; the document is in its holdings and no longer readable, so it is evicted, and the
 //!   device rewrites its files (client-core). Holdings rows (ids only) leave as each device
 //!   confirms the eviction.
+//! - the server's memory: the document's validated states, cached or saved
+//!   ([`crate::validate::forget`]).
 
 use crate::store::{Compaction, Store, StoreError, Txn};
 use casenote_protocol::{CaseId, DocId, DocKind, Seq};
@@ -71,6 +73,9 @@ pub fn erase_in(
         why: why.to_string(),
     };
     let seqs = txn.erase_doc(doc)?;
+    // Its validated states too (dropping them early, should the transaction fail, costs only
+    // a rebuild from the log).
+    crate::validate::forget(doc);
     let value = serde_json::to_vec(&record)
         .map_err(|e| StoreError::Backend(format!("an erasure record: {e}")))?;
     txn.put_meta(&meta_key(doc), &value)?;

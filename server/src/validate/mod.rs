@@ -31,8 +31,8 @@ use casenote_protocol::{limits, CaseId, DocKind, StaffId};
 use std::panic::AssertUnwindSafe;
 
 pub use resident::{
-    every_document_loads, has_heads, load, load_from, load_with, materialise, materialise_after,
-    materialise_in, reserve, reserve_for, Materialised, Reserved,
+    every_document_loads, forget, has_heads, load, load_from, load_with, materialise,
+    materialise_after, materialise_in, reserve, reserve_for, Materialised, Reserved,
 };
 pub use rules::Prior;
 

@@ -214,6 +214,17 @@ impl Resident {
         (reserved, taken.or_else(|| self.take_saved(doc)))
     }
 
+    fn forget(&self, doc: DocId) {
+        let mut st = self.lock();
+        if let Some((_, ops, _)) = st.cache.remove(&doc) {
+            st.cached_ops -= ops;
+        }
+        st.unsave(doc);
+        st.evicted.retain(|(d, _)| *d != doc);
+        drop(st);
+        self.freed.notify_all();
+    }
+
     /// `doc`'s cached state, out of the cache (and out of the budget), or its saved state.
     fn take(&self, doc: DocId) -> Option<Materialised> {
         let mut st = self.lock();
@@ -249,6 +260,12 @@ pub struct Reserved {
 /// and then waiting for other validations as needed.
 pub fn reserve(ops: u64) -> Reserved {
     resident().reserve(ops)
+}
+
+/// Drops every state of `doc` the server holds in memory, cached or saved: an erased
+/// document's content must not stay behind in the server's memory either.
+pub fn forget(doc: DocId) {
+    resident().forget(doc)
 }
 
 /// Reserves `ops` operations for validating stored document `doc`, and takes its cached state,
@@ -684,5 +701,20 @@ mod tests {
         assert!(!st.saved.contains_key(&docs[0]), "the oldest went");
         assert!(st.saved.contains_key(&docs[1]) && st.saved.contains_key(&docs[2]));
         assert!(st.cache.contains_key(&docs[3]));
+    }
+
+    /// An erased document's states leave the server's memory, cached and saved alike.
+    #[test]
+    fn forgetting_a_document_drops_its_cached_and_saved_states() {
+        let resident: &'static Resident = Box::leak(Box::new(Resident::new(100, 1 << 20)));
+        let (a, b) = (DocId::new_random(), DocId::new_random());
+        resident.reserve(60).keep(a, sized(60));
+        resident.reserve(60).keep(b, sized(60));
+        assert!(resident.lock().saved.contains_key(&a) && cached(resident, b));
+        resident.forget(a);
+        resident.forget(b);
+        let st = resident.lock();
+        assert!(st.saved.is_empty() && st.cache.is_empty());
+        assert_eq!((st.saved_bytes, st.used()), (0, 0));
     }
 }
