@@ -584,6 +584,13 @@ pub const PG_POOL_WAIT_MS_MAX: u64 = 10_000;
 /// measured alike.
 pub const SLED_WRITE_BATCH_MAX: usize = 8;
 
+/// Bytes of writes past which a shared sled transaction is committed at once rather than handed
+/// on. Each later writer copies the batch's writes before its own work, so that a failure undoes
+/// its work alone: a batch of syncs of a few KB each costs nothing to copy, but eight pushes of
+/// [`REQUEST_BYTES_MAX`] would copy hundreds of MB. A large push is then committed on its own,
+/// as before batches.
+pub const SLED_WRITE_BATCH_BYTES_MAX: usize = 1024 * 1024;
+
 /// Most writers that share one PostgreSQL transaction and its commit
 /// (`server/src/store/postgres/writers.rs`). Each waits for the work of the writers after it in
 /// its batch before the commit, so this bounds what sharing adds to one writer's wait (a sync's

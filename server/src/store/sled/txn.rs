@@ -40,6 +40,17 @@ pub(super) struct TxnState {
     audit_head: Option<(u64, String)>,
 }
 
+impl TxnState {
+    /// The bytes of its pending keys and values.
+    pub(super) fn bytes(&self) -> usize {
+        self.pending
+            .iter()
+            .flat_map(|p| p.iter())
+            .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
+            .sum()
+    }
+}
+
 /// One transaction over the trees of `s`.
 pub(super) struct SledTxn<'a> {
     s: &'a Sled,

@@ -10,8 +10,9 @@
 //! stood in. Now a writer that finds others coming leaves its work in the open transaction (an
 //! overlay of writes, [`TxnState`]) and waits; the next one runs its work in the same overlay,
 //! seeing what the ones before it wrote, as if each had committed in turn; the last of a batch
-//! (nobody else coming, or [`limits::SLED_WRITE_BATCH_MAX`] writers in it) commits it, once for
-//! all, as one sled transaction, which sled recovers atomically.
+//! (nobody else coming, or [`limits::SLED_WRITE_BATCH_MAX`] writers or
+//! [`limits::SLED_WRITE_BATCH_BYTES_MAX`] bytes in it) commits it, once for all, as one sled
+//! transaction, which sled recovers atomically.
 //!
 //! A writer's work that fails is undone alone (the overlay as it was before it) and it gets its
 //! own error at once; the others' work goes on. A failed commit fails every writer of the batch.
@@ -146,7 +147,9 @@ impl Turn<'_> {
         }
         let number = batch.number;
         let coming = self.writers.coming.load(Ordering::Acquire) > 0;
-        if coming && batch.members < limits::SLED_WRITE_BATCH_MAX {
+        let room = batch.members < limits::SLED_WRITE_BATCH_MAX
+            && batch.state.bytes() <= limits::SLED_WRITE_BATCH_BYTES_MAX;
+        if coming && room {
             let mut guard = self.guard.take().expect("a turn holds the write lock");
             guard.open = Some(batch);
             if !self.joined {
@@ -385,5 +388,32 @@ mod tests {
             Seq(1),
             "the next write goes on"
         );
+    }
+
+    /// A batch past SLED_WRITE_BATCH_BYTES_MAX of writes is committed at once, though others
+    /// are coming: the writers after it are not made to copy it.
+    #[test]
+    fn a_large_batch_is_committed_at_once() {
+        let (_dir, store, doc) = fresh();
+        let batches = store.shared.writers.batches();
+        let store_ref = &store;
+        let rest: Vec<Box<dyn FnOnce() -> Result<Seq, StoreError> + Send>> = vec![
+            Box::new(move || write(store_ref, doc, 1, false)),
+            Box::new(move || write(store_ref, doc, 2, false)),
+        ];
+        let large = casenote_protocol::limits::SLED_WRITE_BATCH_BYTES_MAX + 1;
+        let first = |txn: &mut dyn Txn| {
+            let mut big = change(doc, 0);
+            big.bytes = vec![0; large];
+            txn.append_change(&big)
+        };
+        let out = queued(&store, first, rest);
+        assert!(out.iter().all(Result::is_ok), "{out:?}");
+        assert_eq!(
+            store.shared.writers.batches(),
+            batches + 2,
+            "the large one alone, the two after it together"
+        );
+        assert_eq!(store.last_seq().unwrap(), Seq(3));
     }
 }
