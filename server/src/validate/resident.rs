@@ -13,10 +13,11 @@
 //! holds at most one reservation and never waits for anything else while it does, so a wait
 //! always ends.
 //!
-//! A state the cache evicts is not thrown away: it is saved (automerge's save, a few bytes an
-//! operation where a materialised document takes hundreds) within
-//! `limits::SERVER_SAVED_STATES_BYTES_MAX` bytes, and the next validation of its document loads
-//! it from there, which takes a tenth of applying the document's history again. Before this, a
+//! A state the cache evicts is not thrown away: it is saved (automerge's save, compressed: 6.7 KB
+//! for a plan of 23,000 operations, where a materialised document takes hundreds of bytes an
+//! operation) within `limits::SERVER_SAVED_STATES_BYTES_MAX` bytes, and the next validation of
+//! its document loads it from there, in about a quarter of the time automerge takes to apply
+//! the document's history again, and without reading its log. Before this, a
 //! team whose plans outgrew the budget (W5L's ten plans, 20,000 operations each after 20 s at
 //! 1,500 edits a second) had a push now and then rebuild a plan from its log, 100-200 ms with
 //! the pushes of that plan waiting behind it: the relay's p99 went from 35 to 90 ms.
