@@ -578,6 +578,19 @@ mod tests {
         }
     }
 
+    /// A budget of 100 operations of its own, with room for saved states.
+    fn small() -> &'static Resident {
+        Box::leak(Box::new(Resident::new(100, 1 << 20)))
+    }
+
+    /// Two documents whose states of `ops` operations each were kept, in that order.
+    fn kept_two(resident: &'static Resident, ops: u64) -> (DocId, DocId) {
+        let (a, b) = (DocId::new_random(), DocId::new_random());
+        resident.reserve(ops).keep(a, sized(ops));
+        resident.reserve(ops).keep(b, sized(ops));
+        (a, b)
+    }
+
     /// Whether `resident`'s cache holds `doc`.
     fn cached(resident: &Resident, doc: DocId) -> bool {
         resident.lock().cache.contains_key(&doc)
@@ -589,10 +602,8 @@ mod tests {
     /// W5L, 100-200 ms each with the pushes to that document waiting behind it).
     #[test]
     fn validating_a_cached_document_counts_its_state_once_and_evicts_no_other() {
-        let resident: &'static Resident = Box::leak(Box::new(Resident::new(100, 1 << 20)));
-        let (a, b) = (DocId::new_random(), DocId::new_random());
-        resident.reserve(40).keep(a, sized(40));
-        resident.reserve(40).keep(b, sized(40));
+        let resident = small();
+        let (a, b) = kept_two(resident, 40);
         assert_eq!(resident.lock().used(), 80);
         // A push of five more operations to `a`.
         let (reserved, taken) = resident.reserve_for(a, 45);
@@ -615,7 +626,7 @@ mod tests {
     /// oldest states, and one that gives its state back unkept frees what it held.
     #[test]
     fn a_reservation_past_the_budget_evicts_the_oldest_states() {
-        let resident: &'static Resident = Box::leak(Box::new(Resident::new(100, 1 << 20)));
+        let resident = small();
         let (a, b, c) = (
             DocId::new_random(),
             DocId::new_random(),
@@ -637,7 +648,7 @@ mod tests {
     /// other's room would wait forever.
     #[test]
     fn a_validation_that_must_wait_for_room_holds_no_state_meanwhile() {
-        let resident: &'static Resident = Box::leak(Box::new(Resident::new(100, 1 << 20)));
+        let resident = small();
         let a = DocId::new_random();
         resident.reserve(60).keep(a, sized(60));
         let other = resident.reserve(40);
@@ -668,7 +679,7 @@ mod tests {
     /// from there instead of applying the document's whole history again.
     #[test]
     fn an_evicted_state_is_saved_and_loaded_back() {
-        let resident: &'static Resident = Box::leak(Box::new(Resident::new(100, 1 << 20)));
+        let resident = small();
         let (a, b) = (DocId::new_random(), DocId::new_random());
         let mut first = sized(60);
         let heads = first.doc.get_heads();
@@ -707,10 +718,8 @@ mod tests {
     /// An erased document's states leave the server's memory, cached and saved alike.
     #[test]
     fn forgetting_a_document_drops_its_cached_and_saved_states() {
-        let resident: &'static Resident = Box::leak(Box::new(Resident::new(100, 1 << 20)));
-        let (a, b) = (DocId::new_random(), DocId::new_random());
-        resident.reserve(60).keep(a, sized(60));
-        resident.reserve(60).keep(b, sized(60));
+        let resident = small();
+        let (a, b) = kept_two(resident, 60);
         assert!(resident.lock().saved.contains_key(&a) && cached(resident, b));
         resident.forget(a);
         resident.forget(b);

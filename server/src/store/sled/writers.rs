@@ -263,6 +263,22 @@ mod tests {
         Ok(seq.expect("the work ran"))
     }
 
+    /// The writers of changes 1 and 2 (the first of them fails when `fails[0]`, the second when
+    /// `fails[1]`), for [`queued`].
+    fn later_writers(
+        store: &SledStore,
+        doc: DocId,
+        fails: [bool; 2],
+    ) -> Vec<Box<dyn FnOnce() -> Result<Seq, StoreError> + Send + '_>> {
+        (1..=2u8)
+            .zip(fails)
+            .map(|(n, fail)| {
+                Box::new(move || write(store, doc, n, fail))
+                    as Box<dyn FnOnce() -> Result<Seq, StoreError> + Send>
+            })
+            .collect()
+    }
+
     /// Runs `first` as the first writer of a batch whose work goes on only once `behind`
     /// more writers are waiting for the write lock; then `rest`, each on a thread of its own.
     /// Their results, first's first.
@@ -333,11 +349,7 @@ mod tests {
     fn a_writer_whose_work_fails_is_undone_alone() {
         let (_dir, store, doc) = fresh();
         let batches = store.shared.writers.batches();
-        let store_ref = &store;
-        let rest: Vec<Box<dyn FnOnce() -> Result<Seq, StoreError> + Send>> = vec![
-            Box::new(move || write(store_ref, doc, 1, true)),
-            Box::new(move || write(store_ref, doc, 2, false)),
-        ];
+        let rest = later_writers(&store, doc, [true, false]);
         let first = |txn: &mut dyn Txn| first_write(txn, doc);
         let out = queued(&store, first, rest);
         assert!(out[0].is_ok() && out[2].is_ok(), "{out:?}");
@@ -396,11 +408,7 @@ mod tests {
     fn a_large_batch_is_committed_at_once() {
         let (_dir, store, doc) = fresh();
         let batches = store.shared.writers.batches();
-        let store_ref = &store;
-        let rest: Vec<Box<dyn FnOnce() -> Result<Seq, StoreError> + Send>> = vec![
-            Box::new(move || write(store_ref, doc, 1, false)),
-            Box::new(move || write(store_ref, doc, 2, false)),
-        ];
+        let rest = later_writers(&store, doc, [false, false]);
         let large = casenote_protocol::limits::SLED_WRITE_BATCH_BYTES_MAX + 1;
         let first = |txn: &mut dyn Txn| {
             let mut big = change(doc, 0);
