@@ -60,14 +60,20 @@ impl State {
             .iter()
             .min_by_key(|(_, (t, _, _))| *t)
             .map(|(d, _)| *d);
-        match oldest.and_then(|d| self.cache.remove(&d).map(|e| (d, e))) {
-            Some((doc, (_, ops, state))) => {
-                self.cached_ops -= ops;
+        match oldest.and_then(|d| self.uncache(d).map(|(_, state)| (d, state))) {
+            Some((doc, state)) => {
                 self.evicted.push((doc, state));
                 true
             }
             None => false,
         }
+    }
+
+    /// `doc`'s cached state and its operations, out of the cache.
+    fn uncache(&mut self, doc: DocId) -> Option<(u64, Materialised)> {
+        let (_, ops, state) = self.cache.remove(&doc)?;
+        self.cached_ops -= ops;
+        Some((ops, state))
     }
 
     /// `doc`'s saved state, out of the saved ones.
@@ -186,12 +192,9 @@ impl Resident {
     /// room made for that evicted other documents' states, or its own.)
     fn reserve_for(&'static self, doc: DocId, ops: u64) -> (Reserved, Option<Materialised>) {
         let mut st = self.lock();
-        let taken = st.cache.remove(&doc).map(|(_, held, state)| {
-            st.cached_ops -= held;
-            st.reserved_ops += held;
-            (held, state)
-        });
+        let taken = st.uncache(doc);
         let held = taken.as_ref().map_or(0, |(held, _)| *held);
+        st.reserved_ops += held;
         let ops = ops.min(self.budget).max(held);
         while st.used() + (ops - held) > self.budget && st.evict_oldest() {}
         if st.used() + (ops - held) > self.budget {
@@ -217,9 +220,7 @@ impl Resident {
 
     fn forget(&self, doc: DocId) {
         let mut st = self.lock();
-        if let Some((_, ops, _)) = st.cache.remove(&doc) {
-            st.cached_ops -= ops;
-        }
+        st.uncache(doc);
         st.unsave(doc);
         st.evicted.retain(|(d, _)| *d != doc);
         drop(st);
@@ -229,11 +230,10 @@ impl Resident {
     /// `doc`'s cached state, out of the cache (and out of the budget), or its saved state.
     fn take(&self, doc: DocId) -> Option<Materialised> {
         let mut st = self.lock();
-        let Some((_, ops, state)) = st.cache.remove(&doc) else {
+        let Some((_, state)) = st.uncache(doc) else {
             drop(st);
             return self.take_saved(doc);
         };
-        st.cached_ops -= ops;
         drop(st);
         self.freed.notify_all();
         Some(state)
@@ -286,9 +286,7 @@ impl Reserved {
         let mut st = resident.lock();
         st.reserved_ops -= self.ops;
         std::mem::forget(self);
-        if let Some((_, old, _)) = st.cache.remove(&doc) {
-            st.cached_ops -= old;
-        }
+        st.uncache(doc);
         st.unsave(doc);
         while st.used() + ops > budget && st.evict_oldest() {}
         if st.used() + ops <= budget {

@@ -2,8 +2,8 @@
 //!
 //! A write transaction runs under the store's write mutex (taken by `SledStore::write_txn`,
 //! through [`super::writers`]), so it is serializable against every other; the writers that
-//! queue up share one transaction, each going on from the state the one before it left. Its writes go to an overlay, one ordered map per tree
-//! (a removal is kept as `None`); reads look in the overlay first and prefix scans merge it, so
+//! queue up share one transaction, each going on from the state the one before it left. Its
+//! writes go to an overlay, one ordered map per tree (a removal is kept as `None`); reads look in the overlay first and prefix scans merge it, so
 //! the transaction reads its own writes. At the end the overlay is committed as ONE sled
 //! transaction over the trees it touched, which sled recovers atomically after a crash. The log's
 //! tip and the audit chain's head are read from the trees (and then from the overlay) inside the
@@ -35,7 +35,7 @@ type Pending = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 /// ([`super::writers`]): its overlay, the log's tip and the audit chain's head as it advanced them.
 #[derive(Clone, Default)]
 pub(super) struct TxnState {
-    pending: Vec<Pending>,
+    pending: [Pending; TREES],
     tip: Option<Tip>,
     audit_head: Option<(u64, String)>,
 }
@@ -65,19 +65,19 @@ pub(super) struct SledTxn<'a> {
 impl<'a> SledTxn<'a> {
     /// A write transaction over `s` that goes on from `state` (the default state: a new one).
     pub(super) fn resume(s: &'a Sled, state: TxnState) -> Self {
-        let mut txn = SledTxn::new(s, true);
-        for (mine, theirs) in txn.pending.iter_mut().zip(state.pending) {
-            *mine = theirs;
+        SledTxn {
+            s,
+            writable: true,
+            pending: state.pending,
+            tip: state.tip,
+            audit_head: state.audit_head,
         }
-        txn.tip = state.tip;
-        txn.audit_head = state.audit_head;
-        txn
     }
 
     /// What the transaction holds, for the next writer to go on from.
     pub(super) fn into_state(self) -> TxnState {
         TxnState {
-            pending: self.pending.into_iter().collect(),
+            pending: self.pending,
             tip: self.tip,
             audit_head: self.audit_head,
         }
