@@ -1022,8 +1022,19 @@ pub(in crate::pagecache) fn make_stable_inner(
 /// to flush some pending writes. Returns the number
 /// of bytes written during this call.
 pub(in crate::pagecache) fn flush(iobufs: &Arc<IoBufs>) -> Result<usize> {
-    let _cc = concurrency_control::read();
-    let max_reserved_lsn = iobufs.max_reserved_lsn.load(Acquire);
+    // casenote patch (see vendor/README.md): the concurrency control's read
+    // lock is held only while the target is chosen, so that it falls between
+    // transactions (none holds the write lock meanwhile, so every batch
+    // reserved below it was sealed whole below it), not for the whole wait
+    // for the disk: holding it there kept every transaction from committing,
+    // and every read from starting once a transaction waited, until the
+    // write and sync of the flushed buffers had ended. A transaction that
+    // commits meanwhile reserves above the target, and recovery cuts a torn
+    // batch at its own manifest, above the target too.
+    let max_reserved_lsn = {
+        let _cc = concurrency_control::read();
+        iobufs.max_reserved_lsn.load(Acquire)
+    };
     make_stable(iobufs, max_reserved_lsn)
 }
 
