@@ -296,6 +296,22 @@ pub fn authenticate(store: &dyn Store, token: &str) -> Result<Authenticated, Sto
     }
 }
 
+/// [`authenticate`] without reading the store: the principal of `token` when the store holds its
+/// credentials in memory ([`Store::credentials_cached`]) and they let it in; `None` otherwise
+/// (unknown here, or refused: the caller then authenticates on the blocking pool, which reads,
+/// and audits a refusal). Never blocks, so it runs on the request's async thread.
+pub fn authenticate_cached(store: &dyn Store, token: &str) -> Option<Principal> {
+    if !token.starts_with(TOKEN_PREFIX) {
+        return None;
+    }
+    let mut c = store.credentials_cached(&token_hash(token), crate::controllers::META_KEY)?;
+    let sharing = c.meta.take()?;
+    match answer(c, |org| shares_in(&sharing, org)) {
+        Ok(Authenticated::Ok(p)) => Some(p),
+        _ => None,
+    }
+}
+
 /// Looks a token up in `txn`.
 pub fn authenticate_in(txn: &mut dyn Txn, token: &str) -> Result<Authenticated, StoreError> {
     if !token.starts_with(TOKEN_PREFIX) {
@@ -395,6 +411,44 @@ mod tests {
             authenticate(&*store, &issued.token).unwrap(),
             Authenticated::Revoked { device_id, .. } if device_id == issued.device.device_id
         ));
+    }
+
+    #[test]
+    fn a_token_is_let_in_from_memory_until_what_it_stands_for_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::sled::open(dir.path()).unwrap();
+        add_org(&*store, "O").unwrap();
+        add_team(&*store, "O", "T").unwrap();
+        let other = add_team(&*store, "O", "U").unwrap();
+        let staff = add_staff(&*store, "S", "gp", "O", &["T".into()]).unwrap();
+        let issued = testkit::issue(&*store, &staff, "laptop", 0).unwrap();
+        let cached = || authenticate_cached(&*store, &issued.token);
+        assert_eq!(cached(), None, "nothing read yet");
+        let who = testkit::principal(&*store, &issued.token);
+        assert_eq!(cached(), Some(who.clone()));
+        let entry = AuditRecord::new(AuditKind::Sync, 1, json!({}));
+        crate::store::write(&*store, |t| t.audit_append(entry.clone())).unwrap();
+        assert_eq!(cached(), Some(who), "a write of other records keeps it");
+
+        crate::admin::staff_add_team(&*store, By::Cli, staff.staff_id, other.team_id, 2).unwrap();
+        assert_eq!(cached(), None, "the member of staff changed");
+        let moved = testkit::principal(&*store, &issued.token);
+        assert!(moved.teams().contains(&other.team_id));
+        assert_eq!(cached(), Some(moved));
+
+        let sharing = crate::controllers::Sharing::default();
+        crate::store::write(&*store, |t| crate::controllers::put(t, &sharing)).unwrap();
+        assert_eq!(cached(), None, "the organisations' sharing changed");
+        testkit::principal(&*store, &issued.token);
+        assert!(cached().is_some());
+
+        testkit::revoke(&*store, issued.device.device_id, 3);
+        assert_eq!(cached(), None, "the device was revoked");
+        assert!(matches!(
+            authenticate(&*store, &issued.token).unwrap(),
+            Authenticated::Revoked { .. }
+        ));
+        assert_eq!(cached(), None, "a refusal is never answered from memory");
     }
 
     #[test]

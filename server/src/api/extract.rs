@@ -54,12 +54,20 @@ impl FromRequestParts<AppState> for Authed {
 
 /// The device of `token`, or the refusal (audited as above, with `route`, never the path): for
 /// the bearer token of every route, and the `token` query parameter of `GET /v1/repo` (browsers
-/// cannot set headers on a WebSocket).
+/// cannot set headers on a WebSocket). From the store's memory on this thread when it holds the
+/// token's credentials as they are now ([`auth::authenticate_cached`]), else read on the blocking
+/// pool (which a refusal always is, to be audited).
 pub(super) async fn authenticate(
     state: &AppState,
     token: Option<String>,
     route: Option<String>,
 ) -> Result<Principal, ApiError> {
+    if let Some(p) = token
+        .as_deref()
+        .and_then(|t| auth::authenticate_cached(&*state.store, t))
+    {
+        return Ok(p);
+    }
     let (store, refusals) = (state.store.clone(), state.refusals.clone());
     blocking(move || {
         let found = match &token {

@@ -62,6 +62,7 @@
 
 mod check;
 mod codec;
+mod directory;
 mod durable;
 pub mod mark;
 mod rewrite;
@@ -72,7 +73,7 @@ mod writers;
 
 use crate::model::audit::{AuditKind, AuditRecord};
 use crate::model::{LogEntry, QuarantineEntry};
-use crate::store::{Compaction, Store, StoreError, Work, Writability};
+use crate::store::{Compaction, Credentials, Store, StoreError, Work, Writability};
 use casenote_protocol::limits;
 use casenote_protocol::wire::Hash;
 use casenote_protocol::{DocId, Seq};
@@ -491,9 +492,21 @@ impl Store for SledStore {
         sha256: &[u8; 32],
         meta_key: &str,
     ) -> Result<Option<crate::store::Credentials>, StoreError> {
-        crate::store::read(self, |txn| {
+        // The generation before the read, from the handle the entry goes to: a store that
+        // reopens meanwhile starts a new directory, and this entry goes with the old one.
+        let sled = self.sled()?;
+        let generation = sled.directory.generation();
+        let found = crate::store::read(self, |txn| {
             crate::store::credentials_in(txn, sha256, meta_key)
-        })
+        })?;
+        if let Some(found) = &found {
+            sled.directory.put(generation, sha256, meta_key, found);
+        }
+        Ok(found)
+    }
+
+    fn credentials_cached(&self, sha256: &[u8; 32], meta_key: &str) -> Option<Credentials> {
+        self.sled().ok()?.directory.get(sha256, meta_key)
     }
 
     fn audit_scan(&self, visit: &mut dyn FnMut(u64, &[u8]) -> bool) -> Result<(), StoreError> {

@@ -9,6 +9,7 @@
 use super::codec::{
     dec, pair_key, seq_from, CHAIN_BUILT_KEY, INDEX_KEY, LOG_ID_KEY, LOG_LAYOUT, LOG_LAYOUT_KEY,
 };
+use super::directory::Directory;
 use crate::model::audit::{self, stored_hash};
 use crate::model::{CaseRecord, DocRecord};
 use crate::store::StoreError;
@@ -93,6 +94,8 @@ pub(super) struct Sled {
     pub(super) audit: sled::Tree,
     /// device_id (16) → the device store's wrap key (32 bytes, `crate::escrow`).
     pub(super) escrow: sled::Tree,
+    /// Credentials read lately, valid until a commit changes them ([`Directory`]).
+    pub(super) directory: Directory,
 }
 
 impl Sled {
@@ -125,6 +128,7 @@ impl Sled {
             quarantine: tree("quarantine")?,
             audit: tree(AUDIT_TREE)?,
             escrow: tree("escrow")?,
+            directory: Directory::default(),
             db,
         })
     }

@@ -29,7 +29,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError, Transact
 use std::collections::BTreeMap;
 
 /// A tree's pending writes: key → new value, or `None` for a removal.
-type Pending = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
+pub(super) type Pending = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
 
 /// A write transaction's state between two of the writers that share it
 /// ([`super::writers`]): its overlay, the log's tip and the audit chain's head as it advanced them.
@@ -224,7 +224,9 @@ impl<'a> SledTxn<'a> {
                 TransactionError::Abort(()) => {
                     sled::Error::ReportableBug("a store commit aborted".into())
                 }
-            })
+            })?;
+        self.s.directory.committed(&self.pending);
+        Ok(())
     }
 }
 
