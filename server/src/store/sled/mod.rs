@@ -6,7 +6,9 @@
 //! writes, committed as one sled transaction over the trees it touched, through the free-space
 //! and failed-sled guard ([`durable`]); the writers that queue up share one overlay and one
 //! commit ([`writers`]). Sequence numbers and the audit chain's head are read
-//! inside it from the trees, so nothing forks. A read transaction takes no lock.
+//! inside it from the trees, so nothing forks. A read transaction takes no lock. A commit that
+//! writes what a token's credentials are made of moves on the generation of the credentials kept
+//! in memory ([`directory`]), which answer [`Store::credentials_cached`] without a read.
 //!
 //! sled layout (one tree each; keys are raw bytes, values CBOR unless noted):
 //! - `log`: seq (u64 big-endian) → doc_id (16) ‖ change hash (32) ‖ chain (32) ‖ change bytes
