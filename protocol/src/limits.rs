@@ -260,8 +260,8 @@ pub const SERVER_RESIDENT_OPS_MAX: u64 = 300_000;
 pub const SERVER_SAVED_STATES_BYTES_MAX: u64 = 64 * 1024 * 1024;
 
 /// Tokens whose credentials the sled store keeps in memory, so that a request is authenticated
-/// without a store read and without leaving its async thread (`server/src/store/sled/directory.rs`).
-/// An entry is a few hundred bytes (the token's, device's and staff member's records and the
+/// without a store read and without leaving its async thread
+/// (`server/src/store/sled/directory.rs`). An entry is a few hundred bytes (the token's, device's and staff member's records and the
 /// organisations' sharing value), so 4,096 devices cost about 2 MB; past it the cache starts over
 /// (the next request of each device reads its credentials again). A trust and a council's staff
 /// who sync within a few minutes of each other are well within it.

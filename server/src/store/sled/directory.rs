@@ -14,8 +14,9 @@
 //! ([`Directory::committed`], called by [`super::txn::SledTxn::commit`], the one place the server
 //! writes these trees). A reader takes the generation before it reads the store, so an entry is
 //! never older than its generation says. A revocation is therefore seen by every request that
-//! starts after the revoking call returned, as before. One sled handle, one cache: a store that reopens starts
-//! with an empty one. Only the sled store has it: on PostgreSQL another node may write.
+//! starts after the revoking call returned, as before. One sled handle, one cache: a store that
+//! reopens starts with an empty one. Only the sled store has it: on PostgreSQL another node may
+//! write.
 //!
 //! Bounded by [`limits::SERVER_CREDENTIALS_CACHED_MAX`] tokens; past it the cache starts over.
 
