@@ -261,10 +261,11 @@ pub const SERVER_SAVED_STATES_BYTES_MAX: u64 = 64 * 1024 * 1024;
 
 /// Tokens whose credentials the sled store keeps in memory, so that a request is authenticated
 /// without a store read and without leaving its async thread
-/// (`server/src/store/sled/directory.rs`). An entry is a few hundred bytes (the token's, device's and staff member's records and the
-/// organisations' sharing value), so 4,096 devices cost about 2 MB; past it the cache starts over
-/// (the next request of each device reads its credentials again). A trust and a council's staff
-/// who sync within a few minutes of each other are well within it.
+/// (`server/src/store/sled/directory.rs`). An entry holds the token's, device's and staff
+/// member's records, a few hundred bytes (the organisations' sharing value is kept once for
+/// all), so 4,096 devices cost about 2 MB; past it the cache starts over (the next request of each
+/// device reads its credentials again). A trust and a council's staff who sync within a few
+/// minutes of each other are well within it.
 pub const SERVER_CREDENTIALS_CACHED_MAX: usize = 4096;
 
 /// Most WebSocket connections one server holds on `GET /v1/live` at once; one more is answered

@@ -39,6 +39,9 @@ pub(super) struct Directory {
 struct Cached {
     /// The meta key the entries' sharing value was read under (one caller, one key).
     meta_key: Option<String>,
+    /// The sharing value last read, and the generation it was read at: one copy for all the
+    /// entries (it may grow with the agreements between organisations), which hold none.
+    meta: Option<(u64, Option<Vec<u8>>)>,
     entries: HashMap<[u8; 32], (u64, Credentials)>,
 }
 
@@ -54,8 +57,13 @@ impl Directory {
         if cached.meta_key.as_deref() != Some(meta_key) {
             return None;
         }
+        let now = self.generation();
         let (read_at, found) = cached.entries.get(sha256)?;
-        (*read_at == self.generation()).then(|| found.clone())
+        let (meta_at, meta) = cached.meta.as_ref()?;
+        (*read_at == now && *meta_at == now).then(|| Credentials {
+            meta: meta.clone(),
+            ..found.clone()
+        })
     }
 
     /// Keeps credentials read from the store at `generation` (taken before the read).
@@ -74,7 +82,12 @@ impl Directory {
         if cached.entries.len() >= limits::SERVER_CREDENTIALS_CACHED_MAX {
             cached.entries.clear();
         }
-        cached.entries.insert(*sha256, (generation, found.clone()));
+        cached.meta = Some((generation, found.meta.clone()));
+        let entry = Credentials {
+            meta: None,
+            ..found.clone()
+        };
+        cached.entries.insert(*sha256, (generation, entry));
     }
 
     /// After a transaction with the writes `pending` committed: if it wrote any of what
@@ -197,7 +210,16 @@ mod tests {
         d.put(d.generation(), &hash(max), KEY, &c);
         assert_eq!(d.get(&hash(0), KEY), None);
         assert_eq!(d.get(&hash(max - 1), KEY), None);
-        assert!(d.get(&hash(max), KEY).is_some());
-        assert_eq!(d.lock().entries.len(), 1);
+        assert_eq!(
+            d.get(&hash(max), KEY),
+            Some(c),
+            "given back with the sharing value"
+        );
+        let cached = d.lock();
+        assert_eq!(cached.entries.len(), 1);
+        assert!(
+            cached.entries.values().all(|(_, e)| e.meta.is_none()),
+            "the sharing value is kept once, not per entry"
+        );
     }
 }
