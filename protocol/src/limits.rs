@@ -587,11 +587,11 @@ pub const PG_POOL_CONNECTIONS_MAX: usize = 16;
 /// without bound.
 pub const PG_POOL_WAIT_MS_MAX: u64 = 10_000;
 
-/// Most writers that share one sled transaction and its commit (`server/src/store/sled/writers.rs`).
-/// Each waits for the work of the writers after it in its batch (tens of microseconds each: a
-/// sync's writes go to an overlay in memory) and the one commit, so this bounds what sharing adds
-/// to a writer's wait; in W5L the batches that formed held 2-4 writers, and a bound of 4 to 16
-/// measured alike.
+/// Most writers that share one sled transaction and its commit
+/// (`server/src/store/sled/writers.rs`). Each waits for the work of the writers after it in its
+/// batch (tens of microseconds each: a sync's writes go to an overlay in memory) and the one
+/// commit, so this bounds what sharing adds to a writer's wait; in W5L the batches that formed
+/// held 2-4 writers, and a bound of 4 to 16 measured alike.
 pub const SLED_WRITE_BATCH_MAX: usize = 8;
 
 /// Bytes of writes past which a shared sled transaction is committed at once rather than handed

@@ -358,16 +358,16 @@ pub trait Store: Send + Sync {
         sha256: &[u8; 32],
         meta_key: &str,
     ) -> Result<Option<Credentials>, StoreError>;
-    /// What a sync reads before anything else, in one consistent read: the log's id
-    /// ([`Txn::log_id`]), its last sequence ([`Store::last_seq`]) and the meta value `meta_key`
-    /// (when the next break-glass grant lapses). One statement on PostgreSQL, where it was a read
-    /// transaction and a statement more, five round trips, on every sync.
     /// [`Store::credentials`] from memory, when this store can say without reading that they are
     /// what it holds now (the sled store keeps what it read until a commit changes it); `None`
     /// otherwise (the caller then reads them). Never blocks: callers run it on an async thread.
     fn credentials_cached(&self, _sha256: &[u8; 32], _meta_key: &str) -> Option<Credentials> {
         None
     }
+    /// What a sync reads before anything else, in one consistent read: the log's id
+    /// ([`Txn::log_id`]), its last sequence ([`Store::last_seq`]) and the meta value `meta_key`
+    /// (when the next break-glass grant lapses). One statement on PostgreSQL, where it was a read
+    /// transaction and a statement more, five round trips, on every sync.
     fn log_state(&self, meta_key: &str) -> Result<LogState, StoreError>;
     /// [`Txn::access_epoch`], committed, outside a transaction: one statement on PostgreSQL,
     /// where a read transaction around it made three round trips (the live channel reads it

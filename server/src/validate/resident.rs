@@ -55,12 +55,7 @@ impl State {
     }
 
     fn evict_oldest(&mut self) -> bool {
-        let oldest = self
-            .cache
-            .iter()
-            .min_by_key(|(_, (t, _, _))| *t)
-            .map(|(d, _)| *d);
-        match oldest.and_then(|d| self.uncache(d).map(|(_, state)| (d, state))) {
+        match oldest(&self.cache).and_then(|d| self.uncache(d).map(|(_, state)| (d, state))) {
             Some((doc, state)) => {
                 self.evicted.push((doc, state));
                 true
@@ -82,6 +77,11 @@ impl State {
         self.saved_bytes -= bytes.len() as u64;
         Some((bytes, through))
     }
+}
+
+/// The document whose entry was used longest ago (the first field of each is its tick).
+fn oldest<A, B>(m: &HashMap<DocId, (u64, A, B)>) -> Option<DocId> {
+    m.iter().min_by_key(|(_, (t, _, _))| *t).map(|(d, _)| *d)
 }
 
 /// A budget of operations and the cache inside it, and the saved states of what the cache
@@ -137,12 +137,9 @@ impl Resident {
         }
         st.unsave(doc);
         while st.saved_bytes + size > self.saved_max {
-            let oldest = st
-                .saved
-                .iter()
-                .min_by_key(|(_, (t, _, _))| *t)
-                .map(|(d, _)| *d);
-            let Some(oldest) = oldest else { break };
+            let Some(oldest) = oldest(&st.saved) else {
+                break;
+            };
             st.unsave(oldest);
         }
         st.tick += 1;

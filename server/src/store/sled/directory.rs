@@ -20,6 +20,7 @@
 //!
 //! Bounded by [`limits::SERVER_CREDENTIALS_CACHED_MAX`] tokens; past it the cache starts over.
 
+use super::lock;
 use super::trees::{T, TREES};
 use super::txn::Pending;
 use crate::store::Credentials;
@@ -111,7 +112,7 @@ impl Directory {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Cached> {
-        self.cached.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.cached)
     }
 }
 

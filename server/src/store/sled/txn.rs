@@ -3,12 +3,12 @@
 //! A write transaction runs under the store's write mutex (taken by `SledStore::write_txn`,
 //! through [`super::writers`]), so it is serializable against every other; the writers that
 //! queue up share one transaction, each going on from the state the one before it left. Its
-//! writes go to an overlay, one ordered map per tree (a removal is kept as `None`); reads look in the overlay first and prefix scans merge it, so
-//! the transaction reads its own writes. At the end the overlay is committed as ONE sled
-//! transaction over the trees it touched, which sled recovers atomically after a crash. The log's
-//! tip and the audit chain's head are read from the trees (and then from the overlay) inside the
-//! transaction, never from a cache. A read transaction is the same object with writes refused;
-//! it takes no lock.
+//! writes go to an overlay, one ordered map per tree (a removal is kept as `None`); reads look
+//! in the overlay first and prefix scans merge it, so the transaction reads its own writes. At
+//! the end the overlay is committed as ONE sled transaction over the trees it touched, which
+//! sled recovers atomically after a crash. The log's tip and the audit chain's head are read
+//! from the trees (and then from the overlay) inside the transaction, never from a cache. A read
+//! transaction is the same object with writes refused; it takes no lock.
 
 use super::codec::{
     dec, enc, escrow_key, hash_key, pair_key, seq_from, ACCESS_EPOCH_KEY, LOG_ID_KEY,
@@ -85,11 +85,8 @@ impl<'a> SledTxn<'a> {
 
     pub(super) fn new(s: &'a Sled, writable: bool) -> Self {
         SledTxn {
-            s,
             writable,
-            pending: std::array::from_fn(|_| Pending::new()),
-            tip: None,
-            audit_head: None,
+            ..SledTxn::resume(s, TxnState::default())
         }
     }
 

@@ -20,6 +20,7 @@
 //! A writer that panics inside its work ends its batch as failed (its overlay cannot be
 //! trusted), so nobody waits for a commit that will not come.
 
+use super::lock;
 use super::trees::Sled;
 use super::txn::{SledTxn, TxnState};
 use crate::store::outcomes::{self, Outcomes};
@@ -190,12 +191,6 @@ impl Drop for Turn<'_> {
             self.ended(number, Err(failed));
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding it leaves whole fields (each is written whole; the open batch of a
-    // writer that panicked is ended by its turn's drop).
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]
