@@ -47,6 +47,9 @@ struct State {
     /// doc → (tick, the state as automerge saves it, how far into the log it reaches).
     saved: HashMap<DocId, (u64, Vec<u8>, Seq)>,
     saved_bytes: u64,
+    /// Documents forgotten so far (a count): a state taken out to be saved before one was
+    /// forgotten is not kept ([`Resident::keep_saved`]).
+    forgotten: u64,
 }
 
 impl State {
@@ -112,7 +115,7 @@ impl Resident {
     /// for a large plan), keeping the newest within `saved_max` bytes.
     fn settle(&self) {
         loop {
-            let evicted = std::mem::take(&mut self.lock().evicted);
+            let (evicted, forgotten) = self.take_evicted();
             if evicted.is_empty() {
                 return;
             }
@@ -120,19 +123,30 @@ impl Resident {
                 let bytes = state.doc.save();
                 let through = state.through;
                 drop(state);
-                self.keep_saved(doc, bytes, through);
+                self.keep_saved(doc, (bytes, through), forgotten);
             }
         }
     }
 
-    fn keep_saved(&self, doc: DocId, bytes: Vec<u8>, through: Seq) {
+    /// The states evicted so far, to save, and the count of documents forgotten when they were
+    /// taken.
+    fn take_evicted(&self) -> (Vec<(DocId, Materialised)>, u64) {
+        let mut st = self.lock();
+        (std::mem::take(&mut st.evicted), st.forgotten)
+    }
+
+    /// Keeps `doc`'s saved state, taken out to be saved when `forgotten` documents had been
+    /// forgotten.
+    fn keep_saved(&self, doc: DocId, (bytes, through): (Vec<u8>, Seq), forgotten: u64) {
         let size = bytes.len() as u64;
         if size > self.saved_max {
             return;
         }
         let mut st = self.lock();
-        if st.cache.contains_key(&doc) {
-            // A newer state was kept meanwhile.
+        if st.cache.contains_key(&doc) || st.forgotten != forgotten {
+            // A newer state was kept meanwhile, or a document was forgotten (erased) since this
+            // one was taken out: perhaps this one, whose state must not come back. Dropping
+            // another's costs only a rebuild from its log.
             return;
         }
         st.unsave(doc);
@@ -217,6 +231,7 @@ impl Resident {
 
     fn forget(&self, doc: DocId) {
         let mut st = self.lock();
+        st.forgotten += 1;
         st.uncache(doc);
         st.unsave(doc);
         st.evicted.retain(|(d, _)| *d != doc);
@@ -708,6 +723,26 @@ mod tests {
         assert!(!st.saved.contains_key(&docs[0]), "the oldest went");
         assert!(st.saved.contains_key(&docs[1]) && st.saved.contains_key(&docs[2]));
         assert!(st.cache.contains_key(&docs[3]));
+    }
+
+    /// A state the cache evicted is saved outside the cache's lock; a document forgotten
+    /// meanwhile (erased) does not get it back.
+    #[test]
+    fn a_state_being_saved_when_its_document_is_forgotten_is_not_kept() {
+        let resident = small();
+        let a = DocId::new_random();
+        resident.lock().evicted.push((a, sized(60)));
+        let (mut evicted, forgotten) = resident.take_evicted();
+        let (doc, mut state) = evicted.pop().expect("a's state");
+        let bytes = state.doc.save();
+        resident.forget(a);
+        resident.keep_saved(doc, (bytes, state.through), forgotten);
+        let st = resident.lock();
+        assert!(
+            !st.saved.contains_key(&a),
+            "an erased document's state came back"
+        );
+        assert_eq!(st.saved_bytes, 0);
     }
 
     /// An erased document's states leave the server's memory, cached and saved alike.
