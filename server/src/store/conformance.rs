@@ -40,6 +40,7 @@ macro_rules! conformance_tests {
             a_conflicting_write_runs_again_whole,
             put_case_and_put_doc_keep_the_indexes_in_step,
             records_read_together_are_those_read_one_by_one,
+            combined_reads_are_their_parts_read_one_after_the_other,
             the_audit_chain_continues_across_transactions_and_a_reopen,
             device_sync_state_and_holdings_are_kept_per_device,
             a_quarantined_change_keeps_its_first_entry,
@@ -367,6 +368,62 @@ pub(crate) fn records_read_together_are_those_read_one_by_one(f: &mut dyn Factor
         Ok(())
     })
     .unwrap();
+}
+
+/// `doc_and_case`, `held_or_refused` and `device_sync_at_epoch` (one statement each on
+/// PostgreSQL) answer what their parts answer, inside the transaction that wrote and after it.
+pub(crate) fn combined_reads_are_their_parts_read_one_after_the_other(f: &mut dyn Factory) {
+    let store = f.fresh();
+    let stored = case(vec![TeamId::new_random()]);
+    let (doc, orphan) = (doc_of(stored.case_id), doc_of(CaseId::new_random()));
+    let id = doc.header.doc_id;
+    let [held, refused, unknown] = [1, 2, 3].map(|n| change(id, n).hash);
+    let device = DeviceId::new_random();
+    let state = DeviceSync {
+        reconciled_epoch: Some(3),
+        pending: None,
+    };
+    let check = |t: &mut dyn Txn| -> Result<(), StoreError> {
+        let found = t.doc_and_case(id)?;
+        assert_eq!(found, Some((doc.clone(), Some(stored.clone()))));
+        assert_eq!(
+            found,
+            t.doc(id)?.map(|d| (d, t.case(stored.case_id).unwrap()))
+        );
+        let missing_case = t.doc_and_case(orphan.header.doc_id)?;
+        assert_eq!(
+            missing_case,
+            Some((orphan.clone(), None)),
+            "a case the store lacks"
+        );
+        assert_eq!(t.doc_and_case(DocId::new_random())?, None);
+        let (h, r) = t.held_or_refused(id, &[unknown, refused, held])?;
+        assert_eq!((h, r), ([held].into(), [refused].into()));
+        assert_eq!(
+            t.held_changes(id, &[unknown, refused, held])?,
+            [held].into()
+        );
+        let elsewhere = t.held_or_refused(orphan.header.doc_id, &[held, refused])?;
+        assert_eq!(elsewhere, Default::default(), "another document's");
+        let read = t.device_sync_at_epoch(device)?;
+        assert_eq!(read, (Some(state.clone()), 1));
+        assert_eq!(read, (t.device_sync(device)?, t.access_epoch()?));
+        let none = t.device_sync_at_epoch(DeviceId::new_random())?;
+        assert_eq!(none, (None, 1), "a device without a state, at the epoch");
+        Ok(())
+    };
+    write(&*store, |t| {
+        t.put_case(&stored)?;
+        t.put_doc(&doc)?;
+        t.put_doc(&orphan)?;
+        t.append_change(&change(id, 1))?;
+        t.quarantine_add(&[quarantine(id, refused, "refused")])?;
+        t.put_device_sync(device, &state)?;
+        t.bump_access_epoch()?;
+        check(t)
+    })
+    .unwrap();
+    read(&*store, |t| check(t)).unwrap();
 }
 
 pub(crate) fn the_audit_chain_continues_across_transactions_and_a_reopen(f: &mut dyn Factory) {

@@ -134,10 +134,10 @@ impl Writability {
 /// writes atomically or none, isolated from every other write transaction (serializable); a read
 /// transaction refuses writes ([`StoreError::Backend`]).
 ///
-/// Which methods are hot (every sync calls them): `access_epoch`, `device_sync`,
-/// `put_device_sync`, `device_docs_add`, `audit_append`, `log_id`, `log_page`, `docs_in`,
-/// `cases_in`; every push adds `doc`, `case`, `held_changes` (once per pushed document), `actor`,
-/// `quarantined`, `append_change`, `put_doc`.
+/// Which methods are hot (every sync calls them): `device_sync_at_epoch`, `put_device_sync`,
+/// `device_docs_add`, `audit_append`, `log_id`, `log_page`, `docs_in`, `cases_in`; every push
+/// adds `doc_and_case`, `held_or_refused` (once per pushed document), `actor`, `append_change`,
+/// `put_doc`.
 pub trait Txn {
     // The directory.
     fn org(&mut self, id: OrgId) -> Result<Option<Org>, StoreError>;
@@ -161,6 +161,19 @@ pub trait Txn {
     /// Stores a case, keeping the team → cases index in step (teams that left it drop out).
     fn put_case(&mut self, case: &CaseRecord) -> Result<(), StoreError>;
     fn doc(&mut self, id: DocId) -> Result<Option<DocRecord>, StoreError>;
+    /// Document `id`'s record with its case's (`None` for a case the store lacks). One
+    /// statement on PostgreSQL, where a push's access check read one and then the other, in
+    /// both of its passes; the default reads them one after the other.
+    fn doc_and_case(
+        &mut self,
+        id: DocId,
+    ) -> Result<Option<(DocRecord, Option<CaseRecord>)>, StoreError> {
+        let Some(doc) = self.doc(id)? else {
+            return Ok(None);
+        };
+        let case = self.case(doc.header.case_id)?;
+        Ok(Some((doc, case)))
+    }
     /// The records of those of `ids` that exist, in no particular order. One statement on
     /// PostgreSQL, where the pull's read of each document and each case was a round trip of
     /// its own (about thirty a W5L sync); the default reads them one by one.
@@ -194,6 +207,24 @@ pub trait Txn {
             }
         }
         Ok(held)
+    }
+    /// [`Txn::held_changes`] of `hashes`, and those of the rest that are in quarantine for `doc`
+    /// (refused before, [`Txn::quarantined`]). One statement on PostgreSQL, where a push's
+    /// dedupe and its look for changes refused before were one each, in both of its passes; the
+    /// default asks [`Txn::quarantined`] of each change not held.
+    fn held_or_refused(
+        &mut self,
+        doc: DocId,
+        hashes: &[Hash],
+    ) -> Result<(HashSet<Hash>, HashSet<Hash>), StoreError> {
+        let held = self.held_changes(doc, hashes)?;
+        let mut refused = HashSet::new();
+        for h in hashes.iter().filter(|h| !held.contains(*h)) {
+            if self.quarantined(doc, h)?.is_some() {
+                refused.insert(*h);
+            }
+        }
+        Ok((held, refused))
     }
     /// [`Store::doc_change_seqs`] and [`Store::get_log`], read in this transaction. A backfill
     /// reads a document's history inside its read transaction: through the store, each read took
@@ -241,6 +272,16 @@ pub trait Txn {
     // Per device.
     /// The access epoch `device` was reconciled at and its pending reconciliation.
     fn device_sync(&mut self, device: DeviceId) -> Result<Option<DeviceSync>, StoreError>;
+    /// [`Txn::device_sync`] and [`Txn::access_epoch`] together: a sync reads both when it plans
+    /// its pull and again when it commits it. One statement on PostgreSQL; the default reads one
+    /// and then the other.
+    fn device_sync_at_epoch(
+        &mut self,
+        device: DeviceId,
+    ) -> Result<(Option<DeviceSync>, u64), StoreError> {
+        let state = self.device_sync(device)?;
+        Ok((state, self.access_epoch()?))
+    }
     fn put_device_sync(&mut self, device: DeviceId, state: &DeviceSync) -> Result<(), StoreError>;
     /// The documents the server believes `device` holds.
     fn device_docs(&mut self, device: DeviceId) -> Result<Vec<DocId>, StoreError>;
@@ -260,8 +301,9 @@ pub trait Txn {
     fn quarantine_add(&mut self, entries: &[QuarantineEntry]) -> Result<usize, StoreError>;
 
     // The audit chain.
-    /// Appends one entry to the audit chain; the head is read in this transaction (never cached
-    /// per process), so two writers can never fork the chain. Returns the sealed entry.
+    /// Appends one entry to the audit chain; the head is read in this transaction, or handed on
+    /// by the writer before it in a shared one under the same lock (never cached per process),
+    /// so two writers can never fork the chain. Returns the sealed entry.
     fn audit_append(&mut self, record: AuditRecord) -> Result<AuditEntry, StoreError>;
 
     // Meta.

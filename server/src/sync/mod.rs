@@ -417,9 +417,8 @@ fn plan(
     pushed: &PushOutcome,
     visible: Seq,
 ) -> Result<Planned, StoreError> {
-    let epoch = txn.access_epoch()?;
+    let (seen, epoch) = txn.device_sync_at_epoch(who.device_id)?;
     let who = &as_of_epoch(txn, who)?;
-    let seen = txn.device_sync(who.device_id)?;
     let fresh = asked.cursor == Seq(0) && !reconcile::continues(seen.as_ref(), asked.confirmed);
     let (mut state, mut holdings) = if fresh {
         fresh_start(pushed)
@@ -548,7 +547,8 @@ fn commit(
     record: AuditRecord,
 ) -> Result<Result<(), Moved>, StoreError> {
     let device = who.device_id;
-    if txn.access_epoch()? != planned.epoch || txn.device_sync(device)? != planned.seen {
+    let (seen, epoch) = txn.device_sync_at_epoch(device)?;
+    if epoch != planned.epoch || seen != planned.seen {
         return Ok(Err(Moved));
     }
     let h = &planned.holdings;

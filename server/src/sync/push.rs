@@ -367,6 +367,9 @@ struct Plan<'a, 't> {
     quarantine: Vec<QuarantineEntry>,
     /// Documents this push has named so far.
     seen: HashSet<DocId>,
+    /// The pushed changes the store holds in quarantine (refused before), found by [`Plan::known`]
+    /// with the changes it holds.
+    refused: HashSet<(DocId, Hash)>,
 }
 
 /// What a push's write committed: the last sequence it allocated (0: none) and how many changes
@@ -398,6 +401,7 @@ impl<'a, 't> Plan<'a, 't> {
             checked,
             quarantine: Vec::new(),
             seen: HashSet::new(),
+            refused: HashSet::new(),
         }
     }
 
@@ -408,15 +412,29 @@ impl<'a, 't> Plan<'a, 't> {
         }
     }
 
-    fn doc(&mut self, id: DocId) -> Result<Option<DocRecord>, StoreError> {
-        match self.docs.get(&id) {
-            Some(d) => Ok(Some(d.clone())),
-            None => self.txn.doc(id),
-        }
+    /// Document `id`'s record and its case's, as this push has left them so far.
+    fn doc_and_case(
+        &mut self,
+        id: DocId,
+    ) -> Result<Option<(DocRecord, Option<CaseRecord>)>, StoreError> {
+        let (doc, stored_case) = match self.docs.get(&id) {
+            Some(d) => (d.clone(), None),
+            None => match self.txn.doc_and_case(id)? {
+                Some(found) => found,
+                None => return Ok(None),
+            },
+        };
+        let case = match (self.cases.get(&doc.header.case_id), stored_case) {
+            (Some(c), _) => Some(c.clone()),
+            (None, Some(c)) => Some(c),
+            (None, None) => self.txn.case(doc.header.case_id)?,
+        };
+        Ok(Some((doc, case)))
     }
 
     /// Which of the hashes `p` names (its base, its changes and their dependencies) the server
-    /// holds: stored, or stored by this push before; asked of the store in one read.
+    /// holds: stored, or stored by this push before; asked of the store in one read, which also
+    /// finds those in quarantine (kept in `refused`, for [`Plan::refused_before`]).
     fn known(&mut self, p: &Prepared, changes: &[Decoded]) -> Result<HashSet<Hash>, StoreError> {
         let named: HashSet<Hash> = p
             .base
@@ -437,7 +455,10 @@ impl<'a, 't> Plan<'a, 't> {
                 ask.push(h);
             }
         }
-        known.extend(self.txn.held_changes(p.doc_id, &ask)?);
+        let (held, refused) = self.txn.held_or_refused(p.doc_id, &ask)?;
+        known.extend(held);
+        self.refused
+            .extend(refused.into_iter().map(|h| (p.doc_id, h)));
         Ok(known)
     }
 
@@ -457,8 +478,8 @@ impl<'a, 't> Plan<'a, 't> {
     /// one for a new document of a case it may write (a new case for a new case document).
     /// Every refusal here is the same `forbidden`, whether or not the document exists.
     fn access(&mut self, p: &Prepared, empty: bool) -> Result<Result<Access, Verdict>, StoreError> {
-        if let Some(rec) = self.doc(p.doc_id)? {
-            let writable = match self.case(rec.header.case_id)? {
+        if let Some((rec, case)) = self.doc_and_case(p.doc_id)? {
+            let writable = match case {
                 Some(case) => may_write(self.who, &case, Some(&rec.header)),
                 None => false,
             };
@@ -765,12 +786,16 @@ impl<'a, 't> Plan<'a, 't> {
         }
     }
 
-    /// The reason every one of `fresh` was refused before, if each is in quarantine.
+    /// The reason every one of `fresh` was refused before, if each is in quarantine (the store
+    /// is asked for the reason only then).
     fn refused_before(
         &mut self,
         doc: DocId,
         fresh: &[Decoded],
     ) -> Result<Option<String>, StoreError> {
+        if !fresh.iter().all(|c| self.refused.contains(&(doc, c.hash))) {
+            return Ok(None);
+        }
         let mut reason = None;
         for c in fresh {
             match self.txn.quarantined(doc, &c.hash)? {

@@ -174,18 +174,19 @@ impl PgStore {
     fn run_write(&self, work: &mut Work<'_>) -> Result<(), StoreError> {
         let mut turn = self.writers.enter(&self.pool, &self.own)?;
         let first = turn.first();
-        let session = turn.session();
+        let (session, tips) = turn.session();
         let begun = if first { Ok(()) } else { session.savepoint() };
         let done = begun.and_then(|()| {
-            let mut txn = PgTxn::new(&mut *session, true);
+            let mut txn = PgTxn::resume(&mut *session, true, tips);
             let appended = work(&mut txn).and_then(|()| txn.finish());
-            appended.and_then(|a| txn.into_session().keep().map(|()| a))
+            let tips = txn.tips();
+            appended.and_then(|a| txn.into_session().keep().map(|()| (a, tips)))
         });
         match done {
-            Ok(appended) => turn.done(appended),
+            Ok((appended, tips)) => turn.done(appended, tips),
             Err(e) => {
                 if !first {
-                    turn.session().rollback_to_savepoint();
+                    turn.session().0.rollback_to_savepoint();
                 }
                 turn.undone();
                 Err(e)

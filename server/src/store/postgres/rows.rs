@@ -142,13 +142,29 @@ pub(super) fn credentials(row: &Row) -> Result<crate::store::Credentials, StoreE
 }
 
 pub(super) fn case(row: &Row) -> Result<CaseRecord, StoreError> {
-    let teams: Vec<Uuid> = col(row, "teams")?;
+    case_at(row, "")
+}
+
+/// A case from the columns named `prefix` + the table's column names.
+fn case_at(row: &Row, prefix: &str) -> Result<CaseRecord, StoreError> {
+    let c = |name: &'static str| prefixed(prefix, name);
+    let teams: Vec<Uuid> = col(row, &c("teams"))?;
     Ok(CaseRecord {
-        case_id: CaseId(col(row, "case_id")?),
-        owner_org: OrgId(col(row, "owner_org")?),
+        case_id: CaseId(col(row, &c("case_id"))?),
+        owner_org: OrgId(col(row, &c("owner_org"))?),
         teams: teams.into_iter().map(TeamId).collect(),
-        created_ms: col(row, "created_ms")?,
+        created_ms: col(row, &c("created_ms"))?,
     })
+}
+
+/// A document's row joined with its case's (columns prefixed `c_`, all NULL where the join
+/// found none).
+pub(super) fn doc_and_case(row: &Row) -> Result<(DocRecord, Option<CaseRecord>), StoreError> {
+    let case = match col::<Option<Uuid>>(row, "c_case_id")? {
+        Some(_) => Some(case_at(row, "c_")?),
+        None => None,
+    };
+    Ok((doc(row)?, case))
 }
 
 pub(super) fn doc(row: &Row) -> Result<DocRecord, StoreError> {

@@ -11,6 +11,7 @@ use crate::store::{read, write, Store, StoreError, Watch};
 use casenote_pg_cluster::Cluster;
 use casenote_protocol::wire::Hash;
 use casenote_protocol::{limits, DocId, Seq};
+use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -451,6 +452,7 @@ fn writers_waiting_together_share_one_commit_and_a_failing_one_is_undone_alone()
             std::thread::spawn(move || {
                 write(&*store, |t| {
                     t.append_change(&change(doc, n))?;
+                    t.audit_append(AuditRecord::new(AuditKind::Sync, n as i64, json!({"n": n})))?;
                     match n {
                         // Fails after writing: its change must not stay.
                         4 => Err(StoreError::Backend("refused by the test".into())),
@@ -490,6 +492,37 @@ fn writers_waiting_together_share_one_commit_and_a_failing_one_is_undone_alone()
         "{} writers in {transactions} transactions",
         writers + 1
     );
+    // Each writer appended to both logs after the one before it, kept or undone: both chains
+    // link up whole (a writer that went on from the undone one's tips would leave a gap or a
+    // fork).
+    assert_eq!(
+        log_chain_breaks(&mut client),
+        0,
+        "the change log's chain links up"
+    );
+    assert_eq!(crate::audit::verify(&*store).unwrap(), kept as usize - 1);
+}
+
+/// Entries of the change log whose stored chain is not the one recomputed from the entry before
+/// (or whose sequence does not follow it).
+fn log_chain_breaks(client: &mut postgres::Client) -> usize {
+    let rows = client
+        .query(
+            "SELECT seq, doc_id, hash, chain FROM change_log ORDER BY seq",
+            &[],
+        )
+        .unwrap();
+    let mut chain = crate::model::CHAIN_GENESIS;
+    let mut breaks = 0;
+    for (i, row) in rows.iter().enumerate() {
+        let seq: i64 = row.get("seq");
+        let hash: Vec<u8> = row.get("hash");
+        let hash = Hash(hash.try_into().unwrap());
+        chain = crate::model::chain_next(&chain, seq as u64, DocId(row.get("doc_id")), &hash);
+        let stored: Vec<u8> = row.get("chain");
+        breaks += usize::from(stored != chain || seq as usize != i + 1);
+    }
+    breaks
 }
 
 #[test]

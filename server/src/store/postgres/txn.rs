@@ -47,17 +47,41 @@ struct Appended {
     change: NewChange,
 }
 
+/// The tips of the change log and of the audit log as a transaction last saw them, handed from
+/// one writer of a shared transaction to the next ([`super::writers`]): under the write lock
+/// nothing else appends to either, so the next writer need not read them again (two statements
+/// a writer, inside the lock every node waits on). Only a writer whose part was kept hands its
+/// tips on; an undone part leaves the tips of the writer before it, which are again true.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Tips {
+    log: Option<(u64, [u8; 32])>,
+    audit: Option<(u64, String)>,
+}
+
 impl<'s> PgTxn<'s> {
     pub(super) fn new(s: &'s mut Session, write: bool) -> PgTxn<'s> {
+        PgTxn::resume(s, write, Tips::default())
+    }
+
+    /// A transaction that goes on from `tips` (the last writer's of a shared transaction).
+    pub(super) fn resume(s: &'s mut Session, write: bool, tips: Tips) -> PgTxn<'s> {
         PgTxn {
             s,
             write,
-            tip: None,
+            tip: tips.log,
             appended: Vec::new(),
             appended_keys: HashSet::new(),
             appended_bytes: 0,
             range: None,
-            audit_head: None,
+            audit_head: tips.audit,
+        }
+    }
+
+    /// The tips this transaction knows, for the next writer (call after [`PgTxn::finish`]).
+    pub(super) fn tips(&self) -> Tips {
+        Tips {
+            log: self.tip,
+            audit: self.audit_head.clone(),
         }
     }
 
@@ -106,6 +130,21 @@ impl<'s> PgTxn<'s> {
                 "a read transaction cannot write".into(),
             ))
         }
+    }
+
+    /// Those of `hashes` this transaction appended and still holds in memory (held), and the
+    /// rest, to ask the database.
+    fn held_in_memory<'h>(&self, doc: DocId, hashes: &'h [Hash]) -> (HashSet<Hash>, Vec<&'h [u8]>) {
+        let mut held = HashSet::new();
+        let mut asked = Vec::new();
+        for h in hashes {
+            if self.appended_keys.contains(&(doc, h.0)) {
+                held.insert(*h);
+            } else {
+                asked.push(&h.0[..]);
+            }
+        }
+        (held, asked)
     }
 
     fn tip(&mut self) -> Result<(u64, [u8; 32]), StoreError> {
@@ -309,6 +348,19 @@ impl Txn for PgTxn<'_> {
     fn doc(&mut self, id: DocId) -> Result<Option<DocRecord>, StoreError> {
         self.one("SELECT * FROM docs WHERE doc_id = $1", &id.0, rows::doc)
     }
+    fn doc_and_case(
+        &mut self,
+        id: DocId,
+    ) -> Result<Option<(DocRecord, Option<CaseRecord>)>, StoreError> {
+        self.one(
+            "SELECT d.*, c.case_id AS c_case_id, c.owner_org AS c_owner_org,
+                    c.teams AS c_teams, c.created_ms AS c_created_ms
+             FROM docs d LEFT JOIN cases c ON c.case_id = d.case_id
+             WHERE d.doc_id = $1",
+            &id.0,
+            rows::doc_and_case,
+        )
+    }
     fn docs_in(&mut self, ids: &[DocId]) -> Result<Vec<DocRecord>, StoreError> {
         let ids = rows::uuids(ids, |d| d.0);
         self.any("SELECT * FROM docs WHERE doc_id = ANY($1)", &ids, rows::doc)
@@ -394,16 +446,7 @@ impl Txn for PgTxn<'_> {
             .is_some())
     }
     fn held_changes(&mut self, doc: DocId, hashes: &[Hash]) -> Result<HashSet<Hash>, StoreError> {
-        let mut held: HashSet<Hash> = hashes
-            .iter()
-            .filter(|h| self.appended_keys.contains(&(doc, h.0)))
-            .copied()
-            .collect();
-        let asked: Vec<&[u8]> = hashes
-            .iter()
-            .filter(|h| !held.contains(*h))
-            .map(|h| &h.0[..])
-            .collect();
+        let (mut held, asked) = self.held_in_memory(doc, hashes);
         if asked.is_empty() {
             return Ok(held);
         }
@@ -420,6 +463,37 @@ impl Txn for PgTxn<'_> {
             held.insert(rows::hash(&bytes)?);
         }
         Ok(held)
+    }
+    fn held_or_refused(
+        &mut self,
+        doc: DocId,
+        hashes: &[Hash],
+    ) -> Result<(HashSet<Hash>, HashSet<Hash>), StoreError> {
+        let (mut held, asked) = self.held_in_memory(doc, hashes);
+        let mut refused = HashSet::new();
+        if asked.is_empty() {
+            return Ok((held, refused));
+        }
+        // Both looked up by index, as in `held_changes`.
+        let found = self.s.query(
+            "SELECT c.hash, false AS refused FROM unnest($2::bytea[]) AS asked(hash)
+             JOIN change_log c ON c.doc_id = $1 AND c.hash = asked.hash
+             UNION ALL
+             SELECT q.hash, true AS refused FROM unnest($2::bytea[]) AS asked(hash)
+             JOIN quarantine q ON q.doc_id = $1 AND q.hash = asked.hash",
+            &[&doc.0, &asked],
+        )?;
+        for row in &found {
+            let bytes: Vec<u8> = col(row, "hash")?;
+            let into = if col(row, "refused")? {
+                &mut refused
+            } else {
+                &mut held
+            };
+            into.insert(rows::hash(&bytes)?);
+        }
+        refused.retain(|h| !held.contains(h));
+        Ok((held, refused))
     }
     fn append_change(&mut self, change: &NewChange) -> Result<Seq, StoreError> {
         self.writing()?;
@@ -487,6 +561,21 @@ impl Txn for PgTxn<'_> {
             &device.0,
             rows::device_sync,
         )
+    }
+    fn device_sync_at_epoch(
+        &mut self,
+        device: DeviceId,
+    ) -> Result<(Option<DeviceSync>, u64), StoreError> {
+        let row = self.s.query_one(
+            "SELECT s.access_epoch, d.device_id AS d_device_id, d.reconciled_epoch, d.pending
+             FROM store_state s LEFT JOIN device_sync d ON d.device_id = $1",
+            &[&device.0],
+        )?;
+        let state = match col::<Option<uuid::Uuid>>(&row, "d_device_id")? {
+            Some(_) => Some(rows::device_sync(&row)?),
+            None => None,
+        };
+        Ok((state, seq(col(&row, "access_epoch")?)?))
     }
     fn put_device_sync(&mut self, device: DeviceId, state: &DeviceSync) -> Result<(), StoreError> {
         self.writing()?;

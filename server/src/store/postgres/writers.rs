@@ -22,6 +22,7 @@
 
 use super::pool::Pool;
 use super::session::Session;
+use super::txn::Tips;
 use super::watch::Own;
 use super::{commit, StoreError};
 use crate::store::outcomes::{self, Outcomes};
@@ -71,6 +72,8 @@ pub(super) struct Batch {
     members: usize,
     /// The first and last sequence its writers appended.
     range: Option<(Seq, Seq)>,
+    /// The logs' tips as its last kept writer left them.
+    tips: Tips,
 }
 
 /// A writer's turn: the open transaction, to run its work in.
@@ -200,6 +203,7 @@ impl Writers {
             session,
             members: 0,
             range: None,
+            tips: Tips::default(),
         })
     }
 
@@ -250,16 +254,24 @@ impl Turn<'_> {
         self.batch.as_ref().is_none_or(|b| b.members == 0)
     }
 
-    /// The open transaction, for this writer's work (inside its savepoint).
-    pub(super) fn session(&mut self) -> &mut Session {
-        &mut self.batch.as_mut().expect("a turn holds its batch").session
+    /// The open transaction, for this writer's work (inside its savepoint), and the logs' tips
+    /// as the writers before it left them.
+    pub(super) fn session(&mut self) -> (&mut Session, Tips) {
+        let batch = self.batch.as_mut().expect("a turn holds its batch");
+        (&mut batch.session, batch.tips.clone())
     }
 
     /// This writer's work is in the transaction (its savepoint released), having appended
-    /// `appended`: hands the batch on or commits it, and returns once the batch has ended.
-    pub(super) fn done(mut self, appended: Option<(Seq, Seq)>) -> Result<(), StoreError> {
+    /// `appended` and left the logs' tips at `tips`: hands the batch on or commits it, and
+    /// returns once the batch has ended.
+    pub(super) fn done(
+        mut self,
+        appended: Option<(Seq, Seq)>,
+        tips: Tips,
+    ) -> Result<(), StoreError> {
         let mut batch = self.batch.take().expect("a turn holds its batch");
         batch.members += 1;
+        batch.tips = tips;
         if let Some((first, last)) = appended {
             let first = batch.range.map_or(first, |(f, _)| f);
             batch.range = Some((first, last));
