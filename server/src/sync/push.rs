@@ -32,9 +32,11 @@
 //! changes, the last one refused) holds up only pushes to the same documents, never another
 //! device's sync to another case. The write (step 2, [`Plan::decide`]) re-runs the cheap checks
 //! in the transaction and uses each validation whose inputs are still what the store holds (the
-//! same header, heads and new changes); only when they are not (another server node wrote the
-//! document meanwhile) does it validate again itself. Changes already in quarantine are refused
-//! again at once, without validating them again.
+//! same header, heads and new changes). When they are not (another server node wrote the
+//! document meanwhile) the write stores nothing and the push judges ahead again, up to
+//! `limits::PUSH_AHEAD_RETRIES` times (reusing each judgement that still holds); only the last
+//! attempt's write validates again itself, under the lock every node's writers wait on. Changes
+//! already in quarantine are refused again at once, without validating them again.
 //!
 //! It may use the store (a read and a write transaction, committed log data to materialise ahead,
 //! and the write transaction's own reads of the log to judge again there), the model,
@@ -363,6 +365,10 @@ struct Plan<'a, 't> {
     changes: Vec<NewChange>,
     /// Judgements made before the write, used when their inputs still hold.
     checked: &'a HashMap<DocId, Checked>,
+    /// Whether a document whose judgement ahead no longer holds is judged here, in the write
+    /// transaction; if not, the write gives up and the push judges ahead again
+    /// ([`push_with_access`]).
+    judge_here: bool,
     /// Changes refused by the record rules.
     quarantine: Vec<QuarantineEntry>,
     /// Documents this push has named so far.
@@ -387,6 +393,7 @@ impl<'a, 't> Plan<'a, 't> {
         checked: &'a HashMap<DocId, Checked>,
     ) -> Self {
         Plan {
+            judge_here: true,
             txn,
             who,
             writer,
@@ -764,24 +771,30 @@ impl<'a, 't> Plan<'a, 't> {
         }
     }
 
-    /// The judgement of `c`: the one made ahead when its inputs still hold, else made now, in
-    /// the transaction, where the stored state cannot move (another node wrote the document
-    /// since the pass ahead), reading the document's log there.
-    fn judged(&mut self, c: Candidate) -> Result<Ruled, StoreError> {
+    /// The judgement of `c`: the one made ahead when its inputs still hold, else (another node
+    /// wrote the document since the pass ahead) made now, in the transaction, where the stored
+    /// state cannot move, reading the document's log there; or `None` when it is not to be
+    /// judged here.
+    fn judged(&mut self, c: Candidate) -> Result<Option<Ruled>, StoreError> {
         if let Some(ahead) = self.checked.get(&c.doc_id).filter(|a| a.matches(&c)) {
-            return Ok(ahead.ruled.clone());
+            return Ok(Some(ahead.ruled.clone()));
         }
+        if !self.judge_here {
+            return Ok(None);
+        }
+        #[cfg(test)]
+        between_passes::judged_in_write();
         let doc = c.doc_id;
         let txn = &mut *self.txn;
         let head_count = c.old_heads.len();
         match judge(c, &mut |d, stale, heads| {
             validate::materialise_in(txn, d, stale, heads)
         })? {
-            Some(now) => Ok(now.ruled),
+            Some(now) => Ok(Some(now.ruled)),
             // Here the stored state cannot move: the record and the log disagree.
             None => {
                 tracing::error!(doc = %doc, heads = head_count, "a push to a stored document whose log does not give its record's heads was refused for that document");
-                Ok(Ruled::Unloadable)
+                Ok(Some(Ruled::Unloadable))
             }
         }
     }
@@ -864,17 +877,21 @@ impl<'a, 't> Plan<'a, 't> {
     }
 
     /// Step 2, in the write transaction: screens `p`, rules on its new changes, and adds what
-    /// passed (or what was refused, to quarantine) to the plan.
-    fn decide(&mut self, p: &Prepared) -> Result<Verdict, StoreError> {
+    /// passed (or what was refused, to quarantine) to the plan; `None` when its judgement ahead
+    /// no longer holds and is not to be made here ([`Plan::judge_here`]).
+    fn decide(&mut self, p: &Prepared) -> Result<Option<Verdict>, StoreError> {
         let f = match self.screen(p)? {
             Ok(f) => f,
-            Err(verdict) => return Ok(verdict),
+            Err(verdict) => return Ok(Some(verdict)),
         };
         let ruled = match self.prejudged(p, &f)? {
             Some(ruled) => ruled,
-            None => Ok(self.judged(self.candidate(p, &f))?),
+            None => match self.judged(self.candidate(p, &f))? {
+                Some(ruled) => Ok(ruled),
+                None => return Ok(None),
+            },
         };
-        Ok(match ruled {
+        Ok(Some(match ruled {
             Err(reason) => Verdict::Rejected(ErrorCode::RuleViolation, reason),
             Ok(Ruled::Refused(r)) => self.refuse(p.doc_id, &f.fresh, r),
             Ok(Ruled::Pass { ops, files }) => self.accept(p.doc_id, f, ops, files),
@@ -888,7 +905,7 @@ impl<'a, 't> Plan<'a, 't> {
                     p.doc_id
                 ),
             ),
-        })
+        }))
     }
 
     /// Quarantines `fresh` with the reason for `r`.
@@ -1026,12 +1043,14 @@ fn writer_of(txn: &mut dyn Txn, who: &Principal) -> Result<Writer, StoreError> {
 /// Step 1: the pass before the write, on committed state through a read transaction (nothing is
 /// written), to find each document's new changes and the pusher's facts ([`writer_of`], in the
 /// same transaction: one round trip pair fewer on PostgreSQL); then every document with new
-/// changes is judged, in parallel, outside any transaction.
+/// changes is judged, in parallel, outside any transaction, unless a judgement `before` (an
+/// earlier attempt's) still holds for it.
 fn judge_ahead(
     store: &dyn Store,
     who: &Principal,
     (now_ms, rules): (i64, Rules),
     prepared: &[Prepared],
+    mut before: HashMap<DocId, Checked>,
 ) -> Result<(Writer, HashMap<DocId, Checked>), StoreError> {
     let none = HashMap::new();
     let (writer, candidates) = read(store, |txn| {
@@ -1044,6 +1063,13 @@ fn judge_ahead(
         Ok((writer, out))
     })?;
     let mut out = HashMap::new();
+    // A judgement of an earlier attempt whose inputs still hold is not made again.
+    let (kept, candidates): (Vec<_>, Vec<_>) = candidates
+        .into_iter()
+        .partition(|c| before.get(&c.doc_id).is_some_and(|b| b.matches(c)));
+    for c in kept {
+        out.extend(before.remove_entry(&c.doc_id));
+    }
     let judged = par_map(candidates, |c| {
         (
             c.doc_id,
@@ -1148,25 +1174,50 @@ pub fn push_with_access(
         p.restricted = restricted.iter().find(|r| r.doc_id == p.doc_id).cloned();
     }
     let _held = DocLocks::global().hold(prepared.iter().map(|p| p.doc_id));
-    let (writer, checked) = judge_ahead(store, who, (now_ms, *rules), &prepared)?;
-    let settings = (&writer, now_ms, *rules);
-    #[cfg(test)]
-    between_passes::run();
-    write(store, |txn| {
-        let mut plan = Plan::new(txn, who, settings, &checked);
-        let mut outcome = PushOutcome::default();
-        for p in &prepared {
-            let verdict = plan.decide(p)?;
-            tally(&mut outcome, p.doc_id, hashes_of(p), verdict);
+    let mut checked = HashMap::new();
+    let mut attempt = 0;
+    loop {
+        let writer;
+        (writer, checked) = judge_ahead(store, who, (now_ms, *rules), &prepared, checked)?;
+        #[cfg(test)]
+        between_passes::run();
+        let judge_here = attempt >= limits::PUSH_AHEAD_RETRIES;
+        let settings = (&writer, now_ms, *rules);
+        let written = write(store, |txn| {
+            write_push(txn, who, (settings, &checked, judge_here), &prepared)
+        })?;
+        if let Some(outcome) = written {
+            return Ok(outcome);
         }
-        let committed = plan.commit()?;
-        outcome.upto = committed.upto;
-        outcome.quarantined = committed.quarantined;
-        let accepted: Vec<DocId> = outcome.acks.iter().map(|a| a.doc_id).collect();
-        txn.device_docs_add(who.device_id, &accepted)?;
-        audit_refusals(txn, who, &outcome.rejections, now_ms)?;
-        Ok(outcome)
-    })
+        attempt += 1;
+    }
+}
+
+/// Step 2: the push's write, judging again what another node's write made stale when
+/// `judge_here`; `None` (nothing written) when it is not to.
+fn write_push(
+    txn: &mut dyn Txn,
+    who: &Principal,
+    (settings, checked, judge_here): ((&Writer, i64, Rules), &HashMap<DocId, Checked>, bool),
+    prepared: &[Prepared],
+) -> Result<Option<PushOutcome>, StoreError> {
+    let now_ms = settings.1;
+    let mut plan = Plan::new(txn, who, settings, checked);
+    plan.judge_here = judge_here;
+    let mut outcome = PushOutcome::default();
+    for p in prepared {
+        let Some(verdict) = plan.decide(p)? else {
+            return Ok(None);
+        };
+        tally(&mut outcome, p.doc_id, hashes_of(p), verdict);
+    }
+    let committed = plan.commit()?;
+    outcome.upto = committed.upto;
+    outcome.quarantined = committed.quarantined;
+    let accepted: Vec<DocId> = outcome.acks.iter().map(|a| a.doc_id).collect();
+    txn.device_docs_add(who.device_id, &accepted)?;
+    audit_refusals(txn, who, &outcome.rejections, now_ms)?;
+    Ok(Some(outcome))
 }
 
 /// The hashes of every change pushed for `p` (none when they could not be decoded).
@@ -1238,21 +1289,39 @@ fn tally(outcome: &mut PushOutcome, doc_id: DocId, hashes: Vec<Hash>, verdict: V
     }
 }
 
-/// A test's stand-in for another server node that writes between a push's two passes.
+/// A test's stand-in for another server node that writes between a push's two passes, and a
+/// count of the judgements its write transactions made themselves.
 #[cfg(test)]
 pub(crate) mod between_passes {
-    use std::cell::RefCell;
+    use std::cell::{Cell, RefCell};
 
-    thread_local!(static HOOK: RefCell<Option<Box<dyn FnOnce()>>> = RefCell::new(None));
+    type Hook = Box<dyn FnMut() -> bool>;
 
-    /// Runs `f` once, between the passes of this thread's next push.
-    pub fn set(f: impl FnOnce() + 'static) {
+    thread_local! {
+        static HOOK: RefCell<Option<Hook>> = RefCell::new(None);
+        static JUDGED_IN_WRITE: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// Runs `f` between the passes of this thread's pushes (every attempt of each) until it
+    /// returns false.
+    pub fn set_while(f: impl FnMut() -> bool + 'static) {
         HOOK.with(|h| *h.borrow_mut() = Some(Box::new(f)));
     }
 
     pub(super) fn run() {
-        if let Some(f) = HOOK.with(|h| h.borrow_mut().take()) {
-            f();
+        if let Some(mut f) = HOOK.with(|h| h.borrow_mut().take()) {
+            if f() {
+                HOOK.with(|h| *h.borrow_mut() = Some(f));
+            }
         }
+    }
+
+    pub(super) fn judged_in_write() {
+        JUDGED_IN_WRITE.with(|n| n.set(n.get() + 1));
+    }
+
+    /// Judgements this thread's write transactions made themselves so far.
+    pub fn judged_in_writes() -> usize {
+        JUDGED_IN_WRITE.with(Cell::get)
     }
 }

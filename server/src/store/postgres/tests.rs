@@ -744,10 +744,14 @@ fn a_log_scan_fetches_about_its_byte_budget_whatever_the_rows_sizes() {
     );
 }
 
-#[test]
-fn a_push_judged_again_in_its_write_transaction_needs_no_second_connection() {
-    use crate::sync::push::between_passes;
-    use casenote_protocol::record::{self, field};
+/// A store on one connection, Alice with a case, and a plan she created in it: (store, Alice,
+/// her plan as her device holds it, the plan's and the case's ids).
+fn a_stored_plan() -> (
+    Arc<PgStore>,
+    crate::auth::Principal,
+    automerge::AutoCommit,
+    (DocId, casenote_protocol::CaseId),
+) {
     let url = cluster().create_database().unwrap();
     let store = Arc::new(PgStore::open_with_pool(&url, 1, Duration::from_millis(500)).unwrap());
     let (who, kase) = crate::testkit::alice_with_case(&*store);
@@ -761,48 +765,104 @@ fn a_push_judged_again_in_its_write_transaction_needs_no_second_connection() {
     )
     .unwrap();
     assert!(created.rejections.is_empty() && created.acks.len() == 1);
+    (store, who, plan, ids)
+}
 
-    // This node's edit, and another node's, stored between this node's two passes: the pass
-    // ahead judged the edit against a state that is no longer the stored one, so the write
-    // transaction judges it again, materialising the document from the log.
-    let base = plan.get_heads();
-    let mut theirs = plan.fork();
-    record::append_root_text(&mut theirs, "plan", field::NARRATIVE, "Theirs.").unwrap();
-    theirs.commit();
-    let their_change = theirs.get_changes(&base).pop().unwrap().clone();
-    record::append_root_text(&mut plan, "plan", field::NARRATIVE, "Mine.").unwrap();
-    plan.commit();
-    let other_node = store.clone();
-    between_passes::set(move || {
-        write(&*other_node, |t| {
-            let mut rec = t.doc(ids.0)?.unwrap();
-            let hash = Hash(their_change.hash().0);
+/// Stands in for another server node: each call stores one more edit of `theirs` (a fork of the
+/// plan) to document `doc`, as that node's push would, and counts it.
+fn another_node_edits(
+    store: Arc<PgStore>,
+    mut theirs: automerge::AutoCommit,
+    doc: DocId,
+    edits: Arc<std::sync::atomic::AtomicUsize>,
+) -> impl FnMut() {
+    use casenote_protocol::record::{self, field};
+    move || {
+        let base = theirs.get_heads();
+        record::append_root_text(&mut theirs, "plan", field::NARRATIVE, "Theirs.").unwrap();
+        theirs.commit();
+        let change = theirs.get_changes(&base).pop().unwrap().clone();
+        write(&*store, |t| {
+            let mut rec = t.doc(doc)?.unwrap();
+            let hash = Hash(change.hash().0);
             t.append_change(&NewChange {
-                doc_id: ids.0,
+                doc_id: doc,
                 hash,
-                bytes: their_change.raw_bytes().to_vec(),
+                bytes: change.raw_bytes().to_vec(),
                 received_at_ms: 1,
             })?;
             rec.heads = vec![hash];
-            rec.ops += their_change.len() as u64;
+            rec.ops += change.len() as u64;
             t.put_doc(&rec)
         })
         .unwrap();
+        edits.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// This node's edit pushed while the other node's edits land between the passes of every one of
+/// its first `stale` attempts; returns the outcome, the other node's edits stored and the
+/// judgements the write transactions made themselves.
+fn push_while_another_node_edits(stale: usize) -> (crate::sync::PushOutcome, usize, usize) {
+    use crate::sync::push::between_passes;
+    use casenote_protocol::record::{self, field};
+    let (store, who, mut plan, ids) = a_stored_plan();
+    let base = plan.get_heads();
+    let edits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut other = another_node_edits(store.clone(), plan.fork(), ids.0, edits.clone());
+    let mut left = stale;
+    between_passes::set_while(move || {
+        other();
+        left -= 1;
+        left > 0
     });
+    record::append_root_text(&mut plan, "plan", field::NARRATIVE, "Mine.").unwrap();
+    plan.commit();
+    let before = between_passes::judged_in_writes();
     let edited = crate::sync::push(
         &*store,
         &who,
         vec![crate::testkit::plan_push(&mut plan, &base, ids)],
         0,
     )
-    .expect("judged again in the transaction, on its one connection");
-    assert!(edited.rejections.is_empty(), "{:?}", edited.rejections);
-    assert_eq!(edited.acks.len(), 1);
-    assert_eq!(edited.acks[0].stored, 1);
+    .expect("stored, on the one connection");
     let heads = read(&*store, |t| t.doc(ids.0)).unwrap().unwrap().heads;
     assert_eq!(
         heads.len(),
         2,
         "both nodes' edits are heads of the document"
+    );
+    let judged_here = between_passes::judged_in_writes() - before;
+    (edited, edits.load(Ordering::SeqCst), judged_here)
+}
+
+#[test]
+fn a_push_whose_judgement_another_node_made_stale_is_judged_ahead_again_not_under_the_lock() {
+    // The other node stores an edit between this node's judgement ahead and its write, once: the
+    // write gives up (nothing judged under the write lock), the push judges ahead again against
+    // the state with that edit, and the next write stores it.
+    let (edited, theirs, judged_here) = push_while_another_node_edits(1);
+    assert!(edited.rejections.is_empty(), "{:?}", edited.rejections);
+    assert_eq!((edited.acks.len(), edited.stored), (1, 1));
+    assert_eq!(theirs, 1);
+    assert_eq!(
+        judged_here, 0,
+        "nothing judged inside the write transaction"
+    );
+}
+
+#[test]
+fn a_push_judged_again_in_its_write_transaction_needs_no_second_connection() {
+    // The other node stores an edit before every attempt's write: after
+    // `PUSH_AHEAD_RETRIES` judgements ahead, the last write judges the edit itself, materialising
+    // the document from the log on its one connection, and is sure to finish.
+    let attempts = limits::PUSH_AHEAD_RETRIES as usize + 1;
+    let (edited, theirs, judged_here) = push_while_another_node_edits(attempts);
+    assert!(edited.rejections.is_empty(), "{:?}", edited.rejections);
+    assert_eq!((edited.acks.len(), edited.stored), (1, 1));
+    assert_eq!(theirs, attempts);
+    assert_eq!(
+        judged_here, 1,
+        "the last attempt judged in its write transaction"
     );
 }
