@@ -644,6 +644,11 @@ pub const PG_IDLE_IN_TRANSACTION_MS_MAX: u64 = 60_000;
 /// most [`PUSH_CHANGES_MAX`] changes, inserted in a few statements whose parameters stay
 /// bounded.
 pub const PG_APPEND_ROWS_PER_INSERT: usize = 1_000;
+/// Statements a PostgreSQL connection holds back to send with its next round trip (writes whose
+/// answer is only success or failure): a writer's few are sent together, and a transaction that
+/// writes thousands of rows without reading sends them this many at a time, so what waits in
+/// memory stays bounded (each change-log insert is itself bounded below).
+pub const PG_HELD_STATEMENTS_MAX: usize = 64;
 pub const PG_APPEND_BYTES_PER_INSERT: usize = 8 * 1024 * 1024;
 
 /// Rows a log scan fetches in one round trip at most, and the bytes it aims at per fetch: the

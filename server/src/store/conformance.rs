@@ -41,6 +41,7 @@ macro_rules! conformance_tests {
             put_case_and_put_doc_keep_the_indexes_in_step,
             records_read_together_are_those_read_one_by_one,
             combined_reads_are_their_parts_read_one_after_the_other,
+            many_writes_without_a_read_between_them_land_in_order,
             the_audit_chain_continues_across_transactions_and_a_reopen,
             device_sync_state_and_holdings_are_kept_per_device,
             a_quarantined_change_keeps_its_first_entry,
@@ -420,6 +421,45 @@ pub(crate) fn combined_reads_are_their_parts_read_one_after_the_other(f: &mut dy
         t.quarantine_add(&[quarantine(id, refused, "refused")])?;
         t.put_device_sync(device, &state)?;
         t.bump_access_epoch()?;
+        check(t)
+    })
+    .unwrap();
+    read(&*store, |t| check(t)).unwrap();
+}
+
+/// Writes that need no answer may be held back and sent together (PostgreSQL sends at most
+/// `PG_HELD_STATEMENTS_MAX` at once): in a transaction of several times that many writes, each
+/// record written twice is read back as written last, in the transaction and after it.
+pub(crate) fn many_writes_without_a_read_between_them_land_in_order(f: &mut dyn Factory) {
+    let store = f.fresh();
+    let kase = case(vec![TeamId::new_random()]);
+    let device = DeviceId::new_random();
+    let n = 3 * casenote_protocol::limits::PG_HELD_STATEMENTS_MAX + 5;
+    let docs: Vec<DocRecord> = (0..n).map(|_| doc_of(kase.case_id)).collect();
+    let last = |d: &DocRecord| DocRecord {
+        ops: 7,
+        ..d.clone()
+    };
+    let ids: Vec<DocId> = docs.iter().map(|d| d.header.doc_id).collect();
+    let check = |t: &mut dyn Txn| -> Result<(), StoreError> {
+        for d in &docs {
+            assert_eq!(t.doc(d.header.doc_id)?, Some(last(d)));
+        }
+        let mut held = t.device_docs(device)?;
+        held.sort();
+        let mut want = ids.clone();
+        want.sort();
+        assert_eq!(held, want);
+        assert_eq!(t.case(kase.case_id)?, Some(kase.clone()));
+        Ok(())
+    };
+    write(&*store, |t| {
+        t.put_case(&kase)?;
+        for d in &docs {
+            t.put_doc(d)?;
+            t.device_docs_add(device, &[d.header.doc_id])?;
+            t.put_doc(&last(d))?;
+        }
         check(t)
     })
     .unwrap();

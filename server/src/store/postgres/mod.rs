@@ -83,6 +83,9 @@ pub(crate) const WRITE_LOCK: i64 = 0x6361_7365_6e6f_7465;
 const CHANNEL: &str = "casenote_log";
 
 /// Set on every connection of the store, once.
+/// How a read transaction begins: one snapshot, and no writes.
+const READ_BEGIN: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY";
+
 const SESSION_SETUP: &str = "
     DO $$ BEGIN
         IF current_setting('synchronous_commit') = 'off' THEN
@@ -117,13 +120,12 @@ impl PgStore {
             writers: writers::Writers::new(),
             own: Arc::default(),
         };
-        let mut conn = store.pool.get()?;
-        let applied = schema::migrate(conn.client())?;
+        let mut client = pool::connect(&store.pool.config())?;
+        let applied = schema::migrate(&mut client)?;
         if !applied.is_empty() {
             tracing::info!(versions = ?applied, "schema migrations applied");
         }
-        warn_if_not_durable(conn.client())?;
-        drop(conn);
+        warn_if_not_durable(&mut client)?;
         Ok(store)
     }
 
@@ -141,7 +143,7 @@ impl PgStore {
 
     /// The schema version of the database at `url` (0: none yet), without migrating it.
     pub fn schema_version(url: &str) -> Result<i32, StoreError> {
-        let mut client = config(url)?.connect(postgres::NoTls).map_err(backend)?;
+        let mut client = pool::connect(&postgres::Config::from(config(url)?))?;
         schema::version(&mut client)
     }
 
@@ -154,15 +156,12 @@ impl PgStore {
     /// (what `migrate` requires of its target).
     pub fn is_empty(&self) -> Result<bool, StoreError> {
         let mut conn = self.pool.get()?;
-        let row = conn
-            .client()
-            .query_one(
-                "SELECT NOT (EXISTS (SELECT 1 FROM change_log) OR EXISTS (SELECT 1 FROM orgs)
-                    OR EXISTS (SELECT 1 FROM staff) OR EXISTS (SELECT 1 FROM audit)
-                    OR EXISTS (SELECT 1 FROM cases) OR EXISTS (SELECT 1 FROM docs))",
-                &[],
-            )
-            .map_err(backend)?;
+        let row = conn.session().query_one(
+            "SELECT NOT (EXISTS (SELECT 1 FROM change_log) OR EXISTS (SELECT 1 FROM orgs)
+                OR EXISTS (SELECT 1 FROM staff) OR EXISTS (SELECT 1 FROM audit)
+                OR EXISTS (SELECT 1 FROM cases) OR EXISTS (SELECT 1 FROM docs))",
+            &[],
+        )?;
         Ok(row.get(0))
     }
 
@@ -175,13 +174,15 @@ impl PgStore {
         let mut turn = self.writers.enter(&self.pool, &self.own)?;
         let first = turn.first();
         let (session, tips) = turn.session();
-        let begun = if first { Ok(()) } else { session.savepoint() };
-        let done = begun.and_then(|()| {
+        if !first {
+            session.savepoint();
+        }
+        let done = {
             let mut txn = PgTxn::resume(&mut *session, true, tips);
             let appended = work(&mut txn).and_then(|()| txn.finish());
             let tips = txn.tips();
             appended.and_then(|a| txn.into_session().keep().map(|()| (a, tips)))
-        });
+        };
         match done {
             Ok((appended, tips)) => turn.done(appended, tips),
             Err(e) => {
@@ -211,7 +212,7 @@ impl PgStore {
     fn run_read(&self, work: &mut Work<'_>) -> Result<(), StoreError> {
         let mut conn = self.pool.get()?;
         let session = conn.session();
-        session.begin("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")?;
+        session.begin_lazily(READ_BEGIN);
         let mut txn = PgTxn::new(session, false);
         let done = work(&mut txn);
         let session = txn.into_session();
@@ -354,7 +355,7 @@ impl Store for PgStore {
 
     fn watch(&self) -> Option<Box<dyn Watch>> {
         Some(Box::new(watch::LogWatch::new(
-            self.pool.config().clone(),
+            self.pool.config(),
             self.own.clone(),
         )))
     }
@@ -364,13 +365,10 @@ impl PgStore {
     /// `None` when the database accepts writes now; else why not.
     fn check_writable(&self) -> Result<Option<String>, StoreError> {
         let mut conn = self.pool.get()?;
-        let row = conn
-            .client()
-            .query_one(
-                "SELECT pg_is_in_recovery(), current_setting('transaction_read_only')",
-                &[],
-            )
-            .map_err(backend)?;
+        let row = conn.session().query_one(
+            "SELECT pg_is_in_recovery(), current_setting('transaction_read_only')",
+            &[],
+        )?;
         let (standby, read_only): (bool, String) = (row.get(0), row.get(1));
         Ok(if standby {
             Some("the database is a read-only standby".into())
@@ -383,8 +381,8 @@ impl PgStore {
 }
 
 /// The connection settings of `url`, with our defaults where it sets none.
-fn config(url: &str) -> Result<postgres::Config, StoreError> {
-    let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| {
+fn config(url: &str) -> Result<tokio_postgres::Config, StoreError> {
+    let mut config: tokio_postgres::Config = url.parse().map_err(|e: postgres::Error| {
         StoreError::Backend(format!("the PostgreSQL URL is not valid: {e}"))
     })?;
     if config.get_connect_timeout().is_none() {

@@ -12,9 +12,9 @@ use super::super::StoreError;
 use super::session::Session;
 use super::{backend, SESSION_SETUP};
 use casenote_protocol::limits;
-use postgres::{Client, Config, NoTls};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+use tokio_postgres::Config;
 
 /// The pool of one store.
 pub(super) struct Pool {
@@ -74,10 +74,10 @@ impl Pool {
             if state.open < self.max {
                 state.open += 1;
                 drop(state);
-                return match self.connect() {
-                    Ok(client) => Ok(Conn {
+                return match Session::connect(&self.config, SESSION_SETUP) {
+                    Ok(session) => Ok(Conn {
                         pool: self,
-                        session: Some(Session::new(client)),
+                        session: Some(session),
                     }),
                     Err(e) => {
                         lock(&self.state).open -= 1;
@@ -102,15 +102,10 @@ impl Pool {
         }
     }
 
-    /// A new connection, set up for the store.
-    fn connect(&self) -> Result<Client, StoreError> {
-        connect(&self.config)
-    }
-
-    /// The settings connections are made with (the listener of [`super::watch`] makes one of
-    /// its own).
-    pub(super) fn config(&self) -> &Config {
-        &self.config
+    /// The settings connections are made with, for a connection of the synchronous client
+    /// outside the pool (the listener of [`super::watch`], migrations, `verify`).
+    pub(super) fn config(&self) -> postgres::Config {
+        postgres::Config::from(self.config.clone())
     }
 
     /// Takes back a connection [`Conn::detach`]ed from the pool (rolled back if still in a
@@ -144,10 +139,6 @@ impl Conn<'_> {
             .take()
             .expect("a pooled connection is present until dropped")
     }
-
-    pub(super) fn client(&mut self) -> &mut Client {
-        &mut self.session().client
-    }
 }
 
 impl Drop for Conn<'_> {
@@ -158,9 +149,10 @@ impl Drop for Conn<'_> {
     }
 }
 
-/// A new connection with `config`, set up for the store.
-pub(super) fn connect(config: &Config) -> Result<Client, StoreError> {
-    let mut client = config.connect(NoTls).map_err(backend)?;
+/// A connection of the synchronous client with `config`, outside the pool, set up as the
+/// pool's are.
+pub(super) fn connect(config: &postgres::Config) -> Result<postgres::Client, StoreError> {
+    let mut client = config.connect(postgres::NoTls).map_err(backend)?;
     client.batch_execute(SESSION_SETUP).map_err(backend)?;
     Ok(client)
 }

@@ -9,9 +9,15 @@
 //! lock every node waits on is held that much shorter.
 
 use super::super::{StoreError, Txn};
-use super::backend;
 use super::rows::{self, big, col, enum_text, seq};
-use super::session::Session;
+use super::session::{Param, Session};
+
+/// The parameters of a statement held back ([`Session::defer`]), each owned.
+macro_rules! params {
+    ($($p:expr),* $(,)?) => {
+        vec![$(Box::new($p) as Param),*]
+    };
+}
 use crate::model::audit::{self as audit_model, AuditEntry, AuditRecord};
 use crate::model::{chain_next, CHAIN_GENESIS};
 use crate::model::{
@@ -85,37 +91,44 @@ impl<'s> PgTxn<'s> {
         }
     }
 
-    /// Inserts what is still in memory; returns the first and last sequence appended.
+    /// Inserts what is still in memory (held back, for the writer's last round trip); returns
+    /// the first and last sequence appended.
     pub(super) fn finish(&mut self) -> Result<Option<(Seq, Seq)>, StoreError> {
         self.insert_appended()?;
         Ok(self.range)
     }
 
-    /// Inserts the appended changes held in memory, in one statement.
+    /// Inserts the appended changes held in memory, in one statement held back for the next
+    /// round trip (the read that needs them, or the end of the writer's part).
     fn insert_appended(&mut self) -> Result<(), StoreError> {
         if self.appended.is_empty() {
             return Ok(());
         }
-        let mut seqs = Vec::with_capacity(self.appended.len());
+        let (sql, params) = self.take_appended()?;
+        self.s.defer(sql, params)
+    }
+
+    /// The statement that inserts the appended changes held in memory, which it takes.
+    fn take_appended(&mut self) -> Result<(&'static str, Vec<Param>), StoreError> {
+        let n = self.appended.len();
+        let mut seqs = Vec::with_capacity(n);
         let (mut docs, mut hashes, mut chains) = (Vec::new(), Vec::new(), Vec::new());
         let (mut received, mut bytes) = (Vec::new(), Vec::new());
-        for a in &self.appended {
+        for a in std::mem::take(&mut self.appended) {
             seqs.push(big(a.seq)?);
             docs.push(a.change.doc_id.0);
-            hashes.push(&a.change.hash.0[..]);
-            chains.push(&a.chain[..]);
+            hashes.push(a.change.hash.0.to_vec());
+            chains.push(a.chain.to_vec());
             received.push(a.change.received_at_ms);
-            bytes.push(&a.change.bytes[..]);
+            bytes.push(a.change.bytes);
         }
-        self.s.execute(
+        self.appended_bytes = 0;
+        Ok((
             "INSERT INTO change_log (seq, doc_id, hash, chain, received_ms, bytes)
              SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::bytea[], $4::bytea[],
                                   $5::bigint[], $6::bytea[])",
-            &[&seqs, &docs, &hashes, &chains, &received, &bytes],
-        )?;
-        self.appended.clear();
-        self.appended_bytes = 0;
-        Ok(())
+            params![seqs, docs, hashes, chains, received, bytes],
+        ))
     }
 
     pub(super) fn into_session(self) -> &'s mut Session {
@@ -337,13 +350,12 @@ impl Txn for PgTxn<'_> {
     fn put_case(&mut self, case: &CaseRecord) -> Result<(), StoreError> {
         self.writing()?;
         let teams = rows::uuids(&case.teams, |t| t.0);
-        self.s.execute(
+        self.s.defer(
             "INSERT INTO cases (case_id, owner_org, teams, created_ms) VALUES ($1, $2, $3, $4)
              ON CONFLICT (case_id) DO UPDATE SET owner_org = excluded.owner_org,
                  teams = excluded.teams, created_ms = excluded.created_ms",
-            &[&case.case_id.0, &case.owner_org.0, &teams, &case.created_ms],
-        )?;
-        Ok(())
+            params![case.case_id.0, case.owner_org.0, teams, case.created_ms],
+        )
     }
     fn doc(&mut self, id: DocId) -> Result<Option<DocRecord>, StoreError> {
         self.one("SELECT * FROM docs WHERE doc_id = $1", &id.0, rows::doc)
@@ -403,10 +415,10 @@ impl Txn for PgTxn<'_> {
         self.writing()?;
         let h = &doc.header;
         let access = h.access_teams.as_ref().map(|t| rows::uuids(t, |t| t.0));
-        let heads: Vec<&[u8]> = doc.heads.iter().map(|h| &h.0[..]).collect();
+        let heads: Vec<Vec<u8>> = doc.heads.iter().map(|h| h.0.to_vec()).collect();
         let grants = (!h.grants.is_empty())
             .then(|| serde_json::to_string(&h.grants).expect("plain data serialises"));
-        self.s.execute(
+        self.s.defer(
             "INSERT INTO docs (doc_id, case_id, kind, owner_org, access_teams, created_by,
                                created_ms, heads, ops, filed_ms, sealed, grants)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
@@ -416,22 +428,21 @@ impl Txn for PgTxn<'_> {
                  created_ms = excluded.created_ms, heads = excluded.heads,
                  ops = excluded.ops, filed_ms = excluded.filed_ms,
                  sealed = excluded.sealed, grants = excluded.grants",
-            &[
-                &h.doc_id.0,
-                &h.case_id.0,
-                &enum_text(&h.kind)?,
-                &h.owner_org.0,
-                &access,
-                &h.created_by.0,
-                &h.created_ms,
-                &heads,
-                &big(doc.ops)?,
-                &doc.filed_ms,
-                &h.sealed,
-                &grants,
+            params![
+                h.doc_id.0,
+                h.case_id.0,
+                enum_text(&h.kind)?,
+                h.owner_org.0,
+                access,
+                h.created_by.0,
+                h.created_ms,
+                heads,
+                big(doc.ops)?,
+                doc.filed_ms,
+                h.sealed,
+                grants,
             ],
-        )?;
-        Ok(())
+        )
     }
     fn has_change(&mut self, doc: DocId, hash: &Hash) -> Result<bool, StoreError> {
         if self.appended_keys.contains(&(doc, hash.0)) {
@@ -513,7 +524,9 @@ impl Txn for PgTxn<'_> {
         if self.appended.len() >= limits::PG_APPEND_ROWS_PER_INSERT
             || self.appended_bytes >= limits::PG_APPEND_BYTES_PER_INSERT
         {
+            // Sent now: what is held back stays within one insert's bytes.
             self.insert_appended()?;
+            self.s.send_held()?;
         }
         Ok(Seq(seq))
     }
@@ -526,13 +539,12 @@ impl Txn for PgTxn<'_> {
     }
     fn put_actor(&mut self, actor: &[u8], b: &ActorBinding) -> Result<(), StoreError> {
         self.writing()?;
-        self.s.execute(
+        self.s.defer(
             "INSERT INTO actors (actor, staff_id, device_id, first_seen_ms) VALUES ($1, $2, $3, $4)
              ON CONFLICT (actor) DO UPDATE SET staff_id = excluded.staff_id,
                  device_id = excluded.device_id, first_seen_ms = excluded.first_seen_ms",
-            &[&actor, &b.staff_id.0, &b.device_id.0, &b.first_seen_ms],
-        )?;
-        Ok(())
+            params![actor.to_vec(), b.staff_id.0, b.device_id.0, b.first_seen_ms],
+        )
     }
     fn cases_of_team(&mut self, team: TeamId) -> Result<Vec<CaseId>, StoreError> {
         Ok(self
@@ -586,13 +598,12 @@ impl Txn for PgTxn<'_> {
             .map(serde_json::to_value)
             .transpose()
             .map_err(|e| StoreError::Backend(format!("a pending reconciliation: {e}")))?;
-        self.s.execute(
+        self.s.defer(
             "INSERT INTO device_sync (device_id, reconciled_epoch, pending) VALUES ($1, $2, $3)
              ON CONFLICT (device_id) DO UPDATE SET reconciled_epoch = excluded.reconciled_epoch,
                  pending = excluded.pending",
-            &[&device.0, &epoch, &pending],
-        )?;
-        Ok(())
+            params![device.0, epoch, pending],
+        )
     }
     fn device_docs(&mut self, device: DeviceId) -> Result<Vec<DocId>, StoreError> {
         Ok(self
@@ -610,12 +621,11 @@ impl Txn for PgTxn<'_> {
             return Ok(());
         }
         let docs = rows::uuids(docs, |d| d.0);
-        self.s.execute(
+        self.s.defer(
             "INSERT INTO device_docs (device_id, doc_id) SELECT $1, unnest($2::uuid[])
              ON CONFLICT DO NOTHING",
-            &[&device.0, &docs],
-        )?;
-        Ok(())
+            params![device.0, docs],
+        )
     }
     fn device_docs_remove(&mut self, device: DeviceId, docs: &[DocId]) -> Result<(), StoreError> {
         self.writing()?;
@@ -684,17 +694,17 @@ impl Txn for PgTxn<'_> {
         let entry = audit_model::seal(last + 1, &prev, record);
         let text = String::from_utf8(audit_model::encode(&entry))
             .map_err(|_| StoreError::Backend("an audit entry that is not UTF-8".into()))?;
-        self.s.execute(
+        self.s.defer(
             "INSERT INTO audit (seq, at_ms, kind, staff_id, device_id, hash, entry)
              VALUES ($1, $2, $3, $4, $5, $6, $7::text::json)",
-            &[
-                &big(entry.seq)?,
-                &entry.at_ms,
-                &entry.kind.as_str(),
-                &entry.staff_id.map(|s| s.0),
-                &entry.device_id.map(|d| d.0),
-                &entry.hash,
-                &text,
+            params![
+                big(entry.seq)?,
+                entry.at_ms,
+                entry.kind.as_str().to_owned(),
+                entry.staff_id.map(|s| s.0),
+                entry.device_id.map(|d| d.0),
+                entry.hash.clone(),
+                text,
             ],
         )?;
         self.audit_head = Some((entry.seq, entry.hash.clone()));
@@ -795,16 +805,10 @@ impl Txn for PgTxn<'_> {
 /// overwritten, so `done` says so). A role that may not `CHECKPOINT` (PostgreSQL 15: superuser
 /// or `pg_checkpoint`) gets `done: false` and the reason.
 pub(super) fn compact(s: &mut Session) -> Result<crate::store::Compaction, StoreError> {
-    s.client
-        .batch_execute("VACUUM FULL change_log, docs, quarantine")
-        .map_err(backend)?;
-    let retired = s
-        .client
-        .batch_execute("SELECT pg_switch_wal(); CHECKPOINT; SELECT pg_switch_wal(); CHECKPOINT;");
-    let recycle: String = match s.client.query_one("SHOW wal_recycle", &[]) {
-        Ok(row) => row.try_get(0).map_err(backend)?,
-        Err(e) => return Err(backend(e)),
-    };
+    s.simple("VACUUM FULL change_log, docs, quarantine")?;
+    let retired =
+        s.simple("SELECT pg_switch_wal(); CHECKPOINT; SELECT pg_switch_wal(); CHECKPOINT;");
+    let recycle = s.simple_value("SHOW wal_recycle")?.unwrap_or_default();
     let (done, detail) = match (retired, recycle.as_str()) {
         (Err(e), _) => (
             false,
@@ -884,17 +888,13 @@ pub(super) fn scan_log(
     erased: bool,
     visit: &mut dyn FnMut(LogEntry<'_>) -> bool,
 ) -> Result<(), StoreError> {
-    let stmt = s.stmt(LOG_PAGE)?;
-    let mut tx = snapshot(s)?;
     let (rows_max, bytes_max) = (
         limits::PG_SCAN_ROWS_PER_FETCH_MAX,
         limits::PG_SCAN_FETCH_BYTES,
     );
-    loop {
+    in_snapshot(s, |s| loop {
         let [a, u, r, b] = page_params((after, upto), rows_max, bytes_max)?;
-        let rows = tx
-            .query(&stmt, &[&a, &u, &r, &b, &erased])
-            .map_err(backend)?;
+        let rows = s.query(LOG_PAGE, &[&a, &u, &r, &b, &erased])?;
         #[cfg(test)]
         fetched::note(&rows);
         let mut bytes = 0;
@@ -903,12 +903,27 @@ pub(super) fn scan_log(
             bytes += entry.bytes.len();
             after = entry.seq;
             if !visit(entry) {
-                return tx.commit().map_err(backend);
+                return Ok(());
             }
         }
         // A page cut by neither bound was the range's last.
         if rows.len() < rows_max && bytes < bytes_max {
-            return tx.commit().map_err(backend);
+            return Ok(());
+        }
+    })
+}
+
+/// Runs `scan` in a read-only transaction on one snapshot, committed when it returns `Ok`.
+fn in_snapshot(
+    s: &mut Session,
+    scan: impl FnOnce(&mut Session) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    s.begin_lazily(super::READ_BEGIN);
+    match scan(s) {
+        Ok(()) => s.commit("COMMIT"),
+        Err(e) => {
+            s.rollback();
+            Err(e)
         }
     }
 }
@@ -918,24 +933,25 @@ pub(super) fn audit_scan(
     s: &mut Session,
     visit: &mut dyn FnMut(u64, &[u8]) -> bool,
 ) -> Result<(), StoreError> {
-    let stmt = s.stmt("SELECT seq, entry::text AS entry FROM audit ORDER BY seq")?;
-    let mut tx = snapshot(s)?;
-    let portal = tx.bind(&stmt, &[]).map_err(backend)?;
     let rows_per_fetch = limits::PG_SCAN_ROWS_PER_FETCH_MAX;
-    loop {
-        let rows = tx
-            .query_portal(&portal, fetch(rows_per_fetch))
-            .map_err(backend)?;
+    let limit = big(rows_per_fetch as u64)?;
+    let mut after = 0i64;
+    in_snapshot(s, |s| loop {
+        let rows = s.query(
+            "SELECT seq, entry::text AS entry FROM audit WHERE seq > $1 ORDER BY seq LIMIT $2",
+            &[&after, &limit],
+        )?;
         for row in &rows {
             let entry: &str = col(row, "entry")?;
-            if !visit(seq(col(row, "seq")?)?, entry.as_bytes()) {
-                return tx.commit().map_err(backend);
+            after = col(row, "seq")?;
+            if !visit(seq(after)?, entry.as_bytes()) {
+                return Ok(());
             }
         }
         if rows.len() < rows_per_fetch {
-            return tx.commit().map_err(backend);
+            return Ok(());
         }
-    }
+    })
 }
 
 /// A read-only transaction on one snapshot, for a scan through a portal.
@@ -973,19 +989,6 @@ fn log_page(
         }
     }
     Ok(out)
-}
-
-fn snapshot(s: &mut Session) -> Result<postgres::Transaction<'_>, StoreError> {
-    s.client
-        .build_transaction()
-        .isolation_level(postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .map_err(backend)
-}
-
-fn fetch(rows: usize) -> i32 {
-    i32::try_from(rows).unwrap_or(i32::MAX)
 }
 
 pub(super) fn get_log(

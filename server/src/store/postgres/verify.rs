@@ -51,9 +51,8 @@ impl PgStore {
     }
 
     fn verify_log(&self) -> Result<u64, VerifyError> {
-        let mut conn = self.pool.get()?;
-        let mut tx = conn
-            .client()
+        let mut client = super::pool::connect(&self.pool.config())?;
+        let mut tx = client
             .build_transaction()
             .isolation_level(postgres::IsolationLevel::RepeatableRead)
             .read_only(true)
@@ -103,8 +102,8 @@ impl PgStore {
     }
 
     fn verify_records(&self) -> Result<(u64, u64), VerifyError> {
-        let mut conn = self.pool.get()?;
-        let client = conn.client();
+        let mut client = super::pool::connect(&self.pool.config())?;
+        let client = &mut client;
         let one =
             |client: &mut postgres::Client, sql: &str| -> Result<Option<String>, VerifyError> {
                 Ok(client
