@@ -22,7 +22,8 @@
 //!   device rewrites its files (client-core). Holdings rows (ids only) leave as each device
 //!   confirms the eviction.
 //! - the server's memory: the document's validated states, cached or saved
-//!   ([`crate::validate::forget`]).
+//!   ([`crate::validate::forget`]), in the transaction and again after its commit ([`finish`]):
+//!   a push's validation of the same document that read it before the commit keeps nothing.
 
 use crate::store::{Compaction, Store, StoreError, Txn};
 use casenote_protocol::{CaseId, DocId, DocKind, Seq};
@@ -92,11 +93,16 @@ pub fn is_erased(txn: &mut dyn Txn, doc: DocId) -> Result<bool, StoreError> {
     Ok(txn.meta(&meta_key(doc))?.is_some())
 }
 
-/// After the erasing transaction committed: makes it durable, then asks the store to rewrite
-/// what still holds the erased bytes ([`Store::compact`]). A compaction that fails does not
-/// undo the erasure, which is done: it is reported as not done, to be run again
+/// After the erasing transaction committed: drops the erased documents' states from the
+/// server's memory again (a validation that read one before the commit may have kept it after
+/// the first [`crate::validate::forget`]), makes the erasure durable, then asks the store to
+/// rewrite what still holds the erased bytes ([`Store::compact`]). A compaction that fails does
+/// not undo the erasure, which is done: it is reported as not done, to be run again
 /// (`casenote-server compact`, or a sled server's next start).
-pub fn finish(store: &dyn Store) -> Result<Compaction, StoreError> {
+pub fn finish(store: &dyn Store, erased: &[DocId]) -> Result<Compaction, StoreError> {
+    for doc in erased {
+        crate::validate::forget(*doc);
+    }
     store.flush()?;
     Ok(store.compact().unwrap_or_else(|e| Compaction {
         done: false,
@@ -105,4 +111,67 @@ pub fn finish(store: &dyn Store) -> Result<Compaction, StoreError> {
              `casenote-server compact` on the stopped store"
         ),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{DocHeader, DocRecord};
+    use crate::store::{sled::SledStore, write};
+    use crate::validate::{self, Materialised};
+    use casenote_protocol::{OrgId, StaffId};
+
+    /// A push's validation may read the document as stored before the erasing transaction
+    /// commits and keep its state after that transaction's own forget; the erasure forgets it
+    /// again once it committed.
+    #[test]
+    fn a_state_kept_while_the_erasure_was_committing_is_dropped_once_it_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let doc = DocId::new_random();
+        let header = DocHeader {
+            doc_id: doc,
+            case_id: CaseId::new_random(),
+            kind: DocKind::Note,
+            owner_org: OrgId::new_random(),
+            access_teams: None,
+            created_by: StaffId::new_random(),
+            created_ms: 0,
+            sealed: false,
+            grants: Vec::new(),
+        };
+        let record = DocRecord {
+            header,
+            heads: Vec::new(),
+            ops: 0,
+            filed_ms: None,
+        };
+        write(&store, |t| t.put_doc(&record)).unwrap();
+        write(&store, |t| {
+            erase_in(t, doc, "misfiled", 0)?;
+            // A validation reserved after that forget keeps the state it read (another test's
+            // forget meanwhile makes a keep give way: it is tried again).
+            for _ in 0..100 {
+                let state = Materialised {
+                    doc: automerge::AutoCommit::new(),
+                    through: Seq(0),
+                };
+                validate::reserve(1).keep(doc, state);
+                if validate::is_cached(doc) {
+                    break;
+                }
+            }
+            assert!(
+                validate::is_cached(doc),
+                "the state was kept before the commit"
+            );
+            Ok(())
+        })
+        .unwrap();
+        finish(&store, &[doc]).unwrap();
+        assert!(
+            !validate::is_cached(doc),
+            "the erased document's state stayed in memory"
+        );
+    }
 }

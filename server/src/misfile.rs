@@ -94,7 +94,7 @@ pub fn misfile(
         };
         match commit(store, &by, m, (&original, &refiled, &stub), now_ms)? {
             Step::Done(done) => {
-                let compaction = crate::erase::finish(store)?;
+                let compaction = crate::erase::finish(store, &[m.note])?;
                 return Ok(Misfiled { compaction, ..done });
             }
             Step::Gone => return Err(AdminError::NoSuchDocument(m.note)),

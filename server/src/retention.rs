@@ -538,6 +538,7 @@ pub fn approve(store: &dyn Store, by: By, case: CaseId, now_ms: i64) -> Result<S
 /// ([`crate::erase::finish`]; a running sled server does it at its next start).
 pub fn dispose(store: &dyn Store, by: By, case: CaseId, now_ms: i64) -> Result<Status, AdminError> {
     let today = today(now_ms)?;
+    let erased = std::cell::RefCell::new(Vec::new());
     let r = change(store, (by, now_ms), case, "disposed", |txn, current| {
         let mut r = live(case, current)?;
         let Some(approval) = r.approval.clone() else {
@@ -556,6 +557,7 @@ pub fn dispose(store: &dyn Store, by: By, case: CaseId, now_ms: i64) -> Result<S
         for doc in &docs {
             crate::erase::erase_in(txn, *doc, "retention", now_ms)?;
         }
+        erased.replace(docs.clone());
         let epoch = txn.bump_access_epoch()?;
         let details = json!({"action": "retention_disposal", "case_id": case,
                              "documents": docs.len(), "access_epoch": epoch});
@@ -568,7 +570,7 @@ pub fn dispose(store: &dyn Store, by: By, case: CaseId, now_ms: i64) -> Result<S
         });
         Ok(r)
     })?;
-    let compaction = crate::erase::finish(store)?;
+    let compaction = crate::erase::finish(store, &erased.into_inner())?;
     let mut status = r.status(today)?;
     status.compaction = Some(compaction);
     Ok(status)

@@ -30,6 +30,8 @@ use automerge::{AutoCommit, Change};
 use casenote_protocol::{limits, CaseId, DocKind, StaffId};
 use std::panic::AssertUnwindSafe;
 
+#[cfg(test)]
+pub use resident::is_cached;
 pub use resident::{
     every_document_loads, forget, has_heads, load, load_from, load_with, materialise,
     materialise_after, materialise_in, reserve, reserve_for, Materialised, Reserved,

@@ -47,8 +47,9 @@ struct State {
     /// doc → (tick, the state as automerge saves it, how far into the log it reaches).
     saved: HashMap<DocId, (u64, Vec<u8>, Seq)>,
     saved_bytes: u64,
-    /// Documents forgotten so far (a count): a state taken out to be saved before one was
-    /// forgotten is not kept ([`Resident::keep_saved`]).
+    /// Documents forgotten so far (a count): a state taken out to be saved, or read for a
+    /// reservation, before one was forgotten is not kept ([`Resident::keep_saved`],
+    /// [`Reserved::keep`]).
     forgotten: u64,
 }
 
@@ -189,11 +190,14 @@ impl Resident {
 
     fn reserve(&'static self, ops: u64) -> Reserved {
         let ops = ops.min(self.budget);
-        drop(self.grow(self.lock(), ops));
+        let st = self.grow(self.lock(), ops);
+        let forgotten_at = st.forgotten;
+        drop(st);
         self.settle();
         Reserved {
             resident: self,
             ops,
+            forgotten_at,
         }
     }
 
@@ -219,11 +223,13 @@ impl Resident {
             return (self.reserve(ops), None);
         }
         st.reserved_ops += ops - held;
+        let forgotten_at = st.forgotten;
         drop(st);
         self.settle();
         let reserved = Reserved {
             resident: self,
             ops,
+            forgotten_at,
         };
         let taken = taken.map(|(_, state)| state);
         (reserved, taken.or_else(|| self.take_saved(doc)))
@@ -267,6 +273,9 @@ pub struct Materialised {
 pub struct Reserved {
     resident: &'static Resident,
     ops: u64,
+    /// Documents forgotten when it was made: a state read under it is kept only if none was
+    /// forgotten since (it may have been read before an erasure committed).
+    forgotten_at: u64,
 }
 
 /// Reserves `ops` operations of the budget (at most the whole budget), evicting cached states
@@ -276,7 +285,10 @@ pub fn reserve(ops: u64) -> Reserved {
 }
 
 /// Drops every state of `doc` the server holds in memory, cached or saved: an erased
-/// document's content must not stay behind in the server's memory either.
+/// document's content must not stay behind in the server's memory either. Called in the erasing
+/// transaction and again once it committed ([`crate::erase::finish`]): a state read before the
+/// commit under a reservation made before the first call is not kept ([`Reserved::keep`]), and
+/// one kept under a later reservation is dropped by the second.
 pub fn forget(doc: DocId) {
     resident().forget(doc)
 }
@@ -290,18 +302,21 @@ pub fn reserve_for(doc: DocId, ops: u64) -> (Reserved, Option<Materialised>) {
 impl Reserved {
     /// Keeps `state` as document `doc`'s latest validated state, paid for by this reservation
     /// (grown or shrunk to what the state holds; when it has grown past what the budget has free,
-    /// older entries give way, and a state too large to fit is simply not kept).
+    /// older entries give way, and a state too large to fit is simply not kept). Not kept either
+    /// when a document was forgotten since the reservation: the state may have been read before
+    /// an erasure committed (dropping another document's costs only a rebuild from its log).
     pub fn keep(self, doc: DocId, state: Materialised) {
         let ops = state.doc.stats().num_ops;
         let resident = self.resident;
         let budget = resident.budget;
         let mut st = resident.lock();
         st.reserved_ops -= self.ops;
+        let stale = st.forgotten != self.forgotten_at;
         std::mem::forget(self);
         st.uncache(doc);
         st.unsave(doc);
-        while st.used() + ops > budget && st.evict_oldest() {}
-        if st.used() + ops <= budget {
+        while !stale && st.used() + ops > budget && st.evict_oldest() {}
+        if !stale && st.used() + ops <= budget {
             st.tick += 1;
             let tick = st.tick;
             st.cache.insert(doc, (tick, ops, state));
@@ -318,6 +333,12 @@ impl Drop for Reserved {
         self.resident.lock().reserved_ops -= self.ops;
         self.resident.freed.notify_all();
     }
+}
+
+/// Whether `doc`'s state is in the cache (for tests).
+#[cfg(test)]
+pub fn is_cached(doc: DocId) -> bool {
+    resident().lock().cache.contains_key(&doc)
 }
 
 /// Operations held by cached states and by validations now (for tests and metrics).
@@ -743,6 +764,23 @@ mod tests {
             "an erased document's state came back"
         );
         assert_eq!(st.saved_bytes, 0);
+    }
+
+    /// A validation reserved before an erasure forgot its document may have read the document
+    /// as stored before the erasure committed: its state is not kept.
+    #[test]
+    fn a_state_read_under_a_reservation_made_before_a_forget_is_not_kept() {
+        let resident = small();
+        let a = DocId::new_random();
+        let reserved = resident.reserve(60);
+        resident.forget(a);
+        reserved.keep(a, sized(60));
+        assert!(!cached(resident, a), "an erased document's state came back");
+        assert_eq!(resident.lock().used(), 0, "its reservation was given back");
+        // A reservation made after the forget keeps its state as before.
+        let reserved = resident.reserve(60);
+        reserved.keep(a, sized(60));
+        assert!(cached(resident, a));
     }
 
     /// An erased document's states leave the server's memory, cached and saved alike.
