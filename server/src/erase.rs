@@ -116,10 +116,8 @@ pub fn finish(store: &dyn Store, erased: &[DocId]) -> Result<Compaction, StoreEr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{DocHeader, DocRecord};
     use crate::store::{sled::SledStore, write};
     use crate::validate::{self, Materialised};
-    use casenote_protocol::{OrgId, StaffId};
 
     /// A push's validation may read the document as stored before the erasing transaction
     /// commits and keep its state after that transaction's own forget; the erasure forgets it
@@ -129,23 +127,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path()).unwrap();
         let doc = DocId::new_random();
-        let header = DocHeader {
-            doc_id: doc,
-            case_id: CaseId::new_random(),
-            kind: DocKind::Note,
-            owner_org: OrgId::new_random(),
-            access_teams: None,
-            created_by: StaffId::new_random(),
-            created_ms: 0,
-            sealed: false,
-            grants: Vec::new(),
-        };
-        let record = DocRecord {
-            header,
-            heads: Vec::new(),
-            ops: 0,
-            filed_ms: None,
-        };
+        let record = crate::testkit::note_record(doc, CaseId::new_random());
         write(&store, |t| t.put_doc(&record)).unwrap();
         write(&store, |t| {
             erase_in(t, doc, "misfiled", 0)?;

@@ -140,3 +140,27 @@ pub(crate) fn plan_push(
             .collect(),
     }
 }
+
+/// The record of note `doc` of case `case`, as stored before its first change: no heads, no
+/// operations, not sealed, no grants.
+pub(crate) fn note_record(
+    doc: casenote_protocol::DocId,
+    case: casenote_protocol::CaseId,
+) -> crate::model::DocRecord {
+    crate::model::DocRecord {
+        header: crate::model::DocHeader {
+            doc_id: doc,
+            case_id: case,
+            kind: casenote_protocol::DocKind::Note,
+            owner_org: casenote_protocol::OrgId::new_random(),
+            access_teams: None,
+            created_by: casenote_protocol::StaffId::new_random(),
+            created_ms: 0,
+            sealed: false,
+            grants: Vec::new(),
+        },
+        heads: Vec::new(),
+        ops: 0,
+        filed_ms: None,
+    }
+}

@@ -38,6 +38,18 @@ enum Held {
     Exec(Statement, Vec<Param>),
 }
 
+/// Sends what `session` held back and then the statement `$call` makes of its client, in one
+/// round trip ([`pipelined`]), and returns the statement's answer; an error fails the
+/// transaction.
+macro_rules! with_held {
+    ($session:ident, |$client:ident| $call:expr) => {{
+        let held = $session.take_held();
+        let $client = &$session.client;
+        let answer = pipelined(&$session.runtime, $client, held, $call);
+        $session.answer(answer)
+    }};
+}
+
 /// A connection with its statement cache and the state of its transaction.
 pub(super) struct Session {
     client: Client,
@@ -237,14 +249,7 @@ impl Session {
         if self.held.is_empty() {
             return Ok(());
         }
-        let held = self.take_held();
-        let sent = pipelined(
-            &self.runtime,
-            &self.client,
-            held,
-            std::future::ready(Ok(())),
-        );
-        self.answer(sent)
+        with_held!(self, |_client| std::future::ready(Ok(())))
     }
 
     pub(super) fn query(
@@ -253,14 +258,7 @@ impl Session {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, StoreError> {
         let stmt = self.stmt(sql)?;
-        let held = self.take_held();
-        let answer = pipelined(
-            &self.runtime,
-            &self.client,
-            held,
-            self.client.query(&stmt, params),
-        );
-        self.answer(answer)
+        with_held!(self, |client| client.query(&stmt, params))
     }
 
     pub(super) fn query_opt(
@@ -269,14 +267,7 @@ impl Session {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Option<Row>, StoreError> {
         let stmt = self.stmt(sql)?;
-        let held = self.take_held();
-        let answer = pipelined(
-            &self.runtime,
-            &self.client,
-            held,
-            self.client.query_opt(&stmt, params),
-        );
-        self.answer(answer)
+        with_held!(self, |client| client.query_opt(&stmt, params))
     }
 
     pub(super) fn query_one(
@@ -285,14 +276,7 @@ impl Session {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Row, StoreError> {
         let stmt = self.stmt(sql)?;
-        let held = self.take_held();
-        let answer = pipelined(
-            &self.runtime,
-            &self.client,
-            held,
-            self.client.query_one(&stmt, params),
-        );
-        self.answer(answer)
+        with_held!(self, |client| client.query_one(&stmt, params))
     }
 
     pub(super) fn execute(
@@ -301,40 +285,19 @@ impl Session {
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, StoreError> {
         let stmt = self.stmt(sql)?;
-        let held = self.take_held();
-        let answer = pipelined(
-            &self.runtime,
-            &self.client,
-            held,
-            self.client.execute(&stmt, params),
-        );
-        self.answer(answer)
+        with_held!(self, |client| client.execute(&stmt, params))
     }
 
     /// Runs `sql` (statements without parameters) through the simple-query protocol, with
     /// whatever was held back.
     pub(super) fn simple(&mut self, sql: &str) -> Result<(), StoreError> {
-        let held = self.take_held();
-        let answer = pipelined(
-            &self.runtime,
-            &self.client,
-            held,
-            self.client.batch_execute(sql),
-        );
-        self.answer(answer)
+        with_held!(self, |client| client.batch_execute(sql))
     }
 
     /// The first column of the first row `sql` returns, as text (the simple-query protocol:
     /// `SHOW`).
     pub(super) fn simple_value(&mut self, sql: &str) -> Result<Option<String>, StoreError> {
-        let held = self.take_held();
-        let answer = pipelined(
-            &self.runtime,
-            &self.client,
-            held,
-            self.client.simple_query(sql),
-        );
-        let messages = self.answer(answer)?;
+        let messages = with_held!(self, |client| client.simple_query(sql))?;
         Ok(messages.iter().find_map(|m| match m {
             tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
             _ => None,

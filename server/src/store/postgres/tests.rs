@@ -630,25 +630,11 @@ fn a_log_scan_of_large_changes_fetches_them_a_few_at_a_time_and_stops_when_told(
 
 /// [`crate::testkit::alice_with_case`], and a document of the case with a change.
 fn one_readable_change(store: &dyn Store) -> crate::auth::Principal {
-    use crate::model::{DocHeader, DocRecord};
-    use casenote_protocol::DocKind;
     let (who, kase) = crate::testkit::alice_with_case(store);
-    let doc = DocRecord {
-        header: DocHeader {
-            doc_id: DocId::new_random(),
-            case_id: kase.case_id,
-            kind: DocKind::Plan,
-            owner_org: kase.owner_org,
-            access_teams: None,
-            created_by: who.staff_id(),
-            created_ms: 0,
-            sealed: false,
-            grants: Vec::new(),
-        },
-        heads: Vec::new(),
-        ops: 0,
-        filed_ms: None,
-    };
+    let mut doc = crate::testkit::note_record(DocId::new_random(), kase.case_id);
+    doc.header.kind = casenote_protocol::DocKind::Plan;
+    doc.header.owner_org = kase.owner_org;
+    doc.header.created_by = who.staff_id();
     write(store, |t| {
         t.put_doc(&doc)?;
         t.append_change(&change(doc.header.doc_id, 1)).map(|_| ())

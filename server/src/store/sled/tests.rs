@@ -121,26 +121,15 @@ fn change_with(text: &str) -> (Vec<u8>, casenote_protocol::wire::Hash) {
 
 #[test]
 fn an_erased_documents_bytes_leave_sleds_files_at_the_next_open_and_the_store_verifies() {
-    use crate::model::{CaseRecord, DocHeader, DocRecord, NewChange};
-    use casenote_protocol::{CaseId, DocId, DocKind, OrgId, StaffId};
+    use crate::model::{CaseRecord, DocRecord, NewChange};
+    use casenote_protocol::{CaseId, DocId, OrgId};
     let dir = tempfile::tempdir().unwrap();
     let marker = "ERASE-ME-from-sled-files-3f9a1c";
     let case = CaseId::new_random();
     let record = |doc: DocId, head| DocRecord {
-        header: DocHeader {
-            doc_id: doc,
-            case_id: case,
-            kind: DocKind::Note,
-            owner_org: OrgId::new_random(),
-            access_teams: None,
-            created_by: StaffId::new_random(),
-            created_ms: 0,
-            sealed: false,
-            grants: Vec::new(),
-        },
         heads: vec![head],
         ops: 1,
-        filed_ms: None,
+        ..crate::testkit::note_record(doc, case)
     };
     let (gone, kept) = (DocId::new_random(), DocId::new_random());
     {
