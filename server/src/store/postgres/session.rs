@@ -190,13 +190,11 @@ impl Session {
         let sent = self.unsent != Unsent::Savepoint;
         self.held.clear();
         self.unsent = Unsent::Nothing;
+        // Nothing of the part reached the database when its savepoint had not.
         if sent {
             self.failed = self
                 .simple("ROLLBACK TO SAVEPOINT writer; RELEASE SAVEPOINT writer")
                 .is_err();
-        } else {
-            // Nothing of the part reached the database.
-            self.failed = false;
         }
     }
 
@@ -218,11 +216,14 @@ impl Session {
         }
     }
 
-    /// The prepared statement of `sql`, prepared on first use.
+    /// The prepared statement of `sql`, prepared on first use. What was held back is sent
+    /// first: a statement that fails to prepare inside a transaction aborts it, and a writer's
+    /// savepoint must be in place by then for its part to be undone alone.
     pub(super) fn stmt(&mut self, sql: &'static str) -> Result<Statement, StoreError> {
         if let Some(s) = self.stmts.get(sql) {
             return Ok(s.clone());
         }
+        self.send_held()?;
         let prepared = self.runtime.block_on(self.client.prepare(sql));
         let s = prepared.map_err(|e| self.fail(e))?;
         self.stmts.insert(sql, s.clone());

@@ -602,6 +602,35 @@ fn a_swallowed_statement_error_never_turns_into_a_commit() {
 }
 
 #[test]
+fn a_writers_statement_that_fails_to_prepare_is_undone_with_its_part_alone() {
+    // The second writer of a shared transaction holds its savepoint back; its first statement
+    // fails while the database prepares it (here a table that is not there). Undoing the part
+    // must leave the first writer's work to commit, not a transaction aborted at its root,
+    // whose COMMIT PostgreSQL answers with a silent ROLLBACK.
+    let (_url, store) = fresh();
+    let mut conn = store.pool.get().unwrap();
+    let session = conn.session();
+    session.begin("BEGIN").unwrap();
+    session
+        .execute(
+            "UPDATE store_state SET access_epoch = access_epoch + 1",
+            &[],
+        )
+        .unwrap();
+    session.savepoint();
+    assert!(session.query("SELECT * FROM no_such_table", &[]).is_err());
+    session.rollback_to_savepoint();
+    session.keep().expect("the first writer's part is whole");
+    session.commit("COMMIT").expect("committed");
+    drop(conn);
+    assert_eq!(
+        read(&store, |t| t.access_epoch()).unwrap(),
+        1,
+        "the first part committed"
+    );
+}
+
+#[test]
 fn a_log_scan_of_large_changes_fetches_them_a_few_at_a_time_and_stops_when_told() {
     let (_url, store) = fresh();
     let doc = DocId::new_random();
