@@ -53,7 +53,10 @@ use txn::PgTxn;
 /// Commits a write transaction whose writers appended `range`: the notification to the other
 /// nodes goes with the commit, and `own` notes the range first (under the lock, so no other
 /// transaction can take these sequences meanwhile), so that this node's watch never mistakes them
-/// for another's.
+/// for another's. A statement always precedes `COMMIT` in its round trip: PostgreSQL answers
+/// the `COMMIT` of a transaction a failed statement aborted with a silent `ROLLBACK`, and the
+/// statement before it fails there instead, so a failure the session did not see can never be
+/// acknowledged as a commit.
 fn commit(
     session: &mut Session,
     range: Option<(Seq, Seq)>,
@@ -61,7 +64,7 @@ fn commit(
 ) -> Result<(), StoreError> {
     let began = std::time::Instant::now();
     let done = match range {
-        None => session.commit("COMMIT"),
+        None => session.commit("SELECT 1; COMMIT"),
         Some((first, last)) => {
             own.insert(first, last);
             let sql = format!("SELECT pg_notify('{CHANNEL}', '{}'); COMMIT", last.0);

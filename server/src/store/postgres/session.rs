@@ -305,6 +305,13 @@ impl Session {
         }))
     }
 
+    /// Tests only: runs `sql` without noting whether it failed, as a failure the session did
+    /// not see.
+    #[cfg(test)]
+    pub(super) fn unobserved(&mut self, sql: &str) {
+        let _ = self.runtime.block_on(self.client.batch_execute(sql));
+    }
+
     /// What was held back, to send now.
     fn take_held(&mut self) -> Vec<Held> {
         self.unsent = Unsent::Nothing;

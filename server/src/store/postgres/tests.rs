@@ -631,6 +631,30 @@ fn a_writers_statement_that_fails_to_prepare_is_undone_with_its_part_alone() {
 }
 
 #[test]
+fn a_write_transaction_aborted_unseen_is_never_acknowledged_as_committed() {
+    let (_url, store) = fresh();
+    let own = super::watch::Own::default();
+    let mut conn = store.pool.get().unwrap();
+    let session = conn.session();
+    session.begin("BEGIN").unwrap();
+    session
+        .execute(
+            "UPDATE store_state SET access_epoch = access_epoch + 1",
+            &[],
+        )
+        .unwrap();
+    // A failure the session did not see: the transaction is aborted.
+    session.unobserved("SELECT 1/0");
+    let committed = super::commit(session, None, &own);
+    assert!(
+        committed.is_err(),
+        "an aborted transaction's COMMIT was acknowledged"
+    );
+    drop(conn);
+    assert_eq!(read(&store, |t| t.access_epoch()).unwrap(), 0);
+}
+
+#[test]
 fn a_log_scan_of_large_changes_fetches_them_a_few_at_a_time_and_stops_when_told() {
     let (_url, store) = fresh();
     let doc = DocId::new_random();
