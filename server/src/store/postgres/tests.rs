@@ -601,13 +601,8 @@ fn a_swallowed_statement_error_never_turns_into_a_commit() {
     );
 }
 
-#[test]
-fn a_writers_statement_that_fails_to_prepare_is_undone_with_its_part_alone() {
-    // The second writer of a shared transaction holds its savepoint back; its first statement
-    // fails while the database prepares it (here a table that is not there). Undoing the part
-    // must leave the first writer's work to commit, not a transaction aborted at its root,
-    // whose COMMIT PostgreSQL answers with a silent ROLLBACK.
-    let (_url, store) = fresh();
+/// A pooled connection of `store` inside a write transaction that moved the access epoch.
+fn a_transaction_that_moved_the_epoch(store: &PgStore) -> super::pool::Conn<'_> {
     let mut conn = store.pool.get().unwrap();
     let session = conn.session();
     session.begin("BEGIN").unwrap();
@@ -617,6 +612,18 @@ fn a_writers_statement_that_fails_to_prepare_is_undone_with_its_part_alone() {
             &[],
         )
         .unwrap();
+    conn
+}
+
+#[test]
+fn a_writers_statement_that_fails_to_prepare_is_undone_with_its_part_alone() {
+    // The second writer of a shared transaction holds its savepoint back; its first statement
+    // fails while the database prepares it (here a table that is not there). Undoing the part
+    // must leave the first writer's work to commit, not a transaction aborted at its root,
+    // whose COMMIT PostgreSQL answers with a silent ROLLBACK.
+    let (_url, store) = fresh();
+    let mut conn = a_transaction_that_moved_the_epoch(&store);
+    let session = conn.session();
     session.savepoint();
     assert!(session.query("SELECT * FROM no_such_table", &[]).is_err());
     session.rollback_to_savepoint();
@@ -634,15 +641,8 @@ fn a_writers_statement_that_fails_to_prepare_is_undone_with_its_part_alone() {
 fn a_write_transaction_aborted_unseen_is_never_acknowledged_as_committed() {
     let (_url, store) = fresh();
     let own = super::watch::Own::default();
-    let mut conn = store.pool.get().unwrap();
+    let mut conn = a_transaction_that_moved_the_epoch(&store);
     let session = conn.session();
-    session.begin("BEGIN").unwrap();
-    session
-        .execute(
-            "UPDATE store_state SET access_epoch = access_epoch + 1",
-            &[],
-        )
-        .unwrap();
     // A failure the session did not see: the transaction is aborted.
     session.unobserved("SELECT 1/0");
     let committed = super::commit(session, None, &own);
