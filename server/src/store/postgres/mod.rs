@@ -214,18 +214,7 @@ impl PgStore {
 
     fn run_read(&self, work: &mut Work<'_>) -> Result<(), StoreError> {
         let mut conn = self.pool.get()?;
-        let session = conn.session();
-        session.begin_lazily(READ_BEGIN);
-        let mut txn = PgTxn::new(session, false);
-        let done = work(&mut txn);
-        let session = txn.into_session();
-        match done {
-            Ok(()) => session.commit("COMMIT"),
-            Err(e) => {
-                session.rollback();
-                Err(e)
-            }
-        }
+        txn::in_snapshot(conn.session(), |s| work(&mut PgTxn::new(s, false)))
     }
 }
 

@@ -457,23 +457,7 @@ impl Txn for PgTxn<'_> {
             .is_some())
     }
     fn held_changes(&mut self, doc: DocId, hashes: &[Hash]) -> Result<HashSet<Hash>, StoreError> {
-        let (mut held, asked) = self.held_in_memory(doc, hashes);
-        if asked.is_empty() {
-            return Ok(held);
-        }
-        // A join, not `hash = ANY($2)`: with thousands of hashes that was a scan of the
-        // document's log testing each entry against the whole array (0.7 s for a 4,000-change
-        // push in a debug build, under the write lock); the join looks each one up in the index.
-        let found = self.s.query(
-            "SELECT c.hash FROM unnest($2::bytea[]) AS asked(hash)
-             JOIN change_log c ON c.doc_id = $1 AND c.hash = asked.hash",
-            &[&doc.0, &asked],
-        )?;
-        for row in &found {
-            let bytes: Vec<u8> = col(row, "hash")?;
-            held.insert(rows::hash(&bytes)?);
-        }
-        Ok(held)
+        Ok(self.held_or_refused(doc, hashes)?.0)
     }
     fn held_or_refused(
         &mut self,
@@ -485,7 +469,9 @@ impl Txn for PgTxn<'_> {
         if asked.is_empty() {
             return Ok((held, refused));
         }
-        // Both looked up by index, as in `held_changes`.
+        // A join, not `hash = ANY($2)`: with thousands of hashes that was a scan of the
+        // document's log testing each entry against the whole array (0.7 s for a 4,000-change
+        // push in a debug build, under the write lock); the joins look each one up in an index.
         let found = self.s.query(
             "SELECT c.hash, false AS refused FROM unnest($2::bytea[]) AS asked(hash)
              JOIN change_log c ON c.doc_id = $1 AND c.hash = asked.hash
@@ -913,8 +899,9 @@ pub(super) fn scan_log(
     })
 }
 
-/// Runs `scan` in a read-only transaction on one snapshot, committed when it returns `Ok`.
-fn in_snapshot(
+/// Runs `scan` in a read-only transaction on one snapshot, committed when it returns `Ok`
+/// (every read transaction of the store).
+pub(super) fn in_snapshot(
     s: &mut Session,
     scan: impl FnOnce(&mut Session) -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
