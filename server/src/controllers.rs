@@ -137,8 +137,14 @@ pub fn decode(bytes: &[u8]) -> Result<Sharing, StoreError> {
 /// The state in force: the stored value, or for a store without one, every pair of its
 /// organisations agreed (what such a store always did).
 pub fn current(txn: &mut dyn Txn) -> Result<Sharing, StoreError> {
-    match stored(txn)? {
-        Some(s) => Ok(s),
+    let stored = txn.meta(META_KEY)?;
+    current_of(txn, stored)
+}
+
+/// [`current`], of the value of [`META_KEY`] read already (`stored`).
+pub fn current_of(txn: &mut dyn Txn, stored: Option<Vec<u8>>) -> Result<Sharing, StoreError> {
+    match stored {
+        Some(bytes) => decode(&bytes),
         None => Ok(adopted(&txn.orgs()?, 0)),
     }
 }

@@ -11,11 +11,11 @@
 //! read transactions refuse writes; and two threads writing at once get distinct, gap-free
 //! sequences and one unforked audit chain.
 
-use super::{read, write, Store, StoreError, Txn};
+use super::{read, read_each, write, PushAsk, PushFacts, Store, StoreError, SyncBasis, Txn};
 use crate::model::audit::{AnchoredCheck, AuditKind, AuditRecord};
 use crate::model::{
-    CaseRecord, Device, DeviceSync, DocHeader, DocRecord, NewChange, Org, PendingReconcile,
-    QuarantineEntry, Staff, Team, TokenRecord,
+    ActorBinding, CaseRecord, Device, DeviceSync, DocHeader, DocRecord, NewChange, Org,
+    PendingReconcile, QuarantineEntry, Staff, Team, TokenRecord,
 };
 use casenote_protocol::wire::Hash;
 use casenote_protocol::{CaseId, DeviceId, DocId, DocKind, OrgId, Seq, StaffId, TeamId};
@@ -371,8 +371,9 @@ pub(crate) fn records_read_together_are_those_read_one_by_one(f: &mut dyn Factor
     .unwrap();
 }
 
-/// `doc_and_case`, `held_or_refused` and `device_sync_at_epoch` (one statement each on
-/// PostgreSQL) answer what their parts answer, inside the transaction that wrote and after it.
+/// `doc_and_case`, `held_or_refused`, `device_sync_at_epoch`, `sync_basis` and `push_facts` (one statement
+/// each on PostgreSQL) answer what their parts answer, inside the transaction that wrote and
+/// after it.
 pub(crate) fn combined_reads_are_their_parts_read_one_after_the_other(f: &mut dyn Factory) {
     let store = f.fresh();
     let stored = case(vec![TeamId::new_random()]);
@@ -383,6 +384,19 @@ pub(crate) fn combined_reads_are_their_parts_read_one_after_the_other(f: &mut dy
     let state = DeviceSync {
         reconciled_epoch: Some(3),
         pending: None,
+    };
+    let binding = ActorBinding {
+        staff_id: StaffId::new_random(),
+        device_id: device,
+        first_seen_ms: 9,
+    };
+    let staff = Staff {
+        staff_id: binding.staff_id,
+        name: "Ada".into(),
+        role: crate::model::Role::Nurse,
+        org_id: OrgId::new_random(),
+        teams: vec![TeamId::new_random()],
+        revoked: false,
     };
     let check = |t: &mut dyn Txn| -> Result<(), StoreError> {
         let found = t.doc_and_case(id)?;
@@ -411,7 +425,30 @@ pub(crate) fn combined_reads_are_their_parts_read_one_after_the_other(f: &mut dy
         assert_eq!(read, (t.device_sync(device)?, t.access_epoch()?));
         let none = t.device_sync_at_epoch(DeviceId::new_random())?;
         assert_eq!(none, (None, 1), "a device without a state, at the epoch");
-        Ok(())
+        let basis = t.sync_basis(device, staff.staff_id, "basis")?;
+        let parts = SyncBasis {
+            state: Some(state.clone()),
+            access_epoch: 1,
+            staff: Some(staff.clone()),
+            meta: Some(b"agreed".to_vec()),
+        };
+        assert_eq!(basis, parts);
+        assert_eq!(parts.staff, t.staff(staff.staff_id)?);
+        let stranger = t.sync_basis(DeviceId::new_random(), StaffId::new_random(), "none")?;
+        let unknown_all = SyncBasis {
+            state: None,
+            access_epoch: 1,
+            staff: None,
+            meta: None,
+        };
+        assert_eq!(stranger, unknown_all, "nothing known but the epoch");
+        let gone = t.sync_basis(device, StaffId::new_random(), "basis")?;
+        let without_staff = SyncBasis {
+            staff: None,
+            ..parts.clone()
+        };
+        assert_eq!(gone, without_staff, "a member of staff the store lacks");
+        check_push_facts(t, (&doc, &stored), [held, refused, unknown], &binding)
     };
     write(&*store, |t| {
         t.put_case(&stored)?;
@@ -420,11 +457,60 @@ pub(crate) fn combined_reads_are_their_parts_read_one_after_the_other(f: &mut dy
         t.append_change(&change(id, 1))?;
         t.quarantine_add(&[quarantine(id, refused, "refused")])?;
         t.put_device_sync(device, &state)?;
+        t.put_actor(&[7; 16], &binding)?;
+        t.put_staff(&staff)?;
+        t.put_meta("basis", b"agreed")?;
         t.bump_access_epoch()?;
         check(t)
     })
     .unwrap();
     read(&*store, |t| check(t)).unwrap();
+}
+
+/// [`combined_reads_are_their_parts_read_one_after_the_other`]'s `push_facts`: `doc` (of case
+/// `case`) holds change `held`, has `refused` in quarantine and not `unknown`; actor [7; 16] is
+/// bound to `binding`, [8; 16] to no one.
+fn check_push_facts(
+    t: &mut dyn Txn,
+    (doc, case): (&DocRecord, &CaseRecord),
+    [held, refused, unknown]: [Hash; 3],
+    binding: &ActorBinding,
+) -> Result<(), StoreError> {
+    let id = doc.header.doc_id;
+    let actors = [vec![8; 16], vec![7; 16]];
+    let mut ask = PushAsk {
+        doc: id,
+        record: true,
+        hashes: &[unknown, refused, held],
+        actors: &actors,
+    };
+    let expected = PushFacts {
+        record: Some((doc.clone(), Some(case.clone()))),
+        held: [held].into(),
+        refused: [refused].into(),
+        actors: [(vec![7; 16], binding.clone())].into(),
+    };
+    assert_eq!(t.push_facts(&ask)?, expected);
+    assert_eq!(t.doc_and_case(id)?, expected.record);
+    assert_eq!(t.actor(&[7; 16])?.as_ref(), Some(binding));
+    ask.record = false;
+    let unread = PushFacts {
+        record: None,
+        ..expected.clone()
+    };
+    assert_eq!(t.push_facts(&ask)?, unread, "the record not asked for");
+    let nothing = PushAsk {
+        doc: DocId::new_random(),
+        record: true,
+        hashes: &[held],
+        actors: &[],
+    };
+    assert_eq!(
+        t.push_facts(&nothing)?,
+        PushFacts::default(),
+        "a document the store lacks"
+    );
+    Ok(())
 }
 
 /// Writes that need no answer may be held back and sent together (PostgreSQL sends at most
@@ -642,8 +728,29 @@ pub(crate) fn the_directory_reads_back(f: &mut dyn Factory) {
         t.put_token(&[7; 32], &token)
     })
     .unwrap();
+    let missing = TeamId::new_random();
+    let other = Team {
+        team_id: TeamId::new_random(),
+        org_id: org.org_id,
+        name: "Ward 8".into(),
+    };
+    write(&*store, |t| t.put_team(&other)).unwrap();
+    read_each(&*store, |t| {
+        let asked = [other.team_id, missing, team.team_id, team.team_id];
+        let in_order = vec![other.clone(), team.clone(), team.clone()];
+        let both = (Some(org.clone()), in_order);
+        assert_eq!(t.org_and_teams(org.org_id, &asked)?, both);
+        let nothing = t.org_and_teams(OrgId::new_random(), &[missing])?;
+        assert_eq!(nothing, (None, Vec::new()), "neither exists");
+        let no_teams = t.org_and_teams(org.org_id, &[])?;
+        assert_eq!(no_teams, (Some(org.clone()), Vec::new()));
+        Ok(())
+    })
+    .unwrap();
     read(&*store, |t| {
-        assert_eq!(t.teams()?, vec![team.clone()]);
+        let mut teams = vec![team.clone(), other.clone()];
+        teams.sort_by_key(|t| t.team_id);
+        assert_eq!(t.teams()?, teams);
         assert_eq!(t.team(team.team_id)?, Some(team.clone()));
         assert_eq!(t.token(&[7; 32])?, Some(token.clone()));
         assert_eq!(t.token(&[8; 32])?, None);
@@ -720,6 +827,8 @@ pub(crate) fn a_read_transaction_refuses_writes(f: &mut dyn Factory) {
     let store = f.fresh();
     let refused = read(&*store, |t: &mut dyn Txn| t.audit_append(record(1)));
     assert!(refused.is_err());
+    let refused = read_each(&*store, |t: &mut dyn Txn| t.audit_append(record(1)));
+    assert!(refused.is_err(), "a read without a snapshot is a read");
     let refused = read(&*store, |t: &mut dyn Txn| {
         t.put_org(&Org {
             org_id: OrgId::new_random(),

@@ -33,10 +33,31 @@ use crate::model::{
 use casenote_protocol::wire::Hash;
 use casenote_protocol::{limits, CaseId, DeviceId, DocId, OrgId, Seq, StaffId, TeamId};
 use serde::Serialize;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 // Named here too for `validate/`, whose imports stay as they were (it is edited elsewhere).
 pub use crate::model::{DocHeader, DocRecord};
+
+/// What [`Txn::push_facts`] is asked about one document of a push.
+#[derive(Clone, Copy, Debug)]
+pub struct PushAsk<'a> {
+    pub doc: DocId,
+    /// Whether to read the document's record (not when the push has planned it already).
+    pub record: bool,
+    pub hashes: &'a [Hash],
+    pub actors: &'a [Vec<u8>],
+}
+
+/// [`Txn::push_facts`]'s answer.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PushFacts {
+    /// The record and its case's (`None`: not asked, or no such document).
+    pub record: Option<(DocRecord, Option<CaseRecord>)>,
+    pub held: HashSet<Hash>,
+    pub refused: HashSet<Hash>,
+    /// The asked actors that have a binding.
+    pub actors: HashMap<Vec<u8>, ActorBinding>,
+}
 
 /// Why the store could not do what was asked: backend-neutral, so nothing above the store knows
 /// which backend it runs on.
@@ -76,6 +97,18 @@ pub enum StoreError {
 pub struct LogState {
     pub log_id: uuid::Uuid,
     pub last_seq: Seq,
+    pub meta: Option<Vec<u8>>,
+}
+
+/// What a sync's plan reads first ([`Txn::sync_basis`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SyncBasis {
+    /// The device's reconciliation state.
+    pub state: Option<DeviceSync>,
+    pub access_epoch: u64,
+    /// The member of staff as stored now.
+    pub staff: Option<Staff>,
+    /// The meta value asked for.
     pub meta: Option<Vec<u8>>,
 }
 
@@ -134,16 +167,31 @@ impl Writability {
 /// writes atomically or none, isolated from every other write transaction (serializable); a read
 /// transaction refuses writes ([`StoreError::Backend`]).
 ///
-/// Which methods are hot (every sync calls them): `device_sync_at_epoch`, `put_device_sync`,
-/// `device_docs_add`, `audit_append`, `log_id`, `log_page`, `docs_in`, `cases_in`; every push
-/// adds `doc_and_case`, `held_or_refused` (once per pushed document), `actor`, `append_change`,
-/// `put_doc`.
+/// Which methods are hot (every sync calls them): `sync_basis`, `device_sync_at_epoch`,
+/// `put_device_sync`, `device_docs_add`, `audit_append`, `log_id`, `log_page`, `docs_in`,
+/// `cases_in`; every push adds `org_and_teams`, `push_facts` (once per pushed document, in each
+/// of its two passes), `append_change`, `put_doc`.
 pub trait Txn {
     // The directory.
     fn org(&mut self, id: OrgId) -> Result<Option<Org>, StoreError>;
     fn orgs(&mut self) -> Result<Vec<Org>, StoreError>;
     fn team(&mut self, id: TeamId) -> Result<Option<Team>, StoreError>;
     fn teams(&mut self) -> Result<Vec<Team>, StoreError>;
+    /// Organisation `org` and those of `teams` that exist, in `teams`' order. One statement on
+    /// PostgreSQL, where a push's pass ahead named its writer's organisation and teams in one
+    /// each; the default reads them one after the other.
+    fn org_and_teams(
+        &mut self,
+        org: OrgId,
+        teams: &[TeamId],
+    ) -> Result<(Option<Org>, Vec<Team>), StoreError> {
+        let org = self.org(org)?;
+        let mut found = Vec::new();
+        for t in teams {
+            found.extend(self.team(*t)?);
+        }
+        Ok((org, found))
+    }
     fn staff(&mut self, id: StaffId) -> Result<Option<Staff>, StoreError>;
     fn staff_all(&mut self) -> Result<Vec<Staff>, StoreError>;
     fn device(&mut self, id: DeviceId) -> Result<Option<Device>, StoreError>;
@@ -263,6 +311,31 @@ pub trait Txn {
     fn append_change(&mut self, change: &NewChange) -> Result<Seq, StoreError>;
     /// Who first used Automerge actor id `actor`.
     fn actor(&mut self, actor: &[u8]) -> Result<Option<ActorBinding>, StoreError>;
+    /// Everything a push's screening of one document reads, at once: the document's record
+    /// with its case's ([`Txn::doc_and_case`], when `ask.record`), which of `ask.hashes` are
+    /// held or refused ([`Txn::held_or_refused`]) and the bindings of those of `ask.actors`
+    /// that have one ([`Txn::actor`]). One statement on PostgreSQL, where these were three round
+    /// trips in each of a push's two passes, the second under the write lock; the default
+    /// reads them one after the other.
+    fn push_facts(&mut self, ask: &PushAsk<'_>) -> Result<PushFacts, StoreError> {
+        let record = match ask.record {
+            true => self.doc_and_case(ask.doc)?,
+            false => None,
+        };
+        let (held, refused) = self.held_or_refused(ask.doc, ask.hashes)?;
+        let mut actors = HashMap::new();
+        for a in ask.actors {
+            if let Some(b) = self.actor(a)? {
+                actors.insert(a.clone(), b);
+            }
+        }
+        Ok(PushFacts {
+            record,
+            held,
+            refused,
+            actors,
+        })
+    }
     fn put_actor(&mut self, actor: &[u8], binding: &ActorBinding) -> Result<(), StoreError>;
     /// The cases team `team` is on.
     fn cases_of_team(&mut self, team: TeamId) -> Result<Vec<CaseId>, StoreError>;
@@ -281,6 +354,23 @@ pub trait Txn {
     ) -> Result<(Option<DeviceSync>, u64), StoreError> {
         let state = self.device_sync(device)?;
         Ok((state, self.access_epoch()?))
+    }
+    /// [`Txn::device_sync_at_epoch`] of `device`, member of staff `staff` and meta value
+    /// `meta_key`, together: what a sync's plan reads first (the device's state, and who its
+    /// user is at that epoch). One statement on PostgreSQL; the default reads each.
+    fn sync_basis(
+        &mut self,
+        device: DeviceId,
+        staff: StaffId,
+        meta_key: &str,
+    ) -> Result<SyncBasis, StoreError> {
+        let (state, access_epoch) = self.device_sync_at_epoch(device)?;
+        Ok(SyncBasis {
+            state,
+            access_epoch,
+            staff: self.staff(staff)?,
+            meta: self.meta(meta_key)?,
+        })
     }
     fn put_device_sync(&mut self, device: DeviceId, state: &DeviceSync) -> Result<(), StoreError>;
     /// The documents the server believes `device` holds.
@@ -357,6 +447,12 @@ pub trait Store: Send + Sync {
     /// backend may give the whole transaction one snapshot, but nothing may rely on it: a read
     /// that decides a write belongs in that write's transaction.
     fn read_txn(&self, work: &mut Work<'_>) -> Result<(), StoreError>;
+    /// [`Store::read_txn`] that asks for no snapshot, for a read each of whose conclusions a
+    /// write checks again (a push's pass ahead). The default is `read_txn`; on PostgreSQL its
+    /// statements run each on its own, which saves a transaction's `BEGIN` and `COMMIT`.
+    fn read_each_txn(&self, work: &mut Work<'_>) -> Result<(), StoreError> {
+        self.read_txn(work)
+    }
 
     // Committed, append-only data, read outside transactions.
     /// Visits log entries with `after < seq <= upto` in order until `visit` returns false.
@@ -505,6 +601,19 @@ pub fn read<T>(
 ) -> Result<T, StoreError> {
     let mut out = None;
     store.read_txn(&mut |txn| {
+        out = Some(f(txn)?);
+        Ok(())
+    })?;
+    out.ok_or_else(|| StoreError::Task("the read transaction did not run".into()))
+}
+
+/// [`read`] through [`Store::read_each_txn`].
+pub fn read_each<T>(
+    store: &dyn Store,
+    mut f: impl FnMut(&mut dyn Txn) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let mut out = None;
+    store.read_each_txn(&mut |txn| {
         out = Some(f(txn)?);
         Ok(())
     })?;

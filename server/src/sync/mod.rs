@@ -417,8 +417,9 @@ fn plan(
     pushed: &PushOutcome,
     visible: Seq,
 ) -> Result<Planned, StoreError> {
-    let (seen, epoch) = txn.device_sync_at_epoch(who.device_id)?;
-    let who = &as_of_epoch(txn, who)?;
+    let basis = txn.sync_basis(who.device_id, who.staff_id(), crate::controllers::META_KEY)?;
+    let (seen, epoch) = (basis.state.clone(), basis.access_epoch);
+    let who = &as_of_epoch(txn, who, basis)?;
     let fresh = asked.cursor == Seq(0) && !reconcile::continues(seen.as_ref(), asked.confirmed);
     let (mut state, mut holdings) = if fresh {
         fresh_start(pushed)
@@ -448,18 +449,24 @@ fn plan(
 /// before that read, and an access change in between (a team left, an organisation's agreements)
 /// must not be reconciled at the new epoch with the permissions from before it: the device would
 /// keep what it may no longer read until the next change. A member of staff gone from the store
-/// reads nothing.
-fn as_of_epoch(txn: &mut dyn Txn, who: &Principal) -> Result<Principal, StoreError> {
-    let staff = match txn.staff(who.staff_id())? {
+/// reads nothing. `basis` is what the transaction read first: the member of staff and the
+/// controllers' state, with the epoch.
+fn as_of_epoch(
+    txn: &mut dyn Txn,
+    who: &Principal,
+    basis: store::SyncBasis,
+) -> Result<Principal, StoreError> {
+    let staff = match basis.staff {
         Some(staff) => staff,
         None => crate::model::Staff {
             revoked: true,
             ..who.staff.clone()
         },
     };
+    let sharing = crate::controllers::current_of(txn, basis.meta)?;
     Ok(Principal {
         device_id: who.device_id,
-        shares: crate::controllers::shares_of(txn, staff.org_id)?,
+        shares: crate::controllers::shares_in(&sharing, staff.org_id),
         staff,
     })
 }

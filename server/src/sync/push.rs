@@ -49,7 +49,7 @@ use crate::model::{
     ActorBinding, AuditKind, AuditRecord, CaseRecord, DocHeader, DocRecord, NewChange,
     QuarantineEntry,
 };
-use crate::store::{read, write, Store, StoreError, Txn};
+use crate::store::{read_each, write, PushAsk, Store, StoreError, Txn};
 use crate::validate::{self, Context, Materialised, Refusal, Rules, Writer};
 use automerge::ReadDoc;
 use casenote_protocol::wire::{DocAck, DocPush, Hash, NewRestricted, Rejection};
@@ -362,6 +362,9 @@ struct Plan<'a, 't> {
     /// actor in most of its changes, and each change asked the store again: 4,000 round trips
     /// under the write lock for a full push on PostgreSQL, every other writer waiting.
     stored_actors: HashMap<Vec<u8>, Option<ActorBinding>>,
+    /// The store's record of each document read so far, with its case's (`None`: no such
+    /// document).
+    stored_docs: HashMap<DocId, Option<(DocRecord, Option<CaseRecord>)>>,
     changes: Vec<NewChange>,
     /// Judgements made before the write, used when their inputs still hold.
     checked: &'a HashMap<DocId, Checked>,
@@ -404,6 +407,7 @@ impl<'a, 't> Plan<'a, 't> {
             hashes: HashSet::new(),
             actors: HashMap::new(),
             stored_actors: HashMap::new(),
+            stored_docs: HashMap::new(),
             changes: Vec::new(),
             checked,
             quarantine: Vec::new(),
@@ -426,7 +430,7 @@ impl<'a, 't> Plan<'a, 't> {
     ) -> Result<Option<(DocRecord, Option<CaseRecord>)>, StoreError> {
         let (doc, stored_case) = match self.docs.get(&id) {
             Some(d) => (d.clone(), None),
-            None => match self.txn.doc_and_case(id)? {
+            None => match self.stored_doc(id)? {
                 Some(found) => found,
                 None => return Ok(None),
             },
@@ -439,9 +443,24 @@ impl<'a, 't> Plan<'a, 't> {
         Ok(Some((doc, case)))
     }
 
+    fn stored_doc(
+        &mut self,
+        id: DocId,
+    ) -> Result<Option<(DocRecord, Option<CaseRecord>)>, StoreError> {
+        if let Some(found) = self.stored_docs.get(&id) {
+            return Ok(found.clone());
+        }
+        let found = self.txn.doc_and_case(id)?;
+        self.stored_docs.insert(id, found.clone());
+        Ok(found)
+    }
+
     /// Which of the hashes `p` names (its base, its changes and their dependencies) the server
-    /// holds: stored, or stored by this push before; asked of the store in one read, which also
-    /// finds those in quarantine (kept in `refused`, for [`Plan::refused_before`]).
+    /// holds: stored, or stored by this push before. The store is asked in one read
+    /// ([`Txn::push_facts`]) for everything screening `p` reads from it: those hashes, which
+    /// of them are in quarantine (kept in `refused`, for [`Plan::refused_before`]), the
+    /// document's record unless this push read or planned it, and the bindings of the changes'
+    /// actors not looked up yet (kept for [`Plan::access`] and [`Plan::actor`]).
     fn known(&mut self, p: &Prepared, changes: &[Decoded]) -> Result<HashSet<Hash>, StoreError> {
         let named: HashSet<Hash> = p
             .base
@@ -462,10 +481,33 @@ impl<'a, 't> Plan<'a, 't> {
                 ask.push(h);
             }
         }
-        let (held, refused) = self.txn.held_or_refused(p.doc_id, &ask)?;
-        known.extend(held);
+        let mut actors: Vec<Vec<u8>> = Vec::new();
+        for c in changes {
+            let looked_up =
+                self.actors.contains_key(&c.actor) || self.stored_actors.contains_key(&c.actor);
+            if !looked_up && !actors.contains(&c.actor) {
+                actors.push(c.actor.clone());
+            }
+        }
+        let record =
+            !self.docs.contains_key(&p.doc_id) && !self.stored_docs.contains_key(&p.doc_id);
+        let ask = PushAsk {
+            doc: p.doc_id,
+            record,
+            hashes: &ask,
+            actors: &actors,
+        };
+        let facts = self.txn.push_facts(&ask)?;
+        if record {
+            self.stored_docs.insert(p.doc_id, facts.record);
+        }
+        for a in actors {
+            let binding = facts.actors.get(&a).cloned();
+            self.stored_actors.insert(a, binding);
+        }
+        known.extend(facts.held);
         self.refused
-            .extend(refused.into_iter().map(|h| (p.doc_id, h)));
+            .extend(facts.refused.into_iter().map(|h| (p.doc_id, h)));
         Ok(known)
     }
 
@@ -624,11 +666,11 @@ impl<'a, 't> Plan<'a, 't> {
         p: &Prepared,
         changes: &[Decoded],
     ) -> Result<Result<Fresh, Verdict>, StoreError> {
+        let known = self.known(p, changes)?;
         let (header, record, new_case) = match self.access(p, changes.is_empty())? {
             Ok(found) => found,
             Err(v) => return Ok(Err(v)),
         };
-        let known = self.known(p, changes)?;
         if !p.base.iter().all(|h| known.contains(h)) {
             return Ok(Err(Verdict::NeedFullHistory));
         }
@@ -1022,27 +1064,18 @@ pub struct PushOutcome {
 
 /// The directory's facts about the pusher that a record may state: role, organisation, teams.
 fn writer_of(txn: &mut dyn Txn, who: &Principal) -> Result<Writer, StoreError> {
-    let org = txn
-        .org(who.staff.org_id)?
-        .map(|o| o.name)
-        .unwrap_or_default();
-    let mut teams = Vec::new();
-    for t in who.teams() {
-        if let Some(team) = txn.team(*t)? {
-            teams.push(team.name);
-        }
-    }
+    let (org, teams) = txn.org_and_teams(who.staff.org_id, who.teams())?;
     Ok(Writer {
         staff_id: who.staff_id(),
         role: who.staff.role.to_string(),
-        org,
-        teams,
+        org: org.map(|o| o.name).unwrap_or_default(),
+        teams: teams.into_iter().map(|t| t.name).collect(),
     })
 }
 
-/// Step 1: the pass before the write, on committed state through a read transaction (nothing is
-/// written), to find each document's new changes and the pusher's facts ([`writer_of`], in the
-/// same transaction: one round trip pair fewer on PostgreSQL); then every document with new
+/// Step 1: the pass before the write, on committed state through a read that needs no snapshot
+/// (nothing is written, and the write screens every document again: `Store::read_each_txn`), to
+/// find each document's new changes and the pusher's facts ([`writer_of`]); then every document with new
 /// changes is judged, in parallel, outside any transaction, unless a judgement `before` (an
 /// earlier attempt's) still holds for it.
 fn judge_ahead(
@@ -1053,7 +1086,7 @@ fn judge_ahead(
     mut before: HashMap<DocId, Checked>,
 ) -> Result<(Writer, HashMap<DocId, Checked>), StoreError> {
     let none = HashMap::new();
-    let (writer, candidates) = read(store, |txn| {
+    let (writer, candidates) = read_each(store, |txn| {
         let writer = writer_of(txn, who)?;
         let mut plan = Plan::new(txn, who, (&writer, now_ms, rules), &none);
         let mut out = Vec::new();

@@ -227,6 +227,11 @@ impl Store for PgStore {
         self.run_read(work)
     }
 
+    fn read_each_txn(&self, work: &mut Work<'_>) -> Result<(), StoreError> {
+        let mut conn = self.pool.get()?;
+        work(&mut PgTxn::new(conn.session(), false))
+    }
+
     fn scan_log(
         &self,
         after: Seq,

@@ -2,7 +2,7 @@
 //! by name. A value the model cannot hold (a hash of the wrong length, an unknown kind) is
 //! [`StoreError::Corrupt`], never a panic.
 
-use super::super::StoreError;
+use super::super::{PushFacts, StoreError, SyncBasis};
 use crate::model::{
     ActorBinding, CaseRecord, Device, DeviceSync, DocHeader, DocRecord, Org, QuarantineEntry,
     Staff, Team, TokenRecord,
@@ -13,6 +13,7 @@ use postgres::types::FromSql;
 use postgres::Row;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::collections::HashSet;
 use uuid::Uuid;
 
 /// Column `name` of `row`.
@@ -68,6 +69,28 @@ pub(super) fn team(row: &Row) -> Result<Team, StoreError> {
         org_id: OrgId(col(row, "org_id")?),
         name: col(row, "name")?,
     })
+}
+
+/// `Txn::org_and_teams`'s rows: the organisation's columns prefixed `o_` on each, a team's
+/// unprefixed (NULL on the one row of no team).
+pub(super) fn org_and_teams(found: &[Row]) -> Result<(Option<Org>, Vec<Team>), StoreError> {
+    let org = match found.first() {
+        Some(row) => match col::<Option<Uuid>>(row, "o_org_id")? {
+            Some(id) => Some(Org {
+                org_id: OrgId(id),
+                name: col(row, "o_name")?,
+            }),
+            None => None,
+        },
+        None => None,
+    };
+    let mut teams = Vec::new();
+    for row in found {
+        if col::<Option<Uuid>>(row, "team_id")?.is_some() {
+            teams.push(team(row)?);
+        }
+    }
+    Ok((org, teams))
 }
 
 pub(super) fn staff(row: &Row) -> Result<Staff, StoreError> {
@@ -141,6 +164,23 @@ pub(super) fn credentials(row: &Row) -> Result<crate::store::Credentials, StoreE
     })
 }
 
+/// `Txn::sync_basis`'s row: the device's state unprefixed (`d_device_id` NULL for none), the
+/// member of staff's columns prefixed `s_`.
+pub(super) fn sync_basis(row: &Row) -> Result<SyncBasis, StoreError> {
+    Ok(SyncBasis {
+        state: match col::<Option<Uuid>>(row, "d_device_id")? {
+            Some(_) => Some(device_sync(row)?),
+            None => None,
+        },
+        access_epoch: seq(col(row, "access_epoch")?)?,
+        staff: match col::<Option<Uuid>>(row, "s_staff_id")? {
+            Some(_) => Some(staff_at(row, "s_")?),
+            None => None,
+        },
+        meta: col(row, "meta")?,
+    })
+}
+
 pub(super) fn case(row: &Row) -> Result<CaseRecord, StoreError> {
     case_at(row, "")
 }
@@ -196,6 +236,43 @@ fn grants(text: Option<String>) -> Result<Vec<crate::model::Grant>, StoreError> 
         Some(t) => serde_json::from_str(&t)
             .map_err(|e| StoreError::Corrupt(format!("a document's grants do not decode: {e}"))),
     }
+}
+
+/// `Txn::push_facts`'s one row; `held` are the asked hashes this transaction appended.
+pub(super) fn push_facts(row: &Row, mut held: HashSet<Hash>) -> Result<PushFacts, StoreError> {
+    let record = match col::<Option<Uuid>>(row, "doc_id")? {
+        Some(_) => Some(doc_and_case(row)?),
+        None => None,
+    };
+    let hashes = |name| -> Result<HashSet<Hash>, StoreError> {
+        col::<Vec<Vec<u8>>>(row, name)?
+            .iter()
+            .map(|h| hash(h))
+            .collect()
+    };
+    held.extend(hashes("f_held")?);
+    let mut refused = hashes("f_refused")?;
+    refused.retain(|h| !held.contains(h));
+    let actor: Vec<Vec<u8>> = col::<Option<_>>(row, "a_actor")?.unwrap_or_default();
+    let staff: Vec<Uuid> = col::<Option<_>>(row, "a_staff")?.unwrap_or_default();
+    let device: Vec<Uuid> = col::<Option<_>>(row, "a_device")?.unwrap_or_default();
+    let first: Vec<i64> = col::<Option<_>>(row, "a_first_seen")?.unwrap_or_default();
+    let actors = (actor.into_iter().zip(staff).zip(device).zip(first))
+        .map(|(((a, s), d), f)| {
+            let binding = ActorBinding {
+                staff_id: StaffId(s),
+                device_id: DeviceId(d),
+                first_seen_ms: f,
+            };
+            (a, binding)
+        })
+        .collect();
+    Ok(PushFacts {
+        record,
+        held,
+        refused,
+        actors,
+    })
 }
 
 pub(super) fn actor(row: &Row) -> Result<ActorBinding, StoreError> {

@@ -8,7 +8,7 @@
 //! lock. A sync that stores fifty changes pays one round trip for them, not fifty, and the
 //! lock every node waits on is held that much shorter.
 
-use super::super::{StoreError, Txn};
+use super::super::{PushAsk, PushFacts, StoreError, SyncBasis, Txn};
 use super::rows::{self, big, col, enum_text, seq};
 use super::session::{Param, Session};
 
@@ -244,6 +244,24 @@ impl Txn for PgTxn<'_> {
     }
     fn teams(&mut self) -> Result<Vec<Team>, StoreError> {
         self.all("SELECT * FROM teams ORDER BY team_id", rows::team)
+    }
+    // One row per asked team that exists (one with none: NULLs), each with the organisation.
+    fn org_and_teams(
+        &mut self,
+        org: OrgId,
+        teams: &[TeamId],
+    ) -> Result<(Option<Org>, Vec<Team>), StoreError> {
+        let teams = rows::uuids(teams, |t| t.0);
+        let found = self.s.query(
+            "SELECT o.org_id AS o_org_id, o.name AS o_name, t.*
+             FROM (SELECT 1) AS one
+             LEFT JOIN orgs o ON o.org_id = $1
+             LEFT JOIN (unnest($2::uuid[]) WITH ORDINALITY AS asked(team_id, n)
+                        JOIN teams t ON t.team_id = asked.team_id) ON true
+             ORDER BY asked.n",
+            &[&org.0, &teams],
+        )?;
+        rows::org_and_teams(&found)
     }
     fn staff(&mut self, id: StaffId) -> Result<Option<Staff>, StoreError> {
         self.one(
@@ -492,6 +510,30 @@ impl Txn for PgTxn<'_> {
         refused.retain(|h| !held.contains(h));
         Ok((held, refused))
     }
+    // The three reads of `Txn::push_facts` as one statement (see there). The document's row is
+    // joined to a row that always exists, so that the answer is one row with or without it.
+    fn push_facts(&mut self, ask: &PushAsk<'_>) -> Result<PushFacts, StoreError> {
+        let (held, asked) = self.held_in_memory(ask.doc, ask.hashes);
+        let actors: Vec<&[u8]> = ask.actors.iter().map(Vec::as_slice).collect();
+        let row = self.s.query_one(
+            "SELECT d.*, c.case_id AS c_case_id, c.owner_org AS c_owner_org,
+                    c.teams AS c_teams, c.created_ms AS c_created_ms,
+                    ARRAY(SELECT l.hash FROM unnest($2::bytea[]) AS asked(hash)
+                          JOIN change_log l ON l.doc_id = $1 AND l.hash = asked.hash) AS f_held,
+                    ARRAY(SELECT q.hash FROM unnest($2::bytea[]) AS asked(hash)
+                          JOIN quarantine q ON q.doc_id = $1 AND q.hash = asked.hash) AS f_refused,
+                    a.*
+             FROM (SELECT 1) AS one
+             LEFT JOIN docs d ON $4 AND d.doc_id = $1
+             LEFT JOIN cases c ON c.case_id = d.case_id
+             CROSS JOIN LATERAL (
+                 SELECT array_agg(actor) AS a_actor, array_agg(staff_id) AS a_staff,
+                        array_agg(device_id) AS a_device, array_agg(first_seen_ms) AS a_first_seen
+                 FROM actors WHERE actor = ANY($3::bytea[])) AS a",
+            &[&ask.doc.0, &asked, &actors, &ask.record],
+        )?;
+        rows::push_facts(&row, held)
+    }
     fn append_change(&mut self, change: &NewChange) -> Result<Seq, StoreError> {
         self.writing()?;
         let (last, chain) = self.tip()?;
@@ -574,6 +616,24 @@ impl Txn for PgTxn<'_> {
             None => None,
         };
         Ok((state, seq(col(&row, "access_epoch")?)?))
+    }
+    fn sync_basis(
+        &mut self,
+        device: DeviceId,
+        staff: StaffId,
+        meta_key: &str,
+    ) -> Result<SyncBasis, StoreError> {
+        let row = self.s.query_one(
+            "SELECT s.access_epoch, d.device_id AS d_device_id, d.reconciled_epoch, d.pending,
+                    st.staff_id AS s_staff_id, st.name AS s_name, st.role AS s_role,
+                    st.org_id AS s_org_id, st.teams AS s_teams, st.revoked AS s_revoked,
+                    (SELECT value FROM meta WHERE key = $3) AS meta
+             FROM store_state s
+             LEFT JOIN device_sync d ON d.device_id = $1
+             LEFT JOIN staff st ON st.staff_id = $2",
+            &[&device.0, &staff.0, &meta_key],
+        )?;
+        rows::sync_basis(&row)
     }
     fn put_device_sync(&mut self, device: DeviceId, state: &DeviceSync) -> Result<(), StoreError> {
         self.writing()?;
