@@ -487,17 +487,10 @@ impl Txn for PgTxn<'_> {
         if asked.is_empty() {
             return Ok((held, refused));
         }
-        // A join, not `hash = ANY($2)`: with thousands of hashes that was a scan of the
-        // document's log testing each entry against the whole array (0.7 s for a 4,000-change
-        // push in a debug build, under the write lock); the joins look each one up in an index.
-        let found = self.s.query(
-            "SELECT c.hash, false AS refused FROM unnest($2::bytea[]) AS asked(hash)
-             JOIN change_log c ON c.doc_id = $1 AND c.hash = asked.hash
-             UNION ALL
-             SELECT q.hash, true AS refused FROM unnest($2::bytea[]) AS asked(hash)
-             JOIN quarantine q ON q.doc_id = $1 AND q.hash = asked.hash",
-            &[&doc.0, &asked],
-        )?;
+        // A lookup per hash, not `hash = ANY($2)`: with thousands of hashes that was a scan of
+        // the document's log testing each entry against the whole array (0.7 s for a
+        // 4,000-change push in a debug build, under the write lock).
+        let found = self.s.query(HELD_OR_REFUSED, &[&doc.0, &asked])?;
         for row in &found {
             let bytes: Vec<u8> = col(row, "hash")?;
             let into = if col(row, "refused")? {
@@ -510,28 +503,13 @@ impl Txn for PgTxn<'_> {
         refused.retain(|h| !held.contains(h));
         Ok((held, refused))
     }
-    // The three reads of `Txn::push_facts` as one statement (see there). The document's row is
-    // joined to a row that always exists, so that the answer is one row with or without it.
+    // The three reads of `Txn::push_facts` as one statement (see there and `PUSH_FACTS`).
     fn push_facts(&mut self, ask: &PushAsk<'_>) -> Result<PushFacts, StoreError> {
         let (held, asked) = self.held_in_memory(ask.doc, ask.hashes);
         let actors: Vec<&[u8]> = ask.actors.iter().map(Vec::as_slice).collect();
-        let row = self.s.query_one(
-            "SELECT d.*, c.case_id AS c_case_id, c.owner_org AS c_owner_org,
-                    c.teams AS c_teams, c.created_ms AS c_created_ms,
-                    ARRAY(SELECT l.hash FROM unnest($2::bytea[]) AS asked(hash)
-                          JOIN change_log l ON l.doc_id = $1 AND l.hash = asked.hash) AS f_held,
-                    ARRAY(SELECT q.hash FROM unnest($2::bytea[]) AS asked(hash)
-                          JOIN quarantine q ON q.doc_id = $1 AND q.hash = asked.hash) AS f_refused,
-                    a.*
-             FROM (SELECT 1) AS one
-             LEFT JOIN docs d ON $4 AND d.doc_id = $1
-             LEFT JOIN cases c ON c.case_id = d.case_id
-             CROSS JOIN LATERAL (
-                 SELECT array_agg(actor) AS a_actor, array_agg(staff_id) AS a_staff,
-                        array_agg(device_id) AS a_device, array_agg(first_seen_ms) AS a_first_seen
-                 FROM actors WHERE actor = ANY($3::bytea[])) AS a",
-            &[&ask.doc.0, &asked, &actors, &ask.record],
-        )?;
+        let row = self
+            .s
+            .query_one(PUSH_FACTS, &[&ask.doc.0, &asked, &actors, &ask.record])?;
         rows::push_facts(&row, held)
     }
     fn append_change(&mut self, change: &NewChange) -> Result<Seq, StoreError> {
@@ -961,6 +939,41 @@ pub(super) fn scan_log(
 
 /// Runs `scan` in a read-only transaction on one snapshot, committed when it returns `Ok`
 /// (every read transaction of the store).
+/// `Txn::held_or_refused`: of the hashes `$2`, those of document `$1` stored, then those in
+/// quarantine. Each hash is looked up in the index on its own (a lateral subquery with a limit,
+/// which the planner cannot turn into a join): as a join, under the plan a connection comes to
+/// use for any document, the asked hashes were matched against every change of the document.
+pub(super) const HELD_OR_REFUSED: &str =
+    "SELECT asked.hash, false AS refused FROM unnest($2::bytea[]) AS asked(hash)
+     CROSS JOIN LATERAL (SELECT 1 FROM change_log c
+                         WHERE c.doc_id = $1 AND c.hash = asked.hash LIMIT 1) AS found
+     UNION ALL
+     SELECT asked.hash, true AS refused FROM unnest($2::bytea[]) AS asked(hash)
+     CROSS JOIN LATERAL (SELECT 1 FROM quarantine q
+                         WHERE q.doc_id = $1 AND q.hash = asked.hash LIMIT 1) AS found";
+
+/// `Txn::push_facts`: document `$1`'s row and its case's (when `$4`), which of the hashes `$2`
+/// it holds and has in quarantine (looked up one by one, as in [`HELD_OR_REFUSED`]), and the
+/// bindings of the actors `$3`. The document's row is joined to a row that always exists, so
+/// that the answer is one row with or without it.
+pub(super) const PUSH_FACTS: &str =
+    "SELECT d.*, c.case_id AS c_case_id, c.owner_org AS c_owner_org,
+            c.teams AS c_teams, c.created_ms AS c_created_ms,
+            ARRAY(SELECT asked.hash FROM unnest($2::bytea[]) AS asked(hash)
+                  CROSS JOIN LATERAL (SELECT 1 FROM change_log l
+                      WHERE l.doc_id = $1 AND l.hash = asked.hash LIMIT 1) AS found) AS f_held,
+            ARRAY(SELECT asked.hash FROM unnest($2::bytea[]) AS asked(hash)
+                  CROSS JOIN LATERAL (SELECT 1 FROM quarantine q
+                      WHERE q.doc_id = $1 AND q.hash = asked.hash LIMIT 1) AS found) AS f_refused,
+            a.*
+     FROM (SELECT 1) AS one
+     LEFT JOIN docs d ON $4 AND d.doc_id = $1
+     LEFT JOIN cases c ON c.case_id = d.case_id
+     CROSS JOIN LATERAL (
+         SELECT array_agg(actor) AS a_actor, array_agg(staff_id) AS a_staff,
+                array_agg(device_id) AS a_device, array_agg(first_seen_ms) AS a_first_seen
+         FROM actors WHERE actor = ANY($3::bytea[])) AS a";
+
 pub(super) fn in_snapshot(
     s: &mut Session,
     scan: impl FnOnce(&mut Session) -> Result<(), StoreError>,
