@@ -143,24 +143,21 @@ pub fn readable_or_sealed(
 }
 
 /// The records of `docs` (`None` for one that does not exist) with their cases put in `cases`:
-/// two reads for what took two a document (on PostgreSQL, a round trip each).
+/// one read ([`Txn::docs_and_cases_in`]) for what took two a document (on PostgreSQL, a round
+/// trip each).
 pub fn prefetch(
     txn: &mut dyn Txn,
     docs: &[DocId],
     cases: &mut Cases,
 ) -> Result<HashMap<DocId, Option<DocRecord>>, StoreError> {
     let mut out: HashMap<DocId, Option<DocRecord>> = docs.iter().map(|d| (*d, None)).collect();
-    let recs = txn.docs_in(docs)?;
-    let wanted: BTreeSet<CaseId> = recs
-        .iter()
-        .map(|r| r.header.case_id)
-        .filter(|c| !cases.contains_key(c))
-        .collect();
-    let wanted: Vec<CaseId> = wanted.into_iter().collect();
-    for c in &wanted {
-        cases.insert(*c, None);
+    let known: HashSet<CaseId> = cases.keys().copied().collect();
+    let (recs, found) = txn.docs_and_cases_in(docs, &known)?;
+    // A case asked for and not found is known not to exist.
+    for r in &recs {
+        cases.entry(r.header.case_id).or_insert(None);
     }
-    for c in txn.cases_in(&wanted)? {
+    for c in found {
         cases.insert(c.case_id, Some(c));
     }
     for r in recs {

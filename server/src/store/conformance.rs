@@ -20,6 +20,7 @@ use crate::model::{
 use casenote_protocol::wire::Hash;
 use casenote_protocol::{CaseId, DeviceId, DocId, DocKind, OrgId, Seq, StaffId, TeamId};
 use serde_json::json;
+use std::collections::HashSet;
 use std::sync::Arc;
 
 /// What a backend's tests hand the suite.
@@ -366,6 +367,20 @@ pub(crate) fn records_read_together_are_those_read_one_by_one(f: &mut dyn Factor
             sorted_cases(vec![cases[2].clone(), cases[1].clone()])
         );
         assert!(t.docs_in(&[])?.is_empty() && t.cases_in(&[missing.1])?.is_empty());
+        // With their cases: at least those not known (here the first document's), never one
+        // of a document not asked for.
+        let known: HashSet<CaseId> = [cases[0].case_id].into();
+        let (found, with) = t.docs_and_cases_in(&doc_ids, &known)?;
+        assert_eq!(sorted_docs(found), sorted_docs(t.docs_in(&doc_ids)?));
+        let with: Vec<CaseRecord> = sorted_cases(with)
+            .into_iter()
+            .filter(|c| !known.contains(&c.case_id))
+            .collect();
+        assert_eq!(with, vec![cases[2].clone()]);
+        assert_eq!(
+            t.docs_and_cases_in(&[missing.0], &known)?,
+            Default::default()
+        );
         Ok(())
     })
     .unwrap();

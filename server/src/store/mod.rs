@@ -240,6 +240,25 @@ pub trait Txn {
         }
         Ok(out)
     }
+    /// [`Txn::docs_in`], and the cases of the documents found that are not in `known` (a
+    /// backend may return those too). One statement on PostgreSQL, where a pull's page read
+    /// its documents and then their cases; the default reads one and then the other.
+    fn docs_and_cases_in(
+        &mut self,
+        ids: &[DocId],
+        known: &HashSet<CaseId>,
+    ) -> Result<(Vec<DocRecord>, Vec<CaseRecord>), StoreError> {
+        let docs = self.docs_in(ids)?;
+        let mut wanted: Vec<CaseId> = docs
+            .iter()
+            .map(|d| d.header.case_id)
+            .filter(|c| !known.contains(c))
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let cases = self.cases_in(&wanted)?;
+        Ok((docs, cases))
+    }
     /// Stores a document's record, keeping the case → documents index in step.
     fn put_doc(&mut self, doc: &DocRecord) -> Result<(), StoreError>;
     /// Whether the store holds change `hash` of document `doc`.
@@ -448,8 +467,9 @@ pub trait Store: Send + Sync {
     /// that decides a write belongs in that write's transaction.
     fn read_txn(&self, work: &mut Work<'_>) -> Result<(), StoreError>;
     /// [`Store::read_txn`] that asks for no snapshot, for a read each of whose conclusions a
-    /// write checks again (a push's pass ahead). The default is `read_txn`; on PostgreSQL its
-    /// statements run each on its own, which saves a transaction's `BEGIN` and `COMMIT`.
+    /// write checks again (a push's pass ahead, a sync's plan). The default is `read_txn`; on
+    /// PostgreSQL its statements run each on its own, which saves a transaction's `BEGIN` and
+    /// `COMMIT`.
     fn read_each_txn(&self, work: &mut Work<'_>) -> Result<(), StoreError> {
         self.read_txn(work)
     }

@@ -364,7 +364,9 @@ struct Planned {
     sealed: Vec<SealedStub>,
 }
 
-/// Steps 3 and 4: plans the pull from committed data, then commits the device's state (and the
+/// Steps 3 and 4: plans the pull from committed data (through `Store::read_each_txn`: no one
+/// snapshot is needed, as the commit checks again the epoch and the device's state the plan
+/// read, and the log below `visible` does not move), then commits the device's state (and the
 /// views it reported, [`views`]) if what the plan read still holds; runs the plan again when it
 /// does not (up to `limits::STORE_WRITE_RETRIES` times). Returns the plan and the highest view of
 /// the device now recorded.
@@ -378,7 +380,7 @@ fn pull_and_commit(
     let mut attempt = 0;
     loop {
         let visible = store.last_seq()?;
-        let planned = store::read(store, |txn| plan(txn, who, asked, pushed, visible))?;
+        let planned = store::read_each(store, |txn| plan(txn, who, asked, pushed, visible))?;
         let record = sync_record(who, asked, pushed, &planned, now_ms);
         let committed = store::write(store, |txn| {
             match commit(txn, who, &planned, record.clone())? {

@@ -395,6 +395,31 @@ impl Txn for PgTxn<'_> {
         let ids = rows::uuids(ids, |d| d.0);
         self.any("SELECT * FROM docs WHERE doc_id = ANY($1)", &ids, rows::doc)
     }
+    // Every found document's case, known or not: it comes in the same row.
+    fn docs_and_cases_in(
+        &mut self,
+        ids: &[DocId],
+        _known: &HashSet<CaseId>,
+    ) -> Result<(Vec<DocRecord>, Vec<CaseRecord>), StoreError> {
+        let ids = rows::uuids(ids, |d| d.0);
+        let found = self.any(
+            "SELECT d.*, c.case_id AS c_case_id, c.owner_org AS c_owner_org,
+                    c.teams AS c_teams, c.created_ms AS c_created_ms
+             FROM docs d LEFT JOIN cases c ON c.case_id = d.case_id
+             WHERE d.doc_id = ANY($1)",
+            &ids,
+            rows::doc_and_case,
+        )?;
+        let mut cases: Vec<CaseRecord> = Vec::new();
+        let mut docs = Vec::with_capacity(found.len());
+        for (doc, case) in found {
+            if let Some(c) = case.filter(|c| !cases.iter().any(|k| k.case_id == c.case_id)) {
+                cases.push(c);
+            }
+            docs.push(doc);
+        }
+        Ok((docs, cases))
+    }
     fn cases_in(&mut self, ids: &[CaseId]) -> Result<Vec<CaseRecord>, StoreError> {
         let ids = rows::uuids(ids, |c| c.0);
         self.any(
