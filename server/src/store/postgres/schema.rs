@@ -38,6 +38,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         description: "sealed sections and break-glass grants",
         sql: include_str!("schema/v3.sql"),
     },
+    Migration {
+        version: 4,
+        description: "a document's changes in order",
+        sql: include_str!("schema/v4.sql"),
+    },
 ];
 
 /// The version this build writes.

@@ -932,15 +932,18 @@ fn pages_read(url: &str, sql: &str, params: &str, generic: bool) -> u64 {
     count("Shared Hit Blocks") + count("Shared Read Blocks")
 }
 
-/// A push asks which of a few hashes a document holds (`held_or_refused`, `push_facts`, in both
-/// of its passes, the second under the write lock). That is a lookup per hash in the log's
-/// (document, hash) index, whatever the document's history. Joined to the log, the asked hashes
-/// were matched against every change of the document under a plan made for any document (a
-/// bitmap scan of its rows: 87 pages for 240 changes after 5 s of W5L, growing with every edit),
-/// where most documents have a few changes and a shared plan has thousands (and left to choose
-/// a plan per run instead, the database spent 0.2 ms planning `push_facts` at each).
+/// What a push reads of a document is a lookup by key, whatever the document's history, under
+/// the plan a connection comes to use for any document (most documents have a few changes, a
+/// shared plan thousands). Which of a few hashes it holds (`held_or_refused`, `push_facts`, in
+/// both of a push's passes, the second under the write lock): joined to the log, the asked
+/// hashes were matched against every change of the document (a bitmap scan of its rows: 87
+/// pages for 240 changes after 5 s of W5L, growing with every edit), and left to choose a plan
+/// per run instead, the database spent 0.2 ms planning `push_facts` at each. The changes after
+/// a sequence (`doc_changes_after`: a node's copy of the document catching up with another
+/// node's edit, before every such push on two nodes): found through the (document, hash) index,
+/// every change of the document was read to return the last.
 #[test]
-fn a_pushs_look_for_held_hashes_reads_a_few_pages_however_long_the_documents_history() {
+fn a_pushs_reads_of_a_document_read_a_few_pages_however_long_its_history() {
     let (url, store) = fresh();
     let hot = DocId::new_random();
     const HISTORY: u64 = 6_000;
@@ -976,21 +979,33 @@ fn a_pushs_look_for_held_hashes_reads_a_few_pages_however_long_the_documents_his
         format!("'{}'::uuid", hot.0),
         format!("ARRAY[{asked}]::bytea[]"),
     );
+    // The last change of the document is the log's last, at 4,000 + HISTORY.
+    let last_but_one = 4_000 + HISTORY - 1;
     for generic in [false, true] {
-        let held = pages_read(
-            &url,
-            super::txn::HELD_OR_REFUSED,
-            &format!("{doc}, {asked}"),
-            generic,
-        );
-        let facts_params = format!("{doc}, {asked}, ARRAY[]::bytea[], true");
-        let facts = pages_read(&url, super::txn::PUSH_FACTS, &facts_params, generic);
-        // Three lookups in two indexes (and the heap rows found) and one document's row: a few
-        // pages each. The document's 6,000 changes fill over a hundred.
-        for (what, pages) in [("held_or_refused", held), ("push_facts", facts)] {
+        let reads = [
+            (
+                "held_or_refused",
+                super::txn::HELD_OR_REFUSED,
+                format!("{doc}, {asked}"),
+            ),
+            (
+                "push_facts",
+                super::txn::PUSH_FACTS,
+                format!("{doc}, {asked}, ARRAY[]::bytea[], true"),
+            ),
+            (
+                "doc_changes_after",
+                super::txn::DOC_CHANGES_AFTER,
+                format!("{doc}, {last_but_one}"),
+            ),
+        ];
+        // A few lookups in an index or two (and the heap rows found) and one document's row:
+        // a few pages each. The document's 6,000 changes fill over a hundred.
+        for (what, sql, params) in reads {
+            let pages = pages_read(&url, sql, &params, generic);
             assert!(
                 pages < 40,
-                "{what} read {pages} pages for 3 hashes (a plan for any parameters: {generic})"
+                "{what} read {pages} pages (a plan for any parameters: {generic})"
             );
         }
     }

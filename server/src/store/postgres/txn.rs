@@ -1105,19 +1105,19 @@ pub(super) fn doc_change_seqs(s: &mut Session, doc: DocId) -> Result<Vec<Seq>, S
     .collect()
 }
 
+/// `Store::doc_changes_after`: document `$1`'s changes after sequence `$2`, not erased.
+pub(super) const DOC_CHANGES_AFTER: &str = "SELECT seq, bytes FROM change_log
+     WHERE doc_id = $1 AND seq > $2 AND octet_length(bytes) > 0 ORDER BY seq";
+
 pub(super) fn doc_changes_after(
     s: &mut Session,
     doc: DocId,
     after: Seq,
 ) -> Result<Vec<(Seq, Vec<u8>)>, StoreError> {
-    s.query(
-        "SELECT seq, bytes FROM change_log
-         WHERE doc_id = $1 AND seq > $2 AND octet_length(bytes) > 0 ORDER BY seq",
-        &[&doc.0, &big(after.0)?],
-    )?
-    .iter()
-    .map(|r| Ok((Seq(seq(col(r, "seq")?)?), col(r, "bytes")?)))
-    .collect()
+    s.query(DOC_CHANGES_AFTER, &[&doc.0, &big(after.0)?])?
+        .iter()
+        .map(|r| Ok((Seq(seq(col(r, "seq")?)?), col(r, "bytes")?)))
+        .collect()
 }
 
 pub(super) fn received_at(s: &mut Session, at: Seq) -> Result<Option<i64>, StoreError> {
