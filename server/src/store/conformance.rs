@@ -386,9 +386,9 @@ pub(crate) fn records_read_together_are_those_read_one_by_one(f: &mut dyn Factor
     .unwrap();
 }
 
-/// `doc_and_case`, `held_or_refused`, `device_sync_at_epoch`, `sync_basis` and `push_facts` (one statement
-/// each on PostgreSQL) answer what their parts answer, inside the transaction that wrote and
-/// after it.
+/// `doc_and_case`, `held_or_refused`, `device_sync_at_epoch`, `sync_basis` and `push_facts`
+/// (one statement each on PostgreSQL) answer what their parts answer, inside the transaction
+/// that wrote and after it.
 pub(crate) fn combined_reads_are_their_parts_read_one_after_the_other(f: &mut dyn Factory) {
     let store = f.fresh();
     let stored = case(vec![TeamId::new_random()]);

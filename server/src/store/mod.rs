@@ -168,8 +168,8 @@ impl Writability {
 /// transaction refuses writes ([`StoreError::Backend`]).
 ///
 /// Which methods are hot (every sync calls them): `sync_basis`, `device_sync_at_epoch`,
-/// `put_device_sync`, `device_docs_add`, `audit_append`, `log_id`, `log_page`, `docs_in`,
-/// `cases_in`; every push adds `org_and_teams`, `push_facts` (once per pushed document, in each
+/// `put_device_sync`, `device_docs_add`, `audit_append`, `log_id`, `log_page`,
+/// `docs_and_cases_in`; every push adds `org_and_teams`, `push_facts` (once per pushed document, in each
 /// of its two passes), `append_change`, `put_doc`.
 pub trait Txn {
     // The directory.
@@ -617,23 +617,26 @@ pub trait Watch: Send {
 /// Runs `f` in a read transaction and returns what it returned.
 pub fn read<T>(
     store: &dyn Store,
-    mut f: impl FnMut(&mut dyn Txn) -> Result<T, StoreError>,
+    f: impl FnMut(&mut dyn Txn) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    let mut out = None;
-    store.read_txn(&mut |txn| {
-        out = Some(f(txn)?);
-        Ok(())
-    })?;
-    out.ok_or_else(|| StoreError::Task("the read transaction did not run".into()))
+    read_through(|work| store.read_txn(work), f)
 }
 
 /// [`read`] through [`Store::read_each_txn`].
 pub fn read_each<T>(
     store: &dyn Store,
+    f: impl FnMut(&mut dyn Txn) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    read_through(|work| store.read_each_txn(work), f)
+}
+
+/// What `f` returned, run by `run` (one of the store's read transactions).
+fn read_through<T>(
+    run: impl FnOnce(&mut Work<'_>) -> Result<(), StoreError>,
     mut f: impl FnMut(&mut dyn Txn) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
     let mut out = None;
-    store.read_each_txn(&mut |txn| {
+    run(&mut |txn| {
         out = Some(f(txn)?);
         Ok(())
     })?;

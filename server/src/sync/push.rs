@@ -1075,9 +1075,9 @@ fn writer_of(txn: &mut dyn Txn, who: &Principal) -> Result<Writer, StoreError> {
 
 /// Step 1: the pass before the write, on committed state through a read that needs no snapshot
 /// (nothing is written, and the write screens every document again: `Store::read_each_txn`), to
-/// find each document's new changes and the pusher's facts ([`writer_of`]); then every document with new
-/// changes is judged, in parallel, outside any transaction, unless a judgement `before` (an
-/// earlier attempt's) still holds for it.
+/// find each document's new changes and the pusher's facts ([`writer_of`]); then every document
+/// with new changes is judged, in parallel, outside any transaction, unless a judgement `before`
+/// (an earlier attempt's) still holds for it.
 fn judge_ahead(
     store: &dyn Store,
     who: &Principal,
