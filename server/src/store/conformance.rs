@@ -442,6 +442,7 @@ pub(crate) fn combined_reads_are_their_parts_read_one_after_the_other(f: &mut dy
         assert_eq!(none, (None, 1), "a device without a state, at the epoch");
         let basis = t.sync_basis(device, staff.staff_id, "basis")?;
         let parts = SyncBasis {
+            last_seq: Seq(1),
             state: Some(state.clone()),
             access_epoch: 1,
             staff: Some(staff.clone()),
@@ -449,14 +450,23 @@ pub(crate) fn combined_reads_are_their_parts_read_one_after_the_other(f: &mut dy
         };
         assert_eq!(basis, parts);
         assert_eq!(parts.staff, t.staff(staff.staff_id)?);
+        assert_eq!(
+            t.last_seq()?,
+            Seq(1),
+            "the one change, the transaction's own or committed"
+        );
         let stranger = t.sync_basis(DeviceId::new_random(), StaffId::new_random(), "none")?;
         let unknown_all = SyncBasis {
+            last_seq: Seq(1),
             state: None,
             access_epoch: 1,
             staff: None,
             meta: None,
         };
-        assert_eq!(stranger, unknown_all, "nothing known but the epoch");
+        assert_eq!(
+            stranger, unknown_all,
+            "nothing known but the log and the epoch"
+        );
         let gone = t.sync_basis(device, StaffId::new_random(), "basis")?;
         let without_staff = SyncBasis {
             staff: None,

@@ -103,6 +103,8 @@ pub struct LogState {
 /// What a sync's plan reads first ([`Txn::sync_basis`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct SyncBasis {
+    /// The change log's last sequence, read first: what the sync's pull may hand out.
+    pub last_seq: Seq,
     /// The device's reconciliation state.
     pub state: Option<DeviceSync>,
     pub access_epoch: u64,
@@ -328,6 +330,8 @@ pub trait Txn {
     /// Appends a change to the log under the next sequence, allocated in this transaction (with
     /// its received time and the log's hash chain); returns the sequence.
     fn append_change(&mut self, change: &NewChange) -> Result<Seq, StoreError>;
+    /// The change log's last sequence as this transaction sees it (its own appends included).
+    fn last_seq(&mut self) -> Result<Seq, StoreError>;
     /// Who first used Automerge actor id `actor`.
     fn actor(&mut self, actor: &[u8]) -> Result<Option<ActorBinding>, StoreError>;
     /// Everything a push's screening of one document reads, at once: the document's record
@@ -374,17 +378,20 @@ pub trait Txn {
         let state = self.device_sync(device)?;
         Ok((state, self.access_epoch()?))
     }
-    /// [`Txn::device_sync_at_epoch`] of `device`, member of staff `staff` and meta value
-    /// `meta_key`, together: what a sync's plan reads first (the device's state, and who its
-    /// user is at that epoch). One statement on PostgreSQL; the default reads each.
+    /// [`Txn::last_seq`], then [`Txn::device_sync_at_epoch`] of `device`, member of staff
+    /// `staff` and meta value `meta_key`, together: what a sync's plan reads first (how far the
+    /// log goes, the device's state, and who its user is at that epoch). One statement on
+    /// PostgreSQL; the default reads each.
     fn sync_basis(
         &mut self,
         device: DeviceId,
         staff: StaffId,
         meta_key: &str,
     ) -> Result<SyncBasis, StoreError> {
+        let last_seq = self.last_seq()?;
         let (state, access_epoch) = self.device_sync_at_epoch(device)?;
         Ok(SyncBasis {
+            last_seq,
             state,
             access_epoch,
             staff: self.staff(staff)?,

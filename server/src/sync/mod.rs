@@ -366,7 +366,7 @@ struct Planned {
 
 /// Steps 3 and 4: plans the pull from committed data (through `Store::read_each_txn`: no one
 /// snapshot is needed, as the commit checks again the epoch and the device's state the plan
-/// read, and the log below `visible` does not move), then commits the device's state (and the
+/// read, and the log below the last sequence it read first does not move), then commits the device's state (and the
 /// views it reported, [`views`]) if what the plan read still holds; runs the plan again when it
 /// does not (up to `limits::STORE_WRITE_RETRIES` times). Returns the plan and the highest view of
 /// the device now recorded.
@@ -379,8 +379,7 @@ fn pull_and_commit(
 ) -> Result<(Planned, Option<u64>), StoreError> {
     let mut attempt = 0;
     loop {
-        let visible = store.last_seq()?;
-        let planned = store::read_each(store, |txn| plan(txn, who, asked, pushed, visible))?;
+        let planned = store::read_each(store, |txn| plan(txn, who, asked, pushed))?;
         let record = sync_record(who, asked, pushed, &planned, now_ms);
         let committed = store::write(store, |txn| {
             match commit(txn, who, &planned, record.clone())? {
@@ -410,17 +409,17 @@ struct Decided {
     rec: Reconciled,
 }
 
-/// Step 3: reads the access epoch and the device's state, decides the reconciliation, and
-/// collects the pages of changes (in `(cursor, visible]`) the response hands out.
+/// Step 3: reads how far the log goes (`visible`), the access epoch and the device's state,
+/// decides the reconciliation, and collects the pages of changes (in `(cursor, visible]`) the
+/// response hands out.
 fn plan(
     txn: &mut dyn Txn,
     who: &Principal,
     asked: &Asked,
     pushed: &PushOutcome,
-    visible: Seq,
 ) -> Result<Planned, StoreError> {
     let basis = txn.sync_basis(who.device_id, who.staff_id(), crate::controllers::META_KEY)?;
-    let (seen, epoch) = (basis.state.clone(), basis.access_epoch);
+    let (seen, epoch, visible) = (basis.state.clone(), basis.access_epoch, basis.last_seq);
     let who = &as_of_epoch(txn, who, basis)?;
     let fresh = asked.cursor == Seq(0) && !reconcile::continues(seen.as_ref(), asked.confirmed);
     let (mut state, mut holdings) = if fresh {

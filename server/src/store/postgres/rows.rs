@@ -8,7 +8,7 @@ use crate::model::{
     Staff, Team, TokenRecord,
 };
 use casenote_protocol::wire::Hash;
-use casenote_protocol::{CaseId, DeviceId, DocId, OrgId, StaffId, TeamId};
+use casenote_protocol::{CaseId, DeviceId, DocId, OrgId, Seq, StaffId, TeamId};
 use postgres::types::FromSql;
 use postgres::Row;
 use serde::de::DeserializeOwned;
@@ -168,6 +168,7 @@ pub(super) fn credentials(row: &Row) -> Result<crate::store::Credentials, StoreE
 /// member of staff's columns prefixed `s_`.
 pub(super) fn sync_basis(row: &Row) -> Result<SyncBasis, StoreError> {
     Ok(SyncBasis {
+        last_seq: Seq(seq(col(row, "last_seq")?)?),
         state: match col::<Option<Uuid>>(row, "d_device_id")? {
             Some(_) => Some(device_sync(row)?),
             None => None,

@@ -620,6 +620,8 @@ impl Txn for PgTxn<'_> {
         };
         Ok((state, seq(col(&row, "access_epoch")?)?))
     }
+    // The log's last sequence from the table; a write transaction's own appends wait in memory
+    // (`self.tip` is the last of them).
     fn sync_basis(
         &mut self,
         device: DeviceId,
@@ -627,7 +629,8 @@ impl Txn for PgTxn<'_> {
         meta_key: &str,
     ) -> Result<SyncBasis, StoreError> {
         let row = self.s.query_one(
-            "SELECT s.access_epoch, d.device_id AS d_device_id, d.reconciled_epoch, d.pending,
+            "SELECT (SELECT coalesce(max(seq), 0) FROM change_log) AS last_seq,
+                    s.access_epoch, d.device_id AS d_device_id, d.reconciled_epoch, d.pending,
                     st.staff_id AS s_staff_id, st.name AS s_name, st.role AS s_role,
                     st.org_id AS s_org_id, st.teams AS s_teams, st.revoked AS s_revoked,
                     (SELECT value FROM meta WHERE key = $3) AS meta
@@ -636,7 +639,17 @@ impl Txn for PgTxn<'_> {
              LEFT JOIN staff st ON st.staff_id = $2",
             &[&device.0, &staff.0, &meta_key],
         )?;
-        rows::sync_basis(&row)
+        let mut basis = rows::sync_basis(&row)?;
+        if let Some((appended, _)) = self.tip {
+            basis.last_seq = basis.last_seq.max(Seq(appended));
+        }
+        Ok(basis)
+    }
+    fn last_seq(&mut self) -> Result<Seq, StoreError> {
+        match self.tip {
+            Some((appended, _)) => Ok(Seq(appended)),
+            None => last_seq(self.s),
+        }
     }
     fn put_device_sync(&mut self, device: DeviceId, state: &DeviceSync) -> Result<(), StoreError> {
         self.writing()?;

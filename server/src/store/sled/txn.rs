@@ -523,6 +523,13 @@ impl Txn for SledTxn<'_> {
         )?;
         Ok(next)
     }
+    fn last_seq(&mut self) -> Result<Seq, StoreError> {
+        let tip = match self.tip {
+            Some(tip) => tip,
+            None => self.s.tip()?,
+        };
+        Ok(Seq(tip.seq))
+    }
     fn log_id(&mut self) -> Result<uuid::Uuid, StoreError> {
         match self.get(T::Meta, LOG_ID_KEY.as_bytes())? {
             Some(v) => uuid::Uuid::from_slice(&v)
