@@ -494,7 +494,8 @@ pub(crate) fn combined_reads_are_their_parts_read_one_after_the_other(f: &mut dy
 
 /// [`combined_reads_are_their_parts_read_one_after_the_other`]'s `push_facts`: `doc` (of case
 /// `case`) holds change `held`, has `refused` in quarantine and not `unknown`; actor [7; 16] is
-/// bound to `binding`, [8; 16] to no one.
+/// bound to `binding`, [8; 16] to no one. The access epoch, where a backend gives it, is the
+/// transaction's.
 fn check_push_facts(
     t: &mut dyn Txn,
     (doc, case): (&DocRecord, &CaseRecord),
@@ -502,6 +503,20 @@ fn check_push_facts(
     binding: &ActorBinding,
 ) -> Result<(), StoreError> {
     let id = doc.header.doc_id;
+    let epoch = t.access_epoch()?;
+    // What the backend read, with the epoch checked and then left out of the comparison.
+    let mut facts = |t: &mut dyn Txn, ask: &PushAsk<'_>| -> Result<PushFacts, StoreError> {
+        let found = t.push_facts(ask)?;
+        assert!(
+            found.access_epoch.is_none_or(|e| e == epoch),
+            "the epoch given is the transaction's ({epoch}): {:?}",
+            found.access_epoch
+        );
+        Ok(PushFacts {
+            access_epoch: None,
+            ..found
+        })
+    };
     let actors = [vec![8; 16], vec![7; 16]];
     let mut ask = PushAsk {
         doc: id,
@@ -514,8 +529,9 @@ fn check_push_facts(
         held: [held].into(),
         refused: [refused].into(),
         actors: [(vec![7; 16], binding.clone())].into(),
+        access_epoch: None,
     };
-    assert_eq!(t.push_facts(&ask)?, expected);
+    assert_eq!(facts(t, &ask)?, expected);
     assert_eq!(t.doc_and_case(id)?, expected.record);
     assert_eq!(t.actor(&[7; 16])?.as_ref(), Some(binding));
     ask.record = false;
@@ -523,7 +539,7 @@ fn check_push_facts(
         record: None,
         ..expected.clone()
     };
-    assert_eq!(t.push_facts(&ask)?, unread, "the record not asked for");
+    assert_eq!(facts(t, &ask)?, unread, "the record not asked for");
     let nothing = PushAsk {
         doc: DocId::new_random(),
         record: true,
@@ -531,7 +547,7 @@ fn check_push_facts(
         actors: &[],
     };
     assert_eq!(
-        t.push_facts(&nothing)?,
+        facts(t, &nothing)?,
         PushFacts::default(),
         "a document the store lacks"
     );

@@ -57,6 +57,9 @@ pub struct PushFacts {
     pub refused: HashSet<Hash>,
     /// The asked actors that have a binding.
     pub actors: HashMap<Vec<u8>, ActorBinding>,
+    /// The access epoch, where the backend reads it with the rest at no cost (PostgreSQL); `None`
+    /// where it does not (the default).
+    pub access_epoch: Option<u64>,
 }
 
 /// Why the store could not do what was asked: backend-neutral, so nothing above the store knows
@@ -357,6 +360,7 @@ pub trait Txn {
             held,
             refused,
             actors,
+            access_epoch: None,
         })
     }
     fn put_actor(&mut self, actor: &[u8], binding: &ActorBinding) -> Result<(), StoreError>;

@@ -247,7 +247,7 @@ fn what_a_sync_stored_carries_the_access_epoch_read_after_it() {
 
 /// A new device's member of staff pushes a new plan through [`super::handle_announcing`]: the
 /// audit entries there were when the live channel was told, the entries when the sync returned,
-/// and the documents it was told of.
+/// and the documents it was told of; checks the epoch it was told is the store's.
 pub(crate) fn audit_at_announcement(store: &dyn crate::store::Store) -> (usize, usize, Vec<DocId>) {
     use std::cell::RefCell;
     let (who, case) = testkit::alice_with_case(store);
@@ -274,9 +274,11 @@ pub(crate) fn audit_at_announcement(store: &dyn crate::store::Store) -> (usize, 
         n
     };
     let told = RefCell::new(None);
-    let announce = |s: super::Stored| *told.borrow_mut() = Some((audited(), s.docs));
+    let announce = |s: super::Stored| *told.borrow_mut() = Some((audited(), s.docs, s.epoch));
     super::handle_announcing(store, &who, req, 0, &Rules::default(), &announce).unwrap();
-    let (at, docs) = told.into_inner().expect("the live channel was told");
+    let (at, docs, epoch) = told.into_inner().expect("the live channel was told");
+    let now = crate::store::read(store, |t| t.access_epoch()).unwrap();
+    assert_eq!(epoch, Some(now), "the live event carries the access epoch");
     (at, audited(), docs)
 }
 

@@ -73,17 +73,20 @@ use serde_json::json;
 pub struct Stored {
     pub upto: Seq,
     pub docs: Vec<DocId>,
-    /// The access epoch read once what was stored is durable, when something was: the live
+    /// The access epoch under which what was stored was written (read in the push's write, where
+    /// the store gives it, else once what was stored is durable), when something was: the live
     /// channel's listeners decide by it instead of reading it themselves
-    /// (`feed::Changed::epoch`). `None` when nothing was stored, or the read failed (a listener
-    /// then reads it).
+    /// (`feed::Changed::epoch`; a listener decides readability from the store as it is then,
+    /// never older than this epoch). `None` when nothing was stored, or the read failed (a
+    /// listener then reads it).
     pub epoch: Option<u64>,
 }
 
 impl Stored {
-    /// What `pushed` stored, with the access epoch read now (call it once that is durable) if it
-    /// stored anything: one read per sync that stored, where each listener woken by the event used to
-    /// go to the blocking pool for it.
+    /// What `pushed` stored, with the access epoch its write read or, where the store did not
+    /// give it, read now (call it once that is durable) if it stored anything: at most one read
+    /// per sync that stored, where each listener woken by the event used to go to the blocking
+    /// pool for it.
     fn of(store: &dyn Store, pushed: &PushOutcome) -> Self {
         let docs: Vec<DocId> = pushed
             .acks
@@ -91,10 +94,9 @@ impl Stored {
             .filter(|a| a.stored > 0)
             .map(|a| a.doc_id)
             .collect();
-        let epoch = if docs.is_empty() {
-            None
-        } else {
-            store.access_epoch().ok()
+        let epoch = match docs.is_empty() {
+            true => None,
+            false => pushed.epoch.or_else(|| store.access_epoch().ok()),
         };
         Stored {
             upto: pushed.upto,

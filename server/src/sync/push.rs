@@ -365,6 +365,8 @@ struct Plan<'a, 't> {
     /// The store's record of each document read so far, with its case's (`None`: no such
     /// document).
     stored_docs: HashMap<DocId, Option<(DocRecord, Option<CaseRecord>)>>,
+    /// The access epoch the store gave with the documents, if it did.
+    epoch: Option<u64>,
     changes: Vec<NewChange>,
     /// Judgements made before the write, used when their inputs still hold.
     checked: &'a HashMap<DocId, Checked>,
@@ -408,6 +410,7 @@ impl<'a, 't> Plan<'a, 't> {
             actors: HashMap::new(),
             stored_actors: HashMap::new(),
             stored_docs: HashMap::new(),
+            epoch: None,
             changes: Vec::new(),
             checked,
             quarantine: Vec::new(),
@@ -498,6 +501,7 @@ impl<'a, 't> Plan<'a, 't> {
             actors: &actors,
         };
         let facts = self.txn.push_facts(&ask)?;
+        self.epoch = facts.access_epoch.or(self.epoch);
         if record {
             self.stored_docs.insert(p.doc_id, facts.record);
         }
@@ -1060,6 +1064,9 @@ pub struct PushOutcome {
     pub quarantined: usize,
     /// The last sequence this push's write allocated (0 when it stored nothing).
     pub upto: Seq,
+    /// The access epoch its write read with the documents, under the write lock, where the
+    /// store gives it at no cost ([`crate::store::PushFacts::access_epoch`]).
+    pub epoch: Option<u64>,
 }
 
 /// The directory's facts about the pusher that a record may state: role, organisation, teams.
@@ -1244,6 +1251,7 @@ fn write_push(
         };
         tally(&mut outcome, p.doc_id, hashes_of(p), verdict);
     }
+    outcome.epoch = plan.epoch;
     let committed = plan.commit()?;
     outcome.upto = committed.upto;
     outcome.quarantined = committed.quarantined;

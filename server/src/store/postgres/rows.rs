@@ -273,6 +273,7 @@ pub(super) fn push_facts(row: &Row, mut held: HashSet<Hash>) -> Result<PushFacts
         held,
         refused,
         actors,
+        access_epoch: Some(seq(col(row, "f_epoch")?)?),
     })
 }
 

@@ -992,8 +992,8 @@ pub(super) const HELD_OR_REFUSED: &str =
 
 /// `Txn::push_facts`: document `$1`'s row and its case's (when `$4`), which of the hashes `$2`
 /// it holds and has in quarantine (looked up one by one, as in [`HELD_OR_REFUSED`]), and the
-/// bindings of the actors `$3`. The document's row is joined to a row that always exists, so
-/// that the answer is one row with or without it.
+/// bindings of the actors `$3`, and the access epoch. The document's row is joined to a row that
+/// always exists, so that the answer is one row with or without it.
 pub(super) const PUSH_FACTS: &str =
     "SELECT d.*, c.case_id AS c_case_id, c.owner_org AS c_owner_org,
             c.teams AS c_teams, c.created_ms AS c_created_ms,
@@ -1003,6 +1003,7 @@ pub(super) const PUSH_FACTS: &str =
             ARRAY(SELECT asked.hash FROM unnest($2::bytea[]) AS asked(hash)
                   CROSS JOIN LATERAL (SELECT 1 FROM quarantine q
                       WHERE q.doc_id = $1 AND q.hash = asked.hash LIMIT 1) AS found) AS f_refused,
+            (SELECT access_epoch FROM store_state) AS f_epoch,
             a.*
      FROM (SELECT 1) AS one
      LEFT JOIN docs d ON $4 AND d.doc_id = $1
