@@ -505,7 +505,7 @@ fn check_push_facts(
     let id = doc.header.doc_id;
     let epoch = t.access_epoch()?;
     // What the backend read, with the epoch checked and then left out of the comparison.
-    let mut facts = |t: &mut dyn Txn, ask: &PushAsk<'_>| -> Result<PushFacts, StoreError> {
+    let facts = |t: &mut dyn Txn, ask: &PushAsk<'_>| -> Result<PushFacts, StoreError> {
         let found = t.push_facts(ask)?;
         assert!(
             found.access_epoch.is_none_or(|e| e == epoch),
