@@ -174,8 +174,8 @@ impl Writability {
 ///
 /// Which methods are hot (every sync calls them): `sync_basis`, `device_sync_at_epoch`,
 /// `put_device_sync`, `device_docs_add`, `audit_append`, `log_id`, `log_page`,
-/// `docs_and_cases_in`; every push adds `org_and_teams`, `push_facts` (once per pushed document, in each
-/// of its two passes), `append_change`, `put_doc`.
+/// `docs_and_cases_in`; every push adds `org_and_teams`, `push_facts` (once per pushed
+/// document, in each of its two passes), `append_change`, `put_doc`.
 pub trait Txn {
     // The directory.
     fn org(&mut self, id: OrgId) -> Result<Option<Org>, StoreError>;

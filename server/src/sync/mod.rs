@@ -73,12 +73,11 @@ use serde_json::json;
 pub struct Stored {
     pub upto: Seq,
     pub docs: Vec<DocId>,
-    /// The access epoch under which what was stored was written (read in the push's write, where
-    /// the store gives it, else once what was stored is durable), when something was: the live
-    /// channel's listeners decide by it instead of reading it themselves
-    /// (`feed::Changed::epoch`; a listener decides readability from the store as it is then,
-    /// never older than this epoch). `None` when nothing was stored, or the read failed (a
-    /// listener then reads it).
+    /// The access epoch, read in the push's write where the store gives it there (PostgreSQL),
+    /// else once what was stored is durable, when something was: the live channel's listeners
+    /// decide by it instead of reading it themselves (`feed::Changed::epoch`; a listener decides
+    /// readability from the store as it is then, never older than this epoch). `None` when
+    /// nothing was stored, or the read failed (a listener then reads it).
     pub epoch: Option<u64>,
 }
 
@@ -368,10 +367,10 @@ struct Planned {
 
 /// Steps 3 and 4: plans the pull from committed data (through `Store::read_each_txn`: no one
 /// snapshot is needed, as the commit checks again the epoch and the device's state the plan
-/// read, and the log below the last sequence it read first does not move), then commits the device's state (and the
-/// views it reported, [`views`]) if what the plan read still holds; runs the plan again when it
-/// does not (up to `limits::STORE_WRITE_RETRIES` times). Returns the plan and the highest view of
-/// the device now recorded.
+/// read, and the log below the last sequence it read first does not move), then commits the
+/// device's state (and the views it reported, [`views`]) if what the plan read still holds;
+/// runs the plan again when it does not (up to `limits::STORE_WRITE_RETRIES` times). Returns the
+/// plan and the highest view of the device now recorded.
 fn pull_and_commit(
     store: &dyn Store,
     who: &Principal,
