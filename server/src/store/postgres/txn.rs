@@ -26,7 +26,7 @@ use crate::model::{
 };
 use casenote_protocol::wire::Hash;
 use casenote_protocol::{limits, CaseId, DeviceId, DocId, OrgId, Seq, StaffId, TeamId};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
 /// One transaction of the PostgreSQL store.
@@ -410,15 +410,15 @@ impl Txn for PgTxn<'_> {
             &ids,
             rows::doc_and_case,
         )?;
-        let mut cases: Vec<CaseRecord> = Vec::new();
+        let mut cases: HashMap<CaseId, CaseRecord> = HashMap::new();
         let mut docs = Vec::with_capacity(found.len());
         for (doc, case) in found {
-            if let Some(c) = case.filter(|c| !cases.iter().any(|k| k.case_id == c.case_id)) {
-                cases.push(c);
+            if let Some(c) = case {
+                cases.insert(c.case_id, c);
             }
             docs.push(doc);
         }
-        Ok((docs, cases))
+        Ok((docs, cases.into_values().collect()))
     }
     fn cases_in(&mut self, ids: &[CaseId]) -> Result<Vec<CaseRecord>, StoreError> {
         let ids = rows::uuids(ids, |c| c.0);
@@ -975,8 +975,6 @@ pub(super) fn scan_log(
     })
 }
 
-/// Runs `scan` in a read-only transaction on one snapshot, committed when it returns `Ok`
-/// (every read transaction of the store).
 /// `Txn::held_or_refused`: of the hashes `$2`, those of document `$1` stored, then those in
 /// quarantine. Each hash is looked up in the index on its own (a lateral subquery with a limit,
 /// which the planner cannot turn into a join): as a join, under the plan a connection comes to
@@ -1013,6 +1011,8 @@ pub(super) const PUSH_FACTS: &str =
                 array_agg(device_id) AS a_device, array_agg(first_seen_ms) AS a_first_seen
          FROM actors WHERE actor = ANY($3::bytea[])) AS a";
 
+/// Runs `scan` in a read-only transaction on one snapshot, committed when it returns `Ok`
+/// (every read transaction of the store but `Store::read_each_txn`'s).
 pub(super) fn in_snapshot(
     s: &mut Session,
     scan: impl FnOnce(&mut Session) -> Result<(), StoreError>,
