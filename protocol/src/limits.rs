@@ -165,11 +165,18 @@ const _: () = assert!(CHANGE_BYTES_MAX <= PUSH_BYTES_SOFT_MAX);
 pub const PULL_SCAN_ENTRIES_MAX: usize = 100_000;
 
 /// Log entries a pull's scan reads into memory at once (`Txn::log_page`, also bounded by
-/// [`RESPONSE_CHANGE_BYTES_SOFT_MAX`] of their bytes): the scan reads the log inside its read
+/// [`RESPONSE_CHANGE_BYTES_SOFT_MAX`] of their bytes; a backfill reads a document's history in
+/// batches of as many, `Txn::doc_page`): the scan reads the log inside its read
 /// transaction, a batch at a time, and decides what the device may read between batches. 1,024
 /// entries answers a busy device's usual pull in one batch and keeps a scan of many small entries
 /// it may not read from holding more than a few hundred KB of them.
 pub const PULL_SCAN_BATCH_ENTRIES: usize = 1_024;
+
+/// Documents whose records a backfill reads at once (`Txn::docs_in`), ahead of sending their
+/// histories: on PostgreSQL a read per document was a round trip each, half of a first sync's.
+/// A page that fills early has read at most this many records it did not use (a few hundred
+/// bytes each), and the next page reads them again.
+pub const BACKFILL_RECORDS_PER_READ: usize = 256;
 
 /// How many bytes of an oversized body the server reads and throws away before it answers 413.
 /// An ordinary HTTP client writes its whole body before it reads the answer; if the server closed

@@ -330,6 +330,39 @@ pub trait Txn {
         max: usize,
         max_bytes: usize,
     ) -> Result<Vec<LoggedChange>, StoreError>;
+    /// The changes of `doc` in `(after, upto]`, in order, erased ones left out, within
+    /// [`Txn::log_page`]'s bounds: at most `max`, and none after the one that brings their bytes
+    /// to `max_bytes`. What a backfill reads of a document's history. The default reads
+    /// [`Txn::change_seqs_of`] and then [`Txn::change_at`] of each; one statement on PostgreSQL,
+    /// where a device's first sync was a round trip per change of every document it was handed.
+    fn doc_page(
+        &mut self,
+        doc: DocId,
+        (after, upto): (Seq, Seq),
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<LoggedChange>, StoreError> {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for seq in self.change_seqs_of(doc)? {
+            if out.len() >= max || bytes >= max_bytes {
+                break;
+            }
+            if seq <= after || seq > upto {
+                continue;
+            }
+            if let Some((doc_id, hash, b)) = self.change_at(seq)? {
+                bytes += b.len();
+                out.push(LoggedChange {
+                    seq,
+                    doc_id,
+                    hash,
+                    bytes: b,
+                });
+            }
+        }
+        Ok(out)
+    }
     /// Appends a change to the log under the next sequence, allocated in this transaction (with
     /// its received time and the log's hash chain); returns the sequence.
     fn append_change(&mut self, change: &NewChange) -> Result<Seq, StoreError>;

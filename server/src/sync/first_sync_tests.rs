@@ -16,7 +16,7 @@ use crate::store::{self, Store};
 use crate::testkit;
 use crate::validate::Rules;
 use casenote_protocol::wire::{DocPull, Hash, SyncRequest, SyncResponse, PROTOCOL_VERSION};
-use casenote_protocol::{CaseId, DocId, DocKind, OrgId, Seq, TeamId};
+use casenote_protocol::{limits, CaseId, DocId, DocKind, OrgId, Seq, TeamId};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -459,6 +459,43 @@ impl World {
         d.header.sealed = false;
         d
     }
+}
+
+/// A backfill reads documents' records `BACKFILL_RECORDS_PER_READ` at a time and a document's
+/// history `PULL_SCAN_BATCH_ENTRIES` changes at a time: pages that hold more documents than one
+/// read of records and end inside one, and a history longer than a batch, lose and repeat
+/// nothing.
+#[test]
+fn a_first_sync_across_record_reads_batches_and_pages_gives_exactly_the_log_walk() {
+    let mut w = World::new(3);
+    let case = w.team_case(w.teams[0]);
+    // About 12 MB of single changes of 12 KB (some of another organisation's, unreadable):
+    // three pages of about 340 documents each.
+    let docs: Vec<DocRecord> = (0..limits::BACKFILL_RECORDS_PER_READ * 4)
+        .map(|_| w.plain_doc(case.case_id))
+        .collect();
+    w.store_docs(docs, 1, 12 * 1024);
+    let long = w.plain_doc(case.case_id);
+    w.store_docs(
+        vec![long.clone()],
+        limits::PULL_SCAN_BATCH_ENTRIES + 100,
+        64,
+    );
+    let alice = w.staff[0].clone();
+    let (_, who) = w.device(&alice);
+    let walked = log_walk(w.s(), &who);
+    let mut first = Outcome::default();
+    let mut dev = Device::new(who);
+    let pages = dev.sync_all(w.s(), &mut first);
+    assert!(pages >= 3, "{pages} pages");
+    let readable = walked.got.len();
+    assert!(
+        readable > limits::BACKFILL_RECORDS_PER_READ * 3,
+        "{readable} documents"
+    );
+    let long_history = first.once().get(&long.header.doc_id).map(BTreeSet::len);
+    assert_eq!(long_history, Some(limits::PULL_SCAN_BATCH_ENTRIES + 100));
+    assert_eq!(first.once(), walked.once());
 }
 
 #[test]

@@ -9,7 +9,7 @@
 //! any write transaction, so a long pull holds no writer up, and all of it through one read
 //! transaction: the log scan a batch of entries at a time (`Txn::log_page`, at most
 //! `limits::PULL_SCAN_BATCH_ENTRIES` and a response's bytes), the documents' records and cases,
-//! and the backfill each document's history (`Txn::change_seqs_of`, `Txn::change_at`). Through
+//! and the backfill each document's history (`Txn::doc_page`, as many batches as it needs). Through
 //! the store, each of those reads took a second pooled connection while the transaction held
 //! one, and on PostgreSQL syncs under load held every connection and waited on each other. The
 //! server never materialises a document to relay it: it keeps a log of (hash, dependencies,
@@ -224,16 +224,23 @@ pub(crate) fn backfill(
         },
         ..Backfill::default()
     };
+    let mut records = HashMap::new();
     for (index, doc_id) in missing.iter().enumerate().skip(start.index) {
+        if (index - start.index) % limits::BACKFILL_RECORDS_PER_READ == 0 {
+            let ahead = missing.len().min(index + limits::BACKFILL_RECORDS_PER_READ);
+            let found = txn.docs_in(&missing[index..ahead])?;
+            records = found.into_iter().map(|r| (r.header.doc_id, r)).collect();
+        }
         let after = if index == start.index {
             start.after_seq
         } else {
             0
         };
-        let Some(full) = backfill_doc(txn, *doc_id, (after, upto), skip, &mut out)? else {
+        // A document gone since the reconciliation began is passed over.
+        let Some(rec) = records.remove(doc_id) else {
             continue;
         };
-        if full {
+        if backfill_doc(txn, rec, (after, upto), skip, &mut out)? {
             out.end = BackfillPos {
                 index,
                 after_seq: out.end.after_seq,
@@ -244,19 +251,18 @@ pub(crate) fn backfill(
     Ok(out)
 }
 
-/// Adds `doc`'s changes in `(after, upto]` to the backfill page `out` until it is full. `None`
-/// when the document is gone; else whether the page filled (then `out.end.after_seq` is the
-/// last sequence sent of it).
+/// Adds the changes in `(after, upto]` of the document `rec` to the backfill page `out` until
+/// it is full; whether it filled (then `out.end.after_seq` is the last sequence sent of it).
+/// Reads the history a batch at a time (`Txn::doc_page`, at most
+/// [`limits::PULL_SCAN_BATCH_ENTRIES`] changes and the page's room in bytes).
 fn backfill_doc(
     txn: &mut dyn Txn,
-    doc_id: DocId,
+    rec: DocRecord,
     (after, upto): (u64, Seq),
     skip: &HashSet<(DocId, Hash)>,
     out: &mut Backfill,
-) -> Result<Option<bool>, StoreError> {
-    let Some(rec) = txn.doc(doc_id)? else {
-        return Ok(None);
-    };
+) -> Result<bool, StoreError> {
+    let doc_id = rec.header.doc_id;
     let mut pull = DocPull {
         doc_id,
         case_id: rec.header.case_id,
@@ -265,34 +271,41 @@ fn backfill_doc(
         heads: rec.heads,
     };
     let mut last_sent = after;
-    let mut full = false;
-    for seq in txn.change_seqs_of(doc_id)? {
-        if seq.0 <= after || seq > upto {
-            continue;
+    let mut from = Seq(after);
+    let full = loop {
+        let room = limits::RESPONSE_CHANGE_BYTES_SOFT_MAX.saturating_sub(out.bytes);
+        let batch = limits::PULL_SCAN_BATCH_ENTRIES;
+        let changes = txn.doc_page(doc_id, (from, upto), batch, room.max(1))?;
+        let read: usize = changes.iter().map(|c| c.bytes.len()).sum();
+        // A batch cut by neither bound was the document's last.
+        let last = changes.len() < batch && read < room.max(1);
+        let mut full = false;
+        for c in changes {
+            from = c.seq;
+            if skip.contains(&(doc_id, c.hash)) {
+                last_sent = c.seq.0;
+                continue;
+            }
+            if out.bytes > 0 && out.bytes + c.bytes.len() > limits::RESPONSE_CHANGE_BYTES_SOFT_MAX {
+                full = true;
+                break;
+            }
+            out.bytes += c.bytes.len();
+            out.changes += 1;
+            last_sent = c.seq.0;
+            pull.changes.push(ByteBuf::from(c.bytes));
         }
-        let Some((_, hash, bytes)) = txn.change_at(seq)? else {
-            continue;
-        };
-        if skip.contains(&(doc_id, hash)) {
-            last_sent = seq.0;
-            continue;
+        if full || last {
+            break full;
         }
-        if out.bytes > 0 && out.bytes + bytes.len() > limits::RESPONSE_CHANGE_BYTES_SOFT_MAX {
-            full = true;
-            break;
-        }
-        out.bytes += bytes.len();
-        out.changes += 1;
-        last_sent = seq.0;
-        pull.changes.push(ByteBuf::from(bytes));
-    }
+    };
     if !pull.changes.is_empty() {
         out.docs.push(pull);
     }
     if full {
         out.end.after_seq = last_sent;
     }
-    Ok(Some(full))
+    Ok(full)
 }
 
 /// Puts the changes of `extra` into `docs`, one entry per document.

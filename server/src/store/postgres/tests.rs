@@ -941,15 +941,18 @@ fn pages_read(url: &str, sql: &str, params: &str, generic: bool) -> u64 {
 /// per run instead, the database spent 0.2 ms planning `push_facts` at each. The changes after
 /// a sequence (`doc_changes_after`: a node's copy of the document catching up with another
 /// node's edit, before every such push on two nodes): found through the (document, hash) index,
-/// every change of the document was read to return the last.
+/// every change of the document was read to return the last. A backfill's batch of one
+/// document's history (`doc_page`), of a small document in a long log or of the end of a long
+/// history, is one too.
 #[test]
-fn a_pushs_reads_of_a_document_read_a_few_pages_however_long_its_history() {
+fn reads_of_one_document_read_a_few_pages_however_long_the_log_and_its_history() {
     let (url, store) = fresh();
     let hot = DocId::new_random();
+    let small = DocId::new_random();
     const HISTORY: u64 = 6_000;
     write(&store, |t| {
-        for _ in 0..2_000 {
-            let doc = DocId::new_random();
+        for n in 0..2_000 {
+            let doc = if n == 0 { small } else { DocId::new_random() };
             t.append_change(&change(doc, 1))?;
             t.append_change(&change(doc, 2))?;
         }
@@ -981,6 +984,14 @@ fn a_pushs_reads_of_a_document_read_a_few_pages_however_long_its_history() {
     );
     // The last change of the document is the log's last, at 4,000 + HISTORY.
     let last_but_one = 4_000 + HISTORY - 1;
+    let batch = |doc: DocId, after: u64| {
+        let (rows, bytes) = (limits::PULL_SCAN_BATCH_ENTRIES, limits::PG_SCAN_FETCH_BYTES);
+        format!(
+            "{after}, {}, {rows}, {bytes}, '{}'::uuid",
+            last_but_one + 1,
+            doc.0
+        )
+    };
     for generic in [false, true] {
         let reads = [
             (
@@ -997,6 +1008,16 @@ fn a_pushs_reads_of_a_document_read_a_few_pages_however_long_its_history() {
                 "doc_changes_after",
                 super::txn::DOC_CHANGES_AFTER,
                 format!("{doc}, {last_but_one}"),
+            ),
+            (
+                "doc_page of a small document",
+                super::txn::DOC_PAGE,
+                batch(small, 0),
+            ),
+            (
+                "doc_page of the end of a history",
+                super::txn::DOC_PAGE,
+                batch(hot, last_but_one),
             ),
         ];
         // A few lookups in an index or two (and the heap rows found) and one document's row:

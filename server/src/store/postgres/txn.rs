@@ -452,7 +452,17 @@ impl Txn for PgTxn<'_> {
         max_bytes: usize,
     ) -> Result<Vec<LoggedChange>, StoreError> {
         self.insert_appended()?;
-        log_page(self.s, range, max, max_bytes)
+        log_page(self.s, None, range, max, max_bytes)
+    }
+    fn doc_page(
+        &mut self,
+        doc: DocId,
+        range: (Seq, Seq),
+        max: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<LoggedChange>, StoreError> {
+        self.insert_appended()?;
+        log_page(self.s, Some(doc), range, max, max_bytes)
     }
     fn put_doc(&mut self, doc: &DocRecord) -> Result<(), StoreError> {
         self.writing()?;
@@ -916,7 +926,17 @@ const LOG_PAGE: &str = "SELECT seq, doc_id, hash, bytes FROM (
          ORDER BY seq LIMIT $3) page
      WHERE bytes_before < $4 ORDER BY seq";
 
-/// A row of [`LOG_PAGE`].
+/// [`LOG_PAGE`] for the changes of document `$5` (erased ones left out), through its index by
+/// (document, sequence): what a backfill reads of a document.
+pub(super) const DOC_PAGE: &str = "SELECT seq, doc_id, hash, bytes FROM (
+         SELECT seq, doc_id, hash, bytes,
+                sum(octet_length(bytes)) OVER (ORDER BY seq) - octet_length(bytes) AS bytes_before
+         FROM change_log
+         WHERE doc_id = $5 AND seq > $1 AND seq <= $2 AND octet_length(bytes) > 0
+         ORDER BY seq LIMIT $3) page
+     WHERE bytes_before < $4 ORDER BY seq";
+
+/// A row of [`LOG_PAGE`] or [`DOC_PAGE`].
 fn log_entry(row: &postgres::Row) -> Result<LogEntry<'_>, StoreError> {
     Ok(LogEntry {
         seq: Seq(seq(col(row, "seq")?)?),
@@ -1060,6 +1080,7 @@ pub(super) fn audit_scan(
 /// stays near that figure plus one change, whatever the rows' sizes.
 fn log_page(
     s: &mut Session,
+    doc: Option<DocId>,
     (mut after, upto): (Seq, Seq),
     max: usize,
     max_bytes: usize,
@@ -1070,7 +1091,10 @@ fn log_page(
         let rows_wanted = limits::PG_SCAN_ROWS_PER_FETCH_MAX.min(max - out.len());
         let bytes_wanted = limits::PG_SCAN_FETCH_BYTES.min(max_bytes - bytes);
         let [a, u, r, b] = page_params((after, upto), rows_wanted, bytes_wanted)?;
-        let rows = s.query(LOG_PAGE, &[&a, &u, &r, &b, &false])?;
+        let rows = match doc {
+            None => s.query(LOG_PAGE, &[&a, &u, &r, &b, &false])?,
+            Some(doc) => s.query(DOC_PAGE, &[&a, &u, &r, &b, &doc.0])?,
+        };
         if rows.is_empty() {
             break;
         }
