@@ -172,11 +172,12 @@ pub const PULL_SCAN_ENTRIES_MAX: usize = 100_000;
 /// it may not read from holding more than a few hundred KB of them.
 pub const PULL_SCAN_BATCH_ENTRIES: usize = 1_024;
 
-/// Documents whose records a backfill reads at once (`Txn::docs_in`), ahead of sending their
-/// histories: on PostgreSQL a read per document was a round trip each, half of a first sync's.
-/// A page that fills early has read at most this many records it did not use (a few hundred
-/// bytes each), and the next page reads them again.
-pub const BACKFILL_RECORDS_PER_READ: usize = 256;
+/// Records read at once by id (`Txn::docs_in`, `Txn::cases_in`) where the server walks many:
+/// the documents and cases a reconciliation finds a device may read, and a backfill's documents
+/// ahead of their histories. On PostgreSQL a read per record was a round trip each, most of a
+/// device's first sync. A backfill page that fills early has read at most this many records it
+/// did not use (a few hundred bytes each), and the next page reads them again.
+pub const RECORDS_PER_READ: usize = 256;
 
 /// How many bytes of an oversized body the server reads and throws away before it answers 413.
 /// An ordinary HTTP client writes its whole body before it reads the answer; if the server closed

@@ -461,7 +461,7 @@ impl World {
     }
 }
 
-/// A backfill reads documents' records `BACKFILL_RECORDS_PER_READ` at a time and a document's
+/// A backfill reads documents' records `RECORDS_PER_READ` at a time and a document's
 /// history `PULL_SCAN_BATCH_ENTRIES` changes at a time: pages that hold more documents than one
 /// read of records and end inside one, and a history longer than a batch, lose and repeat
 /// nothing.
@@ -471,7 +471,7 @@ fn a_first_sync_across_record_reads_batches_and_pages_gives_exactly_the_log_walk
     let case = w.team_case(w.teams[0]);
     // About 12 MB of single changes of 12 KB (some of another organisation's, unreadable):
     // three pages of about 340 documents each.
-    let docs: Vec<DocRecord> = (0..limits::BACKFILL_RECORDS_PER_READ * 4)
+    let docs: Vec<DocRecord> = (0..limits::RECORDS_PER_READ * 4)
         .map(|_| w.plain_doc(case.case_id))
         .collect();
     w.store_docs(docs, 1, 12 * 1024);
@@ -490,7 +490,7 @@ fn a_first_sync_across_record_reads_batches_and_pages_gives_exactly_the_log_walk
     assert!(pages >= 3, "{pages} pages");
     let readable = walked.got.len();
     assert!(
-        readable > limits::BACKFILL_RECORDS_PER_READ * 3,
+        readable > limits::RECORDS_PER_READ * 3,
         "{readable} documents"
     );
     let long_history = first.once().get(&long.header.doc_id).map(BTreeSet::len);

@@ -226,8 +226,8 @@ pub(crate) fn backfill(
     };
     let mut records = HashMap::new();
     for (index, doc_id) in missing.iter().enumerate().skip(start.index) {
-        if (index - start.index) % limits::BACKFILL_RECORDS_PER_READ == 0 {
-            let ahead = missing.len().min(index + limits::BACKFILL_RECORDS_PER_READ);
+        if (index - start.index) % limits::RECORDS_PER_READ == 0 {
+            let ahead = missing.len().min(index + limits::RECORDS_PER_READ);
             let found = txn.docs_in(&missing[index..ahead])?;
             records = found.into_iter().map(|r| (r.header.doc_id, r)).collect();
         }

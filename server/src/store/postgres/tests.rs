@@ -906,6 +906,36 @@ fn a_push_judged_again_in_its_write_transaction_needs_no_second_connection() {
     );
 }
 
+/// A page of the log or of a document whose range ends inside its bounds is one fetch. Asking
+/// again, until a fetch came back empty, was a round trip for nothing: one for each document a
+/// backfill handed out, a third of a device's first sync.
+#[test]
+fn a_page_whose_range_ends_inside_its_bounds_is_one_fetch() {
+    let (_url, store) = fresh();
+    let (a, b) = (DocId::new_random(), DocId::new_random());
+    write(&store, |t| {
+        for (doc, n) in [(a, 1), (b, 2), (a, 3), (b, 4)] {
+            t.append_change(&change(doc, n))?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    read(&store, |t| {
+        super::txn::fetched::fetches();
+        let of_a = t.doc_page(a, (Seq(0), Seq(4)), 100, usize::MAX)?;
+        assert_eq!(of_a.len(), 2);
+        assert_eq!(super::txn::fetched::fetches(), 1, "a document's page");
+        let log = t.log_page((Seq(0), Seq(9)), 100, usize::MAX)?;
+        assert_eq!(log.len(), 4);
+        assert_eq!(super::txn::fetched::fetches(), 1, "the log's, past its end");
+        let two = t.doc_page(b, (Seq(0), Seq(4)), 1, usize::MAX)?;
+        assert_eq!(two.len(), 1, "cut by its bound: nothing more is asked");
+        assert_eq!(super::txn::fetched::fetches(), 1);
+        Ok(())
+    })
+    .unwrap();
+}
+
 /// The shared pages `sql` reads (EXPLAIN ANALYZE's count for the whole statement, subqueries
 /// included), run as a prepared statement with `params` (SQL literals) under a plan made for
 /// any parameters, as a long-lived connection comes to use one (`plan_cache_mode`), or for these.

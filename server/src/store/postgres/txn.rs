@@ -1095,9 +1095,9 @@ fn log_page(
             None => s.query(LOG_PAGE, &[&a, &u, &r, &b, &false])?,
             Some(doc) => s.query(DOC_PAGE, &[&a, &u, &r, &b, &doc.0])?,
         };
-        if rows.is_empty() {
-            break;
-        }
+        #[cfg(test)]
+        fetched::note(&rows);
+        let mut fetched = 0;
         for row in &rows {
             let e = log_entry(row)?;
             let entry = LoggedChange {
@@ -1106,9 +1106,15 @@ fn log_page(
                 hash: e.hash,
                 bytes: e.bytes.to_vec(),
             };
-            bytes += entry.bytes.len();
+            fetched += entry.bytes.len();
             after = entry.seq;
             out.push(entry);
+        }
+        bytes += fetched;
+        // A fetch cut by neither of its bounds was the range's last: asking again would be a
+        // round trip for nothing (one a document, in a backfill).
+        if rows.len() < rows_wanted && fetched < bytes_wanted {
+            break;
         }
     }
     Ok(out)
@@ -1239,6 +1245,7 @@ pub(super) fn quarantine_list(s: &mut Session) -> Result<Vec<QuarantineEntry>, S
 pub(super) mod fetched {
     use std::cell::Cell;
     thread_local!(static LARGEST: Cell<usize> = const { Cell::new(0) });
+    thread_local!(static FETCHES: Cell<usize> = const { Cell::new(0) });
 
     pub fn note(rows: &[postgres::Row]) {
         let bytes = rows
@@ -1246,10 +1253,16 @@ pub(super) mod fetched {
             .map(|r| r.get::<_, &[u8]>("bytes").len())
             .sum::<usize>();
         LARGEST.with(|l| l.set(l.get().max(bytes)));
+        FETCHES.with(|f| f.set(f.get() + 1));
     }
 
     /// The largest fetch since the last call.
     pub fn take() -> usize {
         LARGEST.with(|l| l.replace(0))
+    }
+
+    /// The fetches made on this thread since the last call.
+    pub fn fetches() -> usize {
+        FETCHES.with(|f| f.replace(0))
     }
 }
