@@ -166,7 +166,7 @@ pub const PULL_SCAN_ENTRIES_MAX: usize = 100_000;
 
 /// Log entries a pull's scan reads into memory at once (`Txn::log_page`, also bounded by
 /// [`RESPONSE_CHANGE_BYTES_SOFT_MAX`] of their bytes; a backfill reads a document's history in
-/// batches of as many, `Txn::doc_page`): the scan reads the log inside its read
+/// batches of as many, `Txn::docs_page`): the scan reads the log inside its read
 /// transaction, a batch at a time, and decides what the device may read between batches. 1,024
 /// entries answers a busy device's usual pull in one batch and keeps a scan of many small entries
 /// it may not read from holding more than a few hundred KB of them.

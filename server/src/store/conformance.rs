@@ -1054,26 +1054,29 @@ pub(crate) fn a_transaction_reads_the_log_as_the_store_does_with_its_own_writes(
             vec![(5, a)]
         );
         assert!(t.log_page((Seq(5), Seq(5)), 100, usize::MAX)?.is_empty());
-        // One document's page: its entries of the log's, within the same bounds.
-        let of_a = t.doc_page(a, (Seq(0), Seq(6)), 100, usize::MAX)?;
+        // A page of one document: its entries of the log's, within the same bounds.
+        let of_a = t.docs_page(&[a], (Seq(0), Seq(6)), 100, usize::MAX)?;
         assert_eq!(of_a, all, "every entry of `a`, whole, and nothing of `b`");
-        let two = t.doc_page(a, (Seq(0), Seq(6)), 2, usize::MAX)?;
+        let two = t.docs_page(&[a], (Seq(0), Seq(6)), 2, usize::MAX)?;
         assert_eq!(seqs_docs(&two), vec![(1, a), (3, a)], "at most max");
-        let by_bytes = t.doc_page(a, (Seq(0), Seq(6)), 100, entry + 1)?;
+        let by_bytes = t.docs_page(&[a], (Seq(0), Seq(6)), 100, entry + 1)?;
         assert_eq!(
             seqs_docs(&by_bytes),
             vec![(1, a), (3, a)],
             "none after the one that reaches max_bytes"
         );
-        let within = t.doc_page(a, (Seq(1), Seq(3)), 100, usize::MAX)?;
+        let within = t.docs_page(&[a], (Seq(1), Seq(3)), 100, usize::MAX)?;
         assert_eq!(
             seqs_docs(&within),
             vec![(3, a)],
             "after excluded, upto included"
         );
-        assert!(t.doc_page(a, (Seq(5), Seq(6)), 100, usize::MAX)?.is_empty());
+        assert!(t
+            .docs_page(&[a], (Seq(5), Seq(6)), 100, usize::MAX)?
+            .is_empty());
         assert!(
-            t.doc_page(b, (Seq(0), Seq(6)), 100, usize::MAX)?.is_empty(),
+            t.docs_page(&[b], (Seq(0), Seq(6)), 100, usize::MAX)?
+                .is_empty(),
             "erased"
         );
         assert_eq!(t.change_seqs_of(a)?, vec![Seq(1), Seq(3), Seq(5)]);
@@ -1102,13 +1105,33 @@ pub(crate) fn a_transaction_reads_the_log_as_the_store_does_with_its_own_writes(
         t.append_change(&change(a, 8))?;
         let page = t.log_page((Seq(4), Seq(8)), 100, usize::MAX)?;
         assert_eq!(seqs_docs(&page), vec![(5, a), (7, b), (8, a)]);
-        let of_a = t.doc_page(a, (Seq(3), Seq(8)), 100, usize::MAX)?;
+        let of_a = t.docs_page(&[a], (Seq(3), Seq(8)), 100, usize::MAX)?;
         assert_eq!(
             seqs_docs(&of_a),
             vec![(5, a), (8, a)],
             "its own append included"
         );
         assert_eq!(of_a[1].bytes, change(a, 8).bytes);
+        // Several documents: one after the other, in the order asked, `after` the first's alone.
+        let both = t.docs_page(&[b, a], (Seq(3), Seq(8)), 100, usize::MAX)?;
+        let in_order = vec![(7, b), (1, a), (3, a), (5, a), (8, a)];
+        assert_eq!(seqs_docs(&both), in_order);
+        let other_way = t.docs_page(&[a, b], (Seq(3), Seq(7)), 100, usize::MAX)?;
+        assert_eq!(seqs_docs(&other_way), vec![(5, a), (7, b)], "upto for all");
+        let three = t.docs_page(&[b, a], (Seq(3), Seq(8)), 3, usize::MAX)?;
+        assert_eq!(
+            seqs_docs(&three),
+            in_order[..3],
+            "at most max, across documents"
+        );
+        let by_bytes = t.docs_page(&[b, a], (Seq(3), Seq(8)), 100, entry * 2)?;
+        assert_eq!(seqs_docs(&by_bytes), in_order[..2], "and max_bytes");
+        let none_of_a = t.docs_page(&[a, b], (Seq(8), Seq(8)), 100, usize::MAX)?;
+        assert_eq!(
+            seqs_docs(&none_of_a),
+            vec![(7, b)],
+            "the first done, the next read"
+        );
         assert_eq!(t.change_seqs_of(a)?, vec![Seq(1), Seq(3), Seq(5), Seq(8)]);
         assert_eq!(t.change_at(Seq(7))?.map(|c| c.0), Some(b));
         assert_eq!(
@@ -1118,8 +1141,10 @@ pub(crate) fn a_transaction_reads_the_log_as_the_store_does_with_its_own_writes(
         t.erase_doc(a)?;
         let page = t.log_page((Seq(0), Seq(8)), 100, usize::MAX)?;
         assert_eq!(seqs_docs(&page), vec![(7, b)]);
-        assert!(t.doc_page(a, (Seq(0), Seq(8)), 100, usize::MAX)?.is_empty());
-        let of_b = t.doc_page(b, (Seq(0), Seq(8)), 100, usize::MAX)?;
+        assert!(t
+            .docs_page(&[a], (Seq(0), Seq(8)), 100, usize::MAX)?
+            .is_empty());
+        let of_b = t.docs_page(&[b], (Seq(0), Seq(8)), 100, usize::MAX)?;
         assert_eq!(seqs_docs(&of_b), vec![(7, b)]);
         Ok(())
     })

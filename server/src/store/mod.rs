@@ -298,10 +298,11 @@ pub trait Txn {
         }
         Ok((held, refused))
     }
-    /// [`Store::doc_change_seqs`] and [`Store::get_log`], read in this transaction. A backfill
-    /// reads a document's history inside its read transaction: through the store, each read took
-    /// a second pooled connection while the transaction held one, and on PostgreSQL enough
-    /// concurrent first syncs held every connection and waited on each other (the load suite).
+    /// [`Store::doc_change_seqs`] and [`Store::get_log`], read in this transaction (what
+    /// [`Txn::docs_page`]'s default reads). A backfill reads documents' histories inside its read
+    /// transaction: through the store, each read took a second pooled connection while the
+    /// transaction held one, and on PostgreSQL enough concurrent first syncs held every
+    /// connection and waited on each other (the load suite).
     fn change_seqs_of(&mut self, doc: DocId) -> Result<Vec<Seq>, StoreError>;
     fn change_at(&mut self, seq: Seq) -> Result<Option<(DocId, Hash, Vec<u8>)>, StoreError>;
     /// [`Store::doc_changes_after`], read in this transaction.
@@ -330,35 +331,40 @@ pub trait Txn {
         max: usize,
         max_bytes: usize,
     ) -> Result<Vec<LoggedChange>, StoreError>;
-    /// The changes of `doc` in `(after, upto]`, in order, erased ones left out, within
-    /// [`Txn::log_page`]'s bounds: at most `max`, and none after the one that brings their bytes
-    /// to `max_bytes`. What a backfill reads of a document's history. The default reads
-    /// [`Txn::change_seqs_of`] and then [`Txn::change_at`] of each; one statement on PostgreSQL,
-    /// where a device's first sync was a round trip per change of every document it was handed.
-    fn doc_page(
+    /// The changes of `docs` (each named once), document by document in the order given and
+    /// each document's in order, erased ones left out: the first document's in `(after, upto]`,
+    /// the others' in `(0, upto]`; within [`Txn::log_page`]'s bounds: at most `max`, and none
+    /// after the one that brings their bytes to `max_bytes`. What a backfill reads of a run of
+    /// documents. The default reads [`Txn::change_seqs_of`] and then [`Txn::change_at`] of
+    /// each; one statement on PostgreSQL, where a device's first sync was a round trip per
+    /// change of every document it was handed.
+    fn docs_page(
         &mut self,
-        doc: DocId,
+        docs: &[DocId],
         (after, upto): (Seq, Seq),
         max: usize,
         max_bytes: usize,
     ) -> Result<Vec<LoggedChange>, StoreError> {
         let mut out = Vec::new();
         let mut bytes = 0;
-        for seq in self.change_seqs_of(doc)? {
-            if out.len() >= max || bytes >= max_bytes {
-                break;
-            }
-            if seq <= after || seq > upto {
-                continue;
-            }
-            if let Some((doc_id, hash, b)) = self.change_at(seq)? {
-                bytes += b.len();
-                out.push(LoggedChange {
-                    seq,
-                    doc_id,
-                    hash,
-                    bytes: b,
-                });
+        for (i, doc) in docs.iter().enumerate() {
+            let from = if i == 0 { after } else { Seq(0) };
+            for seq in self.change_seqs_of(*doc)? {
+                if out.len() >= max || bytes >= max_bytes {
+                    return Ok(out);
+                }
+                if seq <= from || seq > upto {
+                    continue;
+                }
+                if let Some((doc_id, hash, b)) = self.change_at(seq)? {
+                    bytes += b.len();
+                    out.push(LoggedChange {
+                        seq,
+                        doc_id,
+                        hash,
+                        bytes: b,
+                    });
+                }
             }
         }
         Ok(out)

@@ -9,7 +9,7 @@
 //! any write transaction, so a long pull holds no writer up, and all of it through one read
 //! transaction: the log scan a batch of entries at a time (`Txn::log_page`, at most
 //! `limits::PULL_SCAN_BATCH_ENTRIES` and a response's bytes), the documents' records and cases,
-//! and the backfill each document's history (`Txn::doc_page`, as many batches as it needs). Through
+//! and the backfill runs of documents' records and histories (`Txn::docs_in`, `Txn::docs_page`). Through
 //! the store, each of those reads took a second pooled connection while the transaction held
 //! one, and on PostgreSQL syncs under load held every connection and waited on each other. The
 //! server never materialises a document to relay it: it keeps a log of (hash, dependencies,
@@ -210,102 +210,183 @@ pub(crate) struct Backfill {
     pub(crate) end: BackfillPos,
 }
 
-/// Sends the history (up to `upto`) of `missing`, in order, from `start`, within the page budget.
+/// Sends the history (up to `upto`) of `missing`, in order, from `start`, within the page budget:
+/// a run of [`limits::RECORDS_PER_READ`] documents at a time, their records in one read
+/// (`Txn::docs_in`) and their changes in batches of [`limits::PULL_SCAN_BATCH_ENTRIES`] that run
+/// on from one document into the next (`Txn::docs_page`). On PostgreSQL a first sync was a round
+/// trip or more per document it was handed.
 pub(crate) fn backfill(
     txn: &mut dyn Txn,
     missing: &[DocId],
     (start, upto): (BackfillPos, Seq),
     skip: &HashSet<(DocId, Hash)>,
 ) -> Result<Backfill, StoreError> {
-    let mut out = Backfill {
-        end: BackfillPos {
-            index: missing.len(),
-            after_seq: 0,
-        },
-        ..Backfill::default()
-    };
-    let mut records = HashMap::new();
-    for (index, doc_id) in missing.iter().enumerate().skip(start.index) {
-        if (index - start.index) % limits::RECORDS_PER_READ == 0 {
-            let ahead = missing.len().min(index + limits::RECORDS_PER_READ);
-            let found = txn.docs_in(&missing[index..ahead])?;
-            records = found.into_iter().map(|r| (r.header.doc_id, r)).collect();
-        }
+    let mut page = Filling::new(missing, start, skip);
+    let mut index = start.index;
+    while index < missing.len() {
+        let run = &missing[index..missing.len().min(index + limits::RECORDS_PER_READ)];
         let after = if index == start.index {
             start.after_seq
         } else {
             0
         };
-        // A document gone since the reconciliation began is passed over.
-        let Some(rec) = records.remove(doc_id) else {
-            continue;
-        };
-        if backfill_doc(txn, rec, (after, upto), skip, &mut out)? {
-            out.end = BackfillPos {
-                index,
-                after_seq: out.end.after_seq,
-            };
+        if fill_from_run(txn, run, (Seq(after), upto), &mut page)? {
             break;
         }
+        index += run.len();
     }
-    Ok(out)
+    Ok(page.finish())
 }
 
-/// Adds the changes in `(after, upto]` of the document `rec` to the backfill page `out` until
-/// it is full; whether it filled (then `out.end.after_seq` is the last sequence sent of it).
-/// Reads the history a batch at a time (`Txn::doc_page`, at most
-/// [`limits::PULL_SCAN_BATCH_ENTRIES`] changes and the page's room in bytes).
-fn backfill_doc(
+/// Adds the histories of `run` (the first document's from after `after`) to `page`; whether the
+/// page filled.
+fn fill_from_run(
     txn: &mut dyn Txn,
-    rec: DocRecord,
-    (after, upto): (u64, Seq),
-    skip: &HashSet<(DocId, Hash)>,
-    out: &mut Backfill,
+    run: &[DocId],
+    (after, upto): (Seq, Seq),
+    page: &mut Filling<'_>,
 ) -> Result<bool, StoreError> {
-    let doc_id = rec.header.doc_id;
-    let mut pull = DocPull {
-        doc_id,
-        case_id: rec.header.case_id,
-        kind: rec.header.kind,
-        changes: Vec::new(),
-        heads: rec.heads,
+    let records = txn.docs_in(run)?;
+    page.records = records.into_iter().map(|r| (r.header.doc_id, r)).collect();
+    // A document gone since the reconciliation began is passed over.
+    let present: Vec<DocId> = run
+        .iter()
+        .copied()
+        .filter(|d| page.records.contains_key(d))
+        .collect();
+    let mut from = if present.first() == run.first() {
+        after
+    } else {
+        Seq(0)
     };
-    let mut last_sent = after;
-    let mut from = Seq(after);
-    let full = loop {
-        let room = limits::RESPONSE_CHANGE_BYTES_SOFT_MAX.saturating_sub(out.bytes);
-        let batch = limits::PULL_SCAN_BATCH_ENTRIES;
-        let changes = txn.doc_page(doc_id, (from, upto), batch, room.max(1))?;
+    let mut rest = &present[..];
+    while !rest.is_empty() {
+        let (batch, room) = (limits::PULL_SCAN_BATCH_ENTRIES, page.room());
+        let changes = txn.docs_page(rest, (from, upto), batch, room)?;
         let read: usize = changes.iter().map(|c| c.bytes.len()).sum();
-        // A batch cut by neither bound was the document's last.
-        let last = changes.len() < batch && read < room.max(1);
-        let mut full = false;
+        let cut = changes.len() >= batch || read >= room;
+        let resume = changes.last().map(|c| (c.doc_id, c.seq));
         for c in changes {
-            from = c.seq;
-            if skip.contains(&(doc_id, c.hash)) {
-                last_sent = c.seq.0;
-                continue;
+            if page.add(c)? {
+                return Ok(true);
             }
-            if out.bytes > 0 && out.bytes + c.bytes.len() > limits::RESPONSE_CHANGE_BYTES_SOFT_MAX {
-                full = true;
-                break;
-            }
-            out.bytes += c.bytes.len();
-            out.changes += 1;
-            last_sent = c.seq.0;
+        }
+        // A batch cut by neither bound covered every document left.
+        let Some((doc, seq)) = resume.filter(|_| cut) else {
+            break;
+        };
+        let at = rest.iter().position(|d| *d == doc).unwrap_or(rest.len());
+        (rest, from) = (&rest[at..], seq);
+    }
+    Ok(false)
+}
+
+/// A backfill page being filled, one change at a time, document after document.
+struct Filling<'a> {
+    missing: &'a [DocId],
+    start: BackfillPos,
+    skip: &'a HashSet<(DocId, Hash)>,
+    /// The records of the run being read.
+    records: HashMap<DocId, DocRecord>,
+    out: Backfill,
+    /// The document being added, at `index` in `missing`, and the last sequence sent of it.
+    pull: Option<DocPull>,
+    index: usize,
+    last_sent: u64,
+}
+
+impl<'a> Filling<'a> {
+    fn new(missing: &'a [DocId], start: BackfillPos, skip: &'a HashSet<(DocId, Hash)>) -> Self {
+        let end = BackfillPos {
+            index: missing.len(),
+            after_seq: 0,
+        };
+        Filling {
+            missing,
+            start,
+            skip,
+            records: HashMap::new(),
+            out: Backfill {
+                end,
+                ..Backfill::default()
+            },
+            pull: None,
+            index: start.index,
+            last_sent: start.after_seq,
+        }
+    }
+
+    /// The bytes the page has room for (at least one change's: a page holds one however large).
+    fn room(&self) -> usize {
+        limits::RESPONSE_CHANGE_BYTES_SOFT_MAX
+            .saturating_sub(self.out.bytes)
+            .max(1)
+    }
+
+    /// Adds `c` (of the document being added, or of one after it in `missing`); whether the
+    /// page is full instead (then it ends where `c` would have gone).
+    fn add(&mut self, c: LoggedChange) -> Result<bool, StoreError> {
+        if self.pull.as_ref().map(|p| p.doc_id) != Some(c.doc_id) {
+            self.begin(c.doc_id)?;
+        }
+        if self.skip.contains(&(c.doc_id, c.hash)) {
+            self.last_sent = c.seq.0;
+            return Ok(false);
+        }
+        let bytes = self.out.bytes;
+        if bytes > 0 && bytes + c.bytes.len() > limits::RESPONSE_CHANGE_BYTES_SOFT_MAX {
+            self.out.end = BackfillPos {
+                index: self.index,
+                after_seq: self.last_sent,
+            };
+            return Ok(true);
+        }
+        self.out.bytes += c.bytes.len();
+        self.out.changes += 1;
+        self.last_sent = c.seq.0;
+        if let Some(pull) = self.pull.as_mut() {
             pull.changes.push(ByteBuf::from(c.bytes));
         }
-        if full || last {
-            break full;
+        Ok(false)
+    }
+
+    /// Moves on to document `doc`, the next in `missing` that has changes to send.
+    fn begin(&mut self, doc: DocId) -> Result<(), StoreError> {
+        self.close();
+        let ahead = self.missing.get(self.index..).unwrap_or_default();
+        let found = ahead.iter().position(|d| *d == doc);
+        let (Some(offset), Some(rec)) = (found, self.records.get(&doc)) else {
+            return Err(StoreError::Backend(
+                "a backfill read changes of a document it did not ask for".into(),
+            ));
+        };
+        self.index += offset;
+        self.last_sent = if self.index == self.start.index {
+            self.start.after_seq
+        } else {
+            0
+        };
+        self.pull = Some(DocPull {
+            doc_id: doc,
+            case_id: rec.header.case_id,
+            kind: rec.header.kind,
+            changes: Vec::new(),
+            heads: rec.heads.clone(),
+        });
+        Ok(())
+    }
+
+    /// Puts the document being added into the page, if it got a change.
+    fn close(&mut self) {
+        if let Some(pull) = self.pull.take().filter(|p| !p.changes.is_empty()) {
+            self.out.docs.push(pull);
         }
-    };
-    if !pull.changes.is_empty() {
-        out.docs.push(pull);
     }
-    if full {
-        out.end.after_seq = last_sent;
+
+    fn finish(mut self) -> Backfill {
+        self.close();
+        self.out
     }
-    Ok(full)
 }
 
 /// Puts the changes of `extra` into `docs`, one entry per document.

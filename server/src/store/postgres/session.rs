@@ -224,6 +224,8 @@ impl Session {
             return Ok(s.clone());
         }
         self.send_held()?;
+        #[cfg(test)]
+        round_trips::note();
         let prepared = self.runtime.block_on(self.client.prepare(sql));
         let s = prepared.map_err(|e| self.fail(e))?;
         self.stmts.insert(sql, s.clone());
@@ -337,6 +339,8 @@ fn pipelined<T>(
     held: Vec<Held>,
     last: impl Future<Output = Result<T, tokio_postgres::Error>>,
 ) -> Result<T, tokio_postgres::Error> {
+    #[cfg(test)]
+    round_trips::note();
     runtime.block_on(async move {
         // Each request is written when its future is first polled, so `join` sends them in
         // this order before it waits for any answer.
@@ -355,5 +359,21 @@ async fn send(client: &Client, held: &Held) -> Result<(), tokio_postgres::Error>
             let params: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| &**p as _).collect();
             client.execute(stmt, &params).await.map(drop)
         }
+    }
+}
+
+/// Tests only: the round trips this thread made to the database.
+#[cfg(test)]
+pub(super) mod round_trips {
+    use std::cell::Cell;
+    thread_local!(static MADE: Cell<usize> = const { Cell::new(0) });
+
+    pub fn note() {
+        MADE.with(|m| m.set(m.get() + 1));
+    }
+
+    /// The round trips made on this thread since the last call.
+    pub fn take() -> usize {
+        MADE.with(|m| m.replace(0))
     }
 }

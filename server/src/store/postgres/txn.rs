@@ -452,17 +452,17 @@ impl Txn for PgTxn<'_> {
         max_bytes: usize,
     ) -> Result<Vec<LoggedChange>, StoreError> {
         self.insert_appended()?;
-        log_page(self.s, None, range, max, max_bytes)
+        log_page(self.s, range, max, max_bytes)
     }
-    fn doc_page(
+    fn docs_page(
         &mut self,
-        doc: DocId,
+        docs: &[DocId],
         range: (Seq, Seq),
         max: usize,
         max_bytes: usize,
     ) -> Result<Vec<LoggedChange>, StoreError> {
         self.insert_appended()?;
-        log_page(self.s, Some(doc), range, max, max_bytes)
+        docs_page(self.s, docs, range, max, max_bytes)
     }
     fn put_doc(&mut self, doc: &DocRecord) -> Result<(), StoreError> {
         self.writing()?;
@@ -926,17 +926,25 @@ const LOG_PAGE: &str = "SELECT seq, doc_id, hash, bytes FROM (
          ORDER BY seq LIMIT $3) page
      WHERE bytes_before < $4 ORDER BY seq";
 
-/// [`LOG_PAGE`] for the changes of document `$5` (erased ones left out), through its index by
-/// (document, sequence): what a backfill reads of a document.
-pub(super) const DOC_PAGE: &str = "SELECT seq, doc_id, hash, bytes FROM (
-         SELECT seq, doc_id, hash, bytes,
-                sum(octet_length(bytes)) OVER (ORDER BY seq) - octet_length(bytes) AS bytes_before
-         FROM change_log
-         WHERE doc_id = $5 AND seq > $1 AND seq <= $2 AND octet_length(bytes) > 0
-         ORDER BY seq LIMIT $3) page
-     WHERE bytes_before < $4 ORDER BY seq";
+/// [`LOG_PAGE`] for the changes of the documents `$5`, document by document in the order given
+/// (the first's after `$1`, the others' from the start), each through the index by (document,
+/// sequence): what a backfill reads of a run of documents. The database reads up to `$3` rows of
+/// each document asked before it orders them ([`docs_page`] asks for fewer after a fetch that
+/// ended among the first).
+pub(super) const DOCS_PAGE: &str = "SELECT seq, doc_id, hash, bytes FROM (
+         SELECT c.seq, c.doc_id, c.hash, c.bytes, d.ord,
+                sum(octet_length(c.bytes)) OVER (ORDER BY d.ord, c.seq)
+                    - octet_length(c.bytes) AS bytes_before
+         FROM unnest($5::uuid[]) WITH ORDINALITY AS d(doc_id, ord)
+         CROSS JOIN LATERAL (
+             SELECT seq, doc_id, hash, bytes FROM change_log
+             WHERE doc_id = d.doc_id AND seq > CASE WHEN d.ord = 1 THEN $1::bigint ELSE 0 END
+                 AND seq <= $2 AND octet_length(bytes) > 0
+             ORDER BY seq LIMIT $3) c
+         ORDER BY d.ord, c.seq LIMIT $3) page
+     WHERE bytes_before < $4 ORDER BY ord, seq";
 
-/// A row of [`LOG_PAGE`] or [`DOC_PAGE`].
+/// A row of [`LOG_PAGE`] or [`DOCS_PAGE`].
 fn log_entry(row: &postgres::Row) -> Result<LogEntry<'_>, StoreError> {
     Ok(LogEntry {
         seq: Seq(seq(col(row, "seq")?)?),
@@ -1073,14 +1081,12 @@ pub(super) fn audit_scan(
     })
 }
 
-/// A read-only transaction on one snapshot, for a scan through a portal.
 /// [`Txn::log_page`] on the transaction open on `s`. Each query returns at most
 /// [`limits::PG_SCAN_ROWS_PER_FETCH_MAX`] rows and stops after the row that brings their bytes to
 /// [`limits::PG_SCAN_FETCH_BYTES`] (the running total is the database's), so what is read at once
 /// stays near that figure plus one change, whatever the rows' sizes.
 fn log_page(
     s: &mut Session,
-    doc: Option<DocId>,
     (mut after, upto): (Seq, Seq),
     max: usize,
     max_bytes: usize,
@@ -1091,33 +1097,76 @@ fn log_page(
         let rows_wanted = limits::PG_SCAN_ROWS_PER_FETCH_MAX.min(max - out.len());
         let bytes_wanted = limits::PG_SCAN_FETCH_BYTES.min(max_bytes - bytes);
         let [a, u, r, b] = page_params((after, upto), rows_wanted, bytes_wanted)?;
-        let rows = match doc {
-            None => s.query(LOG_PAGE, &[&a, &u, &r, &b, &false])?,
-            Some(doc) => s.query(DOC_PAGE, &[&a, &u, &r, &b, &doc.0])?,
-        };
-        #[cfg(test)]
-        fetched::note(&rows);
-        let mut fetched = 0;
-        for row in &rows {
-            let e = log_entry(row)?;
-            let entry = LoggedChange {
-                seq: e.seq,
-                doc_id: e.doc_id,
-                hash: e.hash,
-                bytes: e.bytes.to_vec(),
-            };
-            fetched += entry.bytes.len();
-            after = entry.seq;
-            out.push(entry);
-        }
+        let rows = s.query(LOG_PAGE, &[&a, &u, &r, &b, &false])?;
+        let fetched = take_rows(&rows, &mut out)?;
         bytes += fetched;
         // A fetch cut by neither of its bounds was the range's last: asking again would be a
-        // round trip for nothing (one a document, in a backfill).
+        // round trip for nothing.
         if rows.len() < rows_wanted && fetched < bytes_wanted {
             break;
         }
+        after = out.last().map_or(upto, |e| e.seq);
     }
     Ok(out)
+}
+
+/// [`Txn::docs_page`] on the transaction open on `s`, a [`DOCS_PAGE`] at a time within the same
+/// bounds as [`log_page`]'s fetches. A fetch names every document left, unless the last was cut
+/// among its first documents (long histories): then twice as many as it reached, since the
+/// database reads up to a fetch's rows of each document named.
+fn docs_page(
+    s: &mut Session,
+    mut docs: &[DocId],
+    (mut after, upto): (Seq, Seq),
+    max: usize,
+    max_bytes: usize,
+) -> Result<Vec<LoggedChange>, StoreError> {
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    let mut ahead = docs.len();
+    while !docs.is_empty() && out.len() < max && bytes < max_bytes {
+        let named = &docs[..ahead.clamp(1, docs.len())];
+        let rows_wanted = limits::PG_SCAN_ROWS_PER_FETCH_MAX.min(max - out.len());
+        let bytes_wanted = limits::PG_SCAN_FETCH_BYTES.min(max_bytes - bytes);
+        let [a, u, r, b] = page_params((after, upto), rows_wanted, bytes_wanted)?;
+        let ids = rows::uuids(named, |d| d.0);
+        let rows = s.query(DOCS_PAGE, &[&a, &u, &r, &b, &ids])?;
+        let fetched = take_rows(&rows, &mut out)?;
+        bytes += fetched;
+        if rows.len() < rows_wanted && fetched < bytes_wanted {
+            // Cut by neither bound: every document named is done.
+            (docs, after, ahead) = (&docs[named.len()..], Seq(0), 2 * named.len());
+            continue;
+        }
+        // Cut: the next fetch starts inside the document it ended in.
+        let last = out.last().map(|e| (e.doc_id, e.seq));
+        let at = last.and_then(|(doc, _)| named.iter().position(|d| *d == doc));
+        let (Some(at), Some((_, seq))) = (at, last) else {
+            return Err(StoreError::Backend(
+                "a page of documents not asked for".into(),
+            ));
+        };
+        (docs, after, ahead) = (&docs[at..], seq, 2 * (at + 1));
+    }
+    Ok(out)
+}
+
+/// Appends the entries of a [`LOG_PAGE`] or [`DOCS_PAGE`] fetch to `out`; their bytes.
+fn take_rows(rows: &[postgres::Row], out: &mut Vec<LoggedChange>) -> Result<usize, StoreError> {
+    #[cfg(test)]
+    fetched::note(rows);
+    let mut bytes = 0;
+    for row in rows {
+        let e = log_entry(row)?;
+        bytes += e.bytes.len();
+        out.push(LoggedChange {
+            seq: e.seq,
+            doc_id: e.doc_id,
+            hash: e.hash,
+            bytes: e.bytes.to_vec(),
+        });
+    }
+    Ok(bytes)
 }
 
 pub(super) fn get_log(
