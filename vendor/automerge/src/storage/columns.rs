@@ -182,7 +182,7 @@ impl ColumnLayoutParser {
         Ok(Columns { columns })
     }
 
-    #[tracing::instrument(skip(self), err)]
+    #[tracing::instrument(level = "trace", skip(self), err)] // casenote patch: was INFO
     fn add_column(
         &mut self,
         column: ColumnSpec,

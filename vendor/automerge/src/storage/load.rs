@@ -71,7 +71,7 @@ pub(crate) enum LoadedChanges<'a> {
 /// or more changes. This means it is possible to partially load corrupted data if the first `n`
 /// chunks are valid. This function returns a `LoadedChanges` which you can examine to determine if
 /// this is the case.
-#[instrument(skip(data))]
+#[instrument(level = "trace", skip(data))] // casenote patch: was INFO
 pub(crate) fn load_changes<'a>(
     mut data: parse::Input<'a>,
     text_encoding: TextEncoding,

@@ -180,7 +180,7 @@ impl ChangeOpsColumns {
         }
     }
 
-    #[tracing::instrument(skip(ops, out))]
+    #[tracing::instrument(level = "trace", skip(ops, out))] // casenote patch: was INFO
     pub(crate) fn encode<'a, 'b, 'c, I, C, Op>(ops: I, out: &'b mut Vec<u8>) -> ChangeOpsColumns
     where
         I: Iterator<Item = C> + Clone + ExactSizeIterator + 'a,
