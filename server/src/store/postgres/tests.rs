@@ -696,6 +696,20 @@ fn one_readable_change(store: &dyn Store) -> crate::auth::Principal {
     who
 }
 
+/// A sync request that pushes and reports nothing, from `cursor`, confirming `confirmed`.
+fn sync_request(cursor: Seq, confirmed: Option<u64>) -> casenote_protocol::wire::SyncRequest {
+    casenote_protocol::wire::SyncRequest {
+        version: casenote_protocol::wire::PROTOCOL_VERSION,
+        cursor,
+        device_clock_ms: 0,
+        docs: Vec::new(),
+        log_id: None,
+        confirmed_reconcile: confirmed,
+        views: Vec::new(),
+        restricted: Vec::new(),
+    }
+}
+
 /// A device's first sync reads the records of what it may read, and its backfill the records
 /// and histories of what it is handed, a few hundred documents at a time: its round trips do not
 /// grow with the documents. Before, it made three or more a document (its record in the access
@@ -703,7 +717,6 @@ fn one_readable_change(store: &dyn Store) -> crate::auth::Principal {
 /// 1,029 documents of W3.
 #[test]
 fn a_first_sync_makes_round_trips_by_the_few_hundred_documents_not_by_the_document() {
-    use casenote_protocol::wire::{SyncRequest, PROTOCOL_VERSION};
     let (_url, store) = fresh();
     let (alice, kase) = crate::testkit::alice_with_case(&store);
     let docs = 300;
@@ -723,16 +736,7 @@ fn a_first_sync_makes_round_trips_by_the_few_hundred_documents_not_by_the_docume
             device_id: device,
             ..alice.clone()
         };
-        let req = SyncRequest {
-            version: PROTOCOL_VERSION,
-            cursor: Seq(0),
-            device_clock_ms: 0,
-            docs: Vec::new(),
-            log_id: None,
-            confirmed_reconcile: None,
-            views: Vec::new(),
-            restricted: Vec::new(),
-        };
+        let req = sync_request(Seq(0), None);
         super::session::round_trips::take();
         let (resp, _) = crate::sync::handle(&store, &who, req, 0, &Default::default()).unwrap();
         (resp, super::session::round_trips::take())
@@ -760,7 +764,6 @@ fn a_pull_reads_the_log_in_its_read_transaction_on_one_connection() {
 
 #[test]
 fn a_sync_from_a_new_device_and_its_next_one_need_one_connection_at_a_time() {
-    use casenote_protocol::wire::{SyncRequest, PROTOCOL_VERSION};
     let url = cluster().create_database().unwrap();
     let store = PgStore::open_with_pool(&url, 1, Duration::from_millis(500)).unwrap();
     let who = one_readable_change(&store);
@@ -768,16 +771,7 @@ fn a_sync_from_a_new_device_and_its_next_one_need_one_connection_at_a_time() {
     let mut confirm = None;
     // The first sync (a reconciliation, backfilled from the indexes), its confirmation, an idle one.
     for round in 0..3 {
-        let req = SyncRequest {
-            version: PROTOCOL_VERSION,
-            cursor,
-            device_clock_ms: 0,
-            docs: Vec::new(),
-            log_id: None,
-            confirmed_reconcile: confirm,
-            views: Vec::new(),
-            restricted: Vec::new(),
-        };
+        let req = sync_request(cursor, confirm);
         let (resp, _) = crate::sync::handle(&store, &who, req, 0, &Default::default())
             .unwrap_or_else(|e| panic!("sync {round} needs one connection at a time: {e}"));
         cursor = resp.cursor;

@@ -1094,8 +1094,7 @@ fn log_page(
     let mut out = Vec::new();
     let mut bytes = 0usize;
     while after < upto && out.len() < max && bytes < max_bytes {
-        let rows_wanted = limits::PG_SCAN_ROWS_PER_FETCH_MAX.min(max - out.len());
-        let bytes_wanted = limits::PG_SCAN_FETCH_BYTES.min(max_bytes - bytes);
+        let (rows_wanted, bytes_wanted) = fetch_bounds((out.len(), bytes), (max, max_bytes));
         let [a, u, r, b] = page_params((after, upto), rows_wanted, bytes_wanted)?;
         let rows = s.query(LOG_PAGE, &[&a, &u, &r, &b, &false])?;
         let fetched = take_rows(&rows, &mut out)?;
@@ -1126,8 +1125,7 @@ fn docs_page(
     let mut ahead = docs.len();
     while !docs.is_empty() && out.len() < max && bytes < max_bytes {
         let named = &docs[..ahead.clamp(1, docs.len())];
-        let rows_wanted = limits::PG_SCAN_ROWS_PER_FETCH_MAX.min(max - out.len());
-        let bytes_wanted = limits::PG_SCAN_FETCH_BYTES.min(max_bytes - bytes);
+        let (rows_wanted, bytes_wanted) = fetch_bounds((out.len(), bytes), (max, max_bytes));
         let [a, u, r, b] = page_params((after, upto), rows_wanted, bytes_wanted)?;
         let ids = rows::uuids(named, |d| d.0);
         let rows = s.query(DOCS_PAGE, &[&a, &u, &r, &b, &ids])?;
@@ -1149,6 +1147,15 @@ fn docs_page(
         (docs, after, ahead) = (&docs[at..], seq, 2 * (at + 1));
     }
     Ok(out)
+}
+
+/// The rows and bytes the next fetch of a page asks for, having `taken` so far of the page's
+/// `bounds`: a fetch's at most, and no more than the page has left.
+fn fetch_bounds((rows, bytes): (usize, usize), (max, max_bytes): (usize, usize)) -> (usize, usize) {
+    (
+        limits::PG_SCAN_ROWS_PER_FETCH_MAX.min(max - rows),
+        limits::PG_SCAN_FETCH_BYTES.min(max_bytes - bytes),
+    )
 }
 
 /// Appends the entries of a [`LOG_PAGE`] or [`DOCS_PAGE`] fetch to `out`; their bytes.
