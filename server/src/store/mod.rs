@@ -348,6 +348,9 @@ pub trait Txn {
         let mut out = Vec::new();
         let mut bytes = 0;
         for (i, doc) in docs.iter().enumerate() {
+            if out.len() >= max || bytes >= max_bytes {
+                break;
+            }
             let from = if i == 0 { after } else { Seq(0) };
             for seq in self.change_seqs_of(*doc)? {
                 if out.len() >= max || bytes >= max_bytes {

@@ -9,11 +9,11 @@
 //! any write transaction, so a long pull holds no writer up, and all of it through one read
 //! transaction: the log scan a batch of entries at a time (`Txn::log_page`, at most
 //! `limits::PULL_SCAN_BATCH_ENTRIES` and a response's bytes), the documents' records and cases,
-//! and the backfill runs of documents' records and histories (`Txn::docs_in`, `Txn::docs_page`). Through
-//! the store, each of those reads took a second pooled connection while the transaction held
-//! one, and on PostgreSQL syncs under load held every connection and waited on each other. The
-//! server never materialises a document to relay it: it keeps a log of (hash, dependencies,
-//! bytes) and each document's heads, which is all a relay needs.
+//! and the backfill runs of documents' records and histories (`Txn::docs_in`,
+//! `Txn::docs_page`). Through the store, each of those reads took a second pooled connection
+//! while the transaction held one, and on PostgreSQL syncs under load held every connection and
+//! waited on each other. The server never materialises a document to relay it: it keeps a log
+//! of (hash, dependencies, bytes) and each document's heads, which is all a relay needs.
 
 use crate::access::{self, Cases};
 use crate::auth::Principal;

@@ -1149,8 +1149,8 @@ fn docs_page(
     Ok(out)
 }
 
-/// The rows and bytes the next fetch of a page asks for, having `taken` so far of the page's
-/// `bounds`: a fetch's at most, and no more than the page has left.
+/// The rows and bytes the next fetch of a page asks for, the page having taken `rows` and
+/// `bytes` of its `max` and `max_bytes`: a fetch's at most, and no more than the page has left.
 fn fetch_bounds((rows, bytes): (usize, usize), (max, max_bytes): (usize, usize)) -> (usize, usize) {
     (
         limits::PG_SCAN_ROWS_PER_FETCH_MAX.min(max - rows),
