@@ -197,7 +197,7 @@ pub fn visible_docs(txn: &mut dyn Txn, who: &Principal) -> Result<Visible, Store
             for case in txn.cases_in(chunk)? {
                 if may_read(who, &case, None) {
                     let docs = txn.docs_of_case(case.case_id)?;
-                    sort_docs(txn, who, &case, &docs, &mut out)?;
+                    classify_docs(txn, who, &case, &docs, &mut out)?;
                 }
             }
         }
@@ -207,7 +207,7 @@ pub fn visible_docs(txn: &mut dyn Txn, who: &Principal) -> Result<Visible, Store
 
 /// Puts those of `docs` (of `case`, which `who` may read) that `who` may read, or is told of
 /// sealed, in `out`.
-fn sort_docs(
+fn classify_docs(
     txn: &mut dyn Txn,
     who: &Principal,
     case: &CaseRecord,

@@ -355,7 +355,8 @@ impl<'a> Filling<'a> {
         self.close();
         let ahead = self.missing.get(self.index..).unwrap_or_default();
         let found = ahead.iter().position(|d| *d == doc);
-        let (Some(offset), Some(rec)) = (found, self.records.get(&doc)) else {
+        // Each document of a run is begun once: its record leaves the run's.
+        let (Some(offset), Some(rec)) = (found, self.records.remove(&doc)) else {
             return Err(StoreError::Backend(
                 "a backfill read changes of a document it did not ask for".into(),
             ));
@@ -371,7 +372,7 @@ impl<'a> Filling<'a> {
             case_id: rec.header.case_id,
             kind: rec.header.kind,
             changes: Vec::new(),
-            heads: rec.heads.clone(),
+            heads: rec.heads,
         });
         Ok(())
     }
