@@ -251,12 +251,23 @@ pub const DOC_ACTORS_MAX: u64 = 4_096;
 pub const DOC_ACTOR_CHANGES_MAX: u64 = 512 * 262_144;
 
 /// Operations the server keeps materialised at once: documents being validated now plus the
-/// cache of recently validated states (which gives way first), at up to 350 bytes each (see
-/// [`DOC_OPS_MAX`]): about 100 MB. With the sled page cache ([`SERVER_SLED_CACHE_BYTES`], which
-/// sled overshoots about fourfold) that keeps the server within the 300 MB the W6 workload
-/// allows, whatever devices send, while holding the plans a busy team edits (each a few
-/// thousand operations) many times over.
+/// cache of recently validated states (which gives way first), at up to
+/// [`RESIDENT_BYTES_PER_OP`] bytes each (see [`DOC_OPS_MAX`]): about 100 MB. With the sled page
+/// cache ([`SERVER_SLED_CACHE_BYTES`], which sled overshoots about fourfold) that keeps the
+/// server within the 300 MB the W6 workload allows, whatever devices send, while holding the
+/// plans a busy team edits (each a few thousand operations) many times over. A state loaded
+/// from its save counts the bytes its load left allocated instead, in operations of
+/// [`RESIDENT_BYTES_PER_OP`] (`server/src/validate/resident.rs`).
 pub const SERVER_RESIDENT_OPS_MAX: u64 = 300_000;
+
+/// Bytes of memory one materialised operation is counted at against
+/// [`SERVER_RESIDENT_OPS_MAX`]: what a document built by applying changes holds, 250 to 350
+/// bytes an operation (see [`DOC_OPS_MAX`]). A state automerge loads from its save holds far
+/// less for text (a W5L plan of 34,000 operations: 324 bytes an operation built, 15.6 loaded;
+/// a 100,000-character splice 212 and 1.1) and about as much for maps of many keys (237 and
+/// 214), so such a state is weighed by what its load left allocated, divided by this
+/// (`server/src/heap.rs`), and each operation added to it since counts whole.
+pub const RESIDENT_BYTES_PER_OP: u64 = 350;
 
 /// Bytes of the saved states of documents that [`SERVER_RESIDENT_OPS_MAX`] evicted from the
 /// server's cache of validated states (`server/src/validate/resident.rs`). A state as automerge

@@ -134,10 +134,7 @@ mod tests {
             // A validation reserved after that forget keeps the state it read (another test's
             // forget meanwhile makes a keep give way: it is tried again).
             for _ in 0..100 {
-                let state = Materialised {
-                    doc: automerge::AutoCommit::new(),
-                    through: Seq(0),
-                };
+                let state = Materialised::new(automerge::AutoCommit::new(), Seq(0));
                 validate::reserve(1).keep(doc, state);
                 if validate::is_cached(doc) {
                     break;

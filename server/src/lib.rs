@@ -26,6 +26,7 @@ pub mod escrow;
 pub mod export;
 pub mod export_html;
 pub mod feed;
+pub mod heap;
 pub mod history;
 pub mod metrics;
 pub mod misfile;
@@ -40,6 +41,12 @@ pub mod validate;
 
 #[cfg(test)]
 mod testkit;
+
+/// The binary's allocator in the unit tests too, so that they weigh states as the server does
+/// ([`heap`]).
+#[cfg(test)]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 pub use api::{router, ApiError, AppState};
 pub use config::Config;

@@ -50,7 +50,7 @@ use crate::model::{
     QuarantineEntry,
 };
 use crate::store::{read_each, write, PushAsk, Store, StoreError, Txn};
-use crate::validate::{self, Context, Materialised, Refusal, Rules, Writer};
+use crate::validate::{self, Context, Materialised, Refusal, Rules, Weighed, Writer};
 use automerge::ReadDoc;
 use casenote_protocol::wire::{DocAck, DocPush, Hash, NewRestricted, Rejection};
 use casenote_protocol::{chunk, limits, CaseId, DocId, DocKind, ErrorCode, Seq, TeamId};
@@ -274,12 +274,12 @@ fn unloadable(c: Candidate, why: &str) -> Checked {
 /// document from its log: through the store ahead, in the transaction when judged there.
 fn judge(c: Candidate, stored: &mut Materialise<'_>) -> Result<Option<Checked>, StoreError> {
     let (doc_id, heads) = (c.doc_id, &c.old_heads);
-    let (reserved, cached) = if c.stored {
-        validate::reserve_for(doc_id, c.ops)
+    let (mut reserved, cached) = if c.stored {
+        validate::reserve_for(doc_id, c.ops, heads)
     } else {
         (validate::reserve(c.ops), None)
     };
-    let (before, through) = if c.stored {
+    let (before, through, weighed) = if c.stored {
         let loaded = validate::load_from(cached, heads, |stale| stored(doc_id, stale, heads));
         let mut held = match loaded {
             Err(StoreError::Corrupt(why)) => return Ok(Some(unloadable(c, &why))),
@@ -288,15 +288,22 @@ fn judge(c: Candidate, stored: &mut Materialise<'_>) -> Result<Option<Checked>, 
         if !validate::has_heads(&mut held.doc, heads) {
             return Ok(None);
         }
-        (Some(held.doc), held.through)
+        (Some(held.doc), held.through, held.weighed)
     } else {
-        (None, Seq(0))
+        (None, Seq(0), Weighed::default())
     };
     // The state after: the state before (which holds what the log holds up to `through`) and
     // the new changes, which will be stored later in the log.
-    let kept = |doc| Materialised { doc, through };
+    let kept = |doc, weighed| Materialised {
+        doc,
+        through,
+        weighed,
+    };
+    // A refusal reads the document again from its log (the state before is dropped first),
+    // whole: the reservation grows to hold it.
     let outcome = validate::run(&c.ctx, before, &c.changes, &mut || {
         if c.stored {
+            reserved.regrow(c.ops);
             stored(doc_id, None, heads).map(|h| Some(h.doc))
         } else {
             Ok(None)
@@ -310,12 +317,13 @@ fn judge(c: Candidate, stored: &mut Materialise<'_>) -> Result<Option<Checked>, 
         Ok(passed) => {
             let ops = passed.after.stats().num_ops;
             let files = passed.files;
-            reserved.keep(doc_id, kept(passed.after));
+            reserved.keep(doc_id, kept(passed.after, weighed));
             Ruled::Pass { ops, files }
         }
         Err((refusal, before)) => {
+            // Perhaps read again from the log: weighed by its operations.
             if let Some(before) = before {
-                reserved.keep(doc_id, kept(before));
+                reserved.keep(doc_id, kept(before, Weighed::default()));
             }
             Ruled::Refused(refusal)
         }

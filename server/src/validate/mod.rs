@@ -34,7 +34,7 @@ use std::panic::AssertUnwindSafe;
 pub use resident::is_cached;
 pub use resident::{
     every_document_loads, forget, has_heads, load, load_from, load_with, materialise,
-    materialise_after, materialise_in, reserve, reserve_for, Materialised, Reserved,
+    materialise_after, materialise_in, reserve, reserve_for, Materialised, Reserved, Weighed,
 };
 pub use rules::Prior;
 

@@ -22,13 +22,28 @@
 //! 1,500 edits a second) had a push now and then rebuild a plan from its log, 100-200 ms with
 //! the pushes of that plan waiting behind it: the relay's p99 went from 35 to 90 ms.
 //!
+//! A loaded state is far smaller than one built by applying changes: automerge 0.12 loads a
+//! text in a byte or two an operation, and builds one in hundreds (a W5L plan of 34,000
+//! operations: 15.6 against 324 bytes an operation; maps of many keys hold about as much
+//! either way). Counted by its operations, a loaded state took the room of a built one, so ten
+//! plans taken in turn that outgrew the budget thrashed: each push evicted the plan the next
+//! push needed and loaded its own (in W5L after 15 s, 53 % of the server's samples). So a
+//! loaded state is weighed by what its load left allocated (`crate::heap`), in operations of
+//! `limits::RESIDENT_BYTES_PER_OP` bytes, and each operation added to it since counts whole
+//! ([`Weighed`]); a validation of a cached state that has the stored heads reserves its weight
+//! and the push's new operations. What reads the document again from its log (a stale state,
+//! a refusal's second reading) reserves for the whole of it first.
+//!
 //! A cached or saved state is used only when its heads equal the heads the store holds for the
 //! document: the same heads mean the same changes, so the same state, whichever store it came
 //! from.
 
+use crate::heap;
 use crate::store::{Store, StoreError, Txn};
 use automerge::{AutoCommit, Change, ReadDoc};
-use casenote_protocol::limits::{SERVER_RESIDENT_OPS_MAX, SERVER_SAVED_STATES_BYTES_MAX};
+use casenote_protocol::limits::{
+    RESIDENT_BYTES_PER_OP, SERVER_RESIDENT_OPS_MAX, SERVER_SAVED_STATES_BYTES_MAX,
+};
 use casenote_protocol::wire::{from_wire_heads, Hash};
 use casenote_protocol::{DocId, Seq};
 use std::collections::HashMap;
@@ -37,10 +52,10 @@ use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 
 #[derive(Default)]
 struct State {
-    /// doc → (last kept tick, operations, state)
+    /// doc → (last kept tick, weight, state)
     cache: HashMap<DocId, (u64, u64, Materialised)>,
-    cached_ops: u64,
-    reserved_ops: u64,
+    cached_weight: u64,
+    reserved_weight: u64,
     tick: u64,
     /// States evicted from the cache, to be saved (outside the lock) into `saved`.
     evicted: Vec<(DocId, Materialised)>,
@@ -55,7 +70,7 @@ struct State {
 
 impl State {
     fn used(&self) -> u64 {
-        self.cached_ops + self.reserved_ops
+        self.cached_weight + self.reserved_weight
     }
 
     fn evict_oldest(&mut self) -> bool {
@@ -68,10 +83,10 @@ impl State {
         }
     }
 
-    /// `doc`'s cached state and its operations, out of the cache.
+    /// `doc`'s cached state and its weight, out of the cache.
     fn uncache(&mut self, doc: DocId) -> Option<(u64, Materialised)> {
         let (_, ops, state) = self.cache.remove(&doc)?;
-        self.cached_ops -= ops;
+        self.cached_weight -= ops;
         Some((ops, state))
     }
 
@@ -163,13 +178,19 @@ impl Resident {
         st.saved_bytes += size;
     }
 
-    /// `doc`'s saved state, loaded (a state that does not load is dropped: the document is
-    /// then read from its log, as if there were none).
+    /// `doc`'s saved state, loaded and weighed by what the load left allocated (a state that
+    /// does not load is dropped: the document is then read from its log, as if there were none).
     fn take_saved(&self, doc: DocId) -> Option<Materialised> {
         let (bytes, through) = self.lock().unsave(doc)?;
-        let loaded = std::panic::catch_unwind(|| AutoCommit::load(&bytes));
+        let (loaded, held) =
+            heap::held_by(|| std::panic::catch_unwind(|| AutoCommit::load(&bytes)));
         let doc = loaded.ok()?.ok()?;
-        Some(Materialised { doc, through })
+        let weighed = Weighed::of(&doc, held);
+        Some(Materialised {
+            doc,
+            through,
+            weighed,
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -184,7 +205,7 @@ impl Resident {
                 st = self.freed.wait(st).unwrap_or_else(|e| e.into_inner());
             }
         }
-        st.reserved_ops += ops;
+        st.reserved_weight += ops;
         st
     }
 
@@ -202,27 +223,38 @@ impl Resident {
     }
 
     /// [`Self::reserve`] for stored document `doc`, whose cached state (if any) leaves the cache
-    /// in the same step: its operations become part of the reservation, which grows by the
-    /// rest. (Reserving first and then taking the state counted it twice meanwhile, and the
-    /// room made for that evicted other documents' states, or its own.)
-    fn reserve_for(&'static self, doc: DocId, ops: u64) -> (Reserved, Option<Materialised>) {
+    /// in the same step: its weight becomes part of the reservation, which grows by the rest.
+    /// (Reserving first and then taking the state counted it twice meanwhile, and the room made
+    /// for that evicted other documents' states, or its own.) The rest is the operations the
+    /// state lacks of `ops` when it has `heads` (the push's new ones, applied to it), else all
+    /// of `ops`: a stale state may be read again from the log.
+    fn reserve_for(
+        &'static self,
+        doc: DocId,
+        ops: u64,
+        heads: &[Hash],
+    ) -> (Reserved, Option<Materialised>) {
         let mut st = self.lock();
-        let taken = st.uncache(doc);
+        let mut taken = st.uncache(doc);
         let held = taken.as_ref().map_or(0, |(held, _)| *held);
-        st.reserved_ops += held;
-        let ops = ops.min(self.budget).max(held);
+        st.reserved_weight += held;
+        let current = taken.as_mut().and_then(|(_, state)| {
+            has_heads(&mut state.doc, heads).then(|| state.doc.stats().num_ops)
+        });
+        let needs = current.map_or(ops, |has| held + ops.saturating_sub(has));
+        let ops = needs.min(self.budget).max(held);
         while st.used() + (ops - held) > self.budget && st.evict_oldest() {}
         if st.used() + (ops - held) > self.budget {
             // The room is held by other validations. Waiting for it while holding this state
             // could wait forever on another doing the same: the state goes (the document is
             // read from its log instead), and this waits holding nothing, as any reservation.
-            st.reserved_ops -= held;
+            st.reserved_weight -= held;
             drop(st);
             drop(taken);
             self.freed.notify_all();
             return (self.reserve(ops), None);
         }
-        st.reserved_ops += ops - held;
+        st.reserved_weight += ops - held;
         let forgotten_at = st.forgotten;
         drop(st);
         self.settle();
@@ -265,6 +297,46 @@ impl Resident {
 pub struct Materialised {
     pub doc: AutoCommit,
     pub through: Seq,
+    /// What the state weighed when it was last measured (nothing for a state built by applying
+    /// changes: it weighs its operations).
+    pub weighed: Weighed,
+}
+
+/// A state's weight against the resident budget when it was measured (at its load from a
+/// saved state): `weight` operations' worth of memory (`limits::RESIDENT_BYTES_PER_OP` bytes
+/// each) when it held `ops` operations. Each operation added since counts whole.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Weighed {
+    ops: u64,
+    weight: u64,
+}
+
+impl Weighed {
+    /// `doc`, which holds `held` bytes (unweighed when that is not known).
+    fn of(doc: &AutoCommit, held: Option<u64>) -> Weighed {
+        held.map_or_else(Weighed::default, |bytes| Weighed {
+            ops: doc.stats().num_ops,
+            weight: bytes.div_ceil(RESIDENT_BYTES_PER_OP),
+        })
+    }
+}
+
+impl Materialised {
+    /// A state built by applying changes, weighed by its operations.
+    pub fn new(doc: AutoCommit, through: Seq) -> Materialised {
+        Materialised {
+            doc,
+            through,
+            weighed: Weighed::default(),
+        }
+    }
+
+    /// What the state weighs against the resident budget: its measured weight and the
+    /// operations added since, or, never measured, its operations.
+    pub fn weight(&self) -> u64 {
+        let ops = self.doc.stats().num_ops;
+        self.weighed.weight + ops.saturating_sub(self.weighed.ops)
+    }
 }
 
 /// Operations reserved for one document being validated; given back when dropped, or moved into
@@ -293,10 +365,11 @@ pub fn forget(doc: DocId) {
     resident().forget(doc)
 }
 
-/// Reserves `ops` operations for validating stored document `doc`, and takes its cached state,
-/// if any, out of the cache ([`load_from`] then uses it).
-pub fn reserve_for(doc: DocId, ops: u64) -> (Reserved, Option<Materialised>) {
-    resident().reserve_for(doc, ops)
+/// Reserves what validating stored document `doc` needs, which will hold `ops` operations and
+/// is stored with `heads`, and takes its cached state, if any, out of the cache ([`load_from`]
+/// then uses it).
+pub fn reserve_for(doc: DocId, ops: u64, heads: &[Hash]) -> (Reserved, Option<Materialised>) {
+    resident().reserve_for(doc, ops, heads)
 }
 
 impl Reserved {
@@ -306,11 +379,11 @@ impl Reserved {
     /// when a document was forgotten since the reservation: the state may have been read before
     /// an erasure committed (dropping another document's costs only a rebuild from its log).
     pub fn keep(self, doc: DocId, state: Materialised) {
-        let ops = state.doc.stats().num_ops;
+        let ops = state.weight();
         let resident = self.resident;
         let budget = resident.budget;
         let mut st = resident.lock();
-        st.reserved_ops -= self.ops;
+        st.reserved_weight -= self.ops;
         let stale = st.forgotten != self.forgotten_at;
         std::mem::forget(self);
         st.uncache(doc);
@@ -320,7 +393,7 @@ impl Reserved {
             st.tick += 1;
             let tick = st.tick;
             st.cache.insert(doc, (tick, ops, state));
-            st.cached_ops += ops;
+            st.cached_weight += ops;
         }
         drop(st);
         resident.freed.notify_all();
@@ -328,9 +401,30 @@ impl Reserved {
     }
 }
 
+impl Reserved {
+    /// Grows the reservation to `ops` operations (at most the whole budget) when it holds
+    /// less: for a copy of the document read again from its log once the state it reserved for
+    /// was dropped. It gives back what it holds and waits for the room holding nothing, as any
+    /// reservation.
+    pub fn regrow(&mut self, ops: u64) {
+        let resident = self.resident;
+        let ops = ops.min(resident.budget);
+        if self.ops >= ops {
+            return;
+        }
+        let mut st = resident.lock();
+        st.reserved_weight -= std::mem::take(&mut self.ops);
+        resident.freed.notify_all();
+        let st = resident.grow(st, ops);
+        self.ops = ops;
+        drop(st);
+        resident.settle();
+    }
+}
+
 impl Drop for Reserved {
     fn drop(&mut self) {
-        self.resident.lock().reserved_ops -= self.ops;
+        self.resident.lock().reserved_weight -= self.ops;
         self.resident.freed.notify_all();
     }
 }
@@ -398,17 +492,14 @@ fn bring_up(
         let newer = after(held.through)?;
         let through = newer.last().map_or(held.through, |(seq, _)| *seq);
         if add(doc, &mut held.doc, newer).is_ok() && has_heads(&mut held.doc, heads) {
-            return Ok(Materialised {
-                doc: held.doc,
-                through,
-            });
+            return Ok(Materialised { through, ..held });
         }
     }
     let all = after(Seq(0))?;
     let through = all.last().map_or(Seq(0), |(seq, _)| *seq);
     let mut out = AutoCommit::new();
     add(doc, &mut out, all)?;
-    Ok(Materialised { doc: out, through })
+    Ok(Materialised::new(out, through))
 }
 
 /// Applies the logged changes `logged` to `to`, in one batch (a change `to` holds already is
@@ -586,13 +677,7 @@ mod tests {
         let actor = ActorId::random();
         doc.set_actor(actor.clone());
         doc.apply_changes(changes.to_vec()).unwrap();
-        (
-            Materialised {
-                doc,
-                through: Seq(through),
-            },
-            actor,
-        )
+        (Materialised::new(doc, Seq(through)), actor)
     }
 
     #[test]
@@ -637,10 +722,7 @@ mod tests {
             doc.put(ROOT, format!("k{i}"), 1).unwrap();
         }
         doc.commit();
-        Materialised {
-            doc,
-            through: Seq(1),
-        }
+        Materialised::new(doc, Seq(1))
     }
 
     /// A budget of 100 operations of its own, with room for saved states.
@@ -654,6 +736,13 @@ mod tests {
         resident.reserve(ops).keep(a, sized(ops));
         resident.reserve(ops).keep(b, sized(ops));
         (a, b)
+    }
+
+    /// The heads of `doc`'s cached state.
+    fn cached_heads(resident: &Resident, doc: DocId) -> Vec<Hash> {
+        let mut st = resident.lock();
+        let (_, _, state) = st.cache.get_mut(&doc).expect("a cached state");
+        state.doc.get_heads().iter().map(|h| Hash(h.0)).collect()
     }
 
     /// Whether `resident`'s cache holds `doc`.
@@ -671,7 +760,8 @@ mod tests {
         let (a, b) = kept_two(resident, 40);
         assert_eq!(resident.lock().used(), 80);
         // A push of five more operations to `a`.
-        let (reserved, taken) = resident.reserve_for(a, 45);
+        let heads = cached_heads(resident, a);
+        let (reserved, taken) = resident.reserve_for(a, 45, &heads);
         assert!(taken.is_some(), "a's state comes out of the cache");
         assert!(
             cached(resident, b),
@@ -699,7 +789,7 @@ mod tests {
         );
         resident.reserve(30).keep(a, sized(30));
         resident.reserve(30).keep(b, sized(30));
-        let (reserved, taken) = resident.reserve_for(c, 60);
+        let (reserved, taken) = resident.reserve_for(c, 60, &[]);
         assert!(taken.is_none(), "c was never cached");
         assert!(!cached(resident, a), "the oldest state gave way");
         assert!(cached(resident, b));
@@ -719,7 +809,7 @@ mod tests {
         let other = resident.reserve(40);
         let (tx, rx) = std::sync::mpsc::channel();
         let waiting = std::thread::spawn(move || {
-            let (reserved, taken) = resident.reserve_for(a, 70);
+            let (reserved, taken) = resident.reserve_for(a, 70, &[]);
             tx.send(taken.is_some()).unwrap();
             drop(reserved);
         });
@@ -752,7 +842,7 @@ mod tests {
         resident.reserve(60).keep(b, sized(60));
         assert!(!cached(resident, a), "a gave way to b");
         assert!(resident.lock().saved.contains_key(&a), "a was saved");
-        let (reserved, taken) = resident.reserve_for(a, 60);
+        let (reserved, taken) = resident.reserve_for(a, 60, &[]);
         let mut back = taken.expect("a's saved state");
         assert_eq!(back.doc.get_heads(), heads);
         assert_eq!(back.through, Seq(1));
@@ -815,6 +905,111 @@ mod tests {
         let reserved = resident.reserve(60);
         reserved.keep(a, sized(60));
         assert!(cached(resident, a));
+    }
+
+    /// A state of a narrative of `chars` characters (an operation each), typed in one change.
+    fn narrative(chars: usize) -> Materialised {
+        let mut doc = AutoCommit::new();
+        let text = doc
+            .put_object(ROOT, "narrative", automerge::ObjType::Text)
+            .unwrap();
+        doc.splice_text(&text, 0, 0, &"a visit, ".repeat(chars / 9))
+            .unwrap();
+        doc.commit();
+        Materialised::new(doc, Seq(1))
+    }
+
+    /// A state loaded from its save weighs what the load left allocated, not its operations:
+    /// automerge holds a text it loaded in a byte or two an operation, and one it built by
+    /// applying changes in hundreds. Weighed by their operations, ten plans taken in turn
+    /// outgrew the budget, and each push evicted the plan the next push needed and loaded its
+    /// own (in W5L after 15 s, 53 % of the server's samples were such loads).
+    #[test]
+    fn a_state_loaded_from_its_save_weighs_what_its_load_left_allocated() {
+        let resident: &'static Resident = Box::leak(Box::new(Resident::new(30_000, 1 << 20)));
+        let (a, b, c) = (
+            DocId::new_random(),
+            DocId::new_random(),
+            DocId::new_random(),
+        );
+        for d in [a, b, c] {
+            resident.reserve(12_007).keep(d, narrative(12_006));
+        }
+        assert!(!cached(resident, a), "a gave way to c");
+        // a's next push: its saved state is loaded (the room reserved for it, not knowing
+        // what it will weigh, evicts b), and then kept; then b's next push, the same.
+        for d in [a, b] {
+            let (reserved, taken) = resident.reserve_for(d, 12_007, &[]);
+            let loaded = taken.expect("a saved state");
+            assert!(
+                loaded.weight() < 1_000,
+                "a loaded text of 12,007 operations weighs {}",
+                loaded.weight()
+            );
+            reserved.keep(d, loaded);
+        }
+        assert!(
+            cached(resident, a) && cached(resident, b) && cached(resident, c),
+            "a's and b's loaded states fit beside c's"
+        );
+        assert!(resident.lock().used() < 14_000);
+        // Its next push of 20 operations reserves its weight and those 20, not the whole plan.
+        let heads = cached_heads(resident, a);
+        let weight = resident.lock().cache[&a].1;
+        let (reserved, taken) = resident.reserve_for(a, 12_027, &heads);
+        assert!(taken.is_some());
+        assert_eq!(reserved.ops, weight + 20);
+    }
+
+    /// A cached state whose heads are not the stored ones may be read again from the log: its
+    /// validation reserves for the whole document.
+    #[test]
+    fn a_stale_cached_state_reserves_for_the_whole_document() {
+        let resident: &'static Resident = Box::leak(Box::new(Resident::new(30_000, 1 << 20)));
+        let (a, b) = (DocId::new_random(), DocId::new_random());
+        resident.reserve(12_007).keep(a, narrative(12_006));
+        resident.reserve(20_000).keep(b, narrative(19_998));
+        let (reserved, loaded) = resident.reserve_for(a, 12_007, &[]);
+        let loaded = loaded.expect("a's saved state");
+        assert!(loaded.weight() < 1_000);
+        reserved.keep(a, loaded);
+        let (reserved, taken) = resident.reserve_for(a, 12_027, &[Hash([7; 32])]);
+        assert!(taken.is_some());
+        assert_eq!(reserved.ops, 12_027);
+    }
+
+    /// A reservation grown for a second reading of its document (a refusal reads it again from
+    /// the log) gives back what it held while it waits for the room, so that two such waits
+    /// cannot hold each other up.
+    #[test]
+    fn a_reservation_grows_holding_nothing_while_it_waits() {
+        let resident = small();
+        let other = resident.reserve(50);
+        let mut mine = resident.reserve(10);
+        mine.regrow(40);
+        assert_eq!(resident.lock().used(), 90, "room enough: no wait");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiting = std::thread::spawn(move || {
+            mine.regrow(80);
+            tx.send(resident.lock().used()).unwrap();
+            drop(mine);
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while resident.lock().used() != 50 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the 40 held were never given back"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert!(rx.try_recv().is_err(), "it waits for the other's 50");
+        drop(other);
+        let used = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("it grows once the other ends");
+        assert_eq!(used, 80);
+        waiting.join().unwrap();
+        assert_eq!(resident.lock().used(), 0);
     }
 
     /// An erased document's states leave the server's memory, cached and saved alike.
