@@ -241,18 +241,20 @@ impl Resident {
         let current = taken.as_mut().and_then(|(_, state)| {
             has_heads(&mut state.doc, heads).then(|| state.doc.stats().num_ops)
         });
+        let whole = ops;
         let needs = current.map_or(ops, |has| held + ops.saturating_sub(has));
         let ops = needs.min(self.budget).max(held);
         while st.used() + (ops - held) > self.budget && st.evict_oldest() {}
         if st.used() + (ops - held) > self.budget {
             // The room is held by other validations. Waiting for it while holding this state
             // could wait forever on another doing the same: the state goes (the document is
-            // read from its log instead), and this waits holding nothing, as any reservation.
+            // read from its log instead, so the reservation is for all of it), and this waits
+            // holding nothing, as any reservation.
             st.reserved_weight -= held;
             drop(st);
             drop(taken);
             self.freed.notify_all();
-            return (self.reserve(ops), None);
+            return (self.reserve(whole), None);
         }
         st.reserved_weight += ops - held;
         let forgotten_at = st.forgotten;
@@ -976,6 +978,43 @@ mod tests {
         let (reserved, taken) = resident.reserve_for(a, 12_027, &[Hash([7; 32])]);
         assert!(taken.is_some());
         assert_eq!(reserved.ops, 12_027);
+    }
+
+    /// A validation of a light cached state that must wait for room lets the state go, as any
+    /// does, and then reads the document from its log: it waits for room for all of it, not
+    /// for the light state's weight.
+    #[test]
+    fn a_light_state_let_go_to_wait_for_room_is_replaced_by_room_for_the_whole_document() {
+        let resident: &'static Resident = Box::leak(Box::new(Resident::new(30_000, 1 << 20)));
+        let (a, b) = (DocId::new_random(), DocId::new_random());
+        resident.reserve(12_007).keep(a, narrative(12_006));
+        resident.reserve(20_000).keep(b, narrative(19_998));
+        let (reserved, loaded) = resident.reserve_for(a, 12_007, &[]);
+        reserved.keep(a, loaded.expect("a's saved state"));
+        let weight = resident.lock().cache[&a].1;
+        assert!(weight < 1_000);
+        let heads = cached_heads(resident, a);
+        let other = resident.reserve(30_000 - weight - 10);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiting = std::thread::spawn(move || {
+            let (reserved, taken) = resident.reserve_for(a, 12_027, &heads);
+            tx.send((reserved.ops, taken.is_some())).unwrap();
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while resident.lock().used() != 30_000 - weight - 10 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "a's state was never let go"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        drop(other);
+        let (ops, had_state) = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the validation gets its room once the other ends");
+        assert!(!had_state, "it reads the document from its log");
+        assert_eq!(ops, 12_027, "room for the whole document");
+        waiting.join().unwrap();
     }
 
     /// A reservation grown for a second reading of its document (a refusal reads it again from
