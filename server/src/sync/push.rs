@@ -300,10 +300,12 @@ fn judge(c: Candidate, stored: &mut Materialise<'_>) -> Result<Option<Checked>, 
         weighed,
     };
     // A refusal reads the document again from its log (the state before is dropped first),
-    // whole: the reservation grows to hold it.
+    // whole: the reservation grows to hold it, and the state read weighs its operations.
+    let mut reread = false;
     let outcome = validate::run(&c.ctx, before, &c.changes, &mut || {
         if c.stored {
             reserved.regrow(c.ops);
+            reread = true;
             stored(doc_id, None, heads).map(|h| Some(h.doc))
         } else {
             Ok(None)
@@ -321,9 +323,9 @@ fn judge(c: Candidate, stored: &mut Materialise<'_>) -> Result<Option<Checked>, 
             Ruled::Pass { ops, files }
         }
         Err((refusal, before)) => {
-            // Perhaps read again from the log: weighed by its operations.
             if let Some(before) = before {
-                reserved.keep(doc_id, kept(before, Weighed::default()));
+                let weighed = if reread { Weighed::default() } else { weighed };
+                reserved.keep(doc_id, kept(before, weighed));
             }
             Ruled::Refused(refusal)
         }
