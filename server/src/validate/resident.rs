@@ -747,6 +747,16 @@ mod tests {
         state.doc.get_heads().iter().map(|h| Hash(h.0)).collect()
     }
 
+    /// Waits (up to 10 s, else fails with `never`) until `resident` holds `used` in all: another
+    /// thread's validation has let go of what it held and waits.
+    fn wait_for_used(resident: &Resident, used: u64, never: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while resident.lock().used() != used {
+            assert!(std::time::Instant::now() < deadline, "{never}");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
     /// Whether `resident`'s cache holds `doc`.
     fn cached(resident: &Resident, doc: DocId) -> bool {
         resident.lock().cache.contains_key(&doc)
@@ -815,14 +825,7 @@ mod tests {
             tx.send(taken.is_some()).unwrap();
             drop(reserved);
         });
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while resident.lock().used() != 40 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "a's state was never let go"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
+        wait_for_used(resident, 40, "a's state was never let go");
         drop(other);
         let had_state = rx
             .recv_timeout(std::time::Duration::from_secs(10))
@@ -963,18 +966,25 @@ mod tests {
         assert_eq!(reserved.ops, weight + 20);
     }
 
-    /// A cached state whose heads are not the stored ones may be read again from the log: its
-    /// validation reserves for the whole document.
-    #[test]
-    fn a_stale_cached_state_reserves_for_the_whole_document() {
+    /// A budget of 30,000 operations whose cache holds document `a`'s state as loaded from its
+    /// save (a text of 12,007 operations), and that state's weight.
+    fn with_a_light_state() -> (&'static Resident, DocId, u64) {
         let resident: &'static Resident = Box::leak(Box::new(Resident::new(30_000, 1 << 20)));
         let (a, b) = (DocId::new_random(), DocId::new_random());
         resident.reserve(12_007).keep(a, narrative(12_006));
         resident.reserve(20_000).keep(b, narrative(19_998));
         let (reserved, loaded) = resident.reserve_for(a, 12_007, &[]);
-        let loaded = loaded.expect("a's saved state");
-        assert!(loaded.weight() < 1_000);
-        reserved.keep(a, loaded);
+        reserved.keep(a, loaded.expect("a's saved state"));
+        let weight = resident.lock().cache[&a].1;
+        assert!(weight < 1_000, "a loaded text weighs {weight}");
+        (resident, a, weight)
+    }
+
+    /// A cached state whose heads are not the stored ones may be read again from the log: its
+    /// validation reserves for the whole document.
+    #[test]
+    fn a_stale_cached_state_reserves_for_the_whole_document() {
+        let (resident, a, _) = with_a_light_state();
         let (reserved, taken) = resident.reserve_for(a, 12_027, &[Hash([7; 32])]);
         assert!(taken.is_some());
         assert_eq!(reserved.ops, 12_027);
@@ -985,14 +995,7 @@ mod tests {
     /// for the light state's weight.
     #[test]
     fn a_light_state_let_go_to_wait_for_room_is_replaced_by_room_for_the_whole_document() {
-        let resident: &'static Resident = Box::leak(Box::new(Resident::new(30_000, 1 << 20)));
-        let (a, b) = (DocId::new_random(), DocId::new_random());
-        resident.reserve(12_007).keep(a, narrative(12_006));
-        resident.reserve(20_000).keep(b, narrative(19_998));
-        let (reserved, loaded) = resident.reserve_for(a, 12_007, &[]);
-        reserved.keep(a, loaded.expect("a's saved state"));
-        let weight = resident.lock().cache[&a].1;
-        assert!(weight < 1_000);
+        let (resident, a, weight) = with_a_light_state();
         let heads = cached_heads(resident, a);
         let other = resident.reserve(30_000 - weight - 10);
         let (tx, rx) = std::sync::mpsc::channel();
@@ -1000,14 +1003,7 @@ mod tests {
             let (reserved, taken) = resident.reserve_for(a, 12_027, &heads);
             tx.send((reserved.ops, taken.is_some())).unwrap();
         });
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while resident.lock().used() != 30_000 - weight - 10 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "a's state was never let go"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
+        wait_for_used(resident, 30_000 - weight - 10, "a's state was never let go");
         drop(other);
         let (ops, had_state) = rx
             .recv_timeout(std::time::Duration::from_secs(10))
@@ -1033,14 +1029,7 @@ mod tests {
             tx.send(resident.lock().used()).unwrap();
             drop(mine);
         });
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while resident.lock().used() != 50 {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the 40 held were never given back"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
+        wait_for_used(resident, 50, "the 40 held were never given back");
         assert!(rx.try_recv().is_err(), "it waits for the other's 50");
         drop(other);
         let used = rx
