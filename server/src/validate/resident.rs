@@ -85,9 +85,9 @@ impl State {
 
     /// `doc`'s cached state and its weight, out of the cache.
     fn uncache(&mut self, doc: DocId) -> Option<(u64, Materialised)> {
-        let (_, ops, state) = self.cache.remove(&doc)?;
-        self.cached_weight -= ops;
-        Some((ops, state))
+        let (_, weight, state) = self.cache.remove(&doc)?;
+        self.cached_weight -= weight;
+        Some((weight, state))
     }
 
     /// `doc`'s saved state, out of the saved ones.
@@ -241,11 +241,10 @@ impl Resident {
         let current = taken.as_mut().and_then(|(_, state)| {
             has_heads(&mut state.doc, heads).then(|| state.doc.stats().num_ops)
         });
-        let whole = ops;
         let needs = current.map_or(ops, |has| held + ops.saturating_sub(has));
-        let ops = needs.min(self.budget).max(held);
-        while st.used() + (ops - held) > self.budget && st.evict_oldest() {}
-        if st.used() + (ops - held) > self.budget {
+        let weight = needs.min(self.budget).max(held);
+        while st.used() + (weight - held) > self.budget && st.evict_oldest() {}
+        if st.used() + (weight - held) > self.budget {
             // The room is held by other validations. Waiting for it while holding this state
             // could wait forever on another doing the same: the state goes (the document is
             // read from its log instead, so the reservation is for all of it), and this waits
@@ -254,15 +253,15 @@ impl Resident {
             drop(st);
             drop(taken);
             self.freed.notify_all();
-            return (self.reserve(whole), None);
+            return (self.reserve(ops), None);
         }
-        st.reserved_weight += ops - held;
+        st.reserved_weight += weight - held;
         let forgotten_at = st.forgotten;
         drop(st);
         self.settle();
         let reserved = Reserved {
             resident: self,
-            ops,
+            ops: weight,
             forgotten_at,
         };
         let taken = taken.map(|(_, state)| state);
@@ -381,7 +380,7 @@ impl Reserved {
     /// when a document was forgotten since the reservation: the state may have been read before
     /// an erasure committed (dropping another document's costs only a rebuild from its log).
     pub fn keep(self, doc: DocId, state: Materialised) {
-        let ops = state.weight();
+        let weight = state.weight();
         let resident = self.resident;
         let budget = resident.budget;
         let mut st = resident.lock();
@@ -390,20 +389,18 @@ impl Reserved {
         std::mem::forget(self);
         st.uncache(doc);
         st.unsave(doc);
-        while !stale && st.used() + ops > budget && st.evict_oldest() {}
-        if !stale && st.used() + ops <= budget {
+        while !stale && st.used() + weight > budget && st.evict_oldest() {}
+        if !stale && st.used() + weight <= budget {
             st.tick += 1;
             let tick = st.tick;
-            st.cache.insert(doc, (tick, ops, state));
-            st.cached_weight += ops;
+            st.cache.insert(doc, (tick, weight, state));
+            st.cached_weight += weight;
         }
         drop(st);
         resident.freed.notify_all();
         resident.settle();
     }
-}
 
-impl Reserved {
     /// Grows the reservation to `ops` operations (at most the whole budget) when it holds
     /// less: for a copy of the document read again from its log once the state it reserved for
     /// was dropped. It gives back what it holds and waits for the room holding nothing, as any
@@ -744,7 +741,7 @@ mod tests {
     fn cached_heads(resident: &Resident, doc: DocId) -> Vec<Hash> {
         let mut st = resident.lock();
         let (_, _, state) = st.cache.get_mut(&doc).expect("a cached state");
-        state.doc.get_heads().iter().map(|h| Hash(h.0)).collect()
+        casenote_protocol::wire::to_wire_heads(&state.doc.get_heads())
     }
 
     /// Waits (up to 10 s, else fails with `never`) until `resident` holds `used` in all: another
