@@ -31,12 +31,43 @@ impl Serialize for Hash {
 }
 
 impl<'de> Deserialize<'de> for Hash {
+    /// From a byte string (CBOR), read where the decoder holds it: a store's document record
+    /// carries a head per writer who edited it since, and each used to be copied into a buffer
+    /// of its own first. A sequence of 32 numbers (how JSON writes bytes) is taken too, one
+    /// number at a time, so a longer one is refused without being read.
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let buf = ByteBuf::deserialize(d)?;
-        let arr: [u8; 32] = buf
-            .as_slice()
-            .try_into()
-            .map_err(|_| serde::de::Error::invalid_length(buf.len(), &"32 bytes"))?;
+        d.deserialize_bytes(HashVisitor)
+    }
+}
+
+struct HashVisitor;
+
+impl<'de> serde::de::Visitor<'de> for HashVisitor {
+    type Value = Hash;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("32 bytes")
+    }
+
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Hash, E> {
+        let arr: [u8; 32] = v.try_into().map_err(|_| E::invalid_length(v.len(), &self))?;
+        Ok(Hash(arr))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Hash, E> {
+        self.visit_bytes(v.as_bytes())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Hash, A::Error> {
+        let mut arr = [0u8; 32];
+        for (i, byte) in arr.iter_mut().enumerate() {
+            *byte = seq
+                .next_element()?
+                .ok_or_else(|| serde::de::Error::invalid_length(i, &self))?;
+        }
+        if seq.next_element::<u8>()?.is_some() {
+            return Err(serde::de::Error::invalid_length(33, &self));
+        }
         Ok(Hash(arr))
     }
 }
@@ -538,6 +569,24 @@ mod tests {
 
     fn arb_hash() -> impl Strategy<Value = Hash> {
         any::<[u8; 32]>().prop_map(Hash)
+    }
+
+    #[test]
+    fn a_hash_is_read_from_32_bytes_as_cbor_or_json_writes_them_and_from_nothing_else() {
+        let h = Hash(std::array::from_fn(|i| i as u8 * 7));
+        let cbor: Hash = ciborium::de::from_reader(encode(&h).as_slice()).unwrap();
+        assert_eq!(cbor, h);
+        let json: Hash = serde_json::from_str(&serde_json::to_string(&h).unwrap()).unwrap();
+        assert_eq!(json, h);
+        for len in [0, 31, 33, 4096] {
+            let bytes = encode(&ByteBuf::from(vec![1u8; len]));
+            let err = ciborium::de::from_reader::<Hash, _>(bytes.as_slice()).unwrap_err();
+            assert!(err.to_string().contains("32 bytes"), "{len}: {err}");
+            let numbers = serde_json::to_string(&vec![1u8; len]).unwrap();
+            let err = serde_json::from_str::<Hash>(&numbers).unwrap_err();
+            assert!(err.to_string().contains("32 bytes"), "{len}: {err}");
+        }
+        assert!(serde_json::from_str::<Hash>("[1, 2, 300]").is_err());
     }
 
     fn arb_push() -> impl Strategy<Value = DocPush> {
