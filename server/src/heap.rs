@@ -9,6 +9,9 @@
 //! operations, 324 bytes an operation built and 15.6 loaded; `limits::RESIDENT_BYTES_PER_OP`).
 //! A state loaded from its save is weighed by what its load left allocated.
 //!
+//! Also [`calm_purging`]: jemalloc's background thread, which gives freed pages back to the
+//! system, runs at the lowest priority, so that giving memory back never holds up a request.
+//!
 //! The counts are the calling thread's, so they say what `f` left allocated when `f` runs on
 //! one thread and frees nothing another thread allocated, as a load does. In a process whose
 //! global allocator is not jemalloc (the server binary's is, and so are the end-to-end tests',
@@ -33,9 +36,80 @@ pub fn held_by<T>(f: impl FnOnce() -> T) -> (T, Option<u64>) {
     (out, held)
 }
 
+/// The name jemalloc gives its background threads.
+const PURGING_THREAD: &str = "jemalloc_bg_thd";
+
+/// Sets this process's jemalloc background threads to the lowest priority (nice 19); returns how
+/// many it set. Why: they give freed pages back to the system (`dirty_decay_ms` in
+/// `.cargo/config.toml`, for the memory bound) in runs of 0.5-5.5 ms, and a request's thread
+/// woken on the core one of them held waited for the rest of its run: `perf sched` of W3 at a
+/// million documents, just after the first pull freed its pages, showed it the most frequent
+/// thing running while a sync's threads waited to run. At nice 19 a thread that wakes takes the
+/// core from it at once; with nothing else to run it purges as before. jemalloc starts them
+/// when the process starts (before `main`), so one call at start finds them; on a system
+/// without `/proc` it sets none.
+pub fn calm_purging() -> usize {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == PURGING_THREAD)
+        })
+        .filter_map(|t| t.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|tid| lowest_priority(*tid))
+        .count()
+}
+
+#[cfg(unix)]
+fn lowest_priority(tid: i32) -> bool {
+    use rustix::process::{setpriority_process, Pid};
+    // On Linux a thread's priority is its own: `setpriority` with a thread id sets that thread.
+    Pid::from_raw(tid).is_some_and(|pid| setpriority_process(Some(pid), 19).is_ok())
+}
+
+#[cfg(not(unix))]
+fn lowest_priority(_tid: i32) -> bool {
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The nice value of thread `tid` of this process, from its `stat` (the 19th field); `None`
+    /// once the thread is gone (other tests' threads come and go).
+    fn nice_of(tid: &str) -> Option<i64> {
+        let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).ok()?;
+        let after_name = &stat[stat.rfind(')')? + 2..];
+        after_name.split(' ').nth(16)?.parse().ok()
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn jemallocs_purging_thread_is_set_to_the_lowest_priority_and_no_other() {
+        let before: Vec<(String, String, i64)> = std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .flatten()
+            .filter_map(|t| {
+                let tid = t.file_name().to_string_lossy().into_owned();
+                let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
+                let nice = nice_of(&tid)?;
+                Some((tid, comm.trim().to_string(), nice))
+            })
+            .collect();
+        let purging = before.iter().filter(|t| t.1 == PURGING_THREAD).count();
+        assert!(purging >= 1, "jemalloc's background thread runs: {before:?}");
+        assert_eq!(calm_purging(), purging);
+        for (tid, comm, nice) in &before {
+            let Some(now) = nice_of(tid) else { continue };
+            match comm == PURGING_THREAD {
+                true => assert_eq!(now, 19, "{tid} {comm}"),
+                false => assert_eq!(now, *nice, "{tid} {comm}: only jemalloc's threads move"),
+            }
+        }
+    }
 
     #[test]
     fn what_a_closure_leaves_allocated_is_counted_and_what_it_frees_is_not() {

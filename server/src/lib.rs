@@ -75,12 +75,14 @@ pub async fn run(
     mut config: Config,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let calmed = heap::calm_purging();
     let cap = config.connections.cap();
     config.live.connections_max = config.live.connections_max.min(cap / 2).max(1);
     tracing::info!(
         open_files = config::open_files_limit(),
         connections_max = cap,
         live_connections_max = config.live.connections_max,
+        purging_threads_lowered = calmed,
         "connection limits"
     );
     let connections = config.connections.clone();
