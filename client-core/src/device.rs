@@ -1255,7 +1255,8 @@ impl Device {
             let Some((mut doc, _)) = loaded else {
                 continue;
             };
-            for c in record::conflicts(&doc) {
+            let (content, found) = record::view(&doc);
+            for c in found {
                 conflicts.push(json!({
                     "doc_id": doc_id,
                     "kind": h.kind,
@@ -1264,7 +1265,6 @@ impl Device {
                     "written_by": c.written_by,
                 }));
             }
-            let content = record::content_json(&doc);
             match h.kind {
                 DocKind::Case => record_json = content,
                 DocKind::Plan => plans.push(json!({

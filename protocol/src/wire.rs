@@ -50,7 +50,9 @@ impl<'de> serde::de::Visitor<'de> for HashVisitor {
     }
 
     fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Hash, E> {
-        let arr: [u8; 32] = v.try_into().map_err(|_| E::invalid_length(v.len(), &self))?;
+        let arr: [u8; 32] = v
+            .try_into()
+            .map_err(|_| E::invalid_length(v.len(), &self))?;
         Ok(Hash(arr))
     }
 

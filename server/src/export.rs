@@ -135,7 +135,7 @@ pub fn build(
         };
         let h = &doc_rec.header;
         let mut doc = validate::materialise(store, id)?;
-        let content = record::content_json(&doc);
+        let (content, conflicts) = record::view(&doc);
         let history = history::entries(store, id)?;
         changes += history.len();
         if h.kind.is_restricted() {
@@ -208,7 +208,7 @@ pub fn build(
             "first_received_at_ms": first_received,
             "last_received_at_ms": last_received,
             "content": content,
-            "conflicts": record::conflicts(&doc),
+            "conflicts": conflicts,
             "third_party": third_party,
             "history": history,
         }));
