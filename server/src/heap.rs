@@ -100,7 +100,10 @@ mod tests {
             })
             .collect();
         let purging = before.iter().filter(|t| t.1 == PURGING_THREAD).count();
-        assert!(purging >= 1, "jemalloc's background thread runs: {before:?}");
+        assert!(
+            purging >= 1,
+            "jemalloc's background thread runs: {before:?}"
+        );
         assert_eq!(calm_purging(), purging);
         for (tid, comm, nice) in &before {
             let Some(now) = nice_of(tid) else { continue };

@@ -343,7 +343,11 @@ mod tests {
 
     /// The times this store's writers yielded the processor.
     fn yields(store: &SledStore) -> usize {
-        store.shared.writers.yields.load(std::sync::atomic::Ordering::Relaxed)
+        store
+            .shared
+            .writers
+            .yields
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     #[test]
@@ -363,7 +367,11 @@ mod tests {
         assert!(shared.iter().all(Result::is_ok), "{shared:?}");
         let after_shared = yields(&store);
         write(&store, doc, 10, false).unwrap();
-        assert_eq!(yields(&store), after_shared + 1, "the writer after a shared batch yields");
+        assert_eq!(
+            yields(&store),
+            after_shared + 1,
+            "the writer after a shared batch yields"
+        );
         write(&store, doc, 11, false).unwrap();
         write(&store, doc, 12, false).unwrap();
         assert_eq!(
