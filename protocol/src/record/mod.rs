@@ -909,21 +909,27 @@ mod tests {
         assert_eq!(text, "[B] Call me Peggy. I feed the birds at 7am.");
     }
 
-    #[test]
-    fn the_view_is_the_content_and_the_conflicts_each_would_give_and_withholds_what_they_withhold()
-    {
+    /// A plan whose discharge date two devices wrote at once.
+    fn discharge_dates_written_at_once() -> AutoCommit {
         let mut a = AutoCommit::new();
         init_plan(&mut a, CaseId::new_random()).unwrap();
         let mut b = fork_pair(&mut a);
         set_root_str(&mut a, field::DISCHARGE_DATE, "2026-11-30").unwrap();
         set_root_str(&mut b, field::DISCHARGE_DATE, "2026-12-02").unwrap();
         a.merge(&mut b).unwrap();
+        a
+    }
+
+    #[test]
+    fn the_view_is_the_content_and_the_conflicts_each_would_give_and_withholds_what_they_withhold()
+    {
+        let a = discharge_dates_written_at_once();
         let (content, found) = view(&a);
         assert_eq!(found, conflicts(&a));
         assert_eq!(found.len(), 1);
         assert_eq!(content, content_json(&a));
         assert!(content.get(field::DISCHARGE_DATE).is_some(), "{content}");
-        // Objects nested past the limit, each a field that two devices wrote at once.
+        // Objects nested past the limit, and a root field two devices wrote at once.
         let mut deep = AutoCommit::new();
         let mut obj = ROOT;
         for _ in 0..=crate::limits::DOC_DEPTH_MAX {
@@ -941,12 +947,7 @@ mod tests {
 
     #[test]
     fn concurrent_scalar_writes_are_reported_with_both_values() {
-        let mut a = AutoCommit::new();
-        init_plan(&mut a, CaseId::new_random()).unwrap();
-        let mut b = fork_pair(&mut a);
-        set_root_str(&mut a, field::DISCHARGE_DATE, "2026-11-30").unwrap();
-        set_root_str(&mut b, field::DISCHARGE_DATE, "2026-12-02").unwrap();
-        a.merge(&mut b).unwrap();
+        let a = discharge_dates_written_at_once();
         let found = conflicts(&a);
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].path, vec![field::DISCHARGE_DATE.to_string()]);
