@@ -84,7 +84,11 @@ pub const DEVICE_CHUNKS_BEFORE_COMPACT: usize = 64;
 pub const DEVICE_DOCS_CACHED_MAX: usize = 64;
 /// Stored bytes (snapshot and chunks, as loaded) of the documents a device keeps in memory, all
 /// together; a document larger than this alone is never kept. A loaded document takes a few
-/// times its stored size in memory, so this keeps the cache to tens of MB on a phone.
+/// times its stored size in memory; one built by applying changes, as a cached document becomes
+/// through edits and syncs, up to twenty times more than loaded (automerge 0.12: a W5L plan 324
+/// bytes an operation built, 15.6 loaded). Putting the loaded document back at each compaction
+/// took W5's process (20 devices and the server) from 215-220 to 160-177 MB but its relay p99
+/// from 78-98 to 111-139 ms (bench/README.md, stop 37), so the cache keeps what it built.
 pub const DEVICE_DOCS_CACHED_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// Threads one push may use on the server for its Automerge work (decoding and validating
